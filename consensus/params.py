@@ -1,0 +1,90 @@
+"""Per-network consensus parameters.
+
+The values themselves live in genesis/<network>.json (one source of truth, shipped
+with the package); this module defines their shape and checks them once at load,
+so every rule downstream can trust them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ParamsError(ValueError):
+    """A genesis file carries parameters that break an invariant of the protocol."""
+
+
+def _is_power_of_two(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+# |entry of A' or B'| <= 127, so one r-step partial product is bounded by 127^2 * r.
+# It must stay below 2^24 to be exact in float32 (the CPU BLAS path): r <= 1024.
+MAX_NOISE_RANK = 1024
+# |entry of C'| <= 127^2 * k must stay below 2^31 so int32 accumulators are exact.
+MAX_K = 131072
+# A tile side above this would make seals (and their decoding caps) needlessly large.
+MAX_TILE_SIDE = 64
+
+
+@dataclass(frozen=True)
+class PouwParams:
+    """Shape rules of the proof of useful work (docs/PROTOCOL.md, "PoUW")."""
+
+    noise_rank: int  # r: width of one transcript step and rank of the noise
+    tile_rows: int  # h: rows of one ticket tile
+    tile_cols: int  # w: columns of one ticket tile
+    k_min: int
+    k_max: int
+    m_max: int
+    n_max: int
+    max_multiply_adds: int  # cap on m*n*k so one product fits a large GPU
+
+    def validate(self) -> None:
+        r = self.noise_rank
+        if not _is_power_of_two(r) or r > MAX_NOISE_RANK or r < 2:
+            raise ParamsError(f"noise_rank {r} must be a power of two in [2, {MAX_NOISE_RANK}]")
+        for name in ("tile_rows", "tile_cols"):
+            v = getattr(self, name)
+            if not 1 <= v <= MAX_TILE_SIDE:
+                raise ParamsError(f"{name} {v} must be in [1, {MAX_TILE_SIDE}]")
+        if not (r <= self.k_min <= self.k_max <= MAX_K) or self.k_min % r or self.k_max % r:
+            raise ParamsError(
+                f"k_min, k_max must be multiples of noise_rank with r <= k_min <= k_max <= {MAX_K}"
+            )
+        if self.m_max % self.tile_rows or self.n_max % self.tile_cols:
+            raise ParamsError("m_max and n_max must be multiples of the tile shape")
+        if self.max_multiply_adds < self.tile_rows * self.tile_cols * self.k_min:
+            raise ParamsError("max_multiply_adds is below the smallest possible product")
+
+
+@dataclass(frozen=True)
+class DifficultyParams:
+    """ASERT retarget parameters (docs/PROTOCOL.md, "Difficulty")."""
+
+    target_spacing_s: int  # ideal seconds between blocks
+    half_life_s: int  # a block interval this far off doubles or halves the target
+    max_target: int  # easiest allowed target per multiply-add (the "pow limit")
+    genesis_target: int  # target of the genesis block, the ASERT anchor
+
+    def validate(self) -> None:
+        if self.target_spacing_s <= 0 or self.half_life_s <= 0:
+            raise ParamsError("target spacing and half-life must be positive")
+        if not 0 < self.genesis_target <= self.max_target < 2**256:
+            raise ParamsError("need 0 < genesis_target <= max_target < 2^256")
+
+
+@dataclass(frozen=True)
+class SubsidyParams:
+    """Native token issuance (docs/PROTOCOL.md, "Subsidy")."""
+
+    initial_subsidy: int  # base units minted to the miner of each early block
+    halving_interval: int  # blocks between halvings
+    supply_cap: int  # total base units that can ever be minted (genesis funds included)
+    coinbase_maturity: int  # blocks before a mined reward may be spent
+
+    def validate(self) -> None:
+        if self.initial_subsidy <= 0 or self.halving_interval <= 0:
+            raise ParamsError("initial subsidy and halving interval must be positive")
+        if self.supply_cap <= 0 or self.coinbase_maturity < 0:
+            raise ParamsError("supply cap must be positive, maturity non-negative")
