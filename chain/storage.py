@@ -423,9 +423,7 @@ class ChainDB:
     crash or power loss.
     """
 
-    def __init__(
-        self, datadir: DataDir, *, network: str, create_if_missing: bool = True
-    ) -> None:
+    def __init__(self, datadir: DataDir, *, network: str, create_if_missing: bool = True) -> None:
         if not isinstance(datadir, DataDir):
             raise TypeError("ChainDB needs a DataDir (which holds the datadir lock)")
         if not datadir.locked:

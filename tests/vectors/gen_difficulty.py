@@ -103,8 +103,16 @@ def build() -> dict[str, object]:
         for note, pname, at, apt, t, h in _cases()
     ]
     works = [1, 2, 3, 2**128, 2**200 + 12345, 2**224 - 1, 2**255, 2**256 - 1]
-    mtp_inputs = [[5], [3, 1], [1, 2, 3], [9, 1, 8, 2], list(range(11)), [7] * 11,
-                  [100, 1, 99, 2, 98, 3, 97, 4, 96, 5, 95, 6], list(range(30, 0, -1))]
+    mtp_inputs = [
+        [5],
+        [3, 1],
+        [1, 2, 3],
+        [9, 1, 8, 2],
+        list(range(11)),
+        [7] * 11,
+        [100, 1, 99, 2, 98, 3, 97, 4, 96, 5, 95, 6],
+        list(range(30, 0, -1)),
+    ]
     return {
         "format": "integers as strings; targets 0x-hex; anchor is genesis (height 0)",
         "params": params,

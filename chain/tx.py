@@ -1,0 +1,441 @@
+"""The transaction: fields, canonical encoding, id, signing and context-free checks.
+
+Wire layout (docs/protocol-tx.md), fields in this order, all integers big-endian:
+
+    chain_id u32 | kind u8 | sender_pubkey 32 | nonce u64 | fee u64 |
+    recipient 20 | amount u64 | payload varbytes (<= MAX_TX_PAYLOAD) | signature 64
+
+Everything but the signature is the *unsigned encoding*. The txid is
+``tagged_hash(TAG_TX, unsigned)`` and the signature is Ed25519 over
+``tagged_hash(TAG_TX_SIG, unsigned)``. Because ``chain_id`` is the first field of what
+is signed, a transaction signed for one network is invalid on every other one
+(replay protection, as EIP-155 gives Ethereum).
+
+All kinds share this one layout; data specific to a kind goes into ``payload``, so
+the decoder never depends on the kind and a node can decode (and name the rejection
+of) a kind it does not implement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
+
+from chain.address import (
+    ADDRESS_SIZE,
+    address_from_pubkey,
+    decode_address,
+    decode_any_address,
+    encode_address,
+)
+from chain.encoding import DecodeError, Reader, Writer
+from chain.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, PrivateKey, verify
+from chain.merkle import tx_leaf, tx_root
+from consensus.hashing import TAG_TX, TAG_TX_SIG, tagged_hash
+from consensus.ints import U8_MAX, U32_MAX, U64_MAX
+
+
+class TxKind(enum.IntEnum):
+    """What a transaction does. Only TRANSFER is active; the rest are reserved."""
+
+    TRANSFER = 1
+    JOB_SUBMIT = 2  # compute market: post a matrix job with an escrowed reward
+    JOB_COMMIT = 3  # compute market: a worker commits to a result
+    JOB_CHALLENGE = 4  # compute market: dispute a committed result
+    JOB_RECLAIM = 5  # compute market: submitter reclaims an unclaimed escrow
+
+
+# Kinds a node accepts today. A reserved kind becomes active by a consensus upgrade.
+ACTIVE_KINDS: frozenset[int] = frozenset({TxKind.TRANSFER})
+
+# A transfer needs at most a memo, and the future job kinds reference matrix data by
+# hash rather than inline, so 1 KiB is plenty. Small txs bound what one peer message,
+# one mempool entry and one signature check can cost; the cap can be raised per kind
+# by a later consensus rule if a kind needs more.
+MAX_TX_PAYLOAD = 1024
+
+# Encoded size of a transaction with an empty payload.
+TX_FIXED_SIZE = 4 + 1 + PUBLIC_KEY_SIZE + 8 + 8 + ADDRESS_SIZE + 8 + 4 + SIGNATURE_SIZE
+# Largest valid encoding (149 + 1024 = 1173 bytes); decoders reject longer input at once.
+MAX_TX_SIZE = TX_FIXED_SIZE + MAX_TX_PAYLOAD
+
+_ZERO_SIG = bytes(SIGNATURE_SIZE)
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _check_uint(name: str, value: object, maximum: int) -> None:
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise ValueError(f"{name} must be an int in [0, {maximum}], got {value!r}")
+
+
+def _check_bytes(name: str, value: object, size: int | None) -> None:
+    if not isinstance(value, bytes):
+        raise TypeError(f"{name} must be bytes, got {type(value).__name__}")
+    if size is not None and len(value) != size:
+        raise ValueError(f"{name} must be {size} bytes, got {len(value)}")
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A transaction. Construction checks field widths, so every instance encodes.
+
+    Rules beyond "it encodes" (active kind, payload cap, signature, ...) are not
+    enforced here but by ``check_transaction``, so that a bad transaction can exist
+    long enough to be rejected with a named reason.
+    """
+
+    chain_id: int
+    kind: int
+    sender_pubkey: bytes
+    nonce: int
+    fee: int
+    recipient: bytes
+    amount: int
+    payload: bytes = b""
+    signature: bytes = _ZERO_SIG
+
+    def __post_init__(self) -> None:
+        _check_uint("chain_id", self.chain_id, U32_MAX)
+        _check_uint("kind", self.kind, U8_MAX)
+        _check_bytes("sender_pubkey", self.sender_pubkey, PUBLIC_KEY_SIZE)
+        _check_uint("nonce", self.nonce, U64_MAX)
+        _check_uint("fee", self.fee, U64_MAX)
+        _check_bytes("recipient", self.recipient, ADDRESS_SIZE)
+        _check_uint("amount", self.amount, U64_MAX)
+        _check_bytes("payload", self.payload, None)
+        if len(self.payload) > U32_MAX:
+            raise ValueError("payload does not fit a u32 length prefix")
+        _check_bytes("signature", self.signature, SIGNATURE_SIZE)
+
+    # --- encoding ----------------------------------------------------------------
+
+    def _write_unsigned(self, w: Writer) -> None:
+        w.u32(self.chain_id).u8(self.kind).bytes_n(self.sender_pubkey, PUBLIC_KEY_SIZE)
+        w.u64(self.nonce).u64(self.fee).bytes_n(self.recipient, ADDRESS_SIZE)
+        w.u64(self.amount).varbytes(self.payload)
+
+    @cached_property
+    def unsigned_bytes(self) -> bytes:
+        """Canonical encoding of every field but the signature."""
+        w = Writer()
+        self._write_unsigned(w)
+        return w.getvalue()
+
+    def to_bytes(self) -> bytes:
+        """Canonical encoding of the whole transaction (the wire form)."""
+        return self.unsigned_bytes + self.signature
+
+    def write_to(self, w: Writer) -> None:
+        """Append the wire form to ``w`` (for blocks and messages that embed txs)."""
+        w.raw(self.unsigned_bytes).bytes_n(self.signature, SIGNATURE_SIZE)
+
+    @classmethod
+    def read_from(cls, r: Reader) -> Transaction:
+        """Read one transaction from ``r``; may be followed by more data."""
+        chain_id = r.u32("chain_id")
+        kind = r.u8("kind")
+        sender_pubkey = r.bytes_n(PUBLIC_KEY_SIZE, "sender_pubkey")
+        nonce = r.u64("nonce")
+        fee = r.u64("fee")
+        recipient = r.bytes_n(ADDRESS_SIZE, "recipient")
+        amount = r.u64("amount")
+        payload = r.varbytes(MAX_TX_PAYLOAD, "payload")
+        signature = r.bytes_n(SIGNATURE_SIZE, "signature")
+        return cls(chain_id, kind, sender_pubkey, nonce, fee, recipient, amount, payload, signature)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Transaction:
+        """Strict decode of exactly one transaction; any defect is a ``DecodeError``."""
+        if len(data) > MAX_TX_SIZE:
+            raise DecodeError(f"transaction is {len(data)} bytes, the maximum is {MAX_TX_SIZE}")
+        r = Reader(data)
+        tx = cls.read_from(r)
+        r.finish()
+        return tx
+
+    # --- identity and signing ----------------------------------------------------
+
+    @cached_property
+    def txid(self) -> bytes:
+        """tagged_hash(TAG_TX, unsigned_bytes): fixed before signing, not malleable."""
+        return tagged_hash(TAG_TX, self.unsigned_bytes)
+
+    @cached_property
+    def sighash(self) -> bytes:
+        """The 32-byte message the sender signs: tagged_hash(TAG_TX_SIG, unsigned_bytes)."""
+        return tagged_hash(TAG_TX_SIG, self.unsigned_bytes)
+
+    @cached_property
+    def sender(self) -> bytes:
+        """The sender's 20-byte address, derived from ``sender_pubkey``."""
+        return address_from_pubkey(self.sender_pubkey)
+
+    @cached_property
+    def leaf(self) -> bytes:
+        """This transaction's leaf in a block's tx tree (commits to the signature)."""
+        return tx_leaf(self.txid, self.signature)
+
+    def has_valid_signature(self) -> bool:
+        return verify(self.sender_pubkey, self.sighash, self.signature)
+
+    def __repr__(self) -> str:
+        return (
+            f"Transaction(txid={self.txid.hex()}, chain_id={self.chain_id}, kind={self.kind}, "
+            f"nonce={self.nonce}, fee={self.fee}, amount={self.amount}, "
+            f"recipient={self.recipient.hex()}, payload={len(self.payload)}B)"
+        )
+
+
+def sign(tx: Transaction, key: PrivateKey) -> Transaction:
+    """A copy of ``tx`` signed by ``key``, which must own ``tx.sender_pubkey``."""
+    if key.public_key != tx.sender_pubkey:
+        raise ValueError("signing key does not match the transaction's sender_pubkey")
+    return dataclasses.replace(tx, signature=key.sign(tx.sighash))
+
+
+def transactions_root(txs: Sequence[Transaction]) -> bytes:
+    """The tx root a block header commits to (chain/merkle.py ``tx_root``)."""
+    return tx_root([tx.leaf for tx in txs])
+
+
+# --- context-free checks (the model is Bitcoin Core's CheckTransaction) ---------------
+
+
+class TxReject(enum.StrEnum):
+    """Why a transaction is invalid regardless of chain state. Values are wire strings."""
+
+    UNKNOWN_KIND = "tx-unknown-kind"  # kind is not defined at all
+    KIND_NOT_ACTIVE = "tx-kind-not-active"  # a reserved kind not yet enabled
+    WRONG_CHAIN_ID = "tx-wrong-chain-id"  # signed for another network
+    PAYLOAD_TOO_LARGE = "tx-payload-too-large"
+    ZERO_AMOUNT = "tx-zero-amount"
+    AMOUNT_OVERFLOW = "tx-amount-overflow"  # amount + fee does not fit a u64
+    BAD_SIGNATURE = "tx-bad-signature"
+
+
+@dataclass(frozen=True)
+class TxCheck:
+    """Result of a check: ``reject`` is None when the transaction passed."""
+
+    reject: TxReject | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reject is None
+
+
+TX_OK = TxCheck()
+
+_KNOWN_KINDS = frozenset(int(k) for k in TxKind)
+
+
+def _rule_kind(tx: Transaction, chain_id: int) -> TxCheck | None:
+    if tx.kind not in _KNOWN_KINDS:
+        return TxCheck(TxReject.UNKNOWN_KIND, f"kind {tx.kind} is not defined")
+    if tx.kind not in ACTIVE_KINDS:
+        return TxCheck(TxReject.KIND_NOT_ACTIVE, f"kind {TxKind(tx.kind).name} is reserved")
+    return None
+
+
+def _rule_chain_id(tx: Transaction, chain_id: int) -> TxCheck | None:
+    if tx.chain_id != chain_id:
+        return TxCheck(
+            TxReject.WRONG_CHAIN_ID, f"signed for chain {tx.chain_id}, this is chain {chain_id}"
+        )
+    return None
+
+
+def _rule_payload(tx: Transaction, chain_id: int) -> TxCheck | None:
+    if len(tx.payload) > MAX_TX_PAYLOAD:
+        return TxCheck(
+            TxReject.PAYLOAD_TOO_LARGE,
+            f"payload is {len(tx.payload)} bytes, the cap is {MAX_TX_PAYLOAD}",
+        )
+    return None
+
+
+def _rule_amount(tx: Transaction, chain_id: int) -> TxCheck | None:
+    # A transfer that moves nothing is almost always a wallet bug (a unit conversion
+    # that rounded to 0); it would only burn a fee and a nonce. Data-only actions get
+    # their own kinds. To cancel a pending tx, send >= 1 unit to yourself instead.
+    if tx.kind == TxKind.TRANSFER and tx.amount == 0:
+        return TxCheck(TxReject.ZERO_AMOUNT, "a transfer must move a non-zero amount")
+    # The sender is debited amount + fee; it must fit a u64 so that no balance
+    # arithmetic downstream can overflow (Bitcoin's MoneyRange checks, in spirit).
+    if tx.amount + tx.fee > U64_MAX:
+        return TxCheck(TxReject.AMOUNT_OVERFLOW, "amount + fee exceeds 2^64 - 1")
+    return None
+
+
+def _rule_signature(tx: Transaction, chain_id: int) -> TxCheck | None:
+    if not tx.has_valid_signature():
+        return TxCheck(TxReject.BAD_SIGNATURE, "signature does not verify for sender_pubkey")
+    return None
+
+
+# Cheap rules first; the signature check (the only costly one) runs last.
+TX_RULES: tuple[Callable[[Transaction, int], TxCheck | None], ...] = (
+    _rule_kind,
+    _rule_chain_id,
+    _rule_payload,
+    _rule_amount,
+    _rule_signature,
+)
+
+
+def check_transaction(tx: Transaction, chain_id: int) -> TxCheck:
+    """All rules that need no chain state; the first failing rule names the rejection.
+
+    Self-transfers (recipient == sender) are valid on purpose: in an account model
+    they are harmless (the net effect is the fee paid and the nonce used), and they are
+    the standard way to replace or cancel a stuck pending transaction. Balance and
+    nonce rules need state and live with the state transition, not here.
+    """
+    for rule in TX_RULES:
+        result = rule(tx, chain_id)
+        if result is not None:
+            return result
+    return TX_OK
+
+
+# --- JSON form (wallets, RPC) ------------------------------------------------------
+
+
+def _json_uint(maximum: int) -> Callable[[Any], int]:
+    """Validator for an unsigned JSON integer in [0, maximum].
+
+    Accepts a JSON integer or a decimal string: u64 values above 2^53 are not exact
+    as JSON numbers in JavaScript, so clients may send them as strings. Floats and
+    booleans are refused so that a rounded value is never silently accepted.
+    """
+
+    def parse(value: Any) -> int:
+        if isinstance(value, str):
+            if len(value) > len(str(maximum)):
+                raise ValueError(f"must be at most {maximum}")
+            if not value.isascii() or not value.isdigit() or (len(value) > 1 and value[0] == "0"):
+                raise ValueError("must be a decimal integer string without sign or leading zeros")
+            value = int(value)
+        elif type(value) is not int:
+            raise ValueError("must be an integer (JSON number without fraction, or a string)")
+        if not 0 <= value <= maximum:
+            raise ValueError(f"must be in [0, {maximum}]")
+        return value
+
+    return parse
+
+
+def _hex_field(size: int | None, max_size: int | None = None) -> Callable[[Any], bytes]:
+    """Validator for a hex field of exactly ``size`` or at most ``max_size`` bytes.
+
+    The length is checked on the text before decoding, so a huge string costs nothing.
+    """
+    cap = size if size is not None else max_size
+    if cap is None:
+        raise ValueError("a hex field needs a size or a cap")
+
+    def parse(value: Any) -> bytes:
+        if isinstance(value, bytes):  # Python-side construction (from_transaction)
+            raw = value
+        elif isinstance(value, str):
+            if len(value) > 2 * cap:
+                raise ValueError(f"longer than {cap} bytes ({2 * cap} hex digits)")
+            if value[:2] in ("0x", "0X"):
+                raise ValueError("hex without a 0x prefix expected")
+            if len(value) % 2 or not all(c in _HEX_DIGITS for c in value):
+                raise ValueError("not a hex string (even number of 0-9a-f digits)")
+            raw = bytes.fromhex(value)
+        else:
+            raise ValueError("must be a hex string")
+        if size is not None and len(raw) != size:
+            raise ValueError(f"must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
+        if len(raw) > cap:
+            raise ValueError(f"must be at most {cap} bytes, got {len(raw)}")
+        return raw
+
+    return parse
+
+
+def _hex_out(value: bytes) -> str:
+    return value.hex()
+
+
+def _address_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a bech32m address string")
+    decode_any_address(value)  # AddressError is a ValueError: pydantic names the field
+    return value.lower()
+
+
+_HexOut = PlainSerializer(_hex_out, return_type=str)
+_U64Str = PlainSerializer(str, return_type=str)
+
+# PlainValidator: the validator alone decides (no lax int coercion of 1.0 or True).
+JsonU8 = Annotated[int, PlainValidator(_json_uint(U8_MAX))]
+JsonU32 = Annotated[int, PlainValidator(_json_uint(U32_MAX))]
+JsonU64 = Annotated[int, PlainValidator(_json_uint(U64_MAX)), _U64Str]
+Hex32 = Annotated[bytes, PlainValidator(_hex_field(PUBLIC_KEY_SIZE)), _HexOut]
+Hex64 = Annotated[bytes, PlainValidator(_hex_field(SIGNATURE_SIZE)), _HexOut]
+HexPayload = Annotated[bytes, PlainValidator(_hex_field(None, MAX_TX_PAYLOAD)), _HexOut]
+AddressText = Annotated[str, PlainValidator(_address_text)]
+
+
+class TransactionJSON(BaseModel):
+    """The JSON form of a transaction, as wallets send it and RPC returns it.
+
+    Binary fields are lowercase hex (no 0x), the recipient is bech32m text, u64
+    fields are emitted as decimal strings and accepted as strings or JSON integers.
+    Parse untrusted text with ``model_validate_json``; a bad field raises a pydantic
+    ``ValidationError`` whose ``loc`` names the field.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chain_id: JsonU32
+    kind: JsonU8
+    sender_pubkey: Hex32
+    nonce: JsonU64
+    fee: JsonU64
+    recipient: AddressText
+    amount: JsonU64
+    payload: HexPayload = b""
+    signature: Hex64
+
+    def to_transaction(self, expected_hrp: str) -> Transaction:
+        """The binary transaction; the recipient must belong to ``expected_hrp``'s network.
+
+        Raises ``AddressError`` (a ValueError) for an address of another network.
+        """
+        return Transaction(
+            chain_id=self.chain_id,
+            kind=self.kind,
+            sender_pubkey=self.sender_pubkey,
+            nonce=self.nonce,
+            fee=self.fee,
+            recipient=decode_address(self.recipient, expected_hrp),
+            amount=self.amount,
+            payload=self.payload,
+            signature=self.signature,
+        )
+
+    @classmethod
+    def from_transaction(cls, tx: Transaction, hrp: str) -> TransactionJSON:
+        """JSON form of ``tx`` with the recipient shown for the network ``hrp``."""
+        return cls(
+            chain_id=tx.chain_id,
+            kind=tx.kind,
+            sender_pubkey=tx.sender_pubkey,
+            nonce=tx.nonce,
+            fee=tx.fee,
+            recipient=encode_address(hrp, tx.recipient),
+            amount=tx.amount,
+            payload=tx.payload,
+            signature=tx.signature,
+        )
