@@ -1,10 +1,11 @@
 """Ed25519 keys and signatures, all through libsodium (PyNaCl).
 
 One module signs and verifies so that every signature in the node goes through the
-same, fastest implementation (libsodium: ~26k verifies/s per core here, ~6x
-pycryptodome, identical signatures; see docs NODE.md). libsodium's verify is strict:
-it rejects non-canonical ``S`` values and small-order public keys, so a third party
-cannot malleate a valid signature into a second valid one.
+same, fastest implementation (libsodium verifies ~6x faster than pycryptodome with
+identical signatures; measurements in the design notes, NODE.md). libsodium's verify
+is strict: it rejects non-canonical ``S`` values, small-order ``R`` and small-order or
+non-canonical public keys, so a third party cannot malleate a valid signature into a
+second valid one. Other implementations must apply the same rule to agree on validity.
 """
 
 from __future__ import annotations

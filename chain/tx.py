@@ -70,7 +70,7 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def _check_uint(name: str, value: object, maximum: int) -> None:
-    if type(value) is not int or not 0 <= value <= maximum:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
         raise ValueError(f"{name} must be an int in [0, {maximum}], got {value!r}")
 
 
@@ -103,6 +103,8 @@ class Transaction:
     def __post_init__(self) -> None:
         _check_uint("chain_id", self.chain_id, U32_MAX)
         _check_uint("kind", self.kind, U8_MAX)
+        if type(self.kind) is not int:  # TxKind.TRANSFER -> 1: store plain ints only
+            object.__setattr__(self, "kind", int(self.kind))
         _check_bytes("sender_pubkey", self.sender_pubkey, PUBLIC_KEY_SIZE)
         _check_uint("nonce", self.nonce, U64_MAX)
         _check_uint("fee", self.fee, U64_MAX)
@@ -317,17 +319,20 @@ def _json_uint(maximum: int) -> Callable[[Any], int]:
     """
 
     def parse(value: Any) -> int:
+        number: int
         if isinstance(value, str):
             if len(value) > len(str(maximum)):
                 raise ValueError(f"must be at most {maximum}")
             if not value.isascii() or not value.isdigit() or (len(value) > 1 and value[0] == "0"):
                 raise ValueError("must be a decimal integer string without sign or leading zeros")
-            value = int(value)
-        elif type(value) is not int:
+            number = int(value)
+        elif type(value) is int:
+            number = value
+        else:
             raise ValueError("must be an integer (JSON number without fraction, or a string)")
-        if not 0 <= value <= maximum:
+        if not 0 <= number <= maximum:
             raise ValueError(f"must be in [0, {maximum}]")
-        return value
+        return number
 
     return parse
 

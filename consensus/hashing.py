@@ -34,6 +34,7 @@ TAG_STATE_LEAF = "pouw/state/leaf"
 TAG_STATE_NODE = "pouw/state/node"
 TAG_TX_LEAF = "pouw/tx/leaf"
 TAG_TX_NODE = "pouw/tx/node"
+TAG_GENESIS = "pouw/genesis"
 
 TAGS: tuple[str, ...] = (
     TAG_MERKLE_LEAF,
@@ -52,6 +53,7 @@ TAGS: tuple[str, ...] = (
     TAG_STATE_NODE,
     TAG_TX_LEAF,
     TAG_TX_NODE,
+    TAG_GENESIS,
 )
 
 

@@ -36,7 +36,9 @@ def _next_level(level: Sequence[bytes], node_tag: str) -> list[bytes]:
 
 
 def merkle_root(leaves: Sequence[bytes], node_tag: str) -> bytes:
-    """Root over already-hashed leaves."""
+    """Root over already-hashed leaves (each must be a 32-byte hash)."""
+    if any(len(leaf) != HASH_SIZE for leaf in leaves):
+        raise ValueError("Merkle leaves must be 32-byte hashes")
     if not leaves:
         return EMPTY_ROOT
     level = list(leaves)
@@ -84,7 +86,12 @@ def branch_length(index: int, count: int) -> int:
 def root_from_branch(
     leaf: bytes, index: int, count: int, branch: Sequence[bytes], node_tag: str
 ) -> bytes | None:
-    """The root a branch leads to, or None if the branch has the wrong shape."""
+    """The root a branch leads to, or None if the branch has the wrong shape.
+
+    Never raises: branches come from peers, so anything malformed is simply None.
+    """
+    if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+        return None
     if not 0 <= index < count or len(branch) != branch_length(index, count):
         return None
     node = leaf
@@ -92,7 +99,7 @@ def root_from_branch(
     while count > 1:
         if index ^ 1 < count:
             sibling = next(it)
-            if len(sibling) != HASH_SIZE:
+            if not isinstance(sibling, bytes) or len(sibling) != HASH_SIZE:
                 return None
             node = (
                 _parent(node_tag, node, sibling)
@@ -107,4 +114,6 @@ def root_from_branch(
 def verify_branch(
     leaf: bytes, index: int, count: int, branch: Sequence[bytes], node_tag: str, root: bytes
 ) -> bool:
-    return root_from_branch(leaf, index, count, branch, node_tag) == root
+    """True iff ``branch`` proves ``leaf`` is leaf ``index`` of a ``count``-leaf tree."""
+    found = root_from_branch(leaf, index, count, branch, node_tag)
+    return isinstance(root, bytes) and found == root

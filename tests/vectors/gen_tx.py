@@ -65,9 +65,7 @@ def build() -> dict[str, Any]:
     vectors = []
     txs = []
     for name, key, fields in _cases():
-        unsigned = Transaction(
-            kind=TxKind.TRANSFER.value, sender_pubkey=key.public_key, **fields
-        )
+        unsigned = Transaction(kind=TxKind.TRANSFER.value, sender_pubkey=key.public_key, **fields)
         tx = sign(unsigned, key)
         txs.append(tx)
         vectors.append(

@@ -1,0 +1,362 @@
+"""The chain: block index, fork choice by most work, connect/disconnect, reorgs.
+
+Every connect or disconnect is one atomic LevelDB batch that writes the state
+changes, the undo data (or consumes it), the active-chain entry and the tip together,
+with sync=True, so a kill -9 at any instant leaves either the old tip and its state
+or the new ones. The in-memory state tree is updated only after the batch is on
+disk, and rebuilt from the stored state at start.
+
+Fork choice: the valid chain with the most cumulative work; the first seen wins a
+tie. A reorg disconnects back to the fork point and connects the other branch; if a
+block on it fails, that block (and so its descendants) is marked invalid and the best
+remaining chain is activated again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from chain.block import Block
+from chain.encoding import DecodeError
+from chain.genesis import genesis_block, genesis_changes
+from chain.network import Network
+from chain.state import Changes, StateError, apply_block, decode_undo, encode_undo
+from chain.state_tree import StateTree
+from chain.storage import BlockStatus, ChainDB, IndexRecord
+from chain.tx import Transaction
+from chain.validation import (
+    VALID,
+    BlockCheck,
+    BlockReject,
+    ParentContext,
+    Verdict,
+    check_block_body,
+    check_header,
+    check_header_context,
+    defer,
+    invalid,
+)
+from consensus.difficulty import MEDIAN_TIME_SPAN, block_work
+
+log = logging.getLogger("pouw.chain")
+
+# Blocks whose parent we lack are kept (bounded) until the parent arrives.
+MAX_ORPHANS = 256
+# Blocks stamped ahead of our clock wait here until their time comes.
+MAX_HELD_FUTURE = 64
+
+
+class ChainStateError(Exception):
+    """The stored chain is inconsistent; the message says how to recover."""
+
+
+@dataclass
+class ProcessResult:
+    """What happened to a submitted block."""
+
+    check: BlockCheck
+    duplicate: bool = False
+    connected: list[Block] = field(default_factory=list)  # blocks connected, in order
+    disconnected: list[Block] = field(default_factory=list)  # blocks disconnected, tip first
+
+    @property
+    def accepted(self) -> bool:
+        return self.check.ok and not self.duplicate
+
+    @property
+    def reorg_depth(self) -> int:
+        return len(self.disconnected)
+
+
+class ChainState:
+    def __init__(self, db: ChainDB, network: Network, clock: Callable[[], float] = time.time):
+        self.db = db
+        self.network = network
+        self.clock = clock
+        self.index: dict[bytes, IndexRecord] = {rec.hash: rec for rec in db.iter_index()}
+        self._anchor_time: dict[bytes, int | None] = {}
+        self._orphans: dict[bytes, Block] = {}
+        self._held: dict[bytes, Block] = {}
+        self.genesis = genesis_block(network)
+        stored_genesis = db.get_genesis()
+        if stored_genesis is None:
+            self._write_genesis()
+        elif stored_genesis != self.genesis.hash:
+            raise ChainStateError(
+                f"the datadir holds a chain with genesis {stored_genesis.hex()}, but the "
+                f"{network.name} genesis is {self.genesis.hash.hex()}: use the matching "
+                "--network or another --datadir"
+            )
+        self.tree = StateTree.build(db.iter_state())
+        tip = db.get_tip()
+        if tip is None or tip not in self.index:
+            raise ChainStateError("the tip is missing from the block index: run with --reindex")
+        self.tip = self.index[tip]
+        self.tip_header = self.get_block(tip).header
+        if self.tip_header.state_root != self.tree.root:
+            raise ChainStateError(
+                f"stored state does not match the tip {tip.hex()} (height {self.tip.height}): "
+                "run with --reindex"
+            )
+
+    # --- reading -------------------------------------------------------------------
+
+    def get_block(self, block_hash: bytes) -> Block:
+        raw = self.db.get_block(block_hash)
+        if raw is None:
+            raise KeyError(block_hash.hex())
+        return Block.from_bytes(raw)
+
+    def active_hash(self, height: int) -> bytes | None:
+        return self.db.active_hash_at(height)
+
+    def state_get(self, key: bytes) -> bytes | None:
+        return self.db.get_state(key)
+
+    def ancestors(self, block_hash: bytes) -> Iterator[IndexRecord]:
+        """The record of ``block_hash`` and then each of its ancestors, down to genesis."""
+        rec = self.index.get(block_hash)
+        while rec is not None:
+            yield rec
+            rec = self.index.get(rec.parent) if rec.height > 0 else None
+
+    def parent_context(self, parent: IndexRecord) -> ParentContext:
+        times = []
+        for rec in self.ancestors(parent.hash):
+            times.append(rec.timestamp)
+            if len(times) == MEDIAN_TIME_SPAN:
+                break
+        return ParentContext(
+            height=parent.height,
+            timestamp=parent.timestamp,
+            recent_timestamps=tuple(reversed(times)),
+            anchor_time=self.anchor_time(parent.hash),
+        )
+
+    def anchor_time(self, block_hash: bytes) -> int | None:
+        """Timestamp of block 1 on the chain ending at ``block_hash`` (None at genesis)."""
+        if block_hash in self._anchor_time:
+            return self._anchor_time[block_hash]
+        rec = self.index[block_hash]
+        if rec.height == 0:
+            result = None
+        elif rec.height == 1:
+            result = rec.timestamp
+        else:
+            result = self.anchor_time(rec.parent) if rec.parent in self._anchor_time else None
+            if result is None:
+                for anc in self.ancestors(block_hash):
+                    if anc.height == 1:
+                        result = anc.timestamp
+                        break
+        self._anchor_time[block_hash] = result
+        return result
+
+    # --- genesis and reindex -------------------------------------------------------
+
+    def _write_genesis(self) -> None:
+        g = self.genesis
+        rec = IndexRecord(
+            hash=g.hash,
+            parent=bytes(32),
+            height=0,
+            cumulative_work=block_work(g.header.target),
+            status=BlockStatus.HEADER_VALID | BlockStatus.DATA_STORED | BlockStatus.VALID,
+            timestamp=g.header.timestamp,
+        )
+        with self.db.atomic(sync=True) as batch:
+            batch.put_block(g.hash, g.to_bytes())
+            batch.put_index(rec)
+            for key, value in genesis_changes(self.network).items():
+                if value is not None:
+                    batch.put_state(key, value)
+            batch.set_active_hash(0, g.hash)
+            batch.set_genesis(g.hash)
+            batch.set_tip(g.hash)
+        self.index[g.hash] = rec
+
+    # --- accepting blocks ----------------------------------------------------------
+
+    def process_block(self, block: Block) -> ProcessResult:
+        """Validate, store and (if it makes the best chain) connect a block."""
+        result = self._accept(block)
+        if result.check.ok and not result.duplicate:
+            self._adopt_orphans(block.hash, result)
+        return result
+
+    def _accept(self, block: Block) -> ProcessResult:
+        h = block.hash
+        known = self.index.get(h)
+        if known is not None:
+            if known.status & BlockStatus.INVALID:
+                return ProcessResult(invalid(BlockReject.PARENT_INVALID, "known invalid"))
+            return ProcessResult(VALID, duplicate=True)
+        header = block.header
+        parent = self.index.get(header.parent)
+        if parent is None:
+            check = check_header(header, self.network)
+            if not check.ok:
+                return ProcessResult(check)
+            if len(self._orphans) >= MAX_ORPHANS:
+                self._orphans.pop(next(iter(self._orphans)))
+            self._orphans[h] = block
+            return ProcessResult(defer(BlockReject.UNKNOWN_PARENT, header.parent.hex()))
+        if parent.status & BlockStatus.INVALID:
+            return ProcessResult(invalid(BlockReject.PARENT_INVALID, header.parent.hex()))
+        check = check_header_context(
+            header, self.network, self.parent_context(parent), int(self.clock())
+        )
+        if check.verdict is Verdict.DEFER:
+            if len(self._held) < MAX_HELD_FUTURE:
+                self._held[h] = block
+            return ProcessResult(check)
+        if check.ok:
+            check = check_header(header, self.network)
+        if check.ok:
+            check = check_block_body(block, self.network)
+        if not check.ok:
+            return ProcessResult(check)
+        rec = IndexRecord(
+            hash=h,
+            parent=parent.hash,
+            height=header.height,
+            cumulative_work=parent.cumulative_work + block_work(header.target),
+            status=BlockStatus.HEADER_VALID | BlockStatus.DATA_STORED,
+            timestamp=header.timestamp,
+        )
+        with self.db.atomic(sync=True) as batch:
+            batch.put_block(h, block.to_bytes())
+            batch.put_index(rec)
+        self.index[h] = rec
+        result = ProcessResult(VALID)
+        if rec.cumulative_work > self.tip.cumulative_work:
+            self._activate(rec, result)
+            if self.tip.hash != h and self.index[h].status & BlockStatus.INVALID:
+                result.check = self._invalid_reason.get(h, invalid(BlockReject.BAD_STATE))
+        return result
+
+    def _adopt_orphans(self, parent_hash: bytes, result: ProcessResult) -> None:
+        children = [b for b in self._orphans.values() if b.header.parent == parent_hash]
+        for child in children:
+            self._orphans.pop(child.hash, None)
+            sub = self.process_block(child)
+            result.connected.extend(sub.connected)
+            result.disconnected.extend(sub.disconnected)
+
+    def retry_held(self) -> list[ProcessResult]:
+        """Re-submit blocks held for a future timestamp (call now and then)."""
+        held, self._held = self._held, {}
+        return [self.process_block(b) for b in held.values()]
+
+    # --- fork choice ---------------------------------------------------------------
+
+    _invalid_reason: dict[bytes, BlockCheck]
+
+    def _activate(self, candidate: IndexRecord, result: ProcessResult) -> None:
+        """Make ``candidate``'s chain active if it can be; else fall back to the best valid."""
+        if not hasattr(self, "_invalid_reason"):
+            self._invalid_reason = {}
+        old_tip = self.tip
+        branch = self._branch_to_active(candidate)
+        fork_height = branch[0].height - 1 if branch else candidate.height
+        while self.tip.height > fork_height:
+            result.disconnected.append(self._disconnect_tip())
+        for rec in branch:
+            block = self.get_block(rec.hash)
+            check = self._connect(block)
+            if not check.ok:
+                log.warning(
+                    "block %s at height %d is invalid: %s", rec.hash.hex()[:16], rec.height, check
+                )
+                self._mark_invalid(rec.hash, check)
+                break
+            result.connected.append(block)
+        if self.tip.cumulative_work < old_tip.cumulative_work:
+            # The new branch failed part-way and is lighter: go back to the old tip.
+            self._activate(old_tip, result)
+
+    def _branch_to_active(self, rec: IndexRecord) -> list[IndexRecord]:
+        """Records from just above the fork point with the active chain up to ``rec``."""
+        branch = []
+        for anc in self.ancestors(rec.hash):
+            if self.active_hash(anc.height) == anc.hash:
+                break
+            branch.append(anc)
+        branch.reverse()
+        return branch
+
+    def _mark_invalid(self, block_hash: bytes, check: BlockCheck) -> None:
+        rec = self.index[block_hash]
+        bad = IndexRecord(
+            rec.hash, rec.parent, rec.height, rec.cumulative_work,
+            (rec.status & ~BlockStatus.VALID) | BlockStatus.INVALID, rec.timestamp,
+        )  # fmt: skip
+        self.db.put_index(bad, sync=True)
+        self.index[block_hash] = bad
+        self._invalid_reason[block_hash] = check
+
+    def _connect(self, block: Block) -> BlockCheck:
+        header = block.header
+        assert header.parent == self.tip.hash
+        try:
+            changes = apply_block(self.state_get, header, block.txs, self.network.subsidy)
+        except StateError as exc:
+            return invalid(BlockReject.BAD_STATE, str(exc))
+        if self.tree.root_after(changes) != header.state_root:
+            return invalid(BlockReject.BAD_STATE_ROOT)
+        undo = {key: self.db.get_state(key) for key in changes}
+        rec = self.index[block.hash]
+        done = IndexRecord(
+            rec.hash, rec.parent, rec.height, rec.cumulative_work,
+            rec.status | BlockStatus.VALID, rec.timestamp,
+        )  # fmt: skip
+        with self.db.atomic(sync=True) as batch:
+            _write_changes(batch, changes)
+            batch.put_undo(block.hash, encode_undo(undo))
+            batch.put_index(done)
+            batch.set_active_hash(header.height, block.hash)
+            batch.set_tip(block.hash)
+        self.tree.apply(changes)
+        self.index[block.hash] = done
+        self.tip = done
+        self.tip_header = header
+        return VALID
+
+    def _disconnect_tip(self) -> Block:
+        block = self.get_block(self.tip.hash)
+        raw = self.db.get_undo(block.hash)
+        if raw is None:
+            raise ChainStateError(f"no undo data for {block.hash.hex()}: run with --reindex")
+        try:
+            undo = decode_undo(raw)
+        except DecodeError as exc:
+            raise ChainStateError(f"corrupt undo data ({exc}): run with --reindex") from exc
+        parent = self.index[block.header.parent]
+        with self.db.atomic(sync=True) as batch:
+            _write_changes(batch, undo)
+            batch.delete_active_hash(block.height)
+            batch.set_tip(parent.hash)
+        self.tree.apply(undo)
+        self.tip = parent
+        self.tip_header = self.get_block(parent.hash).header
+        return block
+
+    # --- templates -----------------------------------------------------------------
+
+    def state_root_after(self, changes: Changes) -> bytes:
+        return self.tree.root_after(changes)
+
+    def block_changes(self, header_like: object, txs: list[Transaction]) -> Changes:
+        """State changes of a block being built on the tip (for templates)."""
+        return apply_block(self.state_get, header_like, txs, self.network.subsidy)  # type: ignore[arg-type]
+
+
+def _write_changes(batch: object, changes: Changes) -> None:
+    for key, value in changes.items():
+        if value is None:
+            batch.delete_state(key)  # type: ignore[attr-defined]
+        else:
+            batch.put_state(key, value)  # type: ignore[attr-defined]
