@@ -80,6 +80,7 @@ class ChainState:
         self._anchor_time: dict[bytes, int | None] = {}
         self._orphans: dict[bytes, Block] = {}
         self._held: dict[bytes, Block] = {}
+        self._invalid_reason: dict[bytes, BlockCheck] = {}
         self.genesis = genesis_block(network)
         stored_genesis = db.get_genesis()
         if stored_genesis is None:
@@ -233,7 +234,7 @@ class ChainState:
         self.index[h] = rec
         result = ProcessResult(VALID)
         if rec.cumulative_work > self.tip.cumulative_work:
-            self._activate(rec, result)
+            self.activate(rec, result)
             if self.tip.hash != h and self.index[h].status & BlockStatus.INVALID:
                 result.check = self._invalid_reason.get(h, invalid(BlockReject.BAD_STATE))
         return result
@@ -253,12 +254,13 @@ class ChainState:
 
     # --- fork choice ---------------------------------------------------------------
 
-    _invalid_reason: dict[bytes, BlockCheck]
-
-    def _activate(self, candidate: IndexRecord, result: ProcessResult) -> None:
+    def activate(
+        self,
+        candidate: IndexRecord,
+        result: ProcessResult,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """Make ``candidate``'s chain active if it can be; else fall back to the best valid."""
-        if not hasattr(self, "_invalid_reason"):
-            self._invalid_reason = {}
         old_tip = self.tip
         branch = self._branch_to_active(candidate)
         fork_height = branch[0].height - 1 if branch else candidate.height
@@ -274,9 +276,11 @@ class ChainState:
                 self._mark_invalid(rec.hash, check)
                 break
             result.connected.append(block)
+            if progress is not None:
+                progress(rec.height)
         if self.tip.cumulative_work < old_tip.cumulative_work:
             # The new branch failed part-way and is lighter: go back to the old tip.
-            self._activate(old_tip, result)
+            self.activate(old_tip, result)
 
     def _branch_to_active(self, rec: IndexRecord) -> list[IndexRecord]:
         """Records from just above the fork point with the active chain up to ``rec``."""

@@ -1,0 +1,126 @@
+"""The node's own mining loop: templates on the tip, filler operands, the engine.
+
+Chain work happens on the event loop's thread; only the engine's product runs in a
+worker thread, so the chain and the database are touched by one thread. A tip change
+(or shutdown) sets the stop event, and the engine drops the stale lottery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from chain.block import Block
+from chain.chainstate import ChainState, ProcessResult
+from chain.tx import Transaction
+from compute.engine import MiningEngine
+from consensus.difficulty import block_work
+from consensus.ints import u64
+from consensus.pouw import filler_matrices
+from node.template import build_template
+
+log = logging.getLogger("pouw.mining")
+
+
+@dataclass
+class MiningCounters:
+    products: int = 0
+    multiply_adds: int = 0
+    blocks_found: int = 0
+    blocks_accepted: int = 0
+    started: float = 0.0
+
+    def multiply_adds_per_s(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.multiply_adds / elapsed if elapsed > 0 else 0.0
+
+
+class Miner:
+    def __init__(
+        self,
+        chain: ChainState,
+        engine: MiningEngine,
+        miner: bytes,
+        select_txs: Callable[[], list[Transaction]] = list,
+        on_block: Callable[[Block, ProcessResult], None] | None = None,
+    ) -> None:
+        self.chain = chain
+        self.engine = engine
+        self.miner = miner
+        self.select_txs = select_txs
+        self.on_block = on_block
+        self.stop_event = threading.Event()
+        self.counters = MiningCounters()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pouw-mine")
+        self._attempt = 0
+
+    def interrupt(self) -> None:
+        """Abandon the product in flight (tip changed, or shutting down)."""
+        self.stop_event.set()
+
+    async def mine_once(self) -> Block | None:
+        """Multiply one filler product on a fresh template; return a block if a tile won."""
+        net = self.chain.network
+        shape = (net.filler.m, net.filler.k, net.filler.n)
+        template = build_template(
+            self.chain, self.miner, self.select_txs(), shape, int(time.time())
+        )
+        self._attempt += 1
+        seed = template.header.parent + self.miner + u64(self._attempt)
+        a, b = filler_matrices(seed, *shape)
+        self.stop_event.clear()
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(
+            self._pool, self.engine.mine, net.pouw, a, b, template, self.stop_event
+        )
+        if out.stopped:
+            return None
+        self.counters.products += 1
+        self.counters.multiply_adds += shape[0] * shape[1] * shape[2]
+        if not out.seals or template.header.parent != self.chain.tip.hash:
+            return None
+        self.counters.blocks_found += 1
+        return template.block_with_seal(out.work, out.seals[0])
+
+    async def run(self, max_blocks: int | None = None) -> None:
+        self.counters.started = time.monotonic()
+        log.info(
+            "mining on %s with the %s engine, filler %dx%dx%d",
+            self.chain.network.name,
+            self.engine.name,
+            self.chain.network.filler.m,
+            self.chain.network.filler.k,
+            self.chain.network.filler.n,
+        )
+        last_block = time.monotonic()
+        while max_blocks is None or self.counters.blocks_accepted < max_blocks:
+            block = await self.mine_once()
+            if block is None:
+                continue
+            result = self.chain.process_block(block)
+            if result.accepted:
+                self.counters.blocks_accepted += 1
+                h = block.header
+                log.info(
+                    "mined block height=%d hash=%s work=%d txs=%d time=%.2fs rate=%.3g MAC/s",
+                    h.height,
+                    block.hash.hex(),
+                    block_work(h.target),
+                    len(block.txs),
+                    time.monotonic() - last_block,
+                    self.counters.multiply_adds_per_s(),
+                )
+                last_block = time.monotonic()
+            else:
+                log.warning("own block %s rejected: %s", block.hash.hex()[:16], result.check)
+            if self.on_block is not None:
+                self.on_block(block, result)
+
+    def close(self) -> None:
+        self.interrupt()
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,93 @@
+"""The Node: opens the datadir and the chain, runs the miner, shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+from compute.select import select_engine
+
+from chain.address import address_from_pubkey, decode_address, encode_address
+from chain.chainstate import ChainState
+from chain.keys import devnet_key
+from chain.network import Network, load_network
+from chain.storage import ChainDB, open_chain
+from node.config import NodeConfig
+from node.miner import Miner
+
+log = logging.getLogger("pouw.node")
+
+
+class NodeError(Exception):
+    """A setting or the datadir prevents the node from starting; the message says why."""
+
+
+def open_chainstate(network: Network, config: NodeConfig) -> tuple[ChainDB, ChainState]:
+    db = open_chain(config.network_dir, network=network.name)
+    try:
+        if config.reindex:
+            from chain.reindex import reindex
+
+            reindex(db, network)
+        return db, ChainState(db, network)
+    except BaseException:
+        db.close()
+        raise
+
+
+def miner_address(network: Network, text: str | None) -> bytes:
+    if text is not None:
+        return decode_address(text, network.hrp)
+    if network.name != "devnet":
+        raise NodeError("--mine needs --miner-address ADDRESS outside the devnet")
+    address = address_from_pubkey(devnet_key(0).public_key)
+    log.warning(
+        "no --miner-address: mining to devnet test key 0 (%s)", encode_address(network.hrp, address)
+    )
+    return address
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.network = load_network(config.network)
+        self.db, self.chain = open_chainstate(self.network, config)
+        self.miner: Miner | None = None
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+        if self.miner is not None:
+            self.miner.interrupt()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        tip = self.chain.tip
+        log.info(
+            "node up: network=%s height=%d tip=%s datadir=%s",
+            self.network.name, tip.height, tip.hash.hex(), self.config.network_dir,
+        )  # fmt: skip
+        tasks = [asyncio.create_task(self._stopping.wait())]
+        if self.config.mine:
+            address = miner_address(self.network, self.config.miner_address)
+            self.miner = Miner(self.chain, select_engine(self.config.engine), address)
+            tasks.append(asyncio.create_task(self.miner.run(self.config.max_blocks)))
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        self.request_stop()
+        for task in pending:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        for task in done:
+            task.result()
+
+    def close(self) -> None:
+        if self.miner is not None:
+            self.miner.close()
+        self.db.close()
+        log.info("node stopped at height %d", self.chain.tip.height)
