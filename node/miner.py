@@ -46,14 +46,14 @@ class Miner:
         chain: ChainState,
         engine: MiningEngine,
         miner: bytes,
+        submit: Callable[[Block], ProcessResult],
         select_txs: Callable[[], list[Transaction]] = list,
-        on_block: Callable[[Block, ProcessResult], None] | None = None,
     ) -> None:
         self.chain = chain
         self.engine = engine
         self.miner = miner
+        self.submit = submit
         self.select_txs = select_txs
-        self.on_block = on_block
         self.stop_event = threading.Event()
         self.counters = MiningCounters()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pouw-mine")
@@ -102,7 +102,7 @@ class Miner:
             block = await self.mine_once()
             if block is None:
                 continue
-            result = self.chain.process_block(block)
+            result = self.submit(block)
             if result.accepted:
                 self.counters.blocks_accepted += 1
                 h = block.header
@@ -118,8 +118,6 @@ class Miner:
                 last_block = time.monotonic()
             else:
                 log.warning("own block %s rejected: %s", block.hash.hex()[:16], result.check)
-            if self.on_block is not None:
-                self.on_block(block, result)
 
     def close(self) -> None:
         self.interrupt()

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from contextlib import suppress
 
 from compute.select import select_engine
 
 from chain.address import address_from_pubkey, decode_address, encode_address
-from chain.chainstate import ChainState
+from chain.block import Block
+from chain.chainstate import ChainState, ProcessResult
 from chain.keys import devnet_key
+from chain.mempool import Mempool
 from chain.network import Network, load_network
+from chain.state import Account, account_key
 from chain.storage import ChainDB, open_chain
 from node.config import NodeConfig
 from node.miner import Miner
@@ -54,8 +58,29 @@ class Node:
         self.config = config
         self.network = load_network(config.network)
         self.db, self.chain = open_chainstate(self.network, config)
+        self.mempool = Mempool(self.network.chain_id, self._account)
         self.miner: Miner | None = None
         self._stopping = asyncio.Event()
+
+    def _account(self, address: bytes) -> tuple[int, int]:
+        acct = Account.from_bytes(self.chain.state_get(account_key(address)))
+        return acct.balance, acct.nonce
+
+    def submit_block(self, block: Block) -> ProcessResult:
+        """Every block enters here (own miner now; peers and RPC later)."""
+        result = self.chain.process_block(block)
+        if result.disconnected:
+            log.info("reorg: %d blocks disconnected", result.reorg_depth)
+            now = int(time.time())
+            for old in reversed(result.disconnected):
+                self.mempool.readd(old.txs, now)
+            self.mempool.revalidate()
+        if result.connected:
+            for new in result.connected:
+                self.mempool.remove_confirmed(new.txs)
+            if self.miner is not None:
+                self.miner.interrupt()
+        return result
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -75,7 +100,13 @@ class Node:
         tasks = [asyncio.create_task(self._stopping.wait())]
         if self.config.mine:
             address = miner_address(self.network, self.config.miner_address)
-            self.miner = Miner(self.chain, select_engine(self.config.engine), address)
+            self.miner = Miner(
+                self.chain,
+                select_engine(self.config.engine),
+                address,
+                submit=self.submit_block,
+                select_txs=self.mempool.select,
+            )
             tasks.append(asyncio.create_task(self.miner.run(self.config.max_blocks)))
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         self.request_stop()

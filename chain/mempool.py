@@ -1,0 +1,675 @@
+"""The transaction memory pool: unconfirmed transactions waiting for a block.
+
+Modelled on go-ethereum's txpool (per-account nonce lists split into *pending*, the
+executable run of contiguous nonces starting at the account's state nonce, and
+*queued*, everything after a gap) with Bitcoin Core's pool policy: a size cap with
+lowest-fee eviction, expiry after two weeks, and replacement by fee bump.
+
+State. ``account_lookup(address20) -> (balance, nonce)`` gives the *confirmed* state
+at the current tip. The pool caches it per account and refreshes it from the lookup
+whenever it touches the account (every ``add``, the senders and recipients of
+``remove_confirmed`` and ``readd``, and ``revalidate``); ``select`` re-reads it for
+every account it draws from, so a block template is valid against the tip even if an
+event was missed.
+
+Invariants, for every account in the pool:
+
+* all its txs have ``nonce >= state nonce``;
+* the cumulative cost (``amount + fee``) of its txs in nonce order never exceeds its
+  cached balance, so whatever prefix a miner takes is affordable. The check is
+  conservative for self-transfers (it does not credit the amount back).
+
+Fees are absolute (not per byte), the same unit as ``Transaction.fee``.
+
+Everything is a pure function of the calls made: no I/O, no clock (callers pass
+``now`` as integer seconds), no threads. Each ``add`` costs a signature check plus
+O(log n) heap work (O(k) in the sender's own tx count when a tx is inserted below the
+sender's highest nonce, which is rare).
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import heapq
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chain.block import MAX_BLOCK_TX_BYTES, MAX_BLOCK_TXS
+from chain.tx import MAX_TX_SIZE, TX_FIXED_SIZE, Transaction, TxReject, check_transaction
+
+# Bitcoin Core's -maxmempool default is 300 MB of *memory*; ours caps encoded bytes.
+# 64 MiB is 16 full blocks of backlog (~450k minimal transfers).
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# Bitcoin Core's -mempoolexpiry default (336 hours).
+DEFAULT_EXPIRY_S = 14 * 24 * 60 * 60
+DEFAULT_MIN_FEE = 1
+# go-ethereum's default price bump for a replacement.
+DEFAULT_REPLACE_BUMP_PERCENT = 10
+# A tx may be at most this far ahead of the sender's next expected nonce (the state
+# nonce plus its pending txs). Bounds what one account can park in the queued set.
+MAX_NONCE_GAP = 64
+# Queued txs cannot be mined, so they never pay their fees: without a bound, high-fee
+# queued txs could fill the pool for free and price real ones out (go-ethereum caps
+# its queue for the same reason). By default the queued set holds at most what fits in
+# this share of ``max_bytes`` at the largest tx size, and never fewer than one full
+# nonce window.
+QUEUED_SHARE_PERCENT = 25
+
+AccountLookup = Callable[[bytes], tuple[int, int]]
+
+
+class MempoolReject(enum.StrEnum):
+    """Why ``Mempool.add`` refused a transaction. Values are wire/RPC strings.
+
+    The first group is every context-free ``TxReject`` passed through unchanged (same
+    wire string); the rest need pool or chain state.
+    """
+
+    UNKNOWN_KIND = TxReject.UNKNOWN_KIND.value
+    KIND_NOT_ACTIVE = TxReject.KIND_NOT_ACTIVE.value
+    WRONG_CHAIN_ID = TxReject.WRONG_CHAIN_ID.value
+    PAYLOAD_TOO_LARGE = TxReject.PAYLOAD_TOO_LARGE.value
+    ZERO_AMOUNT = TxReject.ZERO_AMOUNT.value
+    AMOUNT_OVERFLOW = TxReject.AMOUNT_OVERFLOW.value
+    BAD_SIGNATURE = TxReject.BAD_SIGNATURE.value
+
+    ALREADY_KNOWN = "mempool-already-known"  # this txid is in the pool
+    NONCE_TOO_LOW = "mempool-nonce-too-low"  # below the sender's confirmed nonce
+    NONCE_GAP = "mempool-nonce-gap"  # more than MAX_NONCE_GAP past the next expected nonce
+    FEE_TOO_LOW = "mempool-fee-too-low"  # below min_fee, or not above what it would evict
+    INSUFFICIENT_BALANCE = "mempool-insufficient-balance"  # with the sender's earlier txs
+    REPLACEMENT_FEE_TOO_LOW = "mempool-replacement-fee-too-low"  # same nonce, bump too small
+    POOL_FULL = "mempool-full"  # no room (nothing evictable, tx > cap, or queued set full)
+
+
+# Fails at import if chain/tx.py gains a reason this enum does not pass through.
+_FROM_TX_REJECT: dict[TxReject, MempoolReject] = {r: MempoolReject(r.value) for r in TxReject}
+
+
+@dataclass(frozen=True)
+class MempoolResult:
+    """Outcome of ``Mempool.add``: ``reject`` is None when the tx was accepted.
+
+    On acceptance, ``pending`` tells whether it is executable now (else queued behind
+    a nonce gap), ``replaced`` is the txid it replaced (same sender and nonce), and
+    ``removed`` the txids evicted or dropped to admit it (later txs of the sender that
+    no longer fit its balance, lowest-fee txs evicted for room).
+    """
+
+    reject: MempoolReject | None = None
+    detail: str = ""
+    txid: bytes = b""
+    pending: bool = False
+    replaced: bytes | None = None
+    removed: tuple[bytes, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.reject is None
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    tx: Transaction
+    txid: bytes
+    sender: bytes
+    nonce: int
+    fee: int
+    cost: int  # amount + fee: what the sender is debited
+    size: int  # encoded bytes, what the cap counts
+    time: int  # when it entered the pool
+    seq: int  # arrival order, unique per entry
+
+
+@dataclass(eq=False, slots=True)
+class _Account:
+    address: bytes
+    balance: int  # confirmed, as last read from account_lookup
+    nonce: int  # confirmed
+    pending_end: int  # first nonce >= self.nonce that has no tx here
+    txs: dict[int, _Entry] = field(default_factory=dict)
+    nonces: list[int] = field(default_factory=list)  # sorted keys of txs
+    total_cost: int = 0
+    counted: int = 0  # this account's share of Mempool._n_pending
+
+
+def _reject(reason: MempoolReject, detail: str, txid: bytes) -> MempoolResult:
+    return MempoolResult(reject=reason, detail=detail, txid=txid)
+
+
+class Mempool:
+    """Unconfirmed transactions, per account pending/queued, capped by encoded bytes."""
+
+    def __init__(
+        self,
+        chain_id: int,
+        account_lookup: AccountLookup,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        expiry_s: int = DEFAULT_EXPIRY_S,
+        min_fee: int = DEFAULT_MIN_FEE,
+        replace_bump_percent: int = DEFAULT_REPLACE_BUMP_PERCENT,
+        max_queued: int | None = None,
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        if expiry_s <= 0:
+            raise ValueError("expiry_s must be positive")
+        if min_fee < 0 or replace_bump_percent < 0:
+            raise ValueError("min_fee and replace_bump_percent must be >= 0")
+        self.chain_id = chain_id
+        self.max_bytes = max_bytes
+        self.expiry_s = expiry_s
+        self.min_fee = min_fee
+        self.replace_bump_percent = replace_bump_percent
+        if max_queued is None:
+            max_queued = max(MAX_NONCE_GAP, max_bytes * QUEUED_SHARE_PERCENT // 100 // MAX_TX_SIZE)
+        self.max_queued = max_queued
+        self._lookup = account_lookup
+        self._by_id: dict[bytes, _Entry] = {}
+        self._accounts: dict[bytes, _Account] = {}
+        self._bytes = 0
+        self._n_pending = 0
+        self._seq = 0
+        # Lazy-deletion heaps: stale items are skipped when they surface, and the
+        # heaps are rebuilt when stale items outnumber live ones.
+        # (fee, -seq, txid) for each account's highest-nonce tx: eviction candidates.
+        self._evict_heap: list[tuple[int, int, bytes]] = []
+        # (time, seq, txid) for every entry: expiry order.
+        self._expiry_heap: list[tuple[int, int, bytes]] = []
+
+    # --- queries -------------------------------------------------------------------
+
+    def __contains__(self, txid: object) -> bool:
+        return txid in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, txid: bytes) -> Transaction | None:
+        entry = self._by_id.get(txid)
+        return None if entry is None else entry.tx
+
+    @property
+    def bytes_used(self) -> int:
+        """Sum of the encoded sizes of the pooled txs (what ``max_bytes`` caps)."""
+        return self._bytes
+
+    @property
+    def pending_count(self) -> int:
+        return self._n_pending
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._by_id) - self._n_pending
+
+    def txids(self) -> list[bytes]:
+        return list(self._by_id)
+
+    def is_pending(self, txid: bytes) -> bool:
+        """True if the tx is in the pool and executable now (not behind a nonce gap)."""
+        entry = self._by_id.get(txid)
+        if entry is None:
+            return False
+        acc = self._accounts[entry.sender]
+        return acc.nonce <= entry.nonce < acc.pending_end
+
+    def pending_nonce(self, address: bytes) -> int:
+        """The nonce a wallet should use next: confirmed nonce plus the pending run."""
+        _, nonce = self._lookup(address)
+        acc = self._accounts.get(address)
+        if acc is None:
+            return nonce
+        if acc.nonce == nonce:
+            return acc.pending_end
+        n = nonce  # the cache is stale; answer from the fresh nonce without mutating
+        while n in acc.txs:
+            n += 1
+        return n
+
+    def current_min_fee(self) -> int:
+        """Fee a minimal-size tx needs to enter now (Bitcoin's ``mempoolminfee``)."""
+        if self._bytes + TX_FIXED_SIZE <= self.max_bytes:
+            return self.min_fee
+        heap = self._evict_heap
+        while heap and not self._is_tail_item(heap[0]):
+            heapq.heappop(heap)
+        if not heap:
+            return self.min_fee
+        return max(self.min_fee, heap[0][0] + 1)
+
+    def info(self) -> dict[str, Any]:
+        """Pool summary for getmempoolinfo.
+
+        ``size`` txs, ``bytes`` encoded, ``usage`` fraction of ``max_bytes`` in use,
+        ``min_fee`` what a minimal tx must pay to enter now, ``min_relay_fee`` the
+        configured floor, ``pending``/``queued`` executable vs gapped tx counts.
+        """
+        size = len(self._by_id)
+        return {
+            "size": size,
+            "bytes": self._bytes,
+            "usage": self._bytes / self.max_bytes,
+            "max_bytes": self.max_bytes,
+            "min_fee": self.current_min_fee(),
+            "min_relay_fee": self.min_fee,
+            "pending": self._n_pending,
+            "queued": size - self._n_pending,
+            "max_queued": self.max_queued,
+            "accounts": len(self._accounts),
+        }
+
+    # --- admission -----------------------------------------------------------------
+
+    def add(self, tx: Transaction, now: int) -> MempoolResult:
+        """Admit ``tx`` (received at time ``now``) or name why not. Never raises for a
+        peer's bad transaction."""
+        txid = tx.txid
+        if txid in self._by_id:
+            return _reject(MempoolReject.ALREADY_KNOWN, "already in the pool", txid)
+        check = check_transaction(tx, self.chain_id)
+        if check.reject is not None:
+            return _reject(_FROM_TX_REJECT[check.reject], check.detail, txid)
+        result = self._admit(tx, txid, now)
+        self._maybe_compact()
+        return result
+
+    def _admit(self, tx: Transaction, txid: bytes, now: int) -> MempoolResult:
+        sender = tx.sender
+        acc = self._synced(sender)
+        nonce = tx.nonce
+        if nonce < acc.nonce:
+            return _reject(
+                MempoolReject.NONCE_TOO_LOW, f"nonce {nonce}, account nonce is {acc.nonce}", txid
+            )
+        if nonce > acc.pending_end + MAX_NONCE_GAP:
+            return _reject(
+                MempoolReject.NONCE_GAP,
+                f"nonce {nonce} is more than {MAX_NONCE_GAP} past the next expected "
+                f"nonce {acc.pending_end}",
+                txid,
+            )
+        if tx.fee < self.min_fee:
+            return _reject(
+                MempoolReject.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {self.min_fee}", txid
+            )
+        old = acc.txs.get(nonce)
+        if old is not None:
+            bump = self.replace_bump_percent
+            if tx.fee <= old.fee or tx.fee * 100 < old.fee * (100 + bump):
+                return _reject(
+                    MempoolReject.REPLACEMENT_FEE_TOO_LOW,
+                    f"replaces a tx paying {old.fee}: needs at least {bump}% more",
+                    txid,
+                )
+        cost = tx.amount + tx.fee
+        before = self._cost_before(acc, nonce)
+        if before + cost > acc.balance:
+            return _reject(
+                MempoolReject.INSUFFICIENT_BALANCE,
+                f"balance {acc.balance} < {before} (earlier pooled txs) + {cost}",
+                txid,
+            )
+        if old is None and nonce > acc.pending_end and self.queued_count >= self.max_queued:
+            return _reject(
+                MempoolReject.POOL_FULL,
+                f"nonce {nonce} would be queued and the queued set is full ({self.max_queued} txs)",
+                txid,
+            )
+        size = len(tx.to_bytes())
+        evict: list[_Entry] = []
+        excess = self._bytes + size - (old.size if old is not None else 0) - self.max_bytes
+        if excess > 0:
+            if size > self.max_bytes:
+                return _reject(MempoolReject.POOL_FULL, "tx is larger than the pool", txid)
+            plan = self._plan_eviction(excess, tx.fee, sender, nonce)
+            if not isinstance(plan, list):
+                return _reject(plan[0], plan[1], txid)
+            evict = plan
+
+        removed: list[bytes] = []
+        if old is not None:
+            self._remove(old)
+        for victim in evict:
+            if self._by_id.get(victim.txid) is victim:
+                self._remove(victim)
+                removed.append(victim.txid)
+        entry = _Entry(tx, txid, sender, nonce, tx.fee, cost, size, now, self._next_seq())
+        self._insert(acc, entry)
+        # Txs after it were affordable without it (a gap fill) or with the old one (a
+        # replacement); drop those that no longer fit.
+        index = bisect.bisect_left(acc.nonces, nonce)
+        removed += self._trim(acc, index, before)
+        return MempoolResult(
+            txid=txid,
+            pending=nonce < acc.pending_end,
+            replaced=old.txid if old is not None else None,
+            removed=tuple(removed),
+        )
+
+    def _cost_before(self, acc: _Account, nonce: int) -> int:
+        """Total cost of the account's pooled txs with a lower nonce."""
+        nonces = acc.nonces
+        if not nonces or nonce > nonces[-1]:
+            return acc.total_cost
+        index = bisect.bisect_left(nonces, nonce)
+        txs = acc.txs
+        if index <= len(nonces) // 2:
+            return sum(txs[n].cost for n in nonces[:index])
+        return acc.total_cost - sum(txs[n].cost for n in nonces[index:])
+
+    def _plan_eviction(
+        self, excess: int, fee: int, sender: bytes, nonce: int
+    ) -> list[_Entry] | tuple[MempoolReject, str]:
+        """The txs to evict to free ``excess`` bytes for a tx paying ``fee``, or why not.
+
+        Candidates are each account's highest-nonce tx (so no gap opens), cheapest
+        first (latest arrival first among equal fees); once a tail is planned its
+        predecessor becomes a candidate. Every evicted tx must pay strictly less than
+        the newcomer. The newcomer's own sender's txs at or below its nonce are never
+        candidates (that would cut the ground from under it).
+        """
+        heap = self._evict_heap
+        popped: list[tuple[int, int, bytes]] = []
+        side: list[tuple[int, int, bytes]] = []
+        taken: dict[bytes, int] = {}
+        planned: set[bytes] = set()
+        plan: list[_Entry] = []
+        freed = 0
+        try:
+            while freed < excess:
+                while heap and not self._is_tail_item(heap[0]):
+                    heapq.heappop(heap)
+                if heap and (not side or heap[0] < side[0]):
+                    item = heapq.heappop(heap)
+                    popped.append(item)
+                elif side:
+                    item = heapq.heappop(side)
+                else:
+                    return (MempoolReject.POOL_FULL, "the pool is full and nothing can be evicted")
+                victim = self._by_id[item[2]]
+                if victim.txid in planned:
+                    continue
+                if victim.sender == sender and victim.nonce <= nonce:
+                    continue
+                if victim.fee >= fee:
+                    return (
+                        MempoolReject.FEE_TOO_LOW,
+                        f"the pool is full: fee {fee} must exceed {victim.fee}, the lowest "
+                        f"fee it would evict",
+                    )
+                plan.append(victim)
+                planned.add(victim.txid)
+                freed += victim.size
+                acc = self._accounts[victim.sender]
+                count = taken.get(victim.sender, 0) + 1
+                taken[victim.sender] = count
+                if count < len(acc.nonces):
+                    prev = acc.txs[acc.nonces[-1 - count]]
+                    heapq.heappush(side, (prev.fee, -prev.seq, prev.txid))
+            return plan
+        finally:
+            for item in popped:  # the ones actually evicted go stale, and are skipped
+                heapq.heappush(heap, item)
+
+    # --- removal: expiry, block events ---------------------------------------------
+
+    def expire(self, now: int) -> int:
+        """Drop txs that entered at or before ``now - expiry_s``, with every later-nonce
+        tx of the same sender (they could not execute without it). Returns the count."""
+        heap = self._expiry_heap
+        cutoff = now - self.expiry_s
+        count = 0
+        while heap and heap[0][0] <= cutoff:
+            _, seq, txid = heapq.heappop(heap)
+            entry = self._by_id.get(txid)
+            if entry is None or entry.seq != seq:
+                continue
+            acc = self._accounts[entry.sender]
+            count += len(self._remove_suffix(acc, bisect.bisect_left(acc.nonces, entry.nonce)))
+        self._maybe_compact()
+        return count
+
+    def remove_confirmed(self, txs: Sequence[Transaction]) -> int:
+        """After a block connects: drop its txs, the senders' txs whose nonce is now
+        too low (conflicts) or that no longer fit the balance, and promote queued txs
+        whose gap the block filled. Returns how many txs left the pool."""
+        before = len(self._by_id)
+        touched: dict[bytes, None] = {}
+        for tx in txs:
+            touched[tx.sender] = None
+            touched[tx.recipient] = None
+        for address in touched:
+            if address in self._accounts:
+                self._synced(address)
+        for tx in txs:  # normally already gone as nonce-too-low
+            entry = self._by_id.get(tx.txid)
+            if entry is not None:
+                self._remove(entry)
+        self._maybe_compact()
+        return before - len(self._by_id)
+
+    def readd(self, txs: Iterable[Transaction], now: int) -> int:
+        """During a reorg: offer the txs of disconnected blocks again. Those still valid
+        against the current tip come back; the others are silently skipped. The txs
+        passed block validation, so the context-free checks (signature) are not
+        repeated. Returns how many were re-added.
+
+        A disconnect also lowers balances the pool cannot see here (recipients are
+        re-read; the disconnected blocks' miners are not): call ``revalidate`` with
+        those addresses, or with none for all.
+        """
+        ordered = sorted(txs, key=lambda t: t.nonce)  # per sender, lowest nonce first
+        count = 0
+        for tx in ordered:
+            txid = tx.txid
+            if txid in self._by_id:
+                continue
+            if self._admit(tx, txid, now).ok:
+                count += 1
+        for address in {tx.recipient for tx in ordered}:
+            if address in self._accounts:
+                self._synced(address)
+        self._maybe_compact()
+        return count
+
+    def revalidate(self, addresses: Iterable[bytes] | None = None) -> int:
+        """Re-read the state of ``addresses`` (default: every account in the pool) and
+        drop what no longer fits. Returns how many txs left the pool."""
+        before = len(self._by_id)
+        targets = list(self._accounts) if addresses is None else list(addresses)
+        for address in targets:
+            if address in self._accounts:
+                self._synced(address)
+        self._maybe_compact()
+        return before - len(self._by_id)
+
+    # --- block templates -----------------------------------------------------------
+
+    def select(
+        self, max_bytes: int = MAX_BLOCK_TX_BYTES, max_count: int = MAX_BLOCK_TXS
+    ) -> list[Transaction]:
+        """Txs for a block template, valid in this order against the tip's state.
+
+        A heap over account heads, highest fee first (earliest arrival on ties); taking
+        a head exposes the sender's next nonce. Only executable txs, each affordable
+        after the sender's earlier ones (balance and nonce re-read from the lookup). A
+        head that does not fit the remaining bytes retires its account.
+        """
+        heads: list[tuple[int, int, _Entry]] = []
+        budget: dict[bytes, int] = {}
+        for address, acc in self._accounts.items():
+            if acc.pending_end == acc.nonce:
+                continue  # nothing executable
+            balance, nonce = self._lookup(address)
+            entry = acc.txs.get(nonce)
+            if entry is None:
+                continue
+            heads.append((-entry.fee, entry.seq, entry))
+            budget[address] = balance
+        heapq.heapify(heads)
+        out: list[Transaction] = []
+        room = max_bytes
+        while heads and len(out) < max_count and room >= TX_FIXED_SIZE:
+            _, _, entry = heapq.heappop(heads)
+            if entry.size > room:
+                continue
+            left = budget[entry.sender] - entry.cost
+            if left < 0:
+                continue
+            budget[entry.sender] = left
+            out.append(entry.tx)
+            room -= entry.size
+            nxt = self._accounts[entry.sender].txs.get(entry.nonce + 1)
+            if nxt is not None:
+                heapq.heappush(heads, (-nxt.fee, nxt.seq, nxt))
+        return out
+
+    # --- internals -----------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _recount(self, acc: _Account) -> None:
+        pending = acc.pending_end - acc.nonce if acc.txs else 0
+        self._n_pending += pending - acc.counted
+        acc.counted = pending
+
+    def _is_tail_item(self, item: tuple[int, int, bytes]) -> bool:
+        entry = self._by_id.get(item[2])
+        if entry is None or entry.seq != -item[1]:
+            return False
+        return self._accounts[entry.sender].nonces[-1] == entry.nonce
+
+    def _synced(self, address: bytes) -> _Account:
+        """The account with fresh confirmed state; a detached one if not pooled."""
+        balance, nonce = self._lookup(address)
+        acc = self._accounts.get(address)
+        if acc is None:
+            return _Account(address=address, balance=balance, nonce=nonce, pending_end=nonce)
+        if acc.balance != balance or acc.nonce != nonce:
+            self._resync(acc, balance, nonce)
+        return acc
+
+    def _resync(self, acc: _Account, balance: int, nonce: int) -> None:
+        old_nonce, old_end = acc.nonce, acc.pending_end
+        acc.balance, acc.nonce = balance, nonce
+        nonces = acc.nonces
+        cut = bisect.bisect_left(nonces, nonce)
+        if cut:  # now too low: confirmed, or conflicting with what was confirmed
+            for n in nonces[:cut]:
+                entry = acc.txs.pop(n)
+                del self._by_id[entry.txid]
+                acc.total_cost -= entry.cost
+                self._bytes -= entry.size
+            del nonces[:cut]
+        # [old_nonce, old_end) was all present, and nothing at or above nonce went.
+        end = old_end if old_nonce <= nonce <= old_end else nonce
+        while end in acc.txs:
+            end += 1
+        acc.pending_end = end
+        if not nonces:
+            del self._accounts[acc.address]
+        elif acc.total_cost > balance:
+            self._trim(acc, 0, 0)
+        self._recount(acc)
+
+    def _insert(self, acc: _Account, entry: _Entry) -> None:
+        self._accounts[entry.sender] = acc
+        self._by_id[entry.txid] = entry
+        nonces = acc.nonces
+        if not nonces or entry.nonce > nonces[-1]:
+            nonces.append(entry.nonce)
+            heapq.heappush(self._evict_heap, (entry.fee, -entry.seq, entry.txid))
+        else:
+            bisect.insort(nonces, entry.nonce)
+        acc.txs[entry.nonce] = entry
+        acc.total_cost += entry.cost
+        self._bytes += entry.size
+        heapq.heappush(self._expiry_heap, (entry.time, entry.seq, entry.txid))
+        if entry.nonce == acc.pending_end:  # extends the pending run, maybe fills a gap
+            end = entry.nonce + 1
+            while end in acc.txs:
+                end += 1
+            acc.pending_end = end
+        self._recount(acc)
+
+    def _remove(self, entry: _Entry) -> None:
+        acc = self._accounts[entry.sender]
+        del self._by_id[entry.txid]
+        del acc.txs[entry.nonce]
+        nonces = acc.nonces
+        was_tail = nonces[-1] == entry.nonce
+        if was_tail:
+            nonces.pop()
+        else:
+            del nonces[bisect.bisect_left(nonces, entry.nonce)]
+        acc.total_cost -= entry.cost
+        self._bytes -= entry.size
+        if acc.nonce <= entry.nonce < acc.pending_end:
+            acc.pending_end = entry.nonce  # txs after it are queued now
+        if not nonces:
+            del self._accounts[entry.sender]
+        elif was_tail:
+            tail = acc.txs[nonces[-1]]
+            heapq.heappush(self._evict_heap, (tail.fee, -tail.seq, tail.txid))
+        self._recount(acc)
+
+    def _remove_suffix(self, acc: _Account, index: int) -> list[bytes]:
+        """Remove the account's txs from position ``index`` in nonce order onward."""
+        removed: list[bytes] = []
+        for n in reversed(acc.nonces[index:]):
+            entry = acc.txs[n]
+            self._remove(entry)
+            removed.append(entry.txid)
+        return removed
+
+    def _trim(self, acc: _Account, index: int, cumulative: int) -> list[bytes]:
+        """From position ``index`` (``cumulative`` = cost of the txs before it), drop the
+        first tx that overdraws the balance and every tx after it."""
+        nonces, txs, balance = acc.nonces, acc.txs, acc.balance
+        for i in range(index, len(nonces)):
+            cumulative += txs[nonces[i]].cost
+            if cumulative > balance:
+                return self._remove_suffix(acc, i)
+        return []
+
+    def _maybe_compact(self) -> None:
+        limit = 2 * len(self._by_id) + 1024
+        if len(self._evict_heap) > limit:
+            self._evict_heap = [
+                (e.fee, -e.seq, e.txid)
+                for e in (a.txs[a.nonces[-1]] for a in self._accounts.values())
+            ]
+            heapq.heapify(self._evict_heap)
+        if len(self._expiry_heap) > limit:
+            self._expiry_heap = [(e.time, e.seq, e.txid) for e in self._by_id.values()]
+            heapq.heapify(self._expiry_heap)
+
+    def _check_consistency(self) -> None:
+        """Assert the internal invariants (for tests; O(n))."""
+        total = 0
+        n_pending = 0
+        for address, acc in self._accounts.items():
+            assert acc.txs, "empty account kept"
+            assert acc.nonces == sorted(acc.txs), "nonce index out of sync"
+            assert acc.nonces[0] >= acc.nonce, "tx below the state nonce"
+            end = acc.nonce
+            while end in acc.txs:
+                end += 1
+            assert acc.pending_end == end, "pending_end wrong"
+            assert acc.counted == end - acc.nonce
+            n_pending += acc.counted
+            cumulative = 0
+            for n in acc.nonces:
+                entry = acc.txs[n]
+                assert entry.sender == address and entry.nonce == n
+                assert self._by_id[entry.txid] is entry
+                cumulative += entry.cost
+                total += entry.size
+            assert cumulative == acc.total_cost and cumulative <= acc.balance, "overdraft"
+        assert len(self._by_id) == sum(len(a.txs) for a in self._accounts.values())
+        assert total == self._bytes and self._bytes <= self.max_bytes
+        assert n_pending == self._n_pending
