@@ -1,4 +1,10 @@
-"""The Node: opens the datadir and the chain, runs the miner, shuts down cleanly."""
+"""The Node: opens the datadir and the chain, runs its services, shuts down cleanly.
+
+Every block and transaction, whatever its source (own miner, peers, RPC), enters
+through ``submit_block`` / ``submit_transaction`` on the event loop thread; what
+changed is announced through ``events``. Services (P2P, RPC, ...) are started in
+order and stopped in reverse.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,20 @@ import logging
 import signal
 import time
 from contextlib import suppress
-
-from compute.select import select_engine
+from typing import Protocol
 
 from chain.address import address_from_pubkey, decode_address, encode_address
 from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
 from chain.keys import devnet_key
-from chain.mempool import Mempool
+from chain.mempool import Mempool, MempoolResult
 from chain.network import Network, load_network
 from chain.state import Account, account_key
 from chain.storage import ChainDB, open_chain
+from chain.tx import Transaction
+from compute.select import select_engine
 from node.config import NodeConfig
+from node.events import NodeEvents, TipChange
 from node.miner import Miner
 
 log = logging.getLogger("pouw.node")
@@ -53,22 +61,47 @@ def miner_address(network: Network, text: str | None) -> bytes:
     return address
 
 
+class Service(Protocol):
+    """A part of the node with a lifetime: the P2P server, the RPC server, ..."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.network = load_network(config.network)
         self.db, self.chain = open_chainstate(self.network, config)
         self.mempool = Mempool(self.network.chain_id, self._account)
+        self.events = NodeEvents()
+        self.services: list[Service] = []
         self.miner: Miner | None = None
+        self.started = time.time()
         self._stopping = asyncio.Event()
 
     def _account(self, address: bytes) -> tuple[int, int]:
-        acct = Account.from_bytes(self.chain.state_get(account_key(address)))
+        acct = self.account(address)
         return acct.balance, acct.nonce
 
+    def account(self, address: bytes) -> Account:
+        return Account.from_bytes(self.chain.state_get(account_key(address)))
+
+    def submit_transaction(self, tx: Transaction) -> MempoolResult:
+        """Every transaction enters here (RPC, peers)."""
+        result = self.mempool.add(tx, int(time.time()))
+        if result.ok:
+            self.events.tx_accepted.emit(tx)
+        return result
+
     def submit_block(self, block: Block) -> ProcessResult:
-        """Every block enters here (own miner now; peers and RPC later)."""
+        """Every block enters here (own miner, peers, RPC submitblock)."""
         result = self.chain.process_block(block)
+        if result.check.ok and not result.duplicate:
+            self.events.block_stored.emit(block)
         if result.disconnected:
             log.info("reorg: %d blocks disconnected", result.reorg_depth)
             now = int(time.time())
@@ -80,6 +113,10 @@ class Node:
                 self.mempool.remove_confirmed(new.txs)
             if self.miner is not None:
                 self.miner.interrupt()
+        if result.connected or result.disconnected:
+            self.events.tip_changed.emit(
+                TipChange(tuple(result.disconnected), tuple(result.connected))
+            )
         return result
 
     def request_stop(self) -> None:
@@ -97,6 +134,20 @@ class Node:
             "node up: network=%s height=%d tip=%s datadir=%s",
             self.network.name, tip.height, tip.hash.hex(), self.config.network_dir,
         )  # fmt: skip
+        started: list[Service] = []
+        try:
+            for service in self.services:
+                await service.start()
+                started.append(service)
+            await self._run_until_stopped()
+        finally:
+            for service in reversed(started):
+                try:
+                    await service.stop()
+                except Exception:  # noqa: BLE001 - keep stopping the others
+                    log.exception("stopping %s failed", service.name)
+
+    async def _run_until_stopped(self) -> None:
         tasks = [asyncio.create_task(self._stopping.wait())]
         if self.config.mine:
             address = miner_address(self.network, self.config.miner_address)

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from compute.reference_engine import ReferenceEngine as NumpyEngine
+from compute.numpy_engine import NumpyEngine
 
 from chain.address import address_from_pubkey
 from chain.block import Block
