@@ -319,6 +319,10 @@ class ChainState:
         )  # fmt: skip
         with self.db.atomic(sync=True) as batch:
             _write_changes(batch, changes)
+            for pos, tx in enumerate(block.txs):
+                batch.put_tx_location(
+                    tx.txid, block.hash, header.height, pos, (tx.sender, tx.recipient)
+                )
             batch.put_undo(block.hash, encode_undo(undo))
             batch.put_index(done)
             batch.set_active_hash(header.height, block.hash)
@@ -341,6 +345,8 @@ class ChainState:
         parent = self.index[block.header.parent]
         with self.db.atomic(sync=True) as batch:
             _write_changes(batch, undo)
+            for pos, tx in enumerate(block.txs):
+                batch.delete_tx_location(tx.txid, block.height, pos, (tx.sender, tx.recipient))
             batch.delete_active_hash(block.height)
             batch.set_tip(parent.hash)
         self.tree.apply(undo)

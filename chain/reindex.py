@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
 from chain.genesis import genesis_block, genesis_changes
 from chain.network import Network
@@ -24,11 +25,21 @@ _STORED = BlockStatus.HEADER_VALID | BlockStatus.DATA_STORED
 def reindex(db: ChainDB, network: Network) -> ChainState:
     records = list(db.iter_index())
     genesis = genesis_block(network)
+    old_active = [
+        db.active_hash_at(h) for h in range(max((r.height for r in records), default=0) + 1)
+    ]
     if db.get_genesis() not in (None, genesis.hash):
         raise ValueError("the datadir holds another network's chain; --reindex cannot fix that")
     with db.atomic(sync=True) as batch:
         for key, _ in db.iter_state():
             batch.delete_state(key)
+        for block_hash in filter(None, old_active):
+            raw = db.get_block(block_hash)
+            if raw is None:
+                continue
+            block = Block.from_bytes(raw)
+            for pos, tx in enumerate(block.txs):
+                batch.delete_tx_location(tx.txid, block.height, pos, (tx.sender, tx.recipient))
         for rec in records:
             batch.delete_undo(rec.hash)
             batch.delete_active_hash(rec.height)

@@ -49,7 +49,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +91,10 @@ PREFIX_HEIGHT = b"h"  # b"h" + height(u64 BE) -> hash(32) of the active chain at
 PREFIX_STATE = b"s"  # b"s" + key            -> state value bytes
 PREFIX_UNDO = b"u"  # b"u" + hash(32)        -> undo data for that block
 PREFIX_META = b"m"  # b"m" + name            -> metadata (names below)
+PREFIX_TX = b"t"  # b"t" + txid(32) -> block hash(32) | u64 height | u32 position (active chain)
+# b"x" + address(20) + u64 height + u32 position -> txid(32): every active-chain tx that
+# sends from or pays to the address, in chain order (wallet history).
+PREFIX_ADDRESS_TX = b"x"
 
 META_TIP = PREFIX_META + b"tip"  # hash(32) of the active tip
 META_GENESIS = PREFIX_META + b"genesis"  # hash(32) of the genesis block
@@ -397,6 +401,22 @@ class AtomicBatch:
         return None if value is _DELETED else value
 
     # metadata
+    def put_tx_location(
+        self, txid: bytes, block_hash: bytes, height: int, position: int, addresses: Iterable[bytes]
+    ) -> None:
+        """Index an active-chain transaction by id and by the addresses it touches."""
+        where = _check_hash(block_hash) + height.to_bytes(8, "big") + position.to_bytes(4, "big")
+        self._put(PREFIX_TX + _check_hash(txid), where)
+        for address in set(addresses):
+            self._put(_address_tx_key(address, height, position), txid)
+
+    def delete_tx_location(
+        self, txid: bytes, height: int, position: int, addresses: Iterable[bytes]
+    ) -> None:
+        self._delete(PREFIX_TX + _check_hash(txid))
+        for address in set(addresses):
+            self._delete(_address_tx_key(address, height, position))
+
     def set_tip(self, block_hash: bytes) -> None:
         self._put(META_TIP, _check_hash(block_hash))
 
@@ -653,6 +673,24 @@ class ChainDB:
         for key, value in self._iter(full):
             yield key[1:], value
 
+    # --- transaction index
+
+    def get_tx_location(self, txid: bytes) -> tuple[bytes, int, int] | None:
+        """(block hash, height, position) of an active-chain transaction, or None."""
+        raw = self._get(PREFIX_TX + _check_hash(txid))
+        if raw is None:
+            return None
+        if len(raw) != HASH_LEN + 12:
+            raise CorruptionError(f"tx index entry of {txid.hex()} has {len(raw)} bytes")
+        return raw[:HASH_LEN], int.from_bytes(raw[32:40], "big"), int.from_bytes(raw[40:], "big")
+
+    def iter_address_txs(self, address: bytes) -> Iterator[tuple[int, int, bytes]]:
+        """(height, position, txid) of the address's active-chain transactions, oldest first."""
+        prefix = PREFIX_ADDRESS_TX + address
+        for key, txid in self._iter(prefix):
+            rest = key[len(prefix) :]
+            yield int.from_bytes(rest[:8], "big"), int.from_bytes(rest[8:12], "big"), txid
+
     # --- metadata
 
     def get_tip(self) -> bytes | None:
@@ -666,6 +704,12 @@ class ChainDB:
 
     def set_genesis(self, block_hash: bytes, *, sync: bool = True) -> None:
         self._put_one(META_GENESIS, _check_hash(block_hash), sync)
+
+
+def _address_tx_key(address: bytes, height: int, position: int) -> bytes:
+    if len(address) != 20:
+        raise ValueError("addresses are 20 bytes")
+    return PREFIX_ADDRESS_TX + address + height.to_bytes(8, "big") + position.to_bytes(4, "big")
 
 
 def open_chain(

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create a datadir and write the genesis block")
     _common(init)
+    init.add_argument("--genesis-file", type=Path, help="genesis file of a private network")
     node = sub.add_parser("node", help="run a full node")
     _common(node)
     node.add_argument("--mine", action="store_true", help="mine filler products on this node")
@@ -42,6 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--engine", choices=["numpy", "cupy"], help="mining engine (default: auto)")
     node.add_argument("--reindex", action="store_true", help="rebuild state from stored blocks")
     node.add_argument("--max-blocks", type=int, help="stop after mining this many blocks")
+    node.add_argument("--genesis-file", type=Path, help="genesis file of a private network")
+    node.add_argument("--nolisten", action="store_true", help="accept no inbound peers")
+    node.add_argument("--p2p-bind", default="0.0.0.0", help="P2P listen address")
+    node.add_argument("--p2p-port", type=int, help="P2P port (default: the network's)")
+    node.add_argument(
+        "--connect",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="connect only to this peer (repeatable)",
+    )
+    node.add_argument(
+        "--addnode",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="also connect to this peer (repeatable)",
+    )
+    node.add_argument("--norpc", action="store_true", help="do not serve JSON-RPC")
+    node.add_argument("--rpc-bind", default="127.0.0.1", help="JSON-RPC listen address")
+    node.add_argument("--rpc-port", type=int, help="JSON-RPC port (default: the network's)")
+    node.add_argument("--rpc-user", help="JSON-RPC user (besides the cookie file)")
+    node.add_argument("--rpc-password", help="JSON-RPC password for --rpc-user")
     return parser
 
 
@@ -57,7 +81,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from chain.chainstate import ChainState
     from chain.storage import open_chain
 
-    network = load_network(args.network)
+    network = load_network(args.network, args.genesis_file)
     path = network_dir(args.datadir or default_datadir(), network.name)
     db = open_chain(path, network=network.name)
     try:
@@ -80,6 +104,17 @@ def cmd_node(args: argparse.Namespace) -> int:
         engine=args.engine,
         reindex=args.reindex,
         max_blocks=args.max_blocks,
+        genesis_file=args.genesis_file,
+        listen=not args.nolisten,
+        p2p_bind=args.p2p_bind,
+        p2p_port=args.p2p_port,
+        connect=tuple(args.connect),
+        addnode=tuple(args.addnode),
+        rpc=not args.norpc,
+        rpc_bind=args.rpc_bind,
+        rpc_port=args.rpc_port,
+        rpc_user=args.rpc_user,
+        rpc_password=args.rpc_password,
     )
     node = Node(config)
     try:

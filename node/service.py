@@ -74,7 +74,12 @@ class Service(Protocol):
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.network = load_network(config.network)
+        self.network = load_network(config.network, config.genesis_file)
+        if self.network.name != config.network:
+            raise NodeError(
+                f"--genesis-file describes network {self.network.name!r}, "
+                f"but --network is {config.network!r}"
+            )
         self.db, self.chain = open_chainstate(self.network, config)
         self.mempool = Mempool(self.network.chain_id, self._account)
         self.events = NodeEvents()
@@ -82,6 +87,22 @@ class Node:
         self.miner: Miner | None = None
         self.started = time.time()
         self._stopping = asyncio.Event()
+        self._add_services()
+
+    def _add_services(self) -> None:
+        # TODO(lead): drop the find_spec guards once p2p/ and node/rpc/ have landed.
+        from importlib.util import find_spec
+
+        if (self.config.listen or self.config.connect or self.config.addnode) and find_spec(
+            "p2p.service"
+        ):
+            from p2p.service import P2PService
+
+            self.services.append(P2PService(self))
+        if self.config.rpc and find_spec("node.rpc.service"):
+            from node.rpc.service import RpcService
+
+            self.services.append(RpcService(self))
 
     def _account(self, address: bytes) -> tuple[int, int]:
         acct = self.account(address)

@@ -11,8 +11,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from compute.numpy_engine import NumpyEngine
-
 from chain.address import address_from_pubkey
 from chain.block import Block
 from chain.chainstate import ChainState
@@ -21,6 +19,7 @@ from chain.network import Network, parse_network
 from chain.storage import ChainDB, open_chain
 from chain.tx import Transaction, TxKind, sign
 from compute.engine import MiningEngine
+from compute.numpy_engine import NumpyEngine
 from consensus.ints import u64
 from consensus.pouw import filler_matrices
 from node.template import BlockTemplate, build_template

@@ -34,7 +34,9 @@ def new_chain(path: Path, clock: Clock | None = None) -> ChainState:
     return ChainState(open_db(path, NET), NET, clock or Clock(T0))
 
 
-def extend(chain: ChainState, count: int, salt: bytes = b"", txs_at: dict | None = None) -> list[Block]:
+def extend(
+    chain: ChainState, count: int, salt: bytes = b"", txs_at: dict | None = None
+) -> list[Block]:
     blocks = []
     for _ in range(count):
         chain.clock.now += 1  # type: ignore[attr-defined]
@@ -53,8 +55,12 @@ def state_dict(chain: ChainState) -> dict[bytes, bytes]:
 def check_supply(chain: ChainState) -> None:
     """Balances plus immature rewards always equal genesis funds plus subsidies."""
     state = state_dict(chain)
-    balances = sum(Account.from_bytes(v).balance for k, v in state.items() if k[:1] == PREFIX_ACCOUNT)
-    immature = sum(int.from_bytes(v[20:28], "big") for k, v in state.items() if k[:1] == PREFIX_REWARD)
+    balances = sum(
+        Account.from_bytes(v).balance for k, v in state.items() if k[:1] == PREFIX_ACCOUNT
+    )
+    immature = sum(
+        int.from_bytes(v[20:28], "big") for k, v in state.items() if k[:1] == PREFIX_REWARD
+    )
     assert balances + immature == int.from_bytes(state[KEY_SUPPLY], "big")
 
 
@@ -96,7 +102,9 @@ def test_reorg_there_and_back_matches_fresh_replay(tmp_path: Path, depth: int) -
         assert side.process_block(main.get_block(main.active_hash(h))).accepted
     # Branch A: depth blocks with a payment 0 -> 1; branch B: depth+1 blocks paying 0 -> 2.
     a_blocks = extend(main, depth, salt=b"A", txs_at={4: [transfer(NET, 0, 0, address_of(1), 111)]})
-    b_blocks = extend(side, depth + 1, salt=b"B", txs_at={4: [transfer(NET, 0, 0, address_of(2), 222)]})
+    b_blocks = extend(
+        side, depth + 1, salt=b"B", txs_at={4: [transfer(NET, 0, 0, address_of(2), 222)]}
+    )
     state_a = state_dict(main)
     for block in b_blocks:
         result = main.process_block(block)
@@ -225,3 +233,22 @@ def test_double_spend_and_cross_chain_replay_rejected(tmp_path: Path) -> None:
     result = chain.process_block(_sealed_variant(chain, [replayed]))
     assert result.check.reason is BlockReject.BAD_TX and "wrong-chain-id" in result.check.detail
     assert chain.tip.height == 2
+
+
+def test_transaction_index_follows_reorgs(tmp_path: Path) -> None:
+    main = new_chain(tmp_path / "main")
+    side = new_chain(tmp_path / "side")
+    extend(main, 1)
+    assert side.process_block(main.get_block(main.active_hash(1))).accepted
+    pay = transfer(NET, 0, 0, address_of(3), 33)
+    extend(main, 1, salt=b"A", txs_at={2: [pay]})
+    where = main.db.get_tx_location(pay.txid)
+    assert where is not None and where[1:] == (2, 0)
+    assert [t for _, _, t in main.db.iter_address_txs(address_of(3))] == [pay.txid]
+    for block in extend(side, 2, salt=b"B"):
+        main.process_block(block)
+    assert main.tip.hash == side.tip.hash
+    assert main.db.get_tx_location(pay.txid) is None
+    assert list(main.db.iter_address_txs(address_of(3))) == []
+    main.db.close()
+    side.db.close()

@@ -30,9 +30,42 @@ from consensus.seal import WorkStatement
 OUT = Path(__file__).with_name("pouw.json")
 
 CASES: list[dict[str, Any]] = [
-    {"name": "devnet-like", "r": 32, "h": 8, "w": 8, "m": 32, "k": 128, "n": 24, "seed": "00", "prefix": "11", "work_per_block": 2**18},
-    {"name": "mainnet-like", "r": 128, "h": 8, "w": 8, "m": 16, "k": 256, "n": 16, "seed": "01", "prefix": "22", "work_per_block": 2**20},
-    {"name": "rect-tiles", "r": 16, "h": 4, "w": 8, "m": 12, "k": 64, "n": 16, "seed": "02", "prefix": "33", "work_per_block": 2**13},
+    {
+        "name": "devnet-like",
+        "r": 32,
+        "h": 8,
+        "w": 8,
+        "m": 32,
+        "k": 128,
+        "n": 24,
+        "seed": "00",
+        "prefix": "11",
+        "work_per_block": 2**18,
+    },
+    {
+        "name": "mainnet-like",
+        "r": 128,
+        "h": 8,
+        "w": 8,
+        "m": 16,
+        "k": 256,
+        "n": 16,
+        "seed": "01",
+        "prefix": "22",
+        "work_per_block": 2**20,
+    },
+    {
+        "name": "rect-tiles",
+        "r": 16,
+        "h": 4,
+        "w": 8,
+        "m": 12,
+        "k": 64,
+        "n": 16,
+        "seed": "02",
+        "prefix": "33",
+        "work_per_block": 2**13,
+    },
 ]
 
 
@@ -45,7 +78,9 @@ def compute_case(case: dict[str, Any]) -> dict[str, Any]:
     params = PouwParams(r, h, w, r, 4096, 4096, 4096, 2**40)
     a, b = filler_matrices(bytes.fromhex(case["seed"]), m, k, n)
     target = 2**256 // case["work_per_block"]
-    work = WorkStatement(bytes.fromhex(case["prefix"]) * 32, m, k, n, commit_rows(a), commit_cols(b), target)
+    work = WorkStatement(
+        bytes.fromhex(case["prefix"]) * 32, m, k, n, commit_rows(a), commit_cols(b), target
+    )
     sigma_a, sigma_b = work.seeds()
     result = mine_reference(params, work, a, b)
     a_plus, a_minus = sparse_pattern(sigma_a, LABEL_A_PATTERN, k, r)
@@ -60,8 +95,12 @@ def compute_case(case: dict[str, Any]) -> dict[str, Any]:
         "sigma_b": sigma_b.hex(),
         "e_al_row0": dense_noise_lines(sigma_a, LABEL_A_LEFT, [0], r).tobytes().hex(),
         "e_br_col0": dense_noise_lines(sigma_b, LABEL_B_RIGHT, [0], r).tobytes().hex(),
-        "a_pattern_first8": [[int(p), int(q)] for p, q in zip(a_plus[:8], a_minus[:8], strict=True)],
-        "b_pattern_first8": [[int(p), int(q)] for p, q in zip(b_plus[:8], b_minus[:8], strict=True)],
+        "a_pattern_first8": [
+            [int(p), int(q)] for p, q in zip(a_plus[:8], a_minus[:8], strict=True)
+        ],
+        "b_pattern_first8": [
+            [int(p), int(q)] for p, q in zip(b_plus[:8], b_minus[:8], strict=True)
+        ],
         "tickets": [t.hex() for t in result.tickets],
         "winning_tiles": [s.tile_index for s in result.seals],
         "seal0_sha256": sha(result.seals[0].to_bytes()) if result.seals else None,
