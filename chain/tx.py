@@ -1,6 +1,6 @@
 """The transaction: fields, canonical encoding, id, signing and context-free checks.
 
-Wire layout (docs/protocol-tx.md), fields in this order, all integers big-endian:
+Wire layout (docs/PROTOCOL.md), fields in this order, all integers big-endian:
 
     chain_id u32 | kind u8 | sender_pubkey 32 | nonce u64 | fee u64 |
     recipient 20 | amount u64 | payload varbytes (<= MAX_TX_PAYLOAD) | signature 64
