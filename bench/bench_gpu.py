@@ -7,6 +7,8 @@ cuBLAS GEMMs on the same device. Prints ``name=value`` lines; exits 0 with
 Main lines (for the 8192^3 shape; the larger one repeats them with a suffix):
   gpu_pouw_overhead_ratio   device time of mining (A'/B' build + transcript + noise
                             removal + ticket hashing, CUDA events) / cuBLAS int8 GEMM
+  gpu_pouw_overhead_ratio_all  the same plus the GPU commitments and noise lines
+  gpu_transcript_kernel     the transcript kernel timed ("mma" = mma.sync m16n8k32)
   gpu_useful_tops           2 m n k / that device time / 1e12
   gpu_pouw_wall_ratio       the whole mine() call (host commitments, uploads, copy of the
                             product back, seals) / cuBLAS int8 GEMM
@@ -80,12 +82,23 @@ def bench_shape(cp, engine, params, m: int, k: int, n: int, suffix: str) -> None
         t_nofold = time_device(
             lambda: engine.transcript_device(ap, btp, k, r, fold=False, kernel=kernel), repeat=3
         )
+        emit(f"gpu_transcript_kernel{suffix}", kernel)
         emit(f"gpu_transcript_seconds{suffix}", t_fold)
         emit(f"gpu_transcript_tops{suffix}", ops / t_fold / 1e12)
         emit(f"gpu_transcript_nofold_seconds{suffix}", t_nofold)
         emit(f"gpu_fold_overhead_ratio{suffix}", t_fold / t_nofold)
         if t_i8:
             emit(f"gpu_transcript_ratio{suffix}", t_fold / t_i8)
+        # The previous kernel (WMMA) for comparison, when the chosen one is newer.
+        prev = [x for x in ("wmma", "wmma_ptx") if x in engine.backend.kernels.compiled]
+        if kernel == "mma" and prev:
+            t_prev = time_device(
+                lambda: engine.transcript_device(ap, btp, k, r, fold=True, kernel=prev[0]),
+                repeat=3,
+            )
+            emit(f"gpu_transcript_seconds_{prev[0]}{suffix}", t_prev)
+            emit(f"gpu_transcript_tops_{prev[0]}{suffix}", ops / t_prev / 1e12)
+            emit(f"gpu_transcript_speedup_vs_{prev[0]}{suffix}", t_prev / t_fold)
         ap = btp = None  # free
     except Exception as exc:  # noqa: BLE001
         emit(f"gpu_transcript_error{suffix}", repr(exc)[:300])
@@ -94,7 +107,8 @@ def bench_shape(cp, engine, params, m: int, k: int, n: int, suffix: str) -> None
     try:
         template = FixedTemplate(PREFIX, 1)  # hardest target: no winners, no seals
         out = None
-        for _ in range(2):  # the first run pays for allocations
+        for _ in range(3):  # the first runs pay for allocations (device and pinned pools)
+            out = None  # return the previous product's pinned buffer to the pool
             out = engine.mine(params, a, b, template)
         assert out is not None and out.product is not None
         sec = out.stats.seconds
@@ -104,8 +118,14 @@ def bench_shape(cp, engine, params, m: int, k: int, n: int, suffix: str) -> None
         emit(f"gpu_pouw_wall_seconds{suffix}", wall)
         emit(f"gpu_useful_tops{suffix}", ops / device / 1e12)
         emit(f"gpu_useful_tops_wall{suffix}", ops / wall / 1e12)
+        device_all = sec.get("device_all", device)
+        emit(f"gpu_pouw_device_all_seconds{suffix}", device_all)
+        emit(f"gpu_pouw_wall_over_device{suffix}", wall / device)
+        emit(f"gpu_commit_on_gpu{suffix}", int(engine.gpu_commit))
+        emit(f"gpu_noise_on_gpu{suffix}", int(engine.gpu_noise))
         if t_i8:
             emit(f"gpu_pouw_overhead_ratio{suffix}", device / t_i8)
+            emit(f"gpu_pouw_overhead_ratio_all{suffix}", device_all / t_i8)
             emit(f"gpu_pouw_wall_ratio{suffix}", wall / t_i8)
         if t_f16:
             emit(f"gpu_pouw_overhead_ratio_vs_fp16{suffix}", device / t_f16)
@@ -149,7 +169,7 @@ def main() -> int:
     engine = CupyEngine()
     selftest = engine.prepare()
     emit("gpu_prepare_seconds", time.perf_counter() - t0)
-    for key in ("plain", "wmma", "wmma_ptx", "tickets"):
+    for key in ("mma", "plain", "wmma", "wmma_ptx", "tickets", "commit", "noise"):
         emit(f"gpu_selftest_{key}", int(bool(selftest.get(key))))
     for key, value in selftest.items():
         if "error" in key or "failed" in key:

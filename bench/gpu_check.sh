@@ -3,10 +3,10 @@
 #
 #     bash bench/gpu_check.sh
 #
-# Steps (each under its own timeout: 45 + 90 + 170 + 140 s, under 8 minutes in all):
+# Steps (each under its own timeout: 30 + 45 + 150 + 100 s, about 5 minutes at most):
 #   1. device and CuPy info
-#   2. kernel compilation and self-test (WMMA via <mma.h>, WMMA via inline PTX, plain,
-#      GPU ticket hashing), printed as a dict
+#   2. kernel compilation and self-test (mma.sync, WMMA via <mma.h>, WMMA via inline PTX, plain,
+#      GPU ticket hashing, GPU commitments and noise lines), printed as a dict
 #   3. pytest -m gpu tests/test_cupy_engine.py
 #   4. bench/bench_gpu.py (name=value lines)
 # Everything is also written to $GPU_CHECK_LOG (default /tmp/pouw_gpu_check.log).
@@ -32,7 +32,7 @@ step() {
     SUMMARY+=("$name rc=$rc $((SECONDS - t0))s")
 }
 
-step "device" 45 python3 -c '
+step "device" 30 python3 -c '
 import sys, numpy, cupy
 print("python", sys.version.split()[0], "numpy", numpy.__version__, "cupy", cupy.__version__)
 n = cupy.cuda.runtime.getDeviceCount()
@@ -55,7 +55,7 @@ except Exception as exc:
     print("numba missing:", exc)
 '
 
-step "selftest" 90 python3 -c '
+step "selftest" 45 python3 -c '
 import time
 t0 = time.time()
 from compute.cupy_engine import CupyEngine
@@ -67,9 +67,9 @@ print("kernel for r=32:", e.kernel_for(32), " r=128:", e.kernel_for(128))
 print(f"prepare seconds: {time.time() - t0:.1f}")
 '
 
-step "pytest-gpu" 170 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_cupy_engine.py
+step "pytest-gpu" 150 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_cupy_engine.py
 
-step "bench" 140 python3 bench/bench_gpu.py
+step "bench" 100 python3 bench/bench_gpu.py
 
 echo "===== summary =====" | tee -a "$LOG"
 for line in "${SUMMARY[@]}"; do

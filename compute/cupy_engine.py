@@ -2,10 +2,21 @@
 
 What runs where (results equal consensus/pouw.py bit for bit):
 
-* Host (NumPy + consensus/): commitments (Merkle trees of rows of A and columns of B),
-  the statement and seeds, the dense noise lines (rows of E_AL, columns of E_BR) and
-  the sparse +1/-1 patterns, winner checks and seals.
+* Host (NumPy + consensus/): the statement and seeds, the sparse +1/-1 patterns, spot
+  checks of everything the device hashed, winner checks and seals. Operands go up and
+  the product comes back through pinned host memory.
 * Device:
+  - Commitments (compute/cuda_kernels.py): one thread per row of A / of B^T hashes its
+    tagged leaf (SHA-256), then one launch per Merkle level (odd node promoted). Every
+    call re-hashes a few leaves and a few parents per level on the host
+    (``_levels_ok``); a mismatch drops to consensus.commitments.row_tree for good.
+  - Dense noise lines (rows of E_AL, columns of E_BR): one SHAKE-256 block per line on
+    the device, a few lines per call re-derived on the host; host fallback likewise.
+  - The transcript, preferred kernel ``pouw_transcript_mma`` ("mma", r % 32 == 0):
+    mma.sync m16n8k32 with ldmatrix, a 4-stage cp.async pipeline and swizzled shared
+    memory, 128 x 128 block tiles, 8 warps of 64 x 32, the fold on the accumulator
+    registers (compute/cuda_kernels.py). Self-tested like the WMMA kernels below (and
+    against the plain kernel on a larger product); WMMA is the fallback.
   - A' = A + E_AL[:, plus_A] - E_AL[:, minus_A] and B'^T = B^T + E_BR^T[:, plus_B] -
     E_BR^T[:, minus_B] (``pouw_noisy_lines``, one pass), stored as int8 (entries lie in
     [-127, 126]), zero-padded to the kernel's tile multiples (M, N to 128, K to 64).
@@ -65,9 +76,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from compute.cuda_kernels import (
+    COMMIT_NOISE_SOURCE,
+    MMA_SHARED_BYTES,
+    MMA_SOURCE,
+)
 from compute.engine import MiningOutput, MiningStats, WorkTemplate
-from consensus.commitments import entries_in_range, row_tree
-from consensus.hashing import TAG_TICKET
+from consensus.commitments import entries_in_range, line_leaf, row_tree
+from consensus.hashing import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, TAG_NOISE, TAG_TICKET, tagged_hash
+from consensus.merkle import merkle_levels
 from consensus.noise import (
     LABEL_A_LEFT,
     LABEL_A_PATTERN,
@@ -92,6 +109,8 @@ BLOCK_M = 128  # rows of C' per thread block (both kernels chunk work in these u
 BLOCK_N = 128  # columns of C' per thread block of the WMMA kernel
 BLOCK_K = 64  # bytes of k per shared-memory stage of the WMMA kernel
 TICKET_THREADS = 128
+HASH_THREADS = 64  # threads per block of the leaf / Merkle / noise kernels
+TRANSCRIPT_KERNELS = ("mma", "wmma", "wmma_ptx", "plain")  # best first
 DEFAULT_CHUNK_MULTIPLY_ADDS = 1 << 38  # ~1-3 ms of tensor-core work per launch on an H100
 
 # cudaDataType_t and cublasComputeType_t values (library_types.h, cublas_api.h).
@@ -613,11 +632,100 @@ class _CupyKernels:
                 break
             except Exception as exc:  # noqa: BLE001
                 self.wmma_errors["wmma_ptx"] = f"{options}: {exc}"[-4000:]
+        # The mma.sync kernel (compute/cuda_kernels.py): header-free, optional.
+        for options in basic_attempts:
+            try:
+                module = cp.RawModule(code=MMA_SOURCE, options=options)
+                fn = module.get_function("pouw_transcript_mma")
+                fn.max_dynamic_shared_size_bytes = MMA_SHARED_BYTES
+                self.wmma["mma"] = fn
+                self.wmma_errors.pop("mma", None)
+                break
+            except Exception as exc:  # noqa: BLE001
+                self.wmma_errors["mma"] = f"{options}: {exc}"[-4000:]
+        # Commitments and dense noise (optional: the host computes them otherwise).
+        self._leaves: Any = None
+        self._level: Any = None
+        self._noise: Any = None
+        self.commit_error = ""
+        for options in basic_attempts:
+            try:
+                module = cp.RawModule(code=BASIC_SOURCE + COMMIT_NOISE_SOURCE, options=options)
+                self._leaves = module.get_function("pouw_line_leaves")
+                self._level = module.get_function("pouw_merkle_level")
+                self._noise = module.get_function("pouw_noise_lines")
+                self.commit_error = ""
+                break
+            except Exception as exc:  # noqa: BLE001
+                self.commit_error = f"{options}: {exc}"[-4000:]
 
     @property
     def compiled(self) -> tuple[str, ...]:
         """Transcript kernels that compiled, best first."""
-        return tuple(k for k in ("wmma", "wmma_ptx") if k in self.wmma) + ("plain",)
+        return tuple(k for k in TRANSCRIPT_KERNELS[:-1] if k in self.wmma) + ("plain",)
+
+    @property
+    def has_commit(self) -> bool:
+        return self._leaves is not None
+
+    def line_leaves(self, mat: Any, prefix16: Any) -> Any:
+        """(rows, 32) uint8: the tagged leaf hash of every row of mat (int8, 2-D)."""
+        cp = self.cp
+        mat = cp.ascontiguousarray(mat)
+        rows, length = mat.shape
+        out = cp.empty((rows, 8), dtype=cp.uint32)
+        if rows:
+            vec = 1 if (mat.data.ptr % 16 == 0 and length % 16 == 0) else 0
+            self._leaves(
+                ((rows + HASH_THREADS - 1) // HASH_THREADS,),
+                (HASH_THREADS,),
+                (
+                    mat,
+                    np.int64(length),
+                    np.int32(rows),
+                    np.int64(length),
+                    prefix16,
+                    np.int32(vec),
+                    out,
+                ),
+            )
+        return out.view(cp.uint8).reshape(rows, 32)
+
+    def merkle_tree(self, leaves: Any, prefix16: Any) -> Any:
+        """All levels, leaves first, concatenated: (total nodes, 32) uint8."""
+        cp = self.cp
+        count = int(leaves.shape[0])
+        sizes = [count]
+        while sizes[-1] > 1:
+            sizes.append((sizes[-1] + 1) // 2)
+        buf = cp.empty((sum(sizes), 8), dtype=cp.uint32)
+        buf[:count] = leaves.view(cp.uint32).reshape(count, 8)
+        off = 0
+        for size in sizes[:-1]:
+            nxt = (size + 1) // 2
+            self._level(
+                ((nxt + HASH_THREADS - 1) // HASH_THREADS,),
+                (HASH_THREADS,),
+                (
+                    buf[off : off + size],
+                    np.int32(size),
+                    prefix16,
+                    buf[off + size : off + size + nxt],
+                ),
+            )
+            off += size
+        return buf.view(cp.uint8).reshape(-1, 32)
+
+    def noise_lines(self, tmpl17: Any, first: int, rows: int, r: int) -> Any:
+        cp = self.cp
+        out = cp.empty((rows, r), dtype=cp.int8)
+        if rows:
+            self._noise(
+                ((rows + HASH_THREADS - 1) // HASH_THREADS,),
+                (HASH_THREADS,),
+                (tmpl17, np.int32(first), np.int32(rows), np.int32(r), out),
+            )
+        return out
 
     def transcript(
         self,
@@ -635,7 +743,25 @@ class _CupyKernels:
         """Rows [brow0*128, (brow0+nbrows)*128) of C' and of the fold states."""
         mp, kp = ap.shape
         np_ = btp.shape[0]
-        if kernel in ("wmma", "wmma_ptx"):
+        if kernel == "mma":
+            self.wmma[kernel](
+                (np_ // BLOCK_N, nbrows),
+                (256,),
+                (
+                    ap,
+                    btp,
+                    c,
+                    s,
+                    np.int32(np_),
+                    np.int32(kp),
+                    np.int32(k),
+                    np.int32(r),
+                    np.int32(brow0),
+                    np.int32(1 if fold else 0),
+                ),
+                shared_mem=MMA_SHARED_BYTES,
+            )
+        elif kernel in ("wmma", "wmma_ptx"):
             self.wmma[kernel](
                 (np_ // BLOCK_N, nbrows),
                 (256,),
@@ -791,6 +917,38 @@ class _CupyBackend:
     def to_device(self, x: np.ndarray) -> Any:
         return self.cp.asarray(np.ascontiguousarray(x))
 
+    def to_device_async(self, x: np.ndarray) -> tuple[Any, Any]:
+        """(device copy, staging buffer): x goes through pinned host memory and the copy
+        runs asynchronously on the current stream; keep the staging buffer alive until
+        the stream has passed the copy (any later synchronization)."""
+        cp = self.cp
+        x = np.ascontiguousarray(x)
+        try:
+            import cupyx  # noqa: PLC0415
+
+            buf = cupyx.empty_pinned(x.shape, dtype=x.dtype)
+            np.copyto(buf, x)
+            out = cp.empty(x.shape, dtype=x.dtype)
+            out.set(buf, stream=cp.cuda.get_current_stream())
+            return out, buf
+        except Exception:  # noqa: BLE001 - pageable copy
+            return cp.asarray(x), None
+
+    def to_host_pinned(self, x: Any) -> np.ndarray:
+        """x copied into pinned host memory (from CuPy's pinned pool: reused once the
+        returned array is dropped), which copies at full PCIe speed."""
+        cp = self.cp
+        x = cp.ascontiguousarray(x)
+        try:
+            import cupyx  # noqa: PLC0415
+
+            out = cupyx.empty_pinned(x.shape, dtype=x.dtype)
+            x.get(out=out)
+            self.synchronize()
+            return out
+        except Exception:  # noqa: BLE001 - pageable copy
+            return cp.asnumpy(x)
+
     def event(self) -> Any:
         ev = self.cp.cuda.Event()
         ev.record()
@@ -837,8 +995,31 @@ class ReferenceKernels:
     GPU (tests), and readable as the contract of the CUDA code above.
     """
 
-    compiled = ("wmma", "wmma_ptx", "plain")
+    compiled = TRANSCRIPT_KERNELS
     wmma_errors: dict[str, str] = {}
+    has_commit = True
+    commit_error = ""
+
+    @staticmethod
+    def line_leaves(mat: np.ndarray, prefix16: np.ndarray) -> np.ndarray:
+        rows = np.ascontiguousarray(mat, dtype=np.int8)
+        out = np.empty((rows.shape[0], 32), dtype=np.uint8)
+        for i in range(rows.shape[0]):
+            out[i] = np.frombuffer(line_leaf(rows[i].tobytes()), dtype=np.uint8)
+        return out
+
+    @staticmethod
+    def merkle_tree(leaves: np.ndarray, prefix16: np.ndarray) -> np.ndarray:
+        levels = merkle_levels([bytes(x) for x in leaves], TAG_MERKLE_NODE)
+        flat = b"".join(node for level in levels for node in level)
+        return np.frombuffer(flat, dtype=np.uint8).reshape(-1, 32).copy()
+
+    @staticmethod
+    def noise_lines(tmpl17: np.ndarray, first: int, rows: int, r: int) -> np.ndarray:
+        # The template holds the seed at bytes 64..96 and the label at byte 96.
+        raw = np.asarray(tmpl17, dtype="<u8").tobytes()
+        seed, label = raw[64:96], raw[96]
+        return dense_noise_lines(seed, label, range(first, first + rows), r)
 
     def transcript(
         self,
@@ -930,6 +1111,14 @@ class HostBackend:
         return np.ascontiguousarray(x)
 
     @staticmethod
+    def to_device_async(x: np.ndarray) -> tuple[np.ndarray, None]:
+        return np.array(x, copy=True, order="C"), None
+
+    @staticmethod
+    def to_host_pinned(x: np.ndarray) -> np.ndarray:
+        return np.array(x, copy=True, order="C")
+
+    @staticmethod
     def event() -> float:
         return time.perf_counter()
 
@@ -950,6 +1139,11 @@ class HostBackend:
 # ---------------------------------------------------------------------------------
 
 
+def _kernel_r_multiple(kernel: str) -> int:
+    """The noise rank must be a multiple of this for the kernel (its k step)."""
+    return {"mma": 32, "wmma": 16, "wmma_ptx": 16}.get(kernel, 1)
+
+
 def _csr(idx: npt.NDArray[np.int64], r: int) -> tuple[np.ndarray, np.ndarray]:
     """(ptr, positions): positions p with idx[p] == q are positions[ptr[q]:ptr[q+1]]."""
     order = np.argsort(idx, kind="stable").astype(np.int32)
@@ -963,8 +1157,69 @@ def _be_words(data: bytes) -> np.ndarray:
 
 
 def _ticket_prefix() -> bytes:
-    tag = hashlib.sha256(TAG_TICKET.encode("ascii")).digest()
-    return tag + tag
+    return _tag_prefix(TAG_TICKET)
+
+
+def _tag_prefix(tag: str) -> bytes:
+    digest = hashlib.sha256(tag.encode("ascii")).digest()
+    return digest + digest
+
+
+def _noise_template(seed: bytes, label: int) -> np.ndarray:
+    """The one padded SHAKE-256 block (rate 136) of a dense noise stream, as 17
+    little-endian lanes, with the 4 big-endian index bytes (offsets 97..100) left zero
+    for the kernel to fill (consensus.noise.noise_stream)."""
+    msg = _tag_prefix(TAG_NOISE) + bytes(seed) + bytes([label]) + bytes(4)
+    if len(msg) > 135:
+        raise ValueError("noise seed too long for one SHAKE-256 block")
+    block = bytearray(136)
+    block[: len(msg)] = msg
+    block[len(msg)] ^= 0x1F
+    block[135] ^= 0x80
+    return np.frombuffer(bytes(block), dtype="<u8").astype(np.uint64)
+
+
+def _split_levels(flat: np.ndarray, count: int) -> list[list[bytes]]:
+    """Levels (leaves first) from the concatenated (nodes, 32) uint8 array."""
+    raw = np.ascontiguousarray(flat).tobytes()
+    levels: list[list[bytes]] = []
+    off = 0
+    size = count
+    while True:
+        levels.append([raw[32 * i : 32 * i + 32] for i in range(off, off + size)])
+        off += size
+        if size <= 1:
+            break
+        size = (size + 1) // 2
+    return levels
+
+
+def _levels_ok(levels: list[list[bytes]], lines: Callable[[int], bytes], rng: Any) -> bool:
+    """Spot check of device-built Merkle levels against consensus: a few leaves (first,
+    last, random) re-hashed from their lines, and at every level a few parents (first,
+    last, random) re-hashed from their children, odd-node promotion included."""
+    count = len(levels[0])
+    if count == 0:
+        return False
+    for i in {0, count - 1, *(int(x) for x in rng.integers(0, count, size=3))}:
+        if levels[0][i] != line_leaf(lines(i)):
+            return False
+    for lv in range(1, len(levels)):
+        below, level = levels[lv - 1], levels[lv]
+        if len(level) != (len(below) + 1) // 2:
+            return False
+        size = len(level)
+        for i in {0, size - 1, *(int(x) for x in rng.integers(0, size, size=2))}:
+            if 2 * i + 1 < len(below):
+                want = tagged_hash(TAG_MERKLE_NODE, below[2 * i], below[2 * i + 1])
+            else:
+                want = below[2 * i]
+            if level[i] != want:
+                return False
+    return len(levels[-1]) == 1
+
+
+PRE_STAGES = ("commit_gpu", "noise_gpu")
 
 
 class _Stages:
@@ -986,17 +1241,25 @@ class _Stages:
         if self.events:
             for name, e0, e1 in self.events:
                 out[name] = out.get(name, 0.0) + self.backend.elapsed(e0, e1)
-            out["device"] = self.backend.elapsed(self.events[0][1], self.events[-1][2])
+            # "device": the span of the mining proper (A'/B' build to tickets); the GPU
+            # commitments and noise lines before it are reported as their own stages.
+            main = [ev for ev in self.events if ev[0] not in PRE_STAGES] or self.events
+            out["device"] = self.backend.elapsed(main[0][1], main[-1][2])
+            out["device_all"] = out["device"] + sum(out.get(name, 0.0) for name in PRE_STAGES)
         return out
 
 
 class CupyEngine:
     """Mining engine on one CUDA GPU (see the module docstring).
 
-    ``kernel``: "auto" (a WMMA variant that compiled and passed the self-test when
-    r % 16 == 0, else plain), "wmma", "wmma_ptx" or "plain". ``gpu_tickets``: hash the
-    tickets on the GPU (each winner re-checked on the host) instead of copying the
-    states back and hashing every tile on the host. ``chunk_multiply_adds``: work per
+    ``kernel``: "auto" (the first of "mma" (r % 32 == 0), "wmma", "wmma_ptx" (r % 16 ==
+    0) that compiled and passed the self-test, else plain), or one of those names.
+    ``gpu_tickets``: hash the tickets on the GPU (each winner re-checked on the host)
+    instead of copying the states back and hashing every tile on the host.
+    ``gpu_commit``: build the Merkle commitments (leaves and levels) on the GPU, spot
+    checked against consensus on every call. ``gpu_noise``: derive the dense noise
+    lines (SHAKE-256) on the GPU, spot checked likewise. A failed self-test or spot
+    check turns the GPU path off (host fallback). ``chunk_multiply_adds``: work per
     transcript launch (bounds the stop latency).
     """
 
@@ -1007,15 +1270,20 @@ class CupyEngine:
         *,
         kernel: str = "auto",
         gpu_tickets: bool = True,
+        gpu_commit: bool = True,
+        gpu_noise: bool = True,
         chunk_multiply_adds: int = DEFAULT_CHUNK_MULTIPLY_ADDS,
         device_id: int | None = None,
         self_check: bool = True,
         backend: Any = None,
     ) -> None:
-        if kernel not in ("auto", "wmma", "wmma_ptx", "plain"):
+        if kernel != "auto" and kernel not in TRANSCRIPT_KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}")
         self.kernel = kernel
         self.gpu_tickets = gpu_tickets
+        self.gpu_commit = gpu_commit
+        self.gpu_noise = gpu_noise
+        self._check_rng = np.random.default_rng()
         self.chunk_multiply_adds = max(1, int(chunk_multiply_adds))
         self.device_id = device_id
         self.self_check = self_check
@@ -1053,6 +1321,22 @@ class CupyEngine:
                 else:
                     self._self_test = {k: True for k in self._backend.kernels.compiled}
                     self._self_test["tickets"] = True
+                    self._self_test["commit"] = True
+                    self._self_test["noise"] = True
+                if not self._self_test.get("commit", False):
+                    if self.gpu_commit:
+                        warnings.warn(
+                            "GPU commitments failed their self-test; hashing on the host",
+                            stacklevel=2,
+                        )
+                    self.gpu_commit = False
+                if not self._self_test.get("noise", False):
+                    if self.gpu_noise:
+                        warnings.warn(
+                            "GPU noise failed its self-test; deriving it on the host",
+                            stacklevel=2,
+                        )
+                    self.gpu_noise = False
                 if not self._self_test.get("tickets", False):
                     if self.gpu_tickets:
                         warnings.warn(
@@ -1070,20 +1354,20 @@ class CupyEngine:
 
     def kernel_for(self, r: int) -> str:
         """The transcript kernel mine() will use for noise rank r: with kernel="auto", the
-        first of "wmma" (<mma.h>), "wmma_ptx" (inline PTX) that compiled and passed the
-        self-test when r % 16 == 0, else "plain"."""
+        first of "mma" (mma.sync, r % 32 == 0), "wmma" (<mma.h>), "wmma_ptx" (inline PTX)
+        (r % 16 == 0) that compiled and passed the self-test, else "plain"."""
         self.prepare()
         compiled = self.backend.kernels.compiled
         passed = self._self_test or {}
         if self.kernel == "plain":
             return "plain"
         if self.kernel != "auto":
-            if self.kernel not in compiled or r % 16:
+            if self.kernel not in compiled or r % _kernel_r_multiple(self.kernel):
                 errors = self.backend.kernels.wmma_errors.get(self.kernel, "")
                 raise RuntimeError(f"kernel {self.kernel} unavailable for r={r}: {errors}")
             return self.kernel
-        for cand in ("wmma", "wmma_ptx"):
-            if cand in compiled and passed.get(cand) and r % 16 == 0:
+        for cand in TRANSCRIPT_KERNELS[:-1]:
+            if cand in compiled and passed.get(cand) and r % _kernel_r_multiple(cand) == 0:
                 return cand
         return "plain"
 
@@ -1114,7 +1398,7 @@ class CupyEngine:
         np_ = btp.shape[0]
         if mp % BLOCK_M or np_ % BLOCK_N or kp % BLOCK_K or btp.shape[1] != kp:
             raise ValueError(f"operands not padded: A' {ap.shape}, B'^T {btp.shape}")
-        if k > kp or k % r or (kern != "plain" and r % 16):
+        if k > kp or k % r or r % _kernel_r_multiple(kern):
             raise ValueError(f"bad k={k}, r={r} for kernel {kern} (kp={kp})")
         c = xp.zeros((mp, np_), dtype=xp.int32)
         s = xp.zeros((mp, np_), dtype=xp.int32)
@@ -1208,19 +1492,91 @@ class CupyEngine:
 
         t0 = time.perf_counter()
         a = np.ascontiguousarray(a)
-        row_levels = row_tree(a)
-        col_levels = row_tree(b.T)
+        # Upload the operands through pinned memory (asynchronous copies): the leaf
+        # hashes of A run while B is staged on the host.
+        keep: list[Any] = []
+        a_d, buf = be.to_device_async(a)
+        keep.append(buf)
+        use_commit = self.gpu_commit and kern_obj.has_commit
+        leaf_prefix = node_prefix = None
+        a_leaves = None
+        if use_commit:
+            leaf_prefix = be.to_device(_be_words(_tag_prefix(TAG_MERKLE_LEAF)))
+            node_prefix = be.to_device(_be_words(_tag_prefix(TAG_MERKLE_NODE)))
+            a_leaves = kern_obj.line_leaves(a_d, leaf_prefix)
+        b_d, buf = be.to_device_async(b)
+        keep.append(buf)
+        bt_d = xp.ascontiguousarray(b_d.T)
+        t1 = time.perf_counter()
+        stages.add_host("upload", t1 - t0)
+
+        row_levels: list[list[bytes]] | None = None
+        col_levels: list[list[bytes]] | None = None
+        if use_commit:
+            ev = be.event()
+            a_tree = kern_obj.merkle_tree(a_leaves, node_prefix)
+            b_tree = kern_obj.merkle_tree(kern_obj.line_leaves(bt_d, leaf_prefix), node_prefix)
+            stages.device("commit_gpu", ev, be.event())
+            row_levels = _split_levels(be.to_host(a_tree), m)
+            col_levels = _split_levels(be.to_host(b_tree), n)
+            del a_tree, b_tree, a_leaves
+            rng = self._check_rng
+            if not (
+                _levels_ok(row_levels, lambda i: a[i].tobytes(), rng)
+                and _levels_ok(col_levels, lambda j: np.ascontiguousarray(b[:, j]).tobytes(), rng)
+            ):
+                warnings.warn(
+                    "GPU commitments disagreed with the host; hashing on the host", stacklevel=2
+                )
+                self.gpu_commit = False
+                row_levels = col_levels = None
+        if row_levels is None or col_levels is None:
+            row_levels = row_tree(a)
+            col_levels = row_tree(b.T)
+        be.synchronize()  # the staged uploads are done: their pinned buffers may go
+        keep.clear()
         work = template.statement(m, k, n, row_levels[-1][0], col_levels[-1][0])
         sigma_a, sigma_b = work.seeds()
-        t1 = time.perf_counter()
-        stages.add_host("commit", t1 - t0)
+        t2 = time.perf_counter()
+        stages.add_host("commit", t2 - t1)
 
-        e_al = dense_noise_lines(sigma_a, LABEL_A_LEFT, range(m), r)  # m x r int8
-        right = dense_noise_lines(sigma_b, LABEL_B_RIGHT, range(n), r)  # n x r int8 (E_BR^T)
+        # Dense noise lines: on the GPU (queued first, so the host derives the sparse
+        # patterns meanwhile), spot checked; or on the host.
+        e_al_d = right_d = None
+        if self.gpu_noise and kern_obj.has_commit:
+            ev = be.event()
+            e_al_d = kern_obj.noise_lines(
+                be.to_device(_noise_template(sigma_a, LABEL_A_LEFT)), 0, m, r
+            )
+            right_d = kern_obj.noise_lines(
+                be.to_device(_noise_template(sigma_b, LABEL_B_RIGHT)), 0, n, r
+            )
+            stages.device("noise_gpu", ev, be.event())
         a_plus, a_minus = sparse_pattern(sigma_a, LABEL_A_PATTERN, k, r)
         b_plus, b_minus = sparse_pattern(sigma_b, LABEL_B_PATTERN, k, r)
-        t2 = time.perf_counter()
-        stages.add_host("noise_host", t2 - t1)
+        if e_al_d is not None and right_d is not None:
+            rng = self._check_rng
+            good = True
+            for dev, seed, label, rows in (
+                (e_al_d, sigma_a, LABEL_A_LEFT, m),
+                (right_d, sigma_b, LABEL_B_RIGHT, n),
+            ):
+                idx = sorted({0, rows - 1, *(int(x) for x in rng.integers(0, rows, size=2))})
+                got = be.to_host(dev[be.to_device(np.asarray(idx, dtype=np.int64))])
+                if not np.array_equal(got, dense_noise_lines(seed, label, idx, r)):
+                    good = False
+            if not good:
+                warnings.warn(
+                    "GPU noise disagreed with the host; deriving it on the host", stacklevel=2
+                )
+                self.gpu_noise = False
+                e_al_d = right_d = None
+        if e_al_d is None or right_d is None:
+            e_al_d = be.to_device(dense_noise_lines(sigma_a, LABEL_A_LEFT, range(m), r))
+            # n x r: E_BR^T
+            right_d = be.to_device(dense_noise_lines(sigma_b, LABEL_B_RIGHT, range(n), r))
+        t3 = time.perf_counter()
+        stages.add_host("noise_host", t3 - t2)
 
         if stop is not None and stop.is_set() and not keep_product_on_stop:
             stats = MiningStats(
@@ -1228,24 +1584,16 @@ class CupyEngine:
             )
             return MiningOutput(work, None, [], True, stats)
 
-        # Upload operands and noise.
-        a_d = be.to_device(a)
-        b_d = be.to_device(b)
-        e_al_d = be.to_device(e_al)
-        right_d = be.to_device(right)
         idx_d = [be.to_device(x.astype(np.int32)) for x in (a_plus, a_minus, b_plus, b_minus)]
         csr_a = [tuple(be.to_device(x) for x in _csr(v, r)) for v in (a_plus, a_minus)]
         csr_b = [tuple(be.to_device(x) for x in _csr(v, r)) for v in (b_plus, b_minus)]
-        be.synchronize()
-        t3 = time.perf_counter()
-        stages.add_host("upload", t3 - t2)
+        stages.add_host("upload", time.perf_counter() - t3)
 
         # A' and B'^T, zero-padded.
         ev = be.event()
         mp, np_, kp = _round_up(m, BLOCK_M), _round_up(n, BLOCK_N), _round_up(k, BLOCK_K)
         ap = xp.zeros((mp, kp), dtype=xp.int8)
         btp = xp.zeros((np_, kp), dtype=xp.int8)
-        bt_d = xp.ascontiguousarray(b_d.T)
         kern_obj.noisy_lines(ap, a_d, e_al_d, idx_d[0], idx_d[1])
         kern_obj.noisy_lines(btp, bt_d, right_d, idx_d[2], idx_d[3])
         del bt_d, b_d
@@ -1307,7 +1655,7 @@ class CupyEngine:
             )
 
         t4 = time.perf_counter()
-        product = be.to_host(product_d) if (not stopped or keep_product_on_stop) else None
+        product = be.to_host_pinned(product_d) if (not stopped or keep_product_on_stop) else None
         stages.add_host("download", time.perf_counter() - t4)
         del c, s, ap, btp, a_d, product_d
         if product is not None:
@@ -1413,28 +1761,41 @@ class CupyEngine:
     def self_test(self, seed: int = 0) -> dict[str, Any]:
         """Compare every compiled transcript kernel with the NumPy reference transcript,
         and the GPU ticket hash with hashlib, on small cases (padding, r = 16/32/128,
-        the extreme entries -127 and 126). Returns {"plain", "wmma", "wmma_ptx",
-        "tickets": bool, "compiled": [...], and any errors}."""
+        the extreme entries -127 and 126; the mma kernel also against the plain kernel
+        on a larger product), the GPU ticket hash with hashlib, and the GPU commitments
+        and noise lines with consensus. Returns {"mma", "plain", "wmma", "wmma_ptx",
+        "tickets", "commit", "noise": bool, "compiled": [...], and any errors}."""
         be = self._backend if self._backend is not None else _CupyBackend(self.device_id)
         self._backend = be
         rng = np.random.default_rng(seed)
         out: dict[str, Any] = {"compiled": list(be.kernels.compiled)}
         for name, err in be.kernels.wmma_errors.items():
             out[f"{name}_compile_error"] = err[-600:]
-        cases = [(200, 96, 136, 32), (128, 256, 256, 128), (64, 128, 16, 16), (136, 64, 8, 32)]
-        ok = {name: name in be.kernels.compiled for name in ("plain", "wmma", "wmma_ptx")}
+        cases = [
+            (200, 96, 136, 32),
+            (128, 256, 256, 128),
+            (64, 128, 16, 16),
+            (136, 64, 8, 32),
+            (384, 576, 264, 32),  # 9 k-stages, partial block tiles
+            (256, 1024, 384, 128),
+            (256, 640, 256, 128),  # extremes, 10 k-stages
+        ]
+        ok = {name: name in be.kernels.compiled for name in TRANSCRIPT_KERNELS}
         for ci, (m, k, n, r) in enumerate(cases):
-            if ci == 1:
+            if ci in (1, 6):
                 a_n = np.full((m, k), -127, dtype=np.int8)
                 b_n = np.full((n, k), -127, dtype=np.int8)
                 a_n[::3] = 126
+                if ci == 6:
+                    b_n[1::2] = 126
+                    a_n[:, ::5] = 126
             else:
                 a_n = rng.integers(-127, 127, size=(m, k), dtype=np.int8)
                 b_n = rng.integers(-127, 127, size=(n, k), dtype=np.int8)
             ref_c, ref_s = fold_transcript(a_n.astype(np.int64), b_n.T.astype(np.int64), r)
             ap, btp = self.pad_operands(be.to_device(a_n), be.to_device(b_n))
-            for kern in ("plain", "wmma", "wmma_ptx"):
-                if not ok[kern] or (kern != "plain" and r % 16):
+            for kern in TRANSCRIPT_KERNELS:
+                if not ok[kern] or r % _kernel_r_multiple(kern):
                     continue
                 try:
                     c, s, _ = self.transcript_device(ap, btp, k, r, kernel=kern)
@@ -1482,6 +1843,62 @@ class CupyEngine:
             tickets_ok = False
             out["tickets_error"] = repr(exc)[-600:]
         out["tickets"] = tickets_ok
+        # The mma kernel against the verified plain kernel on a larger product.
+        if ok.get("mma"):
+            try:
+                for r in (32, 128):
+                    a_n = rng.integers(-127, 127, size=(640, 2048), dtype=np.int8)
+                    b_n = rng.integers(-127, 127, size=(384, 2048), dtype=np.int8)
+                    ap, btp = self.pad_operands(be.to_device(a_n), be.to_device(b_n))
+                    c1, s1, _ = self.transcript_device(ap, btp, 2048, r, kernel="mma")
+                    c2, s2, _ = self.transcript_device(ap, btp, 2048, r, kernel="plain")
+                    if not (bool((c1 == c2).all()) and bool((s1 == s2).all())):
+                        ok["mma"] = False
+                        out["mma_failed_case"] = (640, 2048, 384, r)
+            except Exception as exc:  # noqa: BLE001
+                ok["mma"] = False
+                out["mma_error"] = repr(exc)[-600:]
+            out["mma"] = ok["mma"]
+        # Commitments and noise lines against consensus.
+        out["commit"] = out["noise"] = False
+        if be.kernels.has_commit:
+            try:
+                good = True
+                leaf_p = be.to_device(_be_words(_tag_prefix(TAG_MERKLE_LEAF)))
+                node_p = be.to_device(_be_words(_tag_prefix(TAG_MERKLE_NODE)))
+                for rows, width in ((1, 64), (2, 1), (5, 100), (13, 128), (37, 63), (64, 8192)):
+                    mat = rng.integers(-64, 64, size=(rows, width), dtype=np.int8)
+                    leaves = be.kernels.line_leaves(be.to_device(mat), leaf_p)
+                    got = _split_levels(be.to_host(be.kernels.merkle_tree(leaves, node_p)), rows)
+                    good = good and got == row_tree(mat)
+                # Columns of a transposed device matrix, as mine() hashes B.
+                b_n = rng.integers(-64, 64, size=(200, 7), dtype=np.int8)
+                bt = be.xp.ascontiguousarray(be.to_device(b_n).T)
+                got = _split_levels(
+                    be.to_host(be.kernels.merkle_tree(be.kernels.line_leaves(bt, leaf_p), node_p)),
+                    7,
+                )
+                good = good and got == row_tree(b_n.T)
+                out["commit"] = bool(good)
+            except Exception as exc:  # noqa: BLE001
+                out["commit_error"] = repr(exc)[-600:]
+            try:
+                good = True
+                for r, rows, first in ((32, 40, 0), (128, 70, 3), (16, 5, 0), (160, 9, 65530)):
+                    seed = rng.bytes(32)
+                    for label in (LABEL_A_LEFT, LABEL_B_RIGHT):
+                        got = be.to_host(
+                            be.kernels.noise_lines(
+                                be.to_device(_noise_template(seed, label)), first, rows, r
+                            )
+                        )
+                        want = dense_noise_lines(seed, label, range(first, first + rows), r)
+                        good = good and np.array_equal(got, want)
+                out["noise"] = bool(good)
+            except Exception as exc:  # noqa: BLE001
+                out["noise_error"] = repr(exc)[-600:]
+        else:
+            out["commit_error"] = be.kernels.commit_error[-600:]
         return out
 
 

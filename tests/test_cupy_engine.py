@@ -9,14 +9,30 @@ removal, ticket and seal plumbing.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 
 import numpy as np
 import pytest
 
-from compute.cupy_engine import BLOCK_M, CupyEngine, HostBackend
+from compute.cuda_kernels import COMMIT_NOISE_SOURCE
+from compute.cupy_engine import (
+    BASIC_SOURCE,
+    BLOCK_M,
+    CupyEngine,
+    HostBackend,
+    _be_words,
+    _levels_ok,
+    _noise_template,
+    _split_levels,
+    _tag_prefix,
+)
 from compute.engine import FixedTemplate
-from consensus.commitments import commit_cols, commit_rows
+from consensus.commitments import commit_cols, commit_rows, line_leaf, row_tree
+from consensus.hashing import TAG_MERKLE_LEAF, TAG_MERKLE_NODE
+from consensus.merkle import merkle_levels
+from consensus.noise import LABEL_A_LEFT, LABEL_B_RIGHT, dense_noise_lines
 from consensus.params import PouwParams
 from consensus.pouw import mine_reference
 
@@ -148,6 +164,100 @@ def test_host_logic_rejects_bad_operands():
         _host_engine().mine(params, *_operands(12, 64, 16, seed=1), _template(params, 64))
 
 
+def test_host_logic_no_gpu_commit_or_noise():
+    params = _params(32)
+    a, b = _operands(24, 64, 40, seed=12)
+    engine = _host_engine(gpu_commit=False, gpu_noise=False)
+    _check_against_reference(engine, params, a, b, _template(params, 64))
+
+
+def test_levels_spot_check_catches_corruption():
+    rng = np.random.default_rng(0)
+    mat = rng.integers(-64, 64, size=(7, 33), dtype=np.int8)
+    levels = row_tree(mat)
+    flat = np.frombuffer(b"".join(x for lv in levels for x in lv), dtype=np.uint8)
+    assert _split_levels(flat.reshape(-1, 32), 7) == levels
+    assert _levels_ok(levels, lambda i: mat[i].tobytes(), rng)
+    for lv, i in ((0, 0), (0, 6), (1, 3), (2, 1), (3, 0)):  # incl. promoted nodes
+        bad = [list(x) for x in levels]
+        bad[lv][i] = bytes(32)
+        assert not _levels_ok(bad, lambda i: mat[i].tobytes(), np.random.default_rng(1))
+
+
+_HARNESS = r"""
+static const pw_u32 HK[64] = {PW_SHA256_K_LIST};
+extern "C" void h_leaf(const unsigned char* line, long long len, const pw_u32* prefix16,
+                       int vec, unsigned char* out32) {
+    pw_u32 h[8];
+    pw_prefix_state(h, prefix16, HK);
+    pw_hash_line_tail(h, line, len, vec, HK);
+    for (int j = 0; j < 8; ++j)
+        for (int q = 0; q < 4; ++q) out32[4 * j + q] = (unsigned char)(h[j] >> (24 - 8 * q));
+}
+extern "C" void h_parent(const pw_u32* in, int count, int i, const pw_u32* prefix16,
+                         pw_u32* out8) {
+    pw_merkle_parent(out8, in, count, i, prefix16, HK);
+}
+extern "C" void h_noise(signed char* out, const pw_u64* tmpl17, unsigned idx, int r) {
+    pw_noise_line(out, tmpl17, idx, r);
+}
+"""
+
+
+def test_commit_noise_device_code_on_host(tmp_path):
+    """The __host__ __device__ hashing code of the GPU commitments and noise, compiled
+    for the CPU with nvcc, against consensus (no GPU needed; skipped without nvcc)."""
+    import ctypes
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    src = tmp_path / "h.cu"
+    src.write_text(BASIC_SOURCE + COMMIT_NOISE_SOURCE + _HARNESS)
+    lib_path = tmp_path / "libh.so"
+    proc = subprocess.run(
+        [nvcc, "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-o", str(lib_path), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"nvcc could not build a host library: {proc.stderr[-500:]}")
+    lib = ctypes.CDLL(str(lib_path))
+    ptr = ctypes.c_void_p
+    rng = np.random.default_rng(5)
+    leaf_p = _be_words(_tag_prefix(TAG_MERKLE_LEAF))
+    node_p = _be_words(_tag_prefix(TAG_MERKLE_NODE))
+    for length in (0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 200, 1000, 4096):
+        for vec in (0, 1):
+            buf = np.zeros(length + 64, dtype=np.uint8)
+            buf[:length] = rng.integers(0, 256, size=length, dtype=np.uint8)
+            out = ctypes.create_string_buffer(32)
+            lib.h_leaf(
+                ptr(buf.ctypes.data), ctypes.c_longlong(length), ptr(leaf_p.ctypes.data), vec, out
+            )
+            assert out.raw == line_leaf(buf[:length].tobytes()), (length, vec)
+    for count in (1, 2, 3, 5, 8):
+        level = rng.integers(0, 256, size=(count, 32), dtype=np.uint8)
+        words = np.frombuffer(level.tobytes(), dtype=np.uint32).copy()
+        want = merkle_levels([bytes(x) for x in level], TAG_MERKLE_NODE)[1:2] or [[]]
+        want = want[0] if count > 1 else [bytes(level[0])]
+        for i in range((count + 1) // 2):
+            got = np.zeros(8, dtype=np.uint32)
+            lib.h_parent(
+                ptr(words.ctypes.data), count, i, ptr(node_p.ctypes.data), ptr(got.ctypes.data)
+            )
+            assert got.tobytes() == want[i], (count, i)
+    seed = rng.bytes(32)
+    for label in (LABEL_A_LEFT, LABEL_B_RIGHT):
+        tmpl = _noise_template(seed, label)
+        for r in (16, 32, 128, 136, 137, 300):
+            for idx in (0, 1, 255, 256, 70000, 2**32 - 1):
+                got = np.zeros(r, dtype=np.int8)
+                lib.h_noise(ptr(got.ctypes.data), ptr(tmpl.ctypes.data), ctypes.c_uint(idx), r)
+                assert np.array_equal(got, dense_noise_lines(seed, label, [idx], r)[0])
+
+
 # ---------------------------------------------------------------------------------
 # On a GPU
 # ---------------------------------------------------------------------------------
@@ -180,9 +290,20 @@ def test_gpu_self_test(gpu_engine):
     assert result["tickets"], result
     # At least one tensor-core variant compiled and agrees with the reference.
     assert result.get("wmma") or result.get("wmma_ptx"), result
-    assert gpu_engine.kernel_for(32) in ("wmma", "wmma_ptx")
+    assert gpu_engine.kernel_for(32) in ("mma", "wmma", "wmma_ptx")
     assert gpu_engine.kernel_for(128) == gpu_engine.kernel_for(32)
+    assert gpu_engine.kernel_for(16) in ("wmma", "wmma_ptx")
     assert gpu_engine.kernel_for(8) == "plain"
+
+
+@pytest.mark.gpu
+def test_gpu_self_test_new_paths(gpu_engine):
+    """The mma.sync kernel and the GPU commitments / noise compiled and passed."""
+    result = gpu_engine.prepare()
+    assert result.get("mma"), {k: v for k, v in result.items() if "mma" in k}
+    assert result.get("commit"), result
+    assert result.get("noise"), result
+    assert gpu_engine.kernel_for(32) == "mma" and gpu_engine.gpu_commit and gpu_engine.gpu_noise
 
 
 SHAPES = [
@@ -340,3 +461,120 @@ def test_gpu_baselines():
     small_b = rng.integers(-4, 4, size=(64, 32), dtype=np.int8)
     h = cp.asnumpy(half_gemm_baseline(small_a, small_b)).astype(np.int64)
     assert np.array_equal(h, small_a.astype(np.int64) @ small_b.astype(np.int64))
+
+
+# -- the mma.sync kernel, the GPU commitments and noise lines ----------------------
+
+
+MMA_SHAPES = [
+    (128, 128, 128, 32),
+    (136, 96, 200, 32),  # partial tiles in M and N, k padded 96 -> 128
+    (8, 256, 24, 128),
+    (300, 640, 260, 128),  # 10 k-stages (> pipeline depth), partial tiles
+    (257, 1056, 131, 32),  # k = 33 r-steps, odd k-tile count
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["random", "min", "max", "mixed"])
+@pytest.mark.parametrize("m,k,n,r", MMA_SHAPES)
+def test_gpu_mma_transcript_exact(m, k, n, r, kind):
+    cp = _require_gpu()
+    from consensus.transcript import fold_transcript
+
+    engine = CupyEngine()
+    engine.prepare()
+    if "mma" not in engine.backend.kernels.compiled:
+        pytest.fail(f"mma kernel did not compile: {engine.backend.kernels.wmma_errors}")
+    rng = np.random.default_rng(m + k + n)
+    if kind == "random":
+        an = rng.integers(-127, 127, size=(m, k), dtype=np.int8)
+        bn = rng.integers(-127, 127, size=(n, k), dtype=np.int8)
+    else:
+        va, vb = {"min": (-127, -127), "max": (126, 126), "mixed": (-127, 126)}[kind]
+        an = np.full((m, k), va, dtype=np.int8)
+        bn = np.full((n, k), vb, dtype=np.int8)
+    ap, btp = engine.pad_operands(cp.asarray(an), cp.asarray(bn))
+    ref_c, ref_s = fold_transcript(an.astype(np.int64), bn.T.astype(np.int64), r)
+    c, s, _ = engine.transcript_device(ap, btp, k, r, kernel="mma")
+    assert np.array_equal(cp.asnumpy(c[:m, :n]), ref_c)
+    assert np.array_equal(cp.asnumpy(s[:m, :n]).view(np.uint32), ref_s)
+    # Padding stays zero in C' (zero rows / columns).
+    assert int(cp.abs(c[m:]).sum()) == 0 and int(cp.abs(c[:, n:]).sum()) == 0
+    # Without the fold: the same product, states zero.
+    c0, s0, _ = engine.transcript_device(ap, btp, k, r, fold=False, kernel="mma")
+    assert bool((c0 == c).all()) and int(cp.abs(s0).sum()) == 0
+
+
+@pytest.mark.gpu
+def test_gpu_mma_equals_plain_large():
+    cp = _require_gpu()
+    engine = CupyEngine()
+    engine.prepare()
+    rng = np.random.default_rng(21)
+    m, k, n = 1024, 4096, 640
+    an = rng.integers(-127, 127, size=(m, k), dtype=np.int8)
+    bn = rng.integers(-127, 127, size=(n, k), dtype=np.int8)
+    ap, btp = engine.pad_operands(cp.asarray(an), cp.asarray(bn))
+    for r in (32, 128):
+        c1, s1, _ = engine.transcript_device(ap, btp, k, r, kernel="mma")
+        c2, s2, _ = engine.transcript_device(ap, btp, k, r, kernel="plain")
+        assert bool((c1 == c2).all()) and bool((s1 == s2).all()), r
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "rows,width", [(1, 64), (2, 1), (3, 100), (8, 128), (37, 63), (255, 1000), (1000, 4096)]
+)
+def test_gpu_commitments_match_consensus(gpu_engine, rows, width):
+    cp = _require_gpu()
+    kern = gpu_engine.backend.kernels
+    rng = np.random.default_rng(rows * width)
+    mat = rng.integers(-64, 64, size=(rows, width), dtype=np.int8)
+    leaf_p = cp.asarray(_be_words(_tag_prefix(TAG_MERKLE_LEAF)))
+    node_p = cp.asarray(_be_words(_tag_prefix(TAG_MERKLE_NODE)))
+    leaves = kern.line_leaves(cp.asarray(mat), leaf_p)
+    levels = _split_levels(cp.asnumpy(kern.merkle_tree(leaves, node_p)), rows)
+    assert levels == row_tree(mat)
+    # Columns of B through a device transpose, as mine() does.
+    b = rng.integers(-64, 64, size=(width, rows), dtype=np.int8)
+    bt = cp.ascontiguousarray(cp.asarray(b).T)
+    levels = _split_levels(cp.asnumpy(kern.merkle_tree(kern.line_leaves(bt, leaf_p), node_p)), rows)
+    assert levels == row_tree(b.T)
+    assert levels[-1][0] == commit_cols(b)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("r", [16, 32, 128, 256])
+def test_gpu_noise_lines_match_consensus(gpu_engine, r):
+    cp = _require_gpu()
+    kern = gpu_engine.backend.kernels
+    rng = np.random.default_rng(r)
+    seed = rng.bytes(32)
+    for label in (LABEL_A_LEFT, LABEL_B_RIGHT):
+        got = cp.asnumpy(kern.noise_lines(cp.asarray(_noise_template(seed, label)), 0, 777, r))
+        assert np.array_equal(got, dense_noise_lines(seed, label, range(777), r))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("r", [32, 128])
+def test_gpu_new_paths_equal_host_paths(r):
+    """mma + GPU commitments + GPU noise against plain/WMMA + host commitments + host
+    noise: same statement, product, tickets and seals."""
+    _require_gpu()
+    params = _params(r)
+    m, k, n = 264, 4 * r, 200
+    a, b = _operands(m, k, n, seed=r + 1)
+    tmpl = _template(params, k)
+    fast = CupyEngine()
+    slow = CupyEngine(kernel="plain", gpu_commit=False, gpu_noise=False)
+    t_fast: list[bytes] = []
+    t_slow: list[bytes] = []
+    out_f = fast.mine(params, a, b, tmpl, None, t_fast)
+    out_s = slow.mine(params, a, b, tmpl, None, t_slow)
+    assert fast.gpu_commit and fast.gpu_noise and fast.kernel_for(r) == "mma"
+    assert out_f.work == out_s.work
+    assert np.array_equal(out_f.product, out_s.product)
+    assert t_fast == t_slow and out_f.seals == out_s.seals
+    ref = mine_reference(params, out_f.work, a, b)
+    assert np.array_equal(out_f.product, ref.product) and out_f.seals == ref.seals
