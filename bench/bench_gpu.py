@@ -14,6 +14,13 @@ Main lines (for the 8192^3 shape; the larger one repeats them with a suffix):
                             product back, seals) / cuBLAS int8 GEMM
   gpu_transcript_ratio      the transcript kernel alone / cuBLAS int8 GEMM
   gpu_fold_overhead_ratio   the same kernel with the fold / without it
+  gpu_kernel                the kernel the autotune in prepare() chose for r = 128
+  gpu_variant_tops_<name>   each passing mma kernel ("mma" and the tuning variants of
+                            compute/cuda_kernels.MMA_VARIANTS), one launch over the whole
+                            8192^3 product, with the fold; ..._nofold_tops_<name> without;
+                            ..._fold_overhead_<name> the ratio of the two times
+  gpu_variant_best / gpu_variant_best_nofold   the fastest variant here, with / without fold
+  gpu_autotune_<name>       the autotune's own timing (4096^3, fold) of each candidate
 """
 
 from __future__ import annotations
@@ -91,7 +98,7 @@ def bench_shape(cp, engine, params, m: int, k: int, n: int, suffix: str) -> None
             emit(f"gpu_transcript_ratio{suffix}", t_fold / t_i8)
         # The previous kernel (WMMA) for comparison, when the chosen one is newer.
         prev = [x for x in ("wmma", "wmma_ptx") if x in engine.backend.kernels.compiled]
-        if kernel == "mma" and prev:
+        if kernel.startswith("mma") and prev and not suffix:
             t_prev = time_device(
                 lambda: engine.transcript_device(ap, btp, k, r, fold=True, kernel=prev[0]),
                 repeat=3,
@@ -99,6 +106,8 @@ def bench_shape(cp, engine, params, m: int, k: int, n: int, suffix: str) -> None
             emit(f"gpu_transcript_seconds_{prev[0]}{suffix}", t_prev)
             emit(f"gpu_transcript_tops_{prev[0]}{suffix}", ops / t_prev / 1e12)
             emit(f"gpu_transcript_speedup_vs_{prev[0]}{suffix}", t_prev / t_fold)
+        if not suffix:
+            bench_variants(cp, engine, ap, btp, k, r, ops)
         ap = btp = None  # free
     except Exception as exc:  # noqa: BLE001
         emit(f"gpu_transcript_error{suffix}", repr(exc)[:300])
@@ -143,6 +152,33 @@ def bench_shape(cp, engine, params, m: int, k: int, n: int, suffix: str) -> None
     cp.get_default_memory_pool().free_all_blocks()
 
 
+def bench_variants(cp, engine, ap, btp, k: int, r: int, ops: float) -> None:
+    """Each passing mma kernel alone (one launch, C' and states preallocated), with and
+    without the fold, so that the table shows what each tiling / fold choice buys."""
+    c = cp.empty((ap.shape[0], btp.shape[0]), dtype=cp.int32)
+    s = cp.empty_like(c)
+    best: dict[bool, tuple[float, str]] = {}
+    for name in engine.passed_mma_kernels():
+        try:
+            t = {}
+            for fold in (True, False):
+                t[fold] = engine.time_kernel(ap, btp, c, s, k, r, name, fold, repeat=3)
+                if fold not in best or t[fold] < best[fold][0]:
+                    best[fold] = (t[fold], name)
+            emit(f"gpu_variant_tops_{name}", ops / t[True] / 1e12)
+            emit(f"gpu_variant_nofold_tops_{name}", ops / t[False] / 1e12)
+            emit(f"gpu_variant_fold_overhead_{name}", t[True] / t[False])
+        except Exception as exc:  # noqa: BLE001
+            emit(f"gpu_variant_error_{name}", repr(exc)[:200])
+    if True in best:
+        emit("gpu_variant_best", best[True][1])
+        emit("gpu_variant_best_tops", ops / best[True][0] / 1e12)
+    if False in best:
+        emit("gpu_variant_best_nofold", best[False][1])
+        emit("gpu_variant_best_nofold_tops", ops / best[False][0] / 1e12)
+    c = s = None
+
+
 def main() -> int:
     start = time.perf_counter()
     try:
@@ -185,8 +221,13 @@ def main() -> int:
         max_multiply_adds=1 << 42,
     )
     params.validate()
+    emit("gpu_variants_passed", len(selftest.get("variants_passed", [])))
+    emit("gpu_variants_failed", ",".join(selftest.get("variants_failed", [])) or "none")
     emit("gpu_kernel", engine.kernel_for(params.noise_rank))
     emit("gpu_noise_rank", params.noise_rank)
+    info = engine.prepare()
+    for name, sec in sorted(info.get(f"autotune_r{params.noise_rank}", {}).items()):
+        emit(f"gpu_autotune_{name}", sec)
 
     bench_shape(cp, engine, params, 8192, 8192, 8192, "")
     free, _total = cp.cuda.runtime.memGetInfo()

@@ -247,10 +247,10 @@ class ChainState:
             result.connected.extend(sub.connected)
             result.disconnected.extend(sub.disconnected)
 
-    def retry_held(self) -> list[ProcessResult]:
-        """Re-submit blocks held for a future timestamp (call now and then)."""
+    def pop_held(self) -> list[Block]:
+        """Blocks held for a future timestamp, to submit again now and then."""
         held, self._held = self._held, {}
-        return [self.process_block(b) for b in held.values()]
+        return list(held.values())
 
     # --- fork choice ---------------------------------------------------------------
 

@@ -16,7 +16,12 @@ What runs where (results equal consensus/pouw.py bit for bit):
     mma.sync m16n8k32 with ldmatrix, a 4-stage cp.async pipeline and swizzled shared
     memory, 128 x 128 block tiles, 8 warps of 64 x 32, the fold on the accumulator
     registers (compute/cuda_kernels.py). Self-tested like the WMMA kernels below (and
-    against the plain kernel on a larger product); WMMA is the fallback.
+    against the plain kernel on a larger product); WMMA is the fallback. Tuning
+    variants of it (MMA_VARIANTS: block tiles 128x128 / 128x256 / 256x128, warp tiles,
+    3-5 stages, 1 or 2 blocks per SM, fold states in registers or shared memory, the
+    fold applied late, interleaved with the next step's mma) are compiled and
+    self-tested too (a failing one is dropped); prepare() times the survivors once per
+    (device, r) and kernel_for(r) returns the fastest. The fold rule is the same in all.
   - A' = A + E_AL[:, plus_A] - E_AL[:, minus_A] and B'^T = B^T + E_BR^T[:, plus_B] -
     E_BR^T[:, minus_B] (``pouw_noisy_lines``, one pass), stored as int8 (entries lie in
     [-127, 126]), zero-padded to the kernel's tile multiples (M, N to 128, K to 64).
@@ -80,6 +85,10 @@ from compute.cuda_kernels import (
     COMMIT_NOISE_SOURCE,
     MMA_SHARED_BYTES,
     MMA_SOURCE,
+    MMA_VARIANT_BY_NAME,
+    MMA_VARIANTS,
+    MmaVariant,
+    mma_variants_source,
 )
 from compute.engine import MiningOutput, MiningStats, WorkTemplate
 from consensus.commitments import entries_in_range, line_leaf, row_tree
@@ -111,6 +120,12 @@ BLOCK_K = 64  # bytes of k per shared-memory stage of the WMMA kernel
 TICKET_THREADS = 128
 HASH_THREADS = 64  # threads per block of the leaf / Merkle / noise kernels
 TRANSCRIPT_KERNELS = ("mma", "wmma", "wmma_ptx", "plain")  # best first
+# Tuning variants of the mma kernel (compute/cuda_kernels.py, MMA_VARIANTS): each is
+# compiled and self-tested like the kernels above; prepare() times the survivors and
+# kernel_for() returns the fastest. POUW_MMA_VARIANTS="none" (or a comma-separated list
+# of names) limits which are built.
+AUTOTUNE_RANKS = (128,)  # ranks tuned by prepare(); others on first use in kernel_for()
+AUTOTUNE_SHAPE = (4096, 4096, 4096)  # m, k, n of the timed product
 DEFAULT_CHUNK_MULTIPLY_ADDS = 1 << 38  # ~1-3 ms of tensor-core work per launch on an H100
 
 # cudaDataType_t and cublasComputeType_t values (library_types.h, cublas_api.h).
@@ -643,6 +658,11 @@ class _CupyKernels:
                 break
             except Exception as exc:  # noqa: BLE001
                 self.wmma_errors["mma"] = f"{options}: {exc}"[-4000:]
+        # Tuning variants of the mma kernel: one module, else one module per variant.
+        self.variants: dict[str, MmaVariant] = {}
+        wanted = _wanted_variants()
+        if wanted:
+            self._compile_variants(cp, wanted, basic_attempts)
         # Commitments and dense noise (optional: the host computes them otherwise).
         self._leaves: Any = None
         self._level: Any = None
@@ -659,10 +679,48 @@ class _CupyKernels:
             except Exception as exc:  # noqa: BLE001
                 self.commit_error = f"{options}: {exc}"[-4000:]
 
+    def _compile_variants(
+        self, cp: Any, wanted: tuple[MmaVariant, ...], attempts: list[tuple[str, ...]]
+    ) -> None:
+        def attach(module: Any, v: MmaVariant) -> None:
+            fn = module.get_function(v.entry)
+            fn.max_dynamic_shared_size_bytes = v.shared_bytes
+            self.wmma[v.name] = fn
+            self.variants[v.name] = v
+            self.wmma_errors.pop(v.name, None)
+
+        for options in attempts:
+            try:
+                module = cp.RawModule(code=mma_variants_source(wanted), options=options)
+                # RawModule compiles lazily: compile now, so that a compile error falls
+                # through to the per-variant modules below.
+                if hasattr(module, "compile"):
+                    module.compile()
+                else:
+                    module.get_function(wanted[0].entry)
+                for v in wanted:
+                    try:
+                        attach(module, v)
+                    except Exception as exc:  # noqa: BLE001 - e.g. too much shared memory
+                        self.wmma_errors[v.name] = f"{options}: {exc}"[-4000:]
+                return
+            except Exception:  # noqa: BLE001 - find the culprit: one module each
+                pass
+        for v in wanted:
+            for options in attempts:
+                try:
+                    attach(cp.RawModule(code=v.source(), options=options), v)
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    self.wmma_errors[v.name] = f"{options}: {exc}"[-4000:]
+
     @property
     def compiled(self) -> tuple[str, ...]:
-        """Transcript kernels that compiled, best first."""
-        return tuple(k for k in TRANSCRIPT_KERNELS[:-1] if k in self.wmma) + ("plain",)
+        """Transcript kernels that compiled, best first (without a tuning: "mma", then
+        the variants, then WMMA, then plain)."""
+        first = tuple(k for k in TRANSCRIPT_KERNELS[:1] if k in self.wmma)
+        rest = tuple(k for k in TRANSCRIPT_KERNELS[1:-1] if k in self.wmma)
+        return first + tuple(self.variants) + rest + ("plain",)
 
     @property
     def has_commit(self) -> bool:
@@ -743,7 +801,29 @@ class _CupyKernels:
         """Rows [brow0*128, (brow0+nbrows)*128) of C' and of the fold states."""
         mp, kp = ap.shape
         np_ = btp.shape[0]
-        if kernel == "mma":
+        var = self.variants.get(kernel)
+        if var is not None:
+            row0 = brow0 * BLOCK_M
+            row_end = min(mp, row0 + nbrows * BLOCK_M)
+            self.wmma[kernel](
+                (-(-np_ // var.bn), -(-(row_end - row0) // var.bm)),
+                (var.threads,),
+                (
+                    ap,
+                    btp,
+                    c,
+                    s,
+                    np.int32(np_),
+                    np.int32(kp),
+                    np.int32(k),
+                    np.int32(r),
+                    np.int32(row0),
+                    np.int32(row_end),
+                    np.int32(1 if fold else 0),
+                ),
+                shared_mem=var.shared_bytes,
+            )
+        elif kernel == "mma":
             self.wmma[kernel](
                 (np_ // BLOCK_N, nbrows),
                 (256,),
@@ -968,6 +1048,20 @@ class _CupyBackend:
 
 _KERNEL_CACHE: dict[int, _CupyKernels] = {}
 _SELF_TEST_CACHE: dict[int, dict[str, Any]] = {}  # per device: kernels are shared
+_AUTOTUNE_CACHE: dict[tuple[int, int], tuple[str, dict[str, float]]] = {}  # (device, r)
+
+
+def _wanted_variants() -> tuple[MmaVariant, ...]:
+    """MMA_VARIANTS, limited by the POUW_MMA_VARIANTS environment variable."""
+    env = os.environ.get("POUW_MMA_VARIANTS", "").strip()
+    if not env or env == "all":
+        return MMA_VARIANTS
+    if env == "none":
+        return ()
+    names = {x.strip() for x in env.split(",")}
+    return tuple(v for v in MMA_VARIANTS if v.name in names)
+
+
 _KERNEL_LOCK = threading.Lock()
 
 
@@ -995,7 +1089,7 @@ class ReferenceKernels:
     GPU (tests), and readable as the contract of the CUDA code above.
     """
 
-    compiled = TRANSCRIPT_KERNELS
+    compiled = TRANSCRIPT_KERNELS[:1] + tuple(MMA_VARIANT_BY_NAME) + TRANSCRIPT_KERNELS[1:]
     wmma_errors: dict[str, str] = {}
     has_commit = True
     commit_error = ""
@@ -1141,6 +1235,8 @@ class HostBackend:
 
 def _kernel_r_multiple(kernel: str) -> int:
     """The noise rank must be a multiple of this for the kernel (its k step)."""
+    if kernel in MMA_VARIANT_BY_NAME:
+        return 32
     return {"mma": 32, "wmma": 16, "wmma_ptx": 16}.get(kernel, 1)
 
 
@@ -1252,8 +1348,10 @@ class _Stages:
 class CupyEngine:
     """Mining engine on one CUDA GPU (see the module docstring).
 
-    ``kernel``: "auto" (the first of "mma" (r % 32 == 0), "wmma", "wmma_ptx" (r % 16 ==
-    0) that compiled and passed the self-test, else plain), or one of those names.
+    ``kernel``: "auto" (r % 32 == 0: the fastest of "mma" and its tuning variants that
+    compiled and passed the self-test, timed once per device and r (``autotune``); else
+    the first of "mma", "wmma", "wmma_ptx" (r % 16 == 0) that passed, else plain), or one
+    of those names (a variant's name from compute.cuda_kernels.MMA_VARIANTS included).
     ``gpu_tickets``: hash the tickets on the GPU (each winner re-checked on the host)
     instead of copying the states back and hashing every tile on the host.
     ``gpu_commit``: build the Merkle commitments (leaves and levels) on the GPU, spot
@@ -1276,8 +1374,9 @@ class CupyEngine:
         device_id: int | None = None,
         self_check: bool = True,
         backend: Any = None,
+        autotune: bool = True,
     ) -> None:
-        if kernel != "auto" and kernel not in TRANSCRIPT_KERNELS:
+        if kernel != "auto" and kernel not in TRANSCRIPT_KERNELS + tuple(MMA_VARIANT_BY_NAME):
             raise ValueError(f"unknown kernel {kernel!r}")
         self.kernel = kernel
         self.gpu_tickets = gpu_tickets
@@ -1289,7 +1388,10 @@ class CupyEngine:
         self.self_check = self_check
         self._backend = backend
         self._self_test: dict[str, Any] | None = None
-        self._lock = threading.Lock()
+        self.autotune = autotune
+        self._tuned: dict[int, str] = {}  # r -> fastest passing mma kernel
+        self._tune_info: dict[str, Any] = {}
+        self._lock = threading.RLock()
 
     # -- availability and preparation -------------------------------------------------
 
@@ -1303,7 +1405,9 @@ class CupyEngine:
             return False
 
     def prepare(self) -> dict[str, Any]:
-        """Compile the kernels and run the self-test once; returns its results."""
+        """Compile the kernels, run the self-test once and time the passing mma kernels
+        for the ranks in AUTOTUNE_RANKS; returns the self-test results (with
+        "kernel_r{r}": the choice and "autotune_r{r}": {kernel: seconds})."""
         with self._lock:
             if self._backend is None:
                 self._backend = _CupyBackend(self.device_id)
@@ -1319,7 +1423,13 @@ class CupyEngine:
                             _SELF_TEST_CACHE[dev] = cached
                     self._self_test = dict(cached)
                 else:
-                    self._self_test = {k: True for k in self._backend.kernels.compiled}
+                    # Untested: trust the compiled kernels, but never an untested variant
+                    # on a real device.
+                    self._self_test = {
+                        k: True
+                        for k in self._backend.kernels.compiled
+                        if k not in MMA_VARIANT_BY_NAME or self._backend.emulated
+                    }
                     self._self_test["tickets"] = True
                     self._self_test["commit"] = True
                     self._self_test["noise"] = True
@@ -1344,7 +1454,9 @@ class CupyEngine:
                             stacklevel=2,
                         )
                     self.gpu_tickets = False
-            return dict(self._self_test)
+                for r in AUTOTUNE_RANKS:
+                    self._tune(r)
+            return {**self._self_test, **self._tune_info}
 
     @property
     def backend(self) -> Any:
@@ -1353,12 +1465,18 @@ class CupyEngine:
         return self._backend
 
     def kernel_for(self, r: int) -> str:
-        """The transcript kernel mine() will use for noise rank r: with kernel="auto", the
-        first of "mma" (mma.sync, r % 32 == 0), "wmma" (<mma.h>), "wmma_ptx" (inline PTX)
-        (r % 16 == 0) that compiled and passed the self-test, else "plain"."""
+        """The transcript kernel mine() will use for noise rank r: with kernel="auto" and
+        r % 32 == 0, the fastest passing mma kernel ("mma" or a tuning variant; see
+        _tune); otherwise the first of "mma" (mma.sync, r % 32 == 0), "wmma" (<mma.h>),
+        "wmma_ptx" (inline PTX) (r % 16 == 0) that compiled and passed the self-test,
+        else "plain"."""
         self.prepare()
         compiled = self.backend.kernels.compiled
         passed = self._self_test or {}
+        if self.kernel == "auto" and r % 32 == 0:
+            tuned = self._tune(r)
+            if tuned is not None:
+                return tuned
         if self.kernel == "plain":
             return "plain"
         if self.kernel != "auto":
@@ -1370,6 +1488,94 @@ class CupyEngine:
             if cand in compiled and passed.get(cand) and r % _kernel_r_multiple(cand) == 0:
                 return cand
         return "plain"
+
+    def passed_mma_kernels(self) -> list[str]:
+        """The "mma" kernel and the tuning variants that compiled and passed the self-test."""
+        self.prepare()
+        passed = self._self_test or {}
+        return [
+            k
+            for k in self.backend.kernels.compiled
+            if (k == "mma" or k in MMA_VARIANT_BY_NAME) and passed.get(k)
+        ]
+
+    def _tune(self, r: int) -> str | None:
+        """The fastest passing mma kernel for rank r (r % 32 == 0), timed once per device
+        and r on AUTOTUNE_SHAPE with the fold; None when there is nothing to time."""
+        with self._lock:
+            if r in self._tuned:
+                return self._tuned[r]
+            if self._self_test is None or self._backend is None:
+                return None
+            cands = self.passed_mma_kernels()
+            if not cands or r % 32:
+                return None
+            if not self.autotune or self._backend.emulated or len(cands) == 1:
+                cached = (cands[0], {})
+            else:
+                dev = self._backend.device_id
+                with _KERNEL_LOCK:
+                    cached = _AUTOTUNE_CACHE.get((dev, r))
+                if cached is None:
+                    with self._backend.device():
+                        cached = self._autotune(r, cands)
+                    with _KERNEL_LOCK:
+                        _AUTOTUNE_CACHE[(dev, r)] = cached
+            choice, times = cached
+            self._tuned[r] = choice
+            self._tune_info[f"kernel_r{r}"] = choice
+            self._tune_info[f"autotune_r{r}"] = dict(times)
+            return choice
+
+    def _autotune(self, r: int, cands: list[str]) -> tuple[str, dict[str, float]]:
+        """Times each candidate (one launch over AUTOTUNE_SHAPE, random int8 operands,
+        with the fold; median of 3 after a warm-up): (fastest, {kernel: seconds})."""
+        cp = self._backend.cp
+        times: dict[str, float] = {}
+        try:
+            m, k, n = AUTOTUNE_SHAPE
+            k = max(r, k - k % r)
+            kp = _round_up(k, BLOCK_K)
+            rs = cp.random.RandomState(12345)
+            ap = rs.randint(-127, 127, size=(m, kp), dtype=cp.int32).astype(cp.int8)
+            btp = rs.randint(-127, 127, size=(n, kp), dtype=cp.int32).astype(cp.int8)
+            c = cp.empty((m, n), dtype=cp.int32)
+            s = cp.empty((m, n), dtype=cp.int32)
+            for kern in cands:
+                try:
+                    times[kern] = self.time_kernel(ap, btp, c, s, k, r, kern, True, repeat=3)
+                except Exception:  # noqa: BLE001 - a kernel that cannot launch is not chosen
+                    continue
+            del ap, btp, c, s
+            cp.get_default_memory_pool().free_all_blocks()
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: keep the default
+            warnings.warn(f"transcript autotune failed: {exc!r}", stacklevel=2)
+        if not times:
+            return cands[0], times
+        return min(times, key=lambda x: times[x]), times
+
+    def time_kernel(
+        self,
+        ap: Any,
+        btp: Any,
+        c: Any,
+        s: Any,
+        k: int,
+        r: int,
+        kernel: str,
+        fold: bool,
+        repeat: int = 3,
+        warmup: int = 1,
+    ) -> float:
+        """Median device seconds of one launch of a transcript kernel over all of the
+        padded operands (c, s preallocated, mp x np int32)."""
+        kern = self.backend.kernels
+        brows = ap.shape[0] // BLOCK_M
+        return time_device(
+            lambda: kern.transcript(ap, btp, c, s, k, r, 0, brows, fold, kernel),
+            repeat=repeat,
+            warmup=warmup,
+        )
 
     # -- the transcript on padded device operands ---------------------------------------
 
@@ -1409,6 +1615,10 @@ class CupyEngine:
         chunk = max(1, min(brows, -(-self.chunk_multiply_adds // per_brow)))
         if kern == "plain":  # ~50x slower: keep launches short for the stop latency
             chunk = max(1, min(chunk, -(-(self.chunk_multiply_adds >> 6) // per_brow)))
+        var = MMA_VARIANT_BY_NAME.get(kern)
+        if var is not None and var.bm > BLOCK_M:  # whole block tiles per launch
+            step = var.bm // BLOCK_M
+            chunk = min(brows, -(-chunk // step) * step)
         stopped = False
         in_flight: list[Any] = []
         ev0 = be.event()
@@ -1763,8 +1973,10 @@ class CupyEngine:
         and the GPU ticket hash with hashlib, on small cases (padding, r = 16/32/128,
         the extreme entries -127 and 126; the mma kernel also against the plain kernel
         on a larger product), the GPU ticket hash with hashlib, and the GPU commitments
-        and noise lines with consensus. Returns {"mma", "plain", "wmma", "wmma_ptx",
-        "tickets", "commit", "noise": bool, "compiled": [...], and any errors}."""
+        and noise lines with consensus; then the mma tuning variants (MMA_VARIANTS) on the
+        same cases, with and without the fold. Returns {"mma", "plain", "wmma",
+        "wmma_ptx", "tickets", "commit", "noise", each variant's name: bool, "compiled",
+        "variants_passed", "variants_failed": [...], and any errors}."""
         be = self._backend if self._backend is not None else _CupyBackend(self.device_id)
         self._backend = be
         rng = np.random.default_rng(seed)
@@ -1780,7 +1992,10 @@ class CupyEngine:
             (256, 1024, 384, 128),
             (256, 640, 256, 128),  # extremes, 10 k-stages
         ]
-        ok = {name: name in be.kernels.compiled for name in TRANSCRIPT_KERNELS}
+        variants = [x for x in be.kernels.compiled if x in MMA_VARIANT_BY_NAME]
+        names = TRANSCRIPT_KERNELS + tuple(variants)
+        ok = {name: name in be.kernels.compiled for name in names}
+        case_data = []
         for ci, (m, k, n, r) in enumerate(cases):
             if ci in (1, 6):
                 a_n = np.full((m, k), -127, dtype=np.int8)
@@ -1793,23 +2008,63 @@ class CupyEngine:
                 a_n = rng.integers(-127, 127, size=(m, k), dtype=np.int8)
                 b_n = rng.integers(-127, 127, size=(n, k), dtype=np.int8)
             ref_c, ref_s = fold_transcript(a_n.astype(np.int64), b_n.T.astype(np.int64), r)
-            ap, btp = self.pad_operands(be.to_device(a_n), be.to_device(b_n))
-            for kern in TRANSCRIPT_KERNELS:
-                if not ok[kern] or r % _kernel_r_multiple(kern):
-                    continue
-                try:
-                    c, s, _ = self.transcript_device(ap, btp, k, r, kernel=kern)
-                    be.synchronize()
-                    c_h = be.to_host(c[:m, :n])
-                    s_h = be.to_host(s[:m, :n]).view(np.uint32)
-                    good = np.array_equal(c_h, ref_c) and np.array_equal(s_h, ref_s)
-                except Exception as exc:  # noqa: BLE001 - report, fall back
-                    good = False
-                    out[f"{kern}_error"] = repr(exc)[-600:]
-                if not good:
+            case_data.append((m, k, n, r, a_n, b_n, ref_c, ref_s))
+
+        def small_cases(group: list[str]) -> None:
+            for m, k, n, r, a_n, b_n, ref_c, ref_s in case_data:
+                ap, btp = self.pad_operands(be.to_device(a_n), be.to_device(b_n))
+                for kern in group:
+                    if not ok[kern] or r % _kernel_r_multiple(kern):
+                        continue
+                    try:
+                        c, s, _ = self.transcript_device(ap, btp, k, r, kernel=kern)
+                        be.synchronize()
+                        c_h = be.to_host(c[:m, :n])
+                        s_h = be.to_host(s[:m, :n]).view(np.uint32)
+                        good = np.array_equal(c_h, ref_c) and np.array_equal(s_h, ref_s)
+                    except Exception as exc:  # noqa: BLE001 - report, fall back
+                        good = False
+                        out[f"{kern}_error"] = repr(exc)[-600:]
+                    if not good:
+                        ok[kern] = False
+                        out.setdefault(f"{kern}_failed_case", (m, k, n, r))
+
+        def large_case(group: list[str]) -> None:
+            """The kernels of group against the verified plain kernel on a larger product
+            (640 rows: partial 256-row tiles; 384 columns: partial 256-column tiles),
+            with and without the fold."""
+            big = [x for x in group if ok[x]]
+            if not big:
+                return
+            try:
+                for r in (32, 128):
+                    a_n = rng.integers(-127, 127, size=(640, 2048), dtype=np.int8)
+                    b_n = rng.integers(-127, 127, size=(384, 2048), dtype=np.int8)
+                    ap, btp = self.pad_operands(be.to_device(a_n), be.to_device(b_n))
+                    c2, s2, _ = self.transcript_device(ap, btp, 2048, r, kernel="plain")
+                    for kern in big:
+                        try:
+                            c1, s1, _ = self.transcript_device(ap, btp, 2048, r, kernel=kern)
+                            good = bool((c1 == c2).all()) and bool((s1 == s2).all())
+                            c0, s0, _ = self.transcript_device(
+                                ap, btp, 2048, r, fold=False, kernel=kern
+                            )
+                            good = good and bool((c0 == c2).all()) and not bool(s0.any())
+                        except Exception as exc:  # noqa: BLE001
+                            good = False
+                            out[f"{kern}_error"] = repr(exc)[-600:]
+                        if not good:
+                            ok[kern] = False
+                            out.setdefault(f"{kern}_failed_case", (640, 2048, 384, r))
+            except Exception as exc:  # noqa: BLE001
+                for kern in big:
                     ok[kern] = False
-                    out.setdefault(f"{kern}_failed_case", (m, k, n, r))
-        out.update(ok)
+                out["large_case_error"] = repr(exc)[-600:]
+
+        # The verified kernels first; the tuning variants last (a variant that breaks
+        # the device cannot take the others' results with it).
+        small_cases(list(TRANSCRIPT_KERNELS))
+        out.update({name: ok[name] for name in TRANSCRIPT_KERNELS})
         # Tickets: random states, odd tile shapes, a threshold in the middle.
         tickets_ok = True
         try:
@@ -1844,21 +2099,8 @@ class CupyEngine:
             out["tickets_error"] = repr(exc)[-600:]
         out["tickets"] = tickets_ok
         # The mma kernel against the verified plain kernel on a larger product.
-        if ok.get("mma"):
-            try:
-                for r in (32, 128):
-                    a_n = rng.integers(-127, 127, size=(640, 2048), dtype=np.int8)
-                    b_n = rng.integers(-127, 127, size=(384, 2048), dtype=np.int8)
-                    ap, btp = self.pad_operands(be.to_device(a_n), be.to_device(b_n))
-                    c1, s1, _ = self.transcript_device(ap, btp, 2048, r, kernel="mma")
-                    c2, s2, _ = self.transcript_device(ap, btp, 2048, r, kernel="plain")
-                    if not (bool((c1 == c2).all()) and bool((s1 == s2).all())):
-                        ok["mma"] = False
-                        out["mma_failed_case"] = (640, 2048, 384, r)
-            except Exception as exc:  # noqa: BLE001
-                ok["mma"] = False
-                out["mma_error"] = repr(exc)[-600:]
-            out["mma"] = ok["mma"]
+        large_case(["mma"])
+        out["mma"] = ok["mma"]
         # Commitments and noise lines against consensus.
         out["commit"] = out["noise"] = False
         if be.kernels.has_commit:
@@ -1899,6 +2141,12 @@ class CupyEngine:
                 out["noise_error"] = repr(exc)[-600:]
         else:
             out["commit_error"] = be.kernels.commit_error[-600:]
+        # The tuning variants: the same small cases, then the larger product.
+        small_cases(variants)
+        large_case(variants)
+        out.update({name: ok[name] for name in variants})
+        out["variants_passed"] = [x for x in variants if ok[x]]
+        out["variants_failed"] = [x for x in variants if not ok[x]]
         return out
 
 

@@ -13,6 +13,8 @@ from chain.chainstate import ChainStateError
 from chain.network import NETWORKS, NetworkError, load_network
 from chain.storage import StorageError
 from node.config import NodeConfig, default_datadir, network_dir
+from node.miner_cli import add_miner_parser
+from wallet.cli import add_wallet_parser
 
 log = logging.getLogger("pouw")
 
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--rpc-port", type=int, help="JSON-RPC port (default: the network's)")
     node.add_argument("--rpc-user", help="JSON-RPC user (besides the cookie file)")
     node.add_argument("--rpc-password", help="JSON-RPC password for --rpc-user")
+    init.set_defaults(handler=cmd_init)
+    node.set_defaults(handler=cmd_node)
+    add_wallet_parser(sub)
+    add_miner_parser(sub)
     return parser
 
 
@@ -127,9 +133,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
-    handlers = {"init": cmd_init, "node": cmd_node}
     try:
-        return handlers[args.command](args)
+        return int(args.handler(args))
     except (NetworkError, AddressError, ChainStateError, StorageError) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE

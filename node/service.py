@@ -28,8 +28,15 @@ from compute.select import select_engine
 from node.config import NodeConfig
 from node.events import NodeEvents, TipChange
 from node.miner import Miner
+from node.rpc.service import RpcService
+from p2p.service import P2PService
 
 log = logging.getLogger("pouw.node")
+
+
+# A block up to 2 h ahead is held, not rejected; checking every few seconds lets it in
+# soon after its time comes without measurable cost.
+HELD_BLOCK_RETRY_S = 5.0
 
 
 class NodeError(Exception):
@@ -90,18 +97,9 @@ class Node:
         self._add_services()
 
     def _add_services(self) -> None:
-        # TODO(lead): drop the find_spec guards once p2p/ and node/rpc/ have landed.
-        from importlib.util import find_spec
-
-        if (self.config.listen or self.config.connect or self.config.addnode) and find_spec(
-            "p2p.service"
-        ):
-            from p2p.service import P2PService
-
+        if self.config.listen or self.config.connect or self.config.addnode:
             self.services.append(P2PService(self))
-        if self.config.rpc and find_spec("node.rpc.service"):
-            from node.rpc.service import RpcService
-
+        if self.config.rpc:
             self.services.append(RpcService(self))
 
     def _account(self, address: bytes) -> tuple[int, int]:
@@ -168,8 +166,18 @@ class Node:
                 except Exception:  # noqa: BLE001 - keep stopping the others
                     log.exception("stopping %s failed", service.name)
 
+    async def _retry_held_blocks(self) -> None:
+        """Blocks stamped ahead of our clock wait in the chain; offer them again."""
+        while True:
+            await asyncio.sleep(HELD_BLOCK_RETRY_S)
+            for block in self.chain.pop_held():
+                self.submit_block(block)
+
     async def _run_until_stopped(self) -> None:
-        tasks = [asyncio.create_task(self._stopping.wait())]
+        tasks = [
+            asyncio.create_task(self._stopping.wait()),
+            asyncio.create_task(self._retry_held_blocks()),
+        ]
         if self.config.mine:
             address = miner_address(self.network, self.config.miner_address)
             self.miner = Miner(

@@ -51,8 +51,7 @@ class BlockTemplate:
 
 def next_timestamp(chain: ChainState, now: int) -> int:
     """Our clock, but always above the median time past of the tip."""
-    times = [rec.timestamp for rec in chain.ancestors(chain.tip.hash)][:11]
-    return max(now, median_time_past(list(reversed(times))) + 1)
+    return max(now, median_time_past(chain.parent_context(chain.tip).recent_timestamps) + 1)
 
 
 def build_template(

@@ -199,8 +199,9 @@ def test_future_block_is_held_not_rejected(tmp_path: Path) -> None:
     result = chain.process_block(block)
     assert result.check.verdict is Verdict.DEFER and result.check.reason is BlockReject.TIME_TOO_NEW
     clock.now += 3 * 3600
-    [retried] = chain.retry_held()
-    assert retried.accepted and chain.tip.hash == block.hash
+    [held] = chain.pop_held()
+    assert chain.process_block(held).accepted and chain.tip.hash == block.hash
+    assert chain.pop_held() == []
 
 
 @pytest.mark.parametrize(

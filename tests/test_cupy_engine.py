@@ -16,7 +16,12 @@ import threading
 import numpy as np
 import pytest
 
-from compute.cuda_kernels import COMMIT_NOISE_SOURCE
+from compute.cuda_kernels import (
+    COMMIT_NOISE_SOURCE,
+    MMA_VARIANT_BY_NAME,
+    MMA_VARIANTS,
+    mma_variants_source,
+)
 from compute.cupy_engine import (
     BASIC_SOURCE,
     BLOCK_M,
@@ -184,6 +189,77 @@ def test_levels_spot_check_catches_corruption():
         assert not _levels_ok(bad, lambda i: mat[i].tobytes(), np.random.default_rng(1))
 
 
+def test_mma_variants_table():
+    """Names unique, tilings consistent, shared memory within sm_90's 227 KB per block."""
+    assert len(MMA_VARIANT_BY_NAME) == len(MMA_VARIANTS)
+    for v in MMA_VARIANTS:
+        assert v.name.startswith("mma_") and v.entry.startswith("pouw_tr_")
+        assert v.bm % v.wm == 0 and v.bn % v.wn == 0 and v.wm % 16 == 0 and v.wn % 16 == 0
+        assert v.bm % BLOCK_M == 0 and v.bn % 128 == 0
+        assert 32 <= v.threads <= 1024 and (v.bm * 4) % v.threads == 0
+        assert (v.bn * 4) % v.threads == 0
+        assert v.shared_bytes <= 227 * 1024
+        assert v.min_blocks * (v.shared_bytes + 1024) <= 228 * 1024
+    src = mma_variants_source()
+    assert all(src.count(v.entry + "(") == 1 for v in MMA_VARIANTS)
+
+
+@pytest.mark.parametrize("kernel", ["mma_256x128_64x64_s3_b1_me", "mma_128x128_64x32_s4_b1_r"])
+def test_host_logic_variant_kernel_names(kernel):
+    """A variant's name is accepted and its launches (whole 256-row tiles per chunk for
+    the 256-row variant) cover every block row."""
+    assert kernel in MMA_VARIANT_BY_NAME
+    params = _params(32)
+    m, k, n = 3 * BLOCK_M, 64, 16
+    a, b = _operands(m, k, n, seed=17)
+    engine = _host_engine(kernel=kernel, chunk_multiply_adds=1)
+    assert engine.kernel_for(32) == kernel
+    _check_against_reference(engine, params, a, b, _template(params, k))
+    with pytest.raises(ValueError):
+        CupyEngine(kernel="mma_no_such_variant")
+
+
+def test_mma_variants_compile_nvcc(tmp_path):
+    """Every variant compiles for sm_90a with nvcc (skipped without nvcc); prints each
+    one's registers and spills."""
+    import re
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    src = tmp_path / "variants.cu"
+    src.write_text(mma_variants_source())
+    proc = subprocess.run(
+        [
+            nvcc,
+            "-arch=sm_90a",
+            "-std=c++17",
+            "-cubin",
+            "-Xptxas",
+            "-v",
+            "-o",
+            str(tmp_path / "v.cubin"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = {}
+    entry = None
+    for line in proc.stderr.splitlines():
+        hit = re.search(r"Compiling entry function '(\w+)'", line)
+        if hit:
+            entry = hit.group(1)
+        hit = re.search(r"Used (\d+) registers", line)
+        if hit and entry:
+            report[entry] = int(hit.group(1))
+    print(report)
+    assert set(report) == {v.entry for v in MMA_VARIANTS}
+    assert all(regs <= 255 for regs in report.values())
+
+
 _HARNESS = r"""
 static const pw_u32 HK[64] = {PW_SHA256_K_LIST};
 extern "C" void h_leaf(const unsigned char* line, long long len, const pw_u32* prefix16,
@@ -290,8 +366,9 @@ def test_gpu_self_test(gpu_engine):
     assert result["tickets"], result
     # At least one tensor-core variant compiled and agrees with the reference.
     assert result.get("wmma") or result.get("wmma_ptx"), result
-    assert gpu_engine.kernel_for(32) in ("mma", "wmma", "wmma_ptx")
-    assert gpu_engine.kernel_for(128) == gpu_engine.kernel_for(32)
+    fast = ("wmma", "wmma_ptx", *gpu_engine.passed_mma_kernels())
+    assert gpu_engine.kernel_for(32) in fast
+    assert gpu_engine.kernel_for(128) in fast
     assert gpu_engine.kernel_for(16) in ("wmma", "wmma_ptx")
     assert gpu_engine.kernel_for(8) == "plain"
 
@@ -303,7 +380,27 @@ def test_gpu_self_test_new_paths(gpu_engine):
     assert result.get("mma"), {k: v for k, v in result.items() if "mma" in k}
     assert result.get("commit"), result
     assert result.get("noise"), result
-    assert gpu_engine.kernel_for(32) == "mma" and gpu_engine.gpu_commit and gpu_engine.gpu_noise
+    assert gpu_engine.kernel_for(32) in gpu_engine.passed_mma_kernels()
+    assert gpu_engine.gpu_commit and gpu_engine.gpu_noise
+
+
+@pytest.mark.gpu
+def test_gpu_autotune_choice(gpu_engine):
+    """prepare() timed the passing mma kernels for r = 128 and kernel_for() returns the
+    fastest; another engine on the device reuses the choice."""
+    result = gpu_engine.prepare()
+    print({k: v for k, v in result.items() if "variant" in k or "autotune" in k})
+    passed = gpu_engine.passed_mma_kernels()
+    assert "mma" in passed, result
+    choice = result["kernel_r128"]
+    times = result["autotune_r128"]
+    assert choice in passed
+    if len(passed) > 1:  # timed (a single candidate is taken untimed)
+        assert set(times) <= set(passed) and choice == min(times, key=lambda x: times[x])
+    assert gpu_engine.kernel_for(128) == choice
+    other = CupyEngine()
+    assert other.kernel_for(128) == choice
+    assert CupyEngine(autotune=False).kernel_for(128) == "mma"
 
 
 SHAPES = [
@@ -344,9 +441,11 @@ def test_gpu_odd_tiles_and_small_rank():
 
 
 def _compiled_wmma() -> list[str]:
+    """Tensor-core kernels that compiled and passed the self-test (a variant that fails
+    it is never used; the self-test output lists it under variants_failed)."""
     engine = CupyEngine()
-    engine.prepare()
-    return [k for k in engine.backend.kernels.compiled if k != "plain"]
+    result = engine.prepare()
+    return [k for k in engine.backend.kernels.compiled if k != "plain" and result.get(k)]
 
 
 @pytest.mark.gpu
@@ -496,14 +595,17 @@ def test_gpu_mma_transcript_exact(m, k, n, r, kind):
         bn = np.full((n, k), vb, dtype=np.int8)
     ap, btp = engine.pad_operands(cp.asarray(an), cp.asarray(bn))
     ref_c, ref_s = fold_transcript(an.astype(np.int64), bn.T.astype(np.int64), r)
-    c, s, _ = engine.transcript_device(ap, btp, k, r, kernel="mma")
-    assert np.array_equal(cp.asnumpy(c[:m, :n]), ref_c)
-    assert np.array_equal(cp.asnumpy(s[:m, :n]).view(np.uint32), ref_s)
-    # Padding stays zero in C' (zero rows / columns).
-    assert int(cp.abs(c[m:]).sum()) == 0 and int(cp.abs(c[:, n:]).sum()) == 0
-    # Without the fold: the same product, states zero.
-    c0, s0, _ = engine.transcript_device(ap, btp, k, r, fold=False, kernel="mma")
-    assert bool((c0 == c).all()) and int(cp.abs(s0).sum()) == 0
+    kernels = engine.passed_mma_kernels()  # "mma", the tuned choice, every variant
+    assert "mma" in kernels and engine.kernel_for(r) in kernels
+    for kernel in kernels:
+        c, s, _ = engine.transcript_device(ap, btp, k, r, kernel=kernel)
+        assert np.array_equal(cp.asnumpy(c[:m, :n]), ref_c), kernel
+        assert np.array_equal(cp.asnumpy(s[:m, :n]).view(np.uint32), ref_s), kernel
+        # Padding stays zero in C' (zero rows / columns).
+        assert int(cp.abs(c[m:]).sum()) == 0 and int(cp.abs(c[:, n:]).sum()) == 0, kernel
+        # Without the fold: the same product, states zero.
+        c0, s0, _ = engine.transcript_device(ap, btp, k, r, fold=False, kernel=kernel)
+        assert bool((c0 == c).all()) and int(cp.abs(s0).sum()) == 0, kernel
 
 
 @pytest.mark.gpu
@@ -517,9 +619,10 @@ def test_gpu_mma_equals_plain_large():
     bn = rng.integers(-127, 127, size=(n, k), dtype=np.int8)
     ap, btp = engine.pad_operands(cp.asarray(an), cp.asarray(bn))
     for r in (32, 128):
-        c1, s1, _ = engine.transcript_device(ap, btp, k, r, kernel="mma")
         c2, s2, _ = engine.transcript_device(ap, btp, k, r, kernel="plain")
-        assert bool((c1 == c2).all()) and bool((s1 == s2).all()), r
+        for kernel in engine.passed_mma_kernels():
+            c1, s1, _ = engine.transcript_device(ap, btp, k, r, kernel=kernel)
+            assert bool((c1 == c2).all()) and bool((s1 == s2).all()), (r, kernel)
 
 
 @pytest.mark.gpu
@@ -572,7 +675,7 @@ def test_gpu_new_paths_equal_host_paths(r):
     t_slow: list[bytes] = []
     out_f = fast.mine(params, a, b, tmpl, None, t_fast)
     out_s = slow.mine(params, a, b, tmpl, None, t_slow)
-    assert fast.gpu_commit and fast.gpu_noise and fast.kernel_for(r) == "mma"
+    assert fast.gpu_commit and fast.gpu_noise and fast.kernel_for(r).startswith("mma")
     assert out_f.work == out_s.work
     assert np.array_equal(out_f.product, out_s.product)
     assert t_fast == t_slow and out_f.seals == out_s.seals

@@ -1,0 +1,591 @@
+"""The CPU mining engine: float32 BLAS for the products, Numba for everything per-entry.
+
+Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that). One
+``mine`` call, with one worker thread per core:
+
+1. commit: A^T (an 8x8-byte register transpose) while the columns of B are hashed,
+   then the columns of A^T (the rows of A): multi-lane SHA-256 (compute/fasthash.py),
+   64 leaves per vectorized pass, and the Merkle levels, kept for the seals.
+2. noise: seeds from the template's statement; the dense lines of E_AL and E_BR in
+   bulk (multi-lane SHAKE-256, equal to consensus.noise.dense_noise_lines); the
+   sparse patterns (consensus.noise.sparse_pattern). Then A'^T = A^T + E_A^T and
+   B' = B + E_B as int8, in column panels (one r-step of a panel is one contiguous
+   run), together with the sparse halves of noise removal, X = A . E_BL and
+   Y = E_AR . B' (exact int32, O(mk + kn)).
+3. transcript: C' in blocks of ``block_rows x block_cols`` (512 x 256: accumulator,
+   state and sgemm buffer, 1.5 MiB, stay in the 2 MiB L2), each worker taking the
+   next block. Per r-step: single-threaded sgemm (float32, beta = 1, so up to 8
+   steps at r = 128 accumulate in the float32 buffer, exact below 2^24), then one
+   Numba pass over the block that adds base + buffer and folds it,
+   ``state = rotl32(state, 1) ^ uint32(acc)``, while converting the next step's int8
+   slices to the float32 sgemm operands. A finished block's tiles are hashed
+   (multi-lane SHA-256) and its noise removed: acc -= [X | E_AL] . [E_BR ; Y], float32
+   sgemm in inner chunks whose bound sum(max|left| * max|right|) stays <= 2^24, so
+   exact whatever the data (float64 when no float32 chunk can be exact).
+4. winners: digest < target * h * w * k; seals from consensus.pouw.make_seal.
+
+``stop`` is polled by the calling thread while the workers run and checked by them
+between r-steps; with ``keep_product_on_stop`` the rest of C is finished without the
+fold and returned without seals.
+
+Without a directly callable OpenBLAS sgemm (compute/blas.py) the same plan runs with
+``np.matmul(..., out=)`` per r-step from a single worker (BLAS then uses its own
+threads). bench/bench_pouw.py measures the overhead against the plain product.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from compute import fasthash, kernels
+from compute.blas import Blas, find_blas, single_threaded
+from compute.engine import MiningOutput, MiningStats, WorkTemplate
+from consensus.commitments import ENTRY_MAX, ENTRY_MIN
+from consensus.hashing import TAG_TICKET
+from consensus.noise import (
+    LABEL_A_LEFT,
+    LABEL_A_PATTERN,
+    LABEL_B_PATTERN,
+    LABEL_B_RIGHT,
+    sparse_pattern,
+)
+from consensus.params import PouwParams
+from consensus.pouw import make_seal
+from consensus.seal import Seal, WorkStatement, check_shape
+from consensus.transcript import win_threshold
+
+log = logging.getLogger("pouw.compute")
+
+FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2^24 is a float32
+FLOAT64_EXACT = 1 << 53
+
+Int8Matrix = npt.NDArray[np.int8]
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RemovalPlan:
+    """The exact rank-2r correction C = C' - left . right, split along its inner axis."""
+
+    left_t: np.ndarray  # 2r x m: [X^T ; E_AL^T] = left^T
+    right: np.ndarray  # 2r x n: [E_BR ; Y]
+    chunks: np.ndarray  # int64 boundaries 0 = p_0 < p_1 < ... < p_c = 2r
+    dtype: type  # np.float32 or np.float64
+
+
+def exact_chunks(left_max: np.ndarray, right_max: np.ndarray, limit: int) -> np.ndarray | None:
+    """Split the inner axis so that each chunk's sum of max|left[:, p]| * max|right[p, :]|
+    stays <= limit. Every partial sum of a chunk's product is then an integer of at
+    most that magnitude, exact in a float format whose integers are exact up to
+    ``limit``, in any summation order. None when one index alone is over the limit."""
+    bounds = [int(x) * int(y) for x, y in zip(left_max, right_max, strict=True)]
+    cuts = [0]
+    running = 0
+    for p, bound in enumerate(bounds):
+        if bound > limit:
+            return None
+        if running + bound > limit:
+            cuts.append(p)
+            running = 0
+        running += bound
+    cuts.append(len(bounds))
+    return np.asarray(cuts, dtype=np.int64)
+
+
+def _abs_max_rows(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x.max(axis=1).astype(np.int64), -x.min(axis=1).astype(np.int64))
+
+
+def plan_removal(
+    x_t: np.ndarray, e_al_t: np.ndarray, e_br: np.ndarray, y: np.ndarray
+) -> RemovalPlan:
+    """left = [X | E_AL] (m x 2r, held transposed), right = [E_BR ; Y] (2r x n), and
+    the exact chunks of their product (float32 when possible, else float64)."""
+    r = x_t.shape[0]
+    left_max = np.concatenate([_abs_max_rows(x_t), _abs_max_rows(e_al_t)])
+    right_max = np.concatenate([_abs_max_rows(e_br), _abs_max_rows(y)])
+    for dtype, limit in ((np.float32, FLOAT32_EXACT), (np.float64, FLOAT64_EXACT)):
+        chunks = exact_chunks(left_max, right_max, limit)
+        if chunks is not None:
+            left_t = np.empty((2 * r, x_t.shape[1]), dtype)
+            left_t[:r] = x_t
+            left_t[r:] = e_al_t
+            right = np.empty((2 * r, y.shape[1]), dtype)
+            right[:r] = e_br
+            right[r:] = y
+            return RemovalPlan(left_t, right, chunks, dtype)
+    raise ArithmeticError("noise removal bound above 2^53: impossible for valid operands")
+
+
+class _Workspace:
+    def __init__(self, key: tuple[int, ...]) -> None:
+        m, k, n, r, h, w, _, _ = key
+        self.key = key
+        self.a_t = np.empty((k, m), np.int8)  # A^T
+        self.a_pan = np.empty(m * k, np.int8)  # A'^T in panels of block_rows columns
+        self.b_pan = np.empty(k * n, np.int8)  # B' in panels of block_cols columns
+        self.x_t = np.empty((r, m), np.int32)  # (A . E_BL)^T
+        self.y = np.empty((r, n), np.int32)  # E_AR . B'
+        self.digests = np.empty(((m // h) * (n // w), 8), np.uint32)
+
+
+class _Workers:
+    """Runs ``fn(worker_index)`` on n threads while the caller polls ``stop``."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="pouw-cpu")
+
+    def map(self, fn: Callable[[int], object]) -> list[object]:
+        return list(self._pool.map(fn, range(self.count)))
+
+    def run_polling(
+        self, fn: Callable[[int], object], stop: threading.Event | None, flag: np.ndarray
+    ) -> list[object]:
+        futures = [self._pool.submit(fn, w) for w in range(self.count)]
+        if stop is not None:
+            while not all(f.done() for f in futures):
+                if stop.wait(0.002):
+                    flag[0] = 1
+                    break
+        return [f.result() for f in futures]
+
+
+def _split(total: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
+    """[lo, hi) ranges covering 0..total, boundaries multiples of ``align``."""
+    units = total // align
+    out = []
+    for p in range(parts):
+        lo = units * p // parts * align
+        hi = units * (p + 1) // parts * align if p < parts - 1 else total
+        if hi > lo:
+            out.append((lo, hi))
+    return out
+
+
+class NumpyEngine:
+    """Mines on the CPU; see the module docstring for the plan."""
+
+    name = "numpy"
+
+    def __init__(
+        self,
+        threads: int | None = None,
+        block_rows: int = 512,
+        block_cols: int = 256,
+        use_blas: bool = True,
+    ) -> None:
+        self.threads = threads or _default_threads()
+        self.block_rows = block_rows
+        self.block_cols = block_cols
+        self.blas: Blas | None = find_blas() if use_blas else None
+        # kernels.MODE_FOLD mines; MODE_STEPS (benchmarks only) skips the fold to time it.
+        self.transcript_mode = kernels.MODE_FOLD
+        self._workers = _Workers(self.threads if self.blas is not None else 1)
+        self._pool = _Workers(self.threads)
+        self._spare: _Workspace | None = None
+        self._spare_lock = threading.Lock()
+
+    # -- public -----------------------------------------------------------------------
+
+    def mine(
+        self,
+        params: PouwParams,
+        a: npt.NDArray[np.int8],
+        b: npt.NDArray[np.int8],
+        template: WorkTemplate,
+        stop: threading.Event | None = None,
+        tickets_out: list[bytes] | None = None,
+        keep_product_on_stop: bool = False,
+    ) -> MiningOutput:
+        seconds: dict[str, float] = {}
+        clock = _Clock(seconds)
+        a, b = self._check_operands(params, a, b)
+        (m, k), n = a.shape, b.shape[1]
+        r, h, w = params.noise_rank, params.tile_rows, params.tile_cols
+
+        ws = self._workspace(m, k, n, r, h, w)
+        try:
+            return self._mine(
+                params, a, b, template, stop, tickets_out, keep_product_on_stop, ws, clock,
+                seconds,
+            )  # fmt: skip
+        finally:
+            self._release(ws)
+
+    def _mine(
+        self,
+        params: PouwParams,
+        a: Int8Matrix,
+        b: Int8Matrix,
+        template: WorkTemplate,
+        stop: threading.Event | None,
+        tickets_out: list[bytes] | None,
+        keep_product_on_stop: bool,
+        ws: _Workspace,
+        clock: _Clock,
+        seconds: dict[str, float],
+    ) -> MiningOutput:
+        (m, k), n = a.shape, b.shape[1]
+        with clock("commit"):
+            row_tree, col_tree = self._commit(a, ws.a_t, b)
+        work = template.statement(m, k, n, row_tree.root, col_tree.root)
+        if (work.m, work.k, work.n, work.h_a, work.h_b) != (m, k, n, row_tree.root, col_tree.root):
+            raise ValueError("the template's statement does not match the operands")
+
+        bm, bn = self._block_shape(params.tile_rows, params.tile_cols)
+        with clock("noise"):
+            sigma_a, sigma_b = work.seeds()
+            plan = self._noisy_operands(ws, b, params.noise_rank, sigma_a, sigma_b, bm, bn)
+
+        flag = np.zeros(1, np.uint8)
+        product = np.empty((m, n), np.int32)
+        t0 = time.perf_counter()
+        folded, parts = self._transcript(
+            params, ws, plan, sigma_a, product, flag, stop, keep_product_on_stop, bm, bn
+        )
+        seconds["transcript"] = time.perf_counter() - t0
+        for key, value in parts.items():
+            seconds["transcript." + key] = value
+
+        # A stop noticed only after every block was folded changes nothing: full result.
+        stopped = not folded
+        stats = MiningStats(multiply_adds=m * n * k, tickets=0, seconds=seconds)
+        if stopped:
+            seconds["total"] = sum(v for key, v in seconds.items() if "." not in key)
+            return MiningOutput(work, product if keep_product_on_stop else None, [], True, stats)
+
+        digests = ws.digests
+        with clock("winners"):
+            winners = self._winners(work, params, digests)
+            stats.tickets = digests.shape[0]
+            if tickets_out is not None:
+                raw = digests.astype(">u4").tobytes()
+                tickets_out.extend(raw[i : i + 32] for i in range(0, len(raw), 32))
+        with clock("seals"):
+            seals = self._seals(params, work, a, b, digests, winners, row_tree, col_tree)
+        seconds["total"] = sum(v for key, v in seconds.items() if "." not in key)
+        return MiningOutput(work, product, seals, False, stats)
+
+    # -- workspace: the big scratch arrays, kept for the next product of the same shape
+
+    def _workspace(self, m: int, k: int, n: int, r: int, h: int, w: int) -> _Workspace:
+        key = (m, k, n, r, h, w, *self._block_shape(h, w))
+        with self._spare_lock:
+            ws, self._spare = self._spare, None
+        if ws is not None and ws.key == key:
+            return ws
+        return _Workspace(key)
+
+    def _release(self, ws: _Workspace) -> None:
+        with self._spare_lock:
+            self._spare = ws
+
+    # -- steps ------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_operands(
+        params: PouwParams, a: np.ndarray, b: np.ndarray
+    ) -> tuple[Int8Matrix, Int8Matrix]:
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+            raise ValueError(f"cannot multiply shapes {a.shape} and {b.shape}")
+        if a.dtype != np.int8 or b.dtype != np.int8:
+            raise TypeError("operands must be int8")
+        m, k = a.shape
+        n = b.shape[1]
+        shape = check_shape(params, m, k, n)
+        if not shape.ok:
+            raise ValueError(f"shape {m}x{k}x{n}: {shape.reason.value if shape.reason else ''}")
+        a = np.ascontiguousarray(a)
+        b = np.ascontiguousarray(b)
+        for name, x in (("A", a), ("B", b)):
+            if x.min() < ENTRY_MIN or x.max() > ENTRY_MAX:
+                raise ValueError(f"{name} has entries outside [{ENTRY_MIN}, {ENTRY_MAX}]")
+        return a, b
+
+    def _transpose(self, x: Int8Matrix, out: Int8Matrix) -> None:
+        rows, cols = x.shape
+        if rows % 8 or cols % 8:
+            out[:] = x.T
+            return
+        src, dst = x.view(np.uint64), out.view(np.uint64)
+        ranges = _split(cols // 8, self.threads)
+        self._pool.map(
+            lambda w: kernels.transpose_u8_blocks(src, dst, *ranges[w]) if w < len(ranges) else 0
+        )
+
+    def _commit(
+        self, a: Int8Matrix, a_t: Int8Matrix, b: Int8Matrix
+    ) -> tuple[fasthash.WordTree, fasthash.WordTree]:
+        """A^T into ``a_t``, and the trees over the rows of A (columns of A^T) and the
+        columns of B. The columns of B are hashed while A is transposed: one is
+        compute-bound, the other memory-bound, so they share two cores well."""
+        m, n = a_t.shape[1], b.shape[1]
+        row_leaves = np.empty((m, 8), np.uint32)
+        col_leaves = np.empty((n, 8), np.uint32)
+        if self.threads >= 2 and not (m % 8 or a.shape[1] % 8):
+            src, dst = a.view(np.uint64), a_t.view(np.uint64)
+            first = [
+                lambda: kernels.transpose_u8_blocks(src, dst, 0, src.shape[1]),
+                lambda: fasthash.leaf_words(b, True, fasthash.LEAF_MIDSTATE, col_leaves, 0, n),
+            ]
+            self._pool.map(lambda wi: first[wi]() if wi < len(first) else None)
+            jobs = [(a_t, row_leaves, lo, hi) for lo, hi in _split(m, self.threads, 64)]
+        else:
+            self._transpose(a, a_t)
+            jobs = [(a_t, row_leaves, lo, hi) for lo, hi in _split(m, self.threads, 64)]
+            jobs += [(b, col_leaves, lo, hi) for lo, hi in _split(n, self.threads, 64)]
+
+        def run(wi: int) -> None:
+            for mat, out, lo, hi in jobs[wi :: self.threads]:
+                fasthash.leaf_words(mat, True, fasthash.LEAF_MIDSTATE, out, lo, hi)
+
+        self._pool.map(run)
+        return (
+            fasthash.WordTree(fasthash.merkle_levels(row_leaves)),
+            fasthash.WordTree(fasthash.merkle_levels(col_leaves)),
+        )
+
+    def _block_shape(self, h: int, w: int) -> tuple[int, int]:
+        """Block rows and columns: multiples of the tile, so tiles never straddle blocks."""
+        return max(h, self.block_rows // h * h), max(w, self.block_cols // w * w)
+
+    def _noisy_operands(
+        self, ws: _Workspace, b: Int8Matrix, r: int, sigma_a: bytes, sigma_b: bytes, bm: int,
+        bn: int,
+    ) -> RemovalPlan:  # fmt: skip
+        """A'^T and B' (int8 panels) into the workspace, and the plan of noise removal."""
+        k, m = ws.a_t.shape
+        n = b.shape[1]
+        e_al_t = fasthash.dense_lines_t(sigma_a, LABEL_A_LEFT, m, r)  # r x m
+        e_br = fasthash.dense_lines_t(sigma_b, LABEL_B_RIGHT, n, r)  # r x n
+        a_plus, a_minus = (
+            p.astype(np.int32) for p in sparse_pattern(sigma_a, LABEL_A_PATTERN, k, r)
+        )
+        b_plus, b_minus = (
+            p.astype(np.int32) for p in sparse_pattern(sigma_b, LABEL_B_PATTERN, k, r)
+        )
+        x_t, y = ws.x_t, ws.y  # (A . E_BL)^T and E_AR . B'
+        x_t[:] = 0
+        y[:] = 0
+        jobs: list[tuple] = []
+        for p0 in range(0, m, bm):
+            jobs.append(
+                (ws.a_t, e_al_t, a_plus, a_minus, b_plus, b_minus, False, ws.a_pan, x_t, p0,
+                 min(m, p0 + bm))
+            )  # fmt: skip
+        for p0 in range(0, n, bn):
+            jobs.append(
+                (b, e_br, b_plus, b_minus, a_plus, a_minus, True, ws.b_pan, y, p0, min(n, p0 + bn))
+            )
+
+        def run(wi: int) -> None:
+            for args in jobs[wi :: self.threads]:
+                kernels.build_noisy_panel(*args)
+
+        self._pool.map(run)
+        return plan_removal(x_t, e_al_t, e_br, y)
+
+    def _transcript(
+        self,
+        params: PouwParams,
+        ws: _Workspace,
+        plan: RemovalPlan,
+        sigma_a: bytes,
+        product: np.ndarray,
+        flag: np.ndarray,
+        stop: threading.Event | None,
+        keep: bool,
+        bm: int,
+        bn: int,
+    ) -> tuple[bool, dict[str, float]]:
+        m, n = product.shape
+        r, h, w = params.noise_rank, params.tile_rows, params.tile_cols
+        a_pan, b_pan, digests = ws.a_pan, ws.b_pan, ws.digests
+        blocks = [(i, j) for i in range(0, m, bm) for j in range(0, n, bn)]
+        next_block = [0]
+        lock = threading.Lock()
+        group = kernels.steps_per_group(r)
+        sigma_words = np.frombuffer(sigma_a, dtype=">u4").astype(np.uint32)
+        midstate = fasthash.tag_midstate(TAG_TICKET)
+        tiles_per_row = n // w
+        blas = self.blas
+        fast_removal = blas is not None and plan.dtype is np.float32
+        all_folded = [True]
+        times = {"gemm_fold": 0.0, "tickets": 0.0, "removal": 0.0}
+        mode = self.transcript_mode
+
+        def worker(_: int) -> None:
+            scratch: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+            hash_buf, msg = kernels.new_hash_scratch(h, w)
+            local = {"gemm_fold": 0.0, "tickets": 0.0, "removal": 0.0}
+            while True:
+                with lock:
+                    if next_block[0] >= len(blocks):
+                        break
+                    i0, j0 = blocks[next_block[0]]
+                    next_block[0] += 1
+                rows, cols = min(bm, m - i0), min(bn, n - j0)
+                if (rows, cols) not in scratch:
+                    scratch[rows, cols] = (
+                        np.empty((rows, cols), np.float32),  # sgemm output (a group's sum)
+                        np.empty((rows, cols), np.uint32),  # fold state
+                        np.empty((r, rows), np.float32),  # one r-step of A'^T
+                        np.empty((r, cols), np.float32),  # one r-step of B'
+                    )
+                buf, state, a_f32, b_f32 = scratch[rows, cols]
+                block_mode = mode if flag[0] == 0 else kernels.MODE_PRODUCT
+                t = time.perf_counter()
+                if blas is not None:
+                    status = kernels.transcript_block(
+                        blas.sgemm, a_pan, b_pan, i0, j0, r, group, buf, product, state, a_f32,
+                        b_f32, flag, keep, block_mode,
+                    )  # fmt: skip
+                else:
+                    status = _transcript_block_numpy(
+                        a_pan, b_pan, i0, j0, r, buf, product, state, a_f32, b_f32, flag, keep,
+                        block_mode,
+                    )  # fmt: skip
+                t2 = time.perf_counter()
+                local["gemm_fold"] += t2 - t
+                if status < 0:
+                    all_folded[0] = False
+                    break
+                if status == 1:
+                    kernels.hash_tiles(
+                        state, i0, j0, h, w, tiles_per_row, sigma_words, midstate, digests,
+                        hash_buf, msg,
+                    )  # fmt: skip
+                else:
+                    all_folded[0] = False
+                t3 = time.perf_counter()
+                local["tickets"] += t3 - t2
+                if fast_removal:
+                    assert blas is not None
+                    kernels.remove_block(
+                        blas.sgemm, plan.left_t, plan.right, plan.chunks, i0, j0, buf, product
+                    )
+                else:
+                    _remove_block_numpy(plan, i0, j0, product[i0 : i0 + rows, j0 : j0 + cols])
+                local["removal"] += time.perf_counter() - t3
+            with lock:
+                for key, value in local.items():
+                    times[key] += value
+
+        with single_threaded(blas):
+            self._workers.run_polling(worker, stop, flag)
+        workers = self._workers.count
+        parts = {key: value / workers for key, value in times.items()}
+        return all_folded[0], parts
+
+    @staticmethod
+    def _winners(work: WorkStatement, params: PouwParams, digests: np.ndarray) -> np.ndarray:
+        threshold = win_threshold(work.target, params.tile_rows, params.tile_cols, work.k)
+        if threshold >= 1 << 256:
+            return np.arange(digests.shape[0])
+        words = np.frombuffer(threshold.to_bytes(32, "big"), dtype=">u4").astype(np.uint32)
+        flags = np.empty(digests.shape[0], np.bool_)
+        kernels.below_threshold(digests, words, flags)
+        return np.flatnonzero(flags)
+
+    def _seals(
+        self,
+        params: PouwParams,
+        work: WorkStatement,
+        a: Int8Matrix,
+        b: Int8Matrix,
+        digests: np.ndarray,
+        winners: Sequence[int],
+        row_tree: fasthash.WordTree,
+        col_tree: fasthash.WordTree,
+    ) -> list[Seal]:
+        if len(winners) == 0:
+            return []
+        # make_seal slices rows of b.T: hand it bt.T, whose .T is the contiguous bt.
+        bt = np.empty((b.shape[1], b.shape[0]), np.int8)
+        self._transpose(b, bt)
+        row_levels, col_levels = row_tree.byte_levels(), col_tree.byte_levels()
+        return [
+            make_seal(
+                params,
+                work,
+                a,
+                bt.T,
+                int(t),
+                fasthash.digest_bytes(digests[t]),
+                row_levels,
+                col_levels,
+            )  # fmt: skip
+            for t in winners
+        ]
+
+
+def _transcript_block_numpy(
+    a_pan, b_pan, i0, j0, r, buf, out, state, a_f32, b_f32, flag, keep, mode
+) -> int:  # fmt: skip
+    """The transcript of one block with np.matmul (no direct sgemm): a fresh product per
+    r-step, added and folded by one Numba pass."""
+    rows, cols = buf.shape
+    k = a_pan.shape[0] // out.shape[0]
+    acc = out[i0 : i0 + rows, j0 : j0 + cols]
+    acc[:] = 0
+    state[:] = 0
+    folding = mode == kernels.MODE_FOLD
+    a0, b0 = i0 * k, j0 * k
+    for step in range(k // r):
+        if flag[0]:
+            if not keep:
+                return -1
+            folding = False
+        a_f32.ravel()[:] = a_pan[a0 + step * r * rows : a0 + (step + 1) * r * rows]
+        b_f32.ravel()[:] = b_pan[b0 + step * r * cols : b0 + (step + 1) * r * cols]
+        np.matmul(a_f32.T, b_f32, out=buf)
+        if folding:
+            kernels.fold_step(buf, acc, state)
+        else:
+            kernels.add_into(acc, buf, 1)
+    return 1 if folding else 0
+
+
+def _remove_block_numpy(plan: RemovalPlan, i0: int, j0: int, acc: np.ndarray) -> None:
+    rows, cols = acc.shape
+    left = plan.left_t[:, i0 : i0 + rows].T
+    right = plan.right[:, j0 : j0 + cols]
+    buf = np.empty((rows, cols), plan.dtype)
+    for p0, p1 in zip(plan.chunks[:-1], plan.chunks[1:], strict=True):
+        np.matmul(left[:, p0:p1], right[p0:p1], out=buf)
+        kernels.add_into(acc, buf, -1)
+
+
+class _Clock:
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+
+    def __call__(self, name: str) -> _Timer:
+        return _Timer(self.into, name)
+
+
+class _Timer:
+    def __init__(self, into: dict[str, float], name: str) -> None:
+        self.into, self.name = into, name
+
+    def __enter__(self) -> None:
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.into[self.name] = self.into.get(self.name, 0.0) + time.perf_counter() - self.t

@@ -1,0 +1,138 @@
+"""``pouw miner``: the standalone miner (node/remote_miner.py) on a node's JSON-RPC.
+
+    pouw miner --rpc http://127.0.0.1:29332 --address dpw1... --datadir ~/.pouw
+    pouw miner --rpc HOST:PORT --address ADDR --rpc-user U --rpc-password P \\
+        --backend cupy --devices 0,1
+
+Register with ``add_miner_parser(subparsers)``; run alone with ``python -m node.miner_cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from chain.address import AddressError, decode_any_address
+from chain.network import NETWORKS, NetworkError, load_network
+from wallet.rpc import RpcClient, RpcConnectionError
+
+log = logging.getLogger("pouw.miner")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _devices(text: str) -> list[int]:
+    try:
+        devices = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("--devices is a comma list of GPU ids: 0,1") from None
+    if not devices or any(d < 0 for d in devices) or len(set(devices)) != len(devices):
+        raise argparse.ArgumentTypeError("--devices is a comma list of distinct GPU ids: 0,1")
+    return devices
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        m, k, n = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("--shape is M,K,N") from None
+    return m, k, n
+
+
+def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("miner", help="mine through a node's JSON-RPC (GPU or CPU)")
+    p.add_argument("--rpc", metavar="URL", help="node RPC URL (default 127.0.0.1:<rpc port>)")
+    p.add_argument("--address", required=True, help="address that receives the rewards")
+    p.add_argument("--network", choices=NETWORKS, help="default: the address's network")
+    p.add_argument("--genesis-file", type=Path, help="genesis file of a private network")
+    p.add_argument("--datadir", type=Path, help="the node's datadir, for its RPC cookie")
+    p.add_argument("--rpc-user")
+    p.add_argument("--rpc-password")
+    p.add_argument("--backend", choices=["cupy", "numpy"], help="default: cupy if usable")
+    p.add_argument("--devices", type=_devices, help="GPU ids, one worker each (default: all)")
+    p.add_argument("--threads", type=int, help="CPU threads of the numpy engine")
+    p.add_argument("--shape", type=_shape, metavar="M,K,N", help="ask for this product shape")
+    p.add_argument("--max-blocks", type=int, help="exit after this many accepted blocks")
+    p.add_argument("--longpoll-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(handler=cmd_miner)
+    return p
+
+
+def cmd_miner(args: argparse.Namespace) -> int:
+    from node.remote_miner import RemoteMiner, default_devices
+
+    try:
+        net_name, _ = decode_any_address(args.address)
+        if args.network is not None and args.network != net_name:
+            raise NetworkError(f"{args.address} is a {net_name} address, --network {args.network}")
+        network = load_network(net_name, args.genesis_file)
+        if network.name != net_name:
+            raise NetworkError(f"--genesis-file is for {network.name}, the address for {net_name}")
+        url = args.rpc or f"http://127.0.0.1:{network.rpc_port}"
+        datadir = None
+        if args.rpc_user is None:
+            datadir = args.datadir or Path(os.environ.get("POUW_DATADIR", Path.home() / ".pouw"))
+        rpc = RpcClient.from_options(url, network.name, datadir, args.rpc_user, args.rpc_password)
+    except (AddressError, NetworkError, RpcConnectionError) as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    backend = args.backend
+    if backend is None:
+        from compute.select import gpu_usable
+
+        ok, why = gpu_usable()
+        backend = "cupy" if ok else "numpy"
+        if not ok:
+            log.info("no GPU engine (%s): mining on the CPU", why)
+    if backend == "cupy":
+        try:
+            devices: list[int | None] = list(args.devices or default_devices("cupy"))
+        except Exception as exc:  # noqa: BLE001 - no cupy / no driver
+            log.error("cupy backend unusable: %s", exc)
+            return EXIT_FAILURE
+        if not devices:
+            log.error("no CUDA device")
+            return EXIT_FAILURE
+    else:
+        devices = [None]
+    miner = RemoteMiner(
+        rpc,
+        network,
+        args.address,
+        backend=backend,
+        devices=devices,
+        max_blocks=args.max_blocks,
+        shape=args.shape,
+        threads=args.threads,
+        status=sys.stderr,
+        longpoll_timeout=args.longpoll_timeout,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: miner.request_stop())
+    try:
+        return miner.run()
+    except KeyboardInterrupt:
+        miner.close()
+        return EXIT_FAILURE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pouw")
+    add_miner_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

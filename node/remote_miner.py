@@ -1,0 +1,551 @@
+"""The standalone miner: templates over JSON-RPC, filler products on one process per GPU.
+
+Layout::
+
+    main process                                  worker process i (spawn; device d_i)
+    ------------                                  ----------------------------------
+    template thread: getblocktemplate long-poll   listener thread: job queue -> latest
+      -> new template: verify, job += 1,            job, sets the stop event (the engine
+         send (job, header bytes) to workers        drops the product in flight)
+    main loop: result queue                       loop: filler_matrices(seed), engine.mine
+      found -> assemble the block, submitblock      -> ("found", job, h_a, h_b, seal)
+      stats -> status line / log lines             -> ("stats", multiply-adds, tickets)
+
+Workers get only the header (h_a, h_b and seal blank): they never see transactions,
+and the main process assembles the block from its own copy of the template. Filler
+seeds are ``parent | miner | session salt | worker | attempt``, so neither two workers
+nor two miner processes for one address ever multiply the same operands.
+
+The template JSON (getblocktemplate) carries every header field but h_a, h_b and the
+seal, plus ``txs`` (hex) and ``longpollid``. The header is rebuilt with
+chain.header.Header and its tx_root is checked against the transactions, and its
+miner against ours, before any work is spent on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import multiprocessing as mp
+import os
+import queue
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from chain.address import decode_address, encode_address
+from chain.block import Block
+from chain.header import NO_JOB, Header
+from chain.network import Network
+from chain.tx import Transaction, transactions_root
+from consensus.ints import u32, u64
+from consensus.params import PouwParams
+from node.template import BlockTemplate
+from wallet.rpc import (
+    LONGPOLL_TIMEOUT,
+    RpcClient,
+    RpcConnectionError,
+    RpcError,
+    RpcTimeoutError,
+    as_int,
+    get_block_template,
+    submit_block,
+)
+
+log = logging.getLogger("pouw.miner")
+
+# submitblock answers (BIP22) that mean "valid, but not the new tip": our block lost a
+# race, or was mined on a parent that is no longer the tip.
+# JSON-RPC errors that no retry can fix: invalid params, invalid address or parameter.
+FATAL_RPC_CODES = frozenset({-32602, -32601, -5, -8})
+STALE_ANSWERS = frozenset({"inconclusive", "duplicate", "stale-prevblk", "stale-work"})
+
+
+class TemplateError(ValueError):
+    """A template the miner refuses to work on (malformed, or not what it claims)."""
+
+
+# --- templates ------------------------------------------------------------------------
+
+
+def _hex_bytes(data: dict[str, Any], name: str, size: int, *aliases: str) -> bytes:
+    for key in (name, *aliases):
+        if key in data:
+            value = data[key]
+            break
+    else:
+        raise TemplateError(f"template has no {name!r}")
+    if not isinstance(value, str):
+        raise TemplateError(f"template {name!r} is not a hex string")
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise TemplateError(f"template {name!r} is not hex") from None
+    if len(raw) != size:
+        raise TemplateError(f"template {name!r} is {len(raw)} bytes, expected {size}")
+    return raw
+
+
+def _int_field(data: dict[str, Any], name: str, *aliases: str) -> int:
+    for key in (name, *aliases):
+        if key in data:
+            try:
+                return as_int(data[key], name)
+            except ValueError as exc:
+                raise TemplateError(str(exc)) from None
+    raise TemplateError(f"template has no {name!r}")
+
+
+def _target(value: Any) -> int:
+    """A u256 target: JSON integer, "0x..." hex, 64 hex digits, or a decimal string."""
+    if isinstance(value, str) and len(value) == 64:  # the node's hex256 form
+        try:
+            return int(value, 16)
+        except ValueError:
+            raise TemplateError(f"template 'target' {value!r} is not hex") from None
+    try:
+        return as_int(value, "target")
+    except ValueError as exc:
+        raise TemplateError(str(exc)) from None
+
+
+def _tx_bytes(item: Any) -> bytes:
+    if isinstance(item, dict):  # bitcoind-style {"data": hex, ...}
+        item = item.get("data", item.get("hex"))
+    if not isinstance(item, str):
+        raise TemplateError("template txs must be hex strings")
+    try:
+        return bytes.fromhex(item)
+    except ValueError:
+        raise TemplateError("template tx is not hex") from None
+
+
+def _miner_field(value: Any, hrp: str) -> bytes:
+    if not isinstance(value, str):
+        raise TemplateError("template 'miner' is not a string")
+    if len(value) == 40 and all(c in "0123456789abcdefABCDEF" for c in value):
+        return bytes.fromhex(value)
+    try:
+        return decode_address(value, hrp)
+    except ValueError as exc:
+        raise TemplateError(f"template 'miner': {exc}") from None
+
+
+@dataclass(frozen=True)
+class RemoteTemplate:
+    template: BlockTemplate
+    longpollid: str | None
+
+    @property
+    def header(self) -> Header:
+        return self.template.header
+
+
+def template_from_json(
+    data: dict[str, Any], network: Network, expected_miner: bytes | None = None
+) -> RemoteTemplate:
+    """Rebuild the header and transactions of a getblocktemplate answer, checked."""
+    if not isinstance(data, dict):
+        raise TemplateError("a template is a JSON object")
+    raw_txs = data.get("txs", data.get("transactions", []))
+    if not isinstance(raw_txs, list):
+        raise TemplateError("template 'txs' is not a list")
+    try:
+        txs = tuple(Transaction.from_bytes(_tx_bytes(t)) for t in raw_txs)
+    except TemplateError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - DecodeError and field errors alike
+        raise TemplateError(f"template tx does not decode: {exc}") from None
+    try:
+        header = Header(
+            version=_int_field(data, "version"),
+            height=_int_field(data, "height"),
+            parent=_hex_bytes(data, "parent", 32, "previousblockhash"),
+            timestamp=_int_field(data, "timestamp", "curtime"),
+            target=_target(data["target"]) if "target" in data else _int_field(data, "target"),
+            tx_root=_hex_bytes(data, "tx_root", 32),
+            state_root=_hex_bytes(data, "state_root", 32),
+            miner=_miner_field(data.get("miner"), network.hrp),
+            job_id=_hex_bytes(data, "job_id", 32) if "job_id" in data else NO_JOB,
+            m=_int_field(data, "m"),
+            k=_int_field(data, "k"),
+            n=_int_field(data, "n"),
+            h_a=bytes(32),
+            h_b=bytes(32),
+        )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, TemplateError):
+            raise
+        raise TemplateError(f"template header fields: {exc}") from None
+    if transactions_root(txs) != header.tx_root:
+        raise TemplateError("template tx_root does not match its transactions")
+    if expected_miner is not None and header.miner != expected_miner:
+        raise TemplateError(
+            f"template pays {encode_address(network.hrp, header.miner)}, not our address"
+        )
+    if header.m <= 0 or header.k <= 0 or header.n <= 0:
+        raise TemplateError(f"template shape {header.m}x{header.k}x{header.n} is empty")
+    lp = data.get("longpollid")
+    return RemoteTemplate(BlockTemplate(header, txs), None if lp is None else str(lp))
+
+
+def filler_seed(parent: bytes, miner: bytes, salt: bytes, worker: int, attempt: int) -> bytes:
+    return parent + miner + salt + u32(worker) + u64(attempt)
+
+
+# --- the worker process -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    index: int
+    backend: str  # "numpy" or "cupy"
+    device: int | None  # CUDA device id (cupy)
+    params: PouwParams
+    salt: bytes
+    threads: int | None = None  # numpy threads
+
+
+def make_engine(spec: WorkerSpec) -> Any:
+    if spec.backend == "cupy":
+        import cupy  # noqa: PLC0415 - only in GPU workers
+
+        from compute.cupy_engine import CupyEngine  # noqa: PLC0415
+
+        if spec.device is not None:
+            cupy.cuda.Device(spec.device).use()
+        engine = CupyEngine(device_id=spec.device)
+        engine.prepare()
+        return engine
+    from compute.numpy_engine import NumpyEngine  # noqa: PLC0415
+
+    return NumpyEngine(threads=spec.threads)
+
+
+def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
+    """Entry point of a worker process: mine the latest job until told to quit."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        engine = make_engine(spec)
+    except Exception as exc:  # noqa: BLE001 - report and exit: the parent decides
+        results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
+        return
+    results.put(("ready", spec.index, engine.name, spec.device))
+    stop = threading.Event()
+    state: dict[str, Any] = {"job": None, "quit": False}
+    changed = threading.Condition()
+
+    def listen() -> None:
+        while True:
+            msg = jobs.get()
+            with changed:
+                if msg is None:
+                    state["quit"] = True
+                else:
+                    state["job"] = msg
+                stop.set()
+                changed.notify_all()
+            if msg is None:
+                return
+
+    threading.Thread(target=listen, name="pouw-jobs", daemon=True).start()
+    attempt = 0
+    while True:
+        with changed:
+            while state["job"] is None and not state["quit"]:
+                changed.wait()
+            if state["quit"]:
+                return
+            stop.clear()  # before reading the job: a newer one sets it again
+            job_no, header_bytes = state["job"]
+        header = Header.from_bytes(header_bytes)
+        template = BlockTemplate(header, ())
+        attempt += 1
+        from consensus.pouw import filler_matrices  # noqa: PLC0415
+
+        seed = filler_seed(header.parent, header.miner, spec.salt, spec.index, attempt)
+        a, b = filler_matrices(seed, header.m, header.k, header.n)
+        try:
+            out = engine.mine(spec.params, a, b, template, stop)
+        except Exception as exc:  # noqa: BLE001
+            results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
+            return
+        if out.stopped:
+            continue
+        results.put(("stats", spec.index, header.m * header.k * header.n, out.stats.tickets))
+        for seal in out.seals[:1]:
+            results.put(("found", spec.index, job_no, out.work.h_a, out.work.h_b, seal.to_bytes()))
+
+
+# --- the coordinator ------------------------------------------------------------------
+
+
+@dataclass
+class MinerStats:
+    started: float = field(default_factory=time.monotonic)
+    multiply_adds: int = 0
+    tickets: int = 0
+    products: int = 0
+    found: int = 0
+    accepted: int = 0
+    stale: int = 0
+    rejected: int = 0
+    templates: int = 0
+
+    def rates(self) -> tuple[float, float]:
+        """(useful multiply-adds per second, tickets per second) since the start."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return self.multiply_adds / elapsed, self.tickets / elapsed
+
+    def line(self, height: int | None) -> str:
+        mac, tps = self.rates()
+        return (
+            f"height {height if height is not None else '?'} | {2 * mac / 1e12:.4g} TOPS "
+            f"({mac:.3g} multiply-adds/s) | {tps:.3g} tickets/s | "
+            f"blocks found {self.found} accepted {self.accepted} stale {self.stale} "
+            f"rejected {self.rejected}"
+        )
+
+
+class RemoteMiner:
+    def __init__(
+        self,
+        rpc: RpcClient,
+        network: Network,
+        address: str,
+        backend: str = "numpy",
+        devices: list[int | None] | None = None,
+        max_blocks: int | None = None,
+        shape: tuple[int, int, int] | None = None,
+        threads: int | None = None,
+        status: TextIO | None = None,
+        longpoll_timeout: float = LONGPOLL_TIMEOUT,
+    ) -> None:
+        self.rpc = rpc
+        self.network = network
+        self.address = address
+        self.miner = decode_address(address, network.hrp)
+        self.backend = backend
+        self.devices = devices or [None]
+        self.max_blocks = max_blocks
+        self.shape = shape
+        self.threads = threads
+        self.status = status
+        self.longpoll_timeout = longpoll_timeout
+        self.stats = MinerStats()
+        self.salt = secrets.token_bytes(8)
+        self._templates: dict[int, RemoteTemplate] = {}
+        self._job = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._solved: set[bytes] = set()  # parents we already extended
+        self._ctx = mp.get_context("spawn")
+        self._results: Any = self._ctx.Queue()
+        self._jobs: list[Any] = []
+        self._procs: list[Any] = []
+        self.height: int | None = None
+        self.failure: str | None = None
+
+    # -- templates ---------------------------------------------------------------------
+
+    def _fetch(self, longpollid: str | None) -> RemoteTemplate | None:
+        timeout = self.longpoll_timeout + 30 if longpollid else None
+        try:
+            data = get_block_template(self.rpc, self.address, self.shape, longpollid, timeout)
+        except RpcTimeoutError:
+            return None
+        return template_from_json(data, self.network, self.miner)
+
+    def _publish(self, rt: RemoteTemplate) -> None:
+        with self._lock:
+            self._job += 1
+            job = self._job
+            self._templates[job] = rt
+            for old in [j for j in self._templates if j < job - 16]:
+                del self._templates[old]
+            self.height = rt.header.height
+            self.stats.templates += 1
+        msg = (job, rt.header.to_bytes())
+        for q in self._jobs:
+            q.put(msg)
+        log.debug("job %d: height %d parent %s", job, rt.header.height, rt.header.parent.hex())
+
+    def _template_loop(self) -> None:
+        longpollid: str | None = None
+        current: Header | None = None
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                rt = self._fetch(longpollid)
+            except RpcError as exc:
+                if exc.code in FATAL_RPC_CODES:  # a bad request will not get better
+                    log.error("getblocktemplate: %s", exc)
+                    self.failure = str(exc)
+                    self._stop.set()
+                    return
+                log.warning("getblocktemplate: %s; retrying in %.0f s", exc, backoff)
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 30.0)
+                longpollid = None
+                continue
+            except (RpcConnectionError, TemplateError) as exc:
+                log.warning("getblocktemplate: %s; retrying in %.0f s", exc, backoff)
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 30.0)
+                longpollid = None
+                continue
+            backoff = 1.0
+            if rt is None:  # long-poll timed out on our side: ask again
+                continue
+            if current is None or rt.header != current:
+                current = rt.header
+                self._publish(rt)
+            if rt.longpollid is None:  # node without long-poll: poll every 2 s
+                self._stop.wait(2.0)
+            longpollid = rt.longpollid
+
+    # -- results ---------------------------------------------------------------------
+
+    def _submit(self, job: int, h_a: bytes, h_b: bytes, seal: bytes) -> None:
+        with self._lock:
+            rt = self._templates.get(job)
+            latest = self._job
+            latest_rt = self._templates.get(latest)
+        if rt is None or (latest_rt is not None and latest_rt.header.parent != rt.header.parent):
+            # The tip moved on while this product ran: like the in-node miner, drop it.
+            self.stats.stale += 1
+            log.info("dropped a win on job %d: the tip changed (latest job %d)", job, latest)
+            return
+        header = dataclasses.replace(rt.header, h_a=h_a, h_b=h_b, seal=seal)
+        if header.parent in self._solved:
+            return  # a second win on a parent we already extended: not worth a fork
+        self.stats.found += 1
+        block = Block(header, rt.template.txs)
+        try:
+            answer = submit_block(self.rpc, block.to_bytes())
+        except (RpcConnectionError, RpcError) as exc:
+            log.warning("submitblock %s failed: %s", header.hash.hex()[:16], exc)
+            self.stats.rejected += 1
+            return
+        if answer is None:
+            self._solved.add(header.parent)
+            self.stats.accepted += 1
+            log.info(
+                "block accepted height=%d hash=%s txs=%d job=%d",
+                header.height, header.hash.hex(), len(block.txs), job,
+            )  # fmt: skip
+        elif answer in STALE_ANSWERS:
+            self.stats.stale += 1
+            log.info(
+                "block %s at height %d is stale (%s; job %d, latest %d)",
+                header.hash.hex()[:16], header.height, answer, job, latest,
+            )  # fmt: skip
+        else:
+            self.stats.rejected += 1
+            log.warning("block %s rejected: %s", header.hash.hex()[:16], answer)
+
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "stats":
+            _, _, mads, tickets = msg
+            self.stats.multiply_adds += mads
+            self.stats.tickets += tickets
+            self.stats.products += 1
+        elif kind == "found":
+            _, _, job, h_a, h_b, seal = msg
+            self._submit(job, h_a, h_b, seal)
+        elif kind == "ready":
+            _, index, engine, device = msg
+            dev = "" if device is None else f" on device {device}"
+            log.info("worker %d ready: %s engine%s", index, engine, dev)
+        elif kind == "error":
+            _, index, text = msg
+            log.error("worker %d failed: %s", index, text)
+            self.failure = f"worker {index}: {text}"
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def start_workers(self) -> None:
+        for i, device in enumerate(self.devices):
+            spec = WorkerSpec(i, self.backend, device, self.network.pouw, self.salt, self.threads)
+            jobs = self._ctx.Queue()
+            proc = self._ctx.Process(
+                target=worker_main, args=(spec, jobs, self._results), name=f"pouw-miner-{i}"
+            )
+            proc.daemon = True
+            proc.start()
+            self._jobs.append(jobs)
+            self._procs.append(proc)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        """Mine until max_blocks are accepted, stop is requested, or every worker died."""
+        self.stats = MinerStats()
+        log.info(
+            "mining to %s via %s with %s on %s",
+            self.address, self.rpc.url, self.backend,
+            ", ".join("cpu" if d is None else f"gpu {d}" for d in self.devices),
+        )  # fmt: skip
+        self.start_workers()
+        poller = threading.Thread(target=self._template_loop, name="pouw-gbt", daemon=True)
+        poller.start()
+        tty = self.status is not None and self.status.isatty()
+        last_status = time.monotonic()
+        interval = 1.0 if tty else 10.0
+        try:
+            while not self._stop.is_set():
+                if self.max_blocks is not None and self.stats.accepted >= self.max_blocks:
+                    break
+                with contextlib.suppress(queue.Empty):
+                    self._handle(self._results.get(timeout=0.25))
+                if self.failure and not any(p.is_alive() for p in self._procs):
+                    break
+                if time.monotonic() - last_status >= interval:
+                    last_status = time.monotonic()
+                    line = self.stats.line(self.height)
+                    if tty and self.status is not None:
+                        self.status.write("\r\033[K" + line)
+                        self.status.flush()
+                    else:
+                        log.info("%s", line)
+        finally:
+            self.close()
+            if tty and self.status is not None:
+                self.status.write("\n")
+        log.info("miner stopped: %s", self.stats.line(self.height))
+        if self.failure and (self.max_blocks is None or self.stats.accepted < self.max_blocks):
+            return 1
+        return 0
+
+    def close(self) -> None:
+        self._stop.set()
+        for q in self._jobs:
+            with contextlib.suppress(Exception):
+                q.put(None)
+        deadline = time.monotonic() + 10
+        for p in self._procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.terminate()
+                p.join(2)
+        self._procs.clear()
+
+
+def default_devices(backend: str) -> list[int | None]:
+    if backend != "cupy":
+        return [None]
+    import cupy  # noqa: PLC0415
+
+    return list(range(int(cupy.cuda.runtime.getDeviceCount())))
+
+
+def cpu_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)

@@ -1,0 +1,86 @@
+"""RPC authentication: a random cookie file plus an optional configured user.
+
+Only salted HMAC-SHA256 digests of the accepted ``user:password`` pairs are kept in
+memory; a presented pair is hashed the same way and compared with every accepted
+digest in constant time (``hmac.compare_digest``, no early exit).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+COOKIE_USER = "__cookie__"
+COOKIE_NAME = ".cookie"
+
+
+def cookie_path(network_dir: Path) -> Path:
+    return Path(network_dir) / COOKIE_NAME
+
+
+def write_cookie(network_dir: Path) -> tuple[Path, str]:
+    """Write a fresh ``__cookie__:<64 hex>`` cookie, readable by the owner only."""
+    secret = secrets.token_hex(32)
+    path = cookie_path(network_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(COOKIE_NAME + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{COOKIE_USER}:{secret}")
+    os.replace(tmp, path)
+    return path, secret
+
+
+def remove_cookie(path: Path, secret: str) -> None:
+    """Remove the cookie if it is still ours (another node may have replaced it)."""
+    try:
+        if path.read_text() == f"{COOKIE_USER}:{secret}":
+            path.unlink()
+    except OSError:
+        pass
+
+
+def read_cookie(network_dir: Path) -> tuple[str, str]:
+    """(user, password) from a datadir's cookie file."""
+    user, _, password = cookie_path(network_dir).read_text().strip().partition(":")
+    return user, password
+
+
+class Authenticator:
+    def __init__(self) -> None:
+        self._salt = secrets.token_bytes(32)
+        self._digests: list[bytes] = []
+
+    def _digest(self, user: str, password: str) -> bytes:
+        return hmac.new(self._salt, f"{user}:{password}".encode(), hashlib.sha256).digest()
+
+    def allow(self, user: str, password: str) -> None:
+        if ":" in user:
+            raise ValueError("an RPC user name may not contain ':'")
+        self._digests.append(self._digest(user, password))
+
+    def check(self, user: str, password: str) -> bool:
+        presented = self._digest(user, password)
+        ok = False
+        for digest in self._digests:
+            ok |= hmac.compare_digest(presented, digest)
+        return ok
+
+    def check_header(self, header: str | None) -> bool | None:
+        """True/False for presented credentials; None when there is no Basic header."""
+        if not header:
+            return None
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            text = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user, sep, password = text.partition(":")
+        return bool(sep) and self.check(user, password)

@@ -1,0 +1,279 @@
+"""The RPC service: aiohttp server for JSON-RPC over HTTP POST ``/`` and WebSocket ``/ws``.
+
+Started and stopped by the Node (``node.services``). Writes the cookie file at start
+and removes it at a clean stop. Every call needs auth (cookie or the configured
+user), like bitcoind; a wrong credential is answered after a 250 ms pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from chain.address import encode_address
+from chain.block import MAX_BLOCK_SIZE
+from chain.tx import Transaction
+from node.events import TipChange
+from node.rpc.auth import COOKIE_USER, Authenticator, remove_cookie, write_cookie
+from node.rpc.encode import header_json
+from node.rpc.errors import INVALID_REQUEST
+from node.rpc.methods import Methods, register_all
+from node.rpc.protocol import CallContext, Dispatcher, Registry, error_response
+
+if TYPE_CHECKING:
+    from node.service import Node
+
+log = logging.getLogger("pouw.rpc")
+
+# A submitblock of the largest block in hex, plus room for the envelope.
+DEFAULT_MAX_BODY = 2 * MAX_BLOCK_SIZE + 64 * 1024
+AUTH_FAIL_DELAY_S = 0.25
+WS_QUEUE = 1024  # notifications a WebSocket client may lag behind before it is dropped
+LOCAL_BINDS = {"127.0.0.1", "::1", "localhost"}
+
+
+class WsSession:
+    """One WebSocket connection: its subscriptions and its outgoing queue."""
+
+    def __init__(self, service: RpcService, ws: web.WebSocketResponse) -> None:
+        self.service = service
+        self.ws = ws
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(WS_QUEUE)
+        self.subs: dict[str, str] = {}  # id -> topic
+        self.overflowed = False
+
+    def subscribe(self, topic: str) -> str:
+        sid = f"0x{next(self.service._sub_ids):x}"
+        self.subs[sid] = topic
+        return sid
+
+    def unsubscribe(self, sid: str) -> bool:
+        return self.subs.pop(sid, None) is not None
+
+    def publish(self, topic: str, result: Any) -> None:
+        for sid, t in self.subs.items():
+            if t != topic:
+                continue
+            msg = {"jsonrpc": "2.0", "method": "subscription",
+                   "params": {"subscription": sid, "topic": topic, "result": result}}  # fmt: skip
+            self.send(msg)
+
+    def send(self, msg: Any) -> None:
+        try:
+            self.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            self.overflowed = True  # the writer closes the socket at its next message
+
+    async def writer(self) -> None:
+        while True:
+            msg = await self.queue.get()
+            if msg is None or self.overflowed:
+                await self.ws.close(message=b"subscriber too slow")
+                return
+            await self.ws.send_str(json.dumps(msg))
+
+
+class RpcService:
+    name = "rpc"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        cfg = node.config
+        self.bind = cfg.rpc_bind
+        self.port = node.network.rpc_port if cfg.rpc_port is None else cfg.rpc_port
+        extra = cfg.extra
+        self.max_body = int(extra.get("rpc_max_body", DEFAULT_MAX_BODY))  # type: ignore[call-overload]
+        self.auth = Authenticator()
+        if cfg.rpc_user is not None:
+            if cfg.rpc_password is None:
+                raise ValueError("rpc_user needs rpc_password")
+            self.auth.allow(cfg.rpc_user, cfg.rpc_password)
+        self.registry = Registry()
+        self.methods = Methods(node, self)
+        register_all(self.registry, self.methods)
+        self.warmup_message: str | None = "RPC server starting"
+        self.dispatcher = Dispatcher(
+            self.registry,
+            max_batch=int(extra.get("rpc_max_batch", 1000)),  # type: ignore[call-overload]
+            allow_anonymous=bool(extra.get("rpc_allow_anonymous", False)),
+            warmup=lambda: self.warmup_message,
+        )
+        self.cookie: tuple[Path, str] | None = None
+        self.sessions: set[WsSession] = set()
+        self._sub_ids = itertools.count(1)
+        self._change = asyncio.Event()
+        self._seq = 0
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
+
+    # --- change notification (long-poll, waitfornewblock, subscriptions) ---------------
+
+    def longpollid(self) -> str:
+        return f"{self.node.chain.tip.hash.hex()}{self._seq:x}"
+
+    def _changed(self) -> None:
+        self._seq += 1
+        event, self._change = self._change, asyncio.Event()
+        event.set()
+
+    async def wait_change(self, done: Callable[[], bool], timeout: float | None) -> None:
+        """Wait until ``done()`` holds (checked at each tip or mempool change), the
+        timeout passes, or the service stops."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not done() and not self._stopping:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._change.wait(), left)
+            except TimeoutError:
+                return
+
+    def _on_tip(self, change: TipChange) -> None:
+        self._changed()
+        if not self.sessions:
+            return
+        reorg = bool(change.disconnected)
+        for block in change.connected:
+            head = header_json(block.header, self.node.network)
+            head["reorg"] = reorg
+            for s in self.sessions:
+                s.publish("newHeads", head)
+
+    def _on_tx(self, tx: Transaction) -> None:
+        self._changed()
+        if not self.sessions:
+            return
+        hrp = self.node.network.hrp
+        item = {"txid": tx.txid.hex(), "sender": encode_address(hrp, tx.sender),
+                "recipient": encode_address(hrp, tx.recipient), "amount": tx.amount,
+                "fee": tx.fee, "nonce": tx.nonce}  # fmt: skip
+        for s in self.sessions:
+            s.publish("newTransactions", item)
+
+    # --- HTTP ------------------------------------------------------------------------
+
+    async def _authorize(self, request: web.Request) -> tuple[bool, web.Response | None]:
+        ok = self.auth.check_header(request.headers.get("Authorization"))
+        if ok:
+            return True, None
+        if ok is None and self.dispatcher.allow_anonymous:
+            return False, None
+        if ok is False:
+            log.warning("RPC: wrong credentials from %s", request.remote)
+            await asyncio.sleep(AUTH_FAIL_DELAY_S)
+        body = error_response(
+            INVALID_REQUEST,
+            "unauthorized: HTTP Basic auth needed "
+            "(__cookie__:<hex> from the datadir's .cookie, or rpc_user)",
+        )
+        return False, web.json_response(
+            body, status=401, headers={"WWW-Authenticate": 'Basic realm="jsonrpc"'}
+        )
+
+    def _too_large(self) -> web.Response:
+        body = error_response(INVALID_REQUEST, f"request body over {self.max_body} bytes")
+        return web.json_response(body, status=413)
+
+    async def handle_http(self, request: web.Request) -> web.StreamResponse:
+        authed, refusal = await self._authorize(request)
+        if refusal is not None:
+            return refusal
+        if request.content_length is not None and request.content_length > self.max_body:
+            return self._too_large()
+        chunks = []
+        size = 0
+        while True:
+            chunk = await request.content.read(64 * 1024)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > self.max_body:
+                return self._too_large()
+            chunks.append(chunk)
+        reply = await self.dispatcher.handle_body(b"".join(chunks), CallContext(authed=authed))
+        if reply is None:
+            return web.Response(status=204)
+        return web.Response(text=json.dumps(reply), content_type="application/json")
+
+    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        authed, refusal = await self._authorize(request)
+        if refusal is not None:
+            return refusal
+        ws = web.WebSocketResponse(max_msg_size=self.max_body, heartbeat=30)
+        await ws.prepare(request)
+        session = WsSession(self, ws)
+        self.sessions.add(session)
+        writer = asyncio.create_task(session.writer())
+        ctx = CallContext(authed=authed, session=session)
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    if msg.type == WSMsgType.BINARY:
+                        session.send(error_response(INVALID_REQUEST, "send JSON text frames"))
+                    continue
+                reply = await self.dispatcher.handle_body(msg.data, ctx)
+                if reply is not None:
+                    session.send(reply)
+        finally:
+            self.sessions.discard(session)
+            writer.cancel()
+        return ws
+
+    # --- lifetime ----------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_post("/", self.handle_http)
+        app.router.add_get("/ws", self.handle_ws)
+        return app
+
+    async def start(self) -> None:
+        self.node.events.tip_changed.connect(self._on_tip)
+        self.node.events.tx_accepted.connect(self._on_tx)
+        self.cookie = write_cookie(self.node.config.network_dir)
+        self.auth.allow(COOKIE_USER, self.cookie[1])
+        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.bind, self.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        if self.bind not in LOCAL_BINDS:
+            log.warning(
+                "!!! JSON-RPC is listening on %s:%d, not on localhost: anyone who can reach "
+                "this port can try credentials. Firewall it, or use --rpc-bind 127.0.0.1 !!!",
+                self.bind, self.port,
+            )  # fmt: skip
+        log.info("JSON-RPC on http://%s:%d/ (WebSocket /ws), cookie %s",
+                 self.bind, self.port, self.cookie[0])  # fmt: skip
+        self.warmup_message = None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._changed()  # wake long-polls
+        with_events = self.node.events
+        for signal, fn in ((with_events.tip_changed, self._on_tip),
+                           (with_events.tx_accepted, self._on_tx)):  # fmt: skip
+            try:
+                signal.disconnect(fn)  # type: ignore[arg-type]
+            except ValueError:
+                pass
+        for s in list(self.sessions):
+            await s.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.cookie is not None:
+            remove_cookie(*self.cookie)
+            self.cookie = None

@@ -1,0 +1,243 @@
+"""The address book and the ban list, each a JSON file in the network's datadir.
+
+Both are written atomically (a temporary file in the same folder, fsync, rename), so a
+crash leaves the old file or the new one. Manual bans (``setban``) are persisted;
+discouragement for misbehaviour is kept in memory only, as Bitcoin Core does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("pouw.p2p")
+
+MAX_ADDRESSES = 10_000  # entries kept in the address book
+MAX_BANS = 10_000
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with_suppress_unlink(tmp)
+        raise
+
+
+def with_suppress_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``HOST`` -> (host, port); ValueError if bad."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = int(p)
+    else:
+        host, port = text, default_port
+    if not host or not 0 < port < 65536 or len(host) > 255:
+        raise ValueError(f"not a HOST:PORT address: {text!r}")
+    return host, port
+
+
+@dataclass
+class AddrEntry:
+    host: str
+    port: int
+    last_seen: int = 0  # unix s: last time we heard of it / talked to it
+    last_try: float = 0.0
+    last_success: int = 0
+    failures: int = 0
+    source: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class AddressBook:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, AddrEntry] = {}
+        self.dirty = False
+        data = _load(path)
+        if isinstance(data, dict):
+            for item in data.get("addresses", [])[:MAX_ADDRESSES]:
+                try:
+                    e = AddrEntry(
+                        host=str(item["host"]),
+                        port=int(item["port"]),
+                        last_seen=int(item.get("last_seen", 0)),
+                        last_success=int(item.get("last_success", 0)),
+                        failures=int(item.get("failures", 0)),
+                        source=str(item.get("source", "")),
+                    )
+                except (KeyError, TypeError, ValueError):
+                    continue
+                self.entries[e.key] = e
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, host: str, port: int, last_seen: int = 0, source: str = "") -> bool:
+        if not 0 < port < 65536 or not host or len(host) > 255:
+            return False
+        key = f"{host}:{port}"
+        e = self.entries.get(key)
+        if e is not None:
+            if last_seen > e.last_seen:
+                e.last_seen = min(last_seen, int(time.time()))
+                self.dirty = True
+            return False
+        if len(self.entries) >= MAX_ADDRESSES:
+            # Drop the entry that failed most, then the stalest.
+            worst = max(self.entries.values(), key=lambda x: (x.failures, -x.last_seen))
+            del self.entries[worst.key]
+        self.entries[key] = AddrEntry(host, port, min(last_seen, int(time.time())), source=source)
+        self.dirty = True
+        return True
+
+    def remove(self, host: str, port: int) -> None:
+        if self.entries.pop(f"{host}:{port}", None) is not None:
+            self.dirty = True
+
+    def attempt(self, host: str, port: int) -> None:
+        e = self.entries.get(f"{host}:{port}")
+        if e is not None:
+            e.last_try = time.time()
+
+    def good(self, host: str, port: int) -> None:
+        e = self.entries.get(f"{host}:{port}")
+        if e is None:
+            self.add(host, port, int(time.time()), "connected")
+            e = self.entries[f"{host}:{port}"]
+        e.last_success = e.last_seen = int(time.time())
+        e.failures = 0
+        self.dirty = True
+
+    def failed(self, host: str, port: int) -> None:
+        e = self.entries.get(f"{host}:{port}")
+        if e is not None:
+            e.failures += 1
+            self.dirty = True
+
+    def candidates(self, now: float) -> list[AddrEntry]:
+        """Addresses worth a try now: backoff grows with failures, best first."""
+        out = [
+            e
+            for e in self.entries.values()
+            if now - e.last_try > min(600.0, 2.0 * 2 ** min(e.failures, 8))
+        ]
+        out.sort(key=lambda e: (e.failures, -e.last_success, -e.last_seen))
+        return out
+
+    def sample(self, n: int) -> list[AddrEntry]:
+        fresh = sorted(self.entries.values(), key=lambda e: -e.last_seen)
+        return [e for e in fresh if e.failures < 3][:n]
+
+    def save(self) -> None:
+        atomic_write_json(
+            self.path,
+            {"version": 1, "addresses": [
+                {k: v for k, v in asdict(e).items() if k != "last_try"}
+                for e in self.entries.values()
+            ]},
+        )  # fmt: skip
+        self.dirty = False
+
+
+@dataclass
+class Ban:
+    address: str
+    created: int
+    until: int
+    reason: str
+
+
+class BanList:
+    """Manual bans by IP, persisted; expired entries are dropped as they are met."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.bans: dict[str, Ban] = {}
+        data = _load(path)
+        if isinstance(data, dict):
+            for item in data.get("bans", [])[:MAX_BANS]:
+                try:
+                    ban = Ban(
+                        str(item["address"]), int(item["created"]), int(item["until"]),
+                        str(item.get("reason", "manually added")),
+                    )  # fmt: skip
+                except (KeyError, TypeError, ValueError):
+                    continue
+                self.bans[ban.address] = ban
+        self.sweep()
+
+    def sweep(self) -> None:
+        now = time.time()
+        for ip in [ip for ip, b in self.bans.items() if b.until <= now]:
+            del self.bans[ip]
+
+    def is_banned(self, ip: str) -> bool:
+        ban = self.bans.get(ip)
+        if ban is None:
+            return False
+        if ban.until <= time.time():
+            del self.bans[ip]
+            return False
+        return True
+
+    def add(self, ip: str, seconds: int, reason: str = "manually added") -> None:
+        now = int(time.time())
+        self.bans[ip] = Ban(ip, now, now + seconds, reason)
+        self.save()
+
+    def remove(self, ip: str) -> bool:
+        found = self.bans.pop(ip, None) is not None
+        self.save()
+        return found
+
+    def clear(self) -> None:
+        self.bans.clear()
+        self.save()
+
+    def listing(self) -> list[dict[str, Any]]:
+        self.sweep()
+        return [
+            {"address": b.address, "ban_created": b.created, "banned_until": b.until,
+             "ban_reason": b.reason}
+            for b in sorted(self.bans.values(), key=lambda b: b.address)
+        ]  # fmt: skip
+
+    def save(self) -> None:
+        bans = [asdict(b) for b in self.bans.values()]
+        atomic_write_json(self.path, {"version": 1, "bans": bans})

@@ -1,0 +1,249 @@
+"""The standalone miner (``pouw miner``) against real node processes on 127.0.0.1.
+
+The node runs an easy private devnet from ``--genesis-file`` (tests/chainutil.easy_devnet's
+parameters) with no miner inside; ``pouw miner`` mines through getblocktemplate /
+submitblock. Helpers here (``NodeProc``, ``cli``) are shared with tests/test_wallet.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib import resources
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chain.address import address_from_pubkey, encode_address
+from chain.keys import devnet_key
+from chain.network import Network, load_network
+from chain.tx import transactions_root
+from compute.numpy_engine import NumpyEngine
+from consensus.pouw import filler_matrices
+from node.remote_miner import TemplateError, filler_seed, template_from_json
+from tests.chainutil import EASY_WORK, transfer
+from wallet.rpc import RpcClient, get_block_template, submit_block
+
+HAVE_RPC = find_spec("node.rpc.service") is not None
+needs_rpc = pytest.mark.skipif(not HAVE_RPC, reason="node/rpc (the JSON-RPC server) is absent")
+ROOT = Path(__file__).resolve().parent.parent
+MINER_ADDRESS = encode_address("dpw", address_from_pubkey(devnet_key(4).public_key))
+
+
+def easy_genesis(path: Path) -> Path:
+    """tests/chainutil.easy_devnet's parameters as a genesis file."""
+    data = json.loads(resources.files("genesis").joinpath("devnet.json").read_text())
+    data["difficulty"]["max_target"] = hex(2**256 // 2**12)
+    data["difficulty"]["genesis_target"] = hex(2**256 // EASY_WORK)
+    data["filler"] = {"m": 64, "k": 128, "n": 64}
+    data["subsidy"]["coinbase_maturity"] = 3
+    path.write_text(json.dumps(data))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wired(command: str) -> bool:
+    """True once node/cli.py registers ``command`` (else run its module directly)."""
+    return f"add_{command}_parser" in (ROOT / "node" / "cli.py").read_text()
+
+
+def cli(*args: str) -> list[str]:
+    """``pouw ARGS`` as a command line: through node.cli once wired, else the module."""
+    module = "node.cli"
+    if args[0] == "wallet" and not _wired("wallet"):
+        module = "wallet.cli"
+    elif args[0] == "miner" and not _wired("miner"):
+        module = "node.miner_cli"
+    return [sys.executable, "-m", module, *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
+    return subprocess.run(
+        cli(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+class NodeProc:
+    """A ``pouw node`` process with RPC on a free port and no miner inside."""
+
+    def __init__(self, datadir: Path, genesis: Path, *extra: str) -> None:
+        self.datadir = datadir
+        self.genesis = genesis
+        self.rpc_port = free_port()
+        self.p2p_port = free_port()
+        self.url = f"http://127.0.0.1:{self.rpc_port}/"
+        self.log = datadir.with_suffix(".log")
+        datadir.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log.open("w")
+        self.proc = subprocess.Popen(
+            cli("node", "--network", "devnet", "--datadir", str(datadir),
+                "--genesis-file", str(genesis), "--rpc-port", str(self.rpc_port),
+                "--p2p-port", str(self.p2p_port), "--p2p-bind", "127.0.0.1", *extra),
+            stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        cookie = datadir / "devnet" / ".cookie"
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node exited: {self.log.read_text()}")
+            if cookie.exists():
+                try:
+                    self.rpc = RpcClient.from_options(self.url, "devnet", datadir)
+                    self.rpc.call("getblockcount")
+                    break
+                except Exception:  # noqa: BLE001 - not up yet
+                    pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node RPC never came up: {self.log.read_text()}")
+            time.sleep(0.1)
+
+    def height(self) -> int:
+        return int(self.rpc.call("getblockcount"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log_file.close()
+
+
+@contextlib.contextmanager
+def running_node(datadir: Path, genesis: Path, *extra: str) -> Iterator[NodeProc]:
+    node = NodeProc(datadir, genesis, *extra)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def mine_blocks(node: NodeProc, count: int, address: str = MINER_ADDRESS) -> Any:
+    """Run ``pouw miner`` until it has ``count`` blocks accepted."""
+    return run_cli(
+        "miner", "--rpc", node.url, "--address", address, "--datadir", str(node.datadir),
+        "--genesis-file", str(node.genesis), "--backend", "numpy", "--threads", "2",
+        "--max-blocks", str(count), timeout=180,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def genesis(tmp_path: Path) -> Path:
+    return easy_genesis(tmp_path / "genesis.json")
+
+
+@pytest.fixture
+def easy(genesis: Path) -> Network:
+    return load_network("devnet", genesis)
+
+
+# --- templates (no node) ------------------------------------------------------------
+
+
+def _template_json(net: Network, txs: list[Any]) -> dict[str, Any]:
+    return {
+        "version": 1, "height": 5, "parent": "11" * 32, "timestamp": 1764547300,
+        "target": f"{2**240:064x}", "tx_root": transactions_root(txs).hex(),
+        "state_root": "22" * 32, "miner": MINER_ADDRESS, "job_id": "00" * 32,
+        "m": 64, "k": 128, "n": 64, "longpollid": "abc",
+        "transactions": [{"data": tx.to_bytes().hex()} for tx in txs],
+    }  # fmt: skip
+
+
+def test_template_from_json_rebuilds_and_checks(easy: Network) -> None:
+    txs = [transfer(easy, 0, 0, address_from_pubkey(devnet_key(1).public_key), 5)]
+    data = _template_json(easy, txs)
+    rt = template_from_json(data, easy, address_from_pubkey(devnet_key(4).public_key))
+    h = rt.header
+    assert (h.height, h.target, h.m, h.k, h.n, rt.longpollid) == (5, 2**240, 64, 128, 64, "abc")
+    assert rt.template.txs == tuple(txs) and h.h_a == bytes(32) and h.seal == b""
+    # the same header from the bitcoind-style spelling of txs
+    alt = {**data, "txs": [tx.to_bytes().hex() for tx in txs]}
+    del alt["transactions"]
+    assert template_from_json(alt, easy).header == h
+    with pytest.raises(TemplateError, match="tx_root"):
+        template_from_json({**data, "transactions": []}, easy)
+    with pytest.raises(TemplateError, match="not our address"):
+        template_from_json(data, easy, bytes(20))
+    with pytest.raises(TemplateError):
+        template_from_json({**data, "parent": "zz"}, easy)
+    with pytest.raises(TemplateError):
+        template_from_json({k: v for k, v in data.items() if k != "state_root"}, easy)
+
+
+def test_filler_seeds_differ_per_worker_and_session() -> None:
+    seeds = {
+        filler_seed(b"p" * 32, b"m" * 20, salt, w, a)
+        for salt in (b"s" * 8, b"t" * 8) for w in range(3) for a in range(3)
+    }  # fmt: skip
+    assert len(seeds) == 18
+
+
+# --- real processes ---------------------------------------------------------------------
+
+
+@needs_rpc
+def test_remote_miner_mines_10_blocks_through_rpc(tmp_path: Path, genesis: Path) -> None:
+    with running_node(tmp_path / "node", genesis, "--nolisten") as node:
+        assert node.height() == 0
+        started = time.monotonic()
+        res = mine_blocks(node, 10)
+        elapsed = time.monotonic() - started
+        assert res.returncode == 0, res.stderr
+        assert res.stderr.count("block accepted") == 10, res.stderr
+        assert node.height() == 10
+        for h in range(1, 11):
+            block = node.rpc.call("getblock", node.rpc.call("getblockhash", h), 1)
+            assert block["miner"] == MINER_ADDRESS
+        print(f"10 blocks through RPC in {elapsed:.1f} s (process start included)")
+
+
+@needs_rpc
+def test_stale_submission_after_a_tip_change(tmp_path: Path, genesis: Path, easy: Network) -> None:
+    """Two wins on one template: the first becomes the tip, the second is a valid side
+    block ("inconclusive"), and sending the first again is a "duplicate"."""
+    engine = NumpyEngine(threads=2)
+    with running_node(tmp_path / "node", genesis, "--nolisten") as node:
+        data = get_block_template(node.rpc, MINER_ADDRESS)
+        rt = template_from_json(data, easy, address_from_pubkey(devnet_key(4).public_key))
+        blocks = []
+        for attempt in range(10_000):
+            h = rt.header
+            a, b = filler_matrices(
+                filler_seed(h.parent, h.miner, b"t" * 8, 0, attempt), h.m, h.k, h.n
+            )
+            out = engine.mine(easy.pouw, a, b, rt.template)
+            if out.seals:
+                blocks.append(rt.template.block_with_seal(out.work, out.seals[0]))
+                if len(blocks) == 2:
+                    break
+        first, second = blocks
+        assert first.hash != second.hash
+        # a long-poll on the old template returns at once when the tip moves
+        assert submit_block(node.rpc, first.to_bytes()) is None
+        t0 = time.monotonic()
+        fresh = get_block_template(
+            node.rpc, MINER_ADDRESS, longpollid=data["longpollid"], timeout=30
+        )
+        assert time.monotonic() - t0 < 5 and fresh["parent"] == first.hash.hex()
+        assert submit_block(node.rpc, second.to_bytes()) == "inconclusive"
+        assert submit_block(node.rpc, first.to_bytes()) == "duplicate"
+        assert node.rpc.call("getbestblockhash") == first.hash.hex()
+        assert node.height() == 1

@@ -1,0 +1,367 @@
+"""The RPC methods on an in-process node: chain, accounts, proofs, txs, mining, WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from chain.address import encode_address
+from chain.block import Block
+from chain.network import Network
+from chain.state import account_key
+from chain.state_tree import StateProof, verify_state_proof
+from compute.numpy_engine import NumpyEngine
+from consensus.ints import u64
+from consensus.pouw import filler_matrices
+from node.rpc.encode import template_from_json
+from node.template import BlockTemplate
+from tests.chainutil import address_of, transfer
+from tests.test_rpc_util import Harness, run_node
+
+ENGINE = NumpyEngine()
+
+
+def seal(network: Network, template: BlockTemplate, salt: bytes = b"") -> Block:
+    h = template.header
+    for attempt in range(10_000):
+        a, b = filler_matrices(h.parent + salt + u64(attempt), h.m, h.k, h.n)
+        out = ENGINE.mine(network.pouw, a, b, template)
+        if out.seals:
+            return template.block_with_seal(out.work, out.seals[0])
+    raise AssertionError("no block")
+
+
+def addr(h: Harness, index: int) -> str:
+    return encode_address(h.node.network.hrp, address_of(index))
+
+
+async def mine(h: Harness, miner: int = 4, salt: bytes = b"") -> Block:
+    """getblocktemplate, mine it with the NumPy engine; the block is not submitted."""
+    data = await h.result("getblocktemplate", addr(h, miner))
+    template = template_from_json(data, h.node.network.hrp)
+    return await asyncio.to_thread(seal, h.node.network, template, salt)
+
+
+async def mine_and_submit(h: Harness, n: int = 1) -> None:
+    for _ in range(n):
+        block = await mine(h)
+        assert await h.result("submitblock", block.to_bytes().hex()) is None
+
+
+def test_template_mine_submit_and_stale(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        t = await h.result("getblocktemplate", addr(h, 4))
+        net = h.node.network
+        assert t["height"] == 1 and t["shape"] == [net.filler.m, net.filler.k, net.filler.n]
+        assert t["parent"] == await h.result("getbestblockhash")
+        assert "h_a" not in t and "seal" not in t and len(t["target"]) == 64
+        template = template_from_json(t, net.hrp)
+        b1 = await asyncio.to_thread(seal, net, template, b"one")
+        b2 = await asyncio.to_thread(seal, net, template, b"two")
+        assert b1.hash != b2.hash
+        assert await h.result("submitblock", b1.to_bytes().hex()) is None
+        assert await h.result("getblockcount") == 1
+        assert await h.result("getbestblockhash") == b1.hash.hex()
+        assert await h.result("submitblock", b1.to_bytes().hex()) == "duplicate"
+        # Built on the old tip: valid, stored on a side chain, not the tip.
+        assert await h.result("submitblock", b2.to_bytes().hex()) == "inconclusive"
+        assert await h.result("getbestblockhash") == b1.hash.hex()
+        tips = await h.result("getchaintips")
+        assert {t["status"] for t in tips} == {"active", "valid-headers"}  # never connected
+        # A doctored block is rejected with its BIP22 reason.
+        t2 = template_from_json(await h.result("getblocktemplate", addr(h, 4)), net.hrp)
+        b3 = await asyncio.to_thread(seal, net, t2)
+        from dataclasses import replace
+
+        bad = Block(replace(b3.header, timestamp=b3.header.timestamp + 1), b3.txs)
+        assert await h.result("submitblock", bad.to_bytes().hex()) == "bad-seal"
+        err = await h.error("submitblock", "00ff")
+        assert err["code"] == -22
+        # A shape the network refuses is -8 naming the param; a good one is used.
+        err = await h.error("getblocktemplate", addr(h, 4), [3, 5, 7])
+        assert err["code"] == -8 and "shape" in err["message"]
+        t3 = await h.result("getblocktemplate", addr(h, 4), [64, 128, 128])
+        assert t3["shape"] == [64, 128, 128]
+        err = await h.error("getblocktemplate", "dpw1notanaddress")
+        assert err["code"] == -5
+        info = await h.result("getmininginfo")
+        assert info["blocks"] == 1 and info["mining"] is False
+
+    run_node(tmp_path, body)
+
+
+def test_chain_queries(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await mine_and_submit(h, 2)
+        info = await h.result("getblockchaininfo")
+        assert info["chain"] == "devnet" and info["blocks"] == 2 and info["headers"] == 2
+        assert info["bestblockhash"] == await h.result("getblockhash", 2)
+        assert len(info["chainwork"]) == 64 and info["verificationprogress"] == 1.0
+        best = info["bestblockhash"]
+        blk = await h.result("getblock", best)
+        assert blk["height"] == 2 and blk["confirmations"] == 1 and blk["tx"] == []
+        b1 = await h.result("getblock", blk["previousblockhash"])
+        assert b1["nextblockhash"] == best and b1["confirmations"] == 2
+        raw = await h.result("getblock", best, 0)
+        assert Block.from_bytes(bytes.fromhex(raw)).hash.hex() == best
+        hdr = await h.result("getblockheader", best)
+        assert hdr["hash"] == best and hdr["state_root"] == blk["state_root"]
+        assert len(await h.result("getblockheader", best, False)) > 0
+        genesis = await h.result("getblock", await h.result("getblockhash", 0))
+        assert genesis["previousblockhash"] is None
+        assert (await h.error("getblock", "00" * 32))["code"] == -5
+        assert (await h.error("getblockhash", 3))["code"] == -8
+        assert await h.result("getdifficulty") > 0
+        tips = await h.result("getchaintips")
+        assert tips == [{"height": 2, "hash": best, "branchlen": 0, "status": "active"}]
+        assert isinstance(await h.result("uptime"), int)
+        helped = await h.result("help")
+        assert "getblock" in helped["chain"] and "stop" in helped["control"]
+        one = await h.result("help", "getblock")
+        assert [p["name"] for p in one["params"]] == ["blockhash", "verbosity"]
+        # P2P absent: empty answers or -31.
+        assert await h.result("getpeerinfo") == [] and await h.result("getconnectioncount") == 0
+        assert (await h.error("addnode", "1.2.3.4:1", "add"))["code"] == -31
+        assert (await h.result("getnetworkinfo"))["networkactive"] is False
+        assert await h.result("listjobs") == []
+        assert (await h.error("getjob", "00" * 32))["code"] == -5
+        contrib = await h.result("getcontribution", addr(h, 4))
+        assert contrib["blocks"] == 2 and contrib["work"] > 0
+
+    run_node(tmp_path, body)
+
+
+def test_accounts_transactions_and_proofs(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        net = h.node.network
+        sender, recipient = addr(h, 0), addr(h, 7)
+        before = await h.result("getaccount", sender)
+        assert before["balance"] > 0 and before["nonce"] == 0 and before["pending_nonce"] == 0
+        assert (await h.error("getaccount", "bogus"))["code"] == -5
+        tx = transfer(net, 0, 0, address_of(7), 12_345, fee=20)
+        txhex = tx.to_bytes().hex()
+        accept = await h.result("testmempoolaccept", [txhex])
+        assert accept == [{"txid": tx.txid.hex(), "allowed": True, "fee": 20,
+                           "size": len(tx.to_bytes())}]  # fmt: skip
+        assert await h.result("getrawmempool") == []  # nothing was added
+        too_much = transfer(net, 0, 0, address_of(7), before["balance"], fee=20)
+        res = await h.result("testmempoolaccept", [too_much.to_bytes().hex()])
+        assert res[0]["allowed"] is False
+        assert res[0]["reject_reason"] == "mempool-insufficient-balance"
+        assert await h.result("sendrawtransaction", txhex) == tx.txid.hex()
+        assert await h.result("sendrawtransaction", txhex) == tx.txid.hex()  # already known
+        assert await h.result("getrawmempool") == [tx.txid.hex()]
+        verbose = await h.result("getrawmempool", True)
+        assert verbose[tx.txid.hex()]["pending"] is True and verbose[tx.txid.hex()]["fee"] == 20
+        assert (await h.result("getmempoolinfo"))["size"] == 1
+        assert (await h.result("getaccount", sender))["pending_nonce"] == 1
+        assert await h.result("getrawtransaction", tx.txid.hex()) == txhex
+        info = await h.result("gettransaction", tx.txid.hex())
+        assert info["confirmations"] == 0 and info["in_mempool"] and info["amount"] == 12_345
+        replace_low = await h.error("sendrawtransaction", too_much.to_bytes().hex())
+        assert replace_low["code"] == -26 and "replacement" in replace_low["message"]
+        too_much = transfer(net, 0, 1, address_of(7), before["balance"], fee=20)
+        err = await h.error("sendrawtransaction", too_much.to_bytes().hex())
+        assert err["code"] == -25 and "insufficient" in err["message"]
+        bad_sig = bytearray(too_much.to_bytes())
+        bad_sig[-1] ^= 1
+        assert (await h.error("sendrawtransaction", bad_sig.hex()))["code"] == -26
+        assert (await h.error("sendrawtransaction", "abcd"))["code"] == -22
+        assert (await h.error("getrawtransaction", "11" * 32))["code"] == -5
+
+        await mine_and_submit(h)
+        assert await h.result("getrawmempool") == []
+        info = await h.result("gettransaction", tx.txid.hex())
+        assert info["confirmations"] == 1 and info["height"] == 1
+        assert info["blockhash"] == await h.result("getbestblockhash")
+        verbose = await h.result("getrawtransaction", tx.txid.hex(), True)
+        assert verbose["blockhash"] == info["blockhash"]
+        assert (await h.error("sendrawtransaction", txhex))["code"] == -27
+        after = await h.result("getaccount", recipient)
+        assert after["balance"] >= 12_345
+        hist = await h.result("getaddresshistory", recipient)
+        assert [t["txid"] for t in hist["txs"]] == [tx.txid.hex()] and hist["next_skip"] is None
+        page = await h.result("getaddresshistory", sender, 0, 1)
+        assert len(page["txs"]) == 1
+        fee = await h.result("estimatefee")
+        assert fee["fee"] >= fee["min_fee"] and fee["sample_txs"] == 1
+        miner = await h.result("getaccount", addr(h, 4))
+        assert miner["immature"] > 0  # maturity 3: the reward is not spendable yet
+
+        # getproof verifies against the header's state root; a doctored one fails.
+        proof = await h.result("getproof", sender)
+        header = await h.result("getblockheader", proof["blockhash"])
+        assert proof["state_root"] == header["state_root"] and proof["height"] == 1
+        root = bytes.fromhex(header["state_root"])
+        key = account_key(address_of(0))
+        assert proof["key"] == key.hex()
+        sp = StateProof.from_bytes(bytes.fromhex(proof["proof"]))
+        value = bytes.fromhex(proof["value"])
+        assert verify_state_proof(root, key, value, sp)
+        doctored = bytearray(value)
+        doctored[7] ^= 1  # a larger balance
+        assert not verify_state_proof(root, key, bytes(doctored), sp)
+        raw = bytearray(bytes.fromhex(proof["proof"]))
+        raw[-1] ^= 1
+        assert not verify_state_proof(root, key, value, StateProof.from_bytes(bytes(raw)))
+        absent = await h.result("getproof", encode_address(net.hrp, b"\x42" * 20))
+        assert absent["value"] is None
+        assert verify_state_proof(
+            root, account_key(b"\x42" * 20), None,
+            StateProof.from_bytes(bytes.fromhex(absent["proof"])),
+        )  # fmt: skip
+
+    run_node(tmp_path, body)
+
+
+def test_longpoll_and_waitfornewblock(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        t = await h.result("getblocktemplate", addr(h, 4))
+        # Returns at once with another longpollid.
+        t0 = await h.result("getblocktemplate", miner=addr(h, 4), longpollid="stale")
+        assert t0["longpollid"] == t["longpollid"]
+        poll = asyncio.create_task(
+            h.result("getblocktemplate", miner=addr(h, 4), longpollid=t["longpollid"])
+        )
+        wait = asyncio.create_task(h.result("waitfornewblock"))
+        await asyncio.sleep(0.2)
+        assert not poll.done() and not wait.done()
+        tx = transfer(h.node.network, 0, 0, address_of(7), 1000)
+        await h.result("sendrawtransaction", tx.to_bytes().hex())
+        t2 = await asyncio.wait_for(poll, 10)  # a mempool change ends the long-poll
+        assert t2["longpollid"] != t["longpollid"] and len(t2["transactions"]) == 1
+        assert not wait.done()
+        await mine_and_submit(h)
+        got = await asyncio.wait_for(wait, 10)
+        assert got["height"] == 1
+        timed = await h.result("waitfornewblock", 100)
+        assert timed["height"] == 1
+
+    run_node(tmp_path, body)
+
+
+def test_websocket_subscriptions_and_reorg(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        net = h.node.network
+        async with h.session.ws_connect(h.url + "ws", headers={"Authorization": h.auth}) as ws:
+
+            async def call(method: str, *params: object) -> dict:
+                await ws.send_str(
+                    json.dumps(
+                        {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+                    )
+                )
+                return json.loads((await ws.receive(timeout=10)).data)
+
+            heads = (await call("subscribe", "newHeads"))["result"]
+            txs = (await call("subscribe", "newTransactions"))["result"]
+            jobs = await call("subscribe", "jobs")
+            assert "result" in jobs
+            assert (await call("subscribe", "nope"))["error"]["code"] == -32602
+            assert (await call("getblockcount"))["result"] == 0
+
+            async def note() -> dict:
+                return json.loads((await ws.receive(timeout=10)).data)["params"]
+
+            tx = transfer(net, 0, 0, address_of(7), 1000)
+            assert h.node.submit_transaction(tx).ok
+            n = await note()
+            assert n["subscription"] == txs and n["result"]["txid"] == tx.txid.hex()
+
+            t = template_from_json(await h.result("getblocktemplate", addr(h, 4)), net.hrp)
+            a1 = await asyncio.to_thread(seal, net, t, b"a")
+            assert h.node.submit_block(a1).accepted
+            n = await note()
+            assert n["subscription"] == heads and n["result"]["hash"] == a1.hash.hex()
+            assert n["result"]["reorg"] is False
+            # A heavier branch from genesis: b1 (same template, other seal), then b2 on it.
+            b1 = await asyncio.to_thread(seal, net, t, b"b")
+            assert h.node.submit_block(b1).accepted  # side chain, no event
+            from tests.chainutil import build_template
+
+            tb2 = build_template(h.node.chain, address_of(4), [], (64, 128, 64), 0)
+            assert tb2.header.parent == a1.hash  # the active tip; build on b1 instead:
+            saved_tip, h.node.chain.tip = h.node.chain.tip, h.node.chain.index[b1.hash]
+            try:
+                tb2 = build_template(h.node.chain, address_of(4), [], (64, 128, 64),
+                                     b1.header.timestamp + 1)  # fmt: skip
+            finally:
+                h.node.chain.tip = saved_tip
+            b2 = await asyncio.to_thread(seal, net, tb2)
+            assert b2.header.parent == b1.hash
+            r = h.node.submit_block(b2)
+            assert r.accepted and r.reorg_depth == 1
+            first, second = await note(), await note()
+            assert [first["result"]["hash"], second["result"]["hash"]] == [
+                b1.hash.hex(),
+                b2.hash.hex(),
+            ]
+            assert first["result"]["reorg"] is True
+            assert (await call("unsubscribe", heads))["result"] is True
+        # Subscribing over HTTP is refused.
+        assert (await h.error("subscribe", "newHeads"))["code"] == -1
+        async with h.session.get(h.url + "ws") as resp:
+            assert resp.status == 401
+
+    run_node(tmp_path, body)
+
+
+class FakeP2P:
+    """The P2P service's RPC-facing interface (p2p/service.py), recorded."""
+
+    name = "p2p"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.added: set[str] = set()
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def connection_count(self) -> int:
+        return 2
+
+    def peer_info(self) -> list[dict]:
+        return [{"id": 1, "addr": "10.0.0.1:1"}]
+
+    def add_node(self, host_port: str, command: str = "add") -> None:
+        self.calls.append(("add_node", host_port, command))
+        if command == "remove" and host_port not in self.added:
+            raise KeyError(host_port)
+        self.added.add(host_port)
+
+    def disconnect_node(self, address: str | None = None) -> bool:
+        return address == "10.0.0.1:1"
+
+    def set_ban(self, ip: str, command: str = "add", seconds: int | None = None) -> bool:
+        self.calls.append(("set_ban", ip, command, seconds))
+        return command == "add"
+
+    def list_banned(self) -> list[dict]:
+        return [{"address": "10.0.0.9"}]
+
+    def clear_banned(self) -> None:
+        self.calls.append(("clear_banned",))
+
+
+def test_network_methods_call_the_p2p_service(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        p2p = FakeP2P()
+        h.node.services.insert(0, p2p)  # type: ignore[arg-type]
+        assert await h.result("getconnectioncount") == 2
+        assert (await h.result("getnetworkinfo"))["connections"] == 2
+        assert await h.result("getpeerinfo") == [{"id": 1, "addr": "10.0.0.1:1"}]
+        assert await h.result("addnode", "10.0.0.2:9", "add") is None
+        assert (await h.error("addnode", "10.0.0.3:9", "remove"))["code"] == -24
+        assert (await h.error("addnode", "10.0.0.3:9", "bogus"))["code"] == -32602
+        assert await h.result("disconnectnode", "10.0.0.1:1") is None
+        assert (await h.error("disconnectnode", "10.0.0.7:1"))["code"] == -29
+        assert await h.result("setban", "10.0.0.9", "add", 60) is None
+        assert (await h.error("setban", "10.0.0.8", "remove"))["code"] == -30
+        assert await h.result("listbanned") == [{"address": "10.0.0.9"}]
+        assert await h.result("clearbanned") is None
+        assert ("set_ban", "10.0.0.9", "add", 60) in p2p.calls and ("clear_banned",) in p2p.calls
+
+    run_node(tmp_path, body)

@@ -1,0 +1,335 @@
+"""``pouw wallet create|import|address|balance|send|history``.
+
+Keystores live at ``<datadir>/<network>/wallets/<name>.json`` (``--wallet NAME``,
+default ``default``) unless ``--wallet-file PATH`` is given. The password comes from
+``--password-file``, else ``$POUW_WALLET_PASSWORD``, else a prompt on the terminal.
+Amounts: ``1.5`` is coins, ``150000000u`` is base units (1 coin = 10^8 units).
+RPC: ``--rpc URL`` (default the network's port on 127.0.0.1), credentials from
+``--rpc-user/--rpc-password`` or the node's cookie in ``--datadir``.
+
+Register with ``add_wallet_parser(subparsers)``; run alone with ``python -m wallet.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from chain.address import AddressError
+from chain.network import NETWORKS, Network, NetworkError, load_network
+from wallet.amount import AmountError, format_coins, parse_amount
+from wallet.keystore import (
+    DEFAULT_SCRYPT_N,
+    WalletError,
+    decrypt_keystore,
+    keystore_address,
+    read_keystore,
+)
+from wallet.rpc import RpcClient, RpcConnectionError, RpcError, get_transaction
+from wallet.wallet import DEFAULT_FEE, Wallet, address_history, default_keystore_path
+
+log = logging.getLogger("pouw.wallet")
+
+PASSWORD_ENV = "POUW_WALLET_PASSWORD"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _default_datadir() -> Path:
+    return Path(os.environ.get("POUW_DATADIR", Path.home() / ".pouw"))
+
+
+def _add_common(p: argparse.ArgumentParser, rpc: bool = False) -> None:
+    p.add_argument("--network", choices=NETWORKS, default="devnet")
+    p.add_argument("--datadir", type=Path, default=None, help="default ~/.pouw or $POUW_DATADIR")
+    p.add_argument("--genesis-file", type=Path, help="genesis file of a private network")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--wallet", default="default", metavar="NAME", help="keystore name")
+    p.add_argument("--wallet-file", type=Path, metavar="PATH", help="keystore file (not by name)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    if rpc:
+        p.add_argument("--rpc", metavar="URL", help="node RPC URL (default 127.0.0.1:<rpc port>)")
+        p.add_argument("--rpc-user")
+        p.add_argument("--rpc-password")
+
+
+def _add_password(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--password-file", type=Path, help=f"read the password from a file (else ${PASSWORD_ENV})"
+    )
+
+
+def add_wallet_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``wallet`` and its subcommands; each sets ``handler``."""
+    wallet = subparsers.add_parser("wallet", help="keys, balances and transfers")
+    sub = wallet.add_subparsers(dest="wallet_command", required=True)
+
+    create = sub.add_parser("create", help="create a new key in an encrypted keystore")
+    _add_common(create)
+    _add_password(create)
+    create.add_argument("--scrypt-n", type=int, default=DEFAULT_SCRYPT_N, help=argparse.SUPPRESS)
+    create.set_defaults(handler=cmd_create)
+
+    imp = sub.add_parser("import", help="import a 32-byte seed (hex) or a keystore file")
+    _add_common(imp)
+    _add_password(imp)
+    src = imp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--seed", metavar="HEX", help="seed as 64 hex digits, or - to read stdin")
+    src.add_argument("--keystore", type=Path, metavar="FILE", help="a keystore file to import")
+    imp.add_argument("--scrypt-n", type=int, default=DEFAULT_SCRYPT_N, help=argparse.SUPPRESS)
+    imp.set_defaults(handler=cmd_import)
+
+    address = sub.add_parser("address", help="print the wallet's address")
+    _add_common(address)
+    _add_password(address)
+    address.add_argument("--check", action="store_true", help="unlock to prove the address")
+    address.set_defaults(handler=cmd_address)
+
+    balance = sub.add_parser("balance", help="spendable and immature balance")
+    _add_common(balance, rpc=True)
+    balance.set_defaults(handler=cmd_balance)
+
+    send = sub.add_parser("send", help="sign a transfer offline and submit it")
+    _add_common(send, rpc=True)
+    _add_password(send)
+    send.add_argument("--to", required=True, metavar="ADDRESS")
+    send.add_argument("--amount", required=True, help="1.5 (coins) or 150000000u (base units)")
+    send.add_argument("--fee", default=f"{DEFAULT_FEE}u", help=f"default {DEFAULT_FEE}u")
+    send.add_argument("--nonce", type=int, help="default: the account's pending_nonce")
+    send.add_argument("--wait", type=float, metavar="SECONDS", help="wait for a confirmation")
+    send.set_defaults(handler=cmd_send)
+
+    history = sub.add_parser("history", help="transactions of the wallet's address")
+    _add_common(history, rpc=True)
+    history.set_defaults(handler=cmd_history)
+    return wallet
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _network(args: argparse.Namespace) -> Network:
+    network = load_network(args.network, args.genesis_file)
+    if network.name != args.network:
+        raise WalletError(f"--genesis-file is for {network.name}, --network is {args.network}")
+    return network
+
+
+def _datadir(args: argparse.Namespace) -> Path:
+    return args.datadir or _default_datadir()
+
+
+def _path(args: argparse.Namespace) -> Path:
+    if args.wallet_file is not None:
+        return args.wallet_file
+    return default_keystore_path(_datadir(args), args.network, args.wallet)
+
+
+def read_password(args: argparse.Namespace, confirm: bool = False) -> str:
+    """--password-file, else $POUW_WALLET_PASSWORD, else a terminal prompt."""
+    if getattr(args, "password_file", None) is not None:
+        try:
+            text = Path(args.password_file).read_text()
+        except OSError as exc:
+            raise WalletError(f"cannot read --password-file: {exc.strerror or exc}") from None
+        password = text.rstrip("\r\n")
+    elif os.environ.get(PASSWORD_ENV):
+        password = os.environ[PASSWORD_ENV]
+    elif sys.stdin.isatty():
+        password = getpass.getpass("wallet password: ")
+        if confirm and getpass.getpass("again: ") != password:
+            raise WalletError("the passwords differ")
+    else:
+        raise WalletError(
+            f"no password: use --password-file, ${PASSWORD_ENV}, or run on a terminal"
+        )
+    if not password:
+        raise WalletError("empty password")
+    return password
+
+
+def _rpc(args: argparse.Namespace, network: Network) -> RpcClient:
+    url = args.rpc or f"http://127.0.0.1:{network.rpc_port}"
+    datadir = None if args.rpc_user else _datadir(args)
+    return RpcClient.from_options(url, network.name, datadir, args.rpc_user, args.rpc_password)
+
+
+def _unlock(args: argparse.Namespace, network: Network) -> Wallet:
+    return Wallet.load(_path(args), read_password(args), network)
+
+
+def _out(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    print(json.dumps(obj) if args.json else text)
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    return _run(args, _create)
+
+
+def _create(args: argparse.Namespace) -> int:
+    network, path = _network(args), _path(args)
+    if path.exists():
+        raise WalletError(f"{path} already exists; not overwriting a keystore")
+    w = Wallet.create(path, read_password(args, confirm=True), network, scrypt_n=args.scrypt_n)
+    _out(args, {"address": w.address, "file": str(path)}, f"{w.address}\nkeystore: {path}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    return _run(args, _import)
+
+
+def _import(args: argparse.Namespace) -> int:
+    network, path = _network(args), _path(args)
+    if path.exists():
+        raise WalletError(f"{path} already exists; not overwriting a keystore")
+    if args.keystore is not None:
+        password = read_password(args)
+        seed = decrypt_keystore(read_keystore(args.keystore), password).seed
+    else:
+        text = sys.stdin.readline() if args.seed == "-" else args.seed
+        text = text.strip().removeprefix("0x")
+        try:
+            seed = bytes.fromhex(text)
+        except ValueError:
+            raise WalletError("--seed must be hex (64 digits for 32 bytes)") from None
+        if len(seed) != 32:
+            raise WalletError(f"--seed must be 32 bytes (64 hex digits), got {len(seed)} bytes")
+        password = read_password(args, confirm=True)
+    w = Wallet.create(path, password, network, seed=seed, scrypt_n=args.scrypt_n)
+    _out(args, {"address": w.address, "file": str(path)}, f"{w.address}\nkeystore: {path}")
+    return 0
+
+
+def cmd_address(args: argparse.Namespace) -> int:
+    return _run(args, _address)
+
+
+def _address(args: argparse.Namespace) -> int:
+    network = _network(args)
+    address = _unlock(args, network).address if args.check else keystore_address(_path(args))
+    _out(args, {"address": address}, address)
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    return _run(args, _balance)
+
+
+def _balance(args: argparse.Namespace) -> int:
+    network = _network(args)
+    address = keystore_address(_path(args))
+    from wallet.rpc import get_account
+
+    info = get_account(_rpc(args, network), address)
+    obj = {"address": address, **info.__dict__}
+    text = (
+        f"{address}\nbalance:  {format_coins(info.balance)}\n"
+        f"immature: {format_coins(info.immature)}\nnonce:    {info.nonce} "
+        f"(pending {info.pending_nonce})"
+    )
+    _out(args, obj, text)
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    return _run(args, _send)
+
+
+def _send(args: argparse.Namespace) -> int:
+    network = _network(args)
+    amount, fee = parse_amount(args.amount), parse_amount(args.fee)
+    w = _unlock(args, network)
+    rpc = _rpc(args, network)
+    txid = w.send(rpc, args.to, amount, fee, nonce=args.nonce)
+    log.info("sent %s to %s, fee %s: %s", format_coins(amount), args.to, format_coins(fee), txid)
+    obj: dict[str, Any] = {"txid": txid}
+    if args.wait:
+        obj["transaction"] = _wait_confirmed(rpc, txid, args.wait)
+    _out(args, obj, txid)
+    return 0
+
+
+def _wait_confirmed(rpc: RpcClient, txid: str, seconds: float) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            tx = get_transaction(rpc, txid)
+            if tx.get("confirmations") or tx.get("blockhash") or tx.get("height") is not None:
+                return tx
+        except RpcError:
+            pass
+        if time.monotonic() > deadline:
+            raise WalletError(f"{txid} not confirmed after {seconds:g} s (still pending?)")
+        time.sleep(0.5)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    return _run(args, _history)
+
+
+def _history(args: argparse.Namespace) -> int:
+    network = _network(args)
+    address = keystore_address(_path(args))
+    entries = address_history(_rpc(args, network), address)
+    if args.json:
+        print(json.dumps(entries))
+        return 0
+    for e in entries:
+        amount = e.get("amount")
+        parts = [
+            f"height={e.get('height')}",
+            str(e.get("direction", "?")),
+            format_coins(int(amount)) if amount is not None else "?",
+            f"fee={format_coins(int(e.get('fee', 0)))}",
+            f"from={e.get('sender', '?')}",
+            f"to={e.get('recipient', '?')}",
+            f"txid={e.get('txid')}",
+        ]
+        print(" ".join(parts))
+    if not entries:
+        print(f"no transactions for {address}")
+    return 0
+
+
+def _run(args: argparse.Namespace, fn: Any) -> int:
+    """Turn the wallet's typed errors into one clear line and an exit code."""
+    try:
+        return int(fn(args))
+    except (WalletError, AmountError, AddressError, NetworkError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except RpcConnectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except RpcError as exc:
+        print(f"error: the node refused: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pouw")
+    add_wallet_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""``Wallet``: one key from a keystore, signing offline, talking to a node over RPC.
+
+    from wallet import Wallet, RpcClient
+    w = Wallet.load("~/.pouw/devnet/wallets/default.json", "password")
+    rpc = RpcClient.from_options("http://127.0.0.1:29332", "devnet", datadir=Path("~/.pouw"))
+    w.balance(rpc)                         # AccountInfo(balance, immature, nonce, pending_nonce)
+    txid = w.send(rpc, "dpw1...", 150_000_000, fee=1000)
+
+The private key never leaves this object: transactions are built and signed here and
+only their wire bytes go to the node (``sendrawtransaction``). The chain id signed
+into every transaction comes from the local network definition, not from the node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from chain.address import address_from_pubkey, decode_address, decode_any_address, encode_address
+from chain.keys import PrivateKey
+from chain.network import Network, load_network
+from chain.tx import Transaction, TxKind, check_transaction, sign
+from wallet.keystore import (
+    DEFAULT_SCRYPT_N,
+    WalletError,
+    decrypt_keystore,
+    encrypt_seed,
+    read_keystore,
+    write_keystore,
+)
+from wallet.rpc import (
+    AccountInfo,
+    RpcClient,
+    get_account,
+    get_address_history,
+    get_transaction,
+    send_raw_transaction,
+)
+
+DEFAULT_FEE = 1000  # base units; the node's mempool minimum is far lower
+
+
+def default_keystore_path(datadir: Path, network: str, name: str) -> Path:
+    """``<datadir>/<network>/wallets/<name>.json``."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise WalletError(f"bad wallet name {name!r}: use letters, digits, '-' or '_'")
+    return Path(datadir) / network / "wallets" / f"{name}.json"
+
+
+class Wallet:
+    __slots__ = ("_key", "network", "path")
+
+    def __init__(self, key: PrivateKey, network: Network, path: Path | None = None) -> None:
+        self._key = key
+        self.network = network
+        self.path = path
+
+    # --- creating and loading ------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path | str, password: str, network: Network | None = None) -> Wallet:
+        """Unlock a keystore file. Raises WrongPasswordError / KeystoreError; writes nothing."""
+        path = Path(path).expanduser()
+        data = read_keystore(path)
+        key = decrypt_keystore(data, password)
+        name, _ = decode_any_address(data["address"])
+        if network is None:
+            network = load_network(name)
+        elif network.name != name:
+            raise WalletError(
+                f"{path} holds a {name} key, but the wallet was asked for {network.name}"
+            )
+        return cls(key, network, path)
+
+    @classmethod
+    def create(
+        cls,
+        path: Path | str,
+        password: str,
+        network: Network,
+        seed: bytes | None = None,
+        scrypt_n: int = DEFAULT_SCRYPT_N,
+    ) -> Wallet:
+        """A new keystore at ``path`` (never overwrites) for a fresh or given seed."""
+        key = PrivateKey.generate() if seed is None else PrivateKey.from_seed(seed)
+        data = encrypt_seed(key.seed, password, network.hrp, scrypt_n=scrypt_n)
+        path = Path(path).expanduser()
+        write_keystore(path, data)
+        return cls(key, network, path)
+
+    # --- identity ------------------------------------------------------------------
+
+    @property
+    def address_bytes(self) -> bytes:
+        return address_from_pubkey(self._key.public_key)
+
+    @property
+    def address(self) -> str:
+        return encode_address(self.network.hrp, self.address_bytes)
+
+    @property
+    def public_key(self) -> bytes:
+        return self._key.public_key
+
+    def __repr__(self) -> str:
+        return f"Wallet(address={self.address}, network={self.network.name})"
+
+    # --- transactions --------------------------------------------------------------
+
+    def build_transfer(
+        self, to: str, amount: int, fee: int = DEFAULT_FEE, nonce: int = 0, payload: bytes = b""
+    ) -> Transaction:
+        """A signed transfer (offline: no RPC). ``to`` must be of this wallet's network."""
+        recipient = decode_address(to, self.network.hrp)
+        tx = Transaction(
+            chain_id=self.network.chain_id,
+            kind=TxKind.TRANSFER,
+            sender_pubkey=self._key.public_key,
+            nonce=nonce,
+            fee=fee,
+            recipient=recipient,
+            amount=amount,
+            payload=payload,
+        )
+        tx = sign(tx, self._key)
+        check = check_transaction(tx, self.network.chain_id)
+        if not check.ok:
+            raise WalletError(f"transaction would be rejected: {check.reject}: {check.detail}")
+        return tx
+
+    def balance(self, rpc: RpcClient) -> AccountInfo:
+        return get_account(rpc, self.address)
+
+    def send(
+        self,
+        rpc: RpcClient,
+        to: str,
+        amount: int,
+        fee: int = DEFAULT_FEE,
+        nonce: int | None = None,
+    ) -> str:
+        """Sign a transfer and submit it; returns the txid hex.
+
+        The nonce is the account's ``pending_nonce`` (after its own unconfirmed txs)
+        unless given. Refuses, before signing, to spend more than the spendable balance.
+        """
+        info = self.balance(rpc)
+        if amount + fee > info.balance:
+            raise WalletError(
+                f"insufficient funds: amount + fee = {amount + fee} base units, "
+                f"spendable balance {info.balance} (immature {info.immature})"
+            )
+        tx = self.build_transfer(to, amount, fee, info.pending_nonce if nonce is None else nonce)
+        txid = send_raw_transaction(rpc, tx.to_bytes())
+        if txid != tx.txid.hex():
+            raise WalletError(f"the node answered txid {txid}, expected {tx.txid.hex()}")
+        return txid
+
+    def history(self, rpc: RpcClient, details: bool = True) -> list[dict[str, Any]]:
+        """Confirmed transactions from or to this address, oldest first (see address_history)."""
+        return address_history(rpc, self.address, details)
+
+
+def address_history(rpc: RpcClient, address: str, details: bool = True) -> list[dict[str, Any]]:
+    """Confirmed transactions from or to ``address``, oldest first.
+
+    With ``details`` each entry also gets sender, recipient, amount, fee and
+    ``direction`` ("in", "out" or "self") from ``gettransaction``.
+    """
+    entries = get_address_history(rpc, address)
+    if not details:
+        return entries
+    out = []
+    for e in entries:
+        tx = get_transaction(rpc, str(e.get("txid"))) if "amount" not in e else {}
+        merged = {**tx, **e}
+        sender, recipient = merged.get("sender"), merged.get("recipient")
+        if sender == address and recipient == address:
+            merged["direction"] = "self"
+        elif sender == address:
+            merged["direction"] = "out"
+        elif recipient == address:
+            merged["direction"] = "in"
+        merged.pop("hex", None)
+        out.append(merged)
+    return out
