@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
@@ -74,7 +75,7 @@ def reindex(db: ChainDB, network: Network) -> ChainState:
     return chain
 
 
-def _progress(total: int, started: float, last_log: float):  # type: ignore[no-untyped-def]
+def _progress(total: int, started: float, last_log: float) -> Callable[[int], None]:
     state = {"last": last_log}
 
     def report(height: int) -> None:
