@@ -14,12 +14,17 @@ from chain.network import NETWORKS, NetworkError, load_network
 from chain.storage import StorageError
 from node.config import NodeConfig, default_datadir, network_dir
 from node.miner_cli import add_miner_parser
+from node.settings_file import ConfigError, add_node_options, resolve, show
 from wallet.cli import add_wallet_parser
 
 log = logging.getLogger("pouw")
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+
+
+class UsageError(Exception):
+    """A setting is wrong (file or flags); the message says which and where."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -39,35 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(init)
     init.add_argument("--genesis-file", type=Path, help="genesis file of a private network")
     node = sub.add_parser("node", help="run a full node")
-    _common(node)
-    node.add_argument("--mine", action="store_true", help="mine filler products on this node")
-    node.add_argument("--miner-address", help="address that receives mined rewards")
-    node.add_argument("--engine", choices=["numpy", "cupy"], help="mining engine (default: auto)")
-    node.add_argument("--reindex", action="store_true", help="rebuild state from stored blocks")
-    node.add_argument("--max-blocks", type=int, help="stop after mining this many blocks")
-    node.add_argument("--genesis-file", type=Path, help="genesis file of a private network")
-    node.add_argument("--nolisten", action="store_true", help="accept no inbound peers")
-    node.add_argument("--p2p-bind", default="0.0.0.0", help="P2P listen address")
-    node.add_argument("--p2p-port", type=int, help="P2P port (default: the network's)")
-    node.add_argument(
-        "--connect",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="connect only to this peer (repeatable)",
+    add_node_options(node)
+    config = sub.add_parser("config", help="the node's configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show_cmd = config_sub.add_parser(
+        "show", help="print the effective configuration (flags over file over defaults)"
     )
-    node.add_argument(
-        "--addnode",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="also connect to this peer (repeatable)",
-    )
-    node.add_argument("--norpc", action="store_true", help="do not serve JSON-RPC")
-    node.add_argument("--rpc-bind", default="127.0.0.1", help="JSON-RPC listen address")
-    node.add_argument("--rpc-port", type=int, help="JSON-RPC port (default: the network's)")
-    node.add_argument("--rpc-user", help="JSON-RPC user (besides the cookie file)")
-    node.add_argument("--rpc-password", help="JSON-RPC password for --rpc-user")
+    add_node_options(show_cmd)
+    show_cmd.set_defaults(handler=cmd_config_show)
+    rpc = sub.add_parser("rpc", help="call a JSON-RPC method of a running node")
+    _common(rpc)
+    rpc.add_argument("--rpc-port", type=int, help="JSON-RPC port (default: the network's)")
+    rpc.add_argument("--rpc-host", default="127.0.0.1")
+    rpc.add_argument("method")
+    rpc.add_argument("params", nargs="*", help="each a JSON value, else taken as a string")
+    rpc.set_defaults(handler=cmd_rpc)
     init.set_defaults(handler=cmd_init)
     node.set_defaults(handler=cmd_node)
     add_wallet_parser(sub)
@@ -99,29 +90,36 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    try:
+        return resolve(args).config
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    try:
+        resolved = resolve(args)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    print(show(resolved))
+    return 0
+
+
 def cmd_node(args: argparse.Namespace) -> int:
+    from node.logs import DEBUG_LOG, setup_logging
     from node.service import Node
 
-    config = NodeConfig(
-        network=args.network,
-        datadir=args.datadir or default_datadir(),
-        mine=args.mine,
-        miner_address=args.miner_address,
-        engine=args.engine,
-        reindex=args.reindex,
-        max_blocks=args.max_blocks,
-        genesis_file=args.genesis_file,
-        listen=not args.nolisten,
-        p2p_bind=args.p2p_bind,
-        p2p_port=args.p2p_port,
-        connect=tuple(args.connect),
-        addnode=tuple(args.addnode),
-        rpc=not args.norpc,
-        rpc_bind=args.rpc_bind,
-        rpc_port=args.rpc_port,
-        rpc_user=args.rpc_user,
-        rpc_password=args.rpc_password,
-    )
+    config = node_config(args)
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the plain handler of main(); ours replace it
+        root.removeHandler(handler)
+    setup_logging(
+        config.log_level, config.log_format, config.debug,
+        config.network_dir / DEBUG_LOG if config.log_file else None, config.log_max_mb,
+    )  # fmt: skip
+    if config.config_file is not None:
+        log.info("settings from %s", config.config_file)
     node = Node(config)
     try:
         asyncio.run(node.run())
@@ -130,11 +128,42 @@ def cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rpc(args: argparse.Namespace) -> int:
+    """Cookie auth from --datadir, like bitcoin-cli; prints the result as JSON."""
+    import json
+
+    from node.rpc.client import RpcClient, RpcClientError
+
+    params = []
+    for text in args.params:
+        try:
+            params.append(json.loads(text))
+        except ValueError:
+            params.append(text)
+    datadir = args.datadir or default_datadir()
+    try:
+        client = RpcClient.from_datadir(datadir, args.network, args.rpc_port, args.rpc_host)
+    except OSError as exc:
+        raise UsageError(f"no RPC cookie in {network_dir(datadir, args.network)} ({exc})") from None
+    try:
+        result = client.call(args.method, *params)
+    except RpcClientError as exc:
+        print(f"error code: {exc.code}\nerror message:\n{exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        raise UsageError(f"cannot reach the node's RPC: {exc}") from None
+    print(result if isinstance(result, str) else json.dumps(result, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(getattr(args, "log_level", "info"))
     try:
         return int(args.handler(args))
+    except UsageError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     except (NetworkError, AddressError, ChainStateError, StorageError) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE

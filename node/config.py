@@ -1,4 +1,4 @@
-"""Node settings after flags and defaults are merged (a TOML file comes with issue 7)."""
+"""Node settings after defaults, the TOML file and flags are merged (node/settings_file.py)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,20 @@ class NodeConfig:
     rpc_port: int | None = None
     rpc_user: str | None = None
     rpc_password: str | None = None
+    # Logs (node/logs.py): stderr plus <network_dir>/debug.log, rotated at log_max_mb.
+    log_level: str = "info"
+    log_format: str = "human"  # "human" or "json"
+    debug: tuple[str, ...] = ()  # debug categories: net, sync, validation, ... or all
+    log_file: bool = True
+    log_max_mb: int = 50
+    progress: str = "auto"  # terminal progress bars: auto (when stderr is a tty), always, never
+    # Prometheus /metrics, /health, /ready (node/metrics.py) on their own port.
+    metrics: bool = False
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: the network's rpc_port + 2
+    # The web dashboard (node/dashboard/) on the RPC port at /dashboard/.
+    dashboard: bool = False
+    config_file: Path | None = None  # the TOML file that was read, if any
     extra: dict[str, object] = field(default_factory=dict)
 
     @property

@@ -48,7 +48,10 @@ def _shape(text: str) -> tuple[int, int, int]:
 def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("miner", help="mine through a node's JSON-RPC (GPU or CPU)")
     p.add_argument("--rpc", metavar="URL", help="node RPC URL (default 127.0.0.1:<rpc port>)")
-    p.add_argument("--address", required=True, help="address that receives the rewards")
+    p.add_argument("--address", help="address that receives the rewards (required to mine)")
+    p.add_argument(
+        "--list-devices", action="store_true", help="show the GPUs and engines found, then exit"
+    )
     p.add_argument("--network", choices=NETWORKS, help="default: the address's network")
     p.add_argument("--genesis-file", type=Path, help="genesis file of a private network")
     p.add_argument("--datadir", type=Path, help="the node's datadir, for its RPC cookie")
@@ -68,6 +71,15 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_miner(args: argparse.Namespace) -> int:
     from node.remote_miner import RemoteMiner, default_devices
 
+    if args.list_devices:
+        from node.devices import describe_devices
+
+        lines, _ok = describe_devices()
+        print("\n".join(lines))
+        return 0
+    if args.address is None:
+        log.error("pouw miner needs --address ADDRESS (or --list-devices)")
+        return EXIT_USAGE
     try:
         net_name, _ = decode_any_address(args.address)
         if args.network is not None and args.network != net_name:
@@ -90,7 +102,11 @@ def cmd_miner(args: argparse.Namespace) -> int:
         ok, why = gpu_usable()
         backend = "cupy" if ok else "numpy"
         if not ok:
-            log.info("no GPU engine (%s): mining on the CPU", why)
+            log.warning(
+                "GPU mining unavailable (%s): mining on the CPU with numpy, much slower; "
+                "`pouw miner --list-devices` shows what was found",
+                why,
+            )
     if backend == "cupy":
         try:
             devices: list[int | None] = list(args.devices or default_devices("cupy"))

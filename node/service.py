@@ -24,11 +24,14 @@ from chain.network import Network, load_network
 from chain.state import Account, account_key
 from chain.storage import ChainDB, open_chain
 from chain.tx import Transaction
-from compute.select import select_engine
+from compute.engine import MiningEngine
+from compute.select import gpu_usable, select_engine
 from node.config import NodeConfig
 from node.events import NodeEvents, TipChange
+from node.metrics import MetricsService, NodeMetrics
 from node.miner import Miner
-from node.rpc.service import RpcService
+from node.progress import progress_service
+from node.rpc.ops import NodeRpcService
 from p2p.service import P2PService
 
 log = logging.getLogger("pouw.node")
@@ -68,6 +71,19 @@ def miner_address(network: Network, text: str | None) -> bytes:
     return address
 
 
+def mining_engine(preferred: str | None) -> MiningEngine:
+    """The engine for --mine; says plainly when no GPU can be used and the CPU mines."""
+    if preferred is None:
+        ok, why = gpu_usable()
+        if not ok:
+            log.warning(
+                "GPU mining unavailable (%s): mining on the CPU with numpy, much slower. "
+                "`pouw miner --list-devices` shows what was found; `pip install 'pouw[gpu]'` "
+                "installs CuPy for CUDA 12 (or 'pouw[gpu-cuda13]').", why,
+            )  # fmt: skip
+    return select_engine(preferred)
+
+
 class Service(Protocol):
     """A part of the node with a lifetime: the P2P server, the RPC server, ..."""
 
@@ -90,6 +106,7 @@ class Node:
         self.db, self.chain = open_chainstate(self.network, config)
         self.mempool = Mempool(self.network.chain_id, self._account)
         self.events = NodeEvents()
+        self.metrics = NodeMetrics(self)
         self.services: list[Service] = []
         self.miner: Miner | None = None
         self.started = time.time()
@@ -100,7 +117,12 @@ class Node:
         if self.config.listen or self.config.connect or self.config.addnode:
             self.services.append(P2PService(self))
         if self.config.rpc:
-            self.services.append(RpcService(self))
+            self.services.append(NodeRpcService(self))
+        if self.config.metrics:
+            self.services.append(MetricsService(self))
+        progress = progress_service(self)
+        if progress is not None:
+            self.services.append(progress)
 
     def _account(self, address: bytes) -> tuple[int, int]:
         acct = self.account(address)
@@ -119,6 +141,7 @@ class Node:
     def submit_block(self, block: Block) -> ProcessResult:
         """Every block enters here (own miner, peers, RPC submitblock)."""
         result = self.chain.process_block(block)
+        self.metrics.block_processed(result)
         if result.check.ok and not result.duplicate:
             self.events.block_stored.emit(block)
         if result.disconnected:
@@ -182,7 +205,7 @@ class Node:
             address = miner_address(self.network, self.config.miner_address)
             self.miner = Miner(
                 self.chain,
-                select_engine(self.config.engine),
+                mining_engine(self.config.engine),
                 address,
                 submit=self.submit_block,
                 select_txs=self.mempool.select,

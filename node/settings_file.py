@@ -1,0 +1,300 @@
+"""Node options: one table drives the command-line flags, the TOML file and ``config show``.
+
+Precedence: flags over the file over defaults. The file is ``--config FILE``, else
+``<datadir>/<network>/pouw.toml`` when it exists. Keys are the option names below
+(``rpc_port = 29332``, ``debug = ["net", "sync"]``); an unknown key, a wrong type or a
+malformed file stops the node with a message naming the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chain.network import NETWORKS
+from node.config import NodeConfig, default_datadir, network_dir
+from node.logs import CATEGORIES
+
+CONFIG_NAME = "pouw.toml"
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; the message names file, line and key."""
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str  # TOML key and NodeConfig field
+    kind: type  # bool, int, str, Path, or list (of str)
+    help: str
+    choices: tuple[str, ...] | None = None
+    flag: str | None = None  # default: --key-with-dashes
+    neg_flag: str | None = None  # a bool that defaults to True is turned off by this flag
+    metavar: str | None = None
+    file: bool = True  # may be set in the file
+
+    @property
+    def flags(self) -> str:
+        return self.flag or "--" + self.key.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("network", str, "devnet, testnet or mainnet", choices=NETWORKS, file=False),
+    Option("datadir", Path, "data folder (default ~/.pouw or $POUW_DATADIR)", file=False),
+    Option("genesis_file", Path, "genesis file of a private network"),
+    Option("mine", bool, "mine filler products on this node"),
+    Option("miner_address", str, "address that receives mined rewards"),
+    Option(
+        "engine",
+        str,
+        "mining engine (default: cupy if usable, else numpy)",
+        choices=("numpy", "cupy"),
+    ),
+    Option("reindex", bool, "rebuild state from stored blocks"),
+    Option("max_blocks", int, "stop after mining this many blocks"),
+    Option("listen", bool, "accept inbound peers", neg_flag="--nolisten"),
+    Option("p2p_bind", str, "P2P listen address"),
+    Option("p2p_port", int, "P2P port (default: the network's)"),
+    Option("connect", list, "connect only to this peer (repeatable)", metavar="HOST:PORT"),
+    Option("addnode", list, "also connect to this peer (repeatable)", metavar="HOST:PORT"),
+    Option("rpc", bool, "serve JSON-RPC", neg_flag="--norpc"),
+    Option("rpc_bind", str, "JSON-RPC listen address"),
+    Option("rpc_port", int, "JSON-RPC port (default: the network's)"),
+    Option("rpc_user", str, "JSON-RPC user (besides the cookie file)"),
+    Option("rpc_password", str, "JSON-RPC password for --rpc-user"),
+    Option(
+        "log_level", str, "least severe level logged", choices=("debug", "info", "warning", "error")
+    ),
+    Option("log_format", str, "log line format", choices=("human", "json")),
+    Option(
+        "debug",
+        list,
+        "log debug messages of a category (repeatable): " + ", ".join(CATEGORIES) + " or all",
+        metavar="CATEGORY",
+    ),
+    Option("log_file", bool, "write <datadir>/<network>/debug.log", neg_flag="--nodebuglogfile"),
+    Option("log_max_mb", int, "rotate debug.log at this size (5 old files kept)"),
+    Option("progress", str, "terminal progress bars", choices=("auto", "always", "never")),
+    Option("metrics", bool, "serve Prometheus /metrics, /health and /ready"),
+    Option("metrics_bind", str, "address of the metrics server"),
+    Option("metrics_port", int, "port of the metrics server (default: the network's RPC port + 2)"),
+    Option("dashboard", bool, "serve the web dashboard at /dashboard/ on the RPC port"),
+)
+BY_KEY = {o.key: o for o in OPTIONS}
+TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    str: "a string",
+    Path: "a path string",
+    list: "a list of strings",
+}
+
+
+def add_node_options(parser: argparse.ArgumentParser) -> None:
+    """Every option as a flag; an absent flag leaves no attribute (file/defaults apply)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"TOML settings (default: <datadir>/<network>/{CONFIG_NAME})",
+    )
+    S = argparse.SUPPRESS
+    for o in OPTIONS:
+        if o.kind is bool:
+            parser.add_argument(o.flags, dest=o.key, action="store_true", default=S, help=o.help)
+            if o.neg_flag:
+                parser.add_argument(
+                    o.neg_flag,
+                    dest=o.key,
+                    action="store_false",
+                    default=S,
+                    help=f"do not {o.help[0].lower()}{o.help[1:]}",
+                )
+        elif o.kind is list:
+            parser.add_argument(
+                o.flags,
+                dest=o.key,
+                action="append",
+                default=S,
+                metavar=o.metavar,
+                help=o.help,
+                choices=CATEGORIES + ("all",) if o.key == "debug" else None,
+            )
+        else:
+            parser.add_argument(
+                o.flags,
+                dest=o.key,
+                type=o.kind,
+                default=S,
+                choices=o.choices,
+                metavar=o.metavar,
+                help=o.help,
+            )
+
+
+def _defaults() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(NodeConfig):
+        if f.name in BY_KEY:
+            out[f.name] = f.default
+    out["datadir"] = default_datadir()
+    return out
+
+
+def key_line(text: str, key: str) -> int | None:
+    """Line (1-based) where ``key`` is assigned in TOML text, or None."""
+    k = re.escape(key)
+    rx = re.compile(rf"""^\s*(?:(?:{k}|"{k}"|'{k}')\s*=|\[\s*(?:{k}|"{k}"|'{k}')\s*[.\]])""")
+    for no, line in enumerate(text.splitlines(), 1):
+        if rx.match(line):
+            return no
+    return None
+
+
+def _where(path: Path, text: str, key: str) -> str:
+    line = key_line(text, key)
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+def _check_value(o: Option, value: Any) -> Any:
+    """The value converted to the option's type, or raise TypeError(expected)."""
+    if o.kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if o.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError
+        return value
+    if o.kind is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TypeError
+        return value
+    if not isinstance(value, str):
+        raise TypeError
+    return Path(value).expanduser() if o.kind is Path else value
+
+
+def load_file(path: Path, explicit: bool) -> dict[str, Any]:
+    """Options from a TOML file ({} when the default file does not exist)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if not explicit:
+            return {}
+        raise ConfigError(f"config file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: malformed TOML: {exc}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        o = BY_KEY.get(key)
+        if o is None:
+            hint = ""
+            if isinstance(value, dict):
+                hint = " (tables are not used: write every key at the top level)"
+            raise ConfigError(f"{_where(path, text, key)}: unknown key {key!r}{hint}")
+        if not o.file and not explicit:
+            raise ConfigError(
+                f"{_where(path, text, key)}: key {key!r} cannot be set in {path.name} inside "
+                f"the datadir (it decides where that file is); use --{key} or --config FILE"
+            )
+        try:
+            out[key] = _check_value(o, value)
+        except TypeError:
+            raise ConfigError(
+                f"{_where(path, text, key)}: key {key!r} must be {TYPE_NAMES[o.kind]}"
+                + (f" ({', '.join(o.choices)})" if o.choices else "")
+                + f", not {type(value).__name__} {value!r}"
+            ) from None
+        if o.choices and out[key] not in o.choices:
+            raise ConfigError(
+                f"{_where(path, text, key)}: key {key!r} must be one of "
+                f"{', '.join(o.choices)}, not {value!r}"
+            )
+        if key == "debug":
+            bad = [c for c in out[key] if c not in (*CATEGORIES, "all")]
+            if bad:
+                raise ConfigError(
+                    f"{_where(path, text, key)}: key 'debug': unknown category {bad[0]!r} "
+                    f"(choose from {', '.join(CATEGORIES)} or all)"
+                )
+    return out
+
+
+@dataclass
+class Resolved:
+    config: NodeConfig
+    sources: dict[str, str]  # key -> "flag", "file" or "default"
+    file: Path | None  # the file that was read (None: none found)
+
+
+def resolve(args: argparse.Namespace, make: Callable[..., NodeConfig] = NodeConfig) -> Resolved:
+    """Defaults, then the file, then flags, into a NodeConfig."""
+    flags = {o.key: getattr(args, o.key) for o in OPTIONS if hasattr(args, o.key)}
+    values = _defaults()
+    sources = dict.fromkeys(values, "default")
+    explicit = getattr(args, "config", None)
+    if explicit is not None:
+        path: Path = Path(explicit).expanduser()
+    else:
+        net = flags.get("network", values["network"])
+        path = network_dir(flags.get("datadir", values["datadir"]), net) / CONFIG_NAME
+    from_file = load_file(path, explicit is not None)
+    read = path if (from_file or path.exists()) else None
+    for layer, name in ((from_file, "file"), (flags, "flag")):
+        for key, value in layer.items():
+            values[key] = value
+            sources[key] = name
+    for key in ("connect", "addnode", "debug"):
+        values[key] = tuple(values[key] or ())
+    config = make(**values, config_file=read)
+    return Resolved(config, sources, read)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def show(resolved: Resolved) -> str:
+    """The effective configuration as TOML, each key with where it came from."""
+    cfg = resolved.config
+    lines = [
+        f"# effective configuration of network {cfg.network}",
+        f"# config file: {resolved.file or 'none'}",
+        "# precedence: flags over the file over defaults",
+    ]
+    for o in OPTIONS:
+        value = getattr(cfg, o.key)
+        src = resolved.sources.get(o.key, "default")
+        if value is None:
+            lines.append(f"# {o.key} = (unset)  # {src}: {o.help}")
+            continue
+        if o.key == "rpc_password":
+            lines.append(f'{o.key} = "********"  # {src}')
+            continue
+        lines.append(f"{o.key} = {_toml_value(value)}  # {src}")
+    return "\n".join(lines)
