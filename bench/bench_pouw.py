@@ -158,6 +158,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, a few seconds")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (best is kept)")
+    parser.add_argument("--k", type=int, action="append", help="only these k (repeatable)")
     args = parser.parse_args(argv)
     reps = args.reps or (3 if args.quick else 5)
     engine = NumpyEngine()
@@ -175,9 +176,11 @@ def main(argv: list[str]) -> int:
         (2048, 16384, 2048),
     ]  # fmt: skip
     for m, k, n in shapes:
-        bench_shape(engine, m, k, n, reps, f"k{k}")
+        if not args.k or k in args.k:
+            bench_shape(engine, m, k, n, reps, f"k{k}")
     for k in (1024, 2048) if args.quick else (4096, 16384):
-        bench_seal(engine, k, reps)
+        if not args.k or k in args.k:
+            bench_seal(engine, k, reps)
     return 0
 
 

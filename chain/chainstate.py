@@ -23,7 +23,14 @@ from chain.block import Block
 from chain.encoding import DecodeError
 from chain.genesis import genesis_block, genesis_changes
 from chain.network import Network
-from chain.state import Changes, StateError, apply_block, decode_undo, encode_undo
+from chain.state import (
+    Changes,
+    JobNameError,
+    StateError,
+    apply_block,
+    decode_undo,
+    encode_undo,
+)
 from chain.state_tree import StateTree
 from chain.storage import BlockStatus, ChainDB, IndexRecord
 from chain.tx import Transaction
@@ -306,7 +313,12 @@ class ChainState:
         header = block.header
         assert header.parent == self.tip.hash
         try:
-            changes = apply_block(self.state_get, header, block.txs, self.network.subsidy)
+            changes = apply_block(
+                self.state_get, header, block.txs, self.network.subsidy,
+                self.network.pouw, self.network.market,
+            )  # fmt: skip
+        except JobNameError as exc:
+            return invalid(BlockReject(f"bad-{exc.reason.value}"), exc.detail)
         except StateError as exc:
             return invalid(BlockReject.BAD_STATE, str(exc))
         if self.tree.root_after(changes) != header.state_root:
@@ -361,7 +373,10 @@ class ChainState:
 
     def block_changes(self, header_like: object, txs: list[Transaction]) -> Changes:
         """State changes of a block being built on the tip (for templates)."""
-        return apply_block(self.state_get, header_like, txs, self.network.subsidy)  # type: ignore[arg-type]
+        return apply_block(
+            self.state_get, header_like, txs, self.network.subsidy,  # type: ignore[arg-type]
+            self.network.pouw, self.network.market,
+        )  # fmt: skip
 
 
 def _write_changes(batch: object, changes: Changes) -> None:

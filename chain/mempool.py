@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain.block import MAX_BLOCK_TX_BYTES, MAX_BLOCK_TXS
-from chain.tx import MAX_TX_SIZE, TX_FIXED_SIZE, Transaction, TxReject, check_transaction
+from chain.tx import (
+    MAX_PLAIN_TX_SIZE,
+    TX_FIXED_SIZE,
+    Transaction,
+    TxReject,
+    check_transaction,
+)
 
 # Bitcoin Core's -maxmempool default is 300 MB of *memory*; ours caps encoded bytes.
 # 64 MiB is 16 full blocks of backlog (~450k minimal transfers).
@@ -74,6 +80,9 @@ class MempoolReject(enum.StrEnum):
     ZERO_AMOUNT = TxReject.ZERO_AMOUNT.value
     AMOUNT_OVERFLOW = TxReject.AMOUNT_OVERFLOW.value
     BAD_SIGNATURE = TxReject.BAD_SIGNATURE.value
+    JOB_RECIPIENT = TxReject.JOB_RECIPIENT.value
+    JOB_AMOUNT = TxReject.JOB_AMOUNT.value
+    JOB_BAD_PAYLOAD = TxReject.JOB_BAD_PAYLOAD.value
 
     ALREADY_KNOWN = "mempool-already-known"  # this txid is in the pool
     NONCE_TOO_LOW = "mempool-nonce-too-low"  # below the sender's confirmed nonce
@@ -164,7 +173,9 @@ class Mempool:
         self.min_fee = min_fee
         self.replace_bump_percent = replace_bump_percent
         if max_queued is None:
-            max_queued = max(MAX_NONCE_GAP, max_bytes * QUEUED_SHARE_PERCENT // 100 // MAX_TX_SIZE)
+            max_queued = max(
+                MAX_NONCE_GAP, max_bytes * QUEUED_SHARE_PERCENT // 100 // MAX_PLAIN_TX_SIZE
+            )
         self.max_queued = max_queued
         self._lookup = account_lookup
         self._by_id: dict[bytes, _Entry] = {}

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from chain.address import HRP_BY_NETWORK, decode_address
-from consensus.params import DifficultyParams, ParamsError, PouwParams, SubsidyParams
+from consensus.params import (
+    DifficultyParams,
+    MarketParams,
+    ParamsError,
+    PouwParams,
+    SubsidyParams,
+)
 from consensus.subsidy import subsidy_fits_cap
 
 NETWORKS = ("devnet", "testnet", "mainnet")
@@ -47,6 +53,7 @@ class Network:
     genesis_message: str
     allocations: tuple[tuple[bytes, int], ...]  # (address, base units)
     seeds: tuple[str, ...]
+    market: MarketParams = MarketParams()
 
     @property
     def genesis_funds(self) -> int:
@@ -74,6 +81,9 @@ def parse_network(data: dict[str, Any]) -> Network:
         )
         subsidy = SubsidyParams(**{k: _int(v, f"subsidy.{k}") for k, v in data["subsidy"].items()})
         filler = FillerShape(**{k: _int(v, f"filler.{k}") for k, v in data["filler"].items()})
+        market = MarketParams(
+            **{k: _int(v, f"market.{k}") for k, v in data.get("market", {}).items()}
+        )
         genesis = data["genesis"]
         allocations = tuple(
             (decode_address(a["address"], hrp), _int(a["amount"], "genesis.allocations.amount"))
@@ -93,6 +103,7 @@ def parse_network(data: dict[str, Any]) -> Network:
             genesis_message=str(genesis.get("message", "")),
             allocations=allocations,
             seeds=tuple(str(s) for s in data.get("seeds", [])),
+            market=market,
         )
     except (KeyError, TypeError) as exc:
         raise NetworkError(f"genesis file is missing or mistypes a field: {exc}") from exc
@@ -100,6 +111,7 @@ def parse_network(data: dict[str, Any]) -> Network:
         pouw.validate()
         difficulty.validate()
         subsidy.validate()
+        market.validate()
     except ParamsError as exc:
         raise NetworkError(f"{name}: {exc}") from exc
     if not subsidy_fits_cap(subsidy, network.genesis_funds):

@@ -8,6 +8,11 @@ the state root). Keys:
                           delivered u128 | bounties u64 | challenges_lost u64
     b"R" + u64 height     immature reward of the block at that height: miner20 | amount u64
     b"S"                  supply: base units minted so far (genesis + subsidies) u64
+    b"J" + job_id         a compute-market job (chain/jobs.py)
+    b"Q" + u64 height     first job settling at the end of that block (chain/jobs.py)
+
+Supply invariant: balances + immature rewards + coins held by unsettled jobs
+(bounty escrow and held job-block rewards) = supply.
 
 Applying a block yields a change set (key -> new value or None); its undo data is
 the old value of each changed key, so disconnecting a block writes those back.
@@ -22,11 +27,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from chain.encoding import DecodeError, Reader, Writer
-from chain.header import Header
+from chain.header import NO_JOB, Header
 from chain.tx import Transaction, TxKind
 from consensus.difficulty import block_work
 from consensus.ints import U64_MAX
-from consensus.params import SubsidyParams
+from consensus.params import MarketParams, PouwParams, SubsidyParams
 from consensus.subsidy import block_subsidy
 
 PREFIX_ACCOUNT = b"A"
@@ -35,6 +40,8 @@ PREFIX_REWARD = b"R"
 KEY_SUPPLY = b"S"
 MAX_STATE_KEY = 64
 MAX_STATE_VALUE = 4096
+
+DEFAULT_MARKET = MarketParams()
 
 StateGet = Callable[[bytes], bytes | None]
 Changes = dict[bytes, bytes | None]
@@ -111,6 +118,28 @@ class StateReject(enum.StrEnum):
     BALANCE_OVERFLOW = "balance-overflow"
     KIND_NOT_ACTIVE = "kind-not-active"
     SUPPLY_CAP = "supply-cap-exceeded"
+    # compute market (chain/jobs.py); a block naming a job:
+    JOB_UNKNOWN = "job-unknown"  # no such job (or a job tx naming one)
+    JOB_TAKEN = "job-taken"  # another block already mined it
+    JOB_CLOSED = "job-closed"  # the buyer cancelled it
+    JOB_EXPIRED = "job-expired"  # the block is above the job's expiry height
+    JOB_MISMATCH = "job-mismatch"  # the header's shape or hA, hB differ from the job's
+    # job transactions:
+    JOB_BAD_SHAPE = "job-bad-shape"
+    JOB_BAD_EXPIRY = "job-bad-expiry"
+    JOB_NOT_MINED = "job-not-mined"  # commit to a job not (or no longer) waiting for C
+    JOB_COMMIT_NOT_MINER = "job-commit-not-miner"
+    JOB_COMMIT_LATE = "job-commit-late"
+    JOB_NOT_COMMITTED = "job-not-committed"  # challenge of a job without a live commitment
+    JOB_CHALLENGE_LATE = "job-challenge-late"
+    JOB_RECLAIM_NOT_BUYER = "job-reclaim-not-buyer"
+    JOB_NOT_RECLAIMABLE = "job-not-reclaimable"
+    CHALLENGE_BAD_INDEX = "challenge-bad-index"
+    CHALLENGE_MALFORMED = "challenge-malformed"
+    CHALLENGE_BAD_ROW_BRANCH = "challenge-bad-row-branch"
+    CHALLENGE_BAD_COLUMN_BRANCH = "challenge-bad-column-branch"
+    CHALLENGE_BAD_RESULT_BRANCH = "challenge-bad-result-branch"
+    CHALLENGE_ENTRY_CORRECT = "challenge-entry-correct"
 
 
 class StateError(Exception):
@@ -118,6 +147,10 @@ class StateError(Exception):
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
         self.reason = reason
         self.detail = detail
+
+
+class JobNameError(StateError):
+    """The block's header names a job it may not mine (reason job-unknown, ...)."""
 
 
 class Overlay:
@@ -142,9 +175,43 @@ class Overlay:
         self.put(account_key(address), acct.to_bytes())
 
 
-def apply_transaction(state: Overlay, tx: Transaction) -> int:
-    """Apply one context-free-valid transaction; returns its fee. Raises StateError."""
-    if tx.kind != TxKind.TRANSFER:
+def add_contribution(
+    state: Overlay,
+    address: bytes,
+    *,
+    blocks: int = 0,
+    work: int = 0,
+    multiply_adds: int = 0,
+    delivered: int = 0,
+    bounties: int = 0,
+    challenges_lost: int = 0,
+) -> None:
+    c = Contribution.from_bytes(state.get(contribution_key(address)))
+    state.put(
+        contribution_key(address),
+        Contribution(
+            blocks=c.blocks + blocks,
+            work=c.work + work,
+            multiply_adds=c.multiply_adds + multiply_adds,
+            delivered=c.delivered + delivered,
+            bounties=c.bounties + bounties,
+            challenges_lost=c.challenges_lost + challenges_lost,
+        ).to_bytes(),
+    )
+
+
+def apply_transaction(
+    state: Overlay,
+    tx: Transaction,
+    height: int = 0,
+    pouw: PouwParams | None = None,
+    market: MarketParams = DEFAULT_MARKET,
+) -> int:
+    """Apply one context-free-valid transaction; returns its fee. Raises StateError.
+
+    Job kinds need the network's PoUW rules (``pouw``); without them they are refused.
+    """
+    if tx.kind != TxKind.TRANSFER and pouw is None:
         raise StateError(StateReject.KIND_NOT_ACTIVE, f"kind {tx.kind}")
     sender = state.account(tx.sender)
     if tx.nonce < sender.nonce:
@@ -155,6 +222,12 @@ def apply_transaction(state: Overlay, tx: Transaction) -> int:
     if cost > sender.balance:
         raise StateError(StateReject.INSUFFICIENT_BALANCE, f"needs {cost}, has {sender.balance}")
     state.set_account(tx.sender, Account(sender.balance - cost, sender.nonce + 1))
+    if tx.kind != TxKind.TRANSFER:
+        from chain.jobs import apply_job_tx
+
+        assert pouw is not None
+        apply_job_tx(state, tx, height, pouw, market)  # the amount is the job's escrow
+        return tx.fee
     recipient = state.account(tx.recipient)
     if recipient.balance + tx.amount > U64_MAX:
         raise StateError(StateReject.BALANCE_OVERFLOW)
@@ -168,33 +241,54 @@ def supply(state: StateGet) -> int:
 
 
 def apply_block(
-    base: StateGet, header: Header, txs: Iterable[Transaction], subsidy: SubsidyParams
+    base: StateGet,
+    header: Header,
+    txs: Iterable[Transaction],
+    subsidy: SubsidyParams,
+    pouw: PouwParams | None = None,
+    market: MarketParams = DEFAULT_MARKET,
 ) -> Changes:
-    """The state changes of connecting a block on top of ``base``. Raises StateError."""
+    """The state changes of connecting a block on top of ``base``. Raises StateError.
+
+    Order: the job the header names (checked before the block's own txs, so a cancel
+    in the same block cannot take it away), the transactions, the subsidy and the
+    reward (held with the job for a job block, else immature under "R"), the reward
+    maturing now, the contribution ledger, and last the jobs whose challenge window
+    closes at this height.
+    """
+    from chain import jobs
+
     state = Overlay(base)
+    height = header.height
+    job = None
+    if header.job_id != NO_JOB:
+        if pouw is None:
+            raise StateError(StateReject.KIND_NOT_ACTIVE, "blocks may not name a job here")
+        try:
+            job = jobs.name_job(state, header)  # marks it mined: no tx below can cancel it
+        except StateError as exc:
+            raise JobNameError(exc.reason, exc.detail) from None
     fees = 0
     for tx in txs:
-        fees += apply_transaction(state, tx)
-    height = header.height
+        fees += apply_transaction(state, tx, height, pouw, market)
     minted = block_subsidy(subsidy, height)
     new_supply = supply(state.get) + minted
     if new_supply > subsidy.supply_cap:
         raise StateError(StateReject.SUPPLY_CAP)
     state.put(KEY_SUPPLY, new_supply.to_bytes(8, "big"))
-    state.put(reward_key(height), header.miner + (minted + fees).to_bytes(8, "big"))
+    if job is not None:
+        jobs.hold_job_reward(state, header, minted + fees)
+    else:
+        state.put(reward_key(height), header.miner + (minted + fees).to_bytes(8, "big"))
     _release_matured_reward(state, height - subsidy.coinbase_maturity)
-    c = Contribution.from_bytes(state.get(contribution_key(header.miner)))
-    state.put(
-        contribution_key(header.miner),
-        Contribution(
-            blocks=c.blocks + 1,
-            work=c.work + block_work(header.target),
-            multiply_adds=c.multiply_adds + header.m * header.n * header.k,
-            delivered=c.delivered,
-            bounties=c.bounties,
-            challenges_lost=c.challenges_lost,
-        ).to_bytes(),
+    add_contribution(
+        state,
+        header.miner,
+        blocks=1,
+        work=block_work(header.target),
+        multiply_adds=header.m * header.n * header.k,
     )
+    jobs.settle_due(state, height)
     return state.changes
 
 

@@ -39,10 +39,13 @@ from chain.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, PrivateKey, verify
 from chain.merkle import tx_leaf, tx_root
 from consensus.hashing import TAG_TX, TAG_TX_SIG, tagged_hash
 from consensus.ints import U8_MAX, U32_MAX, U64_MAX
+from consensus.merkle import MAX_BRANCH_DEPTH
+from consensus.params import MAX_K
+from consensus.result import RESULT_CHUNK
 
 
 class TxKind(enum.IntEnum):
-    """What a transaction does. Only TRANSFER is active; the rest are reserved."""
+    """What a transaction does (the job kinds: chain/jobs.py, docs/MARKET.md)."""
 
     TRANSFER = 1
     JOB_SUBMIT = 2  # compute market: post a matrix job with an escrowed reward
@@ -51,19 +54,38 @@ class TxKind(enum.IntEnum):
     JOB_RECLAIM = 5  # compute market: submitter reclaims an unclaimed escrow
 
 
-# Kinds a node accepts today. A reserved kind becomes active by a consensus upgrade.
-ACTIVE_KINDS: frozenset[int] = frozenset({TxKind.TRANSFER})
+# Kinds a node accepts. All five are active since the compute market (chain/jobs.py).
+ACTIVE_KINDS: frozenset[int] = frozenset(int(k) for k in TxKind)
 
-# A transfer needs at most a memo, and the future job kinds reference matrix data by
-# hash rather than inline, so 1 KiB is plenty. Small txs bound what one peer message,
-# one mempool entry and one signature check can cost; the cap can be raised per kind
-# by a later consensus rule if a kind needs more.
+# A transfer needs at most a memo, and the job kinds reference matrix data by hash
+# rather than inline, so 1 KiB is plenty for every kind but one. Small txs bound what
+# one peer message, one mempool entry and one signature check can cost.
 MAX_TX_PAYLOAD = 1024
+# A JOB_CHALLENGE carries O(k) data: row i of A and column j of B (k bytes each, each a
+# varbytes), one chunk of a row of C (RESULT_CHUNK int32 entries) and four Merkle
+# branches (u8 depth + 32-byte hashes), after the job id and (i, j). Its cap follows
+# from the protocol's absolute limits (MAX_K, MAX_BRANCH_DEPTH), not from a network,
+# because decoding must not depend on the network; the state rule then requires the
+# job's exact k. At k = 1024 a challenge is about 3.4 KiB.
+MAX_CHALLENGE_PAYLOAD = (
+    32 + 4 + 4 + 2 * (4 + MAX_K) + (4 + RESULT_CHUNK * 4) + 4 * (1 + MAX_BRANCH_DEPTH * 32)
+)
+# Payload cap per kind, checked on the length prefix before the payload is read.
+# A kind not listed (or an unknown kind) gets MAX_TX_PAYLOAD.
+PAYLOAD_CAPS: dict[int, int] = {TxKind.JOB_CHALLENGE: MAX_CHALLENGE_PAYLOAD}
+
+
+def payload_cap(kind: int) -> int:
+    """The largest payload a transaction of ``kind`` may carry."""
+    return PAYLOAD_CAPS.get(kind, MAX_TX_PAYLOAD)
+
 
 # Encoded size of a transaction with an empty payload.
 TX_FIXED_SIZE = 4 + 1 + PUBLIC_KEY_SIZE + 8 + 8 + ADDRESS_SIZE + 8 + 4 + SIGNATURE_SIZE
-# Largest valid encoding (149 + 1024 = 1173 bytes); decoders reject longer input at once.
-MAX_TX_SIZE = TX_FIXED_SIZE + MAX_TX_PAYLOAD
+# Largest ordinary encoding (149 + 1024 = 1173 bytes).
+MAX_PLAIN_TX_SIZE = TX_FIXED_SIZE + MAX_TX_PAYLOAD
+# Largest encoding of any kind (a challenge at MAX_K); the cap of one tx message.
+MAX_TX_SIZE = TX_FIXED_SIZE + max(MAX_TX_PAYLOAD, *PAYLOAD_CAPS.values())
 
 _ZERO_SIG = bytes(SIGNATURE_SIZE)
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -147,15 +169,16 @@ class Transaction:
         fee = r.u64("fee")
         recipient = r.bytes_n(ADDRESS_SIZE, "recipient")
         amount = r.u64("amount")
-        payload = r.varbytes(MAX_TX_PAYLOAD, "payload")
+        payload = r.varbytes(payload_cap(kind), "payload")
         signature = r.bytes_n(SIGNATURE_SIZE, "signature")
         return cls(chain_id, kind, sender_pubkey, nonce, fee, recipient, amount, payload, signature)
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Transaction:
         """Strict decode of exactly one transaction; any defect is a ``DecodeError``."""
-        if len(data) > MAX_TX_SIZE:
-            raise DecodeError(f"transaction is {len(data)} bytes, the maximum is {MAX_TX_SIZE}")
+        cap = TX_FIXED_SIZE + payload_cap(data[4] if len(data) > 4 else 0)
+        if len(data) > cap:
+            raise DecodeError(f"transaction is {len(data)} bytes, the maximum is {cap}")
         r = Reader(data)
         tx = cls.read_from(r)
         r.finish()
@@ -219,6 +242,9 @@ class TxReject(enum.StrEnum):
     ZERO_AMOUNT = "tx-zero-amount"
     AMOUNT_OVERFLOW = "tx-amount-overflow"  # amount + fee does not fit a u64
     BAD_SIGNATURE = "tx-bad-signature"
+    JOB_RECIPIENT = "tx-job-recipient"  # a job kind with a non-zero recipient
+    JOB_AMOUNT = "tx-job-amount"  # JOB_SUBMIT with bounty 0, or another job kind with amount
+    JOB_BAD_PAYLOAD = "tx-job-bad-payload"  # the payload does not decode for its kind
 
 
 @dataclass(frozen=True)
@@ -255,11 +281,32 @@ def _rule_chain_id(tx: Transaction, chain_id: int) -> TxCheck | None:
 
 
 def _rule_payload(tx: Transaction, chain_id: int) -> TxCheck | None:
-    if len(tx.payload) > MAX_TX_PAYLOAD:
+    cap = payload_cap(tx.kind)
+    if len(tx.payload) > cap:
         return TxCheck(
-            TxReject.PAYLOAD_TOO_LARGE,
-            f"payload is {len(tx.payload)} bytes, the cap is {MAX_TX_PAYLOAD}",
+            TxReject.PAYLOAD_TOO_LARGE, f"payload is {len(tx.payload)} bytes, the cap is {cap}"
         )
+    return None
+
+
+def _rule_job(tx: Transaction, chain_id: int) -> TxCheck | None:
+    """Job kinds: the payload decodes, nothing is sent to a recipient (the escrow is
+    the job itself), and only JOB_SUBMIT moves an amount (its bounty, >= 1)."""
+    if tx.kind == TxKind.TRANSFER:
+        return None
+    from chain.jobs import JobPayloadError, decode_job_payload
+
+    if tx.recipient != bytes(ADDRESS_SIZE):
+        return TxCheck(TxReject.JOB_RECIPIENT, "job transactions have a zero recipient")
+    if tx.kind == TxKind.JOB_SUBMIT:
+        if tx.amount == 0:
+            return TxCheck(TxReject.JOB_AMOUNT, "a job's bounty (amount) must be at least 1")
+    elif tx.amount != 0:
+        return TxCheck(TxReject.JOB_AMOUNT, "only JOB_SUBMIT moves an amount")
+    try:
+        decode_job_payload(tx.kind, tx.payload)
+    except JobPayloadError as exc:
+        return TxCheck(TxReject.JOB_BAD_PAYLOAD, str(exc))
     return None
 
 
@@ -288,6 +335,7 @@ TX_RULES: tuple[Callable[[Transaction, int], TxCheck | None], ...] = (
     _rule_chain_id,
     _rule_payload,
     _rule_amount,
+    _rule_job,
     _rule_signature,
 )
 
@@ -388,7 +436,9 @@ JsonU32 = Annotated[int, PlainValidator(_json_uint(U32_MAX))]
 JsonU64 = Annotated[int, PlainValidator(_json_uint(U64_MAX)), _U64Str]
 Hex32 = Annotated[bytes, PlainValidator(_hex_field(PUBLIC_KEY_SIZE)), _HexOut]
 Hex64 = Annotated[bytes, PlainValidator(_hex_field(SIGNATURE_SIZE)), _HexOut]
-HexPayload = Annotated[bytes, PlainValidator(_hex_field(None, MAX_TX_PAYLOAD)), _HexOut]
+HexPayload = Annotated[
+    bytes, PlainValidator(_hex_field(None, MAX_TX_SIZE - TX_FIXED_SIZE)), _HexOut
+]
 AddressText = Annotated[str, PlainValidator(_address_text)]
 
 

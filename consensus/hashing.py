@@ -35,6 +35,9 @@ TAG_STATE_NODE = "pouw/state/node"
 TAG_TX_LEAF = "pouw/tx/leaf"
 TAG_TX_NODE = "pouw/tx/node"
 TAG_GENESIS = "pouw/genesis"
+TAG_RESULT_LEAF = "pouw/result/leaf"
+TAG_RESULT_NODE = "pouw/result/node"
+TAG_RESULT_ROW = "pouw/result/row"
 
 TAGS: tuple[str, ...] = (
     TAG_MERKLE_LEAF,
@@ -54,6 +57,9 @@ TAGS: tuple[str, ...] = (
     TAG_TX_LEAF,
     TAG_TX_NODE,
     TAG_GENESIS,
+    TAG_RESULT_LEAF,
+    TAG_RESULT_NODE,
+    TAG_RESULT_ROW,
 )
 
 

@@ -88,3 +88,20 @@ class SubsidyParams:
             raise ParamsError("initial subsidy and halving interval must be positive")
         if self.supply_cap <= 0 or self.coinbase_maturity < 0:
             raise ParamsError("supply cap must be positive, maturity non-negative")
+
+
+@dataclass(frozen=True)
+class MarketParams:
+    """Timing rules of the compute market (docs/PROTOCOL.md, "Compute market").
+
+    The miner's block reward of a job block is held with the job until the job
+    settles (a bond), so these windows need no relation to ``coinbase_maturity``.
+    """
+
+    commit_blocks: int = 20  # a job's miner must commit C within this many blocks
+    challenge_blocks: int = 20  # a commitment can be challenged for this many blocks
+    max_expiry_blocks: int = 100_000  # a job may stay open at most this long
+
+    def validate(self) -> None:
+        if min(self.commit_blocks, self.challenge_blocks, self.max_expiry_blocks) < 1:
+            raise ParamsError("market windows must be at least one block")

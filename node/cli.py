@@ -16,6 +16,7 @@ from node.config import NodeConfig, default_datadir, network_dir
 from node.miner_cli import add_miner_parser
 from node.settings_file import ConfigError, add_node_options, resolve, show
 from wallet.cli import add_wallet_parser
+from wallet.job_cli import add_job_parser
 
 log = logging.getLogger("pouw")
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.set_defaults(handler=cmd_node)
     add_wallet_parser(sub)
     add_miner_parser(sub)
+    add_job_parser(sub)
     return parser
 
 

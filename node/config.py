@@ -52,6 +52,14 @@ class NodeConfig:
     # The web dashboard (node/dashboard/) on the RPC port at /dashboard/.
     dashboard: bool = False
     config_file: Path | None = None  # the TOML file that was read, if any
+    # Compute market (docs/MARKET.md): the matrix blob endpoint and the miner's side.
+    blobs: bool = True  # serve matrix blobs (needs rpc: uploads use the RPC cookie)
+    blob_bind: str | None = None  # None: rpc_bind
+    blob_port: int | None = None  # None: the network's RPC port + 3
+    blob_quota_mb: int = 8192
+    market: bool = True  # with --mine, mine paid jobs when one is open
+    miner_wallet: str | None = None  # keystore whose key signs result commits
+    min_bounty_per_mac: float = 0.0  # base units per multiply-add a job must pay
     extra: dict[str, object] = field(default_factory=dict)
 
     @property

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 
 from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
+from chain.header import NO_JOB
+from chain.state import StateError
 from chain.tx import Transaction
 from compute.engine import MiningEngine
 from consensus.difficulty import block_work
 from consensus.ints import u64
 from consensus.pouw import filler_matrices
+from node.market_miner import MarketMiner
 from node.template import build_template
 
 log = logging.getLogger("pouw.mining")
@@ -48,6 +51,7 @@ class Miner:
         miner: bytes,
         submit: Callable[[Block], ProcessResult],
         select_txs: Callable[[], list[Transaction]] = list,
+        market: MarketMiner | None = None,
     ) -> None:
         self.chain = chain
         self.engine = engine
@@ -58,21 +62,37 @@ class Miner:
         self.counters = MiningCounters()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pouw-mine")
         self._attempt = 0
+        self.market = market  # None: filler only
+        self._product: object = None
 
     def interrupt(self) -> None:
         """Abandon the product in flight (tip changed, or shutting down)."""
         self.stop_event.set()
 
     async def mine_once(self) -> Block | None:
-        """Multiply one filler product on a fresh template; return a block if a tile won."""
+        """Multiply one product on a fresh template: a paid job when the market has one
+        worth it (``market``), else filler. Return a block if a tile won."""
         net = self.chain.network
-        shape = (net.filler.m, net.filler.k, net.filler.n)
-        template = build_template(
-            self.chain, self.miner, self.select_txs(), shape, int(time.time())
-        )
+        template = None
         self._attempt += 1
-        seed = template.header.parent + self.miner + u64(self._attempt)
-        a, b = filler_matrices(seed, *shape)
+        pick = await self.market.pick() if self.market is not None else None
+        if pick is not None:
+            ref, a, b = pick
+            shape = (a.shape[0], a.shape[1], b.shape[1])
+            try:
+                template = build_template(
+                    self.chain, self.miner, self.select_txs(), shape, int(time.time()), job=ref
+                )
+            except StateError as exc:  # taken or expired meanwhile: filler this round
+                log.info("job %s not minable: %s", ref.job_id.hex()[:16], exc)
+                self.market.forget(ref.job_id)  # type: ignore[union-attr]
+        if template is None:
+            shape = (net.filler.m, net.filler.k, net.filler.n)
+            template = build_template(
+                self.chain, self.miner, self.select_txs(), shape, int(time.time())
+            )
+            seed = template.header.parent + self.miner + u64(self._attempt)
+            a, b = filler_matrices(seed, *shape)
         self.stop_event.clear()
         loop = asyncio.get_running_loop()
         out = await loop.run_in_executor(
@@ -82,6 +102,8 @@ class Miner:
             return None
         self.counters.products += 1
         self.counters.multiply_adds += shape[0] * shape[1] * shape[2]
+        if self.market is not None and template.header.job_id != NO_JOB:
+            self.market.remember_product(template.header.job_id, out.product)
         if not out.seals or template.header.parent != self.chain.tip.hash:
             return None
         self.counters.blocks_found += 1
@@ -116,6 +138,8 @@ class Miner:
                     self.counters.multiply_adds_per_s(),
                 )
                 last_block = time.monotonic()
+                if self.market is not None and h.job_id != NO_JOB:
+                    self.market.on_mined(h.job_id)
             else:
                 log.warning("own block %s rejected: %s", block.hash.hex()[:16], result.check)
 

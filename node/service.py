@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from contextlib import suppress
@@ -18,7 +19,8 @@ from typing import Protocol
 from chain.address import address_from_pubkey, decode_address, encode_address
 from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
-from chain.keys import devnet_key
+from chain.jobs import PREFIX_JOB, Job, JobStatus, escrow_total
+from chain.keys import PrivateKey, devnet_key
 from chain.mempool import Mempool, MempoolResult
 from chain.network import Network, load_network
 from chain.state import Account, account_key
@@ -26,13 +28,16 @@ from chain.storage import ChainDB, open_chain
 from chain.tx import Transaction
 from compute.engine import MiningEngine
 from compute.select import gpu_usable, select_engine
+from node.blobs import BlobService
 from node.config import NodeConfig
 from node.events import NodeEvents, TipChange
+from node.market_miner import MarketMiner, market_miner_for
 from node.metrics import MetricsService, NodeMetrics
 from node.miner import Miner
 from node.progress import progress_service
 from node.rpc.ops import NodeRpcService
 from p2p.service import P2PService
+from wallet.wallet import Wallet, WalletError, default_keystore_path
 
 log = logging.getLogger("pouw.node")
 
@@ -107,6 +112,7 @@ class Node:
         self.mempool = Mempool(self.network.chain_id, self._account)
         self.events = NodeEvents()
         self.metrics = NodeMetrics(self)
+        self.metrics.market_source = self._market_totals
         self.services: list[Service] = []
         self.miner: Miner | None = None
         self.started = time.time()
@@ -118,11 +124,18 @@ class Node:
             self.services.append(P2PService(self))
         if self.config.rpc:
             self.services.append(NodeRpcService(self))
+            if self.config.blobs:  # after RPC: blob uploads use the RPC cookie
+                self.services.append(BlobService(self))
         if self.config.metrics:
             self.services.append(MetricsService(self))
         progress = progress_service(self)
         if progress is not None:
             self.services.append(progress)
+
+    def _market_totals(self) -> tuple[int, int]:
+        """(open jobs, base units escrowed by unsettled jobs), for the metrics."""
+        jobs = [Job.from_bytes(raw) for _, raw in self.chain.db.iter_state(PREFIX_JOB)]
+        return sum(j.status == JobStatus.OPEN for j in jobs), escrow_total(jobs)
 
     def _account(self, address: bytes) -> tuple[int, int]:
         acct = self.account(address)
@@ -189,6 +202,38 @@ class Node:
                 except Exception:  # noqa: BLE001 - keep stopping the others
                     log.exception("stopping %s failed", service.name)
 
+    def _miner_key(self) -> PrivateKey | None:
+        """The key that signs job results: --miner-wallet, or devnet key 0 on the devnet."""
+        if self.config.miner_wallet is not None:
+            path = default_keystore_path(
+                self.config.datadir, self.network.name, self.config.miner_wallet
+            )
+            password = os.environ.get("POUW_WALLET_PASSWORD")
+            if password is None:
+                raise NodeError("--miner-wallet needs its password in $POUW_WALLET_PASSWORD")
+            try:
+                return Wallet.load(path, password, self.network).signing_key
+            except WalletError as exc:
+                raise NodeError(f"--miner-wallet {self.config.miner_wallet}: {exc}") from exc
+        if self.network.name == "devnet" and self.config.miner_address is None:
+            return devnet_key(0)
+        return None
+
+    def _market_miner(self, key: PrivateKey | None, address: bytes) -> MarketMiner | None:
+        """Paid jobs for the miner, when the market is on and a key can sign results."""
+        blobs = next((s for s in self.services if isinstance(s, BlobService)), None)
+        if not self.config.market or blobs is None:
+            return None
+        if key is None or address_from_pubkey(key.public_key) != address:
+            log.warning(
+                "mining filler only: paid jobs need --miner-wallet NAME holding the key of "
+                "the miner address (it signs the result commits)"
+            )
+            return None
+        return market_miner_for(
+            self, key, min_bounty_per_mac=self.config.min_bounty_per_mac
+        )
+
     async def _retry_held_blocks(self) -> None:
         """Blocks stamped ahead of our clock wait in the chain; offer them again."""
         while True:
@@ -202,13 +247,19 @@ class Node:
             asyncio.create_task(self._retry_held_blocks()),
         ]
         if self.config.mine:
-            address = miner_address(self.network, self.config.miner_address)
+            key = self._miner_key()
+            address = (
+                address_from_pubkey(key.public_key)
+                if key is not None and self.config.miner_address is None
+                else miner_address(self.network, self.config.miner_address)
+            )
             self.miner = Miner(
                 self.chain,
                 mining_engine(self.config.engine),
                 address,
                 submit=self.submit_block,
                 select_txs=self.mempool.select,
+                market=self._market_miner(key, address),
             )
             tasks.append(asyncio.create_task(self.miner.run(self.config.max_blocks)))
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -85,6 +85,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics_bind", str, "address of the metrics server"),
     Option("metrics_port", int, "port of the metrics server (default: the network's RPC port + 2)"),
     Option("dashboard", bool, "serve the web dashboard at /dashboard/ on the RPC port"),
+    Option("blobs", bool, "serve matrix blobs of the compute market", neg_flag="--noblobs"),
+    Option("blob_bind", str, "address of the blob server (default: --rpc-bind)"),
+    Option("blob_port", int, "port of the blob server (default: the network's RPC port + 3)"),
+    Option("blob_quota_mb", int, "disk quota of the blob store, MiB"),
+    Option("market", bool, "with --mine, mine paid jobs when one is open", neg_flag="--nomarket"),
+    Option(
+        "miner_wallet",
+        str,
+        "wallet name whose key signs job results (password: $POUW_WALLET_PASSWORD)",
+        metavar="NAME",
+    ),
+    Option("min_bounty_per_mac", float, "least bounty per multiply-add worth mining, base units"),
 )
 BY_KEY = {o.key: o for o in OPTIONS}
 TYPE_NAMES = {

@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from chain.block import Block
 from chain.chainstate import ChainState
 from chain.header import HEADER_VERSION, NO_JOB, Header
+from chain.jobs import name_job
+from chain.state import Overlay, StateError, apply_transaction
 from chain.tx import Transaction, transactions_root
 from chain.validation import expected_target
 from consensus.difficulty import median_time_past
@@ -34,6 +36,8 @@ class BlockTemplate:
         return self.header.target
 
     def header_for(self, h_a: bytes, h_b: bytes) -> Header:
+        if self.header.job_id != NO_JOB and (h_a, h_b) != (self.header.h_a, self.header.h_b):
+            raise TemplateShapeError("the operands' commitments are not the job's hA, hB")
         return replace(self.header, h_a=h_a, h_b=h_b)
 
     def statement(self, m: int, k: int, n: int, h_a: bytes, h_b: bytes) -> WorkStatement:
@@ -54,14 +58,44 @@ def next_timestamp(chain: ChainState, now: int) -> int:
     return max(now, median_time_past(chain.parent_context(chain.tip).recent_timestamps) + 1)
 
 
+def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) -> list[Transaction]:
+    """The txs (in order) that apply on the tip after the job ``header`` names, if any.
+
+    The mempool checks balances and nonces only; a job transaction may still fail its
+    state rule (a late commit, a challenge of a correct entry...). Such a tx, and the
+    later txs of its sender that then have a nonce gap, are left out of the template
+    instead of making it invalid.
+    """
+    net = chain.network
+    state = Overlay(chain.state_get)
+    if header.job_id != NO_JOB:
+        name_job(state, header)  # JobNameError/StateError: the caller picks other work
+    kept: list[Transaction] = []
+    for tx in txs:
+        before = dict(state.changes)
+        try:
+            apply_transaction(state, tx, header.height, net.pouw, net.market)
+        except StateError:
+            state.changes = before
+            continue
+        kept.append(tx)
+    return kept
+
+
 def build_template(
     chain: ChainState,
     miner: bytes,
     txs: list[Transaction],
     shape: tuple[int, int, int],
     now: int,
+    job: JobRef | None = None,
 ) -> BlockTemplate:
-    """A template on the current tip; ``txs`` must apply in order (mempool.select)."""
+    """A template on the current tip; ``txs`` come from mempool.select (in order).
+
+    With ``job``, the header names that job and carries its hA, hB (which the
+    operands' commitments must then reproduce); ``shape`` must be the job's. Raises
+    StateError (JobNameError) if the job cannot be mined on this tip.
+    """
     m, k, n = shape
     tip = chain.tip
     header = Header(
@@ -70,16 +104,27 @@ def build_template(
         parent=tip.hash,
         timestamp=next_timestamp(chain, now),
         target=expected_target(chain.network, chain.parent_context(tip)),
-        tx_root=transactions_root(txs),
+        tx_root=bytes(32),
         state_root=bytes(32),
         miner=miner,
-        job_id=NO_JOB,
+        job_id=NO_JOB if job is None else job.job_id,
         m=m,
         k=k,
         n=n,
-        h_a=bytes(32),
-        h_b=bytes(32),
+        h_a=bytes(32) if job is None else job.h_a,
+        h_b=bytes(32) if job is None else job.h_b,
     )
+    txs = applicable_txs(chain, header, list(txs))
+    header = replace(header, tx_root=transactions_root(txs))
     changes = chain.block_changes(header, txs)
     header = replace(header, state_root=chain.state_root_after(changes))
     return BlockTemplate(header, tuple(txs))
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The job a template names: its id and the commitments the header must carry."""
+
+    job_id: bytes
+    h_a: bytes
+    h_b: bytes

@@ -149,6 +149,12 @@ def _context_free_bad(reason: TxReject) -> Transaction:
         return mk(0, 0, kind=TxKind.JOB_SUBMIT)
     if reason is TxReject.WRONG_CHAIN_ID:
         return mk(0, 0, chain_id=CHAIN_ID + 1)
+    if reason is TxReject.JOB_RECIPIENT:
+        return mk(0, 0, kind=TxKind.JOB_RECLAIM)
+    if reason is TxReject.JOB_AMOUNT:
+        return mk(0, 0, kind=TxKind.JOB_RECLAIM, to=bytes(20))
+    if reason is TxReject.JOB_BAD_PAYLOAD:
+        return mk(0, 0, kind=TxKind.JOB_RECLAIM, to=bytes(20), amount=0)
     if reason is TxReject.PAYLOAD_TOO_LARGE:
         return mk(0, 0, payload=b"x" * 1025)
     if reason is TxReject.ZERO_AMOUNT:
@@ -161,7 +167,13 @@ def _context_free_bad(reason: TxReject) -> Transaction:
 
 
 @pytest.mark.parametrize("reason", list(TxReject))
-def test_context_free_rejects_pass_through(reason: TxReject) -> None:
+def test_context_free_rejects_pass_through(
+    reason: TxReject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if reason is TxReject.KIND_NOT_ACTIVE:  # every kind is active: narrow the set
+        import chain.tx
+
+        monkeypatch.setattr(chain.tx, "ACTIVE_KINDS", frozenset({TxKind.TRANSFER}))
     mp = pool(rich())
     rejected(mp, _context_free_bad(reason), MempoolReject(reason.value))
     assert len(mp) == 0

@@ -27,6 +27,8 @@ from chain.merkle import (
 )
 from chain.tx import (
     ACTIVE_KINDS,
+    MAX_CHALLENGE_PAYLOAD,
+    MAX_PLAIN_TX_SIZE,
     MAX_TX_PAYLOAD,
     MAX_TX_SIZE,
     TX_FIXED_SIZE,
@@ -180,9 +182,10 @@ def test_json_round_trip(tx: Transaction) -> None:
 
 def test_sizes() -> None:
     assert TX_FIXED_SIZE == 149
-    assert MAX_TX_SIZE == 149 + 1024
+    assert MAX_PLAIN_TX_SIZE == 149 + 1024
+    assert MAX_TX_SIZE == 149 + MAX_CHALLENGE_PAYLOAD
     big = make_tx(payload=bytes(MAX_TX_PAYLOAD))
-    assert len(big.to_bytes()) == MAX_TX_SIZE
+    assert len(big.to_bytes()) == MAX_PLAIN_TX_SIZE
 
 
 # --- every DecodeError path ---------------------------------------------------------
@@ -232,8 +235,13 @@ def test_payload_prefix_over_cap_fails_before_reading_it() -> None:
 
 
 def test_oversize_input_rejected_before_parsing() -> None:
+    # The cap depends on the kind byte (offset 4), read before anything else.
+    with pytest.raises(DecodeError, match=f"the maximum is {MAX_PLAIN_TX_SIZE}"):
+        Transaction.from_bytes(bytes(MAX_PLAIN_TX_SIZE + 1))
+    challenge = bytearray(MAX_TX_SIZE + 1)
+    challenge[4] = TxKind.JOB_CHALLENGE
     with pytest.raises(DecodeError, match=f"the maximum is {MAX_TX_SIZE}"):
-        Transaction.from_bytes(bytes(MAX_TX_SIZE + 1))
+        Transaction.from_bytes(bytes(challenge))
     with pytest.raises(DecodeError, match="maximum"):
         Transaction.from_bytes(bytes(10_000_000))
 
@@ -297,10 +305,16 @@ BAD_TXS: list[tuple[TxReject, Transaction]] = [
     (TxReject.UNKNOWN_KIND, make_tx(kind=0)),
     (TxReject.UNKNOWN_KIND, make_tx(kind=6)),
     (TxReject.UNKNOWN_KIND, make_tx(kind=255)),
-    (TxReject.KIND_NOT_ACTIVE, make_tx(kind=TxKind.JOB_SUBMIT)),
-    (TxReject.KIND_NOT_ACTIVE, make_tx(kind=TxKind.JOB_COMMIT)),
-    (TxReject.KIND_NOT_ACTIVE, make_tx(kind=TxKind.JOB_CHALLENGE)),
-    (TxReject.KIND_NOT_ACTIVE, make_tx(kind=TxKind.JOB_RECLAIM)),
+    # Every kind is active since the compute market; KIND_NOT_ACTIVE is tested below
+    # with a narrowed ACTIVE_KINDS.
+    (TxReject.JOB_RECIPIENT, make_tx(kind=TxKind.JOB_SUBMIT)),
+    (TxReject.JOB_AMOUNT, make_tx(kind=TxKind.JOB_SUBMIT, recipient=bytes(20), amount=0)),
+    (TxReject.JOB_AMOUNT, make_tx(kind=TxKind.JOB_COMMIT, recipient=bytes(20))),
+    (TxReject.JOB_BAD_PAYLOAD, make_tx(kind=TxKind.JOB_RECLAIM, recipient=bytes(20), amount=0)),
+    (
+        TxReject.JOB_BAD_PAYLOAD,
+        make_tx(kind=TxKind.JOB_CHALLENGE, recipient=bytes(20), amount=0, payload=bytes(40)),
+    ),
     (TxReject.WRONG_CHAIN_ID, make_tx(chain_id=CHAIN + 1)),
     (TxReject.PAYLOAD_TOO_LARGE, make_tx(payload=bytes(MAX_TX_PAYLOAD + 1))),
     (TxReject.ZERO_AMOUNT, make_tx(amount=0)),
@@ -328,7 +342,15 @@ def test_rejections(reason: TxReject, tx: Transaction) -> None:
 
 
 def test_every_reject_reason_is_tested() -> None:
-    assert {r for r, _ in BAD_TXS} == set(TxReject)
+    assert {r for r, _ in BAD_TXS} | {TxReject.KIND_NOT_ACTIVE} == set(TxReject)
+
+
+def test_kind_not_active(monkeypatch: pytest.MonkeyPatch) -> None:
+    import chain.tx
+
+    monkeypatch.setattr(chain.tx, "ACTIVE_KINDS", frozenset({TxKind.TRANSFER}))
+    tx = make_tx(kind=TxKind.JOB_SUBMIT)
+    assert check_transaction(tx, CHAIN).reject is TxReject.KIND_NOT_ACTIVE
 
 
 def test_reject_values_are_wire_strings() -> None:
@@ -339,7 +361,7 @@ def test_reject_values_are_wire_strings() -> None:
 def test_valid_transfer() -> None:
     assert check_transaction(make_tx(), CHAIN) == TX_OK
     assert TX_OK.ok and TX_OK.reject is None
-    assert ACTIVE_KINDS == {TxKind.TRANSFER}
+    assert ACTIVE_KINDS == set(TxKind)
 
 
 def test_edges_that_are_valid() -> None:
@@ -436,7 +458,7 @@ def test_json_u64_beyond_2_53() -> None:
         ("sender_pubkey", 5, "must be a hex string"),
         ("signature", "00" * 65, "longer than 64 bytes"),
         ("signature", "ab cd" + "00" * 61 + "0", "not a hex string"),
-        ("payload", "00" * (MAX_TX_PAYLOAD + 1), "longer than 1024 bytes"),
+        ("payload", "00" * (MAX_TX_SIZE - TX_FIXED_SIZE + 1), "longer than"),
         ("recipient", 5, "bech32m address string"),
         ("recipient", "dpw1qqqq", "too short|checksum"),
         ("recipient", "xyz1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqyqtuzr", "not a pouw network|checksum"),

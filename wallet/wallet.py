@@ -55,6 +55,11 @@ class Wallet:
         self.network = network
         self.path = path
 
+    @property
+    def signing_key(self) -> PrivateKey:
+        """The unlocked key, for a process that signs on its own (a node's market miner)."""
+        return self._key
+
     # --- creating and loading ------------------------------------------------------
 
     @classmethod

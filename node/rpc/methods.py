@@ -134,6 +134,11 @@ class JobParams(Params):
     job_id: HashHex
 
 
+class ListJobsParams(Params):
+    status: Literal["open", "mined", "committed", "paid", "refunded", "reclaimed", "all"] = "open"
+    limit: Annotated[int, Field(ge=1, le=10000)] = 1000
+
+
 class AddNodeParams(Params):
     node: str
     command: Literal["add", "remove", "onetry"]
@@ -587,15 +592,69 @@ class Methods:
 
     # compute market ------------------------------------------------------------------
 
-    def getjob(self, ctx: CallContext, p: JobParams) -> dict[str, Any]:
-        """A compute job. The market is not enabled yet: always -5 job not found."""
-        raise RpcError(
-            INVALID_ADDRESS_OR_KEY, "job not found (the compute market is not enabled yet)"
-        )
+    def job_info(self, job_id: bytes, job: Any) -> dict[str, Any]:
+        from chain.jobs import ZERO_ADDRESS
 
-    def listjobs(self, ctx: CallContext, p: NoParams) -> list[Any]:
-        """Open compute jobs: empty until the market is enabled."""
-        return []
+        net = self.net.market
+        out: dict[str, Any] = {
+            "job_id": job_id.hex(),
+            "status": job.status.name.lower(),
+            "buyer": encode_address(self.net.hrp, job.buyer),
+            "m": job.m, "k": job.k, "n": job.n,
+            "h_a": job.h_a.hex(), "h_b": job.h_b.hex(),
+            "bounty": job.bounty,
+            "multiply_adds": job.multiply_adds,
+            "bounty_per_multiply_add": job.bounty / job.multiply_adds,
+            "expiry": job.expiry,
+            "submitted": job.submitted,
+            "data_url": job.data_url.decode(errors="replace"),
+        }  # fmt: skip
+        if job.miner != ZERO_ADDRESS:
+            out.update(
+                miner=encode_address(self.net.hrp, job.miner),
+                mined_height=job.mined_height,
+                held_reward=job.held_reward,
+                commit_deadline=job.mined_height + net.commit_blocks,
+            )
+        if job.committed_height:
+            out.update(
+                result_root=job.result_root.hex(),
+                committed_height=job.committed_height,
+                result_url=job.result_url.decode(errors="replace"),
+                settles_at=job.committed_height + net.challenge_blocks,
+            )
+        return out
+
+    def getjob(self, ctx: CallContext, p: JobParams) -> dict[str, Any]:
+        """A compute job by id: status (open, mined, committed, paid, refunded,
+        reclaimed), buyer, shape, commitments, bounty, expiry, miner and result root."""
+        from chain.jobs import get_job
+
+        job_id = bytes.fromhex(p.job_id)
+        job = get_job(self.node.chain.state_get, job_id)
+        if job is None:
+            raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
+        return self.job_info(job_id, job)
+
+    def listjobs(self, ctx: CallContext, p: ListJobsParams) -> list[Any]:
+        """Compute jobs, best bounty per multiply-add first; ``status`` filters (default
+        "open": jobs the next block may mine; "all": every job)."""
+        from chain.jobs import PREFIX_JOB, Job, JobStatus
+
+        height = self.node.chain.tip.height + 1
+        out = []
+        for key, raw in self.node.chain.db.iter_state(PREFIX_JOB):
+            job = Job.from_bytes(raw)
+            if p.status == "open":
+                if job.status != JobStatus.OPEN or height > job.expiry:
+                    continue
+            elif p.status != "all" and job.status.name.lower() != p.status:
+                continue
+            out.append(self.job_info(key[1:], job))
+            if len(out) >= p.limit:
+                break
+        out.sort(key=lambda j: -j["bounty_per_multiply_add"])
+        return out
 
     def getcontribution(self, ctx: CallContext, p: AddressParams) -> dict[str, Any]:
         """The contribution ledger entry of an address (blocks, work, multiply-adds...)."""

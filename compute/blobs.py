@@ -1,0 +1,268 @@
+"""Content-addressed matrix blobs (A, B, C of market jobs) and a fetcher that checks
+every piece it receives.
+
+A blob is a matrix addressed by the Merkle root the chain already knows:
+
+* kind ``"a"``: A (m x k int8), root hA over its rows;
+* kind ``"bt"``: B stored transposed (n x k int8), root hB over the columns of B;
+* kind ``"c"``: C (m x n int32), root hC (consensus/result.py) over its row roots.
+
+So every blob is "lines" (rows of the stored matrix), each line has a 32-byte leaf
+(line_leaf for int8 kinds, the result row root for C), and the root is the Merkle
+root of the leaves. A downloader first gets the leaf list (32 bytes per line) and
+checks it against the root, then fetches row ranges and checks each row against its
+leaf as it arrives; a peer that sends a wrong row, more bytes than asked, or stalls is
+dropped and the range is asked from the next one. Nothing unchecked is ever stored.
+
+Store layout: ``<dir>/<root hex>.<kind>.npy`` plus ``.leaves``; a quota on total bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from consensus.commitments import line_leaf, row_leaves
+from consensus.hashing import TAG_MERKLE_NODE, TAG_RESULT_ROW
+from consensus.merkle import merkle_root
+from consensus.result import result_row_roots, row_root
+
+KINDS = ("a", "bt", "c")
+DEFAULT_QUOTA = 8 << 30  # bytes of blobs a node keeps
+MAX_BLOB_LINES = 1 << 17  # above any network's m_max / n_max
+MAX_LINE_BYTES = 4 * (1 << 17)  # a row of C at n = 131072, or a line of k_max int8
+FETCH_RANGE_BYTES = 1 << 20  # rows asked per request
+INFO_LIMIT = 4096
+
+
+class BlobError(Exception):
+    """A blob is missing, malformed, does not match its root, or over the quota."""
+
+
+def _dtype(kind: str) -> np.dtype:  # type: ignore[type-arg]
+    if kind not in KINDS:
+        raise BlobError(f"unknown blob kind {kind!r}")
+    return np.dtype("<i4") if kind == "c" else np.dtype(np.int8)
+
+
+def _node_tag(kind: str) -> str:
+    return TAG_RESULT_ROW if kind == "c" else TAG_MERKLE_NODE
+
+
+def line_leaves(kind: str, matrix: npt.NDArray[np.integer]) -> list[bytes]:
+    return result_row_roots(matrix) if kind == "c" else row_leaves(matrix)  # type: ignore[arg-type]
+
+
+def leaf_of_line(kind: str, line: bytes | memoryview, cols: int) -> bytes:
+    return row_root(line, cols) if kind == "c" else line_leaf(line)
+
+
+def blob_root(kind: str, matrix: npt.NDArray[np.integer]) -> bytes:
+    return merkle_root(line_leaves(kind, matrix), _node_tag(kind))
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    root: bytes
+    kind: str
+    rows: int
+    cols: int
+
+    @property
+    def line_bytes(self) -> int:
+        return self.cols * _dtype(self.kind).itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.line_bytes
+
+
+class BlobStore:
+    """Blobs on disk under ``directory``, at most ``quota`` bytes in all (thread-safe)."""
+
+    def __init__(self, directory: Path, quota: int = DEFAULT_QUOTA) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.quota = quota
+        self._lock = threading.Lock()
+
+    def _path(self, root: bytes, kind: str, suffix: str) -> Path:
+        return self.dir / f"{root.hex()}.{kind}.{suffix}"
+
+    def used(self) -> int:
+        return sum(p.stat().st_size for p in self.dir.glob("*.*.*"))
+
+    def find(self, root: bytes) -> BlobInfo | None:
+        for kind in KINDS:
+            path = self._path(root, kind, "npy")
+            if path.exists():
+                arr = np.load(path, mmap_mode="r")
+                return BlobInfo(root, kind, int(arr.shape[0]), int(arr.shape[1]))
+        return None
+
+    def put(self, kind: str, matrix: npt.NDArray[np.integer], root: bytes | None = None) -> bytes:
+        """Store ``matrix`` as a blob of ``kind``; returns its root. If ``root`` is given
+        the matrix must match it (a mismatch is dropped with BlobError)."""
+        mat = np.ascontiguousarray(matrix, dtype=_dtype(kind))
+        if mat.ndim != 2 or not 0 < mat.shape[0] <= MAX_BLOB_LINES:
+            raise BlobError(f"blob shape {mat.shape} is not allowed")
+        if mat.shape[1] * mat.itemsize > MAX_LINE_BYTES:
+            raise BlobError("blob lines are too long")
+        leaves = line_leaves(kind, mat)
+        got = merkle_root(leaves, _node_tag(kind))
+        if root is not None and got != root:
+            raise BlobError(f"blob does not match its root {root.hex()}: dropped")
+        with self._lock:
+            if self._path(got, kind, "npy").exists():
+                return got
+            if self.used() + mat.nbytes + 32 * len(leaves) > self.quota:
+                raise BlobError(f"blob store quota of {self.quota} bytes is full")
+            tmp = self._path(got, kind, "tmp.npy")
+            np.save(tmp, mat)
+            self._path(got, kind, "leaves").write_bytes(b"".join(leaves))
+            os.replace(tmp, self._path(got, kind, "npy"))
+        return got
+
+    def get(self, root: bytes) -> npt.NDArray[np.integer] | None:
+        info = self.find(root)
+        if info is None:
+            return None
+        return np.load(self._path(root, info.kind, "npy"), mmap_mode="r")
+
+    def leaves(self, root: bytes) -> bytes | None:
+        info = self.find(root)
+        return None if info is None else self._path(root, info.kind, "leaves").read_bytes()
+
+    def rows(self, root: bytes, start: int, count: int) -> bytes | None:
+        arr = self.get(root)
+        if arr is None or not (0 <= start and 0 < count and start + count <= arr.shape[0]):
+            return None
+        return np.ascontiguousarray(arr[start : start + count]).tobytes()
+
+    def delete(self, root: bytes) -> None:
+        for path in self.dir.glob(f"{root.hex()}.*"):
+            path.unlink(missing_ok=True)
+
+
+# --- fetching ------------------------------------------------------------------------
+
+
+@dataclass
+class FetchReport:
+    """What a fetch did: which peers misbehaved and how (for logs, bans and tests)."""
+
+    bad_peers: dict[str, str] = field(default_factory=dict)
+    bytes: int = 0
+    requests: int = 0
+
+
+async def _read_capped(resp: object, limit: int) -> bytes:
+    """The body, refusing (BlobError) anything longer than ``limit`` bytes."""
+    content = resp.content  # type: ignore[attr-defined]
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        part = await content.read(65536)
+        if not part:
+            break
+        total += len(part)
+        if total > limit:
+            raise BlobError(f"peer sent more than the {limit} bytes asked")
+        chunks.append(part)
+    return b"".join(chunks)
+
+
+async def fetch_blob(
+    urls: Sequence[str],
+    root: bytes,
+    kind: str,
+    rows: int,
+    cols: int,
+    store: BlobStore | None = None,
+    timeout: float = 20.0,
+    report: FetchReport | None = None,
+) -> npt.NDArray[np.integer]:
+    """Download the blob ``root`` (shape known from the chain) from ``urls``, checking
+    the leaves against the root and every row against its leaf. Raises BlobError."""
+    import aiohttp
+
+    report = report if report is not None else FetchReport()
+    dtype = _dtype(kind)
+    line_bytes = cols * dtype.itemsize
+    if not 0 < rows <= MAX_BLOB_LINES or not 0 < line_bytes <= MAX_LINE_BYTES:
+        raise BlobError("blob shape out of bounds")
+    out = np.empty((rows, cols), dtype)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    per = max(1, FETCH_RANGE_BYTES // line_bytes)
+    peers = [u.rstrip("/") for u in urls if u]
+    client_timeout = aiohttp.ClientTimeout(total=timeout, sock_read=timeout)
+
+    def drop(peer: str, why: str) -> None:
+        report.bad_peers[peer] = why
+        if peer in peers:
+            peers.remove(peer)
+
+    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+
+        async def get(peer: str, path: str, limit: int) -> bytes:
+            report.requests += 1
+            async with session.get(f"{peer}{path}") as resp:
+                if resp.status != 200:
+                    raise BlobError(f"HTTP {resp.status}")
+                body = await asyncio.wait_for(_read_capped(resp, limit), timeout)
+                report.bytes += len(body)
+                return body
+
+        leaves: list[bytes] | None = None
+        for peer in list(peers):
+            try:
+                raw = await get(peer, f"/blob/{root.hex()}/leaves", 32 * rows)
+            except (BlobError, aiohttp.ClientError, TimeoutError) as exc:
+                drop(peer, f"leaves: {str(exc) or type(exc).__name__}")
+                continue
+            cand = [raw[i : i + 32] for i in range(0, len(raw), 32)]
+            if len(raw) != 32 * rows or merkle_root(cand, _node_tag(kind)) != root:
+                drop(peer, "leaves do not match the root")
+                continue
+            leaves = cand
+            break
+        if leaves is None:
+            raise BlobError(f"no peer served the leaves of {root.hex()}: {report.bad_peers}")
+        for start in range(0, rows, per):
+            count = min(per, rows - start)
+            want = count * line_bytes
+            while True:
+                if not peers:
+                    raise BlobError(f"no peer left for rows {start}..: {report.bad_peers}")
+                peer = peers[0]
+                try:
+                    body = await get(
+                        peer, f"/blob/{root.hex()}/rows?start={start}&count={count}", want
+                    )
+                except (BlobError, aiohttp.ClientError, TimeoutError) as exc:
+                    drop(peer, f"rows {start}: {str(exc) or type(exc).__name__}")
+                    continue
+                if len(body) != want:
+                    drop(peer, f"rows {start}: {len(body)} bytes, expected {want}")
+                    continue
+                bad = next(
+                    (i for i in range(count)
+                     if leaf_of_line(kind, body[i * line_bytes : (i + 1) * line_bytes], cols)
+                     != leaves[start + i]),
+                    None,
+                )  # fmt: skip
+                if bad is not None:
+                    drop(peer, f"row {start + bad} does not match its leaf")
+                    continue
+                view[start * line_bytes : start * line_bytes + want] = body
+                break
+    if store is not None:
+        store.put(kind, out, root)
+    return out

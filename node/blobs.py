@@ -1,0 +1,192 @@
+"""HTTP endpoints for matrix blobs: a small aiohttp app on its own port.
+
+    GET  /blob/{root}/info                    {"kind", "rows", "cols"}
+    GET  /blob/{root}/leaves                  32 bytes per line (check against the root)
+    GET  /blob/{root}/rows?start=S&count=N    N lines' raw bytes (check each against its leaf)
+    POST /blob?kind=a|bt|c[&root=HEX]         body: one .npy matrix; needs the RPC
+                                              cookie (HTTP Basic); returns {"root": HEX}
+
+Reads are public (the data is content-addressed and checked by the reader); uploads
+are local and authenticated. Bodies are capped before they are read; a request that
+asks for too many rows is refused. ``BlobService(node)`` runs it next to the node
+(name "blobs"); ``BlobServer`` runs without a node (tests, the job client).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from node.service import Node
+
+from compute.blobs import (
+    FETCH_RANGE_BYTES,
+    KINDS,
+    MAX_BLOB_LINES,
+    MAX_LINE_BYTES,
+    BlobError,
+    BlobStore,
+)
+
+log = logging.getLogger("pouw.blobs")
+
+DEFAULT_BLOB_PORT_OFFSET = 3  # devnet: rpc 29332 -> blobs 29335 (metrics take +2)
+MAX_UPLOAD = MAX_BLOB_LINES * 4096 + 4096  # one A or B at k = 4096 fits; C up to 512 MiB below
+MAX_ROWS_BYTES = 4 * FETCH_RANGE_BYTES  # largest rows reply
+
+
+def _root(request: web.Request) -> bytes:
+    text = request.match_info["root"]
+    if len(text) != 64:
+        raise web.HTTPBadRequest(text="root must be 64 hex digits")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text="root must be 64 hex digits") from None
+
+
+class BlobServer:
+    def __init__(
+        self,
+        store: BlobStore,
+        bind: str = "127.0.0.1",
+        port: int = 0,
+        auth: tuple[str, str] | None = None,
+        max_upload: int = 1 << 30,
+    ) -> None:
+        self.store = store
+        self.bind = bind
+        self.port = port
+        self.auth = auth
+        self.max_upload = max_upload
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.bind}:{self.port}"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_upload)
+        app.router.add_get("/blob/{root}/info", self.info)
+        app.router.add_get("/blob/{root}/leaves", self.leaves)
+        app.router.add_get("/blob/{root}/rows", self.rows)
+        app.router.add_post("/blob", self.upload)
+        return app
+
+    async def info(self, request: web.Request) -> web.Response:
+        info = self.store.find(_root(request))
+        if info is None:
+            raise web.HTTPNotFound(text="no such blob")
+        return web.json_response({"kind": info.kind, "rows": info.rows, "cols": info.cols})
+
+    async def leaves(self, request: web.Request) -> web.Response:
+        data = self.store.leaves(_root(request))
+        if data is None:
+            raise web.HTTPNotFound(text="no such blob")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def rows(self, request: web.Request) -> web.Response:
+        root = _root(request)
+        try:
+            start = int(request.query.get("start", "0"))
+            count = int(request.query.get("count", "1"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="start and count must be integers") from None
+        info = self.store.find(root)
+        if info is None:
+            raise web.HTTPNotFound(text="no such blob")
+        if count < 1 or count * info.line_bytes > MAX_ROWS_BYTES:
+            raise web.HTTPBadRequest(text=f"ask at most {MAX_ROWS_BYTES} bytes of rows")
+        data = self.store.rows(root, start, count)
+        if data is None:
+            raise web.HTTPBadRequest(text="rows out of range")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def upload(self, request: web.Request) -> web.Response:
+        if self.auth is not None:
+            from aiohttp import BasicAuth
+
+            try:
+                got = BasicAuth.decode(request.headers.get("Authorization", ""))
+            except ValueError:
+                got = None
+            if got is None or (got.login, got.password) != self.auth:
+                raise web.HTTPUnauthorized(text="uploads need the RPC cookie")
+        kind = request.query.get("kind", "")
+        if kind not in KINDS:
+            raise web.HTTPBadRequest(text=f"kind must be one of {KINDS}")
+        if request.content_length is not None and request.content_length > self.max_upload:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=self.max_upload, actual_size=request.content_length
+            )
+        body = await request.read()
+        try:
+            matrix = np.load(io.BytesIO(body), allow_pickle=False)
+            root = bytes.fromhex(request.query["root"]) if "root" in request.query else None
+            if matrix.ndim != 2 or matrix.shape[1] * matrix.itemsize > MAX_LINE_BYTES * 2:
+                raise BlobError("not a 2-D matrix of allowed size")
+            got_root = self.store.put(kind, matrix, root)
+        except (BlobError, ValueError, OSError) as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return web.json_response({"root": got_root.hex()})
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.bind, self.port)
+        await site.start()
+        if self.port == 0:
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+        log.info("blob server on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def blob_dir(network_dir: Path) -> Path:
+    return Path(network_dir) / "blobs"
+
+
+class BlobService:
+    """The node's blob server (a Service: name, async start/stop).
+
+    Settings: ``blob_bind`` (default ``rpc_bind``), ``blob_port`` (default the network's
+    RPC port + 3), ``blob_quota_mb``. The store is ``network_dir / "blobs"``.
+    """
+
+    name = "blobs"
+
+    def __init__(self, node: Node) -> None:
+        cfg = node.config
+        self.node = node
+        self.store = BlobStore(blob_dir(cfg.network_dir), cfg.blob_quota_mb * 2**20)
+        port = cfg.blob_port
+        if port is None:
+            port = (cfg.rpc_port or node.network.rpc_port) + DEFAULT_BLOB_PORT_OFFSET
+        self.server = BlobServer(self.store, cfg.blob_bind or cfg.rpc_bind, port)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def start(self) -> None:
+        from node.rpc.auth import read_cookie
+
+        try:  # the RPC service writes the cookie first (start it before this one)
+            self.server.auth = read_cookie(self.node.config.network_dir)
+        except OSError:
+            log.warning("no RPC cookie: blob uploads are disabled")
+            self.server.auth = ("", os.urandom(16).hex())
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()

@@ -1,0 +1,149 @@
+"""Blob store and transfer: every piece checked; bad peers (corrupt, stalling, too much
+data) are dropped and the download finishes from an honest one."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
+from consensus.commitments import commit_cols, commit_rows
+from consensus.result import result_root
+from node.blobs import BlobServer
+from tests.marketutil import operands
+
+
+def test_store_roots_match_chain_commitments(tmp_path: Path) -> None:
+    a, b = operands(64, 128, 32)
+    c = a.astype(np.int64) @ b.astype(np.int64)
+    store = BlobStore(tmp_path / "blobs", quota=1 << 20)
+    assert store.put("a", a) == commit_rows(a)
+    assert store.put("bt", b.T) == commit_cols(b)
+    assert store.put("c", c) == result_root(c)
+    assert np.array_equal(store.get(commit_rows(a)), a)  # type: ignore[arg-type]
+    with pytest.raises(BlobError, match="does not match"):
+        store.put("a", a + 1, commit_rows(a))
+    small = BlobStore(tmp_path / "small", quota=1000)
+    with pytest.raises(BlobError, match="quota"):
+        small.put("a", a)
+
+
+class BadPeer:
+    """Serves a blob honestly except for one misbehaviour."""
+
+    def __init__(self, store: BlobStore, mode: str) -> None:
+        self.store, self.mode = store, mode
+        self.server = BlobServer(store)
+
+    def app(self) -> web.Application:
+        app = self.server.app()
+        if self.mode == "honest":
+            return app
+        app = web.Application()
+        app.router.add_get("/blob/{root}/leaves", self.server.leaves)
+        app.router.add_get("/blob/{root}/rows", self.rows)
+        return app
+
+    async def rows(self, request: web.Request) -> web.StreamResponse:
+        resp = await self.server.rows(request)
+        body = bytearray(resp.body)  # type: ignore[arg-type]
+        if self.mode == "corrupt":
+            body[len(body) // 2] ^= 1
+        elif self.mode == "more":
+            body += b"\x00" * 4096
+        elif self.mode == "stall":
+            out = web.StreamResponse()
+            await out.prepare(request)
+            await out.write(bytes(body[:10]))
+            await asyncio.sleep(2)
+            return out
+        return web.Response(body=bytes(body))
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def test_fetch_survives_bad_peers(tmp_path: Path) -> None:
+    a, b = operands(512, 1024, 8)  # 512 KiB of A: one range
+    src = BlobStore(tmp_path / "src")
+    root = src.put("a", a)
+
+    async def run() -> tuple[np.ndarray, FetchReport]:
+        runners, urls = [], []
+        for mode in ("corrupt", "stall", "more", "honest"):
+            runner, url = await _serve(BadPeer(src, mode).app())
+            runners.append(runner)
+            urls.append(url)
+        try:
+            report = FetchReport()
+            dst = BlobStore(tmp_path / "dst")
+            got = await fetch_blob(urls, root, "a", 512, 1024, dst, timeout=1.0, report=report)
+            assert dst.find(root) is not None
+            return got, report
+        finally:
+            for r in runners:
+                await r.cleanup()
+
+    got, report = asyncio.run(run())
+    assert np.array_equal(got, a)
+    reasons = " | ".join(report.bad_peers.values())
+    assert "does not match its leaf" in reasons
+    assert "more than" in reasons
+    assert "Timeout" in reasons or "timeout" in reasons.lower()
+    assert len(report.bad_peers) == 3
+
+
+def test_fetch_fails_cleanly_without_honest_peer(tmp_path: Path) -> None:
+    a, _ = operands(16, 64, 8)
+    src = BlobStore(tmp_path / "src")
+    root = src.put("a", a)
+
+    async def run() -> None:
+        runner, url = await _serve(BadPeer(src, "corrupt").app())
+        try:
+            with pytest.raises(BlobError, match="no peer left"):
+                await fetch_blob([url], root, "a", 16, 64, timeout=1.0)
+            with pytest.raises(BlobError, match="leaves"):  # wrong root: leaves mismatch
+                await fetch_blob([url], bytes(32), "a", 16, 64, timeout=1.0)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
+
+
+def test_upload_needs_the_cookie(tmp_path: Path) -> None:
+    a, _ = operands(16, 64, 8)
+    buf = io.BytesIO()
+    np.save(buf, a)
+
+    async def run() -> None:
+        server = BlobServer(BlobStore(tmp_path / "s"), auth=("__cookie__", "secret"))
+        runner, url = await _serve(server.app())
+        try:
+            async with aiohttp.ClientSession() as s:
+                r = await s.post(f"{url}/blob?kind=a", data=buf.getvalue())
+                assert r.status == 401
+                import base64
+
+                token = base64.b64encode(b"__cookie__:secret").decode()
+                headers = {"Authorization": f"Basic {token}"}
+                r = await s.post(f"{url}/blob?kind=a", data=buf.getvalue(), headers=headers)
+                assert r.status == 200 and (await r.json())["root"] == commit_rows(a).hex()
+                r = await s.get(f"{url}/blob/{commit_rows(a).hex()}/rows?start=0&count=999")
+                assert r.status == 400
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
