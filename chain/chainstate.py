@@ -235,7 +235,9 @@ class ChainState:
             status=BlockStatus.HEADER_VALID | BlockStatus.DATA_STORED,
             timestamp=header.timestamp,
         )
-        with self.db.atomic(sync=True) as batch:
+        # No fsync here: a stored-but-unconnected block lost in a crash is fetched again,
+        # and the connect batch below is synced, which flushes this write with it.
+        with self.db.atomic(sync=False) as batch:
             batch.put_block(h, block.to_bytes())
             batch.put_index(rec)
         self.index[h] = rec

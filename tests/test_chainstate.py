@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import pytest
 
 from chain.block import Block
 from chain.chainstate import ChainState
+from chain.jobs import PREFIX_JOB, Job, escrow_total
 from chain.reindex import reindex
 from chain.state import KEY_SUPPLY, PREFIX_ACCOUNT, PREFIX_REWARD, Account
 from chain.state_tree import StateTree
 from chain.tx import Transaction, transactions_root
 from chain.validation import BlockReject, Verdict
+from consensus.subsidy import block_subsidy
 from node.template import BlockTemplate, build_template
 from tests.chainutil import (
     MINER,
@@ -53,15 +56,45 @@ def state_dict(chain: ChainState) -> dict[bytes, bytes]:
 
 
 def check_supply(chain: ChainState) -> None:
-    """Balances plus immature rewards always equal genesis funds plus subsidies."""
+    """Balances + immature rewards + coins held by jobs = genesis funds + subsidies."""
     state = state_dict(chain)
+    held = escrow_total([Job.from_bytes(v) for k, v in state.items() if k[:1] == PREFIX_JOB])
     balances = sum(
         Account.from_bytes(v).balance for k, v in state.items() if k[:1] == PREFIX_ACCOUNT
     )
     immature = sum(
         int.from_bytes(v[20:28], "big") for k, v in state.items() if k[:1] == PREFIX_REWARD
     )
-    assert balances + immature == int.from_bytes(state[KEY_SUPPLY], "big")
+    assert balances + immature + held == int.from_bytes(state[KEY_SUPPLY], "big")
+    minted = sum(block_subsidy(NET.subsidy, h) for h in range(1, chain.tip.height + 1))
+    assert int.from_bytes(state[KEY_SUPPLY], "big") == NET.genesis_funds + minted
+
+
+def _supply_run(tmp_path: Path, blocks: int, seed: int) -> None:
+    """Random transfers between the funded keys; the supply holds at every block."""
+    rng = random.Random(seed)
+    chain = new_chain(tmp_path / "supply")
+    nonces = [0] * 5
+    for _ in range(blocks):
+        txs = []
+        for _ in range(rng.randrange(4)):
+            sender = rng.randrange(5)
+            amount = rng.randrange(1, 10**9)
+            txs.append(transfer(NET, sender, nonces[sender], address_of(rng.randrange(8)), amount))
+            nonces[sender] += 1
+        extend(chain, 1, txs_at={chain.tip.height + 1: txs})
+        check_supply(chain)
+    chain.db.close()
+
+
+def test_supply_invariant_at_every_block(tmp_path: Path) -> None:
+    _supply_run(tmp_path, blocks=40, seed=1)
+
+
+@pytest.mark.slow
+def test_supply_invariant_long_devnet_run(tmp_path: Path) -> None:
+    """The long run: pytest -m slow tests/test_chainstate.py"""
+    _supply_run(tmp_path, blocks=1000, seed=2)
 
 
 def test_mine_twenty_blocks_and_restart(tmp_path: Path) -> None:
