@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from chain.genesis import genesis_block  # noqa: E402
 from chain.network import Network, load_network  # noqa: E402
 from p2p.protocol import Ping, Pong  # noqa: E402
-from tests.p2putil import NodeProc, WirePeer, miner_address, write_genesis  # noqa: E402
+from tests.p2putil import LogReader, NodeProc, WirePeer, miner_address, write_genesis  # noqa: E402
 
 NODES = 10
 EXTRA_EDGES = 4
@@ -94,27 +94,16 @@ def log_time(line: str) -> float | None:
     return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-class LogWatch:
+class LogWatch(LogReader):
     """Incrementally parsed node log: tip lines and the number of handshakes."""
 
     def __init__(self, node: NodeProc) -> None:
-        self.node = node
-        self.pos = 0
-        self.partial = ""
+        super().__init__(node)
         self.connected = 0
         self.tips: list[tuple[float, int, str]] = []  # (log time, height, hash)
 
     def poll(self) -> None:
-        try:
-            with open(self.node.log_path, encoding="utf-8", errors="replace") as f:
-                f.seek(self.pos)
-                data = f.read()
-                self.pos = f.tell()
-        except FileNotFoundError:
-            return
-        lines = (self.partial + data).split("\n")
-        self.partial = lines.pop()
-        for line in lines:
+        for line in self.lines():
             if CONNECTED.search(line):
                 self.connected += 1
             m = NEW_TIP.search(line)

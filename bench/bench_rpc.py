@@ -58,8 +58,8 @@ def _serve_baseline(q: mp.Queue) -> None:  # type: ignore[type-arg]
 
 def _serve_node(q: mp.Queue, datadir: str) -> None:  # type: ignore[type-arg]
     from node.config import NodeConfig
-    from node.rpc.auth import read_cookie
     from node.service import Node
+    from wallet.rpc import read_cookie
 
     _pin(0)
     config = NodeConfig(network="devnet", datadir=Path(datadir), listen=False, rpc_port=0)
@@ -68,7 +68,7 @@ def _serve_node(q: mp.Queue, datadir: str) -> None:  # type: ignore[type-arg]
 
     async def main() -> None:
         await rpc.start()
-        user, password = read_cookie(config.network_dir)
+        user, password = read_cookie(config.datadir, config.network)
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         q.put((rpc.port, f"Basic {token}"))  # type: ignore[attr-defined]
         await asyncio.Event().wait()

@@ -38,7 +38,7 @@ from chain.chainstate import ChainState  # noqa: E402
 from chain.network import Network  # noqa: E402
 from chain.storage import open_chain  # noqa: E402
 from tests.chainutil import Clock, address_of, mine_block, transfer  # noqa: E402
-from tests.p2putil import NodeProc, read_tip, write_genesis  # noqa: E402
+from tests.p2putil import LogReader, NodeProc, read_tip, write_genesis  # noqa: E402
 
 MINER_KEY = 4  # devnet keys 0..4 are funded; 4 takes the rewards, 0..3 send
 SENDERS = 4
@@ -53,27 +53,13 @@ def log_time(line_start: str) -> float:
     return datetime.strptime(line_start, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-class LogTail:
-    """Reads a node's log incrementally (a 10,000-block sync logs 10,000+ lines)."""
+class LogTail(LogReader):
+    """Waits for lines of a node's log, read incrementally (a 10,000-block sync logs
+    10,000+ lines)."""
 
     def __init__(self, node: NodeProc) -> None:
-        self.node = node
-        self.pos = 0
-        self.partial = ""
+        super().__init__(node)
         self.pending: deque[str] = deque()  # read but not yet looked at
-
-    def lines(self) -> list[str]:
-        try:
-            with open(self.node.log_path, encoding="utf-8", errors="replace") as f:
-                f.seek(self.pos)
-                data = f.read()
-                self.pos = f.tell()
-        except FileNotFoundError:
-            return []
-        data = self.partial + data
-        out = data.split("\n")
-        self.partial = out.pop()
-        return out
 
     def wait_for(self, rx: re.Pattern[str], timeout: float) -> tuple[float, re.Match[str]]:
         """(log time, match) of the first new line matching ``rx``."""

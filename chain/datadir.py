@@ -21,10 +21,30 @@ import fcntl
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 __all__ = ["LOCK_FILENAME", "DataDir", "DatadirError", "DatadirLockedError"]
 
 LOCK_FILENAME = "LOCK"
+
+
+class Closeable:
+    """``with obj:`` closes ``obj`` on the way out, whatever happened (``close()`` is
+    the subclass's, and idempotent)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class DatadirError(Exception):
@@ -57,7 +77,7 @@ def _read_holder_pid(lock_path: Path) -> int | None:
     return pid if pid is not None and pid > 0 else None
 
 
-class DataDir:
+class DataDir(Closeable):
     """An exclusively locked datadir folder (created with mode 0700 if missing).
 
     Usage::
@@ -128,17 +148,6 @@ class DataDir:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
-
-    def __enter__(self) -> DataDir:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         # Closing the fd is enough to drop the flock; do it if the owner forgot.

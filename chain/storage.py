@@ -53,12 +53,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import plyvel
 
-from chain.datadir import DataDir, DatadirLockedError
+from chain.datadir import Closeable, DataDir, DatadirLockedError
 
 __all__ = [
     "CHAIN_DB_DIRNAME",
@@ -427,7 +426,7 @@ class AtomicBatch:
 # --- the database -----------------------------------------------------------------
 
 
-class ChainDB:
+class ChainDB(Closeable):
     """The chain's LevelDB at ``<datadir>/chain``; see the module docstring.
 
     ``datadir`` must be held (locked) for the lifetime of the ChainDB; the ChainDB
@@ -540,17 +539,6 @@ class ChainDB:
         finally:
             if self._owns_datadir:
                 self._datadir.close()
-
-    def __enter__(self) -> ChainDB:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -179,11 +179,12 @@ class BlobService:
         return self.server.url
 
     async def start(self) -> None:
-        from node.rpc.auth import read_cookie
+        from wallet.rpc import RpcConnectionError, read_cookie
 
+        cfg = self.node.config
         try:  # the RPC service writes the cookie first (start it before this one)
-            self.server.auth = read_cookie(self.node.config.network_dir)
-        except OSError:
+            self.server.auth = read_cookie(cfg.datadir, cfg.network)
+        except RpcConnectionError:
             log.warning("no RPC cookie: blob uploads are disabled")
             self.server.auth = ("", os.urandom(16).hex())
         await self.server.start()

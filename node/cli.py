@@ -15,7 +15,7 @@ from chain.storage import StorageError
 from node.config import NodeConfig, default_datadir, network_dir
 from node.miner_cli import add_miner_parser
 from node.settings_file import ConfigError, add_node_options, resolve, show
-from wallet.cli import add_wallet_parser
+from wallet.cli import add_wallet_parser, setup_logging
 from wallet.job_cli import add_job_parser
 
 log = logging.getLogger("pouw")
@@ -66,14 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_miner_parser(sub)
     add_job_parser(sub)
     return parser
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -134,7 +126,7 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     """Cookie auth from --datadir, like bitcoin-cli; prints the result as JSON."""
     import json
 
-    from node.rpc.client import RpcClient, RpcClientError
+    from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
     params = []
     for text in args.params:
@@ -145,14 +137,14 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     datadir = args.datadir or default_datadir()
     try:
         client = RpcClient.from_datadir(datadir, args.network, args.rpc_port, args.rpc_host)
-    except OSError as exc:
-        raise UsageError(f"no RPC cookie in {network_dir(datadir, args.network)} ({exc})") from None
+    except RpcConnectionError as exc:
+        raise UsageError(str(exc)) from None  # no readable cookie
     try:
         result = client.call(args.method, *params)
-    except RpcClientError as exc:
+    except RpcError as exc:
         print(f"error code: {exc.code}\nerror message:\n{exc.message}", file=sys.stderr)
         return EXIT_FAILURE
-    except OSError as exc:
+    except RpcConnectionError as exc:
         raise UsageError(f"cannot reach the node's RPC: {exc}") from None
     print(result if isinstance(result, str) else json.dumps(result, indent=2))
     return 0
@@ -160,7 +152,7 @@ def cmd_rpc(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "log_level", "info"))
+    setup_logging(getattr(args, "log_level", "info"))
     try:
         return int(args.handler(args))
     except UsageError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 from chain.address import AddressError, decode_any_address
 from chain.network import NETWORKS, NetworkError, load_network
+from wallet.cli import run_command
 from wallet.rpc import RpcClient, RpcConnectionError
 
 log = logging.getLogger("pouw.miner")
@@ -139,15 +140,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pouw")
-    add_miner_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    return int(args.handler(args))
+    return run_command(add_miner_parser, argv)
 
 
 if __name__ == "__main__":

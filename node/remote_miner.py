@@ -381,19 +381,12 @@ class RemoteMiner:
         while not self._stop.is_set():
             try:
                 rt = self._fetch(longpollid)
-            except RpcError as exc:
-                if exc.code in FATAL_RPC_CODES:  # a bad request will not get better
-                    log.error("getblocktemplate: %s", exc)
+            except (RpcError, RpcConnectionError, TemplateError) as exc:
+                if isinstance(exc, RpcError) and exc.code in FATAL_RPC_CODES:
+                    log.error("getblocktemplate: %s", exc)  # a bad request will not get better
                     self.failure = str(exc)
                     self._stop.set()
                     return
-                log.warning("getblocktemplate: %s; retrying in %.0f s", exc, backoff)
-                if self._stop.wait(backoff):
-                    return
-                backoff = min(backoff * 2, 30.0)
-                longpollid = None
-                continue
-            except (RpcConnectionError, TemplateError) as exc:
                 log.warning("getblocktemplate: %s; retrying in %.0f s", exc, backoff)
                 if self._stop.wait(backoff):
                     return

@@ -14,11 +14,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from chain.address import encode_address
 from chain.block import Block
@@ -180,6 +182,38 @@ class NodeProc:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+
+class LogReader:
+    """Reads a node's log incrementally: ``lines()`` gives the complete lines written
+    since the last call (a partial last line waits for its newline)."""
+
+    def __init__(self, node: NodeProc) -> None:
+        self.node = node
+        self.pos = 0
+        self.partial = ""
+
+    def lines(self) -> list[str]:
+        try:
+            with open(self.node.log_path, encoding="utf-8", errors="replace") as f:
+                f.seek(self.pos)
+                data = f.read()
+                self.pos = f.tell()
+        except FileNotFoundError:
+            return []
+        out = (self.partial + data).split("\n")
+        self.partial = out.pop()
+        return out
+
+
+@pytest.fixture(name="procs")
+def procs_fixture() -> Iterator[list[NodeProc]]:
+    """``procs``: a list to append started NodeProcs to; each is killed at teardown. A test
+    module that imports ``procs_fixture`` can ask for ``procs``."""
+    started: list[NodeProc] = []
+    yield started
+    for p in started:
+        p.kill()
 
 
 class WirePeer:

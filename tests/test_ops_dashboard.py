@@ -19,8 +19,8 @@ import pytest
 
 from chain.chainstate import ChainState
 from chain.storage import open_chain
-from node.rpc.client import RpcClient
 from tests.p2putil import clone_datadir, free_port, premine, write_genesis
+from wallet.rpc import RpcClient
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)  # fmt: skip

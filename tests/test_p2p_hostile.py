@@ -10,11 +10,9 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from chain.block import Block
 from chain.chainstate import ChainState
@@ -36,17 +34,16 @@ from p2p.protocol import (
     encode,
 )
 from tests.chainutil import Clock, address_of, seal_template, transfer
-from tests.p2putil import NodeProc, WirePeer, clone_datadir, premine, write_genesis
+from tests.p2putil import (
+    NodeProc,
+    WirePeer,
+    clone_datadir,
+    premine,
+    procs_fixture,  # noqa: F401 - the "procs" fixture
+    write_genesis,
+)
 
 BLOCKS = 300
-
-
-@pytest.fixture
-def procs() -> Iterator[list[NodeProc]]:
-    started: list[NodeProc] = []
-    yield started
-    for p in started:
-        p.kill()
 
 
 def _bad_blocks(datadir: Path, network: Network) -> tuple[Block, Block, Block]:

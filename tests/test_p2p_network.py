@@ -4,16 +4,14 @@ scratch, and a partition that heals. Every process is stopped (or killed) in tea
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.p2putil import (
     NodeProc,
     clone_datadir,
     miner_address,
     premine,
+    procs_fixture,  # noqa: F401 - the "procs" fixture
     read_tip,
     write_genesis,
 )
@@ -21,14 +19,6 @@ from tests.p2putil import (
 # Blocks the sixth node syncs: the 2,000 fits the default run (about 10 s of
 # pre-mining plus a few seconds of sync on 2 cores).
 SYNC_BLOCKS = 2000
-
-
-@pytest.fixture
-def procs() -> Iterator[list[NodeProc]]:
-    started: list[NodeProc] = []
-    yield started
-    for p in started:
-        p.kill()
 
 
 def _converged(

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from node.rpc.auth import cookie_path
-from node.rpc.client import RpcClient, RpcClientError
 from tests.test_rpc_util import easy_genesis_file
+from wallet.rpc import RpcClient, RpcError
 
 
 def free_port() -> int:
@@ -47,7 +47,7 @@ def test_node_process_serves_rpc_and_stops(tmp_path: Path) -> None:
         assert info["chain"] == "devnet" and info["blocks"] == 0
         try:
             client.call("getblockhash", 5)
-        except RpcClientError as exc:
+        except RpcError as exc:
             assert exc.code == -8
         assert client.call("stop") == "pouw node stopping"
         out, _ = proc.communicate(timeout=30)

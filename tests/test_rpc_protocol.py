@@ -258,7 +258,7 @@ def test_third_party_client_library(tmp_path: Path) -> None:
 
 
 def test_sync_client_from_datadir(tmp_path: Path) -> None:
-    from node.rpc.client import RpcClient, RpcClientError, RpcTransportError
+    from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
     async def body(h: Harness) -> None:
         client = RpcClient.from_datadir(tmp_path, "devnet", port=h.rpc.port)
@@ -266,12 +266,12 @@ def test_sync_client_from_datadir(tmp_path: Path) -> None:
         def work() -> None:
             assert client.call("getblockcount") == 0
             assert client.call("getblockhash", height=0) == client.call("getbestblockhash")
-            with pytest.raises(RpcClientError) as exc:
+            with pytest.raises(RpcError) as exc:
                 client.call("getblockhash", 99)
             assert exc.value.code == -8
             out = client.batch([("getblockcount", []), ("nosuch", [])])
-            assert out[0] == 0 and isinstance(out[1], RpcClientError)
-            with pytest.raises(RpcTransportError) as t:
+            assert out[0] == 0 and isinstance(out[1], RpcError)
+            with pytest.raises(RpcConnectionError) as t:
                 RpcClient(h.url, "__cookie__", "bad").call("getblockcount")
             assert t.value.status == 401
 

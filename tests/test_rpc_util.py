@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 
 from node.config import NodeConfig
-from node.rpc.auth import read_cookie
 from node.rpc.service import RpcService
 from node.service import Node
 from tests.chainutil import EASY_WORK
+from wallet.rpc import read_cookie
 
 
 def easy_genesis_file(directory: Path) -> Path:
@@ -92,7 +92,7 @@ async def rpc_node(tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
     rpc = next(s for s in node.services if s.name == "rpc")
     assert isinstance(rpc, RpcService)
     await rpc.start()
-    user, password = read_cookie(config.network_dir)
+    user, password = read_cookie(config.datadir, config.network)
     session = aiohttp.ClientSession()
     try:
         yield Harness(node, rpc, session, f"http://127.0.0.1:{rpc.port}/", basic(user, password))

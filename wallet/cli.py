@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -319,16 +320,27 @@ def _run(args: argparse.Namespace, fn: Any) -> int:
         return EXIT_FAILURE
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pouw")
-    add_wallet_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+def setup_logging(level: str) -> None:
+    """Log to stderr at ``level`` (debug, info, warning, error); every pouw command's format."""
     logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
+        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def run_command(add_parser: Callable[[Any], object], argv: list[str] | None = None) -> int:
+    """Run one ``pouw`` command group alone (``python -m wallet.cli``, ``-m node.miner_cli``):
+    ``add_parser(subparsers)`` registers it; its handler's answer is the exit code."""
+    parser = argparse.ArgumentParser(prog="pouw")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
     return int(args.handler(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(add_wallet_parser, argv)
 
 
 if __name__ == "__main__":

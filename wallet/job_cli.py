@@ -28,7 +28,7 @@ DEFAULT_BLOB_PORT_OFFSET = 3  # node/blobs.py: the blob endpoint is on rpc port 
 
 def _client(args: argparse.Namespace) -> JobClient:
     from wallet import cli as wcli
-    from wallet.rpc import read_cookie
+    from wallet.rpc import RpcConnectionError, read_cookie
 
     network = wcli._network(args)  # noqa: SLF001 - shared option handling
     rpc = wcli._rpc(args, network)  # noqa: SLF001
@@ -36,7 +36,7 @@ def _client(args: argparse.Namespace) -> JobClient:
     blob = args.blob_url or f"http://127.0.0.1:{network.rpc_port + DEFAULT_BLOB_PORT_OFFSET}"
     try:
         auth: tuple[str, str] | None = read_cookie(wcli._datadir(args), network.name)  # noqa: SLF001
-    except OSError:
+    except RpcConnectionError:  # read_cookie's error for a missing or malformed cookie
         auth = None
     key = wallet._key if wallet is not None else None  # noqa: SLF001
     return JobClient(key, network, rpc, blob, auth)  # type: ignore[arg-type]

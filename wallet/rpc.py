@@ -1,8 +1,10 @@
-"""Everything the wallet and the standalone miner ask of a node's JSON-RPC, in one place.
+"""Everything the wallet and the standalone miner ask of a node's JSON-RPC, in one place;
+also the project's one JSON-RPC client (``RpcClient``: ``pouw rpc``, tests, benches).
 
 The transport is JSON-RPC 2.0 over HTTP POST to ``/`` with Basic auth (``--rpc-user``
 / ``--rpc-password``, or the cookie file ``<datadir>/<network>/.cookie`` holding
-``user:password`` as bitcoind writes it). Standard library only, so the wallet keeps
+``user:password`` as bitcoind writes it; node/rpc/auth.py writes it, ``read_cookie``
+here is the one reader). Standard library only, so the wallet keeps
 to its layer (wallet imports chain, nothing above it).
 
 Methods and fields relied on (the contract; see the report and docs/RPC.md):
@@ -36,17 +38,32 @@ LONGPOLL_TIMEOUT = 120.0
 
 
 class RpcError(Exception):
-    """The node answered with a JSON-RPC error object."""
+    """The node answered with a JSON-RPC error object (``code``, ``message``, ``data``)."""
 
-    def __init__(self, code: int, message: str, method: str = "") -> None:
+    def __init__(self, code: int, message: str, method: str = "", data: Any = None) -> None:
         self.code = code
         self.message = message
         self.method = method
+        self.data = data
         super().__init__(f"{method}: {message} (code {code})" if method else message)
+
+    @classmethod
+    def from_reply(cls, error: Any, method: str = "") -> RpcError:
+        """From the ``error`` member of a JSON-RPC answer."""
+        if not isinstance(error, dict):
+            return cls(-1, str(error), method)
+        return cls(
+            int(error.get("code", -1)), str(error.get("message", error)), method, error.get("data")
+        )
 
 
 class RpcConnectionError(Exception):
-    """No answer: the node is down, the URL is wrong, or the credentials are refused."""
+    """No answer: the node is down, the URL is wrong, or the credentials are refused
+    (``status``: the HTTP status when there was one, e.g. 401)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RpcTimeoutError(RpcConnectionError):
@@ -54,6 +71,7 @@ class RpcTimeoutError(RpcConnectionError):
 
 
 def read_cookie(datadir: Path, network: str) -> tuple[str, str]:
+    """(user, password) from ``<datadir>/<network>/.cookie`` (node/rpc/auth.py writes it)."""
     path = Path(datadir) / network / COOKIE_NAME
     try:
         text = path.read_text().strip()
@@ -69,7 +87,14 @@ def read_cookie(datadir: Path, network: str) -> tuple[str, str]:
 
 
 class RpcClient:
-    """A blocking JSON-RPC client; ``call(method, *params)`` returns the result."""
+    """A blocking JSON-RPC client: ``call(method, *params)`` returns the result,
+    ``batch([(method, params), ...])`` several results in one request.
+
+        client = RpcClient.from_datadir("~/.pouw", network="devnet")
+        client.call("getblockcount")
+        client.call("getblock", blockhash, 2)           # positional params
+        client.call("getaccount", address="dpw1...")    # named params
+    """
 
     def __init__(
         self,
@@ -96,20 +121,34 @@ class RpcClient:
         datadir: Path | None = None,
         user: str | None = None,
         password: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> RpcClient:
         """Explicit credentials if given, else the cookie of ``datadir`` (if given)."""
         if user is None and datadir is not None:
             user, password = read_cookie(datadir, network)
-        return cls(url, user, password)
+        return cls(url, user, password, timeout)
 
-    def call(self, method: str, *params: Any, timeout: float | None = None, **named: Any) -> Any:
-        """Positional params, or named ones (a JSON object); not both."""
-        if params and named:
-            raise ValueError("pass params by position or by name, not both")
-        args: Any = named if named else list(params)
-        body = json.dumps(
-            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": args}
-        ).encode()
+    @classmethod
+    def from_datadir(
+        cls,
+        datadir: str | Path,
+        network: str = "devnet",
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> RpcClient:
+        """A local node (``port`` defaults to the network's), authenticated with the
+        cookie it wrote to ``<datadir>/<network>/.cookie``."""
+        if port is None:
+            from chain.network import load_network
+
+            port = load_network(network).rpc_port
+        url = f"http://{host}:{port}/"
+        return cls.from_options(url, network, Path(datadir).expanduser(), timeout=timeout)
+
+    def _post(self, payload: Any, what: str, timeout: float | None = None) -> Any:
+        """POST one JSON-RPC request (or batch) and return the decoded answer."""
+        body = json.dumps(payload).encode()
         req = urllib.request.Request(self.url, data=body, method="POST")
         req.add_header("Content-Type", "application/json")
         if self._auth:
@@ -120,28 +159,60 @@ class RpcClient:
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 raise RpcConnectionError(
-                    f"{self.url} refused the credentials (HTTP {exc.code})"
+                    f"{self.url} refused the credentials (HTTP {exc.code})", exc.code
                 ) from None
             raw = exc.read()  # bitcoind sends errors with HTTP 500 and a JSON body
             if not raw:
-                raise RpcConnectionError(f"{self.url}: HTTP {exc.code}") from None
+                raise RpcConnectionError(f"{self.url}: HTTP {exc.code}", exc.code) from None
         except TimeoutError:
-            raise RpcTimeoutError(f"{self.url}: no answer to {method} in time") from None
+            raise RpcTimeoutError(f"{self.url}: no answer to {what} in time") from None
         except (urllib.error.URLError, OSError) as exc:
             if isinstance(getattr(exc, "reason", None), TimeoutError):
-                raise RpcTimeoutError(f"{self.url}: no answer to {method} in time") from None
+                raise RpcTimeoutError(f"{self.url}: no answer to {what} in time") from None
             reason = getattr(exc, "reason", exc)
             raise RpcConnectionError(f"cannot reach the node at {self.url}: {reason}") from None
         try:
-            reply = json.loads(raw)
+            return json.loads(raw)
         except json.JSONDecodeError:
             raise RpcConnectionError(f"{self.url} did not answer JSON-RPC") from None
+
+    def call(self, method: str, *params: Any, timeout: float | None = None, **named: Any) -> Any:
+        """Positional params, or named ones (a JSON object); not both."""
+        if params and named:
+            raise ValueError("pass params by position or by name, not both")
+        args: Any = named if named else list(params)
+        reply = self._post(
+            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": args},
+            method,
+            timeout,
+        )
         error = reply.get("error") if isinstance(reply, dict) else None
         if error:
-            raise RpcError(int(error.get("code", -1)), str(error.get("message", error)), method)
+            raise RpcError.from_reply(error, method)
         if not isinstance(reply, dict) or "result" not in reply:
             raise RpcConnectionError(f"{self.url} sent a reply without a result")
         return reply["result"]
+
+    def batch(self, calls: list[tuple[str, Any]], timeout: float | None = None) -> list[Any]:
+        """Several ``(method, params)`` calls in one request; each answer, in order, is
+        its result or an :class:`RpcError` (not raised)."""
+        ids = [next(self._ids) for _ in calls]
+        payload = [
+            {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+            for i, (m, p) in zip(ids, calls, strict=True)
+        ]
+        replies = self._post(payload, "a batch", timeout)
+        if not isinstance(replies, list):
+            if isinstance(replies, dict) and replies.get("error"):  # the batch as a whole
+                raise RpcError.from_reply(replies["error"])
+            raise RpcConnectionError(f"{self.url} did not answer the batch with a list")
+        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        out: list[Any] = []
+        for i, (method, _) in zip(ids, calls, strict=True):
+            r = by_id.get(i, {"error": {"code": -32603, "message": "no answer"}})
+            error = r.get("error")
+            out.append(RpcError.from_reply(error, method) if error else r.get("result"))
+        return out
 
 
 def as_int(value: Any, name: str) -> int:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from node.rpc.errors import INVALID_REQUEST
+from node.rpc.methods import CHAIN_READS
 from node.rpc.protocol import CallContext, Dispatcher, Registry, error_response
 
 if TYPE_CHECKING:
@@ -42,14 +43,7 @@ FILES = {
     "style.css": "text/css",
 }
 READ_ONLY = (
-    "getblockchaininfo",
-    "getblockcount",
-    "getbestblockhash",
-    "getblockhash",
-    "getblock",
-    "getblockheader",
-    "getchaintips",
-    "getdifficulty",
+    *CHAIN_READS,
     "getmempoolinfo",
     "getrawmempool",
     "getmininginfo",

@@ -15,8 +15,9 @@ import os
 import secrets
 from pathlib import Path
 
+from wallet.rpc import COOKIE_NAME  # wallet.rpc.read_cookie reads what this module writes
+
 COOKIE_USER = "__cookie__"
-COOKIE_NAME = ".cookie"
 
 
 def cookie_path(network_dir: Path) -> Path:
@@ -43,12 +44,6 @@ def remove_cookie(path: Path, secret: str) -> None:
             path.unlink()
     except OSError:
         pass
-
-
-def read_cookie(network_dir: Path) -> tuple[str, str]:
-    """(user, password) from a datadir's cookie file."""
-    user, _, password = cookie_path(network_dir).read_text().strip().partition(":")
-    return user, password
 
 
 class Authenticator:

@@ -776,18 +776,21 @@ class Methods:
         return ctx.session.unsubscribe(p.subscription)
 
 
+# The chain category's calls that read and answer at once (the dashboard serves them).
+CHAIN_READS = (
+    "getblockchaininfo",
+    "getblockcount",
+    "getbestblockhash",
+    "getblockhash",
+    "getblock",
+    "getblockheader",
+    "getchaintips",
+    "getdifficulty",
+)
+
+
 def register_all(registry: Registry, m: Methods) -> None:
-    chain = [
-        "getblockchaininfo",
-        "getblockcount",
-        "getbestblockhash",
-        "getblockhash",
-        "getblock",
-        "getblockheader",
-        "getchaintips",
-        "getdifficulty",
-        "waitfornewblock",
-    ]
+    chain = [*CHAIN_READS, "waitfornewblock"]
     accounts = [
         "getaccount",
         "getproof",
