@@ -16,6 +16,7 @@ The kernels take a [lo, hi) range so callers can split the work between threads.
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import numba as nb
 import numpy as np
@@ -39,15 +40,29 @@ def words_to_digests(words: np.ndarray) -> list[bytes]:
 
 
 def sha256_midstate(block64: bytes) -> np.ndarray:
-    """The SHA-256 chaining state after one 64-byte block (a tagged-hash prefix)."""
-    from compute.gen_lanes import IV
+    """The SHA-256 chaining state after one 64-byte block (a tagged-hash prefix).
 
-    buf = np.empty((24, LANES), np.uint32)
-    buf[:16] = np.frombuffer(block64, dtype=">u4").astype(np.uint32)[:, None]
-    buf[16:] = np.asarray(IV, dtype=np.uint32)[:, None]
-    flat = buf.ravel()
-    compress(flat)
-    return flat.reshape(24, LANES)[16:, 0].copy()
+    Plain Python (one compression), so that importing this module compiles nothing.
+    """
+    from compute.gen_lanes import IV, ROUND_K
+
+    def rotr(x: int, n: int) -> int:
+        return ((x >> n) | (x << (32 - n))) & 0xFFFFFFFF
+
+    w = list(struct.unpack(">16I", block64))
+    for t in range(16, 64):
+        s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
+        s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
+        w.append((w[t - 16] + s0 + w[t - 7] + s1) & 0xFFFFFFFF)
+    a, b, c, d, e, f, g, h = IV
+    for t in range(64):
+        t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + ROUND_K[t] + w[t]
+        t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))
+        a, b, c, d, e, f, g, h = (t1 + t2) & 0xFFFFFFFF, a, b, c, (d + t1) & 0xFFFFFFFF, e, f, g
+    return np.array(
+        [(x + y) & 0xFFFFFFFF for x, y in zip(IV, (a, b, c, d, e, f, g, h), strict=True)],
+        dtype=np.uint32,
+    )
 
 
 def tag_midstate(tag: str) -> np.ndarray:

@@ -65,6 +65,7 @@ from consensus.transcript import win_threshold
 
 log = logging.getLogger("pouw.compute")
 
+STOP_POLL_S = 0.005  # how often the calling thread looks at ``stop`` while workers run
 FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2^24 is a float32
 FLOAT64_EXACT = 1 << 53
 
@@ -160,7 +161,7 @@ class _Workers:
         futures = [self._pool.submit(fn, w) for w in range(self.count)]
         if stop is not None:
             while not all(f.done() for f in futures):
-                if stop.wait(0.002):
+                if stop.wait(STOP_POLL_S):
                     flag[0] = 1
                     break
         return [f.result() for f in futures]

@@ -213,7 +213,7 @@ def test_stop_keeps_product_when_asked(engine) -> None:
 
 
 class _StopAfter(threading.Event):
-    """Reports a stop on the ``calls``-th poll (the engine polls every ~2 ms)."""
+    """Reports a stop on the ``calls``-th poll (the engine polls every few ms)."""
 
     def __init__(self, calls: int) -> None:
         super().__init__()
