@@ -124,6 +124,15 @@ def test_market_end_to_end(tmp_path: Path) -> None:
         contrib = rpc2.call("getcontribution", miner)
         assert contrib["delivered"] == 512 * 1024 * 512 and contrib["bounties"] == 2_000_000
         assert any(j["job_id"] == job_id for j in rpc1.call("listjobs", status="paid"))
+        # the same through the CLI, which needs no key to read a job's state
+        cli = subprocess.run(
+            [sys.executable, "-m", "node.cli", "job", "status", job_id, "--json",
+             "--network", "devnet", "--datadir", str(n0.datadir), "--genesis-file", str(genesis),
+             "--rpc", f"http://127.0.0.1:{n0.rpc_port}"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout)["status"] == "paid"
 
         # a wrong C (odd bounty): the client's check fails and its challenge wins
         a2, b2 = a[:64, :128].copy(), b[:128, :64].copy()

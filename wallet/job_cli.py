@@ -1,6 +1,6 @@
 """``pouw job ...``: submit a matrix product to the compute market and collect C.
 
-    pouw job submit A.npy B.npy --bounty 100000 [--expiry 200]
+    pouw job submit A.npy B.npy --bounty 1.5 [--expiry 200]
     pouw job status JOB_ID
     pouw job result JOB_ID -o C.npy --a A.npy --b B.npy
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from wallet.amount import parse_amount
 from wallet.jobs import DEFAULT_EXPIRY_BLOCKS, DEFAULT_JOB_FEE, JobClient, JobError
 
 DEFAULT_BLOB_PORT_OFFSET = 3  # node/blobs.py: the blob endpoint is on rpc port + 3
@@ -38,8 +39,8 @@ def _client(args: argparse.Namespace) -> JobClient:
         auth: tuple[str, str] | None = read_cookie(wcli._datadir(args), network.name)  # noqa: SLF001
     except RpcConnectionError:  # read_cookie's error for a missing or malformed cookie
         auth = None
-    key = wallet._key if wallet is not None else None  # noqa: SLF001
-    return JobClient(key, network, rpc, blob, auth)  # type: ignore[arg-type]
+    key = wallet.signing_key if wallet is not None else None
+    return JobClient(key, network, rpc, blob, auth)
 
 
 def _load(path: Path, name: str) -> np.ndarray:
@@ -112,10 +113,12 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     common(submit, True)
     submit.add_argument("a", type=Path, metavar="A.npy")
     submit.add_argument("b", type=Path, metavar="B.npy")
-    submit.add_argument("--bounty", type=int, required=True, help="base units, escrowed")
+    submit.add_argument("--bounty", type=parse_amount, required=True,
+                        help="escrowed reward: coins (1.5) or base units (150000000u)")  # fmt: skip
     submit.add_argument("--expiry", type=int, default=DEFAULT_EXPIRY_BLOCKS,
                         help="blocks the job stays open")  # fmt: skip
-    submit.add_argument("--fee", type=int, default=DEFAULT_JOB_FEE)
+    submit.add_argument("--fee", type=parse_amount, default=DEFAULT_JOB_FEE,
+                        help="transaction fee: coins or base units with a u suffix")  # fmt: skip
     submit.set_defaults(handler=_run(cmd_submit))
 
     status = sub.add_parser("status", help="a job's state on chain")

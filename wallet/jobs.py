@@ -191,7 +191,7 @@ class JobClient:
 
     def __init__(
         self,
-        key: PrivateKey,
+        key: PrivateKey | None,
         network: Network,
         rpc: Any,
         blob_url: str,
@@ -204,9 +204,19 @@ class JobClient:
         self.rpc = rpc
         self.blob_url = blob_url
         self.blob_auth = blob_auth
-        self.address = encode_address(network.hrp, address_from_pubkey(key.public_key))
+        # A client without a key can read (status); submitting and challenging sign.
+        self.address = (
+            encode_address(network.hrp, address_from_pubkey(key.public_key))
+            if key is not None
+            else None
+        )
         self._pending_nonce: int | None = None
         self._operands: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]] = {}
+
+    def _signer(self) -> PrivateKey:
+        if self.key is None:
+            raise JobError("this needs the wallet's key: unlock a wallet to sign")
+        return self.key
 
     def _nonce(self) -> int:
         from wallet.rpc import get_account
@@ -247,7 +257,7 @@ class JobClient:
         upload_blob(self.blob_url, "a", a8, self.blob_auth)
         upload_blob(self.blob_url, "bt", b8.T, self.blob_auth)
         height = int(self.rpc.call("getblockcount"))
-        tx = submit_tx(self.network, self.key, self._nonce(), a8, b8, bounty,
+        tx = submit_tx(self.network, self._signer(), self._nonce(), a8, b8, bounty,
                        height + expiry_blocks, url=self.blob_url, fee=fee)  # fmt: skip
         self._send(tx)
         self._operands[tx.txid.hex()] = (a8, b8)
@@ -257,7 +267,7 @@ class JobClient:
         return dict(self.rpc.call("getjob", job_id))
 
     def reclaim(self, job_id: str, fee: int = DEFAULT_JOB_FEE) -> str:
-        return self._send(reclaim_tx(self.network, self.key, self._nonce(),
+        return self._send(reclaim_tx(self.network, self._signer(), self._nonce(),
                                      bytes.fromhex(job_id), fee))  # fmt: skip
 
     def result(self, job_id: str, a: npt.NDArray[np.int8] | None = None,
@@ -294,7 +304,7 @@ class JobClient:
             if where is None:  # Freivalds cannot be wrong this way: C != A.B was seen
                 raise JobError("Freivalds rejected C but no wrong entry was found")
             ch = build_challenge(a, b, c, *where)
-            txid = self._send(challenge_tx(self.network, self.key, self._nonce(),
+            txid = self._send(challenge_tx(self.network, self._signer(), self._nonce(),
                                            bytes.fromhex(job_id), ch))  # fmt: skip
         timings["find_s"] = time.perf_counter() - t2
         return JobResult(c, False, txid, timings)
