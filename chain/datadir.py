@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -28,12 +29,12 @@ __all__ = ["LOCK_FILENAME", "DataDir", "DatadirError", "DatadirLockedError"]
 LOCK_FILENAME = "LOCK"
 
 
-class Closeable:
+class Closeable(ABC):
     """``with obj:`` closes ``obj`` on the way out, whatever happened (``close()`` is
     the subclass's, and idempotent)."""
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> Self:
         return self
