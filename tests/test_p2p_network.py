@@ -4,21 +4,48 @@ scratch, and a partition that heals. Every process is stopped (or killed) in tea
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from tests.chainutil import address_of, transfer
 from tests.p2putil import (
     NodeProc,
     clone_datadir,
+    free_port,
     miner_address,
     premine,
     procs_fixture,  # noqa: F401 - the "procs" fixture
     read_tip,
     write_genesis,
 )
+from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
 # Blocks the sixth node syncs: the 2,000 fits the default run (about 10 s of
 # pre-mining plus a few seconds of sync on 2 cores).
 SYNC_BLOCKS = 2000
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.2)
+
+
+def _answers(client: RpcClient, method: str) -> bool:
+    try:
+        client.call(method)
+    except (RpcConnectionError, RpcError):
+        return False
+    return True
+
+
+def _confirmations(client: RpcClient, txid: str) -> int:
+    try:
+        return int(client.call("gettransaction", txid).get("confirmations", 0))
+    except RpcError:
+        return 0
 
 
 def _converged(
@@ -90,8 +117,22 @@ def test_partition_heals_on_the_heavier_chain(tmp_path: Path, procs: list[NodePr
     procs.extend([a0, a1, b0, b1, bridge])
     a0.start("--mine", "--miner-address", miner_address(network, 1))
     b0.start("--mine", "--miner-address", miner_address(network, 2))
-    a1.start("--connect", a0.addr)
-    b1.start("--connect", b0.addr)
+    rpc_ports = {a1: free_port(), b1: free_port()}
+    a1.start("--connect", a0.addr, "--rpc", "--rpc-port", str(rpc_ports[a1]))
+    b1.start("--connect", b0.addr, "--rpc", "--rpc-port", str(rpc_ports[b1]))
+    for node in rpc_ports:
+        _wait(lambda n=node: (n.datadir / "devnet" / ".cookie").exists())
+    rpc = {n: RpcClient.from_datadir(n.datadir, "devnet", port) for n, port in rpc_ports.items()}
+    # One payment mined on each side while they are apart (different senders).
+    paid = {
+        a1: transfer(network, 0, 0, address_of(5), 1000),
+        b1: transfer(network, 3, 0, address_of(6), 2000),
+    }
+    for node, tx in paid.items():
+        _wait(lambda n=node: _answers(rpc[n], "getblockcount"))
+        rpc[node].call("sendrawtransaction", tx.to_bytes().hex())
+    for node, tx in paid.items():
+        _wait(lambda n=node, t=tx: _confirmations(rpc[n], t.txid.hex()) >= 1)
     a1.wait_height(25, timeout=40)
     b1.wait_height(25, timeout=40)
     # Partitioned: the two sides have different tips.
@@ -104,11 +145,14 @@ def test_partition_heals_on_the_heavier_chain(tmp_path: Path, procs: list[NodePr
     # Heal: a bridge connects to both sides.
     bridge.start("--connect", a1.addr, "--connect", b1.addr)
     tip = _converged([a1, b1, bridge], timeout=60)
+    # The losing side's payment was disconnected: it is back in its node's mempool.
+    loser = b1 if tip == a_tip else a1
+    lost = paid[loser].txid.hex()
+    _wait(lambda: lost in rpc[loser].call("getrawmempool"))
     for n in (a1, b1, bridge):
         n.stop()
     results = {read_tip(n.datadir, network) for n in (a1, b1, bridge)}
     assert len(results) == 1
     assert tip[1] in (a_tip[1], b_tip[1])
     # The losing side reorganised.
-    loser = b1 if tip == a_tip else a1
     assert "reorg:" in loser.log()
