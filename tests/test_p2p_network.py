@@ -129,7 +129,9 @@ def test_partition_heals_on_the_heavier_chain(tmp_path: Path, procs: list[NodePr
         b1: transfer(network, 3, 0, address_of(6), 2000),
     }
     for node, tx in paid.items():
-        _wait(lambda n=node: _answers(rpc[n], "getblockcount"))
+        # Relay needs the miner as a peer: send once the handshake is done.
+        _wait(lambda n=node: _answers(rpc[n], "getconnectioncount") and
+              rpc[n].call("getconnectioncount") >= 1)  # fmt: skip
         rpc[node].call("sendrawtransaction", tx.to_bytes().hex())
     for node, tx in paid.items():
         _wait(lambda n=node, t=tx: _confirmations(rpc[n], t.txid.hex()) >= 1)
