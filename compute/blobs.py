@@ -20,9 +20,10 @@ Store layout: ``<dir>/<root hex>.<kind>.npy`` plus ``.leaves``; a quota on total
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from consensus.commitments import line_leaf, row_leaves
 from consensus.hashing import TAG_MERKLE_NODE, TAG_RESULT_ROW
 from consensus.merkle import merkle_root
 from consensus.result import result_row_roots, row_root
+
+log = logging.getLogger("pouw.blobs")
 
 KINDS = ("a", "bt", "c")
 DEFAULT_QUOTA = 8 << 30  # bytes of blobs a node keeps
@@ -92,6 +95,9 @@ class BlobStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.quota = quota
         self._lock = threading.Lock()
+        # called with the BlobInfo of every blob newly stored (not of one already held),
+        # on the thread that stored it; the P2P service announces it (p2p/service.py)
+        self.listeners: list[Callable[[BlobInfo], None]] = []
 
     def _path(self, root: bytes, kind: str, suffix: str) -> Path:
         return self.dir / f"{root.hex()}.{kind}.{suffix}"
@@ -106,6 +112,26 @@ class BlobStore:
                 arr = np.load(path, mmap_mode="r")
                 return BlobInfo(root, kind, int(arr.shape[0]), int(arr.shape[1]))
         return None
+
+    def recent(self, limit: int) -> list[BlobInfo]:
+        """The ``limit`` most recently stored blobs, newest first."""
+        paths = []
+        for path in self.dir.glob("*.*.npy"):
+            root_hex, kind, _ = path.name.split(".", 2)
+            if kind in KINDS and len(root_hex) == 64:
+                try:
+                    paths.append((path.stat().st_mtime, root_hex, kind, path))
+                except OSError:
+                    continue
+        paths.sort(reverse=True)
+        out = []
+        for _, root_hex, kind, path in paths[:limit]:
+            try:
+                arr = np.load(path, mmap_mode="r")
+                out.append(BlobInfo(bytes.fromhex(root_hex), kind, *map(int, arr.shape)))
+            except (OSError, ValueError):
+                continue
+        return out
 
     def put(self, kind: str, matrix: npt.NDArray[np.integer], root: bytes | None = None) -> bytes:
         """Store ``matrix`` as a blob of ``kind``; returns its root. If ``root`` is given
@@ -128,6 +154,12 @@ class BlobStore:
             np.save(tmp, mat)
             self._path(got, kind, "leaves").write_bytes(b"".join(leaves))
             os.replace(tmp, self._path(got, kind, "npy"))
+        info = BlobInfo(got, kind, int(mat.shape[0]), int(mat.shape[1]))
+        for listener in list(self.listeners):
+            try:
+                listener(info)
+            except Exception:  # noqa: BLE001 - a listener must not undo the store
+                log.exception("blob listener failed")
         return got
 
     def get(self, root: bytes) -> npt.NDArray[np.integer] | None:
@@ -156,15 +188,26 @@ class BlobStore:
 
 @dataclass
 class FetchReport:
-    """What a fetch did: which peers misbehaved and how (for logs, bans and tests)."""
+    """What a fetch did: which peers failed and how (for logs, bans and tests).
+
+    ``bad_peers`` holds every source dropped; ``bad_data`` only those that answered
+    with data that cannot come from an honest holder of the blob (leaves not matching
+    the root, a row not matching its leaf, more or fewer bytes than asked). A source
+    that is unreachable, stalls or answers an HTTP error is in ``bad_peers`` only.
+    """
 
     bad_peers: dict[str, str] = field(default_factory=dict)
+    bad_data: dict[str, str] = field(default_factory=dict)
     bytes: int = 0
     requests: int = 0
 
 
+class _TooMuch(BlobError):
+    """The peer sent more bytes than asked."""
+
+
 async def _read_capped(resp: object, limit: int) -> bytes:
-    """The body, refusing (BlobError) anything longer than ``limit`` bytes."""
+    """The body, refusing (_TooMuch) anything longer than ``limit`` bytes."""
     content = resp.content  # type: ignore[attr-defined]
     chunks: list[bytes] = []
     total = 0
@@ -174,7 +217,7 @@ async def _read_capped(resp: object, limit: int) -> bytes:
             break
         total += len(part)
         if total > limit:
-            raise BlobError(f"peer sent more than the {limit} bytes asked")
+            raise _TooMuch(f"peer sent more than the {limit} bytes asked")
         chunks.append(part)
     return b"".join(chunks)
 
@@ -204,8 +247,10 @@ async def fetch_blob(
     peers = [u.rstrip("/") for u in urls if u]
     client_timeout = aiohttp.ClientTimeout(total=timeout, sock_read=timeout)
 
-    def drop(peer: str, why: str) -> None:
+    def drop(peer: str, why: str, lied: bool = False) -> None:
         report.bad_peers[peer] = why
+        if lied:
+            report.bad_data[peer] = why
         if peer in peers:
             peers.remove(peer)
 
@@ -225,11 +270,11 @@ async def fetch_blob(
             try:
                 raw = await get(peer, f"/blob/{root.hex()}/leaves", 32 * rows)
             except (BlobError, aiohttp.ClientError, TimeoutError) as exc:
-                drop(peer, f"leaves: {str(exc) or type(exc).__name__}")
+                drop(peer, f"leaves: {str(exc) or type(exc).__name__}", isinstance(exc, _TooMuch))
                 continue
             cand = [raw[i : i + 32] for i in range(0, len(raw), 32)]
             if len(raw) != 32 * rows or merkle_root(cand, _node_tag(kind)) != root:
-                drop(peer, "leaves do not match the root")
+                drop(peer, "leaves do not match the root", lied=True)
                 continue
             leaves = cand
             break
@@ -247,10 +292,11 @@ async def fetch_blob(
                         peer, f"/blob/{root.hex()}/rows?start={start}&count={count}", want
                     )
                 except (BlobError, aiohttp.ClientError, TimeoutError) as exc:
-                    drop(peer, f"rows {start}: {str(exc) or type(exc).__name__}")
+                    why = f"rows {start}: {str(exc) or type(exc).__name__}"
+                    drop(peer, why, isinstance(exc, _TooMuch))
                     continue
                 if len(body) != want:
-                    drop(peer, f"rows {start}: {len(body)} bytes, expected {want}")
+                    drop(peer, f"rows {start}: {len(body)} bytes, expected {want}", lied=True)
                     continue
                 bad = next(
                     (i for i in range(count)
@@ -259,7 +305,7 @@ async def fetch_blob(
                     None,
                 )  # fmt: skip
                 if bad is not None:
-                    drop(peer, f"row {start + bad} does not match its leaf")
+                    drop(peer, f"row {start + bad} does not match its leaf", lied=True)
                     continue
                 view[start * line_bytes : start * line_bytes + want] = body
                 break

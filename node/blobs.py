@@ -9,7 +9,9 @@
 Reads are public (the data is content-addressed and checked by the reader); uploads
 are local and authenticated. Bodies are capped before they are read; a request that
 asks for too many rows is refused. ``BlobService(node)`` runs it next to the node
-(name "blobs"); ``BlobServer`` runs without a node (tests, the job client).
+(name "blobs") and hands its store and port to the node's P2P service, which announces
+the blobs to peers (docs/P2P.md, "Blob announcements"); ``BlobServer`` runs without a
+node (tests, the job client).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from node.service import Node
+    from p2p.service import P2PService
 
 from compute.blobs import (
     FETCH_RANGE_BYTES,
@@ -188,6 +191,18 @@ class BlobService:
             log.warning("no RPC cookie: blob uploads are disabled")
             self.server.auth = ("", os.urandom(16).hex())
         await self.server.start()
+        p2p = self._p2p()
+        if p2p is not None:
+            p2p.attach_blobs(self.store, self.server.port, self.server.bind)
+
+    def _p2p(self) -> P2PService | None:
+        """The node's P2P service, if it runs one (it announces our blobs)."""
+        from p2p.service import P2PService
+
+        return next((s for s in self.node.services if isinstance(s, P2PService)), None)
 
     async def stop(self) -> None:
+        p2p = self._p2p()
+        if p2p is not None:
+            p2p.detach_blobs(self.store)
         await self.server.stop()

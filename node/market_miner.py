@@ -5,6 +5,12 @@ Choice: open jobs the next block may name, whose bounty per multiply-add is at l
 ``min_bounty_per_mac``, best paying first. A job whose data cannot be fetched (or
 does not match its commitments) is skipped for ``RETRY_FAILED_S``. With no job worth
 it, the miner mines filler (node/miner.py).
+
+Sources of A and B: the job's URL, ``extra_sources``, then the blob endpoints of peers
+that announced the root with the job's shape (``BlobPeers``: the P2P service). Every
+row is checked (compute/blobs.py); a peer source that sends data not matching what it
+announced is reported back and discouraged, one that is just unreachable is forgotten.
+A fetched blob is stored, and the store's listener announces it to our peers.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +29,7 @@ from chain.jobs import PREFIX_JOB, Job, JobStatus, get_job
 from chain.keys import PrivateKey
 from chain.state import Account, account_key
 from chain.tx import Transaction
-from compute.blobs import BlobError, BlobStore, fetch_blob
+from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
 from consensus.seal import check_shape
 from node.template import JobRef
 
@@ -39,6 +46,17 @@ class MarketSettings:
     fetch_timeout: float = 20.0
     commit_fee: int = 1000
     extra_sources: tuple[str, ...] = ()  # other blob endpoints to try for A and B
+
+
+class BlobPeers(Protocol):
+    """Where peers serve blobs (p2p/service.P2PService)."""
+
+    def blob_sources(
+        self, root: bytes, kind: str | None = None, rows: int | None = None,
+        line_bytes: int | None = None,
+    ) -> list[str]: ...  # fmt: skip
+
+    def report_blob_source(self, root: bytes, url: str, reason: str, misbehaved: bool) -> None: ...
 
 
 def open_jobs(chain: ChainState) -> list[tuple[bytes, Job]]:
@@ -59,8 +77,10 @@ class MarketMiner:
         store: BlobStore,
         settings: MarketSettings,
         submit_tx: Callable[[Transaction], object],
+        peers: BlobPeers | None = None,
     ) -> None:
         self.chain = chain
+        self.peers = peers
         self.store = store
         self.settings = settings
         self.submit_tx = submit_tx
@@ -89,9 +109,28 @@ class MarketMiner:
         if have is not None:
             return np.asarray(have)
         urls = [job.data_url.decode(errors="replace"), *self.settings.extra_sources]
-        return await fetch_blob(
-            urls, root, kind, rows, cols, self.store, timeout=self.settings.fetch_timeout
-        )
+        named = {u.rstrip("/") for u in urls if u}
+        from_peers: list[str] = []
+        if self.peers is not None:  # a blob of kind a / bt has 1-byte entries
+            found = self.peers.blob_sources(root, kind, rows, cols)
+            from_peers = [u for u in dict.fromkeys(found) if u.rstrip("/") not in named]
+        report = FetchReport()
+        log.info(
+            "fetching %s %s from the job's URL and %d peer source(s)",
+            kind, root.hex()[:16], len(from_peers),
+        )  # fmt: skip
+        try:
+            return await fetch_blob(
+                [*urls, *from_peers], root, kind, rows, cols, self.store,
+                timeout=self.settings.fetch_timeout, report=report,
+            )  # fmt: skip
+        finally:
+            if self.peers is not None:
+                for url in from_peers:
+                    why = report.bad_peers.get(url.rstrip("/"))
+                    if why is not None:
+                        lied = url.rstrip("/") in report.bad_data
+                        self.peers.report_blob_source(root, url, why, lied)
 
     async def pick(self) -> tuple[JobRef, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
         for job_id, job in self.candidates():
@@ -142,12 +181,19 @@ class MarketMiner:
 
 
 def market_miner_for(node: object, key: PrivateKey, **settings: object) -> MarketMiner:
-    """A MarketMiner wired to a Node: its chain, its blob service's store and URL, and
-    ``submit_transaction``. The node must run node/blobs.BlobService."""
+    """A MarketMiner wired to a Node: its chain, its blob service's store and URL,
+    ``submit_transaction``, and its P2P service (if any) for blob sources that peers
+    announced. The node must run node/blobs.BlobService."""
     blobs = next(s for s in node.services if getattr(s, "name", "") == "blobs")  # type: ignore[attr-defined]
+    p2p = next(
+        (s for s in node.services if getattr(s, "name", "") == "p2p"  # type: ignore[attr-defined]
+         and hasattr(s, "blob_sources")),
+        None,
+    )  # fmt: skip
     return MarketMiner(
         node.chain,  # type: ignore[attr-defined]
         blobs.store,
         MarketSettings(key=key, serve_url=blobs.url, **settings),  # type: ignore[arg-type]
         node.submit_transaction,  # type: ignore[attr-defined]
+        peers=p2p,
     )

@@ -62,6 +62,7 @@ class Miner:
         self.counters = MiningCounters()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pouw-mine")
         self._attempt = 0
+        self._last_job_header: bytes | None = None
         self.market = market  # None: filler only
         self._product: object = None
 
@@ -86,6 +87,13 @@ class Miner:
             except StateError as exc:  # taken or expired meanwhile: filler this round
                 log.info("job %s not minable: %s", ref.job_id.hex()[:16], exc)
                 self.market.forget(ref.job_id)  # type: ignore[union-attr]
+            if template is not None:
+                # A job's operands are fixed, so the same header draws the same tickets:
+                # until the header changes (time, txs, tip), mine filler instead.
+                if template.header.prefix_bytes == self._last_job_header:
+                    template = None
+                else:
+                    self._last_job_header = template.header.prefix_bytes
         if template is None:
             shape = (net.filler.m, net.filler.k, net.filler.n)
             template = build_template(

@@ -17,8 +17,10 @@ from chain.block import MAX_BLOCK_SIZE, Block
 from chain.encoding import DecodeError, Reader, Writer
 from chain.header import MAX_SEAL_SIZE, PREFIX_SIZE, Header
 from chain.tx import MAX_TX_SIZE, Transaction
+from compute.blobs import MAX_BLOB_LINES, MAX_LINE_BYTES
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: adds `blobs` (sent only to peers that speak 2)
+BLOBS_VERSION = 2  # lowest peer protocol that is sent `blobs`
 MIN_PROTOCOL_VERSION = 1
 USER_AGENT = "/pouw:0.1/"
 MAX_USER_AGENT = 64
@@ -29,6 +31,10 @@ HEADERS_SOFT_BYTES = 4 * 1024 * 1024  # a responder stops adding headers past th
 MAX_ADDR = 1000  # addresses in one addr message
 MAX_HOST = 255  # bytes of one host name or IP literal
 MAX_HEADER_SIZE = PREFIX_SIZE + 4 + MAX_SEAL_SIZE
+MAX_BLOBS = 256  # blob announcements in one blobs message
+BLOB_ITEM_BYTES = 32 + 1 + 4 + 4 + 2  # root, kind, rows, line bytes, port
+BLOB_KINDS = {1: "a", 2: "bt", 3: "c"}  # wire code -> compute/blobs.py kind
+BLOB_CODES = {kind: code for code, kind in BLOB_KINDS.items()}
 
 
 class MsgType(enum.IntEnum):
@@ -45,6 +51,7 @@ class MsgType(enum.IntEnum):
     TX = 11
     GETADDR = 12
     ADDR = 13
+    BLOBS = 14
 
 
 class InvType(enum.IntEnum):
@@ -69,6 +76,7 @@ MAX_PAYLOAD: dict[MsgType, int] = {
     MsgType.TX: MAX_TX_SIZE,
     MsgType.GETADDR: 0,
     MsgType.ADDR: 2 + MAX_ADDR * (4 + MAX_HOST + 2 + 8),
+    MsgType.BLOBS: 2 + MAX_BLOBS * BLOB_ITEM_BYTES,
 }
 MAX_FRAME = 1 + max(MAX_PAYLOAD.values())
 
@@ -137,13 +145,29 @@ class Addr:
 
 
 @dataclass(frozen=True)
+class BlobAnn:
+    """One blob the sender holds and serves over HTTP at its own IP, ``port``."""
+
+    root: bytes
+    kind: str  # "a", "bt" or "c" (compute/blobs.py)
+    rows: int
+    line_bytes: int
+    port: int
+
+
+@dataclass(frozen=True)
+class Blobs:
+    items: tuple[BlobAnn, ...]
+
+
+@dataclass(frozen=True)
 class Empty:
     type: MsgType
 
 
 Message = (
     Version | Ping | Pong | Inv | GetData | NotFound | GetHeaders | Headers | BlockMsg | TxMsg
-    | Addr | Empty
+    | Addr | Blobs | Empty
 )  # fmt: skip
 
 _INV_CLASS: dict[MsgType, type[Inv] | type[GetData] | type[NotFound]] = {
@@ -174,6 +198,7 @@ _TYPE_OF: dict[MsgType, type] = {
     MsgType.BLOCK: BlockMsg,
     MsgType.TX: TxMsg,
     MsgType.ADDR: Addr,
+    MsgType.BLOBS: Blobs,
 }
 
 
@@ -212,6 +237,11 @@ def encode(msg: Message) -> bytes:
         w.u16(len(msg.addrs))
         for host, port, seen in msg.addrs:
             w.varbytes(host.encode()).u16(port).u64(seen)
+    elif isinstance(msg, Blobs):
+        w.u16(len(msg.items))
+        for b in msg.items:
+            w.bytes_n(b.root, 32).u8(BLOB_CODES[b.kind]).u32(b.rows).u32(b.line_bytes)
+            w.u16(b.port)
     return w.getvalue()
 
 
@@ -231,6 +261,22 @@ def _read_inv(r: Reader) -> tuple[tuple[InvType, bytes], ...]:
             raise DecodeError(f"unknown inv type {kind}")
         items.append((InvType(kind), r.bytes_n(32, "inv hash")))
     return tuple(items)
+
+
+def _read_blob(r: Reader) -> BlobAnn:
+    root = r.bytes_n(32, "blob root")
+    code = r.u8("blob kind")
+    if code not in BLOB_KINDS:
+        raise DecodeError(f"unknown blob kind {code}")
+    kind = BLOB_KINDS[code]
+    rows, line_bytes, port = r.u32("blob rows"), r.u32("blob line bytes"), r.u16("blob port")
+    if not 0 < rows <= MAX_BLOB_LINES:
+        raise DecodeError(f"blob of {rows} rows (1..{MAX_BLOB_LINES})")
+    if not 0 < line_bytes <= MAX_LINE_BYTES or (kind == "c" and line_bytes % 4):
+        raise DecodeError(f"blob line of {line_bytes} bytes is not allowed for kind {kind}")
+    if port == 0:
+        raise DecodeError("blob port 0")
+    return BlobAnn(root, kind, rows, line_bytes, port)
 
 
 def decode(frame: bytes) -> Message:
@@ -278,6 +324,9 @@ def decode(frame: bytes) -> Message:
         msg = Headers(tuple(Header.read_from(r) for _ in range(n)))
     elif t is MsgType.TX:
         msg = TxMsg(Transaction.read_from(r))
+    elif t is MsgType.BLOBS:
+        n = _count(r, MAX_BLOBS, "blobs")
+        msg = Blobs(tuple(_read_blob(r) for _ in range(n)))
     else:
         assert t is MsgType.ADDR
         n = _count(r, MAX_ADDR, "addr")

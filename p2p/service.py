@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import os
@@ -30,8 +31,10 @@ from chain.tx import Transaction
 from chain.validation import BlockReject, Verdict
 from p2p.addrbook import AddressBook, BanList, split_host_port
 from p2p.protocol import (
+    BLOBS_VERSION,
     HEADERS_SOFT_BYTES,
     MAX_ADDR,
+    MAX_BLOBS,
     MAX_FRAME,
     MAX_HEADERS,
     MAX_LOCATOR,
@@ -39,6 +42,8 @@ from p2p.protocol import (
     PROTOCOL_VERSION,
     USER_AGENT,
     Addr,
+    BlobAnn,
+    Blobs,
     BlockMsg,
     Empty,
     GetData,
@@ -60,6 +65,7 @@ from p2p.protocol import (
 from p2p.sync import Downloader, HeaderStore
 
 if TYPE_CHECKING:
+    from compute.blobs import BlobInfo, BlobStore
     from node.events import TipChange
     from node.service import Node
 
@@ -73,6 +79,9 @@ MAX_UNSOLICITED_HEADERS = 8  # headers a peer may push without being asked
 MAX_RECENT_REJECTS = 20_000
 MAX_UNCONNECTING = 10  # unconnecting headers messages answered with a getheaders
 IBD_LAG = 16  # tip this many blocks behind the best header: do not announce each block
+MAX_BLOB_SOURCES = 8  # peer blob endpoints remembered per root
+MAX_BLOB_ROOTS = 20_000  # roots with remembered sources, all peers together
+MAX_BLOB_ROOTS_PER_PEER = 4096  # roots remembered from one peer (oldest forgotten)
 _CONSENSUS_TX_REJECTS = {
     MempoolReject.UNKNOWN_KIND, MempoolReject.KIND_NOT_ACTIVE, MempoolReject.WRONG_CHAIN_ID,
     MempoolReject.PAYLOAD_TOO_LARGE, MempoolReject.ZERO_AMOUNT, MempoolReject.AMOUNT_OVERFLOW,
@@ -110,6 +119,8 @@ class P2PSettings:
     addr_rate: float = 0.1  # addresses per second accepted from one peer
     unrequested_burst: float = 20.0
     unrequested_rate: float = 1.0  # unrequested blocks/txs per second
+    blobs_burst: float = 1024.0
+    blobs_rate: float = 1.0  # blob announcements per second accepted from one peer
 
     @classmethod
     def from_env(cls) -> P2PSettings:
@@ -179,6 +190,7 @@ class Peer:
     tx_requested: dict[bytes, float] = field(default_factory=dict)
     no_have: set[bytes] = field(default_factory=set)
     known: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    blob_roots: OrderedDict[bytes, str] = field(default_factory=OrderedDict)  # root -> its URL
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     queued_bytes: int = 0
 
@@ -187,6 +199,7 @@ class Peer:
         self.ping_bucket = Bucket(s.ping_burst, s.ping_rate)
         self.addr_bucket = Bucket(s.addr_burst, s.addr_rate)
         self.unrequested = Bucket(s.unrequested_burst, s.unrequested_rate)
+        self.blob_bucket = Bucket(s.blobs_burst, s.blobs_rate)
 
     @property
     def addr(self) -> str:
@@ -196,6 +209,29 @@ class Peer:
         self.known[h] = None
         if len(self.known) > MAX_KNOWN_INV:
             self.known.popitem(last=False)
+
+
+@dataclass
+class BlobSource:
+    """A peer blob endpoint for one root, with the shape its announcers claimed."""
+
+    kind: str
+    rows: int
+    line_bytes: int
+    peers: set[int] = field(default_factory=set)  # ids of the peers that announced it
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def blob_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class P2PService:
@@ -230,10 +266,18 @@ class P2PService:
         self._stopping = False
         self._progress = (time.monotonic(), self.chain.tip.height)
         self._last_save = time.monotonic()
+        # blobs (docs/P2P.md "Blob announcements"): what peers serve, what we serve
+        self.blob_table: OrderedDict[bytes, dict[str, BlobSource]] = OrderedDict()
+        self._blob_store: BlobStore | None = None
+        self._blob_port = 0
+        self._blob_local_only = True
+        self._own_blobs: OrderedDict[bytes, BlobAnn] = OrderedDict()  # newest last
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifetime ------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         for text in (*self.config.connect, *self.config.addnode):
             host, port = split_host_port(text, self.network.p2p_port)
             self.added.add(f"{host}:{port}")
@@ -479,6 +523,7 @@ class P2PService:
         peer.inflight.clear()
         if self.sync_peer is peer:
             self.sync_peer = None
+        self._forget_blob_sources(peer)
 
     def _misbehave(self, peer: Peer, points: int, reason: str) -> None:
         peer.score += points
@@ -568,6 +613,7 @@ class P2PService:
             self._send(peer, Empty(MsgType.GETADDR))
         elif v.listen_port:
             self.addrbook.add(peer.host, v.listen_port, int(time.time()), "inbound")
+        self._send_blob_inventory(peer)
         self._maybe_sync()
 
     # --- pings ---------------------------------------------------------------------
@@ -597,6 +643,177 @@ class P2PService:
             if not peer.addr_bucket.take():
                 break  # rate limited: the rest is ignored
             self.addrbook.add(host, port, seen, source=peer.host)
+
+    # --- blob announcements -----------------------------------------------------------
+
+    def attach_blobs(self, store: BlobStore, port: int, bind: str) -> None:
+        """Announce the blobs of ``store``, served over HTTP on ``port`` (node/blobs.py
+        calls this once its server is up). A server bound to a loopback address is
+        announced only to peers on this machine."""
+        self._blob_store = store
+        self._blob_port = port
+        self._blob_local_only = _loopback(bind)
+        self._own_blobs.clear()
+        for info in reversed(store.recent(MAX_BLOBS)):
+            self._own_blobs[info.root] = self._blob_ann(info)
+        store.listeners.append(self._on_blob_stored)
+        for peer in self._ready_peers():
+            self._send_blob_inventory(peer)
+
+    def detach_blobs(self, store: BlobStore) -> None:
+        with contextlib.suppress(ValueError):
+            store.listeners.remove(self._on_blob_stored)
+        if self._blob_store is store:
+            self._blob_store = None
+            self._own_blobs.clear()
+
+    def _blob_ann(self, info: BlobInfo) -> BlobAnn:
+        return BlobAnn(info.root, info.kind, info.rows, info.line_bytes, self._blob_port)
+
+    def _announces_blobs_to(self, peer: Peer) -> bool:
+        v = peer.version
+        return (
+            self._blob_store is not None and v is not None and v.protocol >= BLOBS_VERSION
+            and (not self._blob_local_only or _loopback(peer.host))
+        )  # fmt: skip
+
+    def _send_blob_inventory(self, peer: Peer) -> None:
+        """After the handshake: the newest blobs we hold (at most MAX_BLOBS)."""
+        if not self._announces_blobs_to(peer):
+            return
+        items = [a for a in reversed(self._own_blobs.values()) if a.root not in peer.known]
+        for a in items:
+            peer.learn(a.root)
+        if items:
+            self._send(peer, Blobs(tuple(items[:MAX_BLOBS])))
+
+    def _on_blob_stored(self, info: BlobInfo) -> None:
+        """BlobStore listener: may run on any thread; the work is done on the loop."""
+        loop = self._loop
+        if loop is None or self._stopping:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._announce_blob(info)
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closed: nothing to announce to
+                loop.call_soon_threadsafe(self._announce_blob, info)
+
+    def _announce_blob(self, info: BlobInfo) -> None:
+        if self._blob_store is None:
+            return
+        ann = self._blob_ann(info)
+        self._own_blobs[info.root] = ann
+        self._own_blobs.move_to_end(info.root)
+        while len(self._own_blobs) > MAX_BLOBS:
+            self._own_blobs.popitem(last=False)
+        self.blob_table.pop(info.root, None)  # held now: no need for sources
+        for peer in self._ready_peers():
+            if self._announces_blobs_to(peer) and info.root not in peer.known:
+                peer.learn(info.root)
+                self._send(peer, Blobs((ann,)))
+
+    def _on_blobs(self, peer: Peer, msg: Blobs) -> None:
+        if not peer.host or peer.host == "?":
+            return  # no address to reach its blob endpoint at
+        url_of: dict[int, str] = {}
+        added: list[bytes] = []
+        for ann in msg.items:
+            if not peer.blob_bucket.take():
+                break  # rate limited: the rest is ignored (like addr)
+            peer.learn(ann.root)
+            if ann.root in self._own_blobs:
+                continue
+            url = url_of.setdefault(ann.port, blob_url(peer.host, ann.port))
+            if self._add_blob_source(peer, ann, url):
+                added.append(ann.root)
+        if added:
+            more = f" (+{len(added) - 4} more)" if len(added) > 4 else ""
+            log.info(
+                "peer %d announced blob sources: %s%s",
+                peer.id, " ".join(r.hex()[:16] for r in added[:4]), more,
+            )  # fmt: skip
+
+    def _add_blob_source(self, peer: Peer, ann: BlobAnn, url: str) -> bool:
+        sources = self.blob_table.get(ann.root)
+        if sources is None:
+            sources = self.blob_table[ann.root] = {}
+            while len(self.blob_table) > MAX_BLOB_ROOTS:
+                self.blob_table.popitem(last=False)
+        src = sources.get(url)
+        if src is None:
+            if len(sources) >= MAX_BLOB_SOURCES:
+                return False
+            src = sources[url] = BlobSource(ann.kind, ann.rows, ann.line_bytes)
+        elif (src.kind, src.rows, src.line_bytes) != (ann.kind, ann.rows, ann.line_bytes):
+            return False  # same endpoint, another shape: keep the first claim
+        new = peer.id not in src.peers
+        src.peers.add(peer.id)
+        old_url = peer.blob_roots.pop(ann.root, None)
+        if old_url is not None and old_url != url:
+            self._unlink_source(ann.root, old_url, peer.id)
+        peer.blob_roots[ann.root] = url
+        while len(peer.blob_roots) > MAX_BLOB_ROOTS_PER_PEER:
+            root, old = peer.blob_roots.popitem(last=False)
+            self._unlink_source(root, old, peer.id)
+        return new
+
+    def _unlink_source(self, root: bytes, url: str, peer_id: int) -> None:
+        sources = self.blob_table.get(root)
+        src = sources.get(url) if sources is not None else None
+        if sources is None or src is None:
+            return
+        src.peers.discard(peer_id)
+        if not src.peers:
+            del sources[url]
+            if not sources:
+                del self.blob_table[root]
+
+    def _forget_blob_sources(self, peer: Peer) -> None:
+        for root, url in peer.blob_roots.items():
+            self._unlink_source(root, url, peer.id)
+        peer.blob_roots.clear()
+
+    def blob_sources(
+        self, root: bytes, kind: str | None = None, rows: int | None = None,
+        line_bytes: int | None = None,
+    ) -> list[str]:  # fmt: skip
+        """URLs of connected peers' blob endpoints that announced ``root``, oldest
+        first; with a shape given, only those whose announcement matches it (A and Bᵀ
+        lines are alike, so "a" and "bt" match each other)."""
+        sources = self.blob_table.get(root)
+        if not sources:
+            return []
+        out = []
+        for url, src in sources.items():
+            if kind is not None and (src.kind == "c") != (kind == "c"):
+                continue
+            if rows is not None and src.rows != rows:
+                continue
+            if line_bytes is not None and src.line_bytes != line_bytes:
+                continue
+            out.append(url)
+        return out
+
+    def report_blob_source(self, root: bytes, url: str, reason: str, misbehaved: bool) -> None:
+        """A download from ``url`` (from ``blob_sources``) failed. It is forgotten for
+        ``root``; when it served data that does not match what it announced
+        (``misbehaved``), the peers that announced it are discouraged."""
+        announcers = [p for p in self.peers.values() if p.blob_roots.get(root) == url]
+        sources = self.blob_table.get(root)
+        if sources is not None:
+            sources.pop(url, None)
+            if not sources:
+                del self.blob_table[root]
+        for peer in announcers:
+            peer.blob_roots.pop(root, None)
+            if misbehaved:
+                self._misbehave(peer, BAN_SCORE, f"bad blob {root.hex()[:16]} from {url}: {reason}")
+        if not misbehaved:
+            log.info("blob source %s failed for %s: %s", url, root.hex()[:16], reason)
 
     # --- inventory -----------------------------------------------------------------
 
