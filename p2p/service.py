@@ -37,6 +37,7 @@ from p2p.protocol import (
     MAX_BLOBS,
     MAX_FRAME,
     MAX_HEADERS,
+    MAX_INV,
     MAX_LOCATOR,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
@@ -614,7 +615,17 @@ class P2PService:
         elif v.listen_port:
             self.addrbook.add(peer.host, v.listen_port, int(time.time()), "inbound")
         self._send_blob_inventory(peer)
+        self._send_mempool_inventory(peer)
         self._maybe_sync()
+
+    def _send_mempool_inventory(self, peer: Peer) -> None:
+        """Announce our pending transactions to a new peer, so a transaction accepted
+        while we had no peers (or before this one came) still reaches the miners."""
+        txids = self.node.mempool.txids()[:MAX_INV]
+        for txid in txids:
+            peer.learn(txid)
+        if txids:
+            self._send(peer, Inv(tuple((InvType.TX, txid) for txid in txids)))
 
     # --- pings ---------------------------------------------------------------------
 

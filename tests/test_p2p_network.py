@@ -158,3 +158,26 @@ def test_partition_heals_on_the_heavier_chain(tmp_path: Path, procs: list[NodePr
     assert tip[1] in (a_tip[1], b_tip[1])
     # The losing side reorganised.
     assert "reorg:" in loser.log()
+
+
+def test_transaction_sent_before_any_peer_reaches_the_miner(
+    tmp_path: Path, procs: list[NodeProc]
+) -> None:
+    """A new peer is told of our pending transactions, so none waits for a relay."""
+    genesis = tmp_path / "genesis.json"
+    network = write_genesis(genesis, 5)
+    premine(tmp_path / "base", network, 5)
+    for name in ("wallet", "miner"):
+        clone_datadir(tmp_path / "base", tmp_path / name)
+    wallet, miner = NodeProc(tmp_path / "wallet", genesis), NodeProc(tmp_path / "miner", genesis)
+    procs.extend([wallet, miner])
+    port = free_port()
+    wallet.start("--rpc", "--rpc-port", str(port))
+    _wait(lambda: (wallet.datadir / "devnet" / ".cookie").exists())
+    rpc = RpcClient.from_datadir(wallet.datadir, "devnet", port)
+    _wait(lambda: _answers(rpc, "getblockcount"))
+    assert rpc.call("getconnectioncount") == 0
+    tx = transfer(network, 0, 0, address_of(7), 4321)
+    rpc.call("sendrawtransaction", tx.to_bytes().hex())
+    miner.start("--mine", "--miner-address", miner_address(network, 1), "--connect", wallet.addr)
+    _wait(lambda: _confirmations(rpc, tx.txid.hex()) >= 1)
