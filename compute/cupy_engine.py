@@ -2167,45 +2167,39 @@ def _cublas() -> tuple[Any, Any]:
     return cublas, handle
 
 
-def int8_gemm_tn(a: Any, bt: Any, out: Any = None) -> Any:
-    """C = A . B (int32, exact) for device int8 A (m x k) and B^T (n x k), row-major,
-    through cublasGemmEx with CUDA_R_8I inputs, CUDA_R_32I output and
-    CUBLAS_COMPUTE_32I (int8 tensor cores). k should be a multiple of 4."""
+def _gemm_tn(
+    a: Any, bt: Any, out: Any, dtype: Any, out_dtype: Any, cuda_in: int, cuda_out: int,
+    compute: int, scalar: Any,
+) -> Any:
+    """out = A . B for device A (m x k) and B^T (n x k), row-major, by cublasGemmEx."""
     cp = _import_cupy()
-    a = cp.ascontiguousarray(a, dtype=cp.int8)
-    bt = cp.ascontiguousarray(bt, dtype=cp.int8)
+    a = cp.ascontiguousarray(a, dtype=dtype)
+    bt = cp.ascontiguousarray(bt, dtype=dtype)
     m, k = a.shape
     n = bt.shape[0]
     if bt.shape[1] != k:
         raise ValueError("inner dimensions differ")
     if out is None:
-        out = cp.empty((m, n), dtype=cp.int32)
+        out = cp.empty((m, n), dtype=out_dtype)
     cublas, handle = _cublas()
-    one = np.array(1, dtype=np.int32)
-    zero = np.array(0, dtype=np.int32)
+    one = np.array(1, dtype=scalar)
+    zero = np.array(0, dtype=scalar)
     # Column-major view: out^T (n x m) = (B^T as k x n col-major)^T . (A^T as k x m).
     cublas.gemmEx(
-        handle,
-        _CUBLAS_OP_T,
-        _CUBLAS_OP_N,
-        n,
-        m,
-        k,
-        one.ctypes.data,
-        bt.data.ptr,
-        _CUDA_R_8I,
-        k,
-        a.data.ptr,
-        _CUDA_R_8I,
-        k,
-        zero.ctypes.data,
-        out.data.ptr,
-        _CUDA_R_32I,
-        n,
-        _CUBLAS_COMPUTE_32I,
-        _CUBLAS_GEMM_DEFAULT,
-    )
+        handle, _CUBLAS_OP_T, _CUBLAS_OP_N, n, m, k, one.ctypes.data,
+        bt.data.ptr, cuda_in, k, a.data.ptr, cuda_in, k, zero.ctypes.data,
+        out.data.ptr, cuda_out, n, compute, _CUBLAS_GEMM_DEFAULT,
+    )  # fmt: skip
     return out
+
+
+def int8_gemm_tn(a: Any, bt: Any, out: Any = None) -> Any:
+    """C = A . B (int32, exact) for device int8 A (m x k) and B^T (n x k), row-major,
+    through cublasGemmEx with CUDA_R_8I inputs, CUDA_R_32I output and
+    CUBLAS_COMPUTE_32I (int8 tensor cores). k should be a multiple of 4."""
+    cp = _import_cupy()
+    return _gemm_tn(a, bt, out, cp.int8, cp.int32, _CUDA_R_8I, _CUDA_R_32I,
+                    _CUBLAS_COMPUTE_32I, np.int32)  # fmt: skip
 
 
 def int8_gemm_baseline(a: Any, b: Any) -> Any:
@@ -2220,37 +2214,8 @@ def half_gemm_tn(a: Any, bt: Any, out: Any = None) -> Any:
     """C = A . B for device float16 A (m x k) and B^T (n x k): fp16 in and out, fp32
     accumulation (CUBLAS_COMPUTE_32F), tensor cores. Not exact; a speed reference."""
     cp = _import_cupy()
-    a = cp.ascontiguousarray(a, dtype=cp.float16)
-    bt = cp.ascontiguousarray(bt, dtype=cp.float16)
-    m, k = a.shape
-    n = bt.shape[0]
-    if out is None:
-        out = cp.empty((m, n), dtype=cp.float16)
-    cublas, handle = _cublas()
-    one = np.array(1.0, dtype=np.float32)
-    zero = np.array(0.0, dtype=np.float32)
-    cublas.gemmEx(
-        handle,
-        _CUBLAS_OP_T,
-        _CUBLAS_OP_N,
-        n,
-        m,
-        k,
-        one.ctypes.data,
-        bt.data.ptr,
-        _CUDA_R_16F,
-        k,
-        a.data.ptr,
-        _CUDA_R_16F,
-        k,
-        zero.ctypes.data,
-        out.data.ptr,
-        _CUDA_R_16F,
-        n,
-        _CUBLAS_COMPUTE_32F,
-        _CUBLAS_GEMM_DEFAULT,
-    )
-    return out
+    return _gemm_tn(a, bt, out, cp.float16, cp.float16, _CUDA_R_16F, _CUDA_R_16F,
+                    _CUBLAS_COMPUTE_32F, np.float32)  # fmt: skip
 
 
 def half_gemm_baseline(a: Any, b: Any) -> Any:
