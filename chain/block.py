@@ -51,6 +51,11 @@ class Block:
         count = r.u32("tx count")
         if count > MAX_BLOCK_TXS:
             raise DecodeError(f"block claims {count} transactions, the maximum is {MAX_BLOCK_TXS}")
+        if r.remaining > MAX_BLOCK_TX_BYTES:
+            raise DecodeError(
+                f"block carries {r.remaining} transaction bytes, the maximum is "
+                f"{MAX_BLOCK_TX_BYTES}"
+            )
         if count * TX_FIXED_SIZE > r.remaining:
             raise DecodeError(f"block claims {count} transactions but has {r.remaining} bytes")
         txs = tuple(Transaction.read_from(r) for _ in range(count))

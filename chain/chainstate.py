@@ -54,6 +54,9 @@ log = logging.getLogger("pouw.chain")
 MAX_ORPHANS = 256
 # Blocks stamped ahead of our clock wait here until their time comes.
 MAX_HELD_FUTURE = 64
+# Both waiting pools together hold at most this many bytes of blocks (a full block is
+# about 5 MiB of transactions and seal): peers cannot make us buffer gigabytes.
+MAX_WAITING_BYTES = 64 * 1024 * 1024
 
 
 class ChainStateError(Exception):
@@ -205,12 +208,10 @@ class ChainState:
         header = block.header
         parent = self.index.get(header.parent)
         if parent is None:
-            check = check_header(header, self.network)
+            check = self._context_free(block)
             if not check.ok:
                 return ProcessResult(check)
-            if len(self._orphans) >= MAX_ORPHANS:
-                self._orphans.pop(next(iter(self._orphans)))
-            self._orphans[h] = block
+            self._keep(self._orphans, block, MAX_ORPHANS)
             return ProcessResult(defer(BlockReject.UNKNOWN_PARENT, header.parent.hex()))
         if parent.status & BlockStatus.INVALID:
             return ProcessResult(invalid(BlockReject.PARENT_INVALID, header.parent.hex()))
@@ -218,13 +219,13 @@ class ChainState:
             header, self.network, self.parent_context(parent), int(self.clock())
         )
         if check.verdict is Verdict.DEFER:
-            if len(self._held) < MAX_HELD_FUTURE:
-                self._held[h] = block
+            full = self._context_free(block)
+            if not full.ok:
+                return ProcessResult(full)
+            self._keep(self._held, block, MAX_HELD_FUTURE)
             return ProcessResult(check)
         if check.ok:
-            check = check_header(header, self.network)
-        if check.ok:
-            check = check_block_body(block, self.network)
+            check = self._context_free(block)
         if not check.ok:
             return ProcessResult(check)
         rec = IndexRecord(
@@ -247,6 +248,23 @@ class ChainState:
             if self.tip.hash != h and self.index[h].status & BlockStatus.INVALID:
                 result.check = self._invalid_reason.get(h, invalid(BlockReject.BAD_STATE))
         return result
+
+    def _context_free(self, block: Block) -> BlockCheck:
+        """Header (seal, target limit) and body checks: nothing unchecked is kept."""
+        check = check_header(block.header, self.network)
+        return check_block_body(block, self.network) if check.ok else check
+
+    def _keep(self, pool: dict[bytes, Block], block: Block, max_count: int) -> None:
+        """Keep a checked block waiting (orphan or future), oldest evicted first so the
+        pool stays within its count and within MAX_WAITING_BYTES together with the other."""
+        size = block.tx_bytes + len(block.header.seal)
+        while pool and (len(pool) >= max_count or self._waiting_bytes() + size > MAX_WAITING_BYTES):
+            pool.pop(next(iter(pool)))
+        pool[block.hash] = block
+
+    def _waiting_bytes(self) -> int:
+        waiting = (*self._orphans.values(), *self._held.values())
+        return sum(b.tx_bytes + len(b.header.seal) for b in waiting)
 
     def _adopt_orphans(self, parent_hash: bytes, result: ProcessResult) -> None:
         children = [b for b in self._orphans.values() if b.header.parent == parent_hash]

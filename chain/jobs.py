@@ -307,6 +307,10 @@ def apply_job_tx(
             raise _err("job-not-mined", f"status {job.status.name.lower()}")
         if tx.sender != job.miner:
             raise _err("job-commit-not-miner", "only the job's miner may commit")
+        if height == job.mined_height:
+            # The job block's reward is held with the job only after its transactions
+            # run; a commit (and so a challenge) in that same block would see none of it.
+            raise _err("job-commit-same-block", "commit in a block after the job's block")
         if height > job.mined_height + market.commit_blocks:
             raise _err(
                 "job-commit-late",

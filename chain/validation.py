@@ -97,6 +97,11 @@ def check_header(header: Header, network: Network) -> BlockCheck:
     """Everything about a non-genesis header that needs no other block."""
     if header.version != HEADER_VERSION:
         return invalid(BlockReject.BAD_VERSION, f"version {header.version}")
+    # The exact target needs the parent's chain (check_header_context), but no valid
+    # block is easier than the network's limit: checking that here keeps a block with
+    # an unknown parent from proving "work" at a target of 2^256 - 1.
+    if not 0 < header.target <= network.difficulty.max_target:
+        return invalid(BlockReject.BAD_TARGET, f"{header.target:#x} above the limit")
     try:
         seal = header.decoded_seal()
     except DecodeError as exc:

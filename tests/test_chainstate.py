@@ -287,3 +287,28 @@ def test_transaction_index_follows_reorgs(tmp_path: Path) -> None:
     assert list(main.db.iter_address_txs(address_of(3))) == []
     main.db.close()
     side.db.close()
+
+
+def test_waiting_blocks_are_checked_first(tmp_path: Path) -> None:
+    """An orphan cannot prove work at a target above the network's limit, and nothing
+    unchecked is kept waiting."""
+    chain = new_chain(tmp_path / "a")
+    extend(chain, 1)
+    shape = (NET.filler.m, NET.filler.k, NET.filler.n)
+    valid = build_template(chain, MINER, [], shape, int(chain.clock()))
+    easy = dataclasses.replace(valid.header, target=2**256 - 1, parent=b"\x05" * 32)
+    orphan = seal_template(chain, BlockTemplate(easy, ()))
+    result = chain.process_block(orphan)
+    assert result.check.reason is BlockReject.BAD_TARGET
+    assert chain._orphans == {}  # noqa: SLF001 - the pool itself is what is checked
+
+
+def test_transaction_bytes_cap_is_checked_before_decoding() -> None:
+    from chain.block import MAX_BLOCK_TX_BYTES
+    from chain.encoding import DecodeError
+    from chain.genesis import genesis_block
+
+    header = genesis_block(NET).header.to_bytes()
+    too_much = header + (1).to_bytes(4, "big") + bytes(MAX_BLOCK_TX_BYTES + 1)
+    with pytest.raises(DecodeError, match="transaction bytes"):
+        Block.from_bytes(too_much)

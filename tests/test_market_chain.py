@@ -262,3 +262,16 @@ def test_kind_fields_rules() -> None:
     assert tx.kind == TxKind.JOB_SUBMIT and tx.amount == BOUNTY
     bad = dataclasses.replace(tx, payload=tx.payload + b"x")
     assert check_transaction(bad, NET.chain_id).reject.value == "tx-job-bad-payload"  # type: ignore[union-attr]
+
+
+def test_commit_in_the_job_block_itself_is_rejected(tmp_path: Path) -> None:
+    """Its reward is held only after the block's txs run: no commit (or challenge) there."""
+    chain, a, b, job_id = _submitted(tmp_path)
+    c = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
+    ref = job_ref(job_id, a, b)
+    h = dataclasses.replace(
+        chain.tip_header, height=chain.tip.height + 1, job_id=job_id, miner=MINER,
+        m=a.shape[0], k=a.shape[1], n=b.shape[1], h_a=ref.h_a, h_b=ref.h_b,
+    )  # fmt: skip
+    with pytest.raises(Exception, match="job-commit-same-block"):
+        chain.block_changes(h, [commit_tx(NET, MINER_KEY, 0, job_id, result_root(c))])
