@@ -320,14 +320,21 @@ class ChainState:
         return branch
 
     def _mark_invalid(self, block_hash: bytes, check: BlockCheck) -> None:
-        rec = self.index[block_hash]
-        bad = IndexRecord(
-            rec.hash, rec.parent, rec.height, rec.cumulative_work,
-            (rec.status & ~BlockStatus.VALID) | BlockStatus.INVALID, rec.timestamp,
-        )  # fmt: skip
-        self.db.put_index(bad, sync=True)
-        self.index[block_hash] = bad
-        self._invalid_reason[block_hash] = check
+        """Mark a block and every stored descendant invalid (one batch, synced)."""
+        doomed = {block_hash}
+        for rec in sorted(self.index.values(), key=lambda r: r.height):
+            if rec.parent in doomed and rec.height > self.index[block_hash].height:
+                doomed.add(rec.hash)
+        with self.db.atomic(sync=True) as batch:
+            for h in doomed:
+                rec = self.index[h]
+                bad = IndexRecord(
+                    rec.hash, rec.parent, rec.height, rec.cumulative_work,
+                    (rec.status & ~BlockStatus.VALID) | BlockStatus.INVALID, rec.timestamp,
+                )  # fmt: skip
+                batch.put_index(bad)
+                self.index[h] = bad
+                self._invalid_reason[h] = check
 
     def _connect(self, block: Block) -> BlockCheck:
         header = block.header

@@ -14,8 +14,9 @@ from chain.jobs import PREFIX_JOB, Job, escrow_total
 from chain.reindex import reindex
 from chain.state import KEY_SUPPLY, PREFIX_ACCOUNT, PREFIX_REWARD, Account
 from chain.state_tree import StateTree
+from chain.storage import BlockStatus
 from chain.tx import Transaction, transactions_root
-from chain.validation import BlockReject, Verdict
+from chain.validation import BlockReject, Verdict, invalid
 from consensus.subsidy import block_subsidy
 from node.template import BlockTemplate, build_template
 from tests.chainutil import (
@@ -312,3 +313,20 @@ def test_transaction_bytes_cap_is_checked_before_decoding() -> None:
     too_much = header + (1).to_bytes(4, "big") + bytes(MAX_BLOCK_TX_BYTES + 1)
     with pytest.raises(DecodeError, match="transaction bytes"):
         Block.from_bytes(too_much)
+
+
+def test_marking_a_block_invalid_marks_its_descendants(tmp_path: Path) -> None:
+    main = new_chain(tmp_path / "main")
+    side = new_chain(tmp_path / "side")
+    extend(main, 1)
+    assert side.process_block(main.get_block(main.active_hash(1))).accepted
+    extend(main, 4, salt=b"M")
+    s1, s2, s3 = extend(side, 3, salt=b"S")
+    for block in (s1, s2):  # a lighter branch: stored, not connected
+        assert main.process_block(block).check.ok
+    main._mark_invalid(s1.hash, invalid(BlockReject.BAD_STATE_ROOT))  # noqa: SLF001
+    assert main.index[s2.hash].status & BlockStatus.INVALID
+    assert main.process_block(s3).check.reason is BlockReject.PARENT_INVALID
+    assert main.tip.height == 5
+    main.db.close()
+    side.db.close()
