@@ -823,7 +823,7 @@ class _CupyKernels:
                 ),
                 shared_mem=var.shared_bytes,
             )
-        elif kernel == "mma":
+        elif kernel in ("mma", "wmma", "wmma_ptx"):
             self.wmma[kernel](
                 (np_ // BLOCK_N, nbrows),
                 (256,),
@@ -839,24 +839,7 @@ class _CupyKernels:
                     np.int32(brow0),
                     np.int32(1 if fold else 0),
                 ),
-                shared_mem=MMA_SHARED_BYTES,
-            )
-        elif kernel in ("wmma", "wmma_ptx"):
-            self.wmma[kernel](
-                (np_ // BLOCK_N, nbrows),
-                (256,),
-                (
-                    ap,
-                    btp,
-                    c,
-                    s,
-                    np.int32(np_),
-                    np.int32(kp),
-                    np.int32(k),
-                    np.int32(r),
-                    np.int32(brow0),
-                    np.int32(1 if fold else 0),
-                ),
+                shared_mem=MMA_SHARED_BYTES if kernel == "mma" else 0,  # wmma: static smem
             )
         else:
             row0 = brow0 * BLOCK_M

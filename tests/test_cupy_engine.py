@@ -40,23 +40,13 @@ from consensus.merkle import merkle_levels
 from consensus.noise import LABEL_A_LEFT, LABEL_B_RIGHT, dense_noise_lines
 from consensus.params import PouwParams
 from consensus.pouw import mine_reference
+from tests.pouwutil import engine_params
 
 PREFIX = bytes(range(32))
 
 
 def _params(r: int, h: int = 8, w: int = 8) -> PouwParams:
-    p = PouwParams(
-        noise_rank=r,
-        tile_rows=h,
-        tile_cols=w,
-        k_min=r,
-        k_max=8192,
-        m_max=4096,
-        n_max=4096,
-        max_multiply_adds=1 << 40,
-    )
-    p.validate()
-    return p
+    return engine_params(r, h, w, k_max=8192)
 
 
 def _template(params: PouwParams, k: int, frac_bits: int = 1) -> FixedTemplate:

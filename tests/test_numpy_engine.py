@@ -32,24 +32,14 @@ from consensus.noise import LABEL_B_PATTERN, dense_noise_lines, sparse_pattern
 from consensus.params import PouwParams
 from consensus.pouw import mine_reference
 from consensus.seal import WorkStatement, verify_seal
+from tests.pouwutil import engine_params
 
 PREFIX = bytes(range(32))
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _params(r: int, h: int = 8, w: int = 8) -> PouwParams:
-    p = PouwParams(
-        noise_rank=r,
-        tile_rows=h,
-        tile_cols=w,
-        k_min=r,
-        k_max=16384,
-        m_max=4096,
-        n_max=4096,
-        max_multiply_adds=1 << 40,
-    )
-    p.validate()
-    return p
+    return engine_params(r, h, w, k_max=16384)
 
 
 def _template(params: PouwParams, k: int, win_bits: int = 1, prefix: bytes = PREFIX):
