@@ -27,12 +27,12 @@ from chain.state import (
     Changes,
     JobNameError,
     StateError,
-    apply_block,
     decode_undo,
     encode_undo,
 )
 from chain.state_tree import StateTree
 from chain.storage import BlockStatus, ChainDB, IndexRecord
+from chain.transition import Failures, apply_block
 from chain.tx import Transaction
 from chain.validation import (
     VALID,
@@ -46,7 +46,7 @@ from chain.validation import (
     defer,
     invalid,
 )
-from consensus.difficulty import MEDIAN_TIME_SPAN, block_work
+from consensus.difficulty import MEDIAN_TIME_SPAN, block_work, median_time_past
 
 log = logging.getLogger("pouw.chain")
 
@@ -339,11 +339,11 @@ class ChainState:
     def _connect(self, block: Block) -> BlockCheck:
         header = block.header
         assert header.parent == self.tip.hash
+        failed: Failures = {}
         try:
             changes = apply_block(
-                self.state_get, header, block.txs, self.network.subsidy,
-                self.network.pouw, self.network.market,
-            )  # fmt: skip
+                self.state_get, header, block.txs, self.network, self.mtp_after(self.tip), failed
+            )
         except JobNameError as exc:
             return invalid(BlockReject(f"bad-{exc.reason.value}"), exc.detail)
         except StateError as exc:
@@ -360,8 +360,9 @@ class ChainState:
             _write_changes(batch, changes)
             for pos, tx in enumerate(block.txs):
                 batch.put_tx_location(
-                    tx.txid, block.hash, header.height, pos, (tx.sender, tx.recipient)
-                )
+                    tx.txid, block.hash, header.height, pos, (tx.sender, tx.recipient),
+                    failure=failed.get(tx.txid, ""),
+                )  # fmt: skip
             batch.put_undo(block.hash, encode_undo(undo))
             batch.put_index(done)
             batch.set_active_hash(header.height, block.hash)
@@ -401,9 +402,12 @@ class ChainState:
     def block_changes(self, header_like: object, txs: list[Transaction]) -> Changes:
         """State changes of a block being built on the tip (for templates)."""
         return apply_block(
-            self.state_get, header_like, txs, self.network.subsidy,  # type: ignore[arg-type]
-            self.network.pouw, self.network.market,
-        )  # fmt: skip
+            self.state_get, header_like, txs, self.network, self.mtp_after(self.tip)  # type: ignore[arg-type]
+        )
+
+    def mtp_after(self, parent: IndexRecord) -> int:
+        """Median time past of a child of ``parent``: the market's clock for that block."""
+        return median_time_past(self.parent_context(parent).recent_timestamps)
 
 
 def _write_changes(batch: object, changes: Changes) -> None:

@@ -1,167 +1,119 @@
-"""The compute market on chain: job payloads, the job record and its state transitions.
+"""The compute market's state rules: the job record, its transitions and its timers.
 
-A buyer posts a product A (m x k) . B (k x n) by its commitments hA, hB with a bounty
-(JOB_SUBMIT: the tx amount is escrowed in the job). A miner names the job in a block
-header (job_id = txid of the submit); that block must carry exactly the job's shape and
-commitments, and its block reward is *held* with the job instead of maturing. The
-miner then commits the Merkle root of C (JOB_COMMIT) within ``commit_blocks``. During
-``challenge_blocks`` after the commit anyone may prove one entry wrong with O(k) data
-(JOB_CHALLENGE, consensus/result.py): the buyer gets the bounty back, the challenger
-gets the held reward, and the miner's ledger counts a lost challenge. Otherwise, at
-the end of the window, the miner is paid the bounty plus the held reward and the
-multiply-adds count as delivered. The buyer may cancel an open job, or reclaim one
-whose miner did not commit in time (JOB_RECLAIM). Details: docs/MARKET.md.
+Life of a job (docs/MARKET.md; byte layouts in docs/PROTOCOL.md):
+
+    OPEN --claim--> CLAIMED --commit--> COMMITTED --window closes--> PAID
+      |  <--deadline passes (bond to buyer)--'       |--wrong entry proven--> REFUNDED
+      |--reclaim--> RECLAIMED                        '--probe unanswered----> REFUNDED
+      '--expires--> EXPIRED
+
+A buyer escrows a bounty (JOB_SUBMIT). One worker at a time takes the job with a claim
+that escrows a bond (JOB_CLAIM) and holds it until a deadline scaled to the product's
+size. It commits C's root (JOB_COMMIT); for ``challenge_s`` anyone may prove one entry
+wrong (JOB_CHALLENGE) or ask for one chunk of C (JOB_PROBE), which the claimant must
+publish (JOB_REVEAL) within ``reveal_s``. When the window closes, the claimant is paid
+the bounty and gets its bond back, win or lose the block lottery: payment never
+depends on which block carried the product.
+
+Time is median-time-past (``mtp``, the median of the 11 timestamps before the block),
+and every window also spans ``min_window_blocks`` blocks. Deadlines fire from timers
+at the end of a block: a job has one wake-up height at a time (``wake_height``); the
+timer list of a height may also hold stale entries (the job was rescheduled), which
+are skipped. A wake-up whose time has not come yet reschedules itself by the time
+left over the target spacing, so a deadline costs a handful of wake-ups at most.
 
 State keys:
 
-    b"J" + job_id       the job record (``Job``)
-    b"Q" + u64 height   the first job due to settle at the end of that block; the
-                        rest follow through each job's ``next_due`` (a linked list, so
-                        every state value stays small however many jobs settle)
+    b"J" + job_id               the job record (``Job``)
+    b"w" + u64 height           u32 count of timer entries at that height
+    b"W" + u64 height + u32 i   job_id of timer entry i at that height
+
+Every function here raises ``StateError`` with a named reason; chain/transition.py
+turns a failing job transaction into a failed-but-included one.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
-from chain.encoding import DecodeError, Reader, Writer
-from chain.tx import Transaction, TxKind
-from consensus.merkle import MAX_BRANCH_DEPTH
-from consensus.params import MAX_K, MarketParams, PouwParams
-from consensus.result import RESULT_CHUNK, Challenge, verify_challenge
+from chain.encoding import Reader, Writer
+from chain.header import Header
+from chain.job_payloads import (
+    MAX_URL,
+    JobChallenge,
+    JobClaim,
+    JobCommit,
+    JobPayload,
+    JobProbe,
+    JobReveal,
+    JobSubmit,
+)
+from chain.state import (
+    Account,
+    Overlay,
+    StateError,
+    StateGet,
+    StateReject,
+    add_contribution,
+)
+from consensus.ints import U64_MAX
+from consensus.params import MarketParams, PouwParams
+from consensus.result import chunk_count, verify_challenge, verify_chunk
 from consensus.seal import check_shape
 
-if TYPE_CHECKING:
-    from chain.header import Header
-    from chain.state import Overlay
-
 PREFIX_JOB = b"J"
-PREFIX_DUE = b"Q"
-MAX_URL = 256  # a hint where the data is served (http://host:port), not consensus data
+PREFIX_TIMER = b"W"
+PREFIX_TIMER_COUNT = b"w"
 ZERO_ADDRESS = bytes(20)
 ZERO_HASH = bytes(32)
+NO_PROBE = 0xFFFFFFFF  # probe_row when no probe is open
 
 
 def job_key(job_id: bytes) -> bytes:
     return PREFIX_JOB + job_id
 
 
-def due_key(height: int) -> bytes:
-    return PREFIX_DUE + height.to_bytes(8, "big")
+def timer_count_key(height: int) -> bytes:
+    return PREFIX_TIMER_COUNT + height.to_bytes(8, "big")
+
+
+def timer_key(height: int, index: int) -> bytes:
+    return PREFIX_TIMER + height.to_bytes(8, "big") + index.to_bytes(4, "big")
 
 
 class JobStatus(enum.IntEnum):
-    OPEN = 1  # escrowed, waiting for a miner
-    MINED = 2  # a block named it; the miner must commit C
+    OPEN = 1  # escrowed, waiting for a claim
+    CLAIMED = 2  # one worker holds it until its deadline
     COMMITTED = 3  # C's root is on chain; the challenge window runs
-    PAID = 4  # the window closed: bounty and held reward paid to the miner
-    REFUNDED = 5  # a challenge proved C wrong: bounty back to the buyer
-    RECLAIMED = 6  # cancelled while open, or the miner never committed
+    PAID = 4  # the window closed: bounty and bond paid to the claimant
+    REFUNDED = 5  # C proven wrong or withheld: bounty back to the buyer
+    RECLAIMED = 6  # the buyer cancelled it while open
+    EXPIRED = 7  # nobody delivered before it expired: bounty back to the buyer
 
 
-class JobPayloadError(ValueError):
-    """A job transaction's payload does not decode for its kind."""
+HELD_STATUSES = (JobStatus.OPEN, JobStatus.CLAIMED, JobStatus.COMMITTED)
 
 
-# --- payloads --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobSubmit:
-    m: int
-    k: int
-    n: int
-    h_a: bytes
-    h_b: bytes
-    expiry: int  # last height at which a block may name the job
-    url: bytes = b""  # where the buyer serves A and B (blob HTTP endpoint), a hint
-
-    def to_payload(self) -> bytes:
-        w = Writer().u32(self.m).u32(self.k).u32(self.n).bytes_n(self.h_a, 32)
-        return w.bytes_n(self.h_b, 32).u64(self.expiry).varbytes(self.url).getvalue()
+class JobRecordError(ValueError):
+    """A stored job record does not decode (a damaged database)."""
 
 
 @dataclass(frozen=True)
-class JobCommit:
-    job_id: bytes
-    result_root: bytes
-    url: bytes = b""  # where the miner serves C, a hint
+class BlockClock:
+    """When a block happens, for the market's windows."""
 
-    def to_payload(self) -> bytes:
-        w = Writer().bytes_n(self.job_id, 32).bytes_n(self.result_root, 32)
-        return w.varbytes(self.url).getvalue()
+    height: int
+    mtp: int  # median time past of the block (its parent's last 11 timestamps)
+    spacing_s: int  # the network's target spacing, to estimate when a time comes
 
+    def passed(self, when: int, min_height: int) -> bool:
+        return self.mtp >= when and self.height >= min_height
 
-@dataclass(frozen=True)
-class JobChallenge:
-    job_id: bytes
-    challenge: Challenge
-
-    def to_payload(self) -> bytes:
-        c = self.challenge
-        w = Writer().bytes_n(self.job_id, 32).u32(c.i).u32(c.j)
-        w.varbytes(c.row).varbytes(c.col).varbytes(c.chunk)
-        for branch in (c.row_branch, c.col_branch, c.chunk_branch, c.result_branch):
-            w.u8(len(branch))
-            for h in branch:
-                w.bytes_n(h, 32)
-        return w.getvalue()
-
-
-@dataclass(frozen=True)
-class JobReclaim:
-    job_id: bytes
-
-    def to_payload(self) -> bytes:
-        return self.job_id
-
-
-JobPayload = JobSubmit | JobCommit | JobChallenge | JobReclaim
-
-
-def _branch(r: Reader, what: str) -> tuple[bytes, ...]:
-    depth = r.u8(f"{what} depth")
-    if depth > MAX_BRANCH_DEPTH:
-        raise DecodeError(f"{what} depth {depth} > {MAX_BRANCH_DEPTH}")
-    return tuple(r.bytes_n(32, what) for _ in range(depth))
-
-
-def decode_job_payload(kind: int, payload: bytes) -> JobPayload:
-    """Strict decode of a job kind's payload; raises JobPayloadError."""
-    r = Reader(payload)
-    out: JobPayload
-    try:
-        if kind == TxKind.JOB_SUBMIT:
-            out = JobSubmit(
-                r.u32("m"), r.u32("k"), r.u32("n"), r.bytes_n(32, "h_a"), r.bytes_n(32, "h_b"),
-                r.u64("expiry"), r.varbytes(MAX_URL, "url"),
-            )  # fmt: skip
-        elif kind == TxKind.JOB_COMMIT:
-            out = JobCommit(
-                r.bytes_n(32, "job_id"), r.bytes_n(32, "result_root"), r.varbytes(MAX_URL, "url")
-            )
-        elif kind == TxKind.JOB_CHALLENGE:
-            job_id = r.bytes_n(32, "job_id")
-            i, j = r.u32("i"), r.u32("j")
-            row = r.varbytes(MAX_K, "row")
-            col = r.varbytes(MAX_K, "column")
-            chunk = r.varbytes(RESULT_CHUNK * 4, "chunk")
-            branches = [_branch(r, w) for w in ("row branch", "column branch",
-                                                  "chunk branch", "result branch")]  # fmt: skip
-            out = JobChallenge(job_id, Challenge(i, j, row, col, chunk, *branches))
-        elif kind == TxKind.JOB_RECLAIM:
-            out = JobReclaim(r.bytes_n(32, "job_id"))
-        else:
-            raise JobPayloadError(f"kind {kind} is not a job kind")
-        r.finish()
-    except DecodeError as exc:
-        raise JobPayloadError(str(exc)) from None
-    return out
-
-
-# --- the job record --------------------------------------------------------------------
+    def wake_height(self, when: int, min_height: int) -> int:
+        """A height from which a timer should look again at a deadline."""
+        left = max(0, when - self.mtp)
+        return max(min_height, self.height + max(1, -(-left // self.spacing_s)))
 
 
 @dataclass(frozen=True)
@@ -173,15 +125,25 @@ class Job:
     h_a: bytes
     h_b: bytes
     bounty: int
-    expiry: int
+    expires: int  # MTP after which it can no longer be claimed
     submitted: int  # height of the block that carried the submit
     status: JobStatus = JobStatus.OPEN
-    miner: bytes = ZERO_ADDRESS
-    mined_height: int = 0
-    held_reward: int = 0  # the job block's reward, held until the job settles
+    claimant: bytes = ZERO_ADDRESS
+    bond: int = 0
+    claim_deadline: int = 0  # MTP by which the claimant must commit
+    claim_min_height: int = 0
     result_root: bytes = ZERO_HASH
     committed_height: int = 0
-    next_due: bytes = ZERO_HASH  # next job settling at the same height (linked list)
+    window_end: int = 0  # MTP at which the challenge window closes
+    window_min_height: int = 0
+    probe_by: bytes = ZERO_ADDRESS
+    probe_deposit: int = 0
+    probe_row: int = NO_PROBE
+    probe_chunk: int = 0
+    probe_deadline: int = 0
+    probe_min_height: int = 0
+    wake_height: int = 0  # the height whose timer list holds this job's live entry
+    claims: int = 0  # claims made so far (a reopened job counts each)
     data_url: bytes = b""
     result_url: bytes = b""
 
@@ -189,44 +151,82 @@ class Job:
     def multiply_adds(self) -> int:
         return self.m * self.n * self.k
 
+    @property
+    def probe_open(self) -> bool:
+        return self.probe_row != NO_PROBE
+
+    @property
+    def held(self) -> int:
+        """Coins this job holds: part of the supply invariant."""
+        if self.status not in HELD_STATUSES:
+            return 0
+        return self.bounty + self.bond + self.probe_deposit
+
     def to_bytes(self) -> bytes:
         w = Writer().bytes_n(self.buyer, 20).u32(self.m).u32(self.k).u32(self.n)
-        w.bytes_n(self.h_a, 32).bytes_n(self.h_b, 32).u64(self.bounty).u64(self.expiry)
-        w.u64(self.submitted).u8(int(self.status)).bytes_n(self.miner, 20)
-        w.u64(self.mined_height).u64(self.held_reward).bytes_n(self.result_root, 32)
-        w.u64(self.committed_height).bytes_n(self.next_due, 32)
+        w.bytes_n(self.h_a, 32).bytes_n(self.h_b, 32).u64(self.bounty).u64(self.expires)
+        w.u64(self.submitted).u8(int(self.status)).bytes_n(self.claimant, 20).u64(self.bond)
+        w.u64(self.claim_deadline).u64(self.claim_min_height).bytes_n(self.result_root, 32)
+        w.u64(self.committed_height).u64(self.window_end).u64(self.window_min_height)
+        w.bytes_n(self.probe_by, 20).u64(self.probe_deposit).u32(self.probe_row)
+        w.u32(self.probe_chunk).u64(self.probe_deadline).u64(self.probe_min_height)
+        w.u64(self.wake_height).u32(self.claims)
         return w.varbytes(self.data_url).varbytes(self.result_url).getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Job:
+        """Decode a stored record; raises JobRecordError (never another error)."""
+        from chain.encoding import DecodeError
+
         r = Reader(data)
-        job = cls(
-            buyer=r.bytes_n(20, "buyer"), m=r.u32("m"), k=r.u32("k"), n=r.u32("n"),
-            h_a=r.bytes_n(32, "h_a"), h_b=r.bytes_n(32, "h_b"), bounty=r.u64("bounty"),
-            expiry=r.u64("expiry"), submitted=r.u64("submitted"),
-            status=JobStatus(r.u8("status")), miner=r.bytes_n(20, "miner"),
-            mined_height=r.u64("mined_height"), held_reward=r.u64("held_reward"),
-            result_root=r.bytes_n(32, "result_root"), committed_height=r.u64("committed"),
-            next_due=r.bytes_n(32, "next_due"), data_url=r.varbytes(MAX_URL, "data_url"),
-            result_url=r.varbytes(MAX_URL, "result_url"),
-        )  # fmt: skip
-        r.finish()
+        try:
+            job = cls(
+                buyer=r.bytes_n(20, "buyer"), m=r.u32("m"), k=r.u32("k"), n=r.u32("n"),
+                h_a=r.bytes_n(32, "h_a"), h_b=r.bytes_n(32, "h_b"), bounty=r.u64("bounty"),
+                expires=r.u64("expires"), submitted=r.u64("submitted"),
+                status=_status(r.u8("status")), claimant=r.bytes_n(20, "claimant"),
+                bond=r.u64("bond"), claim_deadline=r.u64("claim_deadline"),
+                claim_min_height=r.u64("claim_min_height"),
+                result_root=r.bytes_n(32, "result_root"), committed_height=r.u64("committed"),
+                window_end=r.u64("window_end"), window_min_height=r.u64("window_min_height"),
+                probe_by=r.bytes_n(20, "probe_by"), probe_deposit=r.u64("probe_deposit"),
+                probe_row=r.u32("probe_row"), probe_chunk=r.u32("probe_chunk"),
+                probe_deadline=r.u64("probe_deadline"),
+                probe_min_height=r.u64("probe_min_height"), wake_height=r.u64("wake_height"),
+                claims=r.u32("claims"), data_url=r.varbytes(MAX_URL, "data_url"),
+                result_url=r.varbytes(MAX_URL, "result_url"),
+            )  # fmt: skip
+            r.finish()
+        except DecodeError as exc:
+            raise JobRecordError(f"job record: {exc}") from None
         return job
 
 
-def get_job(get: object, job_id: bytes) -> Job | None:
+def _status(value: int) -> JobStatus:
+    from chain.encoding import DecodeError
+
+    try:
+        return JobStatus(value)
+    except ValueError:
+        raise DecodeError(f"job status {value} is not defined") from None
+
+
+def get_job(get: StateGet, job_id: bytes) -> Job | None:
     """The job record from a state getter (``Overlay.get`` or ``ChainState.state_get``)."""
-    raw = get(job_key(job_id))  # type: ignore[operator]
+    raw = get(job_key(job_id))
     return None if raw is None else Job.from_bytes(raw)
 
 
-# --- transitions (called by chain/state.py, inside apply_block) ------------------------
+def escrow_total(jobs: list[Job]) -> int:
+    """Coins held by jobs (bounties, bonds, probe deposits): part of the supply."""
+    return sum(j.held for j in jobs)
 
 
-def _err(reason: str, detail: str = "") -> Exception:
-    from chain.state import StateError, StateReject
+# --- helpers ---------------------------------------------------------------------------
 
-    return StateError(StateReject(reason), detail)
+
+def _reject(reason: StateReject, detail: str = "") -> StateError:
+    return StateError(reason, detail)
 
 
 def _put(state: Overlay, job_id: bytes, job: Job) -> None:
@@ -234,140 +234,242 @@ def _put(state: Overlay, job_id: bytes, job: Job) -> None:
 
 
 def _credit(state: Overlay, address: bytes, amount: int) -> None:
-    from chain.state import Account, StateError, StateReject
-    from consensus.ints import U64_MAX
-
+    if amount == 0:
+        return
     acct = state.account(address)
     if acct.balance + amount > U64_MAX:
         raise StateError(StateReject.BALANCE_OVERFLOW)
     state.set_account(address, Account(acct.balance + amount, acct.nonce))
 
 
-def name_job(state: Overlay, header: Header) -> Job:
-    """Check that the block may mine the job its header names, and mark it mined.
+def _schedule(
+    state: Overlay, job_id: bytes, job: Job, clock: BlockClock, when: int, min_height: int
+) -> Job:
+    """Give the job its one live timer entry, at a height from which ``when`` may pass."""
+    height = clock.wake_height(when, min_height)
+    count_raw = state.get(timer_count_key(height))
+    count = int.from_bytes(count_raw, "big") if count_raw else 0
+    state.put(timer_key(height, count), job_id)
+    state.put(timer_count_key(height), (count + 1).to_bytes(4, "big"))
+    return replace(job, wake_height=height)
 
-    Runs before the block's own transactions, so none of them can cancel the job
-    from under its miner. Raises StateError with a named reason.
-    """
-    job = get_job(state.get, header.job_id)
+
+def _load(state: Overlay, job_id: bytes) -> Job:
+    job = get_job(state.get, job_id)
     if job is None:
-        raise _err("job-unknown", header.job_id.hex())
-    if job.status == JobStatus.RECLAIMED:
-        raise _err("job-closed", "the buyer cancelled it")
-    if job.status != JobStatus.OPEN:
-        raise _err("job-taken", f"mined at height {job.mined_height}")
-    if header.height > job.expiry:
-        raise _err("job-expired", f"expired after height {job.expiry}")
-    if (header.m, header.k, header.n, header.h_a, header.h_b) != (
-        job.m,
-        job.k,
-        job.n,
-        job.h_a,
-        job.h_b,
-    ):
-        raise _err("job-mismatch", "the header's shape or commitments are not the job's")
-    job = replace(job, status=JobStatus.MINED, miner=header.miner, mined_height=header.height)
-    _put(state, header.job_id, job)
+        raise _reject(StateReject.JOB_UNKNOWN, job_id.hex())
     return job
 
 
-def hold_job_reward(state: Overlay, header: Header, reward: int) -> None:
-    """Hold the job block's reward (subsidy + fees) with the job: the miner's bond."""
-    job = get_job(state.get, header.job_id)
-    assert job is not None
-    _put(state, header.job_id, replace(job, held_reward=reward))
+def _expect(job: Job, *statuses: JobStatus) -> None:
+    if job.status not in statuses:
+        want = " or ".join(s.name.lower() for s in statuses)
+        raise _reject(StateReject.JOB_BAD_STATUS, f"status {job.status.name.lower()}, needs {want}")
 
 
-def apply_job_tx(
-    state: Overlay, tx: Transaction, height: int, pouw: PouwParams, market: MarketParams
-) -> None:
-    """The job-specific effect of a context-free-valid job tx whose sender already paid
-    amount + fee and used its nonce. Raises StateError with a named reason."""
-    from chain.state import add_contribution
+def _window_open(job: Job, clock: BlockClock) -> None:
+    if clock.passed(job.window_end, job.window_min_height):
+        raise _reject(StateReject.JOB_WINDOW_CLOSED, f"the window closed at mtp {job.window_end}")
 
-    payload = decode_job_payload(tx.kind, tx.payload)
-    if isinstance(payload, JobSubmit):
-        shape = check_shape(pouw, payload.m, payload.k, payload.n)
-        if not shape.ok:
-            assert shape.reason is not None
-            raise _err("job-bad-shape", shape.reason.value)
-        if not height <= payload.expiry <= height + market.max_expiry_blocks:
-            raise _err("job-bad-expiry", f"expiry {payload.expiry} at height {height}")
-        _put(state, tx.txid, Job(
-            buyer=tx.sender, m=payload.m, k=payload.k, n=payload.n, h_a=payload.h_a,
-            h_b=payload.h_b, bounty=tx.amount, expiry=payload.expiry, submitted=height,
-            data_url=payload.url,
-        ))  # fmt: skip
-        return
-    job = get_job(state.get, payload.job_id)
+
+# --- a block naming a job --------------------------------------------------------------
+
+
+def check_named_job(get: StateGet, header: Header) -> Job:
+    """A header may name a job only if its miner holds the job's claim and the header
+    carries exactly the job's shape and commitments. Changes nothing."""
+    job = get_job(get, header.job_id)
     if job is None:
-        raise _err("job-unknown", payload.job_id.hex())
-    if isinstance(payload, JobCommit):
-        if job.status != JobStatus.MINED:
-            raise _err("job-not-mined", f"status {job.status.name.lower()}")
-        if tx.sender != job.miner:
-            raise _err("job-commit-not-miner", "only the job's miner may commit")
-        if height == job.mined_height:
-            # The job block's reward is held with the job only after its transactions
-            # run; a commit (and so a challenge) in that same block would see none of it.
-            raise _err("job-commit-same-block", "commit in a block after the job's block")
-        if height > job.mined_height + market.commit_blocks:
-            raise _err(
-                "job-commit-late",
-                f"commit window closed at {job.mined_height + market.commit_blocks}",
-            )
-        due = height + market.challenge_blocks
-        head = state.get(due_key(due)) or ZERO_HASH
-        state.put(due_key(due), payload.job_id)
-        _put(state, payload.job_id, replace(
+        raise StateError(StateReject.JOB_UNKNOWN, header.job_id.hex())
+    if job.status not in (JobStatus.CLAIMED, JobStatus.COMMITTED):
+        raise StateError(StateReject.JOB_NOT_CLAIMED, f"status {job.status.name.lower()}")
+    if job.claimant != header.miner:
+        raise StateError(StateReject.JOB_NOT_CLAIMANT, "only the job's claimant may name it")
+    if (header.m, header.k, header.n, header.h_a, header.h_b) != (
+        job.m, job.k, job.n, job.h_a, job.h_b
+    ):  # fmt: skip
+        raise StateError(StateReject.JOB_MISMATCH, "shape or commitments are not the job's")
+    return job
+
+
+# --- transactions ----------------------------------------------------------------------
+
+
+def apply_job_action(
+    state: Overlay,
+    sender: bytes,
+    txid: bytes,
+    amount: int,
+    payload: JobPayload,
+    clock: BlockClock,
+    pouw: PouwParams,
+    market: MarketParams,
+) -> None:
+    """The market effect of a job transaction whose sender already paid ``amount``
+    (a bounty, bond or deposit, else 0). Raises StateError with a named reason."""
+    if isinstance(payload, JobSubmit):
+        _submit(state, sender, txid, amount, payload, clock, pouw, market)
+        return
+    job = _load(state, payload.job_id)
+    jid = payload.job_id
+    if isinstance(payload, JobClaim):
+        _expect(job, JobStatus.OPEN)
+        if clock.mtp >= job.expires:
+            raise _reject(StateReject.JOB_EXPIRED, f"expired at mtp {job.expires}")
+        need = market.bond_for(job.bounty)
+        if amount < need:
+            raise _reject(StateReject.JOB_BOND_LOW, f"bond {amount} < {need}")
+        deadline = clock.mtp + market.claim_seconds(job.multiply_adds)
+        min_height = clock.height + market.min_window_blocks
+        job = replace(
+            job, status=JobStatus.CLAIMED, claimant=sender, bond=amount, claim_deadline=deadline,
+            claim_min_height=min_height, claims=job.claims + 1,
+        )  # fmt: skip
+        _put(state, jid, _schedule(state, jid, job, clock, deadline, min_height))
+    elif isinstance(payload, JobCommit):
+        _expect(job, JobStatus.CLAIMED)
+        if sender != job.claimant:
+            raise _reject(StateReject.JOB_NOT_CLAIMANT, "only the job's claimant may commit")
+        if clock.passed(job.claim_deadline, job.claim_min_height):
+            raise _reject(StateReject.JOB_CLAIM_EXPIRED, f"deadline was mtp {job.claim_deadline}")
+        end = clock.mtp + market.challenge_s
+        min_height = clock.height + market.min_window_blocks
+        job = replace(
             job, status=JobStatus.COMMITTED, result_root=payload.result_root,
-            committed_height=height, next_due=head, result_url=payload.url,
-        ))  # fmt: skip
+            committed_height=clock.height, window_end=end, window_min_height=min_height,
+            result_url=payload.url,
+        )  # fmt: skip
+        _put(state, jid, _schedule(state, jid, job, clock, end, min_height))
     elif isinstance(payload, JobChallenge):
-        if job.status != JobStatus.COMMITTED:
-            raise _err("job-not-committed", f"status {job.status.name.lower()}")
-        if height > job.committed_height + market.challenge_blocks:
-            raise _err("job-challenge-late", "the challenge window is closed")
+        _expect(job, JobStatus.COMMITTED)
+        _window_open(job, clock)
         reject = verify_challenge(
             job.m, job.k, job.n, job.h_a, job.h_b, job.result_root, payload.challenge
         )
         if reject is not None:
-            raise _err(reject.value)
+            raise _reject(StateReject(reject.value))
+        _refund(state, jid, job, bond_to=sender)
+    elif isinstance(payload, JobProbe):
+        _expect(job, JobStatus.COMMITTED)
+        _window_open(job, clock)
+        if job.probe_open:
+            raise _reject(StateReject.JOB_PROBE_OPEN, f"row {job.probe_row} is being probed")
+        if not (payload.row < job.m and payload.chunk < chunk_count(job.n)):
+            raise _reject(StateReject.JOB_PROBE_BAD_INDEX, f"({payload.row}, {payload.chunk})")
+        if amount < market.probe_deposit:
+            raise _reject(StateReject.JOB_DEPOSIT_LOW, f"{amount} < {market.probe_deposit}")
+        deadline = clock.mtp + market.reveal_s
+        min_height = clock.height + market.min_window_blocks
+        job = replace(
+            job, probe_by=sender, probe_deposit=amount, probe_row=payload.row,
+            probe_chunk=payload.chunk, probe_deadline=deadline, probe_min_height=min_height,
+            # Whoever probed must have the time to use the revealed chunk.
+            window_end=max(job.window_end, deadline),
+            window_min_height=max(job.window_min_height, min_height),
+        )  # fmt: skip
+        _put(state, jid, _schedule(state, jid, job, clock, deadline, min_height))
+    elif isinstance(payload, JobReveal):
+        _expect(job, JobStatus.COMMITTED)
+        if not job.probe_open:
+            raise _reject(StateReject.JOB_NO_PROBE, "no chunk is being probed")
+        if sender != job.claimant:
+            raise _reject(StateReject.JOB_NOT_CLAIMANT, "only the job's claimant may reveal")
+        if clock.passed(job.probe_deadline, job.probe_min_height):
+            raise _reject(StateReject.JOB_REVEAL_LATE, f"deadline was mtp {job.probe_deadline}")
+        reject = verify_chunk(
+            job.m, job.n, job.result_root, job.probe_row, job.probe_chunk, payload.data,
+            payload.chunk_branch, payload.result_branch,
+        )  # fmt: skip
+        if reject is not None:
+            raise _reject(StateReject(reject.value))
+        _credit(state, job.claimant, job.probe_deposit)  # answered: the deposit pays for it
+        job = replace(
+            job, probe_by=ZERO_ADDRESS, probe_deposit=0, probe_row=NO_PROBE, probe_chunk=0,
+            probe_deadline=0, probe_min_height=0,
+        )  # fmt: skip
+        _put(state, jid, _schedule(state, jid, job, clock, job.window_end, job.window_min_height))
+    else:  # JobReclaim
+        if sender != job.buyer:
+            raise _reject(StateReject.JOB_NOT_BUYER, "only the buyer may reclaim a job")
+        _expect(job, JobStatus.OPEN)
         _credit(state, job.buyer, job.bounty)
-        _credit(state, tx.sender, job.held_reward)
-        add_contribution(state, job.miner, challenges_lost=1)
-        _put(state, payload.job_id, replace(job, status=JobStatus.REFUNDED))
-    else:
-        if tx.sender != job.buyer:
-            raise _err("job-reclaim-not-buyer", "only the buyer may reclaim a job")
-        late = job.status == JobStatus.MINED and height > job.mined_height + market.commit_blocks
-        if job.status != JobStatus.OPEN and not late:
-            raise _err("job-not-reclaimable", f"status {job.status.name.lower()}")
-        # A miner that never committed forfeits its held reward to the buyer.
-        _credit(state, job.buyer, job.bounty + job.held_reward)
-        _put(state, payload.job_id, replace(job, status=JobStatus.RECLAIMED))
+        _put(state, jid, replace(job, status=JobStatus.RECLAIMED))
 
 
-def settle_due(state: Overlay, height: int) -> None:
-    """End of block ``height``: pay every job whose challenge window closes here."""
-    from chain.state import add_contribution
+def _submit(
+    state: Overlay, sender: bytes, txid: bytes, amount: int, p: JobSubmit, clock: BlockClock,
+    pouw: PouwParams, market: MarketParams,
+) -> None:  # fmt: skip
+    shape = check_shape(pouw, p.m, p.k, p.n)
+    if not shape.ok:
+        assert shape.reason is not None
+        raise _reject(StateReject.JOB_BAD_SHAPE, shape.reason.value)
+    if not clock.mtp < p.expires <= clock.mtp + market.max_open_s:
+        raise _reject(StateReject.JOB_BAD_EXPIRY, f"expires {p.expires} at mtp {clock.mtp}")
+    job = Job(
+        buyer=sender, m=p.m, k=p.k, n=p.n, h_a=p.h_a, h_b=p.h_b, bounty=amount,
+        expires=p.expires, submitted=clock.height, data_url=p.url,
+    )  # fmt: skip
+    _put(state, txid, _schedule(state, txid, job, clock, p.expires, clock.height + 1))
 
-    head = state.get(due_key(height))
-    if head is None:
+
+def _refund(state: Overlay, job_id: bytes, job: Job, bond_to: bytes) -> None:
+    """C is wrong or withheld: the buyer gets the bounty, ``bond_to`` the bond, an open
+    probe's deposit goes back to whoever probed, and the claimant's ledger counts it."""
+    _credit(state, job.buyer, job.bounty)
+    _credit(state, bond_to, job.bond)
+    _credit(state, job.probe_by, job.probe_deposit)
+    add_contribution(state, job.claimant, challenges_lost=1)
+    _put(state, job_id, replace(job, status=JobStatus.REFUNDED))
+
+
+# --- timers (end of every block) -------------------------------------------------------
+
+
+def run_timers(state: Overlay, clock: BlockClock) -> None:
+    """End of block ``clock.height``: act on every job whose deadline this block passes."""
+    count_raw = state.get(timer_count_key(clock.height))
+    if count_raw is None:
         return
-    state.put(due_key(height), None)
-    job_id = head
-    while job_id != ZERO_HASH:
+    state.put(timer_count_key(clock.height), None)
+    for index in range(int.from_bytes(count_raw, "big")):
+        key = timer_key(clock.height, index)
+        job_id = state.get(key)
+        state.put(key, None)
+        assert job_id is not None, "a timer entry below its count must exist"
         job = get_job(state.get, job_id)
-        assert job is not None, "a due job must exist"
-        if job.status == JobStatus.COMMITTED:
-            _credit(state, job.miner, job.bounty + job.held_reward)
-            add_contribution(state, job.miner, delivered=job.multiply_adds, bounties=job.bounty)
-            _put(state, job_id, replace(job, status=JobStatus.PAID))
-        job_id = job.next_due
+        if job is None or job.wake_height != clock.height or job.status not in HELD_STATUSES:
+            continue  # stale: the job was rescheduled or has ended
+        _wake(state, job_id, job, clock)
 
 
-def escrow_total(jobs: list[Job]) -> int:
-    """Coins held by jobs (open or unsettled): part of the supply invariant."""
-    held = (JobStatus.OPEN, JobStatus.MINED, JobStatus.COMMITTED)
-    return sum(j.bounty + j.held_reward for j in jobs if j.status in held)
+def _wake(state: Overlay, jid: bytes, job: Job, clock: BlockClock) -> None:
+    def later(job: Job, when: int, min_height: int) -> None:
+        _put(state, jid, _schedule(state, jid, job, clock, when, min_height))
+
+    if job.status == JobStatus.OPEN:
+        if not clock.passed(job.expires, job.submitted + 1):
+            return later(job, job.expires, job.submitted + 1)
+        _credit(state, job.buyer, job.bounty)
+        _put(state, jid, replace(job, status=JobStatus.EXPIRED))
+    elif job.status == JobStatus.CLAIMED:
+        if not clock.passed(job.claim_deadline, job.claim_min_height):
+            return later(job, job.claim_deadline, job.claim_min_height)
+        # The claimant vanished: its bond goes to the buyer and the job reopens.
+        _credit(state, job.buyer, job.bond)
+        add_contribution(state, job.claimant, challenges_lost=1)
+        job = replace(
+            job, status=JobStatus.OPEN, claimant=ZERO_ADDRESS, bond=0, claim_deadline=0,
+            claim_min_height=0,
+        )  # fmt: skip
+        later(job, job.expires, job.submitted + 1)
+    elif job.probe_open:
+        if not clock.passed(job.probe_deadline, job.probe_min_height):
+            return later(job, job.probe_deadline, job.probe_min_height)
+        _refund(state, jid, job, bond_to=job.probe_by)
+    else:
+        if not clock.passed(job.window_end, job.window_min_height):
+            return later(job, job.window_end, job.window_min_height)
+        _credit(state, job.claimant, job.bounty + job.bond)
+        add_contribution(state, job.claimant, delivered=job.multiply_adds, bounties=job.bounty)
+        _put(state, jid, replace(job, status=JobStatus.PAID))

@@ -9,15 +9,16 @@ the state root). Keys:
     b"R" + u64 height     immature reward of the block at that height: miner20 | amount u64
     b"S"                  supply: base units minted so far (genesis + subsidies) u64
     b"J" + job_id         a compute-market job (chain/jobs.py)
-    b"Q" + u64 height     first job settling at the end of that block (chain/jobs.py)
+    b"w", b"W" + u64 ...  the market's timers (chain/jobs.py)
 
 Supply invariant: balances + immature rewards + coins held by unsettled jobs
-(bounty escrow and held job-block rewards) = supply.
+(bounties, bonds, probe deposits) = supply.
 
-Applying a block yields a change set (key -> new value or None); its undo data is
-the old value of each changed key, so disconnecting a block writes those back.
-The miner's reward (subsidy + fees) matures: it is credited ``coinbase_maturity``
-blocks later, when the block at height h + maturity connects.
+This module holds the state's records and the overlay they are written through;
+applying transactions and blocks is chain/transition.py (above the market's rules in
+chain/jobs.py, so neither imports the other in a circle). Applying a block yields a
+change set (key -> new value or None); its undo data is the old value of each changed
+key, so disconnecting a block writes those back.
 """
 
 from __future__ import annotations
@@ -27,12 +28,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from chain.encoding import DecodeError, Reader, Writer
-from chain.header import NO_JOB, Header
-from chain.tx import Transaction, TxKind
-from consensus.difficulty import block_work
-from consensus.ints import U64_MAX
-from consensus.params import MarketParams, PouwParams, SubsidyParams
-from consensus.subsidy import block_subsidy
 
 PREFIX_ACCOUNT = b"A"
 PREFIX_CONTRIBUTION = b"C"
@@ -41,7 +36,6 @@ KEY_SUPPLY = b"S"
 MAX_STATE_KEY = 64
 MAX_STATE_VALUE = 4096
 
-DEFAULT_MARKET = MarketParams()
 
 StateGet = Callable[[bytes], bytes | None]
 Changes = dict[bytes, bytes | None]
@@ -120,20 +114,23 @@ class StateReject(enum.StrEnum):
     SUPPLY_CAP = "supply-cap-exceeded"
     # compute market (chain/jobs.py); a block naming a job:
     JOB_UNKNOWN = "job-unknown"  # no such job (or a job tx naming one)
-    JOB_TAKEN = "job-taken"  # another block already mined it
-    JOB_CLOSED = "job-closed"  # the buyer cancelled it
-    JOB_EXPIRED = "job-expired"  # the block is above the job's expiry height
+    JOB_NOT_CLAIMED = "job-not-claimed"  # the named job is not claimed (or committed)
+    JOB_NOT_CLAIMANT = "job-not-claimant"  # the block's miner (a tx's sender) is not its claimant
     JOB_MISMATCH = "job-mismatch"  # the header's shape or hA, hB differ from the job's
-    # job transactions:
+    # job transactions (a failing one is included as failed: fee and nonce consumed):
     JOB_BAD_SHAPE = "job-bad-shape"
-    JOB_BAD_EXPIRY = "job-bad-expiry"
-    JOB_NOT_MINED = "job-not-mined"  # commit to a job not (or no longer) waiting for C
-    JOB_COMMIT_NOT_MINER = "job-commit-not-miner"
-    JOB_COMMIT_LATE = "job-commit-late"
-    JOB_NOT_COMMITTED = "job-not-committed"  # challenge of a job without a live commitment
-    JOB_CHALLENGE_LATE = "job-challenge-late"
-    JOB_RECLAIM_NOT_BUYER = "job-reclaim-not-buyer"
-    JOB_NOT_RECLAIMABLE = "job-not-reclaimable"
+    JOB_BAD_EXPIRY = "job-bad-expiry"  # expires not in (mtp, mtp + max_open_s]
+    JOB_BAD_STATUS = "job-bad-status"  # the action does not fit the job's status
+    JOB_EXPIRED = "job-expired"  # claim of a job past its expiry
+    JOB_BOND_LOW = "job-bond-low"  # claim escrowing less than the required bond
+    JOB_CLAIM_EXPIRED = "job-claim-expired"  # commit after the claim's deadline
+    JOB_WINDOW_CLOSED = "job-window-closed"  # challenge or probe after the window
+    JOB_PROBE_OPEN = "job-probe-open"  # a probe while another is unanswered
+    JOB_PROBE_BAD_INDEX = "job-probe-bad-index"  # row or chunk outside C
+    JOB_DEPOSIT_LOW = "job-deposit-low"  # probe escrowing less than the required deposit
+    JOB_NO_PROBE = "job-no-probe"  # reveal without an open probe
+    JOB_REVEAL_LATE = "job-reveal-late"  # reveal after the probe's deadline
+    JOB_NOT_BUYER = "job-not-buyer"  # reclaim by someone else than the buyer
     CHALLENGE_BAD_INDEX = "challenge-bad-index"
     CHALLENGE_MALFORMED = "challenge-malformed"
     CHALLENGE_BAD_ROW_BRANCH = "challenge-bad-row-branch"
@@ -159,6 +156,8 @@ class Overlay:
     def __init__(self, base: StateGet) -> None:
         self._base = base
         self.changes: Changes = {}
+        # (key, was it changed before, its previous change): undoes writes to a mark
+        self._journal: list[tuple[bytes, bool, bytes | None]] = []
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.changes:
@@ -166,7 +165,21 @@ class Overlay:
         return self._base(key)
 
     def put(self, key: bytes, value: bytes | None) -> None:
+        self._journal.append((key, key in self.changes, self.changes.get(key)))
         self.changes[key] = value
+
+    def mark(self) -> int:
+        """A point to roll back to: the writes made after it can be undone."""
+        return len(self._journal)
+
+    def rollback(self, mark: int) -> None:
+        """Undo every write made since ``mark`` (a failed transaction's effects)."""
+        while len(self._journal) > mark:
+            key, had, previous = self._journal.pop()
+            if had:
+                self.changes[key] = previous
+            else:
+                del self.changes[key]
 
     def account(self, address: bytes) -> Account:
         return Account.from_bytes(self.get(account_key(address)))
@@ -200,108 +213,9 @@ def add_contribution(
     )
 
 
-def apply_transaction(
-    state: Overlay,
-    tx: Transaction,
-    height: int = 0,
-    pouw: PouwParams | None = None,
-    market: MarketParams = DEFAULT_MARKET,
-) -> int:
-    """Apply one context-free-valid transaction; returns its fee. Raises StateError.
-
-    Job kinds need the network's PoUW rules (``pouw``); without them they are refused.
-    """
-    if tx.kind != TxKind.TRANSFER and pouw is None:
-        raise StateError(StateReject.KIND_NOT_ACTIVE, f"kind {tx.kind}")
-    sender = state.account(tx.sender)
-    if tx.nonce < sender.nonce:
-        raise StateError(StateReject.NONCE_TOO_LOW, f"nonce {tx.nonce} < {sender.nonce}")
-    if tx.nonce > sender.nonce:
-        raise StateError(StateReject.NONCE_GAP, f"nonce {tx.nonce} > {sender.nonce}")
-    cost = tx.amount + tx.fee
-    if cost > sender.balance:
-        raise StateError(StateReject.INSUFFICIENT_BALANCE, f"needs {cost}, has {sender.balance}")
-    state.set_account(tx.sender, Account(sender.balance - cost, sender.nonce + 1))
-    if tx.kind != TxKind.TRANSFER:
-        from chain.jobs import apply_job_tx
-
-        assert pouw is not None
-        apply_job_tx(state, tx, height, pouw, market)  # the amount is the job's escrow
-        return tx.fee
-    recipient = state.account(tx.recipient)
-    if recipient.balance + tx.amount > U64_MAX:
-        raise StateError(StateReject.BALANCE_OVERFLOW)
-    state.set_account(tx.recipient, Account(recipient.balance + tx.amount, recipient.nonce))
-    return tx.fee
-
-
 def supply(state: StateGet) -> int:
     raw = state(KEY_SUPPLY)
     return int.from_bytes(raw, "big") if raw else 0
-
-
-def apply_block(
-    base: StateGet,
-    header: Header,
-    txs: Iterable[Transaction],
-    subsidy: SubsidyParams,
-    pouw: PouwParams | None = None,
-    market: MarketParams = DEFAULT_MARKET,
-) -> Changes:
-    """The state changes of connecting a block on top of ``base``. Raises StateError.
-
-    Order: the job the header names (checked before the block's own txs, so a cancel
-    in the same block cannot take it away), the transactions, the subsidy and the
-    reward (held with the job for a job block, else immature under "R"), the reward
-    maturing now, the contribution ledger, and last the jobs whose challenge window
-    closes at this height.
-    """
-    from chain import jobs
-
-    state = Overlay(base)
-    height = header.height
-    job = None
-    if header.job_id != NO_JOB:
-        if pouw is None:
-            raise StateError(StateReject.KIND_NOT_ACTIVE, "blocks may not name a job here")
-        try:
-            job = jobs.name_job(state, header)  # marks it mined: no tx below can cancel it
-        except StateError as exc:
-            raise JobNameError(exc.reason, exc.detail) from None
-    fees = 0
-    for tx in txs:
-        fees += apply_transaction(state, tx, height, pouw, market)
-    minted = block_subsidy(subsidy, height)
-    new_supply = supply(state.get) + minted
-    if new_supply > subsidy.supply_cap:
-        raise StateError(StateReject.SUPPLY_CAP)
-    state.put(KEY_SUPPLY, new_supply.to_bytes(8, "big"))
-    if job is not None:
-        jobs.hold_job_reward(state, header, minted + fees)
-    else:
-        state.put(reward_key(height), header.miner + (minted + fees).to_bytes(8, "big"))
-    _release_matured_reward(state, height - subsidy.coinbase_maturity)
-    add_contribution(
-        state,
-        header.miner,
-        blocks=1,
-        work=block_work(header.target),
-        multiply_adds=header.m * header.n * header.k,
-    )
-    jobs.settle_due(state, height)
-    return state.changes
-
-
-def _release_matured_reward(state: Overlay, height: int) -> None:
-    if height < 1:
-        return
-    raw = state.get(reward_key(height))
-    if raw is None:
-        return
-    miner, amount = raw[:20], int.from_bytes(raw[20:28], "big")
-    acct = state.account(miner)
-    state.set_account(miner, Account(acct.balance + amount, acct.nonce))
-    state.put(reward_key(height), None)
 
 
 def genesis_state(allocations: Iterable[tuple[bytes, int]]) -> Changes:

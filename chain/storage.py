@@ -79,7 +79,8 @@ __all__ = [
 
 # --- layout constants -------------------------------------------------------------
 
-SCHEMA_VERSION = 1  # bump on any change to the key layout or IndexRecord encoding
+# Bump on any change to the key layout or IndexRecord encoding (2: tx receipts, market v2).
+SCHEMA_VERSION = 2
 CHAIN_DB_DIRNAME = "chain"  # the LevelDB lives at <datadir>/chain
 HASH_LEN = 32
 MAX_WORK_BYTES = 64  # cumulative work is capped at 2**512 - 1
@@ -90,7 +91,10 @@ PREFIX_HEIGHT = b"h"  # b"h" + height(u64 BE) -> hash(32) of the active chain at
 PREFIX_STATE = b"s"  # b"s" + key            -> state value bytes
 PREFIX_UNDO = b"u"  # b"u" + hash(32)        -> undo data for that block
 PREFIX_META = b"m"  # b"m" + name            -> metadata (names below)
-PREFIX_TX = b"t"  # b"t" + txid(32) -> block hash(32) | u64 height | u32 position (active chain)
+# b"t" + txid(32) -> block hash(32) | u64 height | u32 position [| failure reason utf-8]
+# for each active-chain tx; the reason is there for a job tx included as failed.
+PREFIX_TX = b"t"
+MAX_RECEIPT = 200  # bytes of a failure reason kept in the tx index
 # b"x" + address(20) + u64 height + u32 position -> txid(32): every active-chain tx that
 # sends from or pays to the address, in chain order (wallet history).
 PREFIX_ADDRESS_TX = b"x"
@@ -401,11 +405,13 @@ class AtomicBatch:
 
     # metadata
     def put_tx_location(
-        self, txid: bytes, block_hash: bytes, height: int, position: int, addresses: Iterable[bytes]
-    ) -> None:
-        """Index an active-chain transaction by id and by the addresses it touches."""
+        self, txid: bytes, block_hash: bytes, height: int, position: int,
+        addresses: Iterable[bytes], failure: str = "",
+    ) -> None:  # fmt: skip
+        """Index an active-chain transaction by id and by the addresses it touches;
+        ``failure`` is the reason of a job transaction included as failed (its receipt)."""
         where = _check_hash(block_hash) + height.to_bytes(8, "big") + position.to_bytes(4, "big")
-        self._put(PREFIX_TX + _check_hash(txid), where)
+        self._put(PREFIX_TX + _check_hash(txid), where + failure.encode()[:MAX_RECEIPT])
         for address in set(addresses):
             self._put(_address_tx_key(address, height, position), txid)
 
@@ -665,12 +671,22 @@ class ChainDB(Closeable):
 
     def get_tx_location(self, txid: bytes) -> tuple[bytes, int, int] | None:
         """(block hash, height, position) of an active-chain transaction, or None."""
-        raw = self._get(PREFIX_TX + _check_hash(txid))
+        raw = self._tx_entry(txid)
         if raw is None:
             return None
-        if len(raw) != HASH_LEN + 12:
+        return raw[:HASH_LEN], int.from_bytes(raw[32:40], "big"), int.from_bytes(raw[40:44], "big")
+
+    def get_tx_failure(self, txid: bytes) -> str | None:
+        """Why an active-chain job transaction was included as failed ("" if it
+        succeeded), or None if the transaction is not in the active chain."""
+        raw = self._tx_entry(txid)
+        return None if raw is None else raw[HASH_LEN + 12 :].decode(errors="replace")
+
+    def _tx_entry(self, txid: bytes) -> bytes | None:
+        raw = self._get(PREFIX_TX + _check_hash(txid))
+        if raw is not None and not HASH_LEN + 12 <= len(raw) <= HASH_LEN + 12 + MAX_RECEIPT:
             raise CorruptionError(f"tx index entry of {txid.hex()} has {len(raw)} bytes")
-        return raw[:HASH_LEN], int.from_bytes(raw[32:40], "big"), int.from_bytes(raw[40:], "big")
+        return raw
 
     def iter_address_txs(self, address: bytes) -> Iterator[tuple[int, int, bytes]]:
         """(height, position, txid) of the address's active-chain transactions, oldest first."""

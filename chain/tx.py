@@ -35,44 +35,32 @@ from chain.address import (
     encode_address,
 )
 from chain.encoding import DecodeError, Reader, Writer
+from chain.job_payloads import (
+    MAX_CHALLENGE_PAYLOAD,
+    MAX_REVEAL_PAYLOAD,
+    JobPayloadError,
+    decode_job_payload,
+)
 from chain.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, PrivateKey, verify
 from chain.merkle import tx_leaf, tx_root
+from chain.txkind import AMOUNT_KINDS, TxKind
 from consensus.hashing import TAG_TX, TAG_TX_SIG, tagged_hash
 from consensus.ints import U8_MAX, U32_MAX, U64_MAX
-from consensus.merkle import MAX_BRANCH_DEPTH
-from consensus.params import MAX_K
-from consensus.result import RESULT_CHUNK
 
-
-class TxKind(enum.IntEnum):
-    """What a transaction does (the job kinds: chain/jobs.py, docs/MARKET.md)."""
-
-    TRANSFER = 1
-    JOB_SUBMIT = 2  # compute market: post a matrix job with an escrowed reward
-    JOB_COMMIT = 3  # compute market: a worker commits to a result
-    JOB_CHALLENGE = 4  # compute market: dispute a committed result
-    JOB_RECLAIM = 5  # compute market: submitter reclaims an unclaimed escrow
-
-
-# Kinds a node accepts. All five are active since the compute market (chain/jobs.py).
+# Kinds a node accepts: all of them (the market's second design, docs/MARKET.md).
 ACTIVE_KINDS: frozenset[int] = frozenset(int(k) for k in TxKind)
 
 # A transfer needs at most a memo, and the job kinds reference matrix data by hash
-# rather than inline, so 1 KiB is plenty for every kind but one. Small txs bound what
-# one peer message, one mempool entry and one signature check can cost.
+# rather than inline, so 1 KiB is plenty for every kind but two (a challenge, a
+# reveal). Small txs bound what one peer message, one mempool entry and one signature
+# check can cost.
 MAX_TX_PAYLOAD = 1024
-# A JOB_CHALLENGE carries O(k) data: row i of A and column j of B (k bytes each, each a
-# varbytes), one chunk of a row of C (RESULT_CHUNK int32 entries) and four Merkle
-# branches (u8 depth + 32-byte hashes), after the job id and (i, j). Its cap follows
-# from the protocol's absolute limits (MAX_K, MAX_BRANCH_DEPTH), not from a network,
-# because decoding must not depend on the network; the state rule then requires the
-# job's exact k. At k = 1024 a challenge is about 3.4 KiB.
-MAX_CHALLENGE_PAYLOAD = (
-    32 + 4 + 4 + 2 * (4 + MAX_K) + (4 + RESULT_CHUNK * 4) + 4 * (1 + MAX_BRANCH_DEPTH * 32)
-)
 # Payload cap per kind, checked on the length prefix before the payload is read.
 # A kind not listed (or an unknown kind) gets MAX_TX_PAYLOAD.
-PAYLOAD_CAPS: dict[int, int] = {TxKind.JOB_CHALLENGE: MAX_CHALLENGE_PAYLOAD}
+PAYLOAD_CAPS: dict[int, int] = {
+    TxKind.JOB_CHALLENGE: MAX_CHALLENGE_PAYLOAD,
+    TxKind.JOB_REVEAL: MAX_REVEAL_PAYLOAD,
+}
 
 
 def payload_cap(kind: int) -> int:
@@ -243,7 +231,7 @@ class TxReject(enum.StrEnum):
     AMOUNT_OVERFLOW = "tx-amount-overflow"  # amount + fee does not fit a u64
     BAD_SIGNATURE = "tx-bad-signature"
     JOB_RECIPIENT = "tx-job-recipient"  # a job kind with a non-zero recipient
-    JOB_AMOUNT = "tx-job-amount"  # JOB_SUBMIT with bounty 0, or another job kind with amount
+    JOB_AMOUNT = "tx-job-amount"  # submit/claim/probe with amount 0, another job kind with one
     JOB_BAD_PAYLOAD = "tx-job-bad-payload"  # the payload does not decode for its kind
 
 
@@ -290,19 +278,19 @@ def _rule_payload(tx: Transaction, chain_id: int) -> TxCheck | None:
 
 
 def _rule_job(tx: Transaction, chain_id: int) -> TxCheck | None:
-    """Job kinds: the payload decodes, nothing is sent to a recipient (the escrow is
-    the job itself), and only JOB_SUBMIT moves an amount (its bounty, >= 1)."""
+    """Job kinds: the payload decodes, nothing is sent to a recipient (the market
+    escrows it), and only a submit (bounty), a claim (bond) and a probe (deposit) move
+    an amount, of at least 1."""
     if tx.kind == TxKind.TRANSFER:
         return None
-    from chain.jobs import JobPayloadError, decode_job_payload
-
     if tx.recipient != bytes(ADDRESS_SIZE):
         return TxCheck(TxReject.JOB_RECIPIENT, "job transactions have a zero recipient")
-    if tx.kind == TxKind.JOB_SUBMIT:
+    if tx.kind in AMOUNT_KINDS:
         if tx.amount == 0:
-            return TxCheck(TxReject.JOB_AMOUNT, "a job's bounty (amount) must be at least 1")
+            what = TxKind(tx.kind).name
+            return TxCheck(TxReject.JOB_AMOUNT, f"{what} escrows its amount: at least 1")
     elif tx.amount != 0:
-        return TxCheck(TxReject.JOB_AMOUNT, "only JOB_SUBMIT moves an amount")
+        return TxCheck(TxReject.JOB_AMOUNT, "only submit, claim and probe move an amount")
     try:
         decode_job_payload(tx.kind, tx.payload)
     except JobPayloadError as exc:

@@ -92,16 +92,40 @@ class SubsidyParams:
 
 @dataclass(frozen=True)
 class MarketParams:
-    """Timing rules of the compute market (docs/PROTOCOL.md, "Compute market").
+    """Rules of the compute market (docs/PROTOCOL.md, "Compute market").
 
-    The miner's block reward of a job block is held with the job until the job
-    settles (a bond), so these windows need no relation to ``coinbase_maturity``.
+    Every window is wall time: seconds of median-time-past (MTP), and at least
+    ``min_window_blocks`` blocks, so fast blocks cannot shrink the time a buyer has to
+    check a result or a worker has to answer. The defaults are for public networks
+    (minutes to hours); the devnet genesis sets seconds.
     """
 
-    commit_blocks: int = 20  # a job's miner must commit C within this many blocks
-    challenge_blocks: int = 20  # a commitment can be challenged for this many blocks
-    max_expiry_blocks: int = 100_000  # a job may stay open at most this long
+    # A claim's deadline: claim MTP + claim_slack_s + multiply-adds / claim_rate. The
+    # slack covers fetching A and B and getting the commit mined; the rate is the
+    # slowest worker the market expects (10^10 MAC/s: a modest GPU, or a fast CPU).
+    claim_slack_s: int = 600
+    claim_rate: int = 10**10
+    # The bond a claim escrows: at least bond_bps / 10,000 of the bounty and min_bond.
+    # It is what a worker loses for vanishing, withholding C or committing a wrong one.
+    bond_bps: int = 1_000
+    min_bond: int = 100_000
+    challenge_s: int = 3_600  # after a commit, time to fetch, check and challenge C
+    reveal_s: int = 600  # time a claimant has to publish a probed chunk of C
+    probe_deposit: int = 10_000  # least deposit of a probe (paid to the claimant if answered)
+    min_window_blocks: int = 2  # every window also spans at least this many blocks
+    max_open_s: int = 30 * 86_400  # a job stays claimable at most this long
 
     def validate(self) -> None:
-        if min(self.commit_blocks, self.challenge_blocks, self.max_expiry_blocks) < 1:
-            raise ParamsError("market windows must be at least one block")
+        times = (self.claim_slack_s, self.challenge_s, self.reveal_s, self.max_open_s)
+        if min(times) < 1 or self.claim_rate < 1 or self.min_window_blocks < 1:
+            raise ParamsError("market windows must be at least one second and one block")
+        if not 0 <= self.bond_bps <= 1_000_000 or self.min_bond < 1 or self.probe_deposit < 1:
+            raise ParamsError("market bond and deposit must be positive")
+
+    def bond_for(self, bounty: int) -> int:
+        """The least bond a claim of a job with this bounty must escrow."""
+        return max(self.min_bond, bounty * self.bond_bps // 10_000)
+
+    def claim_seconds(self, multiply_adds: int) -> int:
+        """How long a claim of a product of this size lasts (before min_window_blocks)."""
+        return self.claim_slack_s + -(-multiply_adds // self.claim_rate)

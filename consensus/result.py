@@ -136,6 +136,27 @@ class Challenge:
     result_branch: tuple[bytes, ...]  # that row root against hC
 
 
+def verify_chunk(
+    m: int, n: int, h_c: bytes, row: int, chunk: int, data: bytes,
+    chunk_branch: Sequence[bytes], result_branch: Sequence[bytes],
+) -> ChallengeReject | None:  # fmt: skip
+    """None when ``data`` is chunk ``chunk`` of row ``row`` of the C committed as hC."""
+    if not (0 <= row < m and 0 <= chunk < chunk_count(n)):
+        return ChallengeReject.BAD_INDEX
+    if len(data) != chunk_len(n, chunk) * ENTRY_BYTES:
+        return ChallengeReject.MALFORMED
+    if any(len(x) != HASH_SIZE for x in (*chunk_branch, *result_branch)):
+        return ChallengeReject.MALFORMED
+    row_root_ = root_from_branch(
+        chunk_leaf(data), chunk, chunk_count(n), chunk_branch, TAG_RESULT_NODE
+    )
+    if row_root_ is None:
+        return ChallengeReject.BAD_RESULT_BRANCH
+    if root_from_branch(row_root_, row, m, result_branch, TAG_RESULT_ROW) != h_c:
+        return ChallengeReject.BAD_RESULT_BRANCH
+    return None
+
+
 def verify_challenge(
     m: int, k: int, n: int, h_a: bytes, h_b: bytes, h_c: bytes, ch: Challenge
 ) -> ChallengeReject | None:
@@ -151,13 +172,9 @@ def verify_challenge(
         return ChallengeReject.BAD_ROW_BRANCH
     if root_from_branch(line_leaf(ch.col), ch.j, n, ch.col_branch, TAG_MERKLE_NODE) != h_b:
         return ChallengeReject.BAD_COLUMN_BRANCH
-    row_root_ = root_from_branch(
-        chunk_leaf(ch.chunk), chunk, chunk_count(n), ch.chunk_branch, TAG_RESULT_NODE
-    )
-    if row_root_ is None or (
-        root_from_branch(row_root_, ch.i, m, ch.result_branch, TAG_RESULT_ROW) != h_c
-    ):
-        return ChallengeReject.BAD_RESULT_BRANCH
+    bad_chunk = verify_chunk(m, n, h_c, ch.i, chunk, ch.chunk, ch.chunk_branch, ch.result_branch)
+    if bad_chunk is not None:
+        return bad_chunk
     a = np.frombuffer(ch.row, dtype=np.int8).astype(np.int64)
     b = np.frombuffer(ch.col, dtype=np.int8).astype(np.int64)
     exact = int(a @ b)

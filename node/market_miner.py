@@ -1,16 +1,21 @@
-"""The miner's side of the compute market: choose a job, fetch and check A and B,
-and after its block is in, commit C (JOB_COMMIT) and serve it from the blob store.
+"""The miner's side of the compute market: claim jobs, fetch A and B, compute each
+product once, commit C, serve it, answer probes.
 
-Choice: open jobs the next block may name, whose bounty per multiply-add is at least
-``min_bounty_per_mac``, best paying first. A job whose data cannot be fetched (or
-does not match its commitments) is skipped for ``RETRY_FAILED_S``. With no job worth
-it, the miner mines filler (node/miner.py).
+Flow (docs/MARKET.md): the miner keeps up to ``claim_ahead`` jobs in hand. It claims
+the best-paying open job (bounty per multiply-add, at least ``min_bounty_per_mac``)
+with a JOB_CLAIM escrowing the required bond, and fetches its operands while the claim
+confirms. Once the tip shows the claim as ours, ``next_work`` hands the job to the
+mining loop, which computes the product once with the block lottery riding on it (the
+header names the job). ``deliver`` stores C in the blob store (served over HTTP and
+announced to peers) and sends the JOB_COMMIT. On every new tip ``on_tip`` answers
+probes of our committed jobs with a JOB_REVEAL built from the stored C, and forgets
+jobs that ended or whose claim we lost (a claim that lost a race is included as
+failed: it costs its fee, never a later transaction).
 
 Sources of A and B: the job's URL, ``extra_sources``, then the blob endpoints of peers
 that announced the root with the job's shape (``BlobPeers``: the P2P service). Every
 row is checked (compute/blobs.py); a peer source that sends data not matching what it
 announced is reported back and discouraged, one that is just unreachable is forgotten.
-A fetched blob is stored, and the store's listener announces it to our peers.
 """
 
 from __future__ import annotations
@@ -18,16 +23,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
 from chain.jobs import PREFIX_JOB, Job, JobStatus, get_job
 from chain.keys import PrivateKey
-from chain.state import Account, account_key
 from chain.tx import Transaction
 from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
 from consensus.seal import check_shape
@@ -35,16 +40,19 @@ from node.template import JobRef
 
 log = logging.getLogger("pouw.market")
 
-RETRY_FAILED_S = 60.0
+RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
+CLAIM_AHEAD = 2  # jobs in hand: one computing while the next claim confirms
+CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 
 
 @dataclass
 class MarketSettings:
-    key: PrivateKey  # signs JOB_COMMIT; its address must be the miner address
+    key: PrivateKey  # signs claims, commits and reveals; its address is the miner address
     serve_url: str = ""  # where this node serves C (its blob endpoint), put in the commit
     min_bounty_per_mac: float = 0.0  # base units per multiply-add
     fetch_timeout: float = 20.0
-    commit_fee: int = 1000
+    fee: int = 1000  # fee of each market transaction
+    claim_ahead: int = CLAIM_AHEAD
     extra_sources: tuple[str, ...] = ()  # other blob endpoints to try for A and B
 
 
@@ -59,13 +67,38 @@ class BlobPeers(Protocol):
     def report_blob_source(self, root: bytes, url: str, reason: str, misbehaved: bool) -> None: ...
 
 
+@dataclass
+class Held:
+    """A job this miner claimed (or is claiming)."""
+
+    job: Job
+    claimed_at: float
+    claim_txid: bytes
+    a: npt.NDArray[np.int8] | None = None
+    b: npt.NDArray[np.int8] | None = None
+    computed: bool = False
+    result_root: bytes | None = None
+    revealed: set[tuple[int, int]] = field(default_factory=set)
+
+
+@dataclass
+class MarketCounters:
+    claims_sent: int = 0
+    claims_lost: int = 0  # claims another worker won first (included as failed)
+    products: int = 0  # job products computed
+    multiply_adds: int = 0
+    recomputed: int = 0  # job products computed a second time (must stay 0)
+    commits: int = 0
+    reveals: int = 0
+
+
 def open_jobs(chain: ChainState) -> list[tuple[bytes, Job]]:
-    """Jobs the next block on the tip may name."""
-    height = chain.tip.height + 1
+    """Jobs a claim on the next block could take (open and not yet expired)."""
+    mtp = chain.mtp_after(chain.tip)
     out = []
     for key, raw in chain.db.iter_state(PREFIX_JOB):
         job = Job.from_bytes(raw)
-        if job.status == JobStatus.OPEN and height <= job.expiry:
+        if job.status == JobStatus.OPEN and mtp < job.expires:
             out.append((key[1:], job))
     return out
 
@@ -77,6 +110,7 @@ class MarketMiner:
         store: BlobStore,
         settings: MarketSettings,
         submit_tx: Callable[[Transaction], object],
+        pending_nonce: Callable[[bytes], int],
         peers: BlobPeers | None = None,
     ) -> None:
         self.chain = chain
@@ -84,17 +118,21 @@ class MarketMiner:
         self.store = store
         self.settings = settings
         self.submit_tx = submit_tx
+        self.pending_nonce = pending_nonce
+        self.address = address_from_pubkey(settings.key.public_key)
+        self.held: dict[bytes, Held] = {}
+        self.counters = MarketCounters()
         self._failed: dict[bytes, float] = {}
-        self._products: dict[bytes, npt.NDArray[np.int32]] = {}
-        self._next_nonce = 0
-        self.committed: list[bytes] = []
+        self._computed: set[bytes] = set()
+
+    # --- choosing and claiming --------------------------------------------------------
 
     def candidates(self) -> list[tuple[bytes, Job]]:
         now = time.monotonic()
         rate = self.settings.min_bounty_per_mac
         jobs = [
             (jid, job) for jid, job in open_jobs(self.chain)
-            if self._failed.get(jid, 0.0) <= now
+            if jid not in self.held and self._failed.get(jid, 0.0) <= now
             and job.bounty >= rate * job.multiply_adds
             and check_shape(self.chain.network.pouw, job.m, job.k, job.n).ok
         ]  # fmt: skip
@@ -103,6 +141,34 @@ class MarketMiner:
 
     def forget(self, job_id: bytes) -> None:
         self._failed[job_id] = time.monotonic() + RETRY_FAILED_S
+        self.held.pop(job_id, None)
+
+    def _send(self, tx: Transaction, what: str) -> bool:
+        result = self.submit_tx(tx)
+        ok = bool(getattr(result, "ok", True))
+        if not ok:
+            log.warning("%s not accepted by the mempool: %s", what, result)
+        return ok
+
+    def _claim_more(self) -> None:
+        from wallet.jobs import claim_tx
+
+        busy = sum(not h.computed for h in self.held.values())
+        for job_id, job in self.candidates()[: max(0, self.settings.claim_ahead - busy)]:
+            bond = self.chain.network.market.bond_for(job.bounty)
+            tx = claim_tx(
+                self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
+                bond, fee=self.settings.fee,
+            )  # fmt: skip
+            if not self._send(tx, f"claim of {job_id.hex()[:16]}"):
+                self.forget(job_id)
+                continue
+            self.held[job_id] = Held(job, time.monotonic(), tx.txid)
+            self.counters.claims_sent += 1
+            log.info(
+                "claimed job %s (%dx%dx%d, bounty %d, bond %d)",
+                job_id.hex()[:16], job.m, job.k, job.n, job.bounty, bond,
+            )  # fmt: skip
 
     async def _operand(self, root: bytes, kind: str, rows: int, cols: int, job: Job) -> np.ndarray:
         have = self.store.get(root)
@@ -132,58 +198,132 @@ class MarketMiner:
                         lied = url.rstrip("/") in report.bad_data
                         self.peers.report_blob_source(root, url, why, lied)
 
-    async def pick(self) -> tuple[JobRef, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
-        for job_id, job in self.candidates():
-            try:
-                a = await self._operand(job.h_a, "a", job.m, job.k, job)
-                bt = await self._operand(job.h_b, "bt", job.n, job.k, job)
-            except BlobError as exc:
-                log.warning("job %s: operands unavailable: %s", job_id.hex()[:16], exc)
-                self.forget(job_id)
+    async def _fetch(self, job_id: bytes, held: Held) -> bool:
+        if held.a is not None and held.b is not None:
+            return True
+        job = held.job
+        try:
+            a = await self._operand(job.h_a, "a", job.m, job.k, job)
+            bt = await self._operand(job.h_b, "bt", job.n, job.k, job)
+        except BlobError as exc:
+            # Our claim stands: its bond is lost unless another source appears in time.
+            log.warning("job %s: operands unavailable: %s", job_id.hex()[:16], exc)
+            return False
+        held.a = np.asarray(a, dtype=np.int8)
+        held.b = np.ascontiguousarray(np.asarray(bt, dtype=np.int8).T)
+        return True
+
+    # --- the mining loop's side -------------------------------------------------------
+
+    def _ours(self, job_id: bytes) -> Job | None:
+        """The job as the tip has it, if our claim holds it."""
+        job = get_job(self.chain.state_get, job_id)
+        if job is None or job.claimant != self.address:
+            return None
+        return job
+
+    async def next_work(self) -> tuple[JobRef, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
+        """A claimed job whose claim is on chain, with its operands; claims more jobs
+        when fewer than ``claim_ahead`` are in hand. None: mine something else."""
+        self.on_tip()
+        self._claim_more()
+        for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
+            if held.computed:
                 continue
-            b = np.ascontiguousarray(np.asarray(bt, dtype=np.int8).T)
-            return JobRef(job_id, job.h_a, job.h_b), np.asarray(a, dtype=np.int8), b
+            if not await self._fetch(job_id, held):
+                continue
+            job = self._ours(job_id)
+            if job is None or job.status != JobStatus.CLAIMED:
+                continue  # not confirmed yet (or lost: on_tip drops it)
+            assert held.a is not None and held.b is not None
+            return JobRef(job_id, job.h_a, job.h_b), held.a, held.b
         return None
 
-    def remember_product(self, job_id: bytes, product: object) -> None:
-        if product is not None:
-            self._products = {job_id: product}  # type: ignore[dict-item]
+    def deliver(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
+        """The product of a job we hold is done: store C, commit its root."""
+        if job_id in self._computed:
+            self.counters.recomputed += 1
+        self._computed.add(job_id)
+        held = self.held.get(job_id)
+        job = self.held[job_id].job if held is not None else None
+        self.counters.products += 1
+        if job is not None:
+            self.counters.multiply_adds += job.multiply_adds
+        if held is None:
+            return None
+        held.computed = True
+        held.a = held.b = None  # C is what we need from now on
+        return self.commit_result(job_id, c)
 
-    def commit_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction:
-        """Store C, and send the JOB_COMMIT for it (used by on_mined; tests call it with
-        a deliberately wrong C)."""
+    def commit_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
+        """Store C and send the JOB_COMMIT for it (tests call it with a wrong C)."""
         from wallet.jobs import commit_tx
 
         root = self.store.put("c", c)
-        address = self.settings.key.public_key
-        from chain.address import address_from_pubkey
-
-        acct = Account.from_bytes(self.chain.state_get(account_key(address_from_pubkey(address))))
-        nonce = max(acct.nonce, self._next_nonce)
+        held = self.held.get(job_id)
+        if held is not None:
+            held.result_root = root
         tx = commit_tx(
-            self.chain.network, self.settings.key, nonce, job_id, root,
-            url=self.settings.serve_url, fee=self.settings.commit_fee,
+            self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
+            root, url=self.settings.serve_url, fee=self.settings.fee,
         )  # fmt: skip
-        self._next_nonce = nonce + 1
-        self.submit_tx(tx)
-        self.committed.append(job_id)
+        if not self._send(tx, f"commit of {job_id.hex()[:16]}"):
+            return None
+        self.counters.commits += 1
         log.info("committed job %s result root %s", job_id.hex(), root.hex())
         return tx
 
-    def on_mined(self, job_id: bytes) -> None:
-        """Our block naming ``job_id`` is in: commit C."""
-        c = self._products.pop(job_id, None)
-        job = get_job(self.chain.state_get, job_id)
-        if c is None or job is None or job.status != JobStatus.MINED:
-            log.warning("mined job %s but have no product to commit", job_id.hex()[:16])
+    def on_tip(self) -> None:
+        """After a tip change: answer probes, forget jobs that ended or were lost."""
+        now = time.monotonic()
+        for job_id, held in list(self.held.items()):
+            job = get_job(self.chain.state_get, job_id)
+            if job is None:
+                self.held.pop(job_id)
+                continue
+            if job.claimant != self.address or job.status not in (
+                JobStatus.CLAIMED, JobStatus.COMMITTED
+            ):  # fmt: skip
+                if job.status == JobStatus.OPEN and now - held.claimed_at < CLAIM_CONFIRM_S:
+                    if self.chain.db.get_tx_failure(held.claim_txid) is None:
+                        continue  # our claim is still on its way
+                if job.status in (JobStatus.PAID, JobStatus.REFUNDED):
+                    log.info("job %s %s", job_id.hex()[:16], job.status.name.lower())
+                elif not held.computed:
+                    self.counters.claims_lost += 1
+                    log.info("lost the claim of job %s", job_id.hex()[:16])
+                self.held.pop(job_id)
+                continue
+            held.job = job
+            if job.status == JobStatus.COMMITTED and job.probe_open:
+                self._reveal(job_id, held, job)
+
+    def _reveal(self, job_id: bytes, held: Held, job: Job) -> None:
+        from consensus.result import RESULT_CHUNK, result_proof
+        from wallet.jobs import reveal_tx
+
+        probe = (job.probe_row, job.probe_chunk)
+        if probe in held.revealed:
             return
-        self.commit_result(job_id, c)
+        c = self.store.get(job.result_root)
+        if c is None:
+            log.warning("job %s probed but C is not in the blob store", job_id.hex()[:16])
+            return
+        data, chunk_branch, result_branch = result_proof(c, probe[0], probe[1] * RESULT_CHUNK)
+        tx = reveal_tx(
+            self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
+            data, tuple(chunk_branch), tuple(result_branch), fee=self.settings.fee,
+        )  # fmt: skip
+        if self._send(tx, f"reveal for {job_id.hex()[:16]}"):
+            held.revealed.add(probe)
+            self.counters.reveals += 1
+            log.info("revealed chunk %s of job %s", probe, job_id.hex()[:16])
 
 
 def market_miner_for(node: object, key: PrivateKey, **settings: object) -> MarketMiner:
     """A MarketMiner wired to a Node: its chain, its blob service's store and URL,
-    ``submit_transaction``, and its P2P service (if any) for blob sources that peers
-    announced. The node must run node/blobs.BlobService."""
+    ``submit_transaction``, its mempool's pending nonces, and its P2P service (if any)
+    for blob sources that peers announced. The node must run node/blobs.BlobService."""
     blobs = next(s for s in node.services if getattr(s, "name", "") == "blobs")  # type: ignore[attr-defined]
     p2p = next(
         (s for s in node.services if getattr(s, "name", "") == "p2p"  # type: ignore[attr-defined]
@@ -195,5 +335,6 @@ def market_miner_for(node: object, key: PrivateKey, **settings: object) -> Marke
         blobs.store,
         MarketSettings(key=key, serve_url=blobs.url, **settings),  # type: ignore[arg-type]
         node.submit_transaction,  # type: ignore[attr-defined]
+        node.mempool.pending_nonce,  # type: ignore[attr-defined]
         peers=p2p,
     )

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
-from chain.header import NO_JOB
 from chain.state import StateError
 from chain.tx import Transaction
 from compute.engine import MiningEngine
@@ -34,6 +34,7 @@ log = logging.getLogger("pouw.mining")
 class MiningCounters:
     products: int = 0
     multiply_adds: int = 0
+    job_multiply_adds: int = 0  # of those, multiply-adds of paid jobs' products
     blocks_found: int = 0
     blocks_accepted: int = 0
     started: float = 0.0
@@ -62,39 +63,37 @@ class Miner:
         self.counters = MiningCounters()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pouw-mine")
         self._attempt = 0
-        self._last_job_header: bytes | None = None
         self.market = market  # None: filler only
-        self._product: object = None
+        self._closing = False
 
     def interrupt(self) -> None:
         """Abandon the product in flight (tip changed, or shutting down)."""
         self.stop_event.set()
 
     async def mine_once(self) -> Block | None:
-        """Multiply one product on a fresh template: a paid job when the market has one
-        worth it (``market``), else filler. Return a block if a tile won."""
+        """Multiply one product on a fresh template: a paid job whose claim we hold
+        (``market``), else filler. Return a block if a tile won.
+
+        A job's product is computed once, whatever happens to the tip meanwhile: a tip
+        change kills its lottery, not the product (the engine finishes C), and C is
+        committed either way. Filler is simply dropped on a tip change.
+        """
         net = self.chain.network
         template = None
         self._attempt += 1
-        pick = await self.market.pick() if self.market is not None else None
-        if pick is not None:
-            ref, a, b = pick
+        work = await self.market.next_work() if self.market is not None else None
+        if work is not None:
+            ref, a, b = work
             shape = (a.shape[0], a.shape[1], b.shape[1])
             try:
                 template = build_template(
                     self.chain, self.miner, self.select_txs(), shape, int(time.time()), job=ref
                 )
-            except StateError as exc:  # taken or expired meanwhile: filler this round
+            except StateError as exc:  # the claim is gone from this tip
                 log.info("job %s not minable: %s", ref.job_id.hex()[:16], exc)
                 self.market.forget(ref.job_id)  # type: ignore[union-attr]
-            if template is not None:
-                # A job's operands are fixed, so the same header draws the same tickets:
-                # until the header changes (time, txs, tip), mine filler instead.
-                if template.header.prefix_bytes == self._last_job_header:
-                    template = None
-                else:
-                    self._last_job_header = template.header.prefix_bytes
         if template is None:
+            work = None
             shape = (net.filler.m, net.filler.k, net.filler.n)
             template = build_template(
                 self.chain, self.miner, self.select_txs(), shape, int(time.time())
@@ -104,15 +103,18 @@ class Miner:
         self.stop_event.clear()
         loop = asyncio.get_running_loop()
         out = await loop.run_in_executor(
-            self._pool, self.engine.mine, net.pouw, a, b, template, self.stop_event
-        )
-        if out.stopped:
+            self._pool,
+            partial(self.engine.mine, keep_product_on_stop=work is not None),
+            net.pouw, a, b, template, self.stop_event,
+        )  # fmt: skip
+        if work is not None and out.product is not None and not self._closing:
+            self.counters.job_multiply_adds += shape[0] * shape[1] * shape[2]
+            self.market.deliver(work[0].job_id, out.product)  # type: ignore[union-attr]
+        if out.product is None:
             return None
         self.counters.products += 1
         self.counters.multiply_adds += shape[0] * shape[1] * shape[2]
-        if self.market is not None and template.header.job_id != NO_JOB:
-            self.market.remember_product(template.header.job_id, out.product)
-        if not out.seals or template.header.parent != self.chain.tip.hash:
+        if out.stopped or not out.seals or template.header.parent != self.chain.tip.hash:
             return None
         self.counters.blocks_found += 1
         return template.block_with_seal(out.work, out.seals[0])
@@ -146,11 +148,10 @@ class Miner:
                     self.counters.multiply_adds_per_s(),
                 )
                 last_block = time.monotonic()
-                if self.market is not None and h.job_id != NO_JOB:
-                    self.market.on_mined(h.job_id)
             else:
                 log.warning("own block %s rejected: %s", block.hash.hex()[:16], result.check)
 
     def close(self) -> None:
+        self._closing = True
         self.interrupt()
         self._pool.shutdown(wait=True, cancel_futures=True)

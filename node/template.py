@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from chain.block import Block
 from chain.chainstate import ChainState
 from chain.header import HEADER_VERSION, NO_JOB, Header
-from chain.jobs import name_job
-from chain.state import Overlay, StateError, apply_transaction
+from chain.jobs import BlockClock, check_named_job
+from chain.state import Overlay, StateError
+from chain.transition import apply_transaction
 from chain.tx import Transaction, transactions_root
 from chain.validation import expected_target
 from consensus.difficulty import median_time_past
@@ -59,24 +60,26 @@ def next_timestamp(chain: ChainState, now: int) -> int:
 
 
 def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) -> list[Transaction]:
-    """The txs (in order) that apply on the tip after the job ``header`` names, if any.
+    """The txs (in order) that apply on the tip, checking first the job ``header``
+    names, if any (JobNameError: the caller picks other work).
 
-    The mempool checks balances and nonces only; a job transaction may still fail its
-    state rule (a late commit, a challenge of a correct entry...). Such a tx, and the
-    later txs of its sender that then have a nonce gap, are left out of the template
-    instead of making it invalid.
+    A job transaction whose market rule fails is still applicable (it is included as
+    failed). A tx that does not apply at all (its sender can no longer pay the fee, a
+    nonce the pool got wrong), and the later txs of its sender that then have a nonce
+    gap, are left out instead of making the template invalid.
     """
     net = chain.network
-    state = Overlay(chain.state_get)
     if header.job_id != NO_JOB:
-        name_job(state, header)  # JobNameError/StateError: the caller picks other work
+        check_named_job(chain.state_get, header)
+    state = Overlay(chain.state_get)
+    clock = BlockClock(header.height, chain.mtp_after(chain.tip), net.difficulty.target_spacing_s)
     kept: list[Transaction] = []
     for tx in txs:
-        before = dict(state.changes)
+        mark = state.mark()
         try:
-            apply_transaction(state, tx, header.height, net.pouw, net.market)
+            apply_transaction(state, tx, clock, net)
         except StateError:
-            state.changes = before
+            state.rollback(mark)
             continue
         kept.append(tx)
     return kept

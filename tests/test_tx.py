@@ -303,7 +303,7 @@ def test_sign_with_wrong_key_raises() -> None:
 
 BAD_TXS: list[tuple[TxReject, Transaction]] = [
     (TxReject.UNKNOWN_KIND, make_tx(kind=0)),
-    (TxReject.UNKNOWN_KIND, make_tx(kind=6)),
+    (TxReject.UNKNOWN_KIND, make_tx(kind=9)),
     (TxReject.UNKNOWN_KIND, make_tx(kind=255)),
     # Every kind is active since the compute market; KIND_NOT_ACTIVE is tested below
     # with a narrowed ACTIVE_KINDS.

@@ -21,7 +21,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from chain.jobs import ZERO_ADDRESS, JobChallenge, JobCommit, JobReclaim, JobSubmit
+from chain.job_payloads import (
+    JobChallenge,
+    JobClaim,
+    JobCommit,
+    JobProbe,
+    JobReclaim,
+    JobReveal,
+    JobSubmit,
+)
+from chain.jobs import ZERO_ADDRESS
 from chain.keys import PrivateKey
 from chain.network import Network
 from chain.tx import Transaction, TxKind, sign
@@ -70,14 +79,24 @@ def _job_tx(
 
 def submit_tx(
     network: Network, key: PrivateKey, nonce: int, a: npt.NDArray[np.int8],
-    b: npt.NDArray[np.int8], bounty: int, expiry: int, url: str = "",
+    b: npt.NDArray[np.int8], bounty: int, expires: int, url: str = "",
     fee: int = DEFAULT_JOB_FEE,
 ) -> Transaction:  # fmt: skip
-    """JOB_SUBMIT for A . B; the job id is the returned tx's txid."""
+    """JOB_SUBMIT for A . B, claimable until median time past ``expires`` (unix
+    seconds); the job id is the returned tx's txid."""
     m, k = a.shape
     n = b.shape[1]
-    payload = JobSubmit(m, k, n, commit_rows(a), commit_cols(b), expiry, url.encode())
+    payload = JobSubmit(m, k, n, commit_rows(a), commit_cols(b), expires, url.encode())
     return _job_tx(network, key, nonce, TxKind.JOB_SUBMIT, payload.to_payload(), fee, bounty)
+
+
+def claim_tx(
+    network: Network, key: PrivateKey, nonce: int, job_id: bytes, bond: int,
+    fee: int = DEFAULT_JOB_FEE,
+) -> Transaction:  # fmt: skip
+    """JOB_CLAIM escrowing ``bond`` (at least ``network.market.bond_for(bounty)``)."""
+    payload = JobClaim(job_id).to_payload()
+    return _job_tx(network, key, nonce, TxKind.JOB_CLAIM, payload, fee, bond)
 
 
 def commit_tx(
@@ -86,6 +105,24 @@ def commit_tx(
 ) -> Transaction:  # fmt: skip
     payload = JobCommit(job_id, result_root, url.encode()).to_payload()
     return _job_tx(network, key, nonce, TxKind.JOB_COMMIT, payload, fee)
+
+
+def probe_tx(
+    network: Network, key: PrivateKey, nonce: int, job_id: bytes, row: int, chunk: int,
+    deposit: int, fee: int = DEFAULT_JOB_FEE,
+) -> Transaction:  # fmt: skip
+    """JOB_PROBE: the claimant must publish chunk ``chunk`` of row ``row`` of C."""
+    payload = JobProbe(job_id, row, chunk).to_payload()
+    return _job_tx(network, key, nonce, TxKind.JOB_PROBE, payload, fee, deposit)
+
+
+def reveal_tx(
+    network: Network, key: PrivateKey, nonce: int, job_id: bytes, data: bytes,
+    chunk_branch: tuple[bytes, ...], result_branch: tuple[bytes, ...],
+    fee: int = DEFAULT_JOB_FEE,
+) -> Transaction:  # fmt: skip
+    payload = JobReveal(job_id, data, chunk_branch, result_branch).to_payload()
+    return _job_tx(network, key, nonce, TxKind.JOB_REVEAL, payload, fee)
 
 
 def reclaim_tx(

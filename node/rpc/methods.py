@@ -39,6 +39,7 @@ from node.rpc.errors import (
     VERIFY_REJECTED,
     RpcError,
 )
+from node.rpc.market import MarketMethods
 from node.rpc.protocol import CallContext, NoParams, Params, Registry
 from node.template import build_template
 
@@ -130,15 +131,6 @@ class SubmitParams(Params):
     hexdata: HexStr
 
 
-class JobParams(Params):
-    job_id: HashHex
-
-
-class ListJobsParams(Params):
-    status: Literal["open", "mined", "committed", "paid", "refunded", "reclaimed", "all"] = "open"
-    limit: Annotated[int, Field(ge=1, le=10000)] = 1000
-
-
 class AddNodeParams(Params):
     node: str
     command: Literal["add", "remove", "onetry"]
@@ -170,7 +162,7 @@ class UnsubscribeParams(Params):
 # --- the methods ----------------------------------------------------------------------
 
 
-class Methods:
+class Methods(MarketMethods):
     def __init__(self, node: Node, service: RpcService) -> None:
         self.node = node
         self.service = service
@@ -445,6 +437,9 @@ class Methods:
                 confirmations=self.confirmations(rec), blockhash=rec.hash.hex(),
                 height=rec.height, blocktime=rec.timestamp, in_mempool=False,
             )  # fmt: skip
+            # The receipt: a job tx whose market rule failed is included as failed.
+            failure = self.node.db.get_tx_failure(tx.txid)
+            out.update(status="failed" if failure else "ok", failure=failure or None)
         return out
 
     def getrawtransaction(self, ctx: CallContext, p: TxidParams) -> Any:
@@ -569,12 +564,7 @@ class Methods:
     def getmininginfo(self, ctx: CallContext, p: NoParams) -> dict[str, Any]:
         """Height, difficulty, target, network rate estimate, pool size, own miner stats."""
         chain = self.node.chain
-        recs = list(itertools.islice(chain.ancestors(chain.tip.hash), 121))
-        rate = 0.0
-        if len(recs) > 2:
-            span = recs[0].timestamp - recs[-1].timestamp
-            work = recs[0].cumulative_work - recs[-1].cumulative_work
-            rate = work / span if span > 0 else 0.0
+        rate = self.network_rate()
         miner = self.node.miner
         return {
             "chain": self.net.name,
@@ -585,76 +575,16 @@ class Methods:
             "pooledtx": len(self.node.mempool),
             "mining": miner is not None,
             "localmultiplyaddsps": miner.counters.multiply_adds_per_s() if miner else 0.0,
+            "localproducts": miner.counters.products if miner else 0,
+            "localmultiplyadds": miner.counters.multiply_adds if miner else 0,
+            "localjobmultiplyadds": miner.counters.job_multiply_adds if miner else 0,
+            "market": self.local_market() if miner else None,
             "blocksfound": miner.counters.blocks_accepted if miner else 0,
             "filler": [self.net.filler.m, self.net.filler.k, self.net.filler.n],
             "blockwork": hex256(block_work(chain.tip_header.target)),
         }
 
-    # compute market ------------------------------------------------------------------
-
-    def job_info(self, job_id: bytes, job: Any) -> dict[str, Any]:
-        from chain.jobs import ZERO_ADDRESS
-
-        net = self.net.market
-        out: dict[str, Any] = {
-            "job_id": job_id.hex(),
-            "status": job.status.name.lower(),
-            "buyer": encode_address(self.net.hrp, job.buyer),
-            "m": job.m, "k": job.k, "n": job.n,
-            "h_a": job.h_a.hex(), "h_b": job.h_b.hex(),
-            "bounty": job.bounty,
-            "multiply_adds": job.multiply_adds,
-            "bounty_per_multiply_add": job.bounty / job.multiply_adds,
-            "expiry": job.expiry,
-            "submitted": job.submitted,
-            "data_url": job.data_url.decode(errors="replace"),
-        }  # fmt: skip
-        if job.miner != ZERO_ADDRESS:
-            out.update(
-                miner=encode_address(self.net.hrp, job.miner),
-                mined_height=job.mined_height,
-                held_reward=job.held_reward,
-                commit_deadline=job.mined_height + net.commit_blocks,
-            )
-        if job.committed_height:
-            out.update(
-                result_root=job.result_root.hex(),
-                committed_height=job.committed_height,
-                result_url=job.result_url.decode(errors="replace"),
-                settles_at=job.committed_height + net.challenge_blocks,
-            )
-        return out
-
-    def getjob(self, ctx: CallContext, p: JobParams) -> dict[str, Any]:
-        """A compute job by id: status (open, mined, committed, paid, refunded,
-        reclaimed), buyer, shape, commitments, bounty, expiry, miner and result root."""
-        from chain.jobs import get_job
-
-        job_id = bytes.fromhex(p.job_id)
-        job = get_job(self.node.chain.state_get, job_id)
-        if job is None:
-            raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
-        return self.job_info(job_id, job)
-
-    def listjobs(self, ctx: CallContext, p: ListJobsParams) -> list[Any]:
-        """Compute jobs, best bounty per multiply-add first; ``status`` filters (default
-        "open": jobs the next block may mine; "all": every job)."""
-        from chain.jobs import PREFIX_JOB, Job, JobStatus
-
-        height = self.node.chain.tip.height + 1
-        out = []
-        for key, raw in self.node.chain.db.iter_state(PREFIX_JOB):
-            job = Job.from_bytes(raw)
-            if p.status == "open":
-                if job.status != JobStatus.OPEN or height > job.expiry:
-                    continue
-            elif p.status != "all" and job.status.name.lower() != p.status:
-                continue
-            out.append(self.job_info(key[1:], job))
-            if len(out) >= p.limit:
-                break
-        out.sort(key=lambda j: -j["bounty_per_multiply_add"])
-        return out
+    # compute market (jobs: node/rpc/market.py) -------------------------------------
 
     def getcontribution(self, ctx: CallContext, p: AddressParams) -> dict[str, Any]:
         """The contribution ledger entry of an address (blocks, work, multiply-adds...)."""
@@ -804,7 +734,7 @@ def register_all(registry: Registry, m: Methods) -> None:
         "getaddresshistory",
     ]
     mining = ["getblocktemplate", "submitblock", "getmininginfo"]
-    market = ["getjob", "listjobs", "getcontribution"]
+    market = ["getjob", "listjobs", "getmarketinfo", "getcontribution"]
     network = [
         "getnetworkinfo",
         "getpeerinfo",

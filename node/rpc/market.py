@@ -1,0 +1,190 @@
+"""RPC methods of the compute market: jobs, the market's state, the network's rate.
+
+A mixin of node/rpc/methods.Methods (it uses ``self.node`` and ``self.net``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import statistics
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from chain.address import encode_address
+from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job
+from consensus.difficulty import block_work
+from node.rpc.errors import INVALID_ADDRESS_OR_KEY, RpcError
+from node.rpc.protocol import CallContext, NoParams, Params
+
+if TYPE_CHECKING:
+    from chain.network import Network
+    from node.service import Node
+
+# Blocks the network rate is measured over: enough to smooth the lottery's luck, few
+# enough that the estimate follows a miner joining or leaving within minutes.
+RATE_BLOCKS = 60
+STATUS_NAMES = tuple(s.name.lower() for s in JobStatus)
+
+
+class JobParams(Params):
+    job_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+
+
+class ListJobsParams(Params):
+    status: Literal[
+        "open", "claimed", "committed", "paid", "refunded", "reclaimed", "expired", "all"
+    ] = "open"
+    limit: Annotated[int, Field(ge=1, le=10000)] = 1000
+
+
+class MarketMethods:
+    node: Node
+    net: Network
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def network_rate(self) -> float:
+        """Multiply-adds per second the network computed over the last RATE_BLOCKS.
+
+        Each block counts the larger of its work (2^256 / target: expected multiply-adds
+        behind a win) and its own product's m.n.k: on an easy network (a devnet at its
+        target limit) almost every product wins, and the product is the better figure.
+        """
+        chain = self.node.chain
+        recs = list(itertools.islice(chain.ancestors(chain.tip.hash), RATE_BLOCKS + 1))
+        if len(recs) < 3:
+            return 0.0
+        span = recs[0].timestamp - recs[-1].timestamp
+        done = 0
+        for rec in recs[:-1]:
+            h = chain.get_block(rec.hash).header
+            done += max(block_work(h.target), h.m * h.n * h.k)
+        return done / span if span > 0 else 0.0
+
+    def local_market(self) -> dict[str, Any] | None:
+        """The own miner's market counters (None without a market miner)."""
+        miner = self.node.miner
+        market = getattr(miner, "market", None)
+        if market is None:
+            return None
+        c = market.counters
+        return {
+            "claims_sent": c.claims_sent, "claims_lost": c.claims_lost,
+            "products": c.products, "multiply_adds": c.multiply_adds,
+            "recomputed_products": c.recomputed, "commits": c.commits, "reveals": c.reveals,
+            "jobs_in_hand": len(market.held),
+        }  # fmt: skip
+
+    def all_jobs(self) -> list[tuple[bytes, Job]]:
+        return [
+            (key[1:], Job.from_bytes(raw))
+            for key, raw in self.node.chain.db.iter_state(PREFIX_JOB)
+        ]
+
+    def job_info(self, job_id: bytes, job: Job) -> dict[str, Any]:
+        hrp = self.net.hrp
+        out: dict[str, Any] = {
+            "job_id": job_id.hex(),
+            "status": job.status.name.lower(),
+            "buyer": encode_address(hrp, job.buyer),
+            "m": job.m, "k": job.k, "n": job.n,
+            "h_a": job.h_a.hex(), "h_b": job.h_b.hex(),
+            "bounty": job.bounty,
+            "multiply_adds": job.multiply_adds,
+            "bounty_per_multiply_add": job.bounty / job.multiply_adds,
+            "expires": job.expires,
+            "submitted": job.submitted,
+            "claims": job.claims,
+            "data_url": job.data_url.decode(errors="replace"),
+        }  # fmt: skip
+        if job.claimant != ZERO_ADDRESS:
+            out.update(
+                claimant=encode_address(hrp, job.claimant), bond=job.bond,
+                claim_deadline=job.claim_deadline,
+            )  # fmt: skip
+        if job.committed_height:
+            out.update(
+                result_root=job.result_root.hex(),
+                committed_height=job.committed_height,
+                result_url=job.result_url.decode(errors="replace"),
+                window_end=job.window_end,
+            )
+        if job.probe_open:
+            out["probe"] = {
+                "row": job.probe_row, "chunk": job.probe_chunk, "deposit": job.probe_deposit,
+                "deadline": job.probe_deadline, "by": encode_address(hrp, job.probe_by),
+            }  # fmt: skip
+        return out
+
+    # --- methods ---------------------------------------------------------------------
+
+    def getjob(self, ctx: CallContext, p: JobParams) -> dict[str, Any]:
+        """A compute job by id: status (open, claimed, committed, paid, refunded,
+        reclaimed, expired), buyer, shape, commitments, bounty, claim and result."""
+        job_id = bytes.fromhex(p.job_id)
+        job = get_job(self.node.chain.state_get, job_id)
+        if job is None:
+            pending = self.node.mempool.get(job_id)
+            if pending is not None:
+                return {"job_id": p.job_id, "status": "pending"}
+            raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
+        out = self.job_info(job_id, job)
+        out["mtp"] = self.node.chain.mtp_after(self.node.chain.tip)
+        return out
+
+    def listjobs(self, ctx: CallContext, p: ListJobsParams) -> list[Any]:
+        """Compute jobs, best bounty per multiply-add first; ``status`` filters (default
+        "open": jobs a claim could take now; "all": every job)."""
+        mtp = self.node.chain.mtp_after(self.node.chain.tip)
+        out = []
+        for job_id, job in self.all_jobs():
+            if p.status == "open" and not (job.status == JobStatus.OPEN and mtp < job.expires):
+                continue
+            if p.status not in ("open", "all") and job.status.name.lower() != p.status:
+                continue
+            out.append(self.job_info(job_id, job))
+        out.sort(key=lambda j: -j["bounty_per_multiply_add"])
+        return out[: p.limit]
+
+    def getmarketinfo(self, ctx: CallContext, p: NoParams) -> dict[str, Any]:
+        """The market at a glance: jobs by status, open demand, the going bounty per
+        multiply-add, the share of the network's work that went to paid products over
+        the last RATE_BLOCKS blocks, and the expected wait for new work."""
+        chain = self.node.chain
+        recs = list(itertools.islice(chain.ancestors(chain.tip.hash), RATE_BLOCKS + 1))
+        since = recs[-1].height
+        span = max(1, recs[0].timestamp - recs[-1].timestamp)
+        counts = dict.fromkeys(STATUS_NAMES, 0)
+        demand = bounty = busy = delivered = 0
+        open_rates: list[float] = []
+        paid_rates: list[float] = []
+        for _, job in self.all_jobs():
+            counts[job.status.name.lower()] += 1
+            if job.status == JobStatus.OPEN:
+                demand += job.multiply_adds
+                bounty += job.bounty
+                open_rates.append(job.bounty / job.multiply_adds)
+            elif job.status in (JobStatus.CLAIMED, JobStatus.COMMITTED):
+                busy += job.multiply_adds
+            if job.committed_height > since and job.status in (
+                JobStatus.COMMITTED, JobStatus.PAID
+            ):  # fmt: skip
+                delivered += job.multiply_adds
+                paid_rates.append(job.bounty / job.multiply_adds)
+        rate = self.network_rate()
+        rates = open_rates or paid_rates
+        return {
+            "jobs": counts,
+            "open_demand_multiply_adds": demand,
+            "open_bounty": bounty,
+            "in_progress_multiply_adds": busy,
+            "going_bounty_per_multiply_add": statistics.median(rates) if rates else 0.0,
+            "network_multiply_adds_per_s": rate,
+            "delivered_multiply_adds": delivered,
+            "useful_share": min(1.0, delivered / (rate * span)) if rate > 0 else 0.0,
+            "window_blocks": len(recs) - 1,
+            "expected_wait_s": (demand + busy) / rate if rate > 0 else None,
+            "params": dataclasses.asdict(self.net.market),
+        }
