@@ -45,9 +45,8 @@ class BlockReject(enum.StrEnum):
     # A block naming a job it may not mine (chain/jobs.py ``name_job``). Raised by the
     # state transition, reported under its own reason rather than as bad-state.
     JOB_UNKNOWN = "bad-job-unknown"
-    JOB_TAKEN = "bad-job-taken"
-    JOB_CLOSED = "bad-job-closed"
-    JOB_EXPIRED = "bad-job-expired"
+    JOB_NOT_CLAIMED = "bad-job-not-claimed"  # the named job is not claimed (or committed)
+    JOB_NOT_CLAIMANT = "bad-job-not-claimant"  # the block's miner does not hold the claim
     JOB_MISMATCH = "bad-job-mismatch"
     BAD_SEAL_ENCODING = "bad-seal-encoding"
     TOO_MANY_TXS = "too-many-txs"

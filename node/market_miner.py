@@ -151,7 +151,7 @@ class MarketMiner:
         return ok
 
     def _claim_more(self) -> None:
-        from wallet.jobs import claim_tx
+        from wallet.job_txs import claim_tx
 
         busy = sum(not h.computed for h in self.held.values())
         for job_id, job in self.candidates()[: max(0, self.settings.claim_ahead - busy)]:
@@ -257,7 +257,7 @@ class MarketMiner:
 
     def commit_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
         """Store C and send the JOB_COMMIT for it (tests call it with a wrong C)."""
-        from wallet.jobs import commit_tx
+        from wallet.job_txs import commit_tx
 
         root = self.store.put("c", c)
         held = self.held.get(job_id)
@@ -300,7 +300,7 @@ class MarketMiner:
 
     def _reveal(self, job_id: bytes, held: Held, job: Job) -> None:
         from consensus.result import RESULT_CHUNK, result_proof
-        from wallet.jobs import reveal_tx
+        from wallet.job_txs import reveal_tx
 
         probe = (job.probe_row, job.probe_chunk)
         if probe in held.revealed:

@@ -17,7 +17,12 @@ from consensus.commitments import commit_cols, commit_rows
 from node.template import JobRef, build_template
 from tests.chainutil import Clock, easy_devnet, open_db
 
-MARKET = {"commit_blocks": 3, "challenge_blocks": 3, "max_expiry_blocks": 1000}
+# Windows of a few seconds: blocks in these tests are stamped one second apart.
+MARKET = {
+    "claim_slack_s": 6, "claim_rate": 10**12, "bond_bps": 1000, "min_bond": 1000,
+    "challenge_s": 6, "reveal_s": 4, "probe_deposit": 500, "min_window_blocks": 2,
+    "max_open_s": 1000,
+}  # fmt: skip
 _ENGINE = NumpyEngine()
 
 

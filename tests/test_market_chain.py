@@ -1,4 +1,7 @@
-"""Compute-market consensus: job life cycle, payouts, challenges, block rules (in process)."""
+"""Compute-market consensus, in process: the job life cycle (claim, commit, window,
+probe, reveal, challenge, expiry), payment independent of the lottery, failed-but-
+included market actions, windows in seconds of median time past, reorgs, and the
+supply invariant at every block."""
 
 from __future__ import annotations
 
@@ -10,12 +13,26 @@ import pytest
 
 from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
-from chain.jobs import JobStatus, decode_job_payload, get_job
+from chain.job_payloads import (
+    MAX_REVEAL_PAYLOAD,
+    JobClaim,
+    JobProbe,
+    JobReveal,
+    decode_job_payload,
+)
+from chain.jobs import Job, JobStatus, escrow_total, get_job
 from chain.keys import devnet_key
-from chain.state import Contribution, StateReject, contribution_key, supply
+from chain.state import Account, Contribution, account_key, contribution_key, supply
 from chain.tx import MAX_TX_SIZE, Transaction, TxKind, check_transaction
-from consensus.result import ChallengeReject, result_root, verify_challenge
-from tests.chainutil import mine_block
+from consensus.result import (
+    RESULT_CHUNK,
+    ChallengeReject,
+    result_proof,
+    result_root,
+    verify_challenge,
+    verify_chunk,
+)
+from tests.chainutil import mine_block, transfer
 from tests.marketutil import (
     MARKET,
     balance,
@@ -26,7 +43,16 @@ from tests.marketutil import (
     operands,
     seal_named,
 )
-from wallet.jobs import build_challenge, challenge_tx, commit_tx, reclaim_tx, submit_tx
+from wallet.job_txs import (
+    build_challenge,
+    challenge_tx,
+    claim_tx,
+    commit_tx,
+    probe_tx,
+    reclaim_tx,
+    reveal_tx,
+    submit_tx,
+)
 
 NET = market_devnet()
 BUYER_KEY, MINER_KEY, OTHER_KEY = devnet_key(0), devnet_key(1), devnet_key(2)
@@ -35,27 +61,8 @@ MINER = address_from_pubkey(MINER_KEY.public_key)
 OTHER = address_from_pubkey(OTHER_KEY.public_key)
 SHAPE = (64, 128, 64)
 BOUNTY = 1_000_000
-
-
-def _mine(chain: ChainState, txs: list[Transaction] | None = None) -> None:
-    chain.clock.now = max(chain.clock.now, chain.tip_header.timestamp) + 1  # type: ignore[attr-defined]
-    r = chain.process_block(mine_block(chain, txs or [], miner=OTHER))
-    assert r.accepted and r.connected, r.check
-
-
-def _nonce(chain: ChainState, key: object) -> int:
-    from chain.state import Account, account_key
-
-    addr = address_from_pubkey(key.public_key)  # type: ignore[attr-defined]
-    return Account.from_bytes(chain.state_get(account_key(addr))).nonce
-
-
-def _submitted(tmp_path: Path, expiry: int = 50, seed: int = 1):  # type: ignore[no-untyped-def]
-    chain = new_chain(tmp_path, NET)
-    a, b = operands(*SHAPE, seed=seed)
-    tx = submit_tx(NET, BUYER_KEY, 0, a, b, BOUNTY, expiry, url="http://x")
-    _mine(chain, [tx])
-    return chain, a, b, tx.txid
+BOND = NET.market.bond_for(BOUNTY)
+FEE = 1000
 
 
 def _total(chain: ChainState) -> int:
@@ -67,34 +74,99 @@ def _total(chain: ChainState) -> int:
         elif key[:1] == b"R":
             total += int.from_bytes(value[20:28], "big")
         elif key[:1] == b"J":
-            from chain.jobs import Job, escrow_total
-
             total += escrow_total([Job.from_bytes(value)])
     return total
 
 
-def test_payload_round_trip_and_caps() -> None:
+def _mine(chain: ChainState, txs: list[Transaction] | None = None, step: int = 1) -> None:
+    """One block, stamped ``step`` seconds after the tip; checks the supply invariant."""
+    chain.clock.now = max(chain.clock.now, chain.tip_header.timestamp) + step  # type: ignore[attr-defined]
+    r = chain.process_block(mine_block(chain, txs or [], miner=BUYER))
+    assert r.accepted and r.connected, r.check
+    assert _total(chain) == supply(chain.state_get)
+
+
+def _nonce(chain: ChainState, key: object) -> int:
+    addr = address_from_pubkey(key.public_key)  # type: ignore[attr-defined]
+    return Account.from_bytes(chain.state_get(account_key(addr))).nonce
+
+
+def _job(chain: ChainState, job_id: bytes) -> Job:
+    job = get_job(chain.state_get, job_id)
+    assert job is not None
+    return job
+
+
+def _until(chain: ChainState, job_id: bytes, status: JobStatus, blocks: int = 40) -> int:
+    for mined in range(blocks):
+        if _job(chain, job_id).status is status:
+            return mined
+        _mine(chain)
+    raise AssertionError(f"job still {_job(chain, job_id).status.name} after {blocks} blocks")
+
+
+def _submitted(tmp_path: Path, seed: int = 1, open_s: int = 500):  # type: ignore[no-untyped-def]
+    chain = new_chain(tmp_path, NET)
+    a, b = operands(*SHAPE, seed=seed)
+    expires = chain.mtp_after(chain.tip) + open_s
+    tx = submit_tx(NET, BUYER_KEY, 0, a, b, BOUNTY, expires, url="http://x", fee=FEE)
+    _mine(chain, [tx])
+    assert chain.db.get_tx_failure(tx.txid) == ""
+    return chain, a, b, tx.txid
+
+
+def _claimed(tmp_path: Path, seed: int = 1):  # type: ignore[no-untyped-def]
+    chain, a, b, job_id = _submitted(tmp_path, seed)
+    claim = claim_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, BOND, fee=FEE)
+    _mine(chain, [claim])
+    job = _job(chain, job_id)
+    assert job.status is JobStatus.CLAIMED and job.claimant == MINER and job.bond == BOND
+    return chain, a, b, job_id
+
+
+def _exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
+
+
+def _commit(chain: ChainState, job_id: bytes, c: np.ndarray) -> None:
+    tx = commit_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, result_root(c), "http://m")
+    _mine(chain, [tx])
+    assert chain.db.get_tx_failure(tx.txid) == "", chain.db.get_tx_failure(tx.txid)
+
+
+def test_payloads_round_trip_and_caps() -> None:
     a, b = operands(*SHAPE)
     tx = submit_tx(NET, BUYER_KEY, 0, a, b, BOUNTY, 9, url="http://h:1")
     assert check_transaction(tx, NET.chain_id).ok
     sub = decode_job_payload(tx.kind, tx.payload)
-    assert (sub.m, sub.k, sub.n, sub.expiry, sub.url) == (*SHAPE, 9, b"http://h:1")  # type: ignore[union-attr]
-    c = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
-    ch = build_challenge(a, b, c, 3, 5)
-    ctx = challenge_tx(NET, BUYER_KEY, 1, tx.txid, ch)
-    assert check_transaction(ctx, NET.chain_id).ok
-    assert Transaction.from_bytes(ctx.to_bytes()) == ctx
-    assert len(ctx.to_bytes()) < 4096 < MAX_TX_SIZE  # O(k): k=128 here
-    # at k = 1024 a challenge is about 3.4 KiB, far under its cap
-    a2, b2 = operands(8, 1024, 8)
-    c2 = (a2.astype(np.int64) @ b2.astype(np.int64)).astype(np.int32)
-    big = challenge_tx(NET, BUYER_KEY, 1, tx.txid, build_challenge(a2, b2, c2, 0, 0))
-    assert 2048 < len(big.payload) < 4096
+    assert (sub.m, sub.k, sub.n, sub.expires, sub.url) == (*SHAPE, 9, b"http://h:1")  # type: ignore[union-attr]
+    job_id = tx.txid
+    c = _exact(a, b)
+    data, cb, rb = result_proof(c, 5, 3 * RESULT_CHUNK // 2)
+    built = [
+        (claim_tx(NET, MINER_KEY, 0, job_id, BOND), JobClaim(job_id)),
+        (probe_tx(NET, BUYER_KEY, 1, job_id, 5, 0, 500), JobProbe(job_id, 5, 0)),
+        (reveal_tx(NET, MINER_KEY, 1, job_id, data, tuple(cb), tuple(rb)),
+         JobReveal(job_id, data, tuple(cb), tuple(rb))),
+    ]  # fmt: skip
+    for tx_, payload in built:
+        assert check_transaction(tx_, NET.chain_id).ok
+        assert Transaction.from_bytes(tx_.to_bytes()) == tx_
+        assert decode_job_payload(tx_.kind, tx_.payload) == payload
+    assert MAX_REVEAL_PAYLOAD == 2342
+    # amounts: claim and probe must escrow something, commit must not move anything
+    no_bond = dataclasses.replace(built[0][0], amount=0)
+    assert check_transaction(no_bond, NET.chain_id).reject.value == "tx-job-amount"  # type: ignore[union-attr]
+    pay_commit = dataclasses.replace(commit_tx(NET, MINER_KEY, 0, job_id, bytes(32)), amount=5)
+    assert check_transaction(pay_commit, NET.chain_id).reject.value == "tx-job-amount"  # type: ignore[union-attr]
+    ch = challenge_tx(NET, BUYER_KEY, 1, job_id, build_challenge(a, b, c, 3, 5))
+    assert check_transaction(ch, NET.chain_id).ok
+    assert len(ch.to_bytes()) < 4096 < MAX_TX_SIZE  # O(k): k=128 here
 
 
-def test_verify_challenge_rules() -> None:
+def test_verify_challenge_and_chunk_rules() -> None:
     a, b = operands(*SHAPE)
-    c = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
+    c = _exact(a, b)
     wrong = c.copy()
     wrong[7, 9] += 1
     from consensus.commitments import commit_cols, commit_rows
@@ -105,7 +177,6 @@ def test_verify_challenge_rules() -> None:
     assert verify_challenge(*SHAPE, ha, hb, hc_ok, build_challenge(a, b, c, 7, 9)) is (
         ChallengeReject.ENTRY_CORRECT
     )
-    # a right entry of a wrong C is still a correct entry
     assert verify_challenge(*SHAPE, ha, hb, hc_bad, build_challenge(a, b, wrong, 7, 8)) is (
         ChallengeReject.ENTRY_CORRECT
     )
@@ -121,157 +192,230 @@ def test_verify_challenge_rules() -> None:
     assert verify_challenge(*SHAPE, ha, hb, hc_bad, dataclasses.replace(ok, chunk=b"")) is (
         ChallengeReject.MALFORMED
     )
+    m, _, n = SHAPE
+    data, cb, rb = result_proof(c, 4, 0)
+    assert verify_chunk(m, n, hc_ok, 4, 0, data, cb, rb) is None
+    assert verify_chunk(m, n, hc_bad, 4, 0, data, cb, rb) is ChallengeReject.BAD_RESULT_BRANCH
+    assert verify_chunk(m, n, hc_ok, 5, 0, data, cb, rb) is ChallengeReject.BAD_RESULT_BRANCH
+    assert verify_chunk(m, n, hc_ok, 4, 1, data, cb, rb) is ChallengeReject.BAD_INDEX
+    assert verify_chunk(m, n, hc_ok, 4, 0, data[:-4], cb, rb) is ChallengeReject.MALFORMED
 
 
-def test_job_paid_after_window(tmp_path: Path) -> None:
-    chain, a, b, job_id = _submitted(tmp_path)
-    buyer_before = balance(chain, BUYER)
-    assert get_job(chain.state_get, job_id).status is JobStatus.OPEN  # type: ignore[union-attr]
+def test_claimant_paid_after_window_win_or_lose(tmp_path: Path) -> None:
+    """The claimant's product carries the lottery (its block names the job), and the
+    bounty is paid after the window whether or not a block carried the product."""
+    chain, a, b, job_id = _claimed(tmp_path)
+    # only the claimant may name the job in a header
+    assert chain.process_block(seal_named(chain, OTHER, job_id, a, b)).check.reason.value == (  # type: ignore[union-attr]
+        "bad-job-not-claimant"
+    )
     block, c = mine_job_block(chain, MINER, job_ref(job_id, a, b), a, b)
-    assert np.array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
-    r = chain.process_block(block)
-    assert r.accepted and r.connected, r.check
-    job = get_job(chain.state_get, job_id)
-    assert job is not None and job.status is JobStatus.MINED and job.miner == MINER
-    assert job.held_reward > 0
-    assert chain.state_get(b"R" + block.header.height.to_bytes(8, "big")) is None  # held
-    # a second block naming the job: taken
-    again = seal_named(chain, MINER, job_id, a, b)
-    assert chain.process_block(again).check.reason.value == "bad-job-taken"  # type: ignore[union-attr]
-    # commit by someone else: rejected; by the miner: accepted
-    wrong_sender = commit_tx(NET, OTHER_KEY, _nonce(chain, OTHER_KEY), job_id, result_root(c))
-    h = dataclasses.replace(chain.tip_header, height=chain.tip.height + 1, job_id=bytes(32))
-    with pytest.raises(Exception, match="job-commit-not-miner"):
-        chain.block_changes(h, [wrong_sender])
-    _mine(chain, [commit_tx(NET, MINER_KEY, 0, job_id, result_root(c), url="http://m")])
-    job = get_job(chain.state_get, job_id)
-    assert job is not None and job.status is JobStatus.COMMITTED
-    miner_before = balance(chain, MINER)
-    for _ in range(MARKET["challenge_blocks"]):
-        _mine(chain)
-    job = get_job(chain.state_get, job_id)
-    assert job is not None and job.status is JobStatus.PAID
-    assert balance(chain, MINER) == miner_before + BOUNTY + job.held_reward
-    assert balance(chain, BUYER) == buyer_before
+    assert np.array_equal(c, _exact(a, b))
+    assert chain.process_block(block).accepted
+    reward_raw = chain.state_get(b"R" + block.header.height.to_bytes(8, "big"))
+    assert reward_raw is not None  # the block reward matures as usual: nothing is held
+    reward = int.from_bytes(reward_raw[20:28], "big")
+    miner_before = balance(chain, MINER) + reward  # it matures within the window
+    _commit(chain, job_id, c)
+    job = _job(chain, job_id)
+    assert job.status is JobStatus.COMMITTED and job.window_end == job.window_end
+    blocks = _until(chain, job_id, JobStatus.PAID)
+    assert blocks >= NET.market.min_window_blocks
+    assert balance(chain, MINER) == miner_before - FEE + BOUNTY + BOND
     contrib = Contribution.from_bytes(chain.state_get(contribution_key(MINER)))
     assert contrib.delivered == 64 * 128 * 64 and contrib.bounties == BOUNTY
     assert contrib.blocks == 1 and contrib.challenges_lost == 0
-    assert _total(chain) == supply(chain.state_get)
+
+    # a second job, never in any block: paid all the same
+    a2, b2 = operands(*SHAPE, seed=2)
+    expires = chain.mtp_after(chain.tip) + 500
+    sub = submit_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), a2, b2, BOUNTY, expires)
+    _mine(chain, [sub])
+    _mine(chain, [claim_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), sub.txid, BOND, fee=FEE)])
+    _commit(chain, sub.txid, _exact(a2, b2))
+    _until(chain, sub.txid, JobStatus.PAID)
+    contrib = Contribution.from_bytes(chain.state_get(contribution_key(MINER)))
+    assert contrib.bounties == 2 * BOUNTY and contrib.blocks == 1
+
+
+def test_two_claims_in_one_block_loser_included_as_failed(tmp_path: Path) -> None:
+    chain, a, b, job_id = _submitted(tmp_path)
+    other_before = balance(chain, OTHER)
+    first = claim_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, BOND, fee=FEE)
+    second = claim_tx(NET, OTHER_KEY, _nonce(chain, OTHER_KEY), job_id, BOND, fee=FEE)
+    after = transfer(NET, 2, _nonce(chain, OTHER_KEY) + 1, BUYER, 5)  # OTHER's next tx
+    _mine(chain, [first, second, after])
+    assert _job(chain, job_id).claimant == MINER
+    assert chain.db.get_tx_failure(first.txid) == ""
+    assert chain.db.get_tx_failure(second.txid).startswith("job-bad-status")  # type: ignore[union-attr]
+    assert chain.db.get_tx_failure(after.txid) == ""  # not blocked behind the failed claim
+    assert balance(chain, OTHER) == other_before - FEE - (5 + 10)  # fee only, no bond
+    assert _nonce(chain, OTHER_KEY) == 2
+
+
+def test_vanished_claimant_loses_bond_and_job_reopens(tmp_path: Path) -> None:
+    chain, a, b, job_id = _claimed(tmp_path)
+    buyer_before = balance(chain, BUYER)
+    _until(chain, job_id, JobStatus.OPEN)
+    assert balance(chain, BUYER) >= buyer_before + BOND  # plus its own block rewards
+    contrib = Contribution.from_bytes(chain.state_get(contribution_key(MINER)))
+    assert contrib.challenges_lost == 1
+    # a late commit of the vanished claimant fails; another worker claims and delivers
+    late = commit_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, result_root(_exact(a, b)))
+    _mine(chain, [late])
+    assert chain.db.get_tx_failure(late.txid).startswith("job-bad-status")  # type: ignore[union-attr]
+    _mine(chain, [claim_tx(NET, OTHER_KEY, _nonce(chain, OTHER_KEY), job_id, BOND, fee=FEE)])
+    job = _job(chain, job_id)
+    assert job.status is JobStatus.CLAIMED and job.claimant == OTHER and job.claims == 2
 
 
 def test_wrong_result_loses_challenge(tmp_path: Path) -> None:
-    chain, a, b, job_id = _submitted(tmp_path)
+    chain, a, b, job_id = _claimed(tmp_path)
     buyer_before = balance(chain, BUYER)
-    block, c = mine_job_block(chain, MINER, job_ref(job_id, a, b), a, b)
-    assert chain.process_block(block).accepted
-    wrong = c.copy()
+    wrong = _exact(a, b)
     wrong[10, 20] -= 5
-    _mine(chain, [commit_tx(NET, MINER_KEY, 0, job_id, result_root(wrong))])
-    held = get_job(chain.state_get, job_id).held_reward  # type: ignore[union-attr]
-
-    def attempt(ch: object) -> str:
-        tx = challenge_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), job_id, ch)  # type: ignore[arg-type]
-        h = dataclasses.replace(chain.tip_header, height=chain.tip.height + 1, job_id=bytes(32))
-        try:
-            chain.block_changes(h, [tx])
-        except Exception as exc:  # noqa: BLE001
-            return str(exc)
-        return "ok"
-
-    right_entry = build_challenge(a, b, wrong, 0, 0)
-    assert attempt(right_entry).startswith(StateReject.CHALLENGE_ENTRY_CORRECT.value)
-    proof = build_challenge(a, b, wrong, 10, 20)
-    broken = dataclasses.replace(proof, result_branch=(bytes(32),) * len(proof.result_branch))
-    assert attempt(broken).startswith("challenge-bad-result-branch")
-    assert attempt(proof) == "ok"
-    # the template leaves a failing challenge out instead of breaking the block
-    bad_tx = challenge_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), job_id, right_entry)
+    _commit(chain, job_id, wrong)
+    right_entry = challenge_tx(NET, OTHER_KEY, _nonce(chain, OTHER_KEY), job_id,
+                               build_challenge(a, b, wrong, 0, 0))  # fmt: skip
+    _mine(chain, [right_entry])
+    assert chain.db.get_tx_failure(right_entry.txid) == "challenge-entry-correct"
+    assert _job(chain, job_id).status is JobStatus.COMMITTED
     other_before = balance(chain, OTHER)
-    _mine(chain, [bad_tx])
-    assert get_job(chain.state_get, job_id).status is JobStatus.COMMITTED  # type: ignore[union-attr]
-    # anyone may challenge: OTHER files the proof and gets the held reward
+    proof = build_challenge(a, b, wrong, 10, 20)
     _mine(chain, [challenge_tx(NET, OTHER_KEY, _nonce(chain, OTHER_KEY), job_id, proof)])
-    job = get_job(chain.state_get, job_id)
-    assert job is not None and job.status is JobStatus.REFUNDED
-    assert balance(chain, BUYER) == buyer_before + BOUNTY
-    assert balance(chain, OTHER) >= other_before + held
+    job = _job(chain, job_id)
+    assert job.status is JobStatus.REFUNDED
+    assert balance(chain, OTHER) == other_before - 1000 + BOND  # anyone may challenge
+    assert balance(chain, BUYER) >= buyer_before + BOUNTY
     contrib = Contribution.from_bytes(chain.state_get(contribution_key(MINER)))
     assert contrib.challenges_lost == 1 and contrib.delivered == 0 and contrib.bounties == 0
-    for _ in range(MARKET["challenge_blocks"]):
+    for _ in range(12):
         _mine(chain)
-    assert get_job(chain.state_get, job_id).status is JobStatus.REFUNDED  # type: ignore[union-attr]
-    assert _total(chain) == supply(chain.state_get)
+    assert _job(chain, job_id).status is JobStatus.REFUNDED
 
 
-def test_block_rules_unknown_expired_mismatch(tmp_path: Path) -> None:
-    chain, a, b, job_id = _submitted(tmp_path, expiry=3)
+def test_unanswered_probe_refunds_the_buyer(tmp_path: Path) -> None:
+    """A withheld C (or one served under another root): the claimant cannot publish
+    the probed chunk, loses its bond, the buyer gets bounty, bond and deposit back."""
+    chain, a, b, job_id = _claimed(tmp_path)
+    _commit(chain, job_id, _exact(a, b))
+    buyer_before = balance(chain, BUYER)
+    probe = probe_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), job_id, 3, 0, 500, fee=FEE)
+    _mine(chain, [probe])
+    job = _job(chain, job_id)
+    assert job.probe_open and (job.probe_row, job.probe_chunk, job.probe_deposit) == (3, 0, 500)
+    again = probe_tx(NET, OTHER_KEY, _nonce(chain, OTHER_KEY), job_id, 4, 0, 500)
+    _mine(chain, [again])
+    assert chain.db.get_tx_failure(again.txid).startswith("job-probe-open")  # type: ignore[union-attr]
+    _until(chain, job_id, JobStatus.REFUNDED)
+    # bounty, bond and deposit (minus the probe's fee), plus the buyer's own block rewards
+    assert balance(chain, BUYER) >= buyer_before - FEE + BOUNTY + BOND
+    assert Contribution.from_bytes(chain.state_get(contribution_key(MINER))).challenges_lost == 1
+
+
+def test_answered_probe_pays_the_deposit_and_the_job_settles(tmp_path: Path) -> None:
+    chain, a, b, job_id = _claimed(tmp_path)
+    c = _exact(a, b)
+    _commit(chain, job_id, c)
+    _mine(chain, [probe_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), job_id, 3, 0, 500)])
+    miner_before = balance(chain, MINER)
+    bad = reveal_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id,
+                    *_chunk(c, 4, 0), fee=FEE)  # fmt: skip  # another row's chunk
+    _mine(chain, [bad])
+    assert chain.db.get_tx_failure(bad.txid) == "challenge-bad-result-branch"
+    good = reveal_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, *_chunk(c, 3, 0), fee=FEE)
+    _mine(chain, [good])
+    assert chain.db.get_tx_failure(good.txid) == ""
+    assert not _job(chain, job_id).probe_open
+    assert balance(chain, MINER) == miner_before - 2 * FEE + 500
+    _until(chain, job_id, JobStatus.PAID)
+
+
+def _chunk(c: np.ndarray, row: int, chunk: int) -> tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]:
+    data, cb, rb = result_proof(c, row, chunk * RESULT_CHUNK)
+    return data, tuple(cb), tuple(rb)
+
+
+def test_windows_are_seconds_not_blocks(tmp_path: Path) -> None:
+    """Blocks that come faster than the clock (all stamped at one frozen second, as
+    far as median time past allows) close the window only when MTP reaches its end."""
+    chain, a, b, job_id = _claimed(tmp_path)
+    _commit(chain, job_id, _exact(a, b))
+    end = _job(chain, job_id).window_end
+    frozen = chain.clock.now  # type: ignore[attr-defined]
+    mined = 0
+    while _job(chain, job_id).status is JobStatus.COMMITTED:
+        mtp = chain.mtp_after(chain.tip)
+        r = chain.process_block(mine_block(chain, [], miner=BUYER, now=frozen))
+        assert r.accepted and r.connected
+        mined += 1
+        assert mined < 200
+    assert _job(chain, job_id).status is JobStatus.PAID
+    assert mtp >= end  # closed by time passing, not by the block count
+    assert mined > 3 * NET.market.min_window_blocks
+
+
+def test_expiry_reclaim_and_bad_submits(tmp_path: Path) -> None:
+    chain, a, b, job_id = _submitted(tmp_path, open_s=4)
+    before = balance(chain, BUYER)
+    _until(chain, job_id, JobStatus.EXPIRED)
+    assert balance(chain, BUYER) >= before + BOUNTY
+    late_claim = claim_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, BOND)
+    _mine(chain, [late_claim])
+    assert chain.db.get_tx_failure(late_claim.txid).startswith("job-bad-status")  # type: ignore[union-attr]
+    # reclaim: the buyer only, an open job only
+    a2, b2 = operands(*SHAPE, seed=3)
+    sub = submit_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), a2, b2, BOUNTY,
+                    chain.mtp_after(chain.tip) + 500)  # fmt: skip
+    _mine(chain, [sub])
+    not_buyer = reclaim_tx(NET, OTHER_KEY, _nonce(chain, OTHER_KEY), sub.txid)
+    _mine(chain, [not_buyer])
+    assert chain.db.get_tx_failure(not_buyer.txid) == "job-not-buyer: only the buyer may reclaim a job"
+    _mine(chain, [reclaim_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), sub.txid)])
+    assert _job(chain, sub.txid).status is JobStatus.RECLAIMED
+    # submits that fail their market rule are included as failed, bounty not taken
+    past = submit_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), a2, b2, BOUNTY, 1)
+    odd = submit_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY) + 1, *operands(60, 128, 64), BOUNTY,
+                    chain.mtp_after(chain.tip) + 500)  # fmt: skip
+    before = balance(chain, BUYER)
+    _mine(chain, [past, odd])
+    assert chain.db.get_tx_failure(past.txid).startswith("job-bad-expiry")  # type: ignore[union-attr]
+    assert chain.db.get_tx_failure(odd.txid).startswith("job-bad-shape")  # type: ignore[union-attr]
+    assert get_job(chain.state_get, past.txid) is None
+    assert balance(chain, BUYER) >= before - 2 * FEE
+
+
+def test_reorg_undoes_claim_and_timers(tmp_path: Path) -> None:
+    chain, a, b, job_id = _submitted(tmp_path)
+    state_before = dict(chain.db.iter_state())
+    _mine(chain, [claim_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, BOND, fee=FEE)])
+    assert _job(chain, job_id).status is JobStatus.CLAIMED
+    chain._disconnect_tip()  # noqa: SLF001 - exercise the undo data directly
+    assert _job(chain, job_id).status is JobStatus.OPEN
+    assert dict(chain.db.iter_state()) == state_before
+
+
+def test_block_rules_unknown_mismatch(tmp_path: Path) -> None:
+    chain, a, b, job_id = _claimed(tmp_path)
     reason = lambda blk: chain.process_block(blk).check.reason.value  # noqa: E731
     assert reason(seal_named(chain, MINER, b"\x07" * 32, a, b)) == "bad-job-unknown"
     a2, b2 = operands(*SHAPE, seed=9)
     assert reason(seal_named(chain, MINER, job_id, a2, b2)) == "bad-job-mismatch"
-    while chain.tip.height < 3:
-        _mine(chain)
-    assert reason(seal_named(chain, MINER, job_id, a, b)) == "bad-job-expired"
-    # the buyer reclaims the expired job; another party may not
-    before = balance(chain, BUYER)
-    _mine(chain, [reclaim_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), job_id, fee=10)])
-    assert get_job(chain.state_get, job_id).status is JobStatus.RECLAIMED  # type: ignore[union-attr]
-    assert balance(chain, BUYER) == before + BOUNTY - 10
-    assert reason(seal_named(chain, MINER, job_id, a, b)) == "bad-job-closed"
-    assert _total(chain) == supply(chain.state_get)
 
 
-def test_late_commit_and_reclaim_of_unfinished_job(tmp_path: Path) -> None:
+def test_insufficient_fee_is_invalid_not_failed(tmp_path: Path) -> None:
+    """A job tx whose sender cannot pay even the fee does not apply at all."""
     chain, a, b, job_id = _submitted(tmp_path)
-    block, c = mine_job_block(chain, MINER, job_ref(job_id, a, b), a, b)
-    assert chain.process_block(block).accepted
-    # too early for the buyer to reclaim a mined job
+    poor = devnet_key(3)
+    poor_addr = address_from_pubkey(poor.public_key)
+    rich = Account.from_bytes(chain.state_get(account_key(poor_addr))).balance
+    tx = claim_tx(NET, poor, 0, job_id, BOND, fee=rich + 1)
     h = dataclasses.replace(chain.tip_header, height=chain.tip.height + 1, job_id=bytes(32))
-    with pytest.raises(Exception, match="job-not-reclaimable"):
-        chain.block_changes(h, [reclaim_tx(NET, BUYER_KEY, 1, job_id)])
-    for _ in range(MARKET["commit_blocks"]):
-        _mine(chain)
-    h = dataclasses.replace(chain.tip_header, height=chain.tip.height + 1, job_id=bytes(32))
-    with pytest.raises(Exception, match="job-commit-late"):
-        chain.block_changes(h, [commit_tx(NET, MINER_KEY, 0, job_id, result_root(c))])
-    held = get_job(chain.state_get, job_id).held_reward  # type: ignore[union-attr]
-    before = balance(chain, BUYER)
-    _mine(chain, [reclaim_tx(NET, BUYER_KEY, 1, job_id, fee=10)])
-    assert balance(chain, BUYER) == before + BOUNTY + held - 10
-    assert _total(chain) == supply(chain.state_get)
-
-
-def test_reorg_undoes_job_state(tmp_path: Path) -> None:
-    chain, a, b, job_id = _submitted(tmp_path)
-    base = chain.tip.hash
-    block, _ = mine_job_block(chain, MINER, job_ref(job_id, a, b), a, b)
-    assert chain.process_block(block).accepted
-    assert get_job(chain.state_get, job_id).status is JobStatus.MINED  # type: ignore[union-attr]
-    # a heavier side branch without the job block: the job is open again
-    side_db = chain  # same chain object: build on the old tip by disconnecting via reorg
-    rec = side_db.index[base]
-    assert rec is not None
-    chain._disconnect_tip()  # noqa: SLF001 - exercise the undo data directly
-    assert get_job(chain.state_get, job_id).status is JobStatus.OPEN  # type: ignore[union-attr]
-    assert chain.state_get(b"R" + block.header.height.to_bytes(8, "big")) is None
-
-
-def test_kind_fields_rules() -> None:
-    a, b = operands(*SHAPE)
-    tx = submit_tx(NET, BUYER_KEY, 0, a, b, BOUNTY, 9)
-    assert tx.kind == TxKind.JOB_SUBMIT and tx.amount == BOUNTY
-    bad = dataclasses.replace(tx, payload=tx.payload + b"x")
-    assert check_transaction(bad, NET.chain_id).reject.value == "tx-job-bad-payload"  # type: ignore[union-attr]
-
-
-def test_commit_in_the_job_block_itself_is_rejected(tmp_path: Path) -> None:
-    """Its reward is held only after the block's txs run: no commit (or challenge) there."""
-    chain, a, b, job_id = _submitted(tmp_path)
-    c = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
-    ref = job_ref(job_id, a, b)
-    h = dataclasses.replace(
-        chain.tip_header, height=chain.tip.height + 1, job_id=job_id, miner=MINER,
-        m=a.shape[0], k=a.shape[1], n=b.shape[1], h_a=ref.h_a, h_b=ref.h_b,
-    )  # fmt: skip
-    with pytest.raises(Exception, match="job-commit-same-block"):
-        chain.block_changes(h, [commit_tx(NET, MINER_KEY, 0, job_id, result_root(c))])
+    with pytest.raises(Exception, match="insufficient-balance"):
+        chain.block_changes(h, [tx])
+    # a bond it cannot pay: included as failed, fee taken
+    tx = claim_tx(NET, poor, 0, job_id, rich, fee=FEE)
+    _mine(chain, [tx])
+    assert chain.db.get_tx_failure(tx.txid).startswith("insufficient-balance")  # type: ignore[union-attr]
+    assert Account.from_bytes(chain.state_get(account_key(poor_addr))).balance == rich - FEE
+    assert TxKind(tx.kind) is TxKind.JOB_CLAIM

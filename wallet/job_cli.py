@@ -1,14 +1,19 @@
-"""``pouw job ...``: submit a matrix product to the compute market and collect C.
+"""``pouw job ...``: buy matrix products on the compute market and collect C.
 
-    pouw job submit A.npy B.npy --bounty 1.5 [--expiry 200]
-    pouw job status JOB_ID
-    pouw job result JOB_ID -o C.npy --a A.npy --b B.npy
+    pouw job quote 512 4096 4096                    # going rate, suggested bounty, wait
+    pouw job submit A.npy B.npy --bounty 1.5 [--expiry 3600] [--parts 3]
+    pouw job status PRODUCT_ID                       # pending, open, claimed, ... per part
+    pouw job result PRODUCT_ID -o C.npy --a A.npy --b B.npy [--wait 600]
+    pouw job reclaim PRODUCT_ID                      # cancel the parts nobody claimed
 
 ``submit`` checks that entries are integers in [-64, 63] (and says how to quantize
-if not), uploads A and B to the node's blob endpoint (with its RPC cookie) and sends
-JOB_SUBMIT. ``result`` downloads C, checks each row against the committed root and
-C against A and B with Freivalds' test, and files the challenge itself when C is
-wrong. Wiring: ``add_job_parser(subparsers)`` from node/cli.py's ``build_parser``.
+if not), cuts the product into jobs (wallet/products.py), uploads each part's A and
+B to the node's blob endpoint (with its RPC cookie), sends one JOB_SUBMIT per part
+and keeps a manifest under <datadir>/<network>/products/. ``result`` downloads each
+part's C, checks it against its committed root and against A and B (Freivalds),
+challenges a wrong C or probes a withheld one by itself, and writes the reassembled
+product. The blob endpoint defaults to the RPC URL's port + 3 (--blob-url overrides).
+Wiring: ``add_job_parser(subparsers)`` from node/cli.py's ``build_parser``.
 """
 
 from __future__ import annotations
@@ -18,13 +23,27 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from wallet.amount import parse_amount
-from wallet.jobs import DEFAULT_EXPIRY_BLOCKS, DEFAULT_JOB_FEE, JobClient, JobError
+from wallet.jobs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, JobClient, JobError
 
 DEFAULT_BLOB_PORT_OFFSET = 3  # node/blobs.py: the blob endpoint is on rpc port + 3
+
+
+def blob_url_for(rpc_url: str | None, rpc_port: int) -> str:
+    """The blob endpoint beside an RPC URL (same host, port + 3)."""
+    if not rpc_url:
+        return f"http://127.0.0.1:{rpc_port + DEFAULT_BLOB_PORT_OFFSET}"
+    url = rpc_url if "://" in rpc_url else f"http://{rpc_url}"
+    parts = urlsplit(url)
+    try:
+        port = parts.port or rpc_port
+    except ValueError:
+        raise JobError(f"--rpc {rpc_url!r} has no valid port: pass --blob-url") from None
+    return f"{parts.scheme}://{parts.hostname}:{port + DEFAULT_BLOB_PORT_OFFSET}"
 
 
 def _client(args: argparse.Namespace) -> JobClient:
@@ -34,13 +53,15 @@ def _client(args: argparse.Namespace) -> JobClient:
     network = wcli._network(args)  # noqa: SLF001 - shared option handling
     rpc = wcli._rpc(args, network)  # noqa: SLF001
     wallet = wcli._unlock(args, network) if args.command_needs_key else None  # noqa: SLF001
-    blob = args.blob_url or f"http://127.0.0.1:{network.rpc_port + DEFAULT_BLOB_PORT_OFFSET}"
+    blob = args.blob_url or blob_url_for(args.rpc, network.rpc_port)
+    datadir = wcli._datadir(args)  # noqa: SLF001
     try:
-        auth: tuple[str, str] | None = read_cookie(wcli._datadir(args), network.name)  # noqa: SLF001
+        auth: tuple[str, str] | None = read_cookie(datadir, network.name)
     except RpcConnectionError:  # read_cookie's error for a missing or malformed cookie
         auth = None
     key = wallet.signing_key if wallet is not None else None
-    return JobClient(key, network, rpc, blob, auth)
+    products = datadir / network.name / "products"
+    return JobClient(key, network, rpc, blob, auth, manifest_dir=products)
 
 
 def _load(path: Path, name: str) -> np.ndarray:
@@ -50,45 +71,87 @@ def _load(path: Path, name: str) -> np.ndarray:
         raise JobError(f"cannot read {name} from {path}: {exc}") from None
 
 
+def _print(args: argparse.Namespace, obj: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(obj))
+        return
+    for key, value in obj.items():
+        print(f"{key}: {value}")
+
+
+def cmd_quote(args: argparse.Namespace) -> int:
+    q = _client(args).quote(args.m, args.k, args.n)
+    _print(args, {
+        "multiply_adds": q.multiply_adds, "parts": q.parts,
+        "going_bounty_per_multiply_add": q.going_bounty_per_multiply_add,
+        "suggested_bounty": q.suggested_bounty,
+        "network_multiply_adds_per_s": q.network_multiply_adds_per_s,
+        "expected_wait_s": q.expected_wait_s,
+    })  # fmt: skip
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     client = _client(args)
     a, b = _load(args.a, "A"), _load(args.b, "B")
-    job_id = client.submit(a, b, args.bounty, args.expiry, args.fee)
-    print(json.dumps({"job_id": job_id}) if args.json else job_id)
+    pid = client.submit(a, b, args.bounty, args.expiry, args.fee, min_parts=args.parts)
+    plan = client.manifest(pid)
+    parts = len(plan.job_ids) if plan is not None else 1
+    if args.json:
+        print(json.dumps({"product_id": pid, "parts": parts}))
+    else:
+        print(pid)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    info = _client(args).status(args.job_id)
-    if args.json:
-        print(json.dumps(info))
-    else:
-        for key, value in info.items():
-            print(f"{key}: {value}")
+    info = _client(args).status(args.product_id)
+    if not args.json and "parts" in info:
+        parts = info.pop("parts")
+        _print(args, info)
+        for job in parts:
+            print(f"  {job['job_id']}: {job['status']}")
+        return 0
+    _print(args, info)
     return 0
 
 
 def cmd_result(args: argparse.Namespace) -> int:
     client = _client(args)
     a, b = _load(args.a_file, "A"), _load(args.b_file, "B")
-    res = client.result(args.job_id, a.astype(np.int8), b.astype(np.int8),
-                        challenge=not args.no_challenge)  # fmt: skip
-    np.save(args.output, res.c)
-    out: dict[str, Any] = {"verified": res.verified, "output": str(args.output)}
-    if res.challenge_txid:
-        out["challenge_txid"] = res.challenge_txid
-    print(json.dumps(out) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+    if args.wait:
+        client.wait(args.product_id, args.wait)
+    res = client.result(args.product_id, a, b, challenge=not args.no_challenge)
+    out: dict[str, Any] = {"verified": res.verified}
+    if res.verified:
+        np.save(args.output, res.c)
+        out["output"] = str(args.output)
+    if res.actions:
+        out["actions"] = res.actions
+    if not args.json and not res.verified:
+        out["next"] = "run `pouw job status` after the window: a refunded part's bounty is back"
+    _print(args, out)
     return 0 if res.verified else 1
+
+
+def cmd_reclaim(args: argparse.Namespace) -> int:
+    txids = _client(args).reclaim(args.product_id, args.fee)
+    _print(args, {"reclaim_txids": txids})
+    return 0
 
 
 def _run(handler: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
+        from chain.network import NetworkError
         from wallet.keystore import WalletError
-        from wallet.rpc import RpcError
+        from wallet.rpc import RpcConnectionError, RpcError
 
         try:
             return int(handler(args))
-        except (JobError, WalletError, RpcError, OSError) as exc:
+        except RpcConnectionError as exc:
+            print(f"error: {exc}: is the node running, and is --rpc its address?", file=sys.stderr)
+            return 1
+        except (JobError, WalletError, RpcError, NetworkError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
 
@@ -109,29 +172,46 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--blob-url", help="the node's blob endpoint (default rpc port + 3)")
         p.set_defaults(command_needs_key=key)
 
-    submit = sub.add_parser("submit", help="post A . B with a bounty")
+    quote = sub.add_parser("quote", help="going rate, suggested bounty and wait for a shape")
+    common(quote, False)
+    for dim in ("m", "k", "n"):
+        quote.add_argument(dim, type=int)
+    quote.set_defaults(handler=_run(cmd_quote))
+
+    submit = sub.add_parser("submit", help="post A . B with a bounty (split into jobs)")
     common(submit, True)
     submit.add_argument("a", type=Path, metavar="A.npy")
     submit.add_argument("b", type=Path, metavar="B.npy")
     submit.add_argument("--bounty", type=parse_amount, required=True,
-                        help="escrowed reward: coins (1.5) or base units (150000000u)")  # fmt: skip
-    submit.add_argument("--expiry", type=int, default=DEFAULT_EXPIRY_BLOCKS,
-                        help="blocks the job stays open")  # fmt: skip
+                        help="escrowed reward for the whole product: coins (1.5) or base "
+                             "units (150000000u)")  # fmt: skip
+    submit.add_argument("--expiry", type=int, default=DEFAULT_EXPIRY_S,
+                        help="seconds the jobs stay claimable")  # fmt: skip
+    submit.add_argument("--parts", type=int, default=1,
+                        help="cut into at least this many jobs (one per miner)")  # fmt: skip
     submit.add_argument("--fee", type=parse_amount, default=DEFAULT_JOB_FEE,
-                        help="transaction fee: coins or base units with a u suffix")  # fmt: skip
+                        help="fee of each transaction: coins, or base units with a u suffix")
     submit.set_defaults(handler=_run(cmd_submit))
 
-    status = sub.add_parser("status", help="a job's state on chain")
+    status = sub.add_parser("status", help="a product's (or a job's) state on chain")
     common(status, False)
-    status.add_argument("job_id")
+    status.add_argument("product_id")
     status.set_defaults(handler=_run(cmd_status))
 
-    result = sub.add_parser("result", help="download and check C; challenge if wrong")
+    result = sub.add_parser("result", help="download and check C; challenge or probe if bad")
     common(result, True)
-    result.add_argument("job_id")
+    result.add_argument("product_id")
     result.add_argument("-o", "--output", type=Path, required=True, metavar="C.npy")
     result.add_argument("--a", dest="a_file", type=Path, required=True, metavar="A.npy")
     result.add_argument("--b", dest="b_file", type=Path, required=True, metavar="B.npy")
-    result.add_argument("--no-challenge", action="store_true", help="only report a wrong C")
+    result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to this long for every part to deliver")  # fmt: skip
+    result.add_argument("--no-challenge", action="store_true", help="only report a bad C")
     result.set_defaults(handler=_run(cmd_result))
+
+    reclaim = sub.add_parser("reclaim", help="cancel the parts nobody has claimed")
+    common(reclaim, True)
+    reclaim.add_argument("product_id")
+    reclaim.add_argument("--fee", type=parse_amount, default=DEFAULT_JOB_FEE)
+    reclaim.set_defaults(handler=_run(cmd_reclaim))
     return job

@@ -1,205 +1,75 @@
-"""The compute market from a client's side: build job transactions, submit, fetch, check.
+"""The compute market from a buyer's side: quote, submit a product of any size, follow
+it, collect a checked C, reclaim.
 
     from wallet.jobs import JobClient
-    client = JobClient(key, network, rpc, blob_url="http://127.0.0.1:29334")
-    job_id = client.submit(a, b, bounty=10_000)           # uploads A, B; sends JOB_SUBMIT
-    client.status(job_id)                                  # getjob
-    c = client.result(job_id)                              # download C, check, challenge if wrong
+    client = JobClient(key, network, rpc, blob_url="http://127.0.0.1:29335", blob_auth=auth)
+    client.quote(m, k, n)                           # going rate, suggested bounty, wait
+    pid = client.submit(a, b, bounty=10_000)         # cut into jobs, upload, one tx each
+    client.status(pid)                               # pending / open / claimed / ... per part
+    c = client.result(pid).c                         # fetch, check, challenge, reassemble
+    c = client.compute(a, b, bounty=10_000)          # all of the above, waiting for C
 
-Transactions are built and signed here (the key never leaves the process); their
-payload layouts are chain/jobs.py's. ``result`` checks every downloaded row against
-the committed root (compute/blobs.py), then C against A and B with Freivalds' test;
-when that fails it finds a wrong entry and files the challenge by itself.
+A product is cut into jobs by wallet/products.py (each a JOB_SUBMIT; miners claim them
+in parallel). ``result`` downloads each part's C from the claimant's URL and the
+buyer's own node (every row checked against the committed root), checks it against
+A and B with Freivalds' test, and acts on its own: a wrong C gets a wrong-entry
+challenge, a C that cannot be downloaded gets a probe (the claimant must publish a
+chunk on chain or lose its bond). Nothing here raises anything but ``JobError`` (and
+the RPC client's errors), each message saying what to do next.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import asyncio
+import base64
+import io
+import json
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from chain.job_payloads import (
-    JobChallenge,
-    JobClaim,
-    JobCommit,
-    JobProbe,
-    JobReclaim,
-    JobReveal,
-    JobSubmit,
-)
-from chain.jobs import ZERO_ADDRESS
 from chain.keys import PrivateKey
 from chain.network import Network
-from chain.tx import Transaction, TxKind, sign
-from consensus.commitments import ENTRY_MAX, ENTRY_MIN, commit_cols, commit_rows, row_tree
-from consensus.hashing import TAG_MERKLE_NODE
-from consensus.merkle import branch_from_levels, merkle_levels
-from consensus.result import Challenge, result_proof
+from compute.blobs import BlobError, blob_root, fetch_blob
+from compute.freivalds import freivalds_check
+from consensus.result import chunk_count
+from wallet.job_txs import (
+    DEFAULT_EXPIRY_S,
+    DEFAULT_JOB_FEE,
+    JobError,
+    build_challenge,
+    challenge_tx,
+    check_operand,
+    find_wrong_entry,
+    probe_tx,
+    reclaim_tx,
+    submit_tx,
+)
+from wallet.products import (
+    DEFAULT_PART_MULTIPLY_ADDS,
+    Manifest,
+    PlanError,
+    assemble,
+    plan_parts,
+    split_bounty,
+)
 
-DEFAULT_JOB_FEE = 1000
-DEFAULT_EXPIRY_BLOCKS = 200
+__all__ = ["DEFAULT_EXPIRY_S", "DEFAULT_JOB_FEE", "JobClient", "JobError", "JobResult", "Quote"]
 
-
-class JobError(Exception):
-    """A job operation failed; the message says why and what to do."""
-
-
-def check_operand(x: npt.NDArray[Any], name: str) -> npt.NDArray[np.int8]:
-    """The operand as int8 if every entry is an integer in [-64, 63]; else JobError."""
-    if x.ndim != 2:
-        raise JobError(f"{name} must be a 2-D matrix, got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.integer):
-        raise JobError(
-            f"{name} has dtype {x.dtype}: entries must be integers in [{ENTRY_MIN}, {ENTRY_MAX}]."
-            f" Quantize first, e.g. scale = 63 / abs(x).max(); q = np.clip(np.rint(x * scale),"
-            f" {ENTRY_MIN}, {ENTRY_MAX}).astype(np.int8), and divide C by scale_a * scale_b"
-        )
-    if x.size and (int(x.min()) < ENTRY_MIN or int(x.max()) > ENTRY_MAX):
-        raise JobError(
-            f"{name} has entries in [{int(x.min())}, {int(x.max())}], outside"
-            f" [{ENTRY_MIN}, {ENTRY_MAX}] (7-bit operands). Quantize: scale = 63 / abs(x).max();"
-            f" q = np.clip(np.rint(x * scale), {ENTRY_MIN}, {ENTRY_MAX}).astype(np.int8)"
-        )
-    return np.ascontiguousarray(x, dtype=np.int8)
-
-
-def _job_tx(
-    network: Network, key: PrivateKey, nonce: int, kind: int, payload: bytes, fee: int,
-    amount: int = 0,
-) -> Transaction:  # fmt: skip
-    tx = Transaction(
-        chain_id=network.chain_id, kind=kind, sender_pubkey=key.public_key, nonce=nonce,
-        fee=fee, recipient=ZERO_ADDRESS, amount=amount, payload=payload,
-    )  # fmt: skip
-    return sign(tx, key)
-
-
-def submit_tx(
-    network: Network, key: PrivateKey, nonce: int, a: npt.NDArray[np.int8],
-    b: npt.NDArray[np.int8], bounty: int, expires: int, url: str = "",
-    fee: int = DEFAULT_JOB_FEE,
-) -> Transaction:  # fmt: skip
-    """JOB_SUBMIT for A . B, claimable until median time past ``expires`` (unix
-    seconds); the job id is the returned tx's txid."""
-    m, k = a.shape
-    n = b.shape[1]
-    payload = JobSubmit(m, k, n, commit_rows(a), commit_cols(b), expires, url.encode())
-    return _job_tx(network, key, nonce, TxKind.JOB_SUBMIT, payload.to_payload(), fee, bounty)
-
-
-def claim_tx(
-    network: Network, key: PrivateKey, nonce: int, job_id: bytes, bond: int,
-    fee: int = DEFAULT_JOB_FEE,
-) -> Transaction:  # fmt: skip
-    """JOB_CLAIM escrowing ``bond`` (at least ``network.market.bond_for(bounty)``)."""
-    payload = JobClaim(job_id).to_payload()
-    return _job_tx(network, key, nonce, TxKind.JOB_CLAIM, payload, fee, bond)
-
-
-def commit_tx(
-    network: Network, key: PrivateKey, nonce: int, job_id: bytes, result_root: bytes,
-    url: str = "", fee: int = DEFAULT_JOB_FEE,
-) -> Transaction:  # fmt: skip
-    payload = JobCommit(job_id, result_root, url.encode()).to_payload()
-    return _job_tx(network, key, nonce, TxKind.JOB_COMMIT, payload, fee)
-
-
-def probe_tx(
-    network: Network, key: PrivateKey, nonce: int, job_id: bytes, row: int, chunk: int,
-    deposit: int, fee: int = DEFAULT_JOB_FEE,
-) -> Transaction:  # fmt: skip
-    """JOB_PROBE: the claimant must publish chunk ``chunk`` of row ``row`` of C."""
-    payload = JobProbe(job_id, row, chunk).to_payload()
-    return _job_tx(network, key, nonce, TxKind.JOB_PROBE, payload, fee, deposit)
-
-
-def reveal_tx(
-    network: Network, key: PrivateKey, nonce: int, job_id: bytes, data: bytes,
-    chunk_branch: tuple[bytes, ...], result_branch: tuple[bytes, ...],
-    fee: int = DEFAULT_JOB_FEE,
-) -> Transaction:  # fmt: skip
-    payload = JobReveal(job_id, data, chunk_branch, result_branch).to_payload()
-    return _job_tx(network, key, nonce, TxKind.JOB_REVEAL, payload, fee)
-
-
-def reclaim_tx(
-    network: Network, key: PrivateKey, nonce: int, job_id: bytes, fee: int = DEFAULT_JOB_FEE
-) -> Transaction:
-    return _job_tx(network, key, nonce, TxKind.JOB_RECLAIM, JobReclaim(job_id).to_payload(), fee)
-
-
-def build_challenge(
-    a: npt.NDArray[np.int8], b: npt.NDArray[np.int8], c: npt.NDArray[np.integer], i: int, j: int,
-    a_levels: Sequence[Sequence[bytes]] | None = None,
-    b_levels: Sequence[Sequence[bytes]] | None = None,
-) -> Challenge:  # fmt: skip
-    """The proof about entry C[i, j] (wrong or not: the chain decides)."""
-    a_levels = a_levels if a_levels is not None else row_tree(a)
-    b_levels = b_levels if b_levels is not None else row_tree(np.ascontiguousarray(b.T))
-    chunk, chunk_branch, result_branch = result_proof(c, i, j)
-    return Challenge(
-        i=i, j=j, row=a[i].tobytes(), col=np.ascontiguousarray(b[:, j]).tobytes(), chunk=chunk,
-        row_branch=tuple(branch_from_levels(a_levels, i)),
-        col_branch=tuple(branch_from_levels(b_levels, j)),
-        chunk_branch=tuple(chunk_branch), result_branch=tuple(result_branch),
-    )  # fmt: skip
-
-
-def challenge_tx(
-    network: Network, key: PrivateKey, nonce: int, job_id: bytes, challenge: Challenge,
-    fee: int = DEFAULT_JOB_FEE,
-) -> Transaction:  # fmt: skip
-    payload = JobChallenge(job_id, challenge).to_payload()
-    return _job_tx(network, key, nonce, TxKind.JOB_CHALLENGE, payload, fee)
-
-
-def find_wrong_entry(
-    a: npt.NDArray[np.int8], b: npt.NDArray[np.int8], c: npt.NDArray[np.integer]
-) -> tuple[int, int] | None:
-    """One (i, j) with C[i, j] != (A . B)[i, j], or None. Row by row, exact (float64 of
-    int8 products is exact for k < 2^37 / 127^2... we use int64 to be plain)."""
-    a64 = a.astype(np.int64)
-    b64 = b.astype(np.int64)
-    step = max(1, (1 << 22) // max(1, b.shape[1] * a.shape[1]))
-    for i0 in range(0, a.shape[0], step):
-        exact = a64[i0 : i0 + step] @ b64
-        diff = np.nonzero(exact != c[i0 : i0 + step])
-        if diff[0].size:
-            return i0 + int(diff[0][0]), int(diff[1][0])
-    return None
-
-
-@dataclass(frozen=True)
-class Levels:
-    """Merkle levels of A's rows and B's columns (to cut challenge branches)."""
-
-    a: list[list[bytes]]
-    b: list[list[bytes]]
-
-    @classmethod
-    def of(cls, a: npt.NDArray[np.int8], b: npt.NDArray[np.int8]) -> Levels:
-        from consensus.commitments import row_leaves
-
-        return cls(
-            merkle_levels(row_leaves(a), TAG_MERKLE_NODE),
-            merkle_levels(row_leaves(np.ascontiguousarray(b.T)), TAG_MERKLE_NODE),
-        )
-
-
-# --- the client -------------------------------------------------------------------------
+DONE = ("paid", "committed")  # a part whose C can be collected
+FAILED = ("refunded", "expired", "reclaimed")  # a part that will never deliver
+POLL_S = 0.5
+MAX_PROBES = 3  # probes of one part before the client reports it as withheld
 
 
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
                 timeout: float = 60.0) -> bytes:  # fmt: skip
     """POST a matrix to a node's blob endpoint (authenticated with its RPC cookie)."""
-    import base64
-    import io
-    import json
-    import urllib.request
-
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(matrix))
     req = urllib.request.Request(
@@ -211,20 +81,34 @@ def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return bytes.fromhex(json.loads(resp.read())["root"])
-    except OSError as exc:
-        raise JobError(f"upload to {blob_url} failed: {exc}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise JobError(
+            f"upload to {blob_url} failed ({exc}): is the node running with its blob "
+            "endpoint on, and is --blob-url its address (rpc port + 3 by default)?"
+        ) from None
+
+
+@dataclass
+class Quote:
+    multiply_adds: int
+    parts: int
+    going_bounty_per_multiply_add: float  # median of open (else recently delivered) jobs
+    suggested_bounty: int  # base units: the going rate times this product's work
+    network_multiply_adds_per_s: float
+    expected_wait_s: float | None  # queued work plus this product over the network's rate
 
 
 @dataclass
 class JobResult:
-    c: npt.NDArray[np.int32]
-    verified: bool  # matches the committed root and passed Freivalds' test
-    challenge_txid: str | None = None  # set when a wrong entry was found and challenged
-    timings: dict[str, float] | None = None
+    c: npt.NDArray[np.int64]  # the product, m x n (exact; int64 so any k fits)
+    verified: bool  # every part matched its committed root and passed Freivalds' test
+    challenge_txid: str | None = None  # the first challenge or probe sent, if any
+    actions: list[str] = field(default_factory=list)  # what the client did, part by part
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class JobClient:
-    """Submit jobs and collect verified results through a node (RPC + blob endpoint)."""
+    """Submit products and collect verified results through a node (RPC + blob endpoint)."""
 
     def __init__(
         self,
@@ -233,6 +117,7 @@ class JobClient:
         rpc: Any,
         blob_url: str,
         blob_auth: tuple[str, str] | None = None,
+        manifest_dir: Path | None = None,
     ) -> None:
         from chain.address import address_from_pubkey, encode_address
 
@@ -241,6 +126,7 @@ class JobClient:
         self.rpc = rpc
         self.blob_url = blob_url
         self.blob_auth = blob_auth
+        self.manifest_dir = manifest_dir
         # A client without a key can read (status); submitting and challenging sign.
         self.address = (
             encode_address(network.hrp, address_from_pubkey(key.public_key))
@@ -248,7 +134,11 @@ class JobClient:
             else None
         )
         self._pending_nonce: int | None = None
+        self._products: dict[str, Manifest] = {}
         self._operands: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]] = {}
+        self._probes: dict[str, int] = {}
+
+    # --- plumbing --------------------------------------------------------------------
 
     def _signer(self) -> PrivateKey:
         if self.key is None:
@@ -258,90 +148,270 @@ class JobClient:
     def _nonce(self) -> int:
         from wallet.rpc import get_account
 
-        info = get_account(self.rpc, self.address)
+        info = get_account(self.rpc, self.address)  # type: ignore[arg-type]
         nonce = max(info.pending_nonce, self._pending_nonce or 0)
         self._pending_nonce = nonce + 1
         return nonce
 
-    def _send(self, tx: Transaction) -> str:
+    def _send(self, tx: Any) -> str:
         from wallet.rpc import send_raw_transaction
 
         return send_raw_transaction(self.rpc, tx.to_bytes())
+
+    def _mtp(self) -> int:
+        """The chain's median time past (the market's clock), from a job-less call."""
+        info = self.rpc.call("getblockchaininfo")
+        return int(info.get("mediantime", time.time()))
+
+    def manifest(self, product_id: str) -> Manifest | None:
+        if product_id in self._products:
+            return self._products[product_id]
+        if self.manifest_dir is not None:
+            path = self.manifest_dir / f"{product_id}.json"
+            if path.is_file():
+                try:
+                    found = Manifest.from_json(path.read_text())
+                except (OSError, PlanError) as exc:
+                    raise JobError(f"cannot read {path}: {exc}") from None
+                self._products[product_id] = found
+                return found
+        return None
+
+    def _plan(self, m: int, k: int, n: int, max_part: int, min_parts: int) -> Manifest:
+        try:
+            parts = plan_parts(m, k, n, self.network.pouw, max_part, min_parts)
+        except PlanError as exc:
+            raise JobError(str(exc)) from None
+        return Manifest(m, k, n, parts, network=self.network.name)
+
+    # --- buying ----------------------------------------------------------------------
+
+    def quote(
+        self, m: int, k: int, n: int, max_part_multiply_adds: int = DEFAULT_PART_MULTIPLY_ADDS
+    ) -> Quote:
+        """What a product of this shape costs at the going rate, and how long it waits."""
+        plan = self._plan(m, k, n, max_part_multiply_adds, 1)
+        info = self.rpc.call("getmarketinfo")
+        work = sum(p.multiply_adds for p in plan.parts)
+        rate = float(info["going_bounty_per_multiply_add"])
+        net_rate = float(info["network_multiply_adds_per_s"])
+        queued = int(info["open_demand_multiply_adds"]) + int(info["in_progress_multiply_adds"])
+        return Quote(
+            multiply_adds=work, parts=len(plan.parts), going_bounty_per_multiply_add=rate,
+            suggested_bounty=max(len(plan.parts), int(rate * work + 0.999999)),
+            network_multiply_adds_per_s=net_rate,
+            expected_wait_s=(queued + work) / net_rate if net_rate > 0 else None,
+        )  # fmt: skip
 
     def submit(
         self,
         a: npt.NDArray[Any],
         b: npt.NDArray[Any],
         bounty: int,
-        expiry_blocks: int = DEFAULT_EXPIRY_BLOCKS,
+        expiry_s: int = DEFAULT_EXPIRY_S,
         fee: int = DEFAULT_JOB_FEE,
+        max_part_multiply_adds: int = DEFAULT_PART_MULTIPLY_ADDS,
+        min_parts: int = 1,
     ) -> str:
-        """Check and upload A and B, send JOB_SUBMIT; returns the job id (hex)."""
+        """Check A and B, cut the product into jobs, upload each part's operands and
+        send one JOB_SUBMIT per part (consecutive nonces, one key). Returns the
+        product id (the job id when the product is one job)."""
         a8, b8 = check_operand(a, "A"), check_operand(b, "B")
         if a8.shape[1] != b8.shape[0]:
             raise JobError(f"A is {a8.shape}, B is {b8.shape}: inner dimensions differ")
-        from consensus.seal import check_shape
-
-        shape = check_shape(self.network.pouw, a8.shape[0], a8.shape[1], b8.shape[1])
-        if not shape.ok:
-            assert shape.reason is not None
-            raise JobError(
-                f"shape {a8.shape[0]}x{a8.shape[1]}x{b8.shape[1]} is not allowed on"
-                f" {self.network.name}: {shape.reason.value} (pad to multiples)"
-            )
         if self.blob_auth is None:
-            raise JobError("uploading A and B needs the node's RPC cookie")
-        upload_blob(self.blob_url, "a", a8, self.blob_auth)
-        upload_blob(self.blob_url, "bt", b8.T, self.blob_auth)
-        height = int(self.rpc.call("getblockcount"))
-        tx = submit_tx(self.network, self._signer(), self._nonce(), a8, b8, bounty,
-                       height + expiry_blocks, url=self.blob_url, fee=fee)  # fmt: skip
-        self._send(tx)
-        self._operands[tx.txid.hex()] = (a8, b8)
-        return tx.txid.hex()
+            raise JobError(
+                "uploading A and B needs the node's RPC cookie: pass --datadir of the node "
+                "(or blob_auth=read_cookie(datadir, network))"
+            )
+        signer = self._signer()
+        (m, k), n = a8.shape, b8.shape[1]
+        plan = self._plan(m, k, n, max_part_multiply_adds, min_parts)
+        try:
+            plan.bounties = split_bounty(bounty, plan.parts)
+        except PlanError as exc:
+            raise JobError(str(exc)) from None
+        uploaded: set[bytes] = set()
+        txs = []
+        expires = self._mtp() + expiry_s
+        for part, part_bounty in zip(plan.parts, plan.bounties, strict=True):
+            pa, pb = part.operands(a8, b8)
+            for kind, matrix in (("a", pa), ("bt", np.ascontiguousarray(pb.T))):
+                root = blob_root(kind, matrix)
+                if root not in uploaded:
+                    upload_blob(self.blob_url, kind, matrix, self.blob_auth)
+                    uploaded.add(root)
+            txs.append(submit_tx(self.network, signer, self._nonce(), pa, pb, part_bounty,
+                                 expires, url=self.blob_url, fee=fee))  # fmt: skip
+        for tx in txs:
+            self._send(tx)
+        plan.job_ids = [tx.txid.hex() for tx in txs]
+        pid = plan.product_id
+        self._products[pid] = plan
+        self._operands[pid] = (a8, b8)
+        if self.manifest_dir is not None:
+            plan.save(self.manifest_dir)
+        return pid
 
-    def status(self, job_id: str) -> dict[str, Any]:
+    def _job(self, job_id: str) -> dict[str, Any]:
         return dict(self.rpc.call("getjob", job_id))
 
-    def reclaim(self, job_id: str, fee: int = DEFAULT_JOB_FEE) -> str:
-        return self._send(reclaim_tx(self.network, self._signer(), self._nonce(),
-                                     bytes.fromhex(job_id), fee))  # fmt: skip
+    def status(self, product_id: str) -> dict[str, Any]:
+        """A product's state: one status when every part agrees, else "mixed", and each
+        part's job. A bare job id (no manifest here) answers that job."""
+        plan = self.manifest(product_id)
+        if plan is None:
+            return self._job(product_id)
+        jobs = [self._job(j) for j in plan.job_ids]
+        counts: dict[str, int] = {}
+        for job in jobs:
+            counts[job["status"]] = counts.get(job["status"], 0) + 1
+        overall = next(iter(counts)) if len(counts) == 1 else "mixed"
+        return {
+            "product_id": product_id, "status": overall, "counts": counts,
+            "m": plan.m, "k": plan.k, "n": plan.n, "parts": jobs,
+        }  # fmt: skip
 
-    def result(self, job_id: str, a: npt.NDArray[np.int8] | None = None,
-               b: npt.NDArray[np.int8] | None = None, challenge: bool = True,
-               timeout: float = 30.0) -> JobResult:  # fmt: skip
-        """Download C, check it against the committed root (each row) and A, B
-        (Freivalds); on a wrong C, find a wrong entry and challenge it."""
-        import asyncio
-        import time
+    def reclaim(self, product_id: str, fee: int = DEFAULT_JOB_FEE) -> list[str]:
+        """Cancel every part nobody has claimed yet; returns the reclaim txids."""
+        plan = self.manifest(product_id)
+        job_ids = plan.job_ids if plan is not None else [product_id]
+        out = []
+        for job_id in job_ids:
+            if self._job(job_id)["status"] == "open":
+                tx = reclaim_tx(self.network, self._signer(), self._nonce(),
+                                bytes.fromhex(job_id), fee)  # fmt: skip
+                out.append(self._send(tx))
+        if not out:
+            raise JobError(f"{product_id}: no open part to reclaim (see `pouw job status`)")
+        return out
 
-        from compute.blobs import fetch_blob
-        from compute.freivalds import freivalds_check
+    # --- collecting ------------------------------------------------------------------
 
-        info = self.status(job_id)
-        if "result_root" not in info:
-            raise JobError(f"job {job_id} has no committed result yet (status {info['status']})")
-        if a is None or b is None:
-            if job_id not in self._operands:
-                raise JobError("pass A and B (the client needs them to check C)")
-            a, b = self._operands[job_id]
+    def _operands_of(self, product_id: str, a: Any, b: Any) -> tuple[Any, Any]:
+        if a is not None and b is not None:
+            return check_operand(np.asarray(a), "A"), check_operand(np.asarray(b), "B")
+        if product_id in self._operands:
+            return self._operands[product_id]
+        raise JobError("pass A and B (the client needs them to check C)")
+
+    def wait(self, product_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        """Block until every part is committed, paid or failed; returns the status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(product_id)
+            parts = status.get("parts", [status])
+            if all(p["status"] in DONE + FAILED for p in parts):
+                return status
+            if time.monotonic() > deadline:
+                waiting = [p["job_id"][:16] for p in parts if p["status"] not in DONE + FAILED]
+                raise JobError(
+                    f"{len(waiting)} part(s) not delivered after {timeout:.0f} s "
+                    f"({', '.join(waiting[:4])}...): check `pouw job status`, raise the "
+                    "bounty on a new submit, or wait longer"
+                )
+            time.sleep(POLL_S)
+
+    def result(
+        self, product_id: str, a: npt.NDArray[Any] | None = None,
+        b: npt.NDArray[Any] | None = None, challenge: bool = True, timeout: float = 30.0,
+    ) -> JobResult:  # fmt: skip
+        """Download every part's C, check it (root, Freivalds), act on a bad one
+        (challenge a wrong entry, probe a withheld C) and reassemble the product.
+
+        Raises JobError when a part has not delivered yet or failed (refunded, expired,
+        reclaimed), naming the parts and what to do."""
+        a8, b8 = self._operands_of(product_id, a, b)
+        plan = self.manifest(product_id)
+        if plan is None:  # a bare job: the whole product is one part
+            plan = self._plan(a8.shape[0], a8.shape[1], b8.shape[1], 2**62, 1)
+            plan.job_ids = [product_id]
+        jobs = [self._job(j) for j in plan.job_ids]
+        failed = [j for j in jobs if j["status"] in FAILED]
+        if failed:
+            raise JobError(
+                f"{len(failed)} part(s) will not deliver ("
+                + ", ".join(f"{j['job_id'][:16]} {j['status']}" for j in failed[:4])
+                + "): their bounty is back with you; submit those rows again"
+            )
+        pending = [j for j in jobs if "result_root" not in j]
+        if pending:
+            raise JobError(
+                f"{len(pending)} of {len(jobs)} part(s) have no committed result yet "
+                f"(status {pending[0]['status']}): wait (`pouw job status`) and ask again"
+            )
         t0 = time.perf_counter()
-        urls = [info.get("result_url", ""), self.blob_url]
-        c = asyncio.run(fetch_blob(urls, bytes.fromhex(info["result_root"]), "c",
-                                   info["m"], info["n"], timeout=timeout))  # fmt: skip
+        results = asyncio.run(self._fetch_all(jobs, timeout))
         t1 = time.perf_counter()
-        ok = freivalds_check(a, b, c)
+        out = JobResult(np.zeros((0, 0), np.int64), True, timings={"transfer_s": t1 - t0})
+        for part, job, got in zip(plan.parts, jobs, results, strict=True):
+            if isinstance(got, str):  # the download failed: an availability probe
+                out.verified = False
+                out.actions.append(f"{job['job_id'][:16]}: C unavailable ({got})")
+                if challenge:
+                    self._probe(job, out)
+                continue
+            pa, pb = part.operands(a8, b8)
+            if not freivalds_check(pa, pb, got):
+                out.verified = False
+                out.actions.append(f"{job['job_id'][:16]}: C is wrong")
+                if challenge:
+                    self._challenge(job, pa, pb, got, out)
         t2 = time.perf_counter()
-        timings = {"transfer_s": t1 - t0, "check_s": t2 - t1}
-        if ok:
-            return JobResult(c, True, None, timings)
-        txid = None
-        if challenge:
-            where = find_wrong_entry(a, b, c)
-            if where is None:  # Freivalds cannot be wrong this way: C != A.B was seen
-                raise JobError("Freivalds rejected C but no wrong entry was found")
-            ch = build_challenge(a, b, c, *where)
-            txid = self._send(challenge_tx(self.network, self._signer(), self._nonce(),
-                                           bytes.fromhex(job_id), ch))  # fmt: skip
-        timings["find_s"] = time.perf_counter() - t2
-        return JobResult(c, False, txid, timings)
+        out.timings["check_s"] = t2 - t1
+        if out.verified:
+            out.c = assemble(plan.m, plan.n, plan.parts, results)  # type: ignore[arg-type]
+            out.timings["assemble_s"] = time.perf_counter() - t2
+        return out
+
+    async def _fetch_all(self, jobs: list[dict[str, Any]], timeout: float) -> list[Any]:
+        async def one(job: dict[str, Any]) -> Any:
+            urls = [job.get("result_url", ""), self.blob_url]
+            try:
+                return await fetch_blob(urls, bytes.fromhex(job["result_root"]), "c",
+                                        job["m"], job["n"], timeout=timeout)  # fmt: skip
+            except BlobError as exc:
+                return str(exc)
+
+        return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+    def _challenge(self, job: dict[str, Any], a: Any, b: Any, c: Any, out: JobResult) -> None:
+        where = find_wrong_entry(a, b, c)
+        if where is None:  # Freivalds saw C != A.B, so an entry differs
+            raise JobError("Freivalds rejected C but no wrong entry was found")
+        proof = build_challenge(a, b, c, *where)
+        txid = self._send(challenge_tx(self.network, self._signer(), self._nonce(),
+                                       bytes.fromhex(job["job_id"]), proof))  # fmt: skip
+        out.challenge_txid = out.challenge_txid or txid
+        out.actions.append(f"{job['job_id'][:16]}: challenged entry {where} (tx {txid[:16]})")
+
+    def _probe(self, job: dict[str, Any], out: JobResult) -> None:
+        job_id = job["job_id"]
+        if "probe" in job:
+            out.actions.append(f"{job_id[:16]}: a probe is open; the claimant must answer")
+            return
+        if self._probes.get(job_id, 0) >= MAX_PROBES:
+            out.actions.append(f"{job_id[:16]}: probed {MAX_PROBES} times; C stays withheld")
+            return
+        rng = np.random.default_rng()
+        row = int(rng.integers(job["m"]))
+        chunk = int(rng.integers(chunk_count(job["n"])))
+        deposit = self.network.market.probe_deposit
+        txid = self._send(probe_tx(self.network, self._signer(), self._nonce(),
+                                   bytes.fromhex(job_id), row, chunk, deposit))  # fmt: skip
+        self._probes[job_id] = self._probes.get(job_id, 0) + 1
+        out.challenge_txid = out.challenge_txid or txid
+        out.actions.append(f"{job_id[:16]}: probed row {row} chunk {chunk} (tx {txid[:16]})")
+
+    def compute(
+        self, a: npt.NDArray[Any], b: npt.NDArray[Any], bounty: int, timeout: float = 600.0,
+        **submit_args: Any,
+    ) -> npt.NDArray[np.int64]:  # fmt: skip
+        """Submit A . B, wait for every part, return the checked product. Raises
+        JobError when a part fails (its bounty is refunded; the message says which)."""
+        pid = self.submit(a, b, bounty, **submit_args)
+        self.wait(pid, timeout)
+        res = self.result(pid)
+        if not res.verified:
+            raise JobError(f"product {pid[:16]} did not check out: " + "; ".join(res.actions))
+        return res.c
