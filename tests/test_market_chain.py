@@ -34,7 +34,6 @@ from consensus.result import (
 )
 from tests.chainutil import mine_block, transfer
 from tests.marketutil import (
-    MARKET,
     balance,
     job_ref,
     market_devnet,
@@ -331,7 +330,10 @@ def test_answered_probe_pays_the_deposit_and_the_job_settles(tmp_path: Path) -> 
     _until(chain, job_id, JobStatus.PAID)
 
 
-def _chunk(c: np.ndarray, row: int, chunk: int) -> tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]:
+Proof = tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]
+
+
+def _chunk(c: np.ndarray, row: int, chunk: int) -> Proof:
     data, cb, rb = result_proof(c, row, chunk * RESULT_CHUNK)
     return data, tuple(cb), tuple(rb)
 
@@ -370,7 +372,7 @@ def test_expiry_reclaim_and_bad_submits(tmp_path: Path) -> None:
     _mine(chain, [sub])
     not_buyer = reclaim_tx(NET, OTHER_KEY, _nonce(chain, OTHER_KEY), sub.txid)
     _mine(chain, [not_buyer])
-    assert chain.db.get_tx_failure(not_buyer.txid) == "job-not-buyer: only the buyer may reclaim a job"
+    assert chain.db.get_tx_failure(not_buyer.txid).startswith("job-not-buyer")  # type: ignore[union-attr]
     _mine(chain, [reclaim_tx(NET, BUYER_KEY, _nonce(chain, BUYER_KEY), sub.txid)])
     assert _job(chain, sub.txid).status is JobStatus.RECLAIMED
     # submits that fail their market rule are included as failed, bounty not taken
