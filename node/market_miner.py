@@ -20,6 +20,7 @@ announced is reported back and discouraged, one that is just unreachable is forg
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -136,7 +137,13 @@ class MarketMiner:
             and job.bounty >= rate * job.multiply_adds
             and check_shape(self.chain.network.pouw, job.m, job.k, job.n).ok
         ]  # fmt: skip
-        jobs.sort(key=lambda item: (-item[1].bounty / item[1].multiply_adds, item[0]))
+        # Best paying first; among equals an order of our own (a hash of our address
+        # and the job), so that miners racing for the same jobs mostly claim different
+        # ones instead of all losing fees on the first.
+        jobs.sort(key=lambda item: (
+            -item[1].bounty / item[1].multiply_adds,
+            hashlib.sha256(self.address + item[0]).digest(),
+        ))  # fmt: skip
         return jobs
 
     def forget(self, job_id: bytes) -> None:

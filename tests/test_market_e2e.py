@@ -1,8 +1,8 @@
-"""End to end on a devnet of three real node processes (P2P, RPC, blob endpoints):
-a client submits a 512x1024 . 1024x512 job on node 0, the market miner on node 1 mines
-it, the client gets C equal to the exact product, the bounty reaches the miner after
-the window and the ledger counts the delivered multiply-adds. A second job is
-committed wrong on purpose: the client's check finds it and its challenge refunds it."""
+"""The compute market end to end on devnets of real node processes (P2P, RPC, blob
+endpoints): three miners and a buyer whose demand exceeds their capacity settle every
+job, a product split over the three comes back exact and each product is computed
+once; each kind of cheating worker (wrong C, withheld C, C under another root, claim
+and vanish) loses its bond to the buyer."""
 
 from __future__ import annotations
 
@@ -23,8 +23,25 @@ from wallet.jobs import JobClient
 from wallet.rpc import RpcClient, read_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
-# Blocks come several per second on this easy devnet: windows of a few seconds.
-WINDOW = {"commit_blocks": 40, "challenge_blocks": 30, "max_expiry_blocks": 5000}
+# Blocks come several per second on this easy devnet: windows of a few seconds (a
+# claim's deadline also grows by a second per 10^9 multiply-adds of its job).
+WINDOW = {
+    "claim_slack_s": 12, "claim_rate": 10**9, "bond_bps": 1000, "min_bond": 1000,
+    "challenge_s": 8, "reveal_s": 4, "probe_deposit": 1000, "min_window_blocks": 2,
+    "max_open_s": 3600,
+}  # fmt: skip
+
+
+def market_genesis(tmp_path: Path) -> Path:
+    genesis = tmp_path / "genesis.json"
+    write_genesis(genesis, 0)
+    data = json.loads(genesis.read_text())
+    data["market"] = WINDOW
+    # Blocks of ~2^26 multiply-adds (a few filler products each, under a job's work):
+    # fewer forks than one block per product, so claims mostly stand.
+    data["difficulty"]["genesis_target"] = hex(2**256 // 2**26)
+    genesis.write_text(json.dumps(data))
+    return genesis
 
 
 class Proc:
@@ -84,69 +101,132 @@ def wait_for(what: str, fn: Any, timeout: float = 60.0, procs: list[Proc] | None
         time.sleep(0.25)
 
 
-def test_market_end_to_end(tmp_path: Path) -> None:
-    genesis = tmp_path / "genesis.json"
-    write_genesis(genesis, 0)
-    data = json.loads(genesis.read_text())
-    data["market"] = WINDOW
-    genesis.write_text(json.dumps(data))
+def _address(i: int) -> str:
+    from chain.network import load_network
+
+    return encode_address(load_network("devnet").hrp, address_from_pubkey(devnet_key(i).public_key))
+
+
+def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> None:
+    genesis = market_genesis(tmp_path)
     from chain.network import load_network
 
     net = load_network("devnet", genesis)
-    n0 = Proc(tmp_path / "n0", genesis)
+    n0 = Proc(tmp_path / "n0", genesis)  # the buyer's node: relays, does not mine
     procs = [n0]
     try:
-        n1 = Proc(tmp_path / "n1", genesis, "--market-key", "1", "--corrupt-odd",
-                  "--connect", f"127.0.0.1:{n0.p2p}")  # fmt: skip
-        procs.append(n1)
-        n2 = Proc(tmp_path / "n2", genesis, "--connect", f"127.0.0.1:{n0.p2p}",
-                  "--connect", f"127.0.0.1:{n1.p2p}")  # fmt: skip
-        procs.append(n2)
-        rpc0, rpc1, rpc2 = n0.rpc(), n1.rpc(), n2.rpc()
-        wait_for("blocks", lambda: rpc0.call("getblockcount") >= 2, procs=procs)
-        buyer = devnet_key(0)
-        client = JobClient(buyer, net, rpc0, f"http://127.0.0.1:{n0.blob}",
+        for i in (1, 2, 3):
+            procs.append(Proc(tmp_path / f"n{i}", genesis, "--market-key", str(i),
+                              "--connect", f"127.0.0.1:{n0.p2p}"))  # fmt: skip
+        rpcs = [p.rpc() for p in procs]
+        for rpc in rpcs[1:]:  # every miner has compiled its engine and mined a product
+            wait_for("a product", lambda r=rpc: r.call("getmininginfo")["localproducts"] >= 1,
+                     timeout=120, procs=procs)  # fmt: skip
+        wait_for("one chain", lambda: max(r.call("getblockcount") for r in rpcs) - min(
+            r.call("getblockcount") for r in rpcs) <= 3 and all(
+            r.call("getconnectioncount") >= 1 for r in rpcs), timeout=60, procs=procs)  # fmt: skip
+        client = JobClient(devnet_key(0), net, rpcs[0], f"http://127.0.0.1:{n0.blob}",
                            blob_auth=read_cookie(n0.datadir, "devnet"))  # fmt: skip
         rng = np.random.default_rng(5)
-        a = rng.integers(-64, 64, (512, 1024), dtype=np.int8)
-        b = rng.integers(-64, 64, (1024, 512), dtype=np.int8)
+        a = rng.integers(-64, 64, (768, 2048), dtype=np.int8)
+        b = rng.integers(-64, 64, (2048, 512), dtype=np.int8)
         t0 = time.monotonic()
-        job_id = client.submit(a, b, bounty=2_000_000, expiry_blocks=500)
-        status = wait_for("commit", lambda: (s := client.status(job_id))["status"] in
-                          ("committed", "paid") and s, timeout=90, procs=procs)  # fmt: skip
-        miner = encode_address(net.hrp, address_from_pubkey(devnet_key(1).public_key))
-        assert status["miner"] == miner
-        res = client.result(job_id)
-        exact = a.astype(np.int64) @ b.astype(np.int64)
-        assert res.verified and np.array_equal(res.c, exact)
-        print(f"job verified after {time.monotonic() - t0:.1f} s, timings {res.timings}")
-        wait_for("payout", lambda: client.status(job_id)["status"] == "paid", procs=procs)
-        # node 2 sees the payout once the settling block has reached it
-        def paid_on_node_2() -> bool:
-            return bool(rpc2.call("getcontribution", miner)["bounties"] > 0)
-
-        wait_for("payout on node 2", paid_on_node_2, procs=procs)
-        contrib = rpc2.call("getcontribution", miner)
-        assert contrib["delivered"] == 512 * 1024 * 512 and contrib["bounties"] == 2_000_000
-        assert any(j["job_id"] == job_id for j in rpc1.call("listjobs", status="paid"))
-        # the same through the CLI, which needs no key to read a job's state
+        pid = client.submit(a, b, bounty=6_000_000, min_parts=6)
+        parts = client.status(pid)["parts"]
+        assert len(parts) == 6 and {p["status"] for p in parts} <= {"pending", "open"}
+        # more demand than three miners holding two jobs each can take at once
+        extra = [client.submit(a[:128], b[:, :128], bounty=500_000 + i) for i in range(3)]
+        client.wait(pid, timeout=180)
+        res = client.result(pid)
+        assert res.verified, res.actions
+        assert np.array_equal(res.c, a.astype(np.int64) @ b.astype(np.int64))
+        print(f"split product verified after {time.monotonic() - t0:.1f} s, {res.timings}")
+        job_ids = [p["job_id"] for p in parts] + extra
+        for job_id in job_ids:
+            wait_for("payout", lambda j=job_id: client.status(j)["status"] == "paid",
+                     timeout=90, procs=procs)  # fmt: skip
+        every = [rpcs[0].call("getjob", j) for j in job_ids]
+        claimants = {p["claimant"] for p in every}
+        assert claimants == {_address(1), _address(2), _address(3)}, claimants
+        delivered = sum(
+            rpcs[0].call("getcontribution", _address(i))["delivered"] for i in (1, 2, 3)
+        )
+        assert delivered == sum(p["multiply_adds"] for p in every)
+        for rpc in rpcs[1:]:
+            market = rpc.call("getmininginfo")["market"]
+            assert market["recomputed_products"] == 0, market
+        info = rpcs[0].call("getmarketinfo")
+        assert info["jobs"]["paid"] == 9 and info["network_multiply_adds_per_s"] > 0
+        # the CLI reads a job's state without a key
         cli = subprocess.run(
-            [sys.executable, "-m", "node.cli", "job", "status", job_id, "--json",
+            [sys.executable, "-m", "node.cli", "job", "status", extra[0], "--json",
              "--network", "devnet", "--datadir", str(n0.datadir), "--genesis-file", str(genesis),
              "--rpc", f"http://127.0.0.1:{n0.rpc_port}"],
             capture_output=True, text=True, timeout=60, cwd=ROOT,
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["status"] == "paid"
+    finally:
+        for p in procs:
+            p.stop()
 
-        # a wrong C (odd bounty): the client's check fails and its challenge wins
-        a2, b2 = a[:64, :128].copy(), b[:128, :64].copy()
-        job2 = client.submit(a2, b2, bounty=1_000_001, expiry_blocks=500)
-        wait_for("commit 2", lambda: "result_root" in client.status(job2), timeout=60, procs=procs)
-        res2 = client.result(job2)
-        assert not res2.verified and res2.challenge_txid is not None
-        wait_for("refund", lambda: client.status(job2)["status"] == "refunded", procs=procs)
-        assert rpc0.call("getcontribution", miner)["challenges_lost"] == 1
+
+CHEATS = {"wrong": 1, "withhold": 2, "other-root": 3, "vanish": 4}  # mode -> devnet key
+
+
+def test_cheating_workers_lose_their_bonds(tmp_path: Path) -> None:
+    genesis = market_genesis(tmp_path)
+    from chain.network import load_network
+
+    net = load_network("devnet", genesis)
+    # The buyer's node mines filler only (its own blocks, no jobs): blocks keep coming.
+    n0 = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")
+    procs = [n0]
+    try:
+        for mode, i in CHEATS.items():
+            procs.append(Proc(tmp_path / f"n{i}", genesis, "--market-key", str(i), "--cheat",
+                              mode, "--only-bounty", str(1_000_000 + i),
+                              "--connect", f"127.0.0.1:{n0.p2p}"))  # fmt: skip
+        rpc0 = n0.rpc()
+        for p in procs[1:]:
+            p.rpc()
+        wait_for("blocks", lambda: rpc0.call("getblockcount") >= 3, procs=procs)
+        client = JobClient(devnet_key(0), net, rpc0, f"http://127.0.0.1:{n0.blob}",
+                           blob_auth=read_cookie(n0.datadir, "devnet"))  # fmt: skip
+        rng = np.random.default_rng(7)
+        jobs = {}
+        for mode, i in CHEATS.items():
+            a = rng.integers(-64, 64, (64, 128), dtype=np.int8)
+            b = rng.integers(-64, 64, (128, 64), dtype=np.int8)
+            jobs[mode] = client.submit(a, b, bounty=1_000_000 + i)
+        for mode, job_id in jobs.items():
+            wait_for(f"{mode} claims", lambda j=job_id: rpc0.call("getjob", j).get("claimant"),
+                     timeout=120, procs=procs)  # fmt: skip
+            assert rpc0.call("getjob", job_id)["claimant"] == _address(CHEATS[mode])
+        # wrong C: the client's Freivalds check fails and its challenge wins
+        wait_for("commit", lambda: "result_root" in rpc0.call("getjob", jobs["wrong"]), procs=procs)
+        res = client.result(jobs["wrong"])
+        assert not res.verified and res.challenge_txid is not None, res.actions
+        # withheld C, C under another root: the download fails, the client probes
+        for mode in ("withhold", "other-root"):
+            wait_for("commit", lambda m=mode: "result_root" in rpc0.call("getjob", jobs[m]),
+                     procs=procs)  # fmt: skip
+            res = client.result(jobs[mode], timeout=5)
+            assert not res.verified and "probed" in " ".join(res.actions), res.actions
+        for mode in ("wrong", "withhold", "other-root"):
+            wait_for(f"{mode} refunded", lambda m=mode: rpc0.call("getjob", jobs[m])["status"] ==
+                     "refunded", timeout=60, procs=procs)  # fmt: skip
+        # claim and vanish: the deadline passes, the bond goes to the buyer, it reopens
+        wait_for("vanished claim expires", lambda: rpc0.call("getjob", jobs["vanish"])["status"]
+                 == "open", timeout=90, procs=procs)  # fmt: skip
+        assert rpc0.call("getjob", jobs["vanish"])["claims"] == 1
+        client.reclaim(jobs["vanish"])
+        wait_for("reclaimed", lambda: client.status(jobs["vanish"])["status"] == "reclaimed",
+                 procs=procs)  # fmt: skip
+        for mode, i in CHEATS.items():
+            assert rpc0.call("getcontribution", _address(i))["challenges_lost"] == 1, mode
+        # refunds: every cheater's bond ended with the buyer (the challenger, the prober)
+        assert rpc0.call("getmarketinfo")["jobs"]["refunded"] == 3
     finally:
         for p in procs:
             p.stop()

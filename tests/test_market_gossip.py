@@ -7,7 +7,6 @@ and serves corrupt rows."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Coroutine
@@ -38,9 +37,9 @@ from p2p.protocol import (
     encode,
 )
 from tests.marketutil import operands
-from tests.p2putil import WirePeer, free_port, write_genesis
+from tests.p2putil import WirePeer, free_port
 from tests.test_market_blobs import BadPeer
-from tests.test_market_e2e import WINDOW, Proc, wait_for
+from tests.test_market_e2e import Proc, market_genesis, wait_for
 from wallet.jobs import JobClient, submit_tx, upload_blob
 from wallet.rpc import get_account, read_cookie, send_raw_transaction
 
@@ -224,8 +223,9 @@ def test_miner_fetches_from_peer_sources(tmp_path: Path) -> None:
             miner = MarketMiner(
                 None,  # type: ignore[arg-type]
                 mine,
-                SimpleNamespace(extra_sources=(), fetch_timeout=2.0),  # type: ignore[arg-type]
+                SimpleNamespace(key=devnet_key(1), extra_sources=(), fetch_timeout=2.0),  # type: ignore[arg-type]
                 lambda tx: None,
+                lambda address: 0,
                 peers=peers,
             )
             job = SimpleNamespace(data_url=dead.encode())
@@ -280,11 +280,7 @@ async def _listen(peer: WirePeer, got: list[BlobAnn], closed: asyncio.Event) -> 
 
 
 def test_miner_fetches_operands_announced_by_peers(tmp_path: Path) -> None:
-    genesis = tmp_path / "genesis.json"
-    write_genesis(genesis, 0)
-    data = json.loads(genesis.read_text())
-    data["market"] = WINDOW
-    genesis.write_text(json.dumps(data))
+    genesis = market_genesis(tmp_path)
     from chain.network import load_network
 
     net = load_network("devnet", genesis)
@@ -349,16 +345,16 @@ def test_miner_fetches_operands_announced_by_peers(tmp_path: Path) -> None:
         buyer = devnet_key(0)
         buyer_addr = encode_address(net.hrp, address_from_pubkey(buyer.public_key))
         nonce = get_account(rpc0, buyer_addr).pending_nonce
-        height = int(rpc0.call("getblockcount"))
+        expires = int(rpc0.call("getblockchaininfo")["mediantime"]) + 600
         dead = f"http://127.0.0.1:{free_port()}"
-        tx = submit_tx(net, buyer, nonce, a, b, 1_000_000, height + 500, url=dead)
+        tx = submit_tx(net, buyer, nonce, a, b, 1_000_000, expires, url=dead)
         job_id = send_raw_transaction(rpc0, tx.to_bytes())
 
         client = JobClient(buyer, net, rpc0, f"http://127.0.0.1:{n0.blob}", blob_auth=auth)
         status = wait_for("commit", lambda: (s := client.status(job_id))["status"] in
                           ("committed", "paid") and s, timeout=60, procs=procs)  # fmt: skip
         miner = encode_address(net.hrp, address_from_pubkey(devnet_key(1).public_key))
-        assert status["miner"] == miner
+        assert status["claimant"] == miner
         log1 = n1_log.read_text()
         assert "discouraging 127.0.0.2" in log1 and "bad blob" in log1, log1[-3000:]
         wait_for("the liar dropped", liar_closed.is_set, timeout=5, procs=procs)

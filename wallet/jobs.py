@@ -258,10 +258,10 @@ class JobClient:
 
     def status(self, product_id: str) -> dict[str, Any]:
         """A product's state: one status when every part agrees, else "mixed", and each
-        part's job. A bare job id (no manifest here) answers that job."""
+        part's job. A one-job product, or a bare job id, answers that job."""
         plan = self.manifest(product_id)
-        if plan is None:
-            return self._job(product_id)
+        if plan is None or len(plan.job_ids) == 1:  # one job: its state is the product's
+            return self._job(plan.job_ids[0] if plan is not None else product_id)
         jobs = [self._job(j) for j in plan.job_ids]
         counts: dict[str, int] = {}
         for job in jobs:
