@@ -230,3 +230,64 @@ def test_cheating_workers_lose_their_bonds(tmp_path: Path) -> None:
     finally:
         for p in procs:
             p.stop()
+
+
+def test_claims_racing_across_a_reorg_leave_no_account_stuck(tmp_path: Path) -> None:
+    """Two miners on two chains both claim (and commit) the same job; when the chains
+    meet, the losing claim and commit are included as failed, the loser's next
+    transaction confirms, nothing of it stays in a pool, and the winner is paid."""
+    from chain.network import load_network
+    from tests.chainutil import transfer
+    from wallet.job_txs import submit_tx
+
+    genesis = market_genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    procs = [Proc(tmp_path / "n1", genesis, "--market-key", "1"),
+             Proc(tmp_path / "n2", genesis, "--market-key", "2")]  # fmt: skip
+    try:
+        rpcs = [p.rpc() for p in procs]
+        for rpc in rpcs:
+            wait_for("blocks", lambda r=rpc: r.call("getblockcount") >= 3, procs=procs)
+        rng = np.random.default_rng(9)
+        a = rng.integers(-64, 64, (128, 256), dtype=np.int8)
+        b = rng.integers(-64, 64, (256, 128), dtype=np.int8)
+        url = f"http://127.0.0.1:{procs[0].blob}"
+        from wallet.jobs import upload_blob
+
+        upload_blob(url, "a", a, read_cookie(procs[0].datadir, "devnet"))
+        upload_blob(url, "bt", b.T, read_cookie(procs[0].datadir, "devnet"))
+        expires = int(rpcs[0].call("getblockchaininfo")["mediantime"]) + 600
+        tx = submit_tx(net, devnet_key(0), 0, a, b, 3_000_000, expires, url=url)
+        for rpc in rpcs:
+            rpc.call("sendrawtransaction", tx.to_bytes().hex())
+        job_id = tx.txid.hex()
+        for i, rpc in ((1, rpcs[0]), (2, rpcs[1])):  # each claims on its own chain
+            wait_for(f"claim {i}", lambda r=rpc, i=i: r.call("getjob", job_id).get("claimant")
+                     == _address(i), timeout=60, procs=procs)  # fmt: skip
+        rpcs[0].call("addnode", f"127.0.0.1:{procs[1].p2p}", "add")
+
+        def one_tip() -> bool:
+            return bool(rpcs[0].call("getbestblockhash") == rpcs[1].call("getbestblockhash"))
+
+        wait_for("the chains meet", one_tip, timeout=60, procs=procs)
+        winner = rpcs[0].call("getjob", job_id)["claimant"]
+        loser_index = 2 if winner == _address(1) else 1
+        loser_rpc = rpcs[loser_index - 1]
+        wait_for("payout", lambda: rpcs[0].call("getjob", job_id)["status"] == "paid",
+                 timeout=90, procs=procs)  # fmt: skip
+        nonce = loser_rpc.call("getaccount", _address(loser_index))["pending_nonce"]
+        send = transfer(net, loser_index, nonce, bytes(20), 5)
+        txid = loser_rpc.call("sendrawtransaction", send.to_bytes().hex())
+        wait_for("the loser's next tx confirms", lambda: rpcs[0].call("gettransaction", txid)
+                 ["confirmations"] >= 1, timeout=60, procs=procs)  # fmt: skip
+        account = rpcs[0].call("getaccount", _address(loser_index))
+        assert account["nonce"] == nonce + 1 == account["pending_nonce"]
+        history = rpcs[0].call("getaddresshistory", _address(loser_index))["txs"]
+        receipts = [rpcs[0].call("gettransaction", t["txid"]) for t in history]
+        assert any(r["status"] == "failed" and r["failure"].startswith("job-") for r in receipts)
+        for rpc in rpcs:  # nothing of the loser waits in a pool
+            pool = rpc.call("getrawmempool", True)
+            assert all(e["sender"] != _address(loser_index) for e in pool.values()), pool
+    finally:
+        for p in procs:
+            p.stop()
