@@ -1,24 +1,25 @@
-"""One compute-market job, in process, timed from submission to verified C.
+"""A buyer's product from `submit` to a verified C, through the Python API a buyer uses
+(wallet/jobs.JobClient against real node processes), on one miner and split over three.
 
-Stages (name=value lines, seconds unless named otherwise):
-  upload_s       client puts A and B in its node's blob store (hashing the commitments)
-  fetch_ab_s     the miner fetches A and B over HTTP, checking every row
-  mine_s         the miner's product with the lottery (one engine.mine of the job)
-  commit_s       result root of C and the JOB_COMMIT
-  fetch_c_s      the client fetches C over HTTP, checking every row against the root
-  check_s        Freivalds' test of C against A and B (16 trials)
-  total_s        all of the above
-  bare_product_s the exact product alone on the same backend (engine.mine on a fixed
-                 template, i.e. the mining cost; and numpy float32 BLAS as reference)
-  overhead       total_s / bare_product_s
+Each miner is a node process pinned to one core (a stand-in for one GPU per miner
+process); the buyer's node does not mine. The baseline is the exact local product the
+buyer would otherwise compute: float32 BLAS on all cores (exact for |entries| <= 64
+and k <= 4096), measured in the same run. Printed (name=value), medians of ``--runs``:
 
-    .venv/bin/python bench/bench_market.py [--m 512 --k 1024 --n 512] [--engine numpy|cupy]
+  local_product_s        the baseline
+  one_miner_s            submit -> verified C, one job on one miner
+  one_miner_ratio        one_miner_s / local_product_s          (goal <= 3)
+  three_miners_s         submit -> verified C, the product split into 3 jobs, 3 miners
+  three_miners_ratio     three_miners_s / local_product_s
+  three_over_one         three_miners_s / one_miner_s           (goal < 1)
+
+    .venv/bin/python bench/bench_market.py [--shape 512 4096 4096] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -26,88 +27,80 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
+import numpy as np  # noqa: E402
 
-from compute.blobs import BlobStore, fetch_blob  # noqa: E402
-from compute.engine import FixedTemplate  # noqa: E402
-from compute.freivalds import freivalds_check  # noqa: E402
-from compute.select import select_engine  # noqa: E402
-from consensus.commitments import commit_cols, commit_rows  # noqa: E402
-from consensus.result import result_root  # noqa: E402
-from node.blobs import BlobServer  # noqa: E402
-from tests.chainutil import easy_devnet  # noqa: E402
+from bench.marketnet import buyer_client, start_net, wait, write_genesis  # noqa: E402
+
+# Easy blocks (a few filler products each): confirmations take a fraction of a second.
+BLOCK_WORK = 2**26
+MARKET = {"claim_slack_s": 60, "challenge_s": 5, "reveal_s": 5}
 
 
-async def run(m: int, k: int, n: int, engine_name: str | None) -> dict[str, float]:
-    net = easy_devnet()
-    engine = select_engine(engine_name)
+def local_product(a: np.ndarray, b: np.ndarray) -> float:
+    t = time.perf_counter()
+    c = a.astype(np.float32) @ b.astype(np.float32)
+    elapsed = time.perf_counter() - t
+    assert c.shape == (a.shape[0], b.shape[1])
+    return elapsed
+
+
+def timed_products(miners: int, shape: tuple[int, int, int], runs: int, parts: int) -> list[float]:
+    m, k, n = shape
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        genesis = write_genesis(root / "genesis.json", 1, BLOCK_WORK, MARKET)
+        buyer, nodes = start_net(root, genesis, miners)
+        try:
+            for node in nodes:
+                wait("a product", lambda nd=node: nd.call("getmininginfo")["localproducts"] > 0,
+                     180)  # fmt: skip
+            client = buyer_client(buyer)
+            rng = np.random.default_rng(11)
+            out = []
+            for run in range(runs + 1):  # the first run warms the miners up: not counted
+                a = rng.integers(-64, 64, (m, k), dtype=np.int8)
+                b = rng.integers(-64, 64, (k, n), dtype=np.int8)
+                t = time.perf_counter()
+                pid = client.submit(a, b, bounty=m * n * k // 100, min_parts=parts,
+                                    max_part_multiply_adds=2**40)  # fmt: skip
+                client.wait(pid, timeout=600)
+                res = client.result(pid)
+                elapsed = time.perf_counter() - t
+                if not res.verified:
+                    raise RuntimeError(f"product not verified: {res.actions}")
+                exact = a.astype(np.float32) @ b.astype(np.float32)
+                assert np.array_equal(res.c, exact.astype(np.int64))
+                print(f"# {miners} miner(s), run {run}: {elapsed:.2f} s", flush=True)
+                if run:
+                    out.append(elapsed)
+            return out
+        finally:
+            for node in [buyer, *nodes]:
+                node.stop()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", type=int, nargs=3, default=[512, 4096, 4096], metavar=("M", "K", "N"))
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args()
+    m, k, n = args.shape
     rng = np.random.default_rng(1)
     a = rng.integers(-64, 64, (m, k), dtype=np.int8)
     b = rng.integers(-64, 64, (k, n), dtype=np.int8)
-    out: dict[str, float] = {}
-    # warm-up (JIT, workspaces, thread pools): not timed
-    engine.mine(net.pouw, a, b, FixedTemplate(b"\x02" * 32, net.difficulty.genesis_target))
-    with tempfile.TemporaryDirectory() as tmp:
-        client_store = BlobStore(Path(tmp) / "client")
-        miner_store = BlobStore(Path(tmp) / "miner")
-        cs, ms = BlobServer(client_store), BlobServer(miner_store)
-        await cs.start()
-        await ms.start()
-        try:
-            t = time.perf_counter()
-            h_a, h_b = client_store.put("a", a), client_store.put("bt", b.T)
-            out["upload_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            ga = await fetch_blob([cs.url], h_a, "a", m, k, miner_store)
-            gbt = await fetch_blob([cs.url], h_b, "bt", n, k, miner_store)
-            out["fetch_ab_s"] = time.perf_counter() - t
-            template = FixedTemplate(bytes(32), net.difficulty.genesis_target)
-            gb = np.ascontiguousarray(np.asarray(gbt).T)
-            t = time.perf_counter()
-            res = await asyncio.to_thread(
-                engine.mine, net.pouw, np.asarray(ga, np.int8), gb, template
-            )
-            out["mine_s"] = time.perf_counter() - t
-            assert res.product is not None
-            t = time.perf_counter()
-            h_c = miner_store.put("c", res.product)
-            out["commit_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            c = await fetch_blob([ms.url], h_c, "c", m, n)
-            out["fetch_c_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            assert freivalds_check(a, b, c)
-            out["check_s"] = time.perf_counter() - t
-            assert h_a == commit_rows(a) and h_b == commit_cols(b) and h_c == result_root(c)
-        finally:
-            await cs.stop()
-            await ms.stop()
-    out["total_s"] = sum(out.values())
-    t = time.perf_counter()
-    engine.mine(net.pouw, a, b, FixedTemplate(b"\x01" * 32, net.difficulty.genesis_target))
-    out["bare_product_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    a.astype(np.float32) @ b.astype(np.float32)
-    out["blas_f32_product_s"] = time.perf_counter() - t
-    out["overhead"] = out["total_s"] / out["bare_product_s"]
-    out["transfer_s"] = out["fetch_ab_s"] + out["fetch_c_s"] + out["upload_s"]
-    out["checking_s"] = out["check_s"]
-    out["mining_s"] = out["mine_s"]
-    return out
-
-
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--m", type=int, default=512)
-    p.add_argument("--k", type=int, default=1024)
-    p.add_argument("--n", type=int, default=512)
-    p.add_argument("--engine", choices=["numpy", "cupy"])
-    args = p.parse_args()
-    out = asyncio.run(run(args.m, args.k, args.n, args.engine))
-    print(f"shape={args.m}x{args.k}x{args.n}")
-    for key, value in out.items():
-        print(f"{key}={value:.4f}")
+    local_product(a, b)  # warm-up
+    local = statistics.median(local_product(a, b) for _ in range(5))
+    one = statistics.median(timed_products(1, (m, k, n), args.runs, 1))
+    three = statistics.median(timed_products(3, (m, k, n), args.runs, 3))
+    print(f"shape={m}x{k}x{n}")
+    print(f"local_product_s={local:.3f}")
+    print(f"one_miner_s={one:.2f}")
+    print(f"one_miner_ratio={one / local:.2f}")
+    print(f"three_miners_s={three:.2f}")
+    print(f"three_miners_ratio={three / local:.2f}")
+    print(f"three_over_one={three / one:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

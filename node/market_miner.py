@@ -42,7 +42,12 @@ from node.template import JobRef
 log = logging.getLogger("pouw.market")
 
 RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
-CLAIM_AHEAD = 2  # jobs in hand: one computing while the next claim confirms
+CLAIM_AHEAD = 2  # jobs in hand at least: one computing while the next claim confirms
+# A claim needs a block to confirm, so a miner holds enough claimed work to stay busy
+# for this many target spacings (at its measured rate); otherwise it would mine filler
+# while it waits. The market's claim deadlines leave room for that (claim_slack_s).
+WORK_AHEAD_SPACINGS = 3
+MAX_HELD = 256  # jobs in hand at most (each a claim transaction and a bond)
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 
 
@@ -123,6 +128,7 @@ class MarketMiner:
         self.address = address_from_pubkey(settings.key.public_key)
         self.held: dict[bytes, Held] = {}
         self.counters = MarketCounters()
+        self.rate = 0.0  # our multiply-adds per second (the mining loop keeps it current)
         self._failed: dict[bytes, float] = {}
         self._computed: set[bytes] = set()
 
@@ -157,11 +163,21 @@ class MarketMiner:
             log.warning("%s not accepted by the mempool: %s", what, result)
         return ok
 
+    def _wanted_work(self) -> int:
+        """Multiply-adds of unfinished claims to hold: a few block intervals of work."""
+        spacing = self.chain.network.difficulty.target_spacing_s
+        return int(self.rate * spacing * WORK_AHEAD_SPACINGS)
+
     def _claim_more(self) -> None:
         from wallet.job_txs import claim_tx
 
-        busy = sum(not h.computed for h in self.held.values())
-        for job_id, job in self.candidates()[: max(0, self.settings.claim_ahead - busy)]:
+        unfinished = [h for h in self.held.values() if not h.computed]
+        count, work = len(unfinished), sum(h.job.multiply_adds for h in unfinished)
+        for job_id, job in self.candidates():
+            if count >= MAX_HELD or (
+                count >= self.settings.claim_ahead and work >= self._wanted_work()
+            ):
+                break
             bond = self.chain.network.market.bond_for(job.bounty)
             tx = claim_tx(
                 self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
@@ -171,6 +187,7 @@ class MarketMiner:
                 self.forget(job_id)
                 continue
             self.held[job_id] = Held(job, time.monotonic(), tx.txid)
+            count, work = count + 1, work + job.multiply_adds
             self.counters.claims_sent += 1
             log.info(
                 "claimed job %s (%dx%dx%d, bounty %d, bond %d)",

@@ -25,9 +25,13 @@ from consensus.difficulty import block_work
 from consensus.ints import u64
 from consensus.pouw import filler_matrices
 from node.market_miner import MarketMiner
-from node.template import build_template
+from node.template import BlockTemplate, JobRef, build_template
 
 log = logging.getLogger("pouw.mining")
+
+# A template is rebuilt at least this often (its timestamp stays near the clock), and
+# whenever the tip, the selected transactions or the job change.
+TEMPLATE_REFRESH_S = 5.0
 
 
 @dataclass
@@ -65,10 +69,27 @@ class Miner:
         self._attempt = 0
         self.market = market  # None: filler only
         self._closing = False
+        self._cached_template: tuple[object, float, BlockTemplate] | None = None
 
     def interrupt(self) -> None:
         """Abandon the product in flight (tip changed, or shutting down)."""
         self.stop_event.set()
+
+    def _template(self, shape: tuple[int, int, int], job: JobRef | None) -> BlockTemplate:
+        """A template on the tip, reused while the tip, the selected transactions and
+        the job are the same and it is younger than TEMPLATE_REFRESH_S: building one
+        applies every transaction, which would otherwise cost more than a small product.
+        Each product has operands of its own, so a reused header still draws fresh
+        tickets (the seeds bind hA and hB)."""
+        txs = self.select_txs()
+        key = (self.chain.tip.hash, shape, job, tuple(tx.txid for tx in txs))
+        now = time.monotonic()
+        cached = self._cached_template
+        if cached is not None and cached[0] == key and now - cached[1] < TEMPLATE_REFRESH_S:
+            return cached[2]
+        template = build_template(self.chain, self.miner, txs, shape, int(time.time()), job=job)
+        self._cached_template = (key, now, template)
+        return template
 
     async def mine_once(self) -> Block | None:
         """Multiply one product on a fresh template: a paid job whose claim we hold
@@ -81,23 +102,22 @@ class Miner:
         net = self.chain.network
         template = None
         self._attempt += 1
-        work = await self.market.next_work() if self.market is not None else None
+        work = None
+        if self.market is not None:
+            self.market.rate = self.counters.multiply_adds_per_s()
+            work = await self.market.next_work()
         if work is not None:
             ref, a, b = work
             shape = (a.shape[0], a.shape[1], b.shape[1])
             try:
-                template = build_template(
-                    self.chain, self.miner, self.select_txs(), shape, int(time.time()), job=ref
-                )
+                template = self._template(shape, ref)
             except StateError as exc:  # the claim is gone from this tip
                 log.info("job %s not minable: %s", ref.job_id.hex()[:16], exc)
                 self.market.forget(ref.job_id)  # type: ignore[union-attr]
         if template is None:
             work = None
             shape = (net.filler.m, net.filler.k, net.filler.n)
-            template = build_template(
-                self.chain, self.miner, self.select_txs(), shape, int(time.time())
-            )
+            template = self._template(shape, None)
             seed = template.header.parent + self.miner + u64(self._attempt)
             a, b = filler_matrices(seed, *shape)
         self.stop_event.clear()

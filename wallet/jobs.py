@@ -137,6 +137,7 @@ class JobClient:
         self._products: dict[str, Manifest] = {}
         self._operands: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]] = {}
         self._probes: dict[str, int] = {}
+        self._uploaded: set[bytes] = set()  # blob roots this client already gave the node
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -231,16 +232,15 @@ class JobClient:
             plan.bounties = split_bounty(bounty, plan.parts)
         except PlanError as exc:
             raise JobError(str(exc)) from None
-        uploaded: set[bytes] = set()
         txs = []
         expires = self._mtp() + expiry_s
         for part, part_bounty in zip(plan.parts, plan.bounties, strict=True):
             pa, pb = part.operands(a8, b8)
             for kind, matrix in (("a", pa), ("bt", np.ascontiguousarray(pb.T))):
                 root = blob_root(kind, matrix)
-                if root not in uploaded:
+                if root not in self._uploaded:
                     upload_blob(self.blob_url, kind, matrix, self.blob_auth)
-                    uploaded.add(root)
+                    self._uploaded.add(root)
             txs.append(submit_tx(self.network, signer, self._nonce(), pa, pb, part_bounty,
                                  expires, url=self.blob_url, fee=fee))  # fmt: skip
         for tx in txs:

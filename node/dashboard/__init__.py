@@ -52,6 +52,7 @@ READ_ONLY = (
     "getconnectioncount",
     "listjobs",
     "getjob",
+    "getmarketinfo",
     "getcontribution",
     "uptime",
 )

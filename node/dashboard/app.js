@@ -87,9 +87,9 @@ function setStatus(ok, msg) {
 }
 
 async function refreshSummary() {
-  const [info, peers, pool, poolTxs, mining, jobs] = await rpcBatch([
+  const [info, peers, pool, poolTxs, mining, jobs, market] = await rpcBatch([
     ["getblockchaininfo"], ["getpeerinfo"], ["getmempoolinfo"], ["getrawmempool", [true]],
-    ["getmininginfo"], ["listjobs"],
+    ["getmininginfo"], ["listjobs", ["all", 40]], ["getmarketinfo"],
   ]);
   if (!info) throw new Error("getblockchaininfo failed");
   text("network", info.chain);
@@ -115,6 +115,11 @@ async function refreshSummary() {
   fillRows("mempool", txs.slice(0, 20).map(([txid, t]) => [{ text: short(txid, 16), cls: "mono", title: txid },
     fmt(t.fee), t.vsize !== undefined ? t.vsize : (t.size !== undefined ? t.size : "–")]), "empty", 3);
   if (mining) text("netrate", fmt(mining.networkmultiplyaddsps) + " multiply-adds/s network");
+  if (market) {
+    text("useful-share", (100 * market.useful_share).toFixed(1) + "%");
+    text("market-detail", fmt(market.open_demand_multiply_adds) + " MAC open demand, " +
+      market.going_bounty_per_multiply_add.toPrecision(3) + " per MAC going rate");
+  }
   const jobList = Array.isArray(jobs) ? jobs : [];
   const row = (j) => [{ text: short(j.job_id || j.id || "", 16), cls: "mono" },
     j.shape ? j.shape.join("×") : (j.m ? [j.m, j.k, j.n].join("×") : "–"), fmt(j.bounty), j.state || j.status || "open"];

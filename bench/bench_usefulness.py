@@ -1,0 +1,139 @@
+"""How much of the miners' work goes to paid products, with demand above capacity.
+
+Real processes: a buyer's node, three miner nodes (one core each), a devnet whose
+blocks are about 100x one job's work (``--block-ratio``). The buyer, through the
+Python API (wallet/jobs.JobClient), keeps more jobs open than the miners can take for
+``--seconds``, then stops and lets every job settle. Printed (name=value):
+
+  useful_fraction       multiply-adds of products that were paid / all multiply-adds
+                        the miners computed (jobs and filler), over the measured span:
+                        from the first confirmed claim to the last delivered product
+  useful_fraction_all   the same over the whole run, start-up filler included
+  jobs_submitted, jobs_settled (paid), jobs_refunded, jobs_stuck (neither settled nor
+                        refunded nor expired when the run ends), recomputed_products
+                        (products a miner computed twice), claims_lost
+  block_over_job        block work (2^256 / target, median) over one job's work
+
+    .venv/bin/python bench/bench_usefulness.py [--seconds 90] [--shape 256 1024 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from bench.marketnet import buyer_client, start_net, wait, write_genesis  # noqa: E402
+
+SETTLED = ("paid", "refunded", "expired", "reclaimed")
+
+
+def counters(miners: list) -> tuple[int, int, int, int]:  # type: ignore[type-arg]
+    """(all multiply-adds, job multiply-adds, recomputed products, claims lost)."""
+    total = jobs = recomputed = lost = 0
+    for node in miners:
+        info = node.call("getmininginfo")
+        total += int(info["localmultiplyadds"])
+        jobs += int(info["localjobmultiplyadds"])
+        market = info["market"] or {}
+        recomputed += int(market.get("recomputed_products", 0))
+        lost += int(market.get("claims_lost", 0))
+    return total, jobs, recomputed, lost
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=90.0, help="how long demand is kept up")
+    p.add_argument("--miners", type=int, default=3)
+    p.add_argument("--shape", type=int, nargs=3, default=[256, 1024, 256], metavar=("M", "K", "N"))
+    p.add_argument("--block-ratio", type=int, default=120, help="block work over job work")
+    p.add_argument("--spacing", type=int, default=10, help="target seconds between blocks")
+    args = p.parse_args()
+    m, k, n = args.shape
+    job_work = m * k * n
+    market = {"claim_slack_s": 120, "challenge_s": 10, "reveal_s": 10, "min_window_blocks": 2}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        genesis = write_genesis(
+            root / "genesis.json", args.spacing, job_work * args.block_ratio, market
+        )
+        buyer, miners = start_net(root, genesis, args.miners)
+        try:
+            for node in miners:  # engines compiled, first products done
+                wait("a product", lambda nd=node: nd.call("getmininginfo")["localproducts"] > 0,
+                     180)  # fmt: skip
+            client = buyer_client(buyer)
+            rng = np.random.default_rng(3)
+            a = rng.integers(-64, 64, (m, k), dtype=np.int8)
+            b = rng.integers(-64, 64, (k, n), dtype=np.int8)
+            bounty = job_work // 1000
+            submitted: list[str] = []
+            start_total = counters(miners)[0]
+            first_claim: tuple[int, int] | None = None
+            t_end = time.monotonic() + args.seconds
+            # open jobs kept above what the miners hold: a few blocks' worth of jobs
+            backlog = 4 * args.block_ratio
+            while time.monotonic() < t_end:
+                info = buyer.call("getmarketinfo")
+                account = buyer.call("getaccount", client.address)
+                pooled = account["pending_nonce"] - account["nonce"]  # our submits on the way
+                waiting = info["jobs"]["open"] + pooled
+                if waiting < backlog // 2:
+                    for _ in range(min(100, backlog - waiting)):
+                        submitted.append(client.submit(a, b, bounty=bounty))
+                if first_claim is None and info["jobs"]["claimed"] + info["jobs"]["committed"]:
+                    total, jobs_done, _, _ = counters(miners)
+                    first_claim = (total, jobs_done)
+                time.sleep(0.5)
+            # stop: every submitted job must end; measure the miners at the last delivery
+            for job_id in submitted:
+                if buyer.call("getjob", job_id)["status"] == "open":
+                    client.reclaim(job_id)  # the rest of the backlog: cancelled, not stuck
+
+            def delivered() -> bool:
+                states = [buyer.call("getjob", j)["status"] for j in submitted]
+                return all(s not in ("open", "claimed", "pending") for s in states)
+
+            wait("every claimed job delivered", delivered, 300)
+            end_total, _, recomputed, lost = counters(miners)
+            wait("every job settled", lambda: all(
+                buyer.call("getjob", j)["status"] in SETTLED for j in submitted), 120)  # fmt: skip
+            jobs = [buyer.call("getjob", j) for j in submitted]
+            paid = [j for j in jobs if j["status"] == "paid"]
+            paid_work = sum(j["multiply_adds"] for j in paid)
+            span_total = end_total - (first_claim[0] if first_claim else start_total)
+            targets = [
+                int(buyer.call("getblockheader", buyer.call("getblockhash", h))["target"], 16)
+                for h in range(1, buyer.call("getblockcount") + 1)
+            ]
+            pooled = buyer.call("getrawmempool")
+            print(f"jobs_submitted={len(submitted)}")
+            print(f"jobs_settled={len(paid)}")
+            print(f"jobs_refunded={sum(j['status'] == 'refunded' for j in jobs)}")
+            print(f"jobs_reclaimed={sum(j['status'] == 'reclaimed' for j in jobs)}")
+            print(f"jobs_stuck={sum(j['status'] not in SETTLED for j in jobs)}")
+            print(f"txs_left_in_pool={len(pooled)}")
+            print(f"recomputed_products={recomputed}")
+            print(f"claims_lost={lost}")
+            print(f"useful_fraction={paid_work / max(1, span_total):.3f}")
+            print(f"useful_fraction_all={paid_work / max(1, end_total - start_total):.3f}")
+            print(f"paid_multiply_adds={paid_work}")
+            print(f"computed_multiply_adds={span_total}")
+            block_work = statistics.median(2**256 // t for t in targets)
+            print(f"block_over_job={block_work / job_work:.0f}")
+            print(f"blocks={len(targets)}")
+        finally:
+            for node in [buyer, *miners]:
+                node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
