@@ -5,10 +5,12 @@ blocks are about 100x one job's work (``--block-ratio``). The buyer, through the
 Python API (wallet/jobs.JobClient), keeps more jobs open than the miners can take for
 ``--seconds``, then stops and lets every job settle. Printed (name=value):
 
-  useful_fraction       multiply-adds of products that were paid / all multiply-adds
-                        the miners computed (jobs and filler), over the measured span:
-                        from the first confirmed claim to the last delivered product
-  useful_fraction_all   the same over the whole run, start-up filler included
+  useful_fraction       the share of the miners' multiply-adds (jobs and filler) that
+                        went to paid products while demand was kept up: from the first
+                        committed job to the end of demand, the share spent on job
+                        products, times the share of all job products that were paid
+  useful_fraction_all   paid multiply-adds over everything computed in the whole run,
+                        start-up (no job yet) and drain (no demand) included
   jobs_submitted, jobs_settled (paid), jobs_refunded, jobs_stuck (neither settled nor
                         refunded nor expired when the run ends), recomputed_products
                         (products a miner computed twice), claims_lost
@@ -50,7 +52,7 @@ def counters(miners: list) -> tuple[int, int, int, int]:  # type: ignore[type-ar
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=90.0, help="how long demand is kept up")
+    p.add_argument("--seconds", type=float, default=180.0, help="how long demand is kept up")
     p.add_argument("--miners", type=int, default=3)
     p.add_argument("--shape", type=int, nargs=3, default=[256, 1024, 256], metavar=("M", "K", "N"))
     p.add_argument("--block-ratio", type=int, default=120, help="block work over job work")
@@ -88,10 +90,11 @@ def main() -> int:
                 if waiting < backlog // 2:
                     for _ in range(min(100, backlog - waiting)):
                         submitted.append(client.submit(a, b, bounty=bounty))
-                if first_claim is None and info["jobs"]["claimed"] + info["jobs"]["committed"]:
+                if first_claim is None and info["jobs"]["committed"] + info["jobs"]["paid"]:
                     total, jobs_done, _, _ = counters(miners)
-                    first_claim = (total, jobs_done)
+                    first_claim = (total, jobs_done)  # jobs flow: the measured span starts
                 time.sleep(0.5)
+            demand_end = counters(miners)
             # stop: every submitted job must end; measure the miners at the last delivery
             for job_id in submitted:
                 if buyer.call("getjob", job_id)["status"] == "open":
@@ -102,13 +105,18 @@ def main() -> int:
                 return all(s not in ("open", "claimed", "pending") for s in states)
 
             wait("every claimed job delivered", delivered, 300)
-            end_total, _, recomputed, lost = counters(miners)
+            end_total, end_jobs, recomputed, lost = counters(miners)
             wait("every job settled", lambda: all(
                 buyer.call("getjob", j)["status"] in SETTLED for j in submitted), 120)  # fmt: skip
             jobs = [buyer.call("getjob", j) for j in submitted]
             paid = [j for j in jobs if j["status"] == "paid"]
             paid_work = sum(j["multiply_adds"] for j in paid)
-            span_total = end_total - (first_claim[0] if first_claim else start_total)
+            # Of the work in the span, the share spent on job products, times the share
+            # of all job products computed that were paid (lost or duplicated ones not).
+            start = first_claim or (start_total, 0)
+            span_total = demand_end[0] - start[0]
+            span_jobs = demand_end[1] - start[1]
+            paid_share = paid_work / max(1, end_jobs)
             targets = [
                 int(buyer.call("getblockheader", buyer.call("getblockhash", h))["target"], 16)
                 for h in range(1, buyer.call("getblockcount") + 1)
@@ -122,10 +130,12 @@ def main() -> int:
             print(f"txs_left_in_pool={len(pooled)}")
             print(f"recomputed_products={recomputed}")
             print(f"claims_lost={lost}")
-            print(f"useful_fraction={paid_work / max(1, span_total):.3f}")
+            print(f"useful_fraction={span_jobs / max(1, span_total) * paid_share:.3f}")
             print(f"useful_fraction_all={paid_work / max(1, end_total - start_total):.3f}")
+            print(f"paid_share_of_job_products={paid_share:.3f}")
             print(f"paid_multiply_adds={paid_work}")
-            print(f"computed_multiply_adds={span_total}")
+            print(f"job_multiply_adds_computed={end_jobs}")
+            print(f"span_multiply_adds={span_total}")
             block_work = statistics.median(2**256 // t for t in targets)
             print(f"block_over_job={block_work / job_work:.0f}")
             print(f"blocks={len(targets)}")

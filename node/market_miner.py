@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +35,7 @@ from chain.chainstate import ChainState
 from chain.jobs import PREFIX_JOB, Job, JobStatus, get_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
+from chain.txkind import TxKind
 from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
 from consensus.seal import check_shape
 from node.template import JobRef
@@ -118,6 +119,7 @@ class MarketMiner:
         submit_tx: Callable[[Transaction], object],
         pending_nonce: Callable[[bytes], int],
         peers: BlobPeers | None = None,
+        pool_txs: Callable[[], Iterable[Transaction | None]] = tuple,
     ) -> None:
         self.chain = chain
         self.peers = peers
@@ -125,21 +127,41 @@ class MarketMiner:
         self.settings = settings
         self.submit_tx = submit_tx
         self.pending_nonce = pending_nonce
+        self.pool_txs = pool_txs  # the mempool's transactions: others' claims on their way
         self.address = address_from_pubkey(settings.key.public_key)
         self.held: dict[bytes, Held] = {}
         self.counters = MarketCounters()
         self.rate = 0.0  # our multiply-adds per second (the mining loop keeps it current)
         self._failed: dict[bytes, float] = {}
         self._computed: set[bytes] = set()
+        self._open_cache: tuple[bytes, list[tuple[bytes, Job]]] | None = None
+        self._seen_tip: bytes | None = None
 
     # --- choosing and claiming --------------------------------------------------------
+
+    def _open_jobs(self) -> list[tuple[bytes, Job]]:
+        """open_jobs on the tip, read once per tip (every job record is read)."""
+        tip = self.chain.tip.hash
+        if self._open_cache is None or self._open_cache[0] != tip:
+            self._open_cache = (tip, open_jobs(self.chain))
+        return self._open_cache[1]
+
+    def _claimed_in_pool(self) -> set[bytes]:
+        """Jobs that someone's claim in our mempool already goes for: a claim of ours
+        would most likely lose the race and only cost a fee."""
+        out = set()
+        for tx in self.pool_txs():
+            if tx is not None and tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
+                out.add(tx.payload)
+        return out
 
     def candidates(self) -> list[tuple[bytes, Job]]:
         now = time.monotonic()
         rate = self.settings.min_bounty_per_mac
+        taken = self._claimed_in_pool()
         jobs = [
-            (jid, job) for jid, job in open_jobs(self.chain)
-            if jid not in self.held and self._failed.get(jid, 0.0) <= now
+            (jid, job) for jid, job in self._open_jobs()
+            if jid not in self.held and jid not in taken and self._failed.get(jid, 0.0) <= now
             and job.bounty >= rate * job.multiply_adds
             and check_shape(self.chain.network.pouw, job.m, job.k, job.n).ok
         ]  # fmt: skip
@@ -249,8 +271,10 @@ class MarketMiner:
     async def next_work(self) -> tuple[JobRef, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
         """A claimed job whose claim is on chain, with its operands; claims more jobs
         when fewer than ``claim_ahead`` are in hand. None: mine something else."""
-        self.on_tip()
-        self._claim_more()
+        if self._seen_tip != self.chain.tip.hash:  # claims and jobs only change with it
+            self._seen_tip = self.chain.tip.hash
+            self.on_tip()
+            self._claim_more()
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
             if held.computed:
                 continue
@@ -361,4 +385,5 @@ def market_miner_for(node: object, key: PrivateKey, **settings: object) -> Marke
         node.submit_transaction,  # type: ignore[attr-defined]
         node.mempool.pending_nonce,  # type: ignore[attr-defined]
         peers=p2p,
+        pool_txs=lambda: map(node.mempool.get, node.mempool.txids()),  # type: ignore[attr-defined]
     )

@@ -29,8 +29,8 @@ from node.template import BlockTemplate, JobRef, build_template
 
 log = logging.getLogger("pouw.mining")
 
-# A template is rebuilt at least this often (its timestamp stays near the clock), and
-# whenever the tip, the selected transactions or the job change.
+# A template is rebuilt at least this often (its timestamp stays near the clock and
+# new transactions get in), and whenever the tip or the job change.
 TEMPLATE_REFRESH_S = 5.0
 
 
@@ -76,17 +76,18 @@ class Miner:
         self.stop_event.set()
 
     def _template(self, shape: tuple[int, int, int], job: JobRef | None) -> BlockTemplate:
-        """A template on the tip, reused while the tip, the selected transactions and
-        the job are the same and it is younger than TEMPLATE_REFRESH_S: building one
-        applies every transaction, which would otherwise cost more than a small product.
-        Each product has operands of its own, so a reused header still draws fresh
-        tickets (the seeds bind hA and hB)."""
-        txs = self.select_txs()
-        key = (self.chain.tip.hash, shape, job, tuple(tx.txid for tx in txs))
+        """A template on the tip, reused while the tip and the job are the same and it
+        is younger than TEMPLATE_REFRESH_S: building one applies every pooled
+        transaction, which with a busy pool costs more than a small product (new
+        transactions wait for the next refresh, as with any miner's templates). Each
+        product has operands of its own, so a reused header still draws fresh tickets
+        (the seeds bind hA and hB)."""
+        key = (self.chain.tip.hash, shape, job)
         now = time.monotonic()
         cached = self._cached_template
         if cached is not None and cached[0] == key and now - cached[1] < TEMPLATE_REFRESH_S:
             return cached[2]
+        txs = self.select_txs()
         template = build_template(self.chain, self.miner, txs, shape, int(time.time()), job=job)
         self._cached_template = (key, now, template)
         return template
