@@ -16,7 +16,7 @@ Python API (wallet/jobs.JobClient), keeps more jobs open than the miners can tak
                         (products a miner computed twice), claims_lost
   block_over_job        block work (2^256 / target, median) over one job's work
 
-    .venv/bin/python bench/bench_usefulness.py [--seconds 90] [--shape 256 1024 256]
+    .venv/bin/python bench/bench_usefulness.py [--seconds 180] [--shape 256 1024 256]
 """
 
 from __future__ import annotations

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from chain.address import AddressError, decode_any_address
-from chain.network import NETWORKS, NetworkError, load_network
+from chain.network import NETWORKS, Network, NetworkError, load_network
+from node.remote_market import RemoteMarket
 from wallet.cli import run_command
+from wallet.keystore import WalletError
 from wallet.rpc import RpcClient, RpcConnectionError
 
 log = logging.getLogger("pouw.miner")
@@ -65,6 +67,14 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-blocks", type=int, help="exit after this many accepted blocks")
     p.add_argument("--longpoll-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--market-wallet", type=Path, metavar="KEYSTORE",
+                   help="take paid compute jobs, signing claims and commits with this "
+                        "keystore (its address must be --address)")  # fmt: skip
+    p.add_argument("--password-file", type=Path,
+                   help="the keystore's password (else $POUW_WALLET_PASSWORD)")  # fmt: skip
+    p.add_argument("--blob-url", help="the node's blob endpoint (default: --rpc's port + 3)")
+    p.add_argument("--min-bounty-per-mac", type=float, default=0.0,
+                   help="least bounty per multiply-add a job must pay (base units)")  # fmt: skip
     p.set_defaults(handler=cmd_miner)
     return p
 
@@ -119,6 +129,13 @@ def cmd_miner(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
     else:
         devices = [None]
+    market = None
+    if args.market_wallet is not None:
+        try:
+            market = _market(args, network, rpc, url, datadir)
+        except (WalletError, RpcConnectionError, OSError) as exc:
+            log.error("--market-wallet: %s", exc)
+            return EXIT_USAGE
     miner = RemoteMiner(
         rpc,
         network,
@@ -130,6 +147,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
         threads=args.threads,
         status=sys.stderr,
         longpoll_timeout=args.longpoll_timeout,
+        market=market,
     )
     signal.signal(signal.SIGTERM, lambda *_: miner.request_stop())
     try:
@@ -137,6 +155,34 @@ def cmd_miner(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         miner.close()
         return EXIT_FAILURE
+
+
+def _market(
+    args: argparse.Namespace, network: Network, rpc: RpcClient, url: str, datadir: Path | None
+) -> RemoteMarket:
+    """The paid-job side: the keystore's key (it must hold --address) and the node's
+    blob endpoint, authenticated like its RPC (cookie or --rpc-user)."""
+    from wallet.job_cli import blob_url_for
+    from wallet.rpc import read_cookie
+    from wallet.wallet import Wallet
+
+    if args.password_file is not None:
+        password = args.password_file.read_text().rstrip("\n")
+    else:
+        password = os.environ.get("POUW_WALLET_PASSWORD", "")
+    wallet = Wallet.load(args.market_wallet, password, network)
+    if wallet.address != args.address:
+        raise WalletError(f"{args.market_wallet} holds {wallet.address}, not --address")
+    if args.rpc_user is not None:
+        auth = (args.rpc_user, args.rpc_password or "")
+    else:
+        assert datadir is not None
+        auth = read_cookie(datadir, network.name)
+    blob = args.blob_url or blob_url_for(url, network.rpc_port)
+    return RemoteMarket(
+        RpcClient(rpc.url, *auth), network, wallet.signing_key, blob, auth,
+        claim_ahead=2 * len(args.devices or [None]), min_bounty_per_mac=args.min_bounty_per_mac,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The standalone miner: templates over JSON-RPC, filler products on one process per GPU.
+"""The standalone miner: templates over JSON-RPC, paid jobs (node/remote_market.py) and
+filler products on one process per GPU.
 
 Layout::
 
@@ -44,6 +45,7 @@ from chain.network import Network
 from chain.tx import Transaction, transactions_root
 from consensus.ints import u32, u64
 from consensus.params import PouwParams
+from node.remote_market import RemoteMarket
 from node.template import BlockTemplate
 from wallet.rpc import (
     LONGPOLL_TIMEOUT,
@@ -174,8 +176,9 @@ def template_from_json(
             m=_int_field(data, "m"),
             k=_int_field(data, "k"),
             n=_int_field(data, "n"),
-            h_a=bytes(32),
-            h_b=bytes(32),
+            # a template naming a job carries the job's commitments; others leave them blank
+            h_a=_hex_bytes(data, "h_a", 32) if "h_a" in data else bytes(32),
+            h_b=_hex_bytes(data, "h_b", 32) if "h_b" in data else bytes(32),
         )
     except (TypeError, ValueError) as exc:
         if isinstance(exc, TemplateError):
@@ -236,7 +239,7 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
         return
     results.put(("ready", spec.index, engine.name, spec.device))
     stop = threading.Event()
-    state: dict[str, Any] = {"job": None, "quit": False}
+    state: dict[str, Any] = {"job": None, "product": None, "quit": False}
     changed = threading.Condition()
 
     def listen() -> None:
@@ -245,6 +248,8 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
             with changed:
                 if msg is None:
                     state["quit"] = True
+                elif msg[0] == "product":  # a paid job: computed next, and only once
+                    state["product"] = msg
                 else:
                     state["job"] = msg
                 stop.set()
@@ -256,12 +261,18 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
     attempt = 0
     while True:
         with changed:
-            while state["job"] is None and not state["quit"]:
+            while state["job"] is None and state["product"] is None and not state["quit"]:
                 changed.wait()
             if state["quit"]:
                 return
             stop.clear()  # before reading the job: a newer one sets it again
-            job_no, header_bytes = state["job"]
+            product, state["product"] = state["product"], None
+            if product is None:
+                job_no, header_bytes = state["job"]
+        if product is not None:
+            if not _mine_product(spec, engine, product, stop, results):
+                return
+            continue
         header = Header.from_bytes(header_bytes)
         template = BlockTemplate(header, ())
         attempt += 1
@@ -279,6 +290,26 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
         results.put(("stats", spec.index, header.m * header.k * header.n, out.stats.tickets))
         for seal in out.seals[:1]:
             results.put(("found", spec.index, job_no, out.work.h_a, out.work.h_b, seal.to_bytes()))
+
+
+def _mine_product(spec: WorkerSpec, engine: Any, order: tuple[Any, ...], stop: Any,
+                  results: Any) -> bool:  # fmt: skip
+    """Compute a paid job's product once, the lottery riding on the template that names
+    the job. A tip change kills the lottery, not the product. False on an engine error."""
+    _, job_no, header_bytes, job_id, a, b = order
+    header = Header.from_bytes(header_bytes)
+    try:
+        out = engine.mine(spec.params, a, b, BlockTemplate(header, ()), stop,
+                          keep_product_on_stop=True)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001
+        results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
+        return False
+    results.put(("stats", spec.index, header.m * header.k * header.n, out.stats.tickets))
+    results.put(("product", spec.index, job_id, out.product))
+    if not out.stopped:
+        for seal in out.seals[:1]:
+            results.put(("found", spec.index, job_no, out.work.h_a, out.work.h_b, seal.to_bytes()))
+    return True
 
 
 # --- the coordinator ------------------------------------------------------------------
@@ -324,6 +355,7 @@ class RemoteMiner:
         threads: int | None = None,
         status: TextIO | None = None,
         longpoll_timeout: float = LONGPOLL_TIMEOUT,
+        market: RemoteMarket | None = None,
     ) -> None:
         self.rpc = rpc
         self.network = network
@@ -349,6 +381,10 @@ class RemoteMiner:
         self._procs: list[Any] = []
         self.height: int | None = None
         self.failure: str | None = None
+        self.market = market  # None: filler only
+        self._busy: dict[int, tuple[str, int]] = {}  # worker -> (job id, template number)
+        self._kept: set[int] = set()  # template numbers of products in flight
+        self._market_lock = threading.Lock()
 
     # -- templates ---------------------------------------------------------------------
 
@@ -365,7 +401,7 @@ class RemoteMiner:
             self._job += 1
             job = self._job
             self._templates[job] = rt
-            for old in [j for j in self._templates if j < job - 16]:
+            for old in [j for j in self._templates if j < job - 16 and j not in self._kept]:
                 del self._templates[old]
             self.height = rt.header.height
             self.stats.templates += 1
@@ -402,6 +438,47 @@ class RemoteMiner:
             if rt.longpollid is None:  # node without long-poll: poll every 2 s
                 self._stop.wait(2.0)
             longpollid = rt.longpollid
+
+    # -- paid jobs (market) ------------------------------------------------------------
+
+    def _market_loop(self) -> None:
+        """Claims and probes on each new tip; a confirmed claim to each idle worker."""
+        assert self.market is not None
+        while not self._stop.wait(0.5):
+            try:
+                with self._market_lock:
+                    self.market.poll()
+                for index in range(len(self._jobs)):
+                    if index in self._busy:
+                        continue
+                    with self._market_lock:
+                        work = self.market.next_job()
+                    if work is None:
+                        break
+                    self._dispatch(index, *work)
+            except (RpcError, RpcConnectionError, TemplateError) as exc:
+                log.warning("market: %s", exc)
+
+    def _dispatch(self, index: int, job_id: str, a: Any, b: Any) -> None:
+        data = self.rpc.call("getblocktemplate", miner=self.address, job=job_id)
+        rt = template_from_json(data, self.network, self.miner)
+        with self._lock:
+            self._job += 1
+            number = self._job
+            self._templates[number] = rt
+            self._kept.add(number)
+        self._busy[index] = (job_id, number)
+        self._jobs[index].put(("product", number, rt.header.to_bytes(), job_id, a, b))
+        log.info("worker %d: job %s (%dx%dx%d)", index, job_id[:16], *a.shape, b.shape[1])
+
+    def _delivered(self, index: int, job_id: str, c: Any) -> None:
+        _, number = self._busy.pop(index, (job_id, 0))
+        with self._lock:
+            self._kept.discard(number)
+        if self.market is None or c is None:
+            return
+        with self._market_lock:
+            self.market.deliver(job_id, c)
 
     # -- results ---------------------------------------------------------------------
 
@@ -453,6 +530,9 @@ class RemoteMiner:
         elif kind == "found":
             _, _, job, h_a, h_b, seal = msg
             self._submit(job, h_a, h_b, seal)
+        elif kind == "product":
+            _, index, job_id, c = msg
+            self._delivered(index, job_id, c)
         elif kind == "ready":
             _, index, engine, device = msg
             dev = "" if device is None else f" on device {device}"
@@ -490,6 +570,8 @@ class RemoteMiner:
         self.start_workers()
         poller = threading.Thread(target=self._template_loop, name="pouw-gbt", daemon=True)
         poller.start()
+        if self.market is not None:
+            threading.Thread(target=self._market_loop, name="pouw-market", daemon=True).start()
         tty = self.status is not None and self.status.isatty()
         last_status = time.monotonic()
         interval = 1.0 if tty else 10.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from chain.address import decode_address, encode_address
-from chain.header import Header
+from chain.header import NO_JOB, Header
 from chain.network import Network
 from chain.tx import Transaction
 from node.template import BlockTemplate
@@ -72,9 +72,10 @@ TEMPLATE_FIELDS = (
 
 
 def template_json(template: BlockTemplate, network: Network) -> dict[str, Any]:
-    """Every header field but h_a, h_b and seal, plus the transactions."""
+    """Every header field but the seal (and h_a, h_b unless it names a job: then they
+    are the job's, which the operands must reproduce), plus the transactions."""
     h = template.header
-    return {
+    out = {
         "version": h.version,
         "height": h.height,
         "parent": h.parent.hex(),
@@ -94,6 +95,9 @@ def template_json(template: BlockTemplate, network: Network) -> dict[str, Any]:
             for tx in template.txs
         ],
     }
+    if h.job_id != NO_JOB:
+        out.update(h_a=h.h_a.hex(), h_b=h.h_b.hex())
+    return out
 
 
 def template_from_json(data: dict[str, Any], hrp: str) -> BlockTemplate:
@@ -111,8 +115,8 @@ def template_from_json(data: dict[str, Any], hrp: str) -> BlockTemplate:
         m=int(data["m"]),
         k=int(data["k"]),
         n=int(data["n"]),
-        h_a=bytes(32),
-        h_b=bytes(32),
+        h_a=bytes.fromhex(data.get("h_a", "00" * 32)),
+        h_b=bytes.fromhex(data.get("h_b", "00" * 32)),
     )
     txs = tuple(Transaction.from_bytes(bytes.fromhex(t["data"])) for t in data["transactions"])
     return BlockTemplate(header, txs)

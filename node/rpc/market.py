@@ -15,8 +15,9 @@ from pydantic import Field, StringConstraints
 from chain.address import encode_address
 from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job
 from consensus.difficulty import block_work
-from node.rpc.errors import INVALID_ADDRESS_OR_KEY, RpcError
+from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError
 from node.rpc.protocol import CallContext, NoParams, Params
+from node.template import JobRef
 
 if TYPE_CHECKING:
     from chain.network import Network
@@ -76,6 +77,17 @@ class MarketMethods:
             "recomputed_products": c.recomputed, "commits": c.commits, "reveals": c.reveals,
             "jobs_in_hand": len(market.held),
         }  # fmt: skip
+
+    def claimed_job(self, job_id: bytes, miner: bytes) -> tuple[JobRef, tuple[int, int, int]]:
+        """The job a template may name for ``miner`` (its claimant), and its shape."""
+        job = get_job(self.node.chain.state_get, job_id)
+        if job is None or job.claimant != miner or job.status not in (
+            JobStatus.CLAIMED, JobStatus.COMMITTED
+        ):  # fmt: skip
+            raise RpcError(
+                INVALID_PARAMETER, "invalid parameter 'job': not a job this miner holds a claim of"
+            )
+        return JobRef(job_id, job.h_a, job.h_b), (job.m, job.k, job.n)
 
     def all_jobs(self) -> list[tuple[bytes, Job]]:
         return [

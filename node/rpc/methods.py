@@ -17,7 +17,7 @@ from chain.address import AddressError, decode_address, encode_address
 from chain.block import Block
 from chain.encoding import DecodeError
 from chain.mempool import Mempool, MempoolReject
-from chain.state import Contribution, account_key, contribution_key, reward_key
+from chain.state import Contribution, StateError, account_key, contribution_key, reward_key
 from chain.storage import BlockStatus, IndexRecord
 from chain.tx import Transaction
 from chain.validation import Verdict
@@ -125,6 +125,7 @@ class TemplateParams(Params):
     miner: str
     shape: Shape | None = None
     longpollid: str | None = None
+    job: HashHex | None = None  # a job ``miner`` holds the claim of: the header names it
 
 
 class SubmitParams(Params):
@@ -535,7 +536,15 @@ class Methods(MarketMethods):
             wanted = p.longpollid
             await self.service.wait_change(lambda: self.service.longpollid() != wanted, None)
         chain = self.node.chain
-        template = build_template(chain, miner, self.node.mempool.select(), shape, int(time.time()))
+        ref = None
+        if p.job is not None:
+            ref, shape = self.claimed_job(bytes.fromhex(p.job), miner)
+        try:
+            template = build_template(
+                chain, miner, self.node.mempool.select(), shape, int(time.time()), job=ref
+            )
+        except StateError as exc:
+            raise RpcError(INVALID_PARAMETER, f"invalid parameter 'job': {exc}") from None
         out = template_json(template, self.net)
         out["longpollid"] = self.service.longpollid()
         out["mintime"] = self.mediantime(chain.tip) + 1

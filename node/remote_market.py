@@ -1,0 +1,204 @@
+"""The compute market for the standalone `pouw miner`: claims, operands, commits and
+reveals over a node's JSON-RPC and blob endpoint.
+
+The in-node miner (node/market_miner.py) reads the chain directly; this one sees the
+chain only through RPC (getbestblockhash, listjobs, getjob, getaccount,
+sendrawtransaction) and signs with its own key. The flow is the same: hold a few
+claimed jobs, fetch their A and B (every row checked against hA, hB), hand each
+confirmed claim to a worker exactly once (node/remote_miner.py: the product carries the
+block lottery through a template that names the job), upload C to the node's blob
+endpoint so that the node serves it, commit, and answer probes from the kept C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from chain.address import address_from_pubkey, encode_address
+from chain.keys import PrivateKey
+from chain.network import Network
+from compute.blobs import BlobError, fetch_blob
+from consensus.result import RESULT_CHUNK, result_proof
+from wallet.job_txs import claim_tx, commit_tx, reveal_tx
+from wallet.rpc import RpcClient, RpcConnectionError, RpcError
+
+log = logging.getLogger("pouw.market")
+
+RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
+CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
+HELD_STATUSES = ("claimed", "committed")
+
+
+@dataclass
+class RemoteHeld:
+    job: dict[str, Any]
+    claimed_at: float
+    a: npt.NDArray[np.int8] | None = None
+    b: npt.NDArray[np.int8] | None = None
+    dispatched: bool = False  # handed to a worker (never twice)
+    c: npt.NDArray[np.int32] | None = None  # kept to answer probes
+    revealed: set[tuple[int, int]] = field(default_factory=set)
+
+
+class RemoteMarket:
+    def __init__(
+        self,
+        rpc: RpcClient,
+        network: Network,
+        key: PrivateKey,
+        blob_url: str,
+        blob_auth: tuple[str, str],
+        claim_ahead: int = 2,
+        min_bounty_per_mac: float = 0.0,
+        fee: int = 1000,
+    ) -> None:
+        self.rpc = rpc
+        self.network = network
+        self.key = key
+        self.address = encode_address(network.hrp, address_from_pubkey(key.public_key))
+        self.blob_url = blob_url
+        self.blob_auth = blob_auth
+        self.claim_ahead = claim_ahead
+        self.min_bounty_per_mac = min_bounty_per_mac
+        self.fee = fee
+        self.held: dict[str, RemoteHeld] = {}
+        self.products = 0
+        self.recomputed = 0
+        self.commits = 0
+        self._computed: set[str] = set()
+        self._failed: dict[str, float] = {}
+        self._tip: str | None = None
+
+    def _send(self, tx: Any, what: str) -> bool:
+        try:
+            self.rpc.call("sendrawtransaction", tx.to_bytes().hex())
+        except (RpcError, RpcConnectionError) as exc:
+            log.warning("%s not accepted: %s", what, exc)
+            return False
+        return True
+
+    def _nonce(self) -> int:
+        return int(self.rpc.call("getaccount", self.address)["pending_nonce"])
+
+    def poll(self) -> None:
+        """On a new tip: forget ended or lost jobs, answer probes, claim more."""
+        tip = str(self.rpc.call("getbestblockhash"))
+        if tip == self._tip:
+            return
+        self._tip = tip
+        now = time.monotonic()
+        for job_id, held in list(self.held.items()):
+            try:
+                job = self.rpc.call("getjob", job_id)
+            except RpcError:
+                self.held.pop(job_id)
+                continue
+            ours = job.get("claimant") == self.address and job["status"] in HELD_STATUSES
+            if not ours:
+                if job["status"] in ("open", "pending") and now - held.claimed_at < CLAIM_CONFIRM_S:
+                    continue  # our claim is on its way
+                log.info("job %s: %s", job_id[:16], job["status"] if held.c is not None else "lost")
+                self.held.pop(job_id)
+                continue
+            held.job = job
+            if job["status"] == "committed" and "probe" in job:
+                self._reveal(job_id, held, job["probe"])
+        self._claim_more()
+
+    def _claim_more(self) -> None:
+        waiting = sum(h.c is None for h in self.held.values())
+        if waiting >= self.claim_ahead:
+            return
+        now = time.monotonic()
+        jobs = [
+            j for j in self.rpc.call("listjobs", "open")
+            if j["job_id"] not in self.held and self._failed.get(j["job_id"], 0.0) <= now
+            and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
+        ]  # fmt: skip
+        jobs.sort(key=lambda j: (
+            -j["bounty_per_multiply_add"],
+            hashlib.sha256((self.address + j["job_id"]).encode()).digest(),
+        ))  # fmt: skip
+        for job in jobs[: self.claim_ahead - waiting]:
+            bond = self.network.market.bond_for(int(job["bounty"]))
+            job_id = bytes.fromhex(job["job_id"])
+            tx = claim_tx(self.network, self.key, self._nonce(), job_id, bond, fee=self.fee)
+            if self._send(tx, f"claim of {job['job_id'][:16]}"):
+                self.held[job["job_id"]] = RemoteHeld(job, time.monotonic())
+                log.info("claimed job %s (%dx%dx%d, bond %d)", job["job_id"][:16],
+                         job["m"], job["k"], job["n"], bond)  # fmt: skip
+
+    def _fetch(self, job_id: str, held: RemoteHeld) -> bool:
+        if held.a is not None and held.b is not None:
+            return True
+        job = held.job
+        urls = [job.get("data_url", ""), self.blob_url]
+        try:
+            a = asyncio.run(fetch_blob(urls, bytes.fromhex(job["h_a"]), "a", job["m"], job["k"]))
+            bt = asyncio.run(fetch_blob(urls, bytes.fromhex(job["h_b"]), "bt", job["n"], job["k"]))
+        except BlobError as exc:
+            log.warning("job %s: operands unavailable: %s", job_id[:16], exc)
+            self._failed[job_id] = time.monotonic() + RETRY_FAILED_S
+            return False
+        held.a = np.asarray(a, dtype=np.int8)
+        held.b = np.ascontiguousarray(np.asarray(bt, dtype=np.int8).T)
+        return True
+
+    def next_job(self) -> tuple[str, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
+        """A job whose claim of ours is on chain, with its operands, not yet handed out."""
+        for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
+            if held.dispatched or not self._fetch(job_id, held):
+                continue
+            try:
+                job = self.rpc.call("getjob", job_id)
+            except RpcError:
+                continue
+            if job.get("claimant") != self.address or job["status"] != "claimed":
+                continue
+            held.dispatched = True
+            assert held.a is not None and held.b is not None
+            return job_id, held.a, held.b
+        return None
+
+    def deliver(self, job_id: str, c: npt.NDArray[np.integer]) -> None:
+        """A worker finished the product: upload C to the node, commit its root."""
+        from wallet.jobs import JobError, upload_blob
+
+        if job_id in self._computed:
+            self.recomputed += 1
+        self._computed.add(job_id)
+        self.products += 1
+        held = self.held.get(job_id)
+        if held is None:
+            return
+        held.a = held.b = None
+        held.c = np.ascontiguousarray(c, dtype=np.int32)
+        try:
+            root = upload_blob(self.blob_url, "c", held.c, self.blob_auth)
+        except JobError as exc:
+            log.warning("job %s: %s", job_id[:16], exc)
+            return
+        tx = commit_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id), root,
+                       url=self.blob_url, fee=self.fee)  # fmt: skip
+        if self._send(tx, f"commit of {job_id[:16]}"):
+            self.commits += 1
+            log.info("committed job %s result root %s", job_id[:16], root.hex()[:16])
+
+    def _reveal(self, job_id: str, held: RemoteHeld, probe: dict[str, Any]) -> None:
+        where = (int(probe["row"]), int(probe["chunk"]))
+        if where in held.revealed or held.c is None:
+            return
+        data, chunk_branch, result_branch = result_proof(held.c, where[0], where[1] * RESULT_CHUNK)
+        tx = reveal_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id), data,
+                       tuple(chunk_branch), tuple(result_branch), fee=self.fee)  # fmt: skip
+        if self._send(tx, f"reveal for {job_id[:16]}"):
+            held.revealed.add(where)
+            log.info("revealed chunk %s of job %s", where, job_id[:16])

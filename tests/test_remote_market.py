@@ -1,0 +1,73 @@
+"""The standalone `pouw miner` takes paid jobs (real processes): it claims with its own
+keystore, computes each product once on a worker with the lottery riding on it,
+uploads C to its node, commits, and is paid; the buyer gets the exact product."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from chain.address import address_from_pubkey, encode_address
+from chain.keys import devnet_key
+from chain.network import load_network
+from tests.test_market_e2e import ROOT, Proc, market_genesis, wait_for
+from wallet.jobs import JobClient
+from wallet.rpc import read_cookie
+from wallet.wallet import Wallet
+
+
+def test_pouw_miner_takes_paid_jobs(tmp_path: Path) -> None:
+    genesis = market_genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")  # blocks, no jobs of its own
+    miner_log = open(tmp_path / "miner.log", "ab")  # noqa: SIM115
+    miner = None
+    try:
+        rpc = node.rpc()
+        wait_for("blocks", lambda: rpc.call("getblockcount") >= 2, procs=[node])
+        key = devnet_key(2)
+        address = encode_address(net.hrp, address_from_pubkey(key.public_key))
+        keystore = tmp_path / "miner.json"
+        Wallet.create(keystore, "pw", net, seed=key.seed, scrypt_n=2**10)
+        (tmp_path / "pw").write_text("pw\n")
+        miner = subprocess.Popen(
+            [sys.executable, "-m", "node.miner_cli", "miner", "--rpc",
+             f"http://127.0.0.1:{node.rpc_port}",
+             "--address", address, "--datadir", str(node.datadir), "--genesis-file", str(genesis),
+             "--backend", "numpy", "--threads", "1", "--market-wallet", str(keystore),
+             "--password-file", str(tmp_path / "pw"),
+             "--blob-url", f"http://127.0.0.1:{node.blob}"],
+            cwd=ROOT, stdout=miner_log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        client = JobClient(devnet_key(0), net, rpc, f"http://127.0.0.1:{node.blob}",
+                           blob_auth=read_cookie(node.datadir, "devnet"))  # fmt: skip
+        rng = np.random.default_rng(21)
+        a = rng.integers(-64, 64, (256, 512), dtype=np.int8)
+        b = rng.integers(-64, 64, (512, 256), dtype=np.int8)
+        pid = client.submit(a, b, bounty=4_000_000, min_parts=2)
+        client.wait(pid, timeout=120)
+        res = client.result(pid)
+        assert res.verified, res.actions
+        assert np.array_equal(res.c, a.astype(np.int64) @ b.astype(np.int64))
+        parts = client.status(pid)["parts"]
+        assert {p["claimant"] for p in parts} == {address}
+        for job in parts:
+            wait_for("payout", lambda j=job["job_id"]: rpc.call("getjob", j)["status"] == "paid",
+                     timeout=60, procs=[node])  # fmt: skip
+        assert rpc.call("getcontribution", address)["delivered"] == 256 * 512 * 256
+        log = (tmp_path / "miner.log").read_text()
+        assert log.count("committed job") == 2, log[-3000:]
+    finally:
+        if miner is not None:
+            miner.terminate()
+            try:
+                miner.wait(20)
+            except subprocess.TimeoutExpired:
+                miner.kill()
+        miner_log.close()
+        node.stop()
