@@ -49,6 +49,11 @@ CLAIM_AHEAD = 2  # jobs in hand at least: one computing while the next claim con
 # while it waits. The market's claim deadlines leave room for that (claim_slack_s).
 WORK_AHEAD_SPACINGS = 3
 MAX_HELD = 256  # jobs in hand at most (each a claim transaction and a bond)
+# Claims go out in small rounds, each skipping the jobs that claims already in our pool
+# (other miners', relayed within milliseconds) go for: miners that all claimed a
+# block's worth at once on a new tip would mostly race each other for the same jobs.
+CLAIM_BATCH = 16
+CLAIM_ROUND_S = 0.25
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 
 
@@ -136,6 +141,7 @@ class MarketMiner:
         self._computed: set[bytes] = set()
         self._open_cache: tuple[bytes, list[tuple[bytes, Job]]] | None = None
         self._seen_tip: bytes | None = None
+        self._last_round = 0.0
 
     # --- choosing and claiming --------------------------------------------------------
 
@@ -195,7 +201,7 @@ class MarketMiner:
 
         unfinished = [h for h in self.held.values() if not h.computed]
         count, work = len(unfinished), sum(h.job.multiply_adds for h in unfinished)
-        for job_id, job in self.candidates():
+        for job_id, job in self.candidates()[:CLAIM_BATCH]:
             if count >= MAX_HELD or (
                 count >= self.settings.claim_ahead and work >= self._wanted_work()
             ):
@@ -271,9 +277,11 @@ class MarketMiner:
     async def next_work(self) -> tuple[JobRef, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
         """A claimed job whose claim is on chain, with its operands; claims more jobs
         when fewer than ``claim_ahead`` are in hand. None: mine something else."""
-        if self._seen_tip != self.chain.tip.hash:  # claims and jobs only change with it
+        if self._seen_tip != self.chain.tip.hash:  # held jobs only change with it
             self._seen_tip = self.chain.tip.hash
             self.on_tip()
+        if time.monotonic() - self._last_round >= CLAIM_ROUND_S:
+            self._last_round = time.monotonic()
             self._claim_more()
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
             if held.computed:
