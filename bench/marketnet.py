@@ -5,8 +5,6 @@ one GPU per miner process, all on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +15,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.p2putil import P2P_ENV, free_port  # noqa: E402
+from tests.test_market_e2e import Proc  # noqa: E402
 from wallet.rpc import RpcClient, read_cookie  # noqa: E402
 
 
@@ -35,58 +33,24 @@ def write_genesis(path: Path, spacing_s: int, block_work: int, market: dict[str,
     return path
 
 
-class Node:
+class Node(Proc):
+    """A node process (tests/market_node.py) with the calls the benchmarks make."""
+
     def __init__(self, root: Path, name: str, genesis: Path, *extra: str, core: int | None) -> None:
-        self.datadir = root / name
-        self.p2p, self.rpc_port, self.blob = free_port(), free_port(), free_port()
-        self.log_path = root / f"{name}.log"
-        cmd = [sys.executable, "-m", "tests.market_node", "--blob-port", str(self.blob),
-               "--network", "devnet", "--datadir", str(self.datadir), "--genesis-file",
-               str(genesis), "--p2p-bind", "127.0.0.1", "--p2p-port", str(self.p2p),
-               "--rpc-port", str(self.rpc_port), *extra]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **P2P_ENV}
-        pin: Callable[[], None] | None = None
-        if core is not None:
-            cores = sorted(os.sched_getaffinity(0))
-            chosen = {cores[core % len(cores)]}
-            pin = lambda: os.sched_setaffinity(0, chosen)  # noqa: E731
-        self.log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin
-        )
+        super().__init__(root / name, genesis, *extra, core=core)
         self._rpc: RpcClient | None = None
 
     @property
     def blob_url(self) -> str:
         return f"http://127.0.0.1:{self.blob}"
 
-    def rpc(self) -> RpcClient:
-        if self._rpc is not None:
-            return self._rpc
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                user, password = read_cookie(self.datadir, "devnet")
-                client = RpcClient(f"http://127.0.0.1:{self.rpc_port}", user, password)
-                client.call("getblockcount")
-                self._rpc = client
-                return client
-            except Exception:  # noqa: BLE001 - still starting
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(self.log_path.read_text()[-3000:]) from None
-                time.sleep(0.2)
+    def client(self) -> RpcClient:
+        if self._rpc is None:
+            self._rpc = self.rpc()
+        return self._rpc
 
     def call(self, method: str, *params: Any) -> Any:
-        return self.rpc().call(method, *params)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        return self.client().call(method, *params)
 
 
 def start_net(root: Path, genesis: Path, miners: int) -> tuple[Node, list[Node]]:
@@ -99,7 +63,7 @@ def start_net(root: Path, genesis: Path, miners: int) -> tuple[Node, list[Node]]
         for i in range(1, miners + 1)
     ]  # fmt: skip
     for node in [buyer, *nodes]:
-        node.rpc()
+        node.client()
     return buyer, nodes
 
 
@@ -125,4 +89,4 @@ def buyer_client(buyer: Node) -> Any:
     genesis = Path(buyer.datadir).parent / "genesis.json"
     net = load_network("devnet", genesis)
     auth = read_cookie(buyer.datadir, "devnet")
-    return JobClient(devnet_key(0), net, buyer.rpc(), buyer.blob_url, blob_auth=auth)
+    return JobClient(devnet_key(0), net, buyer.client(), buyer.blob_url, blob_auth=auth)

@@ -47,7 +47,7 @@ CLAIM_AHEAD = 2  # jobs in hand at least: one computing while the next claim con
 # A claim needs a block to confirm, so a miner holds enough claimed work to stay busy
 # for this many target spacings (at its measured rate); otherwise it would mine filler
 # while it waits. The market's claim deadlines leave room for that (claim_slack_s).
-WORK_AHEAD_SPACINGS = 3
+WORK_AHEAD_SPACINGS = 4
 MAX_HELD = 256  # jobs in hand at most (each a claim transaction and a bond)
 # Claims go out in small rounds, each skipping the jobs that claims already in our pool
 # (other miners', relayed within milliseconds) go for: miners that all claimed a

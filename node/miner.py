@@ -69,6 +69,7 @@ class Miner:
         self._attempt = 0
         self.market = market  # None: filler only
         self._closing = False
+        self.compute_rate = 0.0  # multiply-adds per second of the engine (moving average)
         self._cached_template: tuple[object, float, BlockTemplate] | None = None
 
     def interrupt(self) -> None:
@@ -105,7 +106,7 @@ class Miner:
         self._attempt += 1
         work = None
         if self.market is not None:
-            self.market.rate = self.counters.multiply_adds_per_s()
+            self.market.rate = self.compute_rate
             work = await self.market.next_work()
         if work is not None:
             ref, a, b = work
@@ -123,6 +124,7 @@ class Miner:
             a, b = filler_matrices(seed, *shape)
         self.stop_event.clear()
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         out = await loop.run_in_executor(
             self._pool,
             partial(self.engine.mine, keep_product_on_stop=work is not None),
@@ -133,6 +135,11 @@ class Miner:
             self.market.deliver(work[0].job_id, out.product)  # type: ignore[union-attr]
         if out.product is None:
             return None
+        took = time.monotonic() - started
+        if took > 0:  # the engine's own speed, idle time left out
+            rate = shape[0] * shape[1] * shape[2] / took
+            old = self.compute_rate
+            self.compute_rate = rate if not old else 0.8 * old + 0.2 * rate
         self.counters.products += 1
         self.counters.multiply_adds += shape[0] * shape[1] * shape[2]
         if out.stopped or not out.seals or template.header.parent != self.chain.tip.hash:

@@ -45,7 +45,9 @@ def market_genesis(tmp_path: Path) -> Path:
 
 
 class Proc:
-    def __init__(self, datadir: Path, genesis: Path, *extra: str) -> None:
+    """A tests/market_node.py process; ``core`` pins it to one CPU core (benchmarks)."""
+
+    def __init__(self, datadir: Path, genesis: Path, *extra: str, core: int | None = None) -> None:
         self.datadir, self.p2p, self.rpc_port, self.blob = (
             datadir,
             free_port(),
@@ -59,8 +61,13 @@ class Proc:
                "--rpc-port", str(self.rpc_port), *extra]  # fmt: skip
         self.log = open(self.log_path, "ab")  # noqa: SIM115
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **P2P_ENV}
+        pin = None
+        if core is not None:
+            cores = sorted(os.sched_getaffinity(0))
+            chosen = {cores[core % len(cores)]}
+            pin = lambda: os.sched_setaffinity(0, chosen)  # noqa: E731
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env
+            cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin
         )
 
     def rpc(self) -> RpcClient:
