@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import itertools
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -48,8 +49,15 @@ if TYPE_CHECKING:
 
 HashHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
 HexStr = Annotated[str, StringConstraints(pattern=r"^([0-9a-fA-F]{2})*$")]
-Height = Annotated[int, Field(ge=0)]
-Shape = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=3, max_length=3)]
+# Every integer a client sends is capped before use: 2^53 - 1 is the largest integer
+# every JSON client reads exactly, and keeps arithmetic on it (skip + count, ms / 1000,
+# now + bantime) within C and float ranges.
+MAX_SAFE_INT = 2**53 - 1
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+Height = Count
+Shape = Annotated[
+    list[Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]], Field(min_length=3, max_length=3)
+]
 VERSION = "0.1.0"
 MAX_TESTMEMPOOLACCEPT = 25
 MAX_HISTORY_PAGE = 1000
@@ -77,7 +85,7 @@ class HeaderParams(Params):
 
 
 class WaitParams(Params):
-    timeout: Annotated[int, Field(ge=0)] = 0  # milliseconds, 0 = no timeout
+    timeout: Count = 0  # milliseconds, 0 = no timeout
 
 
 class AddressParams(Params):
@@ -116,7 +124,7 @@ class FeeParams(Params):
 
 class HistoryParams(Params):
     address: str
-    skip: Annotated[int, Field(ge=0)] = 0
+    skip: Count = 0
     count: Annotated[int, Field(ge=1, le=MAX_HISTORY_PAGE)] = 100
 
 
@@ -151,7 +159,7 @@ class DisconnectParams(Params):
 class SetBanParams(Params):
     subnet: str
     command: Literal["add", "remove"]
-    bantime: Annotated[int, Field(ge=0)] = 0
+    bantime: Count = 0
     absolute: bool = False
 
 
@@ -298,6 +306,7 @@ class Methods:
         """Every block without children: height, hash, branchlen, status."""
         chain = self.node.chain
         parents = {rec.parent for rec in chain.index.values() if rec.height > 0}
+        parents.discard(chain.tip.hash)  # the active tip is a tip even with (invalid) children
         tips: list[dict[str, Any]] = []
         for rec in chain.index.values():
             if rec.hash in parents:
@@ -439,7 +448,9 @@ class Methods:
         out = tx_json(tx, self.net)
         out["hex"] = tx.to_bytes().hex()
         if rec is None:
-            out.update(confirmations=0, blockhash=None, height=None, in_mempool=True)
+            out.update(
+                confirmations=0, blockhash=None, height=None, blocktime=None, in_mempool=True
+            )
         else:
             out.update(
                 confirmations=self.confirmations(rec), blockhash=rec.hash.hex(),
@@ -710,13 +721,19 @@ class Methods:
             raise RpcError(CLIENT_NODE_NOT_CONNECTED, "Node not found in connected nodes")
 
     async def setban(self, ctx: CallContext, p: SetBanParams) -> None:
-        """Ban (add) or unban (remove) an IP; bantime seconds, or a unix time if absolute,
-        0 = the node's default (admin)."""
+        """Ban (add) or unban (remove) an IP address (not a subnet); bantime seconds, or a
+        unix time if absolute, 0 = the node's default (admin)."""
+        try:  # the P2P service bans single addresses, so a subnet is refused too
+            ip = str(ipaddress.ip_address(p.subnet))
+        except ValueError:
+            raise RpcError(
+                CLIENT_INVALID_IP_OR_SUBNET, f"Error: Invalid IP address: {p.subnet!r}"
+            ) from None
         seconds = p.bantime - int(time.time()) if p.absolute else p.bantime
         if p.absolute and seconds <= 0:
             raise RpcError(INVALID_PARAMETER, "invalid parameter 'bantime': in the past")
         try:
-            ok = await self.p2p_call("set_ban", p.subnet, p.command, seconds or None)
+            ok = await self.p2p_call("set_ban", ip, p.command, seconds or None)
         except ValueError as exc:
             raise RpcError(CLIENT_INVALID_IP_OR_SUBNET, f"invalid IP/subnet: {exc}") from None
         if ok is False and p.command == "remove":
