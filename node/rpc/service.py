@@ -222,6 +222,9 @@ class RpcService:
             )
             resp = web.json_response(reply, status=408)
             resp.force_close()
+            await resp.prepare(request)
+            await resp.write_eof()
+            request.protocol.force_close()  # no lingering read of the rest of a dripped body
             return resp
         if body is None:
             return self._too_large()
