@@ -9,6 +9,7 @@ import asyncio
 import inspect
 import ipaddress
 import itertools
+import json
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -173,6 +174,23 @@ class SubscribeParams(Params):
 
 class UnsubscribeParams(Params):
     subscription: str
+
+
+def json_type(schema: dict[str, Any]) -> str:
+    """A param's JSON type for ``help``: "integer 0..9007199254740991", "string",
+    '"add" | "remove"', "array of string | null"."""
+    if "anyOf" in schema:
+        return " | ".join(json_type(s) for s in schema["anyOf"])
+    if "enum" in schema:
+        return " | ".join(json.dumps(v) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    kind = str(schema.get("type", "any"))
+    if kind == "array" and "items" in schema:
+        return f"array of {json_type(schema['items'])}"
+    if "minimum" in schema or "maximum" in schema:
+        return f"{kind} {schema.get('minimum', '')}..{schema.get('maximum', '')}"
+    return kind
 
 
 # --- the methods ----------------------------------------------------------------------
@@ -768,10 +786,11 @@ class Methods:
         if m is None:
             raise RpcError(METHOD_NOT_FOUND, f"help: unknown command: {p.command}")
         params = []
+        schema = m.params.model_json_schema()["properties"]
         for name, f in m.params.model_fields.items():
             params.append({
                 "name": name,
-                "type": str(f.annotation).replace("typing.", ""),
+                "type": json_type(schema[name]),
                 "required": f.is_required(),
                 "default": None if f.is_required() else f.default,
             })  # fmt: skip
