@@ -16,6 +16,7 @@ from node.rpc.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    METHOD_NOT_FOUND,
     PARSE_ERROR,
 )
 from node.rpc.protocol import MAX_JSON_DEPTH, CallContext, NoParams
@@ -89,7 +90,7 @@ def test_strict_json_in_and_out(tmp_path: Path) -> None:
         status, reply = await post_text(
             h, '[{"jsonrpc":"2.0","id":4,"method":"nan"},{"jsonrpc":"2.0","id":5,"method":"x"}]'
         )
-        assert [r["error"]["code"] for r in reply] == [INTERNAL_ERROR, INTERNAL_ERROR]
+        assert [r["error"]["code"] for r in reply] == [INTERNAL_ERROR, METHOD_NOT_FOUND]
         assert await h.result("getblockcount") == 0
 
     run_node(tmp_path, body)
@@ -194,5 +195,40 @@ def test_gettransaction_of_a_pooled_tx_has_every_documented_field(tmp_path: Path
         }  # fmt: skip
         assert set(info) == documented
         assert info["blocktime"] is None and info["confirmations"] == 0 and info["in_mempool"]
+
+    run_node(tmp_path, body)
+
+
+def test_getblock_cached_encoding_keeps_chain_position_fields_live(tmp_path: Path) -> None:
+    from tests.test_rpc_methods import mine_and_submit
+
+    async def body(h: Harness) -> None:
+        net = h.node.network
+        for nonce in range(3):
+            assert h.node.submit_transaction(transfer(net, 0, nonce, address_of(7), 500)).ok
+        await mine_and_submit(h)
+        b1 = await h.result("getblockhash", 1)
+        first = await h.result("getblock", b1, 2)
+        assert first["confirmations"] == 1 and "nextblockhash" not in first
+        assert len(first["tx"]) == 3 and first["tx"][0]["amount"] == 500
+        header = await h.result("getblockheader", b1)
+        assert {k: first[k] for k in header} == header  # the same header fields
+        cache = h.rpc.methods.block_cache
+        hits = cache.hits
+        await mine_and_submit(h)
+        again = await h.result("getblock", b1, 2)
+        assert cache.hits == hits + 1  # served from the cache...
+        b2 = await h.result("getblockhash", 2)
+        assert again["confirmations"] == 2 and again["nextblockhash"] == b2  # ...but live
+        assert {k: v for k, v in again.items() if k not in ("confirmations", "nextblockhash")} \
+            == {k: v for k, v in first.items() if k != "confirmations"}  # fmt: skip
+        txids = await h.result("getblock", b1, 1)
+        assert txids["tx"] == [t["txid"] for t in first["tx"]] and txids["nextblockhash"] == b2
+        # In a batch, next to other answers, the cached text is spliced in as JSON.
+        status, reply = await post_text(h, json.dumps([
+            {"jsonrpc": "2.0", "id": 1, "method": "getblock", "params": [b1, 2]},
+            {"jsonrpc": "2.0", "id": 2, "method": "getblockcount"},
+        ]))  # fmt: skip
+        assert reply[0]["result"] == again and reply[1]["result"] == 2
 
     run_node(tmp_path, body)

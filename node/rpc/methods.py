@@ -25,6 +25,7 @@ from chain.tx import Transaction
 from chain.validation import Verdict
 from consensus.difficulty import block_work, median_time_past
 from consensus.seal import check_shape
+from node.rpc.blockcache import BlockJsonCache, block_reply
 from node.rpc.encode import difficulty, header_json, hex256, template_json, tx_json
 from node.rpc.errors import (
     CLIENT_INVALID_IP_OR_SUBNET,
@@ -41,7 +42,7 @@ from node.rpc.errors import (
     VERIFY_REJECTED,
     RpcError,
 )
-from node.rpc.protocol import CallContext, NoParams, Params, Registry
+from node.rpc.protocol import CallContext, NoParams, Params, Registry, dumps_strict
 from node.template import build_template
 
 if TYPE_CHECKING:
@@ -201,6 +202,7 @@ class Methods:
         self.node = node
         self.service = service
         self.net = node.network
+        self.block_cache = BlockJsonCache()
 
     # helpers ------------------------------------------------------------------------
 
@@ -301,16 +303,30 @@ class Methods:
     def getblock(self, ctx: CallContext, p: BlockParams) -> Any:
         """A block: verbosity 0 hex, 1 header fields and txids, 2 with transactions."""
         rec = self.record(p.blockhash)
-        block = self.node.chain.get_block(rec.hash)
         if p.verbosity == 0:
-            return block.to_bytes().hex()
+            return self.node.chain.get_block(rec.hash).to_bytes().hex()
+        fixed, txs = self.block_cache.get(
+            (rec.hash, p.verbosity), lambda: self._block_parts(rec, p.verbosity)
+        )
+        live: dict[str, Any] = {"confirmations": self.confirmations(rec)}
+        if self.is_active(rec):
+            nxt = self.node.chain.active_hash(rec.height + 1)
+            if nxt is not None:
+                live["nextblockhash"] = nxt.hex()
+        return block_reply(fixed, txs, live)
+
+    def _block_parts(self, rec: IndexRecord, verbosity: int) -> tuple[str, str]:
+        """getblock's fields that never change for this block, as JSON text."""
+        block = self.node.chain.get_block(rec.hash)
         out = self.header_info(rec, block)
+        out.pop("confirmations")
+        out.pop("nextblockhash", None)
         out["size"] = len(block.to_bytes())
-        if p.verbosity == 1:
-            out["tx"] = [tx.txid.hex() for tx in block.txs]
+        if verbosity == 1:
+            txs: list[Any] = [tx.txid.hex() for tx in block.txs]
         else:
-            out["tx"] = [tx_json(tx, self.net) for tx in block.txs]
-        return out
+            txs = [tx_json(tx, self.net) for tx in block.txs]
+        return dumps_strict(out)[1:-1], dumps_strict(txs)
 
     def getblockheader(self, ctx: CallContext, p: HeaderParams) -> Any:
         """A header: verbose=false gives the encoded header as hex."""

@@ -115,17 +115,27 @@ def dumps_strict(value: Any) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
-def encode_reply(reply: Any) -> str:
-    """The reply as JSON text; a result JSON cannot carry becomes -32603 (a bug, logged)."""
+class RawJSON(str):
+    """A result that is already JSON text (a cached encoding); sent as it is."""
+
+
+def _encode_one(reply: dict[str, Any]) -> str:
+    result = reply.get("result")
     try:
+        if isinstance(result, RawJSON):
+            return f'{{"jsonrpc":"2.0","result":{result},"id":{dumps_strict(reply["id"])}}}'
         return dumps_strict(reply)
     except (ValueError, TypeError, RecursionError):
         log.exception("RPC reply is not JSON")
-        if isinstance(reply, list):
-            return dumps_strict(
-                [_error(r.get("id"), INTERNAL_ERROR, "internal error") for r in reply]
-            )
         return dumps_strict(_error(reply.get("id"), INTERNAL_ERROR, "internal error"))
+
+
+def encode_reply(reply: Any) -> str:
+    """The reply (one answer or a batch's list) as JSON text; a result JSON cannot carry
+    becomes -32603 (a bug, logged)."""
+    if isinstance(reply, list):
+        return "[" + ",".join(_encode_one(r) for r in reply) + "]"
+    return _encode_one(reply)
 
 
 def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
