@@ -6,6 +6,7 @@ Everything runs on the event loop thread, as the node requires for the chain.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import ipaddress
 import itertools
@@ -177,6 +178,13 @@ class UnsubscribeParams(Params):
     subscription: str
 
 
+# bech32m in pure Python costs tens of microseconds an address, more than the rest of
+# a getaccount call; wallets ask about the same few addresses over and over.
+ADDRESS_CACHE = 4096
+_decode_address = functools.lru_cache(ADDRESS_CACHE)(decode_address)
+_encode_address = functools.lru_cache(ADDRESS_CACHE)(encode_address)
+
+
 def json_type(schema: dict[str, Any]) -> str:
     """A param's JSON type for ``help``: "integer 0..9007199254740991", "string",
     '"add" | "remove"', "array of string | null"."""
@@ -203,12 +211,13 @@ class Methods:
         self.service = service
         self.net = node.network
         self.block_cache = BlockJsonCache()
+        self._immature: tuple[bytes, dict[bytes, int]] = (b"", {})
 
     # helpers ------------------------------------------------------------------------
 
     def address(self, text: str, param: str = "address") -> bytes:
         try:
-            return decode_address(text, self.net.hrp)
+            return _decode_address(text, self.net.hrp)
         except AddressError as exc:
             raise RpcError(INVALID_ADDRESS_OR_KEY, f"invalid {param}: {exc}") from None
 
@@ -386,19 +395,29 @@ class Methods:
         addr = self.address(p.address)
         acct = self.node.account(addr)
         tip = self.node.chain.tip.height
-        immature = 0
-        for height in range(max(1, tip - self.net.subsidy.coinbase_maturity + 1), tip + 1):
-            raw = self.node.chain.state_get(reward_key(height))
-            if raw is not None and raw[:20] == addr:
-                immature += int.from_bytes(raw[20:28], "big")
+        immature = self.immature_rewards().get(addr, 0)
         return {
-            "address": encode_address(self.net.hrp, addr),
+            "address": _encode_address(self.net.hrp, addr),
             "balance": acct.balance,
             "immature": immature,
             "nonce": acct.nonce,
             "pending_nonce": self.node.mempool.pending_nonce(addr),
             "height": tip,
         }
+
+    def immature_rewards(self) -> dict[bytes, int]:
+        """Miner -> rewards not yet mature at the tip: read once per tip (the last
+        coinbase_maturity "R" entries), not once per getaccount."""
+        tip = self.node.chain.tip
+        if self._immature[0] != tip.hash:
+            out: dict[bytes, int] = {}
+            low = max(1, tip.height - self.net.subsidy.coinbase_maturity + 1)
+            for height in range(low, tip.height + 1):
+                raw = self.node.chain.state_get(reward_key(height))
+                if raw is not None:
+                    out[raw[:20]] = out.get(raw[:20], 0) + int.from_bytes(raw[20:28], "big")
+            self._immature = (tip.hash, out)
+        return self._immature[1]
 
     def getproof(self, ctx: CallContext, p: ProofParams) -> dict[str, Any]:
         """State proof of an account (or contribution) against the tip's state root."""

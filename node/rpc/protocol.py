@@ -104,15 +104,21 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads/dumps with options build a new decoder/encoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def loads_strict(body: bytes | str) -> Any:
-    """Strict JSON (RFC 8259): NaN, Infinity and numbers that overflow a double are
-    refused with ValueError; too deep a nesting with RecursionError."""
-    return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    """Strict JSON (RFC 8259, UTF-8): NaN, Infinity and numbers that overflow a double
+    are refused with ValueError; too deep a nesting with RecursionError."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    return _DECODER.decode(text)
 
 
 def dumps_strict(value: Any) -> str:
     """The reply's JSON text; ValueError for NaN/Infinity, which JSON cannot carry."""
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 class RawJSON(str):

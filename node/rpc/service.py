@@ -214,8 +214,11 @@ class RpcService:
         if request.content_length is not None and request.content_length > self.max_body:
             return self._too_large()
         try:
-            async with asyncio.timeout(self.body_timeout):
+            if request.content.is_eof():  # it came with the headers: nothing to wait for
                 body = await self._read_body(request)
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await self._read_body(request)
         except TimeoutError:
             reply = error_response(
                 INVALID_REQUEST, f"request body not received within {self.body_timeout:g} s"
@@ -231,7 +234,7 @@ class RpcService:
         reply = await self.dispatcher.handle_body(body, CallContext(authed=authed))
         if reply is None:
             return web.Response(status=204)
-        return web.Response(text=encode_reply(reply), content_type="application/json")
+        return web.Response(body=encode_reply(reply).encode(), content_type="application/json")
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         """The body, or None once it passes the cap (counted while reading)."""
