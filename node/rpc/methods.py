@@ -317,9 +317,11 @@ class Methods:
         fixed, txs = self.block_cache.get(
             (rec.hash, p.verbosity), lambda: self._block_parts(rec, p.verbosity)
         )
-        live: dict[str, Any] = {"confirmations": self.confirmations(rec)}
-        if self.is_active(rec):
-            nxt = self.node.chain.active_hash(rec.height + 1)
+        chain = self.node.chain
+        live: dict[str, Any] = {"confirmations": -1}
+        if chain.active_hash(rec.height) == rec.hash:
+            live["confirmations"] = chain.tip.height - rec.height + 1
+            nxt = chain.active_hash(rec.height + 1)
             if nxt is not None:
                 live["nextblockhash"] = nxt.hex()
         return block_reply(fixed, txs, live)

@@ -47,6 +47,9 @@ class NoParams(Params):
     pass
 
 
+NO_PARAMS = NoParams()
+
+
 @dataclass
 class CallContext:
     """Who is calling: ``authed`` is False for an anonymous caller (when allowed)."""
@@ -300,7 +303,10 @@ class Dispatcher:
         warming = self.warmup()
         if warming is not None and name not in ("help", "uptime", "stop"):
             raise RpcError(-28, warming)
-        parsed = parse_params(method, params)
+        if method.params is NoParams and not params:
+            parsed: Params = NO_PARAMS  # nothing to validate
+        else:
+            parsed = parse_params(method, params)
         self.calls += 1
         result = method.handler(ctx, parsed)
         if isinstance(result, Awaitable):
