@@ -214,8 +214,10 @@ class RpcService:
         if request.content_length is not None and request.content_length > self.max_body:
             return self._too_large()
         try:
-            if request.content.is_eof():  # it came with the headers: nothing to wait for
-                body = await self._read_body(request)
+            if request.content.is_eof():  # it came with the headers: take it as it is
+                body = request.content.read_nowait()
+                if len(body) > self.max_body:
+                    return self._too_large()
             else:
                 async with asyncio.timeout(self.body_timeout):
                     body = await self._read_body(request)
