@@ -197,9 +197,10 @@ def main() -> None:
 
     ctx = mp.get_context("spawn")
     tool = "hey" if shutil.which("hey") else "aiohttp-process"
-    print(f"load_generator={tool} concurrency={args.concurrency} seconds={args.seconds} "
-          f"runs={args.runs} cores={os.cpu_count()} "
-          f"loadavg_start={os.getloadavg()[0]:.2f}")  # fmt: skip
+    for key, value in (("load_generator", tool), ("concurrency", args.concurrency),
+                       ("seconds", args.seconds), ("runs", args.runs), ("cores", os.cpu_count()),
+                       ("loadavg_start", f"{os.getloadavg()[0]:.2f}")):  # fmt: skip
+        print(f"{key}={value}")
     with tempfile.TemporaryDirectory() as tmp:
         node_proc, (port, auth, block_hash) = _start(ctx, _serve_node, tmp)
         url = f"http://127.0.0.1:{port}/"
