@@ -138,3 +138,18 @@ def test_subscriptions_per_socket_are_capped(tmp_path: Path) -> None:
             assert "result" in json.loads((await ws.receive(timeout=10)).data)
 
     run_node(tmp_path, body, extra={"rpc_max_subscriptions": cap})
+
+
+def test_oversized_headers_get_400(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        for extra in (f"X-Big: {'a' * 9000}\r\n",  # one header past 8190 bytes
+                      "".join(f"X-{i}: 1\r\n" for i in range(200))):  # past 128 headers
+            reader, writer = await open_raw(h)
+            head = request_head(h, len(CALL)).replace(b"\r\n\r\n", b"\r\n" + extra.encode()
+                                                      + b"\r\n")  # fmt: skip
+            writer.write(head + CALL)
+            _, data = await closed_after(reader, 10)
+            assert data.split(b" ")[1] == b"400", data[:80]  # aiohttp's parser refuses it
+            writer.close()
+
+    run_node(tmp_path, body)
