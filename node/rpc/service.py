@@ -44,8 +44,9 @@ LOCAL_BINDS = {"127.0.0.1", "::1", "localhost"}
 # bitcoind's -rpcservertimeout: a connection idle this long (no complete request
 # headers since it opened or since its last answer) is closed.
 IDLE_TIMEOUT_S = 30.0
-# A body must arrive within this long of its headers: the largest body (8 MiB) at a
-# slow 1 Mbit/s takes ~70 s, a submitblock from a local miner well under a second.
+# A body must arrive within this long of its headers: the largest (DEFAULT_MAX_BODY,
+# ~42 MB: a submitblock of the largest block in hex) needs 2.8 Mbit/s; a typical
+# call arrives with its headers, a local miner's block well under a second.
 BODY_TIMEOUT_S = 120.0
 # Open HTTP and WebSocket connections at once; past it a new one gets 503 and is
 # closed. Each connection costs a socket and buffers; miners and wallets use a few.
