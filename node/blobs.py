@@ -16,9 +16,11 @@ node (tests, the job client).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
+import tokenize
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,40 @@ log = logging.getLogger("pouw.blobs")
 DEFAULT_BLOB_PORT_OFFSET = 3  # devnet: rpc 29332 -> blobs 29335 (metrics take +2)
 MAX_UPLOAD = MAX_BLOB_LINES * 4096 + 4096  # one A or B at k = 4096 fits; C up to 512 MiB below
 MAX_ROWS_BYTES = 4 * FETCH_RANGE_BYTES  # largest rows reply
+# An upload's body must arrive within this long: the largest (MAX_UPLOAD, ~1 GiB over
+# loopback or a LAN) takes seconds; a client dripping bytes is cut off.
+UPLOAD_TIMEOUT_S = 300.0
+IDLE_TIMEOUT_S = 30.0  # as the RPC server: no complete request headers for 30 s closes
+
+
+class NpyError(ValueError):
+    """The body is not a 2-D integer .npy matrix."""
+
+
+def parse_npy(body: bytes) -> np.ndarray:
+    """A 2-D integer matrix from the bytes of one .npy file (format 1.0 or 2.0).
+
+    The header is checked before anything is allocated: the data must be exactly the
+    size the header promises, so a header claiming a huge shape costs nothing. Zip
+    (.npz), pickled and structured arrays are refused."""
+    buf = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(buf)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+        else:
+            raise NpyError(f"unsupported .npy version {version}")
+    except (ValueError, SyntaxError, tokenize.TokenError, EOFError) as exc:
+        raise NpyError(f"not a .npy file: {exc}") from None
+    if len(shape) != 2 or dtype.kind not in "iu" or dtype.hasobject:
+        raise NpyError(f"need a 2-D integer matrix, got shape {shape} dtype {dtype}")
+    data = body[buf.tell():]
+    if len(data) != shape[0] * shape[1] * dtype.itemsize:
+        raise NpyError(f"data is {len(data)} bytes, the header says {shape} of {dtype}")
+    flat = np.frombuffer(data, dtype=dtype)
+    return flat.reshape(shape, order="F" if fortran else "C")
 
 
 def _root(request: web.Request) -> bytes:
@@ -129,11 +165,17 @@ class BlobServer:
             raise web.HTTPRequestEntityTooLarge(
                 max_size=self.max_upload, actual_size=request.content_length
             )
-        body = await request.read()
         try:
-            matrix = np.load(io.BytesIO(body), allow_pickle=False)
+            async with asyncio.timeout(UPLOAD_TIMEOUT_S):
+                body = await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(text="upload not received in time") from None
+        try:
             root = bytes.fromhex(request.query["root"]) if "root" in request.query else None
-            if matrix.ndim != 2 or matrix.shape[1] * matrix.itemsize > MAX_LINE_BYTES * 2:
+            if root is not None and len(root) != 32:
+                raise BlobError("root must be 64 hex digits")
+            matrix = parse_npy(body)
+            if matrix.shape[1] * matrix.itemsize > MAX_LINE_BYTES * 2:
                 raise BlobError("not a 2-D matrix of allowed size")
             got_root = self.store.put(kind, matrix, root)
         except (BlobError, ValueError, OSError) as exc:
@@ -141,7 +183,9 @@ class BlobServer:
         return web.json_response({"root": got_root.hex()})
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, keepalive_timeout=IDLE_TIMEOUT_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind, self.port)
         await site.start()

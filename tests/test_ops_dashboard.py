@@ -4,6 +4,7 @@ with no console errors, shows the tip height, and follows a newly mined block.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -15,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
 from chain.chainstate import ChainState
 from chain.storage import open_chain
 from tests.p2putil import clone_datadir, free_port, premine, write_genesis
+from tests.pngutil import decode_png
 from wallet.rpc import RpcClient
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
@@ -157,6 +160,7 @@ async def drive(port: int, url: str, client: RpcClient, block4: str) -> None:
             rows = "document.querySelectorAll('#blocks tr').length"
             await cdp.wait_eval(rows, 4)
             await cdp.wait_eval("document.querySelectorAll('#chart polyline').length", 1)
+            await check_chart(cdp)
             await cdp.wait_eval("document.getElementById('status').textContent", "live")
             board = "document.querySelectorAll('#leaderboard tr').length"
             await cdp.wait_eval(board, 1)
@@ -169,3 +173,42 @@ async def drive(port: int, url: str, client: RpcClient, block4: str) -> None:
             await cdp.wait_eval(rows, 5)
             assert cdp.errors == [], cdp.errors
             cdp.reader.cancel()
+
+
+CHART_GEOMETRY = """(() => {
+  const svg = document.querySelector('#chart svg').getBoundingClientRect();
+  const texts = [...document.querySelectorAll('#chart text')].map((t) => {
+    const r = t.getBoundingClientRect();
+    return {text: t.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+  });
+  const axis = getComputedStyle(document.querySelector('#chart path.axis')).fill;
+  return {svg: {left: svg.left, right: svg.right, top: svg.top, bottom: svg.bottom,
+                width: svg.width, height: svg.height}, texts, axis};
+})()"""
+ACCENT = np.array([0x2F, 0x6F, 0xDF])  # --acc in style.css: the chart's line
+
+
+async def check_chart(cdp: Cdp) -> None:
+    """The work chart, on a screenshot: no black fill over the plot, a visible line, and
+    every label inside the chart (none clipped)."""
+    geo = await cdp.eval(CHART_GEOMETRY)
+    box = geo["svg"]
+    assert box["width"] > 300 and box["height"] > 100, box
+    shot = await cdp.call(
+        "Page.captureScreenshot", format="png", captureBeyondViewport=True,
+        clip={"x": box["left"], "y": box["top"], "width": box["width"],
+              "height": box["height"], "scale": 1},
+    )  # fmt: skip
+    png = base64.b64decode(shot["data"])
+    if os.environ.get("POUW_SCREENSHOT_DIR"):  # to look at it: where to leave chart.png
+        Path(os.environ["POUW_SCREENSHOT_DIR"], "chart.png").write_bytes(png)
+    pixels = decode_png(png)[:, :, :3].astype(np.int32)
+    dark = (pixels.sum(axis=2) < 3 * 60).mean()
+    assert dark < 0.02, f"{dark:.1%} of the chart is near black"
+    line = (np.abs(pixels - ACCENT).sum(axis=2) < 100).mean()
+    assert line > 0.001, f"the line covers {line:.2%} of the chart"
+    assert geo["axis"] == "none", geo["axis"]
+    for t in geo["texts"]:
+        inside = (t["left"] >= box["left"] - 0.5 and t["right"] <= box["right"] + 0.5
+                  and t["top"] >= box["top"] - 0.5 and t["bottom"] <= box["bottom"] + 0.5)
+        assert inside, (t, box)  # fmt: skip

@@ -82,9 +82,13 @@ def _send_and_confirm(
     rpc_args = ("--rpc", sender.url)
     before = _balance(sender, datadir, genesis, "alice")
     assert _balance(sender, datadir, genesis, "bob")["balance"] == 0
+    estimate = sender.rpc.call("estimatefee", 2)["fee"]
+    # Without --fee the wallet pays the node's estimatefee for --blocks.
     sent = _json(wallet_cli(datadir, genesis, "send", "--wallet", "alice", "--to", bob,
-                            "--amount", "1.5", "--fee", "2500u", "--json", *rpc_args))  # fmt: skip
+                            "--amount", "1.5", "--blocks", "2", "--json", *rpc_args))  # fmt: skip
     txid = sent["txid"]
+    fee1 = sender.rpc.call("gettransaction", txid)["fee"]
+    assert fee1 == estimate > 0
     pending = _balance(sender, datadir, genesis, "alice")
     assert pending["pending_nonce"] == before["nonce"] + 1
     # a second send right away uses the pending nonce
@@ -103,7 +107,7 @@ def _send_and_confirm(
     bob_now = _balance(observer, datadir, genesis, "bob")
     assert bob_now["balance"] == 150_000_000 + 100
     alice_now = _balance(observer, datadir, genesis, "alice")
-    assert alice_now["balance"] == before["balance"] - 150_000_000 - 100 - 2 * 2500
+    assert alice_now["balance"] == before["balance"] - 150_000_000 - 100 - fee1 - 2500
     assert alice_now["nonce"] == before["nonce"] + 2
     hist = _json(wallet_cli(datadir, genesis, "history",
                             "--wallet", "bob", "--json", "--rpc", observer.url))  # fmt: skip

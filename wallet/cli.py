@@ -34,7 +34,7 @@ from wallet.keystore import (
     read_keystore,
 )
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError, get_transaction
-from wallet.wallet import DEFAULT_FEE, Wallet, address_history, default_keystore_path
+from wallet.wallet import DEFAULT_CONF_TARGET, Wallet, address_history, default_keystore_path
 
 log = logging.getLogger("pouw.wallet")
 
@@ -102,7 +102,13 @@ def add_wallet_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_password(send)
     send.add_argument("--to", required=True, metavar="ADDRESS")
     send.add_argument("--amount", required=True, help="1.5 (coins) or 150000000u (base units)")
-    send.add_argument("--fee", default=f"{DEFAULT_FEE}u", help=f"default {DEFAULT_FEE}u")
+    send.add_argument(
+        "--fee", help="1000u or 0.00001 (coins); default: the node's estimatefee for --blocks"
+    )
+    send.add_argument(
+        "--blocks", type=int, default=DEFAULT_CONF_TARGET,
+        help=f"confirmation target for the estimated fee (default {DEFAULT_CONF_TARGET})",
+    )  # fmt: skip
     send.add_argument("--nonce", type=int, help="default: the account's pending_nonce")
     send.add_argument("--wait", type=float, metavar="SECONDS", help="wait for a confirmation")
     send.set_defaults(handler=cmd_send)
@@ -249,9 +255,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def _send(args: argparse.Namespace) -> int:
     network = _network(args)
-    amount, fee = parse_amount(args.amount), parse_amount(args.fee)
+    amount = parse_amount(args.amount)
     w = _unlock(args, network)
     rpc = _rpc(args, network)
+    fee = parse_amount(args.fee) if args.fee is not None else w.suggest_fee(rpc, args.blocks)
     txid = w.send(rpc, args.to, amount, fee, nonce=args.nonce)
     log.info("sent %s to %s, fee %s: %s", format_coins(amount), args.to, format_coins(fee), txid)
     obj: dict[str, Any] = {"txid": txid}

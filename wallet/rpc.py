@@ -253,6 +253,26 @@ def get_account(rpc: RpcClient, address: str) -> AccountInfo:
     )
 
 
+@dataclass(frozen=True)
+class FeeEstimate:
+    fee: int  # absolute fee, base units, likely to confirm within ``blocks``
+    min_fee: int  # the pool's current entry minimum
+    blocks: int
+    sample_txs: int  # recent block txs the estimate is based on
+
+
+def estimate_fee(rpc: RpcClient, blocks: int = 6) -> FeeEstimate:
+    res = rpc.call("estimatefee", blocks)
+    if not isinstance(res, dict):
+        raise RpcError(-1, f"estimatefee answered {res!r}, not an object", "estimatefee")
+    return FeeEstimate(
+        fee=as_int(res.get("fee"), "fee"),
+        min_fee=as_int(res.get("min_fee", 0), "min_fee"),
+        blocks=as_int(res.get("blocks", blocks), "blocks"),
+        sample_txs=as_int(res.get("sample_txs", 0), "sample_txs"),
+    )
+
+
 def send_raw_transaction(rpc: RpcClient, raw: bytes) -> str:
     return str(rpc.call("sendrawtransaction", raw.hex()))
 

@@ -4,7 +4,8 @@
     w = Wallet.load("~/.pouw/devnet/wallets/default.json", "password")
     rpc = RpcClient.from_options("http://127.0.0.1:29332", "devnet", datadir=Path("~/.pouw"))
     w.balance(rpc)                         # AccountInfo(balance, immature, nonce, pending_nonce)
-    txid = w.send(rpc, "dpw1...", 150_000_000, fee=1000)
+    txid = w.send(rpc, "dpw1...", 150_000_000)       # fee from the node's estimatefee
+    txid = w.send(rpc, "dpw1...", 150_000_000, fee=2500)  # or a fixed one
 
 The private key never leaves this object: transactions are built and signed here and
 only their wire bytes go to the node (``sendrawtransaction``). The chain id signed
@@ -31,13 +32,18 @@ from wallet.keystore import (
 from wallet.rpc import (
     AccountInfo,
     RpcClient,
+    estimate_fee,
     get_account,
     get_address_history,
     get_transaction,
     send_raw_transaction,
 )
 
-DEFAULT_FEE = 1000  # base units; the node's mempool minimum is far lower
+DEFAULT_FEE = 1000  # base units: build_transfer's default offline (no node to ask)
+DEFAULT_CONF_TARGET = 6  # blocks: estimatefee's own default, bitcoind's too
+# The most an estimated fee may be (base units; 0.01 coin): a wallet does not pay
+# whatever a node answers, as bitcoind's -maxtxfee. Give the fee explicitly to pay more.
+MAX_ESTIMATED_FEE = 1_000_000
 
 
 def default_keystore_path(datadir: Path, network: str, name: str) -> Path:
@@ -136,19 +142,34 @@ class Wallet:
     def balance(self, rpc: RpcClient) -> AccountInfo:
         return get_account(rpc, self.address)
 
+    def suggest_fee(self, rpc: RpcClient, blocks: int = DEFAULT_CONF_TARGET) -> int:
+        """The node's ``estimatefee`` for confirmation within ``blocks``; refused above
+        MAX_ESTIMATED_FEE."""
+        fee = estimate_fee(rpc, blocks).fee
+        if not 0 <= fee <= MAX_ESTIMATED_FEE:
+            raise WalletError(
+                f"the node estimates a fee of {fee} base units, over the wallet's limit of "
+                f"{MAX_ESTIMATED_FEE}: give the fee explicitly to pay it"
+            )
+        return fee
+
     def send(
         self,
         rpc: RpcClient,
         to: str,
         amount: int,
-        fee: int = DEFAULT_FEE,
+        fee: int | None = None,
         nonce: int | None = None,
+        blocks: int = DEFAULT_CONF_TARGET,
     ) -> str:
         """Sign a transfer and submit it; returns the txid hex.
 
+        Without ``fee``, the node's estimate for ``blocks`` is paid (``suggest_fee``).
         The nonce is the account's ``pending_nonce`` (after its own unconfirmed txs)
         unless given. Refuses, before signing, to spend more than the spendable balance.
         """
+        if fee is None:
+            fee = self.suggest_fee(rpc, blocks)
         info = self.balance(rpc)
         if amount + fee > info.balance:
             raise WalletError(

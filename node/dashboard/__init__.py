@@ -16,7 +16,6 @@ Everything is served by the node (no CDN, no library): it works offline.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -28,7 +27,7 @@ from aiohttp import web
 
 from node.rpc.errors import INVALID_REQUEST
 from node.rpc.methods import CHAIN_READS
-from node.rpc.protocol import CallContext, Dispatcher, Registry, error_response
+from node.rpc.protocol import CallContext, Dispatcher, Registry, encode_reply, error_response
 
 if TYPE_CHECKING:
     from node.rpc.service import RpcService
@@ -147,7 +146,7 @@ class Dashboard:
         if reply is None:
             return web.Response(status=204)
         return web.Response(
-            text=json.dumps(reply),
+            text=encode_reply(reply),
             content_type="application/json",
             headers={"Cache-Control": "no-store"},
         )

@@ -154,9 +154,11 @@ function drawChart(headers) {
   const box = $("chart");
   const NS = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(NS, "svg");
-  const W = 800, H = 220, L = 60, R = 10, T = 10, B = 30;
+  // The viewBox is the box's own pixel size: text is never stretched, and the margins
+  // (L, B, T) leave room for the labels.
+  const W = Math.max(320, Math.round(box.clientWidth) - 16), H = 220;
+  const L = 12, R = 12, T = 28, B = 26;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("preserveAspectRatio", "none");
   const pts = headers.filter((b) => b.chainwork).map((b) => ({ t: b.time, w: Number(BigInt("0x" + b.chainwork)) }));
   if (pts.length < 2) {
     const msg = document.createElementNS(NS, "text");
@@ -177,6 +179,7 @@ function drawChart(headers) {
   line.setAttribute("points", pts.map((p) => x(p.t).toFixed(1) + "," + y(p.w).toFixed(1)).join(" "));
   const axes = document.createElementNS(NS, "path");
   axes.setAttribute("class", "axis");
+  axes.setAttribute("fill", "none"); // an open path is filled black by default
   axes.setAttribute("d", `M${L},${T} V${H - B} H${W - R}`);
   const label = (tx, xx, yy, anchor) => {
     const el = document.createElementNS(NS, "text");
@@ -184,11 +187,10 @@ function drawChart(headers) {
     el.setAttribute("text-anchor", anchor); el.textContent = tx; return el;
   };
   svg.append(axes, line,
-    label("+" + fmt(wMax) + " work", L - 4, T + 10, "end"),
-    label("0", L - 4, H - B, "end"),
+    label("+" + fmt(wMax) + " work", L, T - 8, "start"),
     label(new Date(t0 * 1000).toLocaleTimeString(), L, H - 8, "start"),
     label(new Date((t0 + tMax) * 1000).toLocaleTimeString(), W - R, H - 8, "end"),
-    label("cumulative chain work, last " + pts.length + " blocks", (W + L) / 2, T + 10, "middle"));
+    label("cumulative chain work, last " + pts.length + " blocks", W - R, T - 8, "end"));
   box.replaceChildren(svg);
 }
 

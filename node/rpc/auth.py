@@ -52,7 +52,7 @@ class Authenticator:
         self._digests: list[bytes] = []
 
     def _digest(self, user: str, password: str) -> bytes:
-        return hmac.new(self._salt, f"{user}:{password}".encode(), hashlib.sha256).digest()
+        return hmac.digest(self._salt, f"{user}:{password}".encode(), hashlib.sha256)
 
     def allow(self, user: str, password: str) -> None:
         if ":" in user:

@@ -6,8 +6,11 @@ Everything runs on the event loop thread, as the node requires for the chain.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import ipaddress
 import itertools
+import json
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -23,6 +26,7 @@ from chain.tx import Transaction
 from chain.validation import Verdict
 from consensus.difficulty import block_work, median_time_past
 from consensus.seal import check_shape
+from node.rpc.blockcache import BlockJsonCache, block_reply
 from node.rpc.encode import difficulty, header_json, hex256, template_json, tx_json
 from node.rpc.errors import (
     CLIENT_INVALID_IP_OR_SUBNET,
@@ -40,7 +44,7 @@ from node.rpc.errors import (
     RpcError,
 )
 from node.rpc.market import MarketMethods
-from node.rpc.protocol import CallContext, NoParams, Params, Registry
+from node.rpc.protocol import CallContext, NoParams, Params, Registry, dumps_strict
 from node.template import build_template
 
 if TYPE_CHECKING:
@@ -49,8 +53,15 @@ if TYPE_CHECKING:
 
 HashHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
 HexStr = Annotated[str, StringConstraints(pattern=r"^([0-9a-fA-F]{2})*$")]
-Height = Annotated[int, Field(ge=0)]
-Shape = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=3, max_length=3)]
+# Every integer a client sends is capped before use: 2^53 - 1 is the largest integer
+# every JSON client reads exactly, and keeps arithmetic on it (skip + count, ms / 1000,
+# now + bantime) within C and float ranges.
+MAX_SAFE_INT = 2**53 - 1
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+Height = Count
+Shape = Annotated[
+    list[Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]], Field(min_length=3, max_length=3)
+]
 VERSION = "0.1.0"
 MAX_TESTMEMPOOLACCEPT = 25
 MAX_HISTORY_PAGE = 1000
@@ -78,7 +89,7 @@ class HeaderParams(Params):
 
 
 class WaitParams(Params):
-    timeout: Annotated[int, Field(ge=0)] = 0  # milliseconds, 0 = no timeout
+    timeout: Count = 0  # milliseconds, 0 = no timeout
 
 
 class AddressParams(Params):
@@ -117,7 +128,7 @@ class FeeParams(Params):
 
 class HistoryParams(Params):
     address: str
-    skip: Annotated[int, Field(ge=0)] = 0
+    skip: Count = 0
     count: Annotated[int, Field(ge=1, le=MAX_HISTORY_PAGE)] = 100
 
 
@@ -144,7 +155,7 @@ class DisconnectParams(Params):
 class SetBanParams(Params):
     subnet: str
     command: Literal["add", "remove"]
-    bantime: Annotated[int, Field(ge=0)] = 0
+    bantime: Count = 0
     absolute: bool = False
 
 
@@ -160,6 +171,30 @@ class UnsubscribeParams(Params):
     subscription: str
 
 
+# bech32m in pure Python costs tens of microseconds an address, more than the rest of
+# a getaccount call; wallets ask about the same few addresses over and over.
+ADDRESS_CACHE = 4096
+_decode_address = functools.lru_cache(ADDRESS_CACHE)(decode_address)
+_encode_address = functools.lru_cache(ADDRESS_CACHE)(encode_address)
+
+
+def json_type(schema: dict[str, Any]) -> str:
+    """A param's JSON type for ``help``: "integer 0..9007199254740991", "string",
+    '"add" | "remove"', "array of string | null"."""
+    if "anyOf" in schema:
+        return " | ".join(json_type(s) for s in schema["anyOf"])
+    if "enum" in schema:
+        return " | ".join(json.dumps(v) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    kind = str(schema.get("type", "any"))
+    if kind == "array" and "items" in schema:
+        return f"array of {json_type(schema['items'])}"
+    if "minimum" in schema or "maximum" in schema:
+        return f"{kind} {schema.get('minimum', '')}..{schema.get('maximum', '')}"
+    return kind
+
+
 # --- the methods ----------------------------------------------------------------------
 
 
@@ -168,12 +203,14 @@ class Methods(MarketMethods):
         self.node = node
         self.service = service
         self.net = node.network
+        self.block_cache = BlockJsonCache()
+        self._immature: tuple[bytes, dict[bytes, int]] = (b"", {})
 
     # helpers ------------------------------------------------------------------------
 
     def address(self, text: str, param: str = "address") -> bytes:
         try:
-            return decode_address(text, self.net.hrp)
+            return _decode_address(text, self.net.hrp)
         except AddressError as exc:
             raise RpcError(INVALID_ADDRESS_OR_KEY, f"invalid {param}: {exc}") from None
 
@@ -268,16 +305,32 @@ class Methods(MarketMethods):
     def getblock(self, ctx: CallContext, p: BlockParams) -> Any:
         """A block: verbosity 0 hex, 1 header fields and txids, 2 with transactions."""
         rec = self.record(p.blockhash)
-        block = self.node.chain.get_block(rec.hash)
         if p.verbosity == 0:
-            return block.to_bytes().hex()
+            return self.node.chain.get_block(rec.hash).to_bytes().hex()
+        fixed, txs = self.block_cache.get(
+            (rec.hash, p.verbosity), lambda: self._block_parts(rec, p.verbosity)
+        )
+        chain = self.node.chain
+        live: dict[str, Any] = {"confirmations": -1}
+        if chain.active_hash(rec.height) == rec.hash:
+            live["confirmations"] = chain.tip.height - rec.height + 1
+            nxt = chain.active_hash(rec.height + 1)
+            if nxt is not None:
+                live["nextblockhash"] = nxt.hex()
+        return block_reply(fixed, txs, live)
+
+    def _block_parts(self, rec: IndexRecord, verbosity: int) -> tuple[str, str]:
+        """getblock's fields that never change for this block, as JSON text."""
+        block = self.node.chain.get_block(rec.hash)
         out = self.header_info(rec, block)
+        out.pop("confirmations")
+        out.pop("nextblockhash", None)
         out["size"] = len(block.to_bytes())
-        if p.verbosity == 1:
-            out["tx"] = [tx.txid.hex() for tx in block.txs]
+        if verbosity == 1:
+            txs: list[Any] = [tx.txid.hex() for tx in block.txs]
         else:
-            out["tx"] = [tx_json(tx, self.net) for tx in block.txs]
-        return out
+            txs = [tx_json(tx, self.net) for tx in block.txs]
+        return dumps_strict(out)[1:-1], dumps_strict(txs)
 
     def getblockheader(self, ctx: CallContext, p: HeaderParams) -> Any:
         """A header: verbose=false gives the encoded header as hex."""
@@ -291,6 +344,7 @@ class Methods(MarketMethods):
         """Every block without children: height, hash, branchlen, status."""
         chain = self.node.chain
         parents = {rec.parent for rec in chain.index.values() if rec.height > 0}
+        parents.discard(chain.tip.hash)  # the active tip is a tip even with (invalid) children
         tips: list[dict[str, Any]] = []
         for rec in chain.index.values():
             if rec.hash in parents:
@@ -336,19 +390,29 @@ class Methods(MarketMethods):
         addr = self.address(p.address)
         acct = self.node.account(addr)
         tip = self.node.chain.tip.height
-        immature = 0
-        for height in range(max(1, tip - self.net.subsidy.coinbase_maturity + 1), tip + 1):
-            raw = self.node.chain.state_get(reward_key(height))
-            if raw is not None and raw[:20] == addr:
-                immature += int.from_bytes(raw[20:28], "big")
+        immature = self.immature_rewards().get(addr, 0)
         return {
-            "address": encode_address(self.net.hrp, addr),
+            "address": _encode_address(self.net.hrp, addr),
             "balance": acct.balance,
             "immature": immature,
             "nonce": acct.nonce,
             "pending_nonce": self.node.mempool.pending_nonce(addr),
             "height": tip,
         }
+
+    def immature_rewards(self) -> dict[bytes, int]:
+        """Miner -> rewards not yet mature at the tip: read once per tip (the last
+        coinbase_maturity "R" entries), not once per getaccount."""
+        tip = self.node.chain.tip
+        if self._immature[0] != tip.hash:
+            out: dict[bytes, int] = {}
+            low = max(1, tip.height - self.net.subsidy.coinbase_maturity + 1)
+            for height in range(low, tip.height + 1):
+                raw = self.node.chain.state_get(reward_key(height))
+                if raw is not None:
+                    out[raw[:20]] = out.get(raw[:20], 0) + int.from_bytes(raw[20:28], "big")
+            self._immature = (tip.hash, out)
+        return self._immature[1]
 
     def getproof(self, ctx: CallContext, p: ProofParams) -> dict[str, Any]:
         """State proof of an account (or contribution) against the tip's state root."""
@@ -432,7 +496,9 @@ class Methods(MarketMethods):
         out = tx_json(tx, self.net)
         out["hex"] = tx.to_bytes().hex()
         if rec is None:
-            out.update(confirmations=0, blockhash=None, height=None, in_mempool=True)
+            out.update(
+                confirmations=0, blockhash=None, height=None, blocktime=None, in_mempool=True
+            )
         else:
             out.update(
                 confirmations=self.confirmations(rec), blockhash=rec.hash.hex(),
@@ -649,13 +715,19 @@ class Methods(MarketMethods):
             raise RpcError(CLIENT_NODE_NOT_CONNECTED, "Node not found in connected nodes")
 
     async def setban(self, ctx: CallContext, p: SetBanParams) -> None:
-        """Ban (add) or unban (remove) an IP; bantime seconds, or a unix time if absolute,
-        0 = the node's default (admin)."""
+        """Ban (add) or unban (remove) an IP address (not a subnet); bantime seconds, or a
+        unix time if absolute, 0 = the node's default (admin)."""
+        try:  # the P2P service bans single addresses, so a subnet is refused too
+            ip = str(ipaddress.ip_address(p.subnet))
+        except ValueError:
+            raise RpcError(
+                CLIENT_INVALID_IP_OR_SUBNET, f"Error: Invalid IP address: {p.subnet!r}"
+            ) from None
         seconds = p.bantime - int(time.time()) if p.absolute else p.bantime
         if p.absolute and seconds <= 0:
             raise RpcError(INVALID_PARAMETER, "invalid parameter 'bantime': in the past")
         try:
-            ok = await self.p2p_call("set_ban", p.subnet, p.command, seconds or None)
+            ok = await self.p2p_call("set_ban", ip, p.command, seconds or None)
         except ValueError as exc:
             raise RpcError(CLIENT_INVALID_IP_OR_SUBNET, f"invalid IP/subnet: {exc}") from None
         if ok is False and p.command == "remove":
@@ -690,10 +762,11 @@ class Methods(MarketMethods):
         if m is None:
             raise RpcError(METHOD_NOT_FOUND, f"help: unknown command: {p.command}")
         params = []
+        schema = m.params.model_json_schema()["properties"]
         for name, f in m.params.model_fields.items():
             params.append({
                 "name": name,
-                "type": str(f.annotation).replace("typing.", ""),
+                "type": json_type(schema[name]),
                 "required": f.is_required(),
                 "default": None if f.is_required() else f.default,
             })  # fmt: skip

@@ -52,19 +52,24 @@ def time_methods(registry: Registry, node: Node) -> None:
 def _timed(method: Method, node: Node) -> Any:
     inner = method.handler
     name = method.name
-    observe = node.metrics.rpc_observe
+    metrics = node.metrics
+    # The labelled children, looked up once: labels() per call costs more than the call
+    # of a cheap method.
+    ok_calls = metrics.rpc_calls.labels(name, "ok")
+    latency = metrics.rpc_latency.labels(name)
 
     async def timed(ctx: CallContext, params: Any) -> Any:
         t0 = time.perf_counter()
-        outcome = "error"
         try:
             result = inner(ctx, params)
             if hasattr(result, "__await__"):
                 result = await result
-            outcome = "ok"
-            return result
-        finally:
-            observe(name, time.perf_counter() - t0, outcome)
+        except BaseException:
+            metrics.rpc_observe(name, time.perf_counter() - t0, "error")
+            raise
+        ok_calls.inc()
+        latency.observe(time.perf_counter() - t0)
+        return result
 
     timed.__doc__ = inner.__doc__
     return timed

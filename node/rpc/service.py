@@ -3,15 +3,19 @@
 Started and stopped by the Node (``node.services``). Writes the cookie file at start
 and removes it at a clean stop. Every call needs auth (cookie or the configured
 user), like bitcoind; a wrong credential is answered after a 250 ms pause.
+
+Slow or greedy clients are bounded (docs/RPC.md, "Limits"): a connection must send
+complete request headers within the idle timeout of opening or of its last answer,
+a body within the body timeout, the number of open connections is capped (503 past
+it), and so is the number of subscriptions per WebSocket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +27,9 @@ from chain.tx import Transaction
 from node.events import TipChange
 from node.rpc.auth import COOKIE_USER, Authenticator, remove_cookie, write_cookie
 from node.rpc.encode import header_json
-from node.rpc.errors import INVALID_REQUEST
+from node.rpc.errors import INVALID_REQUEST, MISC_ERROR, RpcError
 from node.rpc.methods import Methods, register_all
-from node.rpc.protocol import CallContext, Dispatcher, Registry, error_response
+from node.rpc.protocol import CallContext, Dispatcher, Registry, encode_reply, error_response
 
 if TYPE_CHECKING:
     from node.service import Node
@@ -37,6 +41,20 @@ DEFAULT_MAX_BODY = 2 * MAX_BLOCK_SIZE + 64 * 1024
 AUTH_FAIL_DELAY_S = 0.25
 WS_QUEUE = 1024  # notifications a WebSocket client may lag behind before it is dropped
 LOCAL_BINDS = {"127.0.0.1", "::1", "localhost"}
+# bitcoind's -rpcservertimeout: a connection idle this long (no complete request
+# headers since it opened or since its last answer) is closed.
+IDLE_TIMEOUT_S = 30.0
+# A body must arrive within this long of its headers: the largest (DEFAULT_MAX_BODY,
+# ~42 MB: a submitblock of the largest block in hex) needs 2.8 Mbit/s; a typical
+# call arrives with its headers, a local miner's block well under a second.
+BODY_TIMEOUT_S = 120.0
+# Open HTTP and WebSocket connections at once; past it a new one gets 503 and is
+# closed. Each connection costs a socket and buffers; miners and wallets use a few.
+MAX_CONNECTIONS = 256
+# Subscriptions one WebSocket may hold: 3 topics, with room for several consumers
+# sharing a socket; each one multiplies the notifications a single event sends.
+MAX_SUBSCRIPTIONS = 32
+CHUNK = 64 * 1024
 
 
 class WsSession:
@@ -50,6 +68,9 @@ class WsSession:
         self.overflowed = False
 
     def subscribe(self, topic: str) -> str:
+        cap = self.service.max_subscriptions
+        if len(self.subs) >= cap:
+            raise RpcError(MISC_ERROR, f"too many subscriptions on this socket (at most {cap})")
         sid = f"0x{next(self.service._sub_ids):x}"
         self.subs[sid] = topic
         return sid
@@ -77,7 +98,7 @@ class WsSession:
             if msg is None or self.overflowed:
                 await self.ws.close(message=b"subscriber too slow")
                 return
-            await self.ws.send_str(json.dumps(msg))
+            await self.ws.send_str(encode_reply(msg))
 
 
 class RpcService:
@@ -90,6 +111,10 @@ class RpcService:
         self.port = node.network.rpc_port if cfg.rpc_port is None else cfg.rpc_port
         extra = cfg.extra
         self.max_body = int(extra.get("rpc_max_body", DEFAULT_MAX_BODY))  # type: ignore[call-overload]
+        self.idle_timeout = float(extra.get("rpc_idle_timeout", IDLE_TIMEOUT_S))  # type: ignore[arg-type]
+        self.body_timeout = float(extra.get("rpc_body_timeout", BODY_TIMEOUT_S))  # type: ignore[arg-type]
+        self.max_connections = int(extra.get("rpc_max_connections", MAX_CONNECTIONS))  # type: ignore[call-overload]
+        self.max_subscriptions = int(extra.get("rpc_max_subscriptions", MAX_SUBSCRIPTIONS))  # type: ignore[call-overload]
         self.auth = Authenticator()
         if cfg.rpc_user is not None:
             if cfg.rpc_password is None:
@@ -189,20 +214,43 @@ class RpcService:
             return refusal
         if request.content_length is not None and request.content_length > self.max_body:
             return self._too_large()
+        try:
+            if request.content.is_eof():  # it came with the headers: take it as it is
+                body = request.content.read_nowait()
+                if len(body) > self.max_body:
+                    return self._too_large()
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await self._read_body(request)
+        except TimeoutError:
+            reply = error_response(
+                INVALID_REQUEST, f"request body not received within {self.body_timeout:g} s"
+            )
+            resp = web.json_response(reply, status=408)
+            resp.force_close()
+            await resp.prepare(request)
+            await resp.write_eof()
+            request.protocol.force_close()  # no lingering read of the rest of a dripped body
+            return resp
+        if body is None:
+            return self._too_large()
+        reply = await self.dispatcher.handle_body(body, CallContext(authed=authed))
+        if reply is None:
+            return web.Response(status=204)
+        return web.Response(body=encode_reply(reply).encode(), content_type="application/json")
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None once it passes the cap (counted while reading)."""
         chunks = []
         size = 0
         while True:
-            chunk = await request.content.read(64 * 1024)
+            chunk = await request.content.read(CHUNK)
             if not chunk:
-                break
+                return b"".join(chunks)
             size += len(chunk)
             if size > self.max_body:
-                return self._too_large()
+                return None
             chunks.append(chunk)
-        reply = await self.dispatcher.handle_body(b"".join(chunks), CallContext(authed=authed))
-        if reply is None:
-            return web.Response(status=204)
-        return web.Response(text=json.dumps(reply), content_type="application/json")
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         authed, refusal = await self._authorize(request)
@@ -241,14 +289,13 @@ class RpcService:
         self.node.events.tx_accepted.connect(self._on_tx)
         self.cookie = write_cookie(self.node.config.network_dir)
         self.auth.allow(COOKIE_USER, self.cookie[1])
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        self._runner = RpcRunner(
+            self.make_app(), self.handle_http, access_log=None, keepalive_timeout=self.idle_timeout
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind, self.port)
+        site = CappedSite(self._runner, self.bind, self.port, max_connections=self.max_connections)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self.port = site.port
         if self.bind not in LOCAL_BINDS:
             log.warning(
                 "!!! JSON-RPC is listening on %s:%d, not on localhost: anyone who can reach "
@@ -277,3 +324,72 @@ class RpcService:
         if self.cookie is not None:
             remove_cookie(*self.cookie)
             self.cookie = None
+
+
+OVERLOADED_BODY = encode_reply(error_response(MISC_ERROR, "too many connections")).encode()
+
+
+class _Overloaded(asyncio.Protocol):
+    """Answers a connection past the cap with 503 and closes it (bitcoind's answer
+    when its work queue is full)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(OVERLOADED_BODY)}\r\nConnection: close\r\n\r\n"
+        )
+        transport.write(head.encode() + OVERLOADED_BODY)
+        transport.close()
+
+
+class RpcRunner(web.AppRunner):
+    """An AppRunner whose server hands ``POST /`` straight to the JSON-RPC handler, past
+    the router and middleware machinery (a measurable share of a cheap call's time);
+    every other request (WebSocket, dashboard) goes through the application."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        rpc_handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.rpc_handler = rpc_handler
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        through_app = server.request_handler
+        rpc = self.rpc_handler
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            if request.method == "POST" and request.path == "/":
+                return await rpc(request)  # type: ignore[arg-type]
+            return await through_app(request)
+
+        server.request_handler = handle
+        return server
+
+
+class CappedSite(web.TCPSite):
+    """A TCP site that serves at most ``max_connections`` connections at once."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_connections: int):
+        super().__init__(runner, host, port)
+        self.max_connections = max_connections
+
+    async def start(self) -> None:
+        # TCPSite.start with the protocol factory wrapped (aiohttp has no connection cap).
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+
+        def factory() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self.max_connections:
+                log.warning("RPC: %d connections open, refusing another", self.max_connections)
+                return _Overloaded()
+            return server()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(factory, self._host, self._port)
+        self._bound_port = self._server.sockets[0].getsockname()[1]

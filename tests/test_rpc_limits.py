@@ -1,0 +1,157 @@
+"""Slow and greedy clients over real sockets: header, body and keep-alive timeouts, the
+connection cap and the per-WebSocket subscription cap (docs/RPC.md, "Limits")."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from tests.test_rpc_util import Harness, run_node
+
+TIMEOUT = 1.0  # the node's idle and body timeouts in these tests, seconds
+LIMITS = {"rpc_idle_timeout": TIMEOUT, "rpc_body_timeout": TIMEOUT}
+CALL = b'{"jsonrpc":"2.0","id":1,"method":"getblockcount"}'
+
+
+async def open_raw(h: Harness) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", h.rpc.port)
+
+
+def request_head(h: Harness, length: int) -> bytes:
+    return (
+        f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {h.auth}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+async def closed_after(reader: asyncio.StreamReader, limit: float) -> tuple[float, bytes]:
+    """Read until the server closes; (seconds it took, what came)."""
+    t0 = time.monotonic()
+    data = await asyncio.wait_for(reader.read(), limit)
+    return time.monotonic() - t0, data
+
+
+def test_unfinished_headers_are_cut_off(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        reader, writer = await open_raw(h)
+        writer.write(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        took, data = await closed_after(reader, 10 * TIMEOUT)
+        assert took < 5 * TIMEOUT and data == b""
+        writer.close()
+        # A connection that sends nothing at all is closed too.
+        reader, writer = await open_raw(h)
+        took, _ = await closed_after(reader, 10 * TIMEOUT)
+        assert took < 5 * TIMEOUT
+        writer.close()
+
+    run_node(tmp_path, body, extra=LIMITS)
+
+
+def test_dripped_body_is_cut_off_with_408(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        reader, writer = await open_raw(h)
+        writer.write(request_head(h, len(CALL)))
+        t0 = time.monotonic()
+
+        async def drip() -> None:
+            for byte in CALL:
+                writer.write(bytes([byte]))
+                await asyncio.sleep(TIMEOUT / 3)
+
+        dripping = asyncio.create_task(drip())
+        try:
+            data = await asyncio.wait_for(reader.read(), 10 * TIMEOUT)
+        finally:
+            dripping.cancel()
+        assert time.monotonic() - t0 < 5 * TIMEOUT
+        head, _, reply = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and json.loads(reply)["error"]["code"] == -32600
+        writer.close()
+        # A prompt body on a fresh connection is answered as usual.
+        status, reply = await h.post(CALL)
+        assert status == 200 and reply["result"] == 0
+
+    run_node(tmp_path, body, extra=LIMITS)
+
+
+def test_idle_keepalive_connection_is_closed(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        reader, writer = await open_raw(h)
+        for _ in range(2):  # two calls on one connection, each answered
+            writer.write(request_head(h, len(CALL)) + CALL)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert json.loads(await reader.readexactly(length))["result"] == 0
+        took, data = await closed_after(reader, 10 * TIMEOUT)  # then idle: closed
+        assert took < 5 * TIMEOUT and data == b""
+        writer.close()
+
+    run_node(tmp_path, body, extra=LIMITS)
+
+
+def test_connection_cap_answers_503_past_it(tmp_path: Path) -> None:
+    cap = 4
+
+    async def body(h: Harness) -> None:
+        held = [await open_raw(h) for _ in range(cap)]
+        await asyncio.sleep(0.2)  # let the server accept them all
+        reader, writer = await open_raw(h)
+        _, data = await closed_after(reader, 10)
+        head, _, reply = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503")
+        assert json.loads(reply)["error"] == {"code": -1, "message": "too many connections"}
+        writer.close()
+        # The held connections still work, and closing one makes room again.
+        r0, w0 = held[0]
+        w0.write(request_head(h, len(CALL)) + CALL)
+        assert (await asyncio.wait_for(r0.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 200")
+        for _, w in held:
+            w.close()
+        await asyncio.sleep(0.3)
+        status, reply = await h.post(CALL)
+        assert status == 200 and reply["result"] == 0
+
+    run_node(tmp_path, body, extra={"rpc_max_connections": cap})
+
+
+def test_subscriptions_per_socket_are_capped(tmp_path: Path) -> None:
+    cap = 5
+
+    async def body(h: Harness) -> None:
+        async with h.session.ws_connect(h.url + "ws", headers={"Authorization": h.auth}) as ws:
+
+            async def call(method: str, *params: object) -> dict:
+                await ws.send_str(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                                              "params": list(params)}))  # fmt: skip
+                return json.loads((await ws.receive(timeout=10)).data)
+
+            subs = [(await call("subscribe", "newHeads"))["result"] for _ in range(cap)]
+            err = (await call("subscribe", "newTransactions"))["error"]
+            assert err == {"code": -1, "message":
+                           f"too many subscriptions on this socket (at most {cap})"}  # RPC.md
+            assert (await call("unsubscribe", subs[0]))["result"] is True
+            assert isinstance((await call("subscribe", "newTransactions"))["result"], str)
+        # Another socket has its own allowance.
+        async with h.session.ws_connect(h.url + "ws", headers={"Authorization": h.auth}) as ws:
+            await ws.send_str('{"jsonrpc":"2.0","id":1,"method":"subscribe","params":["jobs"]}')
+            assert "result" in json.loads((await ws.receive(timeout=10)).data)
+
+    run_node(tmp_path, body, extra={"rpc_max_subscriptions": cap})
+
+
+def test_oversized_headers_get_400(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        for extra in (f"X-Big: {'a' * 9000}\r\n",  # one header past 8190 bytes
+                      "".join(f"X-{i}: 1\r\n" for i in range(200))):  # past 128 headers
+            reader, writer = await open_raw(h)
+            head = request_head(h, len(CALL)).replace(b"\r\n\r\n", b"\r\n" + extra.encode()
+                                                      + b"\r\n")  # fmt: skip
+            writer.write(head + CALL)
+            _, data = await closed_after(reader, 10)
+            assert data.split(b" ")[1] == b"400", data[:80]  # aiohttp's parser refuses it
+            writer.close()
+
+    run_node(tmp_path, body)
