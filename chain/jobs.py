@@ -37,7 +37,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from chain.encoding import Reader, Writer
+from chain.encoding import DecodeError, Reader, Writer
 from chain.header import Header
 from chain.job_payloads import (
     MAX_URL,
@@ -93,10 +93,6 @@ class JobStatus(enum.IntEnum):
 
 
 HELD_STATUSES = (JobStatus.OPEN, JobStatus.CLAIMED, JobStatus.COMMITTED)
-
-
-class JobRecordError(ValueError):
-    """A stored job record does not decode (a damaged database)."""
 
 
 @dataclass(frozen=True)
@@ -175,36 +171,29 @@ class Job:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Job:
-        """Decode a stored record; raises JobRecordError (never another error)."""
-        from chain.encoding import DecodeError
-
+        """Decode a stored record; raises DecodeError (never another error)."""
         r = Reader(data)
-        try:
-            job = cls(
-                buyer=r.bytes_n(20, "buyer"), m=r.u32("m"), k=r.u32("k"), n=r.u32("n"),
-                h_a=r.bytes_n(32, "h_a"), h_b=r.bytes_n(32, "h_b"), bounty=r.u64("bounty"),
-                expires=r.u64("expires"), submitted=r.u64("submitted"),
-                status=_status(r.u8("status")), claimant=r.bytes_n(20, "claimant"),
-                bond=r.u64("bond"), claim_deadline=r.u64("claim_deadline"),
-                claim_min_height=r.u64("claim_min_height"),
-                result_root=r.bytes_n(32, "result_root"), committed_height=r.u64("committed"),
-                window_end=r.u64("window_end"), window_min_height=r.u64("window_min_height"),
-                probe_by=r.bytes_n(20, "probe_by"), probe_deposit=r.u64("probe_deposit"),
-                probe_row=r.u32("probe_row"), probe_chunk=r.u32("probe_chunk"),
-                probe_deadline=r.u64("probe_deadline"),
-                probe_min_height=r.u64("probe_min_height"), wake_height=r.u64("wake_height"),
-                claims=r.u32("claims"), data_url=r.varbytes(MAX_URL, "data_url"),
-                result_url=r.varbytes(MAX_URL, "result_url"),
-            )  # fmt: skip
-            r.finish()
-        except DecodeError as exc:
-            raise JobRecordError(f"job record: {exc}") from None
+        job = cls(
+            buyer=r.bytes_n(20, "buyer"), m=r.u32("m"), k=r.u32("k"), n=r.u32("n"),
+            h_a=r.bytes_n(32, "h_a"), h_b=r.bytes_n(32, "h_b"), bounty=r.u64("bounty"),
+            expires=r.u64("expires"), submitted=r.u64("submitted"),
+            status=_status(r.u8("status")), claimant=r.bytes_n(20, "claimant"),
+            bond=r.u64("bond"), claim_deadline=r.u64("claim_deadline"),
+            claim_min_height=r.u64("claim_min_height"),
+            result_root=r.bytes_n(32, "result_root"), committed_height=r.u64("committed"),
+            window_end=r.u64("window_end"), window_min_height=r.u64("window_min_height"),
+            probe_by=r.bytes_n(20, "probe_by"), probe_deposit=r.u64("probe_deposit"),
+            probe_row=r.u32("probe_row"), probe_chunk=r.u32("probe_chunk"),
+            probe_deadline=r.u64("probe_deadline"),
+            probe_min_height=r.u64("probe_min_height"), wake_height=r.u64("wake_height"),
+            claims=r.u32("claims"), data_url=r.varbytes(MAX_URL, "data_url"),
+            result_url=r.varbytes(MAX_URL, "result_url"),
+        )  # fmt: skip
+        r.finish()
         return job
 
 
 def _status(value: int) -> JobStatus:
-    from chain.encoding import DecodeError
-
     try:
         return JobStatus(value)
     except ValueError:
