@@ -69,13 +69,15 @@ def _job_tx(
 def submit_tx(
     network: Network, key: PrivateKey, nonce: int, a: npt.NDArray[np.int8],
     b: npt.NDArray[np.int8], bounty: int, expires: int, url: str = "",
-    fee: int = DEFAULT_JOB_FEE,
+    fee: int = DEFAULT_JOB_FEE, roots: tuple[bytes, bytes] | None = None,
 ) -> Transaction:  # fmt: skip
     """JOB_SUBMIT for A . B, claimable until median time past ``expires`` (unix
-    seconds); the job id is the returned tx's txid."""
+    seconds); the job id is the returned tx's txid. ``roots`` (hA, hB) skips hashing
+    A and B again when the caller already has them."""
     m, k = a.shape
     n = b.shape[1]
-    payload = JobSubmit(m, k, n, commit_rows(a), commit_cols(b), expires, url.encode())
+    h_a, h_b = roots if roots is not None else (commit_rows(a), commit_cols(b))
+    payload = JobSubmit(m, k, n, h_a, h_b, expires, url.encode())
     return _job_tx(network, key, nonce, TxKind.JOB_SUBMIT, payload.to_payload(), fee, bounty)
 
 

@@ -63,7 +63,7 @@ __all__ = ["DEFAULT_EXPIRY_S", "DEFAULT_JOB_FEE", "JobClient", "JobError", "JobR
 
 DONE = ("paid", "committed")  # a part whose C can be collected
 FAILED = ("refunded", "expired", "reclaimed")  # a part that will never deliver
-POLL_S = 0.5
+POLL_S = 0.1  # how often wait() looks at the parts (one getjob each)
 MAX_PROBES = 3  # probes of one part before the client reports it as withheld
 
 
@@ -236,13 +236,16 @@ class JobClient:
         expires = self._mtp() + expiry_s
         for part, part_bounty in zip(plan.parts, plan.bounties, strict=True):
             pa, pb = part.operands(a8, b8)
+            roots = []
             for kind, matrix in (("a", pa), ("bt", np.ascontiguousarray(pb.T))):
-                root = blob_root(kind, matrix)
+                root = blob_root(kind, matrix)  # the blob of A is stored by hA, of Bᵀ by hB
                 if root not in self._uploaded:
                     upload_blob(self.blob_url, kind, matrix, self.blob_auth)
                     self._uploaded.add(root)
+                roots.append(root)
             txs.append(submit_tx(self.network, signer, self._nonce(), pa, pb, part_bounty,
-                                 expires, url=self.blob_url, fee=fee))  # fmt: skip
+                                 expires, url=self.blob_url, fee=fee,
+                                 roots=(roots[0], roots[1])))  # fmt: skip
         for tx in txs:
             self._send(tx)
         plan.job_ids = [tx.txid.hex() for tx in txs]
