@@ -67,6 +67,11 @@ POLL_S = 0.1  # how often wait() looks at the parts (one getjob each)
 MAX_PROBES = 3  # probes of one part before the client reports it as withheld
 
 
+def _deliverable(job: dict[str, Any]) -> bool:
+    """C can be fetched: committed on chain, or its commit waits in the node's pool."""
+    return job["status"] in DONE or "pending_commit" in job
+
+
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
                 timeout: float = 60.0) -> bytes:  # fmt: skip
     """POST a matrix to a node's blob endpoint (authenticated with its RPC cookie)."""
@@ -304,10 +309,11 @@ class JobClient:
         while True:
             status = self.status(product_id)
             parts = status.get("parts", [status])
-            if all(p["status"] in DONE + FAILED for p in parts):
+            if all(_deliverable(p) or p["status"] in FAILED for p in parts):
                 return status
             if time.monotonic() > deadline:
-                waiting = [p["job_id"][:16] for p in parts if p["status"] not in DONE + FAILED]
+                waiting = [p["job_id"][:16] for p in parts
+                           if not _deliverable(p) and p["status"] not in FAILED]  # fmt: skip
                 raise JobError(
                     f"{len(waiting)} part(s) not delivered after {timeout:.0f} s "
                     f"({', '.join(waiting[:4])}...): check `pouw job status`, raise the "
@@ -337,7 +343,7 @@ class JobClient:
                 + ", ".join(f"{j['job_id'][:16]} {j['status']}" for j in failed[:4])
                 + "): their bounty is back with you; submit those rows again"
             )
-        pending = [j for j in jobs if "result_root" not in j]
+        pending = [j for j in jobs if not _deliverable(j)]
         if pending:
             raise JobError(
                 f"{len(pending)} of {len(jobs)} part(s) have no committed result yet "
@@ -348,18 +354,25 @@ class JobClient:
         t1 = time.perf_counter()
         out = JobResult(np.zeros((0, 0), np.int64), True, timings={"transfer_s": t1 - t0})
         for part, job, got in zip(plan.parts, jobs, results, strict=True):
+            # a challenge or probe needs the commit on chain, not only in a pool
+            act = challenge and job["status"] == "committed"
+            later = "; ask again once its commit is in a block to challenge it"
             if isinstance(got, str):  # the download failed: an availability probe
                 out.verified = False
                 out.actions.append(f"{job['job_id'][:16]}: C unavailable ({got})")
-                if challenge:
+                if act:
                     self._probe(job, out)
+                elif challenge:
+                    out.actions[-1] += later
                 continue
             pa, pb = part.operands(a8, b8)
             if not freivalds_check(pa, pb, got):
                 out.verified = False
                 out.actions.append(f"{job['job_id'][:16]}: C is wrong")
-                if challenge:
+                if act:
                     self._challenge(job, pa, pb, got, out)
+                elif challenge:
+                    out.actions[-1] += later
         t2 = time.perf_counter()
         out.timings["check_s"] = t2 - t1
         if out.verified:
@@ -369,9 +382,10 @@ class JobClient:
 
     async def _fetch_all(self, jobs: list[dict[str, Any]], timeout: float) -> list[Any]:
         async def one(job: dict[str, Any]) -> Any:
-            urls = [job.get("result_url", ""), self.blob_url]
+            where = job if "result_root" in job else job["pending_commit"]
+            urls = [where.get("result_url", ""), self.blob_url]
             try:
-                return await fetch_blob(urls, bytes.fromhex(job["result_root"]), "c",
+                return await fetch_blob(urls, bytes.fromhex(where["result_root"]), "c",
                                         job["m"], job["n"], timeout=timeout)  # fmt: skip
             except BlobError as exc:
                 return str(exc)

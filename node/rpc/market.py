@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from chain.address import encode_address
+from chain.job_payloads import JobCommit, JobPayloadError, decode_job_payload
 from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job
+from chain.txkind import TxKind
 from consensus.difficulty import block_work
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError
 from node.rpc.protocol import CallContext, NoParams, Params
@@ -144,7 +146,30 @@ class MarketMethods:
             raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
         out = self.job_info(job_id, job)
         out["mtp"] = self.node.chain.mtp_after(self.node.chain.tip)
+        if job.status == JobStatus.CLAIMED:
+            pending = self.pending_commit(job_id, job.claimant)
+            if pending is not None:
+                out["pending_commit"] = pending
         return out
+
+    def pending_commit(self, job_id: bytes, claimant: bytes) -> dict[str, str] | None:
+        """The claimant's JOB_COMMIT for the job while it waits in our mempool: a buyer
+        can fetch and check C a block early (C is checked against A and B anyway)."""
+        pool = self.node.mempool
+        for txid in pool.txids():
+            tx = pool.get(txid)
+            if tx is None or tx.kind != TxKind.JOB_COMMIT or tx.sender != claimant:
+                continue
+            try:
+                commit = decode_job_payload(tx.kind, tx.payload)
+            except JobPayloadError:
+                continue
+            if isinstance(commit, JobCommit) and commit.job_id == job_id:
+                return {
+                    "txid": txid.hex(), "result_root": commit.result_root.hex(),
+                    "result_url": commit.url.decode(errors="replace"),
+                }  # fmt: skip
+        return None
 
     def listjobs(self, ctx: CallContext, p: ListJobsParams) -> list[Any]:
         """Compute jobs, best bounty per multiply-add first; ``status`` filters (default
