@@ -1,0 +1,121 @@
+"""One connected peer's state, and the P2P settings (docs/P2P.md lists every value)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from p2p.protocol import Version
+from p2p.ratelimit import Bucket
+
+BAN_SCORE = 100
+MAX_KNOWN_INV = 20_000  # hashes remembered per peer as already known to it
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass
+class P2PSettings:
+    max_inbound: int = 32
+    max_outbound: int = 8
+    handshake_timeout: float = 10.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 20.0
+    headers_timeout: float = 20.0
+    block_stall: float = 5.0
+    max_stalls: int = 3  # stalls before a peer is dropped (not discouraged)
+    inflight_per_peer: int = 16
+    block_window: int = 256
+    discourage_s: float = 3600.0
+    default_ban_s: int = 24 * 3600
+    connect_interval: float = 1.0
+    tick: float = 0.25
+    ping_burst: float = 20.0
+    ping_rate: float = 1.0  # pings per second a peer may send on average
+    addr_burst: float = 1000.0
+    addr_rate: float = 0.1  # addresses per second accepted from one peer
+    unrequested_burst: float = 20.0
+    unrequested_rate: float = 1.0  # unrequested blocks/txs per second
+    blobs_burst: float = 1024.0
+    blobs_rate: float = 1.0  # blob announcements per second accepted from one peer
+
+    @classmethod
+    def from_env(cls) -> P2PSettings:
+        """Defaults, with POUW_P2P_<FIELD> environment overrides (tests shorten timeouts)."""
+        s = cls()
+        for name, value in vars(s).items():
+            env = f"POUW_P2P_{name.upper()}"
+            if env in os.environ:
+                setattr(s, name, type(value)(_env_float(env, value)))
+        return s
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Peer:
+    ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+    inbound: bool
+    host: str
+    port: int
+    dial_key: str | None = None  # "host:port" we dialled (outbound)
+    manual: bool = False
+    settings: P2PSettings = field(default_factory=P2PSettings)
+    id: int = field(default_factory=lambda: next(_ids))
+    version: Version | None = None
+    got_verack: bool = False
+    ready: bool = False
+    closed: bool = False
+    best_height: int = 0
+    best_work: int = 0
+    conntime: float = field(default_factory=time.time)
+    last_send: float = 0.0
+    last_recv: float = 0.0
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    ping_nonce: int | None = None
+    ping_sent: float = 0.0
+    last_ping: float = field(default_factory=time.monotonic)
+    ping_ms: float | None = None
+    score: int = 0
+    stalls: int = 0
+    last_block: float = 0.0
+    headers_requested: float | None = None
+    unconnecting: int = 0
+    getaddr_answered: bool = False
+    inflight: set[bytes] = field(default_factory=set)
+    tx_requested: dict[bytes, float] = field(default_factory=dict)
+    no_have: set[bytes] = field(default_factory=set)
+    known: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    blob_roots: OrderedDict[bytes, str] = field(default_factory=OrderedDict)  # root -> its URL
+    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    queued_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.ping_bucket = Bucket(s.ping_burst, s.ping_rate)
+        self.addr_bucket = Bucket(s.addr_burst, s.addr_rate)
+        self.unrequested = Bucket(s.unrequested_burst, s.unrequested_rate)
+        self.blob_bucket = Bucket(s.blobs_burst, s.blobs_rate)
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def learn(self, h: bytes) -> None:
+        self.known[h] = None
+        if len(self.known) > MAX_KNOWN_INV:
+            self.known.popitem(last=False)
