@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from chain.block import Block
 from chain.encoding import Reader
 from chain.header import Header
 from chain.validation import BlockReject, Verdict
-from p2p.peer import BAN_SCORE, Peer
+from p2p.lograte import UNLIMITED
+from p2p.peer import BAN_SCORE, UNREQUESTED_SCORE, Peer
 from p2p.protocol import (
     HEADERS_SOFT_BYTES,
     MAX_HEADERS,
@@ -33,6 +35,17 @@ log = logging.getLogger("pouw.p2p")
 MAX_UNSOLICITED_HEADERS = 8  # headers a peer may push without being asked
 MAX_UNCONNECTING = 10  # unconnecting headers messages answered with a getheaders
 PROGRESS_LOG_S = 2.0  # seconds between "sync progress" lines
+MAX_JUDGED_ORPHANS = 20_000  # hashes of blocks seen without a known parent, newest kept
+RESENT_BLOCK_SCORE = 20  # pushing a block already judged (invalid, orphan, stored)
+# Headers one peer may have us hold on a chain that does not beat our tip (a fork that
+# has not caught up yet). Past it the peer is discouraged and those headers pruned, so
+# cheap low-work chains cannot fill the header store; an honest fork deeper than this
+# below our tip cannot be synced from headers (Bitcoin Core's presync answers that).
+MAX_LOW_WORK_HEADERS = 2_000
+# Slowest link a headers reply is timed for: 16 KB/s still moves a 4 MiB reply (the
+# responder's cap) in ~4 minutes; a dead peer is caught sooner by the ping timeout.
+MIN_LINK_RATE = 16 * 1024
+NO_PROGRESS_WARN_S = 60.0  # sync without a new block for this long: WARNING
 
 
 class BlockSync:
@@ -45,7 +58,12 @@ class BlockSync:
         self.store = HeaderStore(self.chain)
         self.dl = Downloader(self.store, s.block_window, s.inflight_per_peer, s.block_stall)
         self.sync_peer: Peer | None = None
+        # Blocks that came without a known parent: not checked (only their headers can
+        # make them wanted), never fetched again by hash.
+        self.orphans: OrderedDict[bytes, None] = OrderedDict()
         self._progress = (time.monotonic(), self.chain.tip.height)
+        self._last_height, self._last_advance = self.chain.tip.height, time.monotonic()
+        self.headers_timeouts = 0  # headers replies that timed out since the last one came
 
     def peer_closed(self, peer: Peer) -> None:
         for h in list(peer.inflight):
@@ -57,24 +75,48 @@ class BlockSync:
 
     # --- blocks --------------------------------------------------------------------
 
+    def judged(self, h: bytes) -> bool:
+        """Already stored, known invalid, or seen as an orphan."""
+        return h in self.chain.index or h in self.store.invalid or h in self.orphans
+
+    def wants_block(self, h: bytes) -> bool:
+        """Worth a getdata when announced: unknown, not asked, not judged before."""
+        return not (self.store.known(h) or h in self.dl.inflight or self.judged(h))
+
     def on_block(self, peer: Peer, msg: BlockMsg) -> None:
         block = msg.block
         h = block.hash
         peer.learn(h)
         requested = h in peer.inflight
         peer.inflight.discard(h)
-        if not requested and not peer.unrequested.take():
-            self.pm.misbehave(peer, 20, "unrequested block flood")
-            return
+        if not requested:
+            if h not in self.store.entries and self.judged(h):
+                self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
+                return
+            if not peer.unrequested.take():
+                self.pm.misbehave(peer, UNREQUESTED_SCORE, "unrequested block flood")
+                return
         peer.last_block = time.monotonic()
         if self.dl.inflight.get(h, (0, 0))[0] == peer.id:
             self.dl.inflight.pop(h, None)
+            self.dl.block_arrived()
         if h in self.store.entries:
             self.dl.add_block(block, peer.id)
             self.drain()
+        elif block.header.parent not in self.chain.index:
+            self._orphan(block, peer)
         else:
             self.submit(block, peer)
         self.schedule()
+
+    def _orphan(self, block: Block, peer: Peer) -> None:
+        """A block whose parent we lack: remembered by hash, not checked; its headers are
+        asked for, and it is fetched again only once they connect (not punished)."""
+        self.orphans[block.hash] = None
+        if len(self.orphans) > MAX_JUDGED_ORPHANS:
+            self.orphans.popitem(last=False)
+        if not peer.closed and peer.headers_requested is None:
+            self.request_headers(peer)
 
     def submit(self, block: Block, peer: Peer | None) -> bool:
         result = self.svc.node.submit_block(block)
@@ -113,6 +155,11 @@ class BlockSync:
     # --- headers -------------------------------------------------------------------
 
     def request_headers(self, peer: Peer, start: bytes | None = None) -> None:
+        """getheaders from ``start``, else from our best held header (what an earlier
+        peer gave us is kept), then our active chain's locator."""
+        if start is None:
+            best = self.store.best()
+            start = best.hash if best is not None else None
         locator = ([start] if start is not None else []) + self.locator()
         peer.headers_requested = time.monotonic()
         self.pm.send(peer, GetHeaders(tuple(locator[:MAX_LOCATOR]), bytes(32)))
@@ -169,6 +216,8 @@ class BlockSync:
             self.dl.retarget()
             return
         res = self.store.add_chain(headers)
+        if solicited:
+            self.headers_timeouts = 0
         if res.invalid is not None:
             self.pm.misbehave(peer, BAN_SCORE, f"invalid header: {res.invalid}")
             return
@@ -183,6 +232,16 @@ class BlockSync:
             if work > peer.best_work:
                 peer.best_work, peer.best_height = work, height
             peer.best_height = max(peer.best_height, height)
+            if work > self.store.floor():
+                peer.low_work = 0
+            else:
+                peer.low_work += res.added
+                if peer.low_work > MAX_LOW_WORK_HEADERS:
+                    self.store.prune()
+                    self.dl.retarget()
+                    why = f"{peer.low_work} headers of a chain with less work than our tip"
+                    self.pm.misbehave(peer, BAN_SCORE, why)
+                    return
         if res.added:
             self.dl.retarget()
         if solicited and res.last is not None and not res.full and not res.deferred:
@@ -224,29 +283,58 @@ class BlockSync:
 
     # --- periodic ------------------------------------------------------------------
 
+    def headers_deadline(self, peer: Peer) -> float:
+        """Seconds a headers reply may take: the base timeout plus the time the largest
+        reply (HEADERS_SOFT_BYTES) needs at MIN_LINK_RATE, doubled per earlier timeout."""
+        base = self.settings.headers_timeout + HEADERS_SOFT_BYTES / MIN_LINK_RATE
+        return base * 2 ** min(self.headers_timeouts, 4)
+
     def tick(self, now: float) -> None:
         s = self.settings
         for peer in self.pm.ready_peers():
             asked = peer.headers_requested
-            if asked is not None and now - asked > s.headers_timeout:
+            if asked is not None and now - asked > self.headers_deadline(peer):
+                self.headers_timeouts += 1  # kept across reconnects, like the headers
                 self.pm.drop(peer, "headers request timed out")
-        for h, pid in self.dl.stalled(now):
+        stalls = self.dl.stalled(now, self._last_block_of)
+        if stalls:
+            self.dl.stall_seen()
+        for h, pid in stalls:
             slow = self.pm.peers.get(pid)
             self.dl.requeue(h)
-            if slow is not None:
-                slow.inflight.discard(h)
-                slow.no_have.add(h)
-                slow.stalls += 1
-                log.info("block %s stalled on peer %d: asking another peer", h.hex()[:16], pid)
-                if slow.stalls >= s.max_stalls:
-                    self.pm.drop(slow, "stalling block download")
+            if slow is None:
+                continue
+            slow.inflight.discard(h)
+            slow.stalls += 1
+            others = [p for p in self.pm.ready_peers() if p is not slow and p.best_height > 0]
+            log.info(
+                "block %s stalled on peer %d: asking again (stall window %.0fs)",
+                h.hex()[:16], pid, self.dl.stall_s,
+            )  # fmt: skip
+            if others:
+                slow.no_have.add(h)  # let another peer have it first
+            if slow.stalls >= s.max_stalls and others:
+                self.pm.drop(slow, "stalling block download")
         self.maybe_sync()
         self.schedule()
         self.log_progress(now)
 
+    def _last_block_of(self, peer_id: int) -> float:
+        peer = self.pm.peers.get(peer_id)
+        return peer.last_block if peer is not None else 0.0
+
     def log_progress(self, now: float) -> None:
         target = self.dl.target_height()
         height = self.chain.tip.height
+        if height != self._last_height or target <= height:
+            self._last_height, self._last_advance = height, now
+        elif now - self._last_advance > NO_PROGRESS_WARN_S:
+            log.warning(
+                "sync is not progressing: height %d of %d for %.0fs (%d peers, %d blocks "
+                "in flight, stall window %.0fs)", height, target, now - self._last_advance,
+                len(self.pm.ready_peers()), len(self.dl.inflight), self.dl.stall_s,
+            )  # fmt: skip
+            self._last_advance = now
         t0, h0 = self._progress
         if target <= height or now - t0 < PROGRESS_LOG_S:
             if target <= height:
@@ -258,5 +346,6 @@ class BlockSync:
             "sync progress height=%d/%d progress=%.1f%% rate=%.1f blocks/s eta=%s peers=%d",
             height, target, 100.0 * height / max(target, 1), rate,
             f"{eta:.0f}s" if eta != float("inf") else "?", len(self.pm.ready_peers()),
+            extra=UNLIMITED,
         )  # fmt: skip
         self._progress = (now, height)

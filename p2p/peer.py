@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -16,6 +16,7 @@ from p2p.protocol import Version
 from p2p.ratelimit import Bucket
 
 BAN_SCORE = 100
+UNREQUESTED_SCORE = 20  # each unrequested block/tx past the peer's allowance
 MAX_KNOWN_INV = 20_000  # hashes remembered per peer as already known to it
 
 
@@ -30,6 +31,12 @@ def _env_float(name: str, default: float) -> float:
 class P2PSettings:
     max_inbound: int = 32
     max_outbound: int = 8
+    max_inbound_per_ip: int = 4
+    max_inbound_per_group: int = 8  # per network group (IPv4 /16, IPv6 /32)
+    max_pending_upgrades: int = 64  # inbound sockets not yet upgraded to a WebSocket
+    max_pending_per_ip: int = 8
+    upgrade_timeout: float = 5.0  # TCP accept to WebSocket upgrade (either direction)
+    connect_timeout: float = 5.0  # outbound TCP connect
     handshake_timeout: float = 10.0
     ping_interval: float = 30.0
     ping_timeout: float = 20.0
@@ -45,11 +52,15 @@ class P2PSettings:
     ping_burst: float = 20.0
     ping_rate: float = 1.0  # pings per second a peer may send on average
     addr_burst: float = 1000.0
-    addr_rate: float = 0.1  # addresses per second accepted from one peer
+    addr_rate: float = 0.1  # addresses per second accepted from one source group
     unrequested_burst: float = 20.0
     unrequested_rate: float = 1.0  # unrequested blocks/txs per second
     blobs_burst: float = 1024.0
     blobs_rate: float = 1.0  # blob announcements per second accepted from one peer
+    # Transactions a peer sends that our mempool refuses (policy or invalid): past this
+    # allowance each one scores POLICY_WASTE_SCORE and is not checked.
+    tx_waste_burst: float = 200.0
+    tx_waste_rate: float = 2.0
 
     @classmethod
     def from_env(cls) -> P2PSettings:
@@ -84,6 +95,7 @@ class Peer:
     conntime: float = field(default_factory=time.time)
     last_send: float = 0.0
     last_recv: float = 0.0
+    last_recv_mono: float = field(default_factory=time.monotonic)
     bytes_sent: int = 0
     bytes_recv: int = 0
     ping_nonce: int | None = None
@@ -92,6 +104,7 @@ class Peer:
     ping_ms: float | None = None
     score: int = 0
     stalls: int = 0
+    headers_timeouts: int = 0
     last_block: float = 0.0
     headers_requested: float | None = None
     unconnecting: int = 0
@@ -102,14 +115,16 @@ class Peer:
     known: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     blob_roots: OrderedDict[bytes, str] = field(default_factory=OrderedDict)  # root -> its URL
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    getdata: deque[bytes] = field(default_factory=deque)  # blocks asked, not yet queued
+    low_work: int = 0  # headers held for it on a chain that does not beat our tip
     queued_bytes: int = 0
 
     def __post_init__(self) -> None:
         s = self.settings
         self.ping_bucket = Bucket(s.ping_burst, s.ping_rate)
-        self.addr_bucket = Bucket(s.addr_burst, s.addr_rate)
         self.unrequested = Bucket(s.unrequested_burst, s.unrequested_rate)
         self.blob_bucket = Bucket(s.blobs_burst, s.blobs_rate)
+        self.tx_waste = Bucket(s.tx_waste_burst, s.tx_waste_rate)
 
     @property
     def addr(self) -> str:

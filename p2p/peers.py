@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ import aiohttp
 from aiohttp import web
 
 from p2p.addrbook import AddressBook, BanList, split_host_port
+from p2p.guard import UpgradeGuard
+from p2p.netgroup import netgroup
 from p2p.peer import BAN_SCORE, P2PSettings, Peer
 from p2p.protocol import MAX_FRAME, Message, MsgType, encode
 
@@ -21,7 +24,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pouw.p2p")
 
-MAX_SEND_BUFFER = 64 * 1024 * 1024  # queued outgoing bytes before a slow peer is dropped
+# Queued outgoing bytes before a slow peer is dropped: one largest block (21.1 MB) plus
+# what ``on_getdata`` serves ahead (SEND_LOW_WATER), with room to spare.
+MAX_SEND_BUFFER = 32 * 1024 * 1024
+# All peers' queues together; past it the peer with the longest queue is dropped.
+MAX_SEND_TOTAL = 256 * 1024 * 1024
+# getdata is served lazily: the next block is queued only while less than this waits.
+SEND_LOW_WATER = 2 * 1024 * 1024
+# aiohttp refuses a message of exactly max_msg_size bytes: allow MAX_FRAME itself.
+WS_MAX_MSG_SIZE = MAX_FRAME + 1
 
 
 class PeerManager:
@@ -39,6 +50,9 @@ class PeerManager:
         self.last_dial: dict[str, float] = {}
         self.self_addrs: set[str] = set()
         self.session: aiohttp.ClientSession | None = None
+        self.total_queued = 0
+        self._evict_salt = random.getrandbits(64)
+        self.guard: UpgradeGuard | None = None  # set when listening
 
     def ready_peers(self) -> list[Peer]:
         return [p for p in self.peers.values() if p.ready and not p.closed]
@@ -56,15 +70,23 @@ class PeerManager:
 
     async def handle_inbound(self, request: web.Request) -> web.StreamResponse:
         ip = request.remote or "?"
+        if self.guard is not None:
+            self.guard.upgraded(request.transport)
         if self.svc.stopping:
-            return web.Response(status=503)
+            return _refuse(503, "stopping")
         if self.bans.is_banned(ip) or self.is_discouraged(ip):
             log.info("refusing inbound connection from banned/discouraged %s", ip)
-            return web.Response(status=403, text="banned")
-        inbound = [p for p in self.peers.values() if p.inbound]
-        if len(inbound) >= self.settings.max_inbound and not self.evict_one(inbound):
-            return web.Response(status=503, text="full")
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, autoping=True, compress=False)
+            return _refuse(403, "banned")
+        inbound = [p for p in self.peers.values() if p.inbound and not p.closed]
+        s = self.settings
+        if sum(1 for p in inbound if p.host == ip) >= s.max_inbound_per_ip:
+            return _refuse(503, "too many connections from this address")
+        group = netgroup(ip)
+        if sum(1 for p in inbound if netgroup(p.host) == group) >= s.max_inbound_per_group:
+            return _refuse(503, "too many connections from this network")
+        if len(inbound) >= s.max_inbound and not self.evict_one(inbound):
+            return _refuse(503, "full")
+        ws = web.WebSocketResponse(max_msg_size=WS_MAX_MSG_SIZE, autoping=True, compress=False)
         await ws.prepare(request)
         peername = request.transport.get_extra_info("peername") if request.transport else None
         port = int(peername[1]) if peername else 0
@@ -73,19 +95,33 @@ class PeerManager:
         return ws
 
     def evict_one(self, inbound: list[Peer]) -> bool:
-        """Free one inbound slot; outbound, manual and long-lived peers are protected."""
+        """Free one inbound slot as Bitcoin Core does: protect peers an attacker cannot
+        easily imitate (4 from distinct network groups, the 4 that most recently gave us
+        a block, the 4 fastest pings, then the longest connected), and evict the youngest
+        peer of the network group holding the most of the rest. Manual peers stay."""
         cands = [p for p in inbound if not p.manual and not p.closed]
         protected: set[int] = set()
+        by_group: dict[str, list[Peer]] = {}
+        for p in cands:
+            by_group.setdefault(netgroup(p.host), []).append(p)
+        # the oldest peer of 4 groups chosen by a key only this node knows
+        for group in sorted(by_group, key=lambda g: hash((self._evict_salt, g)))[:4]:
+            protected.add(min(by_group[group], key=lambda p: p.conntime).id)
         for key, n in (
-            (lambda p: p.conntime, 4),  # longest connected
             (lambda p: -p.last_block, 4),  # recently gave us blocks
             (lambda p: p.ping_ms if p.ping_ms is not None else 1e9, 4),  # fastest
+            (lambda p: p.conntime, 4),  # longest connected
         ):
-            protected |= {p.id for p in sorted(cands, key=key)[:n]}
+            fresh = [p for p in sorted(cands, key=key) if p.id not in protected]
+            protected |= {p.id for p in fresh[:n]}
         rest = [p for p in cands if p.id not in protected]
         if not rest:
             return False
-        victim = max(rest, key=lambda p: (p.score, p.conntime))
+        groups: dict[str, list[Peer]] = {}
+        for p in rest:
+            groups.setdefault(netgroup(p.host), []).append(p)
+        crowd = max(groups.values(), key=lambda ps: (len(ps), max(p.conntime for p in ps)))
+        victim = max(crowd, key=lambda p: (p.score, p.conntime))
         self.drop(victim, "evicted for a new inbound peer")
         return True
 
@@ -98,12 +134,16 @@ class PeerManager:
         self.addrbook.attempt(host, port)
         try:
             assert self.session is not None
-            ws = await self.session.ws_connect(
-                f"http://{host}:{port}/p2p", max_msg_size=MAX_FRAME, autoping=True,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5),
+            ws = await asyncio.wait_for(
+                self.session.ws_connect(
+                    f"http://{host}:{port}/p2p", max_msg_size=WS_MAX_MSG_SIZE, autoping=True,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5),
+                ),
+                self.settings.connect_timeout + self.settings.upgrade_timeout,
             )  # fmt: skip
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.debug("connecting to %s failed: %s", key, exc)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            # ValueError covers UnicodeError from a host name IDNA cannot encode
+            log.debug("connecting to %s failed: %r", key, exc)
             self.addrbook.failed(host, port)
             return
         finally:
@@ -170,6 +210,7 @@ class PeerManager:
                 if peer.closed:
                     break
                 peer.last_recv = time.time()
+                peer.last_recv_mono = time.monotonic()
                 if wsmsg.type is aiohttp.WSMsgType.BINARY:
                     peer.bytes_recv += len(wsmsg.data)
                     self.svc.on_frame(peer, wsmsg.data)
@@ -203,7 +244,9 @@ class PeerManager:
                 data = await peer.queue.get()
                 if data is None:
                     return
-                peer.queued_bytes -= len(data)
+                self._dequeued(peer, len(data))
+                if peer.queued_bytes < SEND_LOW_WATER:
+                    self.svc.relay.serve_pending(peer)
                 await peer.ws.send_bytes(data)
                 peer.bytes_sent += len(data)
                 peer.last_send = time.time()
@@ -224,8 +267,20 @@ class PeerManager:
         if peer.queued_bytes + len(data) > MAX_SEND_BUFFER:
             self.drop(peer, "send buffer overflow (peer too slow)")
             return
+        while self.total_queued + len(data) > MAX_SEND_TOTAL:
+            slowest = max(self.peers.values(), key=lambda p: p.queued_bytes, default=None)
+            if slowest is None or slowest.queued_bytes == 0:
+                break
+            self.drop(slowest, "send buffer budget exceeded (slowest peer)")
+            if slowest is peer:
+                return
         peer.queued_bytes += len(data)
+        self.total_queued += len(data)
         peer.queue.put_nowait(data)
+
+    def _dequeued(self, peer: Peer, n: int) -> None:
+        peer.queued_bytes -= n
+        self.total_queued -= n
 
     def drop(self, peer: Peer, reason: str) -> None:
         if peer.closed:
@@ -243,6 +298,10 @@ class PeerManager:
             return
         peer.closed = True
         self.peers.pop(peer.id, None)
+        self.total_queued -= peer.queued_bytes
+        peer.queued_bytes = 0
+        while not peer.queue.empty():
+            peer.queue.get_nowait()  # free what was queued for it now
         if peer.ready:
             log.info("peer %d disconnected (%s): %s", peer.id, peer.addr, reason)
         else:
@@ -259,3 +318,10 @@ class PeerManager:
             peer.host, peer.id, self.settings.discourage_s, reason,
         )  # fmt: skip
         self.drop(peer, f"misbehaving: {reason}")
+
+
+def _refuse(status: int, text: str) -> web.Response:
+    """An HTTP answer that closes the connection (no keep-alive for refused peers)."""
+    resp = web.Response(status=status, text=text)
+    resp.force_close()
+    return resp

@@ -28,6 +28,10 @@ from p2p.addrman import AddrManager
 from p2p.api import NodeAPI
 from p2p.blobrelay import BlobRelay
 from p2p.blocksync import BlockSync
+from p2p.guard import GuardedSite, UpgradeGuard, fd_budget
+from p2p.lograte import RateLimitFilter
+from p2p.lograte import install as install_log_limits
+from p2p.lograte import uninstall as uninstall_log_limits
 from p2p.peer import BAN_SCORE, P2PSettings, Peer
 from p2p.peers import PeerManager
 from p2p.protocol import (
@@ -52,6 +56,7 @@ log = logging.getLogger("pouw.p2p")
 
 TX_REQUEST_EXPIRY_S = 60.0  # a requested tx not delivered by then may be asked again
 ADDRBOOK_SAVE_S = 60.0
+PING_BUSY_FACTOR = 10  # a peer answering our requests may be this many ping timeouts late
 
 
 class P2PService:
@@ -80,8 +85,10 @@ class P2PService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._log_filter: RateLimitFilter | None = None
         self._last_save = time.monotonic()
         self._handlers: dict[MsgType, Callable[[Peer, Any], None]] = {
+            MsgType.VERSION: self.on_version,  # after the handshake: a duplicate
             MsgType.PING: self.on_ping,
             MsgType.PONG: self.on_pong,
             MsgType.INV: self.relay.on_inv,
@@ -100,6 +107,9 @@ class P2PService:
 
     async def start(self) -> None:
         self.loop = self.blobs.loop = asyncio.get_running_loop()
+        self._log_filter = install_log_limits()
+        self._budget_fds()
+        s = self.settings
         for text in (*self.config.connect, *self.config.addnode):
             host, port = split_host_port(text, self.network.p2p_port)
             self.pm.added.add(f"{host}:{port}")
@@ -108,11 +118,16 @@ class P2PService:
             app.router.add_get("/p2p", self.pm.handle_inbound)
             self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
             await self._runner.setup()
-            self._site = web.TCPSite(self._runner, self.config.p2p_bind, self.port)
+            guard = UpgradeGuard(
+                s.upgrade_timeout, s.max_pending_upgrades, s.max_pending_per_ip,
+                s.max_inbound + s.max_pending_upgrades,
+            )  # fmt: skip
+            self.pm.guard = guard
+            self._site = GuardedSite(self._runner, self.config.p2p_bind, self.port, guard)
             await self._site.start()
             log.info("p2p listening on %s:%d", self.config.p2p_bind, self.port)
         self.pm.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, connect=5)
+            timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout)
         )
         self.node.events.tip_changed.connect(self.relay.on_tip_changed)
         self.node.events.tx_accepted.connect(self.relay.on_tx_accepted)
@@ -140,6 +155,23 @@ class P2PService:
         self.addrbook.save()
         self.bans.save()
         log.info("p2p stopped; address book saved (%d entries)", len(self.addrbook))
+        if self._log_filter is not None:
+            uninstall_log_limits(self._log_filter)
+
+    def _budget_fds(self) -> None:
+        """Fit inbound, outbound and not-yet-upgraded sockets into the open-file limit,
+        keeping RESERVED_FDS for RPC and the database; shrink inbound if it is short."""
+        s = self.settings
+        wanted = s.max_inbound + s.max_outbound + s.max_pending_upgrades
+        got = fd_budget(wanted)
+        if got < wanted:
+            short = wanted - got
+            s.max_pending_upgrades = max(4, s.max_pending_upgrades - short)
+            s.max_inbound = max(4, s.max_inbound - max(0, short - 60))
+            log.warning(
+                "open-file limit too low for P2P: inbound %d, pending upgrades %d "
+                "(raise `ulimit -n`)", s.max_inbound, s.max_pending_upgrades,
+            )  # fmt: skip
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -259,9 +291,13 @@ class P2PService:
         now = time.monotonic()
         s = self.settings
         for peer in self.pm.ready_peers():
+            busy = peer.inflight or peer.headers_requested is not None  # timed by sync
             if peer.ping_nonce is not None and now - peer.ping_sent > s.ping_timeout:
-                self.pm.drop(peer, "ping timeout")
-                continue
+                if busy and now - peer.last_recv_mono < s.ping_timeout * PING_BUSY_FACTOR:
+                    pass  # a large reply may be queued before its pong on a slow link
+                else:
+                    self.pm.drop(peer, "ping timeout")
+                    continue
             if peer.ping_nonce is None and now - peer.last_ping > s.ping_interval:
                 peer.ping_nonce = random.getrandbits(64)
                 peer.ping_sent = peer.last_ping = now
