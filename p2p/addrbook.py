@@ -104,6 +104,7 @@ class AddressBook:
         self.new: OrderedDict[str, None] = OrderedDict()  # oldest first
         self.tried: OrderedDict[str, None] = OrderedDict()  # least recently good first
         self.groups: dict[str, OrderedDict[str, None]] = {}  # source group -> new keys
+        self.group_of: dict[str, str] = {}  # new key -> its source group
         self.dirty = False
         data = _load(path)
         if isinstance(data, dict):
@@ -129,16 +130,21 @@ class AddressBook:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def _add_new(self, e: AddrEntry) -> None:
+    def _add_new(self, e: AddrEntry, key: str | None = None) -> None:
+        key = key or e.key
         group = netgroup(e.source) if e.source else ""
-        mine = self.groups.setdefault(group, OrderedDict())
-        if len(mine) >= MAX_NEW_PER_GROUP:
+        mine = self.groups.get(group)
+        if mine is not None and len(mine) >= MAX_NEW_PER_GROUP:
             self._drop(next(iter(mine)))  # a source past its share replaces its own
         elif len(self.new) >= MAX_NEW:
             self._drop(next(iter(self.new)))
-        self.entries[e.key] = e
-        self.new[e.key] = None
-        mine[e.key] = None
+        mine = self.groups.get(group)  # (the drop may have removed an emptied group)
+        if mine is None:
+            mine = self.groups[group] = OrderedDict()
+        self.entries[key] = e
+        self.new[key] = None
+        self.group_of[key] = group
+        mine[key] = None
 
     def _add_tried(self, e: AddrEntry) -> None:
         while len(self.tried) >= MAX_TRIED:
@@ -153,7 +159,7 @@ class AddressBook:
         self.tried.pop(key, None)
         if key in self.new:
             del self.new[key]
-            group = netgroup(e.source) if e.source else ""
+            group = self.group_of.pop(key, "")
             mine = self.groups.get(group)
             if mine is not None:
                 mine.pop(key, None)
@@ -173,7 +179,7 @@ class AddressBook:
                 e.last_seen = min(last_seen, now)
                 self.dirty = True
             return False
-        self._add_new(AddrEntry(host, port, min(last_seen, now), source=source))
+        self._add_new(AddrEntry(host, port, min(last_seen, now), source=source), key)
         self.dirty = True
         return True
 

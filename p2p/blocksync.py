@@ -83,6 +83,34 @@ class BlockSync:
         """Worth a getdata when announced: unknown, not asked, not judged before."""
         return not (self.store.known(h) or h in self.dl.inflight or self.judged(h))
 
+    def wants_body(self, peer: Peer, header: Header) -> bool:
+        """Judge a block by its header before its body is decoded: False (and handled)
+        for a block already judged, an unrequested one past the allowance, or an
+        orphan; ``on_block`` then sees only blocks worth decoding."""
+        h = header.hash
+        if h in peer.inflight or h in self.store.entries:
+            if header.parent in self.chain.index or h in self.store.entries:
+                return True
+        elif self.judged(h):
+            peer.learn(h)
+            self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
+            return False
+        elif header.parent in self.chain.index:
+            return True
+        elif not peer.unrequested.take():
+            self.pm.misbehave(peer, UNREQUESTED_SCORE, "unrequested block flood")
+            return False
+        self._release(peer, h)
+        self._orphan(h, peer)
+        return False
+
+    def _release(self, peer: Peer, h: bytes) -> None:
+        """``h`` came from ``peer``: no longer in flight."""
+        peer.learn(h)
+        peer.inflight.discard(h)
+        if self.dl.inflight.get(h, (0, 0))[0] == peer.id:
+            self.dl.inflight.pop(h, None)
+
     def on_block(self, peer: Peer, msg: BlockMsg) -> None:
         block = msg.block
         h = block.hash
@@ -104,15 +132,15 @@ class BlockSync:
             self.dl.add_block(block, peer.id)
             self.drain()
         elif block.header.parent not in self.chain.index:
-            self._orphan(block, peer)
+            self._orphan(h, peer)
         else:
             self.submit(block, peer)
         self.schedule()
 
-    def _orphan(self, block: Block, peer: Peer) -> None:
+    def _orphan(self, h: bytes, peer: Peer) -> None:
         """A block whose parent we lack: remembered by hash, not checked; its headers are
         asked for, and it is fetched again only once they connect (not punished)."""
-        self.orphans[block.hash] = None
+        self.orphans[h] = None
         if len(self.orphans) > MAX_JUDGED_ORPHANS:
             self.orphans.popitem(last=False)
         if not peer.closed and peer.headers_requested is None:

@@ -4,13 +4,16 @@ allowance by reconnecting."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+import socket
 
 MAX_LABEL = 63  # bytes of one DNS label (RFC 1035); longer ones make IDNA encoding fail
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
+@functools.lru_cache(maxsize=4096)  # sources repeat; parsing costs ~10 µs
 def netgroup(host: str) -> str:
     """IPv4 /16, IPv6 /32 (Bitcoin Core's groups), a name as itself. Loopback and
     private addresses each count as their own group, so peers on one machine or LAN
@@ -33,10 +36,11 @@ def valid_host(host: str) -> bool:
     1..63 bytes (255 in all): anything else cannot be dialled and is not stored."""
     if not host or len(host) > 255 or not host.isascii():
         return False
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)  # C parser: ~50x faster than ipaddress
+            return True
+        except OSError:
+            pass
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     return all(_LABEL.match(label) for label in labels)

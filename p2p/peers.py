@@ -213,7 +213,7 @@ class PeerManager:
                 peer.last_recv_mono = time.monotonic()
                 if wsmsg.type is aiohttp.WSMsgType.BINARY:
                     peer.bytes_recv += len(wsmsg.data)
-                    self.svc.on_frame(peer, wsmsg.data)
+                    await self.svc.on_frame_async(peer, wsmsg.data)
                 elif wsmsg.type is aiohttp.WSMsgType.TEXT:
                     self.misbehave(peer, BAN_SCORE, "text frame (the protocol is binary)")
                 elif wsmsg.type is aiohttp.WSMsgType.ERROR:
@@ -279,6 +279,8 @@ class PeerManager:
         peer.queue.put_nowait(data)
 
     def _dequeued(self, peer: Peer, n: int) -> None:
+        if peer.closed:
+            return  # uncounted at cleanup
         peer.queued_bytes -= n
         self.total_queued -= n
 
@@ -298,10 +300,10 @@ class PeerManager:
             return
         peer.closed = True
         self.peers.pop(peer.id, None)
+        # What is queued is still flushed (within the 2 s close timeout) but no longer
+        # counts against the budget.
         self.total_queued -= peer.queued_bytes
         peer.queued_bytes = 0
-        while not peer.queue.empty():
-            peer.queue.get_nowait()  # free what was queued for it now
         if peer.ready:
             log.info("peer %d disconnected (%s): %s", peer.id, peer.addr, reason)
         else:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from chain.encoding import DecodeError
+from chain.encoding import DecodeError, Reader
+from chain.header import Header
 from p2p.addrbook import AddressBook, BanList, split_host_port
 from p2p.addrman import AddrManager
 from p2p.api import NodeAPI
@@ -56,6 +57,8 @@ log = logging.getLogger("pouw.p2p")
 
 TX_REQUEST_EXPIRY_S = 60.0  # a requested tx not delivered by then may be asked again
 ADDRBOOK_SAVE_S = 60.0
+# Frames at least this large are decoded off the event loop (a 4 MB block takes ~0.1 s+).
+THREAD_DECODE_BYTES = 256 * 1024
 PING_BUSY_FACTOR = 10  # a peer answering our requests may be this many ping timeouts late
 
 
@@ -198,12 +201,38 @@ class P2PService:
 
     # --- dispatch and handshake ----------------------------------------------------
 
+    async def on_frame_async(self, peer: Peer, frame: bytes) -> None:
+        """A large block frame is first judged by its header alone (an orphan or a block
+        already judged costs no decoding), then decoded in a worker thread so the event
+        loop (and RPC) keeps running; its messages still go in order."""
+        if len(frame) < THREAD_DECODE_BYTES or not peer.ready:
+            self.on_frame(peer, frame)
+            return
+        if frame[0] == MsgType.BLOCK:
+            try:
+                header = Header.read_from(Reader(memoryview(frame)[1:]))
+            except (DecodeError, ValueError) as exc:
+                self.pm.misbehave(peer, BAN_SCORE, f"malformed message: {exc}")
+                return
+            if not self.sync.wants_body(peer, header):
+                return
+        try:
+            msg: Message = await asyncio.to_thread(decode, frame)
+        except (DecodeError, ValueError) as exc:
+            self.pm.misbehave(peer, BAN_SCORE, f"malformed message: {exc}")
+            return
+        if not peer.closed:
+            self.on_message(peer, msg)
+
     def on_frame(self, peer: Peer, frame: bytes) -> None:
         try:
             msg: Message = decode(frame)
         except (DecodeError, ValueError) as exc:
             self.pm.misbehave(peer, BAN_SCORE, f"malformed message: {exc}")
             return
+        self.on_message(peer, msg)
+
+    def on_message(self, peer: Peer, msg: Message) -> None:
         t = msg_type(msg)
         if not peer.ready:
             if isinstance(msg, Version):

@@ -165,9 +165,10 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block) -> None:
     assert await p.closed_by_node()
     await p.close()
 
-    # A frame of exactly MAX_FRAME bytes passes the size check (then fails decoding).
+    # A frame of exactly MAX_FRAME bytes passes the frame size check (then fails the
+    # ping's own payload cap: "malformed", not "oversized").
     p = await peer("127.0.0.36")
-    await p.send_raw(bytes([MsgType.BLOCK]) + bytes(MAX_FRAME - 1))
+    await p.send_raw(bytes([MsgType.PING]) + bytes(MAX_FRAME - 1))
     assert await p.closed_by_node(timeout=20)
     await p.close()
 
