@@ -37,11 +37,6 @@ MAX_UNCONNECTING = 10  # unconnecting headers messages answered with a getheader
 PROGRESS_LOG_S = 2.0  # seconds between "sync progress" lines
 MAX_JUDGED_ORPHANS = 20_000  # hashes of blocks seen without a known parent, newest kept
 RESENT_BLOCK_SCORE = 20  # pushing a block already judged (invalid, orphan, stored)
-# Headers one peer may have us hold on a chain that does not beat our tip (a fork that
-# has not caught up yet). Past it the peer is discouraged and those headers pruned, so
-# cheap low-work chains cannot fill the header store; an honest fork deeper than this
-# below our tip cannot be synced from headers (Bitcoin Core's presync answers that).
-MAX_LOW_WORK_HEADERS = 2_000
 # Slowest link a headers reply is timed for: 16 KB/s still moves a 4 MiB reply (the
 # responder's cap) in ~4 minutes; a dead peer is caught sooner by the ping timeout.
 MIN_LINK_RATE = 16 * 1024
@@ -264,7 +259,7 @@ class BlockSync:
                 peer.low_work = 0
             else:
                 peer.low_work += res.added
-                if peer.low_work > MAX_LOW_WORK_HEADERS:
+                if peer.low_work > self.settings.max_low_work_headers:
                     self.store.prune()
                     self.dl.retarget()
                     why = f"{peer.low_work} headers of a chain with less work than our tip"

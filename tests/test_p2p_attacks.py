@@ -18,7 +18,9 @@ import aiohttp
 
 from chain.block import Block
 from chain.chainstate import ChainState
+from chain.encoding import Reader
 from chain.genesis import genesis_block
+from chain.header import Header
 from chain.network import Network
 from chain.storage import open_chain
 from p2p.addrbook import MAX_NEW_PER_GROUP, AddressBook
@@ -28,6 +30,7 @@ from p2p.protocol import (
     BlockMsg,
     GetData,
     GetHeaders,
+    Headers,
     Inv,
     InvType,
     MsgType,
@@ -45,9 +48,11 @@ from tests.p2putil import (
 from wallet.rpc import RpcClient
 
 BLOCKS = 120
+FORK = 60  # a low-work fork from genesis (the target has BLOCKS)
 ATTACK_ENV = {
     "POUW_P2P_UPGRADE_TIMEOUT": "1",
     "POUW_P2P_MAX_INBOUND": "12",
+    "POUW_P2P_MAX_LOW_WORK_HEADERS": "50",
 }
 
 
@@ -66,6 +71,19 @@ def _two_blocks_ahead(datadir: Path, scratch: Path, network: Network) -> tuple[B
             chain.process_block(block)
             out.append(block)
         return out[0], out[1]
+    finally:
+        db.close()
+
+
+def _fork_headers(datadir: Path, network: Network) -> list[Header]:
+    db = open_chain(datadir / "devnet", network="devnet")
+    try:
+        chain = ChainState(db, network)
+        out = []
+        for height in range(1, chain.tip.height + 1):
+            raw = db.get_block(chain.active_hash(height))
+            out.append(Header.read_from(Reader(raw)))
+        return out
     finally:
         db.close()
 
@@ -89,7 +107,7 @@ def _asked(msgs: list[object], kind: InvType) -> list[bytes]:
     return [h for m in msgs if isinstance(m, GetData) for k, h in m.items if k is kind]
 
 
-async def _attacks(target: NodeProc, network: Network, orphan: Block) -> None:
+async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list[Header]) -> None:
     ghash = genesis_block(network).hash
     port = target.port
 
@@ -112,6 +130,17 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block) -> None:
     assert not _asked(await _collect(p, 1.0), InvType.BLOCK)
     for _ in range(6):
         await p.send(BlockMsg(orphan))
+    assert await p.closed_by_node()
+    await p.close()
+
+    # A low-work header chain (valid seals, forking from genesis), pushed 8 at a time:
+    # held up to the per-peer allowance (50 here), then the peer is discouraged.
+    p = await peer("127.0.0.41")
+    for i in range(0, len(fork), 8):
+        try:
+            await p.send(Headers(tuple(fork[i : i + 8])))
+        except ConnectionError:
+            break
     assert await p.closed_by_node()
     await p.close()
 
@@ -234,6 +263,8 @@ def test_attacks_are_bounded_while_honest_peer_syncs(tmp_path: Path, procs: list
     network = write_genesis(genesis, BLOCKS)
     premine(tmp_path / "target", network, BLOCKS)
     _, orphan = _two_blocks_ahead(tmp_path / "target", tmp_path / "scratch", network)
+    premine(tmp_path / "fork", network, FORK, miner_key=6)
+    fork = _fork_headers(tmp_path / "fork", network)
     rpc_port = free_port()
     target = NodeProc(tmp_path / "target", genesis)
     procs.append(target)
@@ -268,7 +299,7 @@ def test_attacks_are_bounded_while_honest_peer_syncs(tmp_path: Path, procs: list
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
     try:
-        asyncio.run(_attacks(target, network, orphan))
+        asyncio.run(_attacks(target, network, orphan, fork))
     finally:
         stop.set()
         prober.join(5)
@@ -286,6 +317,7 @@ def test_attacks_are_bounded_while_honest_peer_syncs(tmp_path: Path, procs: list
         ("127.0.0.35", "duplicate version"),
         ("127.0.0.36", "malformed message"),
         ("127.0.0.37", "malformed message"),
+        ("127.0.0.41", "headers of a chain with less work than our tip"),
     ):
         assert f"discouraging {ip} " in log and why in log, (ip, why)
     assert "discouraging 127.0.0.1 " not in log and "oversized" not in log
