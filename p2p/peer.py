@@ -60,12 +60,12 @@ class P2PSettings:
     # Transactions a peer sends that our mempool refuses (policy or invalid): past this
     # allowance each one scores POLICY_WASTE_SCORE and is not checked.
     tx_waste_burst: float = 200.0
+    tx_waste_rate: float = 2.0
     # Headers one peer may have us hold on a chain that does not beat our tip (a fork
     # that has not caught up yet). Past it the peer is discouraged and those headers
     # pruned, so cheap low-work chains cannot fill the header store; an honest fork
     # deeper than this below our tip cannot be synced (Core's presync answers that).
     max_low_work_headers: int = 2_000
-    tx_waste_rate: float = 2.0
 
     @classmethod
     def from_env(cls) -> P2PSettings:
