@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from chain.block import Block
 from chain.chainstate import ChainState
@@ -259,6 +260,17 @@ def _rss_kib(pid: int) -> int:
 
 
 def test_attacks_are_bounded_while_honest_peer_syncs(tmp_path: Path, procs: list[NodeProc]) -> None:
+    _run(tmp_path, procs, mine=False)
+
+
+@pytest.mark.slow
+def test_attacks_on_a_mining_node_keep_honest_peer_within_two_blocks(
+    tmp_path: Path, procs: list[NodeProc]
+) -> None:
+    _run(tmp_path, procs, mine=True)
+
+
+def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
     genesis = tmp_path / "genesis.json"
     network = write_genesis(genesis, BLOCKS)
     premine(tmp_path / "target", network, BLOCKS)
@@ -268,7 +280,8 @@ def test_attacks_are_bounded_while_honest_peer_syncs(tmp_path: Path, procs: list
     rpc_port = free_port()
     target = NodeProc(tmp_path / "target", genesis)
     procs.append(target)
-    target.start("--rpc", "--rpc-port", str(rpc_port), env=ATTACK_ENV)
+    target.start("--rpc", "--rpc-port", str(rpc_port), *(["--mine"] if mine else []),
+                 env=ATTACK_ENV)  # fmt: skip
     target.wait_log("p2p listening")
     rpc = RpcClient.from_datadir(target.datadir, "devnet", rpc_port)
     deadline = time.monotonic() + 20
@@ -281,19 +294,28 @@ def test_attacks_are_bounded_while_honest_peer_syncs(tmp_path: Path, procs: list
                 raise
             time.sleep(0.2)
     assert target.proc is not None
-    rss0 = _rss_kib(target.proc.pid)
     honest = NodeProc(tmp_path / "honest", genesis)
     procs.append(honest)
     honest.start("--connect", target.addr)
+    if mine:  # caught up first: then it must stay within 2 blocks under attack
+        honest.wait_height(BLOCKS, timeout=60)
+    rss0 = _rss_kib(target.proc.pid)
 
     latencies: list[float] = []
+    lags: list[int] = []
     stop = threading.Event()
 
     def probe() -> None:
+        next_lag = 0.0
         while not stop.is_set():
             t0 = time.perf_counter()
             rpc.call("getblockcount")
             latencies.append(time.perf_counter() - t0)
+            if mine and t0 >= next_lag:
+                next_lag = t0 + 0.5
+                ours, theirs = target.tip(), honest.tip()
+                if ours is not None and theirs is not None:
+                    lags.append(ours[0] - theirs[0])
             time.sleep(0.05)
 
     prober = threading.Thread(target=probe, daemon=True)
@@ -306,10 +328,15 @@ def test_attacks_are_bounded_while_honest_peer_syncs(tmp_path: Path, procs: list
     honest.wait_height(BLOCKS, timeout=30)  # the honest peer synced meanwhile
     rss1 = _rss_kib(target.proc.pid)
     p99 = statistics.quantiles(latencies, n=100)[98]
+    top = target.tip()
     print(f"RPC getblockcount p99 {p99 * 1000:.1f} ms over {len(latencies)} calls; "
-          f"RSS {rss0 // 1024} -> {rss1 // 1024} MiB")  # fmt: skip
+          f"RSS {rss0 // 1024} -> {rss1 // 1024} MiB; height {top[0] if top else '?'}; "
+          f"honest lag max {max(lags, default=0)} over {len(lags)} samples")  # fmt: skip
     assert p99 < 0.1, p99
     assert rss1 - rss0 < 256 * 1024
+    if mine:
+        assert lags and max(lags) <= 2, lags
+        assert top is not None and top[0] > BLOCKS + 2  # it kept mining meanwhile
     log = target.log()
     for ip, why in (
         ("127.0.0.31", "re-sent an already judged block"),
