@@ -176,9 +176,9 @@ def main() -> None:
         node = NodeProc(tmp / "node", genesis)
         node.start("--rpc", "--rpc-port", str(rpc_port))
         node.wait_log("p2p listening")
-        rpc = RpcClient.from_datadir(node.datadir, "devnet", rpc_port)
         for _ in range(100):
-            try:
+            try:  # the cookie file appears once RPC is up
+                rpc = RpcClient.from_datadir(node.datadir, "devnet", rpc_port)
                 rpc.call("getblockcount")
                 break
             except Exception:  # noqa: BLE001 - not up yet

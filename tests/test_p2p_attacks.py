@@ -82,7 +82,9 @@ def _fork_headers(datadir: Path, network: Network) -> list[Header]:
         chain = ChainState(db, network)
         out = []
         for height in range(1, chain.tip.height + 1):
-            raw = db.get_block(chain.active_hash(height))
+            h = chain.active_hash(height)
+            raw = db.get_block(h) if h is not None else None
+            assert raw is not None
             out.append(Header.read_from(Reader(raw)))
         return out
     finally:
@@ -252,6 +254,11 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     await p.close()
 
 
+def _lag_at_most(target: NodeProc, honest: NodeProc, blocks: int) -> bool:
+    ours, theirs = target.tip(), honest.tip()
+    return ours is not None and theirs is not None and ours[0] - theirs[0] <= blocks
+
+
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -283,10 +290,10 @@ def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
     target.start("--rpc", "--rpc-port", str(rpc_port), *(["--mine"] if mine else []),
                  env=ATTACK_ENV)  # fmt: skip
     target.wait_log("p2p listening")
-    rpc = RpcClient.from_datadir(target.datadir, "devnet", rpc_port)
     deadline = time.monotonic() + 20
     while True:
-        try:
+        try:  # the cookie file appears once RPC is up
+            rpc = RpcClient.from_datadir(target.datadir, "devnet", rpc_port)
             rpc.call("getblockcount")
             break
         except Exception:  # noqa: BLE001 - not up yet
@@ -297,8 +304,12 @@ def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
     honest = NodeProc(tmp_path / "honest", genesis)
     procs.append(honest)
     honest.start("--connect", target.addr)
-    if mine:  # caught up first: then it must stay within 2 blocks under attack
+    if mine:  # caught up with the moving tip first: then it must stay within 2 blocks
         honest.wait_height(BLOCKS, timeout=60)
+        deadline = time.monotonic() + 60
+        while not _lag_at_most(target, honest, 2):
+            assert time.monotonic() < deadline, "the honest node never caught up"
+            time.sleep(0.2)
     rss0 = _rss_kib(target.proc.pid)
 
     latencies: list[float] = []
