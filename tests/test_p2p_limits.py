@@ -21,7 +21,7 @@ from p2p.addrbook import MAX_NEW, MAX_NEW_PER_GROUP, AddressBook
 from p2p.guard import RESERVED_FDS, GuardedSite, UpgradeGuard, fd_budget
 from p2p.lograte import UNLIMITED, RateLimitFilter
 from p2p.netgroup import netgroup, valid_host
-from p2p.protocol import MsgType, decode
+from p2p.protocol import Addr, MsgType, decode
 from p2p.ratelimit import Bucket, KeyedBuckets
 
 
@@ -62,7 +62,8 @@ def test_addr_host_must_be_ascii_on_the_wire() -> None:
         entry = len(host).to_bytes(4, "big") + host + (8333).to_bytes(2, "big") + bytes(8)
         return bytes([MsgType.ADDR]) + (1).to_bytes(2, "big") + entry
 
-    assert decode(addr(b"10.0.0.1")).addrs == (("10.0.0.1", 8333, 0),)  # type: ignore[attr-defined]
+    msg = decode(addr(b"10.0.0.1"))
+    assert isinstance(msg, Addr) and msg.addrs == (("10.0.0.1", 8333, 0),)
     with pytest.raises(DecodeError, match="ASCII"):
         decode(addr("nöde".encode()))
 
