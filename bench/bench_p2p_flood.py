@@ -9,7 +9,8 @@ sent. Floods:
   orphan  blocks of ~27,000 validly signed transactions (~4 MB) whose parent the node
           lacks, each announced by inv, sent when asked, then pushed again 5 times
   tx      validly signed transactions from an unfunded sender (policy rejects), each
-          announced by inv and sent when asked, then announced again
+          announced by inv and sent when asked, then announced again; a dropped
+          attacker goes on from a fresh address
   addr    addr messages of 1,000 fresh addresses, 5 per connection
 Prints name=value lines: <flood>_attacker_mb, <flood>_node_cpu_s, <flood>_cpu_s_per_mb,
 plus rpc_p99_ms (getblockcount while flooding).
@@ -87,6 +88,22 @@ class Attacker:
             await self.peer.close()
             self.peer = None
 
+    async def asked(self, want: int, timeout: float = 5.0) -> set[bytes]:
+        """Hashes asked for by getdata, until ``want`` of them or ``timeout``."""
+        assert self.peer is not None
+        out: set[bytes] = set()
+        deadline = time.monotonic() + timeout
+        while len(out) < want and (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await self.peer.recv(left)
+            except AssertionError:
+                break
+            if msg is None:
+                break
+            if isinstance(msg, GetData):
+                out |= {h for _, h in msg.items}
+        return out
+
     async def drain(self, seconds: float) -> list[object]:
         assert self.peer is not None
         out: list[object] = []
@@ -132,15 +149,20 @@ async def orphan_flood(a: Attacker, orphans: list[Block]) -> None:
 async def tx_flood(a: Attacker, network: Network, count: int) -> None:
     txs = [transfer(network, 80 + i % 10, i // 10, address_of(3), 1000) for i in range(count)]
     await a.fresh()
-    for i in range(0, count, 100):
+    i, retried = 0, False
+    while i < count:
         chunk = txs[i : i + 100]
         for _ in range(2):  # announced again: must not be fetched again
             await a.send(encode(Inv(tuple((InvType.TX, t.txid) for t in chunk))))
-        asked = {h for m in await a.drain(0.3) if isinstance(m, GetData) for _, h in m.items}
+        asked = await a.asked(len(chunk))
+        if not asked and not retried:  # dropped: go on from a fresh address
+            await a.fresh()
+            retried = True
+            continue
         for t in chunk:
             if t.txid in asked and not await a.send(encode(TxMsg(t))):
-                await a.fresh()
                 break
+        i, retried = i + 100, False
     await a.close()
 
 
@@ -174,14 +196,18 @@ def main() -> None:
         blocks = big_orphans(good, network, orphans, orphan_txs)
         rpc_port = free_port()
         node = NodeProc(tmp / "node", genesis)
-        node.start("--rpc", "--rpc-port", str(rpc_port))
+        node.start("--rpc", "--rpc-port", str(rpc_port), "--noblobs")
         node.wait_log("p2p listening")
-        for _ in range(100):
+        deadline = time.monotonic() + 60
+        while True:
             try:  # the cookie file appears once RPC is up
                 rpc = RpcClient.from_datadir(node.datadir, "devnet", rpc_port)
                 rpc.call("getblockcount")
                 break
             except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline or node.proc is None or node.proc.poll() is not None:
+                    print(node.log()[-3000:], file=sys.stderr)
+                    raise
                 time.sleep(0.2)
         assert node.proc is not None
         pid = node.proc.pid

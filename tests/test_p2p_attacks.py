@@ -287,7 +287,8 @@ def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
     rpc_port = free_port()
     target = NodeProc(tmp_path / "target", genesis)
     procs.append(target)
-    target.start("--rpc", "--rpc-port", str(rpc_port), *(["--mine"] if mine else []),
+    # --noblobs: the blob server would take RPC port + 3, which may be the P2P port
+    target.start("--rpc", "--rpc-port", str(rpc_port), "--noblobs", *(["--mine"] if mine else []),
                  env=ATTACK_ENV)  # fmt: skip
     target.wait_log("p2p listening")
     deadline = time.monotonic() + 20
