@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from chain.tx import Transaction  # noqa: E402
 from p2p.protocol import Addr, BlockMsg, GetData, Inv, InvType, TxMsg, encode  # noqa: E402
 from tests.chainutil import address_of, transfer  # noqa: E402
 from tests.p2putil import NodeProc, WirePeer, free_port, premine, write_genesis  # noqa: E402
-from tests.test_p2p_attacks import _two_blocks_ahead  # noqa: E402
+from tests.test_p2p_attacks import _PROBE, _two_blocks_ahead  # noqa: E402
 from wallet.rpc import RpcClient  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -211,18 +212,10 @@ def main() -> None:
                 time.sleep(0.2)
         assert node.proc is not None
         pid = node.proc.pid
-        lat: list[float] = []
-        stop = threading.Event()
-
-        def probe() -> None:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                rpc.call("getblockcount")
-                lat.append(time.perf_counter() - t0)
-                time.sleep(0.05)
-
-        th = threading.Thread(target=probe, daemon=True)
-        th.start()
+        probe = subprocess.Popen(  # RPC latency from its own process
+            [sys.executable, "-c", _PROBE, str(node.datadir), str(rpc_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         for name, subnet, run in (
             ("orphan", 1, lambda a: orphan_flood(a, blocks)),
             ("tx", 2, lambda a: tx_flood(a, network, tx_count)),
@@ -238,8 +231,8 @@ def main() -> None:
             print(f"{name}_attacker_connections={a.n}")
             print(f"{name}_node_cpu_s={used:.2f}")
             print(f"{name}_cpu_s_per_mb={used / mb:.3f}")
-        stop.set()
-        th.join(5)
+        out, _ = probe.communicate(timeout=30)
+        lat = json.loads(out)
         print(f"rpc_p99_ms={statistics.quantiles(lat, n=100)[98] * 1000:.1f}")
     finally:
         if node is not None:

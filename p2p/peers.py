@@ -107,12 +107,14 @@ class PeerManager:
         # the oldest peer of 4 groups chosen by a key only this node knows
         for group in sorted(by_group, key=lambda g: hash((self._evict_salt, g)))[:4]:
             protected.add(min(by_group[group], key=lambda p: p.conntime).id)
-        for key, n in (
-            (lambda p: -p.last_block, 4),  # recently gave us blocks
-            (lambda p: p.ping_ms if p.ping_ms is not None else 1e9, 4),  # fastest
-            (lambda p: p.conntime, 4),  # longest connected
+        gave_blocks = [p for p in cands if p.last_block > 0]
+        pinged = [p for p in cands if p.ping_ms is not None]
+        for pool, key, n in (
+            (gave_blocks, lambda p: -p.last_block, 4),  # most recently gave us a block
+            (pinged, lambda p: p.ping_ms, 4),  # fastest
+            (cands, lambda p: p.conntime, 4),  # longest connected
         ):
-            fresh = [p for p in sorted(cands, key=key) if p.id not in protected]
+            fresh = [p for p in sorted(pool, key=key) if p.id not in protected]
             protected |= {p.id for p in fresh[:n]}
         rest = [p for p in cands if p.id not in protected]
         if not rest:

@@ -6,10 +6,13 @@ are closed, and RPC keeps answering with bounded memory."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +38,8 @@ from p2p.protocol import (
     Inv,
     InvType,
     MsgType,
+    Ping,
+    Pong,
     TxMsg,
 )
 from tests.chainutil import Clock, address_of, mine_block, transfer
@@ -229,6 +234,18 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     for p in accepted:
         await p.close()
 
+    # Inbound full of attackers from three addresses (12 slots here, the honest peer
+    # holds one): a newcomer from a fourth address still gets in, and later attackers
+    # from two more addresses evict attackers, not the newcomer or the honest peer.
+    ips = ("127.0.0.51",) * 4 + ("127.0.0.52",) * 4 + ("127.0.0.53",) * 3
+    crowd = [await peer(ip) for ip in ips]
+    newcomer = await peer("127.0.0.54")
+    crowd += [await peer(ip) for ip in ("127.0.0.55",) * 4 + ("127.0.0.56",) * 4]
+    await newcomer.send(Ping(7))
+    assert any(isinstance(m, Pong) and m.nonce == 7 for m in await _collect(newcomer, 1.0))
+    for p in [*crowd, newcomer]:
+        await p.close()
+
     # 100 sockets that never send a request: all closed after the upgrade timeout
     # (1 s here), and a real peer still gets in meanwhile.
     loop = asyncio.get_running_loop()
@@ -252,6 +269,25 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
             pass
         s.close()
     await p.close()
+
+
+# Polls getblockcount from its own process (so the attacker's work in the test process
+# does not delay it) until stdin closes, then prints the latencies in seconds.
+_PROBE = """
+import json, sys, threading, time
+from pathlib import Path
+from wallet.rpc import RpcClient
+rpc = RpcClient.from_datadir(Path(sys.argv[1]), "devnet", int(sys.argv[2]))
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+out = []
+while not done.is_set():
+    t0 = time.perf_counter()
+    rpc.call("getblockcount")
+    out.append(time.perf_counter() - t0)
+    time.sleep(0.05)
+print(json.dumps(out))
+"""
 
 
 def _lag_at_most(target: NodeProc, honest: NodeProc, blocks: int) -> bool:
@@ -313,30 +349,28 @@ def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
             time.sleep(0.2)
     rss0 = _rss_kib(target.proc.pid)
 
-    latencies: list[float] = []
     lags: list[int] = []
     stop = threading.Event()
 
-    def probe() -> None:
-        next_lag = 0.0
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            rpc.call("getblockcount")
-            latencies.append(time.perf_counter() - t0)
-            if mine and t0 >= next_lag:
-                next_lag = t0 + 0.5
-                ours, theirs = target.tip(), honest.tip()
-                if ours is not None and theirs is not None:
-                    lags.append(ours[0] - theirs[0])
-            time.sleep(0.05)
+    def watch_lag() -> None:
+        while mine and not stop.wait(0.5):
+            ours, theirs = target.tip(), honest.tip()
+            if ours is not None and theirs is not None:
+                lags.append(ours[0] - theirs[0])
 
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
+    watcher = threading.Thread(target=watch_lag, daemon=True)
+    watcher.start()
+    probe = subprocess.Popen(
+        [sys.executable, "-c", _PROBE, str(target.datadir), str(rpc_port)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
         asyncio.run(_attacks(target, network, orphan, fork))
     finally:
         stop.set()
-        prober.join(5)
+        watcher.join(5)
+        out, _ = probe.communicate(timeout=30)
+    latencies: list[float] = json.loads(out)
     honest.wait_height(BLOCKS, timeout=30)  # the honest peer synced meanwhile
     rss1 = _rss_kib(target.proc.pid)
     p99 = statistics.quantiles(latencies, n=100)[98]
@@ -360,6 +394,9 @@ def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
     ):
         assert f"discouraging {ip} " in log and why in log, (ip, why)
     assert "discouraging 127.0.0.1 " not in log and "oversized" not in log
+    evicted = [line for line in log.splitlines() if "evicted for a new inbound peer" in line]
+    assert len(evicted) >= 9, evicted  # one per attacker connection past the 12 slots
+    assert not [line for line in evicted if "(127.0.0.54:" in line or "(127.0.0.1:" in line]
     for ip in ("127.0.0.32", "127.0.0.34", "127.0.0.38", "127.0.0.40"):
         assert f"discouraging {ip} " not in log, ip
     target.stop()
