@@ -40,7 +40,6 @@ RESENT_BLOCK_SCORE = 20  # pushing a block already judged (invalid, orphan, stor
 # Slowest link a headers reply is timed for: 16 KB/s still moves a 4 MiB reply (the
 # responder's cap) in ~4 minutes; a dead peer is caught sooner by the ping timeout.
 MIN_LINK_RATE = 16 * 1024
-NO_PROGRESS_WARN_S = 60.0  # sync without a new block for this long: WARNING
 
 
 class BlockSync:
@@ -351,7 +350,7 @@ class BlockSync:
         height = self.chain.tip.height
         if height != self._last_height or target <= height:
             self._last_height, self._last_advance = height, now
-        elif now - self._last_advance > NO_PROGRESS_WARN_S:
+        elif now - self._last_advance > self.settings.sync_warn_s:
             log.warning(
                 "sync is not progressing: height %d of %d for %.0fs (%d peers, %d blocks "
                 "in flight, stall window %.0fs)", height, target, now - self._last_advance,

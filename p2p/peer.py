@@ -43,6 +43,7 @@ class P2PSettings:
     headers_timeout: float = 20.0
     block_stall: float = 5.0
     max_stalls: int = 3  # stalls before a peer is dropped (not discouraged)
+    sync_warn_s: float = 60.0  # sync without a new block for this long: WARNING
     inflight_per_peer: int = 16
     block_window: int = 256
     discourage_s: float = 3600.0
