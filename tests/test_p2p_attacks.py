@@ -375,7 +375,8 @@ def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
     rss1 = _rss_kib(target.proc.pid)
     p99 = statistics.quantiles(latencies, n=100)[98]
     top = target.tip()
-    print(f"RPC getblockcount p99 {p99 * 1000:.1f} ms over {len(latencies)} calls; "
+    print(f"log {len(target.log()) // 1024} KiB; "
+          f"RPC getblockcount p99 {p99 * 1000:.1f} ms over {len(latencies)} calls; "
           f"RSS {rss0 // 1024} -> {rss1 // 1024} MiB; height {top[0] if top else '?'}; "
           f"honest lag max {max(lags, default=0)} over {len(lags)} samples")  # fmt: skip
     assert p99 < 0.1, p99
@@ -384,6 +385,7 @@ def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
         assert lags and max(lags) <= 2, lags
         assert top is not None and top[0] > BLOCKS + 2  # it kept mining meanwhile
     log = target.log()
+    assert len(log) < 2_000_000, len(log)  # rate-limited: every flood above stays small
     for ip, why in (
         ("127.0.0.31", "re-sent an already judged block"),
         ("127.0.0.33", "too many rejected transactions"),
