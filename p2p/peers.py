@@ -31,6 +31,7 @@ MAX_SEND_BUFFER = 32 * 1024 * 1024
 MAX_SEND_TOTAL = 256 * 1024 * 1024
 # getdata is served lazily: the next block is queued only while less than this waits.
 SEND_LOW_WATER = 2 * 1024 * 1024
+MAX_DISCOURAGED = 50_000  # discouraged addresses remembered (oldest forgotten first)
 # aiohttp refuses a message of exactly max_msg_size bytes: allow MAX_FRAME itself.
 WS_MAX_MSG_SIZE = MAX_FRAME + 1
 
@@ -316,7 +317,10 @@ class PeerManager:
         peer.score += points
         if peer.score < BAN_SCORE or peer.closed:
             return
+        self.discouraged.pop(peer.host, None)
         self.discouraged[peer.host] = time.time() + self.settings.discourage_s
+        while len(self.discouraged) > MAX_DISCOURAGED:  # the oldest goes first
+            del self.discouraged[next(iter(self.discouraged))]
         log.warning(
             "discouraging %s (peer %d) for %ds: %s",
             peer.host, peer.id, self.settings.discourage_s, reason,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,10 +34,32 @@ log = logging.getLogger("pouw.p2p")
 
 MAX_STALL_S = 64.0  # the block-stalling window doubles up to this (Bitcoin Core: 64 s)
 STALL_DECAY = 0.85  # each block received shrinks the window back towards its base
+MAX_INVALID_HELD = 100_000  # hashes judged invalid, newest kept (forgotten: checked again)
 MAX_HEADERS_HELD = 200_000  # verified headers waiting for their body (~150 bytes each)
 # Cumulative work a header chain must exceed before its blocks are downloaded, besides
 # beating our tip (Bitcoin Core's -minimumchainwork); raise per network as it grows.
 MIN_CHAIN_WORK: dict[str, int] = {"devnet": 0, "testnet": 0, "mainnet": 0}
+
+
+class RecentSet:
+    """A set of hashes that forgets its oldest past ``cap`` (bounded memory against
+    floods of invalid data from many addresses)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.items: OrderedDict[bytes, None] = OrderedDict()
+
+    def __contains__(self, h: object) -> bool:
+        return h in self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, h: bytes) -> None:
+        self.items[h] = None
+        self.items.move_to_end(h)
+        if len(self.items) > self.cap:
+            self.items.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -67,7 +89,7 @@ class HeaderStore:
         self.chain = chain
         self.clock = clock
         self.entries: dict[bytes, HeaderEntry] = {}
-        self.invalid: set[bytes] = set()
+        self.invalid = RecentSet(MAX_INVALID_HELD)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -192,7 +214,8 @@ class HeaderStore:
                     changed = True
         for b in bad:
             self.entries.pop(b, None)
-        self.invalid |= bad
+        for b in bad:
+            self.invalid.add(b)
         return len(bad)
 
     def floor(self) -> int:
