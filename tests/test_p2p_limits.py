@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -157,5 +158,78 @@ def test_guard_closes_silent_and_slow_sockets_and_caps_pending() -> None:
         assert b"200 OK" in await asyncio.wait_for(r.read(), 2)
         w.close()
         await runner.cleanup()
+
+    asyncio.run(run())
+
+
+# --- the peer manager of a real node's P2P service (not started: no sockets) ----------
+
+
+def _service(tmp: Path) -> Any:
+    from node.config import NodeConfig
+    from node.service import Node
+    from p2p.service import P2PService
+
+    node = Node(NodeConfig(datadir=tmp, rpc=False, blobs=False, progress="never"))
+    svc = next(s for s in node.services if isinstance(s, P2PService))
+    return node, svc
+
+
+def _inbound(svc: Any, host: str, conntime: float) -> Any:
+    from p2p.peer import Peer
+
+    peer = Peer(None, True, host, 1, settings=svc.settings)  # type: ignore[arg-type]
+    peer.conntime = conntime
+    svc.pm.peers[peer.id] = peer
+    return peer
+
+
+def test_eviction_keeps_network_diversity(tmp_path: Path) -> None:
+    async def run() -> None:
+        node, svc = _service(tmp_path)
+        try:
+            # 20 from one group (8.8/16), 1 each from 4 others, then a fresh newcomer
+            # (at most 12 are protected: 4 groups, 4 longest connected; no blocks or
+            # pings yet).
+            crowd = [_inbound(svc, f"8.8.{i}.1", 100.0 + i) for i in range(20)]
+            loners = [_inbound(svc, f"{20 + i}.1.0.1", 50.0 + i) for i in range(4)]
+            newcomer = _inbound(svc, "30.1.0.1", 500.0)
+            victims = []
+            for _ in range(8):
+                inbound = [p for p in svc.pm.peers.values() if p.inbound]
+                assert svc.pm.evict_one(inbound)
+                victims += [p for p in [*crowd, *loners, newcomer] if p.closed and p not in victims]
+            assert all(v in crowd for v in victims)  # always the crowded group
+            assert victims[0] is crowd[-1]  # its youngest first
+            assert not newcomer.closed and not any(p.closed for p in loners)
+            await asyncio.sleep(0)
+        finally:
+            node.close()
+
+    asyncio.run(run())
+
+
+def test_send_budgets_drop_the_slowest_peer(tmp_path: Path, monkeypatch: Any) -> None:
+    import p2p.peers as peers
+
+    monkeypatch.setattr(peers, "MAX_SEND_BUFFER", 400_000)
+    monkeypatch.setattr(peers, "MAX_SEND_TOTAL", 1_000_000)
+
+    async def run() -> None:
+        node, svc = _service(tmp_path)
+        try:
+            a, b, c = (_inbound(svc, f"10.0.0.{i}", float(i)) for i in range(3))
+            svc.pm.enqueue(a, bytes(350_000))
+            svc.pm.enqueue(b, bytes(300_000))
+            svc.pm.enqueue(c, bytes(300_000))
+            assert svc.pm.total_queued == 950_000 and not a.closed
+            svc.pm.enqueue(c, bytes(90_000))  # over the total: the longest queue goes
+            assert a.closed and not b.closed and not c.closed
+            assert svc.pm.total_queued == 690_000
+            svc.pm.enqueue(b, bytes(150_000))  # over its own cap: that peer goes
+            assert b.closed and svc.pm.total_queued == 390_000
+            await asyncio.sleep(0)
+        finally:
+            node.close()
 
     asyncio.run(run())
