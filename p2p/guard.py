@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -110,14 +111,22 @@ class UpgradeGuard:
         self.timed_out = 0
 
     def admit(self, conn: _Guarded, transport: asyncio.BaseTransport) -> bool:
-        same_ip = sum(1 for c in self.pending.values() if c.ip == conn.ip)
-        if (
-            len(self.pending) >= self.max_pending
-            or same_ip >= self.max_pending_per_ip
-            or len(self.open) >= self.max_open
-        ):
+        counts = Counter(c.ip for c in self.pending.values())
+        if counts[conn.ip] >= self.max_pending_per_ip or len(self.open) >= self.max_open:
             self.refused += 1
             return False
+        if len(self.pending) >= self.max_pending:
+            # Full: the address holding the most waiting sockets gives up its oldest,
+            # so a few addresses cannot keep newcomers from elsewhere out.
+            ip, n = counts.most_common(1)[0]
+            if n <= counts[conn.ip] + 1:
+                self.refused += 1
+                return False
+            victim = next(c for c in self.pending.values() if c.ip == ip)
+            self.release(victim)
+            if victim.transport is not None:
+                victim.transport.abort()
+            self.timed_out += 1
         self.pending[transport] = conn
         self.open.add(conn)
         return True

@@ -246,16 +246,20 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     for p in [*crowd, newcomer]:
         await p.close()
 
-    # 100 sockets that never send a request: all closed after the upgrade timeout
-    # (1 s here), and a real peer still gets in meanwhile.
+    # 60 sockets from 10 addresses that never finish a request (half of them send
+    # nothing, half a request line and one header): all closed after the upgrade
+    # timeout (1 s here), and a real peer still gets in meanwhile. Then 40 more from
+    # one address: past 8 waiting per address, closed at once.
     loop = asyncio.get_running_loop()
     socks = []
-    for _ in range(100):
+    for i in range(100):
         s = socket.socket()
-        s.bind(("127.0.0.39", 0))
+        s.bind((f"127.0.0.{70 + i // 6}" if i < 60 else "127.0.0.39", 0))
         s.setblocking(False)
         try:
             await loop.sock_connect(s, ("127.0.0.1", port))
+            if i % 2:
+                await loop.sock_sendall(s, b"GET /p2p HTTP/1.1\r\nHost: x\r\n")
         except OSError:
             s.close()
             continue
