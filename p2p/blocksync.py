@@ -37,6 +37,7 @@ MAX_UNCONNECTING = 10  # unconnecting headers messages answered with a getheader
 PROGRESS_LOG_S = 2.0  # seconds between "sync progress" lines
 MAX_JUDGED_ORPHANS = 20_000  # hashes of blocks seen without a known parent, newest kept
 RESENT_BLOCK_SCORE = 20  # pushing a block already judged (invalid, orphan, stored)
+GETHEADERS_FLOOD_SCORE = 10  # a getheaders past the peer's allowance (not served)
 # Slowest link a headers reply is timed for: 16 KB/s still moves a 4 MiB reply (the
 # responder's cap) in ~4 minutes; a dead peer is caught sooner by the ping timeout.
 MIN_LINK_RATE = 16 * 1024
@@ -200,6 +201,9 @@ class BlockSync:
         return out
 
     def on_getheaders(self, peer: Peer, msg: GetHeaders) -> None:
+        if not peer.getheaders_bucket.take():
+            self.pm.misbehave(peer, GETHEADERS_FLOOD_SCORE, "getheaders flood")
+            return
         start = 1
         for h in msg.locator:
             rec = self.chain.index.get(h)

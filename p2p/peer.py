@@ -58,6 +58,10 @@ class P2PSettings:
     unrequested_rate: float = 1.0  # unrequested blocks/txs per second
     blobs_burst: float = 1024.0
     blobs_rate: float = 1.0  # blob announcements per second accepted from one peer
+    # getheaders served to one peer: each reads up to 500 stored blocks and sends up to
+    # 4 MiB; an honest syncing peer asks one at a time. Past it +10 and not served.
+    getheaders_burst: float = 10.0
+    getheaders_rate: float = 2.0
     # Transactions a peer sends that our mempool refuses (policy or invalid): past this
     # allowance each one scores POLICY_WASTE_SCORE and is not checked.
     tx_waste_burst: float = 200.0
@@ -131,6 +135,7 @@ class Peer:
         self.unrequested = Bucket(s.unrequested_burst, s.unrequested_rate)
         self.blob_bucket = Bucket(s.blobs_burst, s.blobs_rate)
         self.tx_waste = Bucket(s.tx_waste_burst, s.tx_waste_rate)
+        self.getheaders_bucket = Bucket(s.getheaders_burst, s.getheaders_rate)
 
     @property
     def addr(self) -> str:

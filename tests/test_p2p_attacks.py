@@ -152,6 +152,13 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     assert await p.closed_by_node()
     await p.close()
 
+    # getheaders from genesis again and again: 10 served, then each one scores.
+    p = await peer("127.0.0.42")
+    for _ in range(30):
+        await p.send(GetHeaders((ghash,), bytes(32)))
+    assert await p.closed_by_node()
+    await p.close()
+
     # inv of 10 x 1,000 unknown blocks: at most the in-flight cap (16) is asked for.
     p = await peer("127.0.0.32")
     for _ in range(10):
@@ -397,6 +404,7 @@ def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
         ("127.0.0.36", "malformed message"),
         ("127.0.0.37", "malformed message"),
         ("127.0.0.41", "headers of a chain with less work than our tip"),
+        ("127.0.0.42", "getheaders flood"),
     ):
         assert f"discouraging {ip} " in log and why in log, (ip, why)
     assert "discouraging 127.0.0.1 " not in log and "oversized" not in log
