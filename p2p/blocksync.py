@@ -37,7 +37,7 @@ MAX_UNCONNECTING = 10  # unconnecting headers messages answered with a getheader
 PROGRESS_LOG_S = 2.0  # seconds between "sync progress" lines
 MAX_JUDGED_ORPHANS = 20_000  # hashes of blocks seen without a known parent, newest kept
 RESENT_BLOCK_SCORE = 20  # pushing a block already judged (invalid, orphan, stored)
-GETHEADERS_FLOOD_SCORE = 10  # a getheaders past the peer's allowance (not served)
+GETHEADERS_FLOOD_SCORE = 10  # a getheaders when the peer's header allowance is spent
 # Slowest link a headers reply is timed for: 16 KB/s still moves a 4 MiB reply (the
 # responder's cap) in ~4 minutes; a dead peer is caught sooner by the ping timeout.
 MIN_LINK_RATE = 16 * 1024
@@ -201,7 +201,8 @@ class BlockSync:
         return out
 
     def on_getheaders(self, peer: Peer, msg: GetHeaders) -> None:
-        if not peer.getheaders_bucket.take():
+        allowance = min(MAX_HEADERS, peer.getheaders_bucket.available())
+        if allowance < 1:
             self.pm.misbehave(peer, GETHEADERS_FLOOD_SCORE, "getheaders flood")
             return
         start = 1
@@ -212,7 +213,7 @@ class BlockSync:
                 break
         headers: list[Header] = []
         size = 0
-        end = min(self.chain.tip.height, start + MAX_HEADERS - 1)
+        end = min(self.chain.tip.height, start + allowance - 1)
         for height in range(start, end + 1):
             bh = self.chain.active_hash(height)
             raw = self.chain.db.get_block(bh) if bh is not None else None
@@ -226,6 +227,7 @@ class BlockSync:
             size += n
             if bh == msg.stop:
                 break
+        peer.getheaders_bucket.take(len(headers))
         self.pm.send(peer, Headers(tuple(headers)))
 
     def on_headers(self, peer: Peer, msg: Headers) -> None:

@@ -58,10 +58,11 @@ class P2PSettings:
     unrequested_rate: float = 1.0  # unrequested blocks/txs per second
     blobs_burst: float = 1024.0
     blobs_rate: float = 1.0  # blob announcements per second accepted from one peer
-    # getheaders served to one peer: each reads up to 500 stored blocks and sends up to
-    # 4 MiB; an honest syncing peer asks one at a time. Past it +10 and not served.
-    getheaders_burst: float = 10.0
-    getheaders_rate: float = 2.0
+    # Headers served to one peer (each reads a stored block): replies are cut to what
+    # is left; a getheaders with nothing left scores +10 and is not served. An honest
+    # syncing peer needs ~500 per round trip; one following the tip, a few.
+    getheaders_burst: float = 5000.0
+    getheaders_rate: float = 1000.0
     # Transactions a peer sends that our mempool refuses (policy or invalid): past this
     # allowance each one scores POLICY_WASTE_SCORE and is not checked.
     tx_waste_burst: float = 200.0

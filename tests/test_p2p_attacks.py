@@ -152,9 +152,10 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     assert await p.closed_by_node()
     await p.close()
 
-    # getheaders from genesis again and again: 10 served, then each one scores.
+    # getheaders from genesis again and again (120 headers each): served until the
+    # peer's 5,000-header allowance is spent, then each one scores.
     p = await peer("127.0.0.42")
-    for _ in range(30):
+    for _ in range(100):
         await p.send(GetHeaders((ghash,), bytes(32)))
     assert await p.closed_by_node()
     await p.close()
