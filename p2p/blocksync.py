@@ -37,7 +37,6 @@ MAX_UNCONNECTING = 10  # unconnecting headers messages answered with a getheader
 PROGRESS_LOG_S = 2.0  # seconds between "sync progress" lines
 MAX_JUDGED_ORPHANS = 20_000  # hashes of blocks seen without a known parent, newest kept
 RESENT_BLOCK_SCORE = 20  # pushing a block already judged (invalid, orphan, stored)
-GETHEADERS_FLOOD_SCORE = 10  # a getheaders when the peer's header allowance is spent
 # Slowest link a headers reply is timed for: 16 KB/s still moves a 4 MiB reply (the
 # responder's cap) in ~4 minutes; a dead peer is caught sooner by the ping timeout.
 MIN_LINK_RATE = 16 * 1024
@@ -201,10 +200,13 @@ class BlockSync:
         return out
 
     def on_getheaders(self, peer: Peer, msg: GetHeaders) -> None:
+        """Served within the peer's header allowance; with nothing left, the request
+        waits (only the latest one per peer) and is served as the allowance refills."""
         allowance = min(MAX_HEADERS, peer.getheaders_bucket.available())
         if allowance < 1:
-            self.pm.misbehave(peer, GETHEADERS_FLOOD_SCORE, "getheaders flood")
+            peer.waiting_getheaders = msg
             return
+        peer.waiting_getheaders = None
         start = 1
         for h in msg.locator:
             rec = self.chain.index.get(h)
@@ -320,6 +322,9 @@ class BlockSync:
     def tick(self, now: float) -> None:
         s = self.settings
         for peer in self.pm.ready_peers():
+            waiting = peer.waiting_getheaders
+            if waiting is not None and peer.getheaders_bucket.available() >= 1:
+                self.on_getheaders(peer, waiting)
             asked = peer.headers_requested
             if asked is not None and now - asked > self.headers_deadline(peer):
                 self.headers_timeouts += 1  # kept across reconnects, like the headers

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from p2p.protocol import Version
+from p2p.protocol import GetHeaders, Version
 from p2p.ratelimit import Bucket
 
 BAN_SCORE = 100
@@ -59,8 +59,8 @@ class P2PSettings:
     blobs_burst: float = 1024.0
     blobs_rate: float = 1.0  # blob announcements per second accepted from one peer
     # Headers served to one peer (each reads a stored block): replies are cut to what
-    # is left; a getheaders with nothing left scores +10 and is not served. An honest
-    # syncing peer needs ~500 per round trip; one following the tip, a few.
+    # is left; a getheaders with nothing left waits for the refill. An honest syncing
+    # peer needs ~500 per round trip; one following the tip, a few.
     getheaders_burst: float = 5000.0
     getheaders_rate: float = 1000.0
     # Transactions a peer sends that our mempool refuses (policy or invalid): past this
@@ -128,6 +128,7 @@ class Peer:
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     getdata: deque[bytes] = field(default_factory=deque)  # blocks asked, not yet queued
     low_work: int = 0  # headers held for it on a chain that does not beat our tip
+    waiting_getheaders: GetHeaders | None = None  # over its allowance: served later
     queued_bytes: int = 0
 
     def __post_init__(self) -> None:
