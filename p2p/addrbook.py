@@ -12,13 +12,19 @@ import logging
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from p2p.netgroup import netgroup, valid_host
+
 log = logging.getLogger("pouw.p2p")
 
-MAX_ADDRESSES = 10_000  # entries kept in the address book
+MAX_TRIED = 2_000  # addresses we connected to at least once
+MAX_NEW = 8_000  # addresses only heard of
+MAX_ADDRESSES = MAX_TRIED + MAX_NEW
+MAX_NEW_PER_GROUP = 512  # new addresses one source group may hold (about 6 %, as in Core)
 MAX_BANS = 10_000
 
 
@@ -85,9 +91,20 @@ class AddrEntry:
 
 
 class AddressBook:
+    """Addresses to dial, in two tables as Bitcoin Core's addrman keeps them: *tried*
+    (we connected to it once) and *new* (only heard of). Gossip only ever adds to
+    *new*, and a full *new* table evicts from the announcing source's own group when
+    that group holds its share, else the oldest *new* entry: an addr flood can
+    neither push out a peer we connected to nor more than its share of the rest.
+    Every operation is O(1), so an addr message costs microseconds per entry."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[str, AddrEntry] = {}
+        self.new: OrderedDict[str, None] = OrderedDict()  # oldest first
+        self.tried: OrderedDict[str, None] = OrderedDict()  # least recently good first
+        self.groups: dict[str, OrderedDict[str, None]] = {}  # source group -> new keys
+        self.group_of: dict[str, str] = {}  # new key -> its source group
         self.dirty = False
         data = _load(path)
         if isinstance(data, dict):
@@ -103,32 +120,71 @@ class AddressBook:
                     )
                 except (KeyError, TypeError, ValueError):
                     continue
-                self.entries[e.key] = e
+                if not valid_host(e.host) or not 0 < e.port < 65536:
+                    continue
+                if e.last_success:
+                    self._add_tried(e)
+                else:
+                    self._add_new(e)
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    def _add_new(self, e: AddrEntry, key: str | None = None) -> None:
+        key = key or e.key
+        group = netgroup(e.source) if e.source else ""
+        mine = self.groups.get(group)
+        if mine is not None and len(mine) >= MAX_NEW_PER_GROUP:
+            self._drop(next(iter(mine)))  # a source past its share replaces its own
+        elif len(self.new) >= MAX_NEW:
+            self._drop(next(iter(self.new)))
+        mine = self.groups.get(group)  # (the drop may have removed an emptied group)
+        if mine is None:
+            mine = self.groups[group] = OrderedDict()
+        self.entries[key] = e
+        self.new[key] = None
+        self.group_of[key] = group
+        mine[key] = None
+
+    def _add_tried(self, e: AddrEntry) -> None:
+        while len(self.tried) >= MAX_TRIED:
+            self._drop(next(iter(self.tried)))
+        self.entries[e.key] = e
+        self.tried[e.key] = None
+
+    def _drop(self, key: str) -> None:
+        e = self.entries.pop(key, None)
+        if e is None:
+            return
+        self.tried.pop(key, None)
+        if key in self.new:
+            del self.new[key]
+            group = self.group_of.pop(key, "")
+            mine = self.groups.get(group)
+            if mine is not None:
+                mine.pop(key, None)
+                if not mine:
+                    del self.groups[group]
+        self.dirty = True
+
     def add(self, host: str, port: int, last_seen: int = 0, source: str = "") -> bool:
-        if not 0 < port < 65536 or not host or len(host) > 255:
+        """Hear of ``host:port`` from ``source`` (a peer's IP, "seed", "inbound")."""
+        if not 0 < port < 65536 or not valid_host(host):
             return False
         key = f"{host}:{port}"
         e = self.entries.get(key)
+        now = int(time.time())
         if e is not None:
             if last_seen > e.last_seen:
-                e.last_seen = min(last_seen, int(time.time()))
+                e.last_seen = min(last_seen, now)
                 self.dirty = True
             return False
-        if len(self.entries) >= MAX_ADDRESSES:
-            # Drop the entry that failed most, then the stalest.
-            worst = max(self.entries.values(), key=lambda x: (x.failures, -x.last_seen))
-            del self.entries[worst.key]
-        self.entries[key] = AddrEntry(host, port, min(last_seen, int(time.time())), source=source)
+        self._add_new(AddrEntry(host, port, min(last_seen, now), source=source), key)
         self.dirty = True
         return True
 
     def remove(self, host: str, port: int) -> None:
-        if self.entries.pop(f"{host}:{port}", None) is not None:
-            self.dirty = True
+        self._drop(f"{host}:{port}")
 
     def attempt(self, host: str, port: int) -> None:
         e = self.entries.get(f"{host}:{port}")
@@ -136,10 +192,17 @@ class AddressBook:
             e.last_try = time.time()
 
     def good(self, host: str, port: int) -> None:
-        e = self.entries.get(f"{host}:{port}")
+        """We completed a handshake with it: it moves to (the end of) *tried*."""
+        key = f"{host}:{port}"
+        e = self.entries.get(key)
         if e is None:
-            self.add(host, port, int(time.time()), "connected")
-            e = self.entries[f"{host}:{port}"]
+            e = AddrEntry(host, port, source="connected")
+        elif key in self.new:
+            self._drop(key)
+        if key in self.tried:
+            self.tried.move_to_end(key)
+        else:
+            self._add_tried(e)
         e.last_success = e.last_seen = int(time.time())
         e.failures = 0
         self.dirty = True

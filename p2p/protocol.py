@@ -332,7 +332,10 @@ def decode(frame: bytes) -> Message:
         n = _count(r, MAX_ADDR, "addr")
         addrs = []
         for _ in range(n):
-            host = r.varbytes(MAX_HOST, "host").decode("ascii", "replace")
+            raw = r.varbytes(MAX_HOST, "host")
+            if not raw.isascii():
+                raise DecodeError("addr host is not ASCII")
+            host = raw.decode("ascii")
             addrs.append((host, r.u16("port"), r.u64("last_seen")))
         msg = Addr(tuple(addrs))
     r.finish()

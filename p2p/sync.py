@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,10 +32,34 @@ from consensus.difficulty import MEDIAN_TIME_SPAN, block_work
 
 log = logging.getLogger("pouw.p2p")
 
+MAX_STALL_S = 64.0  # the block-stalling window doubles up to this (Bitcoin Core: 64 s)
+STALL_DECAY = 0.85  # each block received shrinks the window back towards its base
+MAX_INVALID_HELD = 100_000  # hashes judged invalid, newest kept (forgotten: checked again)
 MAX_HEADERS_HELD = 200_000  # verified headers waiting for their body (~150 bytes each)
 # Cumulative work a header chain must exceed before its blocks are downloaded, besides
 # beating our tip (Bitcoin Core's -minimumchainwork); raise per network as it grows.
 MIN_CHAIN_WORK: dict[str, int] = {"devnet": 0, "testnet": 0, "mainnet": 0}
+
+
+class RecentSet:
+    """A set of hashes that forgets its oldest past ``cap`` (bounded memory against
+    floods of invalid data from many addresses)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.items: OrderedDict[bytes, None] = OrderedDict()
+
+    def __contains__(self, h: object) -> bool:
+        return h in self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, h: bytes) -> None:
+        self.items[h] = None
+        self.items.move_to_end(h)
+        if len(self.items) > self.cap:
+            self.items.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -65,7 +89,7 @@ class HeaderStore:
         self.chain = chain
         self.clock = clock
         self.entries: dict[bytes, HeaderEntry] = {}
-        self.invalid: set[bytes] = set()
+        self.invalid = RecentSet(MAX_INVALID_HELD)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -145,8 +169,10 @@ class HeaderStore:
                 res.invalid = BlockCheck(Verdict.INVALID, None, "child of an invalid block")
                 return res
             if len(self.entries) >= MAX_HEADERS_HELD:
-                res.full = True
-                return res
+                self.prune()  # make room by dropping what cannot beat the tip
+                if len(self.entries) >= MAX_HEADERS_HELD:
+                    res.full = True
+                    return res
             check = check_header_context(
                 header, network, self._context(header.parent), int(self.clock())
             )
@@ -188,12 +214,17 @@ class HeaderStore:
                     changed = True
         for b in bad:
             self.entries.pop(b, None)
-        self.invalid |= bad
+        for b in bad:
+            self.invalid.add(b)
         return len(bad)
+
+    def floor(self) -> int:
+        """Work a header chain must beat to be worth its blocks."""
+        return max(self.chain.tip.cumulative_work, MIN_CHAIN_WORK.get(self.chain.network.name, 0))
 
     def prune(self) -> int:
         """Drop held headers that cannot beat the tip (no held descendant does either)."""
-        floor = max(self.chain.tip.cumulative_work, MIN_CHAIN_WORK.get(self.chain.network.name, 0))
+        floor = self.floor()
         keep: set[bytes] = set()
         for e in self.entries.values():
             if e.work > floor and e.hash not in keep:
@@ -221,7 +252,8 @@ class Downloader:
         self.chain = store.chain
         self.window = window
         self.per_peer = per_peer
-        self.stall_s = stall_s
+        self.base_stall_s = stall_s
+        self.stall_s = stall_s  # grows on each stall, shrinks back as blocks arrive
         self.target: bytes | None = None  # best header chain tip being downloaded
         self.want: deque[bytes] = deque()
         self.inflight: dict[bytes, tuple[int, float]] = {}  # hash -> (peer id, sent at)
@@ -281,8 +313,21 @@ class Downloader:
         self.want.extendleft(reversed(skipped))
         return out
 
-    def stalled(self, now: float) -> list[tuple[bytes, int]]:
-        return [(h, pid) for h, (pid, t) in self.inflight.items() if now - t > self.stall_s]
+    def stalled(self, now: float, last_block: Callable[[int], float]) -> list[tuple[bytes, int]]:
+        """Requests older than the stall window whose peer has not delivered any block
+        within it either: a peer that keeps delivering over a slow link is not stalling."""
+        s = self.stall_s
+        return [
+            (h, pid) for h, (pid, t) in self.inflight.items()
+            if now - t > s and now - last_block(pid) > s
+        ]  # fmt: skip
+
+    def stall_seen(self) -> None:
+        """Bitcoin Core's block-stalling window: double on each stall, up to a cap."""
+        self.stall_s = min(MAX_STALL_S, self.stall_s * 2)
+
+    def block_arrived(self) -> None:
+        self.stall_s = max(self.base_stall_s, self.stall_s * STALL_DECAY)
 
     def add_block(self, block: Block, peer_id: int) -> None:
         h = block.hash

@@ -102,58 +102,56 @@ def test_blobs_caps_are_checked_before_decoding() -> None:
 # --- the P2P service's table of sources ---------------------------------------------
 
 
-def _bare_service() -> Any:
-    """A P2PService with only what its blob table needs (no node, no sockets)."""
-    from collections import OrderedDict
+def _bare_service(tmp: Path) -> Any:
+    """The blob relay over a real peer manager, with no node and no sockets."""
+    from p2p.addrbook import AddressBook, BanList
+    from p2p.blobrelay import BlobRelay
+    from p2p.peer import P2PSettings
+    from p2p.peers import PeerManager
 
-    from p2p.service import P2PService, P2PSettings
-
-    svc = object.__new__(P2PService)
-    svc.settings = P2PSettings(blobs_burst=20, blobs_rate=0.0)
-    svc.blob_table = OrderedDict()
-    svc._own_blobs = OrderedDict()  # noqa: SLF001
-    svc.peers = {}
-    return svc
+    settings = P2PSettings(blobs_burst=20, blobs_rate=0.0)
+    pm = PeerManager(None, settings, AddressBook(tmp / "peers.json"), BanList(tmp / "bans.json"))  # type: ignore[arg-type]
+    return BlobRelay(pm)
 
 
 def _peer(svc: Any, host: str) -> Any:
-    from p2p.service import Peer
+    from p2p.peer import Peer
 
-    peer = Peer(None, True, host, 1, settings=svc.settings)  # type: ignore[arg-type]
-    svc.peers[peer.id] = peer
+    peer = Peer(None, True, host, 1, settings=svc.pm.settings)  # type: ignore[arg-type]
+    svc.pm.peers[peer.id] = peer
     return peer
 
 
-def test_blob_sources_are_bounded_and_rate_limited() -> None:
-    import p2p.service as service
+def test_blob_sources_are_bounded_and_rate_limited(tmp_path: Path) -> None:
+    import p2p.blobrelay as service
 
-    svc = _bare_service()
+    svc = _bare_service(tmp_path)
     roots = [i.to_bytes(32, "big") for i in range(40)]
     p = _peer(svc, "10.0.0.1")
-    svc._on_blobs(p, Blobs(tuple(BlobAnn(r, "a", 4, 8, 9000) for r in roots)))  # noqa: SLF001
-    assert len(svc.blob_table) == 20  # the bucket's burst; the rest was ignored
+    svc.on_blobs(p, Blobs(tuple(BlobAnn(r, "a", 4, 8, 9000) for r in roots)))  # noqa: SLF001
+    assert len(svc.table) == 20  # the bucket's burst; the rest was ignored
     assert svc.blob_sources(roots[0]) == ["http://10.0.0.1:9000"]
     assert svc.blob_sources(roots[0], "bt", 4, 8) == ["http://10.0.0.1:9000"]  # a ~ bt
     assert svc.blob_sources(roots[0], "c", 4, 8) == []
     assert svc.blob_sources(roots[0], "a", 5, 8) == [] == svc.blob_sources(roots[25])
     v6 = _peer(svc, "::1")
-    svc._on_blobs(v6, Blobs((BlobAnn(roots[0], "a", 4, 8, 9001),)))  # noqa: SLF001
+    svc.on_blobs(v6, Blobs((BlobAnn(roots[0], "a", 4, 8, 9001),)))  # noqa: SLF001
     assert svc.blob_sources(roots[0])[-1] == "http://[::1]:9001"
     crowd = [_peer(svc, f"10.0.1.{i}") for i in range(service.MAX_BLOB_SOURCES + 3)]
     for q in crowd:
-        svc._on_blobs(q, Blobs((BlobAnn(roots[1], "a", 4, 8, 80),)))  # noqa: SLF001
+        svc.on_blobs(q, Blobs((BlobAnn(roots[1], "a", 4, 8, 80),)))  # noqa: SLF001
     assert len(svc.blob_sources(roots[1])) == service.MAX_BLOB_SOURCES
-    svc._forget_blob_sources(p)  # noqa: SLF001 - p disconnected
-    assert svc.blob_sources(roots[0]) == ["http://[::1]:9001"] and roots[2] not in svc.blob_table
+    svc.forget_sources(p)  # noqa: SLF001 - p disconnected
+    assert svc.blob_sources(roots[0]) == ["http://[::1]:9001"] and roots[2] not in svc.table
     assert len(svc.blob_sources(roots[1])) == service.MAX_BLOB_SOURCES - 1
     svc.report_blob_source(roots[0], "http://[::1]:9001", "HTTP 404", misbehaved=False)
-    assert roots[0] not in svc.blob_table and roots[0] not in v6.blob_roots
+    assert roots[0] not in svc.table and roots[0] not in v6.blob_roots
     old_cap = service.MAX_BLOB_ROOTS_PER_PEER
     service.MAX_BLOB_ROOTS_PER_PEER = 3
     try:
         q = _peer(svc, "10.0.2.1")
-        svc._on_blobs(q, Blobs(tuple(BlobAnn(r, "c", 2, 4, 80) for r in roots[30:35])))  # noqa: SLF001
-        assert list(q.blob_roots) == roots[32:35] and roots[30] not in svc.blob_table
+        svc.on_blobs(q, Blobs(tuple(BlobAnn(r, "c", 2, 4, 80) for r in roots[30:35])))  # noqa: SLF001
+        assert list(q.blob_roots) == roots[32:35] and roots[30] not in svc.table
     finally:
         service.MAX_BLOB_ROOTS_PER_PEER = old_cap
 

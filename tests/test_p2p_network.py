@@ -118,8 +118,9 @@ def test_partition_heals_on_the_heavier_chain(tmp_path: Path, procs: list[NodePr
     a0.start("--mine", "--miner-address", miner_address(network, 1))
     b0.start("--mine", "--miner-address", miner_address(network, 2))
     rpc_ports = {a1: free_port(), b1: free_port()}
-    a1.start("--connect", a0.addr, "--rpc", "--rpc-port", str(rpc_ports[a1]))
-    b1.start("--connect", b0.addr, "--rpc", "--rpc-port", str(rpc_ports[b1]))
+    # --noblobs: the blob server takes RPC port + 3, which may be another node's port
+    a1.start("--connect", a0.addr, "--rpc", "--rpc-port", str(rpc_ports[a1]), "--noblobs")
+    b1.start("--connect", b0.addr, "--rpc", "--rpc-port", str(rpc_ports[b1]), "--noblobs")
     for node in rpc_ports:
         _wait(lambda n=node: (n.datadir / "devnet" / ".cookie").exists())
     rpc = {n: RpcClient.from_datadir(n.datadir, "devnet", port) for n, port in rpc_ports.items()}
@@ -172,7 +173,7 @@ def test_transaction_sent_before_any_peer_reaches_the_miner(
     wallet, miner = NodeProc(tmp_path / "wallet", genesis), NodeProc(tmp_path / "miner", genesis)
     procs.extend([wallet, miner])
     port = free_port()
-    wallet.start("--rpc", "--rpc-port", str(port))
+    wallet.start("--rpc", "--rpc-port", str(port), "--noblobs")
     _wait(lambda: (wallet.datadir / "devnet" / ".cookie").exists())
     rpc = RpcClient.from_datadir(wallet.datadir, "devnet", port)
     _wait(lambda: _answers(rpc, "getblockcount"))

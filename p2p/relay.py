@@ -1,0 +1,210 @@
+"""Relay: inventory announcements, getdata/notfound, transactions, and what was
+already judged (recent rejects)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from chain.mempool import MempoolReject
+from chain.tx import Transaction
+from p2p.api import TipChangeLike
+from p2p.lograte import UNLIMITED
+from p2p.peer import BAN_SCORE, UNREQUESTED_SCORE, Peer
+from p2p.peers import SEND_LOW_WATER
+from p2p.protocol import (
+    MAX_INV,
+    GetData,
+    Inv,
+    InvType,
+    MsgType,
+    NotFound,
+    TxMsg,
+)
+
+if TYPE_CHECKING:
+    from p2p.service import P2PService
+
+log = logging.getLogger("pouw.p2p")
+
+MAX_BLOCKS_PER_GETDATA = 64  # blocks served per getdata; the rest answered notfound
+MAX_PENDING_GETDATA = 128  # requested blocks waiting to be sent to one peer
+MAX_RECENT_REJECTS = 20_000  # txids/wtxids judged invalid or policy-rejected, newest kept
+MAX_TX_REQUESTS = 2000  # txs asked of one peer and not yet delivered
+RESENT_REJECT_SCORE = 10  # a tx we already rejected, sent again though we did not ask
+POLICY_WASTE_SCORE = 10  # a policy reject once the peer's allowance is spent
+IBD_LAG = 16  # tip this many blocks behind the best header: do not announce each block
+_CONSENSUS_TX_REJECTS = {
+    MempoolReject.UNKNOWN_KIND, MempoolReject.KIND_NOT_ACTIVE, MempoolReject.WRONG_CHAIN_ID,
+    MempoolReject.PAYLOAD_TOO_LARGE, MempoolReject.ZERO_AMOUNT, MempoolReject.AMOUNT_OVERFLOW,
+    MempoolReject.BAD_SIGNATURE,
+}  # fmt: skip
+
+
+class Relay:
+    def __init__(self, svc: P2PService) -> None:
+        self.svc = svc
+        self.pm = svc.pm
+        # Judged transactions, never fetched or checked again: policy rejects by txid
+        # (cleared when the tip moves, as they may become valid), consensus-invalid ones
+        # by txid, or by wtxid when only the signature was bad (the txid does not
+        # cover it, so a forged copy must not block the real transaction).
+        self.recent_rejects: OrderedDict[bytes, None] = OrderedDict()
+        self.policy_rejects: OrderedDict[bytes, None] = OrderedDict()
+
+    # --- announcements -------------------------------------------------------------
+
+    def on_tip_changed(self, change: TipChangeLike) -> None:
+        if not change.connected:
+            return
+        chain = self.svc.chain
+        tip = chain.tip
+        log.info("new tip height=%d hash=%s", tip.height, tip.hash.hex(), extra=UNLIMITED)
+        self.policy_rejects.clear()
+        if self.svc.sync.dl.target_height() - tip.height > IBD_LAG:
+            return  # catching up: announce when done
+        h = tip.hash
+        for peer in self.pm.ready_peers():
+            if h not in peer.known:
+                peer.learn(h)
+                self.pm.send(peer, Inv(((InvType.BLOCK, h),)))
+
+    def on_tx_accepted(self, tx: Transaction) -> None:
+        txid = tx.txid
+        for peer in self.pm.ready_peers():
+            if txid not in peer.known:
+                peer.learn(txid)
+                self.pm.send(peer, Inv(((InvType.TX, txid),)))
+
+    def send_mempool_inventory(self, peer: Peer) -> None:
+        """Announce our pending transactions to a new peer, so a transaction accepted
+        while we had no peers (or before this one came) still reaches the miners."""
+        txids = self.svc.node.mempool.txids()[:MAX_INV]
+        for txid in txids:
+            peer.learn(txid)
+        if txids:
+            self.pm.send(peer, Inv(tuple((InvType.TX, txid) for txid in txids)))
+
+    # --- inventory -----------------------------------------------------------------
+
+    def judged_tx(self, txid: bytes) -> bool:
+        return txid in self.recent_rejects or txid in self.policy_rejects
+
+    def on_inv(self, peer: Peer, msg: Inv) -> None:
+        sync = self.svc.sync
+        want_tx: list[tuple[InvType, bytes]] = []
+        want_blocks: list[bytes] = []
+        more_blocks = False
+        for kind, h in msg.items:
+            peer.learn(h)
+            if kind is InvType.BLOCK:
+                if not sync.wants_block(h):
+                    continue
+                if len(peer.inflight) + len(want_blocks) < self.svc.settings.inflight_per_peer:
+                    want_blocks.append(h)
+                else:
+                    more_blocks = True  # over the in-flight cap: learn them by headers
+            elif (
+                h not in self.svc.node.mempool
+                and not self.judged_tx(h)
+                and h not in peer.tx_requested
+                and len(peer.tx_requested) < MAX_TX_REQUESTS
+            ):
+                peer.tx_requested[h] = time.monotonic()
+                want_tx.append((InvType.TX, h))
+        if want_blocks:
+            sync.request_blocks(peer, want_blocks)
+        if more_blocks and peer.headers_requested is None:
+            sync.request_headers(peer)
+        if want_tx:
+            self.pm.send(peer, GetData(tuple(want_tx)))
+
+    def on_getdata(self, peer: Peer, msg: GetData) -> None:
+        """Transactions are sent at once; blocks are queued and sent as the peer reads
+        (``serve_pending``), so a getdata never holds more than one block in memory."""
+        missing: list[tuple[InvType, bytes]] = []
+        taken = 0
+        for kind, h in msg.items:
+            if kind is InvType.BLOCK:
+                if taken >= MAX_BLOCKS_PER_GETDATA or len(peer.getdata) >= MAX_PENDING_GETDATA:
+                    missing.append((kind, h))
+                else:
+                    taken += 1
+                    peer.getdata.append(h)
+            else:
+                tx = self.svc.node.mempool.get(h)
+                if tx is None:
+                    missing.append((kind, h))
+                else:
+                    self.pm.send(peer, TxMsg(tx))
+        if missing:
+            self.pm.send(peer, NotFound(tuple(missing)))
+        self.serve_pending(peer)
+
+    def serve_pending(self, peer: Peer) -> None:
+        """Queue requested blocks while the peer's send queue is short."""
+        missing: list[tuple[InvType, bytes]] = []
+        db = self.svc.chain.db
+        while peer.getdata and not peer.closed and peer.queued_bytes < SEND_LOW_WATER:
+            h = peer.getdata.popleft()
+            raw = db.get_block(h)
+            if raw is None:
+                missing.append((InvType.BLOCK, h))
+                continue
+            peer.learn(h)
+            self.pm.send_raw(peer, MsgType.BLOCK, raw)
+        if missing:
+            self.pm.send(peer, NotFound(tuple(missing)))
+
+    def on_notfound(self, peer: Peer, msg: NotFound) -> None:
+        sync = self.svc.sync
+        for kind, h in msg.items:
+            if kind is InvType.BLOCK and h in peer.inflight:
+                peer.inflight.discard(h)
+                peer.no_have.add(h)
+                sync.dl.requeue(h)
+            else:
+                peer.tx_requested.pop(h, None)
+        sync.schedule()
+
+    # --- transactions --------------------------------------------------------------
+
+    def on_tx(self, peer: Peer, msg: TxMsg) -> None:
+        tx = msg.tx
+        txid = tx.txid
+        requested = peer.tx_requested.pop(txid, None) is not None
+        if not requested and not peer.unrequested.take():
+            self.pm.misbehave(peer, UNREQUESTED_SCORE, "unrequested transaction flood")
+            return
+        peer.learn(txid)
+        wtxid = hashlib.sha256(tx.to_bytes()).digest()
+        if self.judged_tx(txid) or wtxid in self.recent_rejects:
+            if not requested:  # we never ask for these: the peer pushed waste
+                self.pm.misbehave(peer, RESENT_REJECT_SCORE, "re-sent a rejected transaction")
+            return
+        if not peer.tx_waste.available():
+            self.pm.misbehave(peer, POLICY_WASTE_SCORE, "too many rejected transactions")
+            return
+        result = self.svc.node.submit_transaction(tx)
+        if result.ok or result.reject is MempoolReject.ALREADY_KNOWN:
+            return
+        peer.tx_waste.take()
+        if result.reject is MempoolReject.BAD_SIGNATURE:
+            remember(self.recent_rejects, wtxid)
+        elif result.reject in _CONSENSUS_TX_REJECTS:
+            remember(self.recent_rejects, txid)
+        else:
+            remember(self.policy_rejects, txid)
+        if result.reject in _CONSENSUS_TX_REJECTS:
+            self.pm.misbehave(peer, BAN_SCORE, f"invalid transaction: {result.reject}")
+
+
+def remember(table: OrderedDict[bytes, None], h: bytes) -> None:
+    """Add ``h`` to a bounded table of judged hashes (oldest forgotten)."""
+    table[h] = None
+    table.move_to_end(h)
+    if len(table) > MAX_RECENT_REJECTS:
+        table.popitem(last=False)
