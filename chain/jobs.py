@@ -164,6 +164,13 @@ def decode_job_payload(kind: int, payload: bytes) -> JobPayload:
 # --- the job record --------------------------------------------------------------------
 
 
+def _job_status(value: int) -> JobStatus:
+    try:
+        return JobStatus(value)
+    except ValueError:
+        raise DecodeError(f"job status {value} is not a job status") from None
+
+
 @dataclass(frozen=True)
 class Job:
     buyer: bytes
@@ -204,7 +211,7 @@ class Job:
             buyer=r.bytes_n(20, "buyer"), m=r.u32("m"), k=r.u32("k"), n=r.u32("n"),
             h_a=r.bytes_n(32, "h_a"), h_b=r.bytes_n(32, "h_b"), bounty=r.u64("bounty"),
             expiry=r.u64("expiry"), submitted=r.u64("submitted"),
-            status=JobStatus(r.u8("status")), miner=r.bytes_n(20, "miner"),
+            status=_job_status(r.u8("status")), miner=r.bytes_n(20, "miner"),
             mined_height=r.u64("mined_height"), held_reward=r.u64("held_reward"),
             result_root=r.bytes_n(32, "result_root"), committed_height=r.u64("committed"),
             next_due=r.bytes_n(32, "next_due"), data_url=r.varbytes(MAX_URL, "data_url"),

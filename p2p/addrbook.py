@@ -48,7 +48,7 @@ def _load(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return None
 
@@ -90,8 +90,9 @@ class AddressBook:
         self.entries: dict[str, AddrEntry] = {}
         self.dirty = False
         data = _load(path)
-        if isinstance(data, dict):
-            for item in data.get("addresses", [])[:MAX_ADDRESSES]:
+        items = data.get("addresses") if isinstance(data, dict) else None
+        if isinstance(items, list):
+            for item in items[:MAX_ADDRESSES]:
                 try:
                     e = AddrEntry(
                         host=str(item["host"]),
