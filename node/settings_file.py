@@ -60,6 +60,12 @@ OPTIONS: tuple[Option, ...] = (
         choices=("numpy", "cupy"),
     ),
     Option("reindex", bool, "rebuild state from stored blocks"),
+    Option(
+        "repair",
+        bool,
+        "repair a damaged chain database (LevelDB repair), then rebuild state as --reindex",
+        file=False,
+    ),
     Option("max_blocks", int, "stop after mining this many blocks"),
     Option("listen", bool, "accept inbound peers", neg_flag="--nolisten"),
     Option("p2p_bind", str, "P2P listen address"),
