@@ -934,13 +934,15 @@ def open_chain(
 ) -> ChainDB:
     """Lock the datadir at ``path`` and open its ChainDB; ``close()`` releases both.
 
-    ``repair`` runs LevelDB's repairer on the database first (under the lock).
+    ``repair`` repairs the database first, under the lock (chain/salvage.py).
     Raises :class:`DatadirLockedError` if another process holds the datadir.
     """
     datadir = DataDir(path)
     try:
         if repair:
-            repair_chain_db(datadir.sub(CHAIN_DB_DIRNAME))
+            from chain.salvage import repair as repair_and_salvage  # it builds on this module
+
+            repair_and_salvage(datadir.sub(CHAIN_DB_DIRNAME))
         db = ChainDB(datadir, network=network, create_if_missing=create_if_missing, repaired=repair)
     except BaseException:
         datadir.close()

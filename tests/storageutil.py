@@ -58,10 +58,13 @@ def error_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if " ERROR " in line]
 
 
-def assert_one_clean_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
-    """The run failed with exit code 1, one ERROR line holding ``words``, no traceback."""
+def assert_one_clean_error(
+    proc: subprocess.CompletedProcess[str], *words: str, code: int = 1
+) -> str:
+    """The run failed with exit ``code`` (2: a usage error), one ERROR line holding
+    ``words``, and no traceback."""
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out
+    assert proc.returncode == code, out
     assert "Traceback" not in out, out
     errors = error_lines(out)
     assert len(errors) == 1, out
