@@ -27,6 +27,7 @@ from chain.block import Block
 from chain.encoding import DecodeError, Reader
 from chain.header import Header
 from chain.mempool import MempoolReject
+from chain.storage import StorageError
 from chain.tx import Transaction
 from chain.validation import BlockReject, Verdict
 from p2p.addrbook import AddressBook, BanList, split_host_port
@@ -461,6 +462,8 @@ class P2PService:
                     elif isinstance(exc, aiohttp.WebSocketError):
                         self._misbehave(peer, BAN_SCORE, f"malformed websocket frame: {exc}")
                     break
+        except StorageError as exc:  # the node stops on it (Node.storage_fault) and says why
+            log.debug("peer %d: storage failed: %s", peer.id, exc)
         except Exception:  # noqa: BLE001 - one peer's failure must not stop the node
             log.exception("peer %d failed", peer.id)
         finally:

@@ -25,6 +25,7 @@ import pytest
 from chain.chainstate import ChainState
 from chain.storage import StorageError
 from tests.chainutil import open_db
+from tests.p2putil import free_port
 from tests.storageutil import (
     NET,
     assert_one_clean_error,
@@ -34,6 +35,7 @@ from tests.storageutil import (
     node_cmd,
     run_node,
 )
+from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
 BASE_BLOCKS, MORE_BLOCKS = 20, 10  # the first 20 end up in a .ldb table, the rest in the .log
 TIP = BASE_BLOCKS + MORE_BLOCKS
@@ -312,3 +314,46 @@ def test_repair_command_is_shipped(base: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0 and "Traceback" not in out, out
     assert f"mined block height={TIP + 1}" in out, out
     assert time.monotonic() - started < 120
+
+
+def test_a_damaged_block_is_never_served(base: Path, tmp_path: Path) -> None:
+    """Issue 12: a block damaged on disk was served as if intact. Now the read fails its
+    hash check, the caller gets an error, and the node stops with the height and fix."""
+    datadir = copy_of(base, tmp_path)
+    db = open_db(datadir / "devnet", NET)
+    try:
+        chain = ChainState(db, NET)
+        victim = chain.active_hash(12)
+        assert victim is not None
+        raw = bytearray(db.get_block(victim) or b"")
+        raw[40] ^= 0x10  # inside the header: it no longer hashes to its key
+        db.put_block(victim, bytes(raw), sync=True)
+    finally:
+        db.close()
+    port = free_port()
+    proc = subprocess.Popen(
+        node_cmd(datadir, "--rpc", "--rpc-port", str(port), "--noblobs"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = RpcClient.from_datadir(datadir, "devnet", port)
+                assert client.call("getblockhash", 12) == victim.hex()
+                break
+            except RpcConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        with pytest.raises(RpcError, match="at height 12 is damaged"):
+            client.call("getblock", victim.hex())
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    errors = error_lines(out)
+    assert len(errors) == 1 and "at height 12 is damaged" in errors[0], out
+    assert "--reindex`" in errors[0]
