@@ -26,9 +26,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from chain.bestchain import best_candidate, best_descendant
 from chain.block import Block
 from chain.encoding import DecodeError
 from chain.genesis import genesis_block, genesis_changes
+from chain.integrity import block_problem, decode_checked
 from chain.network import Network
 from chain.state import (
     Changes,
@@ -201,11 +203,15 @@ class ChainState:
     # --- reading -------------------------------------------------------------------
 
     def get_block(self, block_hash: bytes, *, report: bool = True) -> Block:
-        """The stored block (KeyError if absent; CorruptBlockError if damaged)."""
-        raw = self.db.get_block(block_hash, report=report)
+        """The stored block, checked against its hash (KeyError if absent;
+        CorruptBlockError naming the height and the fix if damaged)."""
+        raw = self.db.get_block(block_hash, report=report, check=False)
         if raw is None:
             raise KeyError(block_hash.hex())
-        return Block.from_bytes(raw)
+        block, problem = decode_checked(raw, block_hash)
+        if block is None:
+            raise self.db.damaged_block(block_hash, problem, report=report)
+        return block
 
     def active_hash(self, height: int) -> bytes | None:
         return self.db.active_hash_at(height)
@@ -399,37 +405,10 @@ class ChainState:
             self._activate_branch(best, result, progress)
 
     def _best_candidate(self) -> IndexRecord:
-        """The most-work stored block whose whole chain back to genesis is stored and not
-        invalid; the tip when none beats it (a tie keeps the tip)."""
-        usable: set[bytes] = set()
-        best = self.tip
-        for rec in sorted(self.index.values(), key=lambda r: r.height):
-            if rec.height == 0:
-                ok = rec.hash == self.genesis.hash
-            else:
-                ok = (
-                    rec.parent in usable
-                    and bool(rec.status & BlockStatus.DATA_STORED)
-                    and not rec.status & BlockStatus.INVALID
-                )
-            if ok:
-                usable.add(rec.hash)
-                if rec.cumulative_work > best.cumulative_work:
-                    best = rec
-        return best
+        return best_candidate(self.index.values(), self.genesis.hash, self.tip)
 
     def _best_descendant(self, rec: IndexRecord) -> IndexRecord:
-        """``rec`` or its stored, not invalid descendant with the most work."""
-        best, stack = rec, [rec.hash]
-        while stack:
-            for child in self._children.get(stack.pop(), ()):
-                crec = self.index.get(child)
-                if crec is None or crec.status & BlockStatus.INVALID:
-                    continue
-                if crec.cumulative_work > best.cumulative_work:
-                    best = crec
-                stack.append(child)
-        return best
+        return best_descendant(self.index, self._children, rec)
 
     def _activate_branch(
         self,
@@ -586,20 +565,6 @@ class ChainState:
             self.state_get, header_like, txs, self.network.subsidy,  # type: ignore[arg-type]
             self.network.pouw, self.network.market,
         )  # fmt: skip
-
-
-def block_problem(raw: bytes, block_hash: bytes) -> str | None:
-    """Why stored bytes are not the block ``block_hash`` (None when they are): they must
-    decode, hash to it, and carry the transactions its header commits to."""
-    try:
-        block = Block.from_bytes(raw)
-    except DecodeError as exc:
-        return f"does not decode: {exc}"
-    if block.hash != block_hash:
-        return f"its header hashes to {block.hash.hex()}"
-    if block.header.height > 0 and block.computed_tx_root() != block.header.tx_root:
-        return "its transactions do not match the header's tx root"
-    return None
 
 
 def _write_changes(batch: object, changes: Changes) -> None:

@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 
 from chain.block import Block
-from chain.chainstate import ChainState, ChainStateError, block_problem
+from chain.chainstate import ChainState, ChainStateError
 from chain.genesis import genesis_block, genesis_changes
 from chain.header import Header
+from chain.integrity import decode_checked
 from chain.network import Network
 from chain.storage import DERIVED_PREFIXES, BlockStatus, ChainDB, IndexRecord
 from consensus.difficulty import block_work
@@ -71,14 +72,14 @@ def _stored_headers(db: ChainDB, genesis: Block) -> tuple[dict[bytes, Header], l
     headers: dict[bytes, Header] = {genesis.hash: genesis.header}
     damaged: list[bytes] = []
     for block_hash, raw in db.iter_blocks():
-        problem = block_problem(raw, block_hash)
-        if problem is not None:
+        block, problem = decode_checked(raw, block_hash)
+        if block is None:
             log.warning(
                 "reindex: stored block %s is damaged (%s): dropped", block_hash.hex(), problem
             )
             damaged.append(block_hash)
         elif block_hash != genesis.hash:
-            headers[block_hash] = Block.from_bytes(raw).header
+            headers[block_hash] = block.header
     return headers, damaged
 
 

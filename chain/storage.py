@@ -53,11 +53,24 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import plyvel
 
 from chain.datadir import Closeable, DataDir, DatadirLockedError
+from chain.storage_errors import (
+    BatchClosedError,
+    CorruptBlockError,
+    CorruptionError,
+    DiskFullError,
+    NetworkMismatchError,
+    SchemaVersionError,
+    StorageError,
+    classify,
+    reindex_command,
+    repair_chain_db,
+    repair_command,
+)
 
 __all__ = [
     "CHAIN_DB_DIRNAME",
@@ -77,6 +90,7 @@ __all__ = [
     "SchemaVersionError",
     "StorageError",
     "open_chain",
+    "reindex_command",
     "repair_command",
     "repair_chain_db",
 ]
@@ -116,76 +130,10 @@ DERIVED_PREFIXES = (PREFIX_STATE, PREFIX_UNDO, PREFIX_HEIGHT, PREFIX_TX, PREFIX_
 # the stop happens before a write fails half-way, not after.
 MIN_FREE_BYTES = 50 * 1024 * 1024
 
+_E = TypeVar("_E", bound=StorageError)
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _U64_MAX = 2**64 - 1
-
-# --- errors -----------------------------------------------------------------------
-
-
-class StorageError(Exception):
-    """Base class of storage errors."""
-
-
-class CorruptionError(StorageError):
-    """Stored bytes do not decode, or LevelDB reports corruption."""
-
-
-class DiskFullError(StorageError):
-    """The filesystem of the database is (nearly) full; nothing was written."""
-
-
-class CorruptBlockError(CorruptionError):
-    """A stored block's bytes do not match its hash (damaged on disk)."""
-
-    def __init__(self, message: str, block_hash: bytes, height: int | None) -> None:
-        self.block_hash = block_hash
-        self.height = height
-        super().__init__(message)
-
-
-class BatchClosedError(StorageError):
-    """An :class:`AtomicBatch` was used outside its ``with`` block."""
-
-
-class SchemaVersionError(StorageError):
-    """The database was written with a different (or no) schema version."""
-
-    def __init__(
-        self, path: Path, found: int | None, expected: int = SCHEMA_VERSION, fix: str = ""
-    ) -> None:
-        self.path = path
-        self.found = found
-        self.expected = expected
-        if found is None:
-            what = (
-                "holds data but no pouw schema version: damaged (run "
-                f"`{fix}` to rebuild it) or not a pouw chain database"
-            )
-        elif found > expected:
-            what = f"has schema version {found}, newer than this pouw supports ({expected})"
-        else:
-            what = f"has schema version {found}; this pouw needs version {expected}"
-        super().__init__(
-            f"chain database {path} {what}. Run the pouw version that created it, or "
-            "move it aside / use a new --datadir and resync (or rebuild with --reindex "
-            "where the stored blocks are still readable)."
-        )
-
-
-class NetworkMismatchError(StorageError):
-    """The database belongs to another network."""
-
-    def __init__(self, path: Path, found: str, expected: str) -> None:
-        self.path = path
-        self.found = found
-        self.expected = expected
-        super().__init__(
-            f"chain database {path} was created for network {found!r}, not {expected!r}. "
-            f"Start with --network {found} to use it, or pass a different --datadir "
-            f"for {expected}."
-        )
-
 
 # --- helpers ----------------------------------------------------------------------
 
@@ -236,42 +184,6 @@ def _stored_hash(raw: bytes | None, what: str) -> bytes | None:
     if raw is not None and len(raw) != HASH_LEN:
         raise CorruptionError(f"{what} holds {len(raw)} bytes, expected {HASH_LEN}")
     return raw
-
-
-def repair_command(db_path: Path, network: str) -> str:
-    """The command that repairs the chain database at ``<datadir>/<network>/chain``."""
-    datadir = Path(db_path).parent.parent
-    return f"pouw node --network {network} --datadir {datadir} --repair"
-
-
-def reindex_command(db_path: Path, network: str) -> str:
-    datadir = Path(db_path).parent.parent
-    return f"pouw node --network {network} --datadir {datadir} --reindex"
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    text = str(exc)
-    return "No space left" in text or "ENOSPC" in text or "Disk quota exceeded" in text
-
-
-def repair_chain_db(db_path: Path) -> None:
-    """Run LevelDB's repairer on a *closed* chain database (``pouw node --repair``).
-
-    It rebuilds the table index from every readable file and drops what is damaged;
-    the chain is then rebuilt from the blocks that survived (``--reindex``).
-    """
-    try:
-        plyvel.repair_db(str(db_path))
-    except plyvel.Error as exc:
-        if _is_disk_full(exc):
-            raise DiskFullError(
-                f"disk full while repairing {db_path} ({exc}): free space on that "
-                "filesystem and run the same command again"
-            ) from None
-        raise StorageError(
-            f"LevelDB could not repair {db_path} ({exc}): move that folder aside and "
-            "start the node again to resync from peers"
-        ) from None
 
 
 # --- block index record -----------------------------------------------------------
@@ -589,7 +501,7 @@ class ChainDB(Closeable):
                 empty = next(it, None) is None
             if not empty and not repaired:
                 raise SchemaVersionError(
-                    self._path, None, fix=repair_command(self._path, self._network)
+                    self._path, None, SCHEMA_VERSION, repair_command(self._path, self._network)
                 )
             with db.write_batch(transaction=True, sync=True) as wb:
                 wb.put(META_SCHEMA, _U32.pack(SCHEMA_VERSION))
@@ -599,7 +511,7 @@ class ChainDB(Closeable):
             raise CorruptionError(f"schema version record has {len(raw_schema)} bytes, not 4")
         (found,) = _U32.unpack(raw_schema)
         if found != SCHEMA_VERSION:
-            raise SchemaVersionError(self._path, found)
+            raise SchemaVersionError(self._path, found, SCHEMA_VERSION)
         raw_net = db.get(META_NETWORK)
         if raw_net is None and repaired:
             db.put(META_NETWORK, self._network.encode("utf-8"), sync=True)
@@ -618,46 +530,14 @@ class ChainDB(Closeable):
 
     # --- faults
 
-    def _fault(self, error: StorageError) -> StorageError:
+    def _fault(self, error: _E) -> _E:
         if self.on_fault is not None:
             self.on_fault(error)
         return error
 
     def _translate(self, exc: BaseException, doing: str) -> StorageError:
         """A plyvel error as our own, with the cause and the command that fixes it."""
-        return self._fault(self._classify(exc, doing))
-
-    def _classify(self, exc: BaseException, doing: str) -> StorageError:
-        # LevelDB reports a truncated table or a missing file as an IO error.
-        damaged_file = isinstance(exc, plyvel.IOError) and any(
-            kind in str(exc) for kind in (".ldb", ".sst", ".log", "MANIFEST", "CURRENT")
-        )
-        missing = "does not exist (create_if_missing is false)" in str(exc)  # no CURRENT
-        if (
-            isinstance(exc, plyvel.CorruptionError)
-            or missing
-            or (damaged_file and not _is_disk_full(exc))
-        ):
-            return CorruptionError(
-                f"chain database {self._path} is damaged ({exc}) while {doing}: stop the "
-                f"node and run `{repair_command(self._path, self._network)}`"
-            )
-        if _is_disk_full(exc):
-            return DiskFullError(
-                f"disk full: cannot write the chain database {self._path} ({exc}). The "
-                "node stopped before the write; free space on that filesystem and start "
-                "the node again"
-            )
-        if isinstance(exc, plyvel.IOError) and "lock" in str(exc).lower():
-            return StorageError(
-                f"chain database {self._path} is in use by another process ({exc}): stop "
-                "that process first, or pass a different --datadir"
-            )
-        return StorageError(
-            f"chain database {self._path}: I/O error while {doing} ({exc}); check the disk "
-            f"and its permissions, then start the node again (if it persists, run "
-            f"`{repair_command(self._path, self._network)}`)"
-        )
+        return self._fault(classify(exc, self._path, self._network, doing))
 
     def check_free_space(self) -> None:
         """DiskFullError when less than ``min_free_bytes`` is free for the database."""
@@ -775,27 +655,37 @@ class ChainDB(Closeable):
 
     # --- blocks
 
-    def get_block(self, block_hash: bytes, *, report: bool = True) -> bytes | None:
+    def get_block(
+        self, block_hash: bytes, *, report: bool = True, check: bool = True
+    ) -> bytes | None:
         """The stored bytes of a block; with a ``block_check`` set (ChainState sets one),
         checked against its hash first: CorruptBlockError names the height and the fix.
-        ``report=False``: the caller handles damage itself (``on_fault`` is not told)."""
+        ``report=False``: the caller handles damage itself (``on_fault`` is not told);
+        ``check=False``: the caller checks the bytes itself."""
         raw = self._get(_block_key(block_hash))
-        check = self.block_check
-        if raw is not None and check is not None:
-            problem = check(raw, block_hash)
+        verify = self.block_check if check else None
+        if raw is not None and verify is not None:
+            problem = verify(raw, block_hash)
             if problem is not None:
-                rec = self.get_index(block_hash)
-                height = rec.height if rec is not None else None
-                where = f"at height {height} " if height is not None else ""
-                error = CorruptBlockError(
-                    f"stored block {block_hash.hex()} {where}is damaged ({problem}). Stop "
-                    f"the node and run `{reindex_command(self._path, self._network)}`: "
-                    "it rebuilds from the intact blocks and downloads the rest from peers",
-                    block_hash,
-                    height,
-                )
-                raise self._fault(error) if report else error
+                raise self.damaged_block(block_hash, problem, report=report)
         return raw
+
+    def damaged_block(
+        self, block_hash: bytes, problem: str, *, report: bool = True
+    ) -> CorruptBlockError:
+        """The error for a stored block that is not what its hash says (told to
+        ``on_fault`` unless ``report`` is False)."""
+        rec = self.get_index(block_hash)
+        height = rec.height if rec is not None else None
+        where = f"at height {height} " if height is not None else ""
+        error = CorruptBlockError(
+            f"stored block {block_hash.hex()} {where}is damaged ({problem}). Stop the node "
+            f"and run `{reindex_command(self._path, self._network)}`: it rebuilds from the "
+            "intact blocks and downloads the rest from peers",
+            block_hash,
+            height,
+        )
+        return self._fault(error) if report else error
 
     def iter_blocks(self) -> Iterator[tuple[bytes, bytes]]:
         """(hash, raw bytes) of every stored block body, unchecked (for --reindex)."""
