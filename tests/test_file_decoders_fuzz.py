@@ -32,6 +32,7 @@ from chain.keys import PrivateKey
 from chain.network import NetworkError, load_network, parse_genesis
 from chain.state import Account, Contribution, decode_undo, encode_undo
 from chain.storage import BlockStatus, CorruptionError, IndexRecord
+from chain.tiprecord import parse_tip_record
 from node.settings_file import ConfigError, parse_config
 from p2p.addrbook import AddressBook
 from wallet.keystore import (
@@ -73,6 +74,7 @@ INDEX = IndexRecord(
 )
 UNDO = encode_undo({b"a" + bytes(20): Account(5, 1).to_bytes(), b"S": None})
 CONTRIBUTION = Contribution(3, 2**100, 10**20, 5, 7, 1).to_bytes()
+TIP_RECORD = f"31 {bytes(range(32)).hex()} {2**70 + 5:x}\n".encode()
 
 
 # --- mutation strategies -----------------------------------------------------------
@@ -151,7 +153,7 @@ def inputs(seed: bytes, *, json_doc: bool = False, extra: list[bytes] = ()) -> A
 
 
 class NeverRaised(Exception):
-    """The peers file decoder may raise nothing at all."""
+    """Advisory files (peers, tip record): their decoders may raise nothing at all."""
 
 
 def _settings(raw: bytes) -> object:
@@ -202,6 +204,7 @@ DECODERS: dict[str, tuple[Callable[[bytes], object], type[Exception], Any]] = {
     "account": (Account.from_bytes, DecodeError, inputs(Account(10**12, 9).to_bytes())),
     "contribution": (Contribution.from_bytes, DecodeError, inputs(CONTRIBUTION)),
     "job": (Job.from_bytes, DecodeError, inputs(JOB.to_bytes())),
+    "tip record": (parse_tip_record, NeverRaised, inputs(TIP_RECORD)),
 }  # fmt: skip
 
 
@@ -259,6 +262,8 @@ def test_real_encodings_still_decode() -> None:
     assert Block.from_bytes(GENESIS_BLOCK.to_bytes()).hash == GENESIS_BLOCK.hash
     assert Job.from_bytes(JOB.to_bytes()) == JOB
     assert decode_undo(UNDO)[b"S"] is None
+    tip = parse_tip_record(TIP_RECORD)
+    assert tip is not None and tip.height == 31 and tip.work == 2**70 + 5
 
 
 @pytest.mark.parametrize(
