@@ -40,9 +40,7 @@ class BatchClosedError(StorageError):
 class SchemaVersionError(StorageError):
     """The database was written with a different (or no) schema version."""
 
-    def __init__(
-        self, path: Path, found: int | None, expected: int, fix: str = ""
-    ) -> None:
+    def __init__(self, path: Path, found: int | None, expected: int, fix: str = "") -> None:
         self.path = path
         self.found = found
         self.expected = expected
