@@ -31,14 +31,14 @@ from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
 ACTIVE_BLOCKS = 40  # the active chain the reorg leaves: a 40-deep reorg, as in issue 12
 SIDE_BLOCKS = 46  # the heavier branch from genesis
-REINDEX_BLOCKS = 300  # enough that a random kill often lands inside the rebuild
+REINDEX_BLOCKS = 150  # enough that a random kill often lands inside the rebuild
 FAST_ROUNDS = 2
 SLOW_ROUNDS = int(os.environ.get("POUW_CRASH_ROUNDS", "100"))
 # The kill comes this long after the reorg-triggering block is sent: about the time the
 # 40-deep reorg takes here, so kills land before, inside and after it.
 REORG_KILL_WINDOW_S = 0.6
-# ... and this long after the reindex starts rebuilding (300 blocks take about 1-2 s).
-REINDEX_KILL_WINDOW_S = 1.5
+# ... and this long after the reindex starts rebuilding (150 blocks take about 1 s).
+REINDEX_KILL_WINDOW_S = 1.0
 
 
 def _mine_branch(path: Path, count: int, salt: bytes) -> list[Block]:

@@ -303,9 +303,11 @@ dd if=/dev/zero of='{mnt}/filler' bs=1M count=4 2>/dev/null
     assert "Traceback" not in out, out
 
 
+@pytest.mark.slow
 def test_repair_command_is_shipped(base: Path, tmp_path: Path) -> None:
     """`pouw node --repair` on a healthy datadir keeps every block (and a damaged peers
-    file only costs a warning: the address book is advisory)."""
+    file only costs a warning: the address book is advisory). The default run repairs
+    a damaged table in test_damaged_database_file[ldb-flipped]."""
     datadir = copy_of(base, tmp_path)
     (datadir / "devnet" / "peers.json").write_bytes(b"[" * 100_000)
     started = time.monotonic()
