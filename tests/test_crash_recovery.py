@@ -1,6 +1,7 @@
 """SIGKILL at random points of a deep reorg and of ``--reindex`` (real `pouw node`
 processes, real LevelDB): the next start finishes what was cut short, the active chain
 is the most-work stored one, its state matches, and no acknowledged block is lost.
+A reindex over a lost block rebuilds what is there and a peer supplies the rest.
 
 The default run does a few rounds of each; the long run does 100 of each:
 
@@ -23,9 +24,10 @@ import pytest
 from chain.block import Block
 from chain.chainstate import ChainState
 from chain.state_tree import StateTree
+from chain.storage import open_chain
 from consensus.difficulty import block_work
 from tests.chainutil import Clock, mine_block, open_db
-from tests.p2putil import free_port
+from tests.p2putil import NodeProc, clone_datadir, free_port, premine, read_tip, write_genesis
 from tests.storageutil import BLOCK_SPACING_S, NET, build_chain, node_cmd
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
@@ -231,3 +233,33 @@ def test_sigkill_during_reindex_long(
 ) -> None:
     seed = int(os.environ.get("POUW_CRASH_SEED", "17"))
     _reindex_rounds(reindex_setup, tmp_path, SLOW_ROUNDS, seed)
+
+
+def test_reindex_around_a_lost_block_then_a_peer_supplies_the_rest(tmp_path: Path) -> None:
+    """Issue 12: a reindex over a missing block asserted; a restarted node then sat below
+    a connected peer. Now it rebuilds what is there and syncs the rest from the peer."""
+    genesis = tmp_path / "genesis.json"
+    network = write_genesis(genesis, 60)
+    full, damaged = tmp_path / "a", tmp_path / "b"
+    tip = premine(full, network, 40)
+    clone_datadir(full, damaged)
+    db = open_chain(damaged / "devnet", network="devnet")
+    try:
+        lost = ChainState(db, network).active_hash(15)
+        assert lost is not None
+        with db.atomic() as batch:
+            batch.delete_block(lost)
+    finally:
+        db.close()
+    peer = NodeProc(full, genesis).start()
+    node = NodeProc(damaged, genesis)
+    try:
+        peer.wait_log("node up")
+        node.start("--reindex", "--nolisten", "--connect", peer.addr)
+        node.wait_log(r"reindex done: height 14\b")
+        assert node.wait_height(40, timeout=60)[1] == tip.hex()
+    finally:
+        node.stop()
+        peer.stop()
+    assert "Traceback" not in node.log()
+    assert read_tip(damaged, network) == read_tip(full, network)

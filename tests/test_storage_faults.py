@@ -4,8 +4,10 @@ and the command that fixes it, exit code 1 and no traceback; running that comman
 brings the node back without losing a block it had acknowledged (or it says which
 blocks are gone and that peers will supply them).
 
-The default run covers one damage per LevelDB file kind; the whole matrix (flipped,
-truncated, deleted x .ldb, .log, MANIFEST, CURRENT) is in the slow run:
+The default run covers issue 12's flipped table, the lock, unreadable files, LevelDB's
+own disk-full error and a damaged block asked for over RPC; the whole matrix (flipped,
+truncated, deleted x .ldb, .log, MANIFEST, CURRENT), a node filling a small tmpfs and a
+healthy --repair are in the slow run:
 
     pytest -m slow tests/test_storage_faults.py
 """
