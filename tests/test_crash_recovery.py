@@ -39,8 +39,8 @@ SLOW_ROUNDS = int(os.environ.get("POUW_CRASH_ROUNDS", "100"))
 # The kill comes this long after the reorg-triggering block is sent: about the time the
 # 40-deep reorg takes here, so kills land before, inside and after it.
 REORG_KILL_WINDOW_S = 0.6
-# ... and this long after the reindex starts rebuilding (150 blocks take 0.4-1 s here).
-REINDEX_KILL_WINDOW_S = 0.6
+# ... and this long after the reindex starts rebuilding (150 empty blocks: ~0.15-0.5 s).
+REINDEX_KILL_WINDOW_S = 0.25
 
 
 def _mine_branch(path: Path, count: int, salt: bytes) -> list[Block]:
