@@ -121,7 +121,6 @@ def test_market_end_to_end(tmp_path: Path) -> None:
         assert res.verified and np.array_equal(res.c, exact)
         print(f"job verified after {time.monotonic() - t0:.1f} s, timings {res.timings}")
         wait_for("payout", lambda: client.status(job_id)["status"] == "paid", procs=procs)
-
         # node 2 sees the payout once the settling block has reached it
         def paid_on_node_2() -> bool:
             return bool(rpc2.call("getcontribution", miner)["bounties"] > 0)
