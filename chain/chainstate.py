@@ -10,18 +10,27 @@ Fork choice: the valid chain with the most cumulative work; the first seen wins 
 tie. A reorg disconnects back to the fork point and connects the other branch; if a
 block on it fails, that block (and so its descendants) is marked invalid and the best
 remaining chain is activated again.
+
+Crashes between blocks (Bitcoin Core's ActivateBestChain): a reorg first writes its
+target into a journal record (``META_REORG``), and every start-up activates the
+most-work valid chain among the stored blocks, so a reorg or a ``--reindex`` cut short
+by a crash is finished by the next start. A stored block found missing or damaged
+while connecting is dropped from the index (peers supply it again), not marked invalid.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from chain.bestchain import best_candidate, best_descendant
 from chain.block import Block
 from chain.encoding import DecodeError
 from chain.genesis import genesis_block, genesis_changes
+from chain.integrity import block_problem, decode_checked
 from chain.network import Network
 from chain.state import (
     Changes,
@@ -31,7 +40,14 @@ from chain.state import (
     encode_undo,
 )
 from chain.state_tree import StateTree
-from chain.storage import BlockStatus, ChainDB, IndexRecord
+from chain.storage import (
+    BlockStatus,
+    ChainDB,
+    CorruptBlockError,
+    IndexRecord,
+    reindex_command,
+)
+from chain.tiprecord import TIP_RECORD_NAME, TipRecord
 from chain.transition import Failures, apply_block
 from chain.tx import Transaction
 from chain.validation import (
@@ -50,6 +66,10 @@ from consensus.difficulty import MEDIAN_TIME_SPAN, block_work, median_time_past
 
 log = logging.getLogger("pouw.chain")
 
+# At start-up the newest blocks of the active chain are read back and checked against
+# their hashes (Bitcoin Core's -checkblocks default is the same 6): damage where the
+# node works next is found before it serves or builds on it.
+CHECK_BLOCKS_AT_START = 6
 # Blocks whose parent we lack are kept (bounded) until the parent arrives.
 MAX_ORPHANS = 256
 # Blocks stamped ahead of our clock wait here until their time comes.
@@ -82,11 +102,28 @@ class ProcessResult:
 
 
 class ChainState:
-    def __init__(self, db: ChainDB, network: Network, clock: Callable[[], float] = time.time):
+    """The chain on one ChainDB. Opening it finishes what a crash interrupted (a reorg,
+    a --reindex) and checks the database against the tip record; ``accept_rollback``
+    (--reindex) accepts a database shorter than the last reported tip, and
+    ``progress`` is called with each height connected at start-up."""
+
+    def __init__(
+        self,
+        db: ChainDB,
+        network: Network,
+        clock: Callable[[], float] = time.time,
+        *,
+        accept_rollback: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ):
         self.db = db
+        db.block_check = block_problem  # every block read from the database is checked
         self.network = network
         self.clock = clock
         self.index: dict[bytes, IndexRecord] = {rec.hash: rec for rec in db.iter_index()}
+        self._children: dict[bytes, set[bytes]] = {}
+        for rec in self.index.values():
+            self._children.setdefault(rec.parent, set()).add(rec.hash)
         self._anchor_time: dict[bytes, int | None] = {}
         self._orphans: dict[bytes, Block] = {}
         self._held: dict[bytes, Block] = {}
@@ -102,24 +139,79 @@ class ChainState:
                 "--network or another --datadir"
             )
         self.tree = StateTree.build(db.iter_state())
+        fix = reindex_command(db.path, network.name)
         tip = db.get_tip()
         if tip is None or tip not in self.index:
-            raise ChainStateError("the tip is missing from the block index: run with --reindex")
+            raise ChainStateError(
+                f"the chain database {db.path} lost its tip block from the index: run `{fix}`"
+            )
         self.tip = self.index[tip]
-        self.tip_header = self.get_block(tip).header
+        try:
+            self.tip_header = self.get_block(tip).header
+        except KeyError:
+            raise ChainStateError(
+                f"the tip block {tip.hex()} (height {self.tip.height}) is missing from the "
+                f"chain database {db.path}: run `{fix}`"
+            ) from None
         if self.tip_header.state_root != self.tree.root:
             raise ChainStateError(
                 f"stored state does not match the tip {tip.hex()} (height {self.tip.height}): "
-                "run with --reindex"
+                f"run `{fix}`"
             )
+        self.tip_record = TipRecord(db.datadir.path / TIP_RECORD_NAME)
+        self._hold_tip_record = True
+        self._recover(accept_rollback or db.reindexing(), progress)
+
+    def _recover(self, accept_rollback: bool, progress: Callable[[int], None] | None) -> None:
+        """Finish an interrupted reorg or reindex, then compare with the tip record."""
+        reported = self.tip_record.read()
+        self._hold_tip_record = True  # until compared: a failed start must not lower it
+        target = self.db.get_reorg_target()
+        if target is not None:
+            log.warning(
+                "finishing a reorg cut short at height %d (towards %s)",
+                self.tip.height, target.hex()[:16],
+            )  # fmt: skip
+        self.activate_best_chain(ProcessResult(VALID), progress)
+        if target is not None or self.db.reindexing():
+            with self.db.atomic(sync=True) as batch:
+                batch.set_reorg_target(None)
+                batch.set_reindexing(False)
+        if reported is not None and reported.work > self.tip.cumulative_work:
+            gap = (
+                f"the node last reported tip height {reported.height} "
+                f"({reported.hash.hex()[:16]}), the chain database {self.db.path} holds "
+                f"height {self.tip.height}"
+            )
+            if not accept_rollback:
+                raise ChainStateError(
+                    f"{gap}: LevelDB lost writes it had acknowledged (damaged or truncated "
+                    f"files). Run `{reindex_command(self.db.path, self.network.name)}` to "
+                    "rebuild from the blocks that are there; peers then supply the rest"
+                )
+            log.warning("%s: the missing blocks will be downloaded from peers", gap)
+        self._hold_tip_record = False
+        self._record_tip()
+        for rec in itertools.islice(self.ancestors(self.tip.hash), CHECK_BLOCKS_AT_START):
+            self.get_block(rec.hash)  # CorruptBlockError names the height and the fix
+
+    def _record_tip(self) -> None:
+        if self._hold_tip_record:
+            return
+        self.tip_record.write(self.tip.height, self.tip.hash, self.tip.cumulative_work)
 
     # --- reading -------------------------------------------------------------------
 
-    def get_block(self, block_hash: bytes) -> Block:
-        raw = self.db.get_block(block_hash)
+    def get_block(self, block_hash: bytes, *, report: bool = True) -> Block:
+        """The stored block, checked against its hash (KeyError if absent;
+        CorruptBlockError naming the height and the fix if damaged)."""
+        raw = self.db.get_block(block_hash, report=report, check=False)
         if raw is None:
             raise KeyError(block_hash.hex())
-        return Block.from_bytes(raw)
+        block, problem = decode_checked(raw, block_hash)
+        if block is None:
+            raise self.db.damaged_block(block_hash, problem, report=report)
+        return block
 
     def active_hash(self, height: int) -> bytes | None:
         return self.db.active_hash_at(height)
@@ -188,6 +280,7 @@ class ChainState:
             batch.set_genesis(g.hash)
             batch.set_tip(g.hash)
         self.index[g.hash] = rec
+        self._children.setdefault(rec.parent, set()).add(g.hash)
 
     # --- accepting blocks ----------------------------------------------------------
 
@@ -204,7 +297,12 @@ class ChainState:
         if known is not None:
             if known.status & BlockStatus.INVALID:
                 return ProcessResult(invalid(BlockReject.PARENT_INVALID, "known invalid"))
-            return ProcessResult(VALID, duplicate=True)
+            result = ProcessResult(VALID, duplicate=True)
+            if known.cumulative_work > self.tip.cumulative_work:
+                # Stored but never connected (a crash, an interrupted reindex): it is
+                # best now, so connect it instead of ignoring a duplicate.
+                self.activate(self._best_descendant(known), result)
+            return result
         header = block.header
         parent = self.index.get(header.parent)
         if parent is None:
@@ -242,10 +340,13 @@ class ChainState:
             batch.put_block(h, block.to_bytes())
             batch.put_index(rec)
         self.index[h] = rec
+        self._children.setdefault(rec.parent, set()).add(h)
         result = ProcessResult(VALID)
-        if rec.cumulative_work > self.tip.cumulative_work:
-            self.activate(rec, result)
-            if self.tip.hash != h and self.index[h].status & BlockStatus.INVALID:
+        best = self._best_descendant(rec)  # stored children of a re-fetched block count too
+        if best.cumulative_work > self.tip.cumulative_work:
+            self.activate(best, result)
+            now = self.index.get(h)
+            if self.tip.hash != h and now is not None and now.status & BlockStatus.INVALID:
                 result.check = self._invalid_reason.get(h, invalid(BlockReject.BAD_STATE))
         return result
 
@@ -288,36 +389,96 @@ class ChainState:
         progress: Callable[[int], None] | None = None,
     ) -> None:
         """Make ``candidate``'s chain active if it can be; else fall back to the best valid."""
-        old_tip = self.tip
+        if not self._activate_branch(candidate, result, progress):
+            self.activate_best_chain(result, progress)
+
+    def activate_best_chain(
+        self, result: ProcessResult, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Connect the most-work valid chain among the stored blocks (Core's
+        ActivateBestChain). Each failed try marks a block invalid or drops a missing
+        one, so the loop ends."""
+        while True:
+            best = self._best_candidate()
+            if best.cumulative_work <= self.tip.cumulative_work:
+                return
+            self._activate_branch(best, result, progress)
+
+    def _best_candidate(self) -> IndexRecord:
+        return best_candidate(self.index.values(), self.genesis.hash, self.tip)
+
+    def _best_descendant(self, rec: IndexRecord) -> IndexRecord:
+        return best_descendant(self.index, self._children, rec)
+
+    def _activate_branch(
+        self,
+        candidate: IndexRecord,
+        result: ProcessResult,
+        progress: Callable[[int], None] | None,
+    ) -> bool:
+        """Move the tip to ``candidate``; False if a block on the way failed or is gone."""
         branch = self._branch_to_active(candidate)
+        if branch is None:
+            return False
         fork_height = branch[0].height - 1 if branch else candidate.height
+        reorg = self.tip.height > fork_height
+        if reorg:  # the journal: a crash from here on is finished by the next start
+            with self.db.atomic(sync=True) as batch:
+                batch.set_reorg_target(candidate.hash)
         while self.tip.height > fork_height:
             result.disconnected.append(self._disconnect_tip())
+        done = True
         for rec in branch:
-            block = self.get_block(rec.hash)
+            try:
+                block = self.get_block(rec.hash, report=False)
+            except (KeyError, CorruptBlockError) as exc:
+                self._drop_stored_block(rec, "missing" if isinstance(exc, KeyError) else str(exc))
+                done = False
+                break
             check = self._connect(block)
             if not check.ok:
                 log.warning(
                     "block %s at height %d is invalid: %s", rec.hash.hex()[:16], rec.height, check
                 )
                 self._mark_invalid(rec.hash, check)
+                done = False
                 break
             result.connected.append(block)
             if progress is not None:
                 progress(rec.height)
-        if self.tip.cumulative_work < old_tip.cumulative_work:
-            # The new branch failed part-way and is lighter: go back to the old tip.
-            self.activate(old_tip, result)
+        if reorg:
+            with self.db.atomic(sync=False) as batch:
+                batch.set_reorg_target(None)
+        self._record_tip()
+        return done
 
-    def _branch_to_active(self, rec: IndexRecord) -> list[IndexRecord]:
-        """Records from just above the fork point with the active chain up to ``rec``."""
+    def _branch_to_active(self, rec: IndexRecord) -> list[IndexRecord] | None:
+        """Records from just above the fork point with the active chain up to ``rec``;
+        None when ``rec``'s ancestry is incomplete (a dropped block)."""
         branch = []
         for anc in self.ancestors(rec.hash):
             if self.active_hash(anc.height) == anc.hash:
                 break
             branch.append(anc)
+        else:
+            return None
         branch.reverse()
         return branch
+
+    def _drop_stored_block(self, rec: IndexRecord, why: str) -> None:
+        """Forget a block whose stored body is missing or damaged, so that peers supply
+        it again (its stored descendants stay and are connected once it is back)."""
+        log.warning(
+            "stored block %s at height %d is unusable (%s): dropped; it will be downloaded "
+            "from peers again", rec.hash.hex(), rec.height, why,
+        )  # fmt: skip
+        with self.db.atomic(sync=True) as batch:
+            batch.delete_index(rec.hash)
+            batch.delete_block(rec.hash)
+            batch.delete_undo(rec.hash)
+        self.index.pop(rec.hash, None)
+        self._children.get(rec.parent, set()).discard(rec.hash)
+        self._anchor_time.clear()
 
     def _mark_invalid(self, block_hash: bytes, check: BlockCheck) -> None:
         """Mark a block and every stored descendant invalid (one batch, synced)."""

@@ -23,6 +23,9 @@ from consensus.params import (
 from consensus.subsidy import subsidy_fits_cap
 
 NETWORKS = ("devnet", "testnet", "mainnet")
+# A genesis file is a few KiB (parameters and allocations); a larger one is the wrong
+# file, and reading it whole would only cost memory.
+MAX_GENESIS_BYTES = 4 * 1024 * 1024
 
 
 class NetworkError(ValueError):
@@ -69,24 +72,44 @@ def _int(value: Any, name: str) -> int:
         raise NetworkError(f"{name}: {value!r} is not an integer") from exc
 
 
+def _table(data: Any, name: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise NetworkError(f"{name}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def parse_network(data: dict[str, Any]) -> Network:
+    """A Network from a decoded genesis JSON object; NetworkError for anything wrong."""
+    try:
+        return _parse_network(data)
+    except NetworkError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError) as exc:
+        # ValueError covers AddressError and ParamsError; each message names the field.
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise NetworkError(f"genesis file is invalid: {what}") from None
+
+
+def _parse_network(data: Any) -> Network:
+    data = _table(data, "genesis file")
     try:
         name = data["network"]
         if name not in NETWORKS:
             raise NetworkError(f"unknown network {name!r}; expected one of {NETWORKS}")
         hrp = HRP_BY_NETWORK[name]
-        pouw = PouwParams(**{k: _int(v, f"pouw.{k}") for k, v in data["pouw"].items()})
-        difficulty = DifficultyParams(
-            **{k: _int(v, f"difficulty.{k}") for k, v in data["difficulty"].items()}
-        )
-        subsidy = SubsidyParams(**{k: _int(v, f"subsidy.{k}") for k, v in data["subsidy"].items()})
-        filler = FillerShape(**{k: _int(v, f"filler.{k}") for k, v in data["filler"].items()})
-        market = MarketParams(
-            **{k: _int(v, f"market.{k}") for k, v in data.get("market", {}).items()}
-        )
-        genesis = data["genesis"]
+        pouw = PouwParams(**_ints(data["pouw"], "pouw"))
+        difficulty = DifficultyParams(**_ints(data["difficulty"], "difficulty"))
+        subsidy = SubsidyParams(**_ints(data["subsidy"], "subsidy"))
+        filler = FillerShape(**_ints(data["filler"], "filler"))
+        market = MarketParams(**_ints(data.get("market", {}), "market"))
+        genesis = _table(data["genesis"], "genesis")
+        if not isinstance(genesis["allocations"], list):
+            raise NetworkError("genesis.allocations: expected a JSON list")
         allocations = tuple(
-            (decode_address(a["address"], hrp), _int(a["amount"], "genesis.allocations.amount"))
+            (
+                decode_address(_table(a, "genesis.allocations[]")["address"], hrp),
+                _int(a["amount"], "genesis.allocations.amount"),
+            )
             for a in genesis["allocations"]
         )
         network = Network(
@@ -102,7 +125,7 @@ def parse_network(data: dict[str, Any]) -> Network:
             genesis_time=_int(genesis["timestamp"], "genesis.timestamp"),
             genesis_message=str(genesis.get("message", "")),
             allocations=allocations,
-            seeds=tuple(str(s) for s in data.get("seeds", [])),
+            seeds=_seeds(data.get("seeds", [])),
             market=market,
         )
     except (KeyError, TypeError) as exc:
@@ -121,16 +144,52 @@ def parse_network(data: dict[str, Any]) -> Network:
     return network
 
 
+def _ints(table: Any, name: str) -> dict[str, int]:
+    return {k: _int(v, f"{name}.{k}") for k, v in _table(table, name).items()}
+
+
+def _seeds(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise NetworkError("seeds: expected a list of strings")
+    return tuple(value)
+
+
 def load_network(name: str, path: Path | None = None) -> Network:
-    """Load a shipped network by name, or a genesis file at ``path``."""
+    """Load a shipped network by name, or a genesis file at ``path``.
+
+    Anything wrong with the file (unreadable, too large, not UTF-8 JSON, a bad field)
+    raises NetworkError naming the file.
+    """
     if path is None:
         if name not in NETWORKS:
             raise NetworkError(f"unknown network {name!r}; expected one of {', '.join(NETWORKS)}")
-        text = resources.files("genesis").joinpath(f"{name}.json").read_text()
+        raw = resources.files("genesis").joinpath(f"{name}.json").read_bytes()
+        where = f"shipped genesis of {name}"
     else:
-        text = Path(path).read_text()
+        where = f"genesis file {path}"
+        try:
+            with Path(path).open("rb") as f:
+                raw = f.read(MAX_GENESIS_BYTES + 1)
+        except OSError as exc:
+            raise NetworkError(
+                f"cannot read {where} ({exc.strerror or exc}); check --genesis-file"
+            ) from None
+        if len(raw) > MAX_GENESIS_BYTES:
+            raise NetworkError(f"{where} is larger than {MAX_GENESIS_BYTES} bytes: not a genesis")
+    return parse_genesis(raw, where)
+
+
+def parse_genesis(raw: bytes, where: str = "genesis file") -> Network:
+    """A Network from the bytes of a genesis file; only NetworkError on bad input."""
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise NetworkError(f"{where} is not UTF-8 text: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise NetworkError(f"genesis file for {name} is not valid JSON: {exc}") from exc
-    return parse_network(data)
+        raise NetworkError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise NetworkError(f"{where} is not a genesis file: JSON nested too deeply") from None
+    try:
+        return parse_network(data)
+    except NetworkError as exc:
+        raise NetworkError(f"{where}: {exc}") from None

@@ -49,15 +49,28 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import plyvel
 
 from chain.datadir import Closeable, DataDir, DatadirLockedError
+from chain.storage_errors import (
+    BatchClosedError,
+    CorruptBlockError,
+    CorruptionError,
+    DiskFullError,
+    NetworkMismatchError,
+    SchemaVersionError,
+    StorageError,
+    classify,
+    reindex_command,
+    repair_chain_db,
+    repair_command,
+)
 
 __all__ = [
     "CHAIN_DB_DIRNAME",
@@ -68,13 +81,18 @@ __all__ = [
     "BatchClosedError",
     "BlockStatus",
     "ChainDB",
+    "CorruptBlockError",
     "CorruptionError",
     "DatadirLockedError",
+    "DiskFullError",
     "IndexRecord",
     "NetworkMismatchError",
     "SchemaVersionError",
     "StorageError",
     "open_chain",
+    "reindex_command",
+    "repair_command",
+    "repair_chain_db",
 ]
 
 # --- layout constants -------------------------------------------------------------
@@ -103,59 +121,23 @@ META_TIP = PREFIX_META + b"tip"  # hash(32) of the active tip
 META_GENESIS = PREFIX_META + b"genesis"  # hash(32) of the genesis block
 META_SCHEMA = PREFIX_META + b"schema"  # u32 BE schema version
 META_NETWORK = PREFIX_META + b"network"  # utf-8 network name (devnet, testnet, ...)
+# hash(32) of the chain a reorg is moving to: written before its first disconnect and
+# removed after its last connect, so a start-up after a crash finishes the reorg.
+META_REORG = PREFIX_META + b"reorg"
+# present while a --reindex is under way: the next start finishes it.
+META_REINDEX = PREFIX_META + b"reindex"
+# Keys holding data derived from the blocks, rebuilt by --reindex.
+DERIVED_PREFIXES = (PREFIX_STATE, PREFIX_UNDO, PREFIX_HEIGHT, PREFIX_TX, PREFIX_ADDRESS_TX)
 
+# Stop writing while less than this is free on the database's filesystem (Bitcoin Core
+# keeps the same 50 MB margin): LevelDB then still has room to finish a compaction and
+# the stop happens before a write fails half-way, not after.
+MIN_FREE_BYTES = 50 * 1024 * 1024
+
+_E = TypeVar("_E", bound=StorageError)
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _U64_MAX = 2**64 - 1
-
-# --- errors -----------------------------------------------------------------------
-
-
-class StorageError(Exception):
-    """Base class of storage errors."""
-
-
-class CorruptionError(StorageError):
-    """Stored bytes do not decode, or LevelDB reports corruption."""
-
-
-class BatchClosedError(StorageError):
-    """An :class:`AtomicBatch` was used outside its ``with`` block."""
-
-
-class SchemaVersionError(StorageError):
-    """The database was written with a different (or no) schema version."""
-
-    def __init__(self, path: Path, found: int | None, expected: int = SCHEMA_VERSION) -> None:
-        self.path = path
-        self.found = found
-        self.expected = expected
-        if found is None:
-            what = "holds data but no pouw schema version (not a pouw chain database?)"
-        elif found > expected:
-            what = f"has schema version {found}, newer than this pouw supports ({expected})"
-        else:
-            what = f"has schema version {found}; this pouw needs version {expected}"
-        super().__init__(
-            f"chain database {path} {what}. Run the pouw version that created it, or "
-            "move it aside / use a new --datadir and resync (or rebuild with --reindex "
-            "where the stored blocks are still readable)."
-        )
-
-
-class NetworkMismatchError(StorageError):
-    """The database belongs to another network."""
-
-    def __init__(self, path: Path, found: str, expected: str) -> None:
-        self.path = path
-        self.found = found
-        self.expected = expected
-        super().__init__(
-            f"chain database {path} was created for network {found!r}, not {expected!r}. "
-            f"Start with --network {found} to use it, or pass a different --datadir "
-            f"for {expected}."
-        )
-
 
 # --- helpers ----------------------------------------------------------------------
 
@@ -425,6 +407,24 @@ class AtomicBatch:
     def set_tip(self, block_hash: bytes) -> None:
         self._put(META_TIP, _check_hash(block_hash))
 
+    def set_reorg_target(self, block_hash: bytes | None) -> None:
+        if block_hash is None:
+            self._delete(META_REORG)
+        else:
+            self._put(META_REORG, _check_hash(block_hash))
+
+    def set_reindexing(self, on: bool) -> None:
+        if on:
+            self._put(META_REINDEX, b"\x01")
+        else:
+            self._delete(META_REINDEX)
+
+    def delete_raw(self, key: bytes) -> None:
+        """Delete a raw key (from :meth:`ChainDB.iter_keys`): derived data only."""
+        if key[:1] not in DERIVED_PREFIXES:
+            raise ValueError(f"delete_raw is for derived data, not {key[:1]!r} keys")
+        self._delete(key)
+
     def set_genesis(self, block_hash: bytes) -> None:
         self._put(META_GENESIS, _check_hash(block_hash))
 
@@ -448,7 +448,14 @@ class ChainDB(Closeable):
     crash or power loss.
     """
 
-    def __init__(self, datadir: DataDir, *, network: str, create_if_missing: bool = True) -> None:
+    def __init__(
+        self,
+        datadir: DataDir,
+        *,
+        network: str,
+        create_if_missing: bool = True,
+        repaired: bool = False,
+    ) -> None:
         if not isinstance(datadir, DataDir):
             raise TypeError("ChainDB needs a DataDir (which holds the datadir lock)")
         if not datadir.locked:
@@ -461,29 +468,47 @@ class ChainDB(Closeable):
         self._path = datadir.sub(CHAIN_DB_DIRNAME)
         self._pid = os.getpid()
         self._db: Any = None
+        self.min_free_bytes = MIN_FREE_BYTES
+        # (raw, hash) -> why the bytes are not that block, or None. Bodies are opaque
+        # here; the chain code, which knows the block format, installs the check.
+        self.block_check: Callable[[bytes, bytes], str | None] | None = None
+        # Told of every fault before it is raised (the node stops on one, whoever
+        # hit it: a peer's request, an RPC call, the miner).
+        self.on_fault: Callable[[StorageError], None] | None = None
         try:
-            db = plyvel.DB(str(self._path), create_if_missing=create_if_missing)
-        except plyvel.CorruptionError as exc:
-            raise CorruptionError(
-                f"chain database {self._path} is corrupted ({exc}); move it aside and "
-                "resync, or try plyvel.repair_db"
-            ) from exc
+            # paranoid_checks: a damaged log or table stops the open with Corruption
+            # instead of LevelDB silently skipping what it cannot read.
+            # A folder with files but no CURRENT is damaged, not new: LevelDB would
+            # start an empty database there and delete the tables it does not know.
+            fresh = not self._path.exists() or not any(self._path.iterdir())
+            db = plyvel.DB(
+                str(self._path),
+                create_if_missing=create_if_missing and fresh,
+                paranoid_checks=True,
+            )
         except plyvel.Error as exc:
-            raise StorageError(f"cannot open chain database {self._path}: {exc}") from exc
+            raise self._translate(exc, "opening") from None
         try:
-            self._check_or_init_meta(db)
+            self._check_or_init_meta(db, repaired)
+        except plyvel.Error as exc:
+            db.close()
+            raise self._translate(exc, "opening") from None
         except BaseException:
             db.close()
             raise
         self._db = db
 
-    def _check_or_init_meta(self, db: Any) -> None:
+    def _check_or_init_meta(self, db: Any, repaired: bool) -> None:
+        """Check the schema and network records (write them into a new database, or
+        into one just repaired, which can lose them with the table that held them)."""
         raw_schema = db.get(META_SCHEMA)
         if raw_schema is None:
             with db.iterator(include_value=False) as it:
                 empty = next(it, None) is None
-            if not empty:
-                raise SchemaVersionError(self._path, None)
+            if not empty and not repaired:
+                raise SchemaVersionError(
+                    self._path, None, SCHEMA_VERSION, repair_command(self._path, self._network)
+                )
             with db.write_batch(transaction=True, sync=True) as wb:
                 wb.put(META_SCHEMA, _U32.pack(SCHEMA_VERSION))
                 wb.put(META_NETWORK, self._network.encode("utf-8"))
@@ -492,16 +517,50 @@ class ChainDB(Closeable):
             raise CorruptionError(f"schema version record has {len(raw_schema)} bytes, not 4")
         (found,) = _U32.unpack(raw_schema)
         if found != SCHEMA_VERSION:
-            raise SchemaVersionError(self._path, found)
+            raise SchemaVersionError(self._path, found, SCHEMA_VERSION)
         raw_net = db.get(META_NETWORK)
+        if raw_net is None and repaired:
+            db.put(META_NETWORK, self._network.encode("utf-8"), sync=True)
+            raw_net = self._network.encode("utf-8")
         if raw_net is None:
-            raise CorruptionError(f"chain database {self._path} has no network record")
+            raise CorruptionError(
+                f"chain database {self._path} has no network record: run "
+                f"`{repair_command(self._path, self._network)}`"
+            )
         try:
             stored = raw_net.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise CorruptionError("network record is not utf-8") from exc
         if stored != self._network:
             raise NetworkMismatchError(self._path, stored, self._network)
+
+    # --- faults
+
+    def _fault(self, error: _E) -> _E:
+        if self.on_fault is not None:
+            self.on_fault(error)
+        return error
+
+    def _translate(self, exc: BaseException, doing: str) -> StorageError:
+        """A plyvel error as our own, with the cause and the command that fixes it."""
+        return self._fault(classify(exc, self._path, self._network, doing))
+
+    def check_free_space(self) -> None:
+        """DiskFullError when less than ``min_free_bytes`` is free for the database."""
+        try:
+            st = os.statvfs(self._path)
+        except OSError:
+            return  # cannot tell: the write itself reports a full disk
+        free = st.f_bavail * st.f_frsize
+        if free < self.min_free_bytes:
+            raise self._fault(
+                DiskFullError(
+                    f"disk nearly full: {free // 1024**2} MiB free for the chain database "
+                    f"{self._path}, the node needs at least {self.min_free_bytes // 1024**2} MiB. "
+                    "The node stopped before writing; free space on that filesystem and start "
+                    "the node again"
+                )
+            )
 
     # --- lifecycle
 
@@ -554,21 +613,20 @@ class ChainDB(Closeable):
 
     def _get(self, key: bytes) -> bytes | None:
         try:
-            value: bytes | None = self._handle().get(key)
-        except plyvel.CorruptionError as exc:
-            raise CorruptionError(f"LevelDB corruption reading {key[:1]!r} key: {exc}") from exc
+            value: bytes | None = self._handle().get(key, verify_checksums=True)
+        except plyvel.Error as exc:
+            raise self._translate(exc, f"reading a {key[:1]!r} record") from None
         return value
 
     def _iter(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         return self._iter_gen(self._handle(), prefix)
 
-    @staticmethod
-    def _iter_gen(db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def _iter_gen(self, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         try:
-            with db.iterator(prefix=prefix) as it:
+            with db.iterator(prefix=prefix, verify_checksums=True) as it:
                 yield from it
-        except plyvel.CorruptionError as exc:
-            raise CorruptionError(f"LevelDB corruption iterating {prefix[:1]!r}: {exc}") from exc
+        except plyvel.Error as exc:
+            raise self._translate(exc, f"reading the {prefix[:1]!r} records") from None
 
     @contextmanager
     def atomic(self, *, sync: bool = True) -> Iterator[AtomicBatch]:
@@ -577,27 +635,71 @@ class ChainDB(Closeable):
         An exception inside the block discards every write. ChainDB reads inside the
         block see the database as before the batch; use ``batch.pending_state``.
         """
+        self.check_free_space()
         wb = self._handle().write_batch(transaction=True, sync=sync)
         batch = AtomicBatch(self, wb)
         try:
             with wb:  # transaction=True: plyvel writes on clean exit, drops on exception
                 yield batch
+        except plyvel.Error as exc:
+            raise self._translate(exc, "writing") from None
         finally:
             batch._open = False
 
     def _put_one(self, key: bytes, value: bytes, sync: bool) -> None:
-        self._handle().put(key, value, sync=sync)
+        self.check_free_space()
+        try:
+            self._handle().put(key, value, sync=sync)
+        except plyvel.Error as exc:
+            raise self._translate(exc, "writing") from None
 
     def _delete_one(self, key: bytes, sync: bool) -> None:
-        self._handle().delete(key, sync=sync)
+        try:
+            self._handle().delete(key, sync=sync)
+        except plyvel.Error as exc:
+            raise self._translate(exc, "writing") from None
 
     # --- blocks
 
-    def get_block(self, block_hash: bytes) -> bytes | None:
-        return self._get(_block_key(block_hash))
+    def get_block(
+        self, block_hash: bytes, *, report: bool = True, check: bool = True
+    ) -> bytes | None:
+        """The stored bytes of a block; with a ``block_check`` set (ChainState sets one),
+        checked against its hash first: CorruptBlockError names the height and the fix.
+        ``report=False``: the caller handles damage itself (``on_fault`` is not told);
+        ``check=False``: the caller checks the bytes itself."""
+        raw = self._get(_block_key(block_hash))
+        verify = self.block_check if check else None
+        if raw is not None and verify is not None:
+            problem = verify(raw, block_hash)
+            if problem is not None:
+                raise self.damaged_block(block_hash, problem, report=report)
+        return raw
+
+    def damaged_block(
+        self, block_hash: bytes, problem: str, *, report: bool = True
+    ) -> CorruptBlockError:
+        """The error for a stored block that is not what its hash says (told to
+        ``on_fault`` unless ``report`` is False)."""
+        rec = self.get_index(block_hash)
+        height = rec.height if rec is not None else None
+        where = f"at height {height} " if height is not None else ""
+        error = CorruptBlockError(
+            f"stored block {block_hash.hex()} {where}is damaged ({problem}). Stop the node "
+            f"and run `{reindex_command(self._path, self._network)}`: it rebuilds from the "
+            "intact blocks and downloads the rest from peers",
+            block_hash,
+            height,
+        )
+        return self._fault(error) if report else error
+
+    def iter_blocks(self) -> Iterator[tuple[bytes, bytes]]:
+        """(hash, raw bytes) of every stored block body, unchecked (for --reindex)."""
+        for key, raw in self._iter(PREFIX_BLOCK):
+            yield key[1:], raw
 
     def has_block(self, block_hash: bytes) -> bool:
-        return self.get_block(block_hash) is not None
+        return self._get(_block_key(block_hash)) is not None
 
     def put_block(self, block_hash: bytes, data: bytes, *, sync: bool = False) -> None:
         self._put_one(_block_key(block_hash), _check_bytes(data, "block data"), sync)
@@ -706,6 +808,19 @@ class ChainDB(Closeable):
     def get_genesis(self) -> bytes | None:
         return _stored_hash(self._get(META_GENESIS), "genesis record")
 
+    def get_reorg_target(self) -> bytes | None:
+        """The chain an unfinished reorg was moving to (see META_REORG), or None."""
+        return _stored_hash(self._get(META_REORG), "reorg journal")
+
+    def reindexing(self) -> bool:
+        """True while a --reindex is unfinished (its marker is stored)."""
+        return self._get(META_REINDEX) is not None
+
+    def iter_keys(self, prefix: bytes) -> Iterator[bytes]:
+        """Every raw key starting with ``prefix`` (for :meth:`AtomicBatch.delete_raw`)."""
+        for key, _ in self._iter(prefix):
+            yield key
+
     def set_genesis(self, block_hash: bytes, *, sync: bool = True) -> None:
         self._put_one(META_GENESIS, _check_hash(block_hash), sync)
 
@@ -717,15 +832,24 @@ def _address_tx_key(address: bytes, height: int, position: int) -> bytes:
 
 
 def open_chain(
-    path: str | os.PathLike[str], *, network: str, create_if_missing: bool = True
+    path: str | os.PathLike[str],
+    *,
+    network: str,
+    create_if_missing: bool = True,
+    repair: bool = False,
 ) -> ChainDB:
     """Lock the datadir at ``path`` and open its ChainDB; ``close()`` releases both.
 
+    ``repair`` repairs the database first, under the lock (chain/salvage.py).
     Raises :class:`DatadirLockedError` if another process holds the datadir.
     """
     datadir = DataDir(path)
     try:
-        db = ChainDB(datadir, network=network, create_if_missing=create_if_missing)
+        if repair:
+            from chain.salvage import repair as repair_and_salvage  # it builds on this module
+
+            repair_and_salvage(datadir.sub(CHAIN_DB_DIRNAME))
+        db = ChainDB(datadir, network=network, create_if_missing=create_if_missing, repaired=repair)
     except BaseException:
         datadir.close()
         raise

@@ -63,6 +63,7 @@ class BlockReject(enum.StrEnum):
     BAD_STATE = "bad-state"  # a transaction cannot apply (detail names the rule)
     BAD_STATE_ROOT = "bad-state-root"
     BAD_SEAL = "bad-seal"  # detail carries the SealReject value
+    STORAGE = "storage-failure"  # (defer) our database failed: not the block's fault
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import sys
 from pathlib import Path
 
 from chain.address import AddressError
 from chain.chainstate import ChainStateError
+from chain.datadir import DatadirError
 from chain.network import NETWORKS, NetworkError, load_network
 from chain.storage import StorageError
 from node.config import NodeConfig, default_datadir, network_dir
@@ -112,6 +114,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         config.log_level, config.log_format, config.debug,
         config.network_dir / DEBUG_LOG if config.log_file else None, config.log_max_mb,
     )  # fmt: skip
+    # A log file that cannot be written (a full disk) must not print tracebacks.
+    logging.raiseExceptions = False
     if config.config_file is not None:
         log.info("settings from %s", config.config_file)
     node = Node(config)
@@ -150,6 +154,20 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     return 0
 
 
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError: the file, the cause, what to do."""
+    where = f" {exc.filename}" if exc.filename else ""
+    cause = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full writing{where} ({cause}): free space on that filesystem and start again"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"permission denied on{where} ({cause}): give the user running pouw access to it, "
+            "or pass another --datadir"
+        )
+    return f"cannot use{where}: {cause}; check that file and its folder, then start again"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "log_level", "info"))
@@ -158,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    except (NetworkError, AddressError, ChainStateError, StorageError) as exc:
+    except (NetworkError, AddressError, ChainStateError, StorageError, DatadirError) as exc:
         log.error("%s", exc)
+        return EXIT_FAILURE
+    except OSError as exc:  # a file of the datadir: full disk, permissions, ...
+        log.error("%s", os_error_message(exc))
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE

@@ -24,6 +24,7 @@ class NodeConfig:
     miner_address: str | None = None
     engine: str | None = None  # "numpy", "cupy" or None for automatic
     reindex: bool = False
+    repair: bool = False  # LevelDB's repairer on the chain database, then a reindex
     max_blocks: int | None = None  # stop after mining this many blocks (tests, demos)
     genesis_file: Path | None = None  # a private network's genesis file instead of a shipped one
     # P2P (p2p/): listen on p2p_bind:p2p_port (None: the network's default port).

@@ -18,14 +18,15 @@ from typing import Protocol
 
 from chain.address import address_from_pubkey, decode_address, encode_address
 from chain.block import Block
-from chain.chainstate import ChainState, ProcessResult
+from chain.chainstate import ChainState, ChainStateError, ProcessResult
 from chain.jobs import PREFIX_JOB, Job, JobStatus, escrow_total
 from chain.keys import PrivateKey, devnet_key
 from chain.mempool import Mempool, MempoolResult
 from chain.network import Network, load_network
 from chain.state import Account, account_key
-from chain.storage import ChainDB, open_chain
+from chain.storage import ChainDB, StorageError, open_chain
 from chain.tx import Transaction
+from chain.validation import BlockReject, defer
 from compute.engine import MiningEngine
 from compute.select import gpu_usable, select_engine
 from node.blobs import BlobService
@@ -52,13 +53,22 @@ class NodeError(Exception):
 
 
 def open_chainstate(network: Network, config: NodeConfig) -> tuple[ChainDB, ChainState]:
-    db = open_chain(config.network_dir, network=network.name)
-    try:
-        if config.reindex:
-            from chain.reindex import reindex
+    """Lock the datadir, open the chain (after ``--repair``, ``--reindex`` or finishing
+    an interrupted reindex) and return both; a storage fault raises StorageError."""
+    from chain import reindex as rebuild
 
-            reindex(db, network)
-        return db, ChainState(db, network)
+    if config.repair:
+        log.info("repairing the chain database in %s (LevelDB repair)", config.network_dir)
+    db = open_chain(config.network_dir, network=network.name, repair=config.repair)
+    try:
+        if config.reindex or config.repair:
+            chain = rebuild.reindex(db, network)
+        elif db.reindexing():
+            log.warning("finishing a --reindex that was interrupted")
+            chain = rebuild.resume(db, network)
+        else:
+            chain = ChainState(db, network)
+        return db, chain
     except BaseException:
         db.close()
         raise
@@ -109,6 +119,8 @@ class Node:
                 f"but --network is {config.network!r}"
             )
         self.db, self.chain = open_chainstate(self.network, config)
+        self.fault: StorageError | ChainStateError | None = None
+        self.db.on_fault = self.storage_fault
         self.mempool = Mempool(self.network.chain_id, self._account)
         self.events = NodeEvents()
         self.metrics = NodeMetrics(self)
@@ -151,9 +163,25 @@ class Node:
             self.events.tx_accepted.emit(tx)
         return result
 
+    def storage_fault(self, exc: StorageError | ChainStateError) -> None:
+        """The database failed (full disk, damage): stop the node; ``run`` re-raises the
+        first fault so that the command line reports it in one line and exits."""
+        if self.fault is None:
+            self.fault = exc
+            log.debug("storage fault: %s", exc)
+        self.request_stop()
+
     def submit_block(self, block: Block) -> ProcessResult:
         """Every block enters here (own miner, peers, RPC submitblock)."""
-        result = self.chain.process_block(block)
+        if self.fault is not None:
+            return ProcessResult(defer(BlockReject.STORAGE, "the node is stopping"))
+        try:
+            result = self.chain.process_block(block)
+        except (StorageError, ChainStateError) as exc:
+            # Nothing half-done is kept: every write is one batch. Stop, and tell callers
+            # (peers, RPC, the miner) to come back later rather than blame the block.
+            self.storage_fault(exc)
+            return ProcessResult(defer(BlockReject.STORAGE, "the node is stopping"))
         self.metrics.block_processed(result)
         if result.check.ok and not result.duplicate:
             self.events.block_stored.emit(block)
@@ -199,8 +227,12 @@ class Node:
             for service in reversed(started):
                 try:
                     await service.stop()
+                except OSError as exc:  # a full disk, say: one line, keep stopping
+                    log.error("stopping %s failed: %s", service.name, exc)
                 except Exception:  # noqa: BLE001 - keep stopping the others
                     log.exception("stopping %s failed", service.name)
+        if self.fault is not None:
+            raise self.fault
 
     def _miner_key(self) -> PrivateKey | None:
         """The key that signs job results: --miner-wallet, or devnet key 0 on the devnet."""

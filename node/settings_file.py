@@ -22,6 +22,9 @@ from node.config import NodeConfig, default_datadir, network_dir
 from node.logs import CATEGORIES
 
 CONFIG_NAME = "pouw.toml"
+# A settings file is a few dozen lines; anything near this size is not one, and
+# reading it whole into tomllib would only cost memory.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -57,6 +60,12 @@ OPTIONS: tuple[Option, ...] = (
         choices=("numpy", "cupy"),
     ),
     Option("reindex", bool, "rebuild state from stored blocks"),
+    Option(
+        "repair",
+        bool,
+        "repair a damaged chain database (LevelDB repair), then rebuild state as --reindex",
+        file=False,
+    ),
     Option("max_blocks", int, "stop after mining this many blocks"),
     Option("listen", bool, "accept inbound peers", neg_flag="--nolisten"),
     Option("p2p_bind", str, "P2P listen address"),
@@ -105,6 +114,7 @@ TYPE_NAMES = {
     str: "a string",
     Path: "a path string",
     list: "a list of strings",
+    float: "a number",
 }
 
 
@@ -185,6 +195,10 @@ def _check_value(o: Option, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError
         return value
+    if o.kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError
+        return float(value)
     if o.kind is list:
         if isinstance(value, str):
             value = [value]
@@ -193,19 +207,41 @@ def _check_value(o: Option, value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise TypeError
-    return Path(value).expanduser() if o.kind is Path else value
+    return expand_path(value) if o.kind is Path else value
+
+
+def expand_path(text: str) -> Path:
+    """``text`` as a Path with ``~`` expanded; ValueError (not RuntimeError) when the
+    user of ``~user`` does not exist or the text holds a NUL byte."""
+    if "\0" in text:
+        raise ValueError(f"path {text!r} contains a NUL byte")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:  # Path.expanduser: "Could not determine home directory"
+        raise ValueError(f"path {text!r}: {exc}") from None
 
 
 def load_file(path: Path, explicit: bool) -> dict[str, Any]:
     """Options from a TOML file ({} when the default file does not exist)."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if not explicit:
             return {}
         raise ConfigError(f"config file {path}: not found") from None
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, not a settings "
+            "file; pass the right file with --config FILE"
+        )
+    return parse_config(raw, path, explicit)
+
+
+def parse_config(raw: bytes, path: Path, explicit: bool) -> dict[str, Any]:
+    """Options from the bytes of a TOML settings file; only ConfigError on bad input."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -214,6 +250,10 @@ def load_file(path: Path, explicit: bool) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: malformed TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path}: malformed TOML: arrays or tables nested too deeply"
+        ) from None
     out: dict[str, Any] = {}
     for key, value in data.items():
         o = BY_KEY.get(key)
@@ -229,6 +269,8 @@ def load_file(path: Path, explicit: bool) -> dict[str, Any]:
             )
         try:
             out[key] = _check_value(o, value)
+        except ValueError as exc:
+            raise ConfigError(f"{_where(path, text, key)}: key {key!r}: {exc}") from None
         except TypeError:
             raise ConfigError(
                 f"{_where(path, text, key)}: key {key!r} must be {TYPE_NAMES[o.kind]}"
@@ -264,7 +306,10 @@ def resolve(args: argparse.Namespace, make: Callable[..., NodeConfig] = NodeConf
     sources = dict.fromkeys(values, "default")
     explicit = getattr(args, "config", None)
     if explicit is not None:
-        path: Path = Path(explicit).expanduser()
+        try:
+            path: Path = expand_path(str(explicit))
+        except ValueError as exc:
+            raise ConfigError(f"--config: {exc}") from None
     else:
         net = flags.get("network", values["network"])
         path = network_dir(flags.get("datadir", values["datadir"]), net) / CONFIG_NAME

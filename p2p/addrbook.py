@@ -54,7 +54,7 @@ def _load(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return None
 
@@ -107,8 +107,9 @@ class AddressBook:
         self.group_of: dict[str, str] = {}  # new key -> its source group
         self.dirty = False
         data = _load(path)
-        if isinstance(data, dict):
-            for item in data.get("addresses", [])[:MAX_ADDRESSES]:
+        items = data.get("addresses") if isinstance(data, dict) else None
+        if isinstance(items, list):
+            for item in items[:MAX_ADDRESSES]:
                 try:
                     e = AddrEntry(
                         host=str(item["host"]),

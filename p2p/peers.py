@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from chain.storage import StorageError
 from p2p.addrbook import AddressBook, BanList, split_host_port
 from p2p.guard import UpgradeGuard
 from p2p.netgroup import netgroup
@@ -227,6 +228,8 @@ class PeerManager:
                     elif isinstance(exc, aiohttp.WebSocketError):
                         self.misbehave(peer, BAN_SCORE, f"malformed websocket frame: {exc}")
                     break
+        except StorageError as exc:  # the node stops on it (Node.storage_fault) and says why
+            log.debug("peer %d: storage failed: %s", peer.id, exc)
         except Exception:  # noqa: BLE001 - one peer's failure must not stop the node
             log.exception("peer %d failed", peer.id)
         finally:

@@ -48,9 +48,14 @@ DEFAULT_SCRYPT_N = 2**17
 DEFAULT_SCRYPT_R = 8
 DEFAULT_SCRYPT_P = 1
 MIN_SCRYPT_N = 2**10  # tests use the minimum; real wallets the default
-MAX_SCRYPT_N = 2**22
-MAX_SCRYPT_MEMORY = 4 * 1024**3  # 128 * n * r bytes: 4 GiB at most
-MAX_SCRYPT_P = 16
+# A doctored file must not make an unlock take more than ~256 MiB or a few seconds.
+# scrypt needs 128 * n * r bytes per lane (lanes run one after another here), and its
+# time grows with 128 * n * r * p: the default costs 128 MiB and ~0.4 s, so a budget
+# of 4x the default's work stays within a few seconds on one core.
+MAX_SCRYPT_MEMORY = 256 * 1024**2
+MAX_SCRYPT_WORK = 4 * 128 * DEFAULT_SCRYPT_N * DEFAULT_SCRYPT_R * DEFAULT_SCRYPT_P
+MAX_SCRYPT_N = MAX_SCRYPT_MEMORY // 128  # 2^21, reachable with r = 1 only
+MAX_SCRYPT_P = 4
 SALT_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -90,9 +95,13 @@ def check_kdf_params(n: int, r: int, p: int) -> None:
         if type(value) is not int or value < 1:
             raise KeystoreError(f"kdfparams.{name} must be a positive integer, got {value!r}")
     if n & (n - 1) or not MIN_SCRYPT_N <= n <= MAX_SCRYPT_N:
-        raise KeystoreError(f"kdfparams.n must be a power of two in [2^10, 2^22], got {n}")
-    if p > MAX_SCRYPT_P or 128 * n * r > MAX_SCRYPT_MEMORY:
-        raise KeystoreError(f"scrypt cost n={n} r={r} p={p} is beyond what a keystore may ask")
+        raise KeystoreError(f"kdfparams.n must be a power of two in [2^10, 2^21], got {n}")
+    if p > MAX_SCRYPT_P or 128 * n * r > MAX_SCRYPT_MEMORY or 128 * n * r * p > MAX_SCRYPT_WORK:
+        raise KeystoreError(
+            f"scrypt cost n={n} r={r} p={p} is beyond what a keystore may ask (at most "
+            f"{MAX_SCRYPT_MEMORY // 1024**2} MiB and {MAX_SCRYPT_WORK // 1024**2} MiB of work, "
+            f"p <= {MAX_SCRYPT_P}); the file was not written by this wallet"
+        )
 
 
 def derive_key(password: str, params: KdfParams) -> bytes:
@@ -226,9 +235,22 @@ def read_keystore(path: Path) -> dict[str, Any]:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KeystoreError(f"{path} is not a JSON keystore: {exc}") from None
+    except RecursionError:
+        raise KeystoreError(f"{path} is not a keystore: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise KeystoreError(f"{path} is not a keystore (not a JSON object)")
     return data
+
+
+def parse_keystore_bytes(raw: bytes) -> tuple[str, KdfParams, bytes, bytes, bytes]:
+    """:func:`parse_keystore` of a file's bytes (what :func:`read_keystore` reads)."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KeystoreError(f"not a JSON keystore: {exc}") from None
+    except RecursionError:
+        raise KeystoreError("not a keystore: JSON nested too deeply") from None
+    return parse_keystore(data)
 
 
 def load_key(path: Path, password: str) -> PrivateKey:

@@ -75,6 +75,11 @@ def read_cookie(datadir: Path, network: str) -> tuple[str, str]:
     path = Path(datadir) / network / COOKIE_NAME
     try:
         text = path.read_text().strip()
+    except UnicodeDecodeError:
+        raise RpcConnectionError(
+            f"the RPC cookie {path} is damaged (not text): restart the node to write a new "
+            "one, or pass --rpc-user/--rpc-password"
+        ) from None
     except OSError as exc:
         raise RpcConnectionError(
             f"cannot read the RPC cookie {path} ({exc.strerror or exc}); is the node "
@@ -82,7 +87,9 @@ def read_cookie(datadir: Path, network: str) -> tuple[str, str]:
         ) from None
     user, sep, password = text.partition(":")
     if not sep:
-        raise RpcConnectionError(f"the RPC cookie {path} is not 'user:password'")
+        raise RpcConnectionError(
+            f"the RPC cookie {path} is not 'user:password': restart the node to write a new one"
+        )
     return user, password
 
 

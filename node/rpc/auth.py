@@ -42,7 +42,7 @@ def remove_cookie(path: Path, secret: str) -> None:
     try:
         if path.read_text() == f"{COOKIE_USER}:{secret}":
             path.unlink()
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # gone, or replaced by something not ours
         pass
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from chain.storage import StorageError
 from node.rpc.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -285,6 +286,9 @@ class Dispatcher:
             result = await self._call(req, ctx)
         except RpcError as exc:
             return None if notification else _error(req_id, exc.code, exc.message, exc.data)
+        except StorageError as exc:  # the node stops on it (Node.storage_fault) and says why
+            log.debug("RPC method %r: storage failed: %s", req.get("method"), exc)
+            return None if notification else _error(req_id, INTERNAL_ERROR, str(exc))
         except Exception:  # noqa: BLE001 - a bug in one method must not kill the server
             log.exception("RPC method %r failed", req.get("method"))
             return None if notification else _error(req_id, INTERNAL_ERROR, "internal error")

@@ -1,0 +1,116 @@
+"""``pouw node --repair``: make a damaged chain database usable again.
+
+Step 1 is LevelDB's own repairer (``plyvel.repair_db``): it rebuilds the MANIFEST from
+the table and log files, which fixes a damaged or missing MANIFEST or CURRENT and turns
+a damaged log into tables, dropping the records it cannot read. It does not rewrite a
+table whose data blocks fail their checksum, so step 2 reads the whole database back
+and, if anything still fails, salvages it: every block body and index record that
+reads back intact (scanning each key range forwards and backwards, so one damaged
+region hides only itself) goes into a fresh database, which replaces the old one; the
+old folder is kept beside it as ``chain.damaged``. The caller then rebuilds everything
+else from the blocks (``--reindex``), and peers supply what was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+from chain.storage import (
+    META_GENESIS,
+    META_NETWORK,
+    META_SCHEMA,
+    PREFIX_BLOCK,
+    PREFIX_INDEX,
+    StorageError,
+    repair_chain_db,
+)
+
+log = logging.getLogger("pouw.chain")
+
+DAMAGED_SUFFIX = ".damaged"
+# What is copied: everything else is derived from the blocks and rebuilt by --reindex.
+KEPT_PREFIXES = (PREFIX_BLOCK, PREFIX_INDEX)
+KEPT_META = (META_SCHEMA, META_NETWORK, META_GENESIS)
+
+
+def repair(db_path: Path) -> None:
+    """Repair the (closed) chain database at ``db_path``; see the module docstring."""
+    repair_chain_db(db_path)
+    if _reads_back(db_path):
+        return
+    log.warning("%s still has damaged tables after LevelDB repair: salvaging it", db_path)
+    _salvage(db_path)
+
+
+def _open(path: Path, **kw: Any) -> Any:
+    try:
+        return plyvel.DB(str(path), **kw)
+    except plyvel.Error as exc:
+        raise StorageError(
+            f"cannot open {path} to repair it ({exc}): move that folder aside and start "
+            "the node again to resync from peers"
+        ) from None
+
+
+def _reads_back(db_path: Path) -> bool:
+    """True when every record of the database passes its checksum."""
+    db = _open(db_path)
+    try:
+        with db.iterator(verify_checksums=True) as it:
+            for _ in it:
+                pass
+        return True
+    except plyvel.Error:
+        return False
+    finally:
+        db.close()
+
+
+def _readable(db: Any, prefix: bytes) -> dict[bytes, bytes]:
+    """The records under ``prefix`` that read back, scanning from both ends."""
+    found: dict[bytes, bytes] = {}
+    for reverse in (False, True):
+        try:
+            with db.iterator(prefix=prefix, reverse=reverse, verify_checksums=True) as it:
+                for key, value in it:
+                    found[key] = value
+        except plyvel.Error as exc:
+            log.warning("repair: skipping damaged %r records (%s)", prefix, exc)
+    return found
+
+
+def _salvage(db_path: Path) -> None:
+    fresh = db_path.with_name(db_path.name + ".salvage")
+    damaged = db_path.with_name(db_path.name + DAMAGED_SUFFIX)
+    shutil.rmtree(fresh, ignore_errors=True)
+    old = _open(db_path)
+    new = _open(fresh, create_if_missing=True, error_if_exists=True)
+    copied = 0
+    try:
+        for key in KEPT_META:
+            try:
+                value = old.get(key, verify_checksums=True)
+            except plyvel.Error:
+                value = None  # ChainDB writes schema and network again after a repair
+            if value is not None:
+                new.put(key, value)
+        for prefix in KEPT_PREFIXES:
+            with new.write_batch(sync=True) as wb:
+                for key, value in _readable(old, prefix).items():
+                    wb.put(key, value)
+                    copied += 1
+    finally:
+        old.close()
+        new.close()
+    shutil.rmtree(damaged, ignore_errors=True)
+    db_path.rename(damaged)
+    fresh.rename(db_path)
+    log.warning(
+        "repair: %d records salvaged into a new %s; the damaged copy is kept in %s "
+        "(delete it once the node runs)", copied, db_path, damaged,
+    )  # fmt: skip
