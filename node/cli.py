@@ -165,6 +165,11 @@ def os_error_message(exc: OSError) -> str:
             f"permission denied on{where} ({cause}): give the user running pouw access to it, "
             "or pass another --datadir"
         )
+    if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        return (
+            f"cannot listen: {cause}; another program (or another node) has that port: stop "
+            "it, or pick other ports (--p2p-port, --rpc-port, --blob-port, --metrics-port)"
+        )
     return f"cannot use{where}: {cause}; check that file and its folder, then start again"
 
 

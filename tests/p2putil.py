@@ -116,6 +116,9 @@ class NodeProc:
         return f"127.0.0.1:{self.port}"
 
     def start(self, *extra: str, env: dict[str, str] | None = None) -> NodeProc:
+        if "--rpc" in extra and not {"--noblobs", "--blob-port"} & set(extra):
+            # the blob server's default port (RPC port + 3) may be another test's socket
+            extra = (*extra, "--blob-port", str(free_port()))
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         cmd = [
             sys.executable, "-m", "node.cli", "node", "--network", "devnet",

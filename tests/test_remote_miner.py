@@ -92,6 +92,7 @@ class NodeProc:
         self.proc = subprocess.Popen(
             cli("node", "--network", "devnet", "--datadir", str(datadir),
                 "--genesis-file", str(genesis), "--rpc-port", str(self.rpc_port),
+                "--blob-port", str(free_port()),
                 "--p2p-port", str(self.p2p_port), "--p2p-bind", "127.0.0.1", *extra),
             stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
