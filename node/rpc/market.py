@@ -56,15 +56,20 @@ class MarketMethods:
         target limit) almost every product wins, and the product is the better figure.
         """
         chain = self.node.chain
+        cached = getattr(self, "_rate_cache", None)
+        if cached is not None and cached[0] == chain.tip.hash:
+            return float(cached[1])  # read once per tip: it reads RATE_BLOCKS blocks
         recs = list(itertools.islice(chain.ancestors(chain.tip.hash), RATE_BLOCKS + 1))
-        if len(recs) < 3:
-            return 0.0
+        rate = 0.0
         span = recs[0].timestamp - recs[-1].timestamp
-        done = 0
-        for rec in recs[:-1]:
-            h = chain.get_block(rec.hash).header
-            done += max(block_work(h.target), h.m * h.n * h.k)
-        return done / span if span > 0 else 0.0
+        if len(recs) >= 3 and span > 0:
+            done = 0
+            for rec in recs[:-1]:
+                h = chain.get_block(rec.hash).header
+                done += max(block_work(h.target), h.m * h.n * h.k)
+            rate = done / span
+        self._rate_cache = (chain.tip.hash, rate)
+        return rate
 
     def local_market(self) -> dict[str, Any] | None:
         """The own miner's market counters (None without a market miner)."""
