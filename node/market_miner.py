@@ -300,13 +300,11 @@ class MarketMiner:
         if job_id in self._computed:
             self.counters.recomputed += 1
         self._computed.add(job_id)
-        held = self.held.get(job_id)
-        job = self.held[job_id].job if held is not None else None
         self.counters.products += 1
-        if job is not None:
-            self.counters.multiply_adds += job.multiply_adds
+        held = self.held.get(job_id)
         if held is None:
             return None
+        self.counters.multiply_adds += held.job.multiply_adds
         held.computed = True
         held.a = held.b = None  # C is what we need from now on
         return self.commit_result(job_id, c)

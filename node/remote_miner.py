@@ -458,6 +458,9 @@ class RemoteMiner:
                     self._dispatch(index, *work)
             except (RpcError, RpcConnectionError, TemplateError) as exc:
                 log.warning("market: %s", exc)
+            except (KeyError, TypeError, ValueError) as exc:  # an answer not shaped as ours
+                log.warning("market: unexpected answer from the node (%r); is it a pouw node "
+                            "of this version?", exc)  # fmt: skip
 
     def _dispatch(self, index: int, job_id: str, a: Any, b: Any) -> None:
         data = self.rpc.call("getblocktemplate", miner=self.address, job=job_id)
