@@ -395,11 +395,17 @@ def _submit(
         raise _reject(StateReject.JOB_BAD_SHAPE, shape.reason.value)
     if not clock.mtp < p.expires <= clock.mtp + market.max_open_s:
         raise _reject(StateReject.JOB_BAD_EXPIRY, f"expires {p.expires} at mtp {clock.mtp}")
-    job = Job(
-        buyer=sender, m=p.m, k=p.k, n=p.n, h_a=p.h_a, h_b=p.h_b, bounty=amount,
-        expires=p.expires, submitted=clock.height, data_url=p.url,
-    )  # fmt: skip
+    job = submitted_job(sender, amount, p, clock.height)
     _put(state, txid, _schedule(state, txid, job, clock, p.expires, clock.height + 1))
+
+
+def submitted_job(buyer: bytes, bounty: int, p: JobSubmit, height: int) -> Job:
+    """The open job a JOB_SUBMIT creates at ``height`` (its id is the submit's txid).
+    Also how a miner or the RPC reads a submit still waiting in the pool (height 0)."""
+    return Job(
+        buyer=buyer, m=p.m, k=p.k, n=p.n, h_a=p.h_a, h_b=p.h_b, bounty=bounty,
+        expires=p.expires, submitted=height, data_url=p.url,
+    )  # fmt: skip
 
 
 def _refund(state: Overlay, job_id: bytes, job: Job, bond_to: bytes) -> None:

@@ -2,15 +2,19 @@
 product once, commit C, serve it, answer probes.
 
 Flow (docs/MARKET.md): the miner keeps up to ``claim_ahead`` jobs in hand. It claims
-the best-paying open job (bounty per multiply-add, at least ``min_bounty_per_mac``)
-with a JOB_CLAIM escrowing the required bond, and fetches its operands while the claim
-confirms. Once the tip shows the claim as ours, ``next_work`` hands the job to the
-mining loop, which computes the product once with the block lottery riding on it (the
-header names the job). ``deliver`` stores C in the blob store (served over HTTP and
-announced to peers) and sends the JOB_COMMIT. On every new tip ``on_tip`` answers
-probes of our committed jobs with a JOB_REVEAL built from the stored C, and forgets
-jobs that ended or whose claim we lost (a claim that lost a race is included as
-failed: it costs its fee, never a later transaction).
+the best-paying open job (bounty per multiply-add, at least ``min_bounty_per_mac``),
+on the tip or still a submit in the pool, with a JOB_CLAIM escrowing the required
+bond, and fetches its operands. ``next_work`` hands the job to the mining loop at once,
+without waiting for any block ("Delivery before confirmation"): while the claim is in
+the pool the product is mined as our own work, once the tip shows the claim as ours the
+header names the job; either way the product is computed once with the block lottery
+riding on it. ``deliver`` stores C in the blob store (served over HTTP and announced
+to peers) and sends the JOB_COMMIT, which follows the claim in nonce order: a buyer
+sees it in its pool and can fetch and check C before any of it confirms. On every new
+tip ``on_tip`` answers probes of our committed jobs with a JOB_REVEAL built from the
+stored C, claims again a job whose claim failed while it is still open and we hold its
+C, and forgets jobs that ended or whose claim we lost (a claim that lost a race is
+included as failed: it costs its fee, never a later transaction).
 
 Sources of A and B: the job's URL, ``extra_sources``, then the blob endpoints of peers
 that announced the root with the job's shape (``BlobPeers``: the P2P service). Every
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,7 +38,8 @@ import numpy.typing as npt
 
 from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
-from chain.jobs import PREFIX_JOB, Job, JobStatus, get_job
+from chain.job_payloads import JobPayloadError, JobSubmit, decode_job_payload
+from chain.jobs import PREFIX_JOB, Job, JobStatus, get_job, submitted_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
@@ -43,18 +50,27 @@ from node.template import JobRef
 log = logging.getLogger("pouw.market")
 
 RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
-CLAIM_AHEAD = 2  # jobs in hand at least: one computing while the next claim confirms
-# A claim needs a block to confirm, so a miner holds enough claimed work to stay busy
-# for this many target spacings (at its measured rate); otherwise it would mine filler
-# while it waits. The market's claim deadlines leave room for that (claim_slack_s).
-WORK_AHEAD_SPACINGS = 4
+CLAIM_AHEAD = 2  # jobs in hand at least: one computing, the next one's operands fetched
+# Claimed work is computed at once (its claim need not confirm first), so a miner only
+# holds enough to stay busy until its next claim round: about this many seconds at its
+# measured rate. Holding more would take jobs that idle miners could start right away
+# (a product split into parts is then computed by several miners in parallel).
+WORK_AHEAD_S = 0.25
 MAX_HELD = 256  # jobs in hand at most (each a claim transaction and a bond)
 # Claims go out in small rounds, each skipping the jobs that claims already in our pool
 # (other miners', relayed within milliseconds) go for: miners that all claimed a
 # block's worth at once on a new tip would mostly race each other for the same jobs.
 CLAIM_BATCH = 16
+PRICE_BAND = 1.25  # bounties per multiply-add within this factor rank as equal
 CLAIM_ROUND_S = 0.25
+# A submit reaching our pool triggers a quick round after SETTLE plus a random share of
+# JITTER: a batch's other submits arrive meanwhile, and miners spread their claims.
+QUICK_ROUND_SETTLE_S = 0.02
+QUICK_ROUND_JITTER_S = 0.05
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
+# A pooled submit is worth claiming only if its job stays open this long after the
+# tip's median time past: time for the submit and the claim to confirm.
+PENDING_MIN_LEFT_S = 30
 
 
 @dataclass
@@ -140,6 +156,11 @@ class MarketMiner:
         self._failed: dict[bytes, float] = {}
         self._computed: set[bytes] = set()
         self._open_cache: tuple[bytes, list[tuple[bytes, Job]]] | None = None
+        # txid -> (its job, when we first saw it): decoded once
+        self._pooled_submits: dict[bytes, tuple[Job | None, float]] = {}
+        self._quick_round_at: float | None = None  # a submit arrived: claim at this time
+        self._behind: set[bytes] = set()  # held jobs whose claim another claim races ahead of
+        self._more_open = False  # the last claim round left candidates unclaimed
         self._seen_tip: bytes | None = None
         self._last_round = 0.0
 
@@ -152,30 +173,63 @@ class MarketMiner:
             self._open_cache = (tip, open_jobs(self.chain))
         return self._open_cache[1]
 
-    def _claimed_in_pool(self) -> set[bytes]:
-        """Jobs that someone's claim in our mempool already goes for: a claim of ours
-        would most likely lose the race and only cost a fee."""
-        out = set()
+    def notice_tx(self, tx: Transaction) -> None:
+        """A transaction entered our pool (NodeEvents.tx_accepted): a new submit makes
+        the next ``next_work`` run a claim round at once."""
+        if tx.kind == TxKind.JOB_SUBMIT and self._quick_round_at is None:
+            # After a short pause (the rest of a batch arrives) and a random one of our
+            # own (idle miners seeing the same submit then mostly see each other's
+            # claims instead of all claiming the same job).
+            pause = QUICK_ROUND_SETTLE_S + random.uniform(0.0, QUICK_ROUND_JITTER_S)
+            self._quick_round_at = time.monotonic() + pause
+
+    def _scan_pool(self) -> tuple[list[tuple[bytes, Job]], dict[bytes, bytes]]:
+        """One pass over our mempool: jobs whose submit waits there (not on the tip
+        yet), and the jobs that others' claims there go for, each with the lowest txid
+        of those claims (a claim of ours would most likely lose the race)."""
+        pending: list[tuple[bytes, Job]] = []
+        rivals: dict[bytes, bytes] = {}
+        seen: dict[bytes, tuple[Job | None, float]] = {}
+        now = time.monotonic()
         for tx in self.pool_txs():
-            if tx is not None and tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
-                out.add(tx.payload)
-        return out
+            if tx is None:
+                continue
+            if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
+                if tx.sender != self.address:
+                    rivals[tx.payload] = min(rivals.get(tx.payload, tx.txid), tx.txid)
+            elif tx.kind == TxKind.JOB_SUBMIT:
+                txid = tx.txid
+                known = self._pooled_submits.get(txid)
+                job, first_seen = known if known is not None else (_pooled_job(tx), now)
+                seen[txid] = (job, first_seen)
+                if job is not None:
+                    pending.append((txid, job))
+        self._pooled_submits = seen
+        return pending, rivals
 
     def candidates(self) -> list[tuple[bytes, Job]]:
         now = time.monotonic()
         rate = self.settings.min_bounty_per_mac
-        taken = self._claimed_in_pool()
+        pending, taken = self._scan_pool()
+        open_now = self._open_jobs()
+        on_tip = {jid for jid, _ in open_now}
+        mtp = self.chain.mtp_after(self.chain.tip)
+        pending = [
+            (jid, job) for jid, job in pending
+            if jid not in on_tip and job.expires > mtp + PENDING_MIN_LEFT_S
+            and get_job(self.chain.state_get, jid) is None
+        ]  # fmt: skip
         jobs = [
-            (jid, job) for jid, job in self._open_jobs()
+            (jid, job) for jid, job in [*open_now, *pending]
             if jid not in self.held and jid not in taken and self._failed.get(jid, 0.0) <= now
             and job.bounty >= rate * job.multiply_adds
             and check_shape(self.chain.network.pouw, job.m, job.k, job.n).ok
         ]  # fmt: skip
-        # Best paying first; among equals an order of our own (a hash of our address
-        # and the job), so that miners racing for the same jobs mostly claim different
-        # ones instead of all losing fees on the first.
+        # Best paying first (in PRICE_BAND steps); within a band an order of our own (a
+        # hash of our address and the job), so that miners racing for the same jobs
+        # mostly claim different ones instead of all losing fees on the first.
         jobs.sort(key=lambda item: (
-            -item[1].bounty / item[1].multiply_adds,
+            -math.floor(math.log(item[1].bounty / item[1].multiply_adds) / math.log(PRICE_BAND)),
             hashlib.sha256(self.address + item[0]).digest(),
         ))  # fmt: skip
         return jobs
@@ -192,25 +246,28 @@ class MarketMiner:
         return ok
 
     def _wanted_work(self) -> int:
-        """Multiply-adds of unfinished claims to hold: a few block intervals of work."""
-        spacing = self.chain.network.difficulty.target_spacing_s
-        return int(self.rate * spacing * WORK_AHEAD_SPACINGS)
+        """Multiply-adds of unfinished claims to hold (WORK_AHEAD_S of our rate)."""
+        return int(self.rate * WORK_AHEAD_S)
 
-    def _claim_more(self) -> None:
-        from wallet.job_txs import claim_tx
-
-        unfinished = [h for h in self.held.values() if not h.computed]
+    def _claim_more(self, quick: bool = False) -> None:
+        """Claim the best candidates up to ``claim_ahead`` jobs or WORK_AHEAD_S of work
+        in hand; a ``quick`` round (a submit just arrived, or we are idle and jobs are
+        open) claims one job, and only when we have none in hand: busy miners leave new
+        jobs to idle ones, and take what is left at their next round."""
+        unfinished = [
+            h for jid, h in self.held.items() if not h.computed and jid not in self._behind
+        ]
         count, work = len(unfinished), sum(h.job.multiply_adds for h in unfinished)
-        for job_id, job in self.candidates()[:CLAIM_BATCH]:
-            if count >= MAX_HELD or (
-                count >= self.settings.claim_ahead and work >= self._wanted_work()
-            ):
+        ahead = 1 if quick else self.settings.claim_ahead
+        fresh_until = time.monotonic() - QUICK_ROUND_SETTLE_S - QUICK_ROUND_JITTER_S
+        candidates = self.candidates()
+        self._more_open = len(candidates) > ahead - count
+        for job_id, job in candidates[:CLAIM_BATCH]:
+            if count >= min(ahead, MAX_HELD) or (count and work >= self._wanted_work()):
                 break
-            bond = self.chain.network.market.bond_for(job.bounty)
-            tx = claim_tx(
-                self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
-                bond, fee=self.settings.fee,
-            )  # fmt: skip
+            if count and self._pooled_submits.get(job_id, (None, 0.0))[1] > fresh_until:
+                continue  # just arrived: idle miners' quick rounds have it first
+            tx = self._claim_tx(job_id, job)
             if not self._send(tx, f"claim of {job_id.hex()[:16]}"):
                 self.forget(job_id)
                 continue
@@ -218,9 +275,19 @@ class MarketMiner:
             count, work = count + 1, work + job.multiply_adds
             self.counters.claims_sent += 1
             log.info(
-                "claimed job %s (%dx%dx%d, bounty %d, bond %d)",
-                job_id.hex()[:16], job.m, job.k, job.n, job.bounty, bond,
+                "claimed job %s (%dx%dx%d, bounty %d, bond %d)%s",
+                job_id.hex()[:16], job.m, job.k, job.n, job.bounty, tx.amount,
+                "" if job.submitted else ", its submit still pooled",
             )  # fmt: skip
+
+    def _claim_tx(self, job_id: bytes, job: Job) -> Transaction:
+        from wallet.job_txs import claim_tx
+
+        bond = self.chain.network.market.bond_for(job.bounty)
+        return claim_tx(
+            self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
+            bond, fee=self.settings.fee,
+        )  # fmt: skip
 
     async def _operand(self, root: bytes, kind: str, rows: int, cols: int, job: Job) -> np.ndarray:
         have = self.store.get(root)
@@ -275,25 +342,56 @@ class MarketMiner:
         return job
 
     async def next_work(self) -> tuple[JobRef, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
-        """A claimed job whose claim is on chain, with its operands; claims more jobs
-        when fewer than ``claim_ahead`` are in hand. None: mine something else."""
+        """A job we claimed, with its operands, to compute now; claims more jobs when
+        fewer than ``claim_ahead`` are in hand. None: mine something else.
+
+        A job whose claim is on chain comes first (the header names it); else one whose
+        claim is still on its way (``JobRef.named`` False: mined as our own work), so
+        that C reaches the buyer without waiting for a block."""
         if self._seen_tip != self.chain.tip.hash:  # held jobs only change with it
             self._seen_tip = self.chain.tip.hash
             self.on_tip()
-        if time.monotonic() - self._last_round >= CLAIM_ROUND_S:
-            self._last_round = time.monotonic()
-            self._claim_more()
+        now = time.monotonic()
+        quick = self._quick_round_at is not None and now >= self._quick_round_at
+        # Idle while the last round left jobs open: claim the next one now.
+        idle = self._more_open and not any(
+            not h.computed and jid not in self._behind for jid, h in self.held.items()
+        )  # fmt: skip
+        if quick or idle or now - self._last_round >= CLAIM_ROUND_S:
+            self._quick_round_at = None
+            if not (quick or idle):
+                self._last_round = now
+            self._claim_more(quick or idle)
+        waiting: list[tuple[bytes, Held]] = []
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
             if held.computed:
                 continue
-            if not await self._fetch(job_id, held):
-                continue
             job = self._ours(job_id)
             if job is None or job.status != JobStatus.CLAIMED:
-                continue  # not confirmed yet (or lost: on_tip drops it)
-            assert held.a is not None and held.b is not None
-            return JobRef(job_id, job.h_a, job.h_b), held.a, held.b
+                waiting.append((job_id, held))  # not confirmed yet (or lost: on_tip drops it)
+                continue
+            if await self._fetch(job_id, held):
+                assert held.a is not None and held.b is not None
+                return JobRef(job_id, job.h_a, job.h_b), held.a, held.b
+        rivals = self._scan_pool()[1] if waiting else {}
+        self._behind = {jid for jid, h in waiting if rivals.get(jid, h.claim_txid) < h.claim_txid}
+        for job_id, held in waiting:
+            if job_id in self._behind or self._claim_failed(held):
+                # Another claim races ours: the one with the lower txid computes it now
+                # (every miner seeing both agrees); the other waits for the tip to say.
+                continue
+            if await self._fetch(job_id, held):
+                assert held.a is not None and held.b is not None
+                return JobRef(job_id, held.job.h_a, held.job.h_b, named=False), held.a, held.b
         return None
+
+    def _claim_failed(self, held: Held) -> bool:
+        """Our claim's transaction is in a block, included as failed."""
+        return self.chain.db.get_tx_failure(held.claim_txid) is not None
+
+    def _on_its_way(self, held: Held, now: float) -> bool:
+        """Our claim is neither on the tip nor failed, and was sent recently."""
+        return now - held.claimed_at < CLAIM_CONFIRM_S and not self._claim_failed(held)
 
     def deliver(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
         """The product of a job we hold is done: store C, commit its root."""
@@ -333,14 +431,17 @@ class MarketMiner:
         for job_id, held in list(self.held.items()):
             job = get_job(self.chain.state_get, job_id)
             if job is None:
-                self.held.pop(job_id)
+                if not self._on_its_way(held, now):  # the submit never confirmed
+                    self.held.pop(job_id)
                 continue
             if job.claimant != self.address or job.status not in (
                 JobStatus.CLAIMED, JobStatus.COMMITTED
             ):  # fmt: skip
-                if job.status == JobStatus.OPEN and now - held.claimed_at < CLAIM_CONFIRM_S:
-                    if self.chain.db.get_tx_failure(held.claim_txid) is None:
+                if job.status == JobStatus.OPEN:
+                    if self._on_its_way(held, now):
                         continue  # our claim is still on its way
+                    if held.result_root is not None and self._claim_again(job_id, held, job):
+                        continue  # C is done: a fee is worth more than the product
                 if job.status in (JobStatus.PAID, JobStatus.REFUNDED):
                     log.info("job %s %s", job_id.hex()[:16], job.status.name.lower())
                 elif not held.computed:
@@ -351,6 +452,29 @@ class MarketMiner:
             held.job = job
             if job.status == JobStatus.COMMITTED and job.probe_open:
                 self._reveal(job_id, held, job)
+
+    def _claim_again(self, job_id: bytes, held: Held, job: Job) -> bool:
+        """Our claim failed (in a block before the job's submit, or behind another
+        claim that then lapsed) but the job is open again and we hold its C: claim it
+        again and commit the same root."""
+        from wallet.job_txs import commit_tx
+
+        assert held.result_root is not None
+        if job.expires <= self.chain.mtp_after(self.chain.tip):
+            return False
+        claim = self._claim_tx(job_id, job)
+        if not self._send(claim, f"claim of {job_id.hex()[:16]} (again)"):
+            return False
+        held.claim_txid, held.claimed_at = claim.txid, time.monotonic()
+        self.counters.claims_sent += 1
+        commit = commit_tx(
+            self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
+            held.result_root, url=self.settings.serve_url, fee=self.settings.fee,
+        )  # fmt: skip
+        if self._send(commit, f"commit of {job_id.hex()[:16]}"):
+            self.counters.commits += 1
+        log.info("claimed job %s again: its C is done", job_id.hex()[:16])
+        return True
 
     def _reveal(self, job_id: bytes, held: Held, job: Job) -> None:
         from consensus.result import RESULT_CHUNK, result_proof
@@ -374,6 +498,17 @@ class MarketMiner:
             log.info("revealed chunk %s of job %s", probe, job_id.hex()[:16])
 
 
+def _pooled_job(tx: Transaction) -> Job | None:
+    """The job a pooled JOB_SUBMIT would create (None: not a well-formed submit)."""
+    try:
+        payload = decode_job_payload(tx.kind, tx.payload)
+    except JobPayloadError:
+        return None
+    if not isinstance(payload, JobSubmit):
+        return None
+    return submitted_job(tx.sender, tx.amount, payload, 0)
+
+
 def market_miner_for(node: object, key: PrivateKey, **settings: object) -> MarketMiner:
     """A MarketMiner wired to a Node: its chain, its blob service's store and URL,
     ``submit_transaction``, its mempool's pending nonces, and its P2P service (if any)
@@ -384,7 +519,7 @@ def market_miner_for(node: object, key: PrivateKey, **settings: object) -> Marke
          and hasattr(s, "blob_sources")),
         None,
     )  # fmt: skip
-    return MarketMiner(
+    miner = MarketMiner(
         node.chain,  # type: ignore[attr-defined]
         blobs.store,
         MarketSettings(key=key, serve_url=blobs.url, **settings),  # type: ignore[arg-type]
@@ -393,3 +528,5 @@ def market_miner_for(node: object, key: PrivateKey, **settings: object) -> Marke
         peers=p2p,
         pool_txs=lambda: map(node.mempool.get, node.mempool.txids()),  # type: ignore[attr-defined]
     )
+    node.events.tx_accepted.connect(miner.notice_tx)  # type: ignore[attr-defined]
+    return miner

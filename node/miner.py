@@ -112,7 +112,7 @@ class Miner:
             ref, a, b = work
             shape = (a.shape[0], a.shape[1], b.shape[1])
             try:
-                template = self._template(shape, ref)
+                template = self._template(shape, ref if ref.named else None)
             except StateError as exc:  # the claim is gone from this tip
                 log.info("job %s not minable: %s", ref.job_id.hex()[:16], exc)
                 self.market.forget(ref.job_id)  # type: ignore[union-attr]

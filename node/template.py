@@ -9,15 +9,18 @@ mining engine then supplies hA and hB through ``statement`` and, if a tile wins,
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, replace
 
 from chain.block import Block
 from chain.chainstate import ChainState
 from chain.header import HEADER_VERSION, NO_JOB, Header
-from chain.jobs import BlockClock, check_named_job
+from chain.job_payloads import JobPayloadError, decode_job_payload
+from chain.jobs import BlockClock, check_named_job, get_job
 from chain.state import Overlay, StateError
 from chain.transition import apply_transaction
 from chain.tx import Transaction, transactions_root
+from chain.txkind import TxKind
 from chain.validation import expected_target
 from consensus.difficulty import median_time_past
 from consensus.seal import Seal, WorkStatement
@@ -60,8 +63,14 @@ def next_timestamp(chain: ChainState, now: int) -> int:
 
 
 def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) -> list[Transaction]:
-    """The txs (in order) that apply on the tip, checking first the job ``header``
-    names, if any (JobNameError: the caller picks other work).
+    """The txs that apply on the tip, checking first the job ``header`` names, if any
+    (JobNameError: the caller picks other work).
+
+    The pool's order is kept, with one exception: a job transaction (a claim, commit,
+    ...) whose job a JOB_SUBMIT further down the list creates waits, with its sender's
+    later txs, until right after that submit. Miners claim jobs whose submit is still in
+    the pool (docs/MARKET.md, "Delivery before confirmation"), and the pool orders
+    different senders by fee, not by what they depend on.
 
     A job transaction whose market rule fails is still applicable (it is included as
     failed). A tx that does not apply at all (its sender can no longer pay the fee, a
@@ -73,8 +82,18 @@ def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) ->
         check_named_job(chain.state_get, header)
     state = Overlay(chain.state_get)
     clock = BlockClock(header.height, chain.mtp_after(chain.tip), net.difficulty.target_spacing_s)
+    submits = {tx.txid: tx.sender for tx in txs if tx.kind == TxKind.JOB_SUBMIT}
+    waiting: dict[bytes, list[Transaction]] = {}  # job id -> txs held for its submit
+    sender_waits: dict[bytes, bytes] = {}  # sender -> the job id its txs wait for
+    queue = deque(txs)
     kept: list[Transaction] = []
-    for tx in txs:
+    while queue:
+        tx = queue.popleft()
+        needs = sender_waits.get(tx.sender) or _pending_job_needed(state, tx, submits)
+        if needs is not None:
+            sender_waits[tx.sender] = needs
+            waiting.setdefault(needs, []).append(tx)
+            continue
         mark = state.mark()
         try:
             apply_transaction(state, tx, clock, net)
@@ -82,7 +101,30 @@ def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) ->
             state.rollback(mark)
             continue
         kept.append(tx)
-    return kept
+        released = waiting.pop(tx.txid, None) if tx.kind == TxKind.JOB_SUBMIT else None
+        if released:
+            for held in released:
+                sender_waits.pop(held.sender, None)
+            queue.extendleft(reversed(released))
+    return kept  # txs still waiting had a submit that did not apply: they stay pooled
+
+
+def _pending_job_needed(
+    state: Overlay, tx: Transaction, submits: dict[bytes, bytes]
+) -> bytes | None:
+    """The job id ``tx`` acts on, if that job does not exist yet and a submit of
+    another sender in ``submits`` (txid -> sender) creates it; else None. (A sender's
+    own txs keep their nonce order: a claim ahead of its own submit just fails.)"""
+    if tx.kind in (TxKind.TRANSFER, TxKind.JOB_SUBMIT) or not submits:
+        return None
+    try:
+        payload = decode_job_payload(tx.kind, tx.payload)
+    except JobPayloadError:
+        return None
+    job_id = getattr(payload, "job_id", None)
+    if submits.get(job_id, tx.sender) != tx.sender and get_job(state.get, job_id) is None:
+        return job_id
+    return None
 
 
 def build_template(
@@ -131,3 +173,6 @@ class JobRef:
     job_id: bytes
     h_a: bytes
     h_b: bytes
+    # False: the claim is not on chain yet, so the header may not name the job; the
+    # product is mined as the miner's own work (the lottery rides on it all the same).
+    named: bool = True

@@ -421,3 +421,33 @@ def test_insufficient_fee_is_invalid_not_failed(tmp_path: Path) -> None:
     assert chain.db.get_tx_failure(tx.txid).startswith("insufficient-balance")  # type: ignore[union-attr]
     assert Account.from_bytes(chain.state_get(account_key(poor_addr))).balance == rich - FEE
     assert TxKind(tx.kind) is TxKind.JOB_CLAIM
+
+
+def test_claim_and_commit_wait_in_the_template_for_their_pooled_submit(tmp_path: Path) -> None:
+    """Miners claim and commit jobs whose submit is still pooled; the pool orders
+    senders by fee, so the template moves a job tx (and its sender's later txs) after
+    the submit that creates the job, and all three confirm in one block."""
+    chain = new_chain(tmp_path, NET)
+    a, b = operands(*SHAPE)
+    expires = chain.mtp_after(chain.tip) + 500
+    submit = submit_tx(NET, BUYER_KEY, 0, a, b, BOUNTY, expires, url="http://x", fee=FEE)
+    job_id = submit.txid
+    claim = claim_tx(NET, MINER_KEY, 0, job_id, BOND, fee=FEE * 5)  # pays more: first in pool
+    commit = commit_tx(NET, MINER_KEY, 1, job_id, result_root(_exact(a, b)), "http://m",
+                       fee=FEE * 5)  # fmt: skip
+    other = transfer(NET, 2, 0, BUYER, 5)
+    block = mine_block(chain, [claim, commit, other, submit], miner=BUYER)
+    assert [tx.txid for tx in block.txs] == [other.txid, submit.txid, claim.txid, commit.txid]
+    assert chain.process_block(block).accepted
+    assert all(chain.db.get_tx_failure(tx.txid) == "" for tx in block.txs)
+    job = _job(chain, job_id)
+    assert job.status is JobStatus.COMMITTED and job.claimant == MINER
+    # A sender's own claim ahead of its own submit keeps nonce order and fails.
+    chain2 = new_chain(tmp_path / "2", NET)
+    own_claim = claim_tx(NET, BUYER_KEY, 0, submit_tx(NET, BUYER_KEY, 1, a, b, BOUNTY, expires).txid,
+                         BOND)  # fmt: skip
+    own_submit = submit_tx(NET, BUYER_KEY, 1, a, b, BOUNTY, expires)
+    block = mine_block(chain2, [own_claim, own_submit], miner=BUYER)
+    assert [tx.txid for tx in block.txs] == [own_claim.txid, own_submit.txid]
+    assert chain2.process_block(block).accepted
+    assert "job" in (chain2.db.get_tx_failure(own_claim.txid) or "")

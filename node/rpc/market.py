@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from chain.address import encode_address
-from chain.job_payloads import JobCommit, JobPayloadError, decode_job_payload
-from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job
+from chain.job_payloads import JobCommit, JobPayloadError, JobSubmit, decode_job_payload
+from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job, submitted_job
 from chain.txkind import TxKind
 from consensus.difficulty import block_work
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError
@@ -140,38 +140,66 @@ class MarketMethods:
     # --- methods ---------------------------------------------------------------------
 
     def getjob(self, ctx: CallContext, p: JobParams) -> dict[str, Any]:
-        """A compute job by id: status (open, claimed, committed, paid, refunded,
-        reclaimed, expired), buyer, shape, commitments, bounty, claim and result."""
+        """A compute job by id: status (pending, open, claimed, committed, paid,
+        refunded, reclaimed, expired), buyer, shape, commitments, bounty, claim and
+        result, and ``pending_commit`` while the claimant's commit waits in our pool."""
         job_id = bytes.fromhex(p.job_id)
         job = get_job(self.node.chain.state_get, job_id)
+        out: dict[str, Any]
         if job is None:
-            pending = self.node.mempool.get(job_id)
-            if pending is not None:
-                return {"job_id": p.job_id, "status": "pending"}
-            raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
-        out = self.job_info(job_id, job)
+            job = self.pooled_job(job_id)
+            if job is None:
+                raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
+            out = {**self.job_info(job_id, job), "status": "pending"}
+            del out["submitted"]
+        else:
+            out = self.job_info(job_id, job)
         out["mtp"] = self.node.chain.mtp_after(self.node.chain.tip)
-        if job.status == JobStatus.CLAIMED:
-            pending = self.pending_commit(job_id, job.claimant)
+        if job.status in (JobStatus.OPEN, JobStatus.CLAIMED):
+            claimant = job.claimant if job.status == JobStatus.CLAIMED else None
+            pending = self.pending_commit(job_id, claimant)
             if pending is not None:
                 out["pending_commit"] = pending
         return out
 
-    def pending_commit(self, job_id: bytes, claimant: bytes) -> dict[str, str] | None:
-        """The claimant's JOB_COMMIT for the job while it waits in our mempool: a buyer
-        can fetch and check C a block early (C is checked against A and B anyway)."""
+    def pooled_job(self, job_id: bytes) -> Job | None:
+        """The job a JOB_SUBMIT still in our mempool will create (its id is the txid)."""
+        tx = self.node.mempool.get(job_id)
+        if tx is None or tx.kind != TxKind.JOB_SUBMIT:
+            return None
+        try:
+            payload = decode_job_payload(tx.kind, tx.payload)
+        except JobPayloadError:
+            return None
+        assert isinstance(payload, JobSubmit)
+        return submitted_job(tx.sender, tx.amount, payload, 0)
+
+    def pending_commit(self, job_id: bytes, claimant: bytes | None) -> dict[str, str] | None:
+        """A JOB_COMMIT for the job waiting in our mempool, from ``claimant`` (the
+        claim is on chain) or, with None, from a sender whose claim of the job waits
+        there too (miners claim and commit before anything confirms). A buyer fetches
+        and checks C without waiting for blocks: C is checked against A and B anyway."""
         pool = self.node.mempool
+        claimants = set() if claimant is None else {claimant}
+        commits: list[tuple[bytes, bytes, JobCommit]] = []
         for txid in pool.txids():
             tx = pool.get(txid)
-            if tx is None or tx.kind != TxKind.JOB_COMMIT or tx.sender != claimant:
+            if tx is None or tx.kind not in (TxKind.JOB_COMMIT, TxKind.JOB_CLAIM):
+                continue
+            if claimant is None and tx.kind == TxKind.JOB_CLAIM and tx.payload == job_id:
+                claimants.add(tx.sender)
                 continue
             try:
                 commit = decode_job_payload(tx.kind, tx.payload)
             except JobPayloadError:
                 continue
             if isinstance(commit, JobCommit) and commit.job_id == job_id:
+                commits.append((txid, tx.sender, commit))
+        for txid, sender, commit in commits:
+            if sender in claimants:
                 return {
-                    "txid": txid.hex(), "result_root": commit.result_root.hex(),
+                    "txid": txid.hex(), "claimant": encode_address(self.net.hrp, sender),
+                    "result_root": commit.result_root.hex(),
                     "result_url": commit.url.decode(errors="replace"),
                 }  # fmt: skip
         return None
