@@ -4,14 +4,20 @@
 Each miner is a node process pinned to one core (a stand-in for one GPU per miner
 process); the buyer's node does not mine. The baseline is the exact local product the
 buyer would otherwise compute: float32 BLAS on all cores (exact for |entries| <= 64
-and k <= 4096), measured in the same run. Printed (name=value), medians of ``--runs``:
+and k <= 4096), measured right before every timed product (median of 3), so that both
+see the machine as it was. Printed (name=value), medians of ``--runs``:
 
   local_product_s        the baseline
   one_miner_s            submit -> verified C, one job on one miner
   one_miner_ratio        one_miner_s / local_product_s          (goal <= 3)
+  one_miner_all_cores_s  the same with the miner free to use every core, as the
+                         baseline is (its ratio: one_miner_all_cores_ratio)
   three_miners_s         submit -> verified C, the product split into 3 jobs, 3 miners
   three_miners_ratio     three_miners_s / local_product_s
   three_over_one         three_miners_s / one_miner_s           (goal < 1)
+  *_submit_s, *_wait_s, *_fetch_s, *_check_s   where the time went: hashing and
+                         uploading A and B and sending the submits; until every part's
+                         commit is in the buyer's pool; downloading C; Freivalds' check
 
     .venv/bin/python bench/bench_market.py [--shape 512 4096 4096] [--runs 3]
 """
@@ -44,12 +50,14 @@ def local_product(a: np.ndarray, b: np.ndarray) -> float:
     return elapsed
 
 
-def timed_products(miners: int, shape: tuple[int, int, int], runs: int, parts: int) -> list[float]:
+def timed_products(
+    miners: int, shape: tuple[int, int, int], runs: int, parts: int, pin: bool = True
+) -> list[dict[str, float]]:
     m, k, n = shape
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         genesis = write_genesis(root / "genesis.json", 1, BLOCK_WORK, MARKET)
-        buyer, nodes = start_net(root, genesis, miners)
+        buyer, nodes = start_net(root, genesis, miners, pin)
         try:
             for node in nodes:
                 wait("a product", lambda nd=node: nd.call("getmininginfo")["localproducts"] > 0,
@@ -60,19 +68,29 @@ def timed_products(miners: int, shape: tuple[int, int, int], runs: int, parts: i
             for run in range(runs + 1):  # the first run warms the miners up: not counted
                 a = rng.integers(-64, 64, (m, k), dtype=np.int8)
                 b = rng.integers(-64, 64, (k, n), dtype=np.int8)
+                baseline = statistics.median(local_product(a, b) for _ in range(3))
                 t = time.perf_counter()
                 pid = client.submit(a, b, bounty=m * n * k // 100, min_parts=parts,
                                     max_part_multiply_adds=2**40)  # fmt: skip
+                submitted = time.perf_counter()
                 client.wait(pid, timeout=600)
+                delivered = time.perf_counter()
                 res = client.result(pid)
                 elapsed = time.perf_counter() - t
                 if not res.verified:
                     raise RuntimeError(f"product not verified: {res.actions}")
                 exact = a.astype(np.float32) @ b.astype(np.float32)
                 assert np.array_equal(res.c, exact.astype(np.int64))
-                print(f"# {miners} miner(s), run {run}: {elapsed:.2f} s", flush=True)
+                times = {
+                    "local": baseline, "total": elapsed, "submit": submitted - t,
+                    "wait": delivered - submitted,
+                    "fetch": res.timings["transfer_s"], "check": res.timings["check_s"],
+                }  # fmt: skip
+                shown = ", ".join(f"{k} {v:.3f} s" for k, v in times.items())
+                where = "pinned" if pin else "all cores"
+                print(f"# {miners} miner(s), {where}, run {run}: {shown}", flush=True)
                 if run:
-                    out.append(elapsed)
+                    out.append(times)
             return out
         finally:
             for node in [buyer, *nodes]:
@@ -85,17 +103,25 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
     m, k, n = args.shape
-    rng = np.random.default_rng(1)
-    a = rng.integers(-64, 64, (m, k), dtype=np.int8)
-    b = rng.integers(-64, 64, (k, n), dtype=np.int8)
-    local_product(a, b)  # warm-up
-    local = statistics.median(local_product(a, b) for _ in range(5))
-    one = statistics.median(timed_products(1, (m, k, n), args.runs, 1))
-    three = statistics.median(timed_products(3, (m, k, n), args.runs, 3))
+    one_runs = timed_products(1, (m, k, n), args.runs, 1)
+    free_runs = timed_products(1, (m, k, n), args.runs, 1, pin=False)
+    three_runs = timed_products(3, (m, k, n), args.runs, 3)
+    one = statistics.median(r["total"] for r in one_runs)
+    free = statistics.median(r["total"] for r in free_runs)
+    three = statistics.median(r["total"] for r in three_runs)
+    # measured before every product, on the same operands, as the machine was then
+    local = statistics.median(r["local"] for r in [*one_runs, *free_runs, *three_runs])
     print(f"shape={m}x{k}x{n}")
     print(f"local_product_s={local:.3f}")
+    for name, runs in (
+        ("one_miner", one_runs), ("one_miner_all_cores", free_runs), ("three_miners", three_runs)
+    ):
+        for part in ("submit", "wait", "fetch", "check"):
+            print(f"{name}_{part}_s={statistics.median(r[part] for r in runs):.3f}")
     print(f"one_miner_s={one:.2f}")
     print(f"one_miner_ratio={one / local:.2f}")
+    print(f"one_miner_all_cores_s={free:.2f}")
+    print(f"one_miner_all_cores_ratio={free / local:.2f}")
     print(f"three_miners_s={three:.2f}")
     print(f"three_miners_ratio={three / local:.2f}")
     print(f"three_over_one={three / one:.2f}")

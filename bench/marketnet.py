@@ -53,13 +53,16 @@ class Node(Proc):
         return self.client().call(method, *params)
 
 
-def start_net(root: Path, genesis: Path, miners: int) -> tuple[Node, list[Node]]:
+def start_net(
+    root: Path, genesis: Path, miners: int, pin: bool = True
+) -> tuple[Node, list[Node]]:
     """The buyer's node (no mining) and ``miners`` market miners (devnet keys 1..),
-    each connected to the buyer's node, pinned to a core of its own where there is one."""
+    each connected to the buyer's node and, with ``pin``, pinned to a core of its own
+    where there is one (else free to use every core)."""
     buyer = Node(root, "buyer", genesis, core=None)
     nodes = [
         Node(root, f"miner{i}", genesis, "--market-key", str(i), "--connect",
-             f"127.0.0.1:{buyer.p2p}", core=i - 1)
+             f"127.0.0.1:{buyer.p2p}", core=i - 1 if pin else None)
         for i in range(1, miners + 1)
     ]  # fmt: skip
     for node in [buyer, *nodes]:

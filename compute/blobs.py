@@ -42,6 +42,7 @@ DEFAULT_QUOTA = 8 << 30  # bytes of blobs a node keeps
 MAX_BLOB_LINES = 1 << 17  # above any network's m_max / n_max
 MAX_LINE_BYTES = 4 * (1 << 17)  # a row of C at n = 131072, or a line of k_max int8
 FETCH_RANGE_BYTES = 1 << 20  # rows asked per request
+FETCH_PARALLEL = 4  # range requests in flight at once (hides each request's round trip)
 INFO_LIMIT = 4096
 
 
@@ -133,16 +134,24 @@ class BlobStore:
                 continue
         return out
 
-    def put(self, kind: str, matrix: npt.NDArray[np.integer], root: bytes | None = None) -> bytes:
+    def put(
+        self, kind: str, matrix: npt.NDArray[np.integer], root: bytes | None = None,
+        leaves: list[bytes] | None = None,
+    ) -> bytes:  # fmt: skip
         """Store ``matrix`` as a blob of ``kind``; returns its root. If ``root`` is given
-        the matrix must match it (a mismatch is dropped with BlobError)."""
+        the matrix must match it (a mismatch is dropped with BlobError). ``leaves``,
+        with ``root``: the matrix's line leaves, already checked against the root and
+        every line against its leaf (fetch_blob does), so they are not hashed again."""
         mat = np.ascontiguousarray(matrix, dtype=_dtype(kind))
         if mat.ndim != 2 or not 0 < mat.shape[0] <= MAX_BLOB_LINES:
             raise BlobError(f"blob shape {mat.shape} is not allowed")
         if mat.shape[1] * mat.itemsize > MAX_LINE_BYTES:
             raise BlobError("blob lines are too long")
-        leaves = line_leaves(kind, mat)
-        got = merkle_root(leaves, _node_tag(kind))
+        if leaves is not None and root is not None and len(leaves) == mat.shape[0]:
+            got = root
+        else:
+            leaves = line_leaves(kind, mat)
+            got = merkle_root(leaves, _node_tag(kind))
         if root is not None and got != root:
             raise BlobError(f"blob does not match its root {root.hex()}: dropped")
         with self._lock:
@@ -280,9 +289,16 @@ async def fetch_blob(
             break
         if leaves is None:
             raise BlobError(f"no peer served the leaves of {root.hex()}: {report.bad_peers}")
-        for start in range(0, rows, per):
+        limit = asyncio.Semaphore(FETCH_PARALLEL)
+
+        async def fetch_range(start: int) -> None:
+            assert leaves is not None
             count = min(per, rows - start)
             want = count * line_bytes
+            async with limit:
+                await fetch_rows(start, count, want, leaves)
+
+        async def fetch_rows(start: int, count: int, want: int, leaves: list[bytes]) -> None:
             while True:
                 if not peers:
                     raise BlobError(f"no peer left for rows {start}..: {report.bad_peers}")
@@ -308,7 +324,14 @@ async def fetch_blob(
                     drop(peer, f"row {start + bad} does not match its leaf", lied=True)
                     continue
                 view[start * line_bytes : start * line_bytes + want] = body
-                break
+                return
+
+        try:  # the first range no peer can serve cancels the others
+            async with asyncio.TaskGroup() as group:
+                for start in range(0, rows, per):
+                    group.create_task(fetch_range(start))
+        except* BlobError as failed:
+            raise failed.exceptions[0] from None
     if store is not None:
-        store.put(kind, out, root)
+        store.put(kind, out, root, leaves=leaves)
     return out

@@ -24,6 +24,7 @@ announced is reported back and discouraged, one that is just unreachable is forg
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -44,6 +45,7 @@ from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
 from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
+from compute.transpose import transposed
 from consensus.seal import check_shape
 from node.template import JobRef
 
@@ -65,8 +67,8 @@ PRICE_BAND = 1.25  # bounties per multiply-add within this factor rank as equal
 CLAIM_ROUND_S = 0.25
 # A submit reaching our pool triggers a quick round after SETTLE plus a random share of
 # JITTER: a batch's other submits arrive meanwhile, and miners spread their claims.
-QUICK_ROUND_SETTLE_S = 0.02
-QUICK_ROUND_JITTER_S = 0.05
+QUICK_ROUND_SETTLE_S = 0.01
+QUICK_ROUND_JITTER_S = 0.04
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 # A pooled submit is worth claiming only if its job stays open this long after the
 # tip's median time past: time for the submit and the claim to confirm.
@@ -322,14 +324,16 @@ class MarketMiner:
             return True
         job = held.job
         try:
-            a = await self._operand(job.h_a, "a", job.m, job.k, job)
-            bt = await self._operand(job.h_b, "bt", job.n, job.k, job)
+            a, bt = await asyncio.gather(
+                self._operand(job.h_a, "a", job.m, job.k, job),
+                self._operand(job.h_b, "bt", job.n, job.k, job),
+            )
         except BlobError as exc:
             # Our claim stands: its bond is lost unless another source appears in time.
             log.warning("job %s: operands unavailable: %s", job_id.hex()[:16], exc)
             return False
         held.a = np.asarray(a, dtype=np.int8)
-        held.b = np.ascontiguousarray(np.asarray(bt, dtype=np.int8).T)
+        held.b = transposed(np.asarray(bt, dtype=np.int8))
         return True
 
     # --- the mining loop's side -------------------------------------------------------

@@ -26,6 +26,7 @@ from chain.address import address_from_pubkey, encode_address
 from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blobs import BlobError, fetch_blob
+from compute.transpose import transposed
 from consensus.result import RESULT_CHUNK, result_proof
 from wallet.job_txs import claim_tx, commit_tx, reveal_tx
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
@@ -149,7 +150,7 @@ class RemoteMarket:
             self._failed[job_id] = time.monotonic() + RETRY_FAILED_S
             return False
         held.a = np.asarray(a, dtype=np.int8)
-        held.b = np.ascontiguousarray(np.asarray(bt, dtype=np.int8).T)
+        held.b = transposed(np.asarray(bt, dtype=np.int8))
         return True
 
     def next_job(self) -> tuple[str, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:

@@ -444,9 +444,8 @@ def test_claim_and_commit_wait_in_the_template_for_their_pooled_submit(tmp_path:
     assert job.status is JobStatus.COMMITTED and job.claimant == MINER
     # A sender's own claim ahead of its own submit keeps nonce order and fails.
     chain2 = new_chain(tmp_path / "2", NET)
-    own_claim = claim_tx(NET, BUYER_KEY, 0, submit_tx(NET, BUYER_KEY, 1, a, b, BOUNTY, expires).txid,
-                         BOND)  # fmt: skip
     own_submit = submit_tx(NET, BUYER_KEY, 1, a, b, BOUNTY, expires)
+    own_claim = claim_tx(NET, BUYER_KEY, 0, own_submit.txid, BOND)
     block = mine_block(chain2, [own_claim, own_submit], miner=BUYER)
     assert [tx.txid for tx in block.txs] == [own_claim.txid, own_submit.txid]
     assert chain2.process_block(block).accepted

@@ -466,6 +466,20 @@ def test_freivalds() -> None:
     assert not freivalds_check(a, b, c.astype(np.float64))
 
 
+def test_freivalds_float_and_integer_paths_agree() -> None:
+    """Small entries take the BLAS path (sums exact in float), large ones the integer
+    path; both accept the product and reject a one-off entry."""
+    rng = np.random.default_rng(12)
+    for hi in (64, 1 << 22):  # bound * n below 2^53, then above it
+        a = rng.integers(-hi, hi, (24, 70), dtype=np.int64)
+        b = rng.integers(-hi, hi, (70, 30), dtype=np.int64)
+        c = a @ b
+        assert freivalds_check(a, b, c)
+        wrong = c.copy()
+        wrong[5, 7] -= 1
+        assert not freivalds_check(a, b, wrong, trials=24)
+
+
 def test_freivalds_on_engine_output() -> None:
     params = _params(32)
     a, b = _random(32, 128, 32, seed=11)

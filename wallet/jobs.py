@@ -37,6 +37,7 @@ from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blobs import BlobError, blob_root, fetch_blob
 from compute.freivalds import freivalds_check
+from compute.transpose import transposed
 from consensus.result import chunk_count
 from wallet.job_txs import (
     DEFAULT_EXPIRY_S,
@@ -63,7 +64,7 @@ __all__ = ["DEFAULT_EXPIRY_S", "DEFAULT_JOB_FEE", "JobClient", "JobError", "JobR
 
 DONE = ("paid", "committed")  # a part whose C can be collected
 FAILED = ("refunded", "expired", "reclaimed")  # a part that will never deliver
-POLL_S = 0.1  # how often wait() looks at the parts (one getjob each)
+POLL_S = 0.05  # how often wait() looks at the parts (one getjob each)
 MAX_PROBES = 3  # probes of one part before the client reports it as withheld
 
 
@@ -239,14 +240,21 @@ class JobClient:
             raise JobError(str(exc)) from None
         txs = []
         expires = self._mtp() + expiry_s
+        known: dict[tuple[Any, ...], bytes] = {}  # parts share slices of A (or of B)
         for part, part_bounty in zip(plan.parts, plan.bounties, strict=True):
             pa, pb = part.operands(a8, b8)
             roots = []
-            for kind, matrix in (("a", pa), ("bt", np.ascontiguousarray(pb.T))):
-                root = blob_root(kind, matrix)  # the blob of A is stored by hA, of Bᵀ by hB
-                if root not in self._uploaded:
-                    upload_blob(self.blob_url, kind, matrix, self.blob_auth)
-                    self._uploaded.add(root)
+            for kind, where, matrix in (
+                ("a", (part.r0, part.r1, part.k0, part.k1, pa.shape), pa),
+                ("bt", (part.k0, part.k1, part.c0, part.c1, pb.shape), pb),
+            ):
+                root = known.get((kind, where))
+                if root is None:  # the blob of A is stored by hA, of Bᵀ by hB
+                    blob = transposed(matrix) if kind == "bt" else matrix
+                    root = known[kind, where] = blob_root(kind, blob)
+                    if root not in self._uploaded:
+                        upload_blob(self.blob_url, kind, blob, self.blob_auth)
+                        self._uploaded.add(root)
                 roots.append(root)
             txs.append(submit_tx(self.network, signer, self._nonce(), pa, pb, part_bounty,
                                  expires, url=self.blob_url, fee=fee,

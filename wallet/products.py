@@ -5,7 +5,10 @@ network's job rules (consensus/seal.check_shape): rows and columns in blocks of 
 most ``m_max`` / ``n_max`` (multiples of the ticket tile), the inner dimension in
 blocks of at most ``k_max`` (multiples of the noise rank r), each part at most
 ``max_multiply_adds``, and no part larger than the buyer's ``max_part_multiply_adds``
-so that many miners can work on one product at once. Edges are padded with zeros
+so that many miners can work on one product at once. Asked for more parts than that
+(``min_parts``), it cuts the larger operand's free dimension first (B's columns when
+n > m, else A's rows): each part then ships a slice of the larger operand and all of
+the smaller one. Edges are padded with zeros
 (which change no entry of C). C is the sum over inner blocks of each part's product,
 cropped back to m x n.
 
@@ -90,6 +93,9 @@ def plan_parts(
     k_blocks = _blocks(k, k_cap, r)
     kp = max(pouw.k_min, _round_up(max(hi - lo for lo, hi in k_blocks), r))
     col_cap = pouw.n_max - pouw.n_max % tw
+    wanted = max(1, -(-min_parts // len(k_blocks)))
+    if n > m:  # cut B's columns first: every part then ships all of the smaller A
+        col_cap = min(col_cap, max(tw, _round_up(-(-n // wanted), tw)))
     c_blocks = _blocks(n, col_cap, tw)
     npad = _round_up(max(hi - lo for lo, hi in c_blocks), tw)
     budget = min(pouw.max_multiply_adds, max(max_part_multiply_adds, th * kp * npad))

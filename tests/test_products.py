@@ -1,0 +1,39 @@
+"""A buyer's product cut into jobs (wallet/products.py) and put back together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chain.network import load_network
+from wallet.products import PlanError, assemble, plan_parts
+
+POUW = load_network("devnet").pouw
+
+
+@pytest.mark.parametrize(("shape", "cut"), [((64, 256, 300), "cols"), ((300, 256, 64), "rows")])
+def test_more_parts_cut_the_larger_operand_and_reassemble_exactly(
+    shape: tuple[int, int, int], cut: str
+) -> None:
+    m, k, n = shape
+    parts = plan_parts(m, k, n, POUW, 2**40, min_parts=3)
+    assert len(parts) == 3
+    if cut == "cols":  # every part has all of A, a third of B's columns
+        assert all((p.r0, p.r1) == (0, m) for p in parts)
+        assert sorted((p.c0, p.c1) for p in parts)[-1][1] == n
+    else:
+        assert all((p.c0, p.c1) == (0, n) for p in parts)
+    rng = np.random.default_rng(3)
+    a = rng.integers(-64, 64, (m, k), dtype=np.int8)
+    b = rng.integers(-64, 64, (k, n), dtype=np.int8)
+    results = []
+    for p in parts:
+        pa, pb = p.operands(a, b)
+        assert (pa.shape[0], pa.shape[1], pb.shape[1]) == p.shape
+        results.append(pa.astype(np.int64) @ pb.astype(np.int64))
+    assert np.array_equal(assemble(m, n, parts, results), a.astype(np.int64) @ b.astype(np.int64))
+
+
+def test_impossible_plans_are_named() -> None:
+    with pytest.raises(PlanError, match="at least 1"):
+        plan_parts(0, 8, 8, POUW)
