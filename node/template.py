@@ -9,14 +9,13 @@ mining engine then supplies hA and hB through ``statement`` and, if a tile wins,
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, replace
 
 from chain.block import Block
 from chain.chainstate import ChainState
 from chain.header import HEADER_VERSION, NO_JOB, Header
 from chain.job_payloads import JobPayloadError, decode_job_payload
-from chain.jobs import BlockClock, check_named_job, get_job
+from chain.jobs import BlockClock, check_named_job
 from chain.state import Overlay, StateError
 from chain.transition import apply_transaction
 from chain.tx import Transaction, transactions_root
@@ -66,11 +65,14 @@ def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) ->
     """The txs that apply on the tip, checking first the job ``header`` names, if any
     (JobNameError: the caller picks other work).
 
-    The pool's order is kept, with one exception: a job transaction (a claim, commit,
-    ...) whose job a JOB_SUBMIT further down the list creates waits, with its sender's
-    later txs, until right after that submit. Miners claim jobs whose submit is still in
-    the pool (docs/MARKET.md, "Delivery before confirmation"), and the pool orders
-    different senders by fee, not by what they depend on.
+    The pool's order is kept (per sender, nonce order always), except that a job
+    transaction waits, with its sender's later txs, for what it depends on further down
+    the list: the JOB_SUBMIT (of another sender) that creates its job, and for a claim,
+    the claim of the same job with the lowest txid. Miners claim jobs whose submit is
+    still in the pool and may race for one (docs/MARKET.md, "Delivery before
+    confirmation"); the pool orders senders by fee, not by what they depend on, and
+    the lowest txid winning is what lets racing miners agree on who computes. Should
+    these waits form a cycle, the claim order gives way first, then the submit order.
 
     A job transaction whose market rule fails is still applicable (it is included as
     failed). A tx that does not apply at all (its sender can no longer pay the fee, a
@@ -82,49 +84,63 @@ def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) ->
         check_named_job(chain.state_get, header)
     state = Overlay(chain.state_get)
     clock = BlockClock(header.height, chain.mtp_after(chain.tip), net.difficulty.target_spacing_s)
-    submits = {tx.txid: tx.sender for tx in txs if tx.kind == TxKind.JOB_SUBMIT}
-    waiting: dict[bytes, list[Transaction]] = {}  # job id -> txs held for its submit
-    sender_waits: dict[bytes, bytes] = {}  # sender -> the job id its txs wait for
-    queue = deque(txs)
+    waits = _dependencies(txs)
+    pending = list(txs)
+    level = 2  # 2: submits and claim order, 1: submits only, 0: the list as it is
     kept: list[Transaction] = []
-    while queue:
-        tx = queue.popleft()
-        needs = sender_waits.get(tx.sender) or _pending_job_needed(state, tx, submits)
-        if needs is not None:
-            sender_waits[tx.sender] = needs
-            waiting.setdefault(needs, []).append(tx)
+    while pending:
+        unprocessed = {tx.txid for tx in pending}
+        blocked: set[bytes] = set()  # senders whose next tx waits
+        later: list[Transaction] = []
+        for tx in pending:
+            needs = waits.get(tx.txid, ())[: level]
+            if tx.sender in blocked or any(dep in unprocessed for dep in needs if dep):
+                blocked.add(tx.sender)
+                later.append(tx)
+                continue
+            unprocessed.discard(tx.txid)
+            mark = state.mark()
+            try:
+                apply_transaction(state, tx, clock, net)
+            except StateError:
+                state.rollback(mark)
+                continue
+            kept.append(tx)
+        if len(later) == len(pending):
+            level -= 1  # nothing could go: a cycle of waits
+        pending = later
+    return kept
+
+
+def _dependencies(txs: list[Transaction]) -> dict[bytes, tuple[bytes | None, bytes | None]]:
+    """txid -> (the submit that creates its job, if another sender's and in ``txs``;
+    for a claim, the lowest-txid claim of the same job in ``txs``, if not itself)."""
+    submits = {tx.txid: tx.sender for tx in txs if tx.kind == TxKind.JOB_SUBMIT}
+    jobs: dict[bytes, bytes] = {}
+    first_claim: dict[bytes, bytes] = {}
+    for tx in txs:
+        if tx.kind in (TxKind.TRANSFER, TxKind.JOB_SUBMIT):
             continue
-        mark = state.mark()
         try:
-            apply_transaction(state, tx, clock, net)
-        except StateError:
-            state.rollback(mark)
+            payload = decode_job_payload(tx.kind, tx.payload)
+        except JobPayloadError:
             continue
-        kept.append(tx)
-        released = waiting.pop(tx.txid, None) if tx.kind == TxKind.JOB_SUBMIT else None
-        if released:
-            for held in released:
-                sender_waits.pop(held.sender, None)
-            queue.extendleft(reversed(released))
-    return kept  # txs still waiting had a submit that did not apply: they stay pooled
-
-
-def _pending_job_needed(
-    state: Overlay, tx: Transaction, submits: dict[bytes, bytes]
-) -> bytes | None:
-    """The job id ``tx`` acts on, if that job does not exist yet and a submit of
-    another sender in ``submits`` (txid -> sender) creates it; else None. (A sender's
-    own txs keep their nonce order: a claim ahead of its own submit just fails.)"""
-    if tx.kind in (TxKind.TRANSFER, TxKind.JOB_SUBMIT) or not submits:
-        return None
-    try:
-        payload = decode_job_payload(tx.kind, tx.payload)
-    except JobPayloadError:
-        return None
-    job_id = getattr(payload, "job_id", None)
-    if submits.get(job_id, tx.sender) != tx.sender and get_job(state.get, job_id) is None:
-        return job_id
-    return None
+        job_id = getattr(payload, "job_id", None)
+        if job_id is None:
+            continue
+        jobs[tx.txid] = job_id
+        if tx.kind == TxKind.JOB_CLAIM:
+            first_claim[job_id] = min(first_claim.get(job_id, tx.txid), tx.txid)
+    out: dict[bytes, tuple[bytes | None, bytes | None]] = {}
+    for tx in txs:
+        job_id = jobs.get(tx.txid)
+        if job_id is None:
+            continue
+        submit = job_id if submits.get(job_id, tx.sender) != tx.sender else None
+        first = first_claim.get(job_id) if tx.kind == TxKind.JOB_CLAIM else None
+        if submit is not None or (first is not None and first != tx.txid):
+            out[tx.txid] = (submit, first if first != tx.txid else None)
+    return out
 
 
 def build_template(

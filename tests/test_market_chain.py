@@ -450,3 +450,41 @@ def test_claim_and_commit_wait_in_the_template_for_their_pooled_submit(tmp_path:
     assert [tx.txid for tx in block.txs] == [own_claim.txid, own_submit.txid]
     assert chain2.process_block(block).accepted
     assert "job" in (chain2.db.get_tx_failure(own_claim.txid) or "")
+
+
+def test_racing_claims_the_lowest_txid_wins_and_cycles_do_not_stall(tmp_path: Path) -> None:
+    """Miners that race for a pooled job agree on who computes it: the template applies
+    the lowest-txid claim first. Claims that wait on each other in a cycle (two miners,
+    two jobs, opposite nonce orders) still all go into the block."""
+    chain = new_chain(tmp_path, NET)
+    a, b = operands(*SHAPE)
+    expires = chain.mtp_after(chain.tip) + 500
+    s1 = submit_tx(NET, BUYER_KEY, 0, a, b, BOUNTY, expires, fee=FEE)
+    s2 = submit_tx(NET, BUYER_KEY, 1, a, b, BOUNTY + 1, expires, fee=FEE)
+    for fee in range(FEE, FEE + 200):  # fees that make each miner's first claim lose
+        m1 = [claim_tx(NET, MINER_KEY, 0, s1.txid, BOND, fee=fee),
+              claim_tx(NET, MINER_KEY, 1, s2.txid, BOND, fee=fee)]  # fmt: skip
+        o1 = [claim_tx(NET, OTHER_KEY, 0, s2.txid, BOND, fee=fee),
+              claim_tx(NET, OTHER_KEY, 1, s1.txid, BOND, fee=fee)]  # fmt: skip
+        if m1[0].txid > o1[1].txid and o1[0].txid > m1[1].txid:
+            break  # m1[0] waits for o1[1], behind o1[0], which waits for m1[1]: a cycle
+    else:
+        raise AssertionError("no fee gives a cycle")
+    block = mine_block(chain, [*m1, *o1, s1, s2], miner=BUYER)
+    assert len(block.txs) == 6
+    assert chain.process_block(block).accepted
+    for job_id in (s1.txid, s2.txid):  # one claim of each job won, the other failed
+        claims = [tx for tx in (*m1, *o1) if tx.payload == job_id]
+        failures = sorted(chain.db.get_tx_failure(tx.txid) or "" for tx in claims)
+        assert failures[0] == "" and failures[1].startswith("job-bad-status")
+        assert _job(chain, job_id).status is JobStatus.CLAIMED
+    # With no cycle, the claim order alone decides: the lower txid first.
+    chain2 = new_chain(tmp_path / "2", NET)
+    job = s1.txid
+    c1 = claim_tx(NET, MINER_KEY, 0, job, BOND, fee=FEE * 3)
+    c2 = claim_tx(NET, OTHER_KEY, 0, job, BOND, fee=FEE * 2)
+    low, high = sorted((c1, c2), key=lambda tx: tx.txid)
+    block = mine_block(chain2, [high, low, s1], miner=BUYER)
+    assert [tx.txid for tx in block.txs] == [s1.txid, low.txid, high.txid]
+    assert chain2.process_block(block).accepted
+    assert _job(chain2, job).claimant == low.sender
