@@ -13,7 +13,9 @@ from chain.block import Block
 from chain.encoding import Reader
 from chain.header import Header
 from chain.validation import BlockReject, Verdict
+from consensus.difficulty import block_work
 from p2p.lograte import UNLIMITED
+from p2p.lowwork import LowWork
 from p2p.peer import BAN_SCORE, UNREQUESTED_SCORE, Peer
 from p2p.protocol import (
     HEADERS_SOFT_BYTES,
@@ -52,6 +54,7 @@ class BlockSync:
         self.store = HeaderStore(self.chain)
         self.dl = Downloader(self.store, s.block_window, s.inflight_per_peer, s.block_stall)
         self.sync_peer: Peer | None = None
+        self.low_work = LowWork(self)
         # Blocks that came without a known parent: not checked (only their headers can
         # make them wanted), never fetched again by hash.
         self.orphans: OrderedDict[bytes, None] = OrderedDict()
@@ -64,6 +67,9 @@ class BlockSync:
             if self.dl.inflight.get(h, (0, 0))[0] == peer.id:
                 self.dl.requeue(h)
         peer.inflight.clear()
+        if peer.presync is not None:
+            self.low_work.drop(peer)
+            self.store.prune()
         if self.sync_peer is peer:
             self.sync_peer = None
 
@@ -179,6 +185,8 @@ class BlockSync:
     def request_headers(self, peer: Peer, start: bytes | None = None) -> None:
         """getheaders from ``start``, else from our best held header (what an earlier
         peer gave us is kept), then our active chain's locator."""
+        if start is None and peer.presync is not None:
+            return  # a presync asks for its own headers
         if start is None:
             best = self.store.best()
             start = best.hash if best is not None else None
@@ -239,39 +247,38 @@ class BlockSync:
         if not solicited and len(headers) > MAX_UNSOLICITED_HEADERS:
             self.pm.misbehave(peer, BAN_SCORE, f"{len(headers)} unrequested headers")
             return
+        if solicited:
+            self.headers_timeouts = 0
+            if peer.presync is not None:
+                self.low_work.step(peer, headers)
+                self.schedule()
+                return
         if not headers:
             if self.sync_peer is peer:
                 self.sync_peer = None
             self.store.prune()
             self.dl.retarget()
             return
+        new = next((i for i, hd in enumerate(headers) if not self.store.known(hd.hash)), None)
+        if new is not None and self.store.known(headers[new].parent):
+            # The work the headers claim (their targets; a false one fails the checks):
+            # a chain that does not beat our floor is not stored (presync, below).
+            claimed = self.store.work_of(headers[new].parent) or 0
+            claimed += sum(block_work(hd.target) for hd in headers[new:])
+            if claimed <= self.store.floor():
+                self.low_work.headers(peer, headers[new:], solicited)
+                return
         res = self.store.add_chain(headers)
-        if solicited:
-            self.headers_timeouts = 0
         if res.invalid is not None:
             self.pm.misbehave(peer, BAN_SCORE, f"invalid header: {res.invalid}")
             return
         if res.unconnecting:
             peer.unconnecting += 1
-            if peer.unconnecting <= MAX_UNCONNECTING:
+            if peer.unconnecting <= MAX_UNCONNECTING and peer.presync is None:
                 self.request_headers(peer)  # not punished: ask from our locator
             return
         if res.last is not None:
-            work = self.store.work_of(res.last) or 0
-            height = self.store.height_of(res.last) or 0
-            if work > peer.best_work:
-                peer.best_work, peer.best_height = work, height
-            peer.best_height = max(peer.best_height, height)
-            if work > self.store.floor():
-                peer.low_work = 0
-            else:
-                peer.low_work += res.added
-                if peer.low_work > self.settings.max_low_work_headers:
-                    self.store.prune()
-                    self.dl.retarget()
-                    why = f"{peer.low_work} headers of a chain with less work than our tip"
-                    self.pm.misbehave(peer, BAN_SCORE, why)
-                    return
+            self.shown(peer, self.store.work_of(res.last) or 0, self.store.height_of(res.last))
         if res.added:
             self.dl.retarget()
         if solicited and res.last is not None and not res.full and not res.deferred:
@@ -280,6 +287,13 @@ class BlockSync:
             self.sync_peer = None
         self.schedule()
 
+    @staticmethod
+    def shown(peer: Peer, work: int, height: int | None) -> None:
+        """The peer's chain has been shown to reach ``work`` at ``height``."""
+        if work > peer.best_work:
+            peer.best_work = work
+        peer.best_height = max(peer.best_height, height or 0)
+
     def maybe_sync(self) -> None:
         if self.sync_peer is not None and not self.sync_peer.closed:
             return
@@ -287,7 +301,7 @@ class BlockSync:
         floor = max(self.chain.tip.cumulative_work, best.work if best else 0)
         cands = [
             p for p in self.pm.ready_peers()
-            if p.best_work > floor and p.headers_requested is None
+            if p.best_work > floor and p.headers_requested is None and p.presync is None
         ]  # fmt: skip
         if not cands:
             return

@@ -8,12 +8,16 @@ import os
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from p2p.protocol import GetHeaders, Version
 from p2p.ratelimit import Bucket
+
+if TYPE_CHECKING:
+    from p2p.presync import HeadersPresync
 
 BAN_SCORE = 100
 UNREQUESTED_SCORE = 20  # each unrequested block/tx past the peer's allowance
@@ -67,11 +71,13 @@ class P2PSettings:
     # allowance each one scores POLICY_WASTE_SCORE and is not checked.
     tx_waste_burst: float = 200.0
     tx_waste_rate: float = 2.0
-    # Headers one peer may have us hold on a chain that does not beat our tip (a fork
-    # that has not caught up yet). Past it the peer is discouraged and those headers
-    # pruned, so cheap low-work chains cannot fill the header store; an honest fork
-    # deeper than this below our tip cannot be synced (Core's presync answers that).
-    max_low_work_headers: int = 2_000
+    # Headers presync (p2p/presync.py): a chain that does not beat our tip is checked
+    # but not stored; one commitment bit per presync_period headers, and the second
+    # pass holds presync_buffer headers back. After a presync that ended below our
+    # work, that peer's low-work headers are ignored for presync_retry_s.
+    presync_period: int = 64
+    presync_buffer: int = 1536
+    presync_retry_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> P2PSettings:
@@ -127,7 +133,8 @@ class Peer:
     blob_roots: OrderedDict[bytes, str] = field(default_factory=OrderedDict)  # root -> its URL
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     getdata: deque[bytes] = field(default_factory=deque)  # blocks asked, not yet queued
-    low_work: int = 0  # headers held for it on a chain that does not beat our tip
+    presync: HeadersPresync | None = None  # its low-work chain being checked, not stored
+    presync_after: float = 0.0  # monotonic time before which no new presync starts
     waiting_getheaders: GetHeaders | None = None  # over its allowance: served later
     queued_bytes: int = 0
 
