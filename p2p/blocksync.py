@@ -14,10 +14,12 @@ from chain.encoding import Reader
 from chain.header import Header
 from chain.validation import BlockReject, Verdict
 from consensus.difficulty import block_work
+from p2p.headerpace import HEADER_WIRE_BYTES, reply_bytes
 from p2p.lograte import UNLIMITED
 from p2p.lowwork import LowWork
 from p2p.peer import BAN_SCORE, UNREQUESTED_SCORE, Peer
 from p2p.protocol import (
+    HEADERS_BYTES_VERSION,
     HEADERS_SOFT_BYTES,
     MAX_HEADERS,
     MAX_LOCATOR,
@@ -39,9 +41,6 @@ MAX_UNCONNECTING = 10  # unconnecting headers messages answered with a getheader
 PROGRESS_LOG_S = 2.0  # seconds between "sync progress" lines
 MAX_JUDGED_ORPHANS = 20_000  # hashes of blocks seen without a known parent, newest kept
 RESENT_BLOCK_SCORE = 20  # pushing a block already judged (invalid, orphan, stored)
-# Slowest link a headers reply is timed for: 16 KB/s still moves a 4 MiB reply (the
-# responder's cap) in ~4 minutes; a dead peer is caught sooner by the ping timeout.
-MIN_LINK_RATE = 16 * 1024
 
 
 class BlockSync:
@@ -191,8 +190,10 @@ class BlockSync:
             best = self.store.best()
             start = best.hash if best is not None else None
         locator = ([start] if start is not None else []) + self.locator()
+        v = peer.version
+        max_bytes = peer.header_pace.request(v is not None and v.protocol >= HEADERS_BYTES_VERSION)
         peer.headers_requested = time.monotonic()
-        self.pm.send(peer, GetHeaders(tuple(locator[:MAX_LOCATOR]), bytes(32)))
+        self.pm.send(peer, GetHeaders(tuple(locator[:MAX_LOCATOR]), bytes(32), max_bytes))
 
     def locator(self) -> list[bytes]:
         out: list[bytes] = []
@@ -222,7 +223,8 @@ class BlockSync:
                 start = rec.height + 1
                 break
         headers: list[Header] = []
-        size = 0
+        size = 2
+        limit = min(HEADERS_SOFT_BYTES, msg.max_bytes or HEADERS_SOFT_BYTES)
         end = min(self.chain.tip.height, start + allowance - 1)
         for height in range(start, end + 1):
             bh = self.chain.active_hash(height)
@@ -230,8 +232,8 @@ class BlockSync:
             if raw is None:
                 break
             header = Header.read_from(Reader(raw))
-            n = len(header.seal) + 300
-            if headers and size + n > HEADERS_SOFT_BYTES:
+            n = HEADER_WIRE_BYTES + len(header.seal)
+            if headers and size + n > limit:
                 break
             headers.append(header)
             size += n
@@ -241,9 +243,12 @@ class BlockSync:
         self.pm.send(peer, Headers(tuple(headers)))
 
     def on_headers(self, peer: Peer, msg: Headers) -> None:
-        solicited = peer.headers_requested is not None
+        asked = peer.headers_requested
+        solicited = asked is not None
         peer.headers_requested = None
         headers = msg.headers
+        if asked is not None:
+            peer.header_pace.replied(reply_bytes(headers), time.monotonic() - asked)
         if not solicited and len(headers) > MAX_UNSOLICITED_HEADERS:
             self.pm.misbehave(peer, BAN_SCORE, f"{len(headers)} unrequested headers")
             return
@@ -328,9 +333,9 @@ class BlockSync:
     # --- periodic ------------------------------------------------------------------
 
     def headers_deadline(self, peer: Peer) -> float:
-        """Seconds a headers reply may take: the base timeout plus the time the largest
-        reply (HEADERS_SOFT_BYTES) needs at MIN_LINK_RATE, doubled per earlier timeout."""
-        base = self.settings.headers_timeout + HEADERS_SOFT_BYTES / MIN_LINK_RATE
+        """Seconds a headers reply may take: the base timeout plus the bytes asked at
+        the peer's measured rate (p2p/headerpace.py), doubled per earlier timeout."""
+        base = peer.header_pace.timeout(self.settings.headers_timeout)
         return base * 2 ** min(self.headers_timeouts, 4)
 
     def tick(self, now: float) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from p2p.headerpace import HeaderPace
 from p2p.protocol import GetHeaders, Version
 from p2p.ratelimit import Bucket
 
@@ -44,7 +45,9 @@ class P2PSettings:
     handshake_timeout: float = 10.0
     ping_interval: float = 30.0
     ping_timeout: float = 20.0
-    headers_timeout: float = 20.0
+    headers_timeout: float = 20.0  # base; plus the bytes asked at the measured rate
+    headers_reply_s: float = 10.0  # a headers request asks for what the peer moves in this
+    headers_max_bytes: int = 4 * 1024 * 1024  # and never for more than this
     block_stall: float = 5.0
     max_stalls: int = 3  # stalls before a peer is dropped (not discouraged)
     sync_warn_s: float = 60.0  # sync without a new block for this long: WARNING
@@ -145,6 +148,7 @@ class Peer:
         self.blob_bucket = Bucket(s.blobs_burst, s.blobs_rate)
         self.tx_waste = Bucket(s.tx_waste_burst, s.tx_waste_rate)
         self.getheaders_bucket = Bucket(s.getheaders_burst, s.getheaders_rate)
+        self.header_pace = HeaderPace(s.headers_reply_s, s.headers_max_bytes)
 
     @property
     def addr(self) -> str:

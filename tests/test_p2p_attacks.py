@@ -41,6 +41,7 @@ from p2p.protocol import (
     Ping,
     Pong,
     TxMsg,
+    encode,
 )
 from tests.chainutil import Clock, address_of, mine_block, transfer
 from tests.p2putil import (
@@ -169,6 +170,16 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
             await p.send(Headers(batch))
         asked_blocks += _asked([msg], InvType.BLOCK)
     assert served == len(fork) and not set(asked_blocks) & {h.hash for h in fork}
+    await p.close()
+
+    # getheaders with max_bytes (protocol 3): the reply stays within it (2 headers of
+    # ~5.4 KB in 12,000 bytes), but always carries at least one header.
+    p = await peer("127.0.0.44")
+    for max_bytes, want in ((12_000, 2), (1, 1)):
+        await p.send(GetHeaders((ghash,), bytes(32), max_bytes))
+        got = [m for m in await _collect(p, 0.5) if isinstance(m, Headers)]
+        assert [len(m.headers) for m in got] == [want], (max_bytes, got)
+        assert want == 1 or len(encode(got[0])) - 1 <= max_bytes
     await p.close()
 
     # getheaders from genesis again and again (120 headers each): served only within
