@@ -269,7 +269,7 @@ class BlockSync:
             # The work the headers claim (their targets; a false one fails the checks):
             # a chain that does not beat our floor is not stored (presync, below).
             claimed = self.store.work_of(headers[new].parent) or 0
-            claimed += sum(block_work(hd.target) for hd in headers[new:])
+            claimed += sum(block_work(hd.target) for hd in headers[new:] if hd.target)
             if claimed <= self.store.floor():
                 self.low_work.headers(peer, headers[new:], solicited)
                 return

@@ -79,8 +79,8 @@ class LowWork:
         if ps.phase is Phase.DONE:
             self.drop(peer)
             log.info(
-                "header presync with peer %d done: its chain beats ours at height %d "
-                "(%d headers checked); syncing it", peer.id, ps.redo.height, ps.checked,
+                "header presync with peer %d done: its chain beats ours, headers stored to "
+                "height %d (%d checked); syncing it", peer.id, ps.redo.height, ps.checked,
             )  # fmt: skip
             self.sync.request_headers(peer, ps.redo.hash)
             return

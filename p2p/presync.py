@@ -124,11 +124,6 @@ class HeadersPresync:
         self.checked = 0  # headers checked in both passes
         self.buffer: deque[HeaderEntry] = deque()
 
-    @property
-    def memory_bytes(self) -> int:
-        """What this presync holds beyond its fixed fields (commitments + buffer)."""
-        return len(self.bits) + len(self.buffer) * 200
-
     def _bit(self, h: bytes) -> int:
         return hashlib.sha256(self.salt + h).digest()[0] & 1
 

@@ -77,6 +77,7 @@ class HeaderResult:
 
     def __init__(self) -> None:
         self.added = 0
+        self.new: list[bytes] = []  # hashes this call added, in order
         self.last: bytes | None = None
         self.invalid: BlockCheck | None = None
         self.unconnecting = False
@@ -144,7 +145,17 @@ class HeaderStore:
         return self.chain.anchor_time(header.parent)
 
     def add_chain(self, headers: tuple[Header, ...]) -> HeaderResult:
-        """Verify and hold a run of headers, each the child of the one before."""
+        """Verify and hold a run of headers, each the child of the one before; all or
+        nothing when one is invalid (a false claim of work in a later header must not
+        get the low-work headers before it stored)."""
+        res = self._add_chain(headers)
+        if res.invalid is not None:
+            for h in res.new:
+                self.entries.pop(h, None)
+            res.added = 0
+        return res
+
+    def _add_chain(self, headers: tuple[Header, ...]) -> HeaderResult:
         res = HeaderResult()
         if not headers:
             return res
@@ -196,6 +207,7 @@ class HeaderStore:
                 parent_work + block_work(header.target), self._anchor(header),
             )  # fmt: skip
             res.added += 1
+            res.new.append(h)
             res.last = h
         return res
 

@@ -182,3 +182,15 @@ def test_prune_keeps_a_pinned_second_pass_chain(chains: dict[str, Mined]) -> Non
     assert store.prune() == 0 and len(store) == 6  # below the tip, but pinned
     del store.pins[1]
     assert store.prune() == 6 and len(store) == 0
+
+
+def test_store_holds_nothing_of_a_message_with_an_invalid_header(chains: dict[str, Mined]) -> None:
+    # A false claim of work in a message's last header (a tiny target) must not get the
+    # valid low-work headers before it stored.
+    store = HeaderStore(chains["short"].chain)
+    b = chains["b"].headers
+    lie = dataclasses.replace(b[10], target=1)
+    res = store.add_chain((*b[:10], lie))
+    assert res.invalid is not None and res.added == 0 and len(store) == 0
+    res = store.add_chain(tuple(b[:10]))
+    assert res.invalid is None and res.added == 10 and len(store) == 10
