@@ -92,7 +92,8 @@ class BlockSync:
                 return True
         elif self.judged(h):
             peer.learn(h)
-            self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
+            if not peer.excused(h):  # else a late copy of a block asked again: ignored
+                self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
             return False
         elif header.parent in self.chain.index:
             return True
@@ -116,11 +117,13 @@ class BlockSync:
         peer.learn(h)
         requested = h in peer.inflight
         peer.inflight.discard(h)
+        late = not requested and peer.excused(h)  # asked, stalled, maybe asked again
         if not requested:
             if h not in self.store.entries and self.judged(h):
-                self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
+                if not late:
+                    self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
                 return
-            if not peer.unrequested.take():
+            if not late and not peer.unrequested.take():
                 self.pm.misbehave(peer, UNREQUESTED_SCORE, "unrequested block flood")
                 return
         peer.last_block = time.monotonic()
@@ -357,6 +360,7 @@ class BlockSync:
             if slow is None:
                 continue
             slow.inflight.discard(h)
+            slow.stalled(h)
             slow.stalls += 1
             others = [p for p in self.pm.ready_peers() if p is not slow and p.best_height > 0]
             log.info(

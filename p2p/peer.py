@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 BAN_SCORE = 100
 UNREQUESTED_SCORE = 20  # each unrequested block/tx past the peer's allowance
 MAX_KNOWN_INV = 20_000  # hashes remembered per peer as already known to it
+MAX_LATE = 1024  # blocks asked of a peer again after a stall, whose first copy may still come
 
 
 def _env_float(name: str, default: float) -> float:
@@ -136,6 +137,7 @@ class Peer:
     blob_roots: OrderedDict[bytes, str] = field(default_factory=OrderedDict)  # root -> its URL
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     getdata: deque[bytes] = field(default_factory=deque)  # blocks asked, not yet queued
+    late: OrderedDict[bytes, None] = field(default_factory=OrderedDict)  # stalled asks
     presync: HeadersPresync | None = None  # its low-work chain being checked, not stored
     presync_after: float = 0.0  # monotonic time before which no new presync starts
     waiting_getheaders: GetHeaders | None = None  # over its allowance: served later
@@ -153,6 +155,16 @@ class Peer:
     @property
     def addr(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def stalled(self, h: bytes) -> None:
+        """Our request for block ``h`` stalled: a copy that still comes is not unrequested."""
+        self.late[h] = None
+        if len(self.late) > MAX_LATE:
+            self.late.popitem(last=False)
+
+    def excused(self, h: bytes) -> bool:
+        """A block we gave up on (and maybe asked again): consumes one excuse."""
+        return self.late.pop(h, 0) is None
 
     def learn(self, h: bytes) -> None:
         self.known[h] = None
