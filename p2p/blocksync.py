@@ -13,9 +13,13 @@ from chain.block import Block
 from chain.encoding import Reader
 from chain.header import Header
 from chain.validation import BlockReject, Verdict
+from consensus.difficulty import block_work
+from p2p.headerpace import HEADER_WIRE_BYTES, reply_bytes
 from p2p.lograte import UNLIMITED
+from p2p.lowwork import LowWork
 from p2p.peer import BAN_SCORE, UNREQUESTED_SCORE, Peer
 from p2p.protocol import (
+    HEADERS_BYTES_VERSION,
     HEADERS_SOFT_BYTES,
     MAX_HEADERS,
     MAX_LOCATOR,
@@ -37,9 +41,6 @@ MAX_UNCONNECTING = 10  # unconnecting headers messages answered with a getheader
 PROGRESS_LOG_S = 2.0  # seconds between "sync progress" lines
 MAX_JUDGED_ORPHANS = 20_000  # hashes of blocks seen without a known parent, newest kept
 RESENT_BLOCK_SCORE = 20  # pushing a block already judged (invalid, orphan, stored)
-# Slowest link a headers reply is timed for: 16 KB/s still moves a 4 MiB reply (the
-# responder's cap) in ~4 minutes; a dead peer is caught sooner by the ping timeout.
-MIN_LINK_RATE = 16 * 1024
 
 
 class BlockSync:
@@ -52,6 +53,7 @@ class BlockSync:
         self.store = HeaderStore(self.chain)
         self.dl = Downloader(self.store, s.block_window, s.inflight_per_peer, s.block_stall)
         self.sync_peer: Peer | None = None
+        self.low_work = LowWork(self)
         # Blocks that came without a known parent: not checked (only their headers can
         # make them wanted), never fetched again by hash.
         self.orphans: OrderedDict[bytes, None] = OrderedDict()
@@ -64,6 +66,9 @@ class BlockSync:
             if self.dl.inflight.get(h, (0, 0))[0] == peer.id:
                 self.dl.requeue(h)
         peer.inflight.clear()
+        if peer.presync is not None:
+            self.low_work.drop(peer)
+            self.store.prune()
         if self.sync_peer is peer:
             self.sync_peer = None
 
@@ -87,7 +92,8 @@ class BlockSync:
                 return True
         elif self.judged(h):
             peer.learn(h)
-            self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
+            if not peer.excused(h):  # else a late copy of a block asked again: ignored
+                self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
             return False
         elif header.parent in self.chain.index:
             return True
@@ -111,11 +117,13 @@ class BlockSync:
         peer.learn(h)
         requested = h in peer.inflight
         peer.inflight.discard(h)
+        late = not requested and peer.excused(h)  # asked, stalled, maybe asked again
         if not requested:
             if h not in self.store.entries and self.judged(h):
-                self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
+                if not late:
+                    self.pm.misbehave(peer, RESENT_BLOCK_SCORE, "re-sent an already judged block")
                 return
-            if not peer.unrequested.take():
+            if not late and not peer.unrequested.take():
                 self.pm.misbehave(peer, UNREQUESTED_SCORE, "unrequested block flood")
                 return
         peer.last_block = time.monotonic()
@@ -179,12 +187,16 @@ class BlockSync:
     def request_headers(self, peer: Peer, start: bytes | None = None) -> None:
         """getheaders from ``start``, else from our best held header (what an earlier
         peer gave us is kept), then our active chain's locator."""
+        if start is None and peer.presync is not None:
+            return  # a presync asks for its own headers
         if start is None:
             best = self.store.best()
             start = best.hash if best is not None else None
         locator = ([start] if start is not None else []) + self.locator()
+        v = peer.version
+        max_bytes = peer.header_pace.request(v is not None and v.protocol >= HEADERS_BYTES_VERSION)
         peer.headers_requested = time.monotonic()
-        self.pm.send(peer, GetHeaders(tuple(locator[:MAX_LOCATOR]), bytes(32)))
+        self.pm.send(peer, GetHeaders(tuple(locator[:MAX_LOCATOR]), bytes(32), max_bytes))
 
     def locator(self) -> list[bytes]:
         out: list[bytes] = []
@@ -214,7 +226,8 @@ class BlockSync:
                 start = rec.height + 1
                 break
         headers: list[Header] = []
-        size = 0
+        size = 2
+        limit = min(HEADERS_SOFT_BYTES, msg.max_bytes or HEADERS_SOFT_BYTES)
         end = min(self.chain.tip.height, start + allowance - 1)
         for height in range(start, end + 1):
             bh = self.chain.active_hash(height)
@@ -222,8 +235,8 @@ class BlockSync:
             if raw is None:
                 break
             header = Header.read_from(Reader(raw))
-            n = len(header.seal) + 300
-            if headers and size + n > HEADERS_SOFT_BYTES:
+            n = HEADER_WIRE_BYTES + len(header.seal)
+            if headers and size + n > limit:
                 break
             headers.append(header)
             size += n
@@ -233,45 +246,47 @@ class BlockSync:
         self.pm.send(peer, Headers(tuple(headers)))
 
     def on_headers(self, peer: Peer, msg: Headers) -> None:
-        solicited = peer.headers_requested is not None
+        asked = peer.headers_requested
+        solicited = asked is not None
         peer.headers_requested = None
         headers = msg.headers
+        if asked is not None:
+            peer.header_pace.replied(reply_bytes(headers), time.monotonic() - asked)
         if not solicited and len(headers) > MAX_UNSOLICITED_HEADERS:
             self.pm.misbehave(peer, BAN_SCORE, f"{len(headers)} unrequested headers")
             return
+        if solicited:
+            self.headers_timeouts = 0
+            if peer.presync is not None:
+                self.low_work.step(peer, headers)
+                self.schedule()
+                return
         if not headers:
             if self.sync_peer is peer:
                 self.sync_peer = None
             self.store.prune()
             self.dl.retarget()
             return
+        new = next((i for i, hd in enumerate(headers) if not self.store.known(hd.hash)), None)
+        if new is not None and self.store.known(headers[new].parent):
+            # The work the headers claim (their targets; a false one fails the checks):
+            # a chain that does not beat our floor is not stored (presync, below).
+            claimed = self.store.work_of(headers[new].parent) or 0
+            claimed += sum(block_work(hd.target) for hd in headers[new:] if hd.target)
+            if claimed <= self.store.floor():
+                self.low_work.headers(peer, headers[new:], solicited)
+                return
         res = self.store.add_chain(headers)
-        if solicited:
-            self.headers_timeouts = 0
         if res.invalid is not None:
             self.pm.misbehave(peer, BAN_SCORE, f"invalid header: {res.invalid}")
             return
         if res.unconnecting:
             peer.unconnecting += 1
-            if peer.unconnecting <= MAX_UNCONNECTING:
+            if peer.unconnecting <= MAX_UNCONNECTING and peer.presync is None:
                 self.request_headers(peer)  # not punished: ask from our locator
             return
         if res.last is not None:
-            work = self.store.work_of(res.last) or 0
-            height = self.store.height_of(res.last) or 0
-            if work > peer.best_work:
-                peer.best_work, peer.best_height = work, height
-            peer.best_height = max(peer.best_height, height)
-            if work > self.store.floor():
-                peer.low_work = 0
-            else:
-                peer.low_work += res.added
-                if peer.low_work > self.settings.max_low_work_headers:
-                    self.store.prune()
-                    self.dl.retarget()
-                    why = f"{peer.low_work} headers of a chain with less work than our tip"
-                    self.pm.misbehave(peer, BAN_SCORE, why)
-                    return
+            self.shown(peer, self.store.work_of(res.last) or 0, self.store.height_of(res.last))
         if res.added:
             self.dl.retarget()
         if solicited and res.last is not None and not res.full and not res.deferred:
@@ -280,6 +295,13 @@ class BlockSync:
             self.sync_peer = None
         self.schedule()
 
+    @staticmethod
+    def shown(peer: Peer, work: int, height: int | None) -> None:
+        """The peer's chain has been shown to reach ``work`` at ``height``."""
+        if work > peer.best_work:
+            peer.best_work = work
+        peer.best_height = max(peer.best_height, height or 0)
+
     def maybe_sync(self) -> None:
         if self.sync_peer is not None and not self.sync_peer.closed:
             return
@@ -287,7 +309,7 @@ class BlockSync:
         floor = max(self.chain.tip.cumulative_work, best.work if best else 0)
         cands = [
             p for p in self.pm.ready_peers()
-            if p.best_work > floor and p.headers_requested is None
+            if p.best_work > floor and p.headers_requested is None and p.presync is None
         ]  # fmt: skip
         if not cands:
             return
@@ -314,9 +336,9 @@ class BlockSync:
     # --- periodic ------------------------------------------------------------------
 
     def headers_deadline(self, peer: Peer) -> float:
-        """Seconds a headers reply may take: the base timeout plus the time the largest
-        reply (HEADERS_SOFT_BYTES) needs at MIN_LINK_RATE, doubled per earlier timeout."""
-        base = self.settings.headers_timeout + HEADERS_SOFT_BYTES / MIN_LINK_RATE
+        """Seconds a headers reply may take: the base timeout plus the bytes asked at
+        the peer's measured rate (p2p/headerpace.py), doubled per earlier timeout."""
+        base = peer.header_pace.timeout(self.settings.headers_timeout)
         return base * 2 ** min(self.headers_timeouts, 4)
 
     def tick(self, now: float) -> None:
@@ -338,6 +360,7 @@ class BlockSync:
             if slow is None:
                 continue
             slow.inflight.discard(h)
+            slow.stalled(h)
             slow.stalls += 1
             others = [p for p in self.pm.ready_peers() if p is not slow and p.best_height > 0]
             log.info(

@@ -8,16 +8,22 @@ import os
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
+from p2p.headerpace import HeaderPace
 from p2p.protocol import GetHeaders, Version
 from p2p.ratelimit import Bucket
+
+if TYPE_CHECKING:
+    from p2p.presync import HeadersPresync
 
 BAN_SCORE = 100
 UNREQUESTED_SCORE = 20  # each unrequested block/tx past the peer's allowance
 MAX_KNOWN_INV = 20_000  # hashes remembered per peer as already known to it
+MAX_LATE = 1024  # blocks asked of a peer again after a stall, whose first copy may still come
 
 
 def _env_float(name: str, default: float) -> float:
@@ -40,7 +46,9 @@ class P2PSettings:
     handshake_timeout: float = 10.0
     ping_interval: float = 30.0
     ping_timeout: float = 20.0
-    headers_timeout: float = 20.0
+    headers_timeout: float = 20.0  # base; plus the bytes asked at the measured rate
+    headers_reply_s: float = 10.0  # a headers request asks for what the peer moves in this
+    headers_max_bytes: int = 4 * 1024 * 1024  # and never for more than this
     block_stall: float = 5.0
     max_stalls: int = 3  # stalls before a peer is dropped (not discouraged)
     sync_warn_s: float = 60.0  # sync without a new block for this long: WARNING
@@ -67,11 +75,13 @@ class P2PSettings:
     # allowance each one scores POLICY_WASTE_SCORE and is not checked.
     tx_waste_burst: float = 200.0
     tx_waste_rate: float = 2.0
-    # Headers one peer may have us hold on a chain that does not beat our tip (a fork
-    # that has not caught up yet). Past it the peer is discouraged and those headers
-    # pruned, so cheap low-work chains cannot fill the header store; an honest fork
-    # deeper than this below our tip cannot be synced (Core's presync answers that).
-    max_low_work_headers: int = 2_000
+    # Headers presync (p2p/presync.py): a chain that does not beat our tip is checked
+    # but not stored; one commitment bit per presync_period headers, and the second
+    # pass holds presync_buffer headers back. After a presync that ended below our
+    # work, that peer's low-work headers are ignored for presync_retry_s.
+    presync_period: int = 64
+    presync_buffer: int = 1536
+    presync_retry_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> P2PSettings:
@@ -127,7 +137,9 @@ class Peer:
     blob_roots: OrderedDict[bytes, str] = field(default_factory=OrderedDict)  # root -> its URL
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     getdata: deque[bytes] = field(default_factory=deque)  # blocks asked, not yet queued
-    low_work: int = 0  # headers held for it on a chain that does not beat our tip
+    late: OrderedDict[bytes, None] = field(default_factory=OrderedDict)  # stalled asks
+    presync: HeadersPresync | None = None  # its low-work chain being checked, not stored
+    presync_after: float = 0.0  # monotonic time before which no new presync starts
     waiting_getheaders: GetHeaders | None = None  # over its allowance: served later
     queued_bytes: int = 0
 
@@ -138,10 +150,21 @@ class Peer:
         self.blob_bucket = Bucket(s.blobs_burst, s.blobs_rate)
         self.tx_waste = Bucket(s.tx_waste_burst, s.tx_waste_rate)
         self.getheaders_bucket = Bucket(s.getheaders_burst, s.getheaders_rate)
+        self.header_pace = HeaderPace(s.headers_reply_s, s.headers_max_bytes)
 
     @property
     def addr(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def stalled(self, h: bytes) -> None:
+        """Our request for block ``h`` stalled: a copy that still comes is not unrequested."""
+        self.late[h] = None
+        if len(self.late) > MAX_LATE:
+            self.late.popitem(last=False)
+
+    def excused(self, h: bytes) -> bool:
+        """A block we gave up on (and maybe asked again): consumes one excuse."""
+        return self.late.pop(h, 0) is None
 
     def learn(self, h: bytes) -> None:
         self.known[h] = None

@@ -19,8 +19,9 @@ from chain.header import MAX_SEAL_SIZE, PREFIX_SIZE, Header
 from chain.tx import MAX_TX_SIZE, Transaction
 from compute.blobs import MAX_BLOB_LINES, MAX_LINE_BYTES
 
-PROTOCOL_VERSION = 2  # 2: adds `blobs` (sent only to peers that speak 2)
+PROTOCOL_VERSION = 3  # 2: adds `blobs`; 3: getheaders may carry max_bytes
 BLOBS_VERSION = 2  # lowest peer protocol that is sent `blobs`
+HEADERS_BYTES_VERSION = 3  # lowest peer protocol that is sent getheaders' max_bytes
 MIN_PROTOCOL_VERSION = 1
 USER_AGENT = "/pouw:0.1/"
 MAX_USER_AGENT = 64
@@ -68,7 +69,7 @@ MAX_PAYLOAD: dict[MsgType, int] = {
     MsgType.INV: _INV_BYTES,
     MsgType.GETDATA: _INV_BYTES,
     MsgType.NOTFOUND: _INV_BYTES,
-    MsgType.GETHEADERS: 2 + MAX_LOCATOR * 32 + 32,
+    MsgType.GETHEADERS: 2 + MAX_LOCATOR * 32 + 32 + 4,
     # One header may be as large as the seal cap allows; a responder packs more only
     # while the message stays under HEADERS_SOFT_BYTES.
     MsgType.HEADERS: 2 + max(MAX_HEADER_SIZE, HEADERS_SOFT_BYTES + MAX_HEADER_SIZE),
@@ -122,6 +123,7 @@ class NotFound:
 class GetHeaders:
     locator: tuple[bytes, ...]
     stop: bytes  # 32 zero bytes: no stop
+    max_bytes: int = 0  # reply at most this large (at least one header); 0: not sent
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,8 @@ def encode(msg: Message) -> bytes:
         for h in msg.locator:
             w.bytes_n(h, 32)
         w.bytes_n(msg.stop, 32)
+        if msg.max_bytes:
+            w.u32(msg.max_bytes)
     elif isinstance(msg, Headers):
         w.u16(len(msg.headers))
         for header in msg.headers:
@@ -318,7 +322,13 @@ def decode(frame: bytes) -> Message:
     elif t is MsgType.GETHEADERS:
         n = _count(r, MAX_LOCATOR, "locator")
         locator = tuple(r.bytes_n(32, "locator hash") for _ in range(n))
-        msg = GetHeaders(locator, r.bytes_n(32, "stop"))
+        stop = r.bytes_n(32, "stop")
+        max_bytes = 0
+        if r.remaining:  # protocol 3
+            max_bytes = r.u32("max_bytes")
+            if max_bytes == 0:
+                raise DecodeError("getheaders max_bytes 0 (left out means no limit)")
+        msg = GetHeaders(locator, stop, max_bytes)
     elif t is MsgType.HEADERS:
         n = _count(r, MAX_HEADERS, "headers")
         msg = Headers(tuple(Header.read_from(r) for _ in range(n)))

@@ -2,7 +2,8 @@
 
 The work is done by one module per job: p2p/peers.py (connections, eviction,
 misbehaviour), p2p/relay.py (inventory, transactions, recent rejects),
-p2p/blocksync.py with p2p/sync.py (headers and blocks), p2p/addrman.py with
+p2p/blocksync.py with p2p/sync.py (headers and blocks), p2p/lowwork.py with
+p2p/presync.py (headers presync), p2p/headerpace.py (header request sizes), p2p/addrman.py with
 p2p/addrbook.py (addresses), p2p/blobrelay.py (blob announcements). The node is
 reached only through p2p/api.NodeAPI; all chain work happens on the event loop thread
 through ``submit_block`` and ``submit_transaction``. docs/P2P.md documents messages,

@@ -77,6 +77,7 @@ class HeaderResult:
 
     def __init__(self) -> None:
         self.added = 0
+        self.new: list[bytes] = []  # hashes this call added, in order
         self.last: bytes | None = None
         self.invalid: BlockCheck | None = None
         self.unconnecting = False
@@ -90,6 +91,9 @@ class HeaderStore:
         self.clock = clock
         self.entries: dict[bytes, HeaderEntry] = {}
         self.invalid = RecentSet(MAX_INVALID_HELD)
+        # Per peer, the last header a presync's second pass released (p2p/presync.py):
+        # its chain may not beat the tip yet, but prune() keeps it until the pass ends.
+        self.pins: dict[int, bytes] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -111,7 +115,8 @@ class HeaderStore:
         rec = self.chain.index.get(h)
         return rec.height if rec is not None else None
 
-    def _context(self, parent: bytes) -> ParentContext:
+    def context(self, parent: bytes) -> ParentContext:
+        """What the header-context rules need about a known header ``parent``."""
         rec = self.chain.index.get(parent)
         if rec is not None:
             return self.chain.parent_context(rec)
@@ -140,7 +145,17 @@ class HeaderStore:
         return self.chain.anchor_time(header.parent)
 
     def add_chain(self, headers: tuple[Header, ...]) -> HeaderResult:
-        """Verify and hold a run of headers, each the child of the one before."""
+        """Verify and hold a run of headers, each the child of the one before; all or
+        nothing when one is invalid (a false claim of work in a later header must not
+        get the low-work headers before it stored)."""
+        res = self._add_chain(headers)
+        if res.invalid is not None:
+            for h in res.new:
+                self.entries.pop(h, None)
+            res.added = 0
+        return res
+
+    def _add_chain(self, headers: tuple[Header, ...]) -> HeaderResult:
         res = HeaderResult()
         if not headers:
             return res
@@ -174,7 +189,7 @@ class HeaderStore:
                     res.full = True
                     return res
             check = check_header_context(
-                header, network, self._context(header.parent), int(self.clock())
+                header, network, self.context(header.parent), int(self.clock())
             )
             if check.verdict is Verdict.DEFER:
                 res.deferred = True  # a header from the future: not punished, not held
@@ -192,8 +207,24 @@ class HeaderStore:
                 parent_work + block_work(header.target), self._anchor(header),
             )  # fmt: skip
             res.added += 1
+            res.new.append(h)
             res.last = h
         return res
+
+    def add_verified(self, entries: list[HeaderEntry]) -> bool:
+        """Hold entries a presync already checked in full, in chain order; False when one
+        does not connect or the store is full."""
+        for e in entries:
+            if e.hash in self.entries or e.hash in self.chain.index:
+                continue
+            if not self.known(e.parent) or e.parent in self.invalid:
+                return False
+            if len(self.entries) >= MAX_HEADERS_HELD:
+                self.prune()
+                if len(self.entries) >= MAX_HEADERS_HELD:
+                    return False
+            self.entries[e.hash] = e
+        return True
 
     def best(self) -> HeaderEntry | None:
         return max(self.entries.values(), key=lambda e: e.work, default=None)
@@ -223,11 +254,13 @@ class HeaderStore:
         return max(self.chain.tip.cumulative_work, MIN_CHAIN_WORK.get(self.chain.network.name, 0))
 
     def prune(self) -> int:
-        """Drop held headers that cannot beat the tip (no held descendant does either)."""
+        """Drop held headers that cannot beat the tip (no held descendant does either),
+        except the chains a presync is releasing (``pins``)."""
         floor = self.floor()
         keep: set[bytes] = set()
+        pinned = set(self.pins.values())
         for e in self.entries.values():
-            if e.work > floor and e.hash not in keep:
+            if (e.work > floor or e.hash in pinned) and e.hash not in keep:
                 cur: bytes | None = e.hash
                 while cur is not None and cur in self.entries and cur not in keep:
                     keep.add(cur)

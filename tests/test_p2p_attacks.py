@@ -41,6 +41,7 @@ from p2p.protocol import (
     Ping,
     Pong,
     TxMsg,
+    encode,
 )
 from tests.chainutil import Clock, address_of, mine_block, transfer
 from tests.p2putil import (
@@ -58,7 +59,6 @@ FORK = 60  # a low-work fork from genesis (the target has BLOCKS)
 ATTACK_ENV = {
     "POUW_P2P_UPGRADE_TIMEOUT": "1",
     "POUW_P2P_MAX_INBOUND": "12",
-    "POUW_P2P_MAX_LOW_WORK_HEADERS": "50",
 }
 
 
@@ -141,15 +141,45 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     assert await p.closed_by_node()
     await p.close()
 
-    # A low-work header chain (valid seals, forking from genesis), pushed 8 at a time:
-    # held up to the per-peer allowance (50 here), then the peer is discouraged.
+    # Low-work headers (valid seals, forking from genesis) pushed again and again: never
+    # stored nor checked; past the unrequested allowance (20, then 1/s) each message
+    # scores 20, so the pusher is discouraged.
     p = await peer("127.0.0.41")
-    for i in range(0, len(fork), 8):
+    for _ in range(30):
         try:
-            await p.send(Headers(tuple(fork[i : i + 8])))
+            await p.send(Headers(tuple(fork[:8])))
         except ConnectionError:
             break
     assert await p.closed_by_node()
+    await p.close()
+
+    # The same chain served as replies by a peer claiming more work than ours: checked
+    # in presync, never stored, and once it says "nothing more" below the work it
+    # claimed, discouraged.
+    p = WirePeer(port, network, ghash, "127.0.0.43")
+    await p.connect()
+    await p.handshake(best_height=10_000, best_work=2**200)
+    served, asked_blocks = 0, []
+    while True:
+        msg = await p.recv(10.0)
+        if msg is None:
+            break
+        if isinstance(msg, GetHeaders):
+            batch = tuple(fork[served : served + 25])
+            served += len(batch)
+            await p.send(Headers(batch))
+        asked_blocks += _asked([msg], InvType.BLOCK)
+    assert served == len(fork) and not set(asked_blocks) & {h.hash for h in fork}
+    await p.close()
+
+    # getheaders with max_bytes (protocol 3): the reply stays within it (2 headers of
+    # ~5.4 KB in 12,000 bytes), but always carries at least one header.
+    p = await peer("127.0.0.44")
+    for max_bytes, want in ((12_000, 2), (1, 1)):
+        await p.send(GetHeaders((ghash,), bytes(32), max_bytes))
+        got = [m for m in await _collect(p, 0.5) if isinstance(m, Headers)]
+        assert [len(m.headers) for m in got] == [want], (max_bytes, got)
+        assert want == 1 or len(encode(got[0])) - 1 <= max_bytes
     await p.close()
 
     # getheaders from genesis again and again (120 headers each): served only within
@@ -407,7 +437,12 @@ def _run(tmp_path: Path, procs: list[NodeProc], mine: bool) -> None:
         ("127.0.0.35", "duplicate version"),
         ("127.0.0.36", "malformed message"),
         ("127.0.0.37", "malformed message"),
-        ("127.0.0.41", "headers of a chain with less work than our tip"),
+        ("127.0.0.41", "unrequested low-work headers"),
+        (
+            "127.0.0.43",
+            f"header chain with less work than it claimed ({FORK} headers checked "
+            f"to height {FORK}, none stored)",
+        ),
     ):
         assert f"discouraging {ip} " in log and why in log, (ip, why)
     assert "discouraging 127.0.0.1 " not in log and "oversized" not in log

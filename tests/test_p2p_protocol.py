@@ -31,6 +31,7 @@ from p2p.protocol import (
         Ping(5),
         Inv(((InvType.BLOCK, b"\x01" * 32), (InvType.TX, b"\x02" * 32))),
         GetHeaders((b"\x03" * 32,), bytes(32)),
+        GetHeaders((b"\x03" * 32,), bytes(32), 300_000),
         Addr((("127.0.0.1", 29333, 1_700_000_000),)),
     ],
 )
@@ -52,5 +53,10 @@ def test_caps_are_checked_before_decoding() -> None:
     with pytest.raises(DecodeError, match="unknown message type"):
         decode(b"\xfe")
     with pytest.raises(DecodeError, match="trailing"):
+        decode(encode(GetHeaders((), bytes(32), 5)) + b"\x00")
+    with pytest.raises(DecodeError):  # max_bytes is a u32: 1 to 3 bytes are truncated
         decode(encode(GetHeaders((), bytes(32))) + b"\x00")
+    with pytest.raises(DecodeError, match="max_bytes 0"):  # one encoding per value
+        decode(encode(GetHeaders((), bytes(32))) + bytes(4))
+    assert len(encode(GetHeaders((), bytes(32), 1))) == len(encode(GetHeaders((), bytes(32)))) + 4
     assert MAX_PAYLOAD[MsgType.VERACK] == 0
