@@ -55,7 +55,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=180.0, help="how long demand is kept up")
     p.add_argument("--miners", type=int, default=3)
     p.add_argument("--shape", type=int, nargs=3, default=[256, 1024, 256], metavar=("M", "K", "N"))
-    p.add_argument("--block-ratio", type=int, default=120, help="block work over job work")
+    p.add_argument("--block-ratio", type=int, default=160, help="block work over job work")
     p.add_argument("--spacing", type=int, default=10, help="target seconds between blocks")
     args = p.parse_args()
     m, k, n = args.shape
@@ -84,9 +84,7 @@ def main() -> int:
             backlog = 4 * args.block_ratio
             while time.monotonic() < t_end:
                 info = buyer.call("getmarketinfo")
-                account = buyer.call("getaccount", client.address)
-                pooled = account["pending_nonce"] - account["nonce"]  # our submits on the way
-                waiting = info["jobs"]["open"] + pooled
+                waiting = info["claimable"]  # on chain or pooled, and no claim goes for it
                 if waiting < backlog // 2:
                     for _ in range(min(100, backlog - waiting)):
                         submitted.append(client.submit(a, b, bounty=bounty))

@@ -57,8 +57,9 @@ CLAIM_AHEAD = 2  # jobs in hand at least: one computing, the next one's operands
 # holds enough to stay busy until its next claim round: about this many seconds at its
 # measured rate. Holding more would take jobs that idle miners could start right away
 # (a product split into parts is then computed by several miners in parallel).
-WORK_AHEAD_S = 0.25
+WORK_AHEAD_S = 1.0
 MAX_HELD = 256  # jobs in hand at most (each a claim transaction and a bond)
+MAX_RESULTS = 65536  # roots of computed C remembered (32 bytes each, oldest dropped)
 # Claims go out in small rounds, each skipping the jobs that claims already in our pool
 # (other miners', relayed within milliseconds) go for: miners that all claimed a
 # block's worth at once on a new tip would mostly race each other for the same jobs.
@@ -162,6 +163,9 @@ class MarketMiner:
         self.rate = 0.0  # our multiply-adds per second (the mining loop keeps it current)
         self._failed: dict[bytes, float] = {}
         self._computed: set[bytes] = set()
+        # job id -> the root of the C we computed (in the blob store): a job we lost
+        # and that opens again is claimed and committed with it, never computed again
+        self._results: dict[bytes, bytes] = {}
         self._open_cache: tuple[bytes, list[tuple[bytes, Job]]] | None = None
         # txid -> (its job, when we first saw it): decoded once
         self._pooled_submits: dict[bytes, tuple[Job | None, float]] = {}
@@ -270,11 +274,17 @@ class MarketMiner:
         candidates = self.candidates()
         self._more_open = len(candidates) > ahead - count
         for job_id, job in candidates[:CLAIM_BATCH]:
+            root = self._results.get(job_id)
+            if root is not None:  # computed once already: claim and commit that C
+                done = Held(job, time.monotonic(), b"", computed=True, result_root=root)
+                if self._claim_again(job_id, done, job):
+                    self.held[job_id] = done
+                continue
             if count >= MAX_HELD or (
                 count >= ahead and (quick or work >= self._wanted_work())
             ):  # fmt: skip
                 break
-            if count and self._pooled_submits.get(job_id, (None, 0.0))[1] > fresh_until:
+            if not quick and self._pooled_submits.get(job_id, (None, 0.0))[1] > fresh_until:
                 continue  # just arrived: idle miners' quick rounds have it first
             tx = self._claim_tx(job_id, job)
             if not self._send(tx, f"claim of {job_id.hex()[:16]}"):
@@ -429,6 +439,9 @@ class MarketMiner:
         from wallet.job_txs import commit_tx
 
         root = self.store.put("c", c)
+        self._results[job_id] = root
+        while len(self._results) > MAX_RESULTS:
+            self._results.pop(next(iter(self._results)))
         held = self.held.get(job_id)
         if held is not None:
             held.result_root = root
@@ -473,7 +486,8 @@ class MarketMiner:
     def _claim_again(self, job_id: bytes, held: Held, job: Job) -> bool:
         """Our claim failed (in a block before the job's submit, or behind another
         claim that then lapsed) but the job is open again and we hold its C: claim it
-        again and commit the same root."""
+        again and commit the same root. Also for a job we computed, lost, and see open
+        again (``_claim_more``)."""
         from wallet.job_txs import commit_tx
 
         assert held.result_root is not None

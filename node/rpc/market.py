@@ -174,6 +174,24 @@ class MarketMethods:
         assert isinstance(payload, JobSubmit)
         return submitted_job(tx.sender, tx.amount, payload, 0)
 
+    def pool_jobs(self) -> tuple[dict[bytes, Job], set[bytes]]:
+        """Our mempool's market view: the jobs its submits will create, by id, and the
+        ids of jobs that a claim in it goes for."""
+        pool = self.node.mempool
+        submits: dict[bytes, Job] = {}
+        claimed: set[bytes] = set()
+        for txid in pool.txids():
+            tx = pool.get(txid)
+            if tx is None:
+                continue
+            if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
+                claimed.add(tx.payload)
+            elif tx.kind == TxKind.JOB_SUBMIT:
+                job = self.pooled_job(txid)
+                if job is not None:
+                    submits[txid] = job
+        return submits, claimed
+
     def pending_commit(self, job_id: bytes, claimant: bytes | None) -> dict[str, str] | None:
         """A JOB_COMMIT for the job waiting in our mempool, from ``claimant`` (the
         claim is on chain) or, with None, from a sender whose claim of the job waits
@@ -226,13 +244,18 @@ class MarketMethods:
         recs = list(itertools.islice(chain.ancestors(chain.tip.hash), RATE_BLOCKS + 1))
         since = recs[-1].height
         span = max(1, recs[0].timestamp - recs[-1].timestamp)
-        counts = dict.fromkeys(STATUS_NAMES, 0)
+        counts = dict.fromkeys(("pending", *STATUS_NAMES), 0)
         demand = bounty = busy = delivered = 0
         open_rates: list[float] = []
         paid_rates: list[float] = []
-        for _, job in self.all_jobs():
+        pooled, claimed = self.pool_jobs()
+        counts["pending"] = len(pooled)
+        claimable = [job for jid, job in pooled.items() if jid not in claimed]
+        for jid, job in self.all_jobs():
             counts[job.status.name.lower()] += 1
             if job.status == JobStatus.OPEN:
+                if jid not in claimed:
+                    claimable.append(job)
                 demand += job.multiply_adds
                 bounty += job.bounty
                 open_rates.append(job.bounty / job.multiply_adds)
@@ -248,6 +271,8 @@ class MarketMethods:
         return {
             "jobs": counts,
             "open_demand_multiply_adds": demand,
+            "claimable": len(claimable),
+            "claimable_multiply_adds": sum(job.multiply_adds for job in claimable),
             "open_bounty": bounty,
             "in_progress_multiply_adds": busy,
             "going_bounty_per_multiply_add": statistics.median(rates) if rates else 0.0,
