@@ -1,0 +1,171 @@
+"""Numba side of the int8 (AVX-512 VNNI) transcript: packing and the block driver.
+
+compute/vnni.py compiles the micro-kernel; these kernels lay the noisy operands out
+for it once per product and walk a block of C' through it. Layouts (see vnni.py):
+
+* A' by strips of MR rows, B' + 128 by strips of NR columns; inside a strip, one
+  r-step after the other, each ``qps`` = ceil(r / 4) quads of 4 k values, a quad
+  holding the strip's MR (or NR) columns-of-the-source x 4 bytes. A step whose r is
+  not a multiple of 4 is padded with zero bytes of A' (they add nothing).
+* ``corr``: per strip of A', per step, MR int32: 128 * the running sum of each row of
+  A' up to the end of that step.
+
+A block of C' (``rows x cols``, padded up to whole micro-tiles) keeps its raw int32
+accumulators and its fold states in contiguous scratch; the driver runs the
+micro-kernel over a few r-steps at a time (``chunk_steps``) for every micro-tile, so
+that the B' micro-panel of a chunk stays in L1 while the rows of the block pass by.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+FLAG_INIT = 1
+FLAG_FOLD = 2
+FLAG_FINAL = 4
+B_OFFSET = 128
+
+MODE_PRODUCT = 0
+MODE_FOLD = 1
+MODE_STEPS = 2
+
+
+@nb.njit(nogil=True, cache=True, boundscheck=False)
+def build_packed_panel(
+    src, table, plus, minus, s_plus, s_minus, is_b, out, acc, corr, r, strip, p0, p1
+):  # fmt: skip
+    """Columns p0..p1-1 of the noisy operand (p0 a multiple of ``strip``), packed into
+    ``out`` (uint32 words: one word = the 4 bytes of one column in one quad).
+
+    noisy[c, j] = src[c, j] + table[plus[c], j] - table[minus[c], j]; for A (is_b
+    False: src = A^T, table = E_AL^T) it is stored as a signed byte and its running
+    row sums go to ``corr``, and acc[s_plus[c]] += clean, acc[s_minus[c]] -= clean
+    (acc = (A . E_BL)^T); for B (src = B, table = E_BR) noisy + 128 is stored and
+    the noisy entry is scattered (acc = E_AR . B').
+    """
+    k = src.shape[0]
+    steps = k // r
+    qps = (r + 3) // 4
+    strip_words = steps * qps * strip
+    w = p1 - p0
+    running = np.zeros(w, np.int64)
+    tmp = np.zeros((4, w), np.uint32)
+    offset = B_OFFSET if is_b else 0
+    for s in range(steps):
+        for q in range(qps):
+            for kk in range(4):
+                cr = q * 4 + kk
+                t = tmp[kk]
+                if cr >= r:
+                    t[:] = 0
+                    continue
+                c = s * r + cr
+                row = src[c, p0:p1]
+                tp = table[plus[c], p0:p1]
+                tm = table[minus[c], p0:p1]
+                ap = acc[s_plus[c], p0:p1]
+                am = acc[s_minus[c], p0:p1]
+                if is_b:
+                    for jj in range(w):
+                        noisy = np.int32(row[jj]) + np.int32(tp[jj]) - np.int32(tm[jj])
+                        t[jj] = np.uint32((noisy + offset) & 0xFF)
+                        ap[jj] += noisy
+                        am[jj] -= noisy
+                else:
+                    for jj in range(w):
+                        clean = np.int32(row[jj])
+                        noisy = clean + np.int32(tp[jj]) - np.int32(tm[jj])
+                        t[jj] = np.uint32(noisy & 0xFF)
+                        ap[jj] += clean
+                        am[jj] -= clean
+                        running[jj] += noisy
+            t0, t1, t2, t3 = tmp[0], tmp[1], tmp[2], tmp[3]
+            for st0 in range(p0, p1, strip):
+                o = (st0 // strip) * strip_words + (s * qps + q) * strip
+                lo = st0 - p0
+                for jl in range(min(strip, p1 - st0)):
+                    jj = lo + jl
+                    out[o + jl] = t0[jj] | (t1[jj] << 8) | (t2[jj] << 16) | (t3[jj] << 24)
+        if not is_b:
+            for st0 in range(p0, p1, strip):
+                o = ((st0 // strip) * steps + s) * strip
+                lo = st0 - p0
+                for jl in range(min(strip, p1 - st0)):
+                    corr[o + jl] = np.int32(B_OFFSET * running[lo + jl])
+
+
+@nb.njit(nogil=True, cache=True)
+def transcript_block(
+    tile, a_pack, b_pack, corr, i0, j0, rows, cols, steps, qps, mr, nr, chunk_steps, acc,
+    state, flag, keep, mode,
+):  # fmt: skip
+    """C' of the block at (i0, j0) (``rows x cols``; i0 a multiple of mr, j0 of nr)
+    into ``acc`` (exact int32) with its fold states in ``state``; both are scratch of
+    at least rows, cols rounded up to mr, nr. Returns 1 (folded to the end), 0
+    (product only) or -1 (stop requested and the product not wanted)."""
+    ld = acc.shape[1]
+    a_strip = steps * qps * 4 * mr
+    b_strip = steps * qps * 4 * nr
+    pa0 = a_pack.ctypes.data
+    pb0 = b_pack.ctypes.data
+    pc0 = corr.ctypes.data
+    pacc = acc.ctypes.data
+    pst = state.ctypes.data
+    folding = mode == MODE_FOLD
+    fold_flag = FLAG_FOLD if mode == MODE_FOLD else 0
+    for s0 in range(0, steps, chunk_steps):
+        if flag[0] != 0:
+            if not keep:
+                return -1
+            folding = False
+            fold_flag = 0
+        ns = min(chunk_steps, steps - s0)
+        flags = fold_flag
+        if s0 == 0:
+            flags |= FLAG_INIT
+        if s0 + ns == steps:
+            flags |= FLAG_FINAL
+        for jb in range(0, cols, nr):
+            pb = pb0 + ((j0 + jb) // nr) * b_strip + s0 * qps * 4 * nr
+            for ib in range(0, rows, mr):
+                strip = (i0 + ib) // mr
+                pa = pa0 + strip * a_strip + s0 * qps * 4 * mr
+                pc = pc0 + ((strip * steps + s0) * mr) * 4
+                off = (ib * ld + jb) * 4
+                tile(pa, pb, pc, pacc + off, ld, pst + off, ld, ns, qps, flags)
+    return 1 if folding else 0
+
+
+@nb.njit(nogil=True, cache=True, boundscheck=False)
+def remove_block(sgemm, left_t, right, chunks, i0, j0, buf, acc, out):
+    """out[block] = acc - left[rows] . right[:, cols], one exact float32 sgemm per
+    inner chunk (``left_t`` is left^T, 2r x m); ``acc`` the block's exact C'."""
+    m = left_t.shape[1]
+    n = right.shape[1]
+    bm, bn = buf.shape
+    pl = left_t.ctypes.data
+    pr = right.ctypes.data
+    pc = buf.ctypes.data
+    for ci in range(chunks.shape[0] - 1):
+        p0 = chunks[ci]
+        p1 = chunks[ci + 1]
+        sgemm(
+            101, 112, 111, bm, bn, p1 - p0, np.float32(1.0),
+            pl + 4 * (p0 * m + i0), m,
+            pr + 4 * (p0 * n + j0), n,
+            np.float32(0.0), pc, bn,
+        )  # fmt: skip
+        for i in range(bm):
+            bf = buf[i]
+            ac = out[i0 + i, j0 : j0 + bn]
+            if ci == 0:
+                src = acc[i]
+                for j in range(bn):
+                    ac[j] = src[j] - np.int32(bf[j])
+            else:
+                for j in range(bn):
+                    ac[j] -= np.int32(bf[j])
+    if chunks.shape[0] == 1:
+        for i in range(bm):
+            out[i0 + i, j0 : j0 + bn] = acc[i, :bn]

@@ -1,0 +1,77 @@
+"""The int8 (AVX-512 VNNI) path of the CPU engine: its micro-kernel and packing.
+
+The engine's outputs on this path are held to the reference by
+tests/test_numpy_engine.py (every engine there runs it where the CPU has VNNI); these
+check the pieces on their own, and skip where the CPU lacks the instruction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compute import int8_kernels, vnni
+from compute.numpy_engine import NumpyEngine
+
+VNNI = vnni.find_vnni()
+needs_vnni = pytest.mark.skipif(VNNI is None, reason="no AVX-512 VNNI on this CPU")
+
+
+def test_kernel_ir_is_built_for_any_tile_shape() -> None:
+    for mr, nv in ((1, 1), (8, 2), (4, 3)):
+        ir = vnni.kernel_ir(mr, nv)
+        assert ir.count("@llvm.x86.avx512.vpdpbusd.512(") == mr * nv + 1  # + declare
+
+
+@pytest.mark.parametrize(("r", "k", "cols", "strip", "lo", "hi"), [
+    (8, 32, 40, 8, 0, 40), (2, 10, 24, 8, 8, 24), (32, 64, 64, 32, 32, 64), (4, 8, 5, 8, 0, 5),
+])  # fmt: skip
+@pytest.mark.parametrize("is_b", [False, True], ids=["A", "B"])
+def test_packed_panel_layout(r: int, k: int, cols: int, strip: int, lo: int, hi: int, is_b: bool):
+    rng = np.random.default_rng(r + k + cols)
+    src = rng.integers(-64, 64, (k, cols), dtype=np.int8)
+    table = rng.integers(-32, 32, (r, cols), dtype=np.int8)
+    plus = rng.integers(0, r, k).astype(np.int32)
+    minus = ((plus + 1) % r).astype(np.int32)
+    s_plus, s_minus = plus[::-1].copy(), minus[::-1].copy()
+    strips, steps, qps = -(-cols // strip), k // r, (r + 3) // 4
+    out = np.zeros(strips * steps * qps * strip, np.uint32)
+    corr = np.zeros(strips * steps * strip, np.int32)
+    acc = np.zeros((r, cols), np.int32)
+    int8_kernels.build_packed_panel(
+        src, table, plus, minus, s_plus, s_minus, is_b, out, acc, corr, r, strip, lo, hi
+    )
+    noisy = src.astype(np.int64) + table[plus].astype(np.int64) - table[minus].astype(np.int64)
+    expect = vnni.pack_reference(
+        np.where(np.arange(cols) >= lo, noisy, 0), strip, r, vnni.B_OFFSET if is_b else 0
+    )
+    got = out.view(np.uint8)
+    first = lo // strip * steps * qps * strip * 4  # the strips this call wrote
+    if is_b:  # columns outside [lo, hi) of a written strip keep their zero bytes
+        expect = np.where(vnni.pack_reference(np.ones((k, cols)), strip, r, 0) != 0, expect, 0)
+        mask = vnni.pack_reference((np.arange(cols) >= lo)[None, :].repeat(k, 0), strip, r, 0)
+        expect = np.where(mask != 0, expect, 0)
+    assert np.array_equal(got[first:], expect[first:])
+    scattered = noisy if is_b else src.astype(np.int64)
+    want = np.zeros((r, cols), np.int64)
+    np.add.at(want, s_plus, scattered)
+    np.add.at(want, s_minus, -scattered)
+    assert np.array_equal(acc[:, lo:hi], want[:, lo:hi])
+    if not is_b:
+        sums = np.cumsum(noisy.reshape(steps, r, cols).sum(axis=1), axis=0) * vnni.B_OFFSET
+        padded = np.zeros((steps, strips * strip), np.int64)
+        padded[:, :cols] = sums
+        want_corr = padded.reshape(steps, strips, strip).transpose(1, 0, 2).ravel()
+        assert np.array_equal(corr[first // 4 // qps :], want_corr[first // 4 // qps :])
+
+
+@needs_vnni
+def test_engine_uses_int8_path_where_available() -> None:
+    assert NumpyEngine().vnni is not None
+    assert NumpyEngine(use_vnni=False).vnni is None
+    assert NumpyEngine(use_blas=False).vnni is None
+
+
+@needs_vnni
+def test_kernel_self_test_passes() -> None:
+    assert VNNI is not None and vnni._self_test(VNNI)
