@@ -49,50 +49,55 @@ def build_packed_panel(
     qps = (r + 3) // 4
     strip_words = steps * qps * strip
     w = p1 - p0
-    running = np.zeros(w, np.int64)
-    tmp = np.zeros((4, w), np.uint32)
+    running = np.zeros(w, np.int32)  # |row sum of A'| <= 127 * k < 2^31
+    quad = np.zeros((4, w), np.uint8)  # the 4 k of one quad, one row each
     offset = B_OFFSET if is_b else 0
     for s in range(steps):
         for q in range(qps):
-            for kk in range(4):
-                cr = q * 4 + kk
-                t = tmp[kk]
-                if cr >= r:
-                    t[:] = 0
-                    continue
-                c = s * r + cr
+            if q * 4 + 4 > r:
+                quad[:] = 0
+            for kk in range(min(4, r - q * 4)):
+                c = s * r + q * 4 + kk
                 row = src[c, p0:p1]
                 tp = table[plus[c], p0:p1]
                 tm = table[minus[c], p0:p1]
                 ap = acc[s_plus[c], p0:p1]
                 am = acc[s_minus[c], p0:p1]
+                t = quad[kk]
                 if is_b:
                     for jj in range(w):
                         noisy = np.int32(row[jj]) + np.int32(tp[jj]) - np.int32(tm[jj])
-                        t[jj] = np.uint32((noisy + offset) & 0xFF)
+                        t[jj] = np.uint8((noisy + offset) & 0xFF)
                         ap[jj] += noisy
                         am[jj] -= noisy
                 else:
                     for jj in range(w):
                         clean = np.int32(row[jj])
                         noisy = clean + np.int32(tp[jj]) - np.int32(tm[jj])
-                        t[jj] = np.uint32(noisy & 0xFF)
+                        t[jj] = np.uint8(noisy & 0xFF)
                         ap[jj] += clean
                         am[jj] -= clean
                         running[jj] += noisy
-            t0, t1, t2, t3 = tmp[0], tmp[1], tmp[2], tmp[3]
-            for st0 in range(p0, p1, strip):
-                o = (st0 // strip) * strip_words + (s * qps + q) * strip
-                lo = st0 - p0
-                for jl in range(min(strip, p1 - st0)):
+            # interleave the quad's 4 rows into words, strip by strip
+            base = (p0 // strip) * strip_words + (s * qps + q) * strip
+            t0, t1, t2, t3 = quad[0], quad[1], quad[2], quad[3]
+            for lo in range(0, w, strip):
+                o = out[base : base + min(strip, w - lo)]
+                for jl in range(o.shape[0]):
                     jj = lo + jl
-                    out[o + jl] = t0[jj] | (t1[jj] << 8) | (t2[jj] << 16) | (t3[jj] << 24)
+                    o[jl] = (
+                        np.uint32(t0[jj])
+                        | (np.uint32(t1[jj]) << 8)
+                        | (np.uint32(t2[jj]) << 16)
+                        | (np.uint32(t3[jj]) << 24)
+                    )
+                base += strip_words
         if not is_b:
-            for st0 in range(p0, p1, strip):
-                o = ((st0 // strip) * steps + s) * strip
-                lo = st0 - p0
-                for jl in range(min(strip, p1 - st0)):
+            o = ((p0 // strip) * steps + s) * strip
+            for lo in range(0, w, strip):
+                for jl in range(min(strip, w - lo)):
                     corr[o + jl] = np.int32(B_OFFSET * running[lo + jl])
+                o += steps * strip
 
 
 @nb.njit(nogil=True, cache=True)
