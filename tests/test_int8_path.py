@@ -12,6 +12,7 @@ import pytest
 
 from compute import int8_kernels, vnni
 from compute.numpy_engine import NumpyEngine
+from consensus.params import MAX_K
 
 VNNI = vnni.find_vnni()
 needs_vnni = pytest.mark.skipif(VNNI is None, reason="no AVX-512 VNNI on this CPU")
@@ -75,3 +76,38 @@ def test_engine_uses_int8_path_where_available() -> None:
 @needs_vnni
 def test_kernel_self_test_passes() -> None:
     assert VNNI is not None and vnni._self_test(VNNI)
+
+
+@needs_vnni
+@pytest.mark.parametrize(("a_value", "b_value"), [(-127, 126), (-127, -127), (126, 126)])
+def test_kernel_wraps_exactly_at_the_largest_k(a_value: int, b_value: int) -> None:
+    """Raw accumulators (true + 128 * row sum of A') leave int32 at k = MAX_K; their
+    wrapping arithmetic still gives the exact C' and fold states."""
+    assert VNNI is not None
+    mr, nr, r, k = VNNI.mr, VNNI.nr, 1024, MAX_K
+    steps, qps = k // r, r // 4
+    a = np.full((mr, k), a_value, np.int64)
+    a[:, ::3] = -a_value  # mixed signs, so the steps differ
+    b = np.full((k, nr), b_value, np.int64)
+    a_pack = vnni.pack_reference(a.T, mr, r, 0)
+    b_pack = vnni.pack_reference(b, nr, r, vnni.B_OFFSET)
+    corr = np.empty((steps, mr), np.int64)
+    for s in range(steps):
+        corr[s] = vnni.B_OFFSET * a[:, : (s + 1) * r].sum(axis=1)
+    corr32 = corr.astype(np.int32)
+    acc = np.zeros((mr, nr), np.int32)
+    state = np.zeros((mr, nr), np.uint32)
+    VNNI.tile(
+        a_pack.ctypes.data, b_pack.ctypes.data, corr32.ctypes.data, acc.ctypes.data, nr,
+        state.ctypes.data, nr, steps, qps, vnni.FLAG_INIT | vnni.FLAG_FOLD | vnni.FLAG_FINAL,
+    )  # fmt: skip
+    expect = np.zeros((mr, nr), np.uint32)
+    part = np.zeros((mr, nr), np.int64)
+    for s in range(steps):
+        part += a[:, s * r : (s + 1) * r] @ b[s * r : (s + 1) * r]
+        assert np.abs(part).max() < 2**31
+        expect = ((expect << np.uint32(1)) | (expect >> np.uint32(31))) ^ (
+            part & 0xFFFFFFFF
+        ).astype(np.uint32)
+    assert np.array_equal(acc, part)
+    assert np.array_equal(state, expect)
