@@ -1,4 +1,5 @@
-"""The CPU mining engine: float32 BLAS for the products, Numba for everything per-entry.
+"""The CPU mining engine: int8 dot products (AVX-512 VNNI) or float32 BLAS for the
+products, Numba for everything per-entry.
 
 Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that). One
 ``mine`` call, with one worker thread per core:
@@ -9,26 +10,38 @@ Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that)
 2. noise: seeds from the template's statement; the dense lines of E_AL and E_BR in
    bulk (multi-lane SHAKE-256, equal to consensus.noise.dense_noise_lines); the
    sparse patterns (consensus.noise.sparse_pattern). Then A'^T = A^T + E_A^T and
-   B' = B + E_B as int8, in column panels (one r-step of a panel is one contiguous
-   run), together with the sparse halves of noise removal, X = A . E_BL and
-   Y = E_AR . B' (exact int32, O(mk + kn)).
-3. transcript: C' in blocks of ``block_rows x block_cols`` (512 x 256: accumulator,
-   state and sgemm buffer, 1.5 MiB, stay in the 2 MiB L2), each worker taking the
-   next block. Per r-step: single-threaded sgemm (float32, beta = 1, so up to 8
-   steps at r = 128 accumulate in the float32 buffer, exact below 2^24), then one
-   Numba pass over the block that adds base + buffer and folds it,
-   ``state = rotl32(state, 1) ^ uint32(acc)``, while converting the next step's int8
-   slices to the float32 sgemm operands. A finished block's tiles are hashed
-   (multi-lane SHA-256) and its noise removed: acc -= [X | E_AL] . [E_BR ; Y], float32
-   sgemm in inner chunks whose bound sum(max|left| * max|right|) stays <= 2^24, so
-   exact whatever the data (float64 when no float32 chunk can be exact).
+   B' = B + E_B as int8, written once in the layout the product reads, together with
+   the sparse halves of noise removal, X = A . E_BL and Y = E_AR . B' (exact int32,
+   O(mk + kn)).
+3. transcript: C' in blocks of ``block_rows x block_cols``, each worker taking the
+   next block, every r-step folded, ``state = rotl32(state, 1) ^ uint32(acc)``.
+
+   * int8 path (where the CPU has AVX-512 VNNI; compute/vnni.py and
+     compute/int8_kernels.py; blocks 256 x 256): A' and B' + 128 are packed by
+     micro-tile strips, one r-step after the other, in step 2. An LLVM micro-kernel
+     keeps an 8 x 32 tile of C' in registers as exact int32 over a few r-steps at a
+     time and folds it in registers after each step; no conversion, no packing, no
+     float group limit inside the product.
+   * sgemm path (everywhere else; blocks 512 x 256: accumulator, state and sgemm
+     buffer, 1.5 MiB, stay in the 2 MiB L2): A'^T and B' as int8 column panels (one
+     r-step of a panel is one contiguous run). Per r-step: single-threaded sgemm
+     (float32, beta = 1, so up to 8 steps at r = 128 accumulate in the float32
+     buffer, exact below 2^24), then one Numba pass over the block that adds base +
+     buffer and folds it, while converting the next step's int8 slices to the
+     float32 sgemm operands.
+
+   A finished block's tiles are hashed (multi-lane SHA-256) and its noise removed
+   (compute/removal.py): C = C' - [X | E_AL] . [E_BR ; Y], float32 sgemm in inner
+   chunks whose bound sum(max|left| * max|right|) stays <= 2^24, so exact whatever
+   the data (float64 when no float32 chunk can be exact).
 4. winners: digest < target * h * w * k; seals from consensus.pouw.make_seal.
 
 ``stop`` is polled by the calling thread while the workers run and checked by them
-between r-steps; with ``keep_product_on_stop`` the rest of C is finished without the
-fold and returned without seals.
+between r-steps (between micro-kernel calls, a few steps, on the int8 path); with
+``keep_product_on_stop`` the rest of C is finished without the fold and returned
+without seals.
 
-Without a directly callable OpenBLAS sgemm (compute/blas.py) the same plan runs with
+Without a directly callable OpenBLAS sgemm (compute/blas.py) the sgemm plan runs with
 ``np.matmul(..., out=)`` per r-step from a single worker (BLAS then uses its own
 threads). bench/bench_pouw.py measures the overhead against the plain product.
 """
@@ -48,6 +61,7 @@ import numpy.typing as npt
 
 from compute import fasthash, int8_kernels, kernels
 from compute.blas import Blas, find_blas, single_threaded
+from compute.cpu_transcript import Operands, run_transcript
 from compute.engine import MiningOutput, MiningStats, WorkTemplate
 from compute.removal import (  # noqa: F401 - re-exported
     FLOAT32_EXACT,
@@ -59,7 +73,6 @@ from compute.removal import (  # noqa: F401 - re-exported
 )
 from compute.vnni import Vnni, find_vnni
 from consensus.commitments import ENTRY_MAX, ENTRY_MIN
-from consensus.hashing import TAG_TICKET
 from consensus.noise import (
     LABEL_A_LEFT,
     LABEL_A_PATTERN,
@@ -74,7 +87,6 @@ from consensus.transcript import win_threshold
 
 log = logging.getLogger("pouw.compute")
 
-CHUNK_K = 512  # k per micro-kernel call on the int8 path: its B' micro-panel stays in L1
 STOP_POLL_S = 0.005  # how often the calling thread looks at ``stop`` while workers run
 
 Int8Matrix = npt.NDArray[np.int8]
@@ -404,98 +416,14 @@ class NumpyEngine:
         bm: int,
         bn: int,
     ) -> tuple[bool, dict[str, float]]:
-        m, n = product.shape
-        r, h, w = params.noise_rank, params.tile_rows, params.tile_cols
-        a_pan, b_pan, digests = ws.a_pan, ws.b_pan, ws.digests
-        blocks = [(i, j) for i in range(0, m, bm) for j in range(0, n, bn)]
-        next_block = [0]
-        lock = threading.Lock()
-        group = kernels.steps_per_group(r)
-        sigma_words = np.frombuffer(sigma_a, dtype=">u4").astype(np.uint32)
-        midstate = fasthash.tag_midstate(TAG_TICKET)
-        tiles_per_row = n // w
-        blas = self.blas
-        fast_removal = blas is not None and plan.dtype is np.float32
-        all_folded = [True]
-        times = {"gemm_fold": 0.0, "tickets": 0.0, "removal": 0.0}
-        mode = self.transcript_mode
-        vnni = self.vnni
-        k = ws.a_t.shape[0]
-        steps, qps = k // r, (r + 3) // 4
-        chunk_steps = max(1, CHUNK_K // r)
-
-        def worker(_: int) -> None:
-            scratch: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
-            hash_buf, msg = kernels.new_hash_scratch(h, w)
-            local = {"gemm_fold": 0.0, "tickets": 0.0, "removal": 0.0}
-            while True:
-                with lock:
-                    if next_block[0] >= len(blocks):
-                        break
-                    i0, j0 = blocks[next_block[0]]
-                    next_block[0] += 1
-                rows, cols = min(bm, m - i0), min(bn, n - j0)
-                if (rows, cols) not in scratch:
-                    scratch[rows, cols] = _scratch(rows, cols, r, vnni)
-                buf, state, a_f32, b_f32 = scratch[rows, cols]
-                block_mode = mode if flag[0] == 0 else kernels.MODE_PRODUCT
-                t = time.perf_counter()
-                if vnni is not None:
-                    acc = a_f32
-                    status = int8_kernels.transcript_block(
-                        vnni.tile, a_pan, b_pan, ws.corr, i0, j0, rows, cols, steps, qps,
-                        vnni.mr, vnni.nr, chunk_steps, acc, state, flag, keep, block_mode,
-                    )  # fmt: skip
-                elif blas is not None:
-                    status = kernels.transcript_block(
-                        blas.sgemm, a_pan, b_pan, i0, j0, r, group, buf, product, state, a_f32,
-                        b_f32, flag, keep, block_mode,
-                    )  # fmt: skip
-                else:
-                    status = _transcript_block_numpy(
-                        a_pan, b_pan, i0, j0, r, buf, product, state, a_f32, b_f32, flag, keep,
-                        block_mode,
-                    )  # fmt: skip
-                t2 = time.perf_counter()
-                local["gemm_fold"] += t2 - t
-                if status < 0:
-                    all_folded[0] = False
-                    break
-                if status == 1:
-                    kernels.hash_tiles(
-                        state[:rows, :cols], i0, j0, h, w, tiles_per_row, sigma_words, midstate,
-                        digests, hash_buf, msg,
-                    )  # fmt: skip
-                else:
-                    all_folded[0] = False
-                t3 = time.perf_counter()
-                local["tickets"] += t3 - t2
-                if vnni is not None and fast_removal:
-                    assert blas is not None
-                    int8_kernels.remove_block(
-                        blas.sgemm, plan.left_t, plan.right, plan.chunks, i0, j0, buf, a_f32,
-                        product,
-                    )  # fmt: skip
-                elif vnni is not None:
-                    product[i0 : i0 + rows, j0 : j0 + cols] = a_f32[:rows, :cols]
-                    remove_block_numpy(plan, i0, j0, product[i0 : i0 + rows, j0 : j0 + cols])
-                elif fast_removal:
-                    assert blas is not None
-                    kernels.remove_block(
-                        blas.sgemm, plan.left_t, plan.right, plan.chunks, i0, j0, buf, product
-                    )
-                else:
-                    remove_block_numpy(plan, i0, j0, product[i0 : i0 + rows, j0 : j0 + cols])
-                local["removal"] += time.perf_counter() - t3
-            with lock:
-                for key, value in local.items():
-                    times[key] += value
-
-        with single_threaded(blas):
-            self._workers.run_polling(worker, stop, flag)
-        workers = self._workers.count
-        parts = {key: value / workers for key, value in times.items()}
-        return all_folded[0], parts
+        operands = Operands(ws.a_pan, ws.b_pan, ws.corr, ws.a_t.shape[0])
+        with single_threaded(self.blas):
+            return run_transcript(
+                params, operands, plan, sigma_a, product, ws.digests, flag, keep, bm, bn,
+                self.blas, self.vnni, self.transcript_mode,
+                lambda worker: self._workers.run_polling(worker, stop, flag),
+                self._workers.count,
+            )  # fmt: skip
 
     @staticmethod
     def _winners(work: WorkStatement, params: PouwParams, digests: np.ndarray) -> np.ndarray:
@@ -537,49 +465,6 @@ class NumpyEngine:
             )  # fmt: skip
             for t in winners
         ]
-
-
-def _transcript_block_numpy(
-    a_pan, b_pan, i0, j0, r, buf, out, state, a_f32, b_f32, flag, keep, mode
-) -> int:  # fmt: skip
-    """The transcript of one block with np.matmul (no direct sgemm): a fresh product per
-    r-step, added and folded by one Numba pass."""
-    rows, cols = buf.shape
-    k = a_pan.shape[0] // out.shape[0]
-    acc = out[i0 : i0 + rows, j0 : j0 + cols]
-    acc[:] = 0
-    state[:] = 0
-    folding = mode == kernels.MODE_FOLD
-    a0, b0 = i0 * k, j0 * k
-    for step in range(k // r):
-        if flag[0]:
-            if not keep:
-                return -1
-            folding = False
-        a_f32.ravel()[:] = a_pan[a0 + step * r * rows : a0 + (step + 1) * r * rows]
-        b_f32.ravel()[:] = b_pan[b0 + step * r * cols : b0 + (step + 1) * r * cols]
-        np.matmul(a_f32.T, b_f32, out=buf)
-        if folding:
-            kernels.fold_step(buf, acc, state)
-        else:
-            kernels.add_into(acc, buf, 1)
-    return 1 if folding else 0
-
-
-def _scratch(rows: int, cols: int, r: int, vnni: Vnni | None) -> tuple[np.ndarray, ...]:
-    """Per-block scratch of one worker: (sgemm buffer, fold state, then the two float32
-    r-step operands on the sgemm path, or the int32 accumulators and nothing on the
-    int8 path, where state and accumulators cover whole micro-tiles)."""
-    buf = np.empty((rows, cols), np.float32)
-    if vnni is None:
-        return (
-            buf,  # sgemm output (a group's sum)
-            np.empty((rows, cols), np.uint32),  # fold state
-            np.empty((r, rows), np.float32),  # one r-step of A'^T
-            np.empty((r, cols), np.float32),  # one r-step of B'
-        )
-    padded = (-(-rows // vnni.mr) * vnni.mr, -(-cols // vnni.nr) * vnni.nr)
-    return buf, np.empty(padded, np.uint32), np.empty(padded, np.int32), buf
 
 
 class _Clock:
