@@ -3,8 +3,9 @@
 compute/vnni.py compiles the micro-kernel; these kernels lay the noisy operands out
 for it once per product and walk a block of C' through it. Layouts (see vnni.py):
 
-* A' by strips of MR rows, B' + 128 by strips of NR columns; inside a strip, one
-  r-step after the other, each ``qps`` = ceil(r / 4) quads of 4 k values, a quad
+* A' by strips of MR rows, B' + 128 by strips of NR columns, one r-step after the
+  other (all strips of a step together, so that packing writes one compact region
+  per step); a strip's step is ``qps`` = ceil(r / 4) quads of 4 k values, a quad
   holding the strip's MR (or NR) columns-of-the-source x 4 bytes. A step whose r is
   not a multiple of 4 is padded with zero bytes of A' (they add nothing).
 * ``corr``: per strip of A', per step, MR int32: 128 * the running sum of each row of
@@ -47,51 +48,54 @@ def build_packed_panel(
     k = src.shape[0]
     steps = k // r
     qps = (r + 3) // 4
-    strip_words = steps * qps * strip
+    step_words = out.shape[0] // steps  # one r-step of every strip of the operand
     w = p1 - p0
     running = np.zeros(w, np.int32)  # |row sum of A'| <= 127 * k < 2^31
     quad = np.zeros((4, w), np.uint8)  # the 4 k of one quad, one row each
-    offset = B_OFFSET if is_b else 0
+    words = np.empty(w, np.uint32)
+    offset = np.uint8(B_OFFSET if is_b else 0)
     for s in range(steps):
         for q in range(qps):
             if q * 4 + 4 > r:
                 quad[:] = 0
             for kk in range(min(4, r - q * 4)):
                 c = s * r + q * 4 + kk
-                row = src[c, p0:p1]
-                tp = table[plus[c], p0:p1]
-                tm = table[minus[c], p0:p1]
+                row = src[c, p0:p1].view(np.uint8)
+                tp = table[plus[c], p0:p1].view(np.uint8)
+                tm = table[minus[c], p0:p1].view(np.uint8)
+                t = quad[kk]
+                # bytes wrap: the noisy entry fits in [-127, 126], so its byte is exact
+                for jj in range(w):
+                    t[jj] = row[jj] + tp[jj] - tm[jj] + offset
                 ap = acc[s_plus[c], p0:p1]
                 am = acc[s_minus[c], p0:p1]
-                t = quad[kk]
                 if is_b:
                     for jj in range(w):
-                        noisy = np.int32(row[jj]) + np.int32(tp[jj]) - np.int32(tm[jj])
-                        t[jj] = np.uint8((noisy + offset) & 0xFF)
-                        ap[jj] += noisy
-                        am[jj] -= noisy
+                        v = np.int32(np.int8(t[jj] - offset))
+                        ap[jj] += v
+                        am[jj] -= v
                 else:
+                    clean = src[c, p0:p1]
                     for jj in range(w):
-                        clean = np.int32(row[jj])
-                        noisy = clean + np.int32(tp[jj]) - np.int32(tm[jj])
-                        t[jj] = np.uint8(noisy & 0xFF)
-                        ap[jj] += clean
-                        am[jj] -= clean
-                        running[jj] += noisy
-            # interleave the quad's 4 rows into words, strip by strip
-            base = (p0 // strip) * strip_words + (s * qps + q) * strip
+                        v = np.int32(clean[jj])
+                        ap[jj] += v
+                        am[jj] -= v
+                    for jj in range(w):
+                        running[jj] += np.int32(np.int8(t[jj]))
+            # interleave the quad's 4 rows into words, then copy them strip by strip
             t0, t1, t2, t3 = quad[0], quad[1], quad[2], quad[3]
+            for jj in range(w):
+                words[jj] = (
+                    np.uint32(t0[jj])
+                    | (np.uint32(t1[jj]) << 8)
+                    | (np.uint32(t2[jj]) << 16)
+                    | (np.uint32(t3[jj]) << 24)
+                )
+            base = s * step_words + (p0 // strip) * qps * strip + q * strip
             for lo in range(0, w, strip):
-                o = out[base : base + min(strip, w - lo)]
-                for jl in range(o.shape[0]):
-                    jj = lo + jl
-                    o[jl] = (
-                        np.uint32(t0[jj])
-                        | (np.uint32(t1[jj]) << 8)
-                        | (np.uint32(t2[jj]) << 16)
-                        | (np.uint32(t3[jj]) << 24)
-                    )
-                base += strip_words
+                for jl in range(min(strip, w - lo)):
+                    out[base + jl] = words[lo + jl]
+                base += qps * strip
         if not is_b:
             o = ((p0 // strip) * steps + s) * strip
             for lo in range(0, w, strip):
@@ -110,8 +114,8 @@ def transcript_block(
     at least rows, cols rounded up to mr, nr. Returns 1 (folded to the end), 0
     (product only) or -1 (stop requested and the product not wanted)."""
     ld = acc.shape[1]
-    a_strip = steps * qps * 4 * mr
-    b_strip = steps * qps * 4 * nr
+    a_step = a_pack.shape[0] * 4 // steps  # bytes of one r-step of all of A' (or B')
+    b_step = b_pack.shape[0] * 4 // steps
     pa0 = a_pack.ctypes.data
     pb0 = b_pack.ctypes.data
     pc0 = corr.ctypes.data
@@ -132,13 +136,13 @@ def transcript_block(
         if s0 + ns == steps:
             flags |= FLAG_FINAL
         for jb in range(0, cols, nr):
-            pb = pb0 + ((j0 + jb) // nr) * b_strip + s0 * qps * 4 * nr
+            pb = pb0 + ((j0 + jb) // nr) * qps * 4 * nr + s0 * b_step
             for ib in range(0, rows, mr):
                 strip = (i0 + ib) // mr
-                pa = pa0 + strip * a_strip + s0 * qps * 4 * mr
+                pa = pa0 + strip * qps * 4 * mr + s0 * a_step
                 pc = pc0 + ((strip * steps + s0) * mr) * 4
                 off = (ib * ld + jb) * 4
-                tile(pa, pb, pc, pacc + off, ld, pst + off, ld, ns, qps, flags)
+                tile(pa, a_step, pb, b_step, pc, pacc + off, ld, pst + off, ld, ns, qps, flags)
     return 1 if folding else 0
 
 

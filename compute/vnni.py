@@ -12,9 +12,10 @@ the self-test fails) ``find_vnni`` returns None and the engine stays on sgemm.
 The micro-kernel updates an ``MR x NR`` tile of C' (MR rows of A', NR = 16 * NV
 columns of B') over ``steps`` r-steps, each ``qps`` = ceil(r / 4) groups of four k:
 
-* ``a``: A' packed by strips of MR rows: per quad, MR rows x 4 bytes (signed int8).
+* ``a``: A' packed by strips of MR rows: per quad, MR rows x 4 bytes (signed int8);
+  the step's quads are contiguous, the next step ``a_step`` bytes further.
 * ``b``: B' + 128 packed by strips of NR columns: per quad, NR columns x 4 bytes
-  (unsigned: ``vpdpbusd`` multiplies unsigned by signed bytes).
+  (unsigned: ``vpdpbusd`` multiplies unsigned by signed bytes); steps ``b_step`` apart.
 * ``corr``: per step, MR int32: 128 * (sum of A' row up to the end of that step), so
   raw - corr is the exact partial sum (the +128 on B' adds 128 * sum of A' row).
 * ``acc``: the raw int32 accumulators (row-major, ``ldacc``), ``state``: the fold
@@ -47,11 +48,13 @@ B_OFFSET = 128  # B' + 128 is in [1, 254]: an unsigned byte
 NAME = "pouw_vnni_tile"
 REQUIRED = ("+avx512f", "+avx512bw", "+avx512vnni")
 
-# ctypes signature: a, b, corr, acc, ldacc, state, ldst, steps, qps, flags
+# ctypes signature: a, a_step, b, b_step, corr, acc, ldacc, state, ldst, steps, qps, flags
 _PROTO = ctypes.CFUNCTYPE(
     None,
     ctypes.c_void_p,
+    ctypes.c_int64,
     ctypes.c_void_p,
+    ctypes.c_int64,
     ctypes.c_void_p,
     ctypes.c_void_p,
     ctypes.c_int64,
@@ -80,7 +83,8 @@ def kernel_ir(mr: int, nv: int) -> str:
     emit(f"declare {v16} @llvm.x86.avx512.vpdpbusd.512({v16}, {v16}, {v16})")
     emit(f"declare {v16} @llvm.fshl.v16i32({v16}, {v16}, {v16})")
     emit(
-        f"define void @{NAME}(ptr noalias %a, ptr noalias %b, ptr noalias %corr, "
+        f"define void @{NAME}(ptr noalias %a, i64 %astep, ptr noalias %b, i64 %bstep, "
+        "ptr noalias %corr, "
         "ptr noalias %acc, i64 %ldacc, ptr noalias %state, i64 %ldst, i64 %steps, "
         "i64 %qps, i64 %flags) {"
     )
@@ -91,8 +95,6 @@ def kernel_ir(mr: int, nv: int) -> str:
     emit("  %fold = icmp ne i64 %ffold, 0")
     emit("  %ffinal = and i64 %flags, 4")
     emit("  %final = icmp ne i64 %ffinal, 0")
-    emit(f"  %astep = mul i64 %qps, {mr * 4}")
-    emit(f"  %bstep = mul i64 %qps, {nv * 64}")
     for i, v in regs:
         emit(f"  %ro{i}_{v} = mul i64 %ldacc, {i}")
         emit(f"  %o{i}_{v} = add i64 %ro{i}_{v}, {v * 16}")
@@ -110,7 +112,10 @@ def kernel_ir(mr: int, nv: int) -> str:
     emit("  %s = phi i64 [0, %entry], [%s1, %stepend]")
     for i, v in regs:
         emit(f"  %sa{i}_{v} = phi {v16} [%c0_{i}_{v}, %entry], [%sf{i}_{v}, %stepend]")
-    emit("  %sqbase = mul i64 %s, %qps")
+    emit("  %sa = mul i64 %s, %astep")
+    emit("  %sb = mul i64 %s, %bstep")
+    emit("  %pas = getelementptr i8, ptr %a, i64 %sa")
+    emit("  %pbs = getelementptr i8, ptr %b, i64 %sb")
     emit("  br label %quad")
 
     # quad loop
@@ -118,11 +123,10 @@ def kernel_ir(mr: int, nv: int) -> str:
     emit("  %q = phi i64 [0, %step], [%q1, %quad]")
     for i, v in regs:
         emit(f"  %qa{i}_{v} = phi {v16} [%sa{i}_{v}, %step], [%qn{i}_{v}, %quad]")
-    emit("  %gq = add i64 %sqbase, %q")
-    emit(f"  %aoff = mul i64 %gq, {mr * 4}")
-    emit(f"  %boff = mul i64 %gq, {nv * 64}")
-    emit("  %pa = getelementptr i8, ptr %a, i64 %aoff")
-    emit("  %pb = getelementptr i8, ptr %b, i64 %boff")
+    emit(f"  %aoff = mul i64 %q, {mr * 4}")
+    emit(f"  %boff = mul i64 %q, {nv * 64}")
+    emit("  %pa = getelementptr i8, ptr %pas, i64 %aoff")
+    emit("  %pb = getelementptr i8, ptr %pbs, i64 %boff")
     for v in range(nv):
         emit(f"  %pbv{v} = getelementptr i8, ptr %pb, i64 {v * 64}")
         emit(f"  %bv{v} = load {v16}, ptr %pbv{v}, align 1")
@@ -219,19 +223,20 @@ def _compile(mr: int, nv: int) -> tuple[int, Any]:
 
 
 def pack_reference(x: np.ndarray, strip: int, r: int, offset: int) -> np.ndarray:
-    """The packed layout of ``x`` (k x cols, int) by strips of ``strip`` columns, one
-    r-step at a time in quads of 4 k (zero padded); for tests and the self-test."""
+    """The packed layout of ``x`` (k x cols, int): one r-step after the other, inside a
+    step the strips of ``strip`` columns one after the other, inside a strip the
+    step's quads of 4 k (zero padded), inside a quad each column's 4 bytes adjacent.
+    For tests and the self-test (int8_kernels.build_packed_panel writes the same)."""
     k, cols = x.shape
     steps, qps = k // r, (r + 3) // 4
     strips = -(-cols // strip)
-    out = np.zeros((strips, steps, qps * 4, strip), np.int64)
+    out = np.zeros((steps, strips, qps * 4, strip), np.int64)
     padded = np.zeros((k, strips * strip), np.int64)
     padded[:, :cols] = x
     for s in range(steps):
         block = padded[s * r : (s + 1) * r].reshape(r, strips, strip).transpose(1, 0, 2)
-        out[:, s, :r] = block + offset
-    # within a quad, the 4 k values of one column are adjacent
-    out = out.reshape(strips, steps, qps, 4, strip).transpose(0, 1, 2, 4, 3)
+        out[s, :, :r] = block + offset
+    out = out.reshape(steps, strips, qps, 4, strip).transpose(0, 1, 2, 4, 3)
     return (out & 0xFF).astype(np.uint8).ravel()
 
 
@@ -254,8 +259,8 @@ def _self_test(vnni: Vnni) -> bool:
         calls = ((0, half, FLAG_INIT | FLAG_FOLD), (half, steps, FLAG_FOLD | FLAG_FINAL))
         for lo, hi, flags in calls:
             vnni.tile(
-                a_pack.ctypes.data + lo * qps * mr * 4,
-                b_pack.ctypes.data + lo * qps * nr * 4,
+                a_pack.ctypes.data + lo * qps * mr * 4, qps * mr * 4,
+                b_pack.ctypes.data + lo * qps * nr * 4, qps * nr * 4,
                 corr.ctypes.data + lo * mr * 4,
                 acc.ctypes.data, nr, state.ctypes.data, nr, hi - lo, qps, flags,
             )  # fmt: skip

@@ -24,11 +24,14 @@ def test_kernel_ir_is_built_for_any_tile_shape() -> None:
         assert ir.count("@llvm.x86.avx512.vpdpbusd.512(") == mr * nv + 1  # + declare
 
 
-@pytest.mark.parametrize(("r", "k", "cols", "strip", "lo", "hi"), [
-    (8, 32, 40, 8, 0, 40), (2, 10, 24, 8, 8, 24), (32, 64, 64, 32, 32, 64), (4, 8, 5, 8, 0, 5),
+@pytest.mark.parametrize(("r", "k", "cols", "strip", "split"), [
+    (8, 32, 40, 8, 16), (2, 10, 24, 8, 8), (32, 64, 64, 32, 32), (4, 8, 5, 8, 0),
+    (128, 256, 72, 8, 64),
 ])  # fmt: skip
 @pytest.mark.parametrize("is_b", [False, True], ids=["A", "B"])
-def test_packed_panel_layout(r: int, k: int, cols: int, strip: int, lo: int, hi: int, is_b: bool):
+def test_packed_panel_layout(r: int, k: int, cols: int, strip: int, split: int, is_b: bool):
+    """Two panels (split at a strip boundary) give vnni.pack_reference's layout, the
+    running row sums of A' and the scattered halves of noise removal."""
     rng = np.random.default_rng(r + k + cols)
     src = rng.integers(-64, 64, (k, cols), dtype=np.int8)
     table = rng.integers(-32, 32, (r, cols), dtype=np.int8)
@@ -39,31 +42,27 @@ def test_packed_panel_layout(r: int, k: int, cols: int, strip: int, lo: int, hi:
     out = np.zeros(strips * steps * qps * strip, np.uint32)
     corr = np.zeros(strips * steps * strip, np.int32)
     acc = np.zeros((r, cols), np.int32)
-    int8_kernels.build_packed_panel(
-        src, table, plus, minus, s_plus, s_minus, is_b, out, acc, corr, r, strip, lo, hi
-    )
+    for lo, hi in ((0, split), (split, cols)):
+        int8_kernels.build_packed_panel(
+            src, table, plus, minus, s_plus, s_minus, is_b, out, acc, corr, r, strip, lo, hi
+        )
     noisy = src.astype(np.int64) + table[plus].astype(np.int64) - table[minus].astype(np.int64)
-    expect = vnni.pack_reference(
-        np.where(np.arange(cols) >= lo, noisy, 0), strip, r, vnni.B_OFFSET if is_b else 0
-    )
-    got = out.view(np.uint8)
-    first = lo // strip * steps * qps * strip * 4  # the strips this call wrote
-    if is_b:  # columns outside [lo, hi) of a written strip keep their zero bytes
-        expect = np.where(vnni.pack_reference(np.ones((k, cols)), strip, r, 0) != 0, expect, 0)
-        mask = vnni.pack_reference((np.arange(cols) >= lo)[None, :].repeat(k, 0), strip, r, 0)
-        expect = np.where(mask != 0, expect, 0)
-    assert np.array_equal(got[first:], expect[first:])
+    offset = vnni.B_OFFSET if is_b else 0
+    expect = vnni.pack_reference(noisy, strip, r, offset)
+    if is_b:  # padding columns of B' are never written
+        written = vnni.pack_reference(np.ones((k, cols), np.int64), strip, r, 0)
+        expect = np.where(written != 0, expect, 0)
+    assert np.array_equal(out.view(np.uint8), expect)
     scattered = noisy if is_b else src.astype(np.int64)
     want = np.zeros((r, cols), np.int64)
     np.add.at(want, s_plus, scattered)
     np.add.at(want, s_minus, -scattered)
-    assert np.array_equal(acc[:, lo:hi], want[:, lo:hi])
+    assert np.array_equal(acc, want)
     if not is_b:
         sums = np.cumsum(noisy.reshape(steps, r, cols).sum(axis=1), axis=0) * vnni.B_OFFSET
         padded = np.zeros((steps, strips * strip), np.int64)
         padded[:, :cols] = sums
-        want_corr = padded.reshape(steps, strips, strip).transpose(1, 0, 2).ravel()
-        assert np.array_equal(corr[first // 4 // qps :], want_corr[first // 4 // qps :])
+        assert np.array_equal(corr, padded.reshape(steps, strips, strip).transpose(1, 0, 2).ravel())
 
 
 @needs_vnni
@@ -98,8 +97,9 @@ def test_kernel_wraps_exactly_at_the_largest_k(a_value: int, b_value: int) -> No
     acc = np.zeros((mr, nr), np.int32)
     state = np.zeros((mr, nr), np.uint32)
     VNNI.tile(
-        a_pack.ctypes.data, b_pack.ctypes.data, corr32.ctypes.data, acc.ctypes.data, nr,
-        state.ctypes.data, nr, steps, qps, vnni.FLAG_INIT | vnni.FLAG_FOLD | vnni.FLAG_FINAL,
+        a_pack.ctypes.data, qps * mr * 4, b_pack.ctypes.data, qps * nr * 4, corr32.ctypes.data,
+        acc.ctypes.data, nr, state.ctypes.data, nr, steps, qps,
+        vnni.FLAG_INIT | vnni.FLAG_FOLD | vnni.FLAG_FINAL,
     )  # fmt: skip
     expect = np.zeros((mr, nr), np.uint32)
     part = np.zeros((mr, nr), np.int64)
