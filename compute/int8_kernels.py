@@ -32,6 +32,33 @@ MODE_FOLD = 1
 MODE_STEPS = 2
 
 
+@nb.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _copy_run(words, q, lo, out, base, count):
+    for jl in range(count):
+        out[base + jl] = words[q, lo + jl]
+
+
+@nb.njit(nogil=True, cache=True, boundscheck=False)
+def _copy_strips(words, out, base, strip):
+    """Strip after strip (the last may be short), quad after quad: out[base...] =
+    words[q, strip columns]. Runs of the micro-tile widths get a constant trip count,
+    so each is a few vector moves instead of a scalar loop."""
+    qps, w = words.shape
+    o = base
+    for lo in range(0, w, strip):
+        count = min(strip, w - lo)
+        if count == 8:
+            for q in range(qps):
+                _copy_run(words, q, lo, out, o + q * strip, 8)
+        elif count == 32:
+            for q in range(qps):
+                _copy_run(words, q, lo, out, o + q * strip, 32)
+        else:
+            for q in range(qps):
+                _copy_run(words, q, lo, out, o + q * strip, count)
+        o += qps * strip
+
+
 @nb.njit(nogil=True, cache=True, boundscheck=False)
 def build_packed_panel(
     src, table, plus, minus, s_plus, s_minus, is_b, out, acc, corr, r, strip, p0, p1
@@ -52,7 +79,7 @@ def build_packed_panel(
     w = p1 - p0
     running = np.zeros(w, np.int32)  # |row sum of A'| <= 127 * k < 2^31
     quad = np.zeros((4, w), np.uint8)  # the 4 k of one quad, one row each
-    words = np.empty(w, np.uint32)
+    words = np.empty((qps, w), np.uint32)  # one step, interleaved: a row per quad
     offset = np.uint8(B_OFFSET if is_b else 0)
     for s in range(steps):
         for q in range(qps):
@@ -82,20 +109,18 @@ def build_packed_panel(
                         am[jj] -= v
                     for jj in range(w):
                         running[jj] += np.int32(np.int8(t[jj]))
-            # interleave the quad's 4 rows into words, then copy them strip by strip
+            # interleave the quad's 4 rows into words
             t0, t1, t2, t3 = quad[0], quad[1], quad[2], quad[3]
+            wq = words[q]
             for jj in range(w):
-                words[jj] = (
+                wq[jj] = (
                     np.uint32(t0[jj])
                     | (np.uint32(t1[jj]) << 8)
                     | (np.uint32(t2[jj]) << 16)
                     | (np.uint32(t3[jj]) << 24)
                 )
-            base = s * step_words + (p0 // strip) * qps * strip + q * strip
-            for lo in range(0, w, strip):
-                for jl in range(min(strip, w - lo)):
-                    out[base + jl] = words[lo + jl]
-                base += qps * strip
+        # the step's strips, one after the other: a sequential write
+        _copy_strips(words, out, s * step_words + (p0 // strip) * qps * strip, strip)
         if not is_b:
             o = ((p0 // strip) * steps + s) * strip
             for lo in range(0, w, strip):

@@ -26,7 +26,7 @@ def test_kernel_ir_is_built_for_any_tile_shape() -> None:
 
 @pytest.mark.parametrize(("r", "k", "cols", "strip", "split"), [
     (8, 32, 40, 8, 16), (2, 10, 24, 8, 8), (32, 64, 64, 32, 32), (4, 8, 5, 8, 0),
-    (128, 256, 72, 8, 64),
+    (128, 256, 72, 8, 64), (32, 64, 40, 32, 32),
 ])  # fmt: skip
 @pytest.mark.parametrize("is_b", [False, True], ids=["A", "B"])
 def test_packed_panel_layout(r: int, k: int, cols: int, strip: int, split: int, is_b: bool):
