@@ -6,8 +6,9 @@ A' and B' as int8 into exact int32 accumulators instead of float32 sgemm. Numba
 cannot emit that instruction, so this module writes one small function in LLVM IR,
 compiles it with llvmlite (already a dependency of Numba) for the host CPU, checks it
 against NumPy, and hands its address to the Numba kernels as a C function pointer.
-Nothing is downloaded or built ahead of time; on a CPU without the feature (or when
-the self-test fails) ``find_vnni`` returns None and the engine stays on sgemm.
+Nothing is downloaded or built ahead of time; on a CPU without the feature, with an
+LLVM older than 15 (the IR uses opaque pointers), or when the self-test fails,
+``find_vnni`` returns None and the engine stays on sgemm.
 
 The micro-kernel updates an ``MR x NR`` tile of C' (MR rows of A', NR = 16 * NV
 columns of B') over ``steps`` r-steps, each ``qps`` = ceil(r / 4) groups of four k:
@@ -161,7 +162,7 @@ def kernel_ir(mr: int, nv: int) -> str:
             emit(f"  %x{i}_{v} = sub {v16} %qn{i}_{v}, %cb{i}")
             emit(f"  %st{i}_{v} = load {v16}, ptr %ps{i}_{v}, align 4")
             emit(f"  %sp{i}_{v} = select i1 %fresh, {v16} zeroinitializer, {v16} %st{i}_{v}")
-            ones = "<16 x i32> splat (i32 1)"
+            ones = "<16 x i32> <" + ", ".join(["i32 1"] * 16) + ">"
             emit(
                 f"  %rl{i}_{v} = call {v16} @llvm.fshl.v16i32({v16} %sp{i}_{v}, "
                 f"{v16} %sp{i}_{v}, {ones})"
@@ -201,8 +202,11 @@ def kernel_ir(mr: int, nv: int) -> str:
 def _compile(mr: int, nv: int) -> tuple[int, Any]:
     import llvmlite.binding as llvm
 
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
+    for init in (llvm.initialize_native_target, llvm.initialize_native_asmprinter):
+        try:
+            init()
+        except RuntimeError:  # newer llvmlite initializes LLVM itself
+            pass
     features = llvm.get_host_cpu_features().flatten()
     if not all(f in features.split(",") for f in REQUIRED):
         raise OSError("no AVX-512 VNNI on this CPU")
