@@ -22,14 +22,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-FLAG_INIT = 1
-FLAG_FOLD = 2
-FLAG_FINAL = 4
-B_OFFSET = 128
-
-MODE_PRODUCT = 0
-MODE_FOLD = 1
-MODE_STEPS = 2
+from compute.kernels import MODE_FOLD
+from compute.vnni import B_OFFSET, FLAG_FINAL, FLAG_FOLD, FLAG_INIT
 
 
 @nb.njit(nogil=True, cache=True, boundscheck=False, inline="always")
