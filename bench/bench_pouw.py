@@ -13,14 +13,22 @@ Prints ``name=value`` lines. For each shape:
   int32 (every chunk is exact, and so is their int32 sum).
 * ``pouw_s``: NumpyEngine.mine (commitments, noise, transcript with its fold, tickets,
   noise removal, winners, seals) on the same operands, with a target at which about one
-  tile per product wins; ``pouw_overhead_ratio`` = pouw_s / baseline_s.
+  tile per product wins; ``pouw_overhead_ratio`` = pouw_s / baseline_s. ``engine_path``
+  says how the engine multiplies: ``int8-vnni`` (AVX-512 VNNI int8 dot products into
+  exact int32, compute/vnni.py, where the CPU has them) or ``sgemm`` (float32 BLAS per
+  r-step, everywhere else). The baseline is float32 sgemm either way.
+* ``pouw_sgemm_overhead_ratio_median``: the same for the engine forced onto its sgemm
+  path (``use_vnni=False``), timed in the same loop: the transcript's cost over the
+  plain product when both use the same arithmetic (printed where int8-vnni is used).
 * the engine's breakdown (MiningStats.seconds, ``breakdown_*``; the ``transcript.*``
   parts are per-worker averages inside the transcript), and ``transcript_nofold_s``:
-  the same transcript with one sgemm per r-step but no fold, to split gemm from fold.
+  the same transcript without the fold (and without tickets), to split product from fold.
 * ``seal_verify_ms`` and ``seal_bytes`` at mainnet-like parameters (r = 128, 8 x 8).
 
-Every time is the best of ``--reps`` runs (baseline and engine alternate, so both see
-the same machine state); the median ratio is printed too. Each timed run starts after
+Every time is the best of ``--reps`` runs (at least 5 unless ``--quick``; baseline and
+engines alternate, so all see the same machine state); ``pouw_overhead_ratio_median``
+is the median over the runs of each run's ratio: the figure to quote on a shared
+machine. Each timed run starts after
 a short pause (``SETTLE_S``): OpenBLAS worker threads keep spinning for ~0.1-0.2 s
 after a multi-threaded call (its THREAD_TIMEOUT), and a run started right after the
 baseline would share its cores with them (measured here: up to 40% slower).
@@ -93,7 +101,10 @@ def _timed(fn, *args):
     return time.perf_counter() - t, out
 
 
-def bench_shape(engine: NumpyEngine, m: int, k: int, n: int, reps: int, tag: str) -> None:
+def bench_shape(
+    engine: NumpyEngine, sgemm_engine: NumpyEngine | None, m: int, k: int, n: int, reps: int,
+    tag: str,
+) -> None:  # fmt: skip
     rng = np.random.default_rng(m + k + n)
     a = rng.integers(-64, 64, (m, k), dtype=np.int8)
     b = rng.integers(-64, 64, (k, n), dtype=np.int8)
@@ -108,14 +119,21 @@ def bench_shape(engine: NumpyEngine, m: int, k: int, n: int, reps: int, tag: str
     expect = baseline(a, b)
     out = engine.mine(params, a, b, template)
     assert out.product is not None and np.array_equal(out.product, expect), "engine disagrees"
+    if sgemm_engine is not None:
+        check = sgemm_engine.mine(params, a, b, template)
+        assert check.product is not None and np.array_equal(check.product, expect)
+        assert check.seals == out.seals, "the engine's paths disagree"
 
-    base_times, mine_times, breakdowns = [], [], []
+    base_times, mine_times, breakdowns, sgemm_ratios = [], [], [], []
     for _ in range(reps):
         t_base, _ = _timed(baseline, a, b)
         t_mine, out = _timed(engine.mine, params, a, b, template)
         base_times.append(t_base)
         mine_times.append(t_mine)
         breakdowns.append(out.stats.seconds)
+        if sgemm_engine is not None:
+            t_sgemm, _ = _timed(sgemm_engine.mine, params, a, b, template)
+            sgemm_ratios.append(t_sgemm / t_base)
     engine.transcript_mode = kernels.MODE_STEPS
     nofold = []
     for _ in range(reps):
@@ -130,6 +148,9 @@ def bench_shape(engine: NumpyEngine, m: int, k: int, n: int, reps: int, tag: str
     print(f"{tag}_pouw_overhead_ratio={min(mine_times) / min(base_times):.3f}")
     ratios = [t / s for t, s in zip(mine_times, base_times, strict=True)]
     print(f"{tag}_pouw_overhead_ratio_median={statistics.median(ratios):.3f}")
+    print(f"{tag}_pouw_overhead_ratio_runs={','.join(f'{x:.3f}' for x in ratios)}")
+    if sgemm_ratios:
+        print(f"{tag}_pouw_sgemm_overhead_ratio_median={statistics.median(sgemm_ratios):.3f}")
     for name, value in breakdowns[best].items():
         print(f"{tag}_breakdown_{name.replace('.', '_')}_s={value:.4f}")
     print(f"{tag}_transcript_nofold_s={min(nofold):.4f}")
@@ -157,16 +178,20 @@ def bench_seal(engine: NumpyEngine, k: int, reps: int) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, a few seconds")
-    parser.add_argument("--reps", type=int, default=0, help="repetitions (best is kept)")
+    parser.add_argument("--reps", type=int, default=0, help="repetitions (at least 5 in full runs)")
     parser.add_argument("--k", type=int, action="append", help="only these k (repeatable)")
     args = parser.parse_args(argv)
     reps = args.reps or (3 if args.quick else 5)
+    if not args.quick:
+        reps = max(reps, 5)
     engine = NumpyEngine()
+    sgemm_engine = NumpyEngine(use_vnni=False) if engine.vnni is not None else None
     blas = find_blas()
     print(f"machine={platform.machine()} cores={os.cpu_count()} engine_threads={engine.threads}")
     print(f"blas={'sgemm from ' + os.path.basename(blas.path) if blas else 'np.matmul'}")
     print(f"openblas_coretype_env={os.environ.get('OPENBLAS_CORETYPE', '')}")
-    print(f"block={engine.block_rows}x{engine.block_cols} reps={reps} (best of reps)")
+    print(f"engine_path={'int8-vnni' if engine.vnni is not None else 'sgemm'}")
+    print(f"block={engine.block_rows}x{engine.block_cols} reps={reps} (best and median of reps)")
     print(
         "baseline=int8->float32 copies + float32 sgemm (np.matmul) + int32 C; "
         f"k in exact chunks of {EXACT_K_CHUNK} accumulated in int32 when k > {EXACT_K_CHUNK}"
@@ -177,7 +202,7 @@ def main(argv: list[str]) -> int:
     ]  # fmt: skip
     for m, k, n in shapes:
         if not args.k or k in args.k:
-            bench_shape(engine, m, k, n, reps, f"k{k}")
+            bench_shape(engine, sgemm_engine, m, k, n, reps, f"k{k}")
     for k in (1024, 2048) if args.quick else (4096, 16384):
         if not args.k or k in args.k:
             bench_seal(engine, k, reps)

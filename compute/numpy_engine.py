@@ -1,4 +1,5 @@
-"""The CPU mining engine: float32 BLAS for the products, Numba for everything per-entry.
+"""The CPU mining engine: int8 dot products (AVX-512 VNNI) or float32 BLAS for the
+products, Numba for everything per-entry.
 
 Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that). One
 ``mine`` call, with one worker thread per core:
@@ -9,26 +10,38 @@ Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that)
 2. noise: seeds from the template's statement; the dense lines of E_AL and E_BR in
    bulk (multi-lane SHAKE-256, equal to consensus.noise.dense_noise_lines); the
    sparse patterns (consensus.noise.sparse_pattern). Then A'^T = A^T + E_A^T and
-   B' = B + E_B as int8, in column panels (one r-step of a panel is one contiguous
-   run), together with the sparse halves of noise removal, X = A . E_BL and
-   Y = E_AR . B' (exact int32, O(mk + kn)).
-3. transcript: C' in blocks of ``block_rows x block_cols`` (512 x 256: accumulator,
-   state and sgemm buffer, 1.5 MiB, stay in the 2 MiB L2), each worker taking the
-   next block. Per r-step: single-threaded sgemm (float32, beta = 1, so up to 8
-   steps at r = 128 accumulate in the float32 buffer, exact below 2^24), then one
-   Numba pass over the block that adds base + buffer and folds it,
-   ``state = rotl32(state, 1) ^ uint32(acc)``, while converting the next step's int8
-   slices to the float32 sgemm operands. A finished block's tiles are hashed
-   (multi-lane SHA-256) and its noise removed: acc -= [X | E_AL] . [E_BR ; Y], float32
-   sgemm in inner chunks whose bound sum(max|left| * max|right|) stays <= 2^24, so
-   exact whatever the data (float64 when no float32 chunk can be exact).
+   B' = B + E_B as int8, written once in the layout the product reads, together with
+   the sparse halves of noise removal, X = A . E_BL and Y = E_AR . B' (exact int32,
+   O(mk + kn)).
+3. transcript: C' in blocks of ``block_rows x block_cols``, each worker taking the
+   next block, every r-step folded, ``state = rotl32(state, 1) ^ uint32(acc)``.
+
+   * int8 path (where the CPU has AVX-512 VNNI; compute/vnni.py and
+     compute/int8_kernels.py; blocks 256 x 256): A' and B' + 128 are packed by
+     micro-tile strips, one r-step after the other, in step 2. An LLVM micro-kernel
+     keeps an 8 x 32 tile of C' in registers as exact int32 over a few r-steps at a
+     time and folds it in registers after each step; no conversion, no packing, no
+     float group limit inside the product.
+   * sgemm path (everywhere else; blocks 512 x 256: accumulator, state and sgemm
+     buffer, 1.5 MiB, stay in the 2 MiB L2): A'^T and B' as int8 column panels (one
+     r-step of a panel is one contiguous run). Per r-step: single-threaded sgemm
+     (float32, beta = 1, so up to 8 steps at r = 128 accumulate in the float32
+     buffer, exact below 2^24), then one Numba pass over the block that adds base +
+     buffer and folds it, while converting the next step's int8 slices to the
+     float32 sgemm operands.
+
+   A finished block's tiles are hashed (multi-lane SHA-256) and its noise removed
+   (compute/removal.py): C = C' - [X | E_AL] . [E_BR ; Y], float32 sgemm in inner
+   chunks whose bound sum(max|left| * max|right|) stays <= 2^24, so exact whatever
+   the data (float64 when no float32 chunk can be exact).
 4. winners: digest < target * h * w * k; seals from consensus.pouw.make_seal.
 
 ``stop`` is polled by the calling thread while the workers run and checked by them
-between r-steps; with ``keep_product_on_stop`` the rest of C is finished without the
-fold and returned without seals.
+between r-steps (between micro-kernel calls, a few steps, on the int8 path); with
+``keep_product_on_stop`` the rest of C is finished without the fold and returned
+without seals.
 
-Without a directly callable OpenBLAS sgemm (compute/blas.py) the same plan runs with
+Without a directly callable OpenBLAS sgemm (compute/blas.py) the sgemm plan runs with
 ``np.matmul(..., out=)`` per r-step from a single worker (BLAS then uses its own
 threads). bench/bench_pouw.py measures the overhead against the plain product.
 """
@@ -36,21 +49,30 @@ threads). bench/bench_pouw.py measures the overhead against the plain product.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from compute import fasthash, kernels
+from compute import fasthash, int8_kernels, kernels
 from compute.blas import Blas, find_blas, single_threaded
+from compute.cpu_transcript import Operands, run_transcript
 from compute.engine import MiningOutput, MiningStats, WorkTemplate
+from compute.removal import (  # noqa: F401 - re-exported
+    FLOAT32_EXACT,
+    FLOAT64_EXACT,
+    RemovalPlan,
+    exact_chunks,
+    plan_removal,
+    remove_block_numpy,
+)
+from compute.vnni import Vnni, find_vnni
 from consensus.commitments import ENTRY_MAX, ENTRY_MIN
-from consensus.hashing import TAG_TICKET
 from consensus.noise import (
     LABEL_A_LEFT,
     LABEL_A_PATTERN,
@@ -66,8 +88,6 @@ from consensus.transcript import win_threshold
 log = logging.getLogger("pouw.compute")
 
 STOP_POLL_S = 0.005  # how often the calling thread looks at ``stop`` while workers run
-FLOAT32_EXACT = 1 << 24  # every integer of magnitude <= 2^24 is a float32
-FLOAT64_EXACT = 1 << 53
 
 Int8Matrix = npt.NDArray[np.int8]
 
@@ -79,67 +99,22 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
-class RemovalPlan:
-    """The exact rank-2r correction C = C' - left . right, split along its inner axis."""
-
-    left_t: np.ndarray  # 2r x m: [X^T ; E_AL^T] = left^T
-    right: np.ndarray  # 2r x n: [E_BR ; Y]
-    chunks: np.ndarray  # int64 boundaries 0 = p_0 < p_1 < ... < p_c = 2r
-    dtype: type  # np.float32 or np.float64
-
-
-def exact_chunks(left_max: np.ndarray, right_max: np.ndarray, limit: int) -> np.ndarray | None:
-    """Split the inner axis so that each chunk's sum of max|left[:, p]| * max|right[p, :]|
-    stays <= limit. Every partial sum of a chunk's product is then an integer of at
-    most that magnitude, exact in a float format whose integers are exact up to
-    ``limit``, in any summation order. None when one index alone is over the limit."""
-    bounds = [int(x) * int(y) for x, y in zip(left_max, right_max, strict=True)]
-    cuts = [0]
-    running = 0
-    for p, bound in enumerate(bounds):
-        if bound > limit:
-            return None
-        if running + bound > limit:
-            cuts.append(p)
-            running = 0
-        running += bound
-    cuts.append(len(bounds))
-    return np.asarray(cuts, dtype=np.int64)
-
-
-def _abs_max_rows(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x.max(axis=1).astype(np.int64), -x.min(axis=1).astype(np.int64))
-
-
-def plan_removal(
-    x_t: np.ndarray, e_al_t: np.ndarray, e_br: np.ndarray, y: np.ndarray
-) -> RemovalPlan:
-    """left = [X | E_AL] (m x 2r, held transposed), right = [E_BR ; Y] (2r x n), and
-    the exact chunks of their product (float32 when possible, else float64)."""
-    r = x_t.shape[0]
-    left_max = np.concatenate([_abs_max_rows(x_t), _abs_max_rows(e_al_t)])
-    right_max = np.concatenate([_abs_max_rows(e_br), _abs_max_rows(y)])
-    for dtype, limit in ((np.float32, FLOAT32_EXACT), (np.float64, FLOAT64_EXACT)):
-        chunks = exact_chunks(left_max, right_max, limit)
-        if chunks is not None:
-            left_t = np.empty((2 * r, x_t.shape[1]), dtype)
-            left_t[:r] = x_t
-            left_t[r:] = e_al_t
-            right = np.empty((2 * r, y.shape[1]), dtype)
-            right[:r] = e_br
-            right[r:] = y
-            return RemovalPlan(left_t, right, chunks, dtype)
-    raise ArithmeticError("noise removal bound above 2^53: impossible for valid operands")
-
-
 class _Workspace:
-    def __init__(self, key: tuple[int, ...]) -> None:
+    def __init__(self, key: tuple[int, ...], vnni: Vnni | None) -> None:
         m, k, n, r, h, w, _, _ = key
         self.key = key
         self.a_t = np.empty((k, m), np.int8)  # A^T
-        self.a_pan = np.empty(m * k, np.int8)  # A'^T in panels of block_rows columns
-        self.b_pan = np.empty(k * n, np.int8)  # B' in panels of block_cols columns
+        if vnni is None:
+            self.a_pan = np.empty(m * k, np.int8)  # A'^T in panels of block_rows columns
+            self.b_pan = np.empty(k * n, np.int8)  # B' in panels of block_cols columns
+            self.corr = np.empty(0, np.int32)
+        else:
+            # int8_kernels.build_packed_panel's layout; zeros stay in the padding
+            steps, qps = k // r, (r + 3) // 4
+            strips_a, strips_b = -(-m // vnni.mr), -(-n // vnni.nr)
+            self.a_pan = np.zeros(strips_a * steps * qps * vnni.mr, np.uint32)
+            self.b_pan = np.zeros(strips_b * steps * qps * vnni.nr, np.uint32)
+            self.corr = np.zeros(strips_a * steps * vnni.mr, np.int32)
         self.x_t = np.empty((r, m), np.int32)  # (A . E_BL)^T
         self.y = np.empty((r, n), np.int32)  # E_AR . B'
         self.digests = np.empty(((m // h) * (n // w), 8), np.uint32)
@@ -187,14 +162,18 @@ class NumpyEngine:
     def __init__(
         self,
         threads: int | None = None,
-        block_rows: int = 512,
-        block_cols: int = 256,
+        block_rows: int | None = None,
+        block_cols: int | None = None,
         use_blas: bool = True,
+        use_vnni: bool = True,
     ) -> None:
         self.threads = threads or _default_threads()
-        self.block_rows = block_rows
-        self.block_cols = block_cols
         self.blas: Blas | None = find_blas() if use_blas else None
+        # int8 products where the CPU has AVX-512 VNNI (compute/vnni.py), else sgemm
+        self.vnni: Vnni | None = find_vnni() if use_vnni and self.blas is not None else None
+        default_rows, default_cols = (256, 256) if self.vnni is not None else (512, 256)
+        self.block_rows = block_rows or default_rows
+        self.block_cols = block_cols or default_cols
         # kernels.MODE_FOLD mines; MODE_STEPS (benchmarks only) skips the fold to time it.
         self.transcript_mode = kernels.MODE_FOLD
         self._workers = _Workers(self.threads if self.blas is not None else 1)
@@ -291,7 +270,7 @@ class NumpyEngine:
             ws, self._spare = self._spare, None
         if ws is not None and ws.key == key:
             return ws
-        return _Workspace(key)
+        return _Workspace(key, self.vnni)
 
     def _release(self, ws: _Workspace) -> None:
         with self._spare_lock:
@@ -363,7 +342,10 @@ class NumpyEngine:
         )
 
     def _block_shape(self, h: int, w: int) -> tuple[int, int]:
-        """Block rows and columns: multiples of the tile, so tiles never straddle blocks."""
+        """Block rows and columns: multiples of the tile, so tiles never straddle blocks
+        (and of the micro-tile on the int8 path, so blocks start on packed strips)."""
+        if self.vnni is not None:
+            h, w = math.lcm(h, self.vnni.mr), math.lcm(w, self.vnni.nr)
         return max(h, self.block_rows // h * h), max(w, self.block_cols // w * w)
 
     def _noisy_operands(
@@ -385,6 +367,25 @@ class NumpyEngine:
         x_t[:] = 0
         y[:] = 0
         jobs: list[tuple] = []
+        if self.vnni is not None:
+            mr, nr = self.vnni.mr, self.vnni.nr
+            for p0 in range(0, m, bm):
+                jobs.append(
+                    (ws.a_t, e_al_t, a_plus, a_minus, b_plus, b_minus, False, ws.a_pan, x_t,
+                     ws.corr, r, mr, p0, min(m, p0 + bm))
+                )  # fmt: skip
+            for p0 in range(0, n, bn):
+                jobs.append(
+                    (b, e_br, b_plus, b_minus, a_plus, a_minus, True, ws.b_pan, y, ws.corr, r,
+                     nr, p0, min(n, p0 + bn))
+                )  # fmt: skip
+
+            def run_packed(wi: int) -> None:
+                for args in jobs[wi :: self.threads]:
+                    int8_kernels.build_packed_panel(*args)
+
+            self._pool.map(run_packed)
+            return plan_removal(x_t, e_al_t, e_br, y)
         for p0 in range(0, m, bm):
             jobs.append(
                 (ws.a_t, e_al_t, a_plus, a_minus, b_plus, b_minus, False, ws.a_pan, x_t, p0,
@@ -415,84 +416,14 @@ class NumpyEngine:
         bm: int,
         bn: int,
     ) -> tuple[bool, dict[str, float]]:
-        m, n = product.shape
-        r, h, w = params.noise_rank, params.tile_rows, params.tile_cols
-        a_pan, b_pan, digests = ws.a_pan, ws.b_pan, ws.digests
-        blocks = [(i, j) for i in range(0, m, bm) for j in range(0, n, bn)]
-        next_block = [0]
-        lock = threading.Lock()
-        group = kernels.steps_per_group(r)
-        sigma_words = np.frombuffer(sigma_a, dtype=">u4").astype(np.uint32)
-        midstate = fasthash.tag_midstate(TAG_TICKET)
-        tiles_per_row = n // w
-        blas = self.blas
-        fast_removal = blas is not None and plan.dtype is np.float32
-        all_folded = [True]
-        times = {"gemm_fold": 0.0, "tickets": 0.0, "removal": 0.0}
-        mode = self.transcript_mode
-
-        def worker(_: int) -> None:
-            scratch: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
-            hash_buf, msg = kernels.new_hash_scratch(h, w)
-            local = {"gemm_fold": 0.0, "tickets": 0.0, "removal": 0.0}
-            while True:
-                with lock:
-                    if next_block[0] >= len(blocks):
-                        break
-                    i0, j0 = blocks[next_block[0]]
-                    next_block[0] += 1
-                rows, cols = min(bm, m - i0), min(bn, n - j0)
-                if (rows, cols) not in scratch:
-                    scratch[rows, cols] = (
-                        np.empty((rows, cols), np.float32),  # sgemm output (a group's sum)
-                        np.empty((rows, cols), np.uint32),  # fold state
-                        np.empty((r, rows), np.float32),  # one r-step of A'^T
-                        np.empty((r, cols), np.float32),  # one r-step of B'
-                    )
-                buf, state, a_f32, b_f32 = scratch[rows, cols]
-                block_mode = mode if flag[0] == 0 else kernels.MODE_PRODUCT
-                t = time.perf_counter()
-                if blas is not None:
-                    status = kernels.transcript_block(
-                        blas.sgemm, a_pan, b_pan, i0, j0, r, group, buf, product, state, a_f32,
-                        b_f32, flag, keep, block_mode,
-                    )  # fmt: skip
-                else:
-                    status = _transcript_block_numpy(
-                        a_pan, b_pan, i0, j0, r, buf, product, state, a_f32, b_f32, flag, keep,
-                        block_mode,
-                    )  # fmt: skip
-                t2 = time.perf_counter()
-                local["gemm_fold"] += t2 - t
-                if status < 0:
-                    all_folded[0] = False
-                    break
-                if status == 1:
-                    kernels.hash_tiles(
-                        state, i0, j0, h, w, tiles_per_row, sigma_words, midstate, digests,
-                        hash_buf, msg,
-                    )  # fmt: skip
-                else:
-                    all_folded[0] = False
-                t3 = time.perf_counter()
-                local["tickets"] += t3 - t2
-                if fast_removal:
-                    assert blas is not None
-                    kernels.remove_block(
-                        blas.sgemm, plan.left_t, plan.right, plan.chunks, i0, j0, buf, product
-                    )
-                else:
-                    _remove_block_numpy(plan, i0, j0, product[i0 : i0 + rows, j0 : j0 + cols])
-                local["removal"] += time.perf_counter() - t3
-            with lock:
-                for key, value in local.items():
-                    times[key] += value
-
-        with single_threaded(blas):
-            self._workers.run_polling(worker, stop, flag)
-        workers = self._workers.count
-        parts = {key: value / workers for key, value in times.items()}
-        return all_folded[0], parts
+        operands = Operands(ws.a_pan, ws.b_pan, ws.corr, ws.a_t.shape[0])
+        with single_threaded(self.blas):
+            return run_transcript(
+                params, operands, plan, sigma_a, product, ws.digests, flag, keep, bm, bn,
+                self.blas, self.vnni, self.transcript_mode,
+                lambda worker: self._workers.run_polling(worker, stop, flag),
+                self._workers.count,
+            )  # fmt: skip
 
     @staticmethod
     def _winners(work: WorkStatement, params: PouwParams, digests: np.ndarray) -> np.ndarray:
@@ -534,43 +465,6 @@ class NumpyEngine:
             )  # fmt: skip
             for t in winners
         ]
-
-
-def _transcript_block_numpy(
-    a_pan, b_pan, i0, j0, r, buf, out, state, a_f32, b_f32, flag, keep, mode
-) -> int:  # fmt: skip
-    """The transcript of one block with np.matmul (no direct sgemm): a fresh product per
-    r-step, added and folded by one Numba pass."""
-    rows, cols = buf.shape
-    k = a_pan.shape[0] // out.shape[0]
-    acc = out[i0 : i0 + rows, j0 : j0 + cols]
-    acc[:] = 0
-    state[:] = 0
-    folding = mode == kernels.MODE_FOLD
-    a0, b0 = i0 * k, j0 * k
-    for step in range(k // r):
-        if flag[0]:
-            if not keep:
-                return -1
-            folding = False
-        a_f32.ravel()[:] = a_pan[a0 + step * r * rows : a0 + (step + 1) * r * rows]
-        b_f32.ravel()[:] = b_pan[b0 + step * r * cols : b0 + (step + 1) * r * cols]
-        np.matmul(a_f32.T, b_f32, out=buf)
-        if folding:
-            kernels.fold_step(buf, acc, state)
-        else:
-            kernels.add_into(acc, buf, 1)
-    return 1 if folding else 0
-
-
-def _remove_block_numpy(plan: RemovalPlan, i0: int, j0: int, acc: np.ndarray) -> None:
-    rows, cols = acc.shape
-    left = plan.left_t[:, i0 : i0 + rows].T
-    right = plan.right[:, j0 : j0 + cols]
-    buf = np.empty((rows, cols), plan.dtype)
-    for p0, p1 in zip(plan.chunks[:-1], plan.chunks[1:], strict=True):
-        np.matmul(left[:, p0:p1], right[p0:p1], out=buf)
-        kernels.add_into(acc, buf, -1)
 
 
 class _Clock:

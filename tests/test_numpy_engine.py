@@ -61,11 +61,14 @@ SMALL_BLOCKS = NumpyEngine(block_rows=16, block_cols=24)
 DEFAULT = NumpyEngine()
 NO_BLAS = NumpyEngine(use_blas=False, block_rows=16, block_cols=16)
 ONE_THREAD = NumpyEngine(threads=1, block_rows=24, block_cols=8)
+# float32 sgemm even where the int8 (AVX-512 VNNI) path is available
+SGEMM = NumpyEngine(use_vnni=False, block_rows=16, block_cols=24)
 ENGINES = {
     "small-blocks": SMALL_BLOCKS,
     "default": DEFAULT,
     "np.matmul": NO_BLAS,
     "one-thread": ONE_THREAD,
+    "sgemm": SGEMM,
 }
 
 
@@ -170,11 +173,12 @@ def _products(draw):
 @given(_products())
 def test_product_is_exact(case) -> None:
     params, a, b = case
-    out = SMALL_BLOCKS.mine(params, a, b, _template(params, a.shape[1], win_bits=8))
-    assert out.product is not None
-    assert np.array_equal(out.product, a.astype(np.int64) @ b.astype(np.int64))
-    for seal in out.seals:
-        assert verify_seal(params, out.work, seal).ok
+    for engine in (SMALL_BLOCKS, SGEMM):
+        out = engine.mine(params, a, b, _template(params, a.shape[1], win_bits=8))
+        assert out.product is not None
+        assert np.array_equal(out.product, a.astype(np.int64) @ b.astype(np.int64))
+        for seal in out.seals:
+            assert verify_seal(params, out.work, seal).ok
 
 
 # --- stop ------------------------------------------------------------------------------
@@ -190,7 +194,9 @@ def test_stop_before_start_drops_product() -> None:
     assert out.stopped and out.product is None and out.seals == [] and tickets == []
 
 
-@pytest.mark.parametrize("engine", [SMALL_BLOCKS, NO_BLAS], ids=["blas", "np.matmul"])
+@pytest.mark.parametrize(
+    "engine", [SMALL_BLOCKS, SGEMM, NO_BLAS], ids=["default", "sgemm", "np.matmul"]
+)
 def test_stop_keeps_product_when_asked(engine) -> None:
     params = _params(32)
     a, b = _random(32, 256, 32, seed=2)
