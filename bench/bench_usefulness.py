@@ -102,7 +102,13 @@ def main() -> int:
                 states = [buyer.call("getjob", j)["status"] for j in submitted]
                 return all(s not in ("open", "claimed", "pending") for s in states)
 
-            wait("every claimed job delivered", delivered, 300)
+            try:
+                wait("every claimed job delivered", delivered, 300)
+            except RuntimeError:
+                late = [buyer.call("getjob", j) for j in submitted]
+                late = [j for j in late if j["status"] in ("open", "claimed", "pending")]
+                print(f"# {len(late)} job(s) not delivered, e.g. {late[:2]}", flush=True)
+                raise
             end_total, end_jobs, recomputed, lost = counters(miners)
             wait("every job settled", lambda: all(
                 buyer.call("getjob", j)["status"] in SETTLED for j in submitted), 120)  # fmt: skip

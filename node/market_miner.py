@@ -149,6 +149,7 @@ class MarketMiner:
         pending_nonce: Callable[[bytes], int],
         peers: BlobPeers | None = None,
         pool_txs: Callable[[], Iterable[Transaction | None]] = tuple,
+        in_pool: Callable[[bytes], bool] = lambda txid: False,
     ) -> None:
         self.chain = chain
         self.peers = peers
@@ -157,6 +158,7 @@ class MarketMiner:
         self.submit_tx = submit_tx
         self.pending_nonce = pending_nonce
         self.pool_txs = pool_txs  # the mempool's transactions: others' claims on their way
+        self.in_pool = in_pool  # is this txid in our mempool
         self.address = address_from_pubkey(settings.key.public_key)
         self.held: dict[bytes, Held] = {}
         self.counters = MarketCounters()
@@ -417,8 +419,11 @@ class MarketMiner:
         return self.chain.db.get_tx_failure(held.claim_txid) is not None
 
     def _on_its_way(self, held: Held, now: float) -> bool:
-        """Our claim is neither on the tip nor failed, and was sent recently."""
-        return now - held.claimed_at < CLAIM_CONFIRM_S and not self._claim_failed(held)
+        """Our claim is neither on the tip nor failed: it waits in our mempool (however
+        long its job's submit takes to confirm), or was sent recently."""
+        if self._claim_failed(held):
+            return False
+        return self.in_pool(held.claim_txid) or now - held.claimed_at < CLAIM_CONFIRM_S
 
     def deliver(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
         """The product of a job we hold is done: store C, commit its root."""
@@ -558,6 +563,7 @@ def market_miner_for(node: object, key: PrivateKey, **settings: object) -> Marke
         node.mempool.pending_nonce,  # type: ignore[attr-defined]
         peers=p2p,
         pool_txs=lambda: map(node.mempool.get, node.mempool.txids()),  # type: ignore[attr-defined]
+        in_pool=node.mempool.__contains__,  # type: ignore[attr-defined]
     )
     node.events.tx_accepted.connect(miner.notice_tx)  # type: ignore[attr-defined]
     return miner
