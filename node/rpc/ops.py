@@ -1,4 +1,4 @@
-"""Operator additions to the RPC server, kept apart from methods.py.
+"""Operator additions to the RPC server, kept apart from the method groups.
 
 * ``logging [include] [exclude]``: bitcoind's method: turn debug log categories on and
   off at run time; returns every category with whether it is on (admin).
