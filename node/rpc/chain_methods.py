@@ -12,7 +12,8 @@ from node.rpc.blockcache import BlockJsonCache, block_reply
 from node.rpc.encode import difficulty, header_json, hex256, tx_json
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError
 from node.rpc.params import BlockParams, HeaderParams, HeightParams, WaitParams
-from node.rpc.protocol import CallContext, NoParams, dumps_strict
+from node.rpc.jsoncodec import dumps_strict
+from node.rpc.protocol import CallContext, NoParams
 
 if TYPE_CHECKING:
     from node.rpc.service import RpcService
