@@ -22,6 +22,7 @@ from node.rpc.errors import (
     VERIFY_REJECTED,
     RpcError,
 )
+from node.rpc.jsoncodec import RawJSON, dumps_strict
 from node.rpc.params import (
     AddressParams,
     FeeParams,
@@ -34,12 +35,14 @@ from node.rpc.params import (
     TxParams,
 )
 from node.rpc.protocol import CallContext, NoParams
+from node.rpc.tipcache import TipMemo
 
 if TYPE_CHECKING:
     from node.rpc.service import RpcService
     from node.service import Node
 
 FEE_SAMPLE_BLOCKS = 10
+ACCOUNTS_AT_TIP = 4096  # getaccount answers kept per tip (~200 bytes each)
 # Mempool rejections that come from the chain state (bitcoind's -25) vs policy (-26).
 STATE_REJECTS = {MempoolReject.NONCE_TOO_LOW, MempoolReject.INSUFFICIENT_BALANCE}
 
@@ -48,24 +51,33 @@ class AccountMethods(MethodsBase):
     def __init__(self, node: Node, service: RpcService) -> None:
         super().__init__(node, service)
         self._immature: tuple[bytes, dict[bytes, int]] = (b"", {})
+        # address -> (encoded fields up to pending_nonce, confirmed nonce, the rest)
+        self._accounts_at_tip: TipMemo[tuple[str, int, str]] = TipMemo(ACCOUNTS_AT_TIP)
 
     def tx_location(self, txid: bytes) -> tuple[bytes, int, int] | None:
         return self.node.db.get_tx_location(txid)
 
-    def getaccount(self, ctx: CallContext, p: AddressParams) -> dict[str, Any]:
+    def getaccount(self, ctx: CallContext, p: AddressParams) -> RawJSON:
         """Balance, immature mined rewards, confirmed nonce and the next pending nonce."""
+        # Result: {address, balance, immature, nonce, pending_nonce, height}. All but
+        # pending_nonce (the mempool's) are read and encoded once per tip and address.
         addr = self.address(p.address)
-        acct = self.node.account(addr)
-        tip = self.node.chain.tip.height
-        immature = self.immature_rewards().get(addr, 0)
-        return {
-            "address": cached_encode_address(self.net.hrp, addr),
-            "balance": acct.balance,
-            "immature": immature,
-            "nonce": acct.nonce,
-            "pending_nonce": self.node.mempool.pending_nonce(addr),
-            "height": tip,
-        }
+        tip = self.node.chain.tip
+        known = self._accounts_at_tip.get(tip.hash, addr)
+        if known is None:
+            acct = self.node.account(addr)
+            fixed = {
+                "address": cached_encode_address(self.net.hrp, addr),
+                "balance": acct.balance,
+                "immature": self.immature_rewards().get(addr, 0),
+                "nonce": acct.nonce,
+            }
+            head = dumps_strict(fixed)[:-1] + ',"pending_nonce":'
+            known = (head, acct.nonce, f',"height":{tip.height}}}')
+            self._accounts_at_tip.put(tip.hash, addr, known)
+        head, nonce, tail = known
+        pending = self.node.mempool.pending_nonce(addr, confirmed=nonce)
+        return RawJSON(head + str(pending) + tail)
 
     def immature_rewards(self) -> dict[bytes, int]:
         """Miner -> rewards not yet mature at the tip: read once per tip (the last

@@ -11,21 +11,27 @@ from node.rpc.base import MethodsBase
 from node.rpc.blockcache import BlockJsonCache, block_reply
 from node.rpc.encode import difficulty, header_json, hex256, tx_json
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError
+from node.rpc.jsoncodec import RawJSON, dumps_strict
 from node.rpc.params import BlockParams, HeaderParams, HeightParams, WaitParams
-from node.rpc.jsoncodec import dumps_strict
 from node.rpc.protocol import CallContext, NoParams
+from node.rpc.tipcache import TipMemo
 
 if TYPE_CHECKING:
     from node.rpc.service import RpcService
     from node.service import Node
 
 IBD_TIP_AGE_S = 24 * 60 * 60
+# getblock answers kept whole for the current tip: explorers and wallets ask for the
+# last few blocks over and over.
+BLOCKS_AT_TIP = 256
+BLOCKS_AT_TIP_BYTES = 32 * 2**20
 
 
 class ChainMethods(MethodsBase):
     def __init__(self, node: Node, service: RpcService) -> None:
         super().__init__(node, service)
         self.block_cache = BlockJsonCache()
+        self._blocks_at_tip: TipMemo[RawJSON] = TipMemo(BLOCKS_AT_TIP, BLOCKS_AT_TIP_BYTES)
 
     def record(self, block_hash: str) -> IndexRecord:
         rec = self.node.chain.index.get(bytes.fromhex(block_hash))
@@ -90,17 +96,24 @@ class ChainMethods(MethodsBase):
         rec = self.record(p.blockhash)
         if p.verbosity == 0:
             return self.node.chain.get_block(rec.hash).to_bytes().hex()
-        fixed, txs = self.block_cache.get(
-            (rec.hash, p.verbosity), lambda: self._block_parts(rec, p.verbosity)
-        )
+        # The whole answer is kept for the current tip (confirmations and nextblockhash
+        # change only with it), the block's own fields by block hash for good.
+        key = (rec.hash, p.verbosity)
         chain = self.node.chain
+        tip = chain.tip.hash
+        reply = self._blocks_at_tip.get(tip, key)
+        if reply is not None:
+            return reply
+        fixed, txs = self.block_cache.get(key, lambda: self._block_parts(rec, p.verbosity))
         live: dict[str, Any] = {"confirmations": -1}
         if chain.active_hash(rec.height) == rec.hash:
             live["confirmations"] = chain.tip.height - rec.height + 1
             nxt = chain.active_hash(rec.height + 1)
             if nxt is not None:
                 live["nextblockhash"] = nxt.hex()
-        return block_reply(fixed, txs, live)
+        reply = block_reply(fixed, txs, live)
+        self._blocks_at_tip.put(tip, key, reply, len(reply))
+        return reply
 
     def _block_parts(self, rec: IndexRecord, verbosity: int) -> tuple[str, str]:
         """getblock's fields that never change for this block, as JSON text."""
