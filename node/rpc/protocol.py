@@ -237,6 +237,8 @@ class Dispatcher:
             return _error(None, PARSE_ERROR, f"parse error: {exc}")
         except RecursionError:
             return _error(None, PARSE_ERROR, f"parse error: nested deeper than {MAX_JSON_DEPTH}")
+        if type(data) is dict:  # one call, the common case: straight to it
+            return await self.handle_one(data, ctx, surely_shallow(body))
         return await self.handle_value(data, ctx, surely_shallow(body))
 
     async def handle_value(self, data: Any, ctx: CallContext, shallow: bool = False) -> Any:
