@@ -54,9 +54,10 @@ class NoParams(Params):
 NO_PARAMS = NoParams()
 
 
-@dataclass
+@dataclass(frozen=True)
 class CallContext:
-    """Who is calling: ``authed`` is False for an anonymous caller (when allowed)."""
+    """Who is calling: ``authed`` is False for an anonymous caller (when allowed).
+    Read only: the HTTP server hands every call one of two shared instances."""
 
     authed: bool = True
     session: Any = None  # the WebSocket session for calls made over /ws
