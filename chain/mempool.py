@@ -226,9 +226,11 @@ class Mempool:
         acc = self._accounts[entry.sender]
         return acc.nonce <= entry.nonce < acc.pending_end
 
-    def pending_nonce(self, address: bytes) -> int:
-        """The nonce a wallet should use next: confirmed nonce plus the pending run."""
-        _, nonce = self._lookup(address)
+    def pending_nonce(self, address: bytes, confirmed: int | None = None) -> int:
+        """The nonce a wallet should use next: confirmed nonce plus the pending run.
+        ``confirmed``: the account's nonce at the tip, when the caller has just read it
+        (saves the lookup)."""
+        nonce = self._lookup(address)[1] if confirmed is None else confirmed
         acc = self._accounts.get(address)
         if acc is None:
             return nonce

@@ -27,6 +27,7 @@ from chain.chainstate import ProcessResult
 from chain.validation import Verdict
 from node.events import TipChange
 from node.health import best_known_height, p2p_of, readiness, ready_peers
+from node.rpc.callstats import RpcCallStats
 
 if TYPE_CHECKING:
     from node.service import Node
@@ -170,19 +171,10 @@ class NodeMetrics:
         self.txs_accepted = Counter(
             "pouw_mempool_accepted", "Transactions accepted into the mempool", registry=r
         )
-        self.rpc_calls = Counter(
-            "pouw_rpc_calls",
-            "JSON-RPC calls, by method and outcome",
-            ["method", "outcome"],
-            registry=r,
-        )
-        self.rpc_latency = Histogram(
-            "pouw_rpc_call_seconds",
-            "JSON-RPC call latency, by method",
-            ["method"],
-            buckets=RPC_BUCKETS,
-            registry=r,
-        )
+        # JSON-RPC calls and latency by method: counted without prometheus_client's
+        # locks on the hot path (node/rpc/callstats.py), exported at scrape time.
+        self.rpc_stats = RpcCallStats(RPC_BUCKETS)
+        r.register(self.rpc_stats)
         r.register(_LiveCollector(self))
         # The compute market sets this: () -> (open jobs, bounty units escrowed).
         self.market_source: Callable[[], tuple[int, int]] | None = None
@@ -218,8 +210,7 @@ class NodeMetrics:
             self.blocks_deferred.labels(reason).inc()
 
     def rpc_observe(self, method: str, seconds: float, outcome: str) -> None:
-        self.rpc_calls.labels(method, outcome).inc()
-        self.rpc_latency.labels(method).observe(seconds)
+        self.rpc_stats.observe(method, seconds, outcome)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from node.rpc.errors import INVALID_REQUEST
+from node.rpc.jsoncodec import encode_reply
 from node.rpc.methods import CHAIN_READS
-from node.rpc.protocol import CallContext, Dispatcher, Registry, encode_reply, error_response
+from node.rpc.protocol import CallContext, Dispatcher, Registry, error_response
 
 if TYPE_CHECKING:
     from node.rpc.service import RpcService

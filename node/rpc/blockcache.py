@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
-from node.rpc.protocol import RawJSON, dumps_strict
+from node.rpc.jsoncodec import RawJSON, dumps_strict
 
 # Encoded text kept, in bytes: a 20-tx block is ~11 KB at verbosity 2, the largest
 # possible ~15 MB; 64 MiB holds thousands of typical blocks and a few of the largest.

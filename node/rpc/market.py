@@ -1,6 +1,7 @@
 """RPC methods of the compute market: jobs, the market's state, the network's rate.
 
-A mixin of node/rpc/methods.Methods (it uses ``self.node`` and ``self.net``).
+A mixin of node/rpc/methods.Methods (it uses ``self.node`` and ``self.net``); its params
+models are here, next to their methods.
 """
 
 from __future__ import annotations

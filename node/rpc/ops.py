@@ -1,4 +1,4 @@
-"""Operator additions to the RPC server, kept apart from methods.py.
+"""Operator additions to the RPC server, kept apart from the method groups.
 
 * ``logging [include] [exclude]``: bitcoind's method: turn debug log categories on and
   off at run time; returns every category with whether it is on (admin).
@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -52,23 +53,33 @@ def time_methods(registry: Registry, node: Node) -> None:
 def _timed(method: Method, node: Node) -> Any:
     inner = method.handler
     name = method.name
-    metrics = node.metrics
-    # The labelled children, looked up once: labels() per call costs more than the call
-    # of a cheap method.
-    ok_calls = metrics.rpc_calls.labels(name, "ok")
-    latency = metrics.rpc_latency.labels(name)
+    stats = node.metrics.rpc_stats.method(name)  # looked up once, not per call
+    ok_call = stats.ok_call
+    clock = time.perf_counter
+
+    if not inspect.iscoroutinefunction(inner):  # no coroutine to create and await
+
+        def timed_sync(ctx: CallContext, params: Any) -> Any:
+            t0 = clock()
+            try:
+                result = inner(ctx, params)
+            except BaseException:
+                stats.call(clock() - t0, "error")
+                raise
+            ok_call(clock() - t0)
+            return result
+
+        timed_sync.__doc__ = inner.__doc__
+        return timed_sync
 
     async def timed(ctx: CallContext, params: Any) -> Any:
-        t0 = time.perf_counter()
+        t0 = clock()
         try:
-            result = inner(ctx, params)
-            if hasattr(result, "__await__"):
-                result = await result
+            result = await inner(ctx, params)
         except BaseException:
-            metrics.rpc_observe(name, time.perf_counter() - t0, "error")
+            stats.call(clock() - t0, "error")
             raise
-        ok_calls.inc()
-        latency.observe(time.perf_counter() - t0)
+        ok_call(clock() - t0)
         return result
 
     timed.__doc__ = inner.__doc__

@@ -1,5 +1,7 @@
 """JSON-RPC 2.0 dispatch: requests, batches, notifications, params validated by pydantic.
 
+Strict JSON parsing and reply encoding are node/rpc/jsoncodec.py's.
+
 Independent of HTTP: ``Dispatcher.handle_body`` takes the raw body and returns the
 JSON value to send back (None: nothing to send, all calls were notifications).
 """
@@ -7,10 +9,8 @@ JSON value to send back (None: nothing to send, all calls were notifications).
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +25,17 @@ from node.rpc.errors import (
     PARSE_ERROR,
     RpcError,
 )
+from node.rpc.jsoncodec import (
+    MAX_JSON_DEPTH,
+    error_object,
+    loads_strict,
+    surely_shallow,
+    too_deep,
+)
 
 log = logging.getLogger("pouw.rpc")
 
 DEFAULT_MAX_BATCH = 1000
-# Deepest nesting a request may have. Our deepest params (a batch of calls whose params
-# hold a list of lists) are 4 levels; 32 leaves room for clients that wrap things, and
-# stays far below the recursion that Python's json and pydantic would hit (~1000).
-MAX_JSON_DEPTH = 32
 
 
 class Params(BaseModel):
@@ -51,9 +54,10 @@ class NoParams(Params):
 NO_PARAMS = NoParams()
 
 
-@dataclass
+@dataclass(frozen=True)
 class CallContext:
-    """Who is calling: ``authed`` is False for an anonymous caller (when allowed)."""
+    """Who is calling: ``authed`` is False for an anonymous caller (when allowed).
+    Read only: the HTTP server hands every call one of two shared instances."""
 
     authed: bool = True
     session: Any = None  # the WebSocket session for calls made over /ws
@@ -70,6 +74,9 @@ class Method:
     category: str  # chain, accounts, mining, market, network, control
     admin: bool  # needs auth even where anonymous calls are allowed
     doc: str
+    # validated params by raw params (parse_params); shared by copies (replace()) and
+    # safe to share: a method's params model is fixed
+    parsed: dict[Any, Params] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -89,77 +96,11 @@ class Registry:
         self.methods[name] = Method(name, handler, params, category, admin, doc)
 
 
-def _error(req_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "error": RpcError(code, message, data).to_json(), "id": req_id}
+_error = error_object
 
 
 def error_response(code: int, message: str) -> dict[str, Any]:
     return _error(None, code, message)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number out of range: {text[:32]}")
-    return value
-
-
-# Built once: json.loads/dumps with options build a new decoder/encoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-
-
-def loads_strict(body: bytes | str) -> Any:
-    """Strict JSON (RFC 8259, UTF-8): NaN, Infinity and numbers that overflow a double
-    are refused with ValueError; too deep a nesting with RecursionError."""
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
-    return _DECODER.decode(text)
-
-
-def dumps_strict(value: Any) -> str:
-    """The reply's JSON text; ValueError for NaN/Infinity, which JSON cannot carry."""
-    return _ENCODER.encode(value)
-
-
-class RawJSON(str):
-    """A result that is already JSON text (a cached encoding); sent as it is."""
-
-
-def _encode_one(reply: dict[str, Any]) -> str:
-    result = reply.get("result")
-    try:
-        if isinstance(result, RawJSON):
-            return f'{{"jsonrpc":"2.0","result":{result},"id":{dumps_strict(reply["id"])}}}'
-        return dumps_strict(reply)
-    except (ValueError, TypeError, RecursionError):
-        log.exception("RPC reply is not JSON")
-        return dumps_strict(_error(reply.get("id"), INTERNAL_ERROR, "internal error"))
-
-
-def encode_reply(reply: Any) -> str:
-    """The reply (one answer or a batch's list) as JSON text; a result JSON cannot carry
-    becomes -32603 (a bug, logged)."""
-    if isinstance(reply, list):
-        return "[" + ",".join(_encode_one(r) for r in reply) + "]"
-    return _encode_one(reply)
-
-
-def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether arrays/objects nest deeper than ``limit`` (iterative: no recursion)."""
-    if not isinstance(value, dict | list):
-        return False
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > limit:
-            return True
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
 
 
 def _valid_id(value: Any) -> bool:
@@ -189,10 +130,54 @@ def describe_validation(exc: ValidationError) -> tuple[str, list[dict[str, str]]
     return errors[0]["message"], errors
 
 
+# Validated params remembered per method, keyed by the raw params when they are a few
+# short scalars (an address, a block hash, a height): wallets and explorers repeat the
+# same calls, and pydantic's validation costs more than a cheap method. Past the cap the
+# memory is cleared and refilled.
+PARAMS_CACHE = 256
+MAX_CACHED_TEXT = 128  # longest string param remembered (a hash is 64, an address ~60)
+
+
+def _scalar_key(values: Any) -> bool:
+    """Whether every value is None, an int (not a bool) or a short string: values that
+    compare equal only when they are the same JSON (1 == 1.0 == True are told apart)."""
+    for v in values:
+        kind = type(v)
+        if kind is str:
+            if len(v) > MAX_CACHED_TEXT:
+                return False
+        elif kind is not int and v is not None:
+            return False
+    return True
+
+
+def _cache_key(raw: Any) -> Any:
+    if type(raw) is list:
+        return tuple(raw) if _scalar_key(raw) else None
+    if type(raw) is dict and _scalar_key(raw.values()):
+        return ("named", tuple(raw.items()))  # no positional key holds a tuple
+    return None
+
+
 def parse_params(method: Method, raw: Any) -> Params:
-    """Validate params given by position or by name. A null param means "not given"
-    (its default), as in bitcoind: clients such as python's bitcoinrpc send trailing
-    nulls for the optional params they leave out."""
+    """Validate params given by position or by name (remembered for repeats of the same
+    short scalar params; models are frozen, so one instance serves every repeat)."""
+    key = _cache_key(raw)
+    if key is not None:
+        parsed = method.parsed.get(key)
+        if parsed is not None:
+            return parsed
+    parsed = _validate(method, raw)
+    if key is not None:
+        if len(method.parsed) >= PARAMS_CACHE:
+            method.parsed.clear()
+        method.parsed[key] = parsed
+    return parsed
+
+
+def _validate(method: Method, raw: Any) -> Params:
+    """A null param means "not given" (its default), as in bitcoind: clients such as
+    python's bitcoinrpc send trailing nulls for the optional params they leave out."""
     model = method.params
     names = model.model_fields
     if isinstance(raw, list):
@@ -214,16 +199,19 @@ def parse_params(method: Method, raw: Any) -> Params:
         raise RpcError(INVALID_PARAMS, message, errors) from None
 
 
-def _malformed(req: dict[str, Any]) -> str | None:
-    """Why a request object is not a valid request, or None."""
+def _malformed(req: dict[str, Any], shallow: bool) -> str | None:
+    """Why a request object is not a valid request, or None. ``shallow``: the body is
+    known not to nest too deep (``surely_shallow``), so the params need no depth walk."""
     if req.get("jsonrpc", "2.0") != "2.0":  # absent: a JSON-RPC 1.0 client, as bitcoind allows
         return 'jsonrpc must be "2.0"'
-    if not isinstance(req.get("method"), str):
+    if type(req.get("method")) is not str:
         return "method must be a string"
     params = req.get("params")
-    if params is not None and not isinstance(params, list | dict):
+    if params is None:
+        return None
+    if not isinstance(params, list | dict):
         return "params must be an array or object"
-    if params is not None and too_deep(params, MAX_JSON_DEPTH - 1):
+    if not shallow and too_deep(params, MAX_JSON_DEPTH - 1):
         return f"nested deeper than {MAX_JSON_DEPTH}"
     return None
 
@@ -250,9 +238,13 @@ class Dispatcher:
             return _error(None, PARSE_ERROR, f"parse error: {exc}")
         except RecursionError:
             return _error(None, PARSE_ERROR, f"parse error: nested deeper than {MAX_JSON_DEPTH}")
-        return await self.handle_value(data, ctx)
+        if type(data) is dict:  # one call, the common case: straight to it
+            return await self.handle_one(data, ctx, surely_shallow(body))
+        return await self.handle_value(data, ctx, surely_shallow(body))
 
-    async def handle_value(self, data: Any, ctx: CallContext) -> Any:
+    async def handle_value(self, data: Any, ctx: CallContext, shallow: bool = False) -> Any:
+        if type(data) is dict:  # one call, the common case
+            return await self.handle_one(data, ctx, shallow)
         if isinstance(data, list):
             if not data:
                 return _error(None, INVALID_REQUEST, "invalid request: empty batch")
@@ -264,13 +256,15 @@ class Dispatcher:
                 )
             out = []
             for item in data:
-                reply = await self.handle_one(item, ctx)
+                reply = await self.handle_one(item, ctx, shallow)
                 if reply is not None:
                     out.append(reply)
             return out or None
         return await self.handle_one(data, ctx)
 
-    async def handle_one(self, req: Any, ctx: CallContext) -> dict[str, Any] | None:
+    async def handle_one(
+        self, req: Any, ctx: CallContext, shallow: bool = False
+    ) -> dict[str, Any] | None:
         """One call's answer; None for a notification. A malformed request is answered
         even without an id (it is not a notification: JSON-RPC 2.0, section 4.1)."""
         if not isinstance(req, dict):
@@ -279,11 +273,15 @@ class Dispatcher:
         req_id = req.get("id")
         if not _valid_id(req_id):
             return _error(None, INVALID_REQUEST, "invalid request: id must be a string or number")
-        problem = _malformed(req)
+        problem = _malformed(req, shallow)
         if problem is not None:
             return _error(req_id, INVALID_REQUEST, f"invalid request: {problem}")
         try:
-            result = await self._call(req, ctx)
+            method, parsed = self._prepare(req, ctx)
+            self.calls += 1
+            result = method.handler(ctx, parsed)
+            if hasattr(result, "__await__"):
+                result = await result
         except RpcError as exc:
             return None if notification else _error(req_id, exc.code, exc.message, exc.data)
         except StorageError as exc:  # the node stops on it (Node.storage_fault) and says why
@@ -294,11 +292,9 @@ class Dispatcher:
             return None if notification else _error(req_id, INTERNAL_ERROR, "internal error")
         return None if notification else {"jsonrpc": "2.0", "result": result, "id": req_id}
 
-    async def _call(self, req: dict[str, Any], ctx: CallContext) -> Any:
+    def _prepare(self, req: dict[str, Any], ctx: CallContext) -> tuple[Method, Params]:
+        """The method a request names and its validated params (RpcError if refused)."""
         name = req["method"]
-        params = req.get("params")
-        if params is None:
-            params = []
         method = self.registry.methods.get(name)
         if method is None:
             raise RpcError(METHOD_NOT_FOUND, f"method not found: {name}")
@@ -307,12 +303,9 @@ class Dispatcher:
         warming = self.warmup()
         if warming is not None and name not in ("help", "uptime", "stop"):
             raise RpcError(-28, warming)
-        if method.params is NoParams and not params:
-            parsed: Params = NO_PARAMS  # nothing to validate
-        else:
-            parsed = parse_params(method, params)
-        self.calls += 1
-        result = method.handler(ctx, parsed)
-        if isinstance(result, Awaitable):
-            result = await result
-        return result
+        params = req.get("params")
+        if not params:  # absent, null, [] or {}
+            if method.params is NoParams:
+                return method, NO_PARAMS  # nothing to validate
+            params = [] if params is None else params
+        return method, parse_params(method, params)

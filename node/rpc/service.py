@@ -28,8 +28,9 @@ from node.events import TipChange
 from node.rpc.auth import COOKIE_USER, Authenticator, remove_cookie, write_cookie
 from node.rpc.encode import header_json
 from node.rpc.errors import INVALID_REQUEST, MISC_ERROR, RpcError
+from node.rpc.jsoncodec import encode_reply
 from node.rpc.methods import Methods, register_all
-from node.rpc.protocol import CallContext, Dispatcher, Registry, encode_reply, error_response
+from node.rpc.protocol import CallContext, Dispatcher, Registry, error_response
 
 if TYPE_CHECKING:
     from node.service import Node
@@ -55,6 +56,9 @@ MAX_CONNECTIONS = 256
 # sharing a socket; each one multiplies the notifications a single event sends.
 MAX_SUBSCRIPTIONS = 32
 CHUNK = 64 * 1024
+# The context of every HTTP call (no session; methods only read it), made once.
+HTTP_AUTHED = CallContext(authed=True)
+HTTP_ANONYMOUS = CallContext(authed=False)
 
 
 class WsSession:
@@ -190,6 +194,13 @@ class RpcService:
         ok = self.auth.check_header(request.headers.get("Authorization"))
         if ok:
             return True, None
+        return await self._refuse(request, ok)
+
+    async def _refuse(
+        self, request: web.Request, ok: bool | None
+    ) -> tuple[bool, web.Response | None]:
+        """Anonymous (None) or wrong (False) credentials: (False, None) for an anonymous
+        caller where that is allowed, else the 401 answer (a wrong one after a pause)."""
         if ok is None and self.dispatcher.allow_anonymous:
             return False, None
         if ok is False:
@@ -209,35 +220,44 @@ class RpcService:
         return web.json_response(body, status=413)
 
     async def handle_http(self, request: web.Request) -> web.StreamResponse:
-        authed, refusal = await self._authorize(request)
-        if refusal is not None:
-            return refusal
-        if request.content_length is not None and request.content_length > self.max_body:
-            return self._too_large()
-        try:
-            if request.content.is_eof():  # it came with the headers: take it as it is
-                body = request.content.read_nowait()
-                if len(body) > self.max_body:
-                    return self._too_large()
-            else:
+        ok = self.auth.check_header(request.headers.get("Authorization"))
+        authed = True
+        if not ok:
+            authed, refusal = await self._refuse(request, ok)
+            if refusal is not None:
+                return refusal
+        content = request.content
+        if content.is_eof():  # it came with the headers (the common case): take it as it is
+            data = content.read_nowait()
+            if len(data) > self.max_body:
+                return self._too_large()
+            body: bytes | None = data
+        else:
+            length = request.content_length
+            if length is not None and length > self.max_body:
+                return self._too_large()
+            try:
                 async with asyncio.timeout(self.body_timeout):
                     body = await self._read_body(request)
-        except TimeoutError:
-            reply = error_response(
-                INVALID_REQUEST, f"request body not received within {self.body_timeout:g} s"
-            )
-            resp = web.json_response(reply, status=408)
-            resp.force_close()
-            await resp.prepare(request)
-            await resp.write_eof()
-            request.protocol.force_close()  # no lingering read of the rest of a dripped body
-            return resp
+            except TimeoutError:
+                return await self._body_timeout(request)
         if body is None:
             return self._too_large()
-        reply = await self.dispatcher.handle_body(body, CallContext(authed=authed))
+        reply = await self.dispatcher.handle_body(body, HTTP_AUTHED if authed else HTTP_ANONYMOUS)
         if reply is None:
             return web.Response(status=204)
         return web.Response(body=encode_reply(reply).encode(), content_type="application/json")
+
+    async def _body_timeout(self, request: web.Request) -> web.StreamResponse:
+        reply = error_response(
+            INVALID_REQUEST, f"request body not received within {self.body_timeout:g} s"
+        )
+        resp = web.json_response(reply, status=408)
+        resp.force_close()
+        await resp.prepare(request)
+        await resp.write_eof()
+        request.protocol.force_close()  # no lingering read of the rest of a dripped body
+        return resp
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         """The body, or None once it passes the cap (counted while reading)."""

@@ -1,0 +1,123 @@
+"""The params models of the RPC methods (node/rpc/*_methods.py), validated by pydantic.
+
+Field order is the positional order; every integer a client sends is capped before use.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from node.rpc.protocol import Params
+
+HashHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+HexStr = Annotated[str, StringConstraints(pattern=r"^([0-9a-fA-F]{2})*$")]
+# Every integer a client sends is capped before use: 2^53 - 1 is the largest integer
+# every JSON client reads exactly, and keeps arithmetic on it (skip + count, ms / 1000,
+# now + bantime) within C and float ranges.
+MAX_SAFE_INT = 2**53 - 1
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+Height = Count
+Shape = Annotated[
+    list[Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]], Field(min_length=3, max_length=3)
+]
+MAX_TESTMEMPOOLACCEPT = 25
+MAX_HISTORY_PAGE = 1000
+
+
+class HeightParams(Params):
+    height: Height
+
+
+class BlockParams(Params):
+    blockhash: HashHex
+    verbosity: Annotated[int, Field(ge=0, le=2)] = 1
+
+
+class HeaderParams(Params):
+    blockhash: HashHex
+    verbose: bool = True
+
+
+class WaitParams(Params):
+    timeout: Count = 0  # milliseconds, 0 = no timeout
+
+
+class AddressParams(Params):
+    address: str
+
+
+class ProofParams(Params):
+    address: str
+    kind: Literal["account", "contribution"] = "account"
+
+
+class RawTxParams(Params):
+    hexstring: HexStr
+
+
+class TestAcceptParams(Params):
+    rawtxs: Annotated[list[HexStr], Field(min_length=1, max_length=MAX_TESTMEMPOOLACCEPT)]
+
+
+class TxidParams(Params):
+    txid: HashHex
+    verbose: bool = False
+
+
+class TxParams(Params):
+    txid: HashHex
+
+
+class MempoolParams(Params):
+    verbose: bool = False
+
+
+class FeeParams(Params):
+    blocks: Annotated[int, Field(ge=1, le=1008)] = 6
+
+
+class HistoryParams(Params):
+    address: str
+    skip: Count = 0
+    count: Annotated[int, Field(ge=1, le=MAX_HISTORY_PAGE)] = 100
+
+
+class TemplateParams(Params):
+    miner: str
+    shape: Shape | None = None
+    longpollid: str | None = None
+    job: HashHex | None = None  # a job ``miner`` holds the claim of: the header names it
+
+
+class SubmitParams(Params):
+    hexdata: HexStr
+
+
+class AddNodeParams(Params):
+    node: str
+    command: Literal["add", "remove", "onetry"]
+
+
+class DisconnectParams(Params):
+    address: str
+
+
+class SetBanParams(Params):
+    subnet: str
+    command: Literal["add", "remove"]
+    bantime: Count = 0
+    absolute: bool = False
+
+
+class HelpParams(Params):
+    command: str | None = None
+
+
+class SubscribeParams(Params):
+    topic: Literal["newHeads", "newTransactions", "jobs"]
+
+
+class UnsubscribeParams(Params):
+    subscription: str
