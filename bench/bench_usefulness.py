@@ -22,6 +22,7 @@ Python API (wallet/jobs.JobClient), keeps more jobs open than the miners can tak
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from bench.marketnet import buyer_client, start_net, wait, write_genesis  # noqa: E402
+from wallet.job_txs import JobError  # noqa: E402
 
 SETTLED = ("paid", "refunded", "expired", "reclaimed")
 
@@ -55,7 +57,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=180.0, help="how long demand is kept up")
     p.add_argument("--miners", type=int, default=3)
     p.add_argument("--shape", type=int, nargs=3, default=[256, 1024, 256], metavar=("M", "K", "N"))
-    p.add_argument("--block-ratio", type=int, default=160, help="block work over job work")
+    p.add_argument("--block-ratio", type=int, default=250, help="block work over job work")
     p.add_argument("--spacing", type=int, default=10, help="target seconds between blocks")
     args = p.parse_args()
     m, k, n = args.shape
@@ -96,7 +98,8 @@ def main() -> int:
             # stop: every submitted job must end; measure the miners at the last delivery
             for job_id in submitted:
                 if buyer.call("getjob", job_id)["status"] == "open":
-                    client.reclaim(job_id)  # the rest of the backlog: cancelled, not stuck
+                    with contextlib.suppress(JobError):  # claimed meanwhile: it delivers
+                        client.reclaim(job_id)  # the rest of the backlog: cancelled
 
             def delivered() -> bool:
                 states = [buyer.call("getjob", j)["status"] for j in submitted]
