@@ -134,7 +134,7 @@ class OwnWork:
         """The exact product of int8 matrices with entries in [-64, 63] (int32; int64 if
         the inner dimension is cut into parts), drawing the block lottery on the way."""
         try:
-            a8, b8 = check_operand(np.asarray(a), "A"), check_operand(np.asarray(b), "B")
+            a8, b8 = check_operand(_host(a), "A"), check_operand(_host(b), "B")
         except JobError as exc:
             raise OwnWorkError(str(exc)) from None
         if a8.shape[1] != b8.shape[0]:
@@ -149,3 +149,16 @@ class OwnWork:
         results = [self._mine(*part.operands(a8, b8)) for part in parts]
         c = assemble(m, n, parts, results)
         return c.astype(np.int32) if len({(p.k0, p.k1) for p in parts}) == 1 else c
+
+
+def _host(x: Any) -> npt.NDArray[Any]:
+    """An operand as a NumPy array. A GPU array (CuPy, or anything with the CUDA array
+    interface and ``.get()``) is copied to the host: the engines stage operands through
+    host memory today (the commitments are checked there), so there is no zero-copy
+    path for device operands yet."""
+    if hasattr(x, "__cuda_array_interface__"):
+        get = getattr(x, "get", None)
+        if get is None:
+            raise OwnWorkError("a GPU array without .get(): copy it to the host first")
+        return np.asarray(get())
+    return np.asarray(x)

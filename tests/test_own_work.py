@@ -67,3 +67,26 @@ def test_own_products_mine_blocks_a_second_node_accepts(tmp_path: Path) -> None:
     b = np.ones((128, 64), np.int8)
     assert np.array_equal(down.matmul(a, b), _exact(a, b))
     assert down.stats.node_errors == 1 and down.stats.blocks_found == 0
+
+
+class _DeviceArray:
+    """Stands in for a CuPy array: the CUDA array interface and ``.get()``."""
+
+    def __init__(self, host: np.ndarray) -> None:
+        self._host = host
+        self.__cuda_array_interface__ = {"shape": host.shape, "typestr": "|i1", "version": 3}
+
+    def get(self) -> np.ndarray:
+        return self._host
+
+    def __array__(self, *args: object, **kwargs: object) -> np.ndarray:
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+
+def test_device_arrays_are_copied_to_the_host_not_refused() -> None:
+    from node.own_work import _host
+
+    a = np.arange(-8, 8, dtype=np.int8).reshape(4, 4)
+    assert np.array_equal(_host(_DeviceArray(a)), a)
+    with pytest.raises(TypeError):
+        np.asarray(_DeviceArray(a))  # what OwnWork.matmul used to hit
