@@ -289,12 +289,15 @@ class JobClient:
         }  # fmt: skip
 
     def reclaim(self, product_id: str, fee: int = DEFAULT_JOB_FEE) -> list[str]:
-        """Cancel every part nobody has claimed yet; returns the reclaim txids."""
+        """Cancel every part nobody has claimed yet, on chain or in the node's pool;
+        returns the reclaim txids."""
         plan = self.manifest(product_id)
         job_ids = plan.job_ids if plan is not None else [product_id]
         out = []
         for job_id in job_ids:
-            if self._job(job_id)["status"] == "open":
+            job = self._job(job_id)
+            # a claim on its way would most likely win: a miner is computing that part
+            if job["status"] == "open" and not job.get("pending_claims"):
                 tx = reclaim_tx(self.network, self._signer(), self._nonce(),
                                 bytes.fromhex(job_id), fee)  # fmt: skip
                 out.append(self._send(tx))

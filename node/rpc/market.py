@@ -158,7 +158,9 @@ class MarketMethods:
         out["mtp"] = self.node.chain.mtp_after(self.node.chain.tip)
         if job.status in (JobStatus.OPEN, JobStatus.CLAIMED):
             claimant = job.claimant if job.status == JobStatus.CLAIMED else None
-            pending = self.pending_commit(job_id, claimant)
+            claims, pending = self.pool_actions(job_id, claimant)
+            if claimant is None and claims:
+                out["pending_claims"] = claims
             if pending is not None:
                 out["pending_commit"] = pending
         return out
@@ -193,11 +195,14 @@ class MarketMethods:
                     submits[txid] = job
         return submits, claimed
 
-    def pending_commit(self, job_id: bytes, claimant: bytes | None) -> dict[str, str] | None:
-        """A JOB_COMMIT for the job waiting in our mempool, from ``claimant`` (the
-        claim is on chain) or, with None, from a sender whose claim of the job waits
-        there too (miners claim and commit before anything confirms). A buyer fetches
-        and checks C without waiting for blocks: C is checked against A and B anyway."""
+    def pool_actions(
+        self, job_id: bytes, claimant: bytes | None
+    ) -> tuple[int, dict[str, str] | None]:
+        """What our mempool holds for the job: the number of claims of it, and a
+        JOB_COMMIT from ``claimant`` (the claim is on chain) or, with None, from a
+        sender whose claim of the job waits there too (miners claim and commit before
+        anything confirms). A buyer fetches and checks C without waiting for blocks:
+        C is checked against A and B anyway."""
         pool = self.node.mempool
         claimants = set() if claimant is None else {claimant}
         commits: list[tuple[bytes, bytes, JobCommit]] = []
@@ -214,14 +219,15 @@ class MarketMethods:
                 continue
             if isinstance(commit, JobCommit) and commit.job_id == job_id:
                 commits.append((txid, tx.sender, commit))
+        claims = len(claimants) if claimant is None else 0
         for txid, sender, commit in commits:
             if sender in claimants:
-                return {
+                return claims, {
                     "txid": txid.hex(), "claimant": encode_address(self.net.hrp, sender),
                     "result_root": commit.result_root.hex(),
                     "result_url": commit.url.decode(errors="replace"),
                 }  # fmt: skip
-        return None
+        return claims, None
 
     def listjobs(self, ctx: CallContext, p: ListJobsParams) -> list[Any]:
         """Compute jobs, best bounty per multiply-add first; ``status`` filters (default
