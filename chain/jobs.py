@@ -45,9 +45,11 @@ from chain.job_payloads import (
     JobClaim,
     JobCommit,
     JobPayload,
+    JobPayloadError,
     JobProbe,
     JobReveal,
     JobSubmit,
+    decode_job_payload,
 )
 from chain.state import (
     Account,
@@ -57,6 +59,8 @@ from chain.state import (
     StateReject,
     add_contribution,
 )
+from chain.tx import Transaction
+from chain.txkind import TxKind
 from consensus.ints import U64_MAX
 from consensus.params import MarketParams, PouwParams
 from consensus.result import chunk_count, verify_challenge, verify_chunk
@@ -397,6 +401,20 @@ def _submit(
         raise _reject(StateReject.JOB_BAD_EXPIRY, f"expires {p.expires} at mtp {clock.mtp}")
     job = submitted_job(sender, amount, p, clock.height)
     _put(state, txid, _schedule(state, txid, job, clock, p.expires, clock.height + 1))
+
+
+def pooled_submit_job(tx: Transaction) -> Job | None:
+    """The job a JOB_SUBMIT still in a mempool would create (height 0), or None when
+    ``tx`` is not a well-formed submit. Miners and the RPC read pending jobs with it."""
+    if tx.kind != TxKind.JOB_SUBMIT:
+        return None
+    try:
+        payload = decode_job_payload(tx.kind, tx.payload)
+    except JobPayloadError:
+        return None
+    if not isinstance(payload, JobSubmit):
+        return None
+    return submitted_job(tx.sender, tx.amount, payload, 0)
 
 
 def submitted_job(buyer: bytes, bounty: int, p: JobSubmit, height: int) -> Job:

@@ -39,8 +39,7 @@ import numpy.typing as npt
 
 from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
-from chain.job_payloads import JobPayloadError, JobSubmit, decode_job_payload
-from chain.jobs import PREFIX_JOB, Job, JobStatus, get_job, submitted_job
+from chain.jobs import PREFIX_JOB, Job, JobStatus, get_job, pooled_submit_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
@@ -75,6 +74,7 @@ QUICK_ROUND_JITTER_S = 0.15
 # here, without this wait 20 % of job products were computed twice). It overlaps the
 # operands' download.
 RIVAL_WAIT_S = 0.1
+RIVAL_SCAN_S = 0.02  # rival claims are read from the pool at most this often
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 # A pooled submit is worth claiming only if its job stays open this long after the
 # tip's median time past: time for the submit and the claim to confirm.
@@ -174,6 +174,7 @@ class MarketMiner:
         self._quick_round_at: float | None = None  # a submit arrived: claim at this time
         self._behind: set[bytes] = set()  # held jobs whose claim another claim races ahead of
         self._more_open = False  # the last claim round left candidates unclaimed
+        self._rivals: tuple[float, dict[bytes, bytes]] = (0.0, {})  # (read at, last scan)
         self._seen_tip: bytes | None = None
         self._last_round = 0.0
 
@@ -213,7 +214,7 @@ class MarketMiner:
             elif tx.kind == TxKind.JOB_SUBMIT:
                 txid = tx.txid
                 known = self._pooled_submits.get(txid)
-                job, first_seen = known if known is not None else (_pooled_job(tx), now)
+                job, first_seen = known if known is not None else (pooled_submit_job(tx), now)
                 seen[txid] = (job, first_seen)
                 if job is not None:
                     pending.append((txid, job))
@@ -402,9 +403,11 @@ class MarketMiner:
         for job_id, held in waiting:  # fetching overlaps the wait for rival claims
             if not self._claim_failed(held) and await self._fetch(job_id, held):
                 ready.append((job_id, held))
-        rivals = self._scan_pool()[1]
-        self._behind = {jid for jid, h in waiting if rivals.get(jid, h.claim_txid) < h.claim_txid}
         now = time.monotonic()
+        if now - self._rivals[0] >= RIVAL_SCAN_S:  # the mining loop calls often: pool
+            self._rivals = (now, self._scan_pool()[1])  # scans at most every RIVAL_SCAN_S
+        rivals = self._rivals[1]
+        self._behind = {jid for jid, h in waiting if rivals.get(jid, h.claim_txid) < h.claim_txid}
         for job_id, held in ready:
             # Another claim races ours: the one with the lower txid computes it now
             # (every miner seeing both agrees); the other waits for the tip to say. A
@@ -532,17 +535,6 @@ class MarketMiner:
             held.revealed.add(probe)
             self.counters.reveals += 1
             log.info("revealed chunk %s of job %s", probe, job_id.hex()[:16])
-
-
-def _pooled_job(tx: Transaction) -> Job | None:
-    """The job a pooled JOB_SUBMIT would create (None: not a well-formed submit)."""
-    try:
-        payload = decode_job_payload(tx.kind, tx.payload)
-    except JobPayloadError:
-        return None
-    if not isinstance(payload, JobSubmit):
-        return None
-    return submitted_job(tx.sender, tx.amount, payload, 0)
 
 
 def market_miner_for(node: object, key: PrivateKey, **settings: object) -> MarketMiner:

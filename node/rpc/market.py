@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from chain.address import encode_address
-from chain.job_payloads import JobCommit, JobPayloadError, JobSubmit, decode_job_payload
-from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job, submitted_job
+from chain.job_payloads import JobCommit, JobPayloadError, decode_job_payload
+from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job, pooled_submit_job
 from chain.txkind import TxKind
 from consensus.difficulty import block_work
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError
@@ -168,14 +168,7 @@ class MarketMethods:
     def pooled_job(self, job_id: bytes) -> Job | None:
         """The job a JOB_SUBMIT still in our mempool will create (its id is the txid)."""
         tx = self.node.mempool.get(job_id)
-        if tx is None or tx.kind != TxKind.JOB_SUBMIT:
-            return None
-        try:
-            payload = decode_job_payload(tx.kind, tx.payload)
-        except JobPayloadError:
-            return None
-        assert isinstance(payload, JobSubmit)
-        return submitted_job(tx.sender, tx.amount, payload, 0)
+        return None if tx is None else pooled_submit_job(tx)
 
     def pool_jobs(self) -> tuple[dict[bytes, Job], set[bytes]]:
         """Our mempool's market view: the jobs its submits will create, by id, and the
@@ -190,7 +183,7 @@ class MarketMethods:
             if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
                 claimed.add(tx.payload)
             elif tx.kind == TxKind.JOB_SUBMIT:
-                job = self.pooled_job(txid)
+                job = pooled_submit_job(tx)
                 if job is not None:
                     submits[txid] = job
         return submits, claimed
