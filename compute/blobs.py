@@ -24,16 +24,21 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from consensus.commitments import line_leaf, row_leaves
+from compute.fast_commit import (
+    Words,
+    line_leaf_words,
+    merkle_root_of,
+    result_row_root_words,
+    to_digests,
+)
 from consensus.hashing import TAG_MERKLE_NODE, TAG_RESULT_ROW
-from consensus.merkle import merkle_root
-from consensus.result import result_row_roots, row_root
 
 log = logging.getLogger("pouw.blobs")
 
@@ -60,16 +65,19 @@ def _node_tag(kind: str) -> str:
     return TAG_RESULT_ROW if kind == "c" else TAG_MERKLE_NODE
 
 
+def line_leaf_array(kind: str, matrix: npt.NDArray[np.integer]) -> Words:
+    """The leaves of a blob's lines (row roots for C), as count x 8 words."""
+    if kind == "c":
+        return result_row_root_words(matrix)
+    return line_leaf_words(matrix)  # type: ignore[arg-type]
+
+
 def line_leaves(kind: str, matrix: npt.NDArray[np.integer]) -> list[bytes]:
-    return result_row_roots(matrix) if kind == "c" else row_leaves(matrix)  # type: ignore[arg-type]
-
-
-def leaf_of_line(kind: str, line: bytes | memoryview, cols: int) -> bytes:
-    return row_root(line, cols) if kind == "c" else line_leaf(line)
+    return to_digests(line_leaf_array(kind, matrix))
 
 
 def blob_root(kind: str, matrix: npt.NDArray[np.integer]) -> bytes:
-    return merkle_root(line_leaves(kind, matrix), _node_tag(kind))
+    return merkle_root_of(line_leaf_array(kind, matrix), _node_tag(kind))
 
 
 @dataclass(frozen=True)
@@ -89,13 +97,25 @@ class BlobInfo:
 
 
 class BlobStore:
-    """Blobs on disk under ``directory``, at most ``quota`` bytes in all (thread-safe)."""
+    """Blobs on disk under ``directory``, at most ``quota`` bytes in all (thread-safe).
+
+    Writes are behind: ``put`` checks a blob, holds it in memory (served at once by
+    every read) and hands it to one writer thread. Writing 16 MB to a fresh file took
+    30-60 ms here, on the path from a buyer's upload to a miner's product and from a
+    product to its commit; it is off that path now. ``flush`` waits for the writes
+    (a node's shutdown calls it); a blob whose write did not finish before a crash is
+    simply not there after the restart, as if it had never been received.
+    """
 
     def __init__(self, directory: Path, quota: int = DEFAULT_QUOTA) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.quota = quota
         self._lock = threading.Lock()
+        self._pending: dict[bytes, tuple[BlobInfo, npt.NDArray[np.integer], bytes]] = {}
+        self._writer: ThreadPoolExecutor | None = None
+        self._writes: list[Future[None]] = []
+        self._used: int | None = None  # bytes on disk and pending (scanned once)
         # called with the BlobInfo of every blob newly stored (not of one already held),
         # on the thread that stored it; the P2P service announces it (p2p/service.py)
         self.listeners: list[Callable[[BlobInfo], None]] = []
@@ -104,29 +124,45 @@ class BlobStore:
         return self.dir / f"{root.hex()}.{kind}.{suffix}"
 
     def used(self) -> int:
-        return sum(p.stat().st_size for p in self.dir.glob("*.*.*"))
+        with self._lock:
+            return self._used_locked()
+
+    def _used_locked(self) -> int:
+        if self._used is None:
+            on_disk = sum(p.stat().st_size for p in self.dir.glob("*.*.*"))
+            self._used = on_disk + sum(
+                info.nbytes + len(leaves) for info, _, leaves in self._pending.values()
+            )  # fmt: skip
+        return self._used
 
     def find(self, root: bytes) -> BlobInfo | None:
+        pending = self._pending.get(root)
+        if pending is not None:
+            return pending[0]
         for kind in KINDS:
             path = self._path(root, kind, "npy")
             if path.exists():
-                arr = np.load(path, mmap_mode="r")
+                try:
+                    arr = np.load(path, mmap_mode="r")
+                except (OSError, ValueError):
+                    return None
                 return BlobInfo(root, kind, int(arr.shape[0]), int(arr.shape[1]))
         return None
 
     def recent(self, limit: int) -> list[BlobInfo]:
         """The ``limit`` most recently stored blobs, newest first."""
+        out = [info for info, _, _ in reversed(list(self._pending.values()))][:limit]
         paths = []
         for path in self.dir.glob("*.*.npy"):
             root_hex, kind, _ = path.name.split(".", 2)
-            if kind in KINDS and len(root_hex) == 64:
+            pending = bytes.fromhex(root_hex) in self._pending if len(root_hex) == 64 else True
+            if kind in KINDS and not pending:
                 try:
                     paths.append((path.stat().st_mtime, root_hex, kind, path))
                 except OSError:
                     continue
         paths.sort(reverse=True)
-        out = []
-        for _, root_hex, kind, path in paths[:limit]:
+        for _, root_hex, kind, path in paths[: max(0, limit - len(out))]:
             try:
                 arr = np.load(path, mmap_mode="r")
                 out.append(BlobInfo(bytes.fromhex(root_hex), kind, *map(int, arr.shape)))
@@ -136,12 +172,14 @@ class BlobStore:
 
     def put(
         self, kind: str, matrix: npt.NDArray[np.integer], root: bytes | None = None,
-        leaves: list[bytes] | None = None,
+        leaves: list[bytes] | None = None, owned: bool = False,
     ) -> bytes:  # fmt: skip
         """Store ``matrix`` as a blob of ``kind``; returns its root. If ``root`` is given
         the matrix must match it (a mismatch is dropped with BlobError). ``leaves``,
         with ``root``: the matrix's line leaves, already checked against the root and
-        every line against its leaf (fetch_blob does), so they are not hashed again."""
+        every line against its leaf (fetch_blob does), so they are not hashed again.
+        The store keeps its own copy (the caller may change ``matrix`` afterwards),
+        unless the caller hands it ``owned``: then the matrix becomes read-only."""
         mat = np.ascontiguousarray(matrix, dtype=_dtype(kind))
         if mat.ndim != 2 or not 0 < mat.shape[0] <= MAX_BLOB_LINES:
             raise BlobError(f"blob shape {mat.shape} is not allowed")
@@ -150,20 +188,27 @@ class BlobStore:
         if leaves is not None and root is not None and len(leaves) == mat.shape[0]:
             got = root
         else:
-            leaves = line_leaves(kind, mat)
-            got = merkle_root(leaves, _node_tag(kind))
+            words = line_leaf_array(kind, mat)
+            leaves = to_digests(words)
+            got = merkle_root_of(words, _node_tag(kind))
         if root is not None and got != root:
             raise BlobError(f"blob does not match its root {root.hex()}: dropped")
-        with self._lock:
-            if self._path(got, kind, "npy").exists():
-                return got
-            if self.used() + mat.nbytes + 32 * len(leaves) > self.quota:
-                raise BlobError(f"blob store quota of {self.quota} bytes is full")
-            tmp = self._path(got, kind, "tmp.npy")
-            np.save(tmp, mat)
-            self._path(got, kind, "leaves").write_bytes(b"".join(leaves))
-            os.replace(tmp, self._path(got, kind, "npy"))
+        if not owned and np.shares_memory(mat, matrix):
+            mat = mat.copy()
+        mat.flags.writeable = False
         info = BlobInfo(got, kind, int(mat.shape[0]), int(mat.shape[1]))
+        joined = b"".join(leaves)
+        with self._lock:
+            if got in self._pending or self._path(got, kind, "npy").exists():
+                return got
+            if self._used_locked() + mat.nbytes + len(joined) > self.quota:
+                raise BlobError(f"blob store quota of {self.quota} bytes is full")
+            self._used = self._used_locked() + mat.nbytes + len(joined)
+            self._pending[got] = (info, mat, joined)
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="blob-writer")
+            self._writes = [w for w in self._writes if not w.done()]
+            self._writes.append(self._writer.submit(self._write, got))
         for listener in list(self.listeners):
             try:
                 listener(info)
@@ -171,13 +216,58 @@ class BlobStore:
                 log.exception("blob listener failed")
         return got
 
+    def _write(self, root: bytes) -> None:
+        """The writer thread: one pending blob to disk (npy, then leaves, then rename)."""
+        held = self._pending.get(root)
+        if held is None:  # deleted meanwhile
+            return
+        info, mat, leaves = held
+        tmp = self._path(root, info.kind, "tmp.npy")
+        try:
+            np.save(tmp, mat)
+            self._path(root, info.kind, "leaves").write_bytes(leaves)
+        except OSError as exc:
+            log.error("blob %s not written to disk: %s", root.hex()[:16], exc)
+            with self._lock:
+                if self._pending.pop(root, None) is not None:
+                    self._used = None
+            tmp.unlink(missing_ok=True)
+            return
+        with self._lock:
+            if self._pending.get(root) is held:
+                os.replace(tmp, self._path(root, info.kind, "npy"))
+                del self._pending[root]
+                return
+        tmp.unlink(missing_ok=True)  # deleted while it was being written
+        self._path(root, info.kind, "leaves").unlink(missing_ok=True)
+
+    def flush(self) -> None:
+        """Wait until every blob put so far is on disk."""
+        with self._lock:
+            writes = list(self._writes)
+        for write in writes:
+            write.result()
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
+
     def get(self, root: bytes) -> npt.NDArray[np.integer] | None:
+        pending = self._pending.get(root)
+        if pending is not None:
+            return pending[1]
         info = self.find(root)
         if info is None:
             return None
         return np.load(self._path(root, info.kind, "npy"), mmap_mode="r")
 
     def leaves(self, root: bytes) -> bytes | None:
+        pending = self._pending.get(root)
+        if pending is not None:
+            return pending[2]
         info = self.find(root)
         return None if info is None else self._path(root, info.kind, "leaves").read_bytes()
 
@@ -185,11 +275,14 @@ class BlobStore:
         arr = self.get(root)
         if arr is None or not (0 <= start and 0 < count and start + count <= arr.shape[0]):
             return None
-        return np.ascontiguousarray(arr[start : start + count]).tobytes()
+        return arr[start : start + count].tobytes()
 
     def delete(self, root: bytes) -> None:
-        for path in self.dir.glob(f"{root.hex()}.*"):
-            path.unlink(missing_ok=True)
+        with self._lock:
+            if self._pending.pop(root, None) is not None or self._used is not None:
+                self._used = None  # rescanned on the next put
+            for path in self.dir.glob(f"{root.hex()}.*"):
+                path.unlink(missing_ok=True)
 
 
 # --- fetching ------------------------------------------------------------------------
@@ -282,7 +375,7 @@ async def fetch_blob(
                 drop(peer, f"leaves: {str(exc) or type(exc).__name__}", isinstance(exc, _TooMuch))
                 continue
             cand = [raw[i : i + 32] for i in range(0, len(raw), 32)]
-            if len(raw) != 32 * rows or merkle_root(cand, _node_tag(kind)) != root:
+            if len(raw) != 32 * rows or merkle_root_of(cand, _node_tag(kind)) != root:
                 drop(peer, "leaves do not match the root", lied=True)
                 continue
             leaves = cand
@@ -314,12 +407,9 @@ async def fetch_blob(
                 if len(body) != want:
                     drop(peer, f"rows {start}: {len(body)} bytes, expected {want}", lied=True)
                     continue
-                bad = next(
-                    (i for i in range(count)
-                     if leaf_of_line(kind, body[i * line_bytes : (i + 1) * line_bytes], cols)
-                     != leaves[start + i]),
-                    None,
-                )  # fmt: skip
+                lines = np.frombuffer(body, dtype).reshape(count, cols)
+                got = to_digests(line_leaf_array(kind, lines))
+                bad = next((i for i in range(count) if got[i] != leaves[start + i]), None)
                 if bad is not None:
                     drop(peer, f"row {start + bad} does not match its leaf", lied=True)
                     continue
@@ -332,6 +422,6 @@ async def fetch_blob(
                     group.create_task(fetch_range(start))
         except* BlobError as failed:
             raise failed.exceptions[0] from None
-    if store is not None:
-        store.put(kind, out, root, leaves=leaves)
+    if store is not None:  # written to disk behind; ``out`` becomes read-only
+        store.put(kind, out, root, leaves=leaves, owned=True)
     return out

@@ -14,9 +14,15 @@ mantissa exactly (integers below 2^24 in float32, 2^53 in float64 add exactly in
 order, so the result is the integer one): B X in float32 when max|B| n < 2^24, the
 rest in float64. This is 5-10x faster than one integer matrix-vector product per
 trial; matrices past those bounds take the integer path.
+
+The A and B side, A (B X), does not need C: ``prepare_check`` computes it ahead (a
+buyer does it while a miner computes C), and ``PreparedCheck.check`` then costs one
+pass over C, C X. A prepared check is used once: its signs stay unknown to the prover.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
@@ -57,46 +63,85 @@ def freivalds_check(
     """
     if trials < 1:
         raise ValueError("at least one trial")
-    if a.ndim != 2 or b.ndim != 2 or c.ndim != 2:
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         return False
-    (m, k), (k2, n) = a.shape, b.shape
-    if k != k2 or c.shape != (m, n):
+    if not all(np.issubdtype(x.dtype, np.integer) for x in (a, b)):
         return False
-    if not all(np.issubdtype(x.dtype, np.integer) for x in (a, b, c)):
-        return False
-    if min(a.size, b.size, c.size) == 0:
-        return c.size == 0 or not np.any(c)
-    a, b, c = (np.ascontiguousarray(x) for x in (a, b, c))
-    bound = _abs_max(a) * _abs_max(b) * k  # |(A . B)_ij| can be no larger
-    if _abs_max(c) > bound:
-        return False
-    if _abs_max(b) * n >= 1 << 62 or bound * n >= 1 << 62:
-        raise ValueError("matrices too large for exact int64 Freivalds sums")
-    rng = rng if rng is not None else np.random.default_rng()
-    if bound * n < FLOAT64_EXACT:
-        signs = rng.integers(0, 2, (n, trials), dtype=np.int8) * np.int8(2) - np.int8(1)
-        return _float_trials(a, b, c, signs, _abs_max(b) * n)
-    bx = np.empty(k, np.int64)
-    abx = np.empty(m, np.int64)
-    cx = np.empty(m, np.int64)
-    for _ in range(trials):
-        x = rng.integers(0, 2, n, dtype=np.int64) * 2 - 1
-        _matvec(b, x, bx)
-        _matvec(a, bx, abx)
-        _matvec(c, x, cx)
-        if not np.array_equal(abx, cx):
+    return prepare_check(a, b, trials, rng).check(c)
+
+
+@dataclass
+class PreparedCheck:
+    """Freivalds' check of one C against A . B with A (B X) already computed."""
+
+    m: int
+    n: int
+    bound: int  # |(A . B)_ij| can be no larger: max|A| max|B| k
+    signs: npt.NDArray[np.int8]  # n x trials, entries +1 / -1
+    abx: npt.NDArray[np.int64] | npt.NDArray[np.float64]  # m x trials, exact integers
+    exact_float: bool  # C X through BLAS in float64 (exact by bound), else int64
+    used: bool = False
+
+    def check(self, c: npt.NDArray[np.integer]) -> bool:
+        """True when C passes every trial. A second call raises (ValueError): a prover
+        that saw the first answer must not face the same signs again."""
+        if self.used:
+            raise ValueError("a prepared Freivalds check is used once")
+        self.used = True
+        if c.ndim != 2 or c.shape != (self.m, self.n):
             return False
-    return True
+        if not np.issubdtype(c.dtype, np.integer):
+            return False
+        if c.size == 0:
+            return True
+        if self.abx.size == 0:  # k = 0: A . B is all zeros
+            return not np.any(c)
+        c = np.ascontiguousarray(c)
+        if _abs_max(c) > self.bound:
+            return False
+        if self.exact_float:
+            cx = c.astype(np.float64) @ self.signs.astype(np.float64)
+            return bool(np.array_equal(self.abx, cx))
+        cx_col = np.empty(self.m, np.int64)
+        for t in range(self.signs.shape[1]):
+            _matvec(c, self.signs[:, t].astype(np.int64), cx_col)
+            if not np.array_equal(self.abx[:, t], cx_col):
+                return False
+        return True
 
 
-def _float_trials(
-    a: npt.NDArray[np.integer], b: npt.NDArray[np.integer], c: npt.NDArray[np.integer],
-    signs: npt.NDArray[np.int8], bx_bound: int,
-) -> bool:  # fmt: skip
-    """A (B X) == C X for the sign columns X, exactly, through BLAS (see the module
-    docstring for why float sums are exact here); the caller checked the bounds."""
-    wide = np.float32 if bx_bound < FLOAT32_EXACT else np.float64
-    bx = b.astype(wide) @ signs.astype(wide)
-    abx = a.astype(np.float64) @ bx.astype(np.float64)
-    cx = c.astype(np.float64) @ signs.astype(np.float64)
-    return bool(np.array_equal(abx, cx))
+def prepare_check(
+    a: npt.NDArray[np.integer],
+    b: npt.NDArray[np.integer],
+    trials: int = DEFAULT_TRIALS,
+    rng: np.random.Generator | None = None,
+) -> PreparedCheck:
+    """The A and B side of Freivalds' check of a C yet to come (integer A, B)."""
+    if trials < 1:
+        raise ValueError("at least one trial")
+    (m, k), (k2, n) = a.shape, b.shape
+    if k != k2:
+        raise ValueError(f"A is {m}x{k} but B is {k2}x{n}")
+    rng = rng if rng is not None else np.random.default_rng()
+    signs = rng.integers(0, 2, (n, trials), dtype=np.int8) * np.int8(2) - np.int8(1)
+    if min(a.size, b.size) == 0:
+        return PreparedCheck(m, n, 0, signs, np.zeros((0, trials), np.int64), False)
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    b_max = _abs_max(b)
+    bound = _abs_max(a) * b_max * k
+    if b_max * n >= 1 << 62 or bound * n >= 1 << 62:
+        raise ValueError("matrices too large for exact int64 Freivalds sums")
+    if bound * n < FLOAT64_EXACT:
+        # float sums of integers are exact below the mantissa (module docstring)
+        wide = np.float32 if b_max * n < FLOAT32_EXACT else np.float64
+        bx = b.astype(wide) @ signs.astype(wide)
+        abx = a.astype(np.float64) @ bx.astype(np.float64)
+        return PreparedCheck(m, n, bound, signs, abx, True)
+    abx_int = np.empty((m, trials), np.int64)
+    bx = np.empty(k, np.int64)
+    col = np.empty(m, np.int64)
+    for t in range(trials):
+        _matvec(b, signs[:, t].astype(np.int64), bx)
+        _matvec(a, bx, col)
+        abx_int[:, t] = col
+    return PreparedCheck(m, n, bound, signs, abx_int, False)

@@ -74,6 +74,10 @@ QUICK_ROUND_JITTER_S = 0.15
 # here, without this wait 20 % of job products were computed twice). It overlaps the
 # operands' download.
 RIVAL_WAIT_S = 0.1
+# The random pause and the rival wait only help where other miners claim: a miner that
+# has seen no claim but its own for this long claims and computes at once (the first
+# race after another miner appears costs one claim's fee; lowest txid wins it).
+ALONE_AFTER_S = 600.0
 RIVAL_SCAN_S = 0.02  # rival claims are read from the pool at most this often
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 # A pooled submit is worth claiming only if its job stays open this long after the
@@ -177,6 +181,11 @@ class MarketMiner:
         self._rivals: tuple[float, dict[bytes, bytes]] = (0.0, {})  # (read at, last scan)
         self._seen_tip: bytes | None = None
         self._last_round = 0.0
+        self._rival_claim_at = -math.inf  # when we last saw another miner's claim
+
+    def _competing(self, now: float) -> bool:
+        """Another miner claimed a job within ALONE_AFTER_S."""
+        return now - self._rival_claim_at < ALONE_AFTER_S
 
     # --- choosing and claiming --------------------------------------------------------
 
@@ -190,12 +199,15 @@ class MarketMiner:
     def notice_tx(self, tx: Transaction) -> None:
         """A transaction entered our pool (NodeEvents.tx_accepted): a new submit makes
         the next ``next_work`` run a claim round at once."""
+        now = time.monotonic()
+        if tx.kind == TxKind.JOB_CLAIM and tx.sender != self.address:
+            self._rival_claim_at = now
         if tx.kind == TxKind.JOB_SUBMIT and self._quick_round_at is None:
-            # After a short pause (the rest of a batch arrives) and a random one of our
-            # own (idle miners seeing the same submit then mostly see each other's
-            # claims instead of all claiming the same job).
-            pause = QUICK_ROUND_SETTLE_S + random.uniform(0.0, QUICK_ROUND_JITTER_S)
-            self._quick_round_at = time.monotonic() + pause
+            # After a short pause (the rest of a batch arrives) and, where other miners
+            # claim, a random one of our own (idle miners seeing the same submit then
+            # mostly see each other's claims instead of all claiming the same job).
+            jitter = random.uniform(0.0, QUICK_ROUND_JITTER_S) if self._competing(now) else 0.0
+            self._quick_round_at = now + QUICK_ROUND_SETTLE_S + jitter
 
     def _scan_pool(self) -> tuple[list[tuple[bytes, Job]], dict[bytes, bytes]]:
         """One pass over our mempool: jobs whose submit waits there (not on the tip
@@ -211,6 +223,7 @@ class MarketMiner:
             if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
                 if tx.sender != self.address:
                     rivals[tx.payload] = min(rivals.get(tx.payload, tx.txid), tx.txid)
+                    self._rival_claim_at = now
             elif tx.kind == TxKind.JOB_SUBMIT:
                 txid = tx.txid
                 known = self._pooled_submits.get(txid)
@@ -343,6 +356,7 @@ class MarketMiner:
         if held.a is not None and held.b is not None:
             return True
         job = held.job
+        started = time.monotonic()
         try:
             a, bt = await asyncio.gather(
                 self._operand(job.h_a, "a", job.m, job.k, job),
@@ -354,6 +368,10 @@ class MarketMiner:
             return False
         held.a = np.asarray(a, dtype=np.int8)
         held.b = transposed(np.asarray(bt, dtype=np.int8))
+        log.info(
+            "job %s: operands in hand after %.3f s (%.3f s since the claim)",
+            job_id.hex()[:16], time.monotonic() - started, time.monotonic() - held.claimed_at,
+        )  # fmt: skip
         return True
 
     # --- the mining loop's side -------------------------------------------------------
@@ -412,7 +430,8 @@ class MarketMiner:
             # Another claim races ours: the one with the lower txid computes it now
             # (every miner seeing both agrees); the other waits for the tip to say. A
             # claim younger than RIVAL_WAIT_S may have rivals still on their way.
-            if job_id not in self._behind and now - held.claimed_at >= RIVAL_WAIT_S:
+            settled = now - held.claimed_at >= RIVAL_WAIT_S or not self._competing(now)
+            if job_id not in self._behind and settled:
                 assert held.a is not None and held.b is not None
                 return JobRef(job_id, held.job.h_a, held.job.h_b, named=False), held.a, held.b
         return None
@@ -446,7 +465,9 @@ class MarketMiner:
         """Store C and send the JOB_COMMIT for it (tests call it with a wrong C)."""
         from wallet.job_txs import commit_tx
 
+        started = time.monotonic()
         root = self.store.put("c", c)
+        stored_s = time.monotonic() - started
         self._results[job_id] = root
         while len(self._results) > MAX_RESULTS:
             self._results.pop(next(iter(self._results)))
@@ -460,7 +481,10 @@ class MarketMiner:
         if not self._send(tx, f"commit of {job_id.hex()[:16]}"):
             return None
         self.counters.commits += 1
-        log.info("committed job %s result root %s", job_id.hex(), root.hex())
+        log.info(
+            "committed job %s result root %s (C hashed and stored in %.3f s)",
+            job_id.hex(), root.hex(), stored_s,
+        )  # fmt: skip
         return tx
 
     def on_tip(self) -> None:
@@ -483,6 +507,7 @@ class MarketMiner:
                 if job.status in (JobStatus.PAID, JobStatus.REFUNDED):
                     log.info("job %s %s", job_id.hex()[:16], job.status.name.lower())
                 elif not held.computed:
+                    self._rival_claim_at = now  # another miner's claim won it
                     self.counters.claims_lost += 1
                     log.info("lost the claim of job %s", job_id.hex()[:16])
                 self.held.pop(job_id)

@@ -131,6 +131,10 @@ class Miner:
             net.pouw, a, b, template, self.stop_event,
         )  # fmt: skip
         if work is not None and out.product is not None and not self._closing:
+            log.info(
+                "job %s: product %dx%dx%d in %.3f s",
+                work[0].job_id.hex()[:16], *shape, time.monotonic() - started,
+            )  # fmt: skip
             self.counters.job_multiply_adds += shape[0] * shape[1] * shape[2]
             self.market.deliver(work[0].job_id, out.product)  # type: ignore[union-attr]
         if out.product is None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from compute import fasthash, kernels
 from compute.engine import FixedTemplate
-from compute.freivalds import freivalds_check
+from compute.freivalds import freivalds_check, prepare_check
 from compute.numpy_engine import (
     FLOAT32_EXACT,
     NumpyEngine,
@@ -484,6 +484,29 @@ def test_freivalds_float_and_integer_paths_agree() -> None:
         wrong = c.copy()
         wrong[5, 7] -= 1
         assert not freivalds_check(a, b, wrong, trials=24)
+
+
+def test_prepared_freivalds_check_is_the_same_check_used_once() -> None:
+    """A and B side done ahead (a buyer while the miner computes): the later check of C
+    accepts the product, rejects a wrong entry on both paths, and refuses a second C."""
+    rng = np.random.default_rng(13)
+    for hi in (64, 1 << 22):
+        a = rng.integers(-hi, hi, (24, 70), dtype=np.int64)
+        b = rng.integers(-hi, hi, (70, 30), dtype=np.int64)
+        c = a @ b
+        assert prepare_check(a, b).check(c)
+        wrong = c.copy()
+        wrong[23, 0] += 1
+        prepared = prepare_check(a, b, trials=24)
+        assert not prepared.check(wrong)
+        with pytest.raises(ValueError, match="used once"):
+            prepared.check(c)
+        assert not prepare_check(a, b).check(c[:, :29])
+        assert not prepare_check(a, b).check(c.astype(np.float64))
+    with pytest.raises(ValueError):
+        prepare_check(a, b[:69])
+    empty = prepare_check(np.zeros((3, 0), np.int8), np.zeros((0, 4), np.int8))
+    assert empty.check(np.zeros((3, 4), np.int32))
 
 
 def test_freivalds_on_engine_output() -> None:

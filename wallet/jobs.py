@@ -36,7 +36,7 @@ import numpy.typing as npt
 from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blobs import BlobError, blob_root, fetch_blob
-from compute.freivalds import freivalds_check
+from compute.freivalds import PreparedCheck, freivalds_check, prepare_check
 from compute.transpose import transposed
 from consensus.result import chunk_count
 from wallet.job_txs import (
@@ -76,11 +76,14 @@ def _deliverable(job: dict[str, Any]) -> bool:
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
                 timeout: float = 60.0) -> bytes:  # fmt: skip
     """POST a matrix to a node's blob endpoint (authenticated with its RPC cookie)."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(matrix))
+    mat = np.ascontiguousarray(matrix)
+    head = io.BytesIO()  # the .npy header, then the matrix's bytes as they are (no copy)
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(mat))
+    body = [head.getvalue(), memoryview(mat.reshape(-1).view(np.uint8))]
     req = urllib.request.Request(
-        f"{blob_url.rstrip('/')}/blob?kind={kind}", data=buf.getvalue(), method="POST"
+        f"{blob_url.rstrip('/')}/blob?kind={kind}", data=body, method="POST"
     )
+    req.add_header("Content-Length", str(len(body[0]) + mat.nbytes))
     token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     req.add_header("Authorization", f"Basic {token}")
     req.add_header("Content-Type", "application/octet-stream")
@@ -144,6 +147,9 @@ class JobClient:
         self._operands: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]] = {}
         self._probes: dict[str, int] = {}
         self._uploaded: set[bytes] = set()  # blob roots this client already gave the node
+        # Freivalds' A (B X) of parts not collected yet, computed while miners work
+        # (job id -> check; each is used once)
+        self._checks: dict[str, PreparedCheck] = {}
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -314,9 +320,20 @@ class JobClient:
             return self._operands[product_id]
         raise JobError("pass A and B (the client needs them to check C)")
 
+    def _prepare_checks(self, product_id: str) -> None:
+        """The A and B side of every part's Freivalds check, for a product this client
+        submitted: done while the miners compute, it is off the path to a checked C."""
+        plan, operands = self.manifest(product_id), self._operands.get(product_id)
+        if plan is None or operands is None:
+            return
+        for part, job_id in zip(plan.parts, plan.job_ids, strict=True):
+            if job_id not in self._checks:
+                self._checks[job_id] = prepare_check(*part.operands(*operands))
+
     def wait(self, product_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Block until every part is committed, paid or failed; returns the status."""
         deadline = time.monotonic() + timeout
+        self._prepare_checks(product_id)
         while True:
             status = self.status(product_id)
             parts = status.get("parts", [status])
@@ -376,12 +393,16 @@ class JobClient:
                 elif challenge:
                     out.actions[-1] += later
                 continue
-            pa, pb = part.operands(a8, b8)
-            if not freivalds_check(pa, pb, got):
+            # prepared while waiting, for the operands this client submitted
+            check = self._checks.pop(job["job_id"], None) if a is None and b is None else None
+            ok = check.check(got) if check is not None else None
+            if ok is None:
+                ok = freivalds_check(*part.operands(a8, b8), got)
+            if not ok:
                 out.verified = False
                 out.actions.append(f"{job['job_id'][:16]}: C is wrong")
                 if act:
-                    self._challenge(job, pa, pb, got, out)
+                    self._challenge(job, *part.operands(a8, b8), got, out)
                 elif challenge:
                     out.actions[-1] += later
         t2 = time.perf_counter()
