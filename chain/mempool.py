@@ -44,6 +44,7 @@ from chain.tx import (
     TxReject,
     check_transaction,
 )
+from chain.txkind import TxKind
 
 # Bitcoin Core's -maxmempool default is 300 MB of *memory*; ours caps encoded bytes.
 # 64 MiB is 16 full blocks of backlog (~450k minimal transfers).
@@ -148,6 +149,19 @@ def _reject(reason: MempoolReject, detail: str, txid: bytes) -> MempoolResult:
     return MempoolResult(reject=reason, detail=detail, txid=txid)
 
 
+# Market actions whose payload starts with the 32-byte id of the job they act on.
+JOB_ACTION_KINDS = frozenset({
+    TxKind.JOB_CLAIM, TxKind.JOB_COMMIT, TxKind.JOB_CHALLENGE, TxKind.JOB_RECLAIM,
+    TxKind.JOB_PROBE, TxKind.JOB_REVEAL,
+})  # fmt: skip
+
+
+def _job_of(tx: Transaction) -> bytes | None:
+    if tx.kind in JOB_ACTION_KINDS and len(tx.payload) >= 32:
+        return tx.payload[:32]
+    return None
+
+
 class Mempool:
     """Unconfirmed transactions, per account pending/queued, capped by encoded bytes."""
 
@@ -189,6 +203,10 @@ class Mempool:
         self._evict_heap: list[tuple[int, int, bytes]] = []
         # (time, seq, txid) for every entry: expiry order.
         self._expiry_heap: list[tuple[int, int, bytes]] = []
+        # job id -> txids of the pooled txs that act on it (claims, commits, ...): a
+        # buyer's getjob or waitforjob and a miner's rival scan read one job's actions
+        # without walking the whole pool
+        self._by_job: dict[bytes, set[bytes]] = {}
 
     # --- queries -------------------------------------------------------------------
 
@@ -217,6 +235,13 @@ class Mempool:
 
     def txids(self) -> list[bytes]:
         return list(self._by_id)
+
+    def job_actions(self, job_id: bytes) -> list[Transaction]:
+        """The pooled transactions that act on ``job_id`` (JOB_CLAIM, JOB_COMMIT,
+        JOB_CHALLENGE, JOB_RECLAIM, JOB_PROBE, JOB_REVEAL; their payload starts with
+        the job id), in arrival order."""
+        entries = [self._by_id[t] for t in self._by_job.get(job_id, ())]
+        return [e.tx for e in sorted(entries, key=lambda e: e.seq)]
 
     def is_pending(self, txid: bytes) -> bool:
         """True if the tx is in the pool and executable now (not behind a nonce gap)."""
@@ -575,6 +600,7 @@ class Mempool:
             for n in nonces[:cut]:
                 entry = acc.txs.pop(n)
                 del self._by_id[entry.txid]
+                self._index_job(entry, False)
                 acc.total_cost -= entry.cost
                 self._bytes -= entry.size
             del nonces[:cut]
@@ -589,9 +615,23 @@ class Mempool:
             self._trim(acc, 0, 0)
         self._recount(acc)
 
+    def _index_job(self, entry: _Entry, add: bool) -> None:
+        job_id = _job_of(entry.tx)
+        if job_id is None:
+            return
+        if add:
+            self._by_job.setdefault(job_id, set()).add(entry.txid)
+            return
+        txids = self._by_job.get(job_id)
+        if txids is not None:
+            txids.discard(entry.txid)
+            if not txids:
+                del self._by_job[job_id]
+
     def _insert(self, acc: _Account, entry: _Entry) -> None:
         self._accounts[entry.sender] = acc
         self._by_id[entry.txid] = entry
+        self._index_job(entry, True)
         nonces = acc.nonces
         if not nonces or entry.nonce > nonces[-1]:
             nonces.append(entry.nonce)
@@ -612,6 +652,7 @@ class Mempool:
     def _remove(self, entry: _Entry) -> None:
         acc = self._accounts[entry.sender]
         del self._by_id[entry.txid]
+        self._index_job(entry, False)
         del acc.txs[entry.nonce]
         nonces = acc.nonces
         was_tail = nonces[-1] == entry.nonce
@@ -684,5 +725,11 @@ class Mempool:
                 total += entry.size
             assert cumulative == acc.total_cost and cumulative <= acc.balance, "overdraft"
         assert len(self._by_id) == sum(len(a.txs) for a in self._accounts.values())
+        indexed: dict[bytes, set[bytes]] = {}
+        for entry in self._by_id.values():
+            job_id = _job_of(entry.tx)
+            if job_id is not None:
+                indexed.setdefault(job_id, set()).add(entry.txid)
+        assert indexed == self._by_job, "job index out of sync"
         assert total == self._bytes and self._bytes <= self.max_bytes
         assert n_pending == self._n_pending

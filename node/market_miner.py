@@ -28,7 +28,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,13 +38,14 @@ import numpy.typing as npt
 
 from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
-from chain.jobs import PREFIX_JOB, Job, JobStatus, get_job, pooled_submit_job
+from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job, pooled_submit_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
 from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
 from compute.transpose import transposed
 from consensus.seal import check_shape
+from node.claim_order import FALLBACK_STEP_S, Sightings, claimable_after, horizon, price_band
 from node.template import JobRef
 
 log = logging.getLogger("pouw.market")
@@ -65,19 +65,16 @@ MAX_RESULTS = 65536  # roots of computed C remembered (32 bytes each, oldest dro
 CLAIM_BATCH = 16
 PRICE_BAND = 1.25  # bounties per multiply-add within this factor rank as equal
 CLAIM_ROUND_S = 0.25
-# A submit reaching our pool triggers a quick round after SETTLE plus a random share of
-# JITTER: a batch's other submits arrive meanwhile, and miners spread their claims.
+# A submit reaching our pool triggers a quick round after SETTLE: a batch's other
+# submits arrive meanwhile. Which idle miner claims which fresh job: node/claim_order.
 QUICK_ROUND_SETTLE_S = 0.01
-QUICK_ROUND_JITTER_S = 0.15
 # A claim still in the pool is computed only once it is this old: time for rival claims
 # sent at the same moment to reach us (relayed within tens of ms on a LAN; measured
 # here, without this wait 20 % of job products were computed twice). It overlaps the
-# operands' download.
+# operands' download. Skipped by a fresh job's designated miner claiming in its turn
+# (node/claim_order: no other miner's turn comes before FALLBACK_STEP_S), and by a
+# miner that has seen no other claimant within ALONE_AFTER_S.
 RIVAL_WAIT_S = 0.1
-# The random pause and the rival wait only help where other miners claim: a miner that
-# has seen no claim but its own for this long claims and computes at once (the first
-# race after another miner appears costs one claim's fee; lowest txid wins it).
-ALONE_AFTER_S = 600.0
 RIVAL_SCAN_S = 0.02  # rival claims are read from the pool at most this often
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 # A pooled submit is worth claiming only if its job stays open this long after the
@@ -119,6 +116,7 @@ class Held:
     computed: bool = False
     result_root: bytes | None = None
     revealed: set[tuple[int, int]] = field(default_factory=set)
+    unrivalled: bool = False  # claimed in our turn as a fresh job's designated miner
 
 
 @dataclass
@@ -154,6 +152,7 @@ class MarketMiner:
         peers: BlobPeers | None = None,
         pool_txs: Callable[[], Iterable[Transaction | None]] = tuple,
         in_pool: Callable[[bytes], bool] = lambda txid: False,
+        job_actions: Callable[[bytes], Iterable[Transaction]] | None = None,
     ) -> None:
         self.chain = chain
         self.peers = peers
@@ -163,6 +162,8 @@ class MarketMiner:
         self.pending_nonce = pending_nonce
         self.pool_txs = pool_txs  # the mempool's transactions: others' claims on their way
         self.in_pool = in_pool  # is this txid in our mempool
+        # the pooled txs acting on one job (Mempool.job_actions); None: scan the pool
+        self.job_actions = job_actions
         self.address = address_from_pubkey(settings.key.public_key)
         self.held: dict[bytes, Held] = {}
         self.counters = MarketCounters()
@@ -181,11 +182,11 @@ class MarketMiner:
         self._rivals: tuple[float, dict[bytes, bytes]] = (0.0, {})  # (read at, last scan)
         self._seen_tip: bytes | None = None
         self._last_round = 0.0
-        self._rival_claim_at = -math.inf  # when we last saw another miner's claim
+        self._sightings = Sightings(self.address)  # other miners seen claiming
 
     def _competing(self, now: float) -> bool:
         """Another miner claimed a job within ALONE_AFTER_S."""
-        return now - self._rival_claim_at < ALONE_AFTER_S
+        return not self._sightings.alone(now)
 
     # --- choosing and claiming --------------------------------------------------------
 
@@ -200,14 +201,10 @@ class MarketMiner:
         """A transaction entered our pool (NodeEvents.tx_accepted): a new submit makes
         the next ``next_work`` run a claim round at once."""
         now = time.monotonic()
-        if tx.kind == TxKind.JOB_CLAIM and tx.sender != self.address:
-            self._rival_claim_at = now
+        if tx.kind == TxKind.JOB_CLAIM:
+            self._sightings.saw(tx.sender, now)
         if tx.kind == TxKind.JOB_SUBMIT and self._quick_round_at is None:
-            # After a short pause (the rest of a batch arrives) and, where other miners
-            # claim, a random one of our own (idle miners seeing the same submit then
-            # mostly see each other's claims instead of all claiming the same job).
-            jitter = random.uniform(0.0, QUICK_ROUND_JITTER_S) if self._competing(now) else 0.0
-            self._quick_round_at = now + QUICK_ROUND_SETTLE_S + jitter
+            self._quick_round_at = now + QUICK_ROUND_SETTLE_S  # the rest of a batch arrives
 
     def _scan_pool(self) -> tuple[list[tuple[bytes, Job]], dict[bytes, bytes]]:
         """One pass over our mempool: jobs whose submit waits there (not on the tip
@@ -223,7 +220,7 @@ class MarketMiner:
             if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
                 if tx.sender != self.address:
                     rivals[tx.payload] = min(rivals.get(tx.payload, tx.txid), tx.txid)
-                    self._rival_claim_at = now
+                    self._sightings.saw(tx.sender, now)
             elif tx.kind == TxKind.JOB_SUBMIT:
                 txid = tx.txid
                 known = self._pooled_submits.get(txid)
@@ -233,6 +230,20 @@ class MarketMiner:
                     pending.append((txid, job))
         self._pooled_submits = seen
         return pending, rivals
+
+    def _rival_claims(self, job_ids: list[bytes]) -> dict[bytes, bytes]:
+        """Others' pooled claims of these jobs: job id -> the lowest txid among them
+        (read from the pool's job index where there is one, else a pool scan)."""
+        if self.job_actions is None:
+            return self._scan_pool()[1]
+        rivals: dict[bytes, bytes] = {}
+        for job_id in job_ids:
+            for tx in self.job_actions(job_id):
+                if tx.kind == TxKind.JOB_CLAIM and tx.payload == job_id:
+                    if tx.sender != self.address:
+                        rivals[job_id] = min(rivals.get(job_id, tx.txid), tx.txid)
+                        self._sightings.saw(tx.sender, time.monotonic())
+        return rivals
 
     def candidates(self) -> list[tuple[bytes, Job]]:
         now = time.monotonic()
@@ -256,7 +267,7 @@ class MarketMiner:
         # hash of our address and the job), so that miners racing for the same jobs
         # mostly claim different ones instead of all losing fees on the first.
         jobs.sort(key=lambda item: (
-            -math.floor(math.log(item[1].bounty / item[1].multiply_adds) / math.log(PRICE_BAND)),
+            -price_band(item[1].bounty, item[1].multiply_adds, PRICE_BAND),
             hashlib.sha256(self.address + item[0]).digest(),
         ))  # fmt: skip
         return jobs
@@ -286,9 +297,10 @@ class MarketMiner:
         ]
         count, work = len(unfinished), sum(h.job.multiply_adds for h in unfinished)
         ahead = 1 if quick else self.settings.claim_ahead
-        fresh_until = time.monotonic() - QUICK_ROUND_SETTLE_S - QUICK_ROUND_JITTER_S
+        now = time.monotonic()
         candidates = self.candidates()
         self._more_open = len(candidates) > ahead - count
+        turns = self._turns(candidates, now)
         for job_id, job in candidates[:CLAIM_BATCH]:
             root = self._results.get(job_id)
             if root is not None:  # computed once already: claim and commit that C
@@ -300,13 +312,19 @@ class MarketMiner:
                 count >= ahead and (quick or work >= self._wanted_work())
             ):  # fmt: skip
                 break
-            if not quick and self._pooled_submits.get(job_id, (None, 0.0))[1] > fresh_until:
-                continue  # just arrived: idle miners' quick rounds have it first
+            turn = turns.get(job_id)
+            if turn is not None and (not quick or turn > now):
+                continue  # fresh: idle miners' quick rounds have it, each in its turn
             tx = self._claim_tx(job_id, job)
             if not self._send(tx, f"claim of {job_id.hex()[:16]}"):
                 self.forget(job_id)
                 continue
-            self.held[job_id] = Held(job, time.monotonic(), tx.txid)
+            # designated, and claiming before the next miner's turn: no rival to wait for
+            seen = self._pooled_submits.get(job_id, (None, 0.0))[1]
+            first_turn = turn == seen and now - seen < 0.8 * FALLBACK_STEP_S
+            self.held[job_id] = Held(
+                job, time.monotonic(), tx.txid, unrivalled=first_turn or not self._competing(now)
+            )  # fmt: skip
             count, work = count + 1, work + job.multiply_adds
             self.counters.claims_sent += 1
             log.info(
@@ -314,6 +332,26 @@ class MarketMiner:
                 job_id.hex()[:16], job.m, job.k, job.n, job.bounty, tx.amount,
                 "" if job.submitted else ", its submit still pooled",
             )  # fmt: skip
+
+    def _turns(self, candidates: list[tuple[bytes, Job]], now: float) -> dict[bytes, float]:
+        """Fresh pooled jobs among the candidates -> when our turn to claim each comes
+        (node/claim_order); jobs not in the map are anyone's now."""
+        others = self._sightings.others(now)
+        fresh_since = now - horizon(others) - QUICK_ROUND_SETTLE_S
+        fresh = [
+            (jid, job) for jid, job in candidates
+            if self._pooled_submits.get(jid, (None, -math.inf))[1] > fresh_since
+        ]  # fmt: skip
+        if not fresh:
+            return {}
+        after = claimable_after(self.address, others, [
+            (jid, price_band(job.bounty, job.multiply_adds, PRICE_BAND)) for jid, job in fresh
+        ])  # fmt: skip
+        turns = {jid: self._pooled_submits[jid][1] + wait for jid, wait in after.items()}
+        later = [t for t in turns.values() if t > now]
+        if later and (self._quick_round_at is None or self._quick_round_at > min(later)):
+            self._quick_round_at = min(later)  # wake for our next turn
+        return turns
 
     def _claim_tx(self, job_id: bytes, job: Job) -> Transaction:
         from wallet.job_txs import claim_tx
@@ -423,14 +461,14 @@ class MarketMiner:
                 ready.append((job_id, held))
         now = time.monotonic()
         if now - self._rivals[0] >= RIVAL_SCAN_S:  # the mining loop calls often: pool
-            self._rivals = (now, self._scan_pool()[1])  # scans at most every RIVAL_SCAN_S
+            self._rivals = (now, self._rival_claims([jid for jid, _ in waiting]))
         rivals = self._rivals[1]
         self._behind = {jid for jid, h in waiting if rivals.get(jid, h.claim_txid) < h.claim_txid}
         for job_id, held in ready:
             # Another claim races ours: the one with the lower txid computes it now
             # (every miner seeing both agrees); the other waits for the tip to say. A
             # claim younger than RIVAL_WAIT_S may have rivals still on their way.
-            settled = now - held.claimed_at >= RIVAL_WAIT_S or not self._competing(now)
+            settled = held.unrivalled or now - held.claimed_at >= RIVAL_WAIT_S
             if job_id not in self._behind and settled:
                 assert held.a is not None and held.b is not None
                 return JobRef(job_id, held.job.h_a, held.job.h_b, named=False), held.a, held.b
@@ -507,7 +545,8 @@ class MarketMiner:
                 if job.status in (JobStatus.PAID, JobStatus.REFUNDED):
                     log.info("job %s %s", job_id.hex()[:16], job.status.name.lower())
                 elif not held.computed:
-                    self._rival_claim_at = now  # another miner's claim won it
+                    if job.claimant != ZERO_ADDRESS:
+                        self._sightings.saw(job.claimant, now)  # its claim won
                     self.counters.claims_lost += 1
                     log.info("lost the claim of job %s", job_id.hex()[:16])
                 self.held.pop(job_id)
@@ -581,6 +620,7 @@ def market_miner_for(node: object, key: PrivateKey, **settings: object) -> Marke
         peers=p2p,
         pool_txs=lambda: map(node.mempool.get, node.mempool.txids()),  # type: ignore[attr-defined]
         in_pool=node.mempool.__contains__,  # type: ignore[attr-defined]
+        job_actions=node.mempool.job_actions,  # type: ignore[attr-defined]
     )
     node.events.tx_accepted.connect(miner.notice_tx)  # type: ignore[attr-defined]
     return miner

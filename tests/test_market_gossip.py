@@ -385,3 +385,33 @@ def test_miner_fetches_operands_announced_by_peers(tmp_path: Path) -> None:
         loop.close()
         for proc in procs:
             proc.stop()
+
+
+def test_job_client_polls_a_node_without_waitforjob() -> None:
+    """An older node answers waitforjob with "method not found": wait() falls back to
+    polling getjob, once, and still returns when the part is delivered."""
+    from chain.keys import devnet_key
+    from chain.network import load_network
+    from wallet.jobs import JobClient
+    from wallet.rpc import RpcError
+
+    class OldNode:
+        timeout = 30.0
+
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+            self.polls = 0
+
+        def call(self, method: str, *params: object) -> object:
+            self.calls.append(method)
+            if method == "waitforjob":
+                raise RpcError(-32601, "Method not found", method)
+            assert method == "getjob"
+            self.polls += 1
+            return {"job_id": params[0], "status": "committed" if self.polls >= 3 else "open"}
+
+    node = OldNode()
+    client = JobClient(devnet_key(0), load_network("devnet"), node, "http://127.0.0.1:1")
+    status = client.wait("ab" * 32, timeout=10)
+    assert status["status"] == "committed"
+    assert node.calls.count("waitforjob") == 1 and node.polls >= 3

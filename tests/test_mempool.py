@@ -636,3 +636,37 @@ def test_many_txs_are_fast() -> None:
     state.apply(block[:1000])
     assert mp.remove_confirmed(block[:1000]) == 1000
     mp._check_consistency()
+
+
+def test_job_index_follows_adds_replacements_and_removals() -> None:
+    """job_actions(job) lists exactly the pooled txs acting on that job, whatever path
+    took them out (confirmed, replaced by fee, resynced); the whole-pool check agrees."""
+    from chain.job_payloads import JobCommit
+    from chain.jobs import ZERO_ADDRESS
+
+    state = rich()
+    mp = pool(state)
+    job_a, job_b = bytes([1]) * 32, bytes([2]) * 32
+    claim_a = mk(1, 0, amount=50, to=ZERO_ADDRESS, payload=job_a, kind=TxKind.JOB_CLAIM)
+    commit = JobCommit(job_a, bytes(32), b"http://m").to_payload()
+    commit_a = mk(1, 1, amount=0, to=ZERO_ADDRESS, payload=commit, kind=TxKind.JOB_COMMIT)
+    claim_b = mk(2, 0, amount=50, to=ZERO_ADDRESS, payload=job_b, kind=TxKind.JOB_CLAIM)
+    rival_a = mk(3, 0, amount=50, to=ZERO_ADDRESS, payload=job_a, kind=TxKind.JOB_CLAIM)
+    for tx in (claim_a, commit_a, claim_b, rival_a, mk(4, 0)):
+        ok(mp, tx)
+    assert mp.job_actions(job_a) == [claim_a, commit_a, rival_a]
+    assert mp.job_actions(job_b) == [claim_b]
+    assert mp.job_actions(bytes(32)) == []
+    # a fee bump replaces the rival claim with a plain transfer: the index drops it
+    ok(mp, mk(3, 0, fee=100))
+    assert mp.job_actions(job_a) == [claim_a, commit_a]
+    # the claim and commit confirm: gone from the index with the pool
+    state.accounts[ADDRS[1]] = (10**9, 2)
+    mp.remove_confirmed([claim_a, commit_a])
+    mp._check_consistency()
+    assert mp.job_actions(job_a) == []
+    # a state nonce jump (resync) drops claim_b too
+    state.accounts[ADDRS[2]] = (10**9, 1)
+    mp.revalidate([ADDRS[2]])
+    mp._check_consistency()
+    assert mp.job_actions(job_b) == []

@@ -365,3 +365,47 @@ def test_network_methods_call_the_p2p_service(tmp_path: Path) -> None:
         assert ("set_ban", "10.0.0.9", "add", 60) in p2p.calls and ("clear_banned",) in p2p.calls
 
     run_node(tmp_path, body)
+
+
+def test_waitforjob_answers_when_the_commit_reaches_the_pool(tmp_path: Path) -> None:
+    """waitforjob: -5 at once for an unknown job; a job without a commit waits out its
+    timeout; a waiter is woken by the claimant's commit entering the mempool (claim
+    and commit both still pooled) and answers with pending_commit."""
+    import time
+
+    import numpy as np
+
+    from chain.keys import devnet_key
+    from wallet.job_txs import claim_tx, commit_tx, submit_tx
+
+    async def body(h: Harness) -> None:
+        net = h.node.network
+        buyer, miner = devnet_key(0), devnet_key(1)
+        a = np.ones((64, 128), np.int8)
+        b = np.ones((128, 64), np.int8)
+        mtp = (await h.result("getblockchaininfo"))["mediantime"]
+        submit = submit_tx(net, buyer, 0, a, b, 10**6, mtp + 3600, url="http://b")
+        job = submit.txid.hex()
+        await h.result("sendrawtransaction", submit.to_bytes().hex())
+        assert (await h.error("waitforjob", "00" * 32, 5000))["code"] == -5
+        t = time.monotonic()
+        got = await h.result("waitforjob", job, 200)
+        assert got["status"] == "pending" and "pending_commit" not in got
+        assert time.monotonic() - t >= 0.18
+        waiter = asyncio.create_task(h.result("waitforjob", job, 20_000))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        bond = net.market.bond_for(10**6)
+        claim = claim_tx(net, miner, 0, submit.txid, bond)
+        await h.result("sendrawtransaction", claim.to_bytes().hex())
+        await asyncio.sleep(0.1)
+        assert not waiter.done()  # a claim alone does not settle it
+        t = time.monotonic()
+        commit = commit_tx(net, miner, 1, submit.txid, bytes(32), url="http://m")
+        await h.result("sendrawtransaction", commit.to_bytes().hex())
+        got = await asyncio.wait_for(waiter, 5)
+        assert time.monotonic() - t < 2
+        assert got["pending_commit"]["txid"] == commit.txid.hex()
+        assert got["pending_commit"]["claimant"] == addr(h, 1)
+
+    run_node(tmp_path, body)

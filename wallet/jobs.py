@@ -64,7 +64,9 @@ __all__ = ["DEFAULT_EXPIRY_S", "DEFAULT_JOB_FEE", "JobClient", "JobError", "JobR
 
 DONE = ("paid", "committed")  # a part whose C can be collected
 FAILED = ("refunded", "expired", "reclaimed")  # a part that will never deliver
-POLL_S = 0.05  # how often wait() looks at the parts (one getjob each)
+POLL_S = 0.05  # how often wait() polls a node that has no waitforjob
+WAIT_CALL_S = 10.0  # the longest waitforjob call (then wait() asks again)
+METHOD_NOT_FOUND = -32601  # JSON-RPC: the node does not serve the method
 MAX_PROBES = 3  # probes of one part before the client reports it as withheld
 
 
@@ -150,6 +152,7 @@ class JobClient:
         # Freivalds' A (B X) of parts not collected yet, computed while miners work
         # (job id -> check; each is used once)
         self._checks: dict[str, PreparedCheck] = {}
+        self._long_poll = True  # the node serves waitforjob (until it says otherwise)
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -331,23 +334,49 @@ class JobClient:
                 self._checks[job_id] = prepare_check(*part.operands(*operands))
 
     def wait(self, product_id: str, timeout: float = 600.0) -> dict[str, Any]:
-        """Block until every part is committed, paid or failed; returns the status."""
+        """Block until every part is committed, paid or failed; returns the status.
+
+        Each part is waited on with the node's ``waitforjob`` long poll (it answers as
+        soon as the commit reaches the node's pool); a node without it is polled."""
         deadline = time.monotonic() + timeout
         self._prepare_checks(product_id)
-        while True:
-            status = self.status(product_id)
-            parts = status.get("parts", [status])
-            if all(_deliverable(p) or p["status"] in FAILED for p in parts):
-                return status
-            if time.monotonic() > deadline:
-                waiting = [p["job_id"][:16] for p in parts
-                           if not _deliverable(p) and p["status"] not in FAILED]  # fmt: skip
-                raise JobError(
-                    f"{len(waiting)} part(s) not delivered after {timeout:.0f} s "
-                    f"({', '.join(waiting[:4])}...): check `pouw job status`, raise the "
-                    "bounty on a new submit, or wait longer"
-                )
-            time.sleep(POLL_S)
+        plan = self.manifest(product_id)
+        for job_id in plan.job_ids if plan is not None else [product_id]:
+            while True:
+                job = self._wait_job(job_id, deadline - time.monotonic())
+                if _deliverable(job) or job["status"] in FAILED:
+                    break
+                if time.monotonic() > deadline:
+                    self._timed_out(product_id, timeout)
+        return self.status(product_id)
+
+    def _wait_job(self, job_id: str, left: float) -> dict[str, Any]:
+        """The job once it settles (or after at most ``left`` seconds, WAIT_CALL_S per
+        call so that no RPC outlives the client's HTTP timeout)."""
+        if self._long_poll:
+            limit = min(WAIT_CALL_S, float(getattr(self.rpc, "timeout", 30.0)) / 2)
+            ms = max(1, int(min(max(left, 0.0), limit) * 1000))
+            try:
+                return dict(self.rpc.call("waitforjob", job_id, ms))
+            except Exception as exc:  # an RPC client's error carries the JSON-RPC code
+                if getattr(exc, "code", None) != METHOD_NOT_FOUND:
+                    raise
+                self._long_poll = False  # an older node: poll it
+        job = self._job(job_id)
+        if not (_deliverable(job) or job["status"] in FAILED) and left > 0:
+            time.sleep(min(POLL_S, left))
+        return job
+
+    def _timed_out(self, product_id: str, timeout: float) -> None:
+        status = self.status(product_id)
+        parts = status.get("parts", [status])
+        waiting = [p["job_id"][:16] for p in parts
+                   if not _deliverable(p) and p["status"] not in FAILED]  # fmt: skip
+        raise JobError(
+            f"{len(waiting)} part(s) not delivered after {timeout:.0f} s "
+            f"({', '.join(waiting[:4])}...): check `pouw job status`, raise the "
+            "bounty on a new submit, or wait longer"
+        )
 
     def result(
         self, product_id: str, a: npt.NDArray[Any] | None = None,

@@ -24,16 +24,25 @@ from node.template import JobRef
 
 if TYPE_CHECKING:
     from chain.network import Network
+    from node.rpc.service import RpcService
     from node.service import Node
 
 # Blocks the network rate is measured over: enough to smooth the lottery's luck, few
 # enough that the estimate follows a miner joining or leaving within minutes.
 RATE_BLOCKS = 60
 STATUS_NAMES = tuple(s.name.lower() for s in JobStatus)
+# waitforjob's longest wait: a client that wants longer asks again (one request is
+# never held past what HTTP clients and proxies commonly allow)
+MAX_WAIT_MS = 300_000
 
 
 class JobParams(Params):
     job_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+
+
+class WaitJobParams(Params):
+    job_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+    timeout: Annotated[int, Field(ge=0, le=MAX_WAIT_MS)] = 0  # milliseconds, 0 = none
 
 
 class ListJobsParams(Params):
@@ -46,6 +55,7 @@ class ListJobsParams(Params):
 class MarketMethods:
     node: Node
     net: Network
+    service: RpcService
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -165,6 +175,29 @@ class MarketMethods:
                 out["pending_commit"] = pending
         return out
 
+    async def waitforjob(self, ctx: CallContext, p: WaitJobParams) -> dict[str, Any]:
+        """Wait until a job's C can be collected (its commit on chain or in our pool)
+        or the job will never deliver (refunded, reclaimed, expired), or ``timeout``
+        milliseconds pass (0: up to MAX_WAIT_MS); then answer as getjob. A buyer waits
+        on each part this way instead of polling getjob."""
+        job_id = bytes.fromhex(p.job_id)
+        timeout = (p.timeout or MAX_WAIT_MS) / 1000
+        await self.service.wait_change(lambda: self._job_settled(job_id), timeout)
+        return self.getjob(ctx, JobParams(job_id=p.job_id))
+
+    def _job_settled(self, job_id: bytes) -> bool:
+        """waitforjob's condition (checked at every tip and mempool change; the pool's
+        job index keeps it from walking the pool)."""
+        job = get_job(self.node.chain.state_get, job_id)
+        if job is None:
+            job = self.pooled_job(job_id)
+            if job is None:
+                return True  # unknown: getjob answers "not found" at once
+        elif job.status not in (JobStatus.OPEN, JobStatus.CLAIMED):
+            return True
+        claimant = job.claimant if job.status == JobStatus.CLAIMED else None
+        return self.pool_actions(job_id, claimant)[1] is not None
+
     def pooled_job(self, job_id: bytes) -> Job | None:
         """The job a JOB_SUBMIT still in our mempool will create (its id is the txid)."""
         tx = self.node.mempool.get(job_id)
@@ -196,12 +229,11 @@ class MarketMethods:
         sender whose claim of the job waits there too (miners claim and commit before
         anything confirms). A buyer fetches and checks C without waiting for blocks:
         C is checked against A and B anyway."""
-        pool = self.node.mempool
         claimants = set() if claimant is None else {claimant}
         commits: list[tuple[bytes, bytes, JobCommit]] = []
-        for txid in pool.txids():
-            tx = pool.get(txid)
-            if tx is None or tx.kind not in (TxKind.JOB_COMMIT, TxKind.JOB_CLAIM):
+        for tx in self.node.mempool.job_actions(job_id):  # indexed: not the whole pool
+            txid = tx.txid
+            if tx.kind not in (TxKind.JOB_COMMIT, TxKind.JOB_CLAIM):
                 continue
             if claimant is None and tx.kind == TxKind.JOB_CLAIM and tx.payload == job_id:
                 claimants.add(tx.sender)

@@ -50,7 +50,7 @@ def register_all(registry: Registry, m: Methods) -> None:
         "getaddresshistory",
     ]
     mining = ["getblocktemplate", "submitblock", "getmininginfo"]
-    market = ["getjob", "listjobs", "getmarketinfo", "getcontribution"]
+    market = ["getjob", "waitforjob", "listjobs", "getmarketinfo", "getcontribution"]
     network = [
         "getnetworkinfo",
         "getpeerinfo",

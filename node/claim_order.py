@@ -1,0 +1,108 @@
+"""Which miner claims a fresh job first: an order every miner computes alike.
+
+When a buyer's submit (or a batch of them, one per part of a product) reaches idle
+miners, they used to wait a random 10-160 ms each, so that one claimed and the others
+saw its claim; the pause sat on every product's path to its buyer. Now every miner
+ranks the miners it knows for each fresh job the same way:
+
+* the miners: our own address and every other address seen claiming a job within
+  ``ALONE_AFTER_S`` (``Sightings``);
+* rank 0, the designated miner: fresh jobs in a common order (better paying first,
+  then by job id) are dealt out one per miner, each to the remaining miner whose
+  ``sha256(address || job id)`` is lowest, starting over when every miner has one
+  (a batch of three parts spreads over three miners);
+* ranks 1, 2, ...: the other miners, lowest ``sha256(address || job id)`` first.
+
+The miner of rank r may claim the job ``r * FALLBACK_STEP_S`` after it first saw the
+submit: the designated miner at once, the next one if the designated miner was busy
+or gone, and so on; a claim already in the pool takes the job off every list. Views
+of the miner set can differ for a moment (a miner that just joined); then two miners
+may claim the same job, and the lower txid wins as before (the other claim is
+included as failed: its fee is lost, never a later transaction).
+
+A miner that has seen no other claimant for ALONE_AFTER_S is alone: rank 0 for all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+ALONE_AFTER_S = 600.0
+# Between one rank and the next: longer than a claim's relay to every miner (tens of
+# ms on a LAN), so the next miner sees the claim before its turn comes.
+FALLBACK_STEP_S = 0.05
+MAX_SIGHTINGS = 1024  # other miners remembered (oldest sighting dropped first)
+
+
+def _weight(address: bytes, job_id: bytes) -> bytes:
+    return hashlib.sha256(address + job_id).digest()
+
+
+class Sightings:
+    """Other miners' addresses, each with when it was last seen claiming a job."""
+
+    def __init__(self, own: bytes) -> None:
+        self.own = own
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+
+    def saw(self, address: bytes, now: float) -> None:
+        if address == self.own:
+            return
+        self._seen.pop(address, None)
+        self._seen[address] = now
+        while len(self._seen) > MAX_SIGHTINGS:
+            self._seen.popitem(last=False)
+
+    def others(self, now: float) -> list[bytes]:
+        """Other miners seen within ALONE_AFTER_S."""
+        return [a for a, t in self._seen.items() if now - t < ALONE_AFTER_S]
+
+    def alone(self, now: float) -> bool:
+        return not any(now - t < ALONE_AFTER_S for t in self._seen.values())
+
+
+def designated(miners: Sequence[bytes], job_ids: Sequence[bytes]) -> dict[bytes, bytes]:
+    """job id -> its designated miner, for jobs given in the common order."""
+    out: dict[bytes, bytes] = {}
+    free: list[bytes] = []
+    for job_id in job_ids:
+        if not free:
+            free = sorted(miners)
+        pick = min(free, key=lambda a: _weight(a, job_id))
+        free.remove(pick)
+        out[job_id] = pick
+    return out
+
+
+def rank_of(me: bytes, miners: Sequence[bytes], job_id: bytes, first: bytes) -> int:
+    """Our rank for a job whose designated miner is ``first`` (0 when it is us)."""
+    if me == first:
+        return 0
+    rest = sorted((a for a in miners if a != first), key=lambda a: _weight(a, job_id))
+    return 1 + rest.index(me) if me in rest else len(rest) + 1
+
+
+def claimable_after(
+    me: bytes, others: Sequence[bytes], fresh: Sequence[tuple[bytes, int]]
+) -> dict[bytes, float]:
+    """For fresh jobs given as (job id, price band) pairs: job id -> seconds after its
+    submit was first seen at which we may claim it."""
+    if not others:
+        return {job_id: 0.0 for job_id, _ in fresh}
+    miners = [me, *others]
+    order = [job_id for job_id, _ in sorted(fresh, key=lambda item: (-item[1], item[0]))]
+    first = designated(miners, order)
+    return {j: rank_of(me, miners, j, first[j]) * FALLBACK_STEP_S for j in order}
+
+
+def horizon(others: Sequence[bytes]) -> float:
+    """How long a job stays fresh: after this every miner may claim it."""
+    return (len(others) + 1) * FALLBACK_STEP_S if others else 0.0
+
+
+def price_band(bounty: int, multiply_adds: int, band: float) -> int:
+    """Bounty per multiply-add in steps of ``band``: jobs in one step rank as equal."""
+    return math.floor(math.log(bounty / multiply_adds) / math.log(band))

@@ -1,0 +1,70 @@
+"""node/claim_order: every miner computes the same turns for fresh jobs."""
+
+from __future__ import annotations
+
+import hashlib
+
+from node.claim_order import (
+    ALONE_AFTER_S,
+    FALLBACK_STEP_S,
+    MAX_SIGHTINGS,
+    Sightings,
+    claimable_after,
+    designated,
+    horizon,
+    rank_of,
+)
+
+MINERS = [hashlib.sha256(bytes([i])).digest()[:20] for i in range(5)]
+JOBS = [hashlib.sha256(b"job" + bytes([i])).digest() for i in range(12)]
+
+
+def test_a_batch_spreads_over_the_miners_and_every_miner_agrees() -> None:
+    three = MINERS[:3]
+    first = designated(three, JOBS[:3])
+    assert sorted(first.values()) == sorted(three)  # one part each
+    six = designated(three, JOBS[:6])
+    assert sorted(six.values()) == sorted(three * 2)
+    # each miner, from its own view (itself first, others in any order), gets the same
+    for me in three:
+        others = [a for a in reversed(three) if a != me]
+        after = claimable_after(me, others, [(j, 0) for j in JOBS[:3]])
+        assert [j for j, t in after.items() if t == 0.0] == [j for j in JOBS[:3] if first[j] == me]
+
+
+def test_turns_are_distinct_steps_and_a_lone_miner_waits_for_nothing() -> None:
+    for job in JOBS:
+        first = designated(MINERS, [job])[job]
+        ranks = sorted(rank_of(m, MINERS, job, first) for m in MINERS)
+        assert ranks == list(range(len(MINERS)))
+    after = claimable_after(MINERS[0], MINERS[1:], [(JOBS[0], 0)])
+    assert after[JOBS[0]] in {r * FALLBACK_STEP_S for r in range(len(MINERS))}
+    assert claimable_after(MINERS[0], [], [(JOBS[0], 0), (JOBS[1], 3)]) == {
+        JOBS[0]: 0.0, JOBS[1]: 0.0,
+    }  # fmt: skip
+    assert horizon([]) == 0.0 and horizon(MINERS[1:]) == len(MINERS) * FALLBACK_STEP_S
+
+
+def test_better_paying_jobs_are_dealt_first() -> None:
+    """The dealing order is price band first: the best-paying job goes to its lowest
+    weight miner whatever its id."""
+    me, other = MINERS[0], MINERS[1]
+    jobs = [(JOBS[0], 0), (JOBS[1], 5)]
+    mine = claimable_after(me, [other], jobs)
+    theirs = claimable_after(other, [me], jobs)
+    for job, _ in jobs:
+        assert sorted([mine[job], theirs[job]]) == [0.0, FALLBACK_STEP_S]
+    best = designated([me, other], [JOBS[1]])[JOBS[1]]
+    assert (mine if best == me else theirs)[JOBS[1]] == 0.0
+
+
+def test_sightings_expire_and_are_capped() -> None:
+    seen = Sightings(MINERS[0])
+    seen.saw(MINERS[0], 0.0)  # our own claims do not count
+    assert seen.alone(0.0)
+    seen.saw(MINERS[1], 10.0)
+    assert not seen.alone(10.0 + ALONE_AFTER_S - 1) and seen.others(11.0) == [MINERS[1]]
+    assert seen.alone(10.0 + ALONE_AFTER_S + 1)
+    for i in range(MAX_SIGHTINGS + 10):
+        seen.saw(i.to_bytes(20, "big"), 20.0)
+    assert len(seen.others(20.0)) == MAX_SIGHTINGS
