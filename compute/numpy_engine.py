@@ -63,6 +63,7 @@ from compute import fasthash, int8_kernels, kernels
 from compute.blas import Blas, find_blas, single_threaded
 from compute.cpu_transcript import Operands, run_transcript
 from compute.engine import MiningOutput, MiningStats, WorkTemplate
+from compute.priority import FILLER_NICE, lower_thread_priority
 from compute.removal import (  # noqa: F401 - re-exported
     FLOAT32_EXACT,
     FLOAT64_EXACT,
@@ -123,9 +124,12 @@ class _Workspace:
 class _Workers:
     """Runs ``fn(worker_index)`` on n threads while the caller polls ``stop``."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, nice: int = 0) -> None:
         self.count = count
-        self._pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="pouw-cpu")
+        self._pool = ThreadPoolExecutor(
+            max_workers=count, thread_name_prefix="pouw-cpu",
+            initializer=lower_thread_priority if nice else None, initargs=(nice,) if nice else (),
+        )  # fmt: skip
 
     def map(self, fn: Callable[[int], object]) -> list[object]:
         return list(self._pool.map(fn, range(self.count)))
@@ -166,8 +170,10 @@ class NumpyEngine:
         block_cols: int | None = None,
         use_blas: bool = True,
         use_vnni: bool = True,
+        worker_nice: int = 0,
     ) -> None:
         self.threads = threads or _default_threads()
+        self.worker_nice = worker_nice  # > 0: the worker threads yield to the rest
         self.blas: Blas | None = find_blas() if use_blas else None
         # int8 products where the CPU has AVX-512 VNNI (compute/vnni.py), else sgemm
         self.vnni: Vnni | None = find_vnni() if use_vnni and self.blas is not None else None
@@ -176,12 +182,21 @@ class NumpyEngine:
         self.block_cols = block_cols or default_cols
         # kernels.MODE_FOLD mines; MODE_STEPS (benchmarks only) skips the fold to time it.
         self.transcript_mode = kernels.MODE_FOLD
-        self._workers = _Workers(self.threads if self.blas is not None else 1)
-        self._pool = _Workers(self.threads)
+        self._workers = _Workers(self.threads if self.blas is not None else 1, worker_nice)
+        self._pool = _Workers(self.threads, worker_nice)
         self._spare: _Workspace | None = None
         self._spare_lock = threading.Lock()
 
     # -- public -----------------------------------------------------------------------
+
+    def low_priority_twin(self) -> NumpyEngine:
+        """The same engine with worker threads at FILLER_NICE (compute/priority.py): the
+        miner runs filler products on it, so that they yield the cores to everything
+        else. Products are bit-identical; only the scheduling differs."""
+        return NumpyEngine(
+            self.threads, self.block_rows, self.block_cols, use_blas=self.blas is not None,
+            use_vnni=self.vnni is not None, worker_nice=FILLER_NICE,
+        )  # fmt: skip
 
     def mine(
         self,

@@ -21,6 +21,7 @@ from chain.chainstate import ChainState, ProcessResult
 from chain.state import StateError
 from chain.tx import Transaction
 from compute.engine import MiningEngine
+from compute.priority import lower_thread_priority
 from consensus.difficulty import block_work
 from consensus.ints import u64
 from consensus.pouw import filler_matrices
@@ -66,6 +67,14 @@ class Miner:
         self.stop_event = threading.Event()
         self.counters = MiningCounters()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pouw-mine")
+        # Filler (no paid job in hand) runs at a lower priority, in a thread and on
+        # engine workers of its own (compute/priority.py): it yields the cores to the
+        # node's network, RPC and blob serving, and to paid products.
+        twin = getattr(engine, "low_priority_twin", None)
+        self.filler_engine: MiningEngine = twin() if callable(twin) else engine
+        self._filler_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pouw-filler", initializer=lower_thread_priority
+        )
         self._attempt = 0
         self.market = market  # None: filler only
         self._closing = False
@@ -125,9 +134,11 @@ class Miner:
         self.stop_event.clear()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
+        paid = work is not None
+        engine = self.engine if paid else self.filler_engine
+        pool = self._pool if paid else self._filler_pool
         out = await loop.run_in_executor(
-            self._pool,
-            partial(self.engine.mine, keep_product_on_stop=work is not None),
+            pool, partial(engine.mine, keep_product_on_stop=work is not None),
             net.pouw, a, b, template, self.stop_event,
         )  # fmt: skip
         if work is not None and out.product is not None and not self._closing:
@@ -187,3 +198,4 @@ class Miner:
         self._closing = True
         self.interrupt()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._filler_pool.shutdown(wait=True, cancel_futures=True)

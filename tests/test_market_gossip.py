@@ -408,7 +408,10 @@ def test_job_client_polls_a_node_without_waitforjob() -> None:
                 raise RpcError(-32601, "Method not found", method)
             assert method == "getjob"
             self.polls += 1
-            return {"job_id": params[0], "status": "committed" if self.polls >= 3 else "open"}
+            if self.polls < 3:
+                return {"job_id": params[0], "status": "open"}
+            return {"job_id": params[0], "status": "committed", "result_root": "00" * 32,
+                    "result_url": "", "m": 8, "n": 8}  # fmt: skip
 
     node = OldNode()
     client = JobClient(devnet_key(0), load_network("devnet"), node, "http://127.0.0.1:1")

@@ -514,3 +514,25 @@ def test_freivalds_on_engine_output() -> None:
     a, b = _random(32, 128, 32, seed=11)
     out = DEFAULT.mine(params, a, b, _template(params, 128))
     assert freivalds_check(a, b, out.product)
+
+
+def test_low_priority_twin_yields_the_cpu_and_mines_the_same() -> None:
+    """The filler engine (node/miner.py) runs its workers at FILLER_NICE above the
+    caller on Linux, and its output is bit-identical to the engine's."""
+    import os
+
+    from compute.priority import FILLER_NICE
+
+    twin = DEFAULT.low_priority_twin()
+    if sys.platform == "linux" and FILLER_NICE > 0:
+        ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        theirs = twin._pool._pool.submit(  # noqa: SLF001 - the worker thread's own nice
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        ).result()
+        assert theirs == min(19, ours + FILLER_NICE)
+    params = _params(32)
+    a, b = _random(32, 128, 32, seed=5)
+    template = _template(params, 128)
+    one, two = DEFAULT.mine(params, a, b, template), twin.mine(params, a, b, template)
+    assert one.work == two.work and np.array_equal(one.product, two.product)
+    assert one.seals == two.seals

@@ -26,6 +26,7 @@ import io
 import json
 import time
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ __all__ = ["DEFAULT_EXPIRY_S", "DEFAULT_JOB_FEE", "JobClient", "JobError", "JobR
 DONE = ("paid", "committed")  # a part whose C can be collected
 FAILED = ("refunded", "expired", "reclaimed")  # a part that will never deliver
 POLL_S = 0.05  # how often wait() polls a node that has no waitforjob
+UPLOADS_PARALLEL = 2  # blobs in flight to the node while the next one is hashed
+COLLECT_PARALLEL = 4  # ready parts' C downloaded at once while wait() goes on
+COLLECT_TIMEOUT_S = 30.0
 WAIT_CALL_S = 10.0  # the longest waitforjob call (then wait() asks again)
 METHOD_NOT_FOUND = -32601  # JSON-RPC: the node does not serve the method
 MAX_PROBES = 3  # probes of one part before the client reports it as withheld
@@ -73,6 +77,11 @@ MAX_PROBES = 3  # probes of one part before the client reports it as withheld
 def _deliverable(job: dict[str, Any]) -> bool:
     """C can be fetched: committed on chain, or its commit waits in the node's pool."""
     return job["status"] in DONE or "pending_commit" in job
+
+
+def _committed(job: dict[str, Any]) -> dict[str, Any]:
+    """Where a deliverable job's result root and URL are: on chain, or its pooled commit."""
+    return job if "result_root" in job else dict(job["pending_commit"])
 
 
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
@@ -153,6 +162,10 @@ class JobClient:
         # (job id -> check; each is used once)
         self._checks: dict[str, PreparedCheck] = {}
         self._long_poll = True  # the node serves waitforjob (until it says otherwise)
+        # (job id, result root) -> a download (and check) of that C started by wait()
+        # as soon as the part was ready, while other parts were still being computed
+        self._collecting: dict[tuple[str, str], Future[tuple[Any, bool | None]]] = {}
+        self._collector: ThreadPoolExecutor | None = None
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -250,24 +263,33 @@ class JobClient:
         txs = []
         expires = self._mtp() + expiry_s
         known: dict[tuple[Any, ...], bytes] = {}  # parts share slices of A (or of B)
-        for part, part_bounty in zip(plan.parts, plan.bounties, strict=True):
-            pa, pb = part.operands(a8, b8)
-            roots = []
-            for kind, where, matrix in (
-                ("a", (part.r0, part.r1, part.k0, part.k1, pa.shape), pa),
-                ("bt", (part.k0, part.k1, part.c0, part.c1, pb.shape), pb),
-            ):
-                root = known.get((kind, where))
-                if root is None:  # the blob of A is stored by hA, of Bᵀ by hB
-                    blob = transposed(matrix) if kind == "bt" else matrix
-                    root = known[kind, where] = blob_root(kind, blob)
-                    if root not in self._uploaded:
-                        upload_blob(self.blob_url, kind, blob, self.blob_auth)
-                        self._uploaded.add(root)
-                roots.append(root)
-            txs.append(submit_tx(self.network, signer, self._nonce(), pa, pb, part_bounty,
-                                 expires, url=self.blob_url, fee=fee,
-                                 roots=(roots[0], roots[1])))  # fmt: skip
+        bt_all: list[npt.NDArray[np.int8]] = []  # Bᵀ, transposed once for every part
+        first_nonce = self._nonce()
+        # uploads run beside the hashing of the next blob (the node checks each one)
+        with ThreadPoolExecutor(UPLOADS_PARALLEL, thread_name_prefix="upload") as uploads:
+            sent = []
+            for i, (part, part_bounty) in enumerate(zip(plan.parts, plan.bounties, strict=True)):
+                pa, pb = part.operands(a8, b8)
+                roots = []
+                for kind, where, matrix in (
+                    ("a", (part.r0, part.r1, part.k0, part.k1, pa.shape), pa),
+                    ("bt", (part.k0, part.k1, part.c0, part.c1, pb.shape), pb),
+                ):
+                    root = known.get((kind, where))
+                    if root is None:  # the blob of A is stored by hA, of Bᵀ by hB
+                        blob = matrix if kind == "a" else self._part_bt(part, pb, b8, bt_all)
+                        root = known[kind, where] = blob_root(kind, blob)
+                        if root not in self._uploaded:
+                            job = (upload_blob, self.blob_url, kind, blob, self.blob_auth)
+                            sent.append((root, uploads.submit(*job)))
+                    roots.append(root)
+                txs.append(submit_tx(self.network, signer, first_nonce + i, pa, pb, part_bounty,
+                                     expires, url=self.blob_url, fee=fee,
+                                     roots=(roots[0], roots[1])))  # fmt: skip
+            for root, upload in sent:
+                upload.result()  # raises the upload's JobError
+                self._uploaded.add(root)
+        self._pending_nonce = first_nonce + len(txs)
         for tx in txs:
             self._send(tx)
         plan.job_ids = [tx.txid.hex() for tx in txs]
@@ -277,6 +299,20 @@ class JobClient:
         if self.manifest_dir is not None:
             plan.save(self.manifest_dir)
         return pid
+
+    @staticmethod
+    def _part_bt(
+        part: Any, pb: npt.NDArray[np.int8], b: npt.NDArray[np.int8],
+        bt_all: list[npt.NDArray[np.int8]],
+    ) -> npt.NDArray[np.int8]:  # fmt: skip
+        """A part's Bᵀ: rows of Bᵀ (transposed once for all parts) when the part is an
+        unpadded block of B, else its own padded B transposed."""
+        k, n = pb.shape
+        if (part.k1 - part.k0, part.c1 - part.c0) != (k, n):
+            return transposed(pb)
+        if not bt_all:
+            bt_all.append(transposed(b))
+        return bt_all[0][part.c0 : part.c1, part.k0 : part.k1]
 
     def _job(self, job_id: str) -> dict[str, Any]:
         return dict(self.rpc.call("getjob", job_id))
@@ -344,11 +380,33 @@ class JobClient:
         for job_id in plan.job_ids if plan is not None else [product_id]:
             while True:
                 job = self._wait_job(job_id, deadline - time.monotonic())
-                if _deliverable(job) or job["status"] in FAILED:
+                if _deliverable(job):
+                    self._collect(job)
+                    break
+                if job["status"] in FAILED:
                     break
                 if time.monotonic() > deadline:
                     self._timed_out(product_id, timeout)
         return self.status(product_id)
+
+    def _collect(self, job: dict[str, Any]) -> None:
+        """Start downloading (and checking, with the prepared check) a ready part's C
+        in the background; ``result`` picks it up."""
+        key = (job["job_id"], _committed(job)["result_root"])
+        if key in self._collecting:
+            return
+        if self._collector is None:
+            self._collector = ThreadPoolExecutor(COLLECT_PARALLEL, thread_name_prefix="collect")
+        self._collecting[key] = self._collector.submit(self._download_and_check, job)
+
+    def _download_and_check(self, job: dict[str, Any]) -> tuple[Any, bool | None]:
+        """C (or why it could not be had) and, where this client prepared the check of
+        that part, whether C passed it."""
+        got = asyncio.run(self._fetch_all([job], COLLECT_TIMEOUT_S))[0]
+        if isinstance(got, str):
+            return got, None
+        check = self._checks.pop(job["job_id"], None)
+        return got, None if check is None else check.check(got)
 
     def _wait_job(self, job_id: str, left: float) -> dict[str, Any]:
         """The job once it settles (or after at most ``left`` seconds, WAIT_CALL_S per
@@ -407,10 +465,15 @@ class JobClient:
                 f"(status {pending[0]['status']}): wait (`pouw job status`) and ask again"
             )
         t0 = time.perf_counter()
-        results = asyncio.run(self._fetch_all(jobs, timeout))
+        started = [self._collecting.pop((j["job_id"], _committed(j)["result_root"]), None)
+                   for j in jobs]  # fmt: skip
+        rest = iter(asyncio.run(self._fetch_all(
+            [j for j, f in zip(jobs, started, strict=True) if f is None], timeout)))  # fmt: skip
+        collected = [next(rest) if f is None else f.result() for f in started]
+        results = [got[0] if isinstance(got, tuple) else got for got in collected]
         t1 = time.perf_counter()
         out = JobResult(np.zeros((0, 0), np.int64), True, timings={"transfer_s": t1 - t0})
-        for part, job, got in zip(plan.parts, jobs, results, strict=True):
+        for part, job, got, came in zip(plan.parts, jobs, results, collected, strict=True):
             # a challenge or probe needs the commit on chain, not only in a pool
             act = challenge and job["status"] == "committed"
             later = "; ask again once its commit is in a block to challenge it"
@@ -422,9 +485,13 @@ class JobClient:
                 elif challenge:
                     out.actions[-1] += later
                 continue
-            # prepared while waiting, for the operands this client submitted
-            check = self._checks.pop(job["job_id"], None) if a is None and b is None else None
-            ok = check.check(got) if check is not None else None
+            # prepared while waiting, for the operands this client submitted (and maybe
+            # already run by the background download)
+            mine = a is None and b is None
+            ok = came[1] if mine and isinstance(came, tuple) else None
+            check = self._checks.pop(job["job_id"], None) if mine and ok is None else None
+            if check is not None:
+                ok = check.check(got)
             if ok is None:
                 ok = freivalds_check(*part.operands(a8, b8), got)
             if not ok:
@@ -443,7 +510,7 @@ class JobClient:
 
     async def _fetch_all(self, jobs: list[dict[str, Any]], timeout: float) -> list[Any]:
         async def one(job: dict[str, Any]) -> Any:
-            where = job if "result_root" in job else job["pending_commit"]
+            where = _committed(job)
             urls = [where.get("result_url", ""), self.blob_url]
             try:
                 return await fetch_blob(urls, bytes.fromhex(where["result_root"]), "c",
