@@ -27,18 +27,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from compute.fast_commit import (
-    Words,
-    line_leaf_words,
-    merkle_root_of,
-    result_row_root_words,
-    to_digests,
-)
 from consensus.hashing import TAG_MERKLE_NODE, TAG_RESULT_ROW
+
+if TYPE_CHECKING:
+    from compute.fast_commit import Words
 
 log = logging.getLogger("pouw.blobs")
 
@@ -65,11 +62,29 @@ def _node_tag(kind: str) -> str:
     return TAG_RESULT_ROW if kind == "c" else TAG_MERKLE_NODE
 
 
+# compute/fast_commit (Numba kernels) is imported on first use, not with this module:
+# the CLI imports this module for commands that never hash a blob.
+
+
 def line_leaf_array(kind: str, matrix: npt.NDArray[np.integer]) -> Words:
     """The leaves of a blob's lines (row roots for C), as count x 8 words."""
+    from compute.fast_commit import line_leaf_words, result_row_root_words
+
     if kind == "c":
         return result_row_root_words(matrix)
     return line_leaf_words(matrix)  # type: ignore[arg-type]
+
+
+def to_digests(words: Words) -> list[bytes]:
+    from compute.fast_commit import to_digests as digests
+
+    return digests(words)
+
+
+def merkle_root_of(leaves: Words | list[bytes], node_tag: str) -> bytes:
+    from compute.fast_commit import merkle_root_of as root_of
+
+    return root_of(leaves, node_tag)
 
 
 def line_leaves(kind: str, matrix: npt.NDArray[np.integer]) -> list[bytes]:

@@ -119,7 +119,7 @@ def result_row_root_words(c: npt.NDArray[np.integer]) -> Words:
 def warm_up() -> None:
     """Compile (or load from Numba's cache) every kernel variant the blob store, the
     fetcher and the miner use, so that the first job does not wait 0.3-0.7 s for it
-    (a node runs this on a background thread at start)."""
+    (a market miner runs this on a background thread when it starts)."""
     for writeable in (True, False):
         for matrix in (np.ones((2, 64), np.int8), np.ones((2, 6), np.int8),
                        np.ones((2, 70), np.int32)):  # fmt: skip

@@ -20,7 +20,6 @@ import asyncio
 import io
 import logging
 import os
-import threading
 import tokenize
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -235,9 +234,6 @@ class BlobService:
             log.warning("no RPC cookie: blob uploads are disabled")
             self.server.auth = ("", os.urandom(16).hex())
         await self.server.start()
-        from compute.fast_commit import warm_up
-
-        threading.Thread(target=warm_up, name="blob-hash-warm-up", daemon=True).start()
         p2p = self._p2p()
         if p2p is not None:
             p2p.attach_blobs(self.store, self.server.port, self.server.bind)

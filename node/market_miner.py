@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
 from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
+from compute.fast_commit import warm_up
 from compute.transpose import transposed
 from consensus.seal import check_shape
 from node.claim_order import FALLBACK_STEP_S, Sightings, claimable_after, horizon, price_band
@@ -623,4 +625,6 @@ def market_miner_for(node: object, key: PrivateKey, **settings: object) -> Marke
         job_actions=node.mempool.job_actions,  # type: ignore[attr-defined]
     )
     node.events.tx_accepted.connect(miner.notice_tx)  # type: ignore[attr-defined]
+    # the first job's C and operands are hashed by kernels compiled (or loaded) now
+    threading.Thread(target=warm_up, name="blob-hash-warm-up", daemon=True).start()
     return miner

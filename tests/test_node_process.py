@@ -91,7 +91,7 @@ def _crash_loop(datadir: Path, kills: int, seed: int) -> None:
 
 
 def test_sigkill_while_mining_never_loses_a_connected_block(tmp_path: Path) -> None:
-    _crash_loop(tmp_path, kills=20, seed=int(os.environ.get("POUW_CRASH_SEED", "7")))
+    _crash_loop(tmp_path, kills=8, seed=int(os.environ.get("POUW_CRASH_SEED", "7")))
 
 
 @pytest.mark.slow

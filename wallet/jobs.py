@@ -317,13 +317,18 @@ class JobClient:
     def _job(self, job_id: str) -> dict[str, Any]:
         return dict(self.rpc.call("getjob", job_id))
 
-    def status(self, product_id: str) -> dict[str, Any]:
+    def status(
+        self, product_id: str, known: dict[str, dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         """A product's state: one status when every part agrees, else "mixed", and each
-        part's job. A one-job product, or a bare job id, answers that job."""
+        part's job. A one-job product, or a bare job id, answers that job. ``known``:
+        parts' answers just received (not asked again)."""
+        known = known or {}
         plan = self.manifest(product_id)
         if plan is None or len(plan.job_ids) == 1:  # one job: its state is the product's
-            return self._job(plan.job_ids[0] if plan is not None else product_id)
-        jobs = [self._job(j) for j in plan.job_ids]
+            job_id = plan.job_ids[0] if plan is not None else product_id
+            return known[job_id] if job_id in known else self._job(job_id)
+        jobs = [known[j] if j in known else self._job(j) for j in plan.job_ids]
         counts: dict[str, int] = {}
         for job in jobs:
             counts[job["status"]] = counts.get(job["status"], 0) + 1
@@ -377,9 +382,10 @@ class JobClient:
         deadline = time.monotonic() + timeout
         self._prepare_checks(product_id)
         plan = self.manifest(product_id)
+        answers: dict[str, dict[str, Any]] = {}
         for job_id in plan.job_ids if plan is not None else [product_id]:
             while True:
-                job = self._wait_job(job_id, deadline - time.monotonic())
+                job = answers[job_id] = self._wait_job(job_id, deadline - time.monotonic())
                 if _deliverable(job):
                     self._collect(job)
                     break
@@ -387,7 +393,7 @@ class JobClient:
                     break
                 if time.monotonic() > deadline:
                     self._timed_out(product_id, timeout)
-        return self.status(product_id)
+        return self.status(product_id, answers)  # as each part last answered
 
     def _collect(self, job: dict[str, Any]) -> None:
         """Start downloading (and checking, with the prepared check) a ready part's C

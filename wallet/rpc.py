@@ -24,9 +24,12 @@ Integers may arrive as JSON numbers or decimal strings (u64s above 2^53).
 from __future__ import annotations
 
 import base64
+import http.client
 import itertools
 import json
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +122,7 @@ class RpcClient:
             token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
             self._auth = f"Basic {token}"
         self._ids = itertools.count(1)
+        self._local = threading.local()  # each thread's kept-open connection
 
     @classmethod
     def from_options(
@@ -156,13 +160,74 @@ class RpcClient:
     def _post(self, payload: Any, what: str, timeout: float | None = None) -> Any:
         """POST one JSON-RPC request (or batch) and return the decoded answer."""
         body = json.dumps(payload).encode()
+        if urllib.parse.urlsplit(self.url).scheme == "http":
+            raw = self._post_kept(body, what, timeout or self.timeout)
+        else:
+            raw = self._post_urllib(body, what, timeout or self.timeout)
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise RpcConnectionError(f"{self.url} did not answer JSON-RPC") from None
+
+    def _post_kept(self, body: bytes, what: str, timeout: float) -> bytes:
+        """Over a connection kept open between calls (one per thread): a new TCP
+        connection per call cost more than a small call itself. A kept connection the
+        node closed meanwhile (its idle timeout) is replaced once, before anything of
+        the request was answered."""
+        parts = urllib.parse.urlsplit(self.url)
+        headers = {"Content-Type": "application/json"}
+        if self._auth:
+            headers["Authorization"] = self._auth
+        for attempt in (0, 1):
+            conn = getattr(self._local, "conn", None)
+            reused = conn is not None
+            if conn is None:
+                conn = self._local.conn = http.client.HTTPConnection(
+                    parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout
+                )
+            try:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+                conn.request("POST", parts.path or "/", body, headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._close_kept()
+                if reused and attempt == 0:
+                    continue  # the node closed our idle connection: once more, afresh
+                raise RpcConnectionError(f"{self.url} closed the connection") from None
+            except TimeoutError:
+                self._close_kept()
+                raise RpcTimeoutError(f"{self.url}: no answer to {what} in time") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._close_kept()
+                raise RpcConnectionError(f"cannot reach the node at {self.url}: {exc}") from None
+            if resp.will_close:
+                self._close_kept()
+            if resp.status in (401, 403):
+                raise RpcConnectionError(
+                    f"{self.url} refused the credentials (HTTP {resp.status})", resp.status
+                )
+            if resp.status != 200 and not raw:
+                raise RpcConnectionError(f"{self.url}: HTTP {resp.status}", resp.status)
+            return raw  # bitcoind sends errors with HTTP 500 and a JSON body
+        raise AssertionError("unreachable")
+
+    def _close_kept(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def _post_urllib(self, body: bytes, what: str, timeout: float) -> bytes:
         req = urllib.request.Request(self.url, data=body, method="POST")
         req.add_header("Content-Type", "application/json")
         if self._auth:
             req.add_header("Authorization", self._auth)
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
-                raw = resp.read()
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw: bytes = resp.read()
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 raise RpcConnectionError(
@@ -178,10 +243,7 @@ class RpcClient:
                 raise RpcTimeoutError(f"{self.url}: no answer to {what} in time") from None
             reason = getattr(exc, "reason", exc)
             raise RpcConnectionError(f"cannot reach the node at {self.url}: {reason}") from None
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            raise RpcConnectionError(f"{self.url} did not answer JSON-RPC") from None
+        return raw
 
     def call(self, method: str, *params: Any, timeout: float | None = None, **named: Any) -> Any:
         """Positional params, or named ones (a JSON object); not both."""
