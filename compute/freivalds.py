@@ -22,9 +22,10 @@ pass over C, C X. A prepared check is used once: its signs stay unknown to the p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
 
@@ -33,8 +34,7 @@ FLOAT32_EXACT = 1 << 24  # integers below this are exact float32 values, and so 
 FLOAT64_EXACT = 1 << 53
 
 
-@nb.njit(nogil=True, cache=True, boundscheck=False)
-def _matvec(mat, x, out):
+def _matvec_kernel(mat, x, out):  # type: ignore[no-untyped-def]
     """out = mat . x for an integer matrix (any width) and an int64 vector."""
     rows, cols = mat.shape
     for i in range(rows):
@@ -43,6 +43,19 @@ def _matvec(mat, x, out):
         for j in range(cols):
             total += np.int64(row[j]) * x[j]
         out[i] = total
+
+
+@cache
+def _compiled_matvec() -> Callable[..., None]:
+    """The Numba build of _matvec_kernel, made on first use (the integer path is for
+    entries too large for exact float sums; importing this module stays cheap)."""
+    import numba as nb
+
+    return nb.njit(nogil=True, cache=True, boundscheck=False)(_matvec_kernel)  # type: ignore[no-any-return]
+
+
+def _matvec(mat: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    _compiled_matvec()(mat, x, out)
 
 
 def _abs_max(x: np.ndarray) -> int:

@@ -34,6 +34,36 @@ def test_store_roots_match_chain_commitments(tmp_path: Path) -> None:
         small.put("a", a)
 
 
+def test_writes_behind_serve_at_once_and_land_on_disk(tmp_path: Path) -> None:
+    """A put blob is served from memory before its file exists; flush puts it on disk
+    where a fresh store finds it; the caller's array is copied (or, handed over, made
+    read-only); a blob deleted while pending never reaches the disk; the quota counts
+    pending bytes."""
+    a, b = operands(64, 128, 32)
+    store = BlobStore(tmp_path / "blobs", quota=4 * a.nbytes)
+    mine = a.copy()
+    root = store.put("a", mine)
+    mine[0, 0] += 1  # the store kept its own copy
+    assert np.array_equal(store.get(root), a)  # type: ignore[arg-type]
+    assert store.rows(root, 1, 2) == a[1:3].tobytes()
+    assert store.leaves(root) is not None and store.find(root) is not None
+    given = b.T.copy()
+    bt_root = store.put("bt", given, owned=True)
+    assert not given.flags.writeable
+    store.flush()
+    assert (tmp_path / "blobs" / f"{root.hex()}.a.npy").exists()
+    again = BlobStore(tmp_path / "blobs")
+    assert np.array_equal(again.get(bt_root), b.T)  # type: ignore[arg-type]
+    assert [i.root for i in again.recent(8)] and again.find(root) is not None
+    with pytest.raises(BlobError, match="quota"):
+        store.put("a", operands(128, 128, 32, seed=9)[0])  # over what is left
+    gone = store.put("c", a.astype(np.int64) @ b.astype(np.int64))
+    store.delete(gone)
+    store.close()
+    assert not list((tmp_path / "blobs").glob(f"{gone.hex()}.*"))
+    assert store.find(gone) is None
+
+
 class BadPeer:
     """Serves a blob honestly except for one misbehaviour."""
 

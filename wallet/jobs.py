@@ -38,7 +38,6 @@ from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blobs import BlobError, blob_root, fetch_blob
 from compute.freivalds import PreparedCheck, freivalds_check, prepare_check
-from compute.transpose import transposed
 from consensus.result import chunk_count
 from wallet.job_txs import (
     DEFAULT_EXPIRY_S,
@@ -307,6 +306,8 @@ class JobClient:
     ) -> npt.NDArray[np.int8]:  # fmt: skip
         """A part's Bᵀ: rows of Bᵀ (transposed once for all parts) when the part is an
         unpadded block of B, else its own padded B transposed."""
+        from compute.transpose import transposed  # Numba: loaded on first use
+
         k, n = pb.shape
         if (part.k1 - part.k0, part.c1 - part.c0) != (k, n):
             return transposed(pb)
