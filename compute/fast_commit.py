@@ -24,6 +24,7 @@ from compute.fasthash import (
     row_leaf_words,
     tag_midstate,
 )
+from compute.spread import spread
 from consensus.hashing import TAG_MERKLE_NODE, TAG_RESULT_LEAF, TAG_RESULT_NODE, TAG_RESULT_ROW
 from consensus.merkle import EMPTY_ROOT
 from consensus.result import ENTRY_BYTES, RESULT_CHUNK, as_result_bytes
@@ -51,7 +52,8 @@ def _leaves(rows: npt.NDArray[np.int8], midstate: npt.NDArray[np.uint32]) -> Wor
     out = np.empty((rows.shape[0], 8), np.uint32)
     if rows.shape[0]:
         if rows.shape[1] % 4 == 0 and rows.shape[1] and rows.flags.c_contiguous:
-            row_leaf_words(rows.view(np.uint32), midstate, out, 0, rows.shape[0])
+            words = rows.view(np.uint32)
+            spread(lambda lo, hi: row_leaf_words(words, midstate, out, lo, hi), rows.shape[0])
         else:
             leaf_words(rows, False, midstate, out, 0, rows.shape[0])
     return out

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from compute import kernels
+from compute.spread import spread
 
 
 def transposed(x: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
@@ -19,5 +20,6 @@ def transposed(x: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
     if rows % 8 or cols % 8:
         out[:] = x.T
     else:
-        kernels.transpose_u8_blocks(x.view(np.uint64), out.view(np.uint64), 0, cols // 8)
+        src, dst = x.view(np.uint64), out.view(np.uint64)
+        spread(lambda lo, hi: kernels.transpose_u8_blocks(src, dst, lo, hi), cols // 8)
     return out
