@@ -17,7 +17,10 @@ see the machine as it was. Printed (name=value), medians of ``--runs``:
   three_over_one         three_miners_s / one_miner_s           (goal < 1)
   *_submit_s, *_wait_s, *_fetch_s, *_check_s   where the time went: hashing and
                          uploading A and B and sending the submits; until every part's
-                         commit is in the buyer's pool; downloading C; Freivalds' check
+                         commit is in the buyer's pool (waitforjob); downloading C and
+                         Freivalds' check of what was left (wait() starts each part's
+                         download and check as soon as that part is ready, and the A
+                         and B side of the check is done while the miners compute)
 
     .venv/bin/python bench/bench_market.py [--shape 512 4096 4096] [--runs 3]
 """

@@ -169,6 +169,22 @@ def _line_byte(mat, by_columns, line, pos):
 
 
 @nb.njit(nogil=True, cache=True, boundscheck=False)
+def _load_state(buf, midstate):
+    """Every lane's chaining state rows set to the tag's midstate."""
+    for s in range(8):
+        for x in range(LANES):
+            buf[(16 + s) * LANES + x] = midstate[s]
+
+
+@nb.njit(nogil=True, cache=True, boundscheck=False)
+def _store_digests(buf, out, x0, count):
+    """The first ``count`` lanes' states as digests out[x0 ...] (8 words each)."""
+    for x in range(count):
+        for s in range(8):
+            out[x0 + x, s] = buf[(16 + s) * LANES + x]
+
+
+@nb.njit(nogil=True, cache=True, boundscheck=False)
 def leaf_words(mat, by_columns, midstate, out, lo, hi):
     """out[i] = leaf hash of line i (row i of ``mat``, or column i when by_columns),
     for lo <= i < hi, as 8 big-endian words."""
@@ -178,9 +194,7 @@ def leaf_words(mat, by_columns, midstate, out, lo, hi):
     buf = np.empty(BUFFER_WORDS, np.uint32)
     for x0 in range(lo, hi, LANES):
         count = min(LANES, hi - x0)
-        for s in range(8):
-            for x in range(LANES):
-                buf[(16 + s) * LANES + x] = midstate[s]
+        _load_state(buf, midstate)
         for blk in range(nblocks):
             for q in range(16):
                 p = blk * 64 + 4 * q
@@ -218,9 +232,7 @@ def leaf_words(mat, by_columns, midstate, out, lo, hi):
                                 )
                         row[x] = word
             compress(buf)
-        for x in range(count):
-            for s in range(8):
-                out[x0 + x, s] = buf[(16 + s) * LANES + x]
+        _store_digests(buf, out, x0, count)
 
 
 @nb.njit(nogil=True, cache=True, boundscheck=False)
@@ -235,9 +247,7 @@ def row_leaf_words(words, midstate, out, lo, hi):
     buf = np.empty(BUFFER_WORDS, np.uint32)
     for x0 in range(lo, hi, LANES):
         count = min(LANES, hi - x0)
-        for s in range(8):
-            for x in range(LANES):
-                buf[(16 + s) * LANES + x] = midstate[s]
+        _load_state(buf, midstate)
         for blk in range(nblocks):
             full = min(16, max(0, (k - blk * 64) // 4))  # data words in this block
             for x in range(count):  # each line's 64 bytes in one run
@@ -255,9 +265,7 @@ def row_leaf_words(words, midstate, out, lo, hi):
                 for x in range(count):
                     buf[q * LANES + x] = pad
             compress(buf)
-        for x in range(count):
-            for s in range(8):
-                out[x0 + x, s] = buf[(16 + s) * LANES + x]
+        _store_digests(buf, out, x0, count)
 
 
 @nb.njit(nogil=True, cache=True, boundscheck=False)
@@ -266,9 +274,7 @@ def level_words(level, midstate, out, lo, hi):
     buf = np.empty(BUFFER_WORDS, np.uint32)
     for x0 in range(lo, hi, LANES):
         count = min(LANES, hi - x0)
-        for s in range(8):
-            for x in range(LANES):
-                buf[(16 + s) * LANES + x] = midstate[s]
+        _load_state(buf, midstate)
         for q in range(8):
             for x in range(count):
                 buf[q * LANES + x] = level[2 * (x0 + x), q]
@@ -283,9 +289,7 @@ def level_words(level, midstate, out, lo, hi):
             for x in range(LANES):
                 buf[q * LANES + x] = value
         compress(buf)
-        for x in range(count):
-            for s in range(8):
-                out[x0 + x, s] = buf[(16 + s) * LANES + x]
+        _store_digests(buf, out, x0, count)
 
 
 LEAF_MIDSTATE = tag_midstate(TAG_MERKLE_LEAF)
