@@ -68,6 +68,7 @@ POLL_S = 0.05  # how often wait() polls a node that has no waitforjob
 UPLOADS_PARALLEL = 2  # blobs in flight to the node while the next one is hashed
 COLLECT_PARALLEL = 4  # ready parts' C downloaded at once while wait() goes on
 COLLECT_TIMEOUT_S = 30.0
+MAX_COLLECTED = 256  # downloaded Cs held for result() at most (the oldest dropped)
 WAIT_CALL_S = 10.0  # the longest waitforjob call (then wait() asks again)
 METHOD_NOT_FOUND = -32601  # JSON-RPC: the node does not serve the method
 MAX_PROBES = 3  # probes of one part before the client reports it as withheld
@@ -405,6 +406,8 @@ class JobClient:
         if self._collector is None:
             self._collector = ThreadPoolExecutor(COLLECT_PARALLEL, thread_name_prefix="collect")
         self._collecting[key] = self._collector.submit(self._download_and_check, job)
+        while len(self._collecting) > MAX_COLLECTED:  # waited for, never collected
+            self._collecting.pop(next(iter(self._collecting)))
 
     def _download_and_check(self, job: dict[str, Any]) -> tuple[Any, bool | None]:
         """C (or why it could not be had) and, where this client prepared the check of
