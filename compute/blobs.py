@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from compute.priority import lower_thread_priority
 from consensus.hashing import TAG_MERKLE_NODE, TAG_RESULT_ROW
 
 if TYPE_CHECKING:
@@ -221,7 +222,10 @@ class BlobStore:
             self._used = self._used_locked() + mat.nbytes + len(joined)
             self._pending[got] = (info, mat, joined)
             if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="blob-writer")
+                # background work: it yields the CPU to serving and checking blobs
+                self._writer = ThreadPoolExecutor(
+                    1, thread_name_prefix="blob-writer", initializer=lower_thread_priority
+                )
             self._writes = [w for w in self._writes if not w.done()]
             self._writes.append(self._writer.submit(self._write, got))
         for listener in list(self.listeners):
