@@ -70,6 +70,10 @@ CLAIM_ROUND_S = 0.25
 # A submit reaching our pool triggers a quick round after SETTLE: a batch's other
 # submits arrive meanwhile. Which idle miner claims which fresh job: node/claim_order.
 QUICK_ROUND_SETTLE_S = 0.01
+# A job whose submit arrived this recently is left to idle miners' quick rounds: busy
+# miners' timer rounds take it only after this (a busy miner claiming a batch of new
+# jobs ahead would keep them from idle miners, which then compute nothing).
+IDLE_FIRST_S = 0.16
 # A claim still in the pool is computed only once it is this old: time for rival claims
 # sent at the same moment to reach us (relayed within tens of ms on a LAN; measured
 # here, without this wait 20 % of job products were computed twice). It overlaps the
@@ -339,7 +343,9 @@ class MarketMiner:
         """Fresh pooled jobs among the candidates -> when our turn to claim each comes
         (node/claim_order); jobs not in the map are anyone's now."""
         others = self._sightings.others(now)
-        fresh_since = now - horizon(others) - QUICK_ROUND_SETTLE_S
+        # fresh for at least IDLE_FIRST_S: a busy miner's timer round leaves a new job to
+        # idle miners' quick rounds that long, even where no other miner is known yet
+        fresh_since = now - max(horizon(others) + QUICK_ROUND_SETTLE_S, IDLE_FIRST_S)
         fresh = [
             (jid, job) for jid, job in candidates
             if self._pooled_submits.get(jid, (None, -math.inf))[1] > fresh_since
