@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain.block import MAX_BLOCK_TX_BYTES, MAX_BLOCK_TXS
+from chain.mempool_jobs import JobIndex
 from chain.tx import (
     MAX_PLAIN_TX_SIZE,
     TX_FIXED_SIZE,
@@ -44,7 +45,6 @@ from chain.tx import (
     TxReject,
     check_transaction,
 )
-from chain.txkind import TxKind
 
 # Bitcoin Core's -maxmempool default is 300 MB of *memory*; ours caps encoded bytes.
 # 64 MiB is 16 full blocks of backlog (~450k minimal transfers).
@@ -149,19 +149,6 @@ def _reject(reason: MempoolReject, detail: str, txid: bytes) -> MempoolResult:
     return MempoolResult(reject=reason, detail=detail, txid=txid)
 
 
-# Market actions whose payload starts with the 32-byte id of the job they act on.
-JOB_ACTION_KINDS = frozenset({
-    TxKind.JOB_CLAIM, TxKind.JOB_COMMIT, TxKind.JOB_CHALLENGE, TxKind.JOB_RECLAIM,
-    TxKind.JOB_PROBE, TxKind.JOB_REVEAL,
-})  # fmt: skip
-
-
-def _job_of(tx: Transaction) -> bytes | None:
-    if tx.kind in JOB_ACTION_KINDS and len(tx.payload) >= 32:
-        return tx.payload[:32]
-    return None
-
-
 class Mempool:
     """Unconfirmed transactions, per account pending/queued, capped by encoded bytes."""
 
@@ -203,10 +190,7 @@ class Mempool:
         self._evict_heap: list[tuple[int, int, bytes]] = []
         # (time, seq, txid) for every entry: expiry order.
         self._expiry_heap: list[tuple[int, int, bytes]] = []
-        # job id -> txids of the pooled txs that act on it (claims, commits, ...): a
-        # buyer's getjob or waitforjob and a miner's rival scan read one job's actions
-        # without walking the whole pool
-        self._by_job: dict[bytes, set[bytes]] = {}
+        self._jobs = JobIndex()  # pooled market actions by job (chain/mempool_jobs.py)
 
     # --- queries -------------------------------------------------------------------
 
@@ -240,7 +224,7 @@ class Mempool:
         """The pooled transactions that act on ``job_id`` (JOB_CLAIM, JOB_COMMIT,
         JOB_CHALLENGE, JOB_RECLAIM, JOB_PROBE, JOB_REVEAL; their payload starts with
         the job id), in arrival order."""
-        entries = [self._by_id[t] for t in self._by_job.get(job_id, ())]
+        entries = [self._by_id[t] for t in self._jobs.txids(job_id)]
         return [e.tx for e in sorted(entries, key=lambda e: e.seq)]
 
     def is_pending(self, txid: bytes) -> bool:
@@ -600,7 +584,7 @@ class Mempool:
             for n in nonces[:cut]:
                 entry = acc.txs.pop(n)
                 del self._by_id[entry.txid]
-                self._index_job(entry, False)
+                self._jobs.remove(entry.tx, entry.txid)
                 acc.total_cost -= entry.cost
                 self._bytes -= entry.size
             del nonces[:cut]
@@ -615,23 +599,10 @@ class Mempool:
             self._trim(acc, 0, 0)
         self._recount(acc)
 
-    def _index_job(self, entry: _Entry, add: bool) -> None:
-        job_id = _job_of(entry.tx)
-        if job_id is None:
-            return
-        if add:
-            self._by_job.setdefault(job_id, set()).add(entry.txid)
-            return
-        txids = self._by_job.get(job_id)
-        if txids is not None:
-            txids.discard(entry.txid)
-            if not txids:
-                del self._by_job[job_id]
-
     def _insert(self, acc: _Account, entry: _Entry) -> None:
         self._accounts[entry.sender] = acc
         self._by_id[entry.txid] = entry
-        self._index_job(entry, True)
+        self._jobs.add(entry.tx, entry.txid)
         nonces = acc.nonces
         if not nonces or entry.nonce > nonces[-1]:
             nonces.append(entry.nonce)
@@ -652,7 +623,7 @@ class Mempool:
     def _remove(self, entry: _Entry) -> None:
         acc = self._accounts[entry.sender]
         del self._by_id[entry.txid]
-        self._index_job(entry, False)
+        self._jobs.remove(entry.tx, entry.txid)
         del acc.txs[entry.nonce]
         nonces = acc.nonces
         was_tail = nonces[-1] == entry.nonce
@@ -725,11 +696,7 @@ class Mempool:
                 total += entry.size
             assert cumulative == acc.total_cost and cumulative <= acc.balance, "overdraft"
         assert len(self._by_id) == sum(len(a.txs) for a in self._accounts.values())
-        indexed: dict[bytes, set[bytes]] = {}
-        for entry in self._by_id.values():
-            job_id = _job_of(entry.tx)
-            if job_id is not None:
-                indexed.setdefault(job_id, set()).add(entry.txid)
-        assert indexed == self._by_job, "job index out of sync"
+        pooled = ((e.tx, e.txid) for e in self._by_id.values())
+        assert JobIndex.rebuilt(pooled) == self._jobs.by_job, "job index out of sync"
         assert total == self._bytes and self._bytes <= self.max_bytes
         assert n_pending == self._n_pending
