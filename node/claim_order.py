@@ -21,6 +21,11 @@ may claim the same job, and the lower txid wins as before (the other claim is
 included as failed: its fee is lost, never a later transaction).
 
 A miner that has seen no other claimant for ALONE_AFTER_S is alone: rank 0 for all.
+
+Jobs no longer fresh (a backlog: more open jobs than idle miners) are dealt out the
+same way when busy miners claim work ahead, in steps of ``BACKLOG_STEP_S``: each miner
+takes its share first, instead of every busy miner claiming the whole backlog at once
+(they raced each other for every job, and an idle miner was left with none).
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ ALONE_AFTER_S = 600.0
 # Between one rank and the next: longer than a claim's relay to every miner (tens of
 # ms on a LAN), so the next miner sees the claim before its turn comes.
 FALLBACK_STEP_S = 0.05
+# Between ranks for a backlog job claimed ahead by busy miners: two of their claim
+# rounds (node/market_miner CLAIM_ROUND_S), so the designated miner has its turn first.
+BACKLOG_STEP_S = 0.5
 MAX_SIGHTINGS = 1024  # other miners remembered (oldest sighting dropped first)
 
 
@@ -86,16 +94,19 @@ def rank_of(me: bytes, miners: Sequence[bytes], job_id: bytes, first: bytes) -> 
 
 
 def claimable_after(
-    me: bytes, others: Sequence[bytes], fresh: Sequence[tuple[bytes, int]]
+    me: bytes,
+    others: Sequence[bytes],
+    jobs: Sequence[tuple[bytes, int]],
+    step: float = FALLBACK_STEP_S,
 ) -> dict[bytes, float]:
-    """For fresh jobs given as (job id, price band) pairs: job id -> seconds after its
-    submit was first seen at which we may claim it."""
+    """For jobs given as (job id, price band) pairs: job id -> seconds after the job
+    was first seen at which we may claim it (``step`` per rank)."""
     if not others:
-        return {job_id: 0.0 for job_id, _ in fresh}
+        return {job_id: 0.0 for job_id, _ in jobs}
     miners = [me, *others]
-    order = [job_id for job_id, _ in sorted(fresh, key=lambda item: (-item[1], item[0]))]
+    order = [job_id for job_id, _ in sorted(jobs, key=lambda item: (-item[1], item[0]))]
     first = designated(miners, order)
-    return {j: rank_of(me, miners, j, first[j]) * FALLBACK_STEP_S for j in order}
+    return {j: rank_of(me, miners, j, first[j]) * step for j in order}
 
 
 def horizon(others: Sequence[bytes]) -> float:

@@ -47,7 +47,14 @@ from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
 from compute.fast_commit import warm_up
 from compute.transpose import transposed
 from consensus.seal import check_shape
-from node.claim_order import FALLBACK_STEP_S, Sightings, claimable_after, horizon, price_band
+from node.claim_order import (
+    BACKLOG_STEP_S,
+    FALLBACK_STEP_S,
+    Sightings,
+    claimable_after,
+    horizon,
+    price_band,
+)
 from node.template import JobRef
 
 log = logging.getLogger("pouw.market")
@@ -189,6 +196,7 @@ class MarketMiner:
         self._seen_tip: bytes | None = None
         self._last_round = 0.0
         self._sightings = Sightings(self.address)  # other miners seen claiming
+        self._first_seen: dict[bytes, float] = {}  # candidate job id -> first seen open
 
     def _competing(self, now: float) -> bool:
         """Another miner claimed a job within ALONE_AFTER_S."""
@@ -306,7 +314,7 @@ class MarketMiner:
         now = time.monotonic()
         candidates = self.candidates()
         self._more_open = len(candidates) > ahead - count
-        turns = self._turns(candidates, now)
+        turns, backlog_turns = self._turns(candidates, now)
         for job_id, job in candidates[:CLAIM_BATCH]:
             root = self._results.get(job_id)
             if root is not None:  # computed once already: claim and commit that C
@@ -321,6 +329,8 @@ class MarketMiner:
             turn = turns.get(job_id)
             if turn is not None and (not quick or turn > now):
                 continue  # fresh: idle miners' quick rounds have it, each in its turn
+            if not quick and backlog_turns.get(job_id, now) > now:
+                continue  # another busy miner's share of the backlog, for now
             tx = self._claim_tx(job_id, job)
             if not self._send(tx, f"claim of {job_id.hex()[:16]}"):
                 self.forget(job_id)
@@ -339,27 +349,39 @@ class MarketMiner:
                 "" if job.submitted else ", its submit still pooled",
             )  # fmt: skip
 
-    def _turns(self, candidates: list[tuple[bytes, Job]], now: float) -> dict[bytes, float]:
-        """Fresh pooled jobs among the candidates -> when our turn to claim each comes
-        (node/claim_order); jobs not in the map are anyone's now."""
+    def _turns(
+        self, candidates: list[tuple[bytes, Job]], now: float
+    ) -> tuple[dict[bytes, float], dict[bytes, float]]:
+        """When our turn to claim each candidate comes (node/claim_order), as two maps:
+        fresh pooled jobs (left to idle miners' quick rounds) and, where other miners
+        are known, the backlog (claimed ahead by busy miners, each its share first).
+        A job in neither map is anyone's now."""
         others = self._sightings.others(now)
+        for jid, _ in candidates:  # a backlog job's turns count from when we first saw it
+            self._first_seen.setdefault(jid, self._pooled_submits.get(jid, (None, now))[1])
+        if len(self._first_seen) > 4 * len(candidates) + MAX_HELD:
+            keep = {jid for jid, _ in candidates}
+            self._first_seen = {j: t for j, t in self._first_seen.items() if j in keep}
         # fresh for at least IDLE_FIRST_S: a busy miner's timer round leaves a new job to
         # idle miners' quick rounds that long, even where no other miner is known yet
         fresh_since = now - max(horizon(others) + QUICK_ROUND_SETTLE_S, IDLE_FIRST_S)
-        fresh = [
-            (jid, job) for jid, job in candidates
-            if self._pooled_submits.get(jid, (None, -math.inf))[1] > fresh_since
-        ]  # fmt: skip
-        if not fresh:
-            return {}
-        after = claimable_after(self.address, others, [
-            (jid, price_band(job.bounty, job.multiply_adds, PRICE_BAND)) for jid, job in fresh
-        ])  # fmt: skip
-        turns = {jid: self._pooled_submits[jid][1] + wait for jid, wait in after.items()}
-        later = [t for t in turns.values() if t > now]
-        if later and (self._quick_round_at is None or self._quick_round_at > min(later)):
-            self._quick_round_at = min(later)  # wake for our next turn
-        return turns
+        fresh, backlog = [], []
+        for jid, job in candidates:
+            band = price_band(job.bounty, job.multiply_adds, PRICE_BAND)
+            pooled_at = self._pooled_submits.get(jid, (None, -math.inf))[1]
+            (fresh if pooled_at > fresh_since else backlog).append((jid, band))
+        fresh_turns: dict[bytes, float] = {}
+        if fresh:
+            after = claimable_after(self.address, others, fresh)
+            fresh_turns = {jid: self._pooled_submits[jid][1] + w for jid, w in after.items()}
+            later = [t for t in fresh_turns.values() if t > now]
+            if later and (self._quick_round_at is None or self._quick_round_at > min(later)):
+                self._quick_round_at = min(later)  # wake for our next turn
+        backlog_turns: dict[bytes, float] = {}
+        if backlog and others:
+            after = claimable_after(self.address, others, backlog, step=BACKLOG_STEP_S)
+            backlog_turns = {jid: self._first_seen[jid] + w for jid, w in after.items() if w}
+        return fresh_turns, backlog_turns
 
     def _claim_tx(self, job_id: bytes, job: Job) -> Transaction:
         from wallet.job_txs import claim_tx

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -47,10 +48,30 @@ P2P_ENV = {
 }
 
 
+# Ports for the nodes a test starts come from below the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range starts at 32768 by default): a port the kernel hands
+# out at bind(0) can be taken by any outgoing connection (an RPC client, a peer dial)
+# before the node process binds it, which failed a CI run with EADDRINUSE.
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now on 127.0.0.1, outside the ephemeral range and not handed out
+    before by this process."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
 def write_genesis(path: Path, blocks_before_now: int) -> Network:

@@ -1,11 +1,14 @@
-"""node/claim_order: every miner computes the same turns for fresh jobs."""
+"""node/claim_order: every miner computes the same turns for fresh jobs and for a
+backlog."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from node.claim_order import (
     ALONE_AFTER_S,
+    BACKLOG_STEP_S,
     FALLBACK_STEP_S,
     MAX_SIGHTINGS,
     Sightings,
@@ -68,3 +71,41 @@ def test_sightings_expire_and_are_capped() -> None:
     for i in range(MAX_SIGHTINGS + 10):
         seen.saw(i.to_bytes(20, "big"), 20.0)
     assert len(seen.others(20.0)) == MAX_SIGHTINGS
+
+
+def test_busy_miners_share_a_backlog_instead_of_each_claiming_all_of_it(tmp_path: Path) -> None:
+    """Three miners that know each other see the same four open jobs (no longer fresh):
+    each may claim only its share at once, together all four, none twice; the next
+    miner in line gets a job BACKLOG_STEP_S later (its designated miner is gone)."""
+    from types import SimpleNamespace
+
+    from chain.address import address_from_pubkey
+    from chain.jobs import Job
+    from chain.keys import devnet_key
+    from compute.blobs import BlobStore
+    from node.market_miner import MarketMiner
+
+    keys = [devnet_key(i) for i in (1, 2, 3)]
+    addresses = [address_from_pubkey(k.public_key) for k in keys]
+    job = Job(b"\0" * 20, 128, 2048, 128, b"\1" * 32, b"\2" * 32, 500_000, 10**9, 1)
+    backlog = [(j, job) for j in JOBS[:4]]
+    now = 1000.0
+    shares = []
+    for key, me in zip(keys, addresses, strict=True):
+        miner = MarketMiner(
+            None,  # type: ignore[arg-type]
+            BlobStore(tmp_path / me.hex()),
+            SimpleNamespace(key=key),  # type: ignore[arg-type]
+            lambda tx: None,
+            lambda address: 0,
+        )
+        for other in addresses:
+            miner._sightings.saw(other, now)  # noqa: SLF001
+        fresh, later = miner._turns(backlog, now)  # noqa: SLF001
+        assert fresh == {}
+        shares.append({j for j, _ in backlog if later.get(j, now) <= now})
+        assert all(now < t <= now + 2 * BACKLOG_STEP_S for t in later.values())
+        _, after_one_step = miner._turns(backlog, now + BACKLOG_STEP_S)  # noqa: SLF001
+        assert after_one_step == later  # turns count from when the job was first seen
+    assert all(shares) and sum(len(s) for s in shares) == 4
+    assert set().union(*shares) == set(JOBS[:4])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from compute.numpy_engine import NumpyEngine
 from consensus.pouw import filler_matrices
 from node.remote_miner import TemplateError, filler_seed, template_from_json
 from tests.chainutil import EASY_WORK, transfer
+from tests.p2putil import free_port
 from wallet.rpc import RpcClient, get_block_template, submit_block
 
 HAVE_RPC = find_spec("node.rpc.service") is not None
@@ -47,12 +47,6 @@ def easy_genesis(path: Path) -> Path:
     data["subsidy"]["coinbase_maturity"] = 3
     path.write_text(json.dumps(data))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wired(command: str) -> bool:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from node.rpc.auth import cookie_path
+from tests.p2putil import free_port
 from tests.test_rpc_util import easy_genesis_file
 from wallet.rpc import RpcClient, RpcError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_node_process_serves_rpc_and_stops(tmp_path: Path) -> None:
