@@ -290,6 +290,18 @@ class BlobStore:
         info = self.find(root)
         return None if info is None else self._path(root, info.kind, "leaves").read_bytes()
 
+    def leaf_words(self, root: bytes) -> Words | None:
+        """The blob's line leaves as (lines, 8) words, checked against its root: None
+        if the blob is not here or its leaves file does not match it."""
+        info = self.find(root)
+        raw = self.leaves(root)
+        if info is None or raw is None or len(raw) != 32 * info.rows:
+            return None
+        from compute.fast_commit import leaf_bytes_to_words
+
+        words = leaf_bytes_to_words(raw)
+        return words if merkle_root_of(words, _node_tag(info.kind)) == root else None
+
     def rows(self, root: bytes, start: int, count: int) -> bytes | None:
         arr = self.get(root)
         if arr is None or not (0 <= start and 0 < count and start + count <= arr.shape[0]):

@@ -90,7 +90,7 @@ from compute.cuda_kernels import (
     MmaVariant,
     mma_variants_source,
 )
-from compute.engine import MiningOutput, MiningStats, WorkTemplate
+from compute.engine import MiningOutput, MiningStats, OperandLeaves, WorkTemplate
 from consensus.commitments import entries_in_range, line_leaf, row_tree
 from consensus.hashing import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, TAG_NOISE, TAG_TICKET, tagged_hash
 from consensus.merkle import merkle_levels
@@ -1647,6 +1647,8 @@ class CupyEngine:
         stop: threading.Event | None = None,
         tickets_out: list[bytes] | None = None,
         keep_product_on_stop: bool = False,
+        operand_leaves: OperandLeaves | None = None,  # unused: the GPU hashes fast
+        b_t: npt.NDArray[np.int8] | None = None,  # unused
     ) -> MiningOutput:
         be = self.backend
         with be.device():

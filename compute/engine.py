@@ -20,6 +20,9 @@ import numpy.typing as npt
 from consensus.params import PouwParams
 from consensus.seal import Seal, WorkStatement
 
+# The leaves of A's rows and of B's columns, each (lines, 8) uint32 words.
+OperandLeaves = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]
+
 
 class WorkTemplate(Protocol):
     """Builds the statement a header would make about a product of these operands."""
@@ -68,8 +71,16 @@ class MiningEngine(Protocol):
         stop: threading.Event | None = None,
         tickets_out: list[bytes] | None = None,
         keep_product_on_stop: bool = False,
+        operand_leaves: OperandLeaves | None = None,
+        b_t: npt.NDArray[np.int8] | None = None,
     ) -> MiningOutput:
         """Mine A . B. If ``stop`` is set mid-way, return early with stopped=True.
+
+        What a caller may already have (a market miner downloads A and B^T and checks
+        every row against the job's roots), so that an engine need not compute it
+        again: ``operand_leaves``, the Merkle leaves of A's rows and B's columns;
+        ``b_t``, B^T itself (C-contiguous; the seals slice its rows). Wrong ones give
+        seals that do not verify.
 
         The lottery of a stale header is dead but a useful product is not: with
         ``keep_product_on_stop`` the engine finishes C (skipping the fold and the

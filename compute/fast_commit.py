@@ -80,7 +80,14 @@ def tree_roots(level: Words, node_tag: str) -> Words:
 def to_words(digests: list[bytes]) -> Words:
     if any(len(d) != 32 for d in digests):
         raise ValueError("Merkle leaves must be 32-byte hashes")
-    return np.frombuffer(b"".join(digests), ">u4").astype(np.uint32).reshape(len(digests), 8)
+    return leaf_bytes_to_words(b"".join(digests))
+
+
+def leaf_bytes_to_words(raw: bytes) -> Words:
+    """32-byte leaves laid end to end -> (count, 8) words."""
+    if len(raw) % 32:
+        raise ValueError("Merkle leaves must be 32-byte hashes")
+    return np.frombuffer(raw, ">u4").astype(np.uint32).reshape(len(raw) // 32, 8)
 
 
 def to_digests(words: Words) -> list[bytes]:

@@ -62,7 +62,7 @@ import numpy.typing as npt
 from compute import fasthash, int8_kernels, kernels
 from compute.blas import Blas, find_blas, single_threaded
 from compute.cpu_transcript import Operands, run_transcript
-from compute.engine import MiningOutput, MiningStats, WorkTemplate
+from compute.engine import MiningOutput, MiningStats, OperandLeaves, WorkTemplate
 from compute.priority import FILLER_NICE, lower_thread_priority
 from compute.removal import (  # noqa: F401 - re-exported
     FLOAT32_EXACT,
@@ -207,18 +207,22 @@ class NumpyEngine:
         stop: threading.Event | None = None,
         tickets_out: list[bytes] | None = None,
         keep_product_on_stop: bool = False,
+        operand_leaves: OperandLeaves | None = None,
+        b_t: npt.NDArray[np.int8] | None = None,
     ) -> MiningOutput:
         seconds: dict[str, float] = {}
         clock = _Clock(seconds)
         a, b = self._check_operands(params, a, b)
         (m, k), n = a.shape, b.shape[1]
+        if b_t is not None and (b_t.shape != (n, k) or not b_t.flags.c_contiguous):
+            raise ValueError(f"b_t must be B^T ({n}x{k}, C-contiguous), not {b_t.shape}")
         r, h, w = params.noise_rank, params.tile_rows, params.tile_cols
 
         ws = self._workspace(m, k, n, r, h, w)
         try:
             return self._mine(
                 params, a, b, template, stop, tickets_out, keep_product_on_stop, ws, clock,
-                seconds,
+                seconds, operand_leaves, b_t,
             )  # fmt: skip
         finally:
             self._release(ws)
@@ -235,10 +239,16 @@ class NumpyEngine:
         ws: _Workspace,
         clock: _Clock,
         seconds: dict[str, float],
+        operand_leaves: OperandLeaves | None = None,
+        b_t: Int8Matrix | None = None,
     ) -> MiningOutput:
         (m, k), n = a.shape, b.shape[1]
         with clock("commit"):
-            row_tree, col_tree = self._commit(a, ws.a_t, b)
+            if operand_leaves is None:
+                row_tree, col_tree = self._commit(a, ws.a_t, b)
+            else:  # checked by the caller: only A^T is needed
+                row_tree, col_tree = self._given_trees(operand_leaves, m, n)
+                self._transpose(a, ws.a_t)
         work = template.statement(m, k, n, row_tree.root, col_tree.root)
         if (work.m, work.k, work.n, work.h_a, work.h_b) != (m, k, n, row_tree.root, col_tree.root):
             raise ValueError("the template's statement does not match the operands")
@@ -273,7 +283,7 @@ class NumpyEngine:
                 raw = digests.astype(">u4").tobytes()
                 tickets_out.extend(raw[i : i + 32] for i in range(0, len(raw), 32))
         with clock("seals"):
-            seals = self._seals(params, work, a, b, digests, winners, row_tree, col_tree)
+            seals = self._seals(params, work, a, b, b_t, digests, winners, row_tree, col_tree)
         seconds["total"] = sum(v for key, v in seconds.items() if "." not in key)
         return MiningOutput(work, product, seals, False, stats)
 
@@ -354,6 +364,20 @@ class NumpyEngine:
         return (
             fasthash.WordTree(fasthash.merkle_levels(row_leaves)),
             fasthash.WordTree(fasthash.merkle_levels(col_leaves)),
+        )
+
+    @staticmethod
+    def _given_trees(
+        leaves: OperandLeaves, m: int, n: int
+    ) -> tuple[fasthash.WordTree, fasthash.WordTree]:
+        rows, cols = (np.ascontiguousarray(x, np.uint32) for x in leaves)
+        if rows.shape != (m, 8) or cols.shape != (n, 8):
+            raise ValueError(
+                f"operand leaves {rows.shape} and {cols.shape} do not fit {m} rows and {n} columns"
+            )
+        return (
+            fasthash.WordTree(fasthash.merkle_levels(rows)),
+            fasthash.WordTree(fasthash.merkle_levels(cols)),
         )
 
     def _block_shape(self, h: int, w: int) -> tuple[int, int]:
@@ -456,6 +480,7 @@ class NumpyEngine:
         work: WorkStatement,
         a: Int8Matrix,
         b: Int8Matrix,
+        b_t: Int8Matrix | None,
         digests: np.ndarray,
         winners: Sequence[int],
         row_tree: fasthash.WordTree,
@@ -464,8 +489,10 @@ class NumpyEngine:
         if len(winners) == 0:
             return []
         # make_seal slices rows of b.T: hand it bt.T, whose .T is the contiguous bt.
-        bt = np.empty((b.shape[1], b.shape[0]), np.int8)
-        self._transpose(b, bt)
+        bt = b_t
+        if bt is None:
+            bt = np.empty((b.shape[1], b.shape[0]), np.int8)
+            self._transpose(b, bt)
         row_levels, col_levels = row_tree.byte_levels(), col_tree.byte_levels()
         return [
             make_seal(

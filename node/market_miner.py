@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,7 @@ from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
 from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
+from compute.engine import OperandLeaves
 from compute.fast_commit import warm_up
 from compute.transpose import transposed
 from consensus.seal import check_shape
@@ -126,10 +127,12 @@ class Held:
     claim_txid: bytes
     a: npt.NDArray[np.int8] | None = None
     b: npt.NDArray[np.int8] | None = None
+    b_t: npt.NDArray[np.int8] | None = None  # as downloaded (the engine's seals slice it)
     computed: bool = False
     result_root: bytes | None = None
     revealed: set[tuple[int, int]] = field(default_factory=set)
     unrivalled: bool = False  # claimed in our turn as a fresh job's designated miner
+    leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
 
 
 @dataclass
@@ -197,6 +200,9 @@ class MarketMiner:
         self._last_round = 0.0
         self._sightings = Sightings(self.address)  # other miners seen claiming
         self._first_seen: dict[bytes, float] = {}  # candidate job id -> first seen open
+        # Called when a claim round outside the mining loop claimed a job (Miner: cut
+        # the filler product in flight short, so the job starts now).
+        self.wake: Callable[[], None] = lambda: None
 
     def _competing(self, now: float) -> bool:
         """Another miner claimed a job within ALONE_AFTER_S."""
@@ -218,7 +224,41 @@ class MarketMiner:
         if tx.kind == TxKind.JOB_CLAIM:
             self._sightings.saw(tx.sender, now)
         if tx.kind == TxKind.JOB_SUBMIT and self._quick_round_at is None:
-            self._quick_round_at = now + QUICK_ROUND_SETTLE_S  # the rest of a batch arrives
+            self._quick_round(now + QUICK_ROUND_SETTLE_S)  # the rest of a batch arrives
+
+    def _quick_round(self, at: float) -> None:
+        """Claim at ``at`` (monotonic): the mining loop's next call does, or a timer on
+        the event loop does it first, so that the claim never waits for a filler
+        product to end (``wake`` then cuts the filler short)."""
+        self._quick_round_at = at
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a test driving the miner directly)
+            return
+        loop.call_later(max(0.0, at - time.monotonic()), self._on_quick_timer)
+
+    def _on_quick_timer(self) -> None:
+        if self._quick_round_at is None or time.monotonic() < self._quick_round_at:
+            return  # the mining loop ran the round already, or a later turn replaced it
+        if self._claim_round(time.monotonic()):
+            self.wake()  # a job of ours waits: the filler product in flight gives way
+
+    def _has_unfinished(self) -> bool:
+        return any(not h.computed and jid not in self._behind for jid, h in self.held.items())
+
+    def _claim_round(self, now: float) -> bool:
+        """A claim round if one is due (quick: a submit arrived, or we are idle and jobs
+        are open; else every CLAIM_ROUND_S). True if it claimed a job."""
+        quick = self._quick_round_at is not None and now >= self._quick_round_at
+        idle = self._more_open and not self._has_unfinished()  # claim the next one now
+        if not (quick or idle or now - self._last_round >= CLAIM_ROUND_S):
+            return False
+        self._quick_round_at = None
+        if not (quick or idle):
+            self._last_round = now
+        sent = self.counters.claims_sent
+        self._claim_more(quick or idle)
+        return self.counters.claims_sent > sent
 
     def _scan_pool(self) -> tuple[list[tuple[bytes, Job]], dict[bytes, bytes]]:
         """One pass over our mempool: jobs whose submit waits there (not on the tip
@@ -311,8 +351,8 @@ class MarketMiner:
         ]
         count, work = len(unfinished), sum(h.job.multiply_adds for h in unfinished)
         ahead = 1 if quick else self.settings.claim_ahead
-        now = time.monotonic()
         candidates = self.candidates()
+        now = time.monotonic()  # after the scan: a submit it saw first is fresh, not future
         self._more_open = len(candidates) > ahead - count
         turns, backlog_turns = self._turns(candidates, now)
         for job_id, job in candidates[:CLAIM_BATCH]:
@@ -365,7 +405,8 @@ class MarketMiner:
         # fresh for at least IDLE_FIRST_S: a busy miner's timer round leaves a new job to
         # idle miners' quick rounds that long, even where no other miner is known yet
         fresh_since = now - max(horizon(others) + QUICK_ROUND_SETTLE_S, IDLE_FIRST_S)
-        fresh, backlog = [], []
+        fresh: list[tuple[bytes, int]] = []
+        backlog: list[tuple[bytes, int]] = []
         for jid, job in candidates:
             band = price_band(job.bounty, job.multiply_adds, PRICE_BAND)
             pooled_at = self._pooled_submits.get(jid, (None, -math.inf))[1]
@@ -376,7 +417,7 @@ class MarketMiner:
             fresh_turns = {jid: self._pooled_submits[jid][1] + w for jid, w in after.items()}
             later = [t for t in fresh_turns.values() if t > now]
             if later and (self._quick_round_at is None or self._quick_round_at > min(later)):
-                self._quick_round_at = min(later)  # wake for our next turn
+                self._quick_round(min(later))  # wake for our next turn
         backlog_turns: dict[bytes, float] = {}
         if backlog and others:
             after = claimable_after(self.address, others, backlog, step=BACKLOG_STEP_S)
@@ -435,7 +476,12 @@ class MarketMiner:
             log.warning("job %s: operands unavailable: %s", job_id.hex()[:16], exc)
             return False
         held.a = np.asarray(a, dtype=np.int8)
-        held.b = transposed(np.asarray(bt, dtype=np.int8))
+        held.b_t = np.ascontiguousarray(bt, dtype=np.int8)
+        held.b = transposed(held.b_t)
+        # checked on the way in: the engine need not hash the operands again
+        row_leaves, col_leaves = self.store.leaf_words(job.h_a), self.store.leaf_words(job.h_b)
+        if row_leaves is not None and col_leaves is not None:
+            held.leaves = (row_leaves, col_leaves)
         log.info(
             "job %s: operands in hand after %.3f s (%.3f s since the claim)",
             job_id.hex()[:16], time.monotonic() - started, time.monotonic() - held.claimed_at,
@@ -461,17 +507,7 @@ class MarketMiner:
         if self._seen_tip != self.chain.tip.hash:  # held jobs only change with it
             self._seen_tip = self.chain.tip.hash
             self.on_tip()
-        now = time.monotonic()
-        quick = self._quick_round_at is not None and now >= self._quick_round_at
-        # Idle while the last round left jobs open: claim the next one now.
-        idle = self._more_open and not any(
-            not h.computed and jid not in self._behind for jid, h in self.held.items()
-        )  # fmt: skip
-        if quick or idle or now - self._last_round >= CLAIM_ROUND_S:
-            self._quick_round_at = None
-            if not (quick or idle):
-                self._last_round = now
-            self._claim_more(quick or idle)
+        self._claim_round(time.monotonic())
         waiting: list[tuple[bytes, Held]] = []
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
             if held.computed:
@@ -504,6 +540,14 @@ class MarketMiner:
                 return JobRef(job_id, held.job.h_a, held.job.h_b, named=False), held.a, held.b
         return None
 
+    def known_of(self, job_id: bytes) -> dict[str, Any]:
+        """What MiningEngine.mine need not compute again for a held job: the checked
+        leaves of its operands and B^T as downloaded."""
+        held = self.held.get(job_id)
+        if held is None:
+            return {}
+        return {"operand_leaves": held.leaves, "b_t": held.b_t}
+
     def _claim_failed(self, held: Held) -> bool:
         """Our claim's transaction is in a block, included as failed."""
         return self.chain.db.get_tx_failure(held.claim_txid) is not None
@@ -526,7 +570,7 @@ class MarketMiner:
             return None
         self.counters.multiply_adds += held.job.multiply_adds
         held.computed = True
-        held.a = held.b = None  # C is what we need from now on
+        held.a = held.b = held.b_t = held.leaves = None  # C is what we need from now on
         return self.commit_result(job_id, c)
 
     def commit_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:

@@ -77,6 +77,9 @@ class Miner:
         )
         self._attempt = 0
         self.market = market  # None: filler only
+        self._filler_in_flight = False
+        if market is not None:
+            market.wake = self._job_claimed
         self._closing = False
         self.compute_rate = 0.0  # multiply-adds per second of the engine (moving average)
         self._cached_template: tuple[object, float, BlockTemplate] | None = None
@@ -84,6 +87,13 @@ class Miner:
     def interrupt(self) -> None:
         """Abandon the product in flight (tip changed, or shutting down)."""
         self.stop_event.set()
+
+    def _job_claimed(self) -> None:
+        """The market claimed a job between products: a filler product in flight is
+        dropped, so that the job does not wait for it (a mainnet filler product takes
+        seconds on a CPU)."""
+        if self._filler_in_flight:
+            self.stop_event.set()
 
     def _template(self, shape: tuple[int, int, int], job: JobRef | None) -> BlockTemplate:
         """A template on the tip, reused while the tip and the job are the same and it
@@ -137,10 +147,15 @@ class Miner:
         paid = work is not None
         engine = self.engine if paid else self.filler_engine
         pool = self._pool if paid else self._filler_pool
-        out = await loop.run_in_executor(
-            pool, partial(engine.mine, keep_product_on_stop=work is not None),
-            net.pouw, a, b, template, self.stop_event,
-        )  # fmt: skip
+        self._filler_in_flight = not paid
+        known = self.market.known_of(work[0].job_id) if work and self.market else {}
+        try:
+            out = await loop.run_in_executor(
+                pool, partial(engine.mine, keep_product_on_stop=paid, **known),
+                net.pouw, a, b, template, self.stop_event,
+            )  # fmt: skip
+        finally:
+            self._filler_in_flight = False
         if work is not None and out.product is not None and not self._closing:
             log.info(
                 "job %s: product %dx%dx%d in %.3f s",

@@ -34,6 +34,25 @@ def test_store_roots_match_chain_commitments(tmp_path: Path) -> None:
         small.put("a", a)
 
 
+def test_leaf_words_are_checked_against_the_root(tmp_path: Path) -> None:
+    """The leaves a miner hands its engine: as words, pending or on disk; a leaves file
+    that no longer hashes to the root gives None (the engine then hashes the rows)."""
+    from compute.blobs import line_leaf_array
+
+    a, b = operands(64, 128, 32)
+    store = BlobStore(tmp_path / "blobs", quota=1 << 20)
+    root, bt_root = store.put("a", a), store.put("bt", b.T)
+    assert np.array_equal(store.leaf_words(root), line_leaf_array("a", a))  # type: ignore[arg-type]
+    store.flush()
+    again = BlobStore(tmp_path / "blobs")
+    assert np.array_equal(again.leaf_words(bt_root), line_leaf_array("bt", b.T))  # type: ignore[arg-type]
+    leaves = tmp_path / "blobs" / f"{root.hex()}.a.leaves"
+    raw = bytearray(leaves.read_bytes())
+    raw[5] ^= 1
+    leaves.write_bytes(bytes(raw))
+    assert again.leaf_words(root) is None and again.leaf_words(b"\0" * 32) is None
+
+
 def test_writes_behind_serve_at_once_and_land_on_disk(tmp_path: Path) -> None:
     """A put blob is served from memory before its file exists; flush puts it on disk
     where a fresh store finds it; the caller's array is copied (or, handed over, made

@@ -536,3 +536,46 @@ def test_low_priority_twin_yields_the_cpu_and_mines_the_same() -> None:
     one, two = DEFAULT.mine(params, a, b, template), twin.mine(params, a, b, template)
     assert one.work == two.work and np.array_equal(one.product, two.product)
     assert one.seals == two.seals
+
+
+def test_operand_leaves_given_by_the_caller_mine_the_same() -> None:
+    """A market miner hands the engine the leaves it checked while downloading (rows of
+    A, rows of B^T); the engine then skips hashing the operands, and its statement,
+    product and seals are those it computes itself. Leaves of the wrong shape are
+    refused; wrong leaves give seals that do not verify."""
+    from compute.blobs import line_leaf_array
+
+    params = _params(32)
+    a, b = _random(64, 128, 32, seed=8)
+    template = _template(params, 128)
+    leaves = (line_leaf_array("a", a), line_leaf_array("bt", np.ascontiguousarray(b.T)))
+    own, given = (
+        DEFAULT.mine(params, a, b, template),
+        DEFAULT.mine(params, a, b, template, operand_leaves=leaves),
+    )
+    assert own.seals and own.work == given.work and own.seals == given.seals
+    assert np.array_equal(own.product, given.product)
+    with pytest.raises(ValueError, match="operand leaves"):
+        DEFAULT.mine(params, a, b, template, operand_leaves=(leaves[1], leaves[0]))
+    wrong = (leaves[0][::-1].copy(), leaves[1])
+    bad = DEFAULT.mine(params, a, b, template, operand_leaves=wrong)
+    assert bad.work != own.work and bad.seals
+    assert not verify_seal(params, bad.work, bad.seals[0]).ok
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_b_transposed_given_by_the_caller_mines_the_same(name: str) -> None:
+    """A market miner also hands the engine B^T as downloaded: the seals slice its rows
+    instead of transposing B again, and come out bit-identical (with the reference's);
+    a B^T of the wrong shape is refused."""
+    engine = ENGINES[name]
+    params = _params(8)
+    a, b = _random(40, 64, 72, seed=12)
+    template = _template(params, 64, win_bits=2)
+    own = engine.mine(params, a, b, template)
+    given = engine.mine(params, a, b, template, b_t=np.ascontiguousarray(b.T))
+    assert own.seals and given.work == own.work and given.seals == own.seals
+    assert np.array_equal(given.product, own.product)
+    assert own.seals == mine_reference(params, own.work, a, b).seals
+    with pytest.raises(ValueError, match="b_t must be"):
+        engine.mine(params, a, b, template, b_t=np.ascontiguousarray(b))
