@@ -96,6 +96,13 @@ def blob_root(kind: str, matrix: npt.NDArray[np.integer]) -> bytes:
     return merkle_root_of(line_leaf_array(kind, matrix), _node_tag(kind))
 
 
+def bt_root_of(b: npt.NDArray[np.int8]) -> bytes:
+    """blob_root("bt", B^T) from B itself: its columns hashed in place (no transpose)."""
+    from compute.fast_commit import column_leaf_words
+
+    return merkle_root_of(column_leaf_words(b), TAG_MERKLE_NODE)
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     root: bytes

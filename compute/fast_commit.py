@@ -108,6 +108,16 @@ def line_leaf_words(matrix: npt.NDArray[np.int8]) -> Words:
     return _leaves(_as_int8_rows(np.asarray(matrix, np.int8)), LEAF_MIDSTATE)
 
 
+def column_leaf_words(matrix: npt.NDArray[np.int8]) -> Words:
+    """The leaves of an int8 matrix's columns (the rows of its transpose), as words:
+    the leaves of a blob of kind bt, from B itself (no transpose)."""
+    mat = np.asarray(matrix, np.int8)
+    out = np.empty((mat.shape[1], 8), np.uint32)
+    if mat.shape[1]:
+        spread(lambda lo, hi: leaf_words(mat, True, LEAF_MIDSTATE, out, lo, hi), mat.shape[1])
+    return out
+
+
 def result_row_root_words(c: npt.NDArray[np.integer]) -> Words:
     """consensus.result.result_row_roots of C, as words."""
     c32 = as_result_bytes(c)

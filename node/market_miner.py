@@ -133,6 +133,7 @@ class Held:
     revealed: set[tuple[int, int]] = field(default_factory=set)
     unrivalled: bool = False  # claimed in our turn as a fresh job's designated miner
     leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
+    download: asyncio.Future[bool] | None = None  # the operands' download, once started
 
 
 @dataclass
@@ -378,9 +379,12 @@ class MarketMiner:
             # designated, and claiming before the next miner's turn: no rival to wait for
             seen = self._pooled_submits.get(job_id, (None, 0.0))[1]
             first_turn = turn == seen and now - seen < 0.8 * FALLBACK_STEP_S
-            self.held[job_id] = Held(
+            held = Held(
                 job, time.monotonic(), tx.txid, unrivalled=first_turn or not self._competing(now)
             )  # fmt: skip
+            self.held[job_id] = held
+            if count == 0:  # the next job we compute: its operands start coming now
+                self._prefetch(job_id, held)
             count, work = count + 1, work + job.multiply_adds
             self.counters.claims_sent += 1
             log.info(
@@ -461,9 +465,36 @@ class MarketMiner:
                         lied = url.rstrip("/") in report.bad_data
                         self.peers.report_blob_source(root, url, why, lied)
 
+    def _prefetch(self, job_id: bytes, held: Held) -> None:
+        """Start downloading a job's operands now (a task on the event loop), while the
+        mining loop still finishes or drops a filler product."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a test driving the miner directly)
+            return
+        if held.download is None:
+            held.download = asyncio.ensure_future(self._download(job_id, held))
+
     async def _fetch(self, job_id: bytes, held: Held) -> bool:
+        """The job's operands in hand (downloaded once, by the prefetch task if there is
+        one); False if no source served them (the next call tries again)."""
         if held.a is not None and held.b is not None:
             return True
+        self._prefetch(job_id, held)
+        if held.download is None:  # no event loop
+            return await self._download(job_id, held)
+        task = held.download
+        try:
+            ok = await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # we are cancelled, not the download: it goes on
+            ok = False
+        if not ok and held.download is task:
+            held.download = None
+        return ok
+
+    async def _download(self, job_id: bytes, held: Held) -> bool:
         job = held.job
         started = time.monotonic()
         try:

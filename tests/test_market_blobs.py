@@ -196,3 +196,42 @@ def test_upload_needs_the_cookie(tmp_path: Path) -> None:
             await runner.cleanup()
 
     asyncio.run(run())
+
+
+def test_b_is_uploaded_as_its_transpose_without_a_whole_copy(tmp_path: Path) -> None:
+    """The buyer hashes B^T's blob from B's columns and sends B^T a few rows at a time
+    (wallet/jobs.upload_blob(transpose=True)), from a strided block of B too: the node
+    stores exactly B^T under that root."""
+    import threading
+
+    from compute.blobs import blob_root, bt_root_of
+    from wallet.jobs import TRANSPOSE_CHUNK_ROWS, upload_blob
+
+    _, b = operands(16, 96, 3 * TRANSPOSE_CHUNK_ROWS + 5)
+    block = b[8:, 1:]  # rows and columns of B: not contiguous
+    expected = np.ascontiguousarray(block.T)
+    assert bt_root_of(block) == blob_root("bt", expected)
+    store = BlobStore(tmp_path / "s")
+    ready = threading.Event()
+    done = threading.Event()
+    where: list[str] = []
+
+    async def serve() -> None:
+        server = BlobServer(store, auth=("__cookie__", "secret"))
+        runner, url = await _serve(server.app())
+        where.append(url)
+        ready.set()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+        await runner.cleanup()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    thread.start()
+    try:
+        assert ready.wait(10)
+        root = upload_blob(where[0], "bt", block, ("__cookie__", "secret"), transpose=True)
+    finally:
+        done.set()
+        thread.join(10)
+    assert root == bt_root_of(block)
+    assert np.array_equal(store.get(root), expected)  # type: ignore[arg-type]

@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import itertools
 import json
 import time
 import urllib.request
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ import numpy.typing as npt
 
 from chain.keys import PrivateKey
 from chain.network import Network
-from compute.blobs import BlobError, blob_root, fetch_blob
+from compute.blobs import BlobError, blob_root, bt_root_of, fetch_blob
 from compute.freivalds import PreparedCheck, freivalds_check, prepare_check
 from consensus.result import chunk_count
 from wallet.job_txs import (
@@ -84,17 +86,36 @@ def _committed(job: dict[str, Any]) -> dict[str, Any]:
     return job if "result_root" in job else dict(job["pending_commit"])
 
 
+# Rows of a transposed upload made at a time: small enough to stay in cache, and the
+# next ones are made while the socket sends these.
+TRANSPOSE_CHUNK_ROWS = 64
+
+
+def _transposed_chunks(matrix: npt.NDArray[Any]) -> Iterator[bytes]:
+    for lo in range(0, matrix.shape[1], TRANSPOSE_CHUNK_ROWS):
+        yield np.ascontiguousarray(matrix[:, lo : lo + TRANSPOSE_CHUNK_ROWS].T).tobytes()
+
+
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
-                timeout: float = 60.0) -> bytes:  # fmt: skip
-    """POST a matrix to a node's blob endpoint (authenticated with its RPC cookie)."""
-    mat = np.ascontiguousarray(matrix)
+                timeout: float = 60.0, transpose: bool = False) -> bytes:  # fmt: skip
+    """POST a matrix to a node's blob endpoint (authenticated with its RPC cookie).
+    ``transpose``: the blob is ``matrix.T`` (B given for a blob of Bᵀ), transposed a
+    few rows at a time as the body goes out, never whole in memory."""
+    mat = np.ascontiguousarray(matrix) if not transpose else matrix
+    shape = mat.shape[::-1] if transpose else mat.shape
     head = io.BytesIO()  # the .npy header, then the matrix's bytes as they are (no copy)
-    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(mat))
-    body = [head.getvalue(), memoryview(mat.reshape(-1).view(np.uint8))]
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": np.lib.format.dtype_to_descr(mat.dtype), "fortran_order": False,
+               "shape": tuple(shape)},
+    )  # fmt: skip
+    rows: Iterable[Any] = (
+        _transposed_chunks(mat) if transpose else [memoryview(mat.reshape(-1).view(np.uint8))]
+    )
+    body = itertools.chain([head.getvalue()], rows)
     req = urllib.request.Request(
         f"{blob_url.rstrip('/')}/blob?kind={kind}", data=body, method="POST"
     )
-    req.add_header("Content-Length", str(len(body[0]) + mat.nbytes))
+    req.add_header("Content-Length", str(len(head.getvalue()) + mat.nbytes))
     token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     req.add_header("Authorization", f"Basic {token}")
     req.add_header("Content-Type", "application/octet-stream")
@@ -263,7 +284,6 @@ class JobClient:
         txs = []
         expires = self._mtp() + expiry_s
         known: dict[tuple[Any, ...], bytes] = {}  # parts share slices of A (or of B)
-        bt_all: list[npt.NDArray[np.int8]] = []  # Bᵀ, transposed once for every part
         first_nonce = self._nonce()
         # uploads run beside the hashing of the next blob (the node checks each one)
         with ThreadPoolExecutor(UPLOADS_PARALLEL, thread_name_prefix="upload") as uploads:
@@ -277,17 +297,23 @@ class JobClient:
                 ):
                     root = known.get((kind, where))
                     if root is None:  # the blob of A is stored by hA, of Bᵀ by hB
-                        blob = matrix if kind == "a" else self._part_bt(part, pb, b8, bt_all)
-                        root = known[kind, where] = blob_root(kind, blob)
+                        # Bᵀ: hashed by B's columns, transposed only as it is sent
+                        is_bt = kind == "bt"
+                        root = blob_root(kind, matrix) if not is_bt else bt_root_of(matrix)
+                        known[kind, where] = root
                         if root not in self._uploaded:
-                            job = (upload_blob, self.blob_url, kind, blob, self.blob_auth)
-                            sent.append((root, uploads.submit(*job)))
+                            job = (upload_blob, self.blob_url, kind, matrix, self.blob_auth)
+                            sent.append((root, uploads.submit(*job, transpose=is_bt)))
                     roots.append(root)
                 txs.append(submit_tx(self.network, signer, first_nonce + i, pa, pb, part_bounty,
                                      expires, url=self.blob_url, fee=fee,
                                      roots=(roots[0], roots[1])))  # fmt: skip
             for root, upload in sent:
-                upload.result()  # raises the upload's JobError
+                if upload.result() != root:  # raises the upload's JobError
+                    raise JobError(
+                        f"the node at {self.blob_url} stored a blob under another root than "
+                        f"{root.hex()}: is it a pouw node of this network?"
+                    )
                 self._uploaded.add(root)
         self._pending_nonce = first_nonce + len(txs)
         for tx in txs:
@@ -299,22 +325,6 @@ class JobClient:
         if self.manifest_dir is not None:
             plan.save(self.manifest_dir)
         return pid
-
-    @staticmethod
-    def _part_bt(
-        part: Any, pb: npt.NDArray[np.int8], b: npt.NDArray[np.int8],
-        bt_all: list[npt.NDArray[np.int8]],
-    ) -> npt.NDArray[np.int8]:  # fmt: skip
-        """A part's Bᵀ: rows of Bᵀ (transposed once for all parts) when the part is an
-        unpadded block of B, else its own padded B transposed."""
-        from compute.transpose import transposed  # Numba: loaded on first use
-
-        k, n = pb.shape
-        if (part.k1 - part.k0, part.c1 - part.c0) != (k, n):
-            return transposed(pb)
-        if not bt_all:
-            bt_all.append(transposed(b))
-        return bt_all[0][part.c0 : part.c1, part.k0 : part.k1]
 
     def _job(self, job_id: str) -> dict[str, Any]:
         return dict(self.rpc.call("getjob", job_id))
