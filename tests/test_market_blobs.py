@@ -198,16 +198,16 @@ def test_upload_needs_the_cookie(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_b_is_uploaded_as_its_transpose_without_a_whole_copy(tmp_path: Path) -> None:
-    """The buyer hashes B^T's blob from B's columns and sends B^T a few rows at a time
-    (wallet/jobs.upload_blob(transpose=True)), from a strided block of B too: the node
-    stores exactly B^T under that root."""
+def test_b_is_hashed_by_its_columns_and_uploaded_as_its_transpose(tmp_path: Path) -> None:
+    """The buyer hashes B^T's blob from B's columns and its uploading thread transposes
+    B (wallet/jobs.upload_blob(transpose=True)), from a strided block of B too: the
+    node stores exactly B^T under that root."""
     import threading
 
     from compute.blobs import blob_root, bt_root_of
-    from wallet.jobs import TRANSPOSE_CHUNK_ROWS, upload_blob
+    from wallet.jobs import upload_blob
 
-    _, b = operands(16, 96, 3 * TRANSPOSE_CHUNK_ROWS + 5)
+    _, b = operands(16, 96, 197)
     block = b[8:, 1:]  # rows and columns of B: not contiguous
     expected = np.ascontiguousarray(block.T)
     assert bt_root_of(block) == blob_root("bt", expected)

@@ -23,11 +23,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import itertools
 import json
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,36 +84,24 @@ def _committed(job: dict[str, Any]) -> dict[str, Any]:
     return job if "result_root" in job else dict(job["pending_commit"])
 
 
-# Rows of a transposed upload made at a time: small enough to stay in cache, and the
-# next ones are made while the socket sends these.
-TRANSPOSE_CHUNK_ROWS = 64
-
-
-def _transposed_chunks(matrix: npt.NDArray[Any]) -> Iterator[bytes]:
-    for lo in range(0, matrix.shape[1], TRANSPOSE_CHUNK_ROWS):
-        yield np.ascontiguousarray(matrix[:, lo : lo + TRANSPOSE_CHUNK_ROWS].T).tobytes()
-
-
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
                 timeout: float = 60.0, transpose: bool = False) -> bytes:  # fmt: skip
     """POST a matrix to a node's blob endpoint (authenticated with its RPC cookie).
-    ``transpose``: the blob is ``matrix.T`` (B given for a blob of Bᵀ), transposed a
-    few rows at a time as the body goes out, never whole in memory."""
-    mat = np.ascontiguousarray(matrix) if not transpose else matrix
-    shape = mat.shape[::-1] if transpose else mat.shape
+    ``transpose``: the blob is ``matrix.T`` (B given for a blob of Bᵀ), transposed
+    here (in the uploading thread, while the caller hashes B's columns)."""
+    if transpose:
+        from compute.transpose import transposed  # Numba: loaded on first use
+
+        mat = transposed(matrix)
+    else:
+        mat = np.ascontiguousarray(matrix)
     head = io.BytesIO()  # the .npy header, then the matrix's bytes as they are (no copy)
-    np.lib.format.write_array_header_1_0(
-        head, {"descr": np.lib.format.dtype_to_descr(mat.dtype), "fortran_order": False,
-               "shape": tuple(shape)},
-    )  # fmt: skip
-    rows: Iterable[Any] = (
-        _transposed_chunks(mat) if transpose else [memoryview(mat.reshape(-1).view(np.uint8))]
-    )
-    body = itertools.chain([head.getvalue()], rows)
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(mat))
+    body = [head.getvalue(), memoryview(mat.reshape(-1).view(np.uint8))]
     req = urllib.request.Request(
         f"{blob_url.rstrip('/')}/blob?kind={kind}", data=body, method="POST"
     )
-    req.add_header("Content-Length", str(len(head.getvalue()) + mat.nbytes))
+    req.add_header("Content-Length", str(len(body[0]) + mat.nbytes))
     token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     req.add_header("Authorization", f"Basic {token}")
     req.add_header("Content-Type", "application/octet-stream")
@@ -297,9 +283,9 @@ class JobClient:
                 ):
                     root = known.get((kind, where))
                     if root is None:  # the blob of A is stored by hA, of Bᵀ by hB
-                        # Bᵀ: hashed by B's columns, transposed only as it is sent
+                        # Bᵀ: hashed by B's columns, transposed by the uploading thread
                         is_bt = kind == "bt"
-                        root = blob_root(kind, matrix) if not is_bt else bt_root_of(matrix)
+                        root = bt_root_of(matrix) if is_bt else blob_root(kind, matrix)
                         known[kind, where] = root
                         if root not in self._uploaded:
                             job = (upload_blob, self.blob_url, kind, matrix, self.blob_auth)
