@@ -32,6 +32,9 @@ import numpy.typing as npt
 DEFAULT_TRIALS = 16
 FLOAT32_EXACT = 1 << 24  # integers below this are exact float32 values, and so their sums
 FLOAT64_EXACT = 1 << 53
+# Rows of B turned into floats at a time by prepare_check: a slice stays in cache, and a
+# 4096 x 4096 B never needs a 64 MB float copy.
+CONVERT_ROWS = 256
 
 
 def _matvec_kernel(mat, x, out):  # type: ignore[no-untyped-def]
@@ -147,7 +150,10 @@ def prepare_check(
     if bound * n < FLOAT64_EXACT:
         # float sums of integers are exact below the mantissa (module docstring)
         wide = np.float32 if b_max * n < FLOAT32_EXACT else np.float64
-        bx = b.astype(wide) @ signs.astype(wide)
+        bx = np.empty((k, trials), wide)
+        signs_wide = signs.astype(wide)
+        for lo in range(0, k, CONVERT_ROWS):  # B in slices: no float copy of all of it
+            bx[lo : lo + CONVERT_ROWS] = b[lo : lo + CONVERT_ROWS].astype(wide) @ signs_wide
         abx = a.astype(np.float64) @ bx.astype(np.float64)
         return PreparedCheck(m, n, bound, signs, abx, True)
     abx_int = np.empty((m, trials), np.int64)

@@ -38,6 +38,7 @@ from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blobs import BlobError, blob_root, bt_root_of, fetch_blob
 from compute.freivalds import PreparedCheck, freivalds_check, prepare_check
+from compute.priority import lower_thread_priority
 from consensus.result import chunk_count
 from wallet.job_txs import (
     DEFAULT_EXPIRY_S,
@@ -165,9 +166,11 @@ class JobClient:
         self._operands: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]] = {}
         self._probes: dict[str, int] = {}
         self._uploaded: set[bytes] = set()  # blob roots this client already gave the node
-        # Freivalds' A (B X) of parts not collected yet, computed while miners work
-        # (job id -> check; each is used once)
-        self._checks: dict[str, PreparedCheck] = {}
+        # Freivalds' A (B X) of parts not collected yet, computed while miners work by
+        # a low-priority thread that leaves the cores to the nodes (job id -> check;
+        # each is used once)
+        self._checks: dict[str, Future[PreparedCheck]] = {}
+        self._preparer: ThreadPoolExecutor | None = None
         self._long_poll = True  # the node serves waitforjob (until it says otherwise)
         # (job id, result root) -> a download (and check) of that C started by wait()
         # as soon as the part was ready, while other parts were still being computed
@@ -370,7 +373,12 @@ class JobClient:
             return
         for part, job_id in zip(plan.parts, plan.job_ids, strict=True):
             if job_id not in self._checks:
-                self._checks[job_id] = prepare_check(*part.operands(*operands))
+                if self._preparer is None:
+                    self._preparer = ThreadPoolExecutor(
+                        1, thread_name_prefix="prepare-check", initializer=lower_thread_priority
+                    )
+                job = self._preparer.submit(prepare_check, *part.operands(*operands))
+                self._checks[job_id] = job
 
     def wait(self, product_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Block until every part is committed, paid or failed; returns the status.
@@ -412,7 +420,7 @@ class JobClient:
         if isinstance(got, str):
             return got, None
         check = self._checks.pop(job["job_id"], None)
-        return got, None if check is None else check.check(got)
+        return got, None if check is None else check.result().check(got)
 
     def _wait_job(self, job_id: str, left: float) -> dict[str, Any]:
         """The job once it settles (or after at most ``left`` seconds, WAIT_CALL_S per
@@ -497,7 +505,7 @@ class JobClient:
             ok = came[1] if mine and isinstance(came, tuple) else None
             check = self._checks.pop(job["job_id"], None) if mine and ok is None else None
             if check is not None:
-                ok = check.check(got)
+                ok = check.result().check(got)
             if ok is None:
                 ok = freivalds_check(*part.operands(a8, b8), got)
             if not ok:
