@@ -371,9 +371,12 @@ async def fetch_blob(
     store: BlobStore | None = None,
     timeout: float = 20.0,
     report: FetchReport | None = None,
+    on_rows: Callable[[int, npt.NDArray[np.integer]], None] | None = None,
 ) -> npt.NDArray[np.integer]:
     """Download the blob ``root`` (shape known from the chain) from ``urls``, checking
-    the leaves against the root and every row against its leaf. Raises BlobError."""
+    the leaves against the root and every row against its leaf. Raises BlobError.
+    ``on_rows(start, lines)`` is called with each range of rows once it is checked
+    (a miner transposes B^T into B while the rest arrives)."""
     import aiohttp
 
     report = report if report is not None else FetchReport()
@@ -452,6 +455,8 @@ async def fetch_blob(
                     drop(peer, f"row {start + bad} does not match its leaf", lied=True)
                     continue
                 view[start * line_bytes : start * line_bytes + want] = body
+                if on_rows is not None:
+                    on_rows(start, lines)
                 return
 
         try:  # the first range no peer can serve cancels the others

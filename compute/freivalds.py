@@ -116,8 +116,12 @@ class PreparedCheck:
         if _abs_max(c) > self.bound:
             return False
         if self.exact_float:
-            cx = c.astype(np.float64) @ self.signs.astype(np.float64)
-            return bool(np.array_equal(self.abx, cx))
+            signs = self.signs.astype(np.float64)
+            for lo in range(0, self.m, CONVERT_ROWS):  # C in slices, as B when prepared
+                cx = c[lo : lo + CONVERT_ROWS].astype(np.float64) @ signs
+                if not np.array_equal(self.abx[lo : lo + CONVERT_ROWS], cx):
+                    return False
+            return True
         cx_col = np.empty(self.m, np.int64)
         for t in range(self.signs.shape[1]):
             _matvec(c, self.signs[:, t].astype(np.int64), cx_col)

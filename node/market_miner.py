@@ -46,7 +46,7 @@ from chain.txkind import TxKind
 from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
 from compute.engine import OperandLeaves
 from compute.fast_commit import warm_up
-from compute.transpose import transposed
+from compute.transpose import transpose_rows_into, transposed
 from consensus.seal import check_shape
 from node.claim_order import (
     BACKLOG_STEP_S,
@@ -437,7 +437,10 @@ class MarketMiner:
             bond, fee=self.settings.fee,
         )  # fmt: skip
 
-    async def _operand(self, root: bytes, kind: str, rows: int, cols: int, job: Job) -> np.ndarray:
+    async def _operand(
+        self, root: bytes, kind: str, rows: int, cols: int, job: Job,
+        on_rows: Callable[[int, npt.NDArray[np.integer]], None] | None = None,
+    ) -> np.ndarray:  # fmt: skip
         have = self.store.get(root)
         if have is not None:
             return np.asarray(have)
@@ -455,7 +458,7 @@ class MarketMiner:
         try:
             return await fetch_blob(
                 [*urls, *from_peers], root, kind, rows, cols, self.store,
-                timeout=self.settings.fetch_timeout, report=report,
+                timeout=self.settings.fetch_timeout, report=report, on_rows=on_rows,
             )  # fmt: skip
         finally:
             if self.peers is not None:
@@ -497,10 +500,17 @@ class MarketMiner:
     async def _download(self, job_id: bytes, held: Held) -> bool:
         job = held.job
         started = time.monotonic()
+        b = np.empty((job.k, job.n), np.int8)
+        placed = [0]  # columns of B transposed in from B^T's rows as they came
+
+        def into_b(start: int, lines: npt.NDArray[np.integer]) -> None:
+            if transpose_rows_into(lines, b, start):  # type: ignore[arg-type]
+                placed[0] += lines.shape[0]
+
         try:
             a, bt = await asyncio.gather(
                 self._operand(job.h_a, "a", job.m, job.k, job),
-                self._operand(job.h_b, "bt", job.n, job.k, job),
+                self._operand(job.h_b, "bt", job.n, job.k, job, on_rows=into_b),
             )
         except BlobError as exc:
             # Our claim stands: its bond is lost unless another source appears in time.
@@ -508,7 +518,7 @@ class MarketMiner:
             return False
         held.a = np.asarray(a, dtype=np.int8)
         held.b_t = np.ascontiguousarray(bt, dtype=np.int8)
-        held.b = transposed(held.b_t)
+        held.b = b if placed[0] == job.n else transposed(held.b_t)
         # checked on the way in: the engine need not hash the operands again
         row_leaves, col_leaves = self.store.leaf_words(job.h_a), self.store.leaf_words(job.h_b)
         if row_leaves is not None and col_leaves is not None:

@@ -407,6 +407,20 @@ def test_transpose(rows: int, cols: int) -> None:
     assert np.array_equal(out, x.T)
 
 
+def test_rows_of_bt_transposed_into_b_as_they_arrive() -> None:
+    """compute/transpose.transpose_rows_into (a miner's download): ranges of B^T's rows
+    land as B's columns; shapes not in whole 8x8 blocks are refused untouched."""
+    from compute.transpose import transpose_rows_into
+
+    bt = np.random.default_rng(3).integers(-64, 64, (96, 40), dtype=np.int8)
+    b = np.zeros((40, 96), np.int8)
+    for start in (64, 0, 32):  # in any order, as ranges complete
+        assert transpose_rows_into(bt[start : start + 32], b, start)
+    assert np.array_equal(b, bt.T)
+    assert not transpose_rows_into(bt[:5], b, 0) and not transpose_rows_into(bt[:8], b, 4)
+    assert not transpose_rows_into(bt[:16], np.zeros((40, 12), np.int8), 0)
+
+
 # --- input checks, engine choice, Freivalds --------------------------------------------
 
 
