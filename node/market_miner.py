@@ -254,7 +254,8 @@ class MarketMiner:
         idle = self._more_open and not self._has_unfinished()  # claim the next one now
         if not (quick or idle or now - self._last_round >= CLAIM_ROUND_S):
             return False
-        self._quick_round_at = None
+        if quick:  # (a timer round leaves a quick round still to come in place: it
+            self._quick_round_at = None  # skips fresh jobs, which that round is for)
         if not (quick or idle):
             self._last_round = now
         sent = self.counters.claims_sent
