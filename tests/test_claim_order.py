@@ -109,3 +109,30 @@ def test_busy_miners_share_a_backlog_instead_of_each_claiming_all_of_it(tmp_path
         assert after_one_step == later  # turns count from when the job was first seen
     assert all(shares) and sum(len(s) for s in shares) == 4
     assert set().union(*shares) == set(JOBS[:4])
+
+
+def test_a_timer_round_leaves_a_quick_round_still_to_come(tmp_path: Path) -> None:
+    """A submit schedules a quick round 10 ms on; a timer round that happens to run
+    first (it skips fresh jobs) must not cancel it: that fresh job then waited for the
+    next timer round, 0.25 s later."""
+    from types import SimpleNamespace
+
+    from chain.keys import devnet_key
+    from compute.blobs import BlobStore
+    from node.market_miner import MarketMiner
+
+    miner = MarketMiner(
+        None,  # type: ignore[arg-type]
+        BlobStore(tmp_path / "blobs"),
+        SimpleNamespace(key=devnet_key(1)),  # type: ignore[arg-type]
+        lambda tx: None,
+        lambda address: 0,
+    )
+    rounds: list[bool] = []
+    miner._claim_more = lambda quick=False: rounds.append(quick)  # type: ignore[method-assign]  # noqa: SLF001
+    now = 1000.0
+    miner._quick_round(now + 0.01)  # noqa: SLF001 - no event loop: the mining loop runs it
+    assert miner._claim_round(now) is False and rounds == [False]  # noqa: SLF001
+    assert miner._quick_round_at == now + 0.01  # noqa: SLF001
+    miner._claim_round(now + 0.011)  # noqa: SLF001
+    assert rounds == [False, True] and miner._quick_round_at is None  # noqa: SLF001
