@@ -352,7 +352,7 @@ async def _read_capped(resp: object, limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        part = await content.read(65536)
+        part = await content.readany()  # what has arrived, as it arrived (no slicing)
         if not part:
             break
         total += len(part)
@@ -360,6 +360,21 @@ async def _read_capped(resp: object, limit: int) -> bytes:
             raise _TooMuch(f"peer sent more than the {limit} bytes asked")
         chunks.append(part)
     return b"".join(chunks)
+
+
+async def _read_into(resp: object, dest: memoryview) -> int:
+    """The body straight into ``dest`` (no copy of its own); returns its length,
+    refusing (_TooMuch) anything longer than ``dest``."""
+    content = resp.content  # type: ignore[attr-defined]
+    got = 0
+    while True:
+        part = await content.readany()
+        if not part:
+            return got
+        if got + len(part) > len(dest):
+            raise _TooMuch(f"peer sent more than the {len(dest)} bytes asked")
+        dest[got : got + len(part)] = part
+        got += len(part)
 
 
 async def fetch_blob(
@@ -408,6 +423,15 @@ async def fetch_blob(
                 report.bytes += len(body)
                 return body
 
+        async def get_into(peer: str, path: str, dest: memoryview) -> int:
+            report.requests += 1
+            async with session.get(f"{peer}{path}") as resp:
+                if resp.status != 200:
+                    raise BlobError(f"HTTP {resp.status}")
+                got = await asyncio.wait_for(_read_into(resp, dest), timeout)
+                report.bytes += got
+                return got
+
         leaves: list[bytes] | None = None
         for peer in list(peers):
             try:
@@ -437,24 +461,26 @@ async def fetch_blob(
                 if not peers:
                     raise BlobError(f"no peer left for rows {start}..: {report.bad_peers}")
                 peer = peers[0]
+                # straight into place: a range that fails its check is fetched again
+                # into the same place from another peer
+                dest = view[start * line_bytes : start * line_bytes + want]
                 try:
-                    body = await get(
-                        peer, f"/blob/{root.hex()}/rows?start={start}&count={count}", want
+                    got_bytes = await get_into(
+                        peer, f"/blob/{root.hex()}/rows?start={start}&count={count}", dest
                     )
                 except (BlobError, aiohttp.ClientError, TimeoutError) as exc:
                     why = f"rows {start}: {str(exc) or type(exc).__name__}"
                     drop(peer, why, isinstance(exc, _TooMuch))
                     continue
-                if len(body) != want:
-                    drop(peer, f"rows {start}: {len(body)} bytes, expected {want}", lied=True)
+                if got_bytes != want:
+                    drop(peer, f"rows {start}: {got_bytes} bytes, expected {want}", lied=True)
                     continue
-                lines = np.frombuffer(body, dtype).reshape(count, cols)
+                lines = np.frombuffer(dest, dtype).reshape(count, cols)
                 got = to_digests(line_leaf_array(kind, lines))
                 bad = next((i for i in range(count) if got[i] != leaves[start + i]), None)
                 if bad is not None:
                     drop(peer, f"row {start + bad} does not match its leaf", lied=True)
                     continue
-                view[start * line_bytes : start * line_bytes + want] = body
                 if on_rows is not None:
                     on_rows(start, lines)
                 return
