@@ -198,13 +198,14 @@ def test_upload_needs_the_cookie(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_b_is_hashed_by_its_columns_and_uploaded_as_its_transpose(tmp_path: Path) -> None:
-    """The buyer hashes B^T's blob from B's columns and its uploading thread transposes
-    B (wallet/jobs.upload_blob(transpose=True)), from a strided block of B too: the
-    node stores exactly B^T under that root."""
+def test_b_is_hashed_by_its_columns_and_its_transpose_stored(tmp_path: Path) -> None:
+    """The buyer hashes B^T's blob from B's columns (compute/blobs.bt_root_of), from a
+    strided block of B too, while a worker transposes B for the upload: the node
+    stores exactly B^T under that root."""
     import threading
 
     from compute.blobs import blob_root, bt_root_of
+    from compute.transpose import transposed
     from wallet.jobs import upload_blob
 
     _, b = operands(16, 96, 197)
@@ -229,7 +230,7 @@ def test_b_is_hashed_by_its_columns_and_uploaded_as_its_transpose(tmp_path: Path
     thread.start()
     try:
         assert ready.wait(10)
-        root = upload_blob(where[0], "bt", block, ("__cookie__", "secret"), transpose=True)
+        root = upload_blob(where[0], "bt", transposed(block), ("__cookie__", "secret"))
     finally:
         done.set()
         thread.join(10)

@@ -85,17 +85,16 @@ def _committed(job: dict[str, Any]) -> dict[str, Any]:
     return job if "result_root" in job else dict(job["pending_commit"])
 
 
-def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
-                timeout: float = 60.0, transpose: bool = False) -> bytes:  # fmt: skip
-    """POST a matrix to a node's blob endpoint (authenticated with its RPC cookie).
-    ``transpose``: the blob is ``matrix.T`` (B given for a blob of Bᵀ), transposed
-    here (in the uploading thread, while the caller hashes B's columns)."""
-    if transpose:
-        from compute.transpose import transposed  # Numba: loaded on first use
+def _transposed(matrix: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
+    from compute.transpose import transposed  # Numba: loaded on first use
 
-        mat = transposed(matrix)
-    else:
-        mat = np.ascontiguousarray(matrix)
+    return transposed(matrix)
+
+
+def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
+                timeout: float = 60.0) -> bytes:  # fmt: skip
+    """POST a matrix to a node's blob endpoint (authenticated with its RPC cookie)."""
+    mat = np.ascontiguousarray(matrix)
     head = io.BytesIO()  # the .npy header, then the matrix's bytes as they are (no copy)
     np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(mat))
     body = [head.getvalue(), memoryview(mat.reshape(-1).view(np.uint8))]
@@ -176,6 +175,7 @@ class JobClient:
         # as soon as the part was ready, while other parts were still being computed
         self._collecting: dict[tuple[str, str], Future[tuple[Any, bool | None]]] = {}
         self._collector: ThreadPoolExecutor | None = None
+        self._uploads: ThreadPoolExecutor | None = None  # uploads (and Bᵀ made for them)
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -275,35 +275,39 @@ class JobClient:
         known: dict[tuple[Any, ...], bytes] = {}  # parts share slices of A (or of B)
         first_nonce = self._nonce()
         # uploads run beside the hashing of the next blob (the node checks each one)
-        with ThreadPoolExecutor(UPLOADS_PARALLEL, thread_name_prefix="upload") as uploads:
-            sent = []
-            for i, (part, part_bounty) in enumerate(zip(plan.parts, plan.bounties, strict=True)):
-                pa, pb = part.operands(a8, b8)
-                roots = []
-                for kind, where, matrix in (
-                    ("a", (part.r0, part.r1, part.k0, part.k1, pa.shape), pa),
-                    ("bt", (part.k0, part.k1, part.c0, part.c1, pb.shape), pb),
-                ):
-                    root = known.get((kind, where))
-                    if root is None:  # the blob of A is stored by hA, of Bᵀ by hB
-                        # Bᵀ: hashed by B's columns, transposed by the uploading thread
-                        is_bt = kind == "bt"
-                        root = bt_root_of(matrix) if is_bt else blob_root(kind, matrix)
-                        known[kind, where] = root
-                        if root not in self._uploaded:
-                            job = (upload_blob, self.blob_url, kind, matrix, self.blob_auth)
-                            sent.append((root, uploads.submit(*job, transpose=is_bt)))
-                    roots.append(root)
-                txs.append(submit_tx(self.network, signer, first_nonce + i, pa, pb, part_bounty,
-                                     expires, url=self.blob_url, fee=fee,
-                                     roots=(roots[0], roots[1])))  # fmt: skip
-            for root, upload in sent:
-                if upload.result() != root:  # raises the upload's JobError
-                    raise JobError(
-                        f"the node at {self.blob_url} stored a blob under another root than "
-                        f"{root.hex()}: is it a pouw node of this network?"
-                    )
-                self._uploaded.add(root)
+        if self._uploads is None:
+            self._uploads = ThreadPoolExecutor(UPLOADS_PARALLEL, thread_name_prefix="upload")
+        uploads = self._uploads
+        sent = []
+        for i, (part, part_bounty) in enumerate(zip(plan.parts, plan.bounties, strict=True)):
+            pa, pb = part.operands(a8, b8)
+            roots = []
+            for kind, where, matrix in (
+                ("a", (part.r0, part.r1, part.k0, part.k1, pa.shape), pa),
+                ("bt", (part.k0, part.k1, part.c0, part.c1, pb.shape), pb),
+            ):
+                root = known.get((kind, where))
+                if root is None:  # the blob of A is stored by hA, of Bᵀ by hB
+                    blob: Any = matrix
+                    if kind == "a":
+                        root = blob_root(kind, matrix)
+                    else:  # Bᵀ: made by a worker while B's columns are hashed here
+                        blob = uploads.submit(_transposed, matrix)
+                        root = bt_root_of(matrix)
+                    known[kind, where] = root
+                    if root not in self._uploaded:
+                        sent.append((root, uploads.submit(self._upload, kind, blob)))
+                roots.append(root)
+            txs.append(submit_tx(self.network, signer, first_nonce + i, pa, pb, part_bounty,
+                                 expires, url=self.blob_url, fee=fee,
+                                 roots=(roots[0], roots[1])))  # fmt: skip
+        for root, upload in sent:
+            if upload.result() != root:  # raises the upload's JobError
+                raise JobError(
+                    f"the node at {self.blob_url} stored a blob under another root than "
+                    f"{root.hex()}: is it a pouw node of this network?"
+                )
+            self._uploaded.add(root)
         self._pending_nonce = first_nonce + len(txs)
         for tx in txs:
             self._send(tx)
@@ -314,6 +318,10 @@ class JobClient:
         if self.manifest_dir is not None:
             plan.save(self.manifest_dir)
         return pid
+
+    def _upload(self, kind: str, blob: npt.NDArray[Any] | Future[npt.NDArray[Any]]) -> bytes:
+        matrix = blob.result() if isinstance(blob, Future) else blob
+        return upload_blob(self.blob_url, kind, matrix, self.blob_auth)  # type: ignore[arg-type]
 
     def _job(self, job_id: str) -> dict[str, Any]:
         return dict(self.rpc.call("getjob", job_id))
