@@ -35,6 +35,7 @@ turns a failing job transaction into a failed-but-included one.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from chain.encoding import DecodeError, Reader, Writer
@@ -208,6 +209,26 @@ def get_job(get: StateGet, job_id: bytes) -> Job | None:
     """The job record from a state getter (``Overlay.get`` or ``ChainState.state_get``)."""
     raw = get(job_key(job_id))
     return None if raw is None else Job.from_bytes(raw)
+
+
+def live_jobs(
+    iter_state: Callable[[bytes], Iterable[tuple[bytes, bytes]]], get: StateGet
+) -> list[tuple[bytes, Job]]:
+    """Every job not settled yet (open, claimed or committed), as (job id, job), found
+    through the timer lists instead of every job record ever made: such a job has one
+    live timer entry at a height above the tip's (entries are deleted as they fire),
+    and stale entries of rescheduled jobs are skipped. Costs the jobs in flight, not
+    the market's whole history (a miner reads this at every tip)."""
+    out: list[tuple[bytes, Job]] = []
+    seen: set[bytes] = set()
+    for _key, job_id in iter_state(PREFIX_TIMER):
+        if job_id in seen:
+            continue
+        seen.add(job_id)
+        job = get_job(get, job_id)
+        if job is not None and job.status in HELD_STATUSES:
+            out.append((job_id, job))
+    return out
 
 
 def escrow_total(jobs: list[Job]) -> int:

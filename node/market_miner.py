@@ -39,7 +39,7 @@ import numpy.typing as npt
 
 from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
-from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job, pooled_submit_job
+from chain.jobs import ZERO_ADDRESS, Job, JobStatus, get_job, live_jobs, pooled_submit_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
@@ -150,12 +150,10 @@ class MarketCounters:
 def open_jobs(chain: ChainState) -> list[tuple[bytes, Job]]:
     """Jobs a claim on the next block could take (open and not yet expired)."""
     mtp = chain.mtp_after(chain.tip)
-    out = []
-    for key, raw in chain.db.iter_state(PREFIX_JOB):
-        job = Job.from_bytes(raw)
-        if job.status == JobStatus.OPEN and mtp < job.expires:
-            out.append((key[1:], job))
-    return out
+    return [
+        (job_id, job) for job_id, job in live_jobs(chain.db.iter_state, chain.state_get)
+        if job.status == JobStatus.OPEN and mtp < job.expires
+    ]  # fmt: skip
 
 
 class MarketMiner:

@@ -19,7 +19,7 @@ from typing import Protocol
 from chain.address import address_from_pubkey, decode_address, encode_address
 from chain.block import Block
 from chain.chainstate import ChainState, ChainStateError, ProcessResult
-from chain.jobs import PREFIX_JOB, Job, JobStatus, escrow_total
+from chain.jobs import JobStatus, escrow_total, live_jobs
 from chain.keys import PrivateKey, devnet_key
 from chain.mempool import Mempool, MempoolResult
 from chain.network import Network, load_network
@@ -146,7 +146,7 @@ class Node:
 
     def _market_totals(self) -> tuple[int, int]:
         """(open jobs, base units escrowed by unsettled jobs), for the metrics."""
-        jobs = [Job.from_bytes(raw) for _, raw in self.chain.db.iter_state(PREFIX_JOB)]
+        jobs = [job for _, job in live_jobs(self.chain.db.iter_state, self.chain.state_get)]
         return sum(j.status == JobStatus.OPEN for j in jobs), escrow_total(jobs)
 
     def _account(self, address: bytes) -> tuple[int, int]:

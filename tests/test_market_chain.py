@@ -20,7 +20,7 @@ from chain.job_payloads import (
     JobReveal,
     decode_job_payload,
 )
-from chain.jobs import Job, JobStatus, escrow_total, get_job
+from chain.jobs import HELD_STATUSES, Job, JobStatus, escrow_total, get_job, live_jobs
 from chain.keys import devnet_key
 from chain.state import Account, Contribution, account_key, contribution_key, supply
 from chain.tx import MAX_TX_SIZE, Transaction, TxKind, check_transaction
@@ -83,6 +83,10 @@ def _mine(chain: ChainState, txs: list[Transaction] | None = None, step: int = 1
     r = chain.process_block(mine_block(chain, txs or [], miner=BUYER))
     assert r.accepted and r.connected, r.check
     assert _total(chain) == supply(chain.state_get)
+    # the timer lists find exactly the unsettled jobs a scan of every record finds
+    scanned = [(key[1:], Job.from_bytes(raw)) for key, raw in chain.db.iter_state(b"J")]
+    unsettled = sorted((jid, job) for jid, job in scanned if job.status in HELD_STATUSES)
+    assert sorted(live_jobs(chain.db.iter_state, chain.state_get)) == unsettled
 
 
 def _nonce(chain: ChainState, key: object) -> int:

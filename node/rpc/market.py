@@ -15,7 +15,16 @@ from pydantic import Field, StringConstraints
 
 from chain.address import encode_address
 from chain.job_payloads import JobCommit, JobPayloadError, decode_job_payload
-from chain.jobs import PREFIX_JOB, ZERO_ADDRESS, Job, JobStatus, get_job, pooled_submit_job
+from chain.jobs import (
+    HELD_STATUSES,
+    PREFIX_JOB,
+    ZERO_ADDRESS,
+    Job,
+    JobStatus,
+    get_job,
+    live_jobs,
+    pooled_submit_job,
+)
 from chain.txkind import TxKind
 from consensus.difficulty import block_work
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError
@@ -259,7 +268,10 @@ class MarketMethods:
         "open": jobs a claim could take now; "all": every job)."""
         mtp = self.node.chain.mtp_after(self.node.chain.tip)
         out = []
-        for job_id, job in self.all_jobs():
+        unsettled = p.status in ("open", *(s.name.lower() for s in HELD_STATUSES))
+        chain = self.node.chain
+        jobs = live_jobs(chain.db.iter_state, chain.state_get) if unsettled else self.all_jobs()
+        for job_id, job in jobs:
             if p.status == "open" and not (job.status == JobStatus.OPEN and mtp < job.expires):
                 continue
             if p.status not in ("open", "all") and job.status.name.lower() != p.status:
