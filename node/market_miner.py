@@ -202,6 +202,7 @@ class MarketMiner:
         # Called when a claim round outside the mining loop claimed a job (Miner: cut
         # the filler product in flight short, so the job starts now).
         self.wake: Callable[[], None] = lambda: None
+        self._wake_due: float | None = None  # a wake set for a held job's rival wait
 
     def _competing(self, now: float) -> bool:
         """Another miner claimed a job within ALONE_AFTER_S."""
@@ -578,7 +579,26 @@ class MarketMiner:
             if job_id not in self._behind and settled:
                 assert held.a is not None and held.b is not None
                 return JobRef(job_id, held.job.h_a, held.job.h_b, named=False), held.a, held.b
+            if job_id not in self._behind:  # not a filler product's length: wake then
+                self._wake_at(held.claimed_at + RIVAL_WAIT_S)
         return None
+
+    def _wake_at(self, when: float) -> None:
+        """Call ``wake`` at ``when`` (monotonic): a held job becomes ready then, and the
+        filler product the mining loop starts meanwhile must not keep it waiting."""
+        if self._wake_due is not None and self._wake_due <= when:
+            return  # an earlier wake is set: next_work runs then and sets the next one
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._wake_due = when
+
+        def fire() -> None:
+            self._wake_due = None
+            self.wake()
+
+        loop.call_later(max(0.0, when - time.monotonic()), fire)
 
     def known_of(self, job_id: bytes) -> dict[str, Any]:
         """What MiningEngine.mine need not compute again for a held job: the checked
