@@ -15,12 +15,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
 from chain.state import StateError
 from chain.tx import Transaction
-from compute.engine import MiningEngine
+from compute.engine import MiningEngine, MiningOutput
 from compute.priority import lower_thread_priority
 from consensus.difficulty import block_work
 from consensus.ints import u64
@@ -78,6 +79,7 @@ class Miner:
         self._attempt = 0
         self.market = market  # None: filler only
         self._filler_in_flight = False
+        self._job_waiting = asyncio.Event()  # set by _job_claimed: leave the filler
         if market is not None:
             market.wake = self._job_claimed
         self._closing = False
@@ -89,11 +91,27 @@ class Miner:
         self.stop_event.set()
 
     def _job_claimed(self) -> None:
-        """The market claimed a job between products: a filler product in flight is
-        dropped, so that the job does not wait for it (a mainnet filler product takes
-        seconds on a CPU)."""
+        """The market has a job for us between products: a filler product in flight is
+        dropped and the mining loop goes on at once, without waiting for the filler
+        thread to notice (a mainnet filler product takes seconds on a CPU, and a niced
+        filler thread on a busy core took up to 0.1 s to reach its next stop check)."""
         if self._filler_in_flight:
             self.stop_event.set()
+            self._job_waiting.set()
+
+    async def _filler_or_job(self, running: asyncio.Future[MiningOutput]) -> bool:
+        """Wait for a filler product, or for a job of ours (``_job_claimed``), whichever
+        comes first; True if the filler finished."""
+        self._job_waiting.clear()
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(self._job_waiting.wait())
+        try:
+            await asyncio.wait((running, waiter), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if running.done():
+            return True
+        running.add_done_callback(lambda f: f.cancelled() or f.exception())  # unread
+        return False
 
     def _template(self, shape: tuple[int, int, int], job: JobRef | None) -> BlockTemplate:
         """A template on the tip, reused while the tip and the job are the same and it
@@ -141,7 +159,7 @@ class Miner:
             template = self._template(shape, None)
             seed = template.header.parent + self.miner + u64(self._attempt)
             a, b = filler_matrices(seed, *shape)
-        self.stop_event.clear()
+        self.stop_event = threading.Event()  # this product's own: one left behind keeps its
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         paid = work is not None
@@ -150,10 +168,13 @@ class Miner:
         self._filler_in_flight = not paid
         known = self.market.known_of(work[0].job_id) if work and self.market else {}
         try:
-            out = await loop.run_in_executor(
+            running = loop.run_in_executor(
                 pool, partial(engine.mine, keep_product_on_stop=paid, **known),
                 net.pouw, a, b, template, self.stop_event,
             )  # fmt: skip
+            if not paid and not await self._filler_or_job(running):
+                return None  # the filler winds down on its own thread
+            out = await running
         finally:
             self._filler_in_flight = False
         if work is not None and out.product is not None and not self._closing:
