@@ -23,6 +23,7 @@ pass over C, C X. A prepared check is used once: its signs stay unknown to the p
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache
 
@@ -35,6 +36,17 @@ FLOAT64_EXACT = 1 << 53
 # Rows of B turned into floats at a time by prepare_check: a slice stays in cache, and a
 # 4096 x 4096 B never needs a 64 MB float copy.
 CONVERT_ROWS = 256
+
+
+def _blas_in_this_thread() -> AbstractContextManager[None]:
+    """BLAS on the calling thread only, for these thin products (a matrix times 16
+    sign vectors): OpenBLAS's worker threads would each spin about 0.1 s after every
+    call, and a buyer's client took a core from its own node that way (measured: 0.25
+    of a second of CPU per checked product, against 0.08 without). Process-wide while it
+    lasts (compute/blas.single_threaded)."""
+    from compute.blas import find_blas, single_threaded
+
+    return single_threaded(find_blas())
 
 
 def _matvec_kernel(mat, x, out):  # type: ignore[no-untyped-def]
@@ -117,10 +129,11 @@ class PreparedCheck:
             return False
         if self.exact_float:
             signs = self.signs.astype(np.float64)
-            for lo in range(0, self.m, CONVERT_ROWS):  # C in slices, as B when prepared
-                cx = c[lo : lo + CONVERT_ROWS].astype(np.float64) @ signs
-                if not np.array_equal(self.abx[lo : lo + CONVERT_ROWS], cx):
-                    return False
+            with _blas_in_this_thread():
+                for lo in range(0, self.m, CONVERT_ROWS):  # C in slices, as B when prepared
+                    cx = c[lo : lo + CONVERT_ROWS].astype(np.float64) @ signs
+                    if not np.array_equal(self.abx[lo : lo + CONVERT_ROWS], cx):
+                        return False
             return True
         cx_col = np.empty(self.m, np.int64)
         for t in range(self.signs.shape[1]):
@@ -156,9 +169,10 @@ def prepare_check(
         wide = np.float32 if b_max * n < FLOAT32_EXACT else np.float64
         bx = np.empty((k, trials), wide)
         signs_wide = signs.astype(wide)
-        for lo in range(0, k, CONVERT_ROWS):  # B in slices: no float copy of all of it
-            bx[lo : lo + CONVERT_ROWS] = b[lo : lo + CONVERT_ROWS].astype(wide) @ signs_wide
-        abx = a.astype(np.float64) @ bx.astype(np.float64)
+        with _blas_in_this_thread():
+            for lo in range(0, k, CONVERT_ROWS):  # B in slices: no float copy of all of it
+                bx[lo : lo + CONVERT_ROWS] = b[lo : lo + CONVERT_ROWS].astype(wide) @ signs_wide
+            abx = a.astype(np.float64) @ bx.astype(np.float64)
         return PreparedCheck(m, n, bound, signs, abx, True)
     abx_int = np.empty((m, trials), np.int64)
     bx = np.empty(k, np.int64)
