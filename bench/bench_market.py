@@ -5,7 +5,8 @@ Each miner is a node process pinned to one core (a stand-in for one GPU per mine
 process); the buyer's node does not mine. The baseline is the exact local product the
 buyer would otherwise compute: float32 BLAS on all cores (exact for |entries| <= 64
 and k <= 4096), measured right before every timed product (median of 3), so that both
-see the machine as it was. Printed (name=value), medians of ``--runs``:
+see the machine as it was; the timed product starts 0.3 s later, once OpenBLAS's
+threads have stopped spinning. Printed (name=value), medians of ``--runs``:
 
   local_product_s        the baseline
   one_miner_s            submit -> verified C, one job on one miner
@@ -43,6 +44,9 @@ from bench.marketnet import buyer_client, start_net, wait, write_genesis  # noqa
 # Easy blocks (a few filler products each): confirmations take a fraction of a second.
 BLOCK_WORK = 2**26
 MARKET = {"claim_slack_s": 60, "challenge_s": 5, "reveal_s": 5}
+# OpenBLAS worker threads spin for about 0.1 s after each call (2^28 cycles) before
+# they sleep: the timed product starts after that, not on cores the baseline still holds.
+BLAS_SETTLE_S = 0.3
 
 
 def local_product(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,6 +76,7 @@ def timed_products(
                 a = rng.integers(-64, 64, (m, k), dtype=np.int8)
                 b = rng.integers(-64, 64, (k, n), dtype=np.int8)
                 baseline = statistics.median(local_product(a, b) for _ in range(3))
+                time.sleep(BLAS_SETTLE_S)  # the baseline's BLAS threads stop spinning first
                 t = time.perf_counter()
                 pid = client.submit(a, b, bounty=m * n * k // 100, min_parts=parts,
                                     max_part_multiply_adds=2**40)  # fmt: skip
