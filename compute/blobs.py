@@ -386,12 +386,9 @@ async def fetch_blob(
     store: BlobStore | None = None,
     timeout: float = 20.0,
     report: FetchReport | None = None,
-    on_rows: Callable[[int, npt.NDArray[np.integer]], None] | None = None,
 ) -> npt.NDArray[np.integer]:
     """Download the blob ``root`` (shape known from the chain) from ``urls``, checking
-    the leaves against the root and every row against its leaf. Raises BlobError.
-    ``on_rows(start, lines)`` is called with each range of rows once it is checked
-    (a miner transposes B^T into B while the rest arrives)."""
+    the leaves against the root and every row against its leaf. Raises BlobError."""
     import aiohttp
 
     report = report if report is not None else FetchReport()
@@ -481,8 +478,6 @@ async def fetch_blob(
                 if bad is not None:
                     drop(peer, f"row {start + bad} does not match its leaf", lied=True)
                     continue
-                if on_rows is not None:
-                    on_rows(start, lines)
                 return
 
         try:  # the first range no peer can serve cancels the others

@@ -53,6 +53,55 @@ def _copy_strips(words, out, base, strip):
         o += qps * strip
 
 
+_LOW7 = np.uint32(0x7F7F7F7F)
+_HIGH = np.uint32(0x80808080)
+
+
+@nb.njit(nogil=True, cache=True, boundscheck=False)
+def build_packed_b_panel_from_rows(
+    bt_words, table, plus, minus, s_plus, s_minus, out, acc, r, strip, p0, p1
+):  # fmt: skip
+    """``build_packed_panel`` for B given as the rows of B^T, for r a multiple of 4:
+    ``bt_words`` is B^T (n x k int8) seen as n x k/4 uint32, so one load brings the 4
+    bytes of a column of B in a quad, already in the packed word's byte order. The
+    noise bytes are added four at a time without carries between bytes (bytes wrap:
+    exact, as in build_packed_panel). Bit for bit the same words and scatter, without
+    transposing B first."""
+    steps = bt_words.shape[1] * 4 // r
+    qps = r // 4
+    step_words = out.shape[0] // steps
+    w = p1 - p0
+    words = np.empty((qps, w), np.uint32)
+    noise = np.empty(w, np.uint32)
+    for s in range(steps):
+        for q in range(qps):
+            c0 = s * r + q * 4
+            noise[:] = 0
+            for kk in range(4):
+                tp = table[plus[c0 + kk], p0:p1].view(np.uint8)
+                tm = table[minus[c0 + kk], p0:p1].view(np.uint8)
+                shift = np.uint32(8 * kk)
+                for jj in range(w):
+                    noise[jj] |= np.uint32(np.uint8(tp[jj] - tm[jj])) << shift
+            wq = words[q]
+            col = c0 // 4
+            for jj in range(w):
+                x = bt_words[p0 + jj, col]
+                y = noise[jj]
+                wq[jj] = ((x & _LOW7) + (y & _LOW7)) ^ ((x ^ y) & _HIGH)  # B + noise
+            for kk in range(4):
+                shift = np.uint32(8 * kk)
+                ap = acc[s_plus[c0 + kk], p0:p1]
+                am = acc[s_minus[c0 + kk], p0:p1]
+                for jj in range(w):
+                    v = np.int32(np.int8(np.uint8((wq[jj] >> shift) & np.uint32(0xFF))))
+                    ap[jj] += v
+                    am[jj] -= v
+            for jj in range(w):
+                wq[jj] ^= _HIGH  # + B_OFFSET in every byte
+        _copy_strips(words, out, s * step_words + (p0 // strip) * qps * strip, strip)
+
+
 @nb.njit(nogil=True, cache=True, boundscheck=False)
 def build_packed_panel(
     src, table, plus, minus, s_plus, s_minus, is_b, out, acc, corr, r, strip, p0, p1

@@ -55,6 +55,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +64,7 @@ from compute import fasthash, int8_kernels, kernels
 from compute.blas import Blas, find_blas, single_threaded
 from compute.cpu_transcript import Operands, run_transcript
 from compute.engine import MiningOutput, MiningStats, OperandLeaves, WorkTemplate
+from compute.fast_commit import line_leaf_words
 from compute.priority import FILLER_NICE, lower_thread_priority
 from compute.removal import (  # noqa: F401 - re-exported
     FLOAT32_EXACT,
@@ -212,10 +214,11 @@ class NumpyEngine:
     ) -> MiningOutput:
         seconds: dict[str, float] = {}
         clock = _Clock(seconds)
-        a, b = self._check_operands(params, a, b)
+        if b_t is not None and (b_t.shape != b.shape[::-1] or not b_t.flags.c_contiguous):
+            raise ValueError(f"b_t must be B^T ({b.shape[1]}x{b.shape[0]}, C-contiguous)")
+        rows_only = b_t is not None and self.packs_b_from_rows(params)
+        a, b = self._check_operands(params, a, b, b_t if rows_only else None)
         (m, k), n = a.shape, b.shape[1]
-        if b_t is not None and (b_t.shape != (n, k) or not b_t.flags.c_contiguous):
-            raise ValueError(f"b_t must be B^T ({n}x{k}, C-contiguous), not {b_t.shape}")
         r, h, w = params.noise_rank, params.tile_rows, params.tile_cols
 
         ws = self._workspace(m, k, n, r, h, w)
@@ -243,7 +246,10 @@ class NumpyEngine:
         b_t: Int8Matrix | None = None,
     ) -> MiningOutput:
         (m, k), n = a.shape, b.shape[1]
+        rows_only = b_t is not None and self.packs_b_from_rows(params)
         with clock("commit"):
+            if operand_leaves is None and rows_only:  # B's columns are B^T's rows
+                operand_leaves = (line_leaf_words(a), line_leaf_words(b_t))  # type: ignore[arg-type]
             if operand_leaves is None:
                 row_tree, col_tree = self._commit(a, ws.a_t, b)
             else:  # checked by the caller: only A^T is needed
@@ -256,7 +262,9 @@ class NumpyEngine:
         bm, bn = self._block_shape(params.tile_rows, params.tile_cols)
         with clock("noise"):
             sigma_a, sigma_b = work.seeds()
-            plan = self._noisy_operands(ws, b, params.noise_rank, sigma_a, sigma_b, bm, bn)
+            plan = self._noisy_operands(
+                ws, b, b_t if rows_only else None, params.noise_rank, sigma_a, sigma_b, bm, bn
+            )
 
         flag = np.zeros(1, np.uint8)
         product = np.empty((m, n), np.int32)
@@ -305,8 +313,10 @@ class NumpyEngine:
 
     @staticmethod
     def _check_operands(
-        params: PouwParams, a: np.ndarray, b: np.ndarray
+        params: PouwParams, a: np.ndarray, b: np.ndarray, b_t: np.ndarray | None = None
     ) -> tuple[Int8Matrix, Int8Matrix]:
+        """A and B checked; B made contiguous unless only ``b_t`` will be read (B may
+        then be a view such as ``b_t.T``: its entries are checked in ``b_t``)."""
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
             raise ValueError(f"cannot multiply shapes {a.shape} and {b.shape}")
         if a.dtype != np.int8 or b.dtype != np.int8:
@@ -317,8 +327,9 @@ class NumpyEngine:
         if not shape.ok:
             raise ValueError(f"shape {m}x{k}x{n}: {shape.reason.value if shape.reason else ''}")
         a = np.ascontiguousarray(a)
-        b = np.ascontiguousarray(b)
-        for name, x in (("A", a), ("B", b)):
+        if b_t is None:
+            b = np.ascontiguousarray(b)
+        for name, x in (("A", a), ("B", b if b_t is None else b_t)):
             if x.min() < ENTRY_MIN or x.max() > ENTRY_MAX:
                 raise ValueError(f"{name} has entries outside [{ENTRY_MIN}, {ENTRY_MAX}]")
         return a, b
@@ -366,6 +377,12 @@ class NumpyEngine:
             fasthash.WordTree(fasthash.merkle_levels(col_leaves)),
         )
 
+    def packs_b_from_rows(self, params: PouwParams) -> bool:
+        """True when, given ``b_t``, this engine reads only B^T's rows (int8 path, r a
+        multiple of 4): the caller may then pass B as the view ``b_t.T`` and never
+        transpose B (a market miner downloads B^T)."""
+        return self.vnni is not None and params.noise_rank % 4 == 0
+
     @staticmethod
     def _given_trees(
         leaves: OperandLeaves, m: int, n: int
@@ -388,10 +405,11 @@ class NumpyEngine:
         return max(h, self.block_rows // h * h), max(w, self.block_cols // w * w)
 
     def _noisy_operands(
-        self, ws: _Workspace, b: Int8Matrix, r: int, sigma_a: bytes, sigma_b: bytes, bm: int,
-        bn: int,
+        self, ws: _Workspace, b: Int8Matrix, b_t: Int8Matrix | None, r: int, sigma_a: bytes,
+        sigma_b: bytes, bm: int, bn: int,
     ) -> RemovalPlan:  # fmt: skip
-        """A'^T and B' (int8 panels) into the workspace, and the plan of noise removal."""
+        """A'^T and B' (int8 panels) into the workspace, and the plan of noise removal;
+        with ``b_t`` (packs_b_from_rows) B' is packed from B^T's rows, B is not read."""
         k, m = ws.a_t.shape
         n = b.shape[1]
         e_al_t = fasthash.dense_lines_t(sigma_a, LABEL_A_LEFT, m, r)  # r x m
@@ -413,15 +431,24 @@ class NumpyEngine:
                     (ws.a_t, e_al_t, a_plus, a_minus, b_plus, b_minus, False, ws.a_pan, x_t,
                      ws.corr, r, mr, p0, min(m, p0 + bm))
                 )  # fmt: skip
+            b_jobs: list[tuple] = []
             for p0 in range(0, n, bn):
+                if b_t is not None:
+                    b_jobs.append(
+                        (b_t.view(np.uint32), e_br, b_plus, b_minus, a_plus, a_minus, ws.b_pan,
+                         y, r, nr, p0, min(n, p0 + bn))
+                    )  # fmt: skip
+                    continue
                 jobs.append(
                     (b, e_br, b_plus, b_minus, a_plus, a_minus, True, ws.b_pan, y, ws.corr, r,
                      nr, p0, min(n, p0 + bn))
                 )  # fmt: skip
+            tasks: list[tuple[Any, tuple]] = [(int8_kernels.build_packed_panel, j) for j in jobs]
+            tasks += [(int8_kernels.build_packed_b_panel_from_rows, j) for j in b_jobs]
 
             def run_packed(wi: int) -> None:
-                for args in jobs[wi :: self.threads]:
-                    int8_kernels.build_packed_panel(*args)
+                for kernel, args in tasks[wi :: self.threads]:
+                    kernel(*args)
 
             self._pool.map(run_packed)
             return plan_removal(x_t, e_al_t, e_br, y)

@@ -24,17 +24,3 @@ def transposed(x: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
         spread(lambda lo, hi: kernels.transpose_u8_blocks(src, dst, lo, hi), cols // 8)
     return out
 
-
-def transpose_rows_into(src: npt.NDArray[np.int8], dst: npt.NDArray[np.int8], col0: int) -> bool:
-    """dst[:, col0 : col0 + rows] = src.T (src: rows x k, dst: k x n, C-contiguous):
-    rows of B^T as they arrive, into B. False, with nothing written, where the shapes
-    are not in whole 8x8 blocks (the caller transposes the whole matrix instead)."""
-    rows, k = src.shape
-    if rows % 8 or k % 8 or col0 % 8 or dst.shape[1] % 8 or dst.shape[0] != k:
-        return False
-    if col0 + rows > dst.shape[1] or not dst.flags.c_contiguous:
-        return False
-    src64 = np.ascontiguousarray(src, dtype=np.int8).view(np.uint64)
-    dst64 = dst.view(np.uint64)[:, col0 // 8 : (col0 + rows) // 8]
-    kernels.transpose_u8_blocks(src64, dst64, 0, k // 8)
-    return True

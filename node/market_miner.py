@@ -46,7 +46,6 @@ from chain.txkind import TxKind
 from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
 from compute.engine import OperandLeaves
 from compute.fast_commit import warm_up
-from compute.transpose import transpose_rows_into, transposed
 from consensus.seal import check_shape
 from node.claim_order import (
     BACKLOG_STEP_S,
@@ -126,8 +125,8 @@ class Held:
     claimed_at: float
     claim_txid: bytes
     a: npt.NDArray[np.int8] | None = None
-    b: npt.NDArray[np.int8] | None = None
-    b_t: npt.NDArray[np.int8] | None = None  # as downloaded (the engine's seals slice it)
+    b: npt.NDArray[np.int8] | None = None  # the view b_t.T
+    b_t: npt.NDArray[np.int8] | None = None  # as downloaded (the engine packs B' from it)
     computed: bool = False
     result_root: bytes | None = None
     revealed: set[tuple[int, int]] = field(default_factory=set)
@@ -439,7 +438,6 @@ class MarketMiner:
 
     async def _operand(
         self, root: bytes, kind: str, rows: int, cols: int, job: Job,
-        on_rows: Callable[[int, npt.NDArray[np.integer]], None] | None = None,
     ) -> np.ndarray:  # fmt: skip
         have = self.store.get(root)
         if have is not None:
@@ -458,7 +456,7 @@ class MarketMiner:
         try:
             return await fetch_blob(
                 [*urls, *from_peers], root, kind, rows, cols, self.store,
-                timeout=self.settings.fetch_timeout, report=report, on_rows=on_rows,
+                timeout=self.settings.fetch_timeout, report=report,
             )  # fmt: skip
         finally:
             if self.peers is not None:
@@ -500,17 +498,10 @@ class MarketMiner:
     async def _download(self, job_id: bytes, held: Held) -> bool:
         job = held.job
         started = time.monotonic()
-        b = np.empty((job.k, job.n), np.int8)
-        placed = [0]  # columns of B transposed in from B^T's rows as they came
-
-        def into_b(start: int, lines: npt.NDArray[np.integer]) -> None:
-            if transpose_rows_into(lines, b, start):  # type: ignore[arg-type]
-                placed[0] += lines.shape[0]
-
         try:
             a, bt = await asyncio.gather(
                 self._operand(job.h_a, "a", job.m, job.k, job),
-                self._operand(job.h_b, "bt", job.n, job.k, job, on_rows=into_b),
+                self._operand(job.h_b, "bt", job.n, job.k, job),
             )
         except BlobError as exc:
             # Our claim stands: its bond is lost unless another source appears in time.
@@ -518,7 +509,7 @@ class MarketMiner:
             return False
         held.a = np.asarray(a, dtype=np.int8)
         held.b_t = np.ascontiguousarray(bt, dtype=np.int8)
-        held.b = b if placed[0] == job.n else transposed(held.b_t)
+        held.b = held.b_t.T  # a view: the engine reads B^T's rows (or the Miner transposes)
         # checked on the way in: the engine need not hash the operands again
         row_leaves, col_leaves = self.store.leaf_words(job.h_a), self.store.leaf_words(job.h_b)
         if row_leaves is not None and col_leaves is not None:

@@ -407,20 +407,6 @@ def test_transpose(rows: int, cols: int) -> None:
     assert np.array_equal(out, x.T)
 
 
-def test_rows_of_bt_transposed_into_b_as_they_arrive() -> None:
-    """compute/transpose.transpose_rows_into (a miner's download): ranges of B^T's rows
-    land as B's columns; shapes not in whole 8x8 blocks are refused untouched."""
-    from compute.transpose import transpose_rows_into
-
-    bt = np.random.default_rng(3).integers(-64, 64, (96, 40), dtype=np.int8)
-    b = np.zeros((40, 96), np.int8)
-    for start in (64, 0, 32):  # in any order, as ranges complete
-        assert transpose_rows_into(bt[start : start + 32], b, start)
-    assert np.array_equal(b, bt.T)
-    assert not transpose_rows_into(bt[:5], b, 0) and not transpose_rows_into(bt[:8], b, 4)
-    assert not transpose_rows_into(bt[:16], np.zeros((40, 12), np.int8), 0)
-
-
 # --- input checks, engine choice, Freivalds --------------------------------------------
 
 
@@ -578,18 +564,32 @@ def test_operand_leaves_given_by_the_caller_mine_the_same() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
-def test_b_transposed_given_by_the_caller_mines_the_same(name: str) -> None:
-    """A market miner also hands the engine B^T as downloaded: the seals slice its rows
-    instead of transposing B again, and come out bit-identical (with the reference's);
-    a B^T of the wrong shape is refused."""
+@pytest.mark.parametrize(
+    ("r", "shape"), [(8, (40, 64, 72)), (32, (64, 128, 200)), (2, (24, 32, 40))]
+)
+def test_b_transposed_given_by_the_caller_mines_the_same(
+    name: str, r: int, shape: tuple[int, int, int]
+) -> None:
+    """A market miner hands the engine B^T as downloaded: the seals slice its rows, and
+    where the engine packs B' from B^T's rows (int8 path, r a multiple of 4) B itself
+    may be the view b_t.T, never transposed. Statement, product, tickets and seals come
+    out bit-identical to mining B (and to the reference); a B^T of the wrong shape is
+    refused."""
     engine = ENGINES[name]
-    params = _params(8)
-    a, b = _random(40, 64, 72, seed=12)
-    template = _template(params, 64, win_bits=2)
-    own = engine.mine(params, a, b, template)
-    given = engine.mine(params, a, b, template, b_t=np.ascontiguousarray(b.T))
+    params = _params(r)
+    m, k, n = shape
+    a, b = _random(m, k, n, seed=12 + r)
+    b_t = np.ascontiguousarray(b.T)
+    template = _template(params, k, win_bits=2)
+    t_own: list[bytes] = []
+    t_view: list[bytes] = []
+    own = engine.mine(params, a, b, template, tickets_out=t_own)
+    given = engine.mine(params, a, b, template, b_t=b_t)
+    view = engine.mine(params, a, b_t.T, template, tickets_out=t_view, b_t=b_t)
     assert own.seals and given.work == own.work and given.seals == own.seals
+    assert view.work == own.work and view.seals == own.seals and t_view == t_own
     assert np.array_equal(given.product, own.product)
+    assert np.array_equal(view.product, own.product)
     assert own.seals == mine_reference(params, own.work, a, b).seals
     with pytest.raises(ValueError, match="b_t must be"):
         engine.mine(params, a, b, template, b_t=np.ascontiguousarray(b))
