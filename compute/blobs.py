@@ -346,22 +346,6 @@ class _TooMuch(BlobError):
     """The peer sent more bytes than asked."""
 
 
-async def _read_capped(resp: object, limit: int) -> bytes:
-    """The body, refusing (_TooMuch) anything longer than ``limit`` bytes."""
-    content = resp.content  # type: ignore[attr-defined]
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        part = await content.readany()  # what has arrived, as it arrived (no slicing)
-        if not part:
-            break
-        total += len(part)
-        if total > limit:
-            raise _TooMuch(f"peer sent more than the {limit} bytes asked")
-        chunks.append(part)
-    return b"".join(chunks)
-
-
 async def _read_into(resp: object, dest: memoryview) -> int:
     """The body straight into ``dest`` (no copy of its own); returns its length,
     refusing (_TooMuch) anything longer than ``dest``."""
@@ -411,15 +395,6 @@ async def fetch_blob(
 
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
 
-        async def get(peer: str, path: str, limit: int) -> bytes:
-            report.requests += 1
-            async with session.get(f"{peer}{path}") as resp:
-                if resp.status != 200:
-                    raise BlobError(f"HTTP {resp.status}")
-                body = await asyncio.wait_for(_read_capped(resp, limit), timeout)
-                report.bytes += len(body)
-                return body
-
         async def get_into(peer: str, path: str, dest: memoryview) -> int:
             report.requests += 1
             async with session.get(f"{peer}{path}") as resp:
@@ -431,8 +406,10 @@ async def fetch_blob(
 
         leaves: list[bytes] | None = None
         for peer in list(peers):
+            got_leaves = bytearray(32 * rows)
             try:
-                raw = await get(peer, f"/blob/{root.hex()}/leaves", 32 * rows)
+                size = await get_into(peer, f"/blob/{root.hex()}/leaves", memoryview(got_leaves))
+                raw = bytes(got_leaves[:size])
             except (BlobError, aiohttp.ClientError, TimeoutError) as exc:
                 drop(peer, f"leaves: {str(exc) or type(exc).__name__}", isinstance(exc, _TooMuch))
                 continue
