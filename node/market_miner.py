@@ -31,8 +31,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,8 +43,7 @@ from chain.jobs import ZERO_ADDRESS, Job, JobStatus, get_job, live_jobs, pooled_
 from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
-from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
-from compute.engine import OperandLeaves
+from compute.blobs import BlobStore
 from compute.fast_commit import warm_up
 from consensus.seal import check_shape
 from node.claim_order import (
@@ -55,6 +54,7 @@ from node.claim_order import (
     horizon,
     price_band,
 )
+from node.market_operands import BlobPeers, Held, OperandFetcher
 from node.template import JobRef
 
 log = logging.getLogger("pouw.market")
@@ -106,35 +106,6 @@ class MarketSettings:
     extra_sources: tuple[str, ...] = ()  # other blob endpoints to try for A and B
 
 
-class BlobPeers(Protocol):
-    """Where peers serve blobs (p2p/service.P2PService)."""
-
-    def blob_sources(
-        self, root: bytes, kind: str | None = None, rows: int | None = None,
-        line_bytes: int | None = None,
-    ) -> list[str]: ...  # fmt: skip
-
-    def report_blob_source(self, root: bytes, url: str, reason: str, misbehaved: bool) -> None: ...
-
-
-@dataclass
-class Held:
-    """A job this miner claimed (or is claiming)."""
-
-    job: Job
-    claimed_at: float
-    claim_txid: bytes
-    a: npt.NDArray[np.int8] | None = None
-    b: npt.NDArray[np.int8] | None = None  # the view b_t.T
-    b_t: npt.NDArray[np.int8] | None = None  # as downloaded (the engine packs B' from it)
-    computed: bool = False
-    result_root: bytes | None = None
-    revealed: set[tuple[int, int]] = field(default_factory=set)
-    unrivalled: bool = False  # claimed in our turn as a fresh job's designated miner
-    leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
-    download: asyncio.Future[bool] | None = None  # the operands' download, once started
-
-
 @dataclass
 class MarketCounters:
     claims_sent: int = 0
@@ -171,6 +142,7 @@ class MarketMiner:
         self.chain = chain
         self.peers = peers
         self.store = store
+        self.operands = OperandFetcher(store, settings, peers)  # A and Bᵀ of held jobs
         self.settings = settings
         self.submit_tx = submit_tx
         self.pending_nonce = pending_nonce
@@ -383,7 +355,7 @@ class MarketMiner:
             )  # fmt: skip
             self.held[job_id] = held
             if count == 0:  # the next job we compute: its operands start coming now
-                self._prefetch(job_id, held)
+                self.operands.prefetch(job_id, held)
             count, work = count + 1, work + job.multiply_adds
             self.counters.claims_sent += 1
             log.info(
@@ -436,90 +408,6 @@ class MarketMiner:
             bond, fee=self.settings.fee,
         )  # fmt: skip
 
-    async def _operand(
-        self, root: bytes, kind: str, rows: int, cols: int, job: Job,
-    ) -> np.ndarray:  # fmt: skip
-        have = self.store.get(root)
-        if have is not None:
-            return np.asarray(have)
-        urls = [job.data_url.decode(errors="replace"), *self.settings.extra_sources]
-        named = {u.rstrip("/") for u in urls if u}
-        from_peers: list[str] = []
-        if self.peers is not None:  # a blob of kind a / bt has 1-byte entries
-            found = self.peers.blob_sources(root, kind, rows, cols)
-            from_peers = [u for u in dict.fromkeys(found) if u.rstrip("/") not in named]
-        report = FetchReport()
-        log.info(
-            "fetching %s %s from the job's URL and %d peer source(s)",
-            kind, root.hex()[:16], len(from_peers),
-        )  # fmt: skip
-        try:
-            return await fetch_blob(
-                [*urls, *from_peers], root, kind, rows, cols, self.store,
-                timeout=self.settings.fetch_timeout, report=report,
-            )  # fmt: skip
-        finally:
-            if self.peers is not None:
-                for url in from_peers:
-                    why = report.bad_peers.get(url.rstrip("/"))
-                    if why is not None:
-                        lied = url.rstrip("/") in report.bad_data
-                        self.peers.report_blob_source(root, url, why, lied)
-
-    def _prefetch(self, job_id: bytes, held: Held) -> None:
-        """Start downloading a job's operands now (a task on the event loop), while the
-        mining loop still finishes or drops a filler product."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (a test driving the miner directly)
-            return
-        if held.download is None:
-            held.download = asyncio.ensure_future(self._download(job_id, held))
-
-    async def _fetch(self, job_id: bytes, held: Held) -> bool:
-        """The job's operands in hand (downloaded once, by the prefetch task if there is
-        one); False if no source served them (the next call tries again)."""
-        if held.a is not None and held.b is not None:
-            return True
-        self._prefetch(job_id, held)
-        if held.download is None:  # no event loop
-            return await self._download(job_id, held)
-        task = held.download
-        try:
-            ok = await task
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # we are cancelled, not the download: it goes on
-            ok = False
-        if not ok and held.download is task:
-            held.download = None
-        return ok
-
-    async def _download(self, job_id: bytes, held: Held) -> bool:
-        job = held.job
-        started = time.monotonic()
-        try:
-            a, bt = await asyncio.gather(
-                self._operand(job.h_a, "a", job.m, job.k, job),
-                self._operand(job.h_b, "bt", job.n, job.k, job),
-            )
-        except BlobError as exc:
-            # Our claim stands: its bond is lost unless another source appears in time.
-            log.warning("job %s: operands unavailable: %s", job_id.hex()[:16], exc)
-            return False
-        held.a = np.asarray(a, dtype=np.int8)
-        held.b_t = np.ascontiguousarray(bt, dtype=np.int8)
-        held.b = held.b_t.T  # a view: the engine reads B^T's rows (or the Miner transposes)
-        # checked on the way in: the engine need not hash the operands again
-        row_leaves, col_leaves = self.store.leaf_words(job.h_a), self.store.leaf_words(job.h_b)
-        if row_leaves is not None and col_leaves is not None:
-            held.leaves = (row_leaves, col_leaves)
-        log.info(
-            "job %s: operands in hand after %.3f s (%.3f s since the claim)",
-            job_id.hex()[:16], time.monotonic() - started, time.monotonic() - held.claimed_at,
-        )  # fmt: skip
-        return True
-
     # --- the mining loop's side -------------------------------------------------------
 
     def _ours(self, job_id: bytes) -> Job | None:
@@ -548,14 +436,14 @@ class MarketMiner:
             if job is None or job.status != JobStatus.CLAIMED:
                 waiting.append((job_id, held))  # not confirmed yet (or lost: on_tip drops it)
                 continue
-            if await self._fetch(job_id, held):
+            if await self.operands.fetch(job_id, held):
                 assert held.a is not None and held.b is not None
                 return JobRef(job_id, job.h_a, job.h_b), held.a, held.b
         if not waiting:
             return None
         ready = []
         for job_id, held in waiting:  # fetching overlaps the wait for rival claims
-            if not self._claim_failed(held) and await self._fetch(job_id, held):
+            if not self._claim_failed(held) and await self.operands.fetch(job_id, held):
                 ready.append((job_id, held))
         now = time.monotonic()
         if now - self._rivals[0] >= RIVAL_SCAN_S:  # the mining loop calls often: pool

@@ -227,7 +227,7 @@ def test_miner_fetches_from_peer_sources(tmp_path: Path) -> None:
                 peers=peers,
             )
             job = SimpleNamespace(data_url=dead.encode())
-            got = await miner._operand(root, "a", 64, 128, job)  # type: ignore[arg-type]  # noqa: SLF001
+            got = await miner.operands.operand(root, "a", 64, 128, job)  # type: ignore[arg-type]
             return got, peers, mine
         finally:
             for r in runners:
