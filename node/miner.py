@@ -174,7 +174,7 @@ class Miner:
             template = self._template(shape, None)
             seed = template.header.parent + self.miner + u64(self._attempt)
             a, b = filler_matrices(seed, *shape)
-        self.stop_event = threading.Event()  # this product's own: one left behind keeps its
+        self.stop_event = threading.Event()  # per product: a filler left behind keeps its own
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         paid = work is not None
