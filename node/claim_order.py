@@ -42,6 +42,16 @@ FALLBACK_STEP_S = 0.05
 # Between ranks for a backlog job claimed ahead by busy miners: two of their claim
 # rounds (node/market_miner CLAIM_ROUND_S), so the designated miner has its turn first.
 BACKLOG_STEP_S = 0.5
+# A claim still in the pool is computed only once it is this old: time for rival claims
+# sent at the same moment to reach us (relayed within tens of ms on a LAN; measured
+# here, without this wait 20 % of job products were computed twice). It overlaps the
+# operands' download. The in-node miner skips it for a fresh job's designated miner
+# claiming in its turn (no other miner's turn comes before FALLBACK_STEP_S), and when
+# it has seen no other claimant within ALONE_AFTER_S.
+RIVAL_WAIT_S = 0.1
+# A pooled submit is worth claiming only if its job stays open this long after the
+# tip's median time past: time for the submit and the claim to confirm.
+PENDING_MIN_LEFT_S = 30
 MAX_SIGHTINGS = 1024  # other miners remembered (oldest sighting dropped first)
 
 

@@ -49,6 +49,8 @@ from consensus.seal import check_shape
 from node.claim_order import (
     BACKLOG_STEP_S,
     FALLBACK_STEP_S,
+    PENDING_MIN_LEFT_S,
+    RIVAL_WAIT_S,
     Sightings,
     claimable_after,
     horizon,
@@ -81,18 +83,8 @@ QUICK_ROUND_SETTLE_S = 0.01
 # miners' timer rounds take it only after this (a busy miner claiming a batch of new
 # jobs ahead would keep them from idle miners, which then compute nothing).
 IDLE_FIRST_S = 0.16
-# A claim still in the pool is computed only once it is this old: time for rival claims
-# sent at the same moment to reach us (relayed within tens of ms on a LAN; measured
-# here, without this wait 20 % of job products were computed twice). It overlaps the
-# operands' download. Skipped by a fresh job's designated miner claiming in its turn
-# (node/claim_order: no other miner's turn comes before FALLBACK_STEP_S), and by a
-# miner that has seen no other claimant within ALONE_AFTER_S.
-RIVAL_WAIT_S = 0.1
 RIVAL_SCAN_S = 0.02  # rival claims are read from the pool at most this often
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
-# A pooled submit is worth claiming only if its job stays open this long after the
-# tip's median time past: time for the submit and the claim to confirm.
-PENDING_MIN_LEFT_S = 30
 
 
 @dataclass

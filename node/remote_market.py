@@ -3,11 +3,20 @@ reveals over a node's JSON-RPC and blob endpoint.
 
 The in-node miner (node/market_miner.py) reads the chain directly; this one sees the
 chain only through RPC (getbestblockhash, listjobs, getjob, getaccount,
-sendrawtransaction) and signs with its own key. The flow is the same: hold a few
-claimed jobs, fetch their A and B (every row checked against hA, hB), hand each
-confirmed claim to a worker exactly once (node/remote_miner.py: the product carries the
-block lottery through a template that names the job), upload C to the node's blob
-endpoint so that the node serves it, commit, and answer probes from the kept C.
+getblockchaininfo, sendrawtransaction) and signs with its own key. The flow is the
+same: hold a few claimed jobs (open on chain, or still a submit in the node's pool),
+fetch their A and B (every row checked against hA, hB), hand each claimed job to a
+worker exactly once (node/remote_miner.py: the product carries the block lottery),
+upload C to the node's blob endpoint so that the node serves it, commit, and answer
+probes from the kept C.
+
+Delivery before confirmation, as in the node: a claim still in the node's pool is
+computed at once when it is the only claim of the job there and RIVAL_WAIT_S old (a
+rival's claim sent at the same moment has reached the node by then); its template
+names no job (the product is mined as the miner's own work), and the commit follows
+the claim in nonce order, so a buyer can fetch and check C before either confirms.
+Once the claim is on chain the template names the job. Jobs that other claims in the
+pool already go for are left alone.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blobs import BlobError, fetch_blob
 from consensus.result import RESULT_CHUNK, result_proof
+from node.claim_order import PENDING_MIN_LEFT_S, RIVAL_WAIT_S
 from wallet.job_txs import claim_tx, commit_tx, reveal_tx
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
@@ -35,6 +45,7 @@ log = logging.getLogger("pouw.market")
 RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 HELD_STATUSES = ("claimed", "committed")
+UNCLAIMED_STATUSES = ("open", "pending")  # on chain, or a submit in the node's pool
 
 
 @dataclass
@@ -89,11 +100,15 @@ class RemoteMarket:
         return int(self.rpc.call("getaccount", self.address)["pending_nonce"])
 
     def poll(self) -> None:
-        """On a new tip: forget ended or lost jobs, answer probes, claim more."""
+        """Each market round: on a new tip forget ended or lost jobs and answer probes;
+        then claim more."""
         tip = str(self.rpc.call("getbestblockhash"))
-        if tip == self._tip:
-            return
-        self._tip = tip
+        if tip != self._tip:
+            self._tip = tip
+            self._refresh()
+        self._claim_more()
+
+    def _refresh(self) -> None:
         now = time.monotonic()
         for job_id, held in list(self.held.items()):
             try:
@@ -103,7 +118,7 @@ class RemoteMarket:
                 continue
             ours = job.get("claimant") == self.address and job["status"] in HELD_STATUSES
             if not ours:
-                if job["status"] in ("open", "pending") and now - held.claimed_at < CLAIM_CONFIRM_S:
+                if job["status"] in UNCLAIMED_STATUSES and now - held.claimed_at < CLAIM_CONFIRM_S:
                     continue  # our claim is on its way
                 log.info("job %s: %s", job_id[:16], job["status"] if held.c is not None else "lost")
                 self.held.pop(job_id)
@@ -111,7 +126,6 @@ class RemoteMarket:
             held.job = job
             if job["status"] == "committed" and "probe" in job:
                 self._reveal(job_id, held, job["probe"])
-        self._claim_more()
 
     def _claim_more(self) -> None:
         waiting = sum(h.c is None for h in self.held.values())
@@ -119,10 +133,16 @@ class RemoteMarket:
             return
         now = time.monotonic()
         jobs = [
-            j for j in self.rpc.call("listjobs", "open")
+            j for status in UNCLAIMED_STATUSES for j in self.rpc.call("listjobs", status)
             if j["job_id"] not in self.held and self._failed.get(j["job_id"], 0.0) <= now
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
+            and not j.get("pending_claims")  # another miner's claim goes for it
         ]  # fmt: skip
+        if any(j["status"] == "pending" for j in jobs):
+            mtp = int(self.rpc.call("getblockchaininfo")["mediantime"])
+            jobs = [
+                j for j in jobs if j["status"] == "open" or j["expires"] > mtp + PENDING_MIN_LEFT_S
+            ]  # fmt: skip
         jobs.sort(key=lambda j: (
             -j["bounty_per_multiply_add"],
             hashlib.sha256((self.address + j["job_id"]).encode()).digest(),
@@ -133,8 +153,9 @@ class RemoteMarket:
             tx = claim_tx(self.network, self.key, self._nonce(), job_id, bond, fee=self.fee)
             if self._send(tx, f"claim of {job['job_id'][:16]}"):
                 self.held[job["job_id"]] = RemoteHeld(job, time.monotonic())
-                log.info("claimed job %s (%dx%dx%d, bond %d)", job["job_id"][:16],
-                         job["m"], job["k"], job["n"], bond)  # fmt: skip
+                pooled = ", its submit still pooled" if job["status"] == "pending" else ""
+                log.info("claimed job %s (%dx%dx%d, bond %d)%s", job["job_id"][:16],
+                         job["m"], job["k"], job["n"], bond, pooled)  # fmt: skip
 
     def _fetch(self, job_id: str, held: RemoteHeld) -> bool:
         if held.a is not None and held.b is not None:
@@ -154,8 +175,10 @@ class RemoteMarket:
         held.b = transposed(np.asarray(bt, dtype=np.int8))
         return True
 
-    def next_job(self) -> tuple[str, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
-        """A job whose claim of ours is on chain, with its operands, not yet handed out."""
+    def next_job(self) -> tuple[str, npt.NDArray[np.int8], npt.NDArray[np.int8], bool] | None:
+        """A claimed job not yet handed out, with its operands, and whether a template
+        may name it (our claim is on chain); a claim still in the pool counts once it
+        is the only claim of the job there and RIVAL_WAIT_S old (see the module)."""
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
             if held.dispatched or not self._fetch(job_id, held):
                 continue
@@ -163,11 +186,18 @@ class RemoteMarket:
                 job = self.rpc.call("getjob", job_id)
             except RpcError:
                 continue
-            if job.get("claimant") != self.address or job["status"] != "claimed":
+            named = job.get("claimant") == self.address and job["status"] == "claimed"
+            pooled = (
+                job["status"] in UNCLAIMED_STATUSES
+                and job.get("pending_claimants") == [self.address]
+                and time.monotonic() - held.claimed_at >= RIVAL_WAIT_S
+            )
+            if not (named or pooled):
                 continue
             held.dispatched = True
+            held.job = job
             assert held.a is not None and held.b is not None
-            return job_id, held.a, held.b
+            return job_id, held.a, held.b, named
         return None
 
     def deliver(self, job_id: str, c: npt.NDArray[np.integer]) -> None:

@@ -64,6 +64,9 @@ log = logging.getLogger("pouw.miner")
 # race, or was mined on a parent that is no longer the tip.
 # JSON-RPC errors that no retry can fix: invalid params, invalid address or parameter.
 FATAL_RPC_CODES = frozenset({-32602, -32601, -5, -8})
+# The market's round (claims, hand-outs): a fresh job waits at most this long for a
+# claim from an idle miner; each round costs the node a listjobs of the jobs in flight.
+MARKET_ROUND_S = 0.25
 STALE_ANSWERS = frozenset({"inconclusive", "duplicate", "stale-prevblk", "stale-work"})
 
 
@@ -442,9 +445,9 @@ class RemoteMiner:
     # -- paid jobs (market) ------------------------------------------------------------
 
     def _market_loop(self) -> None:
-        """Claims and probes on each new tip; a confirmed claim to each idle worker."""
+        """Claims, and probes on each new tip; a claimed job to each idle worker."""
         assert self.market is not None
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(MARKET_ROUND_S):
             try:
                 with self._market_lock:
                     self.market.poll()
@@ -462,8 +465,15 @@ class RemoteMiner:
                 log.warning("market: unexpected answer from the node (%r); is it a pouw node "
                             "of this version?", exc)  # fmt: skip
 
-    def _dispatch(self, index: int, job_id: str, a: Any, b: Any) -> None:
-        data = self.rpc.call("getblocktemplate", miner=self.address, job=job_id)
+    def _dispatch(self, index: int, job_id: str, a: Any, b: Any, named: bool) -> None:
+        """Hand a claimed job to worker ``index``. With our claim still in the pool
+        (``named`` false) the template names no job: the product is mined as our own
+        work, and C is committed all the same."""
+        if named:
+            data = self.rpc.call("getblocktemplate", miner=self.address, job=job_id)
+        else:
+            shape = [a.shape[0], a.shape[1], b.shape[1]]
+            data = self.rpc.call("getblocktemplate", miner=self.address, shape=shape)
         rt = template_from_json(data, self.network, self.miner)
         with self._lock:
             self._job += 1
@@ -472,7 +482,8 @@ class RemoteMiner:
             self._kept.add(number)
         self._busy[index] = (job_id, number)
         self._jobs[index].put(("product", number, rt.header.to_bytes(), job_id, a, b))
-        log.info("worker %d: job %s (%dx%dx%d)", index, job_id[:16], *a.shape, b.shape[1])
+        log.info("worker %d: job %s (%dx%dx%d)%s", index, job_id[:16], *a.shape, b.shape[1],
+                 "" if named else ", its claim still pooled")  # fmt: skip
 
     def _delivered(self, index: int, job_id: str, c: Any) -> None:
         _, number = self._busy.pop(index, (job_id, 0))

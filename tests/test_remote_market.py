@@ -4,20 +4,57 @@ uploads C to its node, commits, and is paid; the buyer gets the exact product.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from chain.address import address_from_pubkey, encode_address
 from chain.keys import devnet_key
-from chain.network import load_network
+from chain.network import Network, load_network
 from tests.test_market_e2e import ROOT, Proc, market_genesis, wait_for
 from wallet.jobs import JobClient
 from wallet.rpc import read_cookie
 from wallet.wallet import Wallet
+
+
+def _start_miner(tmp_path: Path, node: Proc, genesis: Path, key_no: int,
+                 log: IO[bytes]) -> tuple[str, subprocess.Popen[bytes]]:  # fmt: skip
+    """`pouw miner` (one NumPy worker) with the market, its keystore holding devnet
+    key ``key_no``; returns its address and process."""
+    net = load_network("devnet", genesis)
+    address = encode_address(net.hrp, address_from_pubkey(devnet_key(key_no).public_key))
+    keystore = tmp_path / "miner.json"
+    Wallet.create(keystore, "pw", net, seed=devnet_key(key_no).seed, scrypt_n=2**10)
+    (tmp_path / "pw").write_text("pw\n")
+    return address, subprocess.Popen(
+        [sys.executable, "-m", "node.miner_cli", "miner", "--rpc",
+         f"http://127.0.0.1:{node.rpc_port}",
+         "--address", address, "--datadir", str(node.datadir), "--genesis-file", str(genesis),
+         "--backend", "numpy", "--threads", "1", "--market-wallet", str(keystore),
+         "--password-file", str(tmp_path / "pw"),
+         "--blob-url", f"http://127.0.0.1:{node.blob}"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def _buyer(node: Proc, net: Network) -> JobClient:
+    return JobClient(devnet_key(0), net, node.rpc(), f"http://127.0.0.1:{node.blob}",
+                     blob_auth=read_cookie(node.datadir, "devnet"))  # fmt: skip
+
+
+def _stop(miner: subprocess.Popen[bytes] | None) -> None:
+    if miner is not None:
+        miner.terminate()
+        try:
+            miner.wait(20)
+        except subprocess.TimeoutExpired:
+            miner.kill()
 
 
 def test_pouw_miner_takes_paid_jobs(tmp_path: Path) -> None:
@@ -29,23 +66,8 @@ def test_pouw_miner_takes_paid_jobs(tmp_path: Path) -> None:
     try:
         rpc = node.rpc()
         wait_for("blocks", lambda: rpc.call("getblockcount") >= 2, procs=[node])
-        key = devnet_key(2)
-        address = encode_address(net.hrp, address_from_pubkey(key.public_key))
-        keystore = tmp_path / "miner.json"
-        Wallet.create(keystore, "pw", net, seed=key.seed, scrypt_n=2**10)
-        (tmp_path / "pw").write_text("pw\n")
-        miner = subprocess.Popen(
-            [sys.executable, "-m", "node.miner_cli", "miner", "--rpc",
-             f"http://127.0.0.1:{node.rpc_port}",
-             "--address", address, "--datadir", str(node.datadir), "--genesis-file", str(genesis),
-             "--backend", "numpy", "--threads", "1", "--market-wallet", str(keystore),
-             "--password-file", str(tmp_path / "pw"),
-             "--blob-url", f"http://127.0.0.1:{node.blob}"],
-            cwd=ROOT, stdout=miner_log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        client = JobClient(devnet_key(0), net, rpc, f"http://127.0.0.1:{node.blob}",
-                           blob_auth=read_cookie(node.datadir, "devnet"))  # fmt: skip
+        address, miner = _start_miner(tmp_path, node, genesis, 2, miner_log)
+        client = _buyer(node, net)
         rng = np.random.default_rng(21)
         a = rng.integers(-64, 64, (256, 512), dtype=np.int8)
         b = rng.integers(-64, 64, (512, 256), dtype=np.int8)
@@ -63,11 +85,44 @@ def test_pouw_miner_takes_paid_jobs(tmp_path: Path) -> None:
         log = (tmp_path / "miner.log").read_text()
         assert log.count("committed job") == 2, log[-3000:]
     finally:
-        if miner is not None:
-            miner.terminate()
-            try:
-                miner.wait(20)
-            except subprocess.TimeoutExpired:
-                miner.kill()
+        _stop(miner)
+        miner_log.close()
+        node.stop()
+
+
+def test_pouw_miner_delivers_before_anything_confirms(tmp_path: Path) -> None:
+    """Blocks of 2^60 multiply-adds: nothing confirms during the test. The standalone
+    miner claims the job while its submit is still pooled, computes it at once (its
+    claim alone in the pool), uploads C and commits; the buyer fetches and checks C
+    with the submit, the claim and the commit all still in the node's pool."""
+    genesis = market_genesis(tmp_path)
+    data = json.loads(genesis.read_text())
+    data["difficulty"]["genesis_target"] = hex(2**256 // 2**60)
+    genesis.write_text(json.dumps(data))
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis)  # no miner of its own
+    miner_log = open(tmp_path / "miner.log", "ab")  # noqa: SIM115
+    miner = None
+    try:
+        rpc = node.rpc()
+        address, miner = _start_miner(tmp_path, node, genesis, 3, miner_log)
+        client = _buyer(node, net)
+        rng = np.random.default_rng(22)
+        a = rng.integers(-64, 64, (128, 512), dtype=np.int8)
+        b = rng.integers(-64, 64, (512, 128), dtype=np.int8)
+        pid = client.submit(a, b, bounty=1_000_000)
+        client.wait(pid, timeout=60)
+        res = client.result(pid)
+        assert res.verified, res.actions
+        assert np.array_equal(res.c, a.astype(np.int64) @ b.astype(np.int64))
+        assert rpc.call("getblockcount") == 0
+        job = rpc.call("getjob", pid)
+        assert job["status"] == "pending" and job["pending_claimants"] == [address]
+        assert job["pending_commit"]["claimant"] == address
+        log = (tmp_path / "miner.log").read_text()
+        assert "its submit still pooled" in log and "its claim still pooled" in log, log[-3000:]
+        assert log.count("committed job") == 1, log[-3000:]
+    finally:
+        _stop(miner)
         miner_log.close()
         node.stop()

@@ -56,7 +56,8 @@ class WaitJobParams(Params):
 
 class ListJobsParams(Params):
     status: Literal[
-        "open", "claimed", "committed", "paid", "refunded", "reclaimed", "expired", "all"
+        "open", "pending", "claimed", "committed", "paid", "refunded", "reclaimed", "expired",
+        "all",
     ] = "open"
     limit: Annotated[int, Field(ge=1, le=10000)] = 1000
 
@@ -165,24 +166,34 @@ class MarketMethods:
         result, and ``pending_commit`` while the claimant's commit waits in our pool."""
         job_id = bytes.fromhex(p.job_id)
         job = get_job(self.node.chain.state_get, job_id)
-        out: dict[str, Any]
         if job is None:
             job = self.pooled_job(job_id)
             if job is None:
                 raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
-            out = {**self.job_info(job_id, job), "status": "pending"}
-            del out["submitted"]
+            out = self.pending_job_info(job_id, job)
         else:
             out = self.job_info(job_id, job)
         out["mtp"] = self.node.chain.mtp_after(self.node.chain.tip)
         if job.status in (JobStatus.OPEN, JobStatus.CLAIMED):
-            claimant = job.claimant if job.status == JobStatus.CLAIMED else None
-            claims, pending = self.pool_actions(job_id, claimant)
-            if claimant is None and claims:
-                out["pending_claims"] = claims
-            if pending is not None:
-                out["pending_commit"] = pending
+            self._add_pool_actions(out, job_id, job)
         return out
+
+    def pending_job_info(self, job_id: bytes, job: Job) -> dict[str, Any]:
+        """What getjob and listjobs say of a job whose submit waits in our mempool."""
+        out = {**self.job_info(job_id, job), "status": "pending"}
+        del out["submitted"]
+        return out
+
+    def _add_pool_actions(self, out: dict[str, Any], job_id: bytes, job: Job) -> None:
+        """``pending_claims`` and ``pending_claimants`` (a job not claimed on chain) and
+        ``pending_commit``: what our mempool holds for the job."""
+        claimant = job.claimant if job.status == JobStatus.CLAIMED else None
+        claimants, pending = self.pool_actions(job_id, claimant)
+        if claimant is None and claimants:
+            out["pending_claims"] = len(claimants)
+            out["pending_claimants"] = sorted(encode_address(self.net.hrp, c) for c in claimants)
+        if pending is not None:
+            out["pending_commit"] = pending
 
     async def waitforjob(self, ctx: CallContext, p: WaitJobParams) -> dict[str, Any]:
         """Wait until a job's C can be collected (its commit on chain or in our pool)
@@ -232,8 +243,9 @@ class MarketMethods:
 
     def pool_actions(
         self, job_id: bytes, claimant: bytes | None
-    ) -> tuple[int, dict[str, str] | None]:
-        """What our mempool holds for the job: the number of claims of it, and a
+    ) -> tuple[set[bytes], dict[str, str] | None]:
+        """What our mempool holds for the job: the senders of claims of it (with
+        ``claimant`` None: the job is not claimed on chain; else empty), and a
         JOB_COMMIT from ``claimant`` (the claim is on chain) or, with None, from a
         sender whose claim of the job waits there too (miners claim and commit before
         anything confirms). A buyer fetches and checks C without waiting for blocks:
@@ -253,7 +265,7 @@ class MarketMethods:
                 continue
             if isinstance(commit, JobCommit) and commit.job_id == job_id:
                 commits.append((txid, tx.sender, commit))
-        claims = len(claimants) if claimant is None else 0
+        claims = claimants if claimant is None else set()
         for txid, sender, commit in commits:
             if sender in claimants:
                 return claims, {
@@ -265,9 +277,18 @@ class MarketMethods:
 
     def listjobs(self, ctx: CallContext, p: ListJobsParams) -> list[Any]:
         """Compute jobs, best bounty per multiply-add first; ``status`` filters (default
-        "open": jobs a claim could take now; "all": every job)."""
+        "open": jobs a claim could take now; "pending": jobs whose submit waits in our
+        mempool, which a claim can take too; "all": every job on chain). Open and
+        pending jobs carry ``pending_claims`` while claims of them wait in our mempool."""
         mtp = self.node.chain.mtp_after(self.node.chain.tip)
         out = []
+        if p.status == "pending":
+            for job_id, job in self.pool_jobs()[0].items():
+                if mtp < job.expires:
+                    out.append(self.pending_job_info(job_id, job))
+                    self._add_pool_actions(out[-1], job_id, job)
+            out.sort(key=lambda j: -j["bounty_per_multiply_add"])
+            return out[: p.limit]
         unsettled = p.status in ("open", *(s.name.lower() for s in HELD_STATUSES))
         chain = self.node.chain
         jobs = live_jobs(chain.db.iter_state, chain.state_get) if unsettled else self.all_jobs()
@@ -277,6 +298,8 @@ class MarketMethods:
             if p.status not in ("open", "all") and job.status.name.lower() != p.status:
                 continue
             out.append(self.job_info(job_id, job))
+            if p.status == "open":
+                self._add_pool_actions(out[-1], job_id, job)
         out.sort(key=lambda j: -j["bounty_per_multiply_add"])
         return out[: p.limit]
 
