@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from chain.address import AddressError
 from chain.chainstate import ChainStateError
@@ -123,7 +125,18 @@ def cmd_node(args: argparse.Namespace) -> int:
         asyncio.run(node.run())
     finally:
         node.close()
-    return 0
+    exit_after_shutdown(0)
+
+
+def exit_after_shutdown(code: int) -> NoReturn:
+    """End the process once the node has closed its database and flushed its blobs:
+    the interpreter's own teardown would add about 0.3 s to every stop (unloading
+    Numba's compiled kernels) and would wait for a filler product still running on a
+    worker thread (seconds on a mainnet CPU), and neither keeps anything of ours."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_rpc(args: argparse.Namespace) -> int:

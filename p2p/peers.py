@@ -170,7 +170,7 @@ class PeerManager:
                 self.connect_some()
             except Exception:  # noqa: BLE001 - keep the loop alive
                 log.exception("connector failed")
-            await asyncio.sleep(self.settings.connect_interval)
+            await self.svc.pause(self.settings.connect_interval)
 
     def connect_some(self) -> None:
         now = time.monotonic()

@@ -85,6 +85,7 @@ class P2PService:
         self.addrs = AddrManager(self, self.addrbook)
         self.blobs = BlobRelay(self.pm)
         self.stopping = False
+        self._stop_requested = asyncio.Event()  # wakes the periodic loops at stop
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -140,6 +141,7 @@ class P2PService:
 
     async def stop(self) -> None:
         self.stopping = self.blobs.stopping = True
+        self._stop_requested.set()
         self.node.events.tip_changed.disconnect(self.relay.on_tip_changed)
         self.node.events.tx_accepted.disconnect(self.relay.on_tx_accepted)
         if self._site is not None:
@@ -309,9 +311,16 @@ class P2PService:
 
     # --- periodic work -------------------------------------------------------------
 
+    async def pause(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or until the service stops (a periodic loop then ends at
+        once, not a sleep later: the node's shutdown waits for these loops). True
+        while the service runs."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+        return not self.stopping
+
     async def _maintenance(self) -> None:
-        while not self.stopping:
-            await asyncio.sleep(self.settings.tick)
+        while await self.pause(self.settings.tick):
             try:
                 self._tick()
             except Exception:  # noqa: BLE001 - keep the loop alive

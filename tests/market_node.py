@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from dataclasses import replace
 
-    from node.cli import node_config
+    from node.cli import exit_after_shutdown, node_config
     from node.service import Node
 
     config = node_config(args)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(node.run())
     finally:
         node.close()
-    return 0
+    exit_after_shutdown(0)
 
 
 if __name__ == "__main__":
