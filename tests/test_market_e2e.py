@@ -32,11 +32,14 @@ WINDOW = {
 }  # fmt: skip
 
 
-def market_genesis(tmp_path: Path) -> Path:
+def market_genesis(tmp_path: Path, **market: int) -> Path:
+    """An easy devnet with the market's windows of WINDOW, or ``market`` where given
+    (a test with no challenger takes a short challenge window: its payouts come
+    sooner)."""
     genesis = tmp_path / "genesis.json"
     write_genesis(genesis, 0)
     data = json.loads(genesis.read_text())
-    data["market"] = WINDOW
+    data["market"] = {**WINDOW, **market}
     # Blocks of ~2^26 multiply-adds (a few filler products each, under a job's work):
     # fewer forks than one block per product, so claims mostly stand.
     data["difficulty"]["genesis_target"] = hex(2**256 // 2**26)
@@ -115,7 +118,7 @@ def _address(i: int) -> str:
 
 
 def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> None:
-    genesis = market_genesis(tmp_path)
+    genesis = market_genesis(tmp_path, challenge_s=2)
     from chain.network import load_network
 
     net = load_network("devnet", genesis)
@@ -247,7 +250,7 @@ def test_claims_racing_across_a_reorg_leave_no_account_stuck(tmp_path: Path) -> 
     from tests.chainutil import transfer
     from wallet.job_txs import submit_tx
 
-    genesis = market_genesis(tmp_path)
+    genesis = market_genesis(tmp_path, challenge_s=2)
     net = load_network("devnet", genesis)
     procs = [Proc(tmp_path / "n1", genesis, "--market-key", "1"),
              Proc(tmp_path / "n2", genesis, "--market-key", "2")]  # fmt: skip

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -57,8 +57,14 @@ def _stop(miner: subprocess.Popen[bytes] | None) -> None:
             miner.kill()
 
 
+def _edit_genesis(genesis: Path, edit: Any) -> None:
+    data = json.loads(genesis.read_text())
+    edit(data)
+    genesis.write_text(json.dumps(data))
+
+
 def test_pouw_miner_takes_paid_jobs(tmp_path: Path) -> None:
-    genesis = market_genesis(tmp_path)
+    genesis = market_genesis(tmp_path, challenge_s=2)
     net = load_network("devnet", genesis)
     node = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")  # blocks, no jobs of its own
     miner_log = open(tmp_path / "miner.log", "ab")  # noqa: SIM115
@@ -96,9 +102,7 @@ def test_pouw_miner_delivers_before_anything_confirms(tmp_path: Path) -> None:
     claim alone in the pool), uploads C and commits; the buyer fetches and checks C
     with the submit, the claim and the commit all still in the node's pool."""
     genesis = market_genesis(tmp_path)
-    data = json.loads(genesis.read_text())
-    data["difficulty"]["genesis_target"] = hex(2**256 // 2**60)
-    genesis.write_text(json.dumps(data))
+    _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**60)))
     net = load_network("devnet", genesis)
     node = Proc(tmp_path / "n0", genesis)  # no miner of its own
     miner_log = open(tmp_path / "miner.log", "ab")  # noqa: SIM115
