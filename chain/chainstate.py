@@ -31,6 +31,8 @@ from chain.block import Block
 from chain.encoding import DecodeError
 from chain.genesis import genesis_block, genesis_changes
 from chain.integrity import block_problem, decode_checked
+from chain.job_tally import JobTally
+from chain.jobs import PREFIX_JOB
 from chain.network import Network
 from chain.state import (
     Changes,
@@ -158,6 +160,8 @@ class ChainState:
                 f"stored state does not match the tip {tip.hex()} (height {self.tip.height}): "
                 f"run `{fix}`"
             )
+        # the market's counts for getmarketinfo, followed block by block from here on
+        self.job_tally = JobTally.build(db.iter_state(PREFIX_JOB), self.tip.height)
         self.tip_record = TipRecord(db.datadir.path / TIP_RECORD_NAME)
         self._hold_tip_record = True
         self._recover(accept_rollback or db.reindexing(), progress)
@@ -529,6 +533,7 @@ class ChainState:
             batch.set_active_hash(header.height, block.hash)
             batch.set_tip(block.hash)
         self.tree.apply(changes)
+        self.job_tally.apply(undo, changes, header.height)
         self.index[block.hash] = done
         self.tip = done
         self.tip_header = header
@@ -544,6 +549,7 @@ class ChainState:
         except DecodeError as exc:
             raise ChainStateError(f"corrupt undo data ({exc}): run with --reindex") from exc
         parent = self.index[block.header.parent]
+        jobs_now = {key: self.db.get_state(key) for key in undo if key.startswith(PREFIX_JOB)}
         with self.db.atomic(sync=True) as batch:
             _write_changes(batch, undo)
             for pos, tx in enumerate(block.txs):
@@ -551,6 +557,7 @@ class ChainState:
             batch.delete_active_hash(block.height)
             batch.set_tip(parent.hash)
         self.tree.apply(undo)
+        self.job_tally.apply(jobs_now, undo, parent.height)
         self.tip = parent
         self.tip_header = self.get_block(parent.hash).header
         return block

@@ -13,12 +13,20 @@ import pytest
 
 from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
+from chain.encoding import DecodeError
 from chain.job_payloads import (
     MAX_REVEAL_PAYLOAD,
     JobClaim,
     JobProbe,
     JobReveal,
     decode_job_payload,
+)
+from chain.job_tally import (
+    RECENT_COMMIT_BLOCKS,
+    STATUS_OFFSET,
+    JobTally,
+    peek_committed_height,
+    peek_status,
 )
 from chain.jobs import HELD_STATUSES, Job, JobStatus, escrow_total, get_job, live_jobs
 from chain.keys import devnet_key
@@ -87,6 +95,15 @@ def _mine(chain: ChainState, txs: list[Transaction] | None = None, step: int = 1
     scanned = [(key[1:], Job.from_bytes(raw)) for key, raw in chain.db.iter_state(b"J")]
     unsettled = sorted((jid, job) for jid, job in scanned if job.status in HELD_STATUSES)
     assert sorted(live_jobs(chain.db.iter_state, chain.state_get)) == unsettled
+    _check_tally(chain)
+
+
+def _check_tally(chain: ChainState) -> None:
+    """The tally followed block by block equals one built from every job record."""
+    fresh = JobTally.build(chain.db.iter_state(b"J"), chain.tip.height)
+    assert chain.job_tally.counts == fresh.counts
+    floor = chain.tip.height - RECENT_COMMIT_BLOCKS
+    assert sorted(chain.job_tally.committed_after(floor)) == sorted(fresh.committed_after(floor))
 
 
 def _nonce(chain: ChainState, key: object) -> int:
@@ -399,6 +416,48 @@ def test_reorg_undoes_claim_and_timers(tmp_path: Path) -> None:
     chain._disconnect_tip()  # noqa: SLF001 - exercise the undo data directly
     assert _job(chain, job_id).status is JobStatus.OPEN
     assert dict(chain.db.iter_state()) == state_before
+    _check_tally(chain)
+
+
+def test_job_tally_follows_commits_payouts_and_reorgs(tmp_path: Path) -> None:
+    chain, a, b, job_id = _claimed(tmp_path)
+    assert chain.job_tally.counts[JobStatus.CLAIMED] == 1
+    _commit(chain, job_id, _exact(a, b))
+    committed_at = chain.tip.height
+    assert chain.job_tally.committed_after(committed_at - 1) == [job_id]
+    assert chain.job_tally.committed_after(committed_at) == []
+    _until(chain, job_id, JobStatus.PAID)
+    counts = chain.job_tally.counts
+    assert (counts[JobStatus.PAID], counts[JobStatus.COMMITTED]) == (1, 0)
+    assert chain.job_tally.committed_after(committed_at - 1) == [job_id]  # paid: still counted
+    while chain.tip.height >= committed_at:  # back to before the commit
+        chain._disconnect_tip()  # noqa: SLF001 - exercise the undo data directly
+        _check_tally(chain)
+    assert chain.job_tally.counts[JobStatus.CLAIMED] == 1
+    assert chain.job_tally.committed_after(0) == []
+    # a restart builds the same tally from the records
+    fresh = JobTally.build(chain.db.iter_state(b"J"), chain.tip.height)
+    assert fresh.counts == chain.job_tally.counts
+
+
+def test_peek_reads_the_fields_of_an_encoded_job() -> None:
+    job = Job(
+        buyer=b"\x01" * 20, m=8, k=16, n=8, h_a=b"\x02" * 32, h_b=b"\x03" * 32, bounty=7,
+        expires=9, submitted=3, status=JobStatus.COMMITTED, claimant=b"\x04" * 20, bond=5,
+        claim_deadline=11, claim_min_height=12, result_root=b"\x05" * 32,
+        committed_height=123456789, window_end=13, window_min_height=14,
+        probe_by=b"\x06" * 20, probe_deposit=0, probe_row=0, probe_chunk=0, probe_deadline=0,
+        probe_min_height=0, wake_height=15, claims=1, data_url=b"http://a", result_url=b"",
+    )  # fmt: skip
+    raw = job.to_bytes()
+    assert peek_status(raw) is JobStatus.COMMITTED
+    assert peek_committed_height(raw) == 123456789
+    with pytest.raises(DecodeError):
+        peek_status(raw[:100])
+    bad = bytearray(raw)
+    bad[STATUS_OFFSET] = 99
+    with pytest.raises(DecodeError):
+        peek_status(bytes(bad))
 
 
 def test_block_rules_unknown_mismatch(tmp_path: Path) -> None:

@@ -407,5 +407,21 @@ def test_waitforjob_answers_when_the_commit_reaches_the_pool(tmp_path: Path) -> 
         assert time.monotonic() - t < 2
         assert got["pending_commit"]["txid"] == commit.txid.hex()
         assert got["pending_commit"]["claimant"] == addr(h, 1)
+        assert got["pending_claims"] == 1 and got["pending_claimants"] == [addr(h, 1)]
+        pending = await h.result("listjobs", "pending")
+        assert [j["job_id"] for j in pending] == [job]
+        assert pending[0]["status"] == "pending" and pending[0]["pending_claimants"] == [addr(h, 1)]
+        assert await h.result("listjobs", "open") == []
+        # once it confirms: the counts and the recent commits of getmarketinfo and listjobs
+        for _ in range(3):
+            if (await h.result("getjob", job))["status"] == "committed":
+                break
+            await mine_and_submit(h, 1)
+        info = await h.result("getmarketinfo")
+        assert info["jobs"]["committed"] == 1 and info["jobs"]["pending"] == 0
+        assert info["delivered_multiply_adds"] == 64 * 128 * 64
+        for status in ("recent", "unsettled", "committed"):
+            assert [j["job_id"] for j in await h.result("listjobs", status)] == [job], status
+        assert await h.result("listjobs", "paid") == []
 
     run_node(tmp_path, body)

@@ -87,9 +87,12 @@ function setStatus(ok, msg) {
 }
 
 async function refreshSummary() {
-  const [info, peers, pool, poolTxs, mining, jobs, market] = await rpcBatch([
+  // Jobs in flight and jobs committed in recent blocks: both cost what is live, never
+  // the market's whole history (listjobs "all" reads every job record ever made).
+  const [info, peers, pool, poolTxs, mining, live, recent, market] = await rpcBatch([
     ["getblockchaininfo"], ["getpeerinfo"], ["getmempoolinfo"], ["getrawmempool", [true]],
-    ["getmininginfo"], ["listjobs", ["all", 40]], ["getmarketinfo"],
+    ["getmininginfo"], ["listjobs", ["unsettled", 40]], ["listjobs", ["recent", 40]],
+    ["getmarketinfo"],
   ]);
   if (!info) throw new Error("getblockchaininfo failed");
   text("network", info.chain);
@@ -120,11 +123,12 @@ async function refreshSummary() {
     text("market-detail", fmt(market.open_demand_multiply_adds) + " MAC open demand, " +
       market.going_bounty_per_multiply_add.toPrecision(3) + " per MAC going rate");
   }
-  const jobList = Array.isArray(jobs) ? jobs : [];
+  const liveJobs = Array.isArray(live) ? live : [];
+  const recentJobs = Array.isArray(recent) ? recent : [];
   const row = (j) => [{ text: short(j.job_id || j.id || "", 16), cls: "mono" },
     j.shape ? j.shape.join("×") : (j.m ? [j.m, j.k, j.n].join("×") : "–"), fmt(j.bounty), j.state || j.status || "open"];
-  fillRows("jobs-open", jobList.filter((j) => !SETTLED.has(j.state || j.status)).map(row), "no open jobs", 4);
-  fillRows("jobs-settled", jobList.filter((j) => SETTLED.has(j.state || j.status)).map(row), "no settled jobs", 4);
+  fillRows("jobs-open", liveJobs.map(row), "no open jobs", 4);
+  fillRows("jobs-settled", recentJobs.filter((j) => SETTLED.has(j.state || j.status)).map(row), "no settled jobs", 4);
   return info;
 }
 

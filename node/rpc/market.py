@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import statistics
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
 from chain.address import encode_address
 from chain.job_payloads import JobCommit, JobPayloadError, decode_job_payload
+from chain.job_tally import RECENT_COMMIT_BLOCKS
 from chain.jobs import (
     HELD_STATUSES,
     PREFIX_JOB,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 # Blocks the network rate is measured over: enough to smooth the lottery's luck, few
 # enough that the estimate follows a miner joining or leaving within minutes.
 RATE_BLOCKS = 60
+assert RATE_BLOCKS <= RECENT_COMMIT_BLOCKS  # the chain's tally remembers that many blocks' commits
 STATUS_NAMES = tuple(s.name.lower() for s in JobStatus)
 # waitforjob's longest wait: a client that wants longer asks again (one request is
 # never held past what HTTP clients and proxies commonly allow)
@@ -56,8 +59,8 @@ class WaitJobParams(Params):
 
 class ListJobsParams(Params):
     status: Literal[
-        "open", "pending", "claimed", "committed", "paid", "refunded", "reclaimed", "expired",
-        "all",
+        "open", "pending", "unsettled", "recent", "claimed", "committed", "paid", "refunded",
+        "reclaimed", "expired", "all",
     ] = "open"
     limit: Annotated[int, Field(ge=1, le=10000)] = 1000
 
@@ -278,9 +281,12 @@ class MarketMethods:
     def listjobs(self, ctx: CallContext, p: ListJobsParams) -> list[Any]:
         """Compute jobs, best bounty per multiply-add first; ``status`` filters (default
         "open": jobs a claim could take now; "pending": jobs whose submit waits in our
-        mempool, which a claim can take too; "all": every job on chain). Open and
-        pending jobs carry ``pending_claims`` while claims of them wait in our mempool."""
-        mtp = self.node.chain.mtp_after(self.node.chain.tip)
+        mempool, which a claim can take too; "unsettled": open, claimed and committed;
+        "recent": committed in the last RECENT_COMMIT_BLOCKS blocks, whatever their
+        status now; "all": every job on chain). Open and pending jobs carry
+        ``pending_claims`` while claims of them wait in our mempool."""
+        chain = self.node.chain
+        mtp = chain.mtp_after(chain.tip)
         out = []
         if p.status == "pending":
             for job_id, job in self.pool_jobs()[0].items():
@@ -289,13 +295,18 @@ class MarketMethods:
                     self._add_pool_actions(out[-1], job_id, job)
             out.sort(key=lambda j: -j["bounty_per_multiply_add"])
             return out[: p.limit]
-        unsettled = p.status in ("open", *(s.name.lower() for s in HELD_STATUSES))
-        chain = self.node.chain
-        jobs = live_jobs(chain.db.iter_state, chain.state_get) if unsettled else self.all_jobs()
+        jobs: Iterable[tuple[bytes, Job]]
+        if p.status == "recent":  # the chain's tally knows them: no walk of every job
+            recent = chain.job_tally.committed_after(chain.tip.height - RECENT_COMMIT_BLOCKS)
+            jobs = [(jid, job) for jid in recent if (job := get_job(chain.state_get, jid))]
+        elif p.status in ("open", "unsettled", *(s.name.lower() for s in HELD_STATUSES)):
+            jobs = live_jobs(chain.db.iter_state, chain.state_get)
+        else:
+            jobs = self.all_jobs()
         for job_id, job in jobs:
             if p.status == "open" and not (job.status == JobStatus.OPEN and mtp < job.expires):
                 continue
-            if p.status not in ("open", "all") and job.status.name.lower() != p.status:
+            if p.status in STATUS_NAMES and job.status.name.lower() != p.status:
                 continue
             out.append(self.job_info(job_id, job))
             if p.status == "open":
@@ -311,26 +322,26 @@ class MarketMethods:
         recs = list(itertools.islice(chain.ancestors(chain.tip.hash), RATE_BLOCKS + 1))
         since = recs[-1].height
         span = max(1, recs[0].timestamp - recs[-1].timestamp)
-        counts = dict.fromkeys(("pending", *STATUS_NAMES), 0)
+        tally = chain.job_tally  # jobs by status, recent commits: no walk of every job
+        counts = {"pending": 0, **{s.name.lower(): n for s, n in tally.counts.items()}}
         demand = bounty = busy = delivered = 0
         open_rates: list[float] = []
         paid_rates: list[float] = []
         pooled, claimed = self.pool_jobs()
         counts["pending"] = len(pooled)
         claimable = [job for jid, job in pooled.items() if jid not in claimed]
-        for jid, job in self.all_jobs():
-            counts[job.status.name.lower()] += 1
+        for jid, job in live_jobs(chain.db.iter_state, chain.state_get):
             if job.status == JobStatus.OPEN:
                 if jid not in claimed:
                     claimable.append(job)
                 demand += job.multiply_adds
                 bounty += job.bounty
                 open_rates.append(job.bounty / job.multiply_adds)
-            elif job.status in (JobStatus.CLAIMED, JobStatus.COMMITTED):
+            else:
                 busy += job.multiply_adds
-            if job.committed_height > since and job.status in (
-                JobStatus.COMMITTED, JobStatus.PAID
-            ):  # fmt: skip
+        for jid in tally.committed_after(since):
+            job = get_job(chain.state_get, jid)
+            if job is not None and job.status in (JobStatus.COMMITTED, JobStatus.PAID):
                 delivered += job.multiply_adds
                 paid_rates.append(job.bounty / job.multiply_adds)
         rate = self.network_rate()
