@@ -18,6 +18,7 @@ import numpy as np
 
 from chain.address import address_from_pubkey, encode_address
 from chain.keys import devnet_key
+from tests.marketutil import exact_product
 from tests.p2putil import P2P_ENV, free_port, write_genesis
 from wallet.jobs import JobClient
 from wallet.rpc import RpcClient, read_cookie
@@ -149,7 +150,7 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         client.wait(pid, timeout=180)
         res = client.result(pid)
         assert res.verified, res.actions
-        assert np.array_equal(res.c, a.astype(np.int64) @ b.astype(np.int64))
+        assert np.array_equal(res.c, exact_product(a, b))
         print(f"split product verified after {time.monotonic() - t0:.1f} s, {res.timings}")
         job_ids = [p["job_id"] for p in parts] + extra
         for job_id in job_ids:

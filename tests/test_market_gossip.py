@@ -36,7 +36,7 @@ from p2p.protocol import (
     decode,
     encode,
 )
-from tests.marketutil import operands
+from tests.marketutil import exact_product, operands
 from tests.p2putil import WirePeer, free_port
 from tests.test_market_blobs import BadPeer
 from tests.test_market_e2e import Proc, market_genesis, wait_for
@@ -373,7 +373,7 @@ def test_miner_fetches_operands_announced_by_peers(tmp_path: Path) -> None:
             ), timeout=15, procs=procs)  # fmt: skip
 
         res = client.result(job_id, a, b)
-        assert res.verified and np.array_equal(res.c, a.astype(np.int64) @ b.astype(np.int64))
+        assert res.verified and np.array_equal(res.c, exact_product(a, b))
     finally:
         for p in peers:
             try:

@@ -16,6 +16,7 @@ import numpy as np
 from chain.address import address_from_pubkey, encode_address
 from chain.keys import devnet_key
 from chain.network import Network, load_network
+from tests.marketutil import exact_product
 from tests.test_market_e2e import ROOT, Proc, market_genesis, wait_for
 from wallet.jobs import JobClient
 from wallet.rpc import read_cookie
@@ -81,7 +82,7 @@ def test_pouw_miner_takes_paid_jobs(tmp_path: Path) -> None:
         client.wait(pid, timeout=120)
         res = client.result(pid)
         assert res.verified, res.actions
-        assert np.array_equal(res.c, a.astype(np.int64) @ b.astype(np.int64))
+        assert np.array_equal(res.c, exact_product(a, b))
         parts = client.status(pid)["parts"]  # C may come before the claims confirm
         for job in parts:
             wait_for("payout", lambda j=job["job_id"]: rpc.call("getjob", j)["status"] == "paid",
@@ -118,7 +119,7 @@ def test_pouw_miner_delivers_before_anything_confirms(tmp_path: Path) -> None:
         client.wait(pid, timeout=60)
         res = client.result(pid)
         assert res.verified, res.actions
-        assert np.array_equal(res.c, a.astype(np.int64) @ b.astype(np.int64))
+        assert np.array_equal(res.c, exact_product(a, b))
         assert rpc.call("getblockcount") == 0
         job = rpc.call("getjob", pid)
         assert job["status"] == "pending" and job["pending_claimants"] == [address]
