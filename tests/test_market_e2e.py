@@ -186,7 +186,9 @@ CHEATS = {"wrong": 1, "withhold": 2, "other-root": 3, "vanish": 4}  # mode -> de
 
 
 def test_cheating_workers_lose_their_bonds(tmp_path: Path) -> None:
-    genesis = market_genesis(tmp_path)
+    # cheaters commit within milliseconds of their claim: a 6 s claim slack is ample,
+    # and the vanished claim's deadline passes sooner
+    genesis = market_genesis(tmp_path, claim_slack_s=6)
     from chain.network import load_network
 
     net = load_network("devnet", genesis)
