@@ -162,9 +162,15 @@ class RemoteMarket:
             return True
         job = held.job
         urls = [job.get("data_url", ""), self.blob_url]
+
+        async def both() -> list[npt.NDArray[np.integer]]:  # A and B^T at once
+            return list(await asyncio.gather(
+                fetch_blob(urls, bytes.fromhex(job["h_a"]), "a", job["m"], job["k"]),
+                fetch_blob(urls, bytes.fromhex(job["h_b"]), "bt", job["n"], job["k"]),
+            ))  # fmt: skip
+
         try:
-            a = asyncio.run(fetch_blob(urls, bytes.fromhex(job["h_a"]), "a", job["m"], job["k"]))
-            bt = asyncio.run(fetch_blob(urls, bytes.fromhex(job["h_b"]), "bt", job["n"], job["k"]))
+            a, bt = asyncio.run(both())
         except BlobError as exc:
             log.warning("job %s: operands unavailable: %s", job_id[:16], exc)
             self._failed[job_id] = time.monotonic() + RETRY_FAILED_S
@@ -174,6 +180,16 @@ class RemoteMarket:
 
         held.b = transposed(np.asarray(bt, dtype=np.int8))
         return True
+
+    def prefetch(self) -> None:
+        """Fetch the operands of the oldest claimed job still without them while the
+        workers are busy: a worker that comes free finds them in hand."""
+        now = time.monotonic()
+        for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
+            if held.dispatched or held.a is not None or self._failed.get(job_id, 0.0) > now:
+                continue
+            self._fetch(job_id, held)
+            return
 
     def next_job(self) -> tuple[str, npt.NDArray[np.int8], npt.NDArray[np.int8], bool] | None:
         """A claimed job not yet handed out, with its operands, and whether a template

@@ -459,6 +459,8 @@ class RemoteMiner:
                     if work is None:
                         break
                     self._dispatch(index, *work)
+                with self._market_lock:
+                    self.market.prefetch()
             except (RpcError, RpcConnectionError, TemplateError) as exc:
                 log.warning("market: %s", exc)
             except (KeyError, TypeError, ValueError) as exc:  # an answer not shaped as ours
