@@ -1,20 +1,21 @@
 """The miner's side of the compute market: claim jobs, fetch A and B, compute each
 product once, commit C, serve it, answer probes.
 
-Flow (docs/MARKET.md): the miner keeps up to ``claim_ahead`` jobs in hand. It claims
-the best-paying open job (bounty per multiply-add, at least ``min_bounty_per_mac``),
-on the tip or still a submit in the pool, with a JOB_CLAIM escrowing the required
-bond, and fetches its operands. ``next_work`` hands the job to the mining loop at once,
-without waiting for any block ("Delivery before confirmation"): while the claim is in
-the pool the product is mined as our own work, once the tip shows the claim as ours the
-header names the job; either way the product is computed once with the block lottery
-riding on it. ``deliver`` stores C in the blob store (served over HTTP and announced
-to peers) and sends the JOB_COMMIT, which follows the claim in nonce order: a buyer
-sees it in its pool and can fetch and check C before any of it confirms. On every new
-tip ``on_tip`` answers probes of our committed jobs with a JOB_REVEAL built from the
-stored C, claims again a job whose claim failed while it is still open and we hold its
-C, and forgets jobs that ended or whose claim we lost (a claim that lost a race is
-included as failed: it costs its fee, never a later transaction).
+Flow (docs/MARKET.md): the miner keeps up to ``claim_ahead`` jobs in hand. It claims the
+best-paying open job (bounty per multiply-add, at least ``min_bounty_per_mac``), on the
+tip or still a submit in the pool, with a JOB_CLAIM escrowing the required bond, and
+fetches its operands (the claim rounds: node/market_claims.py). ``next_work`` hands the
+job to the mining loop at once, without waiting for any block ("Delivery before
+confirmation"): while the claim is in the pool the product is mined as our own work,
+once the tip shows the claim as ours the header names the job; either way the product is
+computed once with the block lottery riding on it. ``deliver`` stores C in the blob
+store (served over HTTP and announced to peers) and sends the JOB_COMMIT, which follows
+the claim in nonce order: a buyer sees it in its pool and can fetch and check C before
+any of it confirms. On every new tip ``on_tip`` answers probes of our committed jobs
+with a JOB_REVEAL built from the stored C, claims again a job whose claim failed while
+it is still open and we hold its C, and forgets jobs that ended or whose claim we lost
+(a claim that lost a race is included as failed: it costs its fee, never a later
+transaction).
 
 Sources of A and B: the job's URL, ``extra_sources``, then the blob endpoints of peers
 that announced the root with the job's shape (``BlobPeers``: the P2P service). Every
@@ -25,13 +26,10 @@ announced is reported back and discouraged, one that is just unreachable is forg
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,86 +37,32 @@ import numpy.typing as npt
 
 from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
-from chain.jobs import ZERO_ADDRESS, Job, JobStatus, get_job, live_jobs, pooled_submit_job
+from chain.jobs import ZERO_ADDRESS, Job, JobStatus, get_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
-from chain.txkind import TxKind
 from compute.blobs import BlobStore
 from compute.fast_commit import warm_up
-from consensus.seal import check_shape
 from node.claim_order import (
-    BACKLOG_STEP_S,
-    FALLBACK_STEP_S,
-    PENDING_MIN_LEFT_S,
     RIVAL_WAIT_S,
     Sightings,
-    claimable_after,
-    horizon,
-    price_band,
+)
+from node.market_claims import (
+    ClaimRounds,
+    MarketCounters,
+    MarketSettings,
 )
 from node.market_operands import BlobPeers, Held, OperandFetcher
 from node.template import JobRef
 
 log = logging.getLogger("pouw.market")
 
-RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
-CLAIM_AHEAD = 2  # jobs in hand at least: one computing, the next one's operands fetched
-# Claimed work is computed at once (its claim need not confirm first), so a miner only
-# holds enough to stay busy until its next claim round: about this many seconds at its
-# measured rate. Holding more would take jobs that idle miners could start right away
-# (a product split into parts is then computed by several miners in parallel).
-WORK_AHEAD_S = 1.0
-MAX_HELD = 256  # jobs in hand at most (each a claim transaction and a bond)
 MAX_RESULTS = 65536  # roots of computed C remembered (32 bytes each, oldest dropped)
-# Claims go out in small rounds, each skipping the jobs that claims already in our pool
-# (other miners', relayed within milliseconds) go for: miners that all claimed a
-# block's worth at once on a new tip would mostly race each other for the same jobs.
-CLAIM_BATCH = 16
-PRICE_BAND = 1.25  # bounties per multiply-add within this factor rank as equal
-CLAIM_ROUND_S = 0.25
-# A submit reaching our pool triggers a quick round after SETTLE: a batch's other
-# submits arrive meanwhile. Which idle miner claims which fresh job: node/claim_order.
-QUICK_ROUND_SETTLE_S = 0.01
-# A job whose submit arrived this recently is left to idle miners' quick rounds: busy
-# miners' timer rounds take it only after this (a busy miner claiming a batch of new
-# jobs ahead would keep them from idle miners, which then compute nothing).
-IDLE_FIRST_S = 0.16
 RIVAL_SCAN_S = 0.02  # rival claims are read from the pool at most this often
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 
 
-@dataclass
-class MarketSettings:
-    key: PrivateKey  # signs claims, commits and reveals; its address is the miner address
-    serve_url: str = ""  # where this node serves C (its blob endpoint), put in the commit
-    min_bounty_per_mac: float = 0.0  # base units per multiply-add
-    fetch_timeout: float = 20.0
-    fee: int = 1000  # fee of each market transaction
-    claim_ahead: int = CLAIM_AHEAD
-    extra_sources: tuple[str, ...] = ()  # other blob endpoints to try for A and B
 
-
-@dataclass
-class MarketCounters:
-    claims_sent: int = 0
-    claims_lost: int = 0  # claims another worker won first (included as failed)
-    products: int = 0  # job products computed
-    multiply_adds: int = 0
-    recomputed: int = 0  # job products computed a second time (must stay 0)
-    commits: int = 0
-    reveals: int = 0
-
-
-def open_jobs(chain: ChainState) -> list[tuple[bytes, Job]]:
-    """Jobs a claim on the next block could take (open and not yet expired)."""
-    mtp = chain.mtp_after(chain.tip)
-    return [
-        (job_id, job) for job_id, job in live_jobs(chain.db.iter_state, chain.state_get)
-        if job.status == JobStatus.OPEN and mtp < job.expires
-    ]  # fmt: skip
-
-
-class MarketMiner:
+class MarketMiner(ClaimRounds):
     def __init__(
         self,
         chain: ChainState,
@@ -166,239 +110,6 @@ class MarketMiner:
         # the filler product in flight short, so the job starts now).
         self.wake: Callable[[], None] = lambda: None
         self._wake_due: float | None = None  # a wake set for a held job's rival wait
-
-    def _competing(self, now: float) -> bool:
-        """Another miner claimed a job within ALONE_AFTER_S."""
-        return not self._sightings.alone(now)
-
-    # --- choosing and claiming --------------------------------------------------------
-
-    def _open_jobs(self) -> list[tuple[bytes, Job]]:
-        """open_jobs on the tip, read once per tip (every job record is read)."""
-        tip = self.chain.tip.hash
-        if self._open_cache is None or self._open_cache[0] != tip:
-            self._open_cache = (tip, open_jobs(self.chain))
-        return self._open_cache[1]
-
-    def notice_tx(self, tx: Transaction) -> None:
-        """A transaction entered our pool (NodeEvents.tx_accepted): a new submit makes
-        the next ``next_work`` run a claim round at once."""
-        now = time.monotonic()
-        if tx.kind == TxKind.JOB_CLAIM:
-            self._sightings.saw(tx.sender, now)
-        if tx.kind == TxKind.JOB_SUBMIT and self._quick_round_at is None:
-            self._quick_round(now + QUICK_ROUND_SETTLE_S)  # the rest of a batch arrives
-
-    def _quick_round(self, at: float) -> None:
-        """Claim at ``at`` (monotonic): the mining loop's next call does, or a timer on
-        the event loop does it first, so that the claim never waits for a filler
-        product to end (``wake`` then cuts the filler short)."""
-        self._quick_round_at = at
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (a test driving the miner directly)
-            return
-        loop.call_later(max(0.0, at - time.monotonic()), self._on_quick_timer)
-
-    def _on_quick_timer(self) -> None:
-        if self._quick_round_at is None or time.monotonic() < self._quick_round_at:
-            return  # the mining loop ran the round already, or a later turn replaced it
-        if self._claim_round(time.monotonic()):
-            self.wake()  # a job of ours waits: the filler product in flight gives way
-
-    def _has_unfinished(self) -> bool:
-        return any(not h.computed and jid not in self._behind for jid, h in self.held.items())
-
-    def _claim_round(self, now: float) -> bool:
-        """A claim round if one is due (quick: a submit arrived, or we are idle and jobs
-        are open; else every CLAIM_ROUND_S). True if it claimed a job."""
-        quick = self._quick_round_at is not None and now >= self._quick_round_at
-        idle = self._more_open and not self._has_unfinished()  # claim the next one now
-        if not (quick or idle or now - self._last_round >= CLAIM_ROUND_S):
-            return False
-        if quick:  # (a timer round leaves a quick round still to come in place: it
-            self._quick_round_at = None  # skips fresh jobs, which that round is for)
-        if not (quick or idle):
-            self._last_round = now
-        sent = self.counters.claims_sent
-        self._claim_more(quick or idle)
-        return self.counters.claims_sent > sent
-
-    def _scan_pool(self) -> tuple[list[tuple[bytes, Job]], dict[bytes, bytes]]:
-        """One pass over our mempool: jobs whose submit waits there (not on the tip
-        yet), and the jobs that others' claims there go for, each with the lowest txid
-        of those claims (a claim of ours would most likely lose the race)."""
-        pending: list[tuple[bytes, Job]] = []
-        rivals: dict[bytes, bytes] = {}
-        seen: dict[bytes, tuple[Job | None, float]] = {}
-        now = time.monotonic()
-        for tx in self.pool_txs():
-            if tx is None:
-                continue
-            if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
-                if tx.sender != self.address:
-                    rivals[tx.payload] = min(rivals.get(tx.payload, tx.txid), tx.txid)
-                    self._sightings.saw(tx.sender, now)
-            elif tx.kind == TxKind.JOB_SUBMIT:
-                txid = tx.txid
-                known = self._pooled_submits.get(txid)
-                job, first_seen = known if known is not None else (pooled_submit_job(tx), now)
-                seen[txid] = (job, first_seen)
-                if job is not None:
-                    pending.append((txid, job))
-        self._pooled_submits = seen
-        return pending, rivals
-
-    def _rival_claims(self, job_ids: list[bytes]) -> dict[bytes, bytes]:
-        """Others' pooled claims of these jobs: job id -> the lowest txid among them
-        (read from the pool's job index where there is one, else a pool scan)."""
-        if self.job_actions is None:
-            return self._scan_pool()[1]
-        rivals: dict[bytes, bytes] = {}
-        for job_id in job_ids:
-            for tx in self.job_actions(job_id):
-                if tx.kind == TxKind.JOB_CLAIM and tx.payload == job_id:
-                    if tx.sender != self.address:
-                        rivals[job_id] = min(rivals.get(job_id, tx.txid), tx.txid)
-                        self._sightings.saw(tx.sender, time.monotonic())
-        return rivals
-
-    def candidates(self) -> list[tuple[bytes, Job]]:
-        now = time.monotonic()
-        rate = self.settings.min_bounty_per_mac
-        pending, taken = self._scan_pool()
-        open_now = self._open_jobs()
-        on_tip = {jid for jid, _ in open_now}
-        mtp = self.chain.mtp_after(self.chain.tip)
-        pending = [
-            (jid, job) for jid, job in pending
-            if jid not in on_tip and job.expires > mtp + PENDING_MIN_LEFT_S
-            and get_job(self.chain.state_get, jid) is None
-        ]  # fmt: skip
-        jobs = [
-            (jid, job) for jid, job in [*open_now, *pending]
-            if jid not in self.held and jid not in taken and self._failed.get(jid, 0.0) <= now
-            and job.bounty >= rate * job.multiply_adds
-            and check_shape(self.chain.network.pouw, job.m, job.k, job.n).ok
-        ]  # fmt: skip
-        # Best paying first (in PRICE_BAND steps); within a band an order of our own (a
-        # hash of our address and the job), so that miners racing for the same jobs
-        # mostly claim different ones instead of all losing fees on the first.
-        jobs.sort(key=lambda item: (
-            -price_band(item[1].bounty, item[1].multiply_adds, PRICE_BAND),
-            hashlib.sha256(self.address + item[0]).digest(),
-        ))  # fmt: skip
-        return jobs
-
-    def forget(self, job_id: bytes) -> None:
-        self._failed[job_id] = time.monotonic() + RETRY_FAILED_S
-        self.held.pop(job_id, None)
-
-    def _send(self, tx: Transaction, what: str) -> bool:
-        result = self.submit_tx(tx)
-        ok = bool(getattr(result, "ok", True))
-        if not ok:
-            log.warning("%s not accepted by the mempool: %s", what, result)
-        return ok
-
-    def _wanted_work(self) -> int:
-        """Multiply-adds of unfinished claims to hold (WORK_AHEAD_S of our rate)."""
-        return int(self.rate * WORK_AHEAD_S)
-
-    def _claim_more(self, quick: bool = False) -> None:
-        """Claim the best candidates up to ``claim_ahead`` jobs or WORK_AHEAD_S of work
-        in hand; a ``quick`` round (a submit just arrived, or we are idle and jobs are
-        open) claims one job, and only when we have none in hand: busy miners leave new
-        jobs to idle ones, and take what is left at their next round."""
-        unfinished = [
-            h for jid, h in self.held.items() if not h.computed and jid not in self._behind
-        ]
-        count, work = len(unfinished), sum(h.job.multiply_adds for h in unfinished)
-        ahead = 1 if quick else self.settings.claim_ahead
-        candidates = self.candidates()
-        now = time.monotonic()  # after the scan: a submit it saw first is fresh, not future
-        self._more_open = len(candidates) > ahead - count
-        turns, backlog_turns = self._turns(candidates, now)
-        for job_id, job in candidates[:CLAIM_BATCH]:
-            root = self._results.get(job_id)
-            if root is not None:  # computed once already: claim and commit that C
-                done = Held(job, time.monotonic(), b"", computed=True, result_root=root)
-                if self._claim_again(job_id, done, job):
-                    self.held[job_id] = done
-                continue
-            if count >= MAX_HELD or (
-                count >= ahead and (quick or work >= self._wanted_work())
-            ):  # fmt: skip
-                break
-            turn = turns.get(job_id)
-            if turn is not None and (not quick or turn > now):
-                continue  # fresh: idle miners' quick rounds have it, each in its turn
-            if not quick and backlog_turns.get(job_id, now) > now:
-                continue  # another busy miner's share of the backlog, for now
-            tx = self._claim_tx(job_id, job)
-            if not self._send(tx, f"claim of {job_id.hex()[:16]}"):
-                self.forget(job_id)
-                continue
-            # designated, and claiming before the next miner's turn: no rival to wait for
-            seen = self._pooled_submits.get(job_id, (None, 0.0))[1]
-            first_turn = turn == seen and now - seen < 0.8 * FALLBACK_STEP_S
-            held = Held(
-                job, time.monotonic(), tx.txid, unrivalled=first_turn or not self._competing(now)
-            )  # fmt: skip
-            self.held[job_id] = held
-            if count == 0:  # the next job we compute: its operands start coming now
-                self.operands.prefetch(job_id, held)
-            count, work = count + 1, work + job.multiply_adds
-            self.counters.claims_sent += 1
-            log.info(
-                "claimed job %s (%dx%dx%d, bounty %d, bond %d)%s",
-                job_id.hex()[:16], job.m, job.k, job.n, job.bounty, tx.amount,
-                "" if job.submitted else ", its submit still pooled",
-            )  # fmt: skip
-
-    def _turns(
-        self, candidates: list[tuple[bytes, Job]], now: float
-    ) -> tuple[dict[bytes, float], dict[bytes, float]]:
-        """When our turn to claim each candidate comes (node/claim_order), as two maps:
-        fresh pooled jobs (left to idle miners' quick rounds) and, where other miners
-        are known, the backlog (claimed ahead by busy miners, each its share first).
-        A job in neither map is anyone's now."""
-        others = self._sightings.others(now)
-        for jid, _ in candidates:  # a backlog job's turns count from when we first saw it
-            self._first_seen.setdefault(jid, self._pooled_submits.get(jid, (None, now))[1])
-        if len(self._first_seen) > 4 * len(candidates) + MAX_HELD:
-            keep = {jid for jid, _ in candidates}
-            self._first_seen = {j: t for j, t in self._first_seen.items() if j in keep}
-        # fresh for at least IDLE_FIRST_S: a busy miner's timer round leaves a new job to
-        # idle miners' quick rounds that long, even where no other miner is known yet
-        fresh_since = now - max(horizon(others) + QUICK_ROUND_SETTLE_S, IDLE_FIRST_S)
-        fresh: list[tuple[bytes, int]] = []
-        backlog: list[tuple[bytes, int]] = []
-        for jid, job in candidates:
-            band = price_band(job.bounty, job.multiply_adds, PRICE_BAND)
-            pooled_at = self._pooled_submits.get(jid, (None, -math.inf))[1]
-            (fresh if pooled_at > fresh_since else backlog).append((jid, band))
-        fresh_turns: dict[bytes, float] = {}
-        if fresh:
-            after = claimable_after(self.address, others, fresh)
-            fresh_turns = {jid: self._pooled_submits[jid][1] + w for jid, w in after.items()}
-            later = [t for t in fresh_turns.values() if t > now]
-            if later and (self._quick_round_at is None or self._quick_round_at > min(later)):
-                self._quick_round(min(later))  # wake for our next turn
-        backlog_turns: dict[bytes, float] = {}
-        if backlog and others:
-            after = claimable_after(self.address, others, backlog, step=BACKLOG_STEP_S)
-            backlog_turns = {jid: self._first_seen[jid] + w for jid, w in after.items() if w}
-        return fresh_turns, backlog_turns
-
-    def _claim_tx(self, job_id: bytes, job: Job) -> Transaction:
-        from wallet.job_txs import claim_tx
-
-        bond = self.chain.network.market.bond_for(job.bounty)
-        return claim_tx(
-            self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
-            bond, fee=self.settings.fee,
-        )  # fmt: skip
 
     # --- the mining loop's side -------------------------------------------------------
 

@@ -23,7 +23,7 @@ log = logging.getLogger("pouw.market")
 
 
 class FetchSettings(Protocol):
-    """What the fetcher reads of the miner's settings (node/market_miner.MarketSettings)."""
+    """What the fetcher reads of the miner's settings (node/market_claims.MarketSettings)."""
 
     fetch_timeout: float
     extra_sources: tuple[str, ...]  # other blob endpoints to try for A and B
