@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chain.storage import BlockStatus, IndexRecord
+from chain.index_record import BlockStatus, IndexRecord
 
 
 def best_candidate(

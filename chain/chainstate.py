@@ -30,6 +30,7 @@ from chain.bestchain import best_candidate, best_descendant
 from chain.block import Block
 from chain.encoding import DecodeError
 from chain.genesis import genesis_block, genesis_changes
+from chain.index_record import BlockStatus, IndexRecord
 from chain.integrity import block_problem, decode_checked
 from chain.job_tally import JobTally
 from chain.jobs import PREFIX_JOB
@@ -42,13 +43,7 @@ from chain.state import (
     encode_undo,
 )
 from chain.state_tree import StateTree
-from chain.storage import (
-    BlockStatus,
-    ChainDB,
-    CorruptBlockError,
-    IndexRecord,
-    reindex_command,
-)
+from chain.storage import ChainDB, CorruptBlockError, reindex_command
 from chain.tiprecord import TIP_RECORD_NAME, TipRecord
 from chain.transition import Failures, apply_block
 from chain.tx import Transaction

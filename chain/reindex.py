@@ -23,9 +23,10 @@ from chain.block import Block
 from chain.chainstate import ChainState, ChainStateError
 from chain.genesis import genesis_block, genesis_changes
 from chain.header import Header
+from chain.index_record import BlockStatus, IndexRecord
 from chain.integrity import decode_checked
 from chain.network import Network
-from chain.storage import DERIVED_PREFIXES, BlockStatus, ChainDB, IndexRecord
+from chain.storage import DERIVED_PREFIXES, ChainDB
 from consensus.difficulty import block_work
 
 log = logging.getLogger("pouw.chain")

@@ -1,8 +1,9 @@
 """LevelDB (plyvel) storage for the chain: one database at ``<datadir>/chain``.
 
 This layer stores opaque bytes. Block, header, undo and state *formats* belong to the
-chain code; this module only defines the key layout, the block index record
-(:class:`IndexRecord`) and the metadata that guards against opening the wrong database.
+chain code; this module only defines the key layout, stores the block index record
+(chain/index_record.py: :class:`IndexRecord`) and the metadata that guards against
+opening the wrong database.
 
 Key layout (one LevelDB, the first byte of every key is a prefix):
 
@@ -46,18 +47,23 @@ than the one that opened it raises :class:`StorageError`.
 
 from __future__ import annotations
 
-import enum
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import plyvel
 
 from chain.datadir import Closeable, DataDir, DatadirLockedError
+from chain.index_record import (
+    HASH_LEN,
+    MAX_WORK_BYTES,
+    IndexRecord,
+    check_hash,
+    check_height,
+)
 from chain.storage_errors import (
     BatchClosedError,
     CorruptBlockError,
@@ -79,13 +85,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "AtomicBatch",
     "BatchClosedError",
-    "BlockStatus",
     "ChainDB",
     "CorruptBlockError",
     "CorruptionError",
     "DatadirLockedError",
     "DiskFullError",
-    "IndexRecord",
     "NetworkMismatchError",
     "SchemaVersionError",
     "StorageError",
@@ -100,8 +104,6 @@ __all__ = [
 # Bump on any change to the key layout or IndexRecord encoding (2: tx receipts, market v2).
 SCHEMA_VERSION = 2
 CHAIN_DB_DIRNAME = "chain"  # the LevelDB lives at <datadir>/chain
-HASH_LEN = 32
-MAX_WORK_BYTES = 64  # cumulative work is capped at 2**512 - 1
 
 PREFIX_BLOCK = b"b"  # b"b" + hash(32)       -> block body bytes
 PREFIX_INDEX = b"i"  # b"i" + hash(32)       -> IndexRecord.to_bytes()
@@ -142,42 +144,26 @@ _U64_MAX = 2**64 - 1
 # --- helpers ----------------------------------------------------------------------
 
 
-def _check_hash(value: bytes, what: str = "hash") -> bytes:
-    if type(value) is not bytes:
-        raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
-    if len(value) != HASH_LEN:
-        raise ValueError(f"{what} must be {HASH_LEN} bytes, got {len(value)}")
-    return value
-
-
 def _check_bytes(value: bytes, what: str) -> bytes:
     if type(value) is not bytes:
         raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
     return value
 
 
-def _check_height(height: int) -> int:
-    if isinstance(height, bool) or not isinstance(height, int):
-        raise TypeError(f"height must be int, not {type(height).__name__}")
-    if not 0 <= height <= _U64_MAX:
-        raise ValueError(f"height {height} out of u64 range")
-    return height
-
-
 def _height_key(height: int) -> bytes:
-    return PREFIX_HEIGHT + _U64.pack(_check_height(height))
+    return PREFIX_HEIGHT + _U64.pack(check_height(height))
 
 
 def _block_key(block_hash: bytes) -> bytes:
-    return PREFIX_BLOCK + _check_hash(block_hash)
+    return PREFIX_BLOCK + check_hash(block_hash)
 
 
 def _index_key(block_hash: bytes) -> bytes:
-    return PREFIX_INDEX + _check_hash(block_hash)
+    return PREFIX_INDEX + check_hash(block_hash)
 
 
 def _undo_key(block_hash: bytes) -> bytes:
-    return PREFIX_UNDO + _check_hash(block_hash)
+    return PREFIX_UNDO + check_hash(block_hash)
 
 
 def _state_key(key: bytes) -> bytes:
@@ -188,113 +174,6 @@ def _stored_hash(raw: bytes | None, what: str) -> bytes | None:
     if raw is not None and len(raw) != HASH_LEN:
         raise CorruptionError(f"{what} holds {len(raw)} bytes, expected {HASH_LEN}")
     return raw
-
-
-# --- block index record -----------------------------------------------------------
-
-
-class BlockStatus(enum.IntFlag):
-    """Validation progress of a block in the index (stored as u32)."""
-
-    NONE = 0
-    HEADER_VALID = 1  # header checked (PoUW seal, difficulty, time)
-    DATA_STORED = 2  # the body is stored under b"b" + hash
-    VALID = 4  # fully validated (connected at least once)
-    INVALID = 8  # failed validation; never connect it or its descendants
-
-
-_STATUS_ALL = int(
-    BlockStatus.HEADER_VALID | BlockStatus.DATA_STORED | BlockStatus.VALID | BlockStatus.INVALID
-)
-
-# hash(32) parent(32) height(u64) work_len(u16) | work(work_len) | status(u32) timestamp(u64)
-_INDEX_HEAD = struct.Struct(">32s32sQH")
-_INDEX_TAIL = struct.Struct(">IQ")
-INDEX_RECORD_MIN_LEN = _INDEX_HEAD.size + _INDEX_TAIL.size  # 86
-INDEX_RECORD_MAX_LEN = INDEX_RECORD_MIN_LEN + MAX_WORK_BYTES  # 150
-
-
-@dataclass(frozen=True, slots=True)
-class IndexRecord:
-    """One block index entry: a known header, on the active chain or a side chain.
-
-    ``parent`` is 32 zero bytes for the genesis block. ``cumulative_work`` is the
-    chain work up to and including this block (non-negative, at most 64 bytes).
-
-    Encoding (big-endian): hash 32 | parent 32 | height u64 | work length u16 |
-    work bytes (minimal, no leading zero byte; empty for 0) | status u32 | timestamp u64.
-    """
-
-    hash: bytes
-    parent: bytes
-    height: int
-    cumulative_work: int
-    status: BlockStatus
-    timestamp: int
-
-    def __post_init__(self) -> None:
-        _check_hash(self.hash, "hash")
-        _check_hash(self.parent, "parent")
-        _check_height(self.height)
-        work = self.cumulative_work
-        if isinstance(work, bool) or not isinstance(work, int):
-            raise TypeError("cumulative_work must be int")
-        if work < 0 or work.bit_length() > 8 * MAX_WORK_BYTES:
-            raise ValueError(f"cumulative_work out of range (0 .. 2**{8 * MAX_WORK_BYTES}-1)")
-        status = self.status
-        if isinstance(status, bool) or not isinstance(status, int):
-            raise TypeError("status must be a BlockStatus")
-        if int(status) & ~_STATUS_ALL:
-            raise ValueError(f"unknown status bits in {int(status):#x}")
-        if not isinstance(status, BlockStatus):
-            object.__setattr__(self, "status", BlockStatus(int(status)))
-        ts = self.timestamp
-        if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= _U64_MAX:
-            raise ValueError("timestamp must be an int in u64 range")
-
-    def to_bytes(self) -> bytes:
-        work = self.cumulative_work
-        work_bytes = work.to_bytes((work.bit_length() + 7) // 8, "big")
-        return (
-            _INDEX_HEAD.pack(self.hash, self.parent, self.height, len(work_bytes))
-            + work_bytes
-            + _INDEX_TAIL.pack(int(self.status), self.timestamp)
-        )
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> IndexRecord:
-        """Decode strictly; anything but a canonical encoding raises CorruptionError."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError("from_bytes needs bytes")
-        data = bytes(data)
-        n = len(data)
-        if n < INDEX_RECORD_MIN_LEN:
-            raise CorruptionError(
-                f"index record too short: {n} bytes (minimum {INDEX_RECORD_MIN_LEN})"
-            )
-        block_hash, parent, height, work_len = _INDEX_HEAD.unpack_from(data, 0)
-        if work_len > MAX_WORK_BYTES:
-            raise CorruptionError(f"index record work length {work_len} > {MAX_WORK_BYTES}")
-        if n != INDEX_RECORD_MIN_LEN + work_len:
-            raise CorruptionError(
-                f"index record length {n} does not match its work length {work_len} "
-                f"(expected {INDEX_RECORD_MIN_LEN + work_len})"
-            )
-        off = _INDEX_HEAD.size
-        work_bytes = data[off : off + work_len]
-        if work_len and work_bytes[0] == 0:
-            raise CorruptionError("index record work is not minimally encoded")
-        status, timestamp = _INDEX_TAIL.unpack_from(data, off + work_len)
-        if status & ~_STATUS_ALL:
-            raise CorruptionError(f"index record has unknown status bits {status:#x}")
-        return cls(
-            hash=block_hash,
-            parent=parent,
-            height=height,
-            cumulative_work=int.from_bytes(work_bytes, "big"),
-            status=BlockStatus(status),
-            timestamp=timestamp,
-        )
 
 
 # --- atomic batch -----------------------------------------------------------------
@@ -362,7 +241,7 @@ class AtomicBatch:
 
     # active chain
     def set_active_hash(self, height: int, block_hash: bytes) -> None:
-        self._put(_height_key(height), _check_hash(block_hash))
+        self._put(_height_key(height), check_hash(block_hash))
 
     def delete_active_hash(self, height: int) -> None:
         self._delete(_height_key(height))
@@ -392,26 +271,26 @@ class AtomicBatch:
     ) -> None:  # fmt: skip
         """Index an active-chain transaction by id and by the addresses it touches;
         ``failure`` is the reason of a job transaction included as failed (its receipt)."""
-        where = _check_hash(block_hash) + height.to_bytes(8, "big") + position.to_bytes(4, "big")
-        self._put(PREFIX_TX + _check_hash(txid), where + failure.encode()[:MAX_RECEIPT])
+        where = check_hash(block_hash) + height.to_bytes(8, "big") + position.to_bytes(4, "big")
+        self._put(PREFIX_TX + check_hash(txid), where + failure.encode()[:MAX_RECEIPT])
         for address in set(addresses):
             self._put(_address_tx_key(address, height, position), txid)
 
     def delete_tx_location(
         self, txid: bytes, height: int, position: int, addresses: Iterable[bytes]
     ) -> None:
-        self._delete(PREFIX_TX + _check_hash(txid))
+        self._delete(PREFIX_TX + check_hash(txid))
         for address in set(addresses):
             self._delete(_address_tx_key(address, height, position))
 
     def set_tip(self, block_hash: bytes) -> None:
-        self._put(META_TIP, _check_hash(block_hash))
+        self._put(META_TIP, check_hash(block_hash))
 
     def set_reorg_target(self, block_hash: bytes | None) -> None:
         if block_hash is None:
             self._delete(META_REORG)
         else:
-            self._put(META_REORG, _check_hash(block_hash))
+            self._put(META_REORG, check_hash(block_hash))
 
     def set_reindexing(self, on: bool) -> None:
         if on:
@@ -426,7 +305,7 @@ class AtomicBatch:
         self._delete(key)
 
     def set_genesis(self, block_hash: bytes) -> None:
-        self._put(META_GENESIS, _check_hash(block_hash))
+        self._put(META_GENESIS, check_hash(block_hash))
 
 
 # --- the database -----------------------------------------------------------------
@@ -746,7 +625,7 @@ class ChainDB(Closeable):
         return _stored_hash(self._get(_height_key(height)), f"height {height} entry")
 
     def set_active_hash(self, height: int, block_hash: bytes, *, sync: bool = False) -> None:
-        self._put_one(_height_key(height), _check_hash(block_hash), sync)
+        self._put_one(_height_key(height), check_hash(block_hash), sync)
 
     # --- state
 
@@ -785,7 +664,7 @@ class ChainDB(Closeable):
         return None if raw is None else raw[HASH_LEN + 12 :].decode(errors="replace")
 
     def _tx_entry(self, txid: bytes) -> bytes | None:
-        raw = self._get(PREFIX_TX + _check_hash(txid))
+        raw = self._get(PREFIX_TX + check_hash(txid))
         if raw is not None and not HASH_LEN + 12 <= len(raw) <= HASH_LEN + 12 + MAX_RECEIPT:
             raise CorruptionError(f"tx index entry of {txid.hex()} has {len(raw)} bytes")
         return raw
@@ -803,7 +682,7 @@ class ChainDB(Closeable):
         return _stored_hash(self._get(META_TIP), "tip record")
 
     def set_tip(self, block_hash: bytes, *, sync: bool = True) -> None:
-        self._put_one(META_TIP, _check_hash(block_hash), sync)
+        self._put_one(META_TIP, check_hash(block_hash), sync)
 
     def get_genesis(self) -> bytes | None:
         return _stored_hash(self._get(META_GENESIS), "genesis record")
@@ -822,7 +701,7 @@ class ChainDB(Closeable):
             yield key
 
     def set_genesis(self, block_hash: bytes, *, sync: bool = True) -> None:
-        self._put_one(META_GENESIS, _check_hash(block_hash), sync)
+        self._put_one(META_GENESIS, check_hash(block_hash), sync)
 
 
 def _address_tx_key(address: bytes, height: int, position: int) -> bytes:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from chain.block import Block
 from chain.chainstate import ChainState
 from chain.header import Header
-from chain.storage import BlockStatus
+from chain.index_record import BlockStatus
 from chain.validation import (
     BlockCheck,
     ParentContext,

@@ -10,9 +10,10 @@ import pytest
 
 from chain.block import Block
 from chain.chainstate import ChainState, ChainStateError
+from chain.index_record import BlockStatus, IndexRecord
 from chain.reindex import reindex
 from chain.state_tree import StateTree
-from chain.storage import BlockStatus, CorruptBlockError, IndexRecord
+from chain.storage import CorruptBlockError
 from chain.tiprecord import TIP_RECORD_NAME, parse_tip_record
 from tests.chainutil import Clock, easy_devnet, mine_block, open_db
 

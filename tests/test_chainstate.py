@@ -10,11 +10,11 @@ import pytest
 
 from chain.block import Block
 from chain.chainstate import ChainState
+from chain.index_record import BlockStatus
 from chain.jobs import PREFIX_JOB, Job, escrow_total
 from chain.reindex import reindex
 from chain.state import KEY_SUPPLY, PREFIX_ACCOUNT, PREFIX_REWARD, Account
 from chain.state_tree import StateTree
-from chain.storage import BlockStatus
 from chain.tx import Transaction, transactions_root
 from chain.validation import BlockReject, Verdict, invalid
 from consensus.subsidy import block_subsidy

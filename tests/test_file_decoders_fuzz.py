@@ -27,11 +27,12 @@ from hypothesis import strategies as st
 from chain.block import Block
 from chain.encoding import DecodeError
 from chain.genesis import genesis_block
+from chain.index_record import BlockStatus, IndexRecord
 from chain.jobs import Job, JobStatus
 from chain.keys import PrivateKey
 from chain.network import NetworkError, load_network, parse_genesis
 from chain.state import Account, Contribution, decode_undo, encode_undo
-from chain.storage import BlockStatus, CorruptionError, IndexRecord
+from chain.storage import CorruptionError
 from chain.tiprecord import parse_tip_record
 from node.settings_file import ConfigError, parse_config
 from p2p.addrbook import AddressBook

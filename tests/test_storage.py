@@ -18,16 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.datadir import DataDir, DatadirLockedError
+from chain.index_record import INDEX_RECORD_MIN_LEN, MAX_WORK_BYTES, BlockStatus, IndexRecord
 from chain.storage import (
-    INDEX_RECORD_MIN_LEN,
-    MAX_WORK_BYTES,
     META_SCHEMA,
     SCHEMA_VERSION,
     BatchClosedError,
-    BlockStatus,
     ChainDB,
     CorruptionError,
-    IndexRecord,
     NetworkMismatchError,
     SchemaVersionError,
     StorageError,

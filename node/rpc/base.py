@@ -14,7 +14,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from chain.address import AddressError, decode_address, encode_address
-from chain.storage import IndexRecord
+from chain.index_record import IndexRecord
 from consensus.difficulty import median_time_past
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, RpcError
 

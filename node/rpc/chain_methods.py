@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from chain.block import Block
-from chain.storage import BlockStatus, IndexRecord
+from chain.index_record import BlockStatus, IndexRecord
 from node.rpc.base import MethodsBase
 from node.rpc.blockcache import BlockJsonCache, block_reply
 from node.rpc.encode import difficulty, header_json, hex256, tx_json
