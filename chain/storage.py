@@ -334,6 +334,7 @@ class ChainDB(Closeable):
         network: str,
         create_if_missing: bool = True,
         repaired: bool = False,
+        durable: bool = True,
     ) -> None:
         if not isinstance(datadir, DataDir):
             raise TypeError("ChainDB needs a DataDir (which holds the datadir lock)")
@@ -346,6 +347,10 @@ class ChainDB(Closeable):
         self._network = network
         self._path = datadir.sub(CHAIN_DB_DIRNAME)
         self._pid = os.getpid()
+        # fsync the writes that ask for it; False for a database its maker can rebuild
+        # (tests and benchmarks building a chain): each write is still atomic, and it
+        # survives the process being killed, not the machine losing power
+        self.durable = durable
         self._db: Any = None
         self.min_free_bytes = MIN_FREE_BYTES
         # (raw, hash) -> why the bytes are not that block, or None. Bodies are opaque
@@ -515,7 +520,7 @@ class ChainDB(Closeable):
         block see the database as before the batch; use ``batch.pending_state``.
         """
         self.check_free_space()
-        wb = self._handle().write_batch(transaction=True, sync=sync)
+        wb = self._handle().write_batch(transaction=True, sync=sync and self.durable)
         batch = AtomicBatch(self, wb)
         try:
             with wb:  # transaction=True: plyvel writes on clean exit, drops on exception
@@ -528,13 +533,13 @@ class ChainDB(Closeable):
     def _put_one(self, key: bytes, value: bytes, sync: bool) -> None:
         self.check_free_space()
         try:
-            self._handle().put(key, value, sync=sync)
+            self._handle().put(key, value, sync=sync and self.durable)
         except plyvel.Error as exc:
             raise self._translate(exc, "writing") from None
 
     def _delete_one(self, key: bytes, sync: bool) -> None:
         try:
-            self._handle().delete(key, sync=sync)
+            self._handle().delete(key, sync=sync and self.durable)
         except plyvel.Error as exc:
             raise self._translate(exc, "writing") from None
 
@@ -716,10 +721,12 @@ def open_chain(
     network: str,
     create_if_missing: bool = True,
     repair: bool = False,
+    durable: bool = True,
 ) -> ChainDB:
     """Lock the datadir at ``path`` and open its ChainDB; ``close()`` releases both.
 
-    ``repair`` repairs the database first, under the lock (chain/salvage.py).
+    ``repair`` repairs the database first, under the lock (chain/salvage.py);
+    ``durable`` False skips the fsyncs (ChainDB: a database its maker can rebuild).
     Raises :class:`DatadirLockedError` if another process holds the datadir.
     """
     datadir = DataDir(path)
@@ -728,7 +735,10 @@ def open_chain(
             from chain.salvage import repair as repair_and_salvage  # it builds on this module
 
             repair_and_salvage(datadir.sub(CHAIN_DB_DIRNAME))
-        db = ChainDB(datadir, network=network, create_if_missing=create_if_missing, repaired=repair)
+        db = ChainDB(
+            datadir, network=network, create_if_missing=create_if_missing, repaired=repair,
+            durable=durable,
+        )  # fmt: skip
     except BaseException:
         datadir.close()
         raise

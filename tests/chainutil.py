@@ -39,7 +39,8 @@ def easy_devnet(**overrides: Any) -> Network:
 
 
 def open_db(path: Path, network: Network) -> ChainDB:
-    return open_chain(path, network=network.name)
+    """A test's own chain database: no fsyncs (nothing outlives the test)."""
+    return open_chain(path, network=network.name, durable=False)
 
 
 class Clock:

@@ -88,7 +88,7 @@ def write_genesis(path: Path, blocks_before_now: int) -> Network:
 
 def premine(datadir: Path, network: Network, count: int, miner_key: int = 4) -> bytes:
     """Mine ``count`` blocks into ``datadir`` (one second apart); returns the tip hash."""
-    db = open_chain(datadir / "devnet", network="devnet")
+    db = open_chain(datadir / "devnet", network="devnet", durable=False)  # rebuilt per test
     try:
         clock = Clock(network.genesis_time)
         chain = ChainState(db, network, clock)

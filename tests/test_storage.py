@@ -389,6 +389,24 @@ def test_atomic_unsynced_batch(db: ChainDB) -> None:
     assert len(list(db.iter_state(b"k"))) == 1000
 
 
+def test_a_database_opened_without_durability_keeps_its_writes(tmp_path: Path) -> None:
+    """durable=False drops the fsyncs, not the writes: all there after a reopen."""
+    from chain.storage import open_chain
+
+    db = open_chain(tmp_path / "d", network="devnet", durable=False)
+    assert not db.durable
+    with db.atomic(sync=True) as batch:
+        batch.put_state(b"k", b"v")
+    db.put_state(b"one", b"1", sync=True)
+    db.close()
+    again = open_chain(tmp_path / "d", network="devnet")
+    try:
+        assert again.durable
+        assert again.get_state(b"k") == b"v" and again.get_state(b"one") == b"1"
+    finally:
+        again.close()
+
+
 # --- the datadir lock ---------------------------------------------------------------
 
 
