@@ -118,9 +118,6 @@ class ClaimRounds:
     _sightings: Sightings
     _first_seen: dict[bytes, float]
 
-    def _claim_again(self, job_id: bytes, held: Held, job: Job) -> bool:
-        raise NotImplementedError  # MarketMiner: claim a job whose C we hold
-
     def _competing(self, now: float) -> bool:
         """Another miner claimed a job within ALONE_AFTER_S."""
         return not self._sightings.alone(now)
@@ -353,3 +350,27 @@ class ClaimRounds:
             self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
             bond, fee=self.settings.fee,
         )  # fmt: skip
+
+    def _claim_again(self, job_id: bytes, held: Held, job: Job) -> bool:
+        """Our claim failed (in a block before the job's submit, or behind another
+        claim that then lapsed) but the job is open again and we hold its C: claim it
+        again and commit the same root. Also for a job we computed, lost, and see open
+        again (``_claim_more``)."""
+        from wallet.job_txs import commit_tx
+
+        assert held.result_root is not None
+        if job.expires <= self.chain.mtp_after(self.chain.tip):
+            return False
+        claim = self._claim_tx(job_id, job)
+        if not self._send(claim, f"claim of {job_id.hex()[:16]} (again)"):
+            return False
+        held.claim_txid, held.claimed_at = claim.txid, time.monotonic()
+        self.counters.claims_sent += 1
+        commit = commit_tx(
+            self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
+            held.result_root, url=self.settings.serve_url, fee=self.settings.fee,
+        )  # fmt: skip
+        if self._send(commit, f"commit of {job_id.hex()[:16]}"):
+            self.counters.commits += 1
+        log.info("claimed job %s again: its C is done", job_id.hex()[:16])
+        return True

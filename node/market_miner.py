@@ -271,30 +271,6 @@ class MarketMiner(ClaimRounds):
             if job.status == JobStatus.COMMITTED and job.probe_open:
                 self._reveal(job_id, held, job)
 
-    def _claim_again(self, job_id: bytes, held: Held, job: Job) -> bool:
-        """Our claim failed (in a block before the job's submit, or behind another
-        claim that then lapsed) but the job is open again and we hold its C: claim it
-        again and commit the same root. Also for a job we computed, lost, and see open
-        again (``_claim_more``)."""
-        from wallet.job_txs import commit_tx
-
-        assert held.result_root is not None
-        if job.expires <= self.chain.mtp_after(self.chain.tip):
-            return False
-        claim = self._claim_tx(job_id, job)
-        if not self._send(claim, f"claim of {job_id.hex()[:16]} (again)"):
-            return False
-        held.claim_txid, held.claimed_at = claim.txid, time.monotonic()
-        self.counters.claims_sent += 1
-        commit = commit_tx(
-            self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
-            held.result_root, url=self.settings.serve_url, fee=self.settings.fee,
-        )  # fmt: skip
-        if self._send(commit, f"commit of {job_id.hex()[:16]}"):
-            self.counters.commits += 1
-        log.info("claimed job %s again: its C is done", job_id.hex()[:16])
-        return True
-
     def _reveal(self, job_id: bytes, held: Held, job: Job) -> None:
         from consensus.result import RESULT_CHUNK, result_proof
         from wallet.job_txs import reveal_tx
