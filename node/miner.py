@@ -17,15 +17,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
 from chain.state import StateError
 from chain.tx import Transaction
 from compute.engine import MiningEngine, MiningOutput
 from compute.priority import lower_thread_priority
+from compute.transpose import transposed
 from consensus.difficulty import block_work
 from consensus.ints import u64
 from consensus.params import PouwParams
@@ -57,12 +55,6 @@ class MiningCounters:
 def _packs_b_from_rows(engine: object, params: PouwParams) -> bool:
     packs = getattr(engine, "packs_b_from_rows", None)
     return bool(callable(packs) and packs(params))
-
-
-def _transposed(x: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
-    from compute.transpose import transposed  # Numba: loaded when a job comes
-
-    return transposed(x)
 
 
 class Miner:
@@ -183,7 +175,7 @@ class Miner:
         self._filler_in_flight = not paid
         known = self.market.known_of(work[0].job_id) if work and self.market else {}
         if known.get("b_t") is not None and not _packs_b_from_rows(engine, net.pouw):
-            b = _transposed(known["b_t"])  # B came as B^T's rows: this engine reads B
+            b = transposed(known["b_t"])  # B came as B^T's rows: this engine reads B
         try:
             running = loop.run_in_executor(
                 pool, partial(engine.mine, keep_product_on_stop=paid, **known),

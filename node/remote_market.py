@@ -35,6 +35,7 @@ from chain.address import address_from_pubkey, encode_address
 from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blobs import BlobError, fetch_blob
+from compute.transpose import transposed
 from consensus.result import RESULT_CHUNK, result_proof
 from node.claim_order import PENDING_MIN_LEFT_S, RIVAL_WAIT_S
 from wallet.job_txs import claim_tx, commit_tx, reveal_tx
@@ -176,8 +177,6 @@ class RemoteMarket:
             self._failed[job_id] = time.monotonic() + RETRY_FAILED_S
             return False
         held.a = np.asarray(a, dtype=np.int8)
-        from compute.transpose import transposed  # Numba: loaded when a job comes
-
         held.b = transposed(np.asarray(bt, dtype=np.int8))
         return True
 

@@ -24,6 +24,7 @@ from chain.jobs import ZERO_ADDRESS
 from chain.keys import PrivateKey
 from chain.network import Network
 from chain.tx import Transaction, TxKind, sign
+from compute.transpose import transposed
 from consensus.commitments import ENTRY_MAX, ENTRY_MIN, commit_cols, commit_rows, row_tree
 from consensus.merkle import branch_from_levels
 from consensus.result import Challenge, result_proof
@@ -130,8 +131,6 @@ def build_challenge(
     """The proof about entry C[i, j] (wrong or not: the chain decides)."""
     a_levels = a_levels if a_levels is not None else row_tree(a)
     if b_levels is None:
-        from compute.transpose import transposed  # Numba: loaded when a proof is built
-
         b_levels = row_tree(transposed(b))
     chunk, chunk_branch, result_branch = result_proof(c, i, j)
     return Challenge(

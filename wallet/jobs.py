@@ -39,6 +39,7 @@ from chain.network import Network
 from compute.blobs import BlobError, blob_root, bt_root_of, fetch_blob
 from compute.freivalds import PreparedCheck, freivalds_check, prepare_check
 from compute.priority import lower_thread_priority
+from compute.transpose import transposed
 from consensus.result import chunk_count
 from wallet.job_txs import (
     DEFAULT_EXPIRY_S,
@@ -83,12 +84,6 @@ def _deliverable(job: dict[str, Any]) -> bool:
 def _committed(job: dict[str, Any]) -> dict[str, Any]:
     """Where a deliverable job's result root and URL are: on chain, or its pooled commit."""
     return job if "result_root" in job else dict(job["pending_commit"])
-
-
-def _transposed(matrix: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
-    from compute.transpose import transposed  # Numba: loaded on first use
-
-    return transposed(matrix)
 
 
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
@@ -292,7 +287,7 @@ class JobClient:
                     if kind == "a":
                         root = blob_root(kind, matrix)
                     else:  # Bᵀ: made by a worker while B's columns are hashed here
-                        blob = uploads.submit(_transposed, matrix)
+                        blob = uploads.submit(transposed, matrix)
                         root = bt_root_of(matrix)
                     known[kind, where] = root
                     if root not in self._uploaded:
