@@ -291,8 +291,9 @@ def test_claims_racing_across_a_reorg_leave_no_account_stuck(tmp_path: Path) -> 
         nonce = loser_rpc.call("getaccount", _address(loser_index))["pending_nonce"]
         send = transfer(net, loser_index, nonce, bytes(20), 5)
         txid = loser_rpc.call("sendrawtransaction", send.to_bytes().hex())
-        wait_for("the loser's next tx confirms", lambda: rpcs[0].call("gettransaction", txid)
-                 ["confirmations"] >= 1, timeout=60, procs=procs)  # fmt: skip
+        for rpc in rpcs:  # both nodes, so that the pool check below sees each one's tip
+            wait_for("the loser's next tx confirms", lambda r=rpc: r.call("gettransaction", txid)
+                     ["confirmations"] >= 1, timeout=60, procs=procs)  # fmt: skip
         account = rpcs[0].call("getaccount", _address(loser_index))
         assert account["nonce"] == nonce + 1 == account["pending_nonce"]
         history = rpcs[0].call("getaddresshistory", _address(loser_index))["txs"]
