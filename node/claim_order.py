@@ -22,6 +22,12 @@ included as failed: its fee is lost, never a later transaction).
 
 A miner that has seen no other claimant for ALONE_AFTER_S is alone: rank 0 for all.
 
+The standalone `pouw miner` (node/remote_market.py) sees the node's jobs once a market
+round, so its turns come in steps of two rounds (``TURN_STEP_S`` there) rather than
+FALLBACK_STEP_S; the order is the same, so in-node and standalone miners deal a batch
+alike (an in-node miner of rank 1 may still claim a standalone miner's job before that
+one's next round: the lower txid wins, as above).
+
 Jobs no longer fresh (a backlog: more open jobs than idle miners) are dealt out the
 same way when busy miners claim work ahead, in steps of ``BACKLOG_STEP_S``: each miner
 takes its share first, instead of every busy miner claiming the whole backlog at once
@@ -53,6 +59,7 @@ RIVAL_WAIT_S = 0.1
 # tip's median time past: time for the submit and the claim to confirm.
 PENDING_MIN_LEFT_S = 30
 MAX_SIGHTINGS = 1024  # other miners remembered (oldest sighting dropped first)
+PRICE_BAND = 1.25  # bounties per multiply-add within this factor rank as equal
 
 
 def _weight(address: bytes, job_id: bytes) -> bytes:
@@ -66,13 +73,16 @@ class Sightings:
         self.own = own
         self._seen: OrderedDict[bytes, float] = OrderedDict()
 
-    def saw(self, address: bytes, now: float) -> None:
+    def saw(self, address: bytes, now: float) -> bool:
+        """Note a claim by ``address``; True if that miner is new to us (not seen
+        within ALONE_AFTER_S)."""
         if address == self.own:
-            return
-        self._seen.pop(address, None)
+            return False
+        last = self._seen.pop(address, None)
         self._seen[address] = now
         while len(self._seen) > MAX_SIGHTINGS:
             self._seen.popitem(last=False)
+        return last is None or now - last >= ALONE_AFTER_S
 
     def others(self, now: float) -> list[bytes]:
         """Other miners seen within ALONE_AFTER_S."""
@@ -119,9 +129,9 @@ def claimable_after(
     return {j: rank_of(me, miners, j, first[j]) * step for j in order}
 
 
-def horizon(others: Sequence[bytes]) -> float:
+def horizon(others: Sequence[bytes], step: float = FALLBACK_STEP_S) -> float:
     """How long a job stays fresh: after this every miner may claim it."""
-    return (len(others) + 1) * FALLBACK_STEP_S if others else 0.0
+    return (len(others) + 1) * step if others else 0.0
 
 
 def price_band(bounty: int, multiply_adds: int, band: float) -> int:

@@ -29,6 +29,7 @@ from node.claim_order import (
     BACKLOG_STEP_S,
     FALLBACK_STEP_S,
     PENDING_MIN_LEFT_S,
+    PRICE_BAND,
     Sightings,
     claimable_after,
     horizon,
@@ -50,7 +51,6 @@ MAX_HELD = 256  # jobs in hand at most (each a claim transaction and a bond)
 # (other miners', relayed within milliseconds) go for: miners that all claimed a
 # block's worth at once on a new tip would mostly race each other for the same jobs.
 CLAIM_BATCH = 16
-PRICE_BAND = 1.25  # bounties per multiply-add within this factor rank as equal
 CLAIM_ROUND_S = 0.25
 # A submit reaching our pool triggers a quick round after SETTLE: a batch's other
 # submits arrive meanwhile. Which idle miner claims which fresh job: node/claim_order.

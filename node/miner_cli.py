@@ -181,7 +181,7 @@ def _market(
     blob = args.blob_url or blob_url_for(url, network.rpc_port)
     return RemoteMarket(
         RpcClient(rpc.url, *auth), network, wallet.signing_key, blob, auth,
-        claim_ahead=2 * len(args.devices or [None]), min_bounty_per_mac=args.min_bounty_per_mac,
+        workers=len(args.devices or [None]), min_bounty_per_mac=args.min_bounty_per_mac,
     )  # fmt: skip
 
 

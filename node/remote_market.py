@@ -17,6 +17,15 @@ names no job (the product is mined as the miner's own work), and the commit foll
 the claim in nonce order, so a buyer can fetch and check C before either confirms.
 Once the claim is on chain the template names the job. Jobs that other claims in the
 pool already go for are left alone.
+
+Several standalone miners take turns (node/claim_order): each notes the other miners it
+sees claiming (pooled claims in ``listjobs``, claimants of the jobs in flight on each
+new tip), and a batch of fresh jobs is dealt out one per miner, the same way on every
+miner. A fresh job is claimed by its designated miner at once, by the next one a turn
+(TURN_STEP_S) later if it is still unclaimed then, and only by a miner with an idle
+worker: a product's parts spread over idle miners instead of queueing on the first one
+that polled. Once a job is no longer fresh (``horizon``), busy miners take it in turns
+too, up to ``claim_ahead`` jobs in hand.
 """
 
 from __future__ import annotations
@@ -31,13 +40,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from chain.address import address_from_pubkey, encode_address
+from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
 from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blobs import BlobError, fetch_blob
 from compute.transpose import transposed
 from consensus.result import RESULT_CHUNK, result_proof
-from node.claim_order import PENDING_MIN_LEFT_S, RIVAL_WAIT_S
+from node.claim_order import (
+    PENDING_MIN_LEFT_S,
+    PRICE_BAND,
+    RIVAL_WAIT_S,
+    Sightings,
+    claimable_after,
+    horizon,
+    price_band,
+)
 from wallet.job_txs import claim_tx, commit_tx, reveal_tx
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
@@ -46,6 +63,16 @@ log = logging.getLogger("pouw.market")
 RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 HELD_STATUSES = ("claimed", "committed")
+# The market's round (claims, hand-outs): a fresh job waits at most this long for a
+# claim from an idle miner; each round costs the node a listjobs of the jobs in flight.
+MARKET_ROUND_S = 0.25
+# Between one miner's turn for a fresh job and the next one's: two market rounds, since
+# miners see a job up to a round apart and the designated miner's claim must reach the
+# node before the next miner looks again.
+TURN_STEP_S = 2 * MARKET_ROUND_S
+# New jobs seen while other miners are known: list again after this, so that a buyer's
+# batch of submits (sent a few ms apart) is dealt out as one batch on every miner.
+BATCH_SETTLE_S = 0.02
 UNCLAIMED_STATUSES = ("open", "pending")  # on chain, or a submit in the node's pool
 
 
@@ -68,17 +95,19 @@ class RemoteMarket:
         key: PrivateKey,
         blob_url: str,
         blob_auth: tuple[str, str],
-        claim_ahead: int = 2,
+        workers: int = 1,
         min_bounty_per_mac: float = 0.0,
         fee: int = 1000,
     ) -> None:
         self.rpc = rpc
         self.network = network
         self.key = key
-        self.address = encode_address(network.hrp, address_from_pubkey(key.public_key))
+        raw_address = address_from_pubkey(key.public_key)
+        self.address = encode_address(network.hrp, raw_address)
         self.blob_url = blob_url
         self.blob_auth = blob_auth
-        self.claim_ahead = claim_ahead
+        self.workers = workers
+        self.claim_ahead = 2 * workers  # one computing per worker, the next one fetched
         self.min_bounty_per_mac = min_bounty_per_mac
         self.fee = fee
         self.held: dict[str, RemoteHeld] = {}
@@ -88,6 +117,9 @@ class RemoteMarket:
         self._computed: set[str] = set()
         self._failed: dict[str, float] = {}
         self._tip: str | None = None
+        self._sightings = Sightings(raw_address)  # other miners seen claiming
+        # job id -> (first listed, price band): the jobs dealt out (listed now, or fresh)
+        self._seen: dict[str, tuple[float, int]] = {}
 
     def _send(self, tx: Any, what: str) -> bool:
         try:
@@ -109,8 +141,19 @@ class RemoteMarket:
             self._refresh()
         self._claim_more()
 
+    def _saw(self, address: str, now: float) -> None:
+        try:
+            raw = decode_address(address, self.network.hrp)
+        except AddressError:
+            return
+        if self._sightings.saw(raw, now):
+            log.info("miner %s claims jobs too: taking turns with it", address)
+
     def _refresh(self) -> None:
         now = time.monotonic()
+        for job in self.rpc.call("listjobs", "unsettled"):  # the miners with jobs in flight
+            if job.get("claimant"):
+                self._saw(job["claimant"], now)
         for job_id, held in list(self.held.items()):
             try:
                 job = self.rpc.call("getjob", job_id)
@@ -132,9 +175,16 @@ class RemoteMarket:
         waiting = sum(h.c is None for h in self.held.values())
         if waiting >= self.claim_ahead:
             return
+        listed = self._list_unclaimed()
+        if self._sightings.others(time.monotonic()) and any(
+            j["job_id"] not in self._seen for j in listed
+        ):
+            time.sleep(BATCH_SETTLE_S)
+            listed = self._list_unclaimed()
         now = time.monotonic()
+        self._note_listed(listed, now)
         jobs = [
-            j for status in UNCLAIMED_STATUSES for j in self.rpc.call("listjobs", status)
+            j for j in listed
             if j["job_id"] not in self.held and self._failed.get(j["job_id"], 0.0) <= now
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
             and not j.get("pending_claims")  # another miner's claim goes for it
@@ -148,7 +198,7 @@ class RemoteMarket:
             -j["bounty_per_multiply_add"],
             hashlib.sha256((self.address + j["job_id"]).encode()).digest(),
         ))  # fmt: skip
-        for job in jobs[: self.claim_ahead - waiting]:
+        for job in self._our_turn(jobs, waiting, now)[: self.claim_ahead - waiting]:
             bond = self.network.market.bond_for(int(job["bounty"]))
             job_id = bytes.fromhex(job["job_id"])
             tx = claim_tx(self.network, self.key, self._nonce(), job_id, bond, fee=self.fee)
@@ -157,6 +207,57 @@ class RemoteMarket:
                 pooled = ", its submit still pooled" if job["status"] == "pending" else ""
                 log.info("claimed job %s (%dx%dx%d, bond %d)%s", job["job_id"][:16],
                          job["m"], job["k"], job["n"], bond, pooled)  # fmt: skip
+
+    def _list_unclaimed(self) -> list[dict[str, Any]]:
+        return [j for status in UNCLAIMED_STATUSES for j in self.rpc.call("listjobs", status)]
+
+    def _fresh_for(self, now: float) -> float:
+        """How long a job counts as fresh: every miner's turn (one turn when alone)."""
+        return max(TURN_STEP_S, horizon(self._sightings.others(now), TURN_STEP_S))
+
+    def _note_listed(self, listed: list[dict[str, Any]], now: float) -> None:
+        """Note the miners whose claims wait in the pool, and when each job was first
+        listed. The jobs first listed in one round are a batch, dealt out on their own;
+        a job stays in its batch after it leaves the list (claimed on chain), so that
+        every miner deals the same batch whoever claimed first."""
+        for j in listed:
+            for claimant in j.get("pending_claimants", ()):
+                self._saw(claimant, now)
+            if j["job_id"] not in self._seen:
+                band = price_band(int(j["bounty"]), j["m"] * j["k"] * j["n"], PRICE_BAND)
+                self._seen[j["job_id"]] = (now, band)
+        batches = {self._seen[j["job_id"]][0] for j in listed}  # with a job still listed
+        fresh_for = self._fresh_for(now)
+        self._seen = {
+            jid: seen for jid, seen in self._seen.items()
+            if seen[0] in batches or now - seen[0] < fresh_for
+        }  # fmt: skip
+
+    def _our_turn(
+        self, jobs: list[dict[str, Any]], waiting: int, now: float
+    ) -> list[dict[str, Any]]:
+        """The jobs we may claim now (module docstring): a fresh job in our turn and
+        only with a worker idle; an older one in our turn after the horizon."""
+        others = self._sightings.others(now)
+        batches: dict[float, list[tuple[bytes, int]]] = {}
+        for jid, (first, band) in self._seen.items():
+            batches.setdefault(first, []).append((bytes.fromhex(jid), band))
+        after: dict[bytes, float] = {}
+        for batch in batches.values():
+            after.update(claimable_after(self._sightings.own, others, batch, step=TURN_STEP_S))
+        fresh_for = self._fresh_for(now)
+        idle = self.workers - waiting  # fresh jobs: one per idle worker
+        ours = []
+        for j in jobs:
+            age = now - self._seen[j["job_id"]][0]
+            turn = after[bytes.fromhex(j["job_id"])]
+            if age < fresh_for:
+                if idle > 0 and age >= turn:
+                    ours.append(j)
+                    idle -= 1
+            elif age >= fresh_for + turn:
+                ours.append(j)
+        return ours
 
     def _fetch(self, job_id: str, held: RemoteHeld) -> bool:
         if held.a is not None and held.b is not None:

@@ -45,7 +45,7 @@ from chain.network import Network
 from chain.tx import Transaction, transactions_root
 from consensus.ints import u32, u64
 from consensus.params import PouwParams
-from node.remote_market import RemoteMarket
+from node.remote_market import MARKET_ROUND_S, RemoteMarket
 from node.template import BlockTemplate
 from wallet.rpc import (
     LONGPOLL_TIMEOUT,
@@ -64,9 +64,6 @@ log = logging.getLogger("pouw.miner")
 # race, or was mined on a parent that is no longer the tip.
 # JSON-RPC errors that no retry can fix: invalid params, invalid address or parameter.
 FATAL_RPC_CODES = frozenset({-32602, -32601, -5, -8})
-# The market's round (claims, hand-outs): a fresh job waits at most this long for a
-# claim from an idle miner; each round costs the node a listjobs of the jobs in flight.
-MARKET_ROUND_S = 0.25
 STALE_ANSWERS = frozenset({"inconclusive", "duplicate", "stale-prevblk", "stale-work"})
 
 

@@ -63,11 +63,14 @@ def test_better_paying_jobs_are_dealt_first() -> None:
 
 def test_sightings_expire_and_are_capped() -> None:
     seen = Sightings(MINERS[0])
-    seen.saw(MINERS[0], 0.0)  # our own claims do not count
+    assert not seen.saw(MINERS[0], 0.0)  # our own claims do not count
     assert seen.alone(0.0)
-    seen.saw(MINERS[1], 10.0)
-    assert not seen.alone(10.0 + ALONE_AFTER_S - 1) and seen.others(11.0) == [MINERS[1]]
-    assert seen.alone(10.0 + ALONE_AFTER_S + 1)
+    assert seen.saw(MINERS[1], 10.0)  # a miner new to us
+    assert not seen.saw(MINERS[1], 11.0)
+    assert not seen.alone(11.0 + ALONE_AFTER_S - 1) and seen.others(12.0) == [MINERS[1]]
+    assert seen.alone(11.0 + ALONE_AFTER_S + 1)
+    assert seen.saw(MINERS[1], 11.0 + ALONE_AFTER_S + 1)  # new again after a long silence
+    seen = Sightings(MINERS[0])
     for i in range(MAX_SIGHTINGS + 10):
         seen.saw(i.to_bytes(20, "big"), 20.0)
     assert len(seen.others(20.0)) == MAX_SIGHTINGS

@@ -131,3 +131,64 @@ def test_pouw_miner_delivers_before_anything_confirms(tmp_path: Path) -> None:
         _stop(miner)
         miner_log.close()
         node.stop()
+
+
+def test_pouw_miners_take_turns_with_a_products_parts(tmp_path: Path) -> None:
+    """Two standalone miners on one node. Once each has seen the other claim, the two
+    parts of a product are dealt one to each (node/claim_order), instead of both going
+    to whichever polled first; every product still comes back exact."""
+    genesis = market_genesis(tmp_path, challenge_s=2)
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis)  # the two miners find its blocks
+    logs: list[IO[bytes]] = []
+    miners: list[subprocess.Popen[bytes]] = []
+    addresses = []
+    try:
+        rpc = node.rpc()
+        for key_no in (2, 3):
+            home = tmp_path / f"m{key_no}"
+            home.mkdir()
+            logs.append(open(home / "miner.log", "ab"))  # noqa: SIM115
+            address, proc = _start_miner(home, node, genesis, key_no, logs[-1])
+            addresses.append(address)
+            miners.append(proc)
+        wait_for("blocks", lambda: rpc.call("getblockcount") >= 2, procs=[node])
+        client = _buyer(node, net)
+        rng = np.random.default_rng(23)
+
+        def claimants_of_a_product() -> set[str]:
+            a = rng.integers(-64, 64, (256, 512), dtype=np.int8)
+            b = rng.integers(-64, 64, (512, 256), dtype=np.int8)
+            pid = client.submit(a, b, bounty=4_000_000, min_parts=2)
+            client.wait(pid, timeout=120)
+            res = client.result(pid)
+            assert res.verified, res.actions
+            assert np.array_equal(res.c, exact_product(a, b))
+            ids = [p["job_id"] for p in client.status(pid)["parts"]]
+            return {
+                wait_for("the claim on chain", lambda j=j: rpc.call("getjob", j).get("claimant"),
+                         procs=[node])  # fmt: skip
+                for j in ids
+            }
+
+        def both_know_each_other() -> bool:
+            return all(
+                "claims jobs too" in (tmp_path / f"m{i}" / "miner.log").read_text() for i in (2, 3)
+            )
+
+        for _ in range(8):  # until each has seen the other claim (a lone miner takes
+            if both_know_each_other():  # one fresh part, and the other miner the next)
+                break
+            claimants_of_a_product()
+        assert both_know_each_other(), (tmp_path / "m2" / "miner.log").read_text()[-3000:]
+        for _ in range(2):
+            claimants = claimants_of_a_product()
+            assert claimants == set(addresses), "\n".join(
+                (tmp_path / f"m{i}" / "miner.log").read_text()[-3000:] for i in (2, 3)
+            )
+    finally:
+        for miner in miners:
+            _stop(miner)
+        for log in logs:
+            log.close()
+        node.stop()
