@@ -20,6 +20,7 @@ Store layout: ``<dir>/<root hex>.<kind>.npy`` plus ``.leaves``; a quota on total
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import threading
@@ -340,6 +341,7 @@ class FetchReport:
     bad_data: dict[str, str] = field(default_factory=dict)
     bytes: int = 0
     requests: int = 0
+    leaves: list[builtins.bytes] | None = None  # the blob's line leaves, all rows matched
 
 
 class _TooMuch(BlobError):
@@ -463,6 +465,7 @@ async def fetch_blob(
                     group.create_task(fetch_range(start))
         except* BlobError as failed:
             raise failed.exceptions[0] from None
+    report.leaves = leaves
     if store is not None:  # written to disk behind; ``out`` becomes read-only
         store.put(kind, out, root, leaves=leaves, owned=True)
     return out

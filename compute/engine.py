@@ -24,6 +24,13 @@ from consensus.seal import Seal, WorkStatement
 OperandLeaves = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]
 
 
+def packs_b_from_rows(engine: object, params: PouwParams) -> bool:
+    """Whether ``engine.mine(..., b_t=)`` reads only B^T's rows (an engine without
+    that path reads B, which the caller then transposes itself)."""
+    packs = getattr(engine, "packs_b_from_rows", None)
+    return bool(callable(packs) and packs(params))
+
+
 class WorkTemplate(Protocol):
     """Builds the statement a header would make about a product of these operands."""
 

@@ -21,12 +21,11 @@ from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
 from chain.state import StateError
 from chain.tx import Transaction
-from compute.engine import MiningEngine, MiningOutput
+from compute.engine import MiningEngine, MiningOutput, packs_b_from_rows
 from compute.priority import lower_thread_priority
 from compute.transpose import transposed
 from consensus.difficulty import block_work
 from consensus.ints import u64
-from consensus.params import PouwParams
 from consensus.pouw import filler_matrices
 from node.market_miner import MarketMiner
 from node.template import BlockTemplate, JobRef, build_template
@@ -50,11 +49,6 @@ class MiningCounters:
     def multiply_adds_per_s(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.multiply_adds / elapsed if elapsed > 0 else 0.0
-
-
-def _packs_b_from_rows(engine: object, params: PouwParams) -> bool:
-    packs = getattr(engine, "packs_b_from_rows", None)
-    return bool(callable(packs) and packs(params))
 
 
 class Miner:
@@ -174,7 +168,7 @@ class Miner:
         pool = self._pool if paid else self._filler_pool
         self._filler_in_flight = not paid
         known = self.market.known_of(work[0].job_id) if work and self.market else {}
-        if known.get("b_t") is not None and not _packs_b_from_rows(engine, net.pouw):
+        if known.get("b_t") is not None and not packs_b_from_rows(engine, net.pouw):
             b = transposed(known["b_t"])  # B came as B^T's rows: this engine reads B
         try:
             running = loop.run_in_executor(

@@ -5,8 +5,10 @@ The in-node miner (node/market_miner.py) reads the chain directly; this one sees
 chain only through RPC (getbestblockhash, listjobs, getjob, getaccount,
 getblockchaininfo, sendrawtransaction) and signs with its own key. The flow is the
 same: hold a few claimed jobs (open on chain, or still a submit in the node's pool),
-fetch their A and B (every row checked against hA, hB), hand each claimed job to a
-worker exactly once (node/remote_miner.py: the product carries the block lottery),
+fetch their A and Bᵀ (every row checked against hA, hB), hand each claimed job to a
+worker exactly once with Bᵀ as it came and the leaves checked on the way in, so that
+the worker neither transposes B nor hashes the operands again (node/remote_miner.py:
+the product carries the block lottery),
 upload C to the node's blob endpoint so that the node serves it, commit, and answer
 probes from the kept C.
 
@@ -43,8 +45,9 @@ import numpy.typing as npt
 from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
 from chain.keys import PrivateKey
 from chain.network import Network
-from compute.blobs import BlobError, fetch_blob
-from compute.transpose import transposed
+from compute.blobs import BlobError, FetchReport, fetch_blob
+from compute.engine import OperandLeaves
+from compute.fast_commit import leaf_bytes_to_words
 from consensus.result import RESULT_CHUNK, result_proof
 from node.claim_order import (
     PENDING_MIN_LEFT_S,
@@ -81,7 +84,8 @@ class RemoteHeld:
     job: dict[str, Any]
     claimed_at: float
     a: npt.NDArray[np.int8] | None = None
-    b: npt.NDArray[np.int8] | None = None
+    bt: npt.NDArray[np.int8] | None = None  # B^T, as downloaded
+    leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
     dispatched: bool = False  # handed to a worker (never twice)
     c: npt.NDArray[np.int32] | None = None  # kept to answer probes
     revealed: set[tuple[int, int]] = field(default_factory=set)
@@ -260,15 +264,18 @@ class RemoteMarket:
         return ours
 
     def _fetch(self, job_id: str, held: RemoteHeld) -> bool:
-        if held.a is not None and held.b is not None:
+        if held.a is not None and held.bt is not None:
             return True
         job = held.job
         urls = [job.get("data_url", ""), self.blob_url]
+        reports = (FetchReport(), FetchReport())
 
         async def both() -> list[npt.NDArray[np.integer]]:  # A and B^T at once
             return list(await asyncio.gather(
-                fetch_blob(urls, bytes.fromhex(job["h_a"]), "a", job["m"], job["k"]),
-                fetch_blob(urls, bytes.fromhex(job["h_b"]), "bt", job["n"], job["k"]),
+                fetch_blob(urls, bytes.fromhex(job["h_a"]), "a", job["m"], job["k"],
+                           report=reports[0]),
+                fetch_blob(urls, bytes.fromhex(job["h_b"]), "bt", job["n"], job["k"],
+                           report=reports[1]),
             ))  # fmt: skip
 
         try:
@@ -278,7 +285,10 @@ class RemoteMarket:
             self._failed[job_id] = time.monotonic() + RETRY_FAILED_S
             return False
         held.a = np.asarray(a, dtype=np.int8)
-        held.b = transposed(np.asarray(bt, dtype=np.int8))
+        held.bt = np.ascontiguousarray(bt, dtype=np.int8)
+        rows, cols = reports[0].leaves, reports[1].leaves
+        if rows is not None and cols is not None:  # B's columns are B^T's rows
+            held.leaves = (leaf_bytes_to_words(b"".join(rows)), leaf_bytes_to_words(b"".join(cols)))
         return True
 
     def prefetch(self) -> None:
@@ -291,10 +301,11 @@ class RemoteMarket:
             self._fetch(job_id, held)
             return
 
-    def next_job(self) -> tuple[str, npt.NDArray[np.int8], npt.NDArray[np.int8], bool] | None:
-        """A claimed job not yet handed out, with its operands, and whether a template
-        may name it (our claim is on chain); a claim still in the pool counts once it
-        is the only claim of the job there and RIVAL_WAIT_S old (see the module)."""
+    def next_job(self) -> tuple[str, RemoteHeld, bool] | None:
+        """A claimed job not yet handed out, with its operands in hand, and whether a
+        template may name it (our claim is on chain); a claim still in the pool counts
+        once it is the only claim of the job there and RIVAL_WAIT_S old (see the
+        module)."""
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
             if held.dispatched or not self._fetch(job_id, held):
                 continue
@@ -312,8 +323,7 @@ class RemoteMarket:
                 continue
             held.dispatched = True
             held.job = job
-            assert held.a is not None and held.b is not None
-            return job_id, held.a, held.b, named
+            return job_id, held, named
         return None
 
     def deliver(self, job_id: str, c: npt.NDArray[np.integer]) -> None:
@@ -327,7 +337,8 @@ class RemoteMarket:
         held = self.held.get(job_id)
         if held is None:
             return
-        held.a = held.b = None
+        held.a = held.bt = None
+        held.leaves = None
         held.c = np.ascontiguousarray(c, dtype=np.int32)
         try:
             root = upload_blob(self.blob_url, "c", held.c, self.blob_auth)

@@ -43,9 +43,11 @@ from chain.block import Block
 from chain.header import NO_JOB, Header
 from chain.network import Network
 from chain.tx import Transaction, transactions_root
+from compute.engine import packs_b_from_rows
+from compute.transpose import transposed
 from consensus.ints import u32, u64
 from consensus.params import PouwParams
-from node.remote_market import MARKET_ROUND_S, RemoteMarket
+from node.remote_market import MARKET_ROUND_S, RemoteHeld, RemoteMarket
 from node.template import BlockTemplate
 from wallet.rpc import (
     LONGPOLL_TIMEOUT,
@@ -295,12 +297,18 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
 def _mine_product(spec: WorkerSpec, engine: Any, order: tuple[Any, ...], stop: Any,
                   results: Any) -> bool:  # fmt: skip
     """Compute a paid job's product once, the lottery riding on the template that names
-    the job. A tip change kills the lottery, not the product. False on an engine error."""
-    _, job_no, header_bytes, job_id, a, b = order
+    the job. A tip change kills the lottery, not the product. False on an engine error.
+    B comes as B^T's rows: an engine that packs from them reads the view ``bt.T``, any
+    other gets B transposed here; the operands' leaves were checked on download."""
+    _, job_no, header_bytes, job_id, a, bt, leaves = order
     header = Header.from_bytes(header_bytes)
     try:
+        if packs_b_from_rows(engine, spec.params):
+            b, given = bt.T, {"b_t": bt}
+        else:
+            b, given = transposed(bt), {}
         out = engine.mine(spec.params, a, b, BlockTemplate(header, ()), stop,
-                          keep_product_on_stop=True)  # fmt: skip
+                          keep_product_on_stop=True, operand_leaves=leaves, **given)  # fmt: skip
     except Exception as exc:  # noqa: BLE001
         results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
         return False
@@ -464,14 +472,17 @@ class RemoteMiner:
                 log.warning("market: unexpected answer from the node (%r); is it a pouw node "
                             "of this version?", exc)  # fmt: skip
 
-    def _dispatch(self, index: int, job_id: str, a: Any, b: Any, named: bool) -> None:
-        """Hand a claimed job to worker ``index``. With our claim still in the pool
-        (``named`` false) the template names no job: the product is mined as our own
-        work, and C is committed all the same."""
+    def _dispatch(self, index: int, job_id: str, held: RemoteHeld, named: bool) -> None:
+        """Hand a claimed job to worker ``index``: A, B^T as downloaded and the leaves
+        checked on the way in. With our claim still in the pool (``named`` false) the
+        template names no job: the product is mined as our own work, and C is
+        committed all the same."""
+        a, bt = held.a, held.bt
+        assert a is not None and bt is not None
         if named:
             data = self.rpc.call("getblocktemplate", miner=self.address, job=job_id)
         else:
-            shape = [a.shape[0], a.shape[1], b.shape[1]]
+            shape = [a.shape[0], a.shape[1], bt.shape[0]]
             data = self.rpc.call("getblocktemplate", miner=self.address, shape=shape)
         rt = template_from_json(data, self.network, self.miner)
         with self._lock:
@@ -480,8 +491,9 @@ class RemoteMiner:
             self._templates[number] = rt
             self._kept.add(number)
         self._busy[index] = (job_id, number)
-        self._jobs[index].put(("product", number, rt.header.to_bytes(), job_id, a, b))
-        log.info("worker %d: job %s (%dx%dx%d)%s", index, job_id[:16], *a.shape, b.shape[1],
+        order = ("product", number, rt.header.to_bytes(), job_id, a, bt, held.leaves)
+        self._jobs[index].put(order)
+        log.info("worker %d: job %s (%dx%dx%d)%s", index, job_id[:16], *a.shape, bt.shape[0],
                  "" if named else ", its claim still pooled")  # fmt: skip
 
     def _delivered(self, index: int, job_id: str, c: Any) -> None:

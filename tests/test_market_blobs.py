@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
+from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob, line_leaves
 from consensus.commitments import commit_cols, commit_rows
 from consensus.result import result_root
 from node.blobs import BlobServer
@@ -147,6 +147,7 @@ def test_fetch_survives_bad_peers(tmp_path: Path) -> None:
 
     got, report = asyncio.run(run())
     assert np.array_equal(got, a)
+    assert report.leaves == line_leaves("a", a)  # the checked leaves, for the engine
     reasons = " | ".join(report.bad_peers.values())
     assert "does not match its leaf" in reasons
     assert "more than" in reasons

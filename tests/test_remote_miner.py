@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from importlib import resources
@@ -19,6 +20,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from chain.address import address_from_pubkey, encode_address
@@ -242,3 +244,53 @@ def test_stale_submission_after_a_tip_change(tmp_path: Path, genesis: Path, easy
         assert submit_block(node.rpc, first.to_bytes()) == "duplicate"
         assert node.rpc.call("getbestblockhash") == first.hash.hex()
         assert node.height() == 1
+
+
+class _Results(list):  # type: ignore[type-arg]
+    """A worker's result queue, kept in a list."""
+
+    def put(self, item: Any) -> None:
+        self.append(item)
+
+
+class _ReadsB(NumpyEngine):
+    """The NumPy engine without its pack-from-B^T path (as a GPU engine reads B)."""
+
+    def packs_b_from_rows(self, params: Any) -> bool:
+        return False
+
+
+def test_a_paid_product_from_bt_and_checked_leaves_mines_as_from_b(easy: Network) -> None:
+    """A worker gets B^T as downloaded and the leaves checked on the way in: the product
+    and the seals (hA, hB, tickets) are those of mining from B, whether the engine
+    packs from B^T's rows or is handed B transposed."""
+    from chain.header import Header
+    from compute.blobs import line_leaves
+    from compute.fast_commit import leaf_bytes_to_words
+    from node.remote_miner import WorkerSpec, _mine_product
+    from node.template import BlockTemplate
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(-64, 64, (64, 128), dtype=np.int8)
+    b = rng.integers(-64, 64, (128, 64), dtype=np.int8)
+    bt = np.ascontiguousarray(b.T)
+    leaves = tuple(
+        leaf_bytes_to_words(b"".join(line_leaves(kind, x))) for kind, x in (("a", a), ("bt", bt))
+    )
+    data = {**_template_json(easy, []), "target": f"{2**256 - 1:064x}"}  # every ticket wins
+    header = template_from_json(data, easy).header.to_bytes()
+    spec = WorkerSpec(0, "numpy", None, easy.pouw, b"s" * 8, threads=1)
+    outs = []
+    for engine, given in ((NumpyEngine(threads=1), leaves), (_ReadsB(threads=1), None)):
+        results = _Results()
+        order = ("product", 7, header, "job", a, bt, given)
+        assert _mine_product(spec, engine, order, threading.Event(), results)
+        outs.append({kind: rest for kind, _, *rest in results})
+    plain = NumpyEngine(threads=1).mine(
+        easy.pouw, a, b, BlockTemplate(Header.from_bytes(header), ()), keep_product_on_stop=True
+    )  # from B, hashing the operands itself
+    assert plain.seals and np.array_equal(plain.product, a.astype(np.int64) @ b.astype(np.int64))
+    found = [plain.work.h_a, plain.work.h_b, plain.seals[0].to_bytes()]
+    for out in outs:
+        assert np.array_equal(out["product"][1], plain.product)
+        assert out["found"][1:] == found
