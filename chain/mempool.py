@@ -227,6 +227,12 @@ class Mempool:
         entries = [self._by_id[t] for t in self._jobs.txids(job_id)]
         return [e.tx for e in sorted(entries, key=lambda e: e.seq)]
 
+    def market_txs(self) -> list[Transaction]:
+        """The pooled job submits and market actions, in arrival order: the market's
+        share of the pool, without a walk of every transaction."""
+        entries = [self._by_id[t] for t in self._jobs.market_txids()]
+        return [e.tx for e in sorted(entries, key=lambda e: e.seq)]
+
     def is_pending(self, txid: bytes) -> bool:
         """True if the tx is in the pool and executable now (not behind a nonce gap)."""
         entry = self._by_id.get(txid)
@@ -697,6 +703,6 @@ class Mempool:
             assert cumulative == acc.total_cost and cumulative <= acc.balance, "overdraft"
         assert len(self._by_id) == sum(len(a.txs) for a in self._accounts.values())
         pooled = ((e.tx, e.txid) for e in self._by_id.values())
-        assert JobIndex.rebuilt(pooled) == self._jobs.by_job, "job index out of sync"
+        assert JobIndex.rebuilt(pooled).same_as(self._jobs), "job index out of sync"
         assert total == self._bytes and self._bytes <= self.max_bytes
         assert n_pending == self._n_pending

@@ -82,7 +82,7 @@ class MarketMiner(ClaimRounds):
         self.settings = settings
         self.submit_tx = submit_tx
         self.pending_nonce = pending_nonce
-        self.pool_txs = pool_txs  # the mempool's transactions: others' claims on their way
+        self.pool_txs = pool_txs  # the pool's submits and market actions (claims on their way)
         self.in_pool = in_pool  # is this txid in our mempool
         # the pooled txs acting on one job (Mempool.job_actions); None: scan the pool
         self.job_actions = job_actions
@@ -310,7 +310,7 @@ def market_miner_for(node: object, key: PrivateKey, **settings: object) -> Marke
         node.submit_transaction,  # type: ignore[attr-defined]
         node.mempool.pending_nonce,  # type: ignore[attr-defined]
         peers=p2p,
-        pool_txs=lambda: map(node.mempool.get, node.mempool.txids()),  # type: ignore[attr-defined]
+        pool_txs=node.mempool.market_txs,  # type: ignore[attr-defined]
         in_pool=node.mempool.__contains__,  # type: ignore[attr-defined]
         job_actions=node.mempool.job_actions,  # type: ignore[attr-defined]
     )

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,6 +326,17 @@ class RemoteMarket:
             held.job = job
             return job_id, held, named
         return None
+
+    def next_computable_in(self) -> float:
+        """Seconds until a claim of ours still in the pool, with its operands in hand,
+        is RIVAL_WAIT_S old (``next_job`` may then hand it out); inf if none waits."""
+        now = time.monotonic()
+        waits = [
+            h.claimed_at + RIVAL_WAIT_S - now
+            for h in self.held.values()
+            if not h.dispatched and h.a is not None and h.claimed_at + RIVAL_WAIT_S > now
+        ]  # fmt: skip
+        return max(0.0, min(waits, default=math.inf))
 
     def deliver(self, job_id: str, c: npt.NDArray[np.integer]) -> None:
         """A worker finished the product: upload C to the node, commit its root."""

@@ -393,6 +393,8 @@ class RemoteMiner:
         self._busy: dict[int, tuple[str, int]] = {}  # worker -> (job id, template number)
         self._kept: set[int] = set()  # template numbers of products in flight
         self._market_lock = threading.Lock()
+        # wakes the market loop before its round: a worker came free, or we stop
+        self._market_wake = threading.Event()
 
     # -- templates ---------------------------------------------------------------------
 
@@ -430,6 +432,7 @@ class RemoteMiner:
                     log.error("getblocktemplate: %s", exc)  # a bad request will not get better
                     self.failure = str(exc)
                     self._stop.set()
+                    self._market_wake.set()
                     return
                 log.warning("getblocktemplate: %s; retrying in %.0f s", exc, backoff)
                 if self._stop.wait(backoff):
@@ -450,22 +453,34 @@ class RemoteMiner:
     # -- paid jobs (market) ------------------------------------------------------------
 
     def _market_loop(self) -> None:
-        """Claims, and probes on each new tip; a claimed job to each idle worker."""
+        """Claims, and probes on each new tip; a claimed job to each idle worker. A
+        round every MARKET_ROUND_S, sooner when a worker comes free or a claim of ours
+        with an idle worker waiting for it becomes computable (RIVAL_WAIT_S old)."""
         assert self.market is not None
-        while not self._stop.wait(MARKET_ROUND_S):
+        delay = MARKET_ROUND_S
+        while True:
+            self._market_wake.wait(delay)
+            self._market_wake.clear()
+            if self._stop.is_set():
+                return
+            delay = MARKET_ROUND_S
             try:
                 with self._market_lock:
                     self.market.poll()
+                idle = False
                 for index in range(len(self._jobs)):
                     if index in self._busy:
                         continue
                     with self._market_lock:
                         work = self.market.next_job()
                     if work is None:
+                        idle = True
                         break
                     self._dispatch(index, *work)
                 with self._market_lock:
                     self.market.prefetch()
+                    if idle:
+                        delay = min(delay, self.market.next_computable_in())
             except (RpcError, RpcConnectionError, TemplateError) as exc:
                 log.warning("market: %s", exc)
             except (KeyError, TypeError, ValueError) as exc:  # an answer not shaped as ours
@@ -498,6 +513,7 @@ class RemoteMiner:
 
     def _delivered(self, index: int, job_id: str, c: Any) -> None:
         _, number = self._busy.pop(index, (job_id, 0))
+        self._market_wake.set()  # the next claimed job goes to this worker now
         with self._lock:
             self._kept.discard(number)
         if self.market is None or c is None:
@@ -583,6 +599,7 @@ class RemoteMiner:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._market_wake.set()
 
     def run(self) -> int:
         """Mine until max_blocks are accepted, stop is requested, or every worker died."""
@@ -627,6 +644,7 @@ class RemoteMiner:
 
     def close(self) -> None:
         self._stop.set()
+        self._market_wake.set()
         for q in self._jobs:
             with contextlib.suppress(Exception):
                 q.put(None)

@@ -641,7 +641,7 @@ def test_many_txs_are_fast() -> None:
 def test_job_index_follows_adds_replacements_and_removals() -> None:
     """job_actions(job) lists exactly the pooled txs acting on that job, whatever path
     took them out (confirmed, replaced by fee, resynced); the whole-pool check agrees."""
-    from chain.job_payloads import JobCommit
+    from chain.job_payloads import JobCommit, JobSubmit
     from chain.jobs import ZERO_ADDRESS
 
     state = rich()
@@ -652,14 +652,21 @@ def test_job_index_follows_adds_replacements_and_removals() -> None:
     commit_a = mk(1, 1, amount=0, to=ZERO_ADDRESS, payload=commit, kind=TxKind.JOB_COMMIT)
     claim_b = mk(2, 0, amount=50, to=ZERO_ADDRESS, payload=job_b, kind=TxKind.JOB_CLAIM)
     rival_a = mk(3, 0, amount=50, to=ZERO_ADDRESS, payload=job_a, kind=TxKind.JOB_CLAIM)
-    for tx in (claim_a, commit_a, claim_b, rival_a, mk(4, 0)):
+    shape = JobSubmit(64, 128, 64, bytes([7]) * 32, bytes([8]) * 32, 10**9).to_payload()
+    submit = mk(5, 0, amount=1000, to=ZERO_ADDRESS, payload=shape, kind=TxKind.JOB_SUBMIT)
+    for tx in (claim_a, commit_a, submit, claim_b, rival_a, mk(4, 0)):
         ok(mp, tx)
     assert mp.job_actions(job_a) == [claim_a, commit_a, rival_a]
     assert mp.job_actions(job_b) == [claim_b]
     assert mp.job_actions(bytes(32)) == []
+    # the market's share of the pool, in arrival order: no plain transfer
+    assert mp.market_txs() == [claim_a, commit_a, submit, claim_b, rival_a]
     # a fee bump replaces the rival claim with a plain transfer: the index drops it
     ok(mp, mk(3, 0, fee=100))
     assert mp.job_actions(job_a) == [claim_a, commit_a]
+    ok(mp, mk(5, 0, fee=100))  # and the submit
+    assert mp.market_txs() == [claim_a, commit_a, claim_b]
+    mp._check_consistency()
     # the claim and commit confirm: gone from the index with the pool
     state.accounts[ADDRS[1]] = (10**9, 2)
     mp.remove_confirmed([claim_a, commit_a])

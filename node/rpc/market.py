@@ -232,16 +232,13 @@ class MarketMethods:
         pool = self.node.mempool
         submits: dict[bytes, Job] = {}
         claimed: set[bytes] = set()
-        for txid in pool.txids():
-            tx = pool.get(txid)
-            if tx is None:
-                continue
+        for tx in pool.market_txs():  # indexed: not the whole pool
             if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
                 claimed.add(tx.payload)
             elif tx.kind == TxKind.JOB_SUBMIT:
                 job = pooled_submit_job(tx)
                 if job is not None:
-                    submits[txid] = job
+                    submits[tx.txid] = job
         return submits, claimed
 
     def pool_actions(
