@@ -26,7 +26,8 @@ from chain.header import Header
 from chain.index_record import BlockStatus, IndexRecord
 from chain.integrity import decode_checked
 from chain.network import Network
-from chain.storage import DERIVED_PREFIXES, ChainDB
+from chain.storage import ChainDB
+from chain.storage_keys import DERIVED_PREFIXES
 from consensus.difficulty import block_work
 
 log = logging.getLogger("pouw.chain")

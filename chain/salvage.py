@@ -20,15 +20,8 @@ from typing import Any
 
 import plyvel
 
-from chain.storage import (
-    META_GENESIS,
-    META_NETWORK,
-    META_SCHEMA,
-    PREFIX_BLOCK,
-    PREFIX_INDEX,
-    StorageError,
-    repair_chain_db,
-)
+from chain.storage import StorageError, repair_chain_db
+from chain.storage_keys import META_GENESIS, META_NETWORK, META_SCHEMA, PREFIX_BLOCK, PREFIX_INDEX
 
 log = logging.getLogger("pouw.chain")
 

@@ -1,9 +1,10 @@
 """LevelDB (plyvel) storage for the chain: one database at ``<datadir>/chain``.
 
 This layer stores opaque bytes. Block, header, undo and state *formats* belong to the
-chain code; this module only defines the key layout, stores the block index record
-(chain/index_record.py: :class:`IndexRecord`) and the metadata that guards against
-opening the wrong database.
+chain code; this module opens the database, reads it, and guards against opening the
+wrong one (metadata). The key layout is in chain/storage_keys.py, the block index record
+in chain/index_record.py (:class:`IndexRecord`), the atomic write of a connect or
+disconnect in chain/atomic_batch.py (:class:`AtomicBatch`).
 
 Key layout (one LevelDB, the first byte of every key is a prefix):
 
@@ -49,20 +50,20 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import plyvel
 
+from chain.atomic_batch import AtomicBatch
 from chain.datadir import Closeable, DataDir, DatadirLockedError
 from chain.index_record import (
     HASH_LEN,
     MAX_WORK_BYTES,
     IndexRecord,
     check_hash,
-    check_height,
 )
 from chain.storage_errors import (
     BatchClosedError,
@@ -76,6 +77,27 @@ from chain.storage_errors import (
     reindex_command,
     repair_chain_db,
     repair_command,
+)
+from chain.storage_keys import (
+    CHAIN_DB_DIRNAME,
+    MAX_RECEIPT,
+    META_GENESIS,
+    META_NETWORK,
+    META_REINDEX,
+    META_REORG,
+    META_SCHEMA,
+    META_TIP,
+    PREFIX_ADDRESS_TX,
+    PREFIX_BLOCK,
+    PREFIX_INDEX,
+    PREFIX_TX,
+    SCHEMA_VERSION,
+    block_key,
+    check_bytes,
+    height_key,
+    index_key,
+    state_key,
+    undo_key,
 )
 
 __all__ = [
@@ -99,213 +121,19 @@ __all__ = [
     "repair_chain_db",
 ]
 
-# --- layout constants -------------------------------------------------------------
-
-# Bump on any change to the key layout or IndexRecord encoding (2: tx receipts, market v2).
-SCHEMA_VERSION = 2
-CHAIN_DB_DIRNAME = "chain"  # the LevelDB lives at <datadir>/chain
-
-PREFIX_BLOCK = b"b"  # b"b" + hash(32)       -> block body bytes
-PREFIX_INDEX = b"i"  # b"i" + hash(32)       -> IndexRecord.to_bytes()
-PREFIX_HEIGHT = b"h"  # b"h" + height(u64 BE) -> hash(32) of the active chain at height
-PREFIX_STATE = b"s"  # b"s" + key            -> state value bytes
-PREFIX_UNDO = b"u"  # b"u" + hash(32)        -> undo data for that block
-PREFIX_META = b"m"  # b"m" + name            -> metadata (names below)
-# b"t" + txid(32) -> block hash(32) | u64 height | u32 position [| failure reason utf-8]
-# for each active-chain tx; the reason is there for a job tx included as failed.
-PREFIX_TX = b"t"
-MAX_RECEIPT = 200  # bytes of a failure reason kept in the tx index
-# b"x" + address(20) + u64 height + u32 position -> txid(32): every active-chain tx that
-# sends from or pays to the address, in chain order (wallet history).
-PREFIX_ADDRESS_TX = b"x"
-
-META_TIP = PREFIX_META + b"tip"  # hash(32) of the active tip
-META_GENESIS = PREFIX_META + b"genesis"  # hash(32) of the genesis block
-META_SCHEMA = PREFIX_META + b"schema"  # u32 BE schema version
-META_NETWORK = PREFIX_META + b"network"  # utf-8 network name (devnet, testnet, ...)
-# hash(32) of the chain a reorg is moving to: written before its first disconnect and
-# removed after its last connect, so a start-up after a crash finishes the reorg.
-META_REORG = PREFIX_META + b"reorg"
-# present while a --reindex is under way: the next start finishes it.
-META_REINDEX = PREFIX_META + b"reindex"
-# Keys holding data derived from the blocks, rebuilt by --reindex.
-DERIVED_PREFIXES = (PREFIX_STATE, PREFIX_UNDO, PREFIX_HEIGHT, PREFIX_TX, PREFIX_ADDRESS_TX)
-
 # Stop writing while less than this is free on the database's filesystem (Bitcoin Core
 # keeps the same 50 MB margin): LevelDB then still has room to finish a compaction and
 # the stop happens before a write fails half-way, not after.
 MIN_FREE_BYTES = 50 * 1024 * 1024
 
 _E = TypeVar("_E", bound=StorageError)
-_U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
-_U64_MAX = 2**64 - 1
-
-# --- helpers ----------------------------------------------------------------------
-
-
-def _check_bytes(value: bytes, what: str) -> bytes:
-    if type(value) is not bytes:
-        raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
-    return value
-
-
-def _height_key(height: int) -> bytes:
-    return PREFIX_HEIGHT + _U64.pack(check_height(height))
-
-
-def _block_key(block_hash: bytes) -> bytes:
-    return PREFIX_BLOCK + check_hash(block_hash)
-
-
-def _index_key(block_hash: bytes) -> bytes:
-    return PREFIX_INDEX + check_hash(block_hash)
-
-
-def _undo_key(block_hash: bytes) -> bytes:
-    return PREFIX_UNDO + check_hash(block_hash)
-
-
-def _state_key(key: bytes) -> bytes:
-    return PREFIX_STATE + _check_bytes(key, "state key")
 
 
 def _stored_hash(raw: bytes | None, what: str) -> bytes | None:
     if raw is not None and len(raw) != HASH_LEN:
         raise CorruptionError(f"{what} holds {len(raw)} bytes, expected {HASH_LEN}")
     return raw
-
-
-# --- atomic batch -----------------------------------------------------------------
-
-_DELETED: Any = object()
-
-
-class AtomicBatch:
-    """Writes collected for one atomic ``WriteBatch``; get one from :meth:`ChainDB.atomic`.
-
-    Nothing is visible in the database until the ``with`` block exits normally; then
-    all of it is, at once. Using the batch after its block has ended raises
-    :class:`BatchClosedError`.
-    """
-
-    __slots__ = ("_db", "_wb", "_state", "_ops", "_open")
-
-    def __init__(self, db: ChainDB, wb: Any) -> None:
-        self._db = db
-        self._wb = wb
-        self._state: dict[bytes, Any] = {}  # state key -> value or _DELETED
-        self._ops = 0
-        self._open = True
-
-    def _put(self, key: bytes, value: bytes) -> None:
-        if not self._open:
-            raise BatchClosedError("batch used outside its `with db.atomic()` block")
-        self._wb.put(key, value)
-        self._ops += 1
-
-    def _delete(self, key: bytes) -> None:
-        if not self._open:
-            raise BatchClosedError("batch used outside its `with db.atomic()` block")
-        self._wb.delete(key)
-        self._ops += 1
-
-    def __len__(self) -> int:
-        """Number of put/delete operations queued so far."""
-        return self._ops
-
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
-    # blocks, index, undo
-    def put_block(self, block_hash: bytes, data: bytes) -> None:
-        self._put(_block_key(block_hash), _check_bytes(data, "block data"))
-
-    def delete_block(self, block_hash: bytes) -> None:
-        self._delete(_block_key(block_hash))
-
-    def put_index(self, record: IndexRecord) -> None:
-        if not isinstance(record, IndexRecord):
-            raise TypeError("put_index needs an IndexRecord")
-        self._put(_index_key(record.hash), record.to_bytes())
-
-    def delete_index(self, block_hash: bytes) -> None:
-        self._delete(_index_key(block_hash))
-
-    def put_undo(self, block_hash: bytes, data: bytes) -> None:
-        self._put(_undo_key(block_hash), _check_bytes(data, "undo data"))
-
-    def delete_undo(self, block_hash: bytes) -> None:
-        self._delete(_undo_key(block_hash))
-
-    # active chain
-    def set_active_hash(self, height: int, block_hash: bytes) -> None:
-        self._put(_height_key(height), check_hash(block_hash))
-
-    def delete_active_hash(self, height: int) -> None:
-        self._delete(_height_key(height))
-
-    # state
-    def put_state(self, key: bytes, value: bytes) -> None:
-        self._put(_state_key(key), _check_bytes(value, "state value"))
-        self._state[key] = value
-
-    def delete_state(self, key: bytes) -> None:
-        self._delete(_state_key(key))
-        self._state[key] = _DELETED
-
-    def pending_state(self, key: bytes) -> bytes | None:
-        """The state value as it will be after this batch: its own writes, else the DB."""
-        if not self._open:
-            raise BatchClosedError("batch used outside its `with db.atomic()` block")
-        value = self._state.get(key)
-        if value is None:
-            return self._db.get_state(key)
-        return None if value is _DELETED else value
-
-    # metadata
-    def put_tx_location(
-        self, txid: bytes, block_hash: bytes, height: int, position: int,
-        addresses: Iterable[bytes], failure: str = "",
-    ) -> None:  # fmt: skip
-        """Index an active-chain transaction by id and by the addresses it touches;
-        ``failure`` is the reason of a job transaction included as failed (its receipt)."""
-        where = check_hash(block_hash) + height.to_bytes(8, "big") + position.to_bytes(4, "big")
-        self._put(PREFIX_TX + check_hash(txid), where + failure.encode()[:MAX_RECEIPT])
-        for address in set(addresses):
-            self._put(_address_tx_key(address, height, position), txid)
-
-    def delete_tx_location(
-        self, txid: bytes, height: int, position: int, addresses: Iterable[bytes]
-    ) -> None:
-        self._delete(PREFIX_TX + check_hash(txid))
-        for address in set(addresses):
-            self._delete(_address_tx_key(address, height, position))
-
-    def set_tip(self, block_hash: bytes) -> None:
-        self._put(META_TIP, check_hash(block_hash))
-
-    def set_reorg_target(self, block_hash: bytes | None) -> None:
-        if block_hash is None:
-            self._delete(META_REORG)
-        else:
-            self._put(META_REORG, check_hash(block_hash))
-
-    def set_reindexing(self, on: bool) -> None:
-        if on:
-            self._put(META_REINDEX, b"\x01")
-        else:
-            self._delete(META_REINDEX)
-
-    def delete_raw(self, key: bytes) -> None:
-        """Delete a raw key (from :meth:`ChainDB.iter_keys`): derived data only."""
-        if key[:1] not in DERIVED_PREFIXES:
-            raise ValueError(f"delete_raw is for derived data, not {key[:1]!r} keys")
-        self._delete(key)
-
-    def set_genesis(self, block_hash: bytes) -> None:
-        self._put(META_GENESIS, check_hash(block_hash))
 
 
 # --- the database -----------------------------------------------------------------
@@ -552,7 +380,7 @@ class ChainDB(Closeable):
         checked against its hash first: CorruptBlockError names the height and the fix.
         ``report=False``: the caller handles damage itself (``on_fault`` is not told);
         ``check=False``: the caller checks the bytes itself."""
-        raw = self._get(_block_key(block_hash))
+        raw = self._get(block_key(block_hash))
         verify = self.block_check if check else None
         if raw is not None and verify is not None:
             problem = verify(raw, block_hash)
@@ -583,16 +411,16 @@ class ChainDB(Closeable):
             yield key[1:], raw
 
     def has_block(self, block_hash: bytes) -> bool:
-        return self._get(_block_key(block_hash)) is not None
+        return self._get(block_key(block_hash)) is not None
 
     def put_block(self, block_hash: bytes, data: bytes, *, sync: bool = False) -> None:
-        self._put_one(_block_key(block_hash), _check_bytes(data, "block data"), sync)
+        self._put_one(block_key(block_hash), check_bytes(data, "block data"), sync)
 
     # --- index
 
     def get_index(self, block_hash: bytes) -> IndexRecord | None:
         """The index record for ``block_hash``; CorruptionError if it does not decode."""
-        raw = self._get(_index_key(block_hash))
+        raw = self._get(index_key(block_hash))
         if raw is None:
             return None
         record = IndexRecord.from_bytes(raw)
@@ -605,7 +433,7 @@ class ChainDB(Closeable):
     def put_index(self, record: IndexRecord, *, sync: bool = False) -> None:
         if not isinstance(record, IndexRecord):
             raise TypeError("put_index needs an IndexRecord")
-        self._put_one(_index_key(record.hash), record.to_bytes(), sync)
+        self._put_one(index_key(record.hash), record.to_bytes(), sync)
 
     def iter_index(self) -> Iterator[IndexRecord]:
         """Every index record (all known headers, side chains too), in hash order."""
@@ -618,30 +446,30 @@ class ChainDB(Closeable):
     # --- undo
 
     def get_undo(self, block_hash: bytes) -> bytes | None:
-        return self._get(_undo_key(block_hash))
+        return self._get(undo_key(block_hash))
 
     def put_undo(self, block_hash: bytes, data: bytes, *, sync: bool = False) -> None:
-        self._put_one(_undo_key(block_hash), _check_bytes(data, "undo data"), sync)
+        self._put_one(undo_key(block_hash), check_bytes(data, "undo data"), sync)
 
     # --- active chain
 
     def active_hash_at(self, height: int) -> bytes | None:
         """Hash of the active chain's block at ``height``, or None."""
-        return _stored_hash(self._get(_height_key(height)), f"height {height} entry")
+        return _stored_hash(self._get(height_key(height)), f"height {height} entry")
 
     def set_active_hash(self, height: int, block_hash: bytes, *, sync: bool = False) -> None:
-        self._put_one(_height_key(height), check_hash(block_hash), sync)
+        self._put_one(height_key(height), check_hash(block_hash), sync)
 
     # --- state
 
     def get_state(self, key: bytes) -> bytes | None:
-        return self._get(_state_key(key))
+        return self._get(state_key(key))
 
     def put_state(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
-        self._put_one(_state_key(key), _check_bytes(value, "state value"), sync)
+        self._put_one(state_key(key), check_bytes(value, "state value"), sync)
 
     def delete_state(self, key: bytes, *, sync: bool = False) -> None:
-        self._delete_one(_state_key(key), sync)
+        self._delete_one(state_key(key), sync)
 
     def iter_state(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """(key, value) for state keys starting with ``prefix``, in key order.
@@ -649,7 +477,7 @@ class ChainDB(Closeable):
         Keys are returned without the storage prefix. The iterator reads a consistent
         snapshot taken when iteration starts.
         """
-        full = _state_key(prefix)
+        full = state_key(prefix)
         for key, value in self._iter(full):
             yield key[1:], value
 
@@ -707,13 +535,6 @@ class ChainDB(Closeable):
 
     def set_genesis(self, block_hash: bytes, *, sync: bool = True) -> None:
         self._put_one(META_GENESIS, check_hash(block_hash), sync)
-
-
-def _address_tx_key(address: bytes, height: int, position: int) -> bytes:
-    if len(address) != 20:
-        raise ValueError("addresses are 20 bytes")
-    return PREFIX_ADDRESS_TX + address + height.to_bytes(8, "big") + position.to_bytes(4, "big")
-
 
 def open_chain(
     path: str | os.PathLike[str],

@@ -20,8 +20,6 @@ from hypothesis import strategies as st
 from chain.datadir import DataDir, DatadirLockedError
 from chain.index_record import INDEX_RECORD_MIN_LEN, MAX_WORK_BYTES, BlockStatus, IndexRecord
 from chain.storage import (
-    META_SCHEMA,
-    SCHEMA_VERSION,
     BatchClosedError,
     ChainDB,
     CorruptionError,
@@ -30,6 +28,7 @@ from chain.storage import (
     StorageError,
     open_chain,
 )
+from chain.storage_keys import META_SCHEMA, SCHEMA_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
