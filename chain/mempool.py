@@ -30,7 +30,6 @@ sender's highest nonce, which is rare).
 from __future__ import annotations
 
 import bisect
-import enum
 import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,11 +37,11 @@ from typing import Any
 
 from chain.block import MAX_BLOCK_TX_BYTES, MAX_BLOCK_TXS
 from chain.mempool_jobs import JobIndex
+from chain.mempool_result import FROM_TX_REJECT, MempoolReject, MempoolResult, reject_result
 from chain.tx import (
     MAX_PLAIN_TX_SIZE,
     TX_FIXED_SIZE,
     Transaction,
-    TxReject,
     check_transaction,
 )
 
@@ -65,59 +64,6 @@ MAX_NONCE_GAP = 64
 QUEUED_SHARE_PERCENT = 25
 
 AccountLookup = Callable[[bytes], tuple[int, int]]
-
-
-class MempoolReject(enum.StrEnum):
-    """Why ``Mempool.add`` refused a transaction. Values are wire/RPC strings.
-
-    The first group is every context-free ``TxReject`` passed through unchanged (same
-    wire string); the rest need pool or chain state.
-    """
-
-    UNKNOWN_KIND = TxReject.UNKNOWN_KIND.value
-    KIND_NOT_ACTIVE = TxReject.KIND_NOT_ACTIVE.value
-    WRONG_CHAIN_ID = TxReject.WRONG_CHAIN_ID.value
-    PAYLOAD_TOO_LARGE = TxReject.PAYLOAD_TOO_LARGE.value
-    ZERO_AMOUNT = TxReject.ZERO_AMOUNT.value
-    AMOUNT_OVERFLOW = TxReject.AMOUNT_OVERFLOW.value
-    BAD_SIGNATURE = TxReject.BAD_SIGNATURE.value
-    JOB_RECIPIENT = TxReject.JOB_RECIPIENT.value
-    JOB_AMOUNT = TxReject.JOB_AMOUNT.value
-    JOB_BAD_PAYLOAD = TxReject.JOB_BAD_PAYLOAD.value
-
-    ALREADY_KNOWN = "mempool-already-known"  # this txid is in the pool
-    NONCE_TOO_LOW = "mempool-nonce-too-low"  # below the sender's confirmed nonce
-    NONCE_GAP = "mempool-nonce-gap"  # more than MAX_NONCE_GAP past the next expected nonce
-    FEE_TOO_LOW = "mempool-fee-too-low"  # below min_fee, or not above what it would evict
-    INSUFFICIENT_BALANCE = "mempool-insufficient-balance"  # with the sender's earlier txs
-    REPLACEMENT_FEE_TOO_LOW = "mempool-replacement-fee-too-low"  # same nonce, bump too small
-    POOL_FULL = "mempool-full"  # no room (nothing evictable, tx > cap, or queued set full)
-
-
-# Fails at import if chain/tx.py gains a reason this enum does not pass through.
-_FROM_TX_REJECT: dict[TxReject, MempoolReject] = {r: MempoolReject(r.value) for r in TxReject}
-
-
-@dataclass(frozen=True)
-class MempoolResult:
-    """Outcome of ``Mempool.add``: ``reject`` is None when the tx was accepted.
-
-    On acceptance, ``pending`` tells whether it is executable now (else queued behind
-    a nonce gap), ``replaced`` is the txid it replaced (same sender and nonce), and
-    ``removed`` the txids evicted or dropped to admit it (later txs of the sender that
-    no longer fit its balance, lowest-fee txs evicted for room).
-    """
-
-    reject: MempoolReject | None = None
-    detail: str = ""
-    txid: bytes = b""
-    pending: bool = False
-    replaced: bytes | None = None
-    removed: tuple[bytes, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.reject is None
 
 
 @dataclass(eq=False, slots=True)
@@ -143,10 +89,6 @@ class _Account:
     nonces: list[int] = field(default_factory=list)  # sorted keys of txs
     total_cost: int = 0
     counted: int = 0  # this account's share of Mempool._n_pending
-
-
-def _reject(reason: MempoolReject, detail: str, txid: bytes) -> MempoolResult:
-    return MempoolResult(reject=reason, detail=detail, txid=txid)
 
 
 class Mempool:
@@ -295,10 +237,10 @@ class Mempool:
         peer's bad transaction."""
         txid = tx.txid
         if txid in self._by_id:
-            return _reject(MempoolReject.ALREADY_KNOWN, "already in the pool", txid)
+            return reject_result(MempoolReject.ALREADY_KNOWN, "already in the pool", txid)
         check = check_transaction(tx, self.chain_id)
         if check.reject is not None:
-            return _reject(_FROM_TX_REJECT[check.reject], check.detail, txid)
+            return reject_result(FROM_TX_REJECT[check.reject], check.detail, txid)
         result = self._admit(tx, txid, now)
         self._maybe_compact()
         return result
@@ -308,25 +250,25 @@ class Mempool:
         acc = self._synced(sender)
         nonce = tx.nonce
         if nonce < acc.nonce:
-            return _reject(
+            return reject_result(
                 MempoolReject.NONCE_TOO_LOW, f"nonce {nonce}, account nonce is {acc.nonce}", txid
             )
         if nonce > acc.pending_end + MAX_NONCE_GAP:
-            return _reject(
+            return reject_result(
                 MempoolReject.NONCE_GAP,
                 f"nonce {nonce} is more than {MAX_NONCE_GAP} past the next expected "
                 f"nonce {acc.pending_end}",
                 txid,
             )
         if tx.fee < self.min_fee:
-            return _reject(
+            return reject_result(
                 MempoolReject.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {self.min_fee}", txid
             )
         old = acc.txs.get(nonce)
         if old is not None:
             bump = self.replace_bump_percent
             if tx.fee <= old.fee or tx.fee * 100 < old.fee * (100 + bump):
-                return _reject(
+                return reject_result(
                     MempoolReject.REPLACEMENT_FEE_TOO_LOW,
                     f"replaces a tx paying {old.fee}: needs at least {bump}% more",
                     txid,
@@ -334,13 +276,13 @@ class Mempool:
         cost = tx.amount + tx.fee
         before = self._cost_before(acc, nonce)
         if before + cost > acc.balance:
-            return _reject(
+            return reject_result(
                 MempoolReject.INSUFFICIENT_BALANCE,
                 f"balance {acc.balance} < {before} (earlier pooled txs) + {cost}",
                 txid,
             )
         if old is None and nonce > acc.pending_end and self.queued_count >= self.max_queued:
-            return _reject(
+            return reject_result(
                 MempoolReject.POOL_FULL,
                 f"nonce {nonce} would be queued and the queued set is full ({self.max_queued} txs)",
                 txid,
@@ -350,10 +292,10 @@ class Mempool:
         excess = self._bytes + size - (old.size if old is not None else 0) - self.max_bytes
         if excess > 0:
             if size > self.max_bytes:
-                return _reject(MempoolReject.POOL_FULL, "tx is larger than the pool", txid)
+                return reject_result(MempoolReject.POOL_FULL, "tx is larger than the pool", txid)
             plan = self._plan_eviction(excess, tx.fee, sender, nonce)
             if not isinstance(plan, list):
-                return _reject(plan[0], plan[1], txid)
+                return reject_result(plan[0], plan[1], txid)
             evict = plan
 
         removed: list[bytes] = []

@@ -21,7 +21,8 @@ from chain.block import Block
 from chain.chainstate import ChainState, ChainStateError, ProcessResult
 from chain.jobs import JobStatus, escrow_total, live_jobs
 from chain.keys import PrivateKey, devnet_key
-from chain.mempool import Mempool, MempoolResult
+from chain.mempool import Mempool
+from chain.mempool_result import MempoolResult
 from chain.network import Network, load_network
 from chain.state import Account, account_key
 from chain.storage import ChainDB, StorageError, open_chain

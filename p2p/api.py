@@ -9,7 +9,8 @@ from typing import Any, Protocol
 
 from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
-from chain.mempool import Mempool, MempoolResult
+from chain.mempool import Mempool
+from chain.mempool_result import MempoolResult
 from chain.network import Network
 from chain.tx import Transaction
 

@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from chain.mempool import MempoolReject
+from chain.mempool_result import MempoolReject
 from chain.tx import Transaction
 from p2p.api import TipChangeLike
 from p2p.lograte import UNLIMITED

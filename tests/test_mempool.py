@@ -18,8 +18,8 @@ from chain.mempool import (
     DEFAULT_MAX_BYTES,
     MAX_NONCE_GAP,
     Mempool,
-    MempoolReject,
 )
+from chain.mempool_result import MempoolReject
 from chain.tx import TX_FIXED_SIZE, Transaction, TxKind, TxReject, sign
 from consensus.ints import U64_MAX
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from chain.address import encode_address
 from chain.encoding import DecodeError
 from chain.index_record import IndexRecord
-from chain.mempool import Mempool, MempoolReject
+from chain.mempool import Mempool
+from chain.mempool_result import MempoolReject
 from chain.state import Contribution, account_key, contribution_key, reward_key
 from chain.tx import Transaction
 from node.rpc.base import MethodsBase, cached_encode_address
