@@ -16,6 +16,9 @@ threads have stopped spinning. Printed (name=value), medians of ``--runs``:
   three_miners_s         submit -> verified C, the product split into 3 jobs, 3 miners
   three_miners_ratio     three_miners_s / local_product_s
   three_over_one         three_miners_s / one_miner_s           (goal < 1)
+  standalone_miner_s     submit -> verified C, one job on one standalone `pouw miner`
+                         (one NumPy worker pinned to one core, its own node beside it
+                         connected to the buyer's; ratio: standalone_miner_ratio)
   *_submit_s, *_wait_s, *_fetch_s, *_check_s   where the time went: hashing and
                          uploading A and B and sending the submits; until every part's
                          commit is in the buyer's pool (waitforjob); downloading C and
@@ -23,7 +26,7 @@ threads have stopped spinning. Printed (name=value), medians of ``--runs``:
                          download and check as soon as that part is ready, and the A
                          and B side of the check is done while the miners compute)
 
-    .venv/bin/python bench/bench_market.py [--shape 512 4096 4096] [--runs 3]
+    .venv/bin/python bench/bench_market.py [--shape 512 4096 4096] [--runs 3] [--only NAME]
 """
 
 from __future__ import annotations
@@ -34,12 +37,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.marketnet import buyer_client, start_net, wait, write_genesis  # noqa: E402
+from bench.marketnet import (  # noqa: E402
+    StandaloneMiner,
+    buyer_client,
+    start_net,
+    wait,
+    write_genesis,
+)
 
 # Easy blocks (a few filler products each): confirmations take a fraction of a second.
 BLOCK_WORK = 2**26
@@ -58,13 +68,21 @@ def local_product(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def timed_products(
-    miners: int, shape: tuple[int, int, int], runs: int, parts: int, pin: bool = True
-) -> list[dict[str, float]]:
+    miners: int, shape: tuple[int, int, int], runs: int, parts: int, pin: bool = True,
+    standalone: bool = False,
+) -> list[dict[str, float]]:  # fmt: skip
     m, k, n = shape
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         genesis = write_genesis(root / "genesis.json", 1, BLOCK_WORK, MARKET)
-        buyer, nodes = start_net(root, genesis, miners, pin)
+        if standalone:
+            buyer, nodes = start_net(root, genesis, 0)
+            pool = StandaloneMiner(root, genesis, buyer, core=1)
+            stop: list[Any] = [pool, buyer]
+            wait("blocks", lambda: buyer.call("getblockcount") >= 3, 180)
+        else:
+            buyer, nodes = start_net(root, genesis, miners, pin)
+            stop = [buyer, *nodes]
         try:
             for node in nodes:
                 wait("a product", lambda nd=node: nd.call("getmininginfo")["localproducts"] > 0,
@@ -95,44 +113,50 @@ def timed_products(
                     "fetch": res.timings["transfer_s"], "check": res.timings["check_s"],
                 }  # fmt: skip
                 shown = ", ".join(f"{k} {v:.3f} s" for k, v in times.items())
-                where = "pinned" if pin else "all cores"
+                where = "standalone" if standalone else "pinned" if pin else "all cores"
                 print(f"# {miners} miner(s), {where}, run {run}: {shown}", flush=True)
                 if run:
                     out.append(times)
             return out
         finally:
-            for node in [buyer, *nodes]:
-                node.stop()
+            for proc in stop:
+                proc.stop()
+
+
+# name -> (miners, parts, pinned, standalone)
+SCENARIOS = {
+    "one_miner": (1, 1, True, False),
+    "one_miner_all_cores": (1, 1, False, False),
+    "three_miners": (3, 3, True, False),
+    "standalone_miner": (1, 1, True, True),
+}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", type=int, nargs=3, default=[512, 4096, 4096], metavar=("M", "K", "N"))
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--only", choices=list(SCENARIOS), action="append",
+                   help="run this scenario only (repeatable; default: all)")  # fmt: skip
     args = p.parse_args()
     m, k, n = args.shape
-    one_runs = timed_products(1, (m, k, n), args.runs, 1)
-    free_runs = timed_products(1, (m, k, n), args.runs, 1, pin=False)
-    three_runs = timed_products(3, (m, k, n), args.runs, 3)
-    one = statistics.median(r["total"] for r in one_runs)
-    free = statistics.median(r["total"] for r in free_runs)
-    three = statistics.median(r["total"] for r in three_runs)
+    runs = {}
+    for name in args.only or list(SCENARIOS):
+        miners, parts, pin, standalone = SCENARIOS[name]
+        runs[name] = timed_products(miners, (m, k, n), args.runs, parts, pin, standalone)
+    total = {name: statistics.median(r["total"] for r in got) for name, got in runs.items()}
     # measured before every product, on the same operands, as the machine was then
-    local = statistics.median(r["local"] for r in [*one_runs, *free_runs, *three_runs])
+    local = statistics.median(r["local"] for got in runs.values() for r in got)
     print(f"shape={m}x{k}x{n}")
     print(f"local_product_s={local:.3f}")
-    for name, runs in (
-        ("one_miner", one_runs), ("one_miner_all_cores", free_runs), ("three_miners", three_runs)
-    ):
+    for name, got in runs.items():
         for part in ("submit", "wait", "fetch", "check"):
-            print(f"{name}_{part}_s={statistics.median(r[part] for r in runs):.3f}")
-    print(f"one_miner_s={one:.2f}")
-    print(f"one_miner_ratio={one / local:.2f}")
-    print(f"one_miner_all_cores_s={free:.2f}")
-    print(f"one_miner_all_cores_ratio={free / local:.2f}")
-    print(f"three_miners_s={three:.2f}")
-    print(f"three_miners_ratio={three / local:.2f}")
-    print(f"three_over_one={three / one:.2f}")
+            print(f"{name}_{part}_s={statistics.median(r[part] for r in got):.3f}")
+    for name, seconds in total.items():
+        print(f"{name}_s={seconds:.2f}")
+        print(f"{name}_ratio={seconds / local:.2f}")
+    if "one_miner" in total and "three_miners" in total:
+        print(f"three_over_one={total['three_miners'] / total['one_miner']:.2f}")
     return 0
 
 

@@ -1,10 +1,13 @@
 """A devnet of real node processes for the market benchmarks: a buyer's node and N
 miner nodes (tests/market_node.py), each miner pinned to one core as a stand-in for
-one GPU per miner process, all on 127.0.0.1."""
+one GPU per miner process, or one standalone `pouw miner` beside a node of its own;
+all on 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -68,6 +71,49 @@ def start_net(
     for node in [buyer, *nodes]:
         node.client()
     return buyer, nodes
+
+
+class StandaloneMiner:
+    """A `pouw miner` process (one NumPy worker, the market on, its keystore holding
+    devnet key 1) pinned to ``core``, on a node of its own (no miner there) connected
+    to the buyer's node: the path of a GPU miner, with one core as the stand-in GPU."""
+
+    def __init__(self, root: Path, genesis: Path, buyer: Node, core: int) -> None:
+        from chain.address import address_from_pubkey, encode_address
+        from chain.keys import devnet_key
+        from chain.network import load_network
+        from wallet.wallet import Wallet
+
+        self.node = Node(root, "pool", genesis, "--connect", f"127.0.0.1:{buyer.p2p}", core=None)
+        self.node.client()  # its RPC (and cookie) is up
+        net = load_network("devnet", genesis)
+        key = devnet_key(1)
+        address = encode_address(net.hrp, address_from_pubkey(key.public_key))
+        keystore, password = root / "miner.json", root / "miner.pw"
+        Wallet.create(keystore, "pw", net, seed=key.seed, scrypt_n=2**10)
+        password.write_text("pw\n")
+        self.log = open(root / "miner.log", "ab")  # noqa: SIM115
+        cores = sorted(os.sched_getaffinity(0))
+        chosen = {cores[core % len(cores)]}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node.miner_cli", "miner", "--rpc",
+             f"http://127.0.0.1:{self.node.rpc_port}", "--address", address,
+             "--datadir", str(self.node.datadir), "--genesis-file", str(genesis),
+             "--backend", "numpy", "--threads", "1", "--market-wallet", str(keystore),
+             "--password-file", str(password), "--blob-url", self.node.blob_url],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=lambda: os.sched_setaffinity(0, chosen),  # its workers inherit it
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        self.node.stop()
 
 
 def wait(what: str, fn: Callable[[], Any], timeout: float) -> Any:

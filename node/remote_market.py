@@ -14,7 +14,9 @@ probes from the kept C.
 
 Delivery before confirmation, as in the node: a claim still in the node's pool is
 computed at once when it is the only claim of the job there and RIVAL_WAIT_S old (a
-rival's claim sent at the same moment has reached the node by then); its template
+rival's claim sent at the same moment has reached the node by then), or without that
+wait when no rival claim can be on its way (we know no other miner, or we claimed in
+our turn as the designated miner, before the next one's came); its template
 names no job (the product is mined as the miner's own work), and the commit follows
 the claim in nonce order, so a buyer can fetch and check C before either confirms.
 Once the claim is on chain the template names the job. Jobs that other claims in the
@@ -77,6 +79,9 @@ TURN_STEP_S = 2 * MARKET_ROUND_S
 # New jobs seen while other miners are known: list again after this, so that a buyer's
 # batch of submits (sent a few ms apart) is dealt out as one batch on every miner.
 BATCH_SETTLE_S = 0.02
+# A designated miner's claim this soon after it first listed the job comes before the
+# next miner's turn (TURN_STEP_S) by a margin for the relay: no rival claim is coming.
+FIRST_TURN_S = 0.8 * TURN_STEP_S
 UNCLAIMED_STATUSES = ("open", "pending")  # on chain, or a submit in the node's pool
 
 
@@ -84,6 +89,9 @@ UNCLAIMED_STATUSES = ("open", "pending")  # on chain, or a submit in the node's 
 class RemoteHeld:
     job: dict[str, Any]
     claimed_at: float
+    # no rival claim can be on its way (we know no other miner, or we claimed in the
+    # designated miner's turn, before any other's): computed without RIVAL_WAIT_S
+    unrivalled: bool = False
     a: npt.NDArray[np.int8] | None = None
     bt: npt.NDArray[np.int8] | None = None  # B^T, as downloaded
     leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
@@ -203,12 +211,12 @@ class RemoteMarket:
             -j["bounty_per_multiply_add"],
             hashlib.sha256((self.address + j["job_id"]).encode()).digest(),
         ))  # fmt: skip
-        for job in self._our_turn(jobs, waiting, now)[: self.claim_ahead - waiting]:
+        for job, unrivalled in self._our_turn(jobs, waiting, now)[: self.claim_ahead - waiting]:
             bond = self.network.market.bond_for(int(job["bounty"]))
             job_id = bytes.fromhex(job["job_id"])
             tx = claim_tx(self.network, self.key, self._nonce(), job_id, bond, fee=self.fee)
             if self._send(tx, f"claim of {job['job_id'][:16]}"):
-                self.held[job["job_id"]] = RemoteHeld(job, time.monotonic())
+                self.held[job["job_id"]] = RemoteHeld(job, time.monotonic(), unrivalled)
                 pooled = ", its submit still pooled" if job["status"] == "pending" else ""
                 log.info("claimed job %s (%dx%dx%d, bond %d)%s", job["job_id"][:16],
                          job["m"], job["k"], job["n"], bond, pooled)  # fmt: skip
@@ -240,9 +248,11 @@ class RemoteMarket:
 
     def _our_turn(
         self, jobs: list[dict[str, Any]], waiting: int, now: float
-    ) -> list[dict[str, Any]]:
-        """The jobs we may claim now (module docstring): a fresh job in our turn and
-        only with a worker idle; an older one in our turn after the horizon."""
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """The jobs we may claim now (module docstring), each with whether no rival
+        claim can be on its way: a fresh job in our turn and only with a worker idle
+        (unrivalled when we know no other miner, or in the designated miner's turn
+        before the next one's comes); an older one in our turn after the horizon."""
         others = self._sightings.others(now)
         batches: dict[float, list[tuple[bytes, int]]] = {}
         for jid, (first, band) in self._seen.items():
@@ -258,10 +268,11 @@ class RemoteMarket:
             turn = after[bytes.fromhex(j["job_id"])]
             if age < fresh_for:
                 if idle > 0 and age >= turn:
-                    ours.append(j)
+                    first_turn = turn == 0.0 and age < FIRST_TURN_S
+                    ours.append((j, not others or first_turn))
                     idle -= 1
             elif age >= fresh_for + turn:
-                ours.append(j)
+                ours.append((j, not others))
         return ours
 
     def _fetch(self, job_id: str, held: RemoteHeld) -> bool:
@@ -305,8 +316,8 @@ class RemoteMarket:
     def next_job(self) -> tuple[str, RemoteHeld, bool] | None:
         """A claimed job not yet handed out, with its operands in hand, and whether a
         template may name it (our claim is on chain); a claim still in the pool counts
-        once it is the only claim of the job there and RIVAL_WAIT_S old (see the
-        module)."""
+        once it is the only claim of the job there and RIVAL_WAIT_S old, or at once if
+        unrivalled (see the module)."""
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
             if held.dispatched or not self._fetch(job_id, held):
                 continue
@@ -318,7 +329,7 @@ class RemoteMarket:
             pooled = (
                 job["status"] in UNCLAIMED_STATUSES
                 and job.get("pending_claimants") == [self.address]
-                and time.monotonic() - held.claimed_at >= RIVAL_WAIT_S
+                and (held.unrivalled or time.monotonic() - held.claimed_at >= RIVAL_WAIT_S)
             )
             if not (named or pooled):
                 continue
@@ -334,7 +345,8 @@ class RemoteMarket:
         waits = [
             h.claimed_at + RIVAL_WAIT_S - now
             for h in self.held.values()
-            if not h.dispatched and h.a is not None and h.claimed_at + RIVAL_WAIT_S > now
+            if not (h.dispatched or h.unrivalled) and h.a is not None
+            and h.claimed_at + RIVAL_WAIT_S > now
         ]  # fmt: skip
         return max(0.0, min(waits, default=math.inf))
 

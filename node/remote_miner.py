@@ -67,6 +67,9 @@ log = logging.getLogger("pouw.miner")
 # JSON-RPC errors that no retry can fix: invalid params, invalid address or parameter.
 FATAL_RPC_CODES = frozenset({-32602, -32601, -5, -8})
 STALE_ANSWERS = frozenset({"inconclusive", "duplicate", "stale-prevblk", "stale-work"})
+# A market round woken early waits this long first: the rest of a buyer's batch of
+# submits arrives, and a burst of pooled transactions makes one round, not one each.
+MARKET_SETTLE_S = 0.01
 
 
 class TemplateError(ValueError):
@@ -443,6 +446,8 @@ class RemoteMiner:
             backoff = 1.0
             if rt is None:  # long-poll timed out on our side: ask again
                 continue
+            if longpollid is not None and self.market is not None:
+                self._market_wake.set()  # a new tip or a new pooled tx: maybe a new job
             if current is None or rt.header != current:
                 current = rt.header
                 self._publish(rt)
@@ -454,12 +459,15 @@ class RemoteMiner:
 
     def _market_loop(self) -> None:
         """Claims, and probes on each new tip; a claimed job to each idle worker. A
-        round every MARKET_ROUND_S, sooner when a worker comes free or a claim of ours
-        with an idle worker waiting for it becomes computable (RIVAL_WAIT_S old)."""
+        round every MARKET_ROUND_S, sooner when the node's template long-poll answers
+        (a new tip or a new pooled transaction, such as a buyer's submit), a worker
+        comes free, or a claim of ours with an idle worker waiting for it becomes
+        computable (RIVAL_WAIT_S old)."""
         assert self.market is not None
         delay = MARKET_ROUND_S
         while True:
-            self._market_wake.wait(delay)
+            if self._market_wake.wait(delay) and self._stop.wait(MARKET_SETTLE_S):
+                return
             self._market_wake.clear()
             if self._stop.is_set():
                 return
