@@ -140,16 +140,21 @@ def test_partition_heals_on_the_heavier_chain(tmp_path: Path, procs: list[NodePr
     b1.wait_height(25, timeout=40)
     # Partitioned: the two sides have different tips.
     assert a1.tip() != b1.tip()
-    a0.stop()
+    # Side a ends strictly heavier: side b stops first and a mines on past its work
+    # (with equal work the tie would stay with whichever chain each node saw first).
     b0.stop()
-    a_tip = _converged([a1], settle=1.0)
     b_tip = _converged([b1], settle=1.0)
+    b_work = int(rpc[b1].call("getblockchaininfo")["chainwork"], 16)
+    _wait(lambda: int(rpc[a1].call("getblockchaininfo")["chainwork"], 16) > b_work)
+    a0.stop()
+    a_tip = _converged([a1], settle=1.0)
     assert a_tip != b_tip
     # Heal: a bridge connects to both sides.
     bridge.start("--connect", a1.addr, "--connect", b1.addr)
     tip = _converged([a1, b1, bridge], timeout=60)
+    assert tip == a_tip  # the heavier chain
     # The losing side's payment was disconnected: it is back in its node's mempool.
-    loser = b1 if tip == a_tip else a1
+    loser = b1
     lost = paid[loser].txid.hex()
     _wait(lambda: lost in rpc[loser].call("getrawmempool"))
     for n in (a1, b1, bridge):
