@@ -49,6 +49,18 @@ def _buyer(node: Proc, net: Network) -> JobClient:
                      blob_auth=read_cookie(node.datadir, "devnet"))  # fmt: skip
 
 
+def _buy_two_parts(client: JobClient, rng: np.random.Generator) -> str:
+    """A 256x512x256 product in two jobs, waited for and checked exact; its id."""
+    a = rng.integers(-64, 64, (256, 512), dtype=np.int8)
+    b = rng.integers(-64, 64, (512, 256), dtype=np.int8)
+    pid = client.submit(a, b, bounty=4_000_000, min_parts=2)
+    client.wait(pid, timeout=120)
+    res = client.result(pid)
+    assert res.verified, res.actions
+    assert np.array_equal(res.c, exact_product(a, b))
+    return pid
+
+
 def _stop(miner: subprocess.Popen[bytes] | None) -> None:
     if miner is not None:
         miner.terminate()
@@ -75,14 +87,7 @@ def test_pouw_miner_takes_paid_jobs(tmp_path: Path) -> None:
         wait_for("blocks", lambda: rpc.call("getblockcount") >= 2, procs=[node])
         address, miner = _start_miner(tmp_path, node, genesis, 2, miner_log)
         client = _buyer(node, net)
-        rng = np.random.default_rng(21)
-        a = rng.integers(-64, 64, (256, 512), dtype=np.int8)
-        b = rng.integers(-64, 64, (512, 256), dtype=np.int8)
-        pid = client.submit(a, b, bounty=4_000_000, min_parts=2)
-        client.wait(pid, timeout=120)
-        res = client.result(pid)
-        assert res.verified, res.actions
-        assert np.array_equal(res.c, exact_product(a, b))
+        pid = _buy_two_parts(client, np.random.default_rng(21))
         parts = client.status(pid)["parts"]  # C may come before the claims confirm
         for job in parts:
             wait_for("payout", lambda j=job["job_id"]: rpc.call("getjob", j)["status"] == "paid",
@@ -157,13 +162,7 @@ def test_pouw_miners_take_turns_with_a_products_parts(tmp_path: Path) -> None:
         rng = np.random.default_rng(23)
 
         def claimants_of_a_product() -> set[str]:
-            a = rng.integers(-64, 64, (256, 512), dtype=np.int8)
-            b = rng.integers(-64, 64, (512, 256), dtype=np.int8)
-            pid = client.submit(a, b, bounty=4_000_000, min_parts=2)
-            client.wait(pid, timeout=120)
-            res = client.result(pid)
-            assert res.verified, res.actions
-            assert np.array_equal(res.c, exact_product(a, b))
+            pid = _buy_two_parts(client, rng)
             ids = [p["job_id"] for p in client.status(pid)["parts"]]
             return {
                 wait_for("the claim on chain", lambda j=j: rpc.call("getjob", j).get("claimant"),
