@@ -70,6 +70,9 @@ STALE_ANSWERS = frozenset({"inconclusive", "duplicate", "stale-prevblk", "stale-
 # A market round woken early waits this long first: the rest of a buyer's batch of
 # submits arrives, and a burst of pooled transactions makes one round, not one each.
 MARKET_SETTLE_S = 0.01
+# Rounds start at most this often, however many transactions wake them (each round is a
+# few RPC calls, one of them a walk of the node's jobs in flight).
+MARKET_MIN_GAP_S = 0.05
 
 
 class TemplateError(ValueError):
@@ -464,14 +467,16 @@ class RemoteMiner:
         comes free, or a claim of ours with an idle worker waiting for it becomes
         computable (RIVAL_WAIT_S old)."""
         assert self.market is not None
-        delay = MARKET_ROUND_S
+        delay, last_round = MARKET_ROUND_S, 0.0
         while True:
-            if self._market_wake.wait(delay) and self._stop.wait(MARKET_SETTLE_S):
-                return
+            if self._market_wake.wait(delay):
+                settle = max(MARKET_SETTLE_S, last_round + MARKET_MIN_GAP_S - time.monotonic())
+                if self._stop.wait(settle):
+                    return
             self._market_wake.clear()
             if self._stop.is_set():
                 return
-            delay = MARKET_ROUND_S
+            delay, last_round = MARKET_ROUND_S, time.monotonic()
             try:
                 with self._market_lock:
                     self.market.poll()
