@@ -80,8 +80,9 @@ TURN_STEP_S = 2 * MARKET_ROUND_S
 # batch of submits (sent a few ms apart) is dealt out as one batch on every miner.
 BATCH_SETTLE_S = 0.02
 # A designated miner's claim this soon after it first listed the job comes before the
-# next miner's turn (TURN_STEP_S) by a margin for the relay: no rival claim is coming.
-FIRST_TURN_S = 0.8 * TURN_STEP_S
+# next miner's turn even if that miner listed the job a whole round earlier: no rival
+# claim is coming.
+FIRST_TURN_S = TURN_STEP_S - MARKET_ROUND_S
 UNCLAIMED_STATUSES = ("open", "pending")  # on chain, or a submit in the node's pool
 
 
