@@ -134,6 +134,7 @@ class RemoteMarket:
         self._sightings = Sightings(raw_address)  # other miners seen claiming
         # job id -> (first listed, price band): the jobs dealt out (listed now, or fresh)
         self._seen: dict[str, tuple[float, int]] = {}
+        self._taken_fresh: dict[float, int] = {}  # batch -> our claims while it was fresh
 
     def _send(self, tx: Any, what: str) -> bool:
         try:
@@ -246,6 +247,8 @@ class RemoteMarket:
             jid: seen for jid, seen in self._seen.items()
             if seen[0] in batches or now - seen[0] < fresh_for
         }  # fmt: skip
+        live = {first for first, _ in self._seen.values()}
+        self._taken_fresh = {b: n for b, n in self._taken_fresh.items() if b in live}
 
     def _our_turn(
         self, jobs: list[dict[str, Any]], waiting: int, now: float
@@ -253,7 +256,9 @@ class RemoteMarket:
         """The jobs we may claim now (module docstring), each with whether no rival
         claim can be on its way: a fresh job in our turn and only with a worker idle
         (unrivalled when we know no other miner, or in the designated miner's turn
-        before the next one's comes); an older one in our turn after the horizon."""
+        before the next one's comes; knowing no other, at most one per worker from a
+        batch, so that a miner we do not know yet gets a turn and is seen); an older
+        one in our turn after the horizon."""
         others = self._sightings.others(now)
         batches: dict[float, list[tuple[bytes, int]]] = {}
         for jid, (first, band) in self._seen.items():
@@ -268,10 +273,13 @@ class RemoteMarket:
             age = now - self._seen[j["job_id"]][0]
             turn = after[bytes.fromhex(j["job_id"])]
             if age < fresh_for:
-                if idle > 0 and age >= turn:
+                batch = self._seen[j["job_id"]][0]
+                alone_full = not others and self._taken_fresh.get(batch, 0) >= self.workers
+                if idle > 0 and age >= turn and not alone_full:
                     first_turn = turn == 0.0 and age < FIRST_TURN_S
                     ours.append((j, not others or first_turn))
                     idle -= 1
+                    self._taken_fresh[batch] = self._taken_fresh.get(batch, 0) + 1
             elif age >= fresh_for + turn:
                 ours.append((j, not others))
         return ours
