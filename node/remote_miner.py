@@ -304,15 +304,19 @@ def _mine_product(spec: WorkerSpec, engine: Any, order: tuple[Any, ...], stop: A
                   results: Any) -> bool:  # fmt: skip
     """Compute a paid job's product once, the lottery riding on the template that names
     the job. A tip change kills the lottery, not the product. False on an engine error.
-    B comes as B^T's rows: an engine that packs from them reads the view ``bt.T``, any
-    other gets B transposed here; the operands' leaves were checked on download."""
-    _, job_no, header_bytes, job_id, a, bt, leaves = order
+    B comes as B^T's rows (``as_bt``): an engine that packs from them reads the view
+    ``bt.T``, any other gets B transposed here; or it comes as B. The operands' leaves
+    were checked on download."""
+    _, job_no, header_bytes, job_id, a, operand, as_bt, leaves = order
     header = Header.from_bytes(header_bytes)
     try:
-        if packs_b_from_rows(engine, spec.params):
-            b, given = bt.T, {"b_t": bt}
+        given: dict[str, Any] = {}
+        if not as_bt:
+            b = operand
+        elif packs_b_from_rows(engine, spec.params):
+            b, given = operand.T, {"b_t": operand}
         else:
-            b, given = transposed(bt), {}
+            b = transposed(operand)
         out = engine.mine(spec.params, a, b, BlockTemplate(header, ()), stop,
                           keep_product_on_stop=True, operand_leaves=leaves, **given)  # fmt: skip
     except Exception as exc:  # noqa: BLE001
@@ -502,9 +506,10 @@ class RemoteMiner:
 
     def _dispatch(self, index: int, job_id: str, held: RemoteHeld, named: bool) -> None:
         """Hand a claimed job to worker ``index``: A, B^T as downloaded and the leaves
-        checked on the way in. With our claim still in the pool (``named`` false) the
-        template names no job: the product is mined as our own work, and C is
-        committed all the same."""
+        checked on the way in (a GPU worker gets B, transposed here as before: its
+        engine reads B, and its process never loads the CPU kernels). With our claim
+        still in the pool (``named`` false) the template names no job: the product is
+        mined as our own work, and C is committed all the same."""
         a, bt = held.a, held.bt
         assert a is not None and bt is not None
         if named:
@@ -519,7 +524,9 @@ class RemoteMiner:
             self._templates[number] = rt
             self._kept.add(number)
         self._busy[index] = (job_id, number)
-        order = ("product", number, rt.header.to_bytes(), job_id, a, bt, held.leaves)
+        as_bt = self.backend != "cupy"
+        operand = bt if as_bt else transposed(bt)
+        order = ("product", number, rt.header.to_bytes(), job_id, a, operand, as_bt, held.leaves)
         self._jobs[index].put(order)
         log.info("worker %d: job %s (%dx%dx%d)%s", index, job_id[:16], *a.shape, bt.shape[0],
                  "" if named else ", its claim still pooled")  # fmt: skip

@@ -263,7 +263,7 @@ class _ReadsB(NumpyEngine):
 def test_a_paid_product_from_bt_and_checked_leaves_mines_as_from_b(easy: Network) -> None:
     """A worker gets B^T as downloaded and the leaves checked on the way in: the product
     and the seals (hA, hB, tickets) are those of mining from B, whether the engine
-    packs from B^T's rows or is handed B transposed."""
+    packs from B^T's rows, transposes it in the worker, or gets B (a GPU worker)."""
     from chain.header import Header
     from compute.blobs import line_leaves
     from compute.fast_commit import leaf_bytes_to_words
@@ -281,9 +281,14 @@ def test_a_paid_product_from_bt_and_checked_leaves_mines_as_from_b(easy: Network
     header = template_from_json(data, easy).header.to_bytes()
     spec = WorkerSpec(0, "numpy", None, easy.pouw, b"s" * 8, threads=1)
     outs = []
-    for engine, given in ((NumpyEngine(threads=1), leaves), (_ReadsB(threads=1), None)):
+    cases = (
+        (NumpyEngine(threads=1), bt, True, leaves),  # packs B' from B^T's rows
+        (_ReadsB(threads=1), bt, True, None),  # B transposed in the worker
+        (_ReadsB(threads=1), b, False, None),  # B as the coordinator sends it to a GPU
+    )
+    for engine, operand, as_bt, given in cases:
         results = _Results()
-        order = ("product", 7, header, "job", a, bt, given)
+        order = ("product", 7, header, "job", a, operand, as_bt, given)
         assert _mine_product(spec, engine, order, threading.Event(), results)
         outs.append({kind: rest for kind, _, *rest in results})
     plain = NumpyEngine(threads=1).mine(
