@@ -500,7 +500,7 @@ class RemoteMiner:
                         delay = min(delay, self.market.next_computable_in())
             except (RpcError, RpcConnectionError, TemplateError) as exc:
                 log.warning("market: %s", exc)
-            except (KeyError, TypeError, ValueError) as exc:  # an answer not shaped as ours
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:  # not shaped as ours
                 log.warning("market: unexpected answer from the node (%r); is it a pouw node "
                             "of this version?", exc)  # fmt: skip
 

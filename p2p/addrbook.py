@@ -119,7 +119,7 @@ class AddressBook:
                         failures=int(item.get("failures", 0)),
                         source=str(item.get("source", "")),
                     )
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):  # 1e999 is inf
                     continue
                 if not valid_host(e.host) or not 0 < e.port < 65536:
                     continue
@@ -254,14 +254,15 @@ class BanList:
         self.path = path
         self.bans: dict[str, Ban] = {}
         data = _load(path)
-        if isinstance(data, dict):
-            for item in data.get("bans", [])[:MAX_BANS]:
+        items = data.get("bans") if isinstance(data, dict) else None
+        if isinstance(items, list):
+            for item in items[:MAX_BANS]:
                 try:
                     ban = Ban(
                         str(item["address"]), int(item["created"]), int(item["until"]),
                         str(item.get("reason", "manually added")),
                     )  # fmt: skip
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):  # 1e999 is inf
                     continue
                 self.bans[ban.address] = ban
         self.sweep()

@@ -279,6 +279,9 @@ def test_real_encodings_still_decode() -> None:
         ("keystore", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         ("job", JOB.to_bytes().replace(bytes([JobStatus.CLAIMED]) + bytes(20), b"\x09" + bytes(20)),
          "status"),
+        # found by the long fuzz: a port of 2E333 (a float infinity) raised OverflowError
+        ("peers", b'{"addresses": [{"host": "10.0.0.1", "port": 2E333, "last_seen": 5}]}',
+         None),
     ],
 )  # fmt: skip
 def test_reported_inputs_get_a_typed_error(name: str, raw: bytes, words: str | None) -> None:
@@ -302,3 +305,18 @@ def test_keystore_kdf_cost_is_capped() -> None:
         with pytest.raises(KeystoreError):
             parse_keystore_bytes(json.dumps(doc).encode())
     check_kdf_params(DEFAULT_SCRYPT_N, DEFAULT_SCRYPT_R, DEFAULT_SCRYPT_P)  # default: fine
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"bans": 5}', '{"bans": {"a": 1}}', '[1, 2]',
+     '{"bans": [{"address": "10.0.0.9", "created": 1e999, "until": 5}]}'],
+)  # fmt: skip
+def test_a_bans_file_of_the_wrong_shape_is_ignored(text: str, tmp_path: Path) -> None:
+    """bans.json is ours but a person may edit it: entries that do not fit are skipped
+    (a list that is not one, a time of 1e999) and the node starts."""
+    from p2p.addrbook import BanList
+
+    path = tmp_path / "bans.json"
+    path.write_text(text)
+    assert BanList(path).bans == {}
