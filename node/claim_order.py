@@ -59,6 +59,7 @@ RIVAL_WAIT_S = 0.1
 # tip's median time past: time for the submit and the claim to confirm.
 PENDING_MIN_LEFT_S = 30
 MAX_SIGHTINGS = 1024  # other miners remembered (oldest sighting dropped first)
+RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
 PRICE_BAND = 1.25  # bounties per multiply-add within this factor rank as equal
 
 
@@ -134,6 +135,6 @@ def horizon(others: Sequence[bytes], step: float = FALLBACK_STEP_S) -> float:
     return (len(others) + 1) * step if others else 0.0
 
 
-def price_band(bounty: int, multiply_adds: int, band: float) -> int:
-    """Bounty per multiply-add in steps of ``band``: jobs in one step rank as equal."""
-    return math.floor(math.log(bounty / multiply_adds) / math.log(band))
+def price_band(bounty: int, multiply_adds: int) -> int:
+    """Bounty per multiply-add in steps of PRICE_BAND: jobs in one step rank as equal."""
+    return math.floor(math.log(bounty / multiply_adds) / math.log(PRICE_BAND))

@@ -29,7 +29,7 @@ from node.claim_order import (
     BACKLOG_STEP_S,
     FALLBACK_STEP_S,
     PENDING_MIN_LEFT_S,
-    PRICE_BAND,
+    RETRY_FAILED_S,
     Sightings,
     claimable_after,
     horizon,
@@ -39,7 +39,6 @@ from node.market_operands import Held, OperandFetcher
 
 log = logging.getLogger("pouw.market")
 
-RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
 CLAIM_AHEAD = 2  # jobs in hand at least: one computing, the next one's operands fetched
 # Claimed work is computed at once (its claim need not confirm first), so a miner only
 # holds enough to stay busy until its next claim round: about this many seconds at its
@@ -236,7 +235,7 @@ class ClaimRounds:
         # hash of our address and the job), so that miners racing for the same jobs
         # mostly claim different ones instead of all losing fees on the first.
         jobs.sort(key=lambda item: (
-            -price_band(item[1].bounty, item[1].multiply_adds, PRICE_BAND),
+            -price_band(item[1].bounty, item[1].multiply_adds),
             hashlib.sha256(self.address + item[0]).digest(),
         ))  # fmt: skip
         return jobs
@@ -326,7 +325,7 @@ class ClaimRounds:
         fresh: list[tuple[bytes, int]] = []
         backlog: list[tuple[bytes, int]] = []
         for jid, job in candidates:
-            band = price_band(job.bounty, job.multiply_adds, PRICE_BAND)
+            band = price_band(job.bounty, job.multiply_adds)
             pooled_at = self._pooled_submits.get(jid, (None, -math.inf))[1]
             (fresh if pooled_at > fresh_since else backlog).append((jid, band))
         fresh_turns: dict[bytes, float] = {}

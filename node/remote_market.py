@@ -54,7 +54,7 @@ from compute.fast_commit import leaf_bytes_to_words
 from consensus.result import RESULT_CHUNK, result_proof
 from node.claim_order import (
     PENDING_MIN_LEFT_S,
-    PRICE_BAND,
+    RETRY_FAILED_S,
     RIVAL_WAIT_S,
     Sightings,
     claimable_after,
@@ -66,7 +66,6 @@ from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
 log = logging.getLogger("pouw.market")
 
-RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 HELD_STATUSES = ("claimed", "committed")
 # The market's round (claims, hand-outs): a fresh job waits at most this long for a
@@ -219,6 +218,9 @@ class RemoteMarket:
             tx = claim_tx(self.network, self.key, self._nonce(), job_id, bond, fee=self.fee)
             if self._send(tx, f"claim of {job['job_id'][:16]}"):
                 self.held[job["job_id"]] = RemoteHeld(job, time.monotonic(), unrivalled)
+                batch = self._seen[job["job_id"]][0]
+                if now - batch < self._fresh_for(now):  # a fresh job taken
+                    self._taken_fresh[batch] = self._taken_fresh.get(batch, 0) + 1
                 pooled = ", its submit still pooled" if job["status"] == "pending" else ""
                 log.info("claimed job %s (%dx%dx%d, bond %d)%s", job["job_id"][:16],
                          job["m"], job["k"], job["n"], bond, pooled)  # fmt: skip
@@ -239,7 +241,7 @@ class RemoteMarket:
             for claimant in j.get("pending_claimants", ()):
                 self._saw(claimant, now)
             if j["job_id"] not in self._seen:
-                band = price_band(int(j["bounty"]), j["m"] * j["k"] * j["n"], PRICE_BAND)
+                band = price_band(int(j["bounty"]), j["m"] * j["k"] * j["n"])
                 self._seen[j["job_id"]] = (now, band)
         batches = {self._seen[j["job_id"]][0] for j in listed}  # with a job still listed
         fresh_for = self._fresh_for(now)
@@ -279,7 +281,6 @@ class RemoteMarket:
                     first_turn = turn == 0.0 and age < FIRST_TURN_S
                     ours.append((j, not others or first_turn))
                     idle -= 1
-                    self._taken_fresh[batch] = self._taken_fresh.get(batch, 0) + 1
             elif age >= fresh_for + turn:
                 ours.append((j, not others))
         return ours

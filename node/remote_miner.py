@@ -441,8 +441,7 @@ class RemoteMiner:
                 if isinstance(exc, RpcError) and exc.code in FATAL_RPC_CODES:
                     log.error("getblocktemplate: %s", exc)  # a bad request will not get better
                     self.failure = str(exc)
-                    self._stop.set()
-                    self._market_wake.set()
+                    self.request_stop()
                     return
                 log.warning("getblocktemplate: %s; retrying in %.0f s", exc, backoff)
                 if self._stop.wait(backoff):
@@ -663,8 +662,7 @@ class RemoteMiner:
         return 0
 
     def close(self) -> None:
-        self._stop.set()
-        self._market_wake.set()
+        self.request_stop()
         for q in self._jobs:
             with contextlib.suppress(Exception):
                 q.put(None)
