@@ -33,7 +33,7 @@ import numpy.typing as npt
 from chain.address import decode_address
 from chain.network import Network
 from compute.engine import FixedTemplate, MiningEngine
-from node.remote_miner import TemplateError, template_from_json
+from node.remote_template import TemplateError, template_from_json
 from node.template import BlockTemplate
 from wallet.job_txs import JobError, check_operand
 from wallet.products import PlanError, assemble, plan_parts

@@ -13,14 +13,9 @@ Layout::
       stats -> status line / log lines             -> ("stats", multiply-adds, tickets)
 
 Workers get only the header (h_a, h_b and seal blank): they never see transactions,
-and the main process assembles the block from its own copy of the template. Filler
-seeds are ``parent | miner | session salt | worker | attempt``, so neither two workers
-nor two miner processes for one address ever multiply the same operands.
-
-The template JSON (getblocktemplate) carries every header field but h_a, h_b and the
-seal, plus ``txs`` (hex) and ``longpollid``. The header is rebuilt with
-chain.header.Header and its tx_root is checked against the transactions, and its
-miner against ours, before any work is spent on it.
+and the main process assembles the block from its own copy of the template. The
+worker process is node/miner_worker.py; templates are parsed and checked by
+node/remote_template.py.
 """
 
 from __future__ import annotations
@@ -32,30 +27,25 @@ import multiprocessing as mp
 import os
 import queue
 import secrets
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from chain.address import decode_address, encode_address
+from chain.address import decode_address
 from chain.block import Block
-from chain.header import NO_JOB, Header
+from chain.header import Header
 from chain.network import Network
-from chain.tx import Transaction, transactions_root
-from compute.engine import packs_b_from_rows
 from compute.transpose import transposed
-from consensus.ints import u32, u64
-from consensus.params import PouwParams
+from node.miner_worker import WorkerSpec, worker_main
 from node.remote_market import MARKET_ROUND_S, RemoteHeld, RemoteMarket
-from node.template import BlockTemplate
+from node.remote_template import RemoteTemplate, TemplateError, template_from_json
 from wallet.rpc import (
     LONGPOLL_TIMEOUT,
     RpcClient,
     RpcConnectionError,
     RpcError,
     RpcTimeoutError,
-    as_int,
     get_block_template,
     submit_block,
 )
@@ -73,264 +63,6 @@ MARKET_SETTLE_S = 0.01
 # Rounds start at most this often, however many transactions wake them (each round is a
 # few RPC calls, one of them a walk of the node's jobs in flight).
 MARKET_MIN_GAP_S = 0.05
-
-
-class TemplateError(ValueError):
-    """A template the miner refuses to work on (malformed, or not what it claims)."""
-
-
-# --- templates ------------------------------------------------------------------------
-
-
-def _hex_bytes(data: dict[str, Any], name: str, size: int, *aliases: str) -> bytes:
-    for key in (name, *aliases):
-        if key in data:
-            value = data[key]
-            break
-    else:
-        raise TemplateError(f"template has no {name!r}")
-    if not isinstance(value, str):
-        raise TemplateError(f"template {name!r} is not a hex string")
-    try:
-        raw = bytes.fromhex(value.removeprefix("0x"))
-    except ValueError:
-        raise TemplateError(f"template {name!r} is not hex") from None
-    if len(raw) != size:
-        raise TemplateError(f"template {name!r} is {len(raw)} bytes, expected {size}")
-    return raw
-
-
-def _int_field(data: dict[str, Any], name: str, *aliases: str) -> int:
-    for key in (name, *aliases):
-        if key in data:
-            try:
-                return as_int(data[key], name)
-            except ValueError as exc:
-                raise TemplateError(str(exc)) from None
-    raise TemplateError(f"template has no {name!r}")
-
-
-def _target(value: Any) -> int:
-    """A u256 target: JSON integer, "0x..." hex, 64 hex digits, or a decimal string."""
-    if isinstance(value, str) and len(value) == 64:  # the node's hex256 form
-        try:
-            return int(value, 16)
-        except ValueError:
-            raise TemplateError(f"template 'target' {value!r} is not hex") from None
-    try:
-        return as_int(value, "target")
-    except ValueError as exc:
-        raise TemplateError(str(exc)) from None
-
-
-def _tx_bytes(item: Any) -> bytes:
-    if isinstance(item, dict):  # bitcoind-style {"data": hex, ...}
-        item = item.get("data", item.get("hex"))
-    if not isinstance(item, str):
-        raise TemplateError("template txs must be hex strings")
-    try:
-        return bytes.fromhex(item)
-    except ValueError:
-        raise TemplateError("template tx is not hex") from None
-
-
-def _miner_field(value: Any, hrp: str) -> bytes:
-    if not isinstance(value, str):
-        raise TemplateError("template 'miner' is not a string")
-    if len(value) == 40 and all(c in "0123456789abcdefABCDEF" for c in value):
-        return bytes.fromhex(value)
-    try:
-        return decode_address(value, hrp)
-    except ValueError as exc:
-        raise TemplateError(f"template 'miner': {exc}") from None
-
-
-@dataclass(frozen=True)
-class RemoteTemplate:
-    template: BlockTemplate
-    longpollid: str | None
-
-    @property
-    def header(self) -> Header:
-        return self.template.header
-
-
-def template_from_json(
-    data: dict[str, Any], network: Network, expected_miner: bytes | None = None
-) -> RemoteTemplate:
-    """Rebuild the header and transactions of a getblocktemplate answer, checked."""
-    if not isinstance(data, dict):
-        raise TemplateError("a template is a JSON object")
-    raw_txs = data.get("txs", data.get("transactions", []))
-    if not isinstance(raw_txs, list):
-        raise TemplateError("template 'txs' is not a list")
-    try:
-        txs = tuple(Transaction.from_bytes(_tx_bytes(t)) for t in raw_txs)
-    except TemplateError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - DecodeError and field errors alike
-        raise TemplateError(f"template tx does not decode: {exc}") from None
-    try:
-        header = Header(
-            version=_int_field(data, "version"),
-            height=_int_field(data, "height"),
-            parent=_hex_bytes(data, "parent", 32, "previousblockhash"),
-            timestamp=_int_field(data, "timestamp", "curtime"),
-            target=_target(data["target"]) if "target" in data else _int_field(data, "target"),
-            tx_root=_hex_bytes(data, "tx_root", 32),
-            state_root=_hex_bytes(data, "state_root", 32),
-            miner=_miner_field(data.get("miner"), network.hrp),
-            job_id=_hex_bytes(data, "job_id", 32) if "job_id" in data else NO_JOB,
-            m=_int_field(data, "m"),
-            k=_int_field(data, "k"),
-            n=_int_field(data, "n"),
-            # a template naming a job carries the job's commitments; others leave them blank
-            h_a=_hex_bytes(data, "h_a", 32) if "h_a" in data else bytes(32),
-            h_b=_hex_bytes(data, "h_b", 32) if "h_b" in data else bytes(32),
-        )
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, TemplateError):
-            raise
-        raise TemplateError(f"template header fields: {exc}") from None
-    if transactions_root(txs) != header.tx_root:
-        raise TemplateError("template tx_root does not match its transactions")
-    if expected_miner is not None and header.miner != expected_miner:
-        raise TemplateError(
-            f"template pays {encode_address(network.hrp, header.miner)}, not our address"
-        )
-    if header.m <= 0 or header.k <= 0 or header.n <= 0:
-        raise TemplateError(f"template shape {header.m}x{header.k}x{header.n} is empty")
-    lp = data.get("longpollid")
-    return RemoteTemplate(BlockTemplate(header, txs), None if lp is None else str(lp))
-
-
-def filler_seed(parent: bytes, miner: bytes, salt: bytes, worker: int, attempt: int) -> bytes:
-    return parent + miner + salt + u32(worker) + u64(attempt)
-
-
-# --- the worker process -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    index: int
-    backend: str  # "numpy" or "cupy"
-    device: int | None  # CUDA device id (cupy)
-    params: PouwParams
-    salt: bytes
-    threads: int | None = None  # numpy threads
-
-
-def make_engine(spec: WorkerSpec) -> Any:
-    if spec.backend == "cupy":
-        import cupy  # noqa: PLC0415 - only in GPU workers
-
-        from compute.cupy_engine import CupyEngine  # noqa: PLC0415
-
-        if spec.device is not None:
-            cupy.cuda.Device(spec.device).use()
-        engine = CupyEngine(device_id=spec.device)
-        engine.prepare()
-        return engine
-    from compute.numpy_engine import NumpyEngine  # noqa: PLC0415
-
-    return NumpyEngine(threads=spec.threads)
-
-
-def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
-    """Entry point of a worker process: mine the latest job until told to quit."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    try:
-        engine = make_engine(spec)
-    except Exception as exc:  # noqa: BLE001 - report and exit: the parent decides
-        results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
-        return
-    results.put(("ready", spec.index, engine.name, spec.device))
-    stop = threading.Event()
-    state: dict[str, Any] = {"job": None, "product": None, "quit": False}
-    changed = threading.Condition()
-
-    def listen() -> None:
-        while True:
-            msg = jobs.get()
-            with changed:
-                if msg is None:
-                    state["quit"] = True
-                elif msg[0] == "product":  # a paid job: computed next, and only once
-                    state["product"] = msg
-                else:
-                    state["job"] = msg
-                stop.set()
-                changed.notify_all()
-            if msg is None:
-                return
-
-    threading.Thread(target=listen, name="pouw-jobs", daemon=True).start()
-    attempt = 0
-    while True:
-        with changed:
-            while state["job"] is None and state["product"] is None and not state["quit"]:
-                changed.wait()
-            if state["quit"]:
-                return
-            stop.clear()  # before reading the job: a newer one sets it again
-            product, state["product"] = state["product"], None
-            if product is None:
-                job_no, header_bytes = state["job"]
-        if product is not None:
-            if not _mine_product(spec, engine, product, stop, results):
-                return
-            continue
-        header = Header.from_bytes(header_bytes)
-        template = BlockTemplate(header, ())
-        attempt += 1
-        from consensus.pouw import filler_matrices  # noqa: PLC0415
-
-        seed = filler_seed(header.parent, header.miner, spec.salt, spec.index, attempt)
-        a, b = filler_matrices(seed, header.m, header.k, header.n)
-        try:
-            out = engine.mine(spec.params, a, b, template, stop)
-        except Exception as exc:  # noqa: BLE001
-            results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
-            return
-        if out.stopped:
-            continue
-        results.put(("stats", spec.index, header.m * header.k * header.n, out.stats.tickets))
-        for seal in out.seals[:1]:
-            results.put(("found", spec.index, job_no, out.work.h_a, out.work.h_b, seal.to_bytes()))
-
-
-def _mine_product(spec: WorkerSpec, engine: Any, order: tuple[Any, ...], stop: Any,
-                  results: Any) -> bool:  # fmt: skip
-    """Compute a paid job's product once, the lottery riding on the template that names
-    the job. A tip change kills the lottery, not the product. False on an engine error.
-    B comes as B^T's rows (``as_bt``): an engine that packs from them reads the view
-    ``bt.T``, any other gets B transposed here; or it comes as B. The operands' leaves
-    were checked on download."""
-    _, job_no, header_bytes, job_id, a, operand, as_bt, leaves = order
-    header = Header.from_bytes(header_bytes)
-    try:
-        given: dict[str, Any] = {}
-        if not as_bt:
-            b = operand
-        elif packs_b_from_rows(engine, spec.params):
-            b, given = operand.T, {"b_t": operand}
-        else:
-            b = transposed(operand)
-        out = engine.mine(spec.params, a, b, BlockTemplate(header, ()), stop,
-                          keep_product_on_stop=True, operand_leaves=leaves, **given)  # fmt: skip
-    except Exception as exc:  # noqa: BLE001
-        results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
-        return False
-    results.put(("stats", spec.index, header.m * header.k * header.n, out.stats.tickets))
-    results.put(("product", spec.index, job_id, out.product))
-    if not out.stopped:
-        for seal in out.seals[:1]:
-            results.put(("found", spec.index, job_no, out.work.h_a, out.work.h_b, seal.to_bytes()))
-    return True
-
-
-# --- the coordinator ------------------------------------------------------------------
 
 
 @dataclass

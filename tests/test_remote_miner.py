@@ -29,7 +29,8 @@ from chain.network import Network, load_network
 from chain.tx import transactions_root
 from compute.numpy_engine import NumpyEngine
 from consensus.pouw import filler_matrices
-from node.remote_miner import TemplateError, filler_seed, template_from_json
+from node.miner_worker import filler_seed
+from node.remote_template import TemplateError, template_from_json
 from tests.chainutil import EASY_WORK, transfer
 from tests.p2putil import free_port
 from wallet.rpc import RpcClient, get_block_template, submit_block
@@ -267,7 +268,7 @@ def test_a_paid_product_from_bt_and_checked_leaves_mines_as_from_b(easy: Network
     from chain.header import Header
     from compute.blobs import line_leaves
     from compute.fast_commit import leaf_bytes_to_words
-    from node.remote_miner import WorkerSpec, _mine_product
+    from node.miner_worker import WorkerSpec, mine_product
     from node.template import BlockTemplate
 
     rng = np.random.default_rng(5)
@@ -289,7 +290,7 @@ def test_a_paid_product_from_bt_and_checked_leaves_mines_as_from_b(easy: Network
     for engine, operand, as_bt, given in cases:
         results = _Results()
         order = ("product", 7, header, "job", a, operand, as_bt, given)
-        assert _mine_product(spec, engine, order, threading.Event(), results)
+        assert mine_product(spec, engine, order, threading.Event(), results)
         outs.append({kind: rest for kind, _, *rest in results})
     plain = NumpyEngine(threads=1).mine(
         easy.pouw, a, b, BlockTemplate(Header.from_bytes(header), ()), keep_product_on_stop=True
