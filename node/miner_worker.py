@@ -12,14 +12,17 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from chain.header import Header
 from compute.engine import packs_b_from_rows
+from compute.priority import lower_thread_priority
 from compute.transpose import transposed
 from consensus.ints import u32, u64
 from consensus.params import PouwParams
+from node.shared_arrays import MappedOrders
 from node.template import BlockTemplate
 
 
@@ -82,6 +85,17 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
                 return
 
     threading.Thread(target=listen, name="pouw-jobs", daemon=True).start()
+    # A CPU engine mines filler at a lower priority, in a thread and on engine workers
+    # of its own (as the in-node miner does): the coordinator's downloads, RPC and
+    # hand-off of a paid job get the cores first, and paid products run at full
+    # priority here. A GPU engine mines filler in this thread, as before.
+    twin = getattr(engine, "low_priority_twin", None)
+    filler_engine = twin() if callable(twin) else engine
+    filler_thread = (
+        ThreadPoolExecutor(1, thread_name_prefix="pouw-filler", initializer=lower_thread_priority)
+        if callable(twin) else None
+    )  # fmt: skip
+    maps = MappedOrders()  # the coordinator's order file, mapped once
     attempt = 0
     while True:
         with changed:
@@ -94,18 +108,19 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
             if product is None:
                 job_no, header_bytes = state["job"]
         if product is not None:
-            if not mine_product(spec, engine, product, stop, results):
+            if not mine_product(spec, engine, product, stop, results, maps):
                 return
             continue
         header = Header.from_bytes(header_bytes)
-        template = BlockTemplate(header, ())
         attempt += 1
-        from consensus.pouw import filler_matrices  # noqa: PLC0415
-
         seed = filler_seed(header.parent, header.miner, spec.salt, spec.index, attempt)
-        a, b = filler_matrices(seed, header.m, header.k, header.n)
         try:
-            out = engine.mine(spec.params, a, b, template, stop)
+            if filler_thread is None:
+                out = _mine_filler(spec, filler_engine, header, seed, stop)
+            else:
+                out = filler_thread.submit(
+                    _mine_filler, spec, filler_engine, header, seed, stop
+                ).result()
         except Exception as exc:  # noqa: BLE001
             results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
             return
@@ -116,16 +131,29 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
             results.put(("found", spec.index, job_no, out.work.h_a, out.work.h_b, seal.to_bytes()))
 
 
+def _mine_filler(spec: WorkerSpec, engine: Any, header: Header, seed: bytes, stop: Any) -> Any:
+    from consensus.pouw import filler_matrices  # noqa: PLC0415
+
+    a, b = filler_matrices(seed, header.m, header.k, header.n)
+    return engine.mine(spec.params, a, b, BlockTemplate(header, ()), stop)
+
+
 def mine_product(spec: WorkerSpec, engine: Any, order: tuple[Any, ...], stop: Any,
-                  results: Any) -> bool:  # fmt: skip
+                 results: Any, maps: MappedOrders) -> bool:  # fmt: skip
     """Compute a paid job's product once, the lottery riding on the template that names
     the job. A tip change kills the lottery, not the product. False on an engine error.
-    B comes as B^T's rows (``as_bt``): an engine that packs from them reads the view
-    ``bt.T``, any other gets B transposed here; or it comes as B. The operands' leaves
-    were checked on download."""
-    _, job_no, header_bytes, job_id, a, operand, as_bt, leaves = order
+    The operands and C's slot are in the worker's order file (node/shared_arrays.py,
+    mapped through ``maps``): ``a``, ``b`` and ``c``. B comes as B^T's rows
+    (``as_bt``): an engine that packs from them reads the view ``bt.T``, any other gets
+    B transposed here; or it comes as B. The operands' leaves were checked on download.
+    C is written into its slot, and the coordinator told so with ("product", worker,
+    job id)."""
+    _, job_no, header_bytes, job_id, ref, as_bt, leaves = order
     header = Header.from_bytes(header_bytes)
     try:
+        arrays = maps.arrays(ref)
+        a, operand = arrays["a"], arrays["b"]
+        a.flags.writeable = operand.flags.writeable = False
         given: dict[str, Any] = {}
         if not as_bt:
             b = operand
@@ -135,11 +163,14 @@ def mine_product(spec: WorkerSpec, engine: Any, order: tuple[Any, ...], stop: An
             b = transposed(operand)
         out = engine.mine(spec.params, a, b, BlockTemplate(header, ()), stop,
                           keep_product_on_stop=True, operand_leaves=leaves, **given)  # fmt: skip
+        if out.product is None:
+            raise ValueError("the engine returned no product")
+        arrays["c"][...] = out.product
     except Exception as exc:  # noqa: BLE001
         results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
         return False
     results.put(("stats", spec.index, header.m * header.k * header.n, out.stats.tickets))
-    results.put(("product", spec.index, job_id, out.product))
+    results.put(("product", spec.index, job_id))
     if not out.stopped:
         for seal in out.seals[:1]:
             results.put(("found", spec.index, job_no, out.work.h_a, out.work.h_b, seal.to_bytes()))

@@ -40,6 +40,7 @@ from compute.transpose import transposed
 from node.miner_worker import WorkerSpec, worker_main
 from node.remote_market import MARKET_ROUND_S, RemoteHeld, RemoteMarket
 from node.remote_template import RemoteTemplate, TemplateError, template_from_json
+from node.shared_arrays import OrderFile, sweep
 from wallet.rpc import (
     LONGPOLL_TIMEOUT,
     RpcClient,
@@ -133,6 +134,7 @@ class RemoteMiner:
         self.failure: str | None = None
         self.market = market  # None: filler only
         self._busy: dict[int, tuple[str, int]] = {}  # worker -> (job id, template number)
+        self._orders: dict[int, OrderFile] = {}  # worker -> its file for paid jobs
         self._kept: set[int] = set()  # template numbers of products in flight
         self._market_lock = threading.Lock()
         # wakes the market loop before its round: a worker came free, or we stop
@@ -229,8 +231,8 @@ class RemoteMiner:
                     self.market.prefetch()
                     if idle:
                         delay = min(delay, self.market.next_computable_in())
-            except (RpcError, RpcConnectionError, TemplateError) as exc:
-                log.warning("market: %s", exc)
+            except (RpcError, RpcConnectionError, TemplateError, OSError) as exc:
+                log.warning("market: %s", exc)  # OSError: no room for an order file
             except (KeyError, TypeError, ValueError, OverflowError) as exc:  # not shaped as ours
                 log.warning("market: unexpected answer from the node (%r); is it a pouw node "
                             "of this version?", exc)  # fmt: skip
@@ -238,39 +240,58 @@ class RemoteMiner:
     def _dispatch(self, index: int, job_id: str, held: RemoteHeld, named: bool) -> None:
         """Hand a claimed job to worker ``index``: A, B^T as downloaded and the leaves
         checked on the way in (a GPU worker gets B, transposed here as before: its
-        engine reads B, and its process never loads the CPU kernels). With our claim
-        still in the pool (``named`` false) the template names no job: the product is
-        mined as our own work, and C is committed all the same."""
+        engine reads B, and its process never loads the CPU kernels), the operands in
+        the worker's order file, with room for C (node/shared_arrays.py). With our claim still in
+        the pool (``named`` false) the template names no job: the product is mined as
+        our own work, and C is committed all the same. If the job cannot be handed out
+        (the node does not answer, no room for the file) it stays for the next round."""
         a, bt = held.a, held.bt
         assert a is not None and bt is not None
-        if named:
-            data = self.rpc.call("getblocktemplate", miner=self.address, job=job_id)
-        else:
-            shape = [a.shape[0], a.shape[1], bt.shape[0]]
-            data = self.rpc.call("getblocktemplate", miner=self.address, shape=shape)
-        rt = template_from_json(data, self.network, self.miner)
+        try:
+            if named:
+                data = self.rpc.call("getblocktemplate", miner=self.address, job=job_id)
+            else:
+                shape = [a.shape[0], a.shape[1], bt.shape[0]]
+                data = self.rpc.call("getblocktemplate", miner=self.address, shape=shape)
+            rt = template_from_json(data, self.network, self.miner)
+            as_bt = self.backend != "cupy"
+            operand = bt if as_bt else transposed(bt)
+            c_slot = ((a.shape[0], bt.shape[0]), "<i4")  # int32, written by the worker
+            order_file = self._orders.setdefault(index, OrderFile())
+            ref = order_file.put({"a": a, "b": operand}, {"c": c_slot})
+        except BaseException:
+            held.dispatched = False
+            raise
         with self._lock:
             self._job += 1
             number = self._job
             self._templates[number] = rt
             self._kept.add(number)
         self._busy[index] = (job_id, number)
-        as_bt = self.backend != "cupy"
-        operand = bt if as_bt else transposed(bt)
-        order = ("product", number, rt.header.to_bytes(), job_id, a, operand, as_bt, held.leaves)
-        self._jobs[index].put(order)
+        order = (number, rt.header.to_bytes(), job_id, ref, as_bt, held.leaves)
+        self._jobs[index].put(("product", *order))
         log.info("worker %d: job %s (%dx%dx%d)%s", index, job_id[:16], *a.shape, bt.shape[0],
                  "" if named else ", its claim still pooled")  # fmt: skip
 
-    def _delivered(self, index: int, job_id: str, c: Any) -> None:
+    def _delivered(self, index: int, job_id: str) -> None:
+        """Worker ``index`` wrote the job's C into the order's file: commit it."""
         _, number = self._busy.pop(index, (job_id, 0))
         self._market_wake.set()  # the next claimed job goes to this worker now
         with self._lock:
             self._kept.discard(number)
-        if self.market is None or c is None:
+        order_file = self._orders.get(index)
+        if order_file is None or self.market is None:
             return
+        c = order_file.array("c").copy()  # the file is this worker's next order's
+        c.flags.writeable = False
         with self._market_lock:
             self.market.deliver(job_id, c)
+
+    def _drop_order(self, index: int) -> None:
+        """Remove worker ``index``'s order file (the worker failed, or we stop)."""
+        order_file = self._orders.pop(index, None)
+        if order_file is not None:
+            order_file.close()
 
     # -- results ---------------------------------------------------------------------
 
@@ -323,8 +344,8 @@ class RemoteMiner:
             _, _, job, h_a, h_b, seal = msg
             self._submit(job, h_a, h_b, seal)
         elif kind == "product":
-            _, index, job_id, c = msg
-            self._delivered(index, job_id, c)
+            _, index, job_id = msg
+            self._delivered(index, job_id)
         elif kind == "ready":
             _, index, engine, device = msg
             dev = "" if device is None else f" on device {device}"
@@ -332,11 +353,14 @@ class RemoteMiner:
         elif kind == "error":
             _, index, text = msg
             log.error("worker %d failed: %s", index, text)
+            self._drop_order(index)
             self.failure = f"worker {index}: {text}"
 
     # -- lifetime -----------------------------------------------------------------------
 
     def start_workers(self) -> None:
+        if self.market is not None and (stale := sweep()):
+            log.info("removed %d order file(s) left by miners that no longer run", stale)
         for i, device in enumerate(self.devices):
             spec = WorkerSpec(i, self.backend, device, self.network.pouw, self.salt, self.threads)
             jobs = self._ctx.Queue()
@@ -405,6 +429,8 @@ class RemoteMiner:
                 p.terminate()
                 p.join(2)
         self._procs.clear()
+        for index in list(self._orders):
+            self._drop_order(index)
 
 
 def default_devices(backend: str) -> list[int | None]:

@@ -262,13 +262,15 @@ class _ReadsB(NumpyEngine):
 
 
 def test_a_paid_product_from_bt_and_checked_leaves_mines_as_from_b(easy: Network) -> None:
-    """A worker gets B^T as downloaded and the leaves checked on the way in: the product
-    and the seals (hA, hB, tickets) are those of mining from B, whether the engine
-    packs from B^T's rows, transposes it in the worker, or gets B (a GPU worker)."""
+    """A worker gets B^T as downloaded and the leaves checked on the way in, in a shared
+    file: the product it writes there and the seals (hA, hB, tickets) are those of
+    mining from B, whether the engine packs from B^T's rows, transposes it in the
+    worker, or gets B (a GPU worker)."""
     from chain.header import Header
     from compute.blobs import line_leaves
     from compute.fast_commit import leaf_bytes_to_words
     from node.miner_worker import WorkerSpec, mine_product
+    from node.shared_arrays import MappedOrders, OrderFile
     from node.template import BlockTemplate
 
     rng = np.random.default_rng(5)
@@ -287,16 +289,23 @@ def test_a_paid_product_from_bt_and_checked_leaves_mines_as_from_b(easy: Network
         (_ReadsB(threads=1), bt, True, None),  # B transposed in the worker
         (_ReadsB(threads=1), b, False, None),  # B as the coordinator sends it to a GPU
     )
+    shared, maps = OrderFile(), MappedOrders()  # one file, reused from order to order
     for engine, operand, as_bt, given in cases:
         results = _Results()
-        order = ("product", 7, header, "job", a, operand, as_bt, given)
-        assert mine_product(spec, engine, order, threading.Event(), results)
-        outs.append({kind: rest for kind, _, *rest in results})
+        ref = shared.put({"a": a, "b": operand}, {"c": ((64, 64), "<i4")})
+        order = ("product", 7, header, "job", ref, as_bt, given)
+        assert mine_product(spec, engine, order, threading.Event(), results, maps)
+        out = {kind: rest for kind, _, *rest in results}
+        assert out["product"] == ["job"]
+        outs.append({**out, "c": shared.array("c").copy()})
+    path = shared.path
+    shared.close()
+    assert path is not None and not path.exists()
     plain = NumpyEngine(threads=1).mine(
         easy.pouw, a, b, BlockTemplate(Header.from_bytes(header), ()), keep_product_on_stop=True
     )  # from B, hashing the operands itself
     assert plain.seals and np.array_equal(plain.product, a.astype(np.int64) @ b.astype(np.int64))
     found = [plain.work.h_a, plain.work.h_b, plain.seals[0].to_bytes()]
     for out in outs:
-        assert np.array_equal(out["product"][1], plain.product)
+        assert np.array_equal(out["c"], plain.product)
         assert out["found"][1:] == found
