@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from chain.header import Header
 from compute.engine import packs_b_from_rows
 from compute.priority import lower_thread_priority
@@ -152,7 +154,7 @@ def mine_product(spec: WorkerSpec, engine: Any, order: tuple[Any, ...], stop: An
     header = Header.from_bytes(header_bytes)
     try:
         arrays = maps.arrays(ref)
-        a, operand = arrays["a"], arrays["b"]
+        a, operand = np.asarray(arrays["a"], np.int8), np.asarray(arrays["b"], np.int8)
         a.flags.writeable = operand.flags.writeable = False
         given: dict[str, Any] = {}
         if not as_bt:

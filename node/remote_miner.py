@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import numpy as np
+
 from chain.address import decode_address
 from chain.block import Block
 from chain.header import Header
@@ -282,7 +284,7 @@ class RemoteMiner:
         order_file = self._orders.get(index)
         if order_file is None or self.market is None:
             return
-        c = order_file.array("c").copy()  # the file is this worker's next order's
+        c = np.array(order_file.array("c"), np.int32)  # a copy: the file is for the next order
         c.flags.writeable = False
         with self._market_lock:
             self.market.deliver(job_id, c)
