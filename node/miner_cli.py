@@ -28,6 +28,9 @@ log = logging.getLogger("pouw.miner")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# CPU worker processes at most: each holds a paid job's operands and C (tens of MB) and
+# an engine's workspace; more than the cores would only share them.
+MAX_CPU_WORKERS = 64
 
 
 def _devices(text: str) -> list[int]:
@@ -62,7 +65,16 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--rpc-password")
     p.add_argument("--backend", choices=["cupy", "numpy"], help="default: cupy if usable")
     p.add_argument("--devices", type=_devices, help="GPU ids, one worker each (default: all)")
-    p.add_argument("--threads", type=int, help="CPU threads of the numpy engine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of each numpy worker (default: the cores, shared among --workers)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="numpy worker processes (default 1); GPUs: one worker each, chosen with --devices",
+    )
     p.add_argument("--shape", type=_shape, metavar="M,K,N", help="ask for this product shape")
     p.add_argument("--max-blocks", type=int, help="exit after this many accepted blocks")
     p.add_argument("--longpoll-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
@@ -80,7 +92,7 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_miner(args: argparse.Namespace) -> int:
-    from node.remote_miner import RemoteMiner, default_devices
+    from node.remote_miner import RemoteMiner, cpu_threads, default_devices
 
     if args.list_devices:
         from node.devices import describe_devices
@@ -106,6 +118,12 @@ def cmd_miner(args: argparse.Namespace) -> int:
     except (AddressError, NetworkError, RpcConnectionError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    if args.workers is not None and (args.workers < 1 or args.workers > MAX_CPU_WORKERS):
+        log.error("--workers must be 1 to %d", MAX_CPU_WORKERS)
+        return EXIT_USAGE
+    if args.threads is not None and args.threads < 1:
+        log.error("--threads must be at least 1")
+        return EXIT_USAGE
     backend = args.backend
     if backend is None:
         from compute.select import gpu_usable
@@ -118,6 +136,9 @@ def cmd_miner(args: argparse.Namespace) -> int:
                 "`pouw miner --list-devices` shows what was found",
                 why,
             )
+    if backend == "cupy" and args.workers is not None:
+        log.error("--workers is for the numpy backend; with GPUs, choose them with --devices")
+        return EXIT_USAGE
     if backend == "cupy":
         try:
             devices: list[int | None] = list(args.devices or default_devices("cupy"))
@@ -128,11 +149,14 @@ def cmd_miner(args: argparse.Namespace) -> int:
             log.error("no CUDA device")
             return EXIT_FAILURE
     else:
-        devices = [None]
+        devices = [None] * (args.workers or 1)
+    threads = args.threads
+    if threads is None and len(devices) > 1 and backend == "numpy":
+        threads = max(1, cpu_threads() // len(devices))  # the cores shared, not oversubscribed
     market = None
     if args.market_wallet is not None:
         try:
-            market = _market(args, network, rpc, url, datadir)
+            market = _market(args, network, rpc, url, datadir, len(devices))
         except (WalletError, RpcConnectionError, OSError) as exc:
             log.error("--market-wallet: %s", exc)
             return EXIT_USAGE
@@ -144,7 +168,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
         devices=devices,
         max_blocks=args.max_blocks,
         shape=args.shape,
-        threads=args.threads,
+        threads=threads,
         status=sys.stderr,
         longpoll_timeout=args.longpoll_timeout,
         market=market,
@@ -158,8 +182,9 @@ def cmd_miner(args: argparse.Namespace) -> int:
 
 
 def _market(
-    args: argparse.Namespace, network: Network, rpc: RpcClient, url: str, datadir: Path | None
-) -> RemoteMarket:
+    args: argparse.Namespace, network: Network, rpc: RpcClient, url: str, datadir: Path | None,
+    workers: int,
+) -> RemoteMarket:  # fmt: skip
     """The paid-job side: the keystore's key (it must hold --address) and the node's
     blob endpoint, authenticated like its RPC (cookie or --rpc-user)."""
     from wallet.job_cli import blob_url_for
@@ -181,7 +206,7 @@ def _market(
     blob = args.blob_url or blob_url_for(url, network.rpc_port)
     return RemoteMarket(
         RpcClient(rpc.url, *auth), network, wallet.signing_key, blob, auth,
-        workers=len(args.devices or [None]), min_bounty_per_mac=args.min_bounty_per_mac,
+        workers=workers, min_bounty_per_mac=args.min_bounty_per_mac,
     )  # fmt: skip
 
 

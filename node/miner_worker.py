@@ -10,6 +10,7 @@ workers nor two miner processes for one address ever multiply the same operands.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +67,7 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - report and exit: the parent decides
         results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
         return
-    results.put(("ready", spec.index, engine.name, spec.device))
+    results.put(("ready", spec.index, engine.name, spec.device, os.getpid()))
     stop = threading.Event()
     state: dict[str, Any] = {"job": None, "product": None, "quit": False}
     changed = threading.Condition()

@@ -360,6 +360,13 @@ class RemoteMarket:
         ]  # fmt: skip
         return max(0.0, min(waits, default=math.inf))
 
+    def release(self, job_id: str) -> None:
+        """The worker computing this job is gone: hand the job out again (its operands
+        are still in hand)."""
+        held = self.held.get(job_id)
+        if held is not None and held.c is None:
+            held.dispatched = False
+
     def deliver(self, job_id: str, c: npt.NDArray[np.integer]) -> None:
         """A worker finished the product: upload C to the node, commit its root."""
         from wallet.jobs import JobError, upload_blob

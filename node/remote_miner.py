@@ -136,6 +136,7 @@ class RemoteMiner:
         self.failure: str | None = None
         self.market = market  # None: filler only
         self._busy: dict[int, tuple[str, int]] = {}  # worker -> (job id, template number)
+        self._gone: set[int] = set()  # workers that failed or exited
         self._orders: dict[int, OrderFile] = {}  # worker -> its file for paid jobs
         self._kept: set[int] = set()  # template numbers of products in flight
         self._market_lock = threading.Lock()
@@ -221,7 +222,7 @@ class RemoteMiner:
                     self.market.poll()
                 idle = False
                 for index in range(len(self._jobs)):
-                    if index in self._busy:
+                    if index in self._busy or index in self._gone:
                         continue
                     with self._market_lock:
                         work = self.market.next_job()
@@ -274,6 +275,10 @@ class RemoteMiner:
         self._jobs[index].put(("product", *order))
         log.info("worker %d: job %s (%dx%dx%d)%s", index, job_id[:16], *a.shape, bt.shape[0],
                  "" if named else ", its claim still pooled")  # fmt: skip
+        if index in self._gone and self._busy.pop(index, None) is not None:
+            with self._market_lock:  # it died meanwhile: the job goes to another worker
+                assert self.market is not None
+                self.market.release(job_id)
 
     def _delivered(self, index: int, job_id: str) -> None:
         """Worker ``index`` wrote the job's C into the order's file: commit it."""
@@ -349,14 +354,48 @@ class RemoteMiner:
             _, index, job_id = msg
             self._delivered(index, job_id)
         elif kind == "ready":
-            _, index, engine, device = msg
+            _, index, engine, device, pid = msg
             dev = "" if device is None else f" on device {device}"
-            log.info("worker %d ready: %s engine%s", index, engine, dev)
+            log.info("worker %d ready: %s engine%s (pid %d)", index, engine, dev, pid)
         elif kind == "error":
             _, index, text = msg
-            log.error("worker %d failed: %s", index, text)
-            self._drop_order(index)
-            self.failure = f"worker {index}: {text}"
+            self._worker_gone(index, f"failed: {text}")
+
+    def _reap(self) -> None:
+        """Notice workers that died without a word (killed, out of memory, a driver
+        crash): a worker that fails on its own reports an error and exits with 0."""
+        dead = [i for i, p in enumerate(self._procs) if i not in self._gone and p.exitcode]
+        if dead:  # what they sent before they died comes first (a product, say)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._handle(self._results.get_nowait())
+        for index in dead:
+            if index not in self._gone:
+                code = self._procs[index].exitcode
+                assert code is not None
+                why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                self._worker_gone(index, why)
+
+    def _worker_gone(self, index: int, why: str) -> None:
+        """Worker ``index`` will compute nothing more: its paid job, if it had one, goes
+        to another worker (its operands are still in hand), and the miner stops once
+        no worker is left."""
+        if index in self._gone:
+            return
+        self._gone.add(index)
+        left = len(self._procs) - len(self._gone)
+        log.error("worker %d %s; %d worker(s) left", index, why, left)
+        self.failure = f"worker {index} {why}"
+        self._drop_order(index)
+        job_id, number = self._busy.pop(index, ("", 0))
+        with self._lock:
+            self._kept.discard(number)
+        if job_id and self.market is not None:
+            with self._market_lock:
+                self.market.release(job_id)
+            if left:
+                log.info("job %s goes to another worker", job_id[:16])
+                self._market_wake.set()
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -400,7 +439,8 @@ class RemoteMiner:
                     break
                 with contextlib.suppress(queue.Empty):
                     self._handle(self._results.get(timeout=0.25))
-                if self.failure and not any(p.is_alive() for p in self._procs):
+                self._reap()
+                if len(self._gone) == len(self._procs):
                     break
                 if time.monotonic() - last_status >= interval:
                     last_status = time.monotonic()

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,9 +27,9 @@ from wallet.wallet import Wallet
 
 
 def _start_miner(tmp_path: Path, node: Proc, genesis: Path, key_no: int,
-                 log: IO[bytes]) -> tuple[str, subprocess.Popen[bytes]]:  # fmt: skip
-    """`pouw miner` (one NumPy worker) with the market, its keystore holding devnet
-    key ``key_no``; returns its address and process."""
+                 log: IO[bytes], *extra: str) -> tuple[str, subprocess.Popen[bytes]]:  # fmt: skip
+    """`pouw miner` (one NumPy worker unless ``extra`` says otherwise) with the market,
+    its keystore holding devnet key ``key_no``; returns its address and process."""
     net = load_network("devnet", genesis)
     address = encode_address(net.hrp, address_from_pubkey(devnet_key(key_no).public_key))
     keystore = tmp_path / "miner.json"
@@ -38,7 +41,7 @@ def _start_miner(tmp_path: Path, node: Proc, genesis: Path, key_no: int,
          "--address", address, "--datadir", str(node.datadir), "--genesis-file", str(genesis),
          "--backend", "numpy", "--threads", "1", "--market-wallet", str(keystore),
          "--password-file", str(tmp_path / "pw"),
-         "--blob-url", f"http://127.0.0.1:{node.blob}"],
+         "--blob-url", f"http://127.0.0.1:{node.blob}", *extra],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -190,4 +193,53 @@ def test_pouw_miners_take_turns_with_a_products_parts(tmp_path: Path) -> None:
             _stop(miner)
         for log in logs:
             log.close()
+        node.stop()
+
+
+def test_a_worker_that_dies_hands_its_paid_job_to_another(tmp_path: Path) -> None:
+    """Two NumPy workers; the one computing the buyer's job is killed (SIGKILL, as the
+    kernel's OOM killer or a crashed driver would end it). The miner notices, hands the
+    job, whose operands it still holds, to the other worker, and the buyer gets the
+    exact product; the miner goes on mining with the worker it has left."""
+    genesis = market_genesis(tmp_path)
+    _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**60)))
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis)  # no miner of its own: nothing confirms
+    log_path = tmp_path / "miner.log"
+    miner_log = open(log_path, "ab")  # noqa: SIM115
+    miner = None
+    try:
+        node.rpc()
+        _, miner = _start_miner(tmp_path, node, genesis, 3, miner_log,
+                                "--workers", "2", "--threads", "1")  # fmt: skip
+        ready = re.compile(r"worker (\d) ready: numpy engine \(pid (\d+)\)")
+        pids = wait_for("two workers", lambda: len(found := dict(ready.findall(
+            log_path.read_text()))) == 2 and found, procs=[node])  # fmt: skip
+        rng = np.random.default_rng(23)
+        m, k, n = 1024, 4096, 4096  # one job of the network's largest size: ~0.2 s a core
+        a = rng.integers(-64, 64, (m, k), dtype=np.int8)
+        b = rng.integers(-64, 64, (k, n), dtype=np.int8)
+        client = _buyer(node, net)
+        pid = client.submit(a, b, bounty=m * k * n // 100, max_part_multiply_adds=m * k * n)
+        dispatched = re.compile(r"worker (\d): job " + pid[:16])
+        deadline = time.monotonic() + 60
+        while not (on := dispatched.findall(log_path.read_text())):  # kill it mid-product:
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.01)  # polled faster than wait_for does
+        first = on[0]
+        os.kill(int(pids[first]), signal.SIGKILL)
+        client.wait(pid, timeout=120)
+        res = client.result(pid)
+        assert res.verified, res.actions
+        assert np.array_equal(res.c, exact_product(a, b))
+        log = log_path.read_text()
+        assert f"worker {first} killed by signal 9; 1 worker(s) left" in log, log[-3000:]
+        assert f"job {pid[:16]} goes to another worker" in log, log[-3000:]
+        assert dispatched.findall(log) == [first, str(1 - int(first))], log[-3000:]
+        assert log.count("committed job") == 1, log[-3000:]
+        time.sleep(0.5)
+        assert miner.poll() is None  # still mining, on the worker it has left
+    finally:
+        _stop(miner)
+        miner_log.close()
         node.stop()

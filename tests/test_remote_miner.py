@@ -309,3 +309,19 @@ def test_a_paid_product_from_bt_and_checked_leaves_mines_as_from_b(easy: Network
     for out in outs:
         assert np.array_equal(out["c"], plain.product)
         assert out["found"][1:] == found
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--workers", "0"], "--workers must be 1 to 64"),
+        (["--workers", "65"], "--workers must be 1 to 64"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--backend", "cupy", "--workers", "2"], "--workers is for the numpy backend"),
+    ],
+)
+def test_miner_worker_flags_out_of_range_are_usage_errors(flags: list[str], said: str) -> None:
+    got = run_cli("miner", "--address", MINER_ADDRESS, "--rpc", "http://127.0.0.1:9",
+                  "--rpc-user", "u", "--rpc-password", "p", *flags, timeout=60)  # fmt: skip
+    assert got.returncode == 2, got.stderr
+    assert said in got.stderr and "Traceback" not in got.stderr
