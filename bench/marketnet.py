@@ -56,9 +56,7 @@ class Node(Proc):
         return self.client().call(method, *params)
 
 
-def start_net(
-    root: Path, genesis: Path, miners: int, pin: bool = True
-) -> tuple[Node, list[Node]]:
+def start_net(root: Path, genesis: Path, miners: int, pin: bool = True) -> tuple[Node, list[Node]]:
     """The buyer's node (no mining) and ``miners`` market miners (devnet keys 1..),
     each connected to the buyer's node and, with ``pin``, pinned to a core of its own
     where there is one (else free to use every core)."""
@@ -75,24 +73,26 @@ def start_net(
 
 class StandaloneMiner:
     """A `pouw miner` process (one NumPy worker, the market on, its keystore holding
-    devnet key 1) pinned to ``core``, on a node of its own (no miner there) connected
-    to the buyer's node: the path of a GPU miner, with one core as the stand-in GPU."""
+    devnet key ``key_no``) pinned to ``core``, on a node of its own (no miner there)
+    connected to the buyer's node: the path of a GPU miner, with one core as the
+    stand-in GPU."""
 
-    def __init__(self, root: Path, genesis: Path, buyer: Node, core: int) -> None:
+    def __init__(self, root: Path, genesis: Path, buyer: Node, core: int, key_no: int = 1) -> None:
         from chain.address import address_from_pubkey, encode_address
         from chain.keys import devnet_key
         from chain.network import load_network
         from wallet.wallet import Wallet
 
-        self.node = Node(root, "pool", genesis, "--connect", f"127.0.0.1:{buyer.p2p}", core=None)
+        name = "pool" if key_no == 1 else f"pool{key_no}"
+        self.node = Node(root, name, genesis, "--connect", f"127.0.0.1:{buyer.p2p}", core=None)
         self.node.client()  # its RPC (and cookie) is up
         net = load_network("devnet", genesis)
-        key = devnet_key(1)
+        key = devnet_key(key_no)
         address = encode_address(net.hrp, address_from_pubkey(key.public_key))
-        keystore, password = root / "miner.json", root / "miner.pw"
+        keystore, password = root / f"{name}.json", root / f"{name}.pw"
         Wallet.create(keystore, "pw", net, seed=key.seed, scrypt_n=2**10)
         password.write_text("pw\n")
-        self.log = open(root / "miner.log", "ab")  # noqa: SIM115
+        self.log = open(root / f"{name}-miner.log", "ab")  # noqa: SIM115
         cores = sorted(os.sched_getaffinity(0))
         chosen = {cores[core % len(cores)]}
         self.proc = subprocess.Popen(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -116,6 +115,7 @@ class ClaimRounds:
     _last_round: float
     _sightings: Sightings
     _first_seen: dict[bytes, float]
+    _was_pooled: set[bytes]
 
     def _competing(self, now: float) -> bool:
         """Another miner claimed a job within ALONE_AFTER_S."""
@@ -290,7 +290,7 @@ class ClaimRounds:
                 self.forget(job_id)
                 continue
             # designated, and claiming before the next miner's turn: no rival to wait for
-            seen = self._pooled_submits.get(job_id, (None, 0.0))[1]
+            seen = self._first_seen.get(job_id, 0.0)
             first_turn = turn == seen and now - seen < 0.8 * FALLBACK_STEP_S
             held = Held(
                 job, time.monotonic(), tx.txid, unrivalled=first_turn or not self._competing(now)
@@ -314,24 +314,28 @@ class ClaimRounds:
         are known, the backlog (claimed ahead by busy miners, each its share first).
         A job in neither map is anyone's now."""
         others = self._sightings.others(now)
-        for jid, _ in candidates:  # a backlog job's turns count from when we first saw it
-            self._first_seen.setdefault(jid, self._pooled_submits.get(jid, (None, now))[1])
+        for jid, _ in candidates:  # turns count from when we first saw the job
+            pooled = self._pooled_submits.get(jid)
+            if pooled is not None:
+                self._was_pooled.add(jid)
+            self._first_seen.setdefault(jid, now if pooled is None else pooled[1])
         if len(self._first_seen) > 4 * len(candidates) + MAX_HELD:
             keep = {jid for jid, _ in candidates}
             self._first_seen = {j: t for j, t in self._first_seen.items() if j in keep}
+            self._was_pooled &= keep
         # fresh for at least IDLE_FIRST_S: a busy miner's timer round leaves a new job to
         # idle miners' quick rounds that long, even where no other miner is known yet
         fresh_since = now - max(horizon(others) + QUICK_ROUND_SETTLE_S, IDLE_FIRST_S)
         fresh: list[tuple[bytes, int]] = []
         backlog: list[tuple[bytes, int]] = []
-        for jid, job in candidates:
+        for jid, job in candidates:  # fresh: a submit we saw pooled, still once in a block
             band = price_band(job.bounty, job.multiply_adds)
-            pooled_at = self._pooled_submits.get(jid, (None, -math.inf))[1]
-            (fresh if pooled_at > fresh_since else backlog).append((jid, band))
+            is_fresh = jid in self._was_pooled and self._first_seen[jid] > fresh_since
+            (fresh if is_fresh else backlog).append((jid, band))
         fresh_turns: dict[bytes, float] = {}
         if fresh:
             after = claimable_after(self.address, others, fresh)
-            fresh_turns = {jid: self._pooled_submits[jid][1] + w for jid, w in after.items()}
+            fresh_turns = {jid: self._first_seen[jid] + w for jid, w in after.items()}
             later = [t for t in fresh_turns.values() if t > now]
             if later and (self._quick_round_at is None or self._quick_round_at > min(later)):
                 self._quick_round(min(later))  # wake for our next turn

@@ -106,6 +106,7 @@ class MarketMiner(ClaimRounds):
         self._last_round = 0.0
         self._sightings = Sightings(self.address)  # other miners seen claiming
         self._first_seen: dict[bytes, float] = {}  # candidate job id -> first seen open
+        self._was_pooled: set[bytes] = set()  # candidates we first saw as pooled submits
         # Called when a claim round outside the mining loop claimed a job (Miner: cut
         # the filler product in flight short, so the job starts now).
         self.wake: Callable[[], None] = lambda: None

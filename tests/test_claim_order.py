@@ -114,6 +114,46 @@ def test_busy_miners_share_a_backlog_instead_of_each_claiming_all_of_it(tmp_path
     assert set().union(*shares) == set(JOBS[:4])
 
 
+def test_a_fresh_submit_mined_into_a_block_keeps_its_turns(tmp_path: Path) -> None:
+    """Two miners, a product's two parts pooled: each part has its designated miner. A
+    block takes both submits a few ms later (devnet blocks come that fast); the parts
+    stay fresh with the same turns. They were dealt as a backlog once they left the
+    pool, and an idle miner's quick round claimed the other miner's part at once: both
+    computed it (seen with an in-node and a standalone miner)."""
+    from types import SimpleNamespace
+
+    from chain.address import address_from_pubkey
+    from chain.jobs import Job
+    from chain.keys import devnet_key
+    from compute.blobs import BlobStore
+    from node.market_miner import MarketMiner
+
+    keys = [devnet_key(1), devnet_key(2)]
+    addresses = [address_from_pubkey(k.public_key) for k in keys]
+    job = Job(b"\0" * 20, 128, 2048, 128, b"\1" * 32, b"\2" * 32, 500_000, 10**9, 1)
+    parts = [(j, job) for j in JOBS[:2]]
+    t0 = 1000.0
+    mine = []
+    for key in keys:
+        miner = MarketMiner(
+            None,  # type: ignore[arg-type]
+            BlobStore(tmp_path / key.public_key.hex()),
+            SimpleNamespace(key=key),  # type: ignore[arg-type]
+            lambda tx: None,
+            lambda address: 0,
+        )
+        for other in addresses:
+            miner._sightings.saw(other, t0)  # noqa: SLF001
+        miner._pooled_submits = {j: (job, t0) for j, _ in parts}  # noqa: SLF001
+        pooled, backlog = miner._turns(parts, t0 + 0.005)  # noqa: SLF001
+        assert backlog == {} and sorted(pooled.values()) == [t0, t0 + FALLBACK_STEP_S]
+        miner._pooled_submits = {}  # noqa: SLF001 - both submits are in a block now
+        mined, backlog = miner._turns(parts, t0 + 0.03)  # noqa: SLF001
+        assert mined == pooled and backlog == {}
+        mine.append({j for j, t in mined.items() if t == t0})
+    assert mine[0] and mine[1] and mine[0] | mine[1] == set(JOBS[:2])
+
+
 def test_a_timer_round_leaves_a_quick_round_still_to_come(tmp_path: Path) -> None:
     """A submit schedules a quick round 10 ms on; a timer round that happens to run
     first (it skips fresh jobs) must not cancel it: that fresh job then waited for the
