@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 
 ALONE_AFTER_S = 600.0
 # Between one rank and the next: longer than a claim's relay to every miner (tens of
@@ -59,6 +59,16 @@ RIVAL_WAIT_S = 0.1
 # tip's median time past: time for the submit and the claim to confirm.
 PENDING_MIN_LEFT_S = 30
 MAX_SIGHTINGS = 1024  # other miners remembered (oldest sighting dropped first)
+# A miner's claim of its designated job reaches us some time after the submit did:
+# 10-13 ms from an in-node miner near us, 44-93 ms (median 58) from a standalone `pouw
+# miner` (its round wakes on its node's long-poll, it claims over RPC, the claim is
+# relayed; measured here on one host). The miners after it in line wait that much
+# longer (``Sightings.lateness``), so that they do not claim a job whose designated
+# claim is still on its way: both would compute it. Claims slower than MAX_LATENESS_S
+# are turns or backlog, not latency (not counted): a busy miner that claims only late
+# adds nothing to anyone's wait.
+MAX_LATENESS_S = 0.25
+LATENESS_SAMPLES = 8  # recent claim delays kept a miner; its lateness is their median
 RETRY_FAILED_S = 60.0  # a job whose operands could not be had is skipped this long
 PRICE_BAND = 1.25  # bounties per multiply-add within this factor rank as equal
 
@@ -73,17 +83,29 @@ class Sightings:
     def __init__(self, own: bytes) -> None:
         self.own = own
         self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._delays: dict[bytes, deque[float]] = {}
 
-    def saw(self, address: bytes, now: float) -> bool:
-        """Note a claim by ``address``; True if that miner is new to us (not seen
-        within ALONE_AFTER_S)."""
+    def saw(self, address: bytes, now: float, delay: float | None = None) -> bool:
+        """Note a claim by ``address``, ``delay`` seconds after we saw its job's submit
+        (None: not known); True if that miner is new to us (not seen within
+        ALONE_AFTER_S)."""
         if address == self.own:
             return False
         last = self._seen.pop(address, None)
         self._seen[address] = now
         while len(self._seen) > MAX_SIGHTINGS:
-            self._seen.popitem(last=False)
+            self._delays.pop(self._seen.popitem(last=False)[0], None)
+        if delay is not None and 0.0 <= delay < MAX_LATENESS_S:
+            self._delays.setdefault(address, deque(maxlen=LATENESS_SAMPLES)).append(delay)
         return last is None or now - last >= ALONE_AFTER_S
+
+    def lateness(self, address: bytes) -> float:
+        """How long after its submit reaches us a fresh claim of ``address`` does: the
+        median of its recent delays (0 when none is known). The next miner in line
+        waits FALLBACK_STEP_S more than that, so a claim slower than the median by up
+        to a step still comes first."""
+        delays = sorted(self._delays.get(address, ()))
+        return delays[len(delays) // 2] if delays else 0.0
 
     def others(self, now: float) -> list[bytes]:
         """Other miners seen within ALONE_AFTER_S."""
@@ -119,15 +141,21 @@ def claimable_after(
     others: Sequence[bytes],
     jobs: Sequence[tuple[bytes, int]],
     step: float = FALLBACK_STEP_S,
+    lateness: Callable[[bytes], float] | None = None,
 ) -> dict[bytes, float]:
     """For jobs given as (job id, price band) pairs: job id -> seconds after the job
-    was first seen at which we may claim it (``step`` per rank)."""
+    was first seen at which we may claim it (``step`` per rank, plus the designated
+    miner's ``lateness`` for the ranks after it)."""
     if not others:
         return {job_id: 0.0 for job_id, _ in jobs}
     miners = [me, *others]
     order = [job_id for job_id, _ in sorted(jobs, key=lambda item: (-item[1], item[0]))]
     first = designated(miners, order)
-    return {j: rank_of(me, miners, j, first[j]) * step for j in order}
+    after = {}
+    for j in order:
+        rank = rank_of(me, miners, j, first[j])
+        after[j] = rank * step + (lateness(first[j]) if rank and lateness else 0.0)
+    return after
 
 
 def horizon(others: Sequence[bytes], step: float = FALLBACK_STEP_S) -> float:

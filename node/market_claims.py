@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -57,6 +58,9 @@ QUICK_ROUND_SETTLE_S = 0.01
 # miners' timer rounds take it only after this (a busy miner claiming a batch of new
 # jobs ahead would keep them from idle miners, which then compute nothing).
 IDLE_FIRST_S = 0.16
+# Submits whose arrival time we keep, to measure how soon other miners claim (the
+# oldest dropped first): far more than the jobs a burst of blocks brings.
+MAX_ARRIVALS = 4096
 
 
 @dataclass
@@ -115,6 +119,7 @@ class ClaimRounds:
     _last_round: float
     _sightings: Sightings
     _first_seen: dict[bytes, float]
+    _submit_arrived: OrderedDict[bytes, float]
     _was_pooled: set[bytes]
 
     def _competing(self, now: float) -> bool:
@@ -134,10 +139,15 @@ class ClaimRounds:
         """A transaction entered our pool (NodeEvents.tx_accepted): a new submit makes
         the next ``next_work`` run a claim round at once."""
         now = time.monotonic()
-        if tx.kind == TxKind.JOB_CLAIM:
-            self._sightings.saw(tx.sender, now)
-        if tx.kind == TxKind.JOB_SUBMIT and self._quick_round_at is None:
-            self._quick_round(now + QUICK_ROUND_SETTLE_S)  # the rest of a batch arrives
+        if tx.kind == TxKind.JOB_CLAIM:  # how long after its submit: the miner's lateness
+            arrived = self._submit_arrived.get(tx.payload)
+            self._sightings.saw(tx.sender, now, None if arrived is None else now - arrived)
+        if tx.kind == TxKind.JOB_SUBMIT:
+            self._submit_arrived[tx.txid] = now  # the txid is the job id
+            while len(self._submit_arrived) > MAX_ARRIVALS:
+                self._submit_arrived.popitem(last=False)
+            if self._quick_round_at is None:
+                self._quick_round(now + QUICK_ROUND_SETTLE_S)  # the rest of a batch arrives
 
     def _quick_round(self, at: float) -> None:
         """Claim at ``at`` (monotonic): the mining loop's next call does, or a timer on
@@ -334,7 +344,7 @@ class ClaimRounds:
             (fresh if is_fresh else backlog).append((jid, band))
         fresh_turns: dict[bytes, float] = {}
         if fresh:
-            after = claimable_after(self.address, others, fresh)
+            after = claimable_after(self.address, others, fresh, lateness=self._sightings.lateness)
             fresh_turns = {jid: self._first_seen[jid] + w for jid, w in after.items()}
             later = [t for t in fresh_turns.values() if t > now]
             if later and (self._quick_round_at is None or self._quick_round_at > min(later)):

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -59,7 +60,6 @@ log = logging.getLogger("pouw.market")
 MAX_RESULTS = 65536  # roots of computed C remembered (32 bytes each, oldest dropped)
 RIVAL_SCAN_S = 0.02  # rival claims are read from the pool at most this often
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
-
 
 
 class MarketMiner(ClaimRounds):
@@ -107,6 +107,7 @@ class MarketMiner(ClaimRounds):
         self._sightings = Sightings(self.address)  # other miners seen claiming
         self._first_seen: dict[bytes, float] = {}  # candidate job id -> first seen open
         self._was_pooled: set[bytes] = set()  # candidates we first saw as pooled submits
+        self._submit_arrived: OrderedDict[bytes, float] = OrderedDict()  # job id -> when
         # Called when a claim round outside the mining loop claimed a job (Miner: cut
         # the filler product in flight short, so the job starts now).
         self.wake: Callable[[], None] = lambda: None

@@ -10,6 +10,8 @@ from node.claim_order import (
     ALONE_AFTER_S,
     BACKLOG_STEP_S,
     FALLBACK_STEP_S,
+    LATENESS_SAMPLES,
+    MAX_LATENESS_S,
     MAX_SIGHTINGS,
     Sightings,
     claimable_after,
@@ -74,6 +76,33 @@ def test_sightings_expire_and_are_capped() -> None:
     for i in range(MAX_SIGHTINGS + 10):
         seen.saw(i.to_bytes(20, "big"), 20.0)
     assert len(seen.others(20.0)) == MAX_SIGHTINGS
+
+
+def test_a_late_claimer_gets_longer_before_the_next_miner_takes_over() -> None:
+    """A miner whose designated claims reach us about 60 ms after the submit (a
+    standalone `pouw miner`): the miners after it in line wait that much longer for
+    its jobs; its own turn and other miners' jobs are unchanged. Its lateness is the
+    median of its recent delays; slower claims (turns, backlog) and ours do not count."""
+    me, late = MINERS[0], MINERS[1]
+    seen = Sightings(me)
+    assert seen.lateness(late) == 0.0  # nothing known: no extra wait
+    seen.saw(me, 0.0, 0.01)
+    for delay in (0.02, 0.06, 0.07, MAX_LATENESS_S + 0.1):  # the last: a turn, not latency
+        seen.saw(late, 1.0, delay)
+    seen.saw(late, 2.0)  # seen in the pool scan: no delay known
+    assert seen.lateness(late) == 0.06 and seen.lateness(me) == 0.0
+    for _ in range(LATENESS_SAMPLES):  # only recent claims count
+        seen.saw(late, 5.0, 0.09)
+    assert seen.lateness(late) == 0.09
+    jobs = [(j, 0) for j in JOBS[:6]]
+    plain = claimable_after(me, [late], jobs)
+    waits = claimable_after(me, [late], jobs, lateness=seen.lateness)
+    theirs = designated([me, late], sorted(j for j, _ in jobs))  # the dealing order
+    for job, _ in jobs:
+        extra = 0.09 if theirs[job] == late else 0.0
+        assert waits[job] == plain[job] + extra
+        assert (waits[job] == 0.0) == (theirs[job] == me)
+    assert claimable_after(me, [], jobs, lateness=seen.lateness) == dict.fromkeys(JOBS[:6], 0.0)
 
 
 def test_busy_miners_share_a_backlog_instead_of_each_claiming_all_of_it(tmp_path: Path) -> None:
