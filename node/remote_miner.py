@@ -11,6 +11,11 @@ Layout::
     main loop: result queue                       loop: filler_matrices(seed), engine.mine
       found -> assemble the block, submitblock      -> ("found", job, h_a, h_b, seal)
       stats -> status line / log lines             -> ("stats", multiply-adds, tickets)
+    market thread: claims, downloads; a paid      a paid job first: A and B from the
+      job's A and B into the worker's order         order file, C written back into it
+      file (node/shared_arrays.py)                  -> ("product", worker, job id)
+      product -> C copied out, uploaded, commit
+    a worker that dies: its paid job goes to another worker
 
 Workers get only the header (h_a, h_b and seal blank): they never see transactions,
 and the main process assembles the block from its own copy of the template. The
@@ -281,16 +286,19 @@ class RemoteMiner:
                 self.market.release(job_id)
 
     def _delivered(self, index: int, job_id: str) -> None:
-        """Worker ``index`` wrote the job's C into the order's file: commit it."""
+        """Worker ``index`` wrote the job's C into its order file: commit it."""
+        order_file = self._orders.get(index)
+        c = None
+        if order_file is not None and self.market is not None:
+            # copied before the worker counts as free: its next order overwrites the file
+            c = np.array(order_file.array("c"), np.int32)
+            c.flags.writeable = False
         _, number = self._busy.pop(index, (job_id, 0))
         self._market_wake.set()  # the next claimed job goes to this worker now
         with self._lock:
             self._kept.discard(number)
-        order_file = self._orders.get(index)
-        if order_file is None or self.market is None:
+        if c is None or self.market is None:
             return
-        c = np.array(order_file.array("c"), np.int32)  # a copy: the file is for the next order
-        c.flags.writeable = False
         with self._market_lock:
             self.market.deliver(job_id, c)
 
