@@ -392,7 +392,8 @@ class RemoteMiner:
             return
         self._gone.add(index)
         left = len(self._procs) - len(self._gone)
-        log.error("worker %d %s; %d worker(s) left", index, why, left)
+        hint = "" if left else ": the miner stops (a signal 9 is often the OOM killer: see dmesg)"
+        log.error("worker %d %s; %d worker(s) left%s", index, why, left, hint)
         self.failure = f"worker {index} {why}"
         self._drop_order(index)
         job_id, number = self._busy.pop(index, ("", 0))

@@ -325,3 +325,39 @@ def test_miner_worker_flags_out_of_range_are_usage_errors(flags: list[str], said
                   "--rpc-user", "u", "--rpc-password", "p", *flags, timeout=60)  # fmt: skip
     assert got.returncode == 2, got.stderr
     assert said in got.stderr and "Traceback" not in got.stderr
+
+
+@needs_rpc
+def test_a_miner_whose_only_worker_dies_stops_and_says_so(tmp_path: Path, genesis: Path) -> None:
+    """A worker killed without a word (SIGKILL, as the OOM killer does): the miner used
+    to go on forever with nothing mining. It notices, logs how the worker ended and
+    where to look, and exits with status 1."""
+    import re
+    import signal
+
+    with running_node(tmp_path / "node", genesis, "--nolisten") as node:
+        log_path = tmp_path / "miner.log"
+        with log_path.open("w") as log:
+            miner = subprocess.Popen(
+                cli("miner", "--rpc", node.url, "--address", MINER_ADDRESS, "--datadir",
+                    str(node.datadir), "--genesis-file", str(node.genesis), "--backend", "numpy",
+                    "--threads", "1"),
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+            try:
+                ready = re.compile(r"worker 0 ready: numpy engine \(pid (\d+)\)")
+                deadline = time.monotonic() + 60
+                while not (found := ready.search(log_path.read_text())):
+                    assert time.monotonic() < deadline and miner.poll() is None, (
+                        log_path.read_text()
+                    )
+                    time.sleep(0.05)
+                os.kill(int(found.group(1)), signal.SIGKILL)
+                assert miner.wait(30) == 1
+            finally:
+                if miner.poll() is None:
+                    miner.kill()
+        text = log_path.read_text()
+        assert "worker 0 killed by signal 9; 0 worker(s) left: the miner stops" in text, text
+        assert "Traceback" not in text, text
