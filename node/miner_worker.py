@@ -91,13 +91,11 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
     # A CPU engine mines filler at a lower priority, in a thread and on engine workers
     # of its own (as the in-node miner does): the coordinator's downloads, RPC and
     # hand-off of a paid job get the cores first, and paid products run at full
-    # priority here. A GPU engine mines filler in this thread, as before.
+    # priority here. A GPU engine's filler thread keeps the process's priority.
     twin = getattr(engine, "low_priority_twin", None)
     filler_engine = twin() if callable(twin) else engine
-    filler_thread = (
-        ThreadPoolExecutor(1, thread_name_prefix="pouw-filler", initializer=lower_thread_priority)
-        if callable(twin) else None
-    )  # fmt: skip
+    nice = lower_thread_priority if callable(twin) else None
+    filler_thread = ThreadPoolExecutor(1, thread_name_prefix="pouw-filler", initializer=nice)
     maps = MappedOrders()  # the coordinator's order file, mapped once
     attempt = 0
     while True:
@@ -118,12 +116,8 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
         attempt += 1
         seed = filler_seed(header.parent, header.miner, spec.salt, spec.index, attempt)
         try:
-            if filler_thread is None:
-                out = _mine_filler(spec, filler_engine, header, seed, stop)
-            else:
-                out = filler_thread.submit(
-                    _mine_filler, spec, filler_engine, header, seed, stop
-                ).result()
+            run = filler_thread.submit(_mine_filler, spec, filler_engine, header, seed, stop)
+            out = run.result()
         except Exception as exc:  # noqa: BLE001
             results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
             return
