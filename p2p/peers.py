@@ -100,7 +100,8 @@ class PeerManager:
         """Free one inbound slot as Bitcoin Core does: protect peers an attacker cannot
         easily imitate (4 from distinct network groups, the 4 that most recently gave us
         a block, the 4 fastest pings, then the longest connected), and evict the youngest
-        peer of the network group holding the most of the rest. Manual peers stay."""
+        unprotected peer of the network group holding the most connections. Manual
+        peers stay."""
         cands = [p for p in inbound if not p.manual and not p.closed]
         protected: set[int] = set()
         by_group: dict[str, list[Peer]] = {}
@@ -124,7 +125,14 @@ class PeerManager:
         groups: dict[str, list[Peer]] = {}
         for p in rest:
             groups.setdefault(netgroup(p.host), []).append(p)
-        crowd = max(groups.values(), key=lambda ps: (len(ps), max(p.conntime for p in ps)))
+        # the group holding the most connections, its protected ones counted too: an
+        # attacker whose groups were cut down to single unprotected peers (the rest
+        # protected) loses one before a lone peer of a group of its own (Core counts
+        # only the unprotected, and there a newcomer younger than them was evicted)
+        crowd = max(
+            groups.values(),
+            key=lambda ps: (len(by_group[netgroup(ps[0].host)]), max(p.conntime for p in ps)),
+        )
         victim = max(crowd, key=lambda p: (p.score, p.conntime))
         self.drop(victim, "evicted for a new inbound peer")
         return True

@@ -214,6 +214,42 @@ def test_eviction_keeps_network_diversity(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_a_lone_newcomer_outlives_attackers_cut_down_to_single_peers(tmp_path: Path) -> None:
+    """The attack test's crowd, replayed on eviction alone under 200 eviction keys: 12
+    inbound slots, an honest peer that gave a block, 11 attackers from three addresses,
+    a newcomer from a fourth, then 8 attackers from two more, each evicting one. When
+    only the unprotected were counted, the attackers' groups were cut down to single
+    unprotected peers older than the newcomer, and it was evicted under 8% of
+    the keys (16 of 200; the attack test failed in CI that way)."""
+
+    async def run() -> None:
+        node, svc = _service(tmp_path)
+        try:
+            lost = 0
+            for salt in range(200):
+                svc.pm.peers.clear()
+                svc.pm._evict_salt = salt  # noqa: SLF001
+                honest = _inbound(svc, "127.0.0.1", 0.0)
+                honest.last_block = 1.0
+                hosts = ["127.0.0.51"] * 4 + ["127.0.0.52"] * 4 + ["127.0.0.53"] * 3
+                hosts += ["127.0.0.54"] + ["127.0.0.55"] * 4 + ["127.0.0.56"] * 4
+                newcomer = None
+                for t, host in enumerate(hosts, start=1):
+                    inbound = [p for p in svc.pm.peers.values() if p.inbound and not p.closed]
+                    if len(inbound) >= 12:
+                        assert svc.pm.evict_one(inbound)
+                    peer = _inbound(svc, host, float(t))
+                    newcomer = peer if host == "127.0.0.54" else newcomer
+                assert newcomer is not None and not honest.closed
+                lost += newcomer.closed
+            assert lost == 0
+            await asyncio.sleep(0)
+        finally:
+            node.close()
+
+    asyncio.run(run())
+
+
 def test_send_budgets_drop_the_slowest_peer(tmp_path: Path, monkeypatch: Any) -> None:
     import p2p.peers as peers
 
