@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from chain.address import address_from_pubkey, encode_address
 from chain.keys import devnet_key
@@ -305,3 +306,36 @@ def test_claims_racing_across_a_reorg_leave_no_account_stuck(tmp_path: Path) -> 
     finally:
         for p in procs:
             p.stop()
+
+
+def test_a_product_cut_short_names_the_parts_that_went_out(tmp_path: Path) -> None:
+    """Parts go out as their operands land; when a later part is refused (here: it
+    overdraws the buyer's balance), the error names the live jobs, and the next
+    submit takes the first unused nonce (no gap that would hold it in the pool)."""
+    from chain.network import load_network
+    from wallet.job_txs import JobError
+
+    genesis = market_genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n1", genesis)
+    try:
+        rpc = node.rpc()
+        client = JobClient(devnet_key(0), net, rpc, f"http://127.0.0.1:{node.blob}",
+                           blob_auth=read_cookie(node.datadir, "devnet"))  # fmt: skip
+        balance = int(rpc.call("getaccount", _address(0))["balance"])
+        first = int(rpc.call("getaccount", _address(0))["pending_nonce"])
+        rng = np.random.default_rng(5)
+        a = rng.integers(-64, 64, (128, 256), dtype=np.int8)
+        b = rng.integers(-64, 64, (256, 256), dtype=np.int8)
+        # two equal parts of half the balance each: the first fits, the second
+        # (after the first's fee) does not
+        with pytest.raises(JobError, match="only 1 of the product's 2 parts went out") as err:
+            client.submit(a, b, bounty=balance, min_parts=2)
+        live = str(err.value).split("jobs are live: ")[1].split(".")[0]
+        assert rpc.call("getjob", live)["status"] == "pending"
+        assert rpc.call("getaccount", _address(0))["pending_nonce"] == first + 1
+        pid = client.submit(a[:, :128], b[:128], bounty=1_000_000)
+        assert rpc.call("getjob", pid)["status"] == "pending"
+        assert rpc.call("getaccount", _address(0))["pending_nonce"] == first + 2
+    finally:
+        node.stop()

@@ -273,7 +273,7 @@ class JobClient:
         if self._uploads is None:
             self._uploads = ThreadPoolExecutor(UPLOADS_PARALLEL, thread_name_prefix="upload")
         uploads = self._uploads
-        sent = []
+        sent: list[tuple[bytes, Future[bytes]]] = []
         for i, (part, part_bounty) in enumerate(zip(plan.parts, plan.bounties, strict=True)):
             pa, pb = part.operands(a8, b8)
             roots = []
@@ -296,16 +296,7 @@ class JobClient:
             txs.append(submit_tx(self.network, signer, first_nonce + i, pa, pb, part_bounty,
                                  expires, url=self.blob_url, fee=fee,
                                  roots=(roots[0], roots[1])))  # fmt: skip
-        for root, upload in sent:
-            if upload.result() != root:  # raises the upload's JobError
-                raise JobError(
-                    f"the node at {self.blob_url} stored a blob under another root than "
-                    f"{root.hex()}: is it a pouw node of this network?"
-                )
-            self._uploaded.add(root)
-        self._pending_nonce = first_nonce + len(txs)
-        for tx in txs:
-            self._send(tx)
+        self._send_after_uploads(txs, sent, first_nonce)
         plan.job_ids = [tx.txid.hex() for tx in txs]
         pid = plan.product_id
         self._products[pid] = plan
@@ -313,6 +304,46 @@ class JobClient:
         if self.manifest_dir is not None:
             plan.save(self.manifest_dir)
         return pid
+
+    def _send_after_uploads(
+        self, txs: list[Any], uploads: list[tuple[bytes, Future[bytes]]], first_nonce: int
+    ) -> None:
+        """Send the submits, in nonce order, once every operand is stored (an upload
+        that fails sends nothing). They go out together so that idle miners deal the
+        batch one part each (node/claim_order.py): sending each part as soon as its own
+        operands were stored dealt the early parts before the rest arrived, two parts
+        often to one miner (measured, three miners: 0.41-0.46 s to a verified C
+        against 0.29-0.33 s). A send refused after the first part went out says which
+        jobs are live (their bounties are escrowed until computed, reclaimed or
+        expired)."""
+        try:
+            for root, upload in uploads:
+                if upload.result() != root:  # raises the upload's JobError
+                    raise JobError(
+                        f"the node at {self.blob_url} stored a blob under another root "
+                        f"than {root.hex()}: is it a pouw node of this network?"
+                    )
+                self._uploaded.add(root)
+        except Exception:
+            for _, upload in uploads:
+                upload.cancel()  # what is still queued uploads nothing more
+            self._pending_nonce = first_nonce  # nothing went out: the nonces are free
+            raise
+        for i, tx in enumerate(txs):
+            try:
+                self._send(tx)
+            except Exception as exc:  # the node refused it (RpcError) or is gone
+                self._pending_nonce = first_nonce + i  # the next submit fills the gap
+                if i == 0:
+                    raise
+                live = ", ".join(t.txid.hex() for t in txs[:i])
+                raise JobError(
+                    f"{exc}\nonly {i} of the product's {len(txs)} parts went out; their "
+                    f"jobs are live: {live}. `pouw job reclaim JOB_ID` takes back the "
+                    "bounty of one nobody has claimed yet; submit the product again once "
+                    "the node takes it"
+                ) from None
+            self._pending_nonce = first_nonce + i + 1
 
     def _upload(self, kind: str, blob: npt.NDArray[Any] | Future[npt.NDArray[Any]]) -> bytes:
         matrix = blob.result() if isinstance(blob, Future) else blob
