@@ -8,9 +8,13 @@ ranks the miners it knows for each fresh job the same way:
 * the miners: our own address and every other address seen claiming a job within
   ``ALONE_AFTER_S`` (``Sightings``);
 * rank 0, the designated miner: fresh jobs in a common order (better paying first,
-  then by job id) are dealt out one per miner, each to the remaining miner whose
-  ``sha256(address || job id)`` is lowest, starting over when every miner has one
-  (a batch of three parts spreads over three miners);
+  then by job id) are dealt out one at a time, each to the miner holding the fewest
+  fresh jobs so far, the one whose ``sha256(address || job id)`` is lowest among
+  them (a batch of three parts spreads over three miners). The fresh jobs a miner
+  already claimed count as its own (the standalone miner counts those dealt in its
+  batches of the last LOAD_WINDOW_S): a submit that arrives a few ms after the last
+  goes to a miner that has none, not to one already computing the last; and the
+  dealing of what is left stays the same when a claim of the batch is seen first;
 * ranks 1, 2, ...: the other miners, lowest ``sha256(address || job id)`` first.
 
 The miner of rank r may claim the job ``r * FALLBACK_STEP_S`` after it first saw the
@@ -39,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 ALONE_AFTER_S = 600.0
 # Between one rank and the next: longer than a claim's relay to every miner (tens of
@@ -58,6 +62,11 @@ RIVAL_WAIT_S = 0.1
 # A pooled submit is worth claiming only if its job stays open this long after the
 # tip's median time past: time for the submit and the claim to confirm.
 PENDING_MIN_LEFT_S = 30
+# The in-node miner counts the claims of jobs still fresh (their submits arrived
+# within its fresh window: market_claims IDLE_FIRST_S, 0.16 s, or every miner's turn
+# where that is longer); the standalone miner counts the jobs it dealt in batches
+# listed this long before the one it deals.
+LOAD_WINDOW_S = 0.16
 MAX_SIGHTINGS = 1024  # other miners remembered (oldest sighting dropped first)
 # A miner's claim of its designated job reaches us some time after the submit did:
 # 10-13 ms from an in-node miner near us, 44-93 ms (median 58) from a standalone `pouw
@@ -115,17 +124,26 @@ class Sightings:
         return not any(now - t < ALONE_AFTER_S for t in self._seen.values())
 
 
-def designated(miners: Sequence[bytes], job_ids: Sequence[bytes]) -> dict[bytes, bytes]:
-    """job id -> its designated miner, for jobs given in the common order."""
+def designated(
+    miners: Sequence[bytes], job_ids: Sequence[bytes], loads: Mapping[bytes, int] | None = None
+) -> dict[bytes, bytes]:
+    """job id -> its designated miner, for jobs given in the common order: each to the
+    miner with the fewest fresh jobs so far, the lowest ``sha256(address || job id)``
+    among them. ``loads``: fresh jobs each miner already claimed (not in ``job_ids``);
+    with none, a batch goes one job per miner, round after round."""
+    load = {a: (loads or {}).get(a, 0) for a in miners}
     out: dict[bytes, bytes] = {}
-    free: list[bytes] = []
     for job_id in job_ids:
-        if not free:
-            free = sorted(miners)
-        pick = min(free, key=lambda a: _weight(a, job_id))
-        free.remove(pick)
+        least = min(load.values())
+        pick = min((a for a in miners if load[a] == least), key=lambda a: _weight(a, job_id))
+        load[pick] += 1
         out[job_id] = pick
     return out
+
+
+def dealing_order(jobs: Sequence[tuple[bytes, int]]) -> list[bytes]:
+    """The common order of (job id, price band) pairs: better paying first, then by id."""
+    return [job_id for job_id, _ in sorted(jobs, key=lambda item: (-item[1], item[0]))]
 
 
 def rank_of(me: bytes, miners: Sequence[bytes], job_id: bytes, first: bytes) -> int:
@@ -142,15 +160,16 @@ def claimable_after(
     jobs: Sequence[tuple[bytes, int]],
     step: float = FALLBACK_STEP_S,
     lateness: Callable[[bytes], float] | None = None,
+    loads: Mapping[bytes, int] | None = None,
 ) -> dict[bytes, float]:
     """For jobs given as (job id, price band) pairs: job id -> seconds after the job
     was first seen at which we may claim it (``step`` per rank, plus the designated
-    miner's ``lateness`` for the ranks after it)."""
+    miner's ``lateness`` for the ranks after it). ``loads``: as for ``designated``."""
     if not others:
         return {job_id: 0.0 for job_id, _ in jobs}
     miners = [me, *others]
-    order = [job_id for job_id, _ in sorted(jobs, key=lambda item: (-item[1], item[0]))]
-    first = designated(miners, order)
+    order = dealing_order(jobs)
+    first = designated(miners, order, loads)
     after = {}
     for j in order:
         rank = rank_of(me, miners, j, first[j])

@@ -61,6 +61,10 @@ IDLE_FIRST_S = 0.16
 # Submits whose arrival time we keep, to measure how soon other miners claim (the
 # oldest dropped first): far more than the jobs a burst of blocks brings.
 MAX_ARRIVALS = 4096
+# Claims are noted in the order they come, their submits' arrivals only about in that
+# order (a backlog job claimed late): claims older than the fresh window by this much
+# are not read again.
+LOADS_SLACK_S = 2.0
 
 
 @dataclass
@@ -120,6 +124,7 @@ class ClaimRounds:
     _sightings: Sightings
     _first_seen: dict[bytes, float]
     _submit_arrived: OrderedDict[bytes, float]
+    _fresh_claims: OrderedDict[bytes, tuple[bytes, float]]
     _was_pooled: set[bytes]
 
     def _competing(self, now: float) -> bool:
@@ -142,12 +147,19 @@ class ClaimRounds:
         if tx.kind == TxKind.JOB_CLAIM:  # how long after its submit: the miner's lateness
             arrived = self._submit_arrived.get(tx.payload)
             self._sightings.saw(tx.sender, now, None if arrived is None else now - arrived)
+            if arrived is not None and tx.payload not in self._fresh_claims:
+                # the first claim of a job whose submit we saw: its miner's load
+                self._fresh_claims[tx.payload] = (tx.sender, arrived)
+                while len(self._fresh_claims) > MAX_ARRIVALS:
+                    self._fresh_claims.popitem(last=False)
         if tx.kind == TxKind.JOB_SUBMIT:
             self._submit_arrived[tx.txid] = now  # the txid is the job id
             while len(self._submit_arrived) > MAX_ARRIVALS:
                 self._submit_arrived.popitem(last=False)
-            if self._quick_round_at is None:
-                self._quick_round(now + QUICK_ROUND_SETTLE_S)  # the rest of a batch arrives
+            at = now + QUICK_ROUND_SETTLE_S  # the rest of a batch arrives meanwhile
+            if self._quick_round_at is None or self._quick_round_at > at:
+                # (a later turn for an earlier job is set again by that round)
+                self._quick_round(at)
 
     def _quick_round(self, at: float) -> None:
         """Claim at ``at`` (monotonic): the mining loop's next call does, or a timer on
@@ -344,7 +356,9 @@ class ClaimRounds:
             (fresh if is_fresh else backlog).append((jid, band))
         fresh_turns: dict[bytes, float] = {}
         if fresh:
-            after = claimable_after(self.address, others, fresh, lateness=self._sightings.lateness)
+            loads = self._loads(fresh_since, {j for j, _ in fresh})
+            after = claimable_after(self.address, others, fresh,
+                                    lateness=self._sightings.lateness, loads=loads)  # fmt: skip
             fresh_turns = {jid: self._first_seen[jid] + w for jid, w in after.items()}
             later = [t for t in fresh_turns.values() if t > now]
             if later and (self._quick_round_at is None or self._quick_round_at > min(later)):
@@ -354,6 +368,18 @@ class ClaimRounds:
             after = claimable_after(self.address, others, backlog, step=BACKLOG_STEP_S)
             backlog_turns = {jid: self._first_seen[jid] + w for jid, w in after.items() if w}
         return fresh_turns, backlog_turns
+
+    def _loads(self, since: float, dealt: set[bytes]) -> dict[bytes, int]:
+        """Fresh jobs each miner claimed (ourselves included; by the first claim we saw
+        of each) whose submits arrived after ``since``: the dealing of the other fresh
+        jobs (``dealt``, open to claims still) counts them (claim_order)."""
+        loads: dict[bytes, int] = {}
+        for job_id, (claimant, arrived) in reversed(self._fresh_claims.items()):
+            if arrived <= since - LOADS_SLACK_S:
+                break  # claims come in about the order their submits did
+            if arrived > since and job_id not in dealt:
+                loads[claimant] = loads.get(claimant, 0) + 1
+        return loads
 
     def _claim_tx(self, job_id: bytes, job: Job) -> Transaction:
         from wallet.job_txs import claim_tx

@@ -108,6 +108,8 @@ class MarketMiner(ClaimRounds):
         self._first_seen: dict[bytes, float] = {}  # candidate job id -> first seen open
         self._was_pooled: set[bytes] = set()  # candidates we first saw as pooled submits
         self._submit_arrived: OrderedDict[bytes, float] = OrderedDict()  # job id -> when
+        # job id -> (its first claimant, when its submit arrived): claims of fresh jobs
+        self._fresh_claims: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
         # Called when a claim round outside the mining loop claimed a job (Miner: cut
         # the filler product in flight short, so the job starts now).
         self.wake: Callable[[], None] = lambda: None

@@ -53,11 +53,14 @@ from compute.engine import OperandLeaves
 from compute.fast_commit import leaf_bytes_to_words
 from consensus.result import RESULT_CHUNK, result_proof
 from node.claim_order import (
+    LOAD_WINDOW_S,
     PENDING_MIN_LEFT_S,
     RETRY_FAILED_S,
     RIVAL_WAIT_S,
     Sightings,
     claimable_after,
+    dealing_order,
+    designated,
     horizon,
     price_band,
 )
@@ -265,10 +268,23 @@ class RemoteMarket:
         batches: dict[float, list[tuple[bytes, int]]] = {}
         for jid, (first, band) in self._seen.items():
             batches.setdefault(first, []).append((bytes.fromhex(jid), band))
-        after: dict[bytes, float] = {}
-        for batch in batches.values():
-            after.update(claimable_after(self._sightings.own, others, batch, step=TURN_STEP_S))
         fresh_for = self._fresh_for(now)
+        after: dict[bytes, float] = {}
+        miners = [self._sightings.own, *others]
+        dealt: list[tuple[float, bytes]] = []  # (batch, its miner) of each fresh job
+        for first in sorted(batches):
+            batch = batches[first]
+            if now - first >= fresh_for or not others:
+                after.update(claimable_after(self._sightings.own, others, batch, step=TURN_STEP_S))
+                continue
+            loads: dict[bytes, int] = {}  # as the in-node miner counts its claims
+            for when, miner in dealt:
+                if when > first - LOAD_WINDOW_S:
+                    loads[miner] = loads.get(miner, 0) + 1
+            after.update(claimable_after(self._sightings.own, others, batch, step=TURN_STEP_S,
+                                         loads=loads))  # fmt: skip
+            for miner in designated(miners, dealing_order(batch), loads).values():
+                dealt.append((first, miner))
         idle = self.workers - waiting  # fresh jobs: one per idle worker
         ours = []
         for j in jobs:

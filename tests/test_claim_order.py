@@ -208,3 +208,147 @@ def test_a_timer_round_leaves_a_quick_round_still_to_come(tmp_path: Path) -> Non
     assert miner._quick_round_at == now + 0.01  # noqa: SLF001
     miner._claim_round(now + 0.011)  # noqa: SLF001
     assert rounds == [False, True] and miner._quick_round_at is None  # noqa: SLF001
+
+
+def test_claimed_fresh_jobs_count_and_the_rest_of_a_batch_deals_the_same() -> None:
+    """A miner holding a fresh job is passed over for the next one; and once some of a
+    batch is claimed as dealt (claims seen before a miner's round), the rest is dealt
+    to the same miners as before."""
+    three = MINERS[:3]
+    for start in range(0, 9, 3):
+        batch = JOBS[start : start + 3]
+        first = designated(three, batch)
+        for claimed in ([batch[0]], [batch[1]], [batch[2]], batch[:2], [batch[0], batch[2]]):
+            loads: dict[bytes, int] = {}
+            for job in claimed:
+                loads[first[job]] = loads.get(first[job], 0) + 1
+            rest = [j for j in batch if j not in claimed]
+            assert designated(three, rest, loads) == {j: first[j] for j in rest}
+    for job in JOBS:  # a miner holding one is skipped while another holds none
+        busy = designated(three, [job])[job]
+        again = designated(three, [job], {busy: 1})[job]
+        assert again != busy
+        assert designated(three, [job], dict.fromkeys(three, 1))[job] == busy
+
+
+def test_a_submit_right_after_a_claimed_one_goes_to_an_idle_miner(tmp_path: Path) -> None:
+    """Three in-node miners. A submit arrives, its designated miner claims it; a second
+    submit arrives 30 ms later whose lowest-weight miner is that same busy miner. Every
+    miner deals the second to one of the two idle ones (before, the busy miner was
+    designated: it left the job, and the next miner claimed it a step later)."""
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from chain.address import address_from_pubkey
+    from chain.jobs import Job
+    from chain.keys import devnet_key
+    from chain.network import load_network
+    from compute.blobs import BlobStore
+    from node.market_miner import MarketMiner
+    from wallet.job_txs import claim_tx, submit_tx
+
+    net = load_network("devnet")
+    keys = [devnet_key(i) for i in (1, 2, 3)]
+    addresses = [address_from_pubkey(k.public_key) for k in keys]
+    a = np.ones((128, 256), np.int8)
+    b = np.ones((256, 128), np.int8)
+    first = submit_tx(net, devnet_key(0), 0, a, b, 10**6, 10**10)
+    busy = designated(addresses, [first.txid])[first.txid]
+    nonce = 1
+    while True:  # a second submit whose lowest-weight miner is the busy one
+        second = submit_tx(net, devnet_key(0), nonce, a, b, 10**6, 10**10)
+        if designated(addresses, [second.txid])[second.txid] == busy:
+            break
+        nonce += 1
+    claim = claim_tx(net, keys[addresses.index(busy)], 0, first.txid, 10**5)
+    job = Job(b"\0" * 20, 128, 256, 128, b"\1" * 32, b"\2" * 32, 10**6, 10**10, 1)
+    miners = []
+    for key in keys:
+        miner = MarketMiner(
+            None,  # type: ignore[arg-type]
+            BlobStore(tmp_path / key.public_key.hex()),
+            SimpleNamespace(key=key),  # type: ignore[arg-type]
+            lambda tx: None,
+            lambda address: 0,
+        )
+        for other in addresses:
+            miner._sightings.saw(other, time.monotonic())  # noqa: SLF001
+        miner.notice_tx(first)
+        miner.notice_tx(claim)
+        miners.append(miner)
+    time.sleep(0.03)
+    designated_now = []
+    for me, miner in zip(addresses, miners, strict=True):
+        miner.notice_tx(second)
+        arrived = miner._submit_arrived[second.txid]  # noqa: SLF001
+        miner._pooled_submits = {second.txid: (job, arrived)}  # noqa: SLF001
+        turns, backlog = miner._turns([(second.txid, job)], time.monotonic())  # noqa: SLF001
+        assert backlog == {}
+        if turns[second.txid] == arrived:
+            designated_now.append(me)
+    assert len(designated_now) == 1 and designated_now[0] != busy
+
+
+def test_the_standalone_miner_counts_the_fresh_jobs_of_its_earlier_batches() -> None:
+    """The standalone miner lists a submit in one round and the next in a later round
+    (two batches): the second goes to a miner that was not dealt the first, as the
+    in-node miners deal it."""
+    from chain.address import address_from_pubkey
+    from chain.keys import devnet_key
+    from chain.network import load_network
+    from node.remote_market import RemoteMarket
+
+    net = load_network("devnet")
+    keys = [devnet_key(i) for i in (1, 2, 3)]
+    addresses = [address_from_pubkey(k.public_key) for k in keys]
+    p0 = JOBS[0]
+    busy = designated(addresses, [p0])[p0]
+    p1 = next(j for j in JOBS[1:] if designated(addresses, [j])[j] == busy)
+    now = 1000.0
+    takers = []
+    for key, me in zip(keys, addresses, strict=True):
+        market = RemoteMarket(None, net, key, "", ("", ""))  # type: ignore[arg-type]
+        for other in addresses:
+            market._sightings.saw(other, now)  # noqa: SLF001
+        market._seen = {p0.hex(): (now - 0.03, 0), p1.hex(): (now, 0)}  # noqa: SLF001
+        if market._our_turn([{"job_id": p1.hex()}], 0, now):  # noqa: SLF001
+            takers.append(me)
+    assert len(takers) == 1 and takers[0] != busy
+
+
+def test_a_submit_brings_a_later_quick_round_forward(tmp_path: Path) -> None:
+    """A quick round already set for a later turn (the next rank's turn for an earlier
+    job) must not hold back the round a new submit asks for: the new job's designated
+    miner claimed it only at that later turn (seen: 60-140 ms late)."""
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from chain.keys import devnet_key
+    from chain.network import load_network
+    from compute.blobs import BlobStore
+    from node.market_claims import QUICK_ROUND_SETTLE_S
+    from node.market_miner import MarketMiner
+    from wallet.job_txs import submit_tx
+
+    miner = MarketMiner(
+        None,  # type: ignore[arg-type]
+        BlobStore(tmp_path / "blobs"),
+        SimpleNamespace(key=devnet_key(1)),  # type: ignore[arg-type]
+        lambda tx: None,
+        lambda address: 0,
+    )
+    later = time.monotonic() + 0.1
+    miner._quick_round(later)  # noqa: SLF001 - our turn for an earlier job
+    a, b = np.ones((128, 256), np.int8), np.ones((256, 128), np.int8)
+    before = time.monotonic()
+    miner.notice_tx(submit_tx(load_network("devnet"), devnet_key(0), 0, a, b, 10**6, 10**10))
+    at = miner._quick_round_at  # noqa: SLF001
+    assert at is not None and before + QUICK_ROUND_SETTLE_S <= at < later
+    sooner = time.monotonic()  # a round already due sooner stays as it is
+    miner._quick_round(sooner)  # noqa: SLF001
+    miner.notice_tx(submit_tx(load_network("devnet"), devnet_key(0), 1, a, b, 10**6, 10**10))
+    assert miner._quick_round_at == sooner  # noqa: SLF001
