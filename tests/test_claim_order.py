@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from node.claim_order import (
     ALONE_AFTER_S,
@@ -22,6 +23,22 @@ from node.claim_order import (
 
 MINERS = [hashlib.sha256(bytes([i])).digest()[:20] for i in range(5)]
 JOBS = [hashlib.sha256(b"job" + bytes([i])).digest() for i in range(12)]
+
+
+def _bare_miner(folder: Path, key: Any) -> Any:
+    """A market miner with no chain or pool behind it: its claim turns alone."""
+    from types import SimpleNamespace
+
+    from compute.blobs import BlobStore
+    from node.market_miner import MarketMiner
+
+    return MarketMiner(
+        None,  # type: ignore[arg-type]
+        BlobStore(folder),
+        SimpleNamespace(key=key),  # type: ignore[arg-type]
+        lambda tx: None,
+        lambda address: 0,
+    )
 
 
 def test_a_batch_spreads_over_the_miners_and_every_miner_agrees() -> None:
@@ -109,13 +126,10 @@ def test_busy_miners_share_a_backlog_instead_of_each_claiming_all_of_it(tmp_path
     """Three miners that know each other see the same four open jobs (no longer fresh):
     each may claim only its share at once, together all four, none twice; the next
     miner in line gets a job BACKLOG_STEP_S later (its designated miner is gone)."""
-    from types import SimpleNamespace
 
     from chain.address import address_from_pubkey
     from chain.jobs import Job
     from chain.keys import devnet_key
-    from compute.blobs import BlobStore
-    from node.market_miner import MarketMiner
 
     keys = [devnet_key(i) for i in (1, 2, 3)]
     addresses = [address_from_pubkey(k.public_key) for k in keys]
@@ -124,13 +138,7 @@ def test_busy_miners_share_a_backlog_instead_of_each_claiming_all_of_it(tmp_path
     now = 1000.0
     shares = []
     for key, me in zip(keys, addresses, strict=True):
-        miner = MarketMiner(
-            None,  # type: ignore[arg-type]
-            BlobStore(tmp_path / me.hex()),
-            SimpleNamespace(key=key),  # type: ignore[arg-type]
-            lambda tx: None,
-            lambda address: 0,
-        )
+        miner = _bare_miner(tmp_path / me.hex(), key)
         for other in addresses:
             miner._sightings.saw(other, now)  # noqa: SLF001
         fresh, later = miner._turns(backlog, now)  # noqa: SLF001
@@ -149,13 +157,10 @@ def test_a_fresh_submit_mined_into_a_block_keeps_its_turns(tmp_path: Path) -> No
     stay fresh with the same turns. They were dealt as a backlog once they left the
     pool, and an idle miner's quick round claimed the other miner's part at once: both
     computed it (seen with an in-node and a standalone miner)."""
-    from types import SimpleNamespace
 
     from chain.address import address_from_pubkey
     from chain.jobs import Job
     from chain.keys import devnet_key
-    from compute.blobs import BlobStore
-    from node.market_miner import MarketMiner
 
     keys = [devnet_key(1), devnet_key(2)]
     addresses = [address_from_pubkey(k.public_key) for k in keys]
@@ -164,13 +169,7 @@ def test_a_fresh_submit_mined_into_a_block_keeps_its_turns(tmp_path: Path) -> No
     t0 = 1000.0
     mine = []
     for key in keys:
-        miner = MarketMiner(
-            None,  # type: ignore[arg-type]
-            BlobStore(tmp_path / key.public_key.hex()),
-            SimpleNamespace(key=key),  # type: ignore[arg-type]
-            lambda tx: None,
-            lambda address: 0,
-        )
+        miner = _bare_miner(tmp_path / key.public_key.hex(), key)
         for other in addresses:
             miner._sightings.saw(other, t0)  # noqa: SLF001
         miner._pooled_submits = {j: (job, t0) for j, _ in parts}  # noqa: SLF001
@@ -187,19 +186,10 @@ def test_a_timer_round_leaves_a_quick_round_still_to_come(tmp_path: Path) -> Non
     """A submit schedules a quick round 10 ms on; a timer round that happens to run
     first (it skips fresh jobs) must not cancel it: that fresh job then waited for the
     next timer round, 0.25 s later."""
-    from types import SimpleNamespace
 
     from chain.keys import devnet_key
-    from compute.blobs import BlobStore
-    from node.market_miner import MarketMiner
 
-    miner = MarketMiner(
-        None,  # type: ignore[arg-type]
-        BlobStore(tmp_path / "blobs"),
-        SimpleNamespace(key=devnet_key(1)),  # type: ignore[arg-type]
-        lambda tx: None,
-        lambda address: 0,
-    )
+    miner = _bare_miner(tmp_path / "blobs", devnet_key(1))
     rounds: list[bool] = []
     miner._claim_more = lambda quick=False: rounds.append(quick)  # type: ignore[method-assign]  # noqa: SLF001
     now = 1000.0
@@ -237,7 +227,6 @@ def test_a_submit_right_after_a_claimed_one_goes_to_an_idle_miner(tmp_path: Path
     miner deals the second to one of the two idle ones (before, the busy miner was
     designated: it left the job, and the next miner claimed it a step later)."""
     import time
-    from types import SimpleNamespace
 
     import numpy as np
 
@@ -245,8 +234,6 @@ def test_a_submit_right_after_a_claimed_one_goes_to_an_idle_miner(tmp_path: Path
     from chain.jobs import Job
     from chain.keys import devnet_key
     from chain.network import load_network
-    from compute.blobs import BlobStore
-    from node.market_miner import MarketMiner
     from wallet.job_txs import claim_tx, submit_tx
 
     net = load_network("devnet")
@@ -266,13 +253,7 @@ def test_a_submit_right_after_a_claimed_one_goes_to_an_idle_miner(tmp_path: Path
     job = Job(b"\0" * 20, 128, 256, 128, b"\1" * 32, b"\2" * 32, 10**6, 10**10, 1)
     miners = []
     for key in keys:
-        miner = MarketMiner(
-            None,  # type: ignore[arg-type]
-            BlobStore(tmp_path / key.public_key.hex()),
-            SimpleNamespace(key=key),  # type: ignore[arg-type]
-            lambda tx: None,
-            lambda address: 0,
-        )
+        miner = _bare_miner(tmp_path / key.public_key.hex(), key)
         for other in addresses:
             miner._sightings.saw(other, time.monotonic())  # noqa: SLF001
         miner.notice_tx(first)
@@ -323,24 +304,15 @@ def test_a_submit_brings_a_later_quick_round_forward(tmp_path: Path) -> None:
     job) must not hold back the round a new submit asks for: the new job's designated
     miner claimed it only at that later turn (seen: 60-140 ms late)."""
     import time
-    from types import SimpleNamespace
 
     import numpy as np
 
     from chain.keys import devnet_key
     from chain.network import load_network
-    from compute.blobs import BlobStore
     from node.market_claims import QUICK_ROUND_SETTLE_S
-    from node.market_miner import MarketMiner
     from wallet.job_txs import submit_tx
 
-    miner = MarketMiner(
-        None,  # type: ignore[arg-type]
-        BlobStore(tmp_path / "blobs"),
-        SimpleNamespace(key=devnet_key(1)),  # type: ignore[arg-type]
-        lambda tx: None,
-        lambda address: 0,
-    )
+    miner = _bare_miner(tmp_path / "blobs", devnet_key(1))
     later = time.monotonic() + 0.1
     miner._quick_round(later)  # noqa: SLF001 - our turn for an earlier job
     a, b = np.ones((128, 256), np.int8), np.ones((256, 128), np.int8)
