@@ -61,9 +61,9 @@ IDLE_FIRST_S = 0.16
 # Submits whose arrival time we keep, to measure how soon other miners claim (the
 # oldest dropped first): far more than the jobs a burst of blocks brings.
 MAX_ARRIVALS = 4096
-# Claims are noted in the order they come, their submits' arrivals only about in that
-# order (a backlog job claimed late): claims older than the fresh window by this much
-# are not read again.
+# Only claims of jobs whose submits arrived this recently are noted for the count (a
+# backlog job claimed late is not): the notes then come in about their submits' order,
+# and those older than the fresh window by this much are not read again.
 LOADS_SLACK_S = 2.0
 
 
@@ -147,8 +147,9 @@ class ClaimRounds:
         if tx.kind == TxKind.JOB_CLAIM:  # how long after its submit: the miner's lateness
             arrived = self._submit_arrived.get(tx.payload)
             self._sightings.saw(tx.sender, now, None if arrived is None else now - arrived)
-            if arrived is not None and tx.payload not in self._fresh_claims:
-                # the first claim of a job whose submit we saw: its miner's load
+            noted = tx.payload in self._fresh_claims
+            if arrived is not None and now - arrived < LOADS_SLACK_S and not noted:
+                # the first claim of a job whose submit we saw lately: its miner's load
                 self._fresh_claims[tx.payload] = (tx.sender, arrived)
                 while len(self._fresh_claims) > MAX_ARRIVALS:
                     self._fresh_claims.popitem(last=False)
@@ -376,7 +377,7 @@ class ClaimRounds:
         loads: dict[bytes, int] = {}
         for job_id, (claimant, arrived) in reversed(self._fresh_claims.items()):
             if arrived <= since - LOADS_SLACK_S:
-                break  # claims come in about the order their submits did
+                break  # every note before it is of a submit before ``since``
             if arrived > since and job_id not in dealt:
                 loads[claimant] = loads.get(claimant, 0) + 1
         return loads

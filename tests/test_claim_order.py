@@ -324,3 +324,30 @@ def test_a_submit_brings_a_later_quick_round_forward(tmp_path: Path) -> None:
     miner._quick_round(sooner)  # noqa: SLF001
     miner.notice_tx(submit_tx(load_network("devnet"), devnet_key(0), 1, a, b, 10**6, 10**10))
     assert miner._quick_round_at == sooner  # noqa: SLF001
+
+
+def test_a_late_claim_of_an_old_job_does_not_hide_a_fresh_claim(tmp_path: Path) -> None:
+    """The count reads the newest claims first and stops at old ones: a claim of a
+    backlog job (its submit seen long ago) that comes right after a fresh job's claim
+    must not end the reading before that fresh claim."""
+    import time
+
+    import numpy as np
+
+    from chain.address import address_from_pubkey
+    from chain.keys import devnet_key
+    from chain.network import load_network
+    from wallet.job_txs import claim_tx, submit_tx
+
+    net = load_network("devnet")
+    miner = _bare_miner(tmp_path / "blobs", devnet_key(1))
+    a, b = np.ones((128, 256), np.int8), np.ones((256, 128), np.int8)
+    fresh, old = (submit_tx(net, devnet_key(0), n, a, b, 10**6, 10**10) for n in (0, 1))
+    miner.notice_tx(old)
+    miner._submit_arrived[old.txid] -= 60.0  # noqa: SLF001 - seen a minute ago
+    miner.notice_tx(fresh)
+    claimant = address_from_pubkey(devnet_key(2).public_key)
+    miner.notice_tx(claim_tx(net, devnet_key(2), 0, fresh.txid, 10**5))
+    miner.notice_tx(claim_tx(net, devnet_key(2), 1, old.txid, 10**5))
+    since = time.monotonic() - 0.16
+    assert miner._loads(since, set()) == {claimant: 1}  # noqa: SLF001
