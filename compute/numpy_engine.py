@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +73,7 @@ from compute.removal import (  # noqa: F401 - re-exported
     plan_removal,
     remove_block_numpy,
 )
+from compute.spread import cores
 from compute.vnni import Vnni, find_vnni
 from consensus.commitments import ENTRY_MAX, ENTRY_MIN
 from consensus.noise import (
@@ -93,13 +93,6 @@ log = logging.getLogger("pouw.compute")
 STOP_POLL_S = 0.005  # how often the calling thread looks at ``stop`` while workers run
 
 Int8Matrix = npt.NDArray[np.int8]
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class _Workspace:
@@ -174,7 +167,7 @@ class NumpyEngine:
         use_vnni: bool = True,
         worker_nice: int = 0,
     ) -> None:
-        self.threads = threads or _default_threads()
+        self.threads = threads or cores()
         self.worker_nice = worker_nice  # > 0: the worker threads yield to the rest
         self.blas: Blas | None = find_blas() if use_blas else None
         # int8 products where the CPU has AVX-512 VNNI (compute/vnni.py), else sgemm

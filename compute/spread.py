@@ -20,6 +20,7 @@ _lock = threading.Lock()
 
 
 def cores() -> int:
+    """The cores this process may use (its affinity: one for a pinned miner)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

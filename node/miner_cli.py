@@ -92,7 +92,8 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_miner(args: argparse.Namespace) -> int:
-    from node.remote_miner import RemoteMiner, cpu_threads, default_devices
+    from compute.spread import cores
+    from node.remote_miner import RemoteMiner, default_devices
 
     if args.list_devices:
         from node.devices import describe_devices
@@ -152,7 +153,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
         devices = [None] * (args.workers or 1)
     threads = args.threads
     if threads is None and len(devices) > 1 and backend == "numpy":
-        threads = max(1, cpu_threads() // len(devices))  # the cores shared, not oversubscribed
+        threads = max(1, cores() // len(devices))  # the cores shared, not oversubscribed
     market = None
     if args.market_wallet is not None:
         try:

@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing as mp
-import os
 import queue
 import secrets
 import threading
@@ -490,7 +489,3 @@ def default_devices(backend: str) -> list[int | None]:
     import cupy  # noqa: PLC0415
 
     return list(range(int(cupy.cuda.runtime.getDeviceCount())))
-
-
-def cpu_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
