@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chain import state_tree  # noqa: E402
+from chain import state_hash  # noqa: E402
 from chain.state_tree import StateTree  # noqa: E402
 
 
@@ -70,11 +70,11 @@ def main() -> None:
         else:
             changes[b"new/%d" % i] = rng.randbytes(40)
 
-    h0 = state_tree.hash_calls()
+    h0 = state_hash.hash_calls()
     t0 = time.perf_counter()
     tree.apply(changes)
     apply_s = time.perf_counter() - t0
-    hashes = state_tree.hash_calls() - h0
+    hashes = state_hash.hash_calls() - h0
     apply_rate = len(changes) / apply_s
     sha_rate = sha256_per_s()
 

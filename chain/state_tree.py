@@ -27,11 +27,8 @@ construction, an update costs O(log N) hashes whatever N is, and an absence proo
 just "the path ends in EMPTY" or "the path ends in another key's leaf". Only
 consensus/hashing.py is shared.
 
-Domain separation: leaves and inner nodes use different tags; the three leaf-tag
-messages start with distinct bytes 0x00/0x01/0x02 and have fixed layouts (the key and
-value are length prefixed); EMPTY is not the output of any hash short of a SHA-256
-preimage. Hence two different states have different roots short of a SHA-256
-collision, and a proof cannot pass a leaf off as a node or the reverse.
+The hash functions and their domain separation: chain/state_hash.py; proofs of one
+key (present or absent) and their check: chain/state_proof.py.
 
 Implementation
 --------------
@@ -63,60 +60,32 @@ Typical node use::
                 batch.put_state(k, v) if v is not None else batch.delete_state(k)
         tree.apply(changes)
 
-``hash_calls()`` counts every SHA-256 this module computes (tests use it to check the
-O(changes · log N) cost; it is not a clock).
+``chain.state_hash.hash_calls()`` counts every SHA-256 the tree computes (tests use
+it to check the O(changes · log N) cost; it is not a clock).
 """
 
 from __future__ import annotations
 
 import gc
-import struct
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from consensus.hashing import HASH_SIZE, TAG_STATE_LEAF, TAG_STATE_NODE, tagged_hasher
+from chain.state_hash import (
+    EMPTY_HASH,
+    PATH_BITS,
+    TOP_BIT,
+    leaf_hash,
+    node_hash,
+    state_path,
+    value_digest,
+)
+from chain.state_proof import StateProof
+from consensus.hashing import HASH_SIZE
 
-__all__ = [
-    "EMPTY_HASH",
-    "MAX_KEY_LEN",
-    "MAX_PROOF_BYTES",
-    "PATH_BITS",
-    "StateProof",
-    "StateProofError",
-    "StateSnapshot",
-    "StateTree",
-    "hash_calls",
-    "leaf_hash",
-    "node_hash",
-    "state_path",
-    "value_digest",
-    "verify_state_proof",
-]
-
-MAX_KEY_LEN = 64
-PATH_BITS = 256
-EMPTY_HASH = bytes(HASH_SIZE)
-# depth u16 | bitmap (32) | up to 256 siblings | kind u8 | leaf path + value digest
-MAX_PROOF_BYTES = 2 + PATH_BITS // 8 + PATH_BITS * HASH_SIZE + 1 + 2 * HASH_SIZE
-
-_PATH_PREFIX = b"\x00"
-_VALUE_PREFIX = b"\x01"
-_LEAF_PREFIX = b"\x02"
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_LEAF_H = tagged_hasher(TAG_STATE_LEAF)
-_NODE_H = tagged_hasher(TAG_STATE_NODE)
-_TOP = PATH_BITS - 1
-
-_hash_calls = 0
-
-
-def hash_calls() -> int:
-    """How many SHA-256 hashes this module has computed since import."""
-    return _hash_calls
+__all__ = ["StateSnapshot", "StateTree"]
 
 
 @contextmanager
@@ -135,48 +104,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-# --- the four hash functions of the state root ---------------------------------------
-
-
-def state_path(key: bytes) -> bytes:
-    """The key's 256-bit position: tagged_hash(TAG_STATE_LEAF, 0x00 || u8 len || key)."""
-    global _hash_calls
-    if len(key) > MAX_KEY_LEN:
-        raise ValueError(f"state key is {len(key)} bytes, at most {MAX_KEY_LEN} allowed")
-    _hash_calls += 1
-    h = _LEAF_H.copy()
-    h.update(_PATH_PREFIX + bytes((len(key),)) + key)
-    return h.digest()
-
-
-def value_digest(value: bytes) -> bytes:
-    """tagged_hash(TAG_STATE_LEAF, 0x01 || u32be len || value)."""
-    global _hash_calls
-    _hash_calls += 1
-    h = _LEAF_H.copy()
-    h.update(_VALUE_PREFIX + _U32.pack(len(value)))
-    h.update(value)
-    return h.digest()
-
-
-def leaf_hash(path: bytes, vdigest: bytes) -> bytes:
-    """tagged_hash(TAG_STATE_LEAF, 0x02 || path || value_digest)."""
-    global _hash_calls
-    _hash_calls += 1
-    h = _LEAF_H.copy()
-    h.update(_LEAF_PREFIX + path + vdigest)
-    return h.digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    """tagged_hash(TAG_STATE_NODE, left || right); an empty child is EMPTY_HASH."""
-    global _hash_calls
-    _hash_calls += 1
-    h = _NODE_H.copy()
-    h.update(left + right)
-    return h.digest()
-
-
 # --- nodes ---------------------------------------------------------------------------
 
 
@@ -188,12 +115,7 @@ _Tree = tuple[Any, ...] | None
 
 
 def _leaf(path: bytes, vd: bytes) -> tuple[bytes, bytes]:
-    global _hash_calls
-    _hash_calls += 1
-    pv = path + vd
-    h = _LEAF_H.copy()
-    h.update(_LEAF_PREFIX + pv)
-    return (h.digest(), pv)
+    return (leaf_hash(path, vd), path + vd)
 
 
 def _node(left: _Tree, right: _Tree) -> tuple[bytes, _Tree, _Tree]:
@@ -218,14 +140,14 @@ def _build(
         return _leaf(paths[lo], vds[lo])
     a = ints[lo]
     split = PATH_BITS - (a ^ ints[hi - 1]).bit_length()  # first bit where they differ
-    shift = _TOP - split
+    shift = TOP_BIT - split
     mid = bisect_left(ints, ((a >> shift) | 1) << shift, lo, hi)
     node: _Tree = _node(
         _build(ints, paths, vds, lo, mid, split + 1), _build(ints, paths, vds, mid, hi, split + 1)
     )
     # One-sided inner nodes from depth `split - 1` up to `depth`, all paths on one side.
     for d in range(split - 1, depth - 1, -1):
-        node = _node(None, node) if (a >> (_TOP - d)) & 1 else _node(node, None)
+        node = _node(None, node) if (a >> (TOP_BIT - d)) & 1 else _node(node, None)
     return node
 
 
@@ -291,7 +213,7 @@ class _Batch:
             return node
         if node is None or len(node) != 3:
             return self.rebuild(node, lo, hi, depth)
-        shift = _TOP - depth
+        shift = TOP_BIT - depth
         mid = bisect_left(self.ints, ((self.ints[lo] >> shift) | 1) << shift, lo, hi)
         old_left, old_right = node[1], node[2]
         left = self.update(old_left, lo, mid, depth + 1)
@@ -303,166 +225,6 @@ class _Batch:
         if right is None and left is not None and len(left) == 2:
             return left
         return _node(left, right)
-
-
-# --- proofs --------------------------------------------------------------------------
-
-
-class StateProofError(ValueError):
-    """A state proof is malformed (bad encoding, wrong shape, over the size caps)."""
-
-
-def _is_hash(value: object) -> bool:
-    return isinstance(value, bytes) and len(value) == HASH_SIZE
-
-
-@dataclass(frozen=True, slots=True)
-class StateProof:
-    """The path of one key through the tree, from the root down to where it ends.
-
-    ``siblings[i]`` is the hash of the sibling subtree at depth ``i + 1`` (root first;
-    EMPTY_HASH for an empty subtree), so ``len(siblings)`` is the depth where the path
-    ends. ``leaf`` is ``(path, value_digest)`` of the leaf the path ends in, or None if
-    it ends in an empty subtree. The key is present iff ``leaf[0] == state_path(key)``;
-    otherwise the proof shows it absent. The proof does not depend on the value, and
-    the root is not in it: verify against a root you trust (a header's state_root).
-
-    Encoding (``to_bytes``): u16be depth d (0..256) | bitmap of ceil(d/8) bytes, bit i
-    (MSB first) set iff siblings[i] is not EMPTY, padding bits zero | the non-empty
-    siblings in order, 32 bytes each | u8 kind: 0 = ends in empty, 1 = ends in a leaf |
-    for kind 1: leaf path (32) || value digest (32). Nothing may follow. A depth > 0
-    path cannot end in an empty subtree whose sibling is also empty (that node would
-    not exist), so such a proof is rejected.
-    """
-
-    siblings: tuple[bytes, ...]
-    leaf: tuple[bytes, bytes] | None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.siblings, tuple) or len(self.siblings) > PATH_BITS:
-            raise StateProofError(f"siblings must be a tuple of at most {PATH_BITS} hashes")
-        for s in self.siblings:
-            if not _is_hash(s):
-                raise StateProofError("every sibling must be a 32-byte hash")
-        if self.leaf is None:
-            if self.siblings and self.siblings[-1] == EMPTY_HASH:
-                raise StateProofError("path ends in an empty subtree next to an empty sibling")
-        elif not (
-            isinstance(self.leaf, tuple)
-            and len(self.leaf) == 2
-            and _is_hash(self.leaf[0])
-            and _is_hash(self.leaf[1])
-        ):
-            raise StateProofError("leaf must be (path, value_digest), two 32-byte hashes")
-
-    @property
-    def depth(self) -> int:
-        return len(self.siblings)
-
-    def to_bytes(self) -> bytes:
-        d = len(self.siblings)
-        bitmap = bytearray((d + 7) // 8)
-        body = []
-        for i, s in enumerate(self.siblings):
-            if s != EMPTY_HASH:
-                bitmap[i >> 3] |= 0x80 >> (i & 7)
-                body.append(s)
-        tail = b"\x00" if self.leaf is None else b"\x01" + self.leaf[0] + self.leaf[1]
-        return _U16.pack(d) + bytes(bitmap) + b"".join(body) + tail
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> StateProof:
-        """Strict decode; any non-canonical or malformed input raises StateProofError."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError("StateProof.from_bytes needs bytes")
-        data = bytes(data)
-        if len(data) > MAX_PROOF_BYTES:
-            raise StateProofError(f"proof is {len(data)} bytes, at most {MAX_PROOF_BYTES}")
-        if len(data) < 3:
-            raise StateProofError("proof too short")
-        (d,) = _U16.unpack_from(data, 0)
-        if d > PATH_BITS:
-            raise StateProofError(f"proof depth {d} > {PATH_BITS}")
-        nb = (d + 7) // 8
-        off = 2 + nb
-        if len(data) < off + 1:
-            raise StateProofError("proof truncated in its bitmap")
-        bitmap = data[2:off]
-        if d % 8 and bitmap[-1] & (0xFF >> (d % 8)):
-            raise StateProofError("proof bitmap has padding bits set")
-        siblings = []
-        for i in range(d):
-            if bitmap[i >> 3] & (0x80 >> (i & 7)):
-                s = data[off : off + HASH_SIZE]
-                if len(s) != HASH_SIZE:
-                    raise StateProofError("proof truncated in its siblings")
-                if s == EMPTY_HASH:
-                    raise StateProofError("an empty sibling must be left out (bitmap bit 0)")
-                siblings.append(s)
-                off += HASH_SIZE
-            else:
-                siblings.append(EMPTY_HASH)
-        if off >= len(data):
-            raise StateProofError("proof truncated before its terminal")
-        kind = data[off]
-        off += 1
-        leaf: tuple[bytes, bytes] | None
-        if kind == 0:
-            leaf = None
-        elif kind == 1:
-            if len(data) < off + 2 * HASH_SIZE:
-                raise StateProofError("proof truncated in its leaf")
-            leaf = (data[off : off + HASH_SIZE], data[off + HASH_SIZE : off + 2 * HASH_SIZE])
-            off += 2 * HASH_SIZE
-        else:
-            raise StateProofError(f"unknown proof terminal kind {kind}")
-        if off != len(data):
-            raise StateProofError(f"{len(data) - off} trailing bytes after the proof")
-        return cls(tuple(siblings), leaf)
-
-
-def verify_state_proof(root: bytes, key: bytes, value: bytes | None, proof: StateProof) -> bool:
-    """True iff ``proof`` shows that, in the state with this root, ``key`` maps to
-    ``value`` (``value is None``: the key is absent). Pure; never raises."""
-    try:
-        if not _is_hash(root) or not isinstance(proof, StateProof):
-            return False
-        if not isinstance(key, bytes) or len(key) > MAX_KEY_LEN:
-            return False
-        if value is not None and not isinstance(value, bytes):
-            return False
-        siblings = proof.siblings
-        d = len(siblings)
-        if d > PATH_BITS:
-            return False
-        path = state_path(key)
-        pi = int.from_bytes(path, "big")
-        if proof.leaf is None:
-            if value is not None:
-                return False
-            h = EMPTY_HASH
-        else:
-            lpath, lvd = proof.leaf
-            if not (_is_hash(lpath) and _is_hash(lvd)):
-                return False
-            if lpath == path:
-                if value is None or value_digest(value) != lvd:
-                    return False
-            else:
-                # Absent: another key's leaf sits where our path ends (same first d bits).
-                if value is not None or d == PATH_BITS:
-                    return False
-                if (int.from_bytes(lpath, "big") ^ pi) >> (PATH_BITS - d):
-                    return False
-            h = leaf_hash(lpath, lvd)
-        for i in range(d - 1, -1, -1):
-            s = siblings[i]
-            if not _is_hash(s):
-                return False
-            h = node_hash(s, h) if (pi >> (_TOP - i)) & 1 else node_hash(h, s)
-        return h == root
-    except Exception:
-        return False
 
 
 # --- the tree ------------------------------------------------------------------------
@@ -570,7 +332,7 @@ class StateTree:
         node = self._node
         depth = 0
         while node is not None and len(node) == 3:
-            if (pi >> (_TOP - depth)) & 1:
+            if (pi >> (TOP_BIT - depth)) & 1:
                 sib, node = node[1], node[2]
             else:
                 sib, node = node[2], node[1]

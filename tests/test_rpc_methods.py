@@ -10,7 +10,7 @@ from chain.address import encode_address
 from chain.block import Block
 from chain.network import Network
 from chain.state import account_key
-from chain.state_tree import StateProof, verify_state_proof
+from chain.state_proof import StateProof, verify_state_proof
 from compute.numpy_engine import NumpyEngine
 from consensus.ints import u64
 from consensus.pouw import filler_matrices

@@ -1,4 +1,5 @@
-"""Tests for chain.state_tree: the state root, incremental updates, proofs."""
+"""Tests for the state root (chain.state_tree, state_hash, state_proof): the root,
+incremental updates, proofs."""
 
 from __future__ import annotations
 
@@ -12,18 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain import state_tree
-from chain.state_tree import (
-    EMPTY_HASH,
-    MAX_PROOF_BYTES,
-    StateProof,
-    StateProofError,
-    StateTree,
-    leaf_hash,
-    state_path,
-    value_digest,
-    verify_state_proof,
-)
+from chain import state_hash
+from chain.state_hash import EMPTY_HASH, leaf_hash, state_path, value_digest
+from chain.state_proof import MAX_PROOF_BYTES, StateProof, StateProofError, verify_state_proof
+from chain.state_tree import StateTree
 
 VECTORS = Path(__file__).parent / "vectors" / "state.json"
 
@@ -324,12 +317,12 @@ def test_apply_cost_is_changes_times_log_n() -> None:
             changes[rng.choice(keys)] = None  # delete
         else:
             changes[b"new/%d" % i] = rng.randbytes(16)  # insert
-    before = state_tree.hash_calls()
+    before = state_hash.hash_calls()
     after_root = tree.root_after(changes)
-    root_after_hashes = state_tree.hash_calls() - before
-    before = state_tree.hash_calls()
+    root_after_hashes = state_hash.hash_calls() - before
+    before = state_hash.hash_calls()
     tree.apply(changes)
-    apply_hashes = state_tree.hash_calls() - before
+    apply_hashes = state_hash.hash_calls() - before
     # 2 hashes per change for its path and value digest, then one leaf and at most
     # about log2(N) + a few inner nodes per change: far below the ~4.4 N of a rebuild.
     bound = len(changes) * (3 + math.log2(n) + 4)

@@ -18,12 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from chain.state_tree import (  # noqa: E402
-    StateTree,
-    leaf_hash,
-    state_path,
-    value_digest,
-)
+from chain.state_hash import leaf_hash, state_path, value_digest  # noqa: E402
+from chain.state_tree import StateTree  # noqa: E402
 
 OUT = Path(__file__).with_name("state.json")
 
