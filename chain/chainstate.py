@@ -23,15 +23,16 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chain.bestchain import best_candidate, best_descendant
 from chain.block import Block
+from chain.chain_reading import ChainReading
 from chain.encoding import DecodeError
 from chain.genesis import genesis_block, genesis_changes
 from chain.index_record import BlockStatus, IndexRecord
-from chain.integrity import block_problem, decode_checked
+from chain.integrity import block_problem
 from chain.job_tally import JobTally
 from chain.jobs import PREFIX_JOB
 from chain.network import Network
@@ -46,12 +47,10 @@ from chain.state_tree import StateTree
 from chain.storage import ChainDB, CorruptBlockError, reindex_command
 from chain.tiprecord import TIP_RECORD_NAME, TipRecord
 from chain.transition import Failures, apply_block
-from chain.tx import Transaction
 from chain.validation import (
     VALID,
     BlockCheck,
     BlockReject,
-    ParentContext,
     Verdict,
     check_block_body,
     check_header,
@@ -59,7 +58,8 @@ from chain.validation import (
     defer,
     invalid,
 )
-from consensus.difficulty import MEDIAN_TIME_SPAN, block_work, median_time_past
+from chain.waiting_blocks import WaitingBlocks
+from consensus.difficulty import block_work
 
 log = logging.getLogger("pouw.chain")
 
@@ -67,13 +67,6 @@ log = logging.getLogger("pouw.chain")
 # their hashes (Bitcoin Core's -checkblocks default is the same 6): damage where the
 # node works next is found before it serves or builds on it.
 CHECK_BLOCKS_AT_START = 6
-# Blocks whose parent we lack are kept (bounded) until the parent arrives.
-MAX_ORPHANS = 256
-# Blocks stamped ahead of our clock wait here until their time comes.
-MAX_HELD_FUTURE = 64
-# Both waiting pools together hold at most this many bytes of blocks (a full block is
-# about 5 MiB of transactions and seal): peers cannot make us buffer gigabytes.
-MAX_WAITING_BYTES = 64 * 1024 * 1024
 
 
 class ChainStateError(Exception):
@@ -98,7 +91,7 @@ class ProcessResult:
         return len(self.disconnected)
 
 
-class ChainState:
+class ChainState(ChainReading):
     """The chain on one ChainDB. Opening it finishes what a crash interrupted (a reorg,
     a --reindex) and checks the database against the tip record; ``accept_rollback``
     (--reindex) accepts a database shorter than the last reported tip, and
@@ -122,8 +115,7 @@ class ChainState:
         for rec in self.index.values():
             self._children.setdefault(rec.parent, set()).add(rec.hash)
         self._anchor_time: dict[bytes, int | None] = {}
-        self._orphans: dict[bytes, Block] = {}
-        self._held: dict[bytes, Block] = {}
+        self.waiting = WaitingBlocks()  # orphans and blocks from the future
         self._invalid_reason: dict[bytes, BlockCheck] = {}
         self.genesis = genesis_block(network)
         stored_genesis = db.get_genesis()
@@ -199,64 +191,6 @@ class ChainState:
             return
         self.tip_record.write(self.tip.height, self.tip.hash, self.tip.cumulative_work)
 
-    # --- reading -------------------------------------------------------------------
-
-    def get_block(self, block_hash: bytes, *, report: bool = True) -> Block:
-        """The stored block, checked against its hash (KeyError if absent;
-        CorruptBlockError naming the height and the fix if damaged)."""
-        raw = self.db.get_block(block_hash, report=report, check=False)
-        if raw is None:
-            raise KeyError(block_hash.hex())
-        block, problem = decode_checked(raw, block_hash)
-        if block is None:
-            raise self.db.damaged_block(block_hash, problem, report=report)
-        return block
-
-    def active_hash(self, height: int) -> bytes | None:
-        return self.db.active_hash_at(height)
-
-    def state_get(self, key: bytes) -> bytes | None:
-        return self.db.get_state(key)
-
-    def ancestors(self, block_hash: bytes) -> Iterator[IndexRecord]:
-        """The record of ``block_hash`` and then each of its ancestors, down to genesis."""
-        rec = self.index.get(block_hash)
-        while rec is not None:
-            yield rec
-            rec = self.index.get(rec.parent) if rec.height > 0 else None
-
-    def parent_context(self, parent: IndexRecord) -> ParentContext:
-        times = []
-        for rec in self.ancestors(parent.hash):
-            times.append(rec.timestamp)
-            if len(times) == MEDIAN_TIME_SPAN:
-                break
-        return ParentContext(
-            height=parent.height,
-            timestamp=parent.timestamp,
-            recent_timestamps=tuple(reversed(times)),
-            anchor_time=self.anchor_time(parent.hash),
-        )
-
-    def anchor_time(self, block_hash: bytes) -> int | None:
-        """Timestamp of block 1 on the chain ending at ``block_hash`` (None at genesis)."""
-        if block_hash in self._anchor_time:
-            return self._anchor_time[block_hash]
-        rec = self.index[block_hash]
-        if rec.height == 0:
-            result = None
-        elif rec.height == 1:
-            result = rec.timestamp
-        else:
-            result = self.anchor_time(rec.parent) if rec.parent in self._anchor_time else None
-            if result is None:
-                for anc in self.ancestors(block_hash):
-                    if anc.height == 1:
-                        result = anc.timestamp
-                        break
-        self._anchor_time[block_hash] = result
-        return result
-
     # --- genesis and reindex -------------------------------------------------------
 
     def _write_genesis(self) -> None:
@@ -308,7 +242,7 @@ class ChainState:
             check = self._context_free(block)
             if not check.ok:
                 return ProcessResult(check)
-            self._keep(self._orphans, block, MAX_ORPHANS)
+            self.waiting.keep_orphan(block)
             return ProcessResult(defer(BlockReject.UNKNOWN_PARENT, header.parent.hex()))
         if parent.status & BlockStatus.INVALID:
             return ProcessResult(invalid(BlockReject.PARENT_INVALID, header.parent.hex()))
@@ -319,7 +253,7 @@ class ChainState:
             full = self._context_free(block)
             if not full.ok:
                 return ProcessResult(full)
-            self._keep(self._held, block, MAX_HELD_FUTURE)
+            self.waiting.hold_future(block)
             return ProcessResult(check)
         if check.ok:
             check = self._context_free(block)
@@ -349,35 +283,20 @@ class ChainState:
                 result.check = self._invalid_reason.get(h, invalid(BlockReject.BAD_STATE))
         return result
 
+    def pop_held(self) -> list[Block]:
+        """Blocks held for a future timestamp, to submit again now and then."""
+        return self.waiting.pop_held()
+
     def _context_free(self, block: Block) -> BlockCheck:
         """Header (seal, target limit) and body checks: nothing unchecked is kept."""
         check = check_header(block.header, self.network)
         return check_block_body(block, self.network) if check.ok else check
 
-    def _keep(self, pool: dict[bytes, Block], block: Block, max_count: int) -> None:
-        """Keep a checked block waiting (orphan or future), oldest evicted first so the
-        pool stays within its count and within MAX_WAITING_BYTES together with the other."""
-        size = block.tx_bytes + len(block.header.seal)
-        while pool and (len(pool) >= max_count or self._waiting_bytes() + size > MAX_WAITING_BYTES):
-            pool.pop(next(iter(pool)))
-        pool[block.hash] = block
-
-    def _waiting_bytes(self) -> int:
-        waiting = (*self._orphans.values(), *self._held.values())
-        return sum(b.tx_bytes + len(b.header.seal) for b in waiting)
-
     def _adopt_orphans(self, parent_hash: bytes, result: ProcessResult) -> None:
-        children = [b for b in self._orphans.values() if b.header.parent == parent_hash]
-        for child in children:
-            self._orphans.pop(child.hash, None)
+        for child in self.waiting.take_children(parent_hash):
             sub = self.process_block(child)
             result.connected.extend(sub.connected)
             result.disconnected.extend(sub.disconnected)
-
-    def pop_held(self) -> list[Block]:
-        """Blocks held for a future timestamp, to submit again now and then."""
-        held, self._held = self._held, {}
-        return list(held.values())
 
     # --- fork choice ---------------------------------------------------------------
 
@@ -556,21 +475,6 @@ class ChainState:
         self.tip = parent
         self.tip_header = self.get_block(parent.hash).header
         return block
-
-    # --- templates -----------------------------------------------------------------
-
-    def state_root_after(self, changes: Changes) -> bytes:
-        return self.tree.root_after(changes)
-
-    def block_changes(self, header_like: object, txs: list[Transaction]) -> Changes:
-        """State changes of a block being built on the tip (for templates)."""
-        return apply_block(
-            self.state_get, header_like, txs, self.network, self.mtp_after(self.tip)  # type: ignore[arg-type]
-        )
-
-    def mtp_after(self, parent: IndexRecord) -> int:
-        """Median time past of a child of ``parent``: the market's clock for that block."""
-        return median_time_past(self.parent_context(parent).recent_timestamps)
 
 
 def _write_changes(batch: object, changes: Changes) -> None:

@@ -301,7 +301,7 @@ def test_waiting_blocks_are_checked_first(tmp_path: Path) -> None:
     orphan = seal_template(chain, BlockTemplate(easy, ()))
     result = chain.process_block(orphan)
     assert result.check.reason is BlockReject.BAD_TARGET
-    assert chain._orphans == {}  # noqa: SLF001 - the pool itself is what is checked
+    assert chain.waiting.orphans == {}  # the pool itself is what is checked
 
 
 def test_transaction_bytes_cap_is_checked_before_decoding() -> None:
