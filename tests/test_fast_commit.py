@@ -50,3 +50,19 @@ def test_merkle_root_of_edge_cases() -> None:
     assert to_digests(to_words(leaves)) == leaves
     with pytest.raises(ValueError):
         merkle_root_of([b"short"], TAG_MERKLE_NODE)
+
+
+@pytest.mark.parametrize(
+    "rows, cols",
+    [(1, 1), (7, 9), (8, 8), (64, 72), (300, 1001), (257, 264), (264, 257), (513, 515)],
+)
+def test_transposed_equals_numpy_on_every_shape(rows: int, cols: int) -> None:
+    """The block transpose, whole 8x8 blocks or padded to them (ragged shapes past
+    SMALL_BYTES), equals NumPy's x.T and is C-contiguous."""
+    from compute.transpose import transposed
+
+    x = np.random.default_rng(rows * 1000 + cols).integers(-128, 128, (rows, cols), np.int8)
+    got = transposed(x)
+    assert got.flags.c_contiguous and got.dtype == np.int8
+    assert np.array_equal(got, x.T)
+    assert np.array_equal(transposed(x[:, 1:]), x[:, 1:].T)  # a strided column slice
