@@ -34,6 +34,27 @@ def test_more_parts_cut_the_larger_operand_and_reassemble_exactly(
     assert np.array_equal(assemble(m, n, parts, results), a.astype(np.int64) @ b.astype(np.int64))
 
 
+@pytest.mark.parametrize(
+    "shape", [(64, 256, 300), (300, 256, 64), (64, 256, 256), (5, 7, 3), (40, 9000, 24)]
+)
+def test_a_parts_bt_cut_from_the_whole_bt_is_its_b_transposed(shape: tuple[int, int, int]) -> None:
+    """The buyer transposes B once and cuts each part's Bᵀ from it: the same matrix as
+    the part's B (padded or not, k cut or not) transposed, so the same root."""
+    from compute.blobs import blob_root, bt_root_of
+
+    m, k, n = shape
+    parts = plan_parts(m, k, n, POUW, 2**40, min_parts=3)
+    rng = np.random.default_rng(5)
+    a = rng.integers(-64, 64, (m, k), dtype=np.int8)
+    b = rng.integers(-64, 64, (k, n), dtype=np.int8)
+    bt = np.ascontiguousarray(b.T)
+    for p in parts:
+        _, pb = p.operands(a, b)
+        cut = p.operand_bt(bt)
+        assert np.array_equal(cut, pb.T)
+        assert blob_root("bt", np.ascontiguousarray(cut)) == bt_root_of(pb)
+
+
 def test_impossible_plans_are_named() -> None:
     with pytest.raises(PlanError, match="at least 1"):
         plan_parts(0, 8, 8, POUW)

@@ -21,10 +21,12 @@ the RPC client's errors), each message saying what to do next.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ from wallet.job_txs import (
 from wallet.products import (
     DEFAULT_PART_MULTIPLY_ADDS,
     Manifest,
+    Part,
     PlanError,
     plan_parts,
     split_bounty,
@@ -82,6 +85,13 @@ def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[
             f"upload to {blob_url} failed ({exc}): is the node running with its blob "
             "endpoint on, and is --blob-url its address (rpc port + 3 by default)?"
         ) from None
+
+
+def _cut_bt(part: Part, bt_whole: Future[npt.NDArray[np.int8]]) -> npt.NDArray[np.int8]:
+    """A part's Bᵀ, once the worker has transposed the whole of B (one transpose of B
+    on every core for all the parts: transposing each part's columns one by one took
+    13 ms against 7 ms for three parts of 4096 x 4096, and held an upload thread)."""
+    return part.operand_bt(bt_whole.result())
 
 
 @dataclass
@@ -239,6 +249,7 @@ class JobClient(Collecting):
             self._uploads = ThreadPoolExecutor(UPLOADS_PARALLEL, thread_name_prefix="upload")
         uploads = self._uploads
         sent: list[tuple[bytes, Future[bytes]]] = []
+        bt_whole: Future[npt.NDArray[np.int8]] | None = None  # B transposed once, for all parts
         for i, (part, part_bounty) in enumerate(zip(plan.parts, plan.bounties, strict=True)):
             pa, pb = part.operands(a8, b8)
             roots = []
@@ -251,8 +262,10 @@ class JobClient(Collecting):
                     blob: Any = matrix
                     if kind == "a":
                         root = blob_root(kind, matrix)
-                    else:  # Bᵀ: made by a worker while B's columns are hashed here
-                        blob = uploads.submit(transposed, matrix)
+                    else:  # Bᵀ: cut from B transposed by a worker while B's columns are hashed here
+                        if bt_whole is None:
+                            bt_whole = uploads.submit(transposed, b8)
+                        blob = functools.partial(_cut_bt, part, bt_whole)
                         root = bt_root_of(matrix)
                     known[kind, where] = root
                     if root not in self._uploaded:
@@ -310,8 +323,8 @@ class JobClient(Collecting):
                 ) from None
             self._pending_nonce = first_nonce + i + 1
 
-    def _upload(self, kind: str, blob: npt.NDArray[Any] | Future[npt.NDArray[Any]]) -> bytes:
-        matrix = blob.result() if isinstance(blob, Future) else blob
+    def _upload(self, kind: str, blob: npt.NDArray[Any] | Callable[[], npt.NDArray[Any]]) -> bytes:
+        matrix = blob() if callable(blob) else blob
         return upload_blob(self.blob_url, kind, matrix, self.blob_auth)  # type: ignore[arg-type]
 
     def _job(self, job_id: str) -> dict[str, Any]:

@@ -71,6 +71,18 @@ class Part:
         pb[: self.k1 - self.k0, : self.c1 - self.c0] = b[self.k0 : self.k1, self.c0 : self.c1]
         return pa, pb
 
+    def operand_bt(self, bt: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
+        """The part's Bᵀ cut from the whole product's Bᵀ (B transposed once for all the
+        parts): rows [c0, c1), padded as ``operands`` pads B. A view where the part is
+        not padded (of contiguous rows where it takes every k, so nothing is copied)."""
+        _, k, n = self.shape
+        block = bt[self.c0 : self.c1, self.k0 : self.k1]
+        if block.shape == (n, k):
+            return block
+        out = np.zeros((n, k), np.int8)
+        out[: self.c1 - self.c0, : self.k1 - self.k0] = block
+        return out
+
 
 def _round_up(x: int, step: int) -> int:
     return -(-x // step) * step
