@@ -44,7 +44,7 @@ def emit(name: str, value: object) -> None:
 
 
 def bench_shape(cp, engine, params, m: int, k: int, n: int, suffix: str) -> None:
-    from compute.cupy_engine import half_gemm_tn, int8_gemm_tn, time_device
+    from compute.cublas_baselines import half_gemm_tn, int8_gemm_tn, time_device
     from compute.engine import FixedTemplate
 
     ops = 2.0 * m * n * k

@@ -1,6 +1,9 @@
 """Mining engines: the interface (engine.py), the CPU engine (numpy_engine.py), the GPU
-engine (cupy_engine.py), the engine choice (select.py) and Freivalds' check of a
-product (freivalds.py).
+engine (cupy_engine.py; its kernels' sources in cuda_sources.py, cuda_kernels.py and
+cuda_mma_variants.py, their compiled launches in cupy_device.py, the backends in
+gpu_backends.py, its kernel choice in cupy_tuning.py and self-test in
+cupy_self_test.py), the engine choice (select.py) and Freivalds' check of a product
+(freivalds.py).
 
 Importing this package is cheap: the engines (and Numba, CuPy) load on first use.
 """

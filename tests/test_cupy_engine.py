@@ -16,24 +16,14 @@ import threading
 import numpy as np
 import pytest
 
-from compute.cuda_kernels import (
-    COMMIT_NOISE_SOURCE,
-    MMA_VARIANT_BY_NAME,
-    MMA_VARIANTS,
-    mma_variants_source,
-)
-from compute.cupy_engine import (
-    BASIC_SOURCE,
-    BLOCK_M,
-    CupyEngine,
-    HostBackend,
-    _be_words,
-    _levels_ok,
-    _noise_template,
-    _split_levels,
-    _tag_prefix,
-)
+from compute.cuda_kernels import COMMIT_NOISE_SOURCE
+from compute.cuda_mma_variants import MMA_VARIANT_BY_NAME, MMA_VARIANTS, mma_variants_source
+from compute.cuda_sources import BASIC_SOURCE
+from compute.cupy_device import BLOCK_M
+from compute.cupy_engine import CupyEngine
+from compute.cupy_host import be_words, levels_ok, noise_template, split_levels, tag_prefix
 from compute.engine import FixedTemplate
+from compute.gpu_backends import HostBackend
 from consensus.commitments import commit_cols, commit_rows, line_leaf, row_tree
 from consensus.hashing import TAG_MERKLE_LEAF, TAG_MERKLE_NODE
 from consensus.merkle import merkle_levels
@@ -171,12 +161,12 @@ def test_levels_spot_check_catches_corruption():
     mat = rng.integers(-64, 64, size=(7, 33), dtype=np.int8)
     levels = row_tree(mat)
     flat = np.frombuffer(b"".join(x for lv in levels for x in lv), dtype=np.uint8)
-    assert _split_levels(flat.reshape(-1, 32), 7) == levels
-    assert _levels_ok(levels, lambda i: mat[i].tobytes(), rng)
+    assert split_levels(flat.reshape(-1, 32), 7) == levels
+    assert levels_ok(levels, lambda i: mat[i].tobytes(), rng)
     for lv, i in ((0, 0), (0, 6), (1, 3), (2, 1), (3, 0)):  # incl. promoted nodes
         bad = [list(x) for x in levels]
         bad[lv][i] = bytes(32)
-        assert not _levels_ok(bad, lambda i: mat[i].tobytes(), np.random.default_rng(1))
+        assert not levels_ok(bad, lambda i: mat[i].tobytes(), np.random.default_rng(1))
 
 
 def test_mma_variants_table():
@@ -292,8 +282,8 @@ def test_commit_noise_device_code_on_host(tmp_path):
     lib = ctypes.CDLL(str(lib_path))
     ptr = ctypes.c_void_p
     rng = np.random.default_rng(5)
-    leaf_p = _be_words(_tag_prefix(TAG_MERKLE_LEAF))
-    node_p = _be_words(_tag_prefix(TAG_MERKLE_NODE))
+    leaf_p = be_words(tag_prefix(TAG_MERKLE_LEAF))
+    node_p = be_words(tag_prefix(TAG_MERKLE_NODE))
     for length in (0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 200, 1000, 4096):
         for vec in (0, 1):
             buf = np.zeros(length + 64, dtype=np.uint8)
@@ -316,7 +306,7 @@ def test_commit_noise_device_code_on_host(tmp_path):
             assert got.tobytes() == want[i], (count, i)
     seed = rng.bytes(32)
     for label in (LABEL_A_LEFT, LABEL_B_RIGHT):
-        tmpl = _noise_template(seed, label)
+        tmpl = noise_template(seed, label)
         for r in (16, 32, 128, 136, 137, 300):
             for idx in (0, 1, 255, 256, 70000, 2**32 - 1):
                 got = np.zeros(r, dtype=np.int8)
@@ -538,7 +528,7 @@ def test_gpu_stop(gpu_engine):
 @pytest.mark.gpu
 def test_gpu_baselines():
     cp = _require_gpu()
-    from compute.cupy_engine import half_gemm_baseline, int8_gemm_baseline
+    from compute.cublas_baselines import half_gemm_baseline, int8_gemm_baseline
 
     rng = np.random.default_rng(1)
     a = rng.integers(-128, 128, size=(96, 256), dtype=np.int8)
@@ -624,15 +614,15 @@ def test_gpu_commitments_match_consensus(gpu_engine, rows, width):
     kern = gpu_engine.backend.kernels
     rng = np.random.default_rng(rows * width)
     mat = rng.integers(-64, 64, size=(rows, width), dtype=np.int8)
-    leaf_p = cp.asarray(_be_words(_tag_prefix(TAG_MERKLE_LEAF)))
-    node_p = cp.asarray(_be_words(_tag_prefix(TAG_MERKLE_NODE)))
+    leaf_p = cp.asarray(be_words(tag_prefix(TAG_MERKLE_LEAF)))
+    node_p = cp.asarray(be_words(tag_prefix(TAG_MERKLE_NODE)))
     leaves = kern.line_leaves(cp.asarray(mat), leaf_p)
-    levels = _split_levels(cp.asnumpy(kern.merkle_tree(leaves, node_p)), rows)
+    levels = split_levels(cp.asnumpy(kern.merkle_tree(leaves, node_p)), rows)
     assert levels == row_tree(mat)
     # Columns of B through a device transpose, as mine() does.
     b = rng.integers(-64, 64, size=(width, rows), dtype=np.int8)
     bt = cp.ascontiguousarray(cp.asarray(b).T)
-    levels = _split_levels(cp.asnumpy(kern.merkle_tree(kern.line_leaves(bt, leaf_p), node_p)), rows)
+    levels = split_levels(cp.asnumpy(kern.merkle_tree(kern.line_leaves(bt, leaf_p), node_p)), rows)
     assert levels == row_tree(b.T)
     assert levels[-1][0] == commit_cols(b)
 
@@ -645,7 +635,7 @@ def test_gpu_noise_lines_match_consensus(gpu_engine, r):
     rng = np.random.default_rng(r)
     seed = rng.bytes(32)
     for label in (LABEL_A_LEFT, LABEL_B_RIGHT):
-        got = cp.asnumpy(kern.noise_lines(cp.asarray(_noise_template(seed, label)), 0, 777, r))
+        got = cp.asnumpy(kern.noise_lines(cp.asarray(noise_template(seed, label)), 0, 777, r))
         assert np.array_equal(got, dense_noise_lines(seed, label, range(777), r))
 
 
