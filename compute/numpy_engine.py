@@ -52,8 +52,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -62,9 +61,10 @@ import numpy.typing as npt
 from compute import fasthash, int8_kernels, kernels
 from compute.blas import Blas, find_blas, single_threaded
 from compute.cpu_transcript import Operands, run_transcript
+from compute.cpu_workers import StageClock, Workers, split_range
 from compute.engine import MiningOutput, MiningStats, OperandLeaves, WorkTemplate
 from compute.fast_commit import line_leaf_words
-from compute.priority import FILLER_NICE, lower_thread_priority
+from compute.priority import FILLER_NICE
 from compute.removal import (  # noqa: F401 - re-exported
     FLOAT32_EXACT,
     FLOAT64_EXACT,
@@ -90,7 +90,6 @@ from consensus.transcript import win_threshold
 
 log = logging.getLogger("pouw.compute")
 
-STOP_POLL_S = 0.005  # how often the calling thread looks at ``stop`` while workers run
 
 Int8Matrix = npt.NDArray[np.int8]
 
@@ -114,43 +113,6 @@ class _Workspace:
         self.x_t = np.empty((r, m), np.int32)  # (A . E_BL)^T
         self.y = np.empty((r, n), np.int32)  # E_AR . B'
         self.digests = np.empty(((m // h) * (n // w), 8), np.uint32)
-
-
-class _Workers:
-    """Runs ``fn(worker_index)`` on n threads while the caller polls ``stop``."""
-
-    def __init__(self, count: int, nice: int = 0) -> None:
-        self.count = count
-        self._pool = ThreadPoolExecutor(
-            max_workers=count, thread_name_prefix="pouw-cpu",
-            initializer=lower_thread_priority if nice else None, initargs=(nice,) if nice else (),
-        )  # fmt: skip
-
-    def map(self, fn: Callable[[int], object]) -> list[object]:
-        return list(self._pool.map(fn, range(self.count)))
-
-    def run_polling(
-        self, fn: Callable[[int], object], stop: threading.Event | None, flag: np.ndarray
-    ) -> list[object]:
-        futures = [self._pool.submit(fn, w) for w in range(self.count)]
-        if stop is not None:
-            while not all(f.done() for f in futures):
-                if stop.wait(STOP_POLL_S):
-                    flag[0] = 1
-                    break
-        return [f.result() for f in futures]
-
-
-def _split(total: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
-    """[lo, hi) ranges covering 0..total, boundaries multiples of ``align``."""
-    units = total // align
-    out = []
-    for p in range(parts):
-        lo = units * p // parts * align
-        hi = units * (p + 1) // parts * align if p < parts - 1 else total
-        if hi > lo:
-            out.append((lo, hi))
-    return out
 
 
 class NumpyEngine:
@@ -177,8 +139,8 @@ class NumpyEngine:
         self.block_cols = block_cols or default_cols
         # kernels.MODE_FOLD mines; MODE_STEPS (benchmarks only) skips the fold to time it.
         self.transcript_mode = kernels.MODE_FOLD
-        self._workers = _Workers(self.threads if self.blas is not None else 1, worker_nice)
-        self._pool = _Workers(self.threads, worker_nice)
+        self._workers = Workers(self.threads if self.blas is not None else 1, worker_nice)
+        self._pool = Workers(self.threads, worker_nice)
         self._spare: _Workspace | None = None
         self._spare_lock = threading.Lock()
 
@@ -206,7 +168,7 @@ class NumpyEngine:
         b_t: npt.NDArray[np.int8] | None = None,
     ) -> MiningOutput:
         seconds: dict[str, float] = {}
-        clock = _Clock(seconds)
+        clock = StageClock(seconds)
         if b_t is not None and (b_t.shape != b.shape[::-1] or not b_t.flags.c_contiguous):
             raise ValueError(f"b_t must be B^T ({b.shape[1]}x{b.shape[0]}, C-contiguous)")
         rows_only = b_t is not None and self.packs_b_from_rows(params)
@@ -233,7 +195,7 @@ class NumpyEngine:
         tickets_out: list[bytes] | None,
         keep_product_on_stop: bool,
         ws: _Workspace,
-        clock: _Clock,
+        clock: StageClock,
         seconds: dict[str, float],
         operand_leaves: OperandLeaves | None = None,
         b_t: Int8Matrix | None = None,
@@ -333,7 +295,7 @@ class NumpyEngine:
             out[:] = x.T
             return
         src, dst = x.view(np.uint64), out.view(np.uint64)
-        ranges = _split(cols // 8, self.threads)
+        ranges = split_range(cols // 8, self.threads)
         self._pool.map(
             lambda w: kernels.transpose_u8_blocks(src, dst, *ranges[w]) if w < len(ranges) else 0
         )
@@ -354,11 +316,11 @@ class NumpyEngine:
                 lambda: fasthash.leaf_words(b, True, fasthash.LEAF_MIDSTATE, col_leaves, 0, n),
             ]
             self._pool.map(lambda wi: first[wi]() if wi < len(first) else None)
-            jobs = [(a_t, row_leaves, lo, hi) for lo, hi in _split(m, self.threads, 64)]
+            jobs = [(a_t, row_leaves, lo, hi) for lo, hi in split_range(m, self.threads, 64)]
         else:
             self._transpose(a, a_t)
-            jobs = [(a_t, row_leaves, lo, hi) for lo, hi in _split(m, self.threads, 64)]
-            jobs += [(b, col_leaves, lo, hi) for lo, hi in _split(n, self.threads, 64)]
+            jobs = [(a_t, row_leaves, lo, hi) for lo, hi in split_range(m, self.threads, 64)]
+            jobs += [(b, col_leaves, lo, hi) for lo, hi in split_range(n, self.threads, 64)]
 
         def run(wi: int) -> None:
             for mat, out, lo, hi in jobs[wi :: self.threads]:
@@ -527,22 +489,3 @@ class NumpyEngine:
             )  # fmt: skip
             for t in winners
         ]
-
-
-class _Clock:
-    def __init__(self, into: dict[str, float]) -> None:
-        self.into = into
-
-    def __call__(self, name: str) -> _Timer:
-        return _Timer(self.into, name)
-
-
-class _Timer:
-    def __init__(self, into: dict[str, float], name: str) -> None:
-        self.into, self.name = into, name
-
-    def __enter__(self) -> None:
-        self.t = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.into[self.name] = self.into.get(self.name, 0.0) + time.perf_counter() - self.t
