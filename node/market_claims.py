@@ -197,12 +197,16 @@ class ClaimRounds:
         self._claim_more(quick or idle)
         return self.counters.claims_sent > sent
 
-    def _scan_pool(self) -> tuple[list[tuple[bytes, Job]], dict[bytes, bytes]]:
+    def _scan_pool(
+        self,
+    ) -> tuple[list[tuple[bytes, Job]], dict[bytes, bytes], dict[bytes, set[bytes]]]:
         """One pass over our mempool: jobs whose submit waits there (not on the tip
-        yet), and the jobs that others' claims there go for, each with the lowest txid
-        of those claims (a claim of ours would most likely lose the race)."""
+        yet); the jobs that others' claims there go for, each with the lowest txid of
+        those claims (a claim of ours would most likely lose the race); and the senders
+        of the reclaims there, by job (a buyer cancelling: see ``candidates``)."""
         pending: list[tuple[bytes, Job]] = []
         rivals: dict[bytes, bytes] = {}
+        reclaims: dict[bytes, set[bytes]] = {}
         seen: dict[bytes, tuple[Job | None, float]] = {}
         now = time.monotonic()
         for tx in self.pool_txs():
@@ -212,6 +216,8 @@ class ClaimRounds:
                 if tx.sender != self.address:
                     rivals[tx.payload] = min(rivals.get(tx.payload, tx.txid), tx.txid)
                     self._sightings.saw(tx.sender, now)
+            elif tx.kind == TxKind.JOB_RECLAIM and len(tx.payload) == 32:
+                reclaims.setdefault(tx.payload, set()).add(tx.sender)
             elif tx.kind == TxKind.JOB_SUBMIT:
                 txid = tx.txid
                 known = self._pooled_submits.get(txid)
@@ -220,7 +226,7 @@ class ClaimRounds:
                 if job is not None:
                     pending.append((txid, job))
         self._pooled_submits = seen
-        return pending, rivals
+        return pending, rivals, reclaims
 
     def _rival_claims(self, job_ids: list[bytes]) -> dict[bytes, bytes]:
         """Others' pooled claims of these jobs: job id -> the lowest txid among them
@@ -239,7 +245,7 @@ class ClaimRounds:
     def candidates(self) -> list[tuple[bytes, Job]]:
         now = time.monotonic()
         rate = self.settings.min_bounty_per_mac
-        pending, taken = self._scan_pool()
+        pending, taken, reclaims = self._scan_pool()
         open_now = self._open_jobs()
         on_tip = {jid for jid, _ in open_now}
         mtp = self.chain.mtp_after(self.chain.tip)
@@ -251,6 +257,7 @@ class ClaimRounds:
         jobs = [
             (jid, job) for jid, job in [*open_now, *pending]
             if jid not in self.held and jid not in taken and self._failed.get(jid, 0.0) <= now
+            and job.buyer not in reclaims.get(jid, ())  # its buyer is cancelling it
             and job.bounty >= rate * job.multiply_adds
             and check_shape(self.chain.network.pouw, job.m, job.k, job.n).ok
         ]  # fmt: skip

@@ -205,6 +205,7 @@ class RemoteMarket:
             if j["job_id"] not in self.held and self._failed.get(j["job_id"], 0.0) <= now
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
             and not j.get("pending_claims")  # another miner's claim goes for it
+            and not j.get("pending_reclaim")  # its buyer is cancelling it
         ]  # fmt: skip
         if any(j["status"] == "pending" for j in jobs):
             mtp = int(self.rpc.call("getblockchaininfo")["mediantime"])

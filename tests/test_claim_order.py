@@ -351,3 +351,34 @@ def test_a_late_claim_of_an_old_job_does_not_hide_a_fresh_claim(tmp_path: Path) 
     miner.notice_tx(claim_tx(net, devnet_key(2), 1, old.txid, 10**5))
     since = time.monotonic() - 0.16
     assert miner._loads(since, set()) == {claimant: 1}  # noqa: SLF001
+
+
+def test_a_job_its_buyer_is_reclaiming_is_no_candidate(tmp_path: Path) -> None:
+    """An open job whose buyer's reclaim waits in the pool is not claimed (the claim
+    would race the reclaim into a block and most likely compute for nothing); a
+    reclaim of it from anyone else changes nothing."""
+    from chain.keys import devnet_key
+    from compute.blobs import BlobStore
+    from node.market_claims import MarketSettings
+    from node.market_miner import MarketMiner
+    from tests.chainutil import mine_block
+    from tests.marketutil import market_devnet, new_chain, operands
+    from wallet.job_txs import reclaim_tx, submit_tx
+
+    net = market_devnet()
+    buyer, other = devnet_key(0), devnet_key(2)
+    chain = new_chain(tmp_path / "chain", net)
+    a, b = operands(64, 128, 64)
+    submit = submit_tx(net, buyer, 0, a, b, 10**6, chain.mtp_after(chain.tip) + 500)
+    chain.clock.now = chain.tip_header.timestamp + 1  # type: ignore[attr-defined]
+    assert chain.process_block(mine_block(chain, [submit])).accepted
+    pool: list[Any] = []
+    miner = MarketMiner(
+        chain, BlobStore(tmp_path / "blobs"), MarketSettings(key=devnet_key(1)),
+        lambda tx: None, lambda address: 0, pool_txs=lambda: pool,
+    )  # fmt: skip
+    assert [jid for jid, _ in miner.candidates()] == [submit.txid]
+    pool.append(reclaim_tx(net, other, 0, submit.txid))
+    assert [jid for jid, _ in miner.candidates()] == [submit.txid]
+    pool.append(reclaim_tx(net, buyer, 1, submit.txid))
+    assert miner.candidates() == []

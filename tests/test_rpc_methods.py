@@ -425,3 +425,42 @@ def test_waitforjob_answers_when_the_commit_reaches_the_pool(tmp_path: Path) -> 
         assert await h.result("listjobs", "paid") == []
 
     run_node(tmp_path, body)
+
+
+def test_a_job_its_buyer_is_reclaiming_is_not_claimable(tmp_path: Path) -> None:
+    """A buyer's reclaim waiting in the pool marks the job ``pending_reclaim`` in getjob
+    and listjobs, and getmarketinfo no longer counts it claimable (miners skip it: a
+    claim would race the reclaim and most likely compute for nothing). Someone else's
+    reclaim of it changes nothing."""
+    import numpy as np
+
+    from chain.keys import devnet_key
+    from wallet.job_txs import reclaim_tx, submit_tx
+
+    async def body(h: Harness) -> None:
+        net = h.node.network
+        buyer, other = devnet_key(0), devnet_key(2)
+        a = np.ones((64, 128), np.int8)
+        b = np.ones((128, 64), np.int8)
+        await mine_and_submit(h, 1)  # a block of today: the median time past is today's
+        mtp = (await h.result("getblockchaininfo"))["mediantime"]
+        submit = submit_tx(net, buyer, 0, a, b, 10**6, mtp + 3600, url="http://b")
+        job = submit.txid.hex()
+        await h.result("sendrawtransaction", submit.to_bytes().hex())
+        for _ in range(3):  # the job open on chain
+            if (await h.result("getjob", job))["status"] == "open":
+                break
+            await mine_and_submit(h, 1)
+        assert (await h.result("getmarketinfo"))["claimable"] == 1
+        rogue = reclaim_tx(net, other, 0, submit.txid, 1000)
+        await h.result("sendrawtransaction", rogue.to_bytes().hex())
+        assert "pending_reclaim" not in await h.result("getjob", job)
+        assert (await h.result("getmarketinfo"))["claimable"] == 1
+        cancel = reclaim_tx(net, buyer, 1, submit.txid, 1000)
+        await h.result("sendrawtransaction", cancel.to_bytes().hex())
+        assert (await h.result("getjob", job))["pending_reclaim"] is True
+        [listed] = await h.result("listjobs", "open")
+        assert listed["job_id"] == job and listed["pending_reclaim"] is True
+        assert (await h.result("getmarketinfo"))["claimable"] == 0
+
+    run_node(tmp_path, body)

@@ -197,6 +197,16 @@ class MarketMethods:
             out["pending_claimants"] = sorted(encode_address(self.net.hrp, c) for c in claimants)
         if pending is not None:
             out["pending_commit"] = pending
+        if claimant is None and self.reclaim_pooled(job_id, job):
+            out["pending_reclaim"] = True
+
+    def reclaim_pooled(self, job_id: bytes, job: Job) -> bool:
+        """Its buyer's reclaim waits in our mempool: the job is being cancelled (a claim
+        now would race the reclaim into a block and most likely compute for nothing)."""
+        return any(
+            tx.kind == TxKind.JOB_RECLAIM and tx.payload == job_id and tx.sender == job.buyer
+            for tx in self.node.mempool.job_actions(job_id)
+        )
 
     async def waitforjob(self, ctx: CallContext, p: WaitJobParams) -> dict[str, Any]:
         """Wait until a job's C can be collected (its commit on chain or in our pool)
@@ -226,20 +236,23 @@ class MarketMethods:
         tx = self.node.mempool.get(job_id)
         return None if tx is None else pooled_submit_job(tx)
 
-    def pool_jobs(self) -> tuple[dict[bytes, Job], set[bytes]]:
-        """Our mempool's market view: the jobs its submits will create, by id, and the
-        ids of jobs that a claim in it goes for."""
+    def pool_jobs(self) -> tuple[dict[bytes, Job], set[bytes], dict[bytes, set[bytes]]]:
+        """Our mempool's market view: the jobs its submits will create, by id; the ids
+        of jobs that a claim in it goes for; and the senders of its reclaims, by job."""
         pool = self.node.mempool
         submits: dict[bytes, Job] = {}
         claimed: set[bytes] = set()
+        reclaims: dict[bytes, set[bytes]] = {}
         for tx in pool.market_txs():  # indexed: not the whole pool
             if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
                 claimed.add(tx.payload)
+            elif tx.kind == TxKind.JOB_RECLAIM and len(tx.payload) == 32:
+                reclaims.setdefault(tx.payload, set()).add(tx.sender)
             elif tx.kind == TxKind.JOB_SUBMIT:
                 job = pooled_submit_job(tx)
                 if job is not None:
                     submits[tx.txid] = job
-        return submits, claimed
+        return submits, claimed, reclaims
 
     def pool_actions(
         self, job_id: bytes, claimant: bytes | None
@@ -324,12 +337,16 @@ class MarketMethods:
         demand = bounty = busy = delivered = 0
         open_rates: list[float] = []
         paid_rates: list[float] = []
-        pooled, claimed = self.pool_jobs()
+        pooled, claimed, reclaims = self.pool_jobs()
         counts["pending"] = len(pooled)
-        claimable = [job for jid, job in pooled.items() if jid not in claimed]
+
+        def claimable_now(jid: bytes, job: Job) -> bool:  # no claim, not being cancelled
+            return jid not in claimed and job.buyer not in reclaims.get(jid, ())
+
+        claimable = [job for jid, job in pooled.items() if claimable_now(jid, job)]
         for jid, job in live_jobs(chain.db.iter_state, chain.state_get):
             if job.status == JobStatus.OPEN:
-                if jid not in claimed:
+                if claimable_now(jid, job):
                     claimable.append(job)
                 demand += job.multiply_adds
                 bounty += job.bounty
