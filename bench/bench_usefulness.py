@@ -13,7 +13,9 @@ Python API (wallet/jobs.JobClient), keeps more jobs open than the miners can tak
                         start-up (no job yet) and drain (no demand) included
   jobs_submitted, jobs_settled (paid), jobs_refunded, jobs_stuck (neither settled nor
                         refunded nor expired when the run ends), recomputed_products
-                        (products a miner computed twice), claims_lost
+                        (products a miner computed twice), claims_lost (claims another
+                        claim or the buyer's reclaim beat into a block; _in_span: while
+                        demand was kept up)
   block_over_job        block work (2^256 / target, median) over one job's work
 
     .venv/bin/python bench/bench_usefulness.py [--seconds 180] [--shape 256 1024 256]
@@ -80,7 +82,7 @@ def main() -> int:
             bounty = job_work // 1000
             submitted: list[str] = []
             start_total = counters(miners)[0]
-            first_claim: tuple[int, int] | None = None
+            first_claim: tuple[int, int, int] | None = None
             t_end = time.monotonic() + args.seconds
             # open jobs kept above what the miners hold: a few blocks' worth of jobs
             backlog = 4 * args.block_ratio
@@ -94,8 +96,8 @@ def main() -> int:
                         a[0, :8] = np.frombuffer(len(submitted).to_bytes(8, "big"), np.int8) % 64
                         submitted.append(client.submit(a, b, bounty=bounty))
                 if first_claim is None and info["jobs"]["committed"] + info["jobs"]["paid"]:
-                    total, jobs_done, _, _ = counters(miners)
-                    first_claim = (total, jobs_done)  # jobs flow: the measured span starts
+                    total, jobs_done, _, lost_before = counters(miners)
+                    first_claim = (total, jobs_done, lost_before)  # jobs flow: the span starts
                 time.sleep(0.5)
             demand_end = counters(miners)
             # stop: every submitted job must end; measure the miners at the last delivery
@@ -123,7 +125,7 @@ def main() -> int:
             paid_work = sum(j["multiply_adds"] for j in paid)
             # Of the work in the span, the share spent on job products, times the share
             # of all job products computed that were paid (lost or duplicated ones not).
-            start = first_claim or (start_total, 0)
+            start = first_claim or (start_total, 0, 0)
             span_total = demand_end[0] - start[0]
             span_jobs = demand_end[1] - start[1]
             paid_share = paid_work / max(1, end_jobs)
@@ -140,6 +142,7 @@ def main() -> int:
             print(f"txs_left_in_pool={len(pooled)}")
             print(f"recomputed_products={recomputed}")
             print(f"claims_lost={lost}")
+            print(f"claims_lost_in_span={demand_end[3] - start[2]}")
             print(f"useful_fraction={span_jobs / max(1, span_total) * paid_share:.3f}")
             print(f"useful_fraction_all={paid_work / max(1, end_total - start_total):.3f}")
             print(f"paid_share_of_job_products={paid_share:.3f}")
