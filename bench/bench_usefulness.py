@@ -13,7 +13,10 @@ Python API (wallet/jobs.JobClient), keeps more jobs open than the miners can tak
                         start-up (no job yet) and drain (no demand) included
   jobs_submitted, jobs_settled (paid), jobs_refunded, jobs_stuck (neither settled nor
                         refunded nor expired when the run ends), recomputed_products
-                        (products a miner computed twice), claims_lost (claims another
+                        (products one miner computed twice), job_products (all the
+                        miners' job products) and job_products_beyond_paid (those
+                        beyond one per paid job: a job two miners computed, or one that
+                        ended unpaid), claims_lost (claims another
                         claim or the buyer's reclaim beat into a block; _in_span: while
                         demand was kept up)
   block_over_job        block work (2^256 / target, median) over one job's work
@@ -41,9 +44,10 @@ from wallet.job_txs import JobError  # noqa: E402
 SETTLED = ("paid", "refunded", "expired", "reclaimed")
 
 
-def counters(miners: list) -> tuple[int, int, int, int]:  # type: ignore[type-arg]
-    """(all multiply-adds, job multiply-adds, recomputed products, claims lost)."""
-    total = jobs = recomputed = lost = 0
+def counters(miners: list) -> tuple[int, int, int, int, int]:  # type: ignore[type-arg]
+    """(all multiply-adds, job multiply-adds, recomputed products, claims lost, job
+    products) of all the miners together."""
+    total = jobs = recomputed = lost = products = 0
     for node in miners:
         info = node.call("getmininginfo")
         total += int(info["localmultiplyadds"])
@@ -51,7 +55,8 @@ def counters(miners: list) -> tuple[int, int, int, int]:  # type: ignore[type-ar
         market = info["market"] or {}
         recomputed += int(market.get("recomputed_products", 0))
         lost += int(market.get("claims_lost", 0))
-    return total, jobs, recomputed, lost
+        products += int(market.get("products", 0))
+    return total, jobs, recomputed, lost, products
 
 
 def main() -> int:
@@ -96,7 +101,7 @@ def main() -> int:
                         a[0, :8] = np.frombuffer(len(submitted).to_bytes(8, "big"), np.int8) % 64
                         submitted.append(client.submit(a, b, bounty=bounty))
                 if first_claim is None and info["jobs"]["committed"] + info["jobs"]["paid"]:
-                    total, jobs_done, _, lost_before = counters(miners)
+                    total, jobs_done, _, lost_before, _ = counters(miners)
                     first_claim = (total, jobs_done, lost_before)  # jobs flow: the span starts
                 time.sleep(0.5)
             demand_end = counters(miners)
@@ -117,7 +122,7 @@ def main() -> int:
                 late = [j for j in late if j["status"] in ("open", "claimed", "pending")]
                 print(f"# {len(late)} job(s) not delivered, e.g. {late[:2]}", flush=True)
                 raise
-            end_total, end_jobs, recomputed, lost = counters(miners)
+            end_total, end_jobs, recomputed, lost, products = counters(miners)
             wait("every job settled", lambda: all(
                 buyer.call("getjob", j)["status"] in SETTLED for j in submitted), 120)  # fmt: skip
             jobs = [buyer.call("getjob", j) for j in submitted]
@@ -141,6 +146,10 @@ def main() -> int:
             print(f"jobs_stuck={sum(j['status'] not in SETTLED for j in jobs)}")
             print(f"txs_left_in_pool={len(pooled)}")
             print(f"recomputed_products={recomputed}")
+            # every paid job needs one product: the rest went to jobs that ended unpaid
+            # or were computed by two miners (recomputed_products counts one miner's own)
+            print(f"job_products={products}")
+            print(f"job_products_beyond_paid={products - len(paid)}")
             print(f"claims_lost={lost}")
             print(f"claims_lost_in_span={demand_end[3] - start[2]}")
             print(f"useful_fraction={span_jobs / max(1, span_total) * paid_share:.3f}")
