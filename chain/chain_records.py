@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from chain.index_record import HASH_LEN, IndexRecord, check_hash
 from chain.storage_errors import CorruptBlockError, CorruptionError, StorageError, reindex_command
@@ -45,20 +45,17 @@ class ChainRecords:
     _network: str
     block_check: Callable[[bytes, bytes], str | None] | None
 
-    def _get(self, key: bytes) -> bytes | None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # ChainDB's raw access (chain/storage.py), declared for the checker
 
-    def _iter(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        raise NotImplementedError
+        def _get(self, key: bytes) -> bytes | None: ...
 
-    def _put_one(self, key: bytes, value: bytes, sync: bool) -> None:
-        raise NotImplementedError
+        def _iter(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
-    def _delete_one(self, key: bytes, sync: bool) -> None:
-        raise NotImplementedError
+        def _put_one(self, key: bytes, value: bytes, sync: bool) -> None: ...
 
-    def _fault(self, error: _E) -> _E:
-        raise NotImplementedError
+        def _delete_one(self, key: bytes, sync: bool) -> None: ...
+
+        def _fault(self, error: _E) -> _E: ...
 
     # --- blocks
 

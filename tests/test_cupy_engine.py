@@ -661,3 +661,20 @@ def test_gpu_new_paths_equal_host_paths(r):
     assert t_fast == t_slow and out_f.seals == out_s.seals
     ref = mine_reference(params, out_f.work, a, b)
     assert np.array_equal(out_f.product, ref.product) and out_f.seals == ref.seals
+
+
+def test_the_engine_runs_the_self_test_of_its_mixin() -> None:
+    """CupyEngine is assembled from mixins (compute/cupy_tuning.py, cupy_self_test.py):
+    prepare() on a GPU calls self.self_test(), which must be the real one."""
+    from compute.cupy_self_test import SelfTest
+
+    assert CupyEngine.self_test is SelfTest.self_test
+
+
+@pytest.mark.slow
+def test_self_test_passes_on_the_numpy_mirror() -> None:
+    """The whole self-test (every kernel and variant against the references) on
+    HostBackend: about 25 s on 2 cores."""
+    got = CupyEngine(backend=HostBackend()).self_test()
+    flags = {k: v for k, v in got.items() if isinstance(v, bool)}
+    assert flags and all(flags.values()), flags
