@@ -130,10 +130,23 @@ class MarketMiner(ClaimRounds):
 
         A job whose claim is on chain comes first (the header names it); else one whose
         claim is still on its way (``JobRef.named`` False: mined as our own work), so
-        that C reaches the buyer without waiting for a block."""
-        if self._seen_tip != self.chain.tip.hash:  # held jobs only change with it
-            self._seen_tip = self.chain.tip.hash
-            self.on_tip()
+        that C reaches the buyer without waiting for a block.
+
+        Fetching operands awaits; should a block arrive meanwhile, the choice is made
+        again on it (a pooled claim chosen on the old tip may have just lost: its
+        rival's claim left our pool with that block, so it would look unrivalled)."""
+        while True:
+            tip = self.chain.tip.hash
+            if self._seen_tip != tip:  # held jobs only change with it
+                self._seen_tip = tip
+                self._rivals = (0.0, {})  # the pool changed with the tip: read it again
+                self.on_tip()
+            work = await self._pick_work()
+            if self.chain.tip.hash == tip:
+                return work
+
+    async def _pick_work(self) -> tuple[JobRef, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
+        """``next_work`` on the tip as it is when called."""
         self._claim_round(time.monotonic())
         waiting: list[tuple[bytes, Held]] = []
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):

@@ -3,6 +3,7 @@ backlog."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -382,3 +383,65 @@ def test_a_job_its_buyer_is_reclaiming_is_no_candidate(tmp_path: Path) -> None:
     assert [jid for jid, _ in miner.candidates()] == [submit.txid]
     pool.append(reclaim_tx(net, buyer, 1, submit.txid))
     assert miner.candidates() == []
+
+
+def test_a_block_that_arrives_while_operands_come_is_seen_before_computing(
+    tmp_path: Path,
+) -> None:
+    """Our pooled claim waits behind a rival's lower txid. While the operands of our
+    next job download, a block takes both claims (the rival's won): both leave the
+    pool, and the choice made on the old tip saw no rival any more and computed the
+    job (a duplicate product, seen in bench_usefulness). The miner decides again on
+    the new tip: the job is lost, nothing is computed."""
+    import time
+
+    from chain.jobs import JobStatus, get_job
+    from chain.keys import devnet_key
+    from compute.blobs import BlobStore
+    from node.market_claims import MarketSettings
+    from node.market_miner import MarketMiner
+    from node.market_operands import Held
+    from tests.chainutil import mine_block
+    from tests.marketutil import market_devnet, new_chain, operands
+    from wallet.job_txs import claim_tx, submit_tx
+
+    net = market_devnet()
+    buyer, me, rival = devnet_key(0), devnet_key(1), devnet_key(2)
+    chain = new_chain(tmp_path / "chain", net)
+    a, b = operands(64, 128, 64)
+    expires = chain.mtp_after(chain.tip) + 500
+    first, second = (submit_tx(net, buyer, i, a, b, 10**6 + i, expires) for i in range(2))
+    chain.clock.now = chain.tip_header.timestamp + 1  # type: ignore[attr-defined]
+    assert chain.process_block(mine_block(chain, [first, second])).accepted
+    bond = net.market.bond_for(10**6 + 1)
+    theirs = claim_tx(net, rival, 0, first.txid, bond)
+    for fee in range(1000, 1200):
+        ours = claim_tx(net, me, 0, first.txid, bond, fee=fee)
+        if ours.txid > theirs.txid:
+            break
+    next_claim = claim_tx(net, me, 1, second.txid, bond)
+    pool: list[Any] = [ours, theirs, next_claim]
+    miner = MarketMiner(
+        chain, BlobStore(tmp_path / "blobs"), MarketSettings(key=me),
+        lambda tx: None, lambda address: 0, pool_txs=lambda: pool,
+    )  # fmt: skip
+    now = time.monotonic()
+    job1, job2 = (get_job(chain.state_get, s.txid) for s in (first, second))
+    assert job1 is not None and job2 is not None
+    miner.held[first.txid] = Held(job1, now - 5, ours.txid, a=a, b=b)
+    miner.held[second.txid] = Held(job2, now - 4, next_claim.txid)
+    blocks = []
+
+    async def fetch(job_id: bytes, held: Held) -> bool:
+        if job_id == second.txid and not blocks:  # the block arrives meanwhile
+            chain.clock.now = chain.tip_header.timestamp + 1  # type: ignore[attr-defined]
+            blocks.append(mine_block(chain, [ours, theirs]))
+            assert chain.process_block(blocks[0]).accepted
+            pool.remove(ours), pool.remove(theirs)
+        return held.a is not None
+
+    miner.operands.fetch = fetch  # type: ignore[method-assign]
+    assert asyncio.run(miner.next_work()) is None
+    assert (get_job(chain.state_get, first.txid) or job1).claimant != miner.address
+    assert (get_job(chain.state_get, first.txid) or job1).status is JobStatus.CLAIMED
+    assert first.txid not in miner.held and miner.counters.claims_lost == 1
