@@ -35,8 +35,8 @@ turns a failing job transaction into a failed-but-included one.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from chain.encoding import DecodeError, Reader, Writer
 from chain.header import Header
@@ -102,11 +102,13 @@ HELD_STATUSES = (JobStatus.OPEN, JobStatus.CLAIMED, JobStatus.COMMITTED)
 
 @dataclass(frozen=True)
 class BlockClock:
-    """When a block happens, for the market's windows."""
+    """When a block happens, for the market's windows, and which claim of each job in
+    it wins (``lowest_claims``: empty outside a block)."""
 
     height: int
     mtp: int  # median time past of the block (its parent's last 11 timestamps)
     spacing_s: int  # the network's target spacing, to estimate when a time comes
+    lowest_claims: Mapping[bytes, bytes] = field(default_factory=dict)
 
     def passed(self, when: int, min_height: int) -> bool:
         return self.mtp >= when and self.height >= min_height
@@ -309,6 +311,22 @@ def check_named_job(get: StateGet, header: Header) -> Job:
 # --- transactions ----------------------------------------------------------------------
 
 
+def lowest_claims(txs: Iterable[Transaction]) -> dict[bytes, bytes]:
+    """job id -> the lowest txid among the JOB_CLAIMs of it in ``txs`` (a block's).
+
+    Only that claim of a job can succeed in the block, wherever the claims stand in
+    it: miners whose claims crossed in flight agree on who computes the job by
+    comparing txids, without knowing the order a block will give them."""
+    out: dict[bytes, bytes] = {}
+    for tx in txs:
+        if tx.kind == TxKind.JOB_CLAIM:
+            job_id = bytes(tx.payload[:32])  # a valid claim's payload is its job id
+            best = out.get(job_id)
+            if best is None or tx.txid < best:
+                out[job_id] = tx.txid
+    return out
+
+
 def apply_job_action(
     state: Overlay,
     sender: bytes,
@@ -327,6 +345,9 @@ def apply_job_action(
     job = _load(state, payload.job_id)
     jid = payload.job_id
     if isinstance(payload, JobClaim):
+        lowest = clock.lowest_claims.get(jid, txid)
+        if lowest != txid:  # racing claims: the lowest txid in the block wins, in any order
+            raise _reject(StateReject.JOB_CLAIM_OUTBID, f"claim {lowest.hex()} has a lower txid")
         _expect(job, JobStatus.OPEN)
         if clock.mtp >= job.expires:
             raise _reject(StateReject.JOB_EXPIRED, f"expired at mtp {job.expires}")

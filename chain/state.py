@@ -124,6 +124,7 @@ class StateReject(enum.StrEnum):
     JOB_EXPIRED = "job-expired"  # claim of a job past its expiry
     JOB_BOND_LOW = "job-bond-low"  # claim escrowing less than the required bond
     JOB_CLAIM_EXPIRED = "job-claim-expired"  # commit after the claim's deadline
+    JOB_CLAIM_OUTBID = "job-claim-outbid"  # a claim of the job with a lower txid is in the block
     JOB_WINDOW_CLOSED = "job-window-closed"  # challenge or probe after the window
     JOB_PROBE_OPEN = "job-probe-open"  # a probe while another is unanswered
     JOB_PROBE_BAD_INDEX = "job-probe-bad-index"  # row or chunk outside C

@@ -76,9 +76,7 @@ def apply_transaction(
     mark = state.mark()
     try:
         if tx.amount > sender.balance - tx.fee:
-            raise StateError(
-                StateReject.INSUFFICIENT_BALANCE, f"escrow {tx.amount} + fee {tx.fee}"
-            )
+            raise StateError(StateReject.INSUFFICIENT_BALANCE, f"escrow {tx.amount} + fee {tx.fee}")
         acct = state.account(tx.sender)
         state.set_account(tx.sender, Account(acct.balance - tx.amount, acct.nonce))
         payload = decode_job_payload(tx.kind, tx.payload)  # checked context-free already
@@ -104,11 +102,15 @@ def apply_block(
 
     ``mtp`` is the block's median time past (its parent chain's last 11 timestamps).
     Order: the job the header names is checked (its miner must hold the claim), the
-    transactions, the subsidy and the reward (immature under "R"), the reward maturing
+    transactions (of racing claims of one job, only the lowest txid can succeed:
+    ``jobs.lowest_claims``), the subsidy and the reward (immature under "R"), the reward maturing
     now, the contribution ledger, and last the market's timers of this height.
     """
     state = Overlay(base)
-    clock = jobs.BlockClock(header.height, mtp, network.difficulty.target_spacing_s)
+    txs = list(txs)
+    clock = jobs.BlockClock(
+        header.height, mtp, network.difficulty.target_spacing_s, jobs.lowest_claims(txs)
+    )
     if header.job_id != NO_JOB:
         try:
             jobs.check_named_job(state.get, header)

@@ -15,7 +15,7 @@ from chain.block import Block
 from chain.chainstate import ChainState
 from chain.header import HEADER_VERSION, NO_JOB, Header
 from chain.job_payloads import JobPayloadError, decode_job_payload
-from chain.jobs import BlockClock, check_named_job
+from chain.jobs import BlockClock, check_named_job, lowest_claims
 from chain.state import Overlay, StateError
 from chain.transition import apply_transaction
 from chain.tx import Transaction, transactions_root
@@ -66,13 +66,17 @@ def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) ->
     (JobNameError: the caller picks other work).
 
     The pool's order is kept (per sender, nonce order always), except that a job
-    transaction waits, with its sender's later txs, for what it depends on further down
-    the list: the JOB_SUBMIT (of another sender) that creates its job, and for a claim,
-    the claim of the same job with the lowest txid. Miners claim jobs whose submit is
-    still in the pool and may race for one (docs/MARKET.md, "Delivery before
-    confirmation"); the pool orders senders by fee, not by what they depend on, and
-    the lowest txid winning is what lets racing miners agree on who computes. Should
-    these waits form a cycle, the claim order gives way first, then the submit order.
+    transaction waits, with its sender's later txs, for the JOB_SUBMIT (of another
+    sender) further down the list that creates its job: miners claim and commit jobs
+    whose submit is still in the pool (docs/MARKET.md, "Delivery before confirmation"),
+    and the pool orders senders by fee, not by what they depend on. Should such waits
+    form a cycle, the first waiting tx goes ahead (and fails: its job does not exist
+    yet). After MAX_WAIT_PASSES passes the rest goes as listed, so a pool crafted into
+    long chains of waits costs bounded time. Racing claims of one job need no order:
+    the lowest txid among them in the block wins wherever it stands
+    (``jobs.lowest_claims``); should that claim not apply at all, the job's other
+    claims are left out too, so that the block's claims are the ones the outcome
+    was computed for.
 
     A job transaction whose market rule fails is still applicable (it is included as
     failed). A tx that does not apply at all (its sender can no longer pay the fee, a
@@ -82,42 +86,63 @@ def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) ->
     net = chain.network
     if header.job_id != NO_JOB:
         check_named_job(chain.state_get, header)
+    mtp = chain.mtp_after(chain.tip)
+    while True:
+        lowest = lowest_claims(txs)
+        clock = BlockClock(header.height, mtp, net.difficulty.target_spacing_s, lowest)
+        kept = _in_order(chain, clock, txs)
+        kept_ids = {tx.txid for tx in kept}
+        left_out = {job_id for job_id, txid in lowest.items() if txid not in kept_ids}
+        if not left_out:
+            return kept
+        txs = [
+            tx for tx in txs
+            if not (tx.kind == TxKind.JOB_CLAIM and bytes(tx.payload[:32]) in left_out)
+        ]  # fmt: skip
+
+
+# Passes over the list that honour the waits at most: ordinary pools need a few (one
+# per step of a chain of waits pointing further down the list).
+MAX_WAIT_PASSES = 64
+
+
+def _in_order(chain: ChainState, clock: BlockClock, txs: list[Transaction]) -> list[Transaction]:
+    """The txs that apply, each job tx after its pooled submit (``applicable_txs``)."""
     state = Overlay(chain.state_get)
-    clock = BlockClock(header.height, chain.mtp_after(chain.tip), net.difficulty.target_spacing_s)
-    waits = _dependencies(txs)
+    waits = _submits_awaited(txs)
     pending = list(txs)
-    level = 2  # 2: submits and claim order, 1: submits only, 0: the list as it is
     kept: list[Transaction] = []
+    passes = 0
     while pending:
         unprocessed = {tx.txid for tx in pending}
         blocked: set[bytes] = set()  # senders whose next tx waits
         later: list[Transaction] = []
         for tx in pending:
-            needs = waits.get(tx.txid, ())[: level]
-            if tx.sender in blocked or any(dep in unprocessed for dep in needs if dep):
+            submit = waits.get(tx.txid) if passes < MAX_WAIT_PASSES else None
+            if tx.sender in blocked or submit in unprocessed:
                 blocked.add(tx.sender)
                 later.append(tx)
                 continue
             unprocessed.discard(tx.txid)
             mark = state.mark()
             try:
-                apply_transaction(state, tx, clock, net)
+                apply_transaction(state, tx, clock, chain.network)
             except StateError:
                 state.rollback(mark)
                 continue
             kept.append(tx)
-        if len(later) == len(pending):
-            level -= 1  # nothing could go: a cycle of waits
+        if len(later) == len(pending):  # nothing could go: a cycle of waits
+            waits.pop(later[0].txid)  # the first (its sender's next tx) goes ahead
         pending = later
+        passes += 1
     return kept
 
 
-def _dependencies(txs: list[Transaction]) -> dict[bytes, tuple[bytes | None, bytes | None]]:
-    """txid -> (the submit that creates its job, if another sender's and in ``txs``;
-    for a claim, the lowest-txid claim of the same job in ``txs``, if not itself)."""
+def _submits_awaited(txs: list[Transaction]) -> dict[bytes, bytes]:
+    """txid -> the JOB_SUBMIT in ``txs`` that creates its job, where that is another
+    sender's (a sender's own submit comes before its job txs by nonce)."""
     submits = {tx.txid: tx.sender for tx in txs if tx.kind == TxKind.JOB_SUBMIT}
-    jobs: dict[bytes, bytes] = {}
-    first_claim: dict[bytes, bytes] = {}
+    out: dict[bytes, bytes] = {}
     for tx in txs:
         if tx.kind in (TxKind.TRANSFER, TxKind.JOB_SUBMIT):
             continue
@@ -126,20 +151,8 @@ def _dependencies(txs: list[Transaction]) -> dict[bytes, tuple[bytes | None, byt
         except JobPayloadError:
             continue
         job_id = getattr(payload, "job_id", None)
-        if job_id is None:
-            continue
-        jobs[tx.txid] = job_id
-        if tx.kind == TxKind.JOB_CLAIM:
-            first_claim[job_id] = min(first_claim.get(job_id, tx.txid), tx.txid)
-    out: dict[bytes, tuple[bytes | None, bytes | None]] = {}
-    for tx in txs:
-        job_id = jobs.get(tx.txid)
-        if job_id is None:
-            continue
-        submit = job_id if submits.get(job_id, tx.sender) != tx.sender else None
-        first = first_claim.get(job_id) if tx.kind == TxKind.JOB_CLAIM else None
-        if submit is not None or (first is not None and first != tx.txid):
-            out[tx.txid] = (submit, first if first != tx.txid else None)
+        if job_id is not None and submits.get(job_id, tx.sender) != tx.sender:
+            out[tx.txid] = job_id
     return out
 
 

@@ -264,10 +264,11 @@ def test_two_claims_in_one_block_loser_included_as_failed(tmp_path: Path) -> Non
     first = claim_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, BOND, fee=FEE)
     second = claim_tx(NET, OTHER_KEY, _nonce(chain, OTHER_KEY), job_id, BOND, fee=FEE)
     after = transfer(NET, 2, _nonce(chain, OTHER_KEY) + 1, BUYER, 5)  # OTHER's next tx
+    assert first.txid < second.txid  # the lower txid wins the race
     _mine(chain, [first, second, after])
     assert _job(chain, job_id).claimant == MINER
     assert chain.db.get_tx_failure(first.txid) == ""
-    assert chain.db.get_tx_failure(second.txid).startswith("job-bad-status")  # type: ignore[union-attr]
+    assert chain.db.get_tx_failure(second.txid).startswith("job-claim-outbid")  # type: ignore[union-attr]
     assert chain.db.get_tx_failure(after.txid) == ""  # not blocked behind the failed claim
     assert balance(chain, OTHER) == other_before - FEE - (5 + 10)  # fee only, no bond
     assert _nonce(chain, OTHER_KEY) == 2
@@ -515,10 +516,12 @@ def test_claim_and_commit_wait_in_the_template_for_their_pooled_submit(tmp_path:
     assert "job" in (chain2.db.get_tx_failure(own_claim.txid) or "")
 
 
-def test_racing_claims_the_lowest_txid_wins_and_cycles_do_not_stall(tmp_path: Path) -> None:
-    """Miners that race for a pooled job agree on who computes it: the template applies
-    the lowest-txid claim first. Claims that wait on each other in a cycle (two miners,
-    two jobs, opposite nonce orders) still all go into the block."""
+def test_racing_claims_the_lowest_txid_wins_wherever_it_stands(tmp_path: Path) -> None:
+    """Miners that race for a pooled job agree on who computes it: of the claims of
+    one job in a block, only the lowest txid can succeed, before or after the others
+    (the rest fail as job-claim-outbid). Claims crossed in opposite nonce orders (two
+    miners, two jobs: a cycle, when the template had to order them) each go to their
+    lowest txid; and the template keeps the pool's order."""
     chain = new_chain(tmp_path, NET)
     a, b = operands(*SHAPE)
     expires = chain.mtp_after(chain.tip) + 500
@@ -530,24 +533,50 @@ def test_racing_claims_the_lowest_txid_wins_and_cycles_do_not_stall(tmp_path: Pa
         o1 = [claim_tx(NET, OTHER_KEY, 0, s2.txid, BOND, fee=fee),
               claim_tx(NET, OTHER_KEY, 1, s1.txid, BOND, fee=fee)]  # fmt: skip
         if m1[0].txid > o1[1].txid and o1[0].txid > m1[1].txid:
-            break  # m1[0] waits for o1[1], behind o1[0], which waits for m1[1]: a cycle
+            break  # each miner's first claim loses to the other's second
     else:
-        raise AssertionError("no fee gives a cycle")
-    block = mine_block(chain, [*m1, *o1, s1, s2], miner=BUYER)
-    assert len(block.txs) == 6
+        raise AssertionError("no fee gives crossed claims")
+    block = mine_block(chain, [s1, s2, *m1, *o1], miner=BUYER)
+    assert [tx.txid for tx in block.txs] == [s1.txid, s2.txid, *(t.txid for t in (*m1, *o1))]
     assert chain.process_block(block).accepted
-    for job_id in (s1.txid, s2.txid):  # one claim of each job won, the other failed
-        claims = [tx for tx in (*m1, *o1) if tx.payload == job_id]
-        failures = sorted(chain.db.get_tx_failure(tx.txid) or "" for tx in claims)
-        assert failures[0] == "" and failures[1].startswith("job-bad-status")
-        assert _job(chain, job_id).status is JobStatus.CLAIMED
-    # With no cycle, the claim order alone decides: the lower txid first.
+    for job_id, winner in ((s1.txid, o1[1]), (s2.txid, m1[1])):
+        assert _job(chain, job_id).claimant == winner.sender
+        for tx in (*m1, *o1):
+            if tx.payload == job_id and tx is not winner:
+                assert chain.db.get_tx_failure(tx.txid).startswith("job-claim-outbid")  # type: ignore[union-attr]
+        assert chain.db.get_tx_failure(winner.txid) == ""
+    # One race, the higher txid first in the block: the lower still wins.
     chain2 = new_chain(tmp_path / "2", NET)
     job = s1.txid
     c1 = claim_tx(NET, MINER_KEY, 0, job, BOND, fee=FEE * 3)
     c2 = claim_tx(NET, OTHER_KEY, 0, job, BOND, fee=FEE * 2)
     low, high = sorted((c1, c2), key=lambda tx: tx.txid)
     block = mine_block(chain2, [high, low, s1], miner=BUYER)
-    assert [tx.txid for tx in block.txs] == [s1.txid, low.txid, high.txid]
+    assert [tx.txid for tx in block.txs] == [s1.txid, high.txid, low.txid]
     assert chain2.process_block(block).accepted
     assert _job(chain2, job).claimant == low.sender
+
+
+def test_a_lowest_claim_that_cannot_apply_takes_its_rivals_out_of_the_template(
+    tmp_path: Path,
+) -> None:
+    """The template leaves out every claim of a job whose lowest-txid claim does not
+    apply at all (its sender cannot pay the fee): kept alone, the higher claim would
+    have been judged against a claim the block does not carry."""
+    chain = new_chain(tmp_path, NET)
+    a, b = operands(*SHAPE)
+    expires = chain.mtp_after(chain.tip) + 500
+    submit = submit_tx(NET, BUYER_KEY, 0, a, b, BOUNTY, expires, fee=FEE)
+    poor = devnet_key(3)
+    rich = Account.from_bytes(chain.state_get(account_key(address_from_pubkey(poor.public_key))))
+    for fee in range(rich.balance + 1, rich.balance + 200):
+        unpayable = claim_tx(NET, poor, 0, submit.txid, BOND, fee=fee)
+        rival = claim_tx(NET, MINER_KEY, 0, submit.txid, BOND, fee=FEE)
+        if unpayable.txid < rival.txid:
+            break
+    else:
+        raise AssertionError("no fee gives the unpayable claim the lower txid")
+    block = mine_block(chain, [submit, unpayable, rival], miner=BUYER)
+    assert [tx.txid for tx in block.txs] == [submit.txid]
+    assert chain.process_block(block).accepted
+    assert _job(chain, submit.txid).status is JobStatus.OPEN

@@ -109,10 +109,11 @@ def _script() -> list[tuple[int, bytes, list[Any]]]:
     bond1, bond2 = NET.market.bond_for(1_000_000), NET.market.bond_for(2_000_000)
     return [
         (1, ADDR[2], [s1, s2]),
-        # a claim race: key 1 wins job 1, key 2's claim of it fails; key 2 takes job 2
-        (1, ADDR[2], [claim_tx(NET, KEYS[1], 0, s1.txid, bond1, FEE),
-                      claim_tx(NET, KEYS[2], 0, s1.txid, bond1, FEE),
-                      claim_tx(NET, KEYS[2], 1, s2.txid, bond2, FEE)]),
+        # a claim race: key 2's claim of job 1 comes first in the block and fails as
+        # outbid, key 1's (the lower txid) wins it after; key 2 takes job 2
+        (1, ADDR[2], [claim_tx(NET, KEYS[2], 0, s1.txid, bond1, FEE),
+                      claim_tx(NET, KEYS[2], 1, s2.txid, bond2, FEE),
+                      claim_tx(NET, KEYS[1], 0, s1.txid, bond1, FEE)]),
         (1, ADDR[2], [commit_tx(NET, KEYS[1], 1, s1.txid, result_root(c1), "http://m:2", FEE)]),
         (1, ADDR[2], [probe_tx(NET, KEYS[0], 2, s1.txid, 3, 1, 1000, FEE)]),
         (1, ADDR[2], [reveal_tx(NET, KEYS[1], 2, s1.txid, data, tuple(cb), tuple(rb), FEE)]),
