@@ -33,8 +33,8 @@ from chain.encoding import DecodeError
 from chain.genesis import genesis_block, genesis_changes
 from chain.index_record import BlockStatus, IndexRecord
 from chain.integrity import block_problem
+from chain.job_record import PREFIX_JOB
 from chain.job_tally import JobTally
-from chain.jobs import PREFIX_JOB
 from chain.network import Network
 from chain.state import (
     Changes,

@@ -17,10 +17,10 @@ import struct
 from collections.abc import Iterable, Mapping
 
 from chain.encoding import DecodeError
-from chain.jobs import PREFIX_JOB, JobStatus
+from chain.job_record import PREFIX_JOB, JobStatus
 
-# Offsets in the job record (chain/jobs.Job.to_bytes): buyer 20 bytes, m, k, n 4 each,
-# h_a and h_b 32 each, bounty, expires and submitted 8 each, then the status byte;
+# Offsets in the job record (chain/job_record.Job.to_bytes): buyer 20 bytes, m, k, n 4
+# each, h_a and h_b 32 each, bounty, expires and submitted 8 each, then the status byte;
 # then claimant 20, bond, claim_deadline and claim_min_height 8 each, result_root 32,
 # then committed_height (u64, big-endian as every integer of the encoding).
 STATUS_OFFSET = 20 + 3 * 4 + 2 * 32 + 3 * 8

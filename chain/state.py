@@ -8,7 +8,7 @@ the state root). Keys:
                           delivered u128 | bounties u64 | challenges_lost u64
     b"R" + u64 height     immature reward of the block at that height: miner20 | amount u64
     b"S"                  supply: base units minted so far (genesis + subsidies) u64
-    b"J" + job_id         a compute-market job (chain/jobs.py)
+    b"J" + job_id         a compute-market job (chain/job_record.py)
     b"w", b"W" + u64 ...  the market's timers (chain/jobs.py)
 
 Supply invariant: balances + immature rewards + coins held by unsettled jobs

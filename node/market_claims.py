@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from chain.chainstate import ChainState
-from chain.jobs import Job, JobStatus, get_job, live_jobs, pooled_submit_job
+from chain.job_record import Job, JobStatus, get_job, live_jobs
+from chain.jobs import pooled_submit_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind

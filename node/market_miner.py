@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
-from chain.jobs import ZERO_ADDRESS, Job, JobStatus, get_job
+from chain.job_record import ZERO_ADDRESS, Job, JobStatus, get_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
 from compute.blobs import BlobStore

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from chain.jobs import Job
+from chain.job_record import Job
 from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
 from compute.engine import OperandLeaves
 

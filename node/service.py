@@ -19,7 +19,7 @@ from typing import Protocol
 from chain.address import address_from_pubkey, decode_address, encode_address
 from chain.block import Block
 from chain.chainstate import ChainState, ChainStateError, ProcessResult
-from chain.jobs import JobStatus, escrow_total, live_jobs
+from chain.job_record import JobStatus, escrow_total, live_jobs
 from chain.keys import PrivateKey, devnet_key
 from chain.mempool import Mempool
 from chain.mempool_result import MempoolResult

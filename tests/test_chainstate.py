@@ -11,7 +11,7 @@ import pytest
 from chain.block import Block
 from chain.chainstate import ChainState
 from chain.index_record import BlockStatus
-from chain.jobs import PREFIX_JOB, Job, escrow_total
+from chain.job_record import PREFIX_JOB, Job, escrow_total
 from chain.reindex import reindex
 from chain.state import KEY_SUPPLY, PREFIX_ACCOUNT, PREFIX_REWARD, Account
 from chain.state_tree import StateTree

@@ -129,7 +129,7 @@ def test_busy_miners_share_a_backlog_instead_of_each_claiming_all_of_it(tmp_path
     miner in line gets a job BACKLOG_STEP_S later (its designated miner is gone)."""
 
     from chain.address import address_from_pubkey
-    from chain.jobs import Job
+    from chain.job_record import Job
     from chain.keys import devnet_key
 
     keys = [devnet_key(i) for i in (1, 2, 3)]
@@ -160,7 +160,7 @@ def test_a_fresh_submit_mined_into_a_block_keeps_its_turns(tmp_path: Path) -> No
     computed it (seen with an in-node and a standalone miner)."""
 
     from chain.address import address_from_pubkey
-    from chain.jobs import Job
+    from chain.job_record import Job
     from chain.keys import devnet_key
 
     keys = [devnet_key(1), devnet_key(2)]
@@ -232,7 +232,7 @@ def test_a_submit_right_after_a_claimed_one_goes_to_an_idle_miner(tmp_path: Path
     import numpy as np
 
     from chain.address import address_from_pubkey
-    from chain.jobs import Job
+    from chain.job_record import Job
     from chain.keys import devnet_key
     from chain.network import load_network
     from wallet.job_txs import claim_tx, submit_tx
@@ -395,7 +395,7 @@ def test_a_block_that_arrives_while_operands_come_is_seen_before_computing(
     the new tip: the job is lost, nothing is computed."""
     import time
 
-    from chain.jobs import JobStatus, get_job
+    from chain.job_record import JobStatus, get_job
     from chain.keys import devnet_key
     from compute.blobs import BlobStore
     from node.market_claims import MarketSettings

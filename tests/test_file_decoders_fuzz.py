@@ -28,7 +28,7 @@ from chain.block import Block
 from chain.encoding import DecodeError
 from chain.genesis import genesis_block
 from chain.index_record import BlockStatus, IndexRecord
-from chain.jobs import Job, JobStatus
+from chain.job_record import Job, JobStatus
 from chain.keys import PrivateKey
 from chain.network import NetworkError, load_network, parse_genesis
 from chain.state import Account, Contribution, decode_undo, encode_undo

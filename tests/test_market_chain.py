@@ -21,6 +21,7 @@ from chain.job_payloads import (
     JobReveal,
     decode_job_payload,
 )
+from chain.job_record import HELD_STATUSES, Job, JobStatus, escrow_total, get_job, live_jobs
 from chain.job_tally import (
     RECENT_COMMIT_BLOCKS,
     STATUS_OFFSET,
@@ -28,7 +29,6 @@ from chain.job_tally import (
     peek_committed_height,
     peek_status,
 )
-from chain.jobs import HELD_STATUSES, Job, JobStatus, escrow_total, get_job, live_jobs
 from chain.keys import devnet_key
 from chain.state import Account, Contribution, account_key, contribution_key, supply
 from chain.tx import MAX_TX_SIZE, Transaction, TxKind, check_transaction

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from chain.job_payloads import decode_job_payload
-from chain.jobs import Job
+from chain.job_record import Job
 from chain.network import load_network
 from chain.tx import Transaction, check_transaction
 

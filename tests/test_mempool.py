@@ -642,7 +642,7 @@ def test_job_index_follows_adds_replacements_and_removals() -> None:
     """job_actions(job) lists exactly the pooled txs acting on that job, whatever path
     took them out (confirmed, replaced by fee, resynced); the whole-pool check agrees."""
     from chain.job_payloads import JobCommit, JobSubmit
-    from chain.jobs import ZERO_ADDRESS
+    from chain.job_record import ZERO_ADDRESS
 
     state = rich()
     mp = pool(state)

@@ -20,7 +20,7 @@ from chain.job_payloads import (
     JobReveal,
     JobSubmit,
 )
-from chain.jobs import ZERO_ADDRESS
+from chain.job_record import ZERO_ADDRESS
 from chain.keys import PrivateKey
 from chain.network import Network
 from chain.tx import Transaction, TxKind, sign

@@ -16,8 +16,7 @@ from pydantic import Field, StringConstraints
 
 from chain.address import encode_address
 from chain.job_payloads import JobCommit, JobPayloadError, decode_job_payload
-from chain.job_tally import RECENT_COMMIT_BLOCKS
-from chain.jobs import (
+from chain.job_record import (
     HELD_STATUSES,
     PREFIX_JOB,
     ZERO_ADDRESS,
@@ -25,8 +24,9 @@ from chain.jobs import (
     JobStatus,
     get_job,
     live_jobs,
-    pooled_submit_job,
 )
+from chain.job_tally import RECENT_COMMIT_BLOCKS
+from chain.jobs import pooled_submit_job
 from chain.txkind import TxKind
 from consensus.difficulty import block_work
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from chain.address import address_from_pubkey  # noqa: E402
 from chain.header import HEADER_VERSION, Header  # noqa: E402
-from chain.jobs import Job, JobStatus  # noqa: E402
+from chain.job_record import Job, JobStatus  # noqa: E402
 from chain.keys import devnet_key  # noqa: E402
 from chain.network import load_network  # noqa: E402
 from chain.state import genesis_state  # noqa: E402
