@@ -28,6 +28,9 @@ class P2PConfig(Protocol):
 
 class TipChangeLike(Protocol):
     @property
+    def disconnected(self) -> tuple[Block, ...]: ...
+
+    @property
     def connected(self) -> tuple[Block, ...]: ...
 
 

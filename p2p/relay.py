@@ -7,8 +7,10 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from chain.block import Block
 from chain.mempool_result import MempoolReject
 from chain.tx import Transaction
 from p2p.api import TipChangeLike
@@ -37,6 +39,9 @@ MAX_TX_REQUESTS = 2000  # txs asked of one peer and not yet delivered
 RESENT_REJECT_SCORE = 10  # a tx we already rejected, sent again though we did not ask
 POLICY_WASTE_SCORE = 10  # a policy reject once the peer's allowance is spent
 IBD_LAG = 16  # tip this many blocks behind the best header: do not announce each block
+# Txs of disconnected blocks announced again after a reorg (``_announce_readded``): ten
+# full invs a peer; a deeper reorg's other txs reach peers in blocks.
+MAX_READDED_ANNOUNCED = 10 * MAX_INV
 _CONSENSUS_TX_REJECTS = {
     MempoolReject.UNKNOWN_KIND, MempoolReject.KIND_NOT_ACTIVE, MempoolReject.WRONG_CHAIN_ID,
     MempoolReject.PAYLOAD_TOO_LARGE, MempoolReject.ZERO_AMOUNT, MempoolReject.AMOUNT_OVERFLOW,
@@ -58,6 +63,8 @@ class Relay:
     # --- announcements -------------------------------------------------------------
 
     def on_tip_changed(self, change: TipChangeLike) -> None:
+        if change.disconnected:
+            self._announce_readded(change.disconnected)
         if not change.connected:
             return
         chain = self.svc.chain
@@ -78,6 +85,27 @@ class Relay:
             if txid not in peer.known:
                 peer.learn(txid)
                 self.pm.send(peer, Inv(((InvType.TX, txid),)))
+
+    def _announce_readded(self, blocks: Iterable[Block]) -> None:
+        """After a reorg: announce the txs of the disconnected blocks that came back to
+        our pool to every peer, even one we announced them to before, lowest nonces
+        first, MAX_READDED_ANNOUNCED at most. A tx that we announced and then mined at
+        once was answered notfound to whoever asked (it had left the pool); without
+        this, every later tx of its sender waited behind the nonce gap at each peer
+        until a block carried it (seen: a miner's claims unseen by the other miners for
+        25 s after its own block was reorged away, and computed by them too)."""
+        mempool = self.svc.node.mempool
+        back = sorted(
+            (tx for block in blocks for tx in block.txs if tx.txid in mempool),
+            key=lambda tx: tx.nonce,
+        )[:MAX_READDED_ANNOUNCED]
+        txids = [tx.txid for tx in back]
+        for peer in self.pm.ready_peers():
+            for start in range(0, len(txids), MAX_INV):
+                chunk = txids[start : start + MAX_INV]
+                for txid in chunk:
+                    peer.learn(txid)
+                self.pm.send(peer, Inv(tuple((InvType.TX, txid) for txid in chunk)))
 
     def send_mempool_inventory(self, peer: Peer) -> None:
         """Announce our pending transactions to a new peer, so a transaction accepted
