@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 BAN_SCORE = 100
 UNREQUESTED_SCORE = 20  # each unrequested block/tx past the peer's allowance
 MAX_KNOWN_INV = 20_000  # hashes remembered per peer as already known to it
+MAX_TX_NOTFOUND = 4096  # txids per peer it asked of us and we no longer had (newest kept)
 MAX_LATE = 1024  # blocks asked of a peer again after a stall, whose first copy may still come
 
 
@@ -134,6 +135,9 @@ class Peer:
     tx_requested: dict[bytes, float] = field(default_factory=dict)
     no_have: set[bytes] = field(default_factory=set)
     known: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    # txs it asked of us that had left our pool (mined into our block): announced to it
+    # again should a reorg bring them back (p2p/relay.py)
+    tx_notfound: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     blob_roots: OrderedDict[bytes, str] = field(default_factory=OrderedDict)  # root -> its URL
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     getdata: deque[bytes] = field(default_factory=deque)  # blocks asked, not yet queued
@@ -165,6 +169,11 @@ class Peer:
     def excused(self, h: bytes) -> bool:
         """A block we gave up on (and maybe asked again): consumes one excuse."""
         return self.late.pop(h, 0) is None
+
+    def answered_notfound(self, txid: bytes) -> None:
+        self.tx_notfound[txid] = None
+        if len(self.tx_notfound) > MAX_TX_NOTFOUND:
+            self.tx_notfound.popitem(last=False)
 
     def learn(self, h: bytes) -> None:
         self.known[h] = None

@@ -39,8 +39,8 @@ MAX_TX_REQUESTS = 2000  # txs asked of one peer and not yet delivered
 RESENT_REJECT_SCORE = 10  # a tx we already rejected, sent again though we did not ask
 POLICY_WASTE_SCORE = 10  # a policy reject once the peer's allowance is spent
 IBD_LAG = 16  # tip this many blocks behind the best header: do not announce each block
-# Txs of disconnected blocks announced again after a reorg (``_announce_readded``): ten
-# full invs a peer; a deeper reorg's other txs reach peers in blocks.
+# Txs of disconnected blocks announced again after a reorg to a peer we had answered
+# notfound (``_announce_readded``): ten full invs; a deeper reorg's reach it in blocks.
 MAX_READDED_ANNOUNCED = 10 * MAX_INV
 _CONSENSUS_TX_REJECTS = {
     MempoolReject.UNKNOWN_KIND, MempoolReject.KIND_NOT_ACTIVE, MempoolReject.WRONG_CHAIN_ID,
@@ -87,20 +87,23 @@ class Relay:
                 self.pm.send(peer, Inv(((InvType.TX, txid),)))
 
     def _announce_readded(self, blocks: Iterable[Block]) -> None:
-        """After a reorg: announce the txs of the disconnected blocks that came back to
-        our pool to every peer, even one we announced them to before, lowest nonces
-        first, MAX_READDED_ANNOUNCED at most. A tx that we announced and then mined at
-        once was answered notfound to whoever asked (it had left the pool); without
-        this, every later tx of its sender waited behind the nonce gap at each peer
-        until a block carried it (seen: a miner's claims unseen by the other miners for
-        25 s after its own block was reorged away, and computed by them too)."""
+        """After a reorg: the txs of the disconnected blocks that came back to our pool
+        are announced again to the peers that asked us for them and got notfound (we
+        had just mined them: they had left the pool), lowest nonces first,
+        MAX_READDED_ANNOUNCED at most. Without this, every later tx of their sender
+        waited behind the nonce gap at such a peer until a block carried the tx (seen:
+        a miner's claims unseen by the other miners for 25 s after its own block was
+        reorged away, and computed by them too). Other peers have them, or had them
+        from the block and will from whoever they asked: announcing to everyone made
+        peers fetch txs they had confirmed meanwhile, and spent their allowance of
+        rejected txs (seen: two miners discouraged their hub)."""
         mempool = self.svc.node.mempool
         back = sorted(
             (tx for block in blocks for tx in block.txs if tx.txid in mempool),
             key=lambda tx: tx.nonce,
         )[:MAX_READDED_ANNOUNCED]
-        txids = [tx.txid for tx in back]
         for peer in self.pm.ready_peers():
+            txids = [tx.txid for tx in back if peer.tx_notfound.pop(tx.txid, 0) is None]
             for start in range(0, len(txids), MAX_INV):
                 chunk = txids[start : start + MAX_INV]
                 for txid in chunk:
@@ -166,6 +169,7 @@ class Relay:
                 tx = self.svc.node.mempool.get(h)
                 if tx is None:
                     missing.append((kind, h))
+                    peer.answered_notfound(h)
                 else:
                     self.pm.send(peer, TxMsg(tx))
         if missing:

@@ -10,13 +10,13 @@ from chain.address import address_from_pubkey
 from chain.keys import devnet_key
 from chain.network import load_network
 from node.events import TipChange
-from p2p.protocol import MAX_INV, Inv, InvType
+from p2p.protocol import MAX_INV, GetData, InvType, NotFound
 from tests.chainutil import transfer
 
 
-def _relay(tmp: Path, pooled: set[bytes]) -> tuple[Any, list[tuple[Any, Any]]]:
-    """A Relay over a real peer manager, whose node's pool holds ``pooled``; what it
-    sends is recorded instead of written to sockets."""
+def _relay(tmp: Path, pooled: dict[bytes, Any]) -> tuple[Any, list[tuple[Any, Any]]]:
+    """A Relay over a real peer manager, whose node's pool holds ``pooled`` (txid ->
+    tx); what it sends is recorded instead of written to sockets."""
     from p2p.addrbook import AddressBook, BanList
     from p2p.peer import P2PSettings
     from p2p.peers import PeerManager
@@ -27,7 +27,9 @@ def _relay(tmp: Path, pooled: set[bytes]) -> tuple[Any, list[tuple[Any, Any]]]:
     )  # type: ignore[arg-type]
     sent: list[tuple[Any, Any]] = []
     pm.send = lambda peer, msg: sent.append((peer, msg))  # type: ignore[method-assign]
-    svc = SimpleNamespace(pm=pm, node=SimpleNamespace(mempool=pooled))
+    svc = SimpleNamespace(
+        pm=pm, node=SimpleNamespace(mempool=pooled), chain=SimpleNamespace(db=None)
+    )
     return Relay(svc), sent  # type: ignore[arg-type]
 
 
@@ -40,40 +42,56 @@ def _ready_peer(relay: Any, host: str) -> Any:
     return peer
 
 
-def test_txs_back_in_the_pool_after_a_reorg_are_announced_again(tmp_path: Path) -> None:
-    """A miner announces its tx, mines it at once, and answers the peer's getdata with
-    notfound (the tx left the pool); its block is then reorged away and the tx comes
-    back to its pool. The tx is announced again, to a peer that was told of it
-    before too, lowest nonce first; txs of the old block not in the pool (confirmed
-    in the new branch) are not."""
+def test_txs_back_in_the_pool_after_a_reorg_are_announced_to_who_missed_them(
+    tmp_path: Path,
+) -> None:
+    """A miner announces its txs, mines them at once, and answers a peer's getdata
+    with notfound (they left the pool); its block is then reorged away and the txs
+    come back to its pool. They are announced again to that peer, even though it was
+    told of them before, lowest nonce first; a peer that never asked gets nothing (it
+    has them, or fetches them elsewhere), nor do txs of the old block not in the pool."""
     net = load_network("devnet")
     recipient = address_from_pubkey(devnet_key(0).public_key)
     txs = [transfer(net, 1, nonce, recipient, 5) for nonce in (2, 0, 1)]
     confirmed = transfer(net, 2, 0, recipient, 5)
     old_block = SimpleNamespace(txs=[confirmed, *txs])
-    relay, sent = _relay(tmp_path, {tx.txid for tx in txs})
-    told_before, other = _ready_peer(relay, "10.0.0.1"), _ready_peer(relay, "10.0.0.2")
+    relay, sent = _relay(tmp_path, {tx.txid: tx for tx in txs})
+    asked, other = _ready_peer(relay, "10.0.0.1"), _ready_peer(relay, "10.0.0.2")
     for tx in txs:
-        told_before.learn(tx.txid)
+        asked.learn(tx.txid)
+    relay.svc.node.mempool = {}  # mined: the getdata finds nothing
+    relay.on_getdata(asked, GetData(tuple((InvType.TX, tx.txid) for tx in (*txs, confirmed))))
+    assert [type(msg) for _peer, msg in sent] == [NotFound]
+    sent.clear()
+    relay.svc.node.mempool = {tx.txid: tx for tx in txs}  # the reorg brought them back
     relay.on_tip_changed(TipChange(disconnected=(old_block,), connected=()))  # type: ignore[arg-type]
     by_nonce = [tx.txid for tx in sorted(txs, key=lambda tx: tx.nonce)]
-    assert {peer.id for peer, _ in sent} == {told_before.id, other.id}
-    for _peer, msg in sent:
-        assert isinstance(msg, Inv)
-        assert list(msg.items) == [(InvType.TX, txid) for txid in by_nonce]
+    assert [(peer.id, list(msg.items)) for peer, msg in sent] == [
+        (asked.id, [(InvType.TX, txid) for txid in by_nonce])
+    ]
+    assert other.id not in {peer.id for peer, _ in sent}
+    sent.clear()  # announced once: a second reorg does not repeat it
+    relay.on_tip_changed(TipChange(disconnected=(old_block,), connected=()))  # type: ignore[arg-type]
+    assert sent == []
 
 
 def test_the_announcement_after_a_reorg_is_capped(tmp_path: Path) -> None:
-    """Many txs back in the pool: MAX_READDED_ANNOUNCED at most, in invs of MAX_INV."""
+    """Many txs back in the pool: MAX_READDED_ANNOUNCED at most, in invs of MAX_INV;
+    the notfound answers a peer is remembered for are capped too."""
+    from p2p.peer import MAX_TX_NOTFOUND
     from p2p.relay import MAX_READDED_ANNOUNCED
 
     many = [
         SimpleNamespace(txid=i.to_bytes(32, "big"), nonce=i)
         for i in range(MAX_READDED_ANNOUNCED + 5)
     ]
-    relay, sent = _relay(tmp_path, {tx.txid for tx in many})
-    _ready_peer(relay, "10.0.0.1")
+    relay, sent = _relay(tmp_path, {tx.txid: tx for tx in many})
+    peer = _ready_peer(relay, "10.0.0.1")
+    for tx in many:
+        peer.answered_notfound(tx.txid)
+    assert len(peer.tx_notfound) == MAX_TX_NOTFOUND  # the newest kept
     relay.on_tip_changed(TipChange(disconnected=(SimpleNamespace(txs=many),), connected=()))  # type: ignore[arg-type]
     assert all(len(msg.items) <= MAX_INV for _peer, msg in sent)
     announced = [h for _peer, msg in sent for _kind, h in msg.items]
-    assert announced == [tx.txid for tx in many[:MAX_READDED_ANNOUNCED]]
+    remembered = {tx.txid for tx in many[-MAX_TX_NOTFOUND:]}
+    assert announced == [tx.txid for tx in many[:MAX_READDED_ANNOUNCED] if tx.txid in remembered]
