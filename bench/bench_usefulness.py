@@ -16,7 +16,8 @@ Python API (wallet/jobs.JobClient), keeps more jobs open than the miners can tak
                         (products one miner computed twice), job_products (all the
                         miners' job products) and job_products_beyond_paid (those
                         beyond one per paid job: a job two miners computed, or one that
-                        ended unpaid), claims_lost (claims another
+                        ended unpaid), jobs_computed_by_two_miners (jobs committed on
+                        chain by two or more miners), claims_lost (claims another
                         claim or the buyer's reclaim beat into a block; _in_span: while
                         demand was kept up)
   block_over_job        block work (2^256 / target, median) over one job's work
@@ -33,12 +34,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
 from bench.marketnet import buyer_client, start_net, wait, write_genesis  # noqa: E402
+from chain.txkind import TxKind  # noqa: E402
 from wallet.job_txs import JobError  # noqa: E402
 
 SETTLED = ("paid", "refunded", "expired", "reclaimed")
@@ -150,6 +153,7 @@ def main() -> int:
             # or were computed by two miners (recomputed_products counts one miner's own)
             print(f"job_products={products}")
             print(f"job_products_beyond_paid={products - len(paid)}")
+            print(f"jobs_computed_by_two_miners={_jobs_committed_twice(buyer, len(targets))}")
             print(f"claims_lost={lost}")
             print(f"claims_lost_in_span={demand_end[3] - start[2]}")
             print(f"useful_fraction={span_jobs / max(1, span_total) * paid_share:.3f}")
@@ -165,6 +169,18 @@ def main() -> int:
             for node in [buyer, *miners]:
                 node.stop()
     return 0
+
+
+def _jobs_committed_twice(node: Any, height: int) -> int:
+    """Jobs whose commits on chain (a losing one is included as failed) come from two or
+    more miners: products computed by two miners, whoever was paid."""
+    committers: dict[str, set[str]] = {}
+    for h in range(1, height + 1):
+        block = node.call("getblock", node.call("getblockhash", h), 2)
+        for tx in block["tx"]:
+            if tx["kind"] == TxKind.JOB_COMMIT:
+                committers.setdefault(tx["payload"][:64], set()).add(tx["sender"])
+    return sum(len(senders) > 1 for senders in committers.values())
 
 
 if __name__ == "__main__":

@@ -59,6 +59,15 @@ BACKLOG_STEP_S = 0.5
 # claiming in its turn (no other miner's turn comes before FALLBACK_STEP_S), and when
 # it has seen no other claimant within ALONE_AFTER_S.
 RIVAL_WAIT_S = 0.1
+# ... and longer when rival claims have lately been seen arriving later than that
+# (``Crossings``): while blocks of a thousand transactions are validated, a claim took
+# 0.3-0.7 s to reach the other miners here (2 cores, four nodes), and both computed the
+# job. At most this long: a claim that reaches us later than this is not worth waiting
+# for (its job is computed twice).
+MAX_RIVAL_WAIT_S = 1.0
+CROSSING_SAMPLES = 32  # recent crossings kept
+CROSSING_MEMORY_S = 300.0  # a crossing older than this no longer counts
+CROSSING_QUANTILE = 0.9  # the wait covers this share of recent crossings
 # A pooled submit is worth claiming only if its job stays open this long after the
 # tip's median time past: time for the submit and the claim to confirm.
 PENDING_MIN_LEFT_S = 30
@@ -122,6 +131,33 @@ class Sightings:
 
     def alone(self, now: float) -> bool:
         return not any(now - t < ALONE_AFTER_S for t in self._seen.values())
+
+
+class Crossings:
+    """How late rival claims of jobs we claimed arrive: the rival wait.
+
+    A rival claim that arrives after ours was sent before its miner saw ours, so its
+    age on arrival (how long after our claim) is bounded by the two claims' relay
+    times: a wait as long as most recent ages lets the rivals arrive before we compute,
+    and the lower txid computes alone."""
+
+    def __init__(self) -> None:
+        self._ages: deque[tuple[float, float]] = deque(maxlen=CROSSING_SAMPLES)
+
+    def crossed(self, age: float, now: float) -> None:
+        """A rival claim arrived ``age`` seconds after we sent ours."""
+        if 0.0 <= age <= MAX_RIVAL_WAIT_S:
+            self._ages.append((now, age))
+
+    def rival_wait(self, now: float) -> float:
+        """How old a pooled claim must be before we compute its job: RIVAL_WAIT_S, or
+        the CROSSING_QUANTILE of the crossings of the last CROSSING_MEMORY_S if longer
+        (MAX_RIVAL_WAIT_S at most)."""
+        ages = sorted(age for at, age in self._ages if now - at < CROSSING_MEMORY_S)
+        if not ages:
+            return RIVAL_WAIT_S
+        covered = ages[min(len(ages) - 1, int(CROSSING_QUANTILE * len(ages)))]
+        return min(MAX_RIVAL_WAIT_S, max(RIVAL_WAIT_S, covered))
 
 
 def designated(

@@ -31,6 +31,7 @@ from node.claim_order import (
     FALLBACK_STEP_S,
     PENDING_MIN_LEFT_S,
     RETRY_FAILED_S,
+    Crossings,
     Sightings,
     claimable_after,
     horizon,
@@ -123,6 +124,7 @@ class ClaimRounds:
     _more_open: bool
     _last_round: float
     _sightings: Sightings
+    _crossings: Crossings
     _first_seen: dict[bytes, float]
     _submit_arrived: OrderedDict[bytes, float]
     _fresh_claims: OrderedDict[bytes, tuple[bytes, float]]
@@ -146,6 +148,9 @@ class ClaimRounds:
         the next ``next_work`` run a claim round at once."""
         now = time.monotonic()
         if tx.kind == TxKind.JOB_CLAIM:  # how long after its submit: the miner's lateness
+            held = self.held.get(tx.payload)
+            if held is not None and held.claim_txid and tx.sender != self.address:
+                self._crossings.crossed(now - held.claimed_at, now)  # it crossed ours
             arrived = self._submit_arrived.get(tx.payload)
             self._sightings.saw(tx.sender, now, None if arrived is None else now - arrived)
             noted = tx.payload in self._fresh_claims

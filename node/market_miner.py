@@ -43,10 +43,7 @@ from chain.keys import PrivateKey
 from chain.tx import Transaction
 from compute.blobs import BlobStore
 from compute.fast_commit import warm_up
-from node.claim_order import (
-    RIVAL_WAIT_S,
-    Sightings,
-)
+from node.claim_order import Crossings, Sightings
 from node.market_claims import (
     ClaimRounds,
     MarketCounters,
@@ -60,6 +57,7 @@ log = logging.getLogger("pouw.market")
 MAX_RESULTS = 65536  # roots of computed C remembered (32 bytes each, oldest dropped)
 RIVAL_SCAN_S = 0.02  # rival claims are read from the pool at most this often
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
+PICKS_PER_CALL = 4  # next_work's choices made again as blocks arrive, at most
 
 
 class MarketMiner(ClaimRounds):
@@ -105,6 +103,7 @@ class MarketMiner(ClaimRounds):
         self._seen_tip: bytes | None = None
         self._last_round = 0.0
         self._sightings = Sightings(self.address)  # other miners seen claiming
+        self._crossings = Crossings()  # how late rival claims of our jobs arrive
         self._first_seen: dict[bytes, float] = {}  # candidate job id -> first seen open
         self._was_pooled: set[bytes] = set()  # candidates we first saw as pooled submits
         self._submit_arrived: OrderedDict[bytes, float] = OrderedDict()  # job id -> when
@@ -134,8 +133,10 @@ class MarketMiner(ClaimRounds):
 
         Fetching operands awaits; should a block arrive meanwhile, the choice is made
         again on it (a pooled claim chosen on the old tip may have just lost: its
-        rival's claim left our pool with that block, so it would look unrivalled)."""
-        while True:
+        rival's claim left our pool with that block, so it would look unrivalled).
+        Should blocks keep coming that fast, the mining loop gets None (filler) and
+        asks again."""
+        for _ in range(PICKS_PER_CALL):
             tip = self.chain.tip.hash
             if self._seen_tip != tip:  # held jobs only change with it
                 self._seen_tip = tip
@@ -144,6 +145,7 @@ class MarketMiner(ClaimRounds):
             work = await self._pick_work()
             if self.chain.tip.hash == tip:
                 return work
+        return None
 
     async def _pick_work(self) -> tuple[JobRef, npt.NDArray[np.int8], npt.NDArray[np.int8]] | None:
         """``next_work`` on the tip as it is when called."""
@@ -170,16 +172,18 @@ class MarketMiner(ClaimRounds):
             self._rivals = (now, self._rival_claims([jid for jid, _ in waiting]))
         rivals = self._rivals[1]
         self._behind = {jid for jid, h in waiting if rivals.get(jid, h.claim_txid) < h.claim_txid}
+        rival_wait = self._crossings.rival_wait(now)
         for job_id, held in ready:
             # Another claim races ours: the one with the lower txid computes it now
-            # (every miner seeing both agrees); the other waits for the tip to say. A
-            # claim younger than RIVAL_WAIT_S may have rivals still on their way.
-            settled = held.unrivalled or now - held.claimed_at >= RIVAL_WAIT_S
+            # (every miner seeing both agrees; consensus gives the job to the lowest
+            # txid of a block); the other waits for the tip to say. A claim younger
+            # than the rival wait may have rivals still on their way.
+            settled = held.unrivalled or now - held.claimed_at >= rival_wait
             if job_id not in self._behind and settled:
                 assert held.a is not None and held.b is not None
                 return JobRef(job_id, held.job.h_a, held.job.h_b, named=False), held.a, held.b
             if job_id not in self._behind:  # not a filler product's length: wake then
-                self._wake_at(held.claimed_at + RIVAL_WAIT_S)
+                self._wake_at(held.claimed_at + rival_wait)
         return None
 
     def _wake_at(self, when: float) -> None:

@@ -445,3 +445,53 @@ def test_a_block_that_arrives_while_operands_come_is_seen_before_computing(
     assert (get_job(chain.state_get, first.txid) or job1).claimant != miner.address
     assert (get_job(chain.state_get, first.txid) or job1).status is JobStatus.CLAIMED
     assert first.txid not in miner.held and miner.counters.claims_lost == 1
+
+
+def test_the_rival_wait_follows_how_late_rival_claims_arrive() -> None:
+    """No crossing seen: RIVAL_WAIT_S. Rival claims that reached us 0.3-0.6 s after
+    ours (blocks being validated): the wait covers nearly all of them, never more than
+    MAX_RIVAL_WAIT_S; ages past that are not samples; old crossings are forgotten."""
+    from node.claim_order import (
+        CROSSING_MEMORY_S,
+        CROSSING_SAMPLES,
+        MAX_RIVAL_WAIT_S,
+        RIVAL_WAIT_S,
+        Crossings,
+    )
+
+    crossings = Crossings()
+    assert crossings.rival_wait(0.0) == RIVAL_WAIT_S
+    crossings.crossed(0.02, 1.0)  # quicker than the floor
+    assert crossings.rival_wait(1.0) == RIVAL_WAIT_S
+    for i in range(10):
+        crossings.crossed(0.3 + 0.03 * i, 2.0)
+    assert 0.5 <= crossings.rival_wait(2.0) <= 0.57 + 1e-9
+    crossings.crossed(MAX_RIVAL_WAIT_S + 0.5, 3.0)  # too late to wait for: no sample
+    assert crossings.rival_wait(3.0) <= 0.57 + 1e-9
+    for _ in range(CROSSING_SAMPLES):
+        crossings.crossed(MAX_RIVAL_WAIT_S, 4.0)
+    assert crossings.rival_wait(4.0) == MAX_RIVAL_WAIT_S
+    assert crossings.rival_wait(4.0 + CROSSING_MEMORY_S) == RIVAL_WAIT_S
+
+
+def test_a_rival_claim_of_a_held_job_is_a_crossing(tmp_path: Path) -> None:
+    """The in-node miner samples how late a rival claim of a job it holds arrives; a
+    claim of a job it does not hold, or its own, is no sample."""
+    import time
+
+    from chain.keys import devnet_key
+    from node.claim_order import RIVAL_WAIT_S
+    from node.market_operands import Held
+    from tests.marketutil import market_devnet
+    from wallet.job_txs import claim_tx
+
+    net = market_devnet()
+    me = devnet_key(1)
+    miner = _bare_miner(tmp_path / "blobs", me)
+    job = JOBS[0]
+    miner.held[job] = Held(None, time.monotonic() - 0.4, b"\1" * 32)  # type: ignore[arg-type]
+    miner.notice_tx(claim_tx(net, me, 0, job, 10**5))  # our own
+    miner.notice_tx(claim_tx(net, devnet_key(2), 0, JOBS[1], 10**5))  # a job we do not hold
+    assert miner._crossings.rival_wait(time.monotonic()) == RIVAL_WAIT_S  # noqa: SLF001
+    miner.notice_tx(claim_tx(net, devnet_key(2), 1, job, 10**5))
+    assert 0.4 <= miner._crossings.rival_wait(time.monotonic()) < 0.5  # noqa: SLF001
