@@ -29,7 +29,7 @@ turns a failing job transaction into a failed-but-included one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from chain.header import Header
@@ -61,6 +61,7 @@ from chain.state import (
     StateError,
     StateGet,
     StateReject,
+    account_key,
     add_contribution,
 )
 from chain.tx import Transaction
@@ -163,19 +164,49 @@ def check_named_job(get: StateGet, header: Header) -> Job:
 # --- transactions ----------------------------------------------------------------------
 
 
-def lowest_claims(txs: Iterable[Transaction]) -> dict[bytes, bytes]:
-    """job id -> the lowest txid among the JOB_CLAIMs of it in ``txs`` (a block's).
+def lowest_claims(
+    get: StateGet, txs: Sequence[Transaction], mtp: int, market: MarketParams
+) -> dict[bytes, bytes]:
+    """job id -> the lowest txid among the *standing* JOB_CLAIMs of it in a block's
+    ``txs``, read against the state before the block (``get``) and the block's ``mtp``.
 
-    Only that claim of a job can succeed in the block, wherever the claims stand in
-    it: miners whose claims crossed in flight agree on who computes the job by
-    comparing txids, without knowing the order a block will give them."""
+    Only that claim of a job can succeed in the block, wherever the claims stand in it:
+    miners whose claims crossed in flight agree on who computes the job by comparing
+    txids, without knowing the order a block will give them. A claim stands when
+    nothing in the block's order can make it fail: its job is open before the block
+    (or created by a JOB_SUBMIT of the block), ``mtp < expires``, it escrows at least
+    ``bond_for(bounty)``, and its sender's balance before the block covers the amounts
+    and fees of all its sender's txs in the block. So a claim that fails on its own (a
+    bond of 1, an empty account) can never block the job's other claims; a job with no
+    standing claim takes its claims in block order."""
+    spent: dict[bytes, int] = {}
+    created: dict[bytes, tuple[int, int]] = {}  # job id -> (bounty, expires)
+    for tx in txs:
+        spent[tx.sender] = spent.get(tx.sender, 0) + tx.amount + tx.fee
+        if tx.kind == TxKind.JOB_SUBMIT:
+            try:
+                submit = decode_job_payload(tx.kind, tx.payload)
+            except JobPayloadError:
+                continue
+            if isinstance(submit, JobSubmit):
+                created[tx.txid] = (tx.amount, submit.expires)
     out: dict[bytes, bytes] = {}
     for tx in txs:
-        if tx.kind == TxKind.JOB_CLAIM:
-            job_id = bytes(tx.payload[:32])  # a valid claim's payload is its job id
-            best = out.get(job_id)
-            if best is None or tx.txid < best:
-                out[job_id] = tx.txid
+        if tx.kind != TxKind.JOB_CLAIM:
+            continue
+        job_id = bytes(tx.payload[:32])  # a valid claim's payload is its job id
+        job = get_job(get, job_id)
+        if job is not None:
+            terms = (job.bounty, job.expires) if job.status == JobStatus.OPEN else None
+        else:
+            terms = created.get(job_id)
+        if terms is None or mtp >= terms[1] or tx.amount < market.bond_for(terms[0]):
+            continue
+        if Account.from_bytes(get(account_key(tx.sender))).balance < spent[tx.sender]:
+            continue
+        best = out.get(job_id)
+        if best is None or tx.txid < best:
+            out[job_id] = tx.txid
     return out
 
 
@@ -198,8 +229,8 @@ def apply_job_action(
     jid = payload.job_id
     if isinstance(payload, JobClaim):
         lowest = clock.lowest_claims.get(jid, txid)
-        if lowest != txid:  # racing claims: the lowest txid in the block wins, in any order
-            raise _reject(StateReject.JOB_CLAIM_OUTBID, f"claim {lowest.hex()} has a lower txid")
+        if lowest != txid:  # racing claims: the lowest standing txid wins, in any order
+            raise _reject(StateReject.JOB_CLAIM_OUTBID, f"claim {lowest.hex()} takes the job")
         _expect(job, JobStatus.OPEN)
         if clock.mtp >= job.expires:
             raise _reject(StateReject.JOB_EXPIRED, f"expired at mtp {job.expires}")

@@ -9,7 +9,7 @@ the state root). Keys:
     b"R" + u64 height     immature reward of the block at that height: miner20 | amount u64
     b"S"                  supply: base units minted so far (genesis + subsidies) u64
     b"J" + job_id         a compute-market job (chain/job_record.py)
-    b"w", b"W" + u64 ...  the market's timers (chain/jobs.py)
+    b"w", b"W" + u64 ...  the market's timers (chain/job_record.py keys, chain/jobs.py rules)
 
 Supply invariant: balances + immature rewards + coins held by unsettled jobs
 (bounties, bonds, probe deposits) = supply.
@@ -124,7 +124,7 @@ class StateReject(enum.StrEnum):
     JOB_EXPIRED = "job-expired"  # claim of a job past its expiry
     JOB_BOND_LOW = "job-bond-low"  # claim escrowing less than the required bond
     JOB_CLAIM_EXPIRED = "job-claim-expired"  # commit after the claim's deadline
-    JOB_CLAIM_OUTBID = "job-claim-outbid"  # a claim of the job with a lower txid is in the block
+    JOB_CLAIM_OUTBID = "job-claim-outbid"  # the block's lowest standing claim of the job is another
     JOB_WINDOW_CLOSED = "job-window-closed"  # challenge or probe after the window
     JOB_PROBE_OPEN = "job-probe-open"  # a probe while another is unanswered
     JOB_PROBE_BAD_INDEX = "job-probe-bad-index"  # row or chunk outside C

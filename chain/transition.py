@@ -102,15 +102,14 @@ def apply_block(
 
     ``mtp`` is the block's median time past (its parent chain's last 11 timestamps).
     Order: the job the header names is checked (its miner must hold the claim), the
-    transactions (of racing claims of one job, only the lowest txid can succeed:
+    transactions (of a job's standing claims, only the lowest txid can succeed:
     ``jobs.lowest_claims``), the subsidy and the reward (immature under "R"), the reward maturing
     now, the contribution ledger, and last the market's timers of this height.
     """
     state = Overlay(base)
     txs = list(txs)
-    clock = jobs.BlockClock(
-        header.height, mtp, network.difficulty.target_spacing_s, jobs.lowest_claims(txs)
-    )
+    lowest = jobs.lowest_claims(base, txs, mtp, network.market)
+    clock = jobs.BlockClock(header.height, mtp, network.difficulty.target_spacing_s, lowest)
     if header.job_id != NO_JOB:
         try:
             jobs.check_named_job(state.get, header)

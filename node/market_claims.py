@@ -150,7 +150,8 @@ class ClaimRounds:
         if tx.kind == TxKind.JOB_CLAIM:  # how long after its submit: the miner's lateness
             held = self.held.get(tx.payload)
             if held is not None and held.claim_txid and tx.sender != self.address:
-                self._crossings.crossed(now - held.claimed_at, now)  # it crossed ours
+                if self.standing_rival([(tx.txid, tx.amount)], held.job) is not None:
+                    self._crossings.crossed(now - held.claimed_at, now)  # it crossed ours
             arrived = self._submit_arrived.get(tx.payload)
             self._sightings.saw(tx.sender, now, None if arrived is None else now - arrived)
             noted = tx.payload in self._fresh_claims
@@ -205,13 +206,15 @@ class ClaimRounds:
 
     def _scan_pool(
         self,
-    ) -> tuple[list[tuple[bytes, Job]], dict[bytes, bytes], dict[bytes, set[bytes]]]:
+    ) -> tuple[
+        list[tuple[bytes, Job]], dict[bytes, list[tuple[bytes, int]]], dict[bytes, set[bytes]]
+    ]:
         """One pass over our mempool: jobs whose submit waits there (not on the tip
-        yet); the jobs that others' claims there go for, each with the lowest txid of
-        those claims (a claim of ours would most likely lose the race); and the senders
-        of the reclaims there, by job (a buyer cancelling: see ``candidates``)."""
+        yet); others' claims there, by job, as (txid, bond) (a claim of ours would most
+        likely lose the race: ``standing_rival``); and the senders of the reclaims
+        there, by job (a buyer cancelling: see ``candidates``)."""
         pending: list[tuple[bytes, Job]] = []
-        rivals: dict[bytes, bytes] = {}
+        rivals: dict[bytes, list[tuple[bytes, int]]] = {}
         reclaims: dict[bytes, set[bytes]] = {}
         seen: dict[bytes, tuple[Job | None, float]] = {}
         now = time.monotonic()
@@ -220,7 +223,7 @@ class ClaimRounds:
                 continue
             if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
                 if tx.sender != self.address:
-                    rivals[tx.payload] = min(rivals.get(tx.payload, tx.txid), tx.txid)
+                    rivals.setdefault(tx.payload, []).append((tx.txid, tx.amount))
                     self._sightings.saw(tx.sender, now)
             elif tx.kind == TxKind.JOB_RECLAIM and len(tx.payload) == 32:
                 reclaims.setdefault(tx.payload, set()).add(tx.sender)
@@ -234,19 +237,28 @@ class ClaimRounds:
         self._pooled_submits = seen
         return pending, rivals, reclaims
 
-    def _rival_claims(self, job_ids: list[bytes]) -> dict[bytes, bytes]:
-        """Others' pooled claims of these jobs: job id -> the lowest txid among them
-        (read from the pool's job index where there is one, else a pool scan)."""
+    def standing_rival(self, claims: Iterable[tuple[bytes, int]], job: Job) -> bytes | None:
+        """The lowest txid among others' claims of ``job`` (txid, bond) that escrow the
+        bond it needs: a claim with less fails on its own and takes no job from us
+        (consensus counts only standing claims, chain/jobs.lowest_claims)."""
+        need = self.chain.network.market.bond_for(job.bounty)
+        return min((txid for txid, bond in claims if bond >= need), default=None)
+
+    def _rival_claims(self, jobs: dict[bytes, Job]) -> dict[bytes, bytes]:
+        """Others' standing pooled claims of these jobs: job id -> the lowest txid
+        among them (read from the pool's job index where there is one, else a scan)."""
         if self.job_actions is None:
-            return self._scan_pool()[1]
-        rivals: dict[bytes, bytes] = {}
-        for job_id in job_ids:
-            for tx in self.job_actions(job_id):
-                if tx.kind == TxKind.JOB_CLAIM and tx.payload == job_id:
-                    if tx.sender != self.address:
-                        rivals[job_id] = min(rivals.get(job_id, tx.txid), tx.txid)
-                        self._sightings.saw(tx.sender, time.monotonic())
-        return rivals
+            claims = self._scan_pool()[1]
+        else:
+            claims = {}
+            for job_id in jobs:
+                for tx in self.job_actions(job_id):
+                    if tx.kind == TxKind.JOB_CLAIM and tx.payload == job_id:
+                        if tx.sender != self.address:
+                            claims.setdefault(job_id, []).append((tx.txid, tx.amount))
+                            self._sightings.saw(tx.sender, time.monotonic())
+        rivals = {jid: self.standing_rival(claims.get(jid, ()), job) for jid, job in jobs.items()}
+        return {jid: txid for jid, txid in rivals.items() if txid is not None}
 
     def candidates(self) -> list[tuple[bytes, Job]]:
         now = time.monotonic()
@@ -262,7 +274,8 @@ class ClaimRounds:
         ]  # fmt: skip
         jobs = [
             (jid, job) for jid, job in [*open_now, *pending]
-            if jid not in self.held and jid not in taken and self._failed.get(jid, 0.0) <= now
+            if jid not in self.held and self._failed.get(jid, 0.0) <= now
+            and self.standing_rival(taken.get(jid, ()), job) is None
             and job.buyer not in reclaims.get(jid, ())  # its buyer is cancelling it
             and job.bounty >= rate * job.multiply_adds
             and check_shape(self.chain.network.pouw, job.m, job.k, job.n).ok

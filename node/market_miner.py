@@ -169,7 +169,7 @@ class MarketMiner(ClaimRounds):
                 ready.append((job_id, held))
         now = time.monotonic()
         if now - self._rivals[0] >= RIVAL_SCAN_S:  # the mining loop calls often: pool
-            self._rivals = (now, self._rival_claims([jid for jid, _ in waiting]))
+            self._rivals = (now, self._rival_claims({jid: h.job for jid, h in waiting}))
         rivals = self._rivals[1]
         self._behind = {jid for jid, h in waiting if rivals.get(jid, h.claim_txid) < h.claim_txid}
         rival_wait = self._crossings.rival_wait(now)

@@ -73,10 +73,10 @@ def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) ->
     form a cycle, the first waiting tx goes ahead (and fails: its job does not exist
     yet). After MAX_WAIT_PASSES passes the rest goes as listed, so a pool crafted into
     long chains of waits costs bounded time. Racing claims of one job need no order:
-    the lowest txid among them in the block wins wherever it stands
-    (``jobs.lowest_claims``); should that claim not apply at all, the job's other
-    claims are left out too, so that the block's claims are the ones the outcome
-    was computed for.
+    the lowest txid among the standing ones wins wherever it stands
+    (``jobs.lowest_claims``). Should a tx be left out, and that change which claims
+    stand (a left-out claim, or a sender's total), the rest is judged again, so that
+    the outcome is computed for the block's own txs, as validation computes it.
 
     A job transaction whose market rule fails is still applicable (it is included as
     failed). A tx that does not apply at all (its sender can no longer pay the fee, a
@@ -88,17 +88,12 @@ def applicable_txs(chain: ChainState, header: Header, txs: list[Transaction]) ->
         check_named_job(chain.state_get, header)
     mtp = chain.mtp_after(chain.tip)
     while True:
-        lowest = lowest_claims(txs)
+        lowest = lowest_claims(chain.state_get, txs, mtp, net.market)
         clock = BlockClock(header.height, mtp, net.difficulty.target_spacing_s, lowest)
         kept = _in_order(chain, clock, txs)
-        kept_ids = {tx.txid for tx in kept}
-        left_out = {job_id for job_id, txid in lowest.items() if txid not in kept_ids}
-        if not left_out:
+        if len(kept) == len(txs) or lowest_claims(chain.state_get, kept, mtp, net.market) == lowest:
             return kept
-        txs = [
-            tx for tx in txs
-            if not (tx.kind == TxKind.JOB_CLAIM and bytes(tx.payload[:32]) in left_out)
-        ]  # fmt: skip
+        txs = kept  # a tx left out changed which claims stand: judge the rest again
 
 
 # Passes over the list that honour the waits at most: ordinary pools need a few (one

@@ -475,23 +475,64 @@ def test_the_rival_wait_follows_how_late_rival_claims_arrive() -> None:
 
 
 def test_a_rival_claim_of_a_held_job_is_a_crossing(tmp_path: Path) -> None:
-    """The in-node miner samples how late a rival claim of a job it holds arrives; a
-    claim of a job it does not hold, or its own, is no sample."""
+    """The in-node miner samples how late a standing rival claim of a job it holds
+    arrives; a claim of a job it does not hold, its own, or one escrowing too small a
+    bond to stand is no sample."""
     import time
 
+    from chain.job_record import Job
     from chain.keys import devnet_key
-    from node.claim_order import RIVAL_WAIT_S
+    from compute.blobs import BlobStore
+    from node.claim_order import MAX_RIVAL_WAIT_S, RIVAL_WAIT_S
+    from node.market_claims import MarketSettings
+    from node.market_miner import MarketMiner
     from node.market_operands import Held
-    from tests.marketutil import market_devnet
+    from tests.marketutil import market_devnet, new_chain
     from wallet.job_txs import claim_tx
 
     net = market_devnet()
     me = devnet_key(1)
-    miner = _bare_miner(tmp_path / "blobs", me)
-    job = JOBS[0]
-    miner.held[job] = Held(None, time.monotonic() - 0.4, b"\1" * 32)  # type: ignore[arg-type]
-    miner.notice_tx(claim_tx(net, me, 0, job, 10**5))  # our own
-    miner.notice_tx(claim_tx(net, devnet_key(2), 0, JOBS[1], 10**5))  # a job we do not hold
+    miner = MarketMiner(
+        new_chain(tmp_path / "chain", net), BlobStore(tmp_path / "blobs"),
+        MarketSettings(key=me), lambda tx: None, lambda address: 0,
+    )  # fmt: skip
+    job_id, bounty = JOBS[0], 10**6
+    job = Job(b"\0" * 20, 128, 2048, 128, b"\1" * 32, b"\2" * 32, bounty, 10**9, 1)
+    bond = net.market.bond_for(bounty)
+    miner.held[job_id] = Held(job, time.monotonic() - 0.4, b"\1" * 32)
+    miner.notice_tx(claim_tx(net, me, 0, job_id, bond))  # our own
+    miner.notice_tx(claim_tx(net, devnet_key(2), 0, JOBS[1], bond))  # a job we do not hold
+    miner.notice_tx(claim_tx(net, devnet_key(2), 1, job_id, bond - 1))  # cannot stand
     assert miner._crossings.rival_wait(time.monotonic()) == RIVAL_WAIT_S  # noqa: SLF001
-    miner.notice_tx(claim_tx(net, devnet_key(2), 1, job, 10**5))
-    assert 0.4 <= miner._crossings.rival_wait(time.monotonic()) < 0.5  # noqa: SLF001
+    miner.notice_tx(claim_tx(net, devnet_key(2), 2, job_id, bond))
+    assert 0.4 <= miner._crossings.rival_wait(time.monotonic()) <= MAX_RIVAL_WAIT_S  # noqa: SLF001
+
+
+def test_a_pooled_claim_too_small_to_stand_takes_no_job(tmp_path: Path) -> None:
+    """Another's pooled claim escrowing less than the job's bond fails on its own and
+    cannot win (chain/jobs.lowest_claims): the job stays a candidate. One with the full
+    bond takes it off the list."""
+    from chain.keys import devnet_key
+    from compute.blobs import BlobStore
+    from node.market_claims import MarketSettings
+    from node.market_miner import MarketMiner
+    from tests.chainutil import mine_block
+    from tests.marketutil import market_devnet, new_chain, operands
+    from wallet.job_txs import claim_tx, submit_tx
+
+    net = market_devnet()
+    chain = new_chain(tmp_path / "chain", net)
+    a, b = operands(64, 128, 64)
+    submit = submit_tx(net, devnet_key(0), 0, a, b, 10**6, chain.mtp_after(chain.tip) + 500)
+    chain.clock.now = chain.tip_header.timestamp + 1  # type: ignore[attr-defined]
+    assert chain.process_block(mine_block(chain, [submit])).accepted
+    pool: list[Any] = []
+    miner = MarketMiner(
+        chain, BlobStore(tmp_path / "blobs"), MarketSettings(key=devnet_key(1)),
+        lambda tx: None, lambda address: 0, pool_txs=lambda: pool,
+    )  # fmt: skip
+    bond = net.market.bond_for(10**6)
+    pool.append(claim_tx(net, devnet_key(2), 0, submit.txid, bond - 1))
+    assert [jid for jid, _ in miner.candidates()] == [submit.txid]
+    pool.append(claim_tx(net, devnet_key(3), 0, submit.txid, bond))
+    assert miner.candidates() == []

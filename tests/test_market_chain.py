@@ -557,26 +557,39 @@ def test_racing_claims_the_lowest_txid_wins_wherever_it_stands(tmp_path: Path) -
     assert _job(chain2, job).claimant == low.sender
 
 
-def test_a_lowest_claim_that_cannot_apply_takes_its_rivals_out_of_the_template(
-    tmp_path: Path,
-) -> None:
-    """The template leaves out every claim of a job whose lowest-txid claim does not
-    apply at all (its sender cannot pay the fee): kept alone, the higher claim would
-    have been judged against a claim the block does not carry."""
+def test_a_claim_that_fails_on_its_own_never_blocks_its_rivals(tmp_path: Path) -> None:
+    """Only standing claims compete (chain/jobs.lowest_claims): a claim with the lowest
+    txid but a bond of 1 fails (outbid by the standing rival) and the rival's claim
+    wins; so does the rival when the lower claim's sender cannot cover its txs of the
+    block (the template leaves that claim out). Before, either made every claim of the
+    job fail as outbid, for the price of one fee a block."""
     chain = new_chain(tmp_path, NET)
     a, b = operands(*SHAPE)
     expires = chain.mtp_after(chain.tip) + 500
-    submit = submit_tx(NET, BUYER_KEY, 0, a, b, BOUNTY, expires, fee=FEE)
+    s1, s2 = (submit_tx(NET, BUYER_KEY, i, a, b, BOUNTY, expires, fee=FEE) for i in range(2))
     poor = devnet_key(3)
     rich = Account.from_bytes(chain.state_get(account_key(address_from_pubkey(poor.public_key))))
+    rival = claim_tx(NET, MINER_KEY, 0, s1.txid, BOND, fee=FEE)
+    for fee in range(FEE, FEE + 200):
+        griefing = claim_tx(NET, OTHER_KEY, 0, s1.txid, 1, fee=fee)
+        if griefing.txid < rival.txid:
+            break
+    else:
+        raise AssertionError("no fee gives the griefing claim the lower txid")
+    block = mine_block(chain, [s1, s2, griefing, rival], miner=BUYER)
+    assert chain.process_block(block).accepted
+    assert chain.db.get_tx_failure(griefing.txid).startswith("job-claim-outbid")  # type: ignore[union-attr]
+    assert chain.db.get_tx_failure(rival.txid) == ""
+    assert _job(chain, s1.txid).claimant == MINER
+    # the lower claim's sender cannot pay: left out, and the rival still wins
+    rival2 = claim_tx(NET, MINER_KEY, 1, s2.txid, BOND, fee=FEE)
     for fee in range(rich.balance + 1, rich.balance + 200):
-        unpayable = claim_tx(NET, poor, 0, submit.txid, BOND, fee=fee)
-        rival = claim_tx(NET, MINER_KEY, 0, submit.txid, BOND, fee=FEE)
-        if unpayable.txid < rival.txid:
+        unpayable = claim_tx(NET, poor, 0, s2.txid, BOND, fee=fee)
+        if unpayable.txid < rival2.txid:
             break
     else:
         raise AssertionError("no fee gives the unpayable claim the lower txid")
-    block = mine_block(chain, [submit, unpayable, rival], miner=BUYER)
-    assert [tx.txid for tx in block.txs] == [submit.txid]
+    block = mine_block(chain, [unpayable, rival2], miner=BUYER)
+    assert [tx.txid for tx in block.txs] == [rival2.txid]
     assert chain.process_block(block).accepted
-    assert _job(chain, submit.txid).status is JobStatus.OPEN
+    assert _job(chain, s2.txid).claimant == MINER
