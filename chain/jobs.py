@@ -191,6 +191,7 @@ def lowest_claims(
             if isinstance(submit, JobSubmit):
                 created[tx.txid] = (tx.amount, submit.expires)
     out: dict[bytes, bytes] = {}
+    covered: dict[bytes, bool] = {}  # sender -> its balance covers its txs in the block
     for tx in txs:
         if tx.kind != TxKind.JOB_CLAIM:
             continue
@@ -202,7 +203,10 @@ def lowest_claims(
             terms = created.get(job_id)
         if terms is None or mtp >= terms[1] or tx.amount < market.bond_for(terms[0]):
             continue
-        if Account.from_bytes(get(account_key(tx.sender))).balance < spent[tx.sender]:
+        if tx.sender not in covered:  # one read per sender, however many claims
+            balance = Account.from_bytes(get(account_key(tx.sender))).balance
+            covered[tx.sender] = balance >= spent[tx.sender]
+        if not covered[tx.sender]:
             continue
         best = out.get(job_id)
         if best is None or tx.txid < best:
