@@ -42,6 +42,31 @@ def _bare_miner(folder: Path, key: Any) -> Any:
     )
 
 
+def _miner_over_one_open_job(tmp_path: Path) -> tuple[Any, Any, list[Any], Any]:
+    """A market miner on a real chain holding one open job of bounty 10**6, whose pool
+    is a list the test fills: (network, the job's submit, the pool, the miner)."""
+    from chain.keys import devnet_key
+    from compute.blobs import BlobStore
+    from node.market_claims import MarketSettings
+    from node.market_miner import MarketMiner
+    from tests.chainutil import mine_block
+    from tests.marketutil import market_devnet, new_chain, operands
+    from wallet.job_txs import submit_tx
+
+    net = market_devnet()
+    chain = new_chain(tmp_path / "chain", net)
+    a, b = operands(64, 128, 64)
+    submit = submit_tx(net, devnet_key(0), 0, a, b, 10**6, chain.mtp_after(chain.tip) + 500)
+    chain.clock.now = chain.tip_header.timestamp + 1  # type: ignore[attr-defined]
+    assert chain.process_block(mine_block(chain, [submit])).accepted
+    pool: list[Any] = []
+    miner = MarketMiner(
+        chain, BlobStore(tmp_path / "blobs"), MarketSettings(key=devnet_key(1)),
+        lambda tx: None, lambda address: 0, pool_txs=lambda: pool,
+    )  # fmt: skip
+    return net, submit, pool, miner
+
+
 def test_a_batch_spreads_over_the_miners_and_every_miner_agrees() -> None:
     three = MINERS[:3]
     first = designated(three, JOBS[:3])
@@ -359,25 +384,10 @@ def test_a_job_its_buyer_is_reclaiming_is_no_candidate(tmp_path: Path) -> None:
     would race the reclaim into a block and most likely compute for nothing); a
     reclaim of it from anyone else changes nothing."""
     from chain.keys import devnet_key
-    from compute.blobs import BlobStore
-    from node.market_claims import MarketSettings
-    from node.market_miner import MarketMiner
-    from tests.chainutil import mine_block
-    from tests.marketutil import market_devnet, new_chain, operands
-    from wallet.job_txs import reclaim_tx, submit_tx
+    from wallet.job_txs import reclaim_tx
 
-    net = market_devnet()
+    net, submit, pool, miner = _miner_over_one_open_job(tmp_path)
     buyer, other = devnet_key(0), devnet_key(2)
-    chain = new_chain(tmp_path / "chain", net)
-    a, b = operands(64, 128, 64)
-    submit = submit_tx(net, buyer, 0, a, b, 10**6, chain.mtp_after(chain.tip) + 500)
-    chain.clock.now = chain.tip_header.timestamp + 1  # type: ignore[attr-defined]
-    assert chain.process_block(mine_block(chain, [submit])).accepted
-    pool: list[Any] = []
-    miner = MarketMiner(
-        chain, BlobStore(tmp_path / "blobs"), MarketSettings(key=devnet_key(1)),
-        lambda tx: None, lambda address: 0, pool_txs=lambda: pool,
-    )  # fmt: skip
     assert [jid for jid, _ in miner.candidates()] == [submit.txid]
     pool.append(reclaim_tx(net, other, 0, submit.txid))
     assert [jid for jid, _ in miner.candidates()] == [submit.txid]
@@ -513,24 +523,9 @@ def test_a_pooled_claim_too_small_to_stand_takes_no_job(tmp_path: Path) -> None:
     cannot win (chain/jobs.lowest_claims): the job stays a candidate. One with the full
     bond takes it off the list."""
     from chain.keys import devnet_key
-    from compute.blobs import BlobStore
-    from node.market_claims import MarketSettings
-    from node.market_miner import MarketMiner
-    from tests.chainutil import mine_block
-    from tests.marketutil import market_devnet, new_chain, operands
-    from wallet.job_txs import claim_tx, submit_tx
+    from wallet.job_txs import claim_tx
 
-    net = market_devnet()
-    chain = new_chain(tmp_path / "chain", net)
-    a, b = operands(64, 128, 64)
-    submit = submit_tx(net, devnet_key(0), 0, a, b, 10**6, chain.mtp_after(chain.tip) + 500)
-    chain.clock.now = chain.tip_header.timestamp + 1  # type: ignore[attr-defined]
-    assert chain.process_block(mine_block(chain, [submit])).accepted
-    pool: list[Any] = []
-    miner = MarketMiner(
-        chain, BlobStore(tmp_path / "blobs"), MarketSettings(key=devnet_key(1)),
-        lambda tx: None, lambda address: 0, pool_txs=lambda: pool,
-    )  # fmt: skip
+    net, submit, pool, miner = _miner_over_one_open_job(tmp_path)
     bond = net.market.bond_for(10**6)
     pool.append(claim_tx(net, devnet_key(2), 0, submit.txid, bond - 1))
     assert [jid for jid, _ in miner.candidates()] == [submit.txid]
