@@ -179,28 +179,24 @@ def lowest_claims(
     and fees of all its sender's txs in the block. So a claim that fails on its own (a
     bond of 1, an empty account) can never block the job's other claims; a job with no
     standing claim takes its claims in block order."""
+    claims = [tx for tx in txs if tx.kind == TxKind.JOB_CLAIM]
+    if not claims:  # most blocks: nothing to read
+        return {}
     spent: dict[bytes, int] = {}
-    created: dict[bytes, tuple[int, int]] = {}  # job id -> (bounty, expires)
+    submits: dict[bytes, Transaction] = {}  # job id -> the block's submit creating it
     for tx in txs:
         spent[tx.sender] = spent.get(tx.sender, 0) + tx.amount + tx.fee
         if tx.kind == TxKind.JOB_SUBMIT:
-            try:
-                submit = decode_job_payload(tx.kind, tx.payload)
-            except JobPayloadError:
-                continue
-            if isinstance(submit, JobSubmit):
-                created[tx.txid] = (tx.amount, submit.expires)
+            submits[tx.txid] = tx
     out: dict[bytes, bytes] = {}
     covered: dict[bytes, bool] = {}  # sender -> its balance covers its txs in the block
-    for tx in txs:
-        if tx.kind != TxKind.JOB_CLAIM:
-            continue
+    for tx in claims:
         job_id = bytes(tx.payload[:32])  # a valid claim's payload is its job id
         job = get_job(get, job_id)
         if job is not None:
             terms = (job.bounty, job.expires) if job.status == JobStatus.OPEN else None
         else:
-            terms = created.get(job_id)
+            terms = _submitted_terms(submits.get(job_id))
         if terms is None or mtp >= terms[1] or tx.amount < market.bond_for(terms[0]):
             continue
         if tx.sender not in covered:  # one read per sender, however many claims
@@ -212,6 +208,17 @@ def lowest_claims(
         if best is None or tx.txid < best:
             out[job_id] = tx.txid
     return out
+
+
+def _submitted_terms(submit: Transaction | None) -> tuple[int, int] | None:
+    """(bounty, expires) of the job a block's JOB_SUBMIT creates; None without one."""
+    if submit is None:
+        return None
+    try:
+        payload = decode_job_payload(submit.kind, submit.payload)
+    except JobPayloadError:
+        return None
+    return (submit.amount, payload.expires) if isinstance(payload, JobSubmit) else None
 
 
 def apply_job_action(
