@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 ALONE_AFTER_S = 600.0
 # Between one rank and the next: longer than a claim's relay to every miner (tens of
@@ -158,6 +158,13 @@ class Crossings:
             return RIVAL_WAIT_S
         covered = ages[min(len(ages) - 1, int(CROSSING_QUANTILE * len(ages)))]
         return min(MAX_RIVAL_WAIT_S, max(RIVAL_WAIT_S, covered))
+
+
+def lowest_standing(claims: Iterable[tuple[bytes, int]], bond_needed: int) -> bytes | None:
+    """The lowest txid among pooled claims given as (txid, bond) that escrow the bond
+    the job needs: of a job's standing claims in a block only that one can succeed
+    (chain/jobs.lowest_claims); a claim with less fails on its own and takes no job."""
+    return min((txid for txid, bond in claims if bond >= bond_needed), default=None)
 
 
 def designated(

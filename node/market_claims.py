@@ -35,6 +35,7 @@ from node.claim_order import (
     Sightings,
     claimable_after,
     horizon,
+    lowest_standing,
     price_band,
 )
 from node.market_operands import Held, OperandFetcher
@@ -241,8 +242,7 @@ class ClaimRounds:
         """The lowest txid among others' claims of ``job`` (txid, bond) that escrow the
         bond it needs: a claim with less fails on its own and takes no job from us
         (consensus counts only standing claims, chain/jobs.lowest_claims)."""
-        need = self.chain.network.market.bond_for(job.bounty)
-        return min((txid for txid, bond in claims if bond >= need), default=None)
+        return lowest_standing(claims, self.chain.network.market.bond_for(job.bounty))
 
     def _rival_claims(self, jobs: dict[bytes, Job]) -> dict[bytes, bytes]:
         """Others' standing pooled claims of these jobs: job id -> the lowest txid

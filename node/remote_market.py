@@ -13,14 +13,18 @@ upload C to the node's blob endpoint so that the node serves it, commit, and ans
 probes from the kept C.
 
 Delivery before confirmation, as in the node: a claim still in the node's pool is
-computed at once when it is the only claim of the job there and RIVAL_WAIT_S old (a
-rival's claim sent at the same moment has reached the node by then), or without that
-wait when no rival claim can be on its way (we know no other miner, or we claimed in
-our turn as the designated miner, before the next one's came); its template
+computed once it is the lowest txid among the job's standing claims there (consensus
+gives the job to that one: chain/jobs.lowest_claims) and the rival wait old (rival
+claims sent at the same moment have reached the node by then: RIVAL_WAIT_S, longer
+while rival claims lately arrived later, measured as the in-node miner measures it,
+node/claim_order.Crossings), or without that wait when no rival claim can be on its
+way (we know no other miner, or we claimed in our turn as the designated miner,
+before the next one's came); its template
 names no job (the product is mined as the miner's own work), and the commit follows
 the claim in nonce order, so a buyer can fetch and check C before either confirms.
-Once the claim is on chain the template names the job. Jobs that other claims in the
-pool already go for are left alone.
+Once the claim is on chain the template names the job. Jobs that another's standing
+claim in the pool already goes for are left alone (a claim escrowing too small a bond
+fails on its own and takes no job).
 
 Several standalone miners take turns (node/claim_order): each notes the other miners it
 sees claiming (pooled claims in ``listjobs``, claimants of the jobs in flight on each
@@ -54,14 +58,16 @@ from compute.fast_commit import leaf_bytes_to_words
 from consensus.result import RESULT_CHUNK, result_proof
 from node.claim_order import (
     LOAD_WINDOW_S,
+    MAX_RIVAL_WAIT_S,
     PENDING_MIN_LEFT_S,
     RETRY_FAILED_S,
-    RIVAL_WAIT_S,
+    Crossings,
     Sightings,
     claimable_after,
     dealing_order,
     designated,
     horizon,
+    lowest_standing,
     price_band,
 )
 from wallet.job_txs import claim_tx, commit_tx, reveal_tx
@@ -93,8 +99,10 @@ class RemoteHeld:
     job: dict[str, Any]
     claimed_at: float
     # no rival claim can be on its way (we know no other miner, or we claimed in the
-    # designated miner's turn, before any other's): computed without RIVAL_WAIT_S
+    # designated miner's turn, before any other's): computed without the rival wait
     unrivalled: bool = False
+    claim_txid: bytes = b""
+    rivals_seen: set[bytes] = field(default_factory=set)  # others' claims noted (txids)
     a: npt.NDArray[np.int8] | None = None
     bt: npt.NDArray[np.int8] | None = None  # B^T, as downloaded
     leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
@@ -134,6 +142,7 @@ class RemoteMarket:
         self._failed: dict[str, float] = {}
         self._tip: str | None = None
         self._sightings = Sightings(raw_address)  # other miners seen claiming
+        self._crossings = Crossings()  # how late rival claims of our jobs reach the node
         # job id -> (first listed, price band): the jobs dealt out (listed now, or fresh)
         self._seen: dict[str, tuple[float, int]] = {}
         self._taken_fresh: dict[float, int] = {}  # batch -> our claims while it was fresh
@@ -156,6 +165,7 @@ class RemoteMarket:
         if tip != self._tip:
             self._tip = tip
             self._refresh()
+        self._watch_rivals()
         self._claim_more()
 
     def _saw(self, address: str, now: float) -> None:
@@ -204,7 +214,7 @@ class RemoteMarket:
             j for j in listed
             if j["job_id"] not in self.held and self._failed.get(j["job_id"], 0.0) <= now
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
-            and not j.get("pending_claims")  # another miner's claim goes for it
+            and self._standing_rival(j) is None  # another miner's claim takes it
             and not j.get("pending_reclaim")  # its buyer is cancelling it
         ]  # fmt: skip
         if any(j["status"] == "pending" for j in jobs):
@@ -221,13 +231,58 @@ class RemoteMarket:
             job_id = bytes.fromhex(job["job_id"])
             tx = claim_tx(self.network, self.key, self._nonce(), job_id, bond, fee=self.fee)
             if self._send(tx, f"claim of {job['job_id'][:16]}"):
-                self.held[job["job_id"]] = RemoteHeld(job, time.monotonic(), unrivalled)
+                held = RemoteHeld(job, time.monotonic(), unrivalled, claim_txid=tx.txid)
+                self.held[job["job_id"]] = held
                 batch = self._seen[job["job_id"]][0]
                 if now - batch < self._fresh_for(now):  # a fresh job taken
                     self._taken_fresh[batch] = self._taken_fresh.get(batch, 0) + 1
                 pooled = ", its submit still pooled" if job["status"] == "pending" else ""
                 log.info("claimed job %s (%dx%dx%d, bond %d)%s", job["job_id"][:16],
                          job["m"], job["k"], job["n"], bond, pooled)  # fmt: skip
+
+    def _rival_claims(self, job: dict[str, Any]) -> list[tuple[bytes, int]]:
+        """Others' claims of ``job`` waiting in the node's pool, as (txid, bond)."""
+        return [
+            (bytes.fromhex(c["txid"]), int(c["bond"]))
+            for c in job.get("pending_claim_txs", ()) if c["claimant"] != self.address
+        ]  # fmt: skip
+
+    def _standing_rival(self, job: dict[str, Any]) -> bytes | None:
+        """The lowest txid among others' pooled claims of ``job`` that escrow its bond."""
+        need = self.network.market.bond_for(int(job["bounty"]))
+        return lowest_standing(self._rival_claims(job), need)
+
+    def _note_rivals(self, held: RemoteHeld, job: dict[str, Any], now: float) -> None:
+        """Others' standing claims of a job we claimed, seen for the first time: each
+        crossed ours (a sample of how late rival claims arrive)."""
+        need = self.network.market.bond_for(int(job["bounty"]))
+        for txid, bond in self._rival_claims(job):
+            if txid not in held.rivals_seen:
+                held.rivals_seen.add(txid)
+                if bond >= need:
+                    self._crossings.crossed(now - held.claimed_at, now)
+
+    def _watch_rivals(self) -> None:
+        """Read each job whose claim of ours is still pooled and younger than the
+        longest rival wait, for rival claims that crossed ours: a claim that arrives
+        after we handed the job out is the sample that matters most."""
+        now = time.monotonic()
+        for job_id, held in list(self.held.items()):
+            young = now - held.claimed_at <= MAX_RIVAL_WAIT_S
+            if not young or held.job["status"] not in UNCLAIMED_STATUSES:
+                continue
+            try:
+                job = self.rpc.call("getjob", job_id)
+            except RpcError:
+                continue
+            self._note_rivals(held, job, now)
+
+    def _first_in_pool(self, held: RemoteHeld, job: dict[str, Any]) -> bool:
+        """Our claim waits in the node's pool with the lowest txid of the job's standing
+        claims there: the one a block gives the job to."""
+        pooled = {bytes.fromhex(c["txid"]) for c in job.get("pending_claim_txs", ())}
+        rival = self._standing_rival(job)
+        return held.claim_txid in pooled and (rival is None or held.claim_txid < rival)
 
     def _list_unclaimed(self) -> list[dict[str, Any]]:
         return [j for status in UNCLAIMED_STATUSES for j in self.rpc.call("listjobs", status)]
@@ -343,8 +398,8 @@ class RemoteMarket:
     def next_job(self) -> tuple[str, RemoteHeld, bool] | None:
         """A claimed job not yet handed out, with its operands in hand, and whether a
         template may name it (our claim is on chain); a claim still in the pool counts
-        once it is the only claim of the job there and RIVAL_WAIT_S old, or at once if
-        unrivalled (see the module)."""
+        once it is the lowest standing one of the job there and the rival wait old, or
+        at once if unrivalled (see the module)."""
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
             if held.dispatched or not self._fetch(job_id, held):
                 continue
@@ -352,11 +407,13 @@ class RemoteMarket:
                 job = self.rpc.call("getjob", job_id)
             except RpcError:
                 continue
+            now = time.monotonic()
+            self._note_rivals(held, job, now)
             named = job.get("claimant") == self.address and job["status"] == "claimed"
             pooled = (
                 job["status"] in UNCLAIMED_STATUSES
-                and job.get("pending_claimants") == [self.address]
-                and (held.unrivalled or time.monotonic() - held.claimed_at >= RIVAL_WAIT_S)
+                and self._first_in_pool(held, job)
+                and (held.unrivalled or now - held.claimed_at >= self._crossings.rival_wait(now))
             )
             if not (named or pooled):
                 continue
@@ -367,13 +424,14 @@ class RemoteMarket:
 
     def next_computable_in(self) -> float:
         """Seconds until a claim of ours still in the pool, with its operands in hand,
-        is RIVAL_WAIT_S old (``next_job`` may then hand it out); inf if none waits."""
+        is the rival wait old (``next_job`` may then hand it out); inf if none waits."""
         now = time.monotonic()
+        rival_wait = self._crossings.rival_wait(now)
         waits = [
-            h.claimed_at + RIVAL_WAIT_S - now
+            h.claimed_at + rival_wait - now
             for h in self.held.values()
             if not (h.dispatched or h.unrivalled) and h.a is not None
-            and h.claimed_at + RIVAL_WAIT_S > now
+            and h.claimed_at + rival_wait > now
         ]  # fmt: skip
         return max(0.0, min(waits, default=math.inf))
 

@@ -209,7 +209,7 @@ class RemoteMiner:
         round every MARKET_ROUND_S, sooner when the node's template long-poll answers
         (a new tip or a new pooled transaction, such as a buyer's submit), a worker
         comes free, or a claim of ours with an idle worker waiting for it becomes
-        computable (RIVAL_WAIT_S old)."""
+        computable (the rival wait old)."""
         assert self.market is not None
         delay, last_round = MARKET_ROUND_S, 0.0
         while True:

@@ -243,3 +243,103 @@ def test_a_worker_that_dies_hands_its_paid_job_to_another(tmp_path: Path) -> Non
         _stop(miner)
         miner_log.close()
         node.stop()
+
+
+def _rival_claim(
+    net: Network, key_no: int, rpc: Any, job_id: str, bond: int,
+    lower_than: bytes | None = None, higher_than: bytes | None = None,
+) -> Any:  # fmt: skip
+    """A claim of ``job_id`` by devnet key ``key_no`` whose txid is below ``lower_than``
+    or above ``higher_than`` (the fee is raised until it is)."""
+    from wallet.job_txs import claim_tx
+
+    key = devnet_key(key_no)
+    address = encode_address(net.hrp, address_from_pubkey(key.public_key))
+    nonce = int(rpc.call("getaccount", address)["pending_nonce"])
+    for fee in range(1000, 1_000_000):
+        tx = claim_tx(net, key, nonce, bytes.fromhex(job_id), bond, fee=fee)
+        if (lower_than is None or tx.txid < lower_than) and (
+            higher_than is None or tx.txid > higher_than
+        ):
+            return tx
+    raise AssertionError("no fee gave a txid on the wanted side")
+
+
+def test_the_standalone_miner_computes_a_pooled_claim_only_as_the_lowest_standing_one(
+    tmp_path: Path,
+) -> None:
+    """The standalone miner's market in this process, over a real node's RPC (blocks of
+    2^60 multiply-adds: nothing confirms), judges pooled claims as consensus does
+    (chain/jobs.lowest_claims): a rival claim too small to stand takes no job from it;
+    a standing rival with a lower txid that arrives after its claim keeps it from
+    computing the job and is sampled as a crossing (the rival wait grows to cover
+    it); one with a higher txid does not stop it."""
+    from node.claim_order import RIVAL_WAIT_S
+    from node.remote_market import RemoteMarket
+
+    genesis = market_genesis(tmp_path)
+    _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**60)))
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis)  # no miner of its own
+    try:
+        rpc = node.rpc()
+        client = _buyer(node, net)
+        market = RemoteMarket(rpc, net, devnet_key(3), f"http://127.0.0.1:{node.blob}",
+                              read_cookie(node.datadir, "devnet"), workers=3)  # fmt: skip
+        rng = np.random.default_rng(23)
+        bounty = 1_000_000
+        bond = net.market.bond_for(bounty)
+
+        def new_job() -> str:
+            a = rng.integers(-64, 64, (64, 256), dtype=np.int8)
+            b = rng.integers(-64, 64, (256, 64), dtype=np.int8)
+            return client.submit(a, b, bounty=bounty)  # one part: its id is the job's
+
+        def claimed(job_id: str) -> bool:
+            deadline = time.monotonic() + 10
+            while job_id not in market.held and time.monotonic() < deadline:
+                market.poll()
+                time.sleep(0.05)
+            return job_id in market.held
+
+        def handed_out(within: float) -> str | None:
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                market.poll()
+                work = market.next_job()
+                if work is not None:
+                    assert work[2] is False  # nothing on chain: a template names no job
+                    return work[0]
+                time.sleep(0.05)
+            return None
+
+        # A rival claim escrowing less than the bond fails on its own: not a rival.
+        small = new_job()
+        rpc.call("sendrawtransaction",
+                 _rival_claim(net, 1, rpc, small, bond - 1).to_bytes().hex())  # fmt: skip
+        assert claimed(small)
+        assert handed_out(5.0) == small
+        assert market._crossings.rival_wait(time.monotonic()) == RIVAL_WAIT_S  # noqa: SLF001
+
+        # A standing rival with a lower txid, 0.3 s after ours: it takes the job.
+        beaten = new_job()
+        assert claimed(beaten)
+        ours = market.held[beaten].claim_txid
+        time.sleep(0.3)
+        rival = _rival_claim(net, 2, rpc, beaten, bond, lower_than=ours)
+        rpc.call("sendrawtransaction", rival.to_bytes().hex())
+        assert handed_out(1.5) is None
+        assert market._crossings.rival_wait(time.monotonic()) >= 0.3  # noqa: SLF001
+        job = rpc.call("getjob", beaten)
+        pooled = [c["txid"] for c in job["pending_claim_txs"]]
+        assert pooled == sorted([ours.hex(), rival.txid.hex()])
+
+        # A standing rival with a higher txid: ours is still the one a block takes.
+        ahead = new_job()
+        assert claimed(ahead)
+        ours = market.held[ahead].claim_txid
+        rival = _rival_claim(net, 4, rpc, ahead, bond, higher_than=ours)
+        rpc.call("sendrawtransaction", rival.to_bytes().hex())
+        assert handed_out(5.0) == ahead
+    finally:
+        node.stop()

@@ -188,13 +188,19 @@ class MarketMethods:
         return out
 
     def _add_pool_actions(self, out: dict[str, Any], job_id: bytes, job: Job) -> None:
-        """``pending_claims`` and ``pending_claimants`` (a job not claimed on chain) and
-        ``pending_commit``: what our mempool holds for the job."""
+        """``pending_claims``, ``pending_claimants`` and ``pending_claim_txs`` (a job
+        not claimed on chain) and ``pending_commit``: what our mempool holds for the
+        job."""
         claimant = job.claimant if job.status == JobStatus.CLAIMED else None
-        claimants, pending = self.pool_actions(job_id, claimant)
-        if claimant is None and claimants:
-            out["pending_claims"] = len(claimants)
-            out["pending_claimants"] = sorted(encode_address(self.net.hrp, c) for c in claimants)
+        claims, pending = self.pool_actions(job_id, claimant)
+        if claims:
+            hrp = self.net.hrp
+            out["pending_claims"] = len(claims)
+            out["pending_claimants"] = sorted({encode_address(hrp, c) for _, c, _ in claims})
+            out["pending_claim_txs"] = [
+                {"txid": txid.hex(), "claimant": encode_address(hrp, sender), "bond": bond}
+                for txid, sender, bond in claims
+            ]  # by txid: of the claims that stand, the lowest takes the job in a block
         if pending is not None:
             out["pending_commit"] = pending
         if claimant is None and self.reclaim_pooled(job_id, job):
@@ -256,21 +262,21 @@ class MarketMethods:
 
     def pool_actions(
         self, job_id: bytes, claimant: bytes | None
-    ) -> tuple[set[bytes], dict[str, str] | None]:
-        """What our mempool holds for the job: the senders of claims of it (with
-        ``claimant`` None: the job is not claimed on chain; else empty), and a
-        JOB_COMMIT from ``claimant`` (the claim is on chain) or, with None, from a
+    ) -> tuple[list[tuple[bytes, bytes, int]], dict[str, str] | None]:
+        """What our mempool holds for the job: its claims as (txid, sender, bond), by
+        txid (with ``claimant`` None: the job is not claimed on chain; else none), and
+        a JOB_COMMIT from ``claimant`` (the claim is on chain) or, with None, from a
         sender whose claim of the job waits there too (miners claim and commit before
         anything confirms). A buyer fetches and checks C without waiting for blocks:
         C is checked against A and B anyway."""
-        claimants = set() if claimant is None else {claimant}
+        claims: list[tuple[bytes, bytes, int]] = []
         commits: list[tuple[bytes, bytes, JobCommit]] = []
         for tx in self.node.mempool.job_actions(job_id):  # indexed: not the whole pool
             txid = tx.txid
             if tx.kind not in (TxKind.JOB_COMMIT, TxKind.JOB_CLAIM):
                 continue
             if claimant is None and tx.kind == TxKind.JOB_CLAIM and tx.payload == job_id:
-                claimants.add(tx.sender)
+                claims.append((txid, tx.sender, tx.amount))
                 continue
             try:
                 commit = decode_job_payload(tx.kind, tx.payload)
@@ -278,9 +284,10 @@ class MarketMethods:
                 continue
             if isinstance(commit, JobCommit) and commit.job_id == job_id:
                 commits.append((txid, tx.sender, commit))
-        claims = claimants if claimant is None else set()
+        claims.sort()
+        committers = {sender for _, sender, _ in claims} if claimant is None else {claimant}
         for txid, sender, commit in commits:
-            if sender in claimants:
+            if sender in committers:
                 return claims, {
                     "txid": txid.hex(), "claimant": encode_address(self.net.hrp, sender),
                     "result_root": commit.result_root.hex(),
