@@ -22,7 +22,12 @@ Python API (wallet/jobs.JobClient), keeps more jobs open than the miners can tak
                         demand was kept up)
   block_over_job        block work (2^256 / target, median) over one job's work
 
+With ``--standalone`` each miner is a standalone `pouw miner` (one NumPy worker pinned
+to a core, the path of a GPU miner) beside a node of its own; its counts come from its
+status lines (one a second), and claims_lost is not counted (n/a).
+
     .venv/bin/python bench/bench_usefulness.py [--seconds 180] [--shape 256 1024 256]
+        [--standalone]
 """
 
 from __future__ import annotations
@@ -40,7 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.marketnet import buyer_client, start_net, wait, write_genesis  # noqa: E402
+from bench.marketnet import (  # noqa: E402
+    StandaloneMiner,
+    buyer_client,
+    start_net,
+    wait,
+    write_genesis,
+)
 from chain.txkind import TxKind  # noqa: E402
 from wallet.job_txs import JobError  # noqa: E402
 
@@ -52,6 +63,13 @@ def counters(miners: list) -> tuple[int, int, int, int, int]:  # type: ignore[ty
     products) of all the miners together."""
     total = jobs = recomputed = lost = products = 0
     for node in miners:
+        if isinstance(node, StandaloneMiner):
+            status = node.status()
+            total += status["multiply_adds"]
+            jobs += status["job_multiply_adds"]
+            recomputed += status["recomputed"]
+            products += status["job_products"]
+            continue
         info = node.call("getmininginfo")
         total += int(info["localmultiplyadds"])
         jobs += int(info["localjobmultiplyadds"])
@@ -69,20 +87,38 @@ def main() -> int:
     p.add_argument("--shape", type=int, nargs=3, default=[256, 1024, 256], metavar=("M", "K", "N"))
     p.add_argument("--block-ratio", type=int, default=250, help="block work over job work")
     p.add_argument("--spacing", type=int, default=10, help="target seconds between blocks")
+    p.add_argument("--standalone", action="store_true",
+                   help="standalone `pouw miner` processes, each beside a node of its own")
+    p.add_argument("--workdir", type=Path,
+                   help="keep the nodes' data and logs here (default: a temporary folder)")
     args = p.parse_args()
     m, k, n = args.shape
     job_work = m * k * n
     market = {"claim_slack_s": 120, "challenge_s": 10, "reveal_s": 10, "min_window_blocks": 2}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.workdir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            root = args.workdir
+            root.mkdir(parents=True, exist_ok=False)
         genesis = write_genesis(
             root / "genesis.json", args.spacing, job_work * args.block_ratio, market
         )
-        buyer, miners = start_net(root, genesis, args.miners)
+        miners: list[Any]
+        if args.standalone:
+            buyer = start_net(root, genesis, 0)[0]
+            miners = [
+                # its own work in the jobs' shape, as a GPU miner asks for a shape that
+                # fills its card (the network's small filler shape is all overhead)
+                StandaloneMiner(root, genesis, buyer, i - 1, i, "--status-every", "1",
+                                "--shape", f"{m},{k},{n}")  # fmt: skip
+                for i in range(1, args.miners + 1)
+            ]
+        else:
+            buyer, miners = start_net(root, genesis, args.miners)
         try:
             for node in miners:  # engines compiled, first products done
-                wait("a product", lambda nd=node: nd.call("getmininginfo")["localproducts"] > 0,
-                     180)  # fmt: skip
+                wait("a product", lambda nd=node: counters([nd])[0] > 0, 180)
             client = buyer_client(buyer)
             rng = np.random.default_rng(3)
             a = rng.integers(-64, 64, (m, k), dtype=np.int8)
@@ -154,8 +190,8 @@ def main() -> int:
             print(f"job_products={products}")
             print(f"job_products_beyond_paid={products - len(paid)}")
             print(f"jobs_computed_by_two_miners={_jobs_committed_twice(buyer, len(targets))}")
-            print(f"claims_lost={lost}")
-            print(f"claims_lost_in_span={demand_end[3] - start[2]}")
+            print(f"claims_lost={'n/a' if args.standalone else lost}")
+            print(f"claims_lost_in_span={'n/a' if args.standalone else demand_end[3] - start[2]}")
             print(f"useful_fraction={span_jobs / max(1, span_total) * paid_share:.3f}")
             print(f"useful_fraction_all={paid_work / max(1, end_total - start_total):.3f}")
             print(f"paid_share_of_job_products={paid_share:.3f}")

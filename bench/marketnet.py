@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +21,14 @@ sys.path.insert(0, str(ROOT))
 
 from tests.test_market_e2e import Proc  # noqa: E402
 from wallet.rpc import RpcClient, read_cookie  # noqa: E402
+
+# The totals of a `pouw miner` status line (node/remote_miner.RemoteMiner.line), read
+# from the end of its log: status lines come every second or more often there.
+STATUS_LINE = re.compile(
+    r"\| (\d+) products, (\d+) multiply-adds \| paid jobs: (\d+) products, (\d+) "
+    r"multiply-adds, (\d+) committed, (\d+) recomputed"
+)
+STATUS_TAIL_BYTES = 1 << 20
 
 
 def write_genesis(path: Path, spacing_s: int, block_work: int, market: dict[str, int]) -> Path:
@@ -77,7 +86,9 @@ class StandaloneMiner:
     connected to the buyer's node: the path of a GPU miner, with one core as the
     stand-in GPU."""
 
-    def __init__(self, root: Path, genesis: Path, buyer: Node, core: int, key_no: int = 1) -> None:
+    def __init__(
+        self, root: Path, genesis: Path, buyer: Node, core: int, key_no: int = 1, *extra: str
+    ) -> None:
         from chain.address import address_from_pubkey, encode_address
         from chain.keys import devnet_key
         from chain.network import load_network
@@ -92,7 +103,8 @@ class StandaloneMiner:
         keystore, password = root / f"{name}.json", root / f"{name}.pw"
         Wallet.create(keystore, "pw", net, seed=key.seed, scrypt_n=2**10)
         password.write_text("pw\n")
-        self.log = open(root / f"{name}-miner.log", "ab")  # noqa: SIM115
+        self.log_path = root / f"{name}-miner.log"
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
         cores = sorted(os.sched_getaffinity(0))
         chosen = {cores[core % len(cores)]}
         self.proc = subprocess.Popen(
@@ -100,11 +112,24 @@ class StandaloneMiner:
              f"http://127.0.0.1:{self.node.rpc_port}", "--address", address,
              "--datadir", str(self.node.datadir), "--genesis-file", str(genesis),
              "--backend", "numpy", "--threads", "1", "--market-wallet", str(keystore),
-             "--password-file", str(password), "--blob-url", self.node.blob_url],
+             "--password-file", str(password), "--blob-url", self.node.blob_url, *extra],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             preexec_fn=lambda: os.sched_setaffinity(0, chosen),  # its workers inherit it
         )  # fmt: skip
+
+    def status(self) -> dict[str, int]:
+        """Totals from the miner's latest status line: ``products`` and
+        ``multiply_adds`` (all its products) and ``job_products``, ``job_multiply_adds``,
+        ``commits``, ``recomputed`` (paid jobs); zeros before the first line."""
+        with open(self.log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - STATUS_TAIL_BYTES))
+            tail = f.read().decode(errors="replace")
+        found = STATUS_LINE.findall(tail)
+        values = [int(v) for v in found[-1]] if found else [0] * 6
+        names = ("products", "multiply_adds", "job_products", "job_multiply_adds", "commits",
+                 "recomputed")  # fmt: skip
+        return dict(zip(names, values, strict=True))
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -41,6 +42,16 @@ def _devices(text: str) -> list[int]:
     if not devices or any(d < 0 for d in devices) or len(set(devices)) != len(devices):
         raise argparse.ArgumentTypeError("--devices is a comma list of distinct GPU ids: 0,1")
     return devices
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return seconds
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -77,6 +88,8 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--shape", type=_shape, metavar="M,K,N", help="ask for this product shape")
     p.add_argument("--max-blocks", type=int, help="exit after this many accepted blocks")
+    p.add_argument("--status-every", type=_positive_seconds, metavar="SECONDS",
+                   help="seconds between status lines (default: 1 on a terminal, 10 in a log)")
     p.add_argument("--longpoll-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--market-wallet", type=Path, metavar="KEYSTORE",
@@ -173,6 +186,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
         status=sys.stderr,
         longpoll_timeout=args.longpoll_timeout,
         market=market,
+        status_every=args.status_every,
     )
     signal.signal(signal.SIGTERM, lambda *_: miner.request_stop())
     try:

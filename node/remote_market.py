@@ -138,6 +138,8 @@ class RemoteMarket:
         self.products = 0
         self.recomputed = 0
         self.commits = 0
+        self.job_multiply_adds = 0  # of the job products computed
+        self._in_work: dict[str, int] = {}  # job id -> multiply-adds, while a worker has it
         self._computed: set[str] = set()
         self._failed: dict[str, float] = {}
         self._tip: str | None = None
@@ -419,6 +421,7 @@ class RemoteMarket:
                 continue
             held.dispatched = True
             held.job = job
+            self._in_work[job_id] = job["m"] * job["k"] * job["n"]
             return job_id, held, named
         return None
 
@@ -450,6 +453,7 @@ class RemoteMarket:
             self.recomputed += 1
         self._computed.add(job_id)
         self.products += 1
+        self.job_multiply_adds += self._in_work.pop(job_id, 0)
         held = self.held.get(job_id)
         if held is None:
             return
@@ -466,6 +470,13 @@ class RemoteMarket:
         if self._send(tx, f"commit of {job_id[:16]}"):
             self.commits += 1
             log.info("committed job %s result root %s", job_id[:16], root.hex()[:16])
+
+    def line(self) -> str:
+        """The market's part of the status line (totals since the start)."""
+        return (
+            f"paid jobs: {self.products} products, {self.job_multiply_adds} multiply-adds, "
+            f"{self.commits} committed, {self.recomputed} recomputed"
+        )
 
     def _reveal(self, job_id: str, held: RemoteHeld, probe: dict[str, Any]) -> None:
         where = (int(probe["row"]), int(probe["chunk"]))

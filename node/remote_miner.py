@@ -95,7 +95,8 @@ class MinerStats:
             f"height {height if height is not None else '?'} | {2 * mac / 1e12:.4g} TOPS "
             f"({mac:.3g} multiply-adds/s) | {tps:.3g} tickets/s | "
             f"blocks found {self.found} accepted {self.accepted} stale {self.stale} "
-            f"rejected {self.rejected}"
+            f"rejected {self.rejected} | {self.products} products, "
+            f"{self.multiply_adds} multiply-adds"
         )
 
 
@@ -113,6 +114,7 @@ class RemoteMiner:
         status: TextIO | None = None,
         longpoll_timeout: float = LONGPOLL_TIMEOUT,
         market: RemoteMarket | None = None,
+        status_every: float | None = None,
     ) -> None:
         self.rpc = rpc
         self.network = network
@@ -125,6 +127,7 @@ class RemoteMiner:
         self.threads = threads
         self.status = status
         self.longpoll_timeout = longpoll_timeout
+        self.status_every = status_every  # None: 1 s on a terminal, 10 s in a log
         self.stats = MinerStats()
         self.salt = secrets.token_bytes(8)
         self._templates: dict[int, RemoteTemplate] = {}
@@ -440,7 +443,7 @@ class RemoteMiner:
             threading.Thread(target=self._market_loop, name="pouw-market", daemon=True).start()
         tty = self.status is not None and self.status.isatty()
         last_status = time.monotonic()
-        interval = 1.0 if tty else 10.0
+        interval = self.status_every or (1.0 if tty else 10.0)
         try:
             while not self._stop.is_set():
                 if self.max_blocks is not None and self.stats.accepted >= self.max_blocks:
@@ -452,7 +455,7 @@ class RemoteMiner:
                     break
                 if time.monotonic() - last_status >= interval:
                     last_status = time.monotonic()
-                    line = self.stats.line(self.height)
+                    line = self.line()
                     if tty and self.status is not None:
                         self.status.write("\r\033[K" + line)
                         self.status.flush()
@@ -462,10 +465,18 @@ class RemoteMiner:
             self.close()
             if tty and self.status is not None:
                 self.status.write("\n")
-        log.info("miner stopped: %s", self.stats.line(self.height))
+        log.info("miner stopped: %s", self.line())
         if self.failure and (self.max_blocks is None or self.stats.accepted < self.max_blocks):
             return 1
         return 0
+
+    def line(self) -> str:
+        """The status line: rates and totals, and the paid jobs' counts with the market."""
+        line = self.stats.line(self.height)
+        if self.market is not None:
+            with self._market_lock:
+                line += " | " + self.market.line()
+        return line
 
     def close(self) -> None:
         self.request_stop()
