@@ -427,6 +427,46 @@ def test_waitforjob_answers_when_the_commit_reaches_the_pool(tmp_path: Path) -> 
     run_node(tmp_path, body)
 
 
+def test_pooled_claims_are_listed_lowest_txid_first_and_capped(tmp_path: Path) -> None:
+    """getjob and listjobs list a job's pooled claims by txid with sender and bond
+    (``pending_claim_txs``: what a miner needs to know which claim a block gives the
+    job to), the lowest MAX_LISTED_CLAIMS of them; ``pending_claims`` counts all."""
+    import numpy as np
+
+    from chain.keys import devnet_key
+    from node.rpc.market import MAX_LISTED_CLAIMS
+    from wallet.job_txs import claim_tx, submit_tx
+
+    async def body(h: Harness) -> None:
+        net = h.node.network
+        a = np.ones((64, 128), np.int8)
+        b = np.ones((128, 64), np.int8)
+        mtp = (await h.result("getblockchaininfo"))["mediantime"]
+        submit = submit_tx(net, devnet_key(0), 0, a, b, 10**6, mtp + 3600)
+        job = submit.txid.hex()
+        await h.result("sendrawtransaction", submit.to_bytes().hex())
+        bond = net.market.bond_for(10**6)
+        claims = [
+            claim_tx(net, devnet_key(1 + i % 4), i // 4, submit.txid, bond - i % 2)
+            for i in range(MAX_LISTED_CLAIMS + 4)
+        ]
+        for claim in claims:
+            await h.result("sendrawtransaction", claim.to_bytes().hex())
+        got = await h.result("getjob", job)
+        assert got["pending_claims"] == len(claims)
+        assert got["pending_claimants"] == sorted({addr(h, i) for i in (1, 2, 3, 4)})
+        by_txid = sorted(claims, key=lambda tx: tx.txid)[:MAX_LISTED_CLAIMS]
+        assert got["pending_claim_txs"] == [
+            {"txid": tx.txid.hex(), "claimant": addr(h, 1 + claims.index(tx) % 4),
+             "bond": tx.amount}
+            for tx in by_txid
+        ]  # fmt: skip
+        listed = await h.result("listjobs", "pending")
+        assert listed[0]["pending_claim_txs"] == got["pending_claim_txs"]
+
+    run_node(tmp_path, body)
+
+
 def test_a_job_its_buyer_is_reclaiming_is_not_claimable(tmp_path: Path) -> None:
     """A buyer's reclaim waiting in the pool marks the job ``pending_reclaim`` in getjob
     and listjobs, and getmarketinfo no longer counts it claimable (miners skip it: a

@@ -46,6 +46,10 @@ STATUS_NAMES = tuple(s.name.lower() for s in JobStatus)
 # waitforjob's longest wait: a client that wants longer asks again (one request is
 # never held past what HTTP clients and proxies commonly allow)
 MAX_WAIT_MS = 300_000
+# Pooled claims listed per job (``pending_claim_txs``, lowest txids first): the pool
+# may hold any number of claims of one job (each escrows a bond), and a miner needs
+# only the lowest standing ones and its own; ``pending_claims`` still counts them all.
+MAX_LISTED_CLAIMS = 32
 
 
 class JobParams(Params):
@@ -199,7 +203,7 @@ class MarketMethods:
             out["pending_claimants"] = sorted({encode_address(hrp, c) for _, c, _ in claims})
             out["pending_claim_txs"] = [
                 {"txid": txid.hex(), "claimant": encode_address(hrp, sender), "bond": bond}
-                for txid, sender, bond in claims
+                for txid, sender, bond in claims[:MAX_LISTED_CLAIMS]
             ]  # by txid: of the claims that stand, the lowest takes the job in a block
         if pending is not None:
             out["pending_commit"] = pending
