@@ -345,6 +345,7 @@ class ClaimRounds:
                 job, time.monotonic(), tx.txid, unrivalled=first_turn or not self._competing(now)
             )  # fmt: skip
             self.held[job_id] = held
+            self._crossings.claimed(now)
             if count == 0:  # the next job we compute: its operands start coming now
                 self.operands.prefetch(job_id, held)
             count, work = count + 1, work + job.multiply_adds
@@ -431,6 +432,7 @@ class ClaimRounds:
         if not self._send(claim, f"claim of {job_id.hex()[:16]} (again)"):
             return False
         held.claim_txid, held.claimed_at = claim.txid, time.monotonic()
+        self._crossings.claimed(held.claimed_at)
         self.counters.claims_sent += 1
         commit = commit_tx(
             self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,

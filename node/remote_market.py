@@ -43,6 +43,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,9 @@ BATCH_SETTLE_S = 0.02
 # claim is coming.
 FIRST_TURN_S = TURN_STEP_S - MARKET_ROUND_S
 UNCLAIMED_STATUSES = ("open", "pending")  # on chain, or a submit in the node's pool
+# A young pooled claim's job is read for rival claims at most this often: a crossing
+# is then timed to within this (the wait it feeds is 0.1-1 s).
+RIVAL_READ_EVERY_S = 0.1
 
 
 @dataclass
@@ -103,6 +107,7 @@ class RemoteHeld:
     unrivalled: bool = False
     claim_txid: bytes = b""
     rivals_seen: set[bytes] = field(default_factory=set)  # others' claims noted (txids)
+    rivals_read: float = 0.0  # when ``_watch_rivals`` last read the job
     a: npt.NDArray[np.int8] | None = None
     bt: npt.NDArray[np.int8] | None = None  # B^T, as downloaded
     leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
@@ -162,13 +167,21 @@ class RemoteMarket:
 
     def poll(self) -> None:
         """Each market round: on a new tip forget ended or lost jobs and answer probes;
-        then claim more."""
+        read our young pooled claims' jobs for rivals; then claim more."""
+        for step in self.round_steps():
+            step()
+
+    def round_steps(self) -> list[Callable[[], None]]:
+        """``poll`` in steps, each a few RPC calls: a caller that shares the market
+        with a worker's delivery takes its lock for one step at a time, so that a
+        finished product is committed between steps, not after the whole round."""
+        return [self._check_tip, self._watch_rivals, self._claim_more]
+
+    def _check_tip(self) -> None:
         tip = str(self.rpc.call("getbestblockhash"))
         if tip != self._tip:
             self._tip = tip
             self._refresh()
-        self._watch_rivals()
-        self._claim_more()
 
     def _saw(self, address: str, now: float) -> None:
         try:
@@ -233,8 +246,10 @@ class RemoteMarket:
             job_id = bytes.fromhex(job["job_id"])
             tx = claim_tx(self.network, self.key, self._nonce(), job_id, bond, fee=self.fee)
             if self._send(tx, f"claim of {job['job_id'][:16]}"):
-                held = RemoteHeld(job, time.monotonic(), unrivalled, claim_txid=tx.txid)
+                held = RemoteHeld(job, time.monotonic(), unrivalled, claim_txid=tx.txid,
+                                  rivals_seen={txid for txid, _ in self._rival_claims(job)})
                 self.held[job["job_id"]] = held
+                self._crossings.claimed(held.claimed_at)
                 batch = self._seen[job["job_id"]][0]
                 if now - batch < self._fresh_for(now):  # a fresh job taken
                     self._taken_fresh[batch] = self._taken_fresh.get(batch, 0) + 1
@@ -255,8 +270,10 @@ class RemoteMarket:
         return lowest_standing(self._rival_claims(job), need)
 
     def _note_rivals(self, held: RemoteHeld, job: dict[str, Any], now: float) -> None:
-        """Others' standing claims of a job we claimed, seen for the first time: each
-        crossed ours (a sample of how late rival claims arrive)."""
+        """Others' standing claims of a job we claimed, seen for the first time (not in
+        the listing we claimed from): each crossed ours, a sample of how late rival
+        claims arrive (counted from our claim: one that came between our listing and
+        our claim, a few ms, counts as a little late)."""
         need = self.network.market.bond_for(int(job["bounty"]))
         for txid, bond in self._rival_claims(job):
             if txid not in held.rivals_seen:
@@ -273,6 +290,9 @@ class RemoteMarket:
             young = now - held.claimed_at <= MAX_RIVAL_WAIT_S
             if not young or held.job["status"] not in UNCLAIMED_STATUSES:
                 continue
+            if now - held.rivals_read < RIVAL_READ_EVERY_S:
+                continue  # rounds come up to 20 a second: a read each is the node's time
+            held.rivals_read = now
             try:
                 job = self.rpc.call("getjob", job_id)
             except RpcError:
@@ -410,6 +430,7 @@ class RemoteMarket:
             except RpcError:
                 continue
             now = time.monotonic()
+            held.rivals_read = now
             self._note_rivals(held, job, now)
             named = job.get("claimant") == self.address and job["status"] == "claimed"
             pooled = (

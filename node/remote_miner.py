@@ -225,18 +225,13 @@ class RemoteMiner:
                 return
             delay, last_round = MARKET_ROUND_S, time.monotonic()
             try:
-                with self._market_lock:
-                    self.market.poll()
-                idle = False
-                for index in range(len(self._jobs)):
-                    if index in self._busy or index in self._gone:
-                        continue
+                # A job claimed and fetched earlier goes to a worker that came free at
+                # once: the round's RPCs (a listing of every unclaimed job) come after.
+                self._hand_out()
+                for step in self.market.round_steps():
                     with self._market_lock:
-                        work = self.market.next_job()
-                    if work is None:
-                        idle = True
-                        break
-                    self._dispatch(index, *work)
+                        step()
+                idle = self._hand_out()
                 with self._market_lock:
                     self.market.prefetch()
                     if idle:
@@ -246,6 +241,20 @@ class RemoteMiner:
             except (KeyError, TypeError, ValueError, OverflowError) as exc:  # not shaped as ours
                 log.warning("market: unexpected answer from the node (%r); is it a pouw node "
                             "of this version?", exc)  # fmt: skip
+
+    def _hand_out(self) -> bool:
+        """Give each idle worker a claimed job that may be computed now; True if a
+        worker is left idle."""
+        assert self.market is not None
+        for index in range(len(self._jobs)):
+            if index in self._busy or index in self._gone:
+                continue
+            with self._market_lock:
+                work = self.market.next_job()
+            if work is None:
+                return True
+            self._dispatch(index, *work)
+        return False
 
     def _dispatch(self, index: int, job_id: str, held: RemoteHeld, named: bool) -> None:
         """Hand a claimed job to worker ``index``: A, B^T as downloaded and the leaves
