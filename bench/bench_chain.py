@@ -8,9 +8,10 @@ Prints name=value lines:
   connect_claims_per_s      JOB_CLAIMs/s through process_block, every open job claimed
                             twice in one block (one claim wins, the other fails outbid)
   connect_claims_vs_transfers_ratio  the first over connect_transfers_per_s
-  lowest_claims_share       of that block's connect, the share spent judging which
-                            claims stand (chain/jobs.lowest_claims: a job read per
-                            claim, an account read per sender)
+  lowest_claims_share       judging which claims stand (chain/jobs.lowest_claims: a job
+                            read per claim, an account read per sender), timed as a
+                            call of its own on the block's parent state, over that
+                            block's connect time: an estimate of its share
   reindex_blocks_per_s      blocks/s replayed by chain.reindex.reindex from disk
 Usage: python bench/bench_chain.py [--quick] [--txs N] [--blocks N]
 """

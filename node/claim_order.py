@@ -65,8 +65,10 @@ RIVAL_WAIT_S = 0.1
 # job. At most this long: a claim that reaches us later than this is not worth waiting
 # for (its job is computed twice).
 MAX_RIVAL_WAIT_S = 1.0
-CROSSING_SAMPLES = 32  # recent crossings kept
 CLAIM_SAMPLES = 256  # recent claims of ours kept: the crossings are a share of them
+# Recent crossings kept: as many as claims, so that the share the wait leaves out is a
+# share of the claims however many of them crossed.
+CROSSING_SAMPLES = CLAIM_SAMPLES
 CROSSING_MEMORY_S = 300.0  # a crossing or claim older than this no longer counts
 # The wait may leave this share of our recent claims crossed later than it: every
 # claim waits, while a crossing it does not cover costs a product only when the rival

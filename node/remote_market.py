@@ -93,8 +93,9 @@ BATCH_SETTLE_S = 0.02
 # claim is coming.
 FIRST_TURN_S = TURN_STEP_S - MARKET_ROUND_S
 UNCLAIMED_STATUSES = ("open", "pending")  # on chain, or a submit in the node's pool
-# A young pooled claim's job is read for rival claims at most this often: a crossing
-# is then timed to within this (the wait it feeds is 0.1-1 s).
+# A young pooled claim's job is read for rival claims at most this often (rounds come
+# up to 20 a second): a crossing is timed to within a market round, late rather than
+# early, which can only lengthen the wait it feeds (0.1-1 s).
 RIVAL_READ_EVERY_S = 0.1
 
 
@@ -201,6 +202,7 @@ class RemoteMarket:
                 job = self.rpc.call("getjob", job_id)
             except RpcError:
                 self.held.pop(job_id)
+                self._in_work.pop(job_id, None)
                 continue
             ours = job.get("claimant") == self.address and job["status"] in HELD_STATUSES
             if not ours:
@@ -208,6 +210,7 @@ class RemoteMarket:
                     continue  # our claim is on its way
                 log.info("job %s: %s", job_id[:16], job["status"] if held.c is not None else "lost")
                 self.held.pop(job_id)
+                self._in_work.pop(job_id, None)
                 continue
             held.job = job
             if job["status"] == "committed" and "probe" in job:

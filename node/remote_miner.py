@@ -482,9 +482,8 @@ class RemoteMiner:
     def line(self) -> str:
         """The status line: rates and totals, and the paid jobs' counts with the market."""
         line = self.stats.line(self.height)
-        if self.market is not None:
-            with self._market_lock:
-                line += " | " + self.market.line()
+        if self.market is not None:  # four counters: read without the market's lock,
+            line += " | " + self.market.line()  # which a download may hold
         return line
 
     def close(self) -> None:

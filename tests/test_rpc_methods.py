@@ -428,9 +428,10 @@ def test_waitforjob_answers_when_the_commit_reaches_the_pool(tmp_path: Path) -> 
 
 
 def test_pooled_claims_are_listed_lowest_txid_first_and_capped(tmp_path: Path) -> None:
-    """getjob and listjobs list a job's pooled claims by txid with sender and bond
-    (``pending_claim_txs``: what a miner needs to know which claim a block gives the
-    job to), the lowest MAX_LISTED_CLAIMS of them; ``pending_claims`` counts all."""
+    """getjob and listjobs list a job's pooled claims that escrow its bond by txid, with
+    sender and bond (``pending_claim_txs``: what a miner needs to know which claim a
+    block gives the job to), the lowest MAX_LISTED_CLAIMS of them; a claim with a
+    smaller bond fails on its own and is not listed; ``pending_claims`` counts all."""
     import numpy as np
 
     from chain.keys import devnet_key
@@ -446,16 +447,18 @@ def test_pooled_claims_are_listed_lowest_txid_first_and_capped(tmp_path: Path) -
         job = submit.txid.hex()
         await h.result("sendrawtransaction", submit.to_bytes().hex())
         bond = net.market.bond_for(10**6)
-        claims = [
-            claim_tx(net, devnet_key(1 + i % 4), i // 4, submit.txid, bond - i % 2)
-            for i in range(MAX_LISTED_CLAIMS + 4)
+        claims = [  # devnet key 4's claims escrow one unit too little
+            claim_tx(net, devnet_key(1 + i % 4), i // 4, submit.txid, bond - (i % 4 == 3))
+            for i in range(4 * (MAX_LISTED_CLAIMS // 3 + 1))
         ]
+        standing = [tx for tx in claims if tx.amount == bond]
+        assert len(standing) > MAX_LISTED_CLAIMS
         for claim in claims:
             await h.result("sendrawtransaction", claim.to_bytes().hex())
         got = await h.result("getjob", job)
         assert got["pending_claims"] == len(claims)
         assert got["pending_claimants"] == sorted({addr(h, i) for i in (1, 2, 3, 4)})
-        by_txid = sorted(claims, key=lambda tx: tx.txid)[:MAX_LISTED_CLAIMS]
+        by_txid = sorted(standing, key=lambda tx: tx.txid)[:MAX_LISTED_CLAIMS]
         assert got["pending_claim_txs"] == [
             {"txid": tx.txid.hex(), "claimant": addr(h, 1 + claims.index(tx) % 4),
              "bond": tx.amount}

@@ -46,9 +46,10 @@ STATUS_NAMES = tuple(s.name.lower() for s in JobStatus)
 # waitforjob's longest wait: a client that wants longer asks again (one request is
 # never held past what HTTP clients and proxies commonly allow)
 MAX_WAIT_MS = 300_000
-# Pooled claims listed per job (``pending_claim_txs``, lowest txids first): the pool
-# may hold any number of claims of one job (each escrows a bond), and a miner needs
-# only the lowest standing ones and its own; ``pending_claims`` still counts them all.
+# Pooled claims listed per job (``pending_claim_txs``: those escrowing the job's bond,
+# lowest txids first): the pool may hold any number of claims of one job (each escrows
+# a bond), and a miner needs only the lowest ones and its own; ``pending_claims``
+# still counts them all.
 MAX_LISTED_CLAIMS = 32
 
 
@@ -201,9 +202,10 @@ class MarketMethods:
             hrp = self.net.hrp
             out["pending_claims"] = len(claims)
             out["pending_claimants"] = sorted({encode_address(hrp, c) for _, c, _ in claims})
+            need = self.net.market.bond_for(job.bounty)  # a smaller bond fails on its own
             out["pending_claim_txs"] = [
                 {"txid": txid.hex(), "claimant": encode_address(hrp, sender), "bond": bond}
-                for txid, sender, bond in claims[:MAX_LISTED_CLAIMS]
+                for txid, sender, bond in [c for c in claims if c[2] >= need][:MAX_LISTED_CLAIMS]
             ]  # by txid: of the claims that stand, the lowest takes the job in a block
         if pending is not None:
             out["pending_commit"] = pending
