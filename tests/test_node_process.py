@@ -67,14 +67,36 @@ def test_devnet_node_mines_20_blocks_and_resumes(tmp_path: Path) -> None:
     assert [int(h) for h, _ in MINED.findall(out)] == [21, 22]
 
 
+def _until_mined(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The node's output up to its first mined block (a slow start, such as a busy
+    machine or the engine's first compile, takes longer than a random kill time)."""
+    import threading
+
+    timer = threading.Timer(timeout, proc.kill)  # the node never mined: stop waiting
+    timer.start()
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if MINED.search(line):
+                break
+    finally:
+        timer.cancel()
+    return "".join(lines)
+
+
 def _crash_loop(datadir: Path, kills: int, seed: int) -> None:
     rng = random.Random(seed)
     reported: dict[int, str] = {}
-    for _ in range(kills):
+    for kill in range(kills):
         proc = start_node(datadir)
+        # the first run mines before its kill, so that every run has a block to keep
+        head = _until_mined(proc, 120) if kill == 0 else ""
         time.sleep(rng.uniform(0.8, 3.0))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
+        out = head + out
         for height, block_hash in MINED.findall(out):
             reported[int(height)] = block_hash
         chain, db = open_state(datadir)  # raises if the tip and state disagree
