@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from chain.address import AddressError
-from chain.chainstate import ChainStateError
 from chain.datadir import DatadirError
 from chain.network import NETWORKS, NetworkError, load_network
-from chain.storage import StorageError
+from chain.storage_errors import StorageError
 from node.config import NodeConfig, default_datadir, network_dir
 from node.miner_cli import add_miner_parser
 from node.settings_file import ConfigError, add_node_options, resolve, show
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    except (NetworkError, AddressError, ChainStateError, StorageError, DatadirError) as exc:
+    except (NetworkError, AddressError, StorageError, DatadirError) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
     except OSError as exc:  # a file of the datadir: full disk, permissions, ...
@@ -203,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_FAILURE
     except Exception as exc:  # noqa: BLE001 - last resort: say what failed, not a traceback
+        # imported here: a wallet or miner command's start skips the chain's modules
+        from chain.chainstate import ChainStateError
         from node.service import NodeError
 
+        if isinstance(exc, ChainStateError):
+            log.error("%s", exc)
+            return EXIT_FAILURE
         if isinstance(exc, NodeError):
             log.error("%s", exc)
             return EXIT_USAGE

@@ -16,14 +16,16 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chain.address import AddressError, decode_any_address
 from chain.network import NETWORKS, Network, NetworkError, load_network
-from node.remote_market import RemoteMarket
 from wallet.cli import run_command
 from wallet.keystore import WalletError
 from wallet.rpc import RpcClient, RpcConnectionError
+
+if TYPE_CHECKING:
+    from node.remote_market import RemoteMarket
 
 log = logging.getLogger("pouw.miner")
 
@@ -202,6 +204,7 @@ def _market(
 ) -> RemoteMarket:  # fmt: skip
     """The paid-job side: the keystore's key (it must hold --address) and the node's
     blob endpoint, authenticated like its RPC (cookie or --rpc-user)."""
+    from node.remote_market import RemoteMarket
     from wallet.job_cli import blob_url_for
     from wallet.rpc import read_cookie
     from wallet.wallet import Wallet

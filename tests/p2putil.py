@@ -26,7 +26,7 @@ import pytest
 from chain.address import encode_address
 from chain.block import Block
 from chain.chainstate import ChainState
-from chain.network import Network, load_network
+from chain.network import NETWORKS, Network, load_network
 from chain.storage import open_chain
 from p2p.protocol import (
     MAX_FRAME,
@@ -53,15 +53,39 @@ P2P_ENV = {
 # out at bind(0) can be taken by any outgoing connection (an RPC client, a peer dial)
 # before the node process binds it, which failed a CI run with EADDRINUSE.
 _PORT_RANGE = (20000, 32000)
-_handed_out: set[int] = set()
+# The networks' own ports (P2P, RPC, metrics at RPC + 2, blobs at RPC + 3), where a
+# node started with its defaults (tests/test_node_process.py) listens, and the three
+# below each: a test node given RPC port X and no --blob-port serves blobs on X + 3.
+_DEFAULT_PORTS = frozenset(
+    port
+    for name in NETWORKS
+    for base in (load_network(name).p2p_port, load_network(name).rpc_port)
+    for port in range(base - 3, base + 4)
+)
+_handed_out: set[int] = set(_DEFAULT_PORTS)
+
+
+def _worker_port_range() -> tuple[int, int]:
+    """This pytest-xdist worker's share of _PORT_RANGE (all of it without xdist): two
+    workers never hand out the same port, so one test's node cannot take a port that
+    another worker's test found free a moment before and is about to give its node."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count < 2:
+        return _PORT_RANGE
+    index = int(worker[2:]) % count
+    lo, hi = _PORT_RANGE
+    share = (hi - lo) // count
+    return lo + index * share, lo + (index + 1) * share
 
 
 def free_port() -> int:
     """A port free now on 127.0.0.1, outside the ephemeral range and not handed out
-    before by this process."""
+    before by this process (nor by another xdist worker)."""
     rng = random.Random()
+    port_range = _worker_port_range()
     for _ in range(1000):
-        port = rng.randrange(*_PORT_RANGE)
+        port = rng.randrange(*port_range)
         if port in _handed_out:
             continue
         with socket.socket() as s:
@@ -71,7 +95,7 @@ def free_port() -> int:
                 continue
         _handed_out.add(port)
         return port
-    raise RuntimeError(f"no free port in {_PORT_RANGE}")
+    raise RuntimeError(f"no free port in {port_range}")
 
 
 def write_genesis(path: Path, blocks_before_now: int) -> Network:

@@ -17,6 +17,7 @@ from chain.chainstate import ChainState
 from chain.network import load_network
 from chain.state_tree import StateTree
 from chain.storage import open_chain
+from tests.p2putil import free_port
 
 DEVNET = load_network("devnet")
 MINED = re.compile(r"mined block height=(\d+) hash=([0-9a-f]{64})")
@@ -27,8 +28,13 @@ def pouw(*args: str) -> list[str]:
 
 
 def start_node(datadir: Path, *extra: str) -> subprocess.Popen[str]:
+    """The README's node (devnet, mining, P2P and RPC on), on ports of its own: the
+    default ones may be another test's under pytest-xdist, or a developer's node."""
+    ports = [str(free_port()) for _ in range(3)]
     return subprocess.Popen(
-        pouw("node", "--network", "devnet", "--datadir", str(datadir), "--mine", *extra),
+        pouw("node", "--network", "devnet", "--datadir", str(datadir), "--mine",
+             "--p2p-port", ports[0], "--rpc-port", ports[1], "--blob-port", ports[2],
+             *extra),  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -2,14 +2,45 @@
 
 ``Wallet`` (wallet.wallet) is the importable client; ``pouw wallet ...`` (wallet.cli)
 is its command line.
+
+The names below load with the first use of each (PEP 562): ``import wallet.rpc`` or a
+``pouw`` command that needs no signing then skips the transaction codec (NumPy,
+pydantic), which is half a second of every command's start.
 """
 
 from __future__ import annotations
 
-from wallet.amount import COIN, AmountError, format_coins, parse_amount
-from wallet.keystore import KeystoreError, KeystoreExistsError, WalletError, WrongPasswordError
-from wallet.rpc import AccountInfo, RpcClient, RpcConnectionError, RpcError
-from wallet.wallet import DEFAULT_FEE, Wallet, default_keystore_path
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wallet.amount import COIN, AmountError, format_coins, parse_amount
+    from wallet.keystore import (
+        KeystoreError,
+        KeystoreExistsError,
+        WalletError,
+        WrongPasswordError,
+    )
+    from wallet.rpc import AccountInfo, RpcClient, RpcConnectionError, RpcError
+    from wallet.wallet import DEFAULT_FEE, Wallet, default_keystore_path
+
+_HOME = {
+    "COIN": "wallet.amount",
+    "AmountError": "wallet.amount",
+    "format_coins": "wallet.amount",
+    "parse_amount": "wallet.amount",
+    "KeystoreError": "wallet.keystore",
+    "KeystoreExistsError": "wallet.keystore",
+    "WalletError": "wallet.keystore",
+    "WrongPasswordError": "wallet.keystore",
+    "AccountInfo": "wallet.rpc",
+    "RpcClient": "wallet.rpc",
+    "RpcConnectionError": "wallet.rpc",
+    "RpcError": "wallet.rpc",
+    "DEFAULT_FEE": "wallet.wallet",
+    "Wallet": "wallet.wallet",
+    "default_keystore_path": "wallet.wallet",
+}
 
 __all__ = [
     "COIN",
@@ -28,3 +59,10 @@ __all__ = [
     "format_coins",
     "parse_amount",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'wallet' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
