@@ -117,3 +117,22 @@ def test_the_checks_see_a_circle_and_a_wrong_way_import() -> None:
                                                 "typing.TYPE_CHECKING"]  # fmt: skip
     every = {name for node in ast.walk(tree) for name in _imported(node)}
     assert {"node.service", "p2p.peer"} <= every
+
+
+def test_the_command_line_starts_without_the_chain_and_the_kernels() -> None:
+    """``pouw wallet ...``, ``pouw miner --help`` and the parser of every command load
+    neither the chain's state (LevelDB, the block rules) nor Numba's kernels: those are
+    most of a second of every wallet command's start. A handler imports what it needs."""
+    import subprocess
+    import sys
+
+    heavy = ["chain.chainstate", "chain.storage", "numba", "node.service", "node.remote_market"]
+    probe = (
+        "import sys, node.cli; node.cli.build_parser(); "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60,
+        check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "[]", out.stdout
