@@ -174,3 +174,17 @@ def test_format_coins() -> None:
     assert format_coins(150_000_000) == "1.5"
     assert format_coins(1) == "0.00000001"
     assert format_coins(0) == "0.0"
+
+
+def test_the_package_names_load_on_first_use() -> None:
+    """wallet/__init__ loads its names lazily: each one in ``__all__`` has a home that
+    defines it, and nothing else is an attribute of the package."""
+    import importlib
+
+    import wallet
+
+    assert sorted(wallet.__all__) == sorted(wallet._HOME)
+    for name in wallet.__all__:
+        assert getattr(wallet, name) is getattr(importlib.import_module(wallet._HOME[name]), name)
+    with pytest.raises(AttributeError, match="no attribute 'Walet'"):
+        _ = wallet.Walet  # type: ignore[attr-defined]
