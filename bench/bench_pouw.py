@@ -15,11 +15,12 @@ Prints ``name=value`` lines. For each shape:
   noise removal, winners, seals) on the same operands, with a target at which about one
   tile per product wins; ``pouw_overhead_ratio`` = pouw_s / baseline_s. ``engine_path``
   says how the engine multiplies: ``int8-vnni`` (AVX-512 VNNI int8 dot products into
-  exact int32, compute/vnni.py, where the CPU has them) or ``sgemm`` (float32 BLAS per
+  exact int32, compute/int_tile.py, where the CPU has them), ``int16-avx2`` (AVX2
+  int16 dot products, where it has AVX2 but not VNNI) or ``sgemm`` (float32 BLAS per
   r-step, everywhere else). The baseline is float32 sgemm either way.
 * ``pouw_sgemm_overhead_ratio_median``: the same for the engine forced onto its sgemm
-  path (``use_vnni=False``), timed in the same loop: the transcript's cost over the
-  plain product when both use the same arithmetic (printed where int8-vnni is used).
+  path (``use_int_tile=False``), timed in the same loop: the transcript's cost over the
+  plain product when both use the same arithmetic (printed where an integer path is used).
 * the engine's breakdown (MiningStats.seconds, ``breakdown_*``; the ``transcript.*``
   parts are per-worker averages inside the transcript), and ``transcript_nofold_s``:
   the same transcript without the fold (and without tickets), to split product from fold.
@@ -185,12 +186,12 @@ def main(argv: list[str]) -> int:
     if not args.quick:
         reps = max(reps, 5)
     engine = NumpyEngine()
-    sgemm_engine = NumpyEngine(use_vnni=False) if engine.vnni is not None else None
+    sgemm_engine = NumpyEngine(use_int_tile=False) if engine.int_tile is not None else None
     blas = find_blas()
     print(f"machine={platform.machine()} cores={os.cpu_count()} engine_threads={engine.threads}")
     print(f"blas={'sgemm from ' + os.path.basename(blas.path) if blas else 'np.matmul'}")
     print(f"openblas_coretype_env={os.environ.get('OPENBLAS_CORETYPE', '')}")
-    print(f"engine_path={'int8-vnni' if engine.vnni is not None else 'sgemm'}")
+    print(f"engine_path={engine.int_tile.isa.path if engine.int_tile is not None else 'sgemm'}")
     print(f"block={engine.block_rows}x{engine.block_cols} reps={reps} (best and median of reps)")
     print(
         "baseline=int8->float32 copies + float32 sgemm (np.matmul) + int32 C; "

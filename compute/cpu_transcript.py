@@ -2,7 +2,7 @@
 
 compute/numpy_engine.py prepares the operands (commitments, noise, packed or paneled
 A' and B') and calls ``run_transcript``; each worker takes the next block, computes
-its C' with every r-step folded (int8 micro-kernel, per-step sgemm, or np.matmul;
+its C' with every r-step folded (integer micro-kernel, per-step sgemm, or np.matmul;
 see numpy_engine's docstring), hashes its tiles' tickets and removes its noise.
 """
 
@@ -17,19 +17,19 @@ import numpy as np
 
 from compute import fasthash, int8_kernels, kernels
 from compute.blas import Blas
+from compute.int_tile import IntTile
 from compute.removal import RemovalPlan, remove_block_numpy
-from compute.vnni import Vnni
 from consensus.hashing import TAG_TICKET
 from consensus.params import PouwParams
 
-CHUNK_K = 512  # k per micro-kernel call on the int8 path: its B' micro-panel stays in L1
+CHUNK_K = 512  # k per micro-kernel call on the integer path: its B' micro-panel stays in L1
 
 
 @dataclass(frozen=True)
 class Operands:
-    a_pan: np.ndarray  # A' (int8 panels, or uint32 words packed for the int8 path)
+    a_pan: np.ndarray  # A' (int8 panels, or uint32 words packed for the integer path)
     b_pan: np.ndarray  # B' (likewise; B' + 128 when packed)
-    corr: np.ndarray  # int8 path: 128 * running row sums of A' (empty otherwise)
+    corr: np.ndarray  # integer path: offset * running row sums of A' (empty otherwise)
     k: int
 
 
@@ -45,7 +45,7 @@ def run_transcript(
     bm: int,
     bn: int,
     blas: Blas | None,
-    vnni: Vnni | None,
+    int_tile: IntTile | None,
     mode: int,
     run_workers: Callable[[Callable[[int], None]], object],
     workers: int,
@@ -66,7 +66,8 @@ def run_transcript(
     all_folded = [True]
     times = {"gemm_fold": 0.0, "tickets": 0.0, "removal": 0.0}
     k = operands.k
-    steps, qps = k // r, (r + 3) // 4
+    steps = k // r
+    qps = -(-r // int_tile.group) if int_tile is not None else 0  # packed words per step
     chunk_steps = max(1, CHUNK_K // r)
 
     def worker(_: int) -> None:
@@ -81,15 +82,15 @@ def run_transcript(
                 next_block[0] += 1
             rows, cols = min(bm, m - i0), min(bn, n - j0)
             if (rows, cols) not in scratch:
-                scratch[rows, cols] = _scratch(rows, cols, r, vnni)
+                scratch[rows, cols] = _scratch(rows, cols, r, int_tile)
             buf, state, a_f32, b_f32 = scratch[rows, cols]
             block_mode = mode if flag[0] == 0 else kernels.MODE_PRODUCT
             t = time.perf_counter()
-            if vnni is not None:
+            if int_tile is not None:
                 acc = a_f32
                 status = int8_kernels.transcript_block(
-                    vnni.tile, a_pan, b_pan, operands.corr, i0, j0, rows, cols, steps, qps,
-                    vnni.mr, vnni.nr, chunk_steps, acc, state, flag, keep, block_mode,
+                    int_tile.tile, a_pan, b_pan, operands.corr, i0, j0, rows, cols, steps, qps,
+                    int_tile.mr, int_tile.nr, chunk_steps, acc, state, flag, keep, block_mode,
                 )  # fmt: skip
             elif blas is not None:
                 status = kernels.transcript_block(
@@ -115,13 +116,13 @@ def run_transcript(
                 all_folded[0] = False
             t3 = time.perf_counter()
             local["tickets"] += t3 - t2
-            if vnni is not None and fast_removal:
+            if int_tile is not None and fast_removal:
                 assert blas is not None
                 int8_kernels.remove_block(
                     blas.sgemm, plan.left_t, plan.right, plan.chunks, i0, j0, buf, a_f32,
                     product,
                 )  # fmt: skip
-            elif vnni is not None:
+            elif int_tile is not None:
                 product[i0 : i0 + rows, j0 : j0 + cols] = a_f32[:rows, :cols]
                 remove_block_numpy(plan, i0, j0, product[i0 : i0 + rows, j0 : j0 + cols])
             elif fast_removal:
@@ -168,17 +169,17 @@ def _transcript_block_numpy(
     return 1 if folding else 0
 
 
-def _scratch(rows: int, cols: int, r: int, vnni: Vnni | None) -> tuple[np.ndarray, ...]:
+def _scratch(rows: int, cols: int, r: int, int_tile: IntTile | None) -> tuple[np.ndarray, ...]:
     """Per-block scratch of one worker: (sgemm buffer, fold state, then the two float32
     r-step operands on the sgemm path, or the int32 accumulators and nothing on the
-    int8 path, where state and accumulators cover whole micro-tiles)."""
+    integer path, where state and accumulators cover whole micro-tiles)."""
     buf = np.empty((rows, cols), np.float32)
-    if vnni is None:
+    if int_tile is None:
         return (
             buf,  # sgemm output (a group's sum)
             np.empty((rows, cols), np.uint32),  # fold state
             np.empty((r, rows), np.float32),  # one r-step of A'^T
             np.empty((r, cols), np.float32),  # one r-step of B'
         )
-    padded = (-(-rows // vnni.mr) * vnni.mr, -(-cols // vnni.nr) * vnni.nr)
+    padded = (-(-rows // int_tile.mr) * int_tile.mr, -(-cols // int_tile.nr) * int_tile.nr)
     return buf, np.empty(padded, np.uint32), np.empty(padded, np.int32), buf

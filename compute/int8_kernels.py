@@ -1,15 +1,18 @@
-"""Numba side of the int8 (AVX-512 VNNI) transcript: packing and the block driver.
+"""Numba side of the integer transcript (int8 VNNI or int16 AVX2): packing and the
+block driver.
 
-compute/vnni.py compiles the micro-kernel; these kernels lay the noisy operands out
-for it once per product and walk a block of C' through it. Layouts (see vnni.py):
+compute/int_tile.py compiles the micro-kernel; these kernels lay the noisy operands
+out for it once per product and walk a block of C' through it. Layouts (see
+int_tile.py):
 
-* A' by strips of MR rows, B' + 128 by strips of NR columns, one r-step after the
+* A' by strips of MR rows, B' + offset by strips of NR columns, one r-step after the
   other (all strips of a step together, so that packing writes one compact region
-  per step); a strip's step is ``qps`` = ceil(r / 4) quads of 4 k values, a quad
-  holding the strip's MR (or NR) columns-of-the-source x 4 bytes. A step whose r is
-  not a multiple of 4 is padded with zero bytes of A' (they add nothing).
-* ``corr``: per strip of A', per step, MR int32: 128 * the running sum of each row of
-  A' up to the end of that step.
+  per step); a strip's step is ``qps`` = ceil(r / group) words of ``group`` k values
+  (4 bytes, or 2 int16), a word holding one of the strip's MR (or NR)
+  columns-of-the-source. A step whose r is not a multiple of the group is padded with
+  zeros (they add nothing).
+* ``corr``: per strip of A', per step, MR int32: offset (128 or 0) * the running sum
+  of each row of A' up to the end of that step.
 
 A block of C' (``rows x cols``, padded up to whole micro-tiles) keeps its raw int32
 accumulators and its fold states in contiguous scratch; the driver runs the
@@ -22,8 +25,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from compute.int_tile import FLAG_FINAL, FLAG_FOLD, FLAG_INIT
 from compute.kernels import MODE_FOLD
-from compute.vnni import B_OFFSET, FLAG_FINAL, FLAG_FOLD, FLAG_INIT
 
 
 @nb.njit(nogil=True, cache=True, boundscheck=False, inline="always")
@@ -98,38 +101,48 @@ def build_packed_b_panel_from_rows(
                     ap[jj] += v
                     am[jj] -= v
             for jj in range(w):
-                wq[jj] ^= _HIGH  # + B_OFFSET in every byte
+                wq[jj] ^= _HIGH  # + 128 in every byte (the int8 form's offset)
         _copy_strips(words, out, s * step_words + (p0 // strip) * qps * strip, strip)
+
+
+@nb.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _int16_pair(lo, hi):
+    """One packed word of the int16 path: two noisy entries (int8 bytes), sign-extended."""
+    return np.uint32(np.uint16(np.int16(np.int8(lo)))) | (
+        np.uint32(np.uint16(np.int16(np.int8(hi)))) << np.uint32(16)
+    )
 
 
 @nb.njit(nogil=True, cache=True, boundscheck=False)
 def build_packed_panel(
-    src, table, plus, minus, s_plus, s_minus, is_b, out, acc, corr, r, strip, p0, p1
+    src, table, plus, minus, s_plus, s_minus, is_b, out, acc, corr, r, strip, p0, p1, group,
+    b_offset,
 ):  # fmt: skip
     """Columns p0..p1-1 of the noisy operand (p0 a multiple of ``strip``), packed into
-    ``out`` (uint32 words: one word = the 4 bytes of one column in one quad).
+    ``out`` (uint32 words: one word = one column's ``group`` k values: 4 bytes, or 2
+    sign-extended int16 for group 2).
 
     noisy[c, j] = src[c, j] + table[plus[c], j] - table[minus[c], j]; for A (is_b
-    False: src = A^T, table = E_AL^T) it is stored as a signed byte and its running
-    row sums go to ``corr``, and acc[s_plus[c]] += clean, acc[s_minus[c]] -= clean
-    (acc = (A . E_BL)^T); for B (src = B, table = E_BR) noisy + 128 is stored and
-    the noisy entry is scattered (acc = E_AR . B').
+    False: src = A^T, table = E_AL^T) it is stored as is and ``b_offset`` times its
+    running row sums go to ``corr``, and acc[s_plus[c]] += clean, acc[s_minus[c]] -=
+    clean (acc = (A . E_BL)^T); for B (src = B, table = E_BR) noisy + ``b_offset`` is
+    stored and the noisy entry is scattered (acc = E_AR . B').
     """
     k = src.shape[0]
     steps = k // r
-    qps = (r + 3) // 4
+    gps = (r + group - 1) // group
     step_words = out.shape[0] // steps  # one r-step of every strip of the operand
     w = p1 - p0
     running = np.zeros(w, np.int32)  # |row sum of A'| <= 127 * k < 2^31
-    quad = np.zeros((4, w), np.uint8)  # the 4 k of one quad, one row each
-    words = np.empty((qps, w), np.uint32)  # one step, interleaved: a row per quad
-    offset = np.uint8(B_OFFSET if is_b else 0)
+    quad = np.zeros((4, w), np.uint8)  # the group's k values, one row each
+    words = np.empty((gps, w), np.uint32)  # one step, interleaved: a row per group
+    offset = np.uint8(b_offset if is_b else 0)
     for s in range(steps):
-        for q in range(qps):
-            if q * 4 + 4 > r:
+        for q in range(gps):
+            if q * group + group > r:
                 quad[:] = 0
-            for kk in range(min(4, r - q * 4)):
-                c = s * r + q * 4 + kk
+            for kk in range(min(group, r - q * group)):
+                c = s * r + q * group + kk
                 row = src[c, p0:p1].view(np.uint8)
                 tp = table[plus[c], p0:p1].view(np.uint8)
                 tm = table[minus[c], p0:p1].view(np.uint8)
@@ -152,23 +165,27 @@ def build_packed_panel(
                         am[jj] -= v
                     for jj in range(w):
                         running[jj] += np.int32(np.int8(t[jj]))
-            # interleave the quad's 4 rows into words
-            t0, t1, t2, t3 = quad[0], quad[1], quad[2], quad[3]
+            # interleave the group's rows into words
             wq = words[q]
-            for jj in range(w):
-                wq[jj] = (
-                    np.uint32(t0[jj])
-                    | (np.uint32(t1[jj]) << 8)
-                    | (np.uint32(t2[jj]) << 16)
-                    | (np.uint32(t3[jj]) << 24)
-                )
+            t0, t1, t2, t3 = quad[0], quad[1], quad[2], quad[3]
+            if group == 4:
+                for jj in range(w):
+                    wq[jj] = (
+                        np.uint32(t0[jj])
+                        | (np.uint32(t1[jj]) << 8)
+                        | (np.uint32(t2[jj]) << 16)
+                        | (np.uint32(t3[jj]) << 24)
+                    )
+            else:
+                for jj in range(w):
+                    wq[jj] = _int16_pair(t0[jj], t1[jj])
         # the step's strips, one after the other: a sequential write
-        _copy_strips(words, out, s * step_words + (p0 // strip) * qps * strip, strip)
+        _copy_strips(words, out, s * step_words + (p0 // strip) * gps * strip, strip)
         if not is_b:
             o = ((p0 // strip) * steps + s) * strip
             for lo in range(0, w, strip):
                 for jl in range(min(strip, w - lo)):
-                    corr[o + jl] = np.int32(B_OFFSET * running[lo + jl])
+                    corr[o + jl] = np.int32(b_offset * running[lo + jl])
                 o += steps * strip
 
 

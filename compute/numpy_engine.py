@@ -1,5 +1,5 @@
-"""The CPU mining engine: int8 dot products (AVX-512 VNNI) or float32 BLAS for the
-products, Numba for everything per-entry.
+"""The CPU mining engine: integer dot products (int8 AVX-512 VNNI, int16 AVX2) or
+float32 BLAS for the products, Numba for everything per-entry.
 
 Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that). One
 ``mine`` call, with one worker thread per core:
@@ -16,12 +16,16 @@ Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that)
 3. transcript: C' in blocks of ``block_rows x block_cols``, each worker taking the
    next block, every r-step folded, ``state = rotl32(state, 1) ^ uint32(acc)``.
 
-   * int8 path (where the CPU has AVX-512 VNNI; compute/vnni.py and
-     compute/int8_kernels.py; blocks 256 x 256): A' and B' + 128 are packed by
-     micro-tile strips, one r-step after the other, in step 2. An LLVM micro-kernel
-     keeps an 8 x 32 tile of C' in registers as exact int32 over a few r-steps at a
-     time and folds it in registers after each step; no conversion, no packing, no
-     float group limit inside the product.
+   * integer path (compute/int_tile.py and compute/int8_kernels.py; blocks about
+     256 x 256): int8 where the CPU has AVX-512 VNNI, int16 where it has AVX2. A'
+     and B' (+ 128 for int8) are packed by micro-tile strips, one r-step after the
+     other, in step 2. An LLVM micro-kernel keeps a tile of C' (8 x 32 int8, 6 x 16
+     int16) in registers as exact int32 over a few r-steps at a time and folds it in
+     registers after each step; no conversion, no packing, no float group limit
+     inside the product. Given B^T (a market miner downloads it), the int8 form
+     packs B' from its rows; the int16 form reads B after the fast 8x8-block
+     transpose (compute/transpose.py), which with its packing measured faster than
+     packing from the rows (31 ms against 66 for 4096 x 4096 on one core).
    * sgemm path (everywhere else; blocks 512 x 256: accumulator, state and sgemm
      buffer, 1.5 MiB, stay in the 2 MiB L2): A'^T and B' as int8 column panels (one
      r-step of a panel is one contiguous run). Per r-step: single-threaded sgemm
@@ -37,7 +41,7 @@ Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that)
 4. winners: digest < target * h * w * k; seals from consensus.pouw.make_seal.
 
 ``stop`` is polled by the calling thread while the workers run and checked by them
-between r-steps (between micro-kernel calls, a few steps, on the int8 path); with
+between r-steps (between micro-kernel calls, a few steps, on the integer path); with
 ``keep_product_on_stop`` the rest of C is finished without the fold and returned
 without seals.
 
@@ -64,6 +68,7 @@ from compute.cpu_transcript import Operands, run_transcript
 from compute.cpu_workers import StageClock, Workers, split_range
 from compute.engine import MiningOutput, MiningStats, OperandLeaves, WorkTemplate
 from compute.fast_commit import line_leaf_words
+from compute.int_tile import IntTile, find_int_tile
 from compute.priority import FILLER_NICE
 from compute.removal import (  # noqa: F401 - re-exported
     FLOAT32_EXACT,
@@ -74,7 +79,7 @@ from compute.removal import (  # noqa: F401 - re-exported
     remove_block_numpy,
 )
 from compute.spread import cores
-from compute.vnni import Vnni, find_vnni
+from compute.transpose import transposed
 from consensus.commitments import ENTRY_MAX, ENTRY_MIN
 from consensus.noise import (
     LABEL_A_LEFT,
@@ -95,21 +100,21 @@ Int8Matrix = npt.NDArray[np.int8]
 
 
 class _Workspace:
-    def __init__(self, key: tuple[int, ...], vnni: Vnni | None) -> None:
+    def __init__(self, key: tuple[int, ...], int_tile: IntTile | None) -> None:
         m, k, n, r, h, w, _, _ = key
         self.key = key
         self.a_t = np.empty((k, m), np.int8)  # A^T
-        if vnni is None:
+        if int_tile is None:
             self.a_pan = np.empty(m * k, np.int8)  # A'^T in panels of block_rows columns
             self.b_pan = np.empty(k * n, np.int8)  # B' in panels of block_cols columns
             self.corr = np.empty(0, np.int32)
         else:
             # int8_kernels.build_packed_panel's layout; zeros stay in the padding
-            steps, qps = k // r, (r + 3) // 4
-            strips_a, strips_b = -(-m // vnni.mr), -(-n // vnni.nr)
-            self.a_pan = np.zeros(strips_a * steps * qps * vnni.mr, np.uint32)
-            self.b_pan = np.zeros(strips_b * steps * qps * vnni.nr, np.uint32)
-            self.corr = np.zeros(strips_a * steps * vnni.mr, np.int32)
+            steps, qps = k // r, -(-r // int_tile.group)
+            strips_a, strips_b = -(-m // int_tile.mr), -(-n // int_tile.nr)
+            self.a_pan = np.zeros(strips_a * steps * qps * int_tile.mr, np.uint32)
+            self.b_pan = np.zeros(strips_b * steps * qps * int_tile.nr, np.uint32)
+            self.corr = np.zeros(strips_a * steps * int_tile.mr, np.int32)
         self.x_t = np.empty((r, m), np.int32)  # (A . E_BL)^T
         self.y = np.empty((r, n), np.int32)  # E_AR . B'
         self.digests = np.empty(((m // h) * (n // w), 8), np.uint32)
@@ -126,15 +131,17 @@ class NumpyEngine:
         block_rows: int | None = None,
         block_cols: int | None = None,
         use_blas: bool = True,
-        use_vnni: bool = True,
+        use_int_tile: bool = True,
         worker_nice: int = 0,
     ) -> None:
         self.threads = threads or cores()
         self.worker_nice = worker_nice  # > 0: the worker threads yield to the rest
         self.blas: Blas | None = find_blas() if use_blas else None
-        # int8 products where the CPU has AVX-512 VNNI (compute/vnni.py), else sgemm
-        self.vnni: Vnni | None = find_vnni() if use_vnni and self.blas is not None else None
-        default_rows, default_cols = (256, 256) if self.vnni is not None else (512, 256)
+        # integer products where the CPU has VNNI or AVX2 (compute/int_tile.py), else sgemm
+        self.int_tile: IntTile | None = (
+            find_int_tile() if use_int_tile and self.blas is not None else None
+        )
+        default_rows, default_cols = (256, 256) if self.int_tile is not None else (512, 256)
         self.block_rows = block_rows or default_rows
         self.block_cols = block_cols or default_cols
         # kernels.MODE_FOLD mines; MODE_STEPS (benchmarks only) skips the fold to time it.
@@ -152,7 +159,7 @@ class NumpyEngine:
         else. Products are bit-identical; only the scheduling differs."""
         return NumpyEngine(
             self.threads, self.block_rows, self.block_cols, use_blas=self.blas is not None,
-            use_vnni=self.vnni is not None, worker_nice=FILLER_NICE,
+            use_int_tile=self.int_tile is not None, worker_nice=FILLER_NICE,
         )  # fmt: skip
 
     def mine(
@@ -172,6 +179,8 @@ class NumpyEngine:
         if b_t is not None and (b_t.shape != b.shape[::-1] or not b_t.flags.c_contiguous):
             raise ValueError(f"b_t must be B^T ({b.shape[1]}x{b.shape[0]}, C-contiguous)")
         rows_only = b_t is not None and self.packs_b_from_rows(params)
+        if b_t is not None and not rows_only and not b.flags.c_contiguous:
+            b = transposed(b_t)  # this path reads B: the fast transpose, not NumPy's copy
         a, b = self._check_operands(params, a, b, b_t if rows_only else None)
         (m, k), n = a.shape, b.shape[1]
         r, h, w = params.noise_rank, params.tile_rows, params.tile_cols
@@ -258,7 +267,7 @@ class NumpyEngine:
             ws, self._spare = self._spare, None
         if ws is not None and ws.key == key:
             return ws
-        return _Workspace(key, self.vnni)
+        return _Workspace(key, self.int_tile)
 
     def _release(self, ws: _Workspace) -> None:
         with self._spare_lock:
@@ -333,10 +342,11 @@ class NumpyEngine:
         )
 
     def packs_b_from_rows(self, params: PouwParams) -> bool:
-        """True when, given ``b_t``, this engine reads only B^T's rows (int8 path, r a
+        """True when, given ``b_t``, this engine reads only B^T's rows (int8 VNNI path, r a
         multiple of 4): the caller may then pass B as the view ``b_t.T`` and never
         transpose B (a market miner downloads B^T)."""
-        return self.vnni is not None and params.noise_rank % 4 == 0
+        tile = self.int_tile  # the int16 path packs faster from B after a fast transpose
+        return tile is not None and tile.group == 4 and params.noise_rank % 4 == 0
 
     @staticmethod
     def _given_trees(
@@ -354,9 +364,9 @@ class NumpyEngine:
 
     def _block_shape(self, h: int, w: int) -> tuple[int, int]:
         """Block rows and columns: multiples of the tile, so tiles never straddle blocks
-        (and of the micro-tile on the int8 path, so blocks start on packed strips)."""
-        if self.vnni is not None:
-            h, w = math.lcm(h, self.vnni.mr), math.lcm(w, self.vnni.nr)
+        (and of the micro-tile on the integer path, so blocks start on packed strips)."""
+        if self.int_tile is not None:
+            h, w = math.lcm(h, self.int_tile.mr), math.lcm(w, self.int_tile.nr)
         return max(h, self.block_rows // h * h), max(w, self.block_cols // w * w)
 
     def _noisy_operands(
@@ -379,12 +389,13 @@ class NumpyEngine:
         x_t[:] = 0
         y[:] = 0
         jobs: list[tuple] = []
-        if self.vnni is not None:
-            mr, nr = self.vnni.mr, self.vnni.nr
+        if self.int_tile is not None:
+            tile = self.int_tile
+            mr, nr, group, b_offset = tile.mr, tile.nr, tile.group, tile.b_offset
             for p0 in range(0, m, bm):
                 jobs.append(
                     (ws.a_t, e_al_t, a_plus, a_minus, b_plus, b_minus, False, ws.a_pan, x_t,
-                     ws.corr, r, mr, p0, min(m, p0 + bm))
+                     ws.corr, r, mr, p0, min(m, p0 + bm), group, b_offset)
                 )  # fmt: skip
             b_jobs: list[tuple] = []
             for p0 in range(0, n, bn):
@@ -396,7 +407,7 @@ class NumpyEngine:
                     continue
                 jobs.append(
                     (b, e_br, b_plus, b_minus, a_plus, a_minus, True, ws.b_pan, y, ws.corr, r,
-                     nr, p0, min(n, p0 + bn))
+                     nr, p0, min(n, p0 + bn), group, b_offset)
                 )  # fmt: skip
             tasks: list[tuple[Any, tuple]] = [(int8_kernels.build_packed_panel, j) for j in jobs]
             tasks += [(int8_kernels.build_packed_b_panel_from_rows, j) for j in b_jobs]
@@ -441,7 +452,7 @@ class NumpyEngine:
         with single_threaded(self.blas):
             return run_transcript(
                 params, operands, plan, sigma_a, product, ws.digests, flag, keep, bm, bn,
-                self.blas, self.vnni, self.transcript_mode,
+                self.blas, self.int_tile, self.transcript_mode,
                 lambda worker: self._workers.run_polling(worker, stop, flag),
                 self._workers.count,
             )  # fmt: skip

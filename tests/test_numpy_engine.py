@@ -62,7 +62,7 @@ DEFAULT = NumpyEngine()
 NO_BLAS = NumpyEngine(use_blas=False, block_rows=16, block_cols=16)
 ONE_THREAD = NumpyEngine(threads=1, block_rows=24, block_cols=8)
 # float32 sgemm even where the int8 (AVX-512 VNNI) path is available
-SGEMM = NumpyEngine(use_vnni=False, block_rows=16, block_cols=24)
+SGEMM = NumpyEngine(use_int_tile=False, block_rows=16, block_cols=24)
 ENGINES = {
     "small-blocks": SMALL_BLOCKS,
     "default": DEFAULT,
