@@ -5,6 +5,9 @@ instead of float32 sgemm, with the first of these forms (``ISAS``) the CPU has:
 
 * ``int8-vnni`` (AVX-512 VNNI, ``vpdpbusd``: 64 int8 multiply-adds into 16 int32
   lanes per instruction, four times the float32 FMA rate);
+* ``int8-avxvnni`` (AVX-VNNI: the same instruction on 256 bits, VEX-encoded, on Intel
+  cores since Alder Lake that lack AVX-512). Compiled and checked in the tests for
+  such a CPU, not yet run on one: where its self-test fails, the next form is used;
 * ``int16-avx2`` (AVX2, ``vpmaddwd``: 16 int16 products summed in pairs into 8 int32
   lanes, then an add). On AVX2 CPUs without VNNI. Measured on a 2-core AMD EPYC
   (Zen 3) at r = 32 (devnet), 512 x 4096 x 4096 on one core: product and fold 0.17 s
@@ -16,7 +19,7 @@ instead of float32 sgemm, with the first of these forms (``ISAS``) the CPU has:
 Numba cannot emit these instructions, so this module writes one small function in
 LLVM IR, compiles it with llvmlite (already a dependency of Numba) for the host CPU,
 checks it against NumPy, and hands its address to the Numba kernels as a C function
-pointer. Nothing is downloaded or built ahead of time; on a CPU with neither, with
+pointer. Nothing is downloaded or built ahead of time; on a CPU with none, with
 an LLVM older than 15 (the IR uses opaque pointers), or when the self-test fails,
 ``find_int_tile`` returns None and the engine stays on sgemm.
 
@@ -102,8 +105,11 @@ VNNI512 = Isa(
 # Zen 3, two on many Intel cores). The byte form (vpmaddubsw) would saturate on noisy
 # entries near 127, so the operands are packed as int16, signed, with no offset. A
 # 6 x 16 tile measured fastest on Zen 3 (against 4 x 16, 4 x 24, 8 x 8, 2 x 32).
+# AVX-VNNI (Intel cores since Alder Lake without AVX-512): the same instruction on 256
+# bits, VEX-encoded; 16 vector registers, so a 6 x 16 tile as for AVX2.
+AVXVNNI = Isa("int8-avxvnni", "vpdpbusd", 8, 4, B_OFFSET, ("+avxvnni",), 6, 2)
 AVX2 = Isa("int16-avx2", "pmaddwd", 8, 2, 0, ("+avx2",), 6, 2)
-ISAS = (VNNI512, AVX2)  # the first this CPU has is used
+ISAS = (VNNI512, AVXVNNI, AVX2)  # the first this CPU has, and passes its self-test, is used
 
 
 @dataclass(frozen=True)
@@ -127,12 +133,16 @@ def kernel_ir(mr: int, nv: int, isa: Isa | None = None) -> str:
     """LLVM IR of the micro-kernel for MR = mr rows and NR = lanes * nv columns."""
     isa = isa or VNNI512
     lanes = isa.lanes
+    # 512 bits: AVX-512 VNNI; 256 bits: EVEX (AVX512VL) or VEX (AVX-VNNI) by the CPU
+    dpbusd = f"llvm.x86.avx512.vpdpbusd.{lanes * 32}"
+    if isa.dot == "pmaddwd" and lanes != 8:
+        raise ValueError("the pmaddwd form is built for AVX2 (8 lanes) only")
     vec = f"<{lanes} x i32>"
     regs = [(i, v) for i in range(mr) for v in range(nv)]
     out: list[str] = []
     emit = out.append
     if isa.dot == "vpdpbusd":
-        emit(f"declare {vec} @llvm.x86.avx512.vpdpbusd.512({vec}, {vec}, {vec})")
+        emit(f"declare {vec} @{dpbusd}({vec}, {vec}, {vec})")
     else:
         emit(f"declare {vec} @llvm.x86.avx2.pmadd.wd(<16 x i16>, <16 x i16>)")
     emit(f"declare {vec} @llvm.fshl.v{lanes}i32({vec}, {vec}, {vec})")
@@ -198,7 +208,7 @@ def kernel_ir(mr: int, nv: int, isa: Isa | None = None) -> str:
         for v in range(nv):
             if isa.dot == "vpdpbusd":
                 emit(
-                    f"  %qn{i}_{v} = call {vec} @llvm.x86.avx512.vpdpbusd.512("
+                    f"  %qn{i}_{v} = call {vec} @{dpbusd}("
                     f"{vec} %qa{i}_{v}, {vec} %bv{v}, {vec} %ab{i})"
                 )
             else:  # 16 int16 products summed in pairs into 8 int32 lanes, then added

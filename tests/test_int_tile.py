@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from compute import int8_kernels, int_tile
-from compute.int_tile import AVX2, ISAS, VNNI512, Isa
+from compute.int_tile import AVX2, AVXVNNI, ISAS, VNNI512, Isa
 from compute.numpy_engine import NumpyEngine
 from consensus.params import MAX_K
 
 # A CPU of each form's family, for compiling it where this machine lacks it.
-CPU_OF = {VNNI512.path: "icelake-server", AVX2.path: "haswell"}
+CPU_OF = {VNNI512.path: "icelake-server", AVXVNNI.path: "alderlake", AVX2.path: "haswell"}
 BEST = int_tile.find_int_tile()
 
 
@@ -36,6 +36,8 @@ def test_kernel_ir_is_built_for_any_tile_shape() -> None:
     for mr, nv in ((1, 1), (8, 2), (4, 3)):
         ir = int_tile.kernel_ir(mr, nv, VNNI512)
         assert ir.count("@llvm.x86.avx512.vpdpbusd.512(") == mr * nv + 1  # + declare
+        ir = int_tile.kernel_ir(mr, nv, AVXVNNI)
+        assert ir.count("@llvm.x86.avx512.vpdpbusd.256(") == mr * nv + 1
         ir = int_tile.kernel_ir(mr, nv, AVX2)
         assert ir.count("@llvm.x86.avx2.pmadd.wd(") == mr * nv + 1
         assert "avx512" not in ir
@@ -47,6 +49,10 @@ def test_every_form_compiles_to_its_instruction(isa: Isa) -> None:
     asm = int_tile.assembly(isa, isa.mr, isa.nv, CPU_OF[isa.path])
     instruction = "vpdpbusd" if isa.dot == "vpdpbusd" else "vpmaddwd"
     assert asm.count(f"\t{instruction}\t") >= isa.mr * isa.nv
+    if isa.lanes == 8:  # 256-bit forms run on CPUs without AVX-512: no zmm, no EVEX
+        assert "zmm" not in asm
+    if isa is AVXVNNI:
+        assert asm.count(f"{{vex}}\t{instruction}\t") >= isa.mr * isa.nv
 
 
 @pytest.mark.parametrize(("r", "k", "cols", "strip", "split"), [
