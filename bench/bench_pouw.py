@@ -191,7 +191,7 @@ def main(argv: list[str]) -> int:
     print(f"machine={platform.machine()} cores={os.cpu_count()} engine_threads={engine.threads}")
     print(f"blas={'sgemm from ' + os.path.basename(blas.path) if blas else 'np.matmul'}")
     print(f"openblas_coretype_env={os.environ.get('OPENBLAS_CORETYPE', '')}")
-    print(f"engine_path={engine.int_tile.isa.path if engine.int_tile is not None else 'sgemm'}")
+    print(f"engine_path={engine.path}")
     print(f"block={engine.block_rows}x{engine.block_cols} reps={reps} (best and median of reps)")
     print(
         "baseline=int8->float32 copies + float32 sgemm (np.matmul) + int32 C; "

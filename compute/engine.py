@@ -31,6 +31,13 @@ def packs_b_from_rows(engine: object, params: PouwParams) -> bool:
     return bool(callable(packs) and packs(params))
 
 
+def engine_path(engine: object) -> str:
+    """How ``engine`` multiplies (NumpyEngine: int8-vnni, int8-avxvnni, int16-avx2,
+    sgemm or np.matmul); an engine with one way only answers its name."""
+    path = getattr(engine, "path", None)
+    return path if isinstance(path, str) else str(getattr(engine, "name", "unknown"))
+
+
 class WorkTemplate(Protocol):
     """Builds the statement a header would make about a product of these operands."""
 

@@ -153,6 +153,14 @@ class NumpyEngine:
 
     # -- public -----------------------------------------------------------------------
 
+    @property
+    def path(self) -> str:
+        """How the products are multiplied: the integer micro-kernel's form, else
+        float32 sgemm, else np.matmul (no BLAS found)."""
+        if self.int_tile is not None:
+            return self.int_tile.isa.path
+        return "sgemm" if self.blas is not None else "np.matmul"
+
     def low_priority_twin(self) -> NumpyEngine:
         """The same engine with worker threads at FILLER_NICE (compute/priority.py): the
         miner runs filler products on it, so that they yield the cores to everything

@@ -23,7 +23,13 @@ from chain.block import Block
 from chain.chainstate import ChainState, ProcessResult
 from chain.state import StateError
 from chain.tx import Transaction
-from compute.engine import MiningEngine, MiningOutput, WorkTemplate, packs_b_from_rows
+from compute.engine import (
+    MiningEngine,
+    MiningOutput,
+    WorkTemplate,
+    engine_path,
+    packs_b_from_rows,
+)
 from compute.priority import lower_thread_priority
 from compute.transpose import transposed
 from consensus.difficulty import block_work
@@ -217,9 +223,10 @@ class Miner:
     async def run(self, max_blocks: int | None = None) -> None:
         self.counters.started = time.monotonic()
         log.info(
-            "mining on %s with the %s engine, filler %dx%dx%d",
+            "mining on %s with the %s engine (%s), filler %dx%dx%d",
             self.chain.network.name,
             self.engine.name,
+            engine_path(self.engine),
             self.chain.network.filler.m,
             self.chain.network.filler.k,
             self.chain.network.filler.n,

@@ -19,6 +19,7 @@ import pytest
 
 from chain.address import address_from_pubkey, encode_address
 from chain.keys import devnet_key
+from compute.numpy_engine import NumpyEngine
 from tests.marketutil import exact_product
 from tests.p2putil import P2P_ENV, free_port, write_genesis
 from wallet.jobs import JobClient
@@ -164,9 +165,12 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
             rpcs[0].call("getcontribution", _address(i))["delivered"] for i in (1, 2, 3)
         )
         assert delivered == sum(p["multiply_adds"] for p in every)
+        path = NumpyEngine().path  # how this CPU multiplies: the nodes run on it too
         for rpc in rpcs[1:]:
-            market = rpc.call("getmininginfo")["market"]
+            mining = rpc.call("getmininginfo")
+            market = mining["market"]
             assert market["recomputed_products"] == 0, market
+            assert (mining["engine"], mining["enginepath"]) == ("numpy", path), mining
         info = rpcs[0].call("getmarketinfo")
         assert info["jobs"]["paid"] == 9 and info["network_multiply_adds_per_s"] > 0
         # the CLI reads a job's state without a key

@@ -87,6 +87,7 @@ def test_template_mine_submit_and_stale(tmp_path: Path) -> None:
         assert err["code"] == -5
         info = await h.result("getmininginfo")
         assert info["blocks"] == 1 and info["mining"] is False
+        assert info["engine"] is None and info["enginepath"] is None
 
     run_node(tmp_path, body)
 

@@ -9,6 +9,7 @@ from chain.block import Block
 from chain.encoding import DecodeError
 from chain.state import StateError
 from chain.validation import Verdict
+from compute.engine import engine_path
 from consensus.difficulty import block_work
 from consensus.seal import check_shape
 from node.rpc.base import MethodsBase
@@ -86,6 +87,8 @@ class MiningMethods(MarketMethods, MethodsBase):
             "networkmultiplyaddsps": rate,
             "pooledtx": len(self.node.mempool),
             "mining": miner is not None,
+            "engine": miner.engine.name if miner else None,
+            "enginepath": engine_path(miner.engine) if miner else None,
             "localmultiplyaddsps": miner.counters.multiply_adds_per_s() if miner else 0.0,
             "localproducts": miner.counters.products if miner else 0,
             "localmultiplyadds": miner.counters.multiply_adds if miner else 0,
