@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from chain.header import Header
-from compute.engine import packs_b_from_rows
+from compute.engine import engine_path, packs_b_from_rows
 from compute.priority import lower_thread_priority
 from compute.transpose import transposed
 from consensus.ints import u32, u64
@@ -67,7 +67,8 @@ def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - report and exit: the parent decides
         results.put(("error", spec.index, f"{type(exc).__name__}: {exc}"))
         return
-    results.put(("ready", spec.index, engine.name, spec.device, os.getpid()))
+    path = engine_path(engine)  # how it multiplies, where the engine has a choice
+    results.put(("ready", spec.index, engine.name, spec.device, os.getpid(), path))
     stop = threading.Event()
     state: dict[str, Any] = {"job": None, "product": None, "quit": False}
     changed = threading.Condition()

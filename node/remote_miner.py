@@ -373,9 +373,10 @@ class RemoteMiner:
             _, index, job_id = msg
             self._delivered(index, job_id)
         elif kind == "ready":
-            _, index, engine, device, pid = msg
+            _, index, engine, device, pid, path = msg
             dev = "" if device is None else f" on device {device}"
-            log.info("worker %d ready: %s engine%s (pid %d)", index, engine, dev, pid)
+            how = "" if path == engine else f", {path}"
+            log.info("worker %d ready: %s engine%s%s (pid %d)", index, engine, dev, how, pid)
         elif kind == "error":
             _, index, text = msg
             self._worker_gone(index, f"failed: {text}")

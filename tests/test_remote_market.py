@@ -212,7 +212,7 @@ def test_a_worker_that_dies_hands_its_paid_job_to_another(tmp_path: Path) -> Non
         node.rpc()
         _, miner = _start_miner(tmp_path, node, genesis, 3, miner_log,
                                 "--workers", "2", "--threads", "1")  # fmt: skip
-        ready = re.compile(r"worker (\d) ready: numpy engine \(pid (\d+)\)")
+        ready = re.compile(r"worker (\d) ready: numpy engine, [\w.-]+ \(pid (\d+)\)")
         pids = wait_for("two workers", lambda: len(found := dict(ready.findall(
             log_path.read_text()))) == 2 and found, procs=[node])  # fmt: skip
         rng = np.random.default_rng(23)

@@ -346,7 +346,7 @@ def test_a_miner_whose_only_worker_dies_stops_and_says_so(tmp_path: Path, genesi
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
             try:
-                ready = re.compile(r"worker 0 ready: numpy engine \(pid (\d+)\)")
+                ready = re.compile(r"worker 0 ready: numpy engine, [\w.-]+ \(pid (\d+)\)")
                 deadline = time.monotonic() + 60
                 while not (found := ready.search(log_path.read_text())):
                     assert time.monotonic() < deadline and miner.poll() is None, (
