@@ -101,14 +101,15 @@ class Isa:
 VNNI512 = Isa(
     "int8-vnni", "vpdpbusd", 16, 4, B_OFFSET, ("+avx512f", "+avx512bw", "+avx512vnni"), 8, 2
 )
-# vpmaddwd: 16 int16 products summed in pairs into 8 int32 lanes, plus an add: as many
-# multiply-adds per instruction as two float32 FMAs (one vpmaddwd a cycle measured on
-# Zen 3, two on many Intel cores). The byte form (vpmaddubsw) would saturate on noisy
-# entries near 127, so the operands are packed as int16, signed, with no offset. A
-# 6 x 16 tile measured fastest on Zen 3 (against 4 x 16, 4 x 24, 8 x 8, 2 x 32).
 # AVX-VNNI (Intel cores since Alder Lake without AVX-512): the same instruction on 256
 # bits, VEX-encoded; 16 vector registers, so a 6 x 16 tile as for AVX2.
 AVXVNNI = Isa("int8-avxvnni", "vpdpbusd", 8, 4, B_OFFSET, ("+avxvnni",), 6, 2)
+# vpmaddwd: 16 int16 products summed in pairs into 8 int32 lanes, plus an add: as many
+# multiply-adds per instruction as two float32 FMAs (one vpmaddwd a cycle measured on
+# Zen 3: about 55 G multiply-adds/s per core from L1). The byte form (vpmaddubsw) would
+# saturate on noisy entries near 127, so the operands are packed as int16, signed, with
+# no offset. A 6 x 16 tile measured fastest on Zen 3 (against 4 x 16, 4 x 24, 8 x 8,
+# 2 x 32).
 AVX2 = Isa("int16-avx2", "pmaddwd", 8, 2, 0, ("+avx2",), 6, 2)
 ISAS = (VNNI512, AVXVNNI, AVX2)  # the first this CPU has, and passes its self-test, is used
 

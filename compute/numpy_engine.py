@@ -1,5 +1,5 @@
-"""The CPU mining engine: integer dot products (int8 AVX-512 VNNI, int16 AVX2) or
-float32 BLAS for the products, Numba for everything per-entry.
+"""The CPU mining engine: integer dot products (int8 with AVX-512 VNNI or AVX-VNNI,
+int16 with AVX2) or float32 BLAS for the products, Numba for everything per-entry.
 
 Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that). One
 ``mine`` call, with one worker thread per core:
@@ -17,12 +17,12 @@ Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that)
    next block, every r-step folded, ``state = rotl32(state, 1) ^ uint32(acc)``.
 
    * integer path (compute/int_tile.py and compute/int8_kernels.py; blocks about
-     256 x 256): int8 where the CPU has AVX-512 VNNI, int16 where it has AVX2. A'
-     and B' (+ 128 for int8) are packed by micro-tile strips, one r-step after the
-     other, in step 2. An LLVM micro-kernel keeps a tile of C' (8 x 32 int8, 6 x 16
-     int16) in registers as exact int32 over a few r-steps at a time and folds it in
-     registers after each step; no conversion, no packing, no float group limit
-     inside the product. Given B^T (a market miner downloads it), the int8 form
+     256 x 256): int8 where the CPU has AVX-512 VNNI or AVX-VNNI, int16 where it has
+     AVX2. A' and B' (+ 128 for int8) are packed by micro-tile strips, one r-step
+     after the other, in step 2. An LLVM micro-kernel keeps a tile of C' (8 x 32 for
+     AVX-512, 6 x 16 on 256 bits) in registers as exact int32 over a few r-steps at
+     a time and folds it in registers after each step; no conversion, no packing, no
+     float group limit inside the product. Given B^T (a market miner downloads it), the int8 form
      packs B' from its rows; the int16 form reads B after the fast 8x8-block
      transpose (compute/transpose.py), which with its packing measured faster than
      packing from the rows (31 ms against 66 for 4096 x 4096 on one core).
@@ -350,7 +350,7 @@ class NumpyEngine:
         )
 
     def packs_b_from_rows(self, params: PouwParams) -> bool:
-        """True when, given ``b_t``, this engine reads only B^T's rows (int8 VNNI path, r a
+        """True when, given ``b_t``, this engine reads only B^T's rows (int8 forms, r a
         multiple of 4): the caller may then pass B as the view ``b_t.T`` and never
         transpose B (a market miner downloads B^T)."""
         tile = self.int_tile  # the int16 path packs faster from B after a fast transpose
