@@ -19,7 +19,7 @@ Prints ``name=value`` lines. For each shape:
   int16 dot products, where it has AVX2 but not VNNI) or ``sgemm`` (float32 BLAS per
   r-step, everywhere else). The baseline is float32 sgemm either way.
 * ``pouw_sgemm_overhead_ratio_median``: the same for the engine forced onto its sgemm
-  path (``use_int_tile=False``), timed in the same loop: the transcript's cost over the
+  path (``cpu_path="sgemm"``), timed in the same loop: the transcript's cost over the
   plain product when both use the same arithmetic (printed where an integer path is used).
 * the engine's breakdown (MiningStats.seconds, ``breakdown_*``; the ``transcript.*``
   parts are per-worker averages inside the transcript), and ``transcript_nofold_s``:
@@ -186,7 +186,7 @@ def main(argv: list[str]) -> int:
     if not args.quick:
         reps = max(reps, 5)
     engine = NumpyEngine()
-    sgemm_engine = NumpyEngine(use_int_tile=False) if engine.int_tile is not None else None
+    sgemm_engine = NumpyEngine(cpu_path="sgemm") if engine.int_tile is not None else None
     blas = find_blas()
     print(f"machine={platform.machine()} cores={os.cpu_count()} engine_threads={engine.threads}")
     print(f"blas={'sgemm from ' + os.path.basename(blas.path) if blas else 'np.matmul'}")

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -390,26 +391,67 @@ def build(isa: Isa, mr: int | None = None, nv: int | None = None) -> IntTile:
     return IntTile(isa, mr, isa.lanes * nv, _PROTO(address), engine)
 
 
-_found: IntTile | None = None
-_searched = False
+# POUW_CPU_PATH: how the CPU engine multiplies. "auto" (the default) takes the first
+# form of ISAS that this CPU runs and that passes its self-test; a form's name takes
+# that form only; "sgemm" takes none (float32 BLAS). An escape hatch for an operator
+# whose CPU runs a form badly, and a way to time or test one form on a CPU with more.
+CPU_PATH_ENV = "POUW_CPU_PATH"
+AUTO = "auto"
+SGEMM = "sgemm"
+CPU_PATHS = (AUTO, *(isa.path for isa in ISAS), SGEMM)
+
+
+def cpu_path_setting(value: str | None = None) -> str:
+    """``value``, else $POUW_CPU_PATH, else "auto"; ValueError naming the choices when
+    it is none of them."""
+    chosen = (value if value is not None else os.environ.get(CPU_PATH_ENV, AUTO)).strip()
+    if chosen not in CPU_PATHS:
+        raise ValueError(
+            f"{CPU_PATH_ENV}={chosen!r} is not a CPU path: use one of {', '.join(CPU_PATHS)}"
+        )
+    return chosen
+
+
+_found: dict[str, IntTile | None] = {}
 _lock = threading.Lock()
 
 
-def find_int_tile() -> IntTile | None:
-    """The best micro-kernel this CPU runs (ISAS, in order) that passes its self-test;
-    None when there is none (the engine then multiplies with float32 sgemm)."""
-    global _found, _searched
+def find_int_tile(path: str = AUTO) -> IntTile | None:
+    """The micro-kernel for ``path`` (a form of ISAS, or "auto": the first this CPU
+    runs) that passes its self-test; None when there is none (the engine then
+    multiplies with float32 sgemm). Built once per path."""
+    if path == SGEMM:
+        return None
+    forms = ISAS if path == AUTO else tuple(isa for isa in ISAS if isa.path == path)
+    if not forms:
+        raise ValueError(f"no integer form named {path!r}: {', '.join(CPU_PATHS)}")
     with _lock:
-        if not _searched:
-            _searched = True
-            for isa in ISAS:
+        if path not in _found:
+            _found[path] = None
+            for isa in forms:
                 try:
                     found = build(isa)
                 except Exception as exc:  # no such CPU feature, or no LLVM backend for it
                     log.info("%s: not used (%s)", isa.path, exc)
                     continue
                 if _self_test(found):
-                    _found = found
+                    _found[path] = found
                     break
                 log.warning("%s: the micro-kernel failed its self-test; not used", isa.path)
-        return _found
+        return _found[path]
+
+
+def cpu_path_problem() -> str | None:
+    """What is wrong with $POUW_CPU_PATH on this machine, for a command to say before
+    it starts anything; None when it is fine (unset, auto, sgemm, or a form this CPU
+    runs)."""
+    try:
+        path = cpu_path_setting()
+    except ValueError as exc:
+        return str(exc)
+    if path in (AUTO, SGEMM) or find_int_tile(path) is not None:
+        return None
+    return (
+        f"{CPU_PATH_ENV}={path}: this CPU does not run that form (the log says why); unset "
+        f"it or use one of {', '.join(CPU_PATHS)}"
+    )

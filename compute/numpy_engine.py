@@ -68,7 +68,15 @@ from compute.cpu_transcript import Operands, run_transcript
 from compute.cpu_workers import StageClock, Workers, split_range
 from compute.engine import MiningOutput, MiningStats, OperandLeaves, WorkTemplate
 from compute.fast_commit import line_leaf_words
-from compute.int_tile import IntTile, find_int_tile
+from compute.int_tile import (
+    AUTO,
+    CPU_PATH_ENV,
+    CPU_PATHS,
+    SGEMM,
+    IntTile,
+    cpu_path_setting,
+    find_int_tile,
+)
 from compute.priority import FILLER_NICE
 from compute.removal import (  # noqa: F401 - re-exported
     FLOAT32_EXACT,
@@ -131,16 +139,24 @@ class NumpyEngine:
         block_rows: int | None = None,
         block_cols: int | None = None,
         use_blas: bool = True,
-        use_int_tile: bool = True,
+        cpu_path: str | None = None,
         worker_nice: int = 0,
     ) -> None:
         self.threads = threads or cores()
         self.worker_nice = worker_nice  # > 0: the worker threads yield to the rest
         self.blas: Blas | None = find_blas() if use_blas else None
-        # integer products where the CPU has VNNI or AVX2 (compute/int_tile.py), else sgemm
+        # integer products where the CPU has VNNI or AVX2 (compute/int_tile.py), else
+        # sgemm; ``cpu_path`` (default $POUW_CPU_PATH, else auto) may name one form
+        self.cpu_path = cpu_path_setting(cpu_path)
         self.int_tile: IntTile | None = (
-            find_int_tile() if use_int_tile and self.blas is not None else None
+            find_int_tile(self.cpu_path) if self.blas is not None else None
         )
+        forced = self.cpu_path not in (AUTO, SGEMM)
+        if forced and self.int_tile is None and self.blas is not None:
+            raise ValueError(
+                f"CPU path {self.cpu_path} is not available on this CPU (see the log); "
+                f"unset {CPU_PATH_ENV} or use one of {', '.join(CPU_PATHS)}"
+            )
         default_rows, default_cols = (256, 256) if self.int_tile is not None else (512, 256)
         self.block_rows = block_rows or default_rows
         self.block_cols = block_cols or default_cols
@@ -167,7 +183,7 @@ class NumpyEngine:
         else. Products are bit-identical; only the scheduling differs."""
         return NumpyEngine(
             self.threads, self.block_rows, self.block_cols, use_blas=self.blas is not None,
-            use_int_tile=self.int_tile is not None, worker_nice=FILLER_NICE,
+            cpu_path=self.cpu_path, worker_nice=FILLER_NICE,
         )  # fmt: skip
 
     def mine(

@@ -119,6 +119,12 @@ def cmd_node(args: argparse.Namespace) -> int:
     logging.raiseExceptions = False
     if config.config_file is not None:
         log.info("settings from %s", config.config_file)
+    if config.mine and config.engine != "cupy":
+        from compute.int_tile import cpu_path_problem
+
+        problem = cpu_path_problem()
+        if problem is not None:
+            raise UsageError(problem)
     node = Node(config)
     try:
         asyncio.run(node.run())

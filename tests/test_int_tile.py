@@ -114,7 +114,7 @@ def test_engine_uses_the_best_integer_path_available() -> None:
     assert BEST is not None
     assert NumpyEngine().int_tile is BEST
     assert BEST.isa is next(i for i in ISAS if _has(i))
-    assert NumpyEngine(use_int_tile=False).int_tile is None
+    assert NumpyEngine(cpu_path="sgemm").int_tile is None
     assert NumpyEngine(use_blas=False).int_tile is None
 
 
@@ -166,3 +166,28 @@ def test_kernel_is_exact_at_the_largest_k(isa: Isa, a_value: int, b_value: int) 
         ).astype(np.uint32)
     assert np.array_equal(acc, part)
     assert np.array_equal(state, expect)
+
+
+def test_cpu_path_setting_takes_the_argument_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(int_tile.CPU_PATH_ENV, raising=False)
+    assert int_tile.cpu_path_setting() == "auto"
+    monkeypatch.setenv(int_tile.CPU_PATH_ENV, "sgemm")
+    assert int_tile.cpu_path_setting() == "sgemm"
+    assert int_tile.cpu_path_setting("int16-avx2") == "int16-avx2"
+    assert NumpyEngine().path == "sgemm"  # the environment reaches the engine
+    monkeypatch.setenv(int_tile.CPU_PATH_ENV, "avx9000")
+    with pytest.raises(ValueError, match="avx9000.*use one of auto, int8-vnni"):
+        NumpyEngine()
+
+
+@pytest.mark.parametrize("isa", ISAS, ids=[i.path for i in ISAS])
+def test_a_named_form_is_taken_or_refused_clearly(isa: Isa) -> None:
+    if _has(isa):
+        engine = NumpyEngine(cpu_path=isa.path)
+        assert engine.path == isa.path and engine.int_tile is not None
+        assert engine.low_priority_twin().path == isa.path
+    else:
+        with pytest.raises(ValueError, match=f"{isa.path} is not available on this CPU"):
+            NumpyEngine(cpu_path=isa.path)

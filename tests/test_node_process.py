@@ -42,6 +42,32 @@ def start_node(datadir: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("avx9000", "POUW_CPU_PATH='avx9000' is not a CPU path: use one of auto, int8-vnni"),
+        ("int8-vnni", "unset it or use one of"),  # taken below where this CPU runs it
+    ],
+)
+def test_a_bad_cpu_path_stops_the_mining_node_before_it_starts(
+    tmp_path: Path, value: str, said: str
+) -> None:
+    from compute.int_tile import VNNI512, find_int_tile
+
+    if value == VNNI512.path and find_int_tile(value) is not None:
+        pytest.skip("this CPU runs int8-vnni")
+    ports = [str(free_port()) for _ in range(3)]
+    got = subprocess.run(
+        pouw("node", "--network", "devnet", "--datadir", str(tmp_path), "--mine",
+             "--p2p-port", ports[0], "--rpc-port", ports[1], "--blob-port", ports[2]),
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "POUW_CPU_PATH": value},
+    )  # fmt: skip
+    assert got.returncode == 2, got.stderr
+    assert said in got.stderr and "Traceback" not in got.stderr, got.stderr
+    assert "node up" not in got.stderr
+
+
 def open_state(datadir: Path) -> tuple[ChainState, object]:
     db = open_chain(datadir / "devnet", network="devnet")
     return ChainState(db, DEVNET), db

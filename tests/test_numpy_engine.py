@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute import fasthash, kernels
+from compute import fasthash, int_tile, kernels
 from compute.engine import FixedTemplate
 from compute.freivalds import freivalds_check, prepare_check
 from compute.numpy_engine import (
@@ -61,8 +61,8 @@ SMALL_BLOCKS = NumpyEngine(block_rows=16, block_cols=24)
 DEFAULT = NumpyEngine()
 NO_BLAS = NumpyEngine(use_blas=False, block_rows=16, block_cols=16)
 ONE_THREAD = NumpyEngine(threads=1, block_rows=24, block_cols=8)
-# float32 sgemm even where the int8 (AVX-512 VNNI) path is available
-SGEMM = NumpyEngine(use_int_tile=False, block_rows=16, block_cols=24)
+# float32 sgemm even where an integer path is available
+SGEMM = NumpyEngine(cpu_path="sgemm", block_rows=16, block_cols=24)
 ENGINES = {
     "small-blocks": SMALL_BLOCKS,
     "default": DEFAULT,
@@ -70,6 +70,11 @@ ENGINES = {
     "one-thread": ONE_THREAD,
     "sgemm": SGEMM,
 }
+# Every other integer form this CPU runs (an AVX-512 VNNI machine also runs the AVX2
+# int16 form): each is held to the reference too, not only the one auto picks.
+for _isa in int_tile.ISAS:
+    if _isa.path != DEFAULT.path and int_tile.find_int_tile(_isa.path) is not None:
+        ENGINES[_isa.path] = NumpyEngine(cpu_path=_isa.path, block_rows=24, block_cols=32)
 
 
 def _check(engine, params, a, b, template) -> None:

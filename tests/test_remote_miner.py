@@ -327,6 +327,15 @@ def test_miner_worker_flags_out_of_range_are_usage_errors(flags: list[str], said
     assert said in got.stderr and "Traceback" not in got.stderr
 
 
+def test_a_bad_cpu_path_is_a_usage_error_of_the_numpy_miner() -> None:
+    got = run_cli("miner", "--address", MINER_ADDRESS, "--rpc", "http://127.0.0.1:9",
+                  "--rpc-user", "u", "--rpc-password", "p", "--backend", "numpy",
+                  env={"POUW_CPU_PATH": "avx9000"}, timeout=60)  # fmt: skip
+    assert got.returncode == 2, got.stderr
+    assert "POUW_CPU_PATH='avx9000' is not a CPU path: use one of auto" in got.stderr
+    assert "Traceback" not in got.stderr
+
+
 @needs_rpc
 def test_a_miner_whose_only_worker_dies_stops_and_says_so(tmp_path: Path, genesis: Path) -> None:
     """A worker killed without a word (SIGKILL, as the OOM killer does): the miner used
