@@ -15,9 +15,10 @@ Prints ``name=value`` lines. For each shape:
   noise removal, winners, seals) on the same operands, with a target at which about one
   tile per product wins; ``pouw_overhead_ratio`` = pouw_s / baseline_s. ``engine_path``
   says how the engine multiplies: ``int8-vnni`` (AVX-512 VNNI int8 dot products into
-  exact int32, compute/int_tile.py, where the CPU has them), ``int16-avx2`` (AVX2
-  int16 dot products, where it has AVX2 but not VNNI) or ``sgemm`` (float32 BLAS per
-  r-step, everywhere else). The baseline is float32 sgemm either way.
+  exact int32, compute/int_tile.py, where the CPU has them), ``int8-avxvnni`` (the
+  same on 256 bits), ``int16-avx2`` (AVX2 int16 dot products, where it has AVX2 but no
+  VNNI), ``sgemm`` (float32 BLAS per r-step, everywhere else) or ``np.matmul`` (no BLAS
+  library found). $POUW_CPU_PATH picks one. The baseline is float32 sgemm either way.
 * ``pouw_sgemm_overhead_ratio_median``: the same for the engine forced onto its sgemm
   path (``cpu_path="sgemm"``), timed in the same loop: the transcript's cost over the
   plain product when both use the same arithmetic (printed where an integer path is used).

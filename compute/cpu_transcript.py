@@ -28,7 +28,7 @@ CHUNK_K = 512  # k per micro-kernel call on the integer path: its B' micro-panel
 @dataclass(frozen=True)
 class Operands:
     a_pan: np.ndarray  # A' (int8 panels, or uint32 words packed for the integer path)
-    b_pan: np.ndarray  # B' (likewise; B' + 128 when packed)
+    b_pan: np.ndarray  # B' (likewise; B' + offset when packed: 128 for int8, 0 for int16)
     corr: np.ndarray  # integer path: offset * running row sums of A' (empty otherwise)
     k: int
 

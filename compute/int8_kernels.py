@@ -38,8 +38,9 @@ def _copy_run(words, q, lo, out, base, count):
 @nb.njit(nogil=True, cache=True, boundscheck=False)
 def _copy_strips(words, out, base, strip):
     """Strip after strip (the last may be short), quad after quad: out[base...] =
-    words[q, strip columns]. Runs of the micro-tile widths get a constant trip count,
-    so each is a few vector moves instead of a scalar loop."""
+    words[q, strip columns]. Runs of the int8 forms' micro-tile widths (8, 32) get a
+    constant trip count, so each is a few vector moves instead of a scalar loop (the
+    int16 form's widths, 6 and 16, took the same time either way, measured on Zen 3)."""
     qps, w = words.shape
     o = base
     for lo in range(0, w, strip):

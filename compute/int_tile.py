@@ -402,9 +402,10 @@ CPU_PATHS = (AUTO, *(isa.path for isa in ISAS), SGEMM)
 
 
 def cpu_path_setting(value: str | None = None) -> str:
-    """``value``, else $POUW_CPU_PATH, else "auto"; ValueError naming the choices when
-    it is none of them."""
-    chosen = (value if value is not None else os.environ.get(CPU_PATH_ENV, AUTO)).strip()
+    """``value``, else $POUW_CPU_PATH (empty counts as unset), else "auto"; ValueError
+    naming the choices when it is none of them."""
+    chosen = (value if value is not None else os.environ.get(CPU_PATH_ENV, "")).strip()
+    chosen = chosen or AUTO
     if chosen not in CPU_PATHS:
         raise ValueError(
             f"{CPU_PATH_ENV}={chosen!r} is not a CPU path: use one of {', '.join(CPU_PATHS)}"
@@ -434,22 +435,28 @@ def find_int_tile(path: str = AUTO) -> IntTile | None:
                 except Exception as exc:  # no such CPU feature, or no LLVM backend for it
                     log.info("%s: not used (%s)", isa.path, exc)
                     continue
-                if _self_test(found):
+                try:
+                    passed = _self_test(found)
+                except Exception as exc:  # a broken build must not take the engine down
+                    log.warning("%s: the micro-kernel's self-test failed (%s)", isa.path, exc)
+                    passed = False
+                if passed:
                     _found[path] = found
                     break
                 log.warning("%s: the micro-kernel failed its self-test; not used", isa.path)
         return _found[path]
 
 
-def cpu_path_problem() -> str | None:
-    """What is wrong with $POUW_CPU_PATH on this machine, for a command to say before
-    it starts anything; None when it is fine (unset, auto, sgemm, or a form this CPU
-    runs)."""
+def cpu_path_problem(cpu_mines: bool = True) -> str | None:
+    """What is wrong with $POUW_CPU_PATH, for a command to say before it starts
+    anything; None when it is fine. A value that names no path is always wrong; a form
+    this CPU does not run only where the CPU engine will mine (``cpu_mines``: not on a
+    GPU host, where the value is not used)."""
     try:
         path = cpu_path_setting()
     except ValueError as exc:
         return str(exc)
-    if path in (AUTO, SGEMM) or find_int_tile(path) is not None:
+    if not cpu_mines or path in (AUTO, SGEMM) or find_int_tile(path) is not None:
         return None
     return (
         f"{CPU_PATH_ENV}={path}: this CPU does not run that form (the log says why); unset "

@@ -151,10 +151,10 @@ class NumpyEngine:
         self.int_tile: IntTile | None = (
             find_int_tile(self.cpu_path) if self.blas is not None else None
         )
-        forced = self.cpu_path not in (AUTO, SGEMM)
-        if forced and self.int_tile is None and self.blas is not None:
+        if self.cpu_path not in (AUTO, SGEMM) and self.int_tile is None:
+            why = "on this CPU (see the log)" if self.blas is not None else "without BLAS"
             raise ValueError(
-                f"CPU path {self.cpu_path} is not available on this CPU (see the log); "
+                f"CPU path {self.cpu_path} is not available {why}; "
                 f"unset {CPU_PATH_ENV} or use one of {', '.join(CPU_PATHS)}"
             )
         default_rows, default_cols = (256, 256) if self.int_tile is not None else (512, 256)
@@ -202,6 +202,8 @@ class NumpyEngine:
         clock = StageClock(seconds)
         if b_t is not None and (b_t.shape != b.shape[::-1] or not b_t.flags.c_contiguous):
             raise ValueError(f"b_t must be B^T ({b.shape[1]}x{b.shape[0]}, C-contiguous)")
+        if b_t is not None and b_t.dtype != np.int8:
+            raise TypeError("operands must be int8")
         rows_only = b_t is not None and self.packs_b_from_rows(params)
         if b_t is not None and not rows_only and not b.flags.c_contiguous:
             b = transposed(b_t)  # this path reads B: the fast transpose, not NumPy's copy

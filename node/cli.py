@@ -119,10 +119,10 @@ def cmd_node(args: argparse.Namespace) -> int:
     logging.raiseExceptions = False
     if config.config_file is not None:
         log.info("settings from %s", config.config_file)
-    if config.mine and config.engine != "cupy":
+    if config.mine:
         from compute.int_tile import cpu_path_problem
 
-        problem = cpu_path_problem()
+        problem = cpu_path_problem(cpu_mines=cpu_engine_mines(config.engine))
         if problem is not None:
             raise UsageError(problem)
     node = Node(config)
@@ -131,6 +131,16 @@ def cmd_node(args: argparse.Namespace) -> int:
     finally:
         node.close()
     exit_after_shutdown(0)
+
+
+def cpu_engine_mines(engine: str | None) -> bool:
+    """Whether --mine with this --engine mines on the CPU (auto: where no GPU is usable,
+    by the probe the node's own choice makes again later, quickly, CUDA being up)."""
+    if engine is not None:
+        return engine == "numpy"
+    from compute.select import gpu_usable
+
+    return not gpu_usable()[0]
 
 
 def exit_after_shutdown(code: int) -> NoReturn:

@@ -165,13 +165,13 @@ def cmd_miner(args: argparse.Namespace) -> int:
             log.error("no CUDA device")
             return EXIT_FAILURE
     else:
-        from compute.int_tile import cpu_path_problem
-
-        problem = cpu_path_problem()
-        if problem is not None:
-            log.error("%s", problem)
-            return EXIT_USAGE
         devices = [None] * (args.workers or 1)
+    from compute.int_tile import cpu_path_problem
+
+    problem = cpu_path_problem(cpu_mines=backend == "numpy")
+    if problem is not None:
+        log.error("%s", problem)
+        return EXIT_USAGE
     threads = args.threads
     if threads is None and len(devices) > 1 and backend == "numpy":
         threads = max(1, cores() // len(devices))  # the cores shared, not oversubscribed

@@ -110,7 +110,8 @@ def test_pack_reference_int16_words_are_sign_extended_pairs() -> None:
 
 
 @pytest.mark.skipif(BEST is None, reason="no integer micro-kernel on this CPU")
-def test_engine_uses_the_best_integer_path_available() -> None:
+def test_engine_uses_the_best_integer_path_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(int_tile.CPU_PATH_ENV, raising=False)
     assert BEST is not None
     assert NumpyEngine().int_tile is BEST
     assert BEST.isa is next(i for i in ISAS if _has(i))
@@ -173,6 +174,8 @@ def test_cpu_path_setting_takes_the_argument_then_the_environment(
 ) -> None:
     monkeypatch.delenv(int_tile.CPU_PATH_ENV, raising=False)
     assert int_tile.cpu_path_setting() == "auto"
+    monkeypatch.setenv(int_tile.CPU_PATH_ENV, " ")
+    assert int_tile.cpu_path_setting() == "auto"  # empty counts as unset
     monkeypatch.setenv(int_tile.CPU_PATH_ENV, "sgemm")
     assert int_tile.cpu_path_setting() == "sgemm"
     assert int_tile.cpu_path_setting("int16-avx2") == "int16-avx2"
@@ -191,3 +194,18 @@ def test_a_named_form_is_taken_or_refused_clearly(isa: Isa) -> None:
     else:
         with pytest.raises(ValueError, match=f"{isa.path} is not available on this CPU"):
             NumpyEngine(cpu_path=isa.path)
+    with pytest.raises(ValueError, match=f"{isa.path} is not available without BLAS"):
+        NumpyEngine(use_blas=False, cpu_path=isa.path)
+
+
+def test_a_named_form_is_not_checked_where_the_cpu_does_not_mine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    missing = next((isa for isa in ISAS if not _has(isa)), None)
+    if missing is None:
+        pytest.skip("this CPU runs every form")
+    monkeypatch.setenv(int_tile.CPU_PATH_ENV, missing.path)
+    assert int_tile.cpu_path_problem(cpu_mines=False) is None  # a GPU host
+    assert "does not run that form" in (int_tile.cpu_path_problem() or "")
+    monkeypatch.setenv(int_tile.CPU_PATH_ENV, "avx9000")  # a bad name, wherever
+    assert "not a CPU path" in (int_tile.cpu_path_problem(cpu_mines=False) or "")

@@ -598,3 +598,5 @@ def test_b_transposed_given_by_the_caller_mines_the_same(
     assert own.seals == mine_reference(params, own.work, a, b).seals
     with pytest.raises(ValueError, match="b_t must be"):
         engine.mine(params, a, b, template, b_t=np.ascontiguousarray(b))
+    with pytest.raises(TypeError, match="int8"):  # checked before any transpose
+        engine.mine(params, a, b_t.T, template, b_t=b_t.astype(np.int16))
