@@ -23,7 +23,7 @@ import numpy as np
 
 from compute.keccak_lanes import LANES as KLANES
 from compute.keccak_lanes import permute
-from compute.sha256_lanes import BUFFER_WORDS, LANES, compress
+from compute.sha256_lanes import BUFFER_WORDS, IV, LANES, ROUND_K, compress
 from consensus.hashing import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, TAG_NOISE
 
 SHAKE256_RATE = 136
@@ -44,8 +44,6 @@ def sha256_midstate(block64: bytes) -> np.ndarray:
 
     Plain Python (one compression), so that importing this module compiles nothing.
     """
-    from compute.gen_lanes import IV, ROUND_K
-
     def rotr(x: int, n: int) -> int:
         return ((x >> n) | (x << (32 - n))) & 0xFFFFFFFF
 

@@ -261,6 +261,9 @@ def remove_block(sgemm, left_t, right, chunks, i0, j0, buf, acc, out):
             else:
                 for j in range(bn):
                     ac[j] -= np.int32(bf[j])
-    if chunks.shape[0] == 1:
-        for i in range(bm):
-            out[i0 + i, j0 : j0 + bn] = acc[i, :bn]
+    if chunks.shape[0] == 1:  # element by element: a slice assignment from an array
+        for i in range(bm):  # compiles Numba's shape-mismatch message, about 5 s cold
+            src = acc[i]
+            ac = out[i0 + i, j0 : j0 + bn]
+            for j in range(bn):
+                ac[j] = src[j]

@@ -1,13 +1,14 @@
 """Session set-up: Numba's cache is filled once, before pytest-xdist starts its workers.
 
 On a fresh checkout (every CI run) the CPU engine's kernels are not compiled yet, and
-each process that mines or hashes first compiles them: about 40 s of CPU on a 2-core
-machine. Without this, the first node processes the tests start, in both workers,
-compile side by side, and a test that times RPC answers meanwhile
-(test_p2p_attacks' p99 bound) measured that instead: it failed in two of three such
-runs here (5:10-5:52 either way). Here they compile once, in the controller, before
-any worker exists (xdist starts its workers in a pytest_sessionstart that runs after
-this one); every later process loads them from the cache in about a second.
+each process that mines or hashes first compiles them: about 22 s of CPU on a 2-core
+machine (40 s before the SHA-256 lanes became LLVM IR). Without this, the first node
+processes the tests start, in both workers, compile side by side, and a test that
+times RPC answers meanwhile (test_p2p_attacks' p99 bound) measured that instead: it
+failed in two of three such runs here (5:10-5:52 either way). Here they compile once,
+in the controller, before any worker exists (xdist starts its workers in a
+pytest_sessionstart that runs after this one); every later process loads them from
+the cache in about a second.
 """
 
 from __future__ import annotations
