@@ -4,15 +4,9 @@ int16 with AVX2) or float32 BLAS for the products, Numba for everything per-entr
 Bit-identical to consensus/pouw.py (tests/test_numpy_engine.py holds it to that). One
 ``mine`` call, with one worker thread per core:
 
-1. commit: A^T (an 8x8-byte register transpose) while the columns of B are hashed,
-   then the columns of A^T (the rows of A): multi-lane SHA-256 (compute/fasthash.py),
-   64 leaves per vectorized pass, and the Merkle levels, kept for the seals.
-2. noise: seeds from the template's statement; the dense lines of E_AL and E_BR in
-   bulk (multi-lane SHAKE-256, equal to consensus.noise.dense_noise_lines); the
-   sparse patterns (consensus.noise.sparse_pattern). Then A'^T = A^T + E_A^T and
-   B' = B + E_B as int8, written once in the layout the product reads, together with
-   the sparse halves of noise removal, X = A . E_BL and Y = E_AR . B' (exact int32,
-   O(mk + kn)).
+1. commit: A^T and the trees over A's rows and B's columns (compute/cpu_operands.py).
+2. noise: A' and B' written once in the layout the product reads, with the sparse
+   halves of noise removal (compute/cpu_operands.py).
 3. transcript: C' in blocks of ``block_rows x block_cols``, each worker taking the
    next block, every r-step folded, ``state = rotl32(state, 1) ^ uint32(acc)``.
 
@@ -57,15 +51,21 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from compute import fasthash, int8_kernels, kernels
+from compute import fasthash, kernels
 from compute.blas import Blas, find_blas, single_threaded
+from compute.cpu_operands import (
+    Workspace,
+    commit_operands,
+    given_trees,
+    noisy_operands,
+    transpose_into,
+)
 from compute.cpu_transcript import Operands, run_transcript
-from compute.cpu_workers import StageClock, Workers, split_range
+from compute.cpu_workers import StageClock, Workers
 from compute.engine import MiningOutput, MiningStats, OperandLeaves, WorkTemplate
 from compute.fast_commit import line_leaf_words
 from compute.int_tile import (
@@ -89,13 +89,6 @@ from compute.removal import (  # noqa: F401 - re-exported
 from compute.spread import cores
 from compute.transpose import transposed
 from consensus.commitments import ENTRY_MAX, ENTRY_MIN
-from consensus.noise import (
-    LABEL_A_LEFT,
-    LABEL_A_PATTERN,
-    LABEL_B_PATTERN,
-    LABEL_B_RIGHT,
-    sparse_pattern,
-)
 from consensus.params import PouwParams
 from consensus.pouw import make_seal
 from consensus.seal import Seal, WorkStatement, check_shape
@@ -105,27 +98,6 @@ log = logging.getLogger("pouw.compute")
 
 
 Int8Matrix = npt.NDArray[np.int8]
-
-
-class _Workspace:
-    def __init__(self, key: tuple[int, ...], int_tile: IntTile | None) -> None:
-        m, k, n, r, h, w, _, _ = key
-        self.key = key
-        self.a_t = np.empty((k, m), np.int8)  # A^T
-        if int_tile is None:
-            self.a_pan = np.empty(m * k, np.int8)  # A'^T in panels of block_rows columns
-            self.b_pan = np.empty(k * n, np.int8)  # B' in panels of block_cols columns
-            self.corr = np.empty(0, np.int32)
-        else:
-            # int8_kernels.build_packed_panel's layout; zeros stay in the padding
-            steps, qps = k // r, -(-r // int_tile.group)
-            strips_a, strips_b = -(-m // int_tile.mr), -(-n // int_tile.nr)
-            self.a_pan = np.zeros(strips_a * steps * qps * int_tile.mr, np.uint32)
-            self.b_pan = np.zeros(strips_b * steps * qps * int_tile.nr, np.uint32)
-            self.corr = np.zeros(strips_a * steps * int_tile.mr, np.int32)
-        self.x_t = np.empty((r, m), np.int32)  # (A . E_BL)^T
-        self.y = np.empty((r, n), np.int32)  # E_AR . B'
-        self.digests = np.empty(((m // h) * (n // w), 8), np.uint32)
 
 
 class NumpyEngine:
@@ -164,7 +136,7 @@ class NumpyEngine:
         self.transcript_mode = kernels.MODE_FOLD
         self._workers = Workers(self.threads if self.blas is not None else 1, worker_nice)
         self._pool = Workers(self.threads, worker_nice)
-        self._spare: _Workspace | None = None
+        self._spare: Workspace | None = None
         self._spare_lock = threading.Lock()
 
     # -- public -----------------------------------------------------------------------
@@ -229,7 +201,7 @@ class NumpyEngine:
         stop: threading.Event | None,
         tickets_out: list[bytes] | None,
         keep_product_on_stop: bool,
-        ws: _Workspace,
+        ws: Workspace,
         clock: StageClock,
         seconds: dict[str, float],
         operand_leaves: OperandLeaves | None = None,
@@ -241,10 +213,10 @@ class NumpyEngine:
             if operand_leaves is None and rows_only:  # B's columns are B^T's rows
                 operand_leaves = (line_leaf_words(a), line_leaf_words(b_t))  # type: ignore[arg-type]
             if operand_leaves is None:
-                row_tree, col_tree = self._commit(a, ws.a_t, b)
+                row_tree, col_tree = commit_operands(self._pool, a, ws.a_t, b)
             else:  # checked by the caller: only A^T is needed
-                row_tree, col_tree = self._given_trees(operand_leaves, m, n)
-                self._transpose(a, ws.a_t)
+                row_tree, col_tree = given_trees(operand_leaves, m, n)
+                transpose_into(self._pool, a, ws.a_t)
         work = template.statement(m, k, n, row_tree.root, col_tree.root)
         if (work.m, work.k, work.n, work.h_a, work.h_b) != (m, k, n, row_tree.root, col_tree.root):
             raise ValueError("the template's statement does not match the operands")
@@ -287,15 +259,15 @@ class NumpyEngine:
 
     # -- workspace: the big scratch arrays, kept for the next product of the same shape
 
-    def _workspace(self, m: int, k: int, n: int, r: int, h: int, w: int) -> _Workspace:
+    def _workspace(self, m: int, k: int, n: int, r: int, h: int, w: int) -> Workspace:
         key = (m, k, n, r, h, w, *self._block_shape(h, w))
         with self._spare_lock:
             ws, self._spare = self._spare, None
         if ws is not None and ws.key == key:
             return ws
-        return _Workspace(key, self.int_tile)
+        return Workspace(key, self.int_tile)
 
-    def _release(self, ws: _Workspace) -> None:
+    def _release(self, ws: Workspace) -> None:
         with self._spare_lock:
             self._spare = ws
 
@@ -324,69 +296,12 @@ class NumpyEngine:
                 raise ValueError(f"{name} has entries outside [{ENTRY_MIN}, {ENTRY_MAX}]")
         return a, b
 
-    def _transpose(self, x: Int8Matrix, out: Int8Matrix) -> None:
-        rows, cols = x.shape
-        if rows % 8 or cols % 8:
-            out[:] = x.T
-            return
-        src, dst = x.view(np.uint64), out.view(np.uint64)
-        ranges = split_range(cols // 8, self.threads)
-        self._pool.map(
-            lambda w: kernels.transpose_u8_blocks(src, dst, *ranges[w]) if w < len(ranges) else 0
-        )
-
-    def _commit(
-        self, a: Int8Matrix, a_t: Int8Matrix, b: Int8Matrix
-    ) -> tuple[fasthash.WordTree, fasthash.WordTree]:
-        """A^T into ``a_t``, and the trees over the rows of A (columns of A^T) and the
-        columns of B. The columns of B are hashed while A is transposed: one is
-        compute-bound, the other memory-bound, so they share two cores well."""
-        m, n = a_t.shape[1], b.shape[1]
-        row_leaves = np.empty((m, 8), np.uint32)
-        col_leaves = np.empty((n, 8), np.uint32)
-        if self.threads >= 2 and not (m % 8 or a.shape[1] % 8):
-            src, dst = a.view(np.uint64), a_t.view(np.uint64)
-            first = [
-                lambda: kernels.transpose_u8_blocks(src, dst, 0, src.shape[1]),
-                lambda: fasthash.leaf_words(b, True, fasthash.LEAF_MIDSTATE, col_leaves, 0, n),
-            ]
-            self._pool.map(lambda wi: first[wi]() if wi < len(first) else None)
-            jobs = [(a_t, row_leaves, lo, hi) for lo, hi in split_range(m, self.threads, 64)]
-        else:
-            self._transpose(a, a_t)
-            jobs = [(a_t, row_leaves, lo, hi) for lo, hi in split_range(m, self.threads, 64)]
-            jobs += [(b, col_leaves, lo, hi) for lo, hi in split_range(n, self.threads, 64)]
-
-        def run(wi: int) -> None:
-            for mat, out, lo, hi in jobs[wi :: self.threads]:
-                fasthash.leaf_words(mat, True, fasthash.LEAF_MIDSTATE, out, lo, hi)
-
-        self._pool.map(run)
-        return (
-            fasthash.WordTree(fasthash.merkle_levels(row_leaves)),
-            fasthash.WordTree(fasthash.merkle_levels(col_leaves)),
-        )
-
     def packs_b_from_rows(self, params: PouwParams) -> bool:
         """True when, given ``b_t``, this engine reads only B^T's rows (int8 forms, r a
         multiple of 4): the caller may then pass B as the view ``b_t.T`` and never
         transpose B (a market miner downloads B^T)."""
         tile = self.int_tile  # the int16 path packs faster from B after a fast transpose
         return tile is not None and tile.group == 4 and params.noise_rank % 4 == 0
-
-    @staticmethod
-    def _given_trees(
-        leaves: OperandLeaves, m: int, n: int
-    ) -> tuple[fasthash.WordTree, fasthash.WordTree]:
-        rows, cols = (np.ascontiguousarray(x, np.uint32) for x in leaves)
-        if rows.shape != (m, 8) or cols.shape != (n, 8):
-            raise ValueError(
-                f"operand leaves {rows.shape} and {cols.shape} do not fit {m} rows and {n} columns"
-            )
-        return (
-            fasthash.WordTree(fasthash.merkle_levels(rows)),
-            fasthash.WordTree(fasthash.merkle_levels(cols)),
-        )
 
     def _block_shape(self, h: int, w: int) -> tuple[int, int]:
         """Block rows and columns: multiples of the tile, so tiles never straddle blocks
@@ -396,75 +311,16 @@ class NumpyEngine:
         return max(h, self.block_rows // h * h), max(w, self.block_cols // w * w)
 
     def _noisy_operands(
-        self, ws: _Workspace, b: Int8Matrix, b_t: Int8Matrix | None, r: int, sigma_a: bytes,
+        self, ws: Workspace, b: Int8Matrix, b_t: Int8Matrix | None, r: int, sigma_a: bytes,
         sigma_b: bytes, bm: int, bn: int,
     ) -> RemovalPlan:  # fmt: skip
-        """A'^T and B' (int8 panels) into the workspace, and the plan of noise removal;
-        with ``b_t`` (packs_b_from_rows) B' is packed from B^T's rows, B is not read."""
-        k, m = ws.a_t.shape
-        n = b.shape[1]
-        e_al_t = fasthash.dense_lines_t(sigma_a, LABEL_A_LEFT, m, r)  # r x m
-        e_br = fasthash.dense_lines_t(sigma_b, LABEL_B_RIGHT, n, r)  # r x n
-        a_plus, a_minus = (
-            p.astype(np.int32) for p in sparse_pattern(sigma_a, LABEL_A_PATTERN, k, r)
-        )
-        b_plus, b_minus = (
-            p.astype(np.int32) for p in sparse_pattern(sigma_b, LABEL_B_PATTERN, k, r)
-        )
-        x_t, y = ws.x_t, ws.y  # (A . E_BL)^T and E_AR . B'
-        x_t[:] = 0
-        y[:] = 0
-        jobs: list[tuple] = []
-        if self.int_tile is not None:
-            tile = self.int_tile
-            mr, nr, group, b_offset = tile.mr, tile.nr, tile.group, tile.b_offset
-            for p0 in range(0, m, bm):
-                jobs.append(
-                    (ws.a_t, e_al_t, a_plus, a_minus, b_plus, b_minus, False, ws.a_pan, x_t,
-                     ws.corr, r, mr, p0, min(m, p0 + bm), group, b_offset)
-                )  # fmt: skip
-            b_jobs: list[tuple] = []
-            for p0 in range(0, n, bn):
-                if b_t is not None:
-                    b_jobs.append(
-                        (b_t.view(np.uint32), e_br, b_plus, b_minus, a_plus, a_minus, ws.b_pan,
-                         y, r, nr, p0, min(n, p0 + bn))
-                    )  # fmt: skip
-                    continue
-                jobs.append(
-                    (b, e_br, b_plus, b_minus, a_plus, a_minus, True, ws.b_pan, y, ws.corr, r,
-                     nr, p0, min(n, p0 + bn), group, b_offset)
-                )  # fmt: skip
-            tasks: list[tuple[Any, tuple]] = [(int8_kernels.build_packed_panel, j) for j in jobs]
-            tasks += [(int8_kernels.build_packed_b_panel_from_rows, j) for j in b_jobs]
-
-            def run_packed(wi: int) -> None:
-                for kernel, args in tasks[wi :: self.threads]:
-                    kernel(*args)
-
-            self._pool.map(run_packed)
-            return plan_removal(x_t, e_al_t, e_br, y)
-        for p0 in range(0, m, bm):
-            jobs.append(
-                (ws.a_t, e_al_t, a_plus, a_minus, b_plus, b_minus, False, ws.a_pan, x_t, p0,
-                 min(m, p0 + bm))
-            )  # fmt: skip
-        for p0 in range(0, n, bn):
-            jobs.append(
-                (b, e_br, b_plus, b_minus, a_plus, a_minus, True, ws.b_pan, y, p0, min(n, p0 + bn))
-            )
-
-        def run(wi: int) -> None:
-            for args in jobs[wi :: self.threads]:
-                kernels.build_noisy_panel(*args)
-
-        self._pool.map(run)
-        return plan_removal(x_t, e_al_t, e_br, y)
+        """Step 2 on this engine's workers (a method, so that tests can watch the plan)."""
+        return noisy_operands(self._pool, self.int_tile, ws, b, b_t, r, sigma_a, sigma_b, bm, bn)
 
     def _transcript(
         self,
         params: PouwParams,
-        ws: _Workspace,
+        ws: Workspace,
         plan: RemovalPlan,
         sigma_a: bytes,
         product: np.ndarray,
@@ -511,7 +367,7 @@ class NumpyEngine:
         bt = b_t
         if bt is None:
             bt = np.empty((b.shape[1], b.shape[0]), np.int8)
-            self._transpose(b, bt)
+            transpose_into(self._pool, b, bt)
         row_levels, col_levels = row_tree.byte_levels(), col_tree.byte_levels()
         return [
             make_seal(

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compute import fasthash, int_tile, kernels
+from compute.cpu_operands import transpose_into
 from compute.engine import FixedTemplate
 from compute.freivalds import freivalds_check, prepare_check
 from compute.numpy_engine import (
@@ -408,7 +409,7 @@ def test_block_tickets_match_consensus() -> None:
 def test_transpose(rows: int, cols: int) -> None:
     x = np.random.default_rng(rows).integers(-128, 128, (rows, cols), dtype=np.int8)
     out = np.empty((cols, rows), np.int8)
-    DEFAULT._transpose(x, out)
+    transpose_into(DEFAULT._pool, x, out)
     assert np.array_equal(out, x.T)
 
 
