@@ -63,9 +63,19 @@ def sha256_midstate(block64: bytes) -> np.ndarray:
     )
 
 
+_MIDSTATES: dict[str, np.ndarray] = {}  # a handful of tags, each computed once
+
+
 def tag_midstate(tag: str) -> np.ndarray:
-    digest = hashlib.sha256(tag.encode("ascii")).digest()
-    return sha256_midstate(digest + digest)
+    """The chaining state after a tagged hash's 64-byte prefix, SHA256(tag) twice.
+
+    Cached: the pure-Python compression takes about 0.2 ms, 13 % of a devnet filler
+    product that asked for it every time. Callers must not write into it."""
+    found = _MIDSTATES.get(tag)
+    if found is None:
+        digest = hashlib.sha256(tag.encode("ascii")).digest()
+        found = _MIDSTATES[tag] = sha256_midstate(digest + digest)
+    return found
 
 
 # --- SHAKE-256 noise lines -----------------------------------------------------------
