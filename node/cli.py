@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     except (NetworkError, AddressError, StorageError, DatadirError) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE
+    except BrokenPipeError:  # stdout closed early (`| head`): nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # exit's flush too
+        return EXIT_FAILURE
     except OSError as exc:  # a file of the datadir: full disk, permissions, ...
         log.error("%s", os_error_message(exc))
         return EXIT_FAILURE

@@ -98,7 +98,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("blob_bind", str, "address of the blob server (default: --rpc-bind)"),
     Option("blob_port", int, "port of the blob server (default: the network's RPC port + 3)"),
     Option("blob_quota_mb", int, "disk quota of the blob store, MiB"),
-    Option("market", bool, "with --mine, mine paid jobs when one is open", neg_flag="--nomarket"),
+    Option("market", bool, "mine paid jobs when one is open (with --mine)", neg_flag="--nomarket"),
     Option(
         "miner_wallet",
         str,

@@ -22,7 +22,8 @@ from chain.keys import devnet_key
 from compute.numpy_engine import NumpyEngine
 from tests.marketutil import exact_product
 from tests.p2putil import P2P_ENV, free_port, write_genesis
-from wallet.jobs import JobClient
+from wallet.amount import format_coins, parse_amount
+from wallet.jobs import JobClient, JobError
 from wallet.rpc import RpcClient, read_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +183,25 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["status"] == "paid"
+        # the quote names its bounty in coins, as `submit --bounty` reads them
+        cli = subprocess.run(
+            [sys.executable, "-m", "node.cli", "job", "quote", "512", "2048", "512",
+             "--network", "devnet", "--datadir", str(n0.datadir), "--genesis-file", str(genesis),
+             "--rpc", f"http://127.0.0.1:{n0.rpc_port}"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        quote = client.quote(512, 2048, 512)
+        assert quote.going_bounty_per_multiply_add > 0 and quote.suggested_bounty > 0
+        coins = format_coins(quote.suggested_bounty)
+        assert f"suggested_bounty: {coins} coins ({quote.suggested_bounty}u)" in cli.stdout
+        assert parse_amount(coins) == quote.suggested_bounty
+        # a buyer who cannot pay hears so before anything is hashed or uploaded
+        broke = JobClient(devnet_key(9), net, rpcs[0], f"http://127.0.0.1:{n0.blob}",
+                          blob_auth=read_cookie(n0.datadir, "devnet"))  # fmt: skip
+        with pytest.raises(JobError, match=r"come to 0\.0101 coins but dpw1\w+ holds 0\.0"):
+            broke.submit(a[:64], b[:, :64], bounty=1_000_000, fee=10_000)
+        assert broke._pending_nonce is None  # no nonce was taken
     finally:
         for p in procs:
             p.stop()

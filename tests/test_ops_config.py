@@ -161,3 +161,18 @@ def test_readiness_rules() -> None:
     assert not r.ready and r.reasons == ["syncing: height 10 of 50"]
     assert not readiness(fake_node(10, [10], target=30)).ready  # type: ignore[arg-type]
     assert readiness(fake_node(48, [50])).ready  # type: ignore[arg-type]  # within 2 blocks
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error(tmp_path: Path) -> None:
+    """`pouw ... | head`: the reader goes away; the command neither logs an error nor
+    prints a traceback (stdout is closed before it writes a byte, so it always sees EPIPE)."""
+    env = {**os.environ, "POUW_DATADIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "config", "show", "--datadir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "Broken pipe" not in err and "Traceback" not in err and "error" not in err.lower(), err

@@ -48,9 +48,12 @@ def _json(res: Any) -> Any:
 
 
 def _setup_wallets(datadir: Path, genesis: Path) -> tuple[str, str]:
-    """alice: the funded devnet key 0, imported; bob: a fresh key."""
+    """alice: the funded devnet key 0, imported by number; bob: a fresh key."""
     alice = _json(wallet_cli(datadir, genesis, "import", "--wallet", "alice", "--json",
-                             "--seed", devnet_key(0).seed.hex(), *FAST))  # fmt: skip
+                             "--devnet-key", "0", *FAST))  # fmt: skip
+    assert Wallet.load(datadir / "devnet" / "wallets" / "alice.json", PASSWORD).signing_key == (
+        devnet_key(0)
+    )
     bob = _json(wallet_cli(datadir, genesis, "create", "--wallet", "bob", "--json", *FAST))
     assert (datadir / "devnet" / "wallets" / "bob.json").exists()
     addr = _json(wallet_cli(datadir, genesis, "address", "--wallet", "bob", "--json", "--check"))
@@ -176,3 +179,25 @@ def test_wrong_password_and_tampered_keystore_fail_cleanly(tmp_path: Path) -> No
         res = wallet_cli(datadir, genesis, "create", "--wallet", "alice", *FAST)
         assert res.returncode == 1 and "already exists" in res.stderr
         assert path.read_bytes() == before
+
+
+def test_devnet_keys_import_only_on_the_devnet(tmp_path: Path) -> None:
+    env = {"POUW_WALLET_PASSWORD": PASSWORD}
+    for argv, why in (
+        (("--network", "testnet"), "--devnet-key is for the devnet only, not testnet"),
+        (("--network", "devnet", "--devnet-key", "-1"), "--devnet-key must be 0 to"),
+    ):
+        args = ("wallet", "import", "--datadir", str(tmp_path), *FAST, *argv)
+        if "--devnet-key" not in argv:
+            args += ("--devnet-key", "1")
+        res = run_cli(*args, env=env)
+        assert res.returncode == 1 and why in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    assert not list(tmp_path.rglob("*.json"))  # no keystore was written
+    res = run_cli("wallet", "import", "--datadir", str(tmp_path), "--network", "devnet",
+                  "--devnet-key", "1", "--json", *FAST, env=env)  # fmt: skip
+    address = _json(res)["address"]
+    assert Wallet.load(tmp_path / "devnet" / "wallets" / "default.json", PASSWORD).signing_key == (
+        devnet_key(1)
+    )
+    assert address.startswith("dpw1")

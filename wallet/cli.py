@@ -84,6 +84,9 @@ def add_wallet_parser(subparsers: Any) -> argparse.ArgumentParser:
     src = imp.add_mutually_exclusive_group(required=True)
     src.add_argument("--seed", metavar="HEX", help="seed as 64 hex digits, or - to read stdin")
     src.add_argument("--keystore", type=Path, metavar="FILE", help="a keystore file to import")
+    src.add_argument("--devnet-key", type=int, metavar="N",
+                     help="the devnet's public test key N (0-4 are funded at genesis; "
+                          "devnet only: anyone can spend what these keys hold)")  # fmt: skip
     imp.add_argument("--scrypt-n", type=int, default=DEFAULT_SCRYPT_N, help=argparse.SUPPRESS)
     imp.set_defaults(handler=cmd_import)
 
@@ -196,6 +199,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     return _run(args, _import)
 
 
+DEVNET_KEY_MAX = 2**32 - 1  # devnet keys are numbered by a u32 (chain/keys.devnet_key)
+
+
 def _import(args: argparse.Namespace) -> int:
     network, path = _network(args), _path(args)
     if path.exists():
@@ -203,6 +209,18 @@ def _import(args: argparse.Namespace) -> int:
     if args.keystore is not None:
         password = read_password(args)
         seed = decrypt_keystore(read_keystore(args.keystore), password).seed
+    elif args.devnet_key is not None:
+        from chain.keys import devnet_key
+
+        if network.name != "devnet":
+            raise WalletError(
+                f"--devnet-key is for the devnet only, not {network.name}: its keys are "
+                "public, anyone can spend what they hold"
+            )
+        if not 0 <= args.devnet_key <= DEVNET_KEY_MAX:
+            raise WalletError(f"--devnet-key must be 0 to {DEVNET_KEY_MAX} (0-4 are funded)")
+        seed = devnet_key(args.devnet_key).seed
+        password = read_password(args, confirm=True)
     else:
         text = sys.stdin.readline() if args.seed == "-" else args.seed
         text = text.strip().removeprefix("0x")

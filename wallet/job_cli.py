@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from wallet.amount import parse_amount
+from wallet.amount import format_coins, parse_amount
 from wallet.jobs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, JobClient, JobError
 
 DEFAULT_BLOB_PORT_OFFSET = 3  # node/blobs.py: the blob endpoint is on rpc port + 3
@@ -81,12 +81,24 @@ def _print(args: argparse.Namespace, obj: dict[str, Any]) -> None:
 
 def cmd_quote(args: argparse.Namespace) -> int:
     q = _client(args).quote(args.m, args.k, args.n)
+    coins = format_coins(q.suggested_bounty)
+    if args.json:  # amounts in base units, as RPC gives them; the bounty also in coins
+        _print(args, {
+            "multiply_adds": q.multiply_adds, "parts": q.parts,
+            "going_bounty_per_multiply_add": q.going_bounty_per_multiply_add,
+            "suggested_bounty": q.suggested_bounty, "suggested_bounty_coins": coins,
+            "network_multiply_adds_per_s": q.network_multiply_adds_per_s,
+            "expected_wait_s": q.expected_wait_s,
+        })  # fmt: skip
+        return 0
+    wait = "unknown (no miner seen)" if q.expected_wait_s is None else f"{q.expected_wait_s:.1f}"
     _print(args, {
         "multiply_adds": q.multiply_adds, "parts": q.parts,
-        "going_bounty_per_multiply_add": q.going_bounty_per_multiply_add,
-        "suggested_bounty": q.suggested_bounty,
-        "network_multiply_adds_per_s": q.network_multiply_adds_per_s,
-        "expected_wait_s": q.expected_wait_s,
+        "going_bounty_per_multiply_add": f"{q.going_bounty_per_multiply_add:.6g} base units",
+        # coins, as --bounty reads them (a bare 1 there is one coin, 10^8 base units)
+        "suggested_bounty": f"{coins} coins ({q.suggested_bounty}u): submit --bounty {coins}",
+        "network_multiply_adds_per_s": f"{q.network_multiply_adds_per_s:.3g}",
+        "expected_wait_s": wait,
     })  # fmt: skip
     return 0
 
@@ -151,6 +163,8 @@ def _run(handler: Any) -> Any:
         except RpcConnectionError as exc:
             print(f"error: {exc}: is the node running, and is --rpc its address?", file=sys.stderr)
             return 1
+        except BrokenPipeError:  # stdout closed early: pouw's main says nothing
+            raise
         except (JobError, WalletError, RpcError, NetworkError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -154,10 +154,24 @@ class JobClient(Collecting):
             raise JobError("this needs the wallet's key: unlock a wallet to sign")
         return self.key
 
-    def _nonce(self) -> int:
+    def _nonce(self, spend: int = 0) -> int:
+        """The next nonce to sign with; with ``spend`` (base units: bounties and fees),
+        first a clear error when the account's confirmed balance cannot cover it, before
+        anything is hashed or uploaded (the node would refuse the first submit)."""
+        from wallet.amount import format_coins
         from wallet.rpc import get_account
 
         info = get_account(self.rpc, self.address)  # type: ignore[arg-type]
+        if spend > info.balance:
+            waiting = (
+                f" ({format_coins(info.immature)} more is mined but not mature yet)"
+                if info.immature else ""
+            )  # fmt: skip
+            raise JobError(
+                f"the bounty and fees come to {format_coins(spend)} coins but {self.address} "
+                f"holds {format_coins(info.balance)}{waiting}: send coins to that address "
+                "(`pouw wallet balance` shows them), or lower --bounty"
+            )
         nonce = max(info.pending_nonce, self._pending_nonce or 0)
         self._pending_nonce = nonce + 1
         return nonce
@@ -243,7 +257,7 @@ class JobClient(Collecting):
         txs = []
         expires = self._mtp() + expiry_s
         known: dict[tuple[Any, ...], bytes] = {}  # parts share slices of A (or of B)
-        first_nonce = self._nonce()
+        first_nonce = self._nonce(spend=bounty + fee * len(plan.parts))
         # uploads run beside the hashing of the next blob (the node checks each one)
         if self._uploads is None:
             self._uploads = ThreadPoolExecutor(UPLOADS_PARALLEL, thread_name_prefix="upload")
