@@ -329,7 +329,7 @@ class RemoteMiner:
         if rt is None or (latest_rt is not None and latest_rt.header.parent != rt.header.parent):
             # The tip moved on while this product ran: like the in-node miner, drop it.
             self.stats.stale += 1
-            log.info("dropped a win on job %d: the tip changed (latest job %d)", job, latest)
+            log.info("dropped a win on template %d: the tip changed (latest %d)", job, latest)
             return
         header = dataclasses.replace(rt.header, h_a=h_a, h_b=h_b, seal=seal)
         if header.parent in self._solved:
@@ -346,13 +346,13 @@ class RemoteMiner:
             self._solved.add(header.parent)
             self.stats.accepted += 1
             log.info(
-                "block accepted height=%d hash=%s txs=%d job=%d",
+                "block accepted height=%d hash=%s txs=%d template=%d",
                 header.height, header.hash.hex(), len(block.txs), job,
             )  # fmt: skip
         elif answer in STALE_ANSWERS:
             self.stats.stale += 1
             log.info(
-                "block %s at height %d is stale (%s; job %d, latest %d)",
+                "block %s at height %d is stale (%s; template %d, latest %d)",
                 header.hash.hex()[:16], header.height, answer, job, latest,
             )  # fmt: skip
         else:

@@ -139,8 +139,10 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         wait_for("one chain", lambda: max(r.call("getblockcount") for r in rpcs) - min(
             r.call("getblockcount") for r in rpcs) <= 3 and all(
             r.call("getconnectioncount") >= 1 for r in rpcs), timeout=60, procs=procs)  # fmt: skip
+        products = n0.datadir / "devnet" / "products"  # where `pouw job` keeps manifests
         client = JobClient(devnet_key(0), net, rpcs[0], f"http://127.0.0.1:{n0.blob}",
-                           blob_auth=read_cookie(n0.datadir, "devnet"))  # fmt: skip
+                           blob_auth=read_cookie(n0.datadir, "devnet"),
+                           manifest_dir=products)  # fmt: skip
         rng = np.random.default_rng(5)
         a = rng.integers(-64, 64, (768, 2048), dtype=np.int8)
         b = rng.integers(-64, 64, (2048, 512), dtype=np.int8)
@@ -183,6 +185,31 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["status"] == "paid"
+        # the buyer's products, newest first, from the API and from the CLI
+        listed = client.products()
+        assert [r["product_id"] for r in listed] == [*extra[::-1], pid]
+        assert all(r["status"] == "paid" for r in listed), listed
+        whole = next(r for r in listed if r["product_id"] == pid)
+        assert (whole["parts"], whole["bounty"], whole["counts"]) == (6, 6_000_000, {"paid": 6})
+        cli = subprocess.run(
+            [sys.executable, "-m", "node.cli", "job", "list", "--limit", "2", "--json",
+             "--network", "devnet", "--datadir", str(n0.datadir), "--genesis-file", str(genesis),
+             "--rpc", f"http://127.0.0.1:{n0.rpc_port}"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout) == listed[:2]
+        # a damaged manifest, or a product the node never heard of, is listed as such
+        odd = tmp_path / "odd-products"
+        odd.mkdir()
+        (odd / "damaged.json").write_text("{not json")
+        unknown = json.loads((products / f"{extra[0]}.json").read_text())
+        unknown["job_ids"] = ["ab" * 32]
+        (odd / f"{'ab' * 32}.json").write_text(json.dumps(unknown))
+        reader = JobClient(None, net, rpcs[0], f"http://127.0.0.1:{n0.blob}", manifest_dir=odd)
+        statuses = {r["product_id"]: r["status"] for r in reader.products()}
+        assert statuses["damaged"].startswith("unreadable manifest: not a product manifest")
+        assert statuses["ab" * 32] == "unknown to the node (job not found)", statuses
         # the quote names its bounty in coins, as `submit --bounty` reads them
         cli = subprocess.run(
             [sys.executable, "-m", "node.cli", "job", "quote", "512", "2048", "512",

@@ -5,6 +5,7 @@
     pouw job status PRODUCT_ID                       # pending, open, claimed, ... per part
     pouw job result PRODUCT_ID -o C.npy --a A.npy --b B.npy [--wait 600]
     pouw job reclaim PRODUCT_ID                      # cancel the parts nobody claimed
+    pouw job list [--limit 10]                       # products submitted from this datadir
 
 ``submit`` checks that entries are integers in [-64, 63] (and says how to quantize
 if not), cuts the product into jobs (wallet/products.py), uploads each part's A and
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +30,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from wallet.amount import format_coins, parse_amount
-from wallet.jobs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, JobClient, JobError
+from wallet.jobs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobClient, JobError
 
 DEFAULT_BLOB_PORT_OFFSET = 3  # node/blobs.py: the blob endpoint is on rpc port + 3
 
@@ -69,6 +71,16 @@ def _load(path: Path, name: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise JobError(f"cannot read {name} from {path}: {exc}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _print(args: argparse.Namespace, obj: dict[str, Any]) -> None:
@@ -144,6 +156,29 @@ def cmd_result(args: argparse.Namespace) -> int:
         out["next"] = "run `pouw job status` after the window: a refunded part's bounty is back"
     _print(args, out)
     return 0 if res.verified else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = _client(args).products(args.limit)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no products submitted from this datadir yet (`pouw job submit` keeps them)")
+        return 0
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["submitted"]))
+        if "m" not in row:  # an unreadable manifest
+            print(f"{row['product_id']}  {when}  {row['status']}")
+            continue
+        counts = row.get("counts", {})
+        parts = ", ".join(f"{v} {k}" for k, v in counts.items()) if len(counts) > 1 else ""
+        print(
+            f"{row['product_id']}  {when}  {row['m']}x{row['k']}x{row['n']}  "
+            f"{row['parts']} part(s)  bounty {format_coins(row['bounty'])}  {row['status']}"
+            + (f" ({parts})" if parts else "")
+        )
+    return 0
 
 
 def cmd_reclaim(args: argparse.Namespace) -> int:
@@ -222,6 +257,12 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="first wait up to this long for every part to deliver")  # fmt: skip
     result.add_argument("--no-challenge", action="store_true", help="only report a bad C")
     result.set_defaults(handler=_run(cmd_result))
+
+    listing = sub.add_parser("list", help="products submitted from this datadir, newest first")
+    common(listing, False)
+    listing.add_argument("--limit", type=_positive, default=DEFAULT_LIST_LIMIT,
+                         help="show at most this many (each part is one RPC call)")  # fmt: skip
+    listing.set_defaults(handler=_run(cmd_list))
 
     reclaim = sub.add_parser("reclaim", help="cancel the parts nobody has claimed")
     common(reclaim, True)

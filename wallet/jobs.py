@@ -61,6 +61,8 @@ from wallet.products import (
 __all__ = ["DEFAULT_EXPIRY_S", "DEFAULT_JOB_FEE", "JobClient", "JobError", "JobResult", "Quote"]
 
 UPLOADS_PARALLEL = 2  # blobs in flight to the node while the next one is hashed
+# `pouw job list` shows this many products unless told: each part costs one getjob call
+DEFAULT_LIST_LIMIT = 10
 
 
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
@@ -364,6 +366,46 @@ class JobClient(Collecting):
             "product_id": product_id, "status": overall, "counts": counts,
             "m": plan.m, "k": plan.k, "n": plan.n, "parts": jobs,
         }  # fmt: skip
+
+    def products(self, limit: int = DEFAULT_LIST_LIMIT) -> list[dict[str, Any]]:
+        """The products submitted from this client's manifest folder, newest first (at
+        most ``limit``), each with its shape, parts, total bounty (base units), when it
+        was submitted (the manifest's time, Unix seconds) and its state on chain as
+        ``status`` gives it. A manifest that cannot be read, or a product the node does
+        not know, is listed with a ``status`` that says so instead of failing the list."""
+        from wallet.rpc import RpcError
+
+        if limit < 1:
+            raise JobError("the list limit must be at least 1")
+        if self.manifest_dir is None or not self.manifest_dir.is_dir():
+            return []
+        found = []
+        for path in self.manifest_dir.glob("*.json"):
+            try:
+                found.append((path.stat().st_mtime, path))
+            except OSError:  # removed meanwhile
+                continue
+        out: list[dict[str, Any]] = []
+        for mtime, path in sorted(found, reverse=True)[:limit]:
+            row: dict[str, Any] = {"product_id": path.stem, "submitted": int(mtime)}
+            try:
+                plan = Manifest.from_json(path.read_text())
+            except (OSError, UnicodeDecodeError, PlanError) as exc:
+                out.append({**row, "status": f"unreadable manifest: {exc}"})
+                continue
+            pid = plan.product_id
+            self._products[pid] = plan
+            row.update(product_id=pid, m=plan.m, k=plan.k, n=plan.n, parts=len(plan.job_ids),
+                       bounty=sum(plan.bounties))  # fmt: skip
+            try:
+                info = self.status(pid)
+            except RpcError as exc:  # e.g. a submit that never confirmed and left the pool
+                out.append({**row, "status": f"unknown to the node ({exc.message})"})
+                continue
+            row["status"] = info["status"]
+            row["counts"] = info.get("counts", {info["status"]: 1})
+            out.append(row)
+        return out
 
     def reclaim(self, product_id: str, fee: int = DEFAULT_JOB_FEE) -> list[str]:
         """Cancel every part nobody has claimed yet, on chain or in the node's pool;
