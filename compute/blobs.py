@@ -175,11 +175,17 @@ class BlobStore:
 
     def recent(self, limit: int) -> list[BlobInfo]:
         """The ``limit`` most recently stored blobs, newest first."""
-        out = [info for info, _, _ in reversed(list(self._pending.values()))][:limit]
+        queued = list(self._pending.values())  # the writer empties it meanwhile
+        out = [info for info, _, _ in reversed(queued)][:limit]
+        listed = {info.root for info, _, _ in queued}  # once, though written since
         paths = []
         for path in self.dir.glob("*.*.npy"):
             root_hex, kind, _ = path.name.split(".", 2)
-            pending = bytes.fromhex(root_hex) in self._pending if len(root_hex) == 64 else True
+            try:
+                root = bytes.fromhex(root_hex) if len(root_hex) == 64 else None
+            except ValueError:  # not a file of the store's
+                root = None
+            pending = root is None or root in listed or root in self._pending
             if kind in KINDS and not pending:
                 try:
                     paths.append((path.stat().st_mtime, root_hex, kind, path))

@@ -67,7 +67,8 @@ def _shape(text: str) -> tuple[int, int, int]:
 def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("miner", help="mine through a node's JSON-RPC (GPU or CPU)")
     p.add_argument("--rpc", metavar="URL", help="node RPC URL (default 127.0.0.1:<rpc port>)")
-    p.add_argument("--address", help="address that receives the rewards (required to mine)")
+    p.add_argument("--address",
+                   help="address that receives the rewards (default: --market-wallet's)")
     p.add_argument(
         "--list-devices", action="store_true", help="show the GPUs and engines found, then exit"
     )
@@ -96,7 +97,7 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--market-wallet", type=Path, metavar="KEYSTORE",
                    help="take paid compute jobs, signing claims and commits with this "
-                        "keystore (its address must be --address)")  # fmt: skip
+                        "keystore (its address must be --address, if given)")  # fmt: skip
     p.add_argument("--password-file", type=Path,
                    help="the keystore's password (else $POUW_WALLET_PASSWORD)")  # fmt: skip
     p.add_argument("--blob-url", help="the node's blob endpoint (default: --rpc's port + 3)")
@@ -116,8 +117,16 @@ def cmd_miner(args: argparse.Namespace) -> int:
         lines, _ok = describe_devices()
         print("\n".join(lines))
         return 0
+    if args.address is None and args.market_wallet is not None:
+        from wallet.keystore import keystore_address
+
+        try:  # checked against the decrypted key before any work (_market)
+            args.address = keystore_address(args.market_wallet)
+        except (WalletError, OSError) as exc:
+            log.error("--market-wallet: %s", exc)
+            return EXIT_USAGE
     if args.address is None:
-        log.error("pouw miner needs --address ADDRESS (or --list-devices)")
+        log.error("pouw miner needs --address ADDRESS, or --market-wallet (or --list-devices)")
         return EXIT_USAGE
     try:
         net_name, _ = decode_any_address(args.address)

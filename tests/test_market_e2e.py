@@ -360,9 +360,10 @@ def test_claims_racing_across_a_reorg_leave_no_account_stuck(tmp_path: Path) -> 
 
 
 def test_a_product_cut_short_names_the_parts_that_went_out(tmp_path: Path) -> None:
-    """Parts go out as their operands land; when a later part is refused (here: it
-    overdraws the buyer's balance), the error names the live jobs, and the next
-    submit takes the first unused nonce (no gap that would hold it in the pool)."""
+    """When a later part is refused (here: with an earlier pooled submit it overdraws
+    the buyer's balance, which the client's own check of the confirmed balance cannot
+    see), the error names the live jobs, and the next submit takes the first unused
+    nonce (no gap that would hold it in the pool)."""
     from chain.network import load_network
     from wallet.job_txs import JobError
 
@@ -378,15 +379,17 @@ def test_a_product_cut_short_names_the_parts_that_went_out(tmp_path: Path) -> No
         rng = np.random.default_rng(5)
         a = rng.integers(-64, 64, (128, 256), dtype=np.int8)
         b = rng.integers(-64, 64, (256, 256), dtype=np.int8)
-        # two equal parts of half the balance each: the first fits, the second
-        # (after the first's fee) does not
+        # a pooled submit of half the balance less 10^7, then a product of two equal
+        # parts of half the balance less 2 * 10^6 each: the confirmed balance covers
+        # the product, the pool takes its first part and refuses the second
+        client.submit(a[:, :128], b[:128], bounty=balance // 2 - 10**7)
         with pytest.raises(JobError, match="only 1 of the product's 2 parts went out") as err:
-            client.submit(a, b, bounty=balance, min_parts=2)
+            client.submit(a, b, bounty=balance - 4 * 10**6, min_parts=2)
         live = str(err.value).split("jobs are live: ")[1].split(".")[0]
         assert rpc.call("getjob", live)["status"] == "pending"
-        assert rpc.call("getaccount", _address(0))["pending_nonce"] == first + 1
+        assert rpc.call("getaccount", _address(0))["pending_nonce"] == first + 2
         pid = client.submit(a[:, :128], b[:128], bounty=1_000_000)
         assert rpc.call("getjob", pid)["status"] == "pending"
-        assert rpc.call("getaccount", _address(0))["pending_nonce"] == first + 2
+        assert rpc.call("getaccount", _address(0))["pending_nonce"] == first + 3
     finally:
         node.stop()

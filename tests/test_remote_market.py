@@ -27,9 +27,11 @@ from wallet.wallet import Wallet
 
 
 def _start_miner(tmp_path: Path, node: Proc, genesis: Path, key_no: int,
-                 log: IO[bytes], *extra: str) -> tuple[str, subprocess.Popen[bytes]]:  # fmt: skip
+                 log: IO[bytes], *extra: str,
+                 name_address: bool = True) -> tuple[str, subprocess.Popen[bytes]]:  # fmt: skip
     """`pouw miner` (one NumPy worker unless ``extra`` says otherwise) with the market,
-    its keystore holding devnet key ``key_no``; returns its address and process."""
+    its keystore holding devnet key ``key_no``; returns its address and process.
+    Without ``name_address`` it is not given --address: the keystore's is used."""
     net = load_network("devnet", genesis)
     address = encode_address(net.hrp, address_from_pubkey(devnet_key(key_no).public_key))
     keystore = tmp_path / "miner.json"
@@ -38,7 +40,8 @@ def _start_miner(tmp_path: Path, node: Proc, genesis: Path, key_no: int,
     return address, subprocess.Popen(
         [sys.executable, "-m", "node.miner_cli", "miner", "--rpc",
          f"http://127.0.0.1:{node.rpc_port}",
-         "--address", address, "--datadir", str(node.datadir), "--genesis-file", str(genesis),
+         *(("--address", address) if name_address else ()),
+         "--datadir", str(node.datadir), "--genesis-file", str(genesis),
          "--backend", "numpy", "--threads", "1", "--market-wallet", str(keystore),
          "--password-file", str(tmp_path / "pw"),
          "--blob-url", f"http://127.0.0.1:{node.blob}", *extra],
@@ -88,7 +91,8 @@ def test_pouw_miner_takes_paid_jobs(tmp_path: Path) -> None:
     try:
         rpc = node.rpc()
         wait_for("blocks", lambda: rpc.call("getblockcount") >= 2, procs=[node])
-        address, miner = _start_miner(tmp_path, node, genesis, 2, miner_log)
+        # no --address: the market wallet's is the miner's
+        address, miner = _start_miner(tmp_path, node, genesis, 2, miner_log, name_address=False)
         client = _buyer(node, net)
         pid = _buy_two_parts(client, np.random.default_rng(21))
         parts = client.status(pid)["parts"]  # C may come before the claims confirm

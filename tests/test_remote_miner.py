@@ -370,3 +370,29 @@ def test_a_miner_whose_only_worker_dies_stops_and_says_so(tmp_path: Path, genesi
         text = log_path.read_text()
         assert "worker 0 killed by signal 9; 0 worker(s) left: the miner stops" in text, text
         assert "Traceback" not in text, text
+
+
+def test_a_market_wallet_names_the_address_or_must_match_it(tmp_path: Path) -> None:
+    """Without --address the market wallet's address mines; a given one must be the
+    wallet's; a file that is no keystore is a usage error. All before any work."""
+    from wallet.wallet import Wallet
+
+    keystore = tmp_path / "miner.json"
+    Wallet.create(keystore, "pw", load_network("devnet"), seed=devnet_key(2).seed, scrypt_n=2**10)
+    (tmp_path / "pw").write_text("pw\n")
+    base = ("miner", "--rpc", "http://127.0.0.1:9", "--rpc-user", "u", "--rpc-password", "p",
+            "--password-file", str(tmp_path / "pw"), "--workers", "0")  # fmt: skip
+    (tmp_path / "junk.json").write_text("[]")
+    runs = [
+        # --workers 0 stops it right after the address is settled: the wallet's was taken
+        (run_cli(*base, "--market-wallet", str(keystore), timeout=60),
+         "--workers must be 1 to 64"),
+        (run_cli(*base[:-2], "--address", MINER_ADDRESS, "--market-wallet", str(keystore),
+                 "--backend", "numpy", timeout=60), "not --address"),
+        (run_cli(*base, "--market-wallet", str(tmp_path / "junk.json"), timeout=60),
+         "junk.json is not a keystore"),
+        (run_cli(*base[:-2], timeout=60), "needs --address ADDRESS, or --market-wallet"),
+    ]  # fmt: skip
+    for got, said in runs:
+        assert got.returncode == 2 and said in got.stderr, got.stderr
+        assert "Traceback" not in got.stderr
