@@ -152,7 +152,10 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         assert len(parts) == 6 and {p["status"] for p in parts} <= {"pending", "open"}
         # more demand than three miners holding two jobs each can take at once
         extra = [client.submit(a[:128], b[:, :128], bounty=500_000 + i) for i in range(3)]
-        client.wait(pid, timeout=180)
+        heard: list[str] = []
+        client.wait(pid, timeout=180, progress=heard.append)
+        assert heard and heard[-1].endswith("delivered: 6 of 6 settled"), heard
+        assert all(line.startswith("[") and "part " in line for line in heard), heard
         res = client.result(pid)
         assert res.verified, res.actions
         assert np.array_equal(res.c, exact_product(a, b))

@@ -123,8 +123,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     parts = len(plan.job_ids) if plan is not None else 1
     if args.json:
         print(json.dumps({"product_id": pid, "parts": parts}))
-    else:
-        print(pid)
+        return 0
+    print(pid)  # alone on stdout, for PID=$(pouw job submit ...)
+    print(
+        f"submitted {parts} part(s), bounty {format_coins(args.bounty)} coins; "
+        f"`pouw job status {pid}` follows it; `pouw job result {pid} -o C.npy "
+        f"--a {args.a} --b {args.b} --wait 600` collects C",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -143,8 +149,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_result(args: argparse.Namespace) -> int:
     client = _client(args)
     a, b = _load(args.a_file, "A"), _load(args.b_file, "B")
-    if args.wait:
-        client.wait(args.product_id, args.wait)
+    if args.wait:  # what happens meanwhile, on stderr (stdout stays the result)
+        client.wait(args.product_id, args.wait, progress=lambda line: print(line, file=sys.stderr))
     res = client.result(args.product_id, a, b, challenge=not args.no_challenge)
     out: dict[str, Any] = {"verified": res.verified}
     if res.verified:

@@ -106,23 +106,45 @@ class Collecting:
                 job = self._preparer.submit(prepare_check, *part.operands(*operands))
                 self._checks[job_id] = job
 
-    def wait(self, product_id: str, timeout: float = 600.0) -> dict[str, Any]:
+    def wait(
+        self, product_id: str, timeout: float = 600.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """Block until every part is committed, paid or failed; returns the status.
 
         Each part is waited on with the node's ``waitforjob`` long poll (it answers as
-        soon as the commit reaches the node's pool); a node without it is polled."""
-        deadline = time.monotonic() + timeout
+        soon as the commit reaches the node's pool); a node without it is polled.
+        ``progress`` (the CLI: a line on stderr) hears of each part as it settles and
+        of each change of the part waited on (open, claimed, ...)."""
+        started = time.monotonic()
+        deadline = started + timeout
         self._prepare_checks(product_id)
         plan = self.manifest(product_id)
+        job_ids = plan.job_ids if plan is not None else [product_id]
         answers: dict[str, dict[str, Any]] = {}
-        for job_id in plan.job_ids if plan is not None else [product_id]:
+        settled = 0
+
+        def say(what: str) -> None:
+            if progress is not None:
+                progress(f"[{time.monotonic() - started:5.1f} s] {what}")
+
+        for number, job_id in enumerate(job_ids, 1):
+            seen = None
             while True:
                 job = answers[job_id] = self._wait_job(job_id, deadline - time.monotonic())
+                name = f"part {number}/{len(job_ids)} ({job_id[:16]})"
                 if _deliverable(job):
                     self._collect(job)
+                    settled += 1
+                    say(f"{name} delivered: {settled} of {len(job_ids)} settled")
                     break
                 if job["status"] in FAILED:
+                    settled += 1
+                    say(f"{name} {job['status']}: its bounty goes back")
                     break
+                if job["status"] != seen:
+                    seen = job["status"]
+                    say(f"{name} {seen}")
                 if time.monotonic() > deadline:
                     self._timed_out(product_id, timeout)
         return self.status(product_id, answers)  # as each part last answered
