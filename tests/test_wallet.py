@@ -201,3 +201,20 @@ def test_devnet_keys_import_only_on_the_devnet(tmp_path: Path) -> None:
         devnet_key(1)
     )
     assert address.startswith("dpw1")
+
+
+def test_history_names_market_transactions_and_failed_ones() -> None:
+    from wallet.cli import _history_line
+
+    base = {"height": 7, "fee": 1000, "txid": "ab" * 32, "sender": "dpw1s", "direction": "out"}
+    transfer = _history_line({**base, "kind": 1, "amount": 150_000_000, "recipient": "dpw1r"})
+    assert transfer == f"height=7 out 1.5 fee=0.00001 from=dpw1s to=dpw1r txid={'ab' * 32}"
+    submit = _history_line({**base, "kind": 2, "amount": 75_000_000, "status": "ok"})
+    assert submit == f"height=7 job_submit bounty 0.75 fee=0.00001 txid={'ab' * 32}"
+    claim = _history_line({**base, "kind": 6, "amount": 5_000_000, "status": "failed",
+                           "failure": "job-bad-status: status claimed, needs open"})  # fmt: skip
+    assert claim.startswith("height=7 job_claim bond 0.05 fee=0.00001 txid=")
+    assert claim.endswith("FAILED (job-bad-status: status claimed, needs open): only the fee "
+                          "was spent")  # fmt: skip
+    commit = _history_line({**base, "kind": 3, "amount": 0})
+    assert commit == f"height=7 job_commit fee=0.00001 txid={'ab' * 32}"

@@ -25,6 +25,7 @@ from typing import Any
 
 from chain.address import AddressError
 from chain.network import NETWORKS, Network, NetworkError, load_network
+from chain.txkind import AMOUNT_KINDS, TxKind
 from wallet.amount import AmountError, format_coins, parse_amount
 from wallet.keystore import (
     DEFAULT_SCRYPT_N,
@@ -312,20 +313,41 @@ def _history(args: argparse.Namespace) -> int:
         print(json.dumps(entries))
         return 0
     for e in entries:
-        amount = e.get("amount")
-        parts = [
-            f"height={e.get('height')}",
-            str(e.get("direction", "?")),
-            format_coins(int(amount)) if amount is not None else "?",
-            f"fee={format_coins(int(e.get('fee', 0)))}",
-            f"from={e.get('sender', '?')}",
-            f"to={e.get('recipient', '?')}",
-            f"txid={e.get('txid')}",
-        ]
-        print(" ".join(parts))
+        print(_history_line(e))
     if not entries:
         print(f"no transactions for {address}")
     return 0
+
+
+# what a job transaction's amount escrows; the other job kinds move nothing
+_ESCROWED = {TxKind.JOB_SUBMIT: "bounty", TxKind.JOB_CLAIM: "bond", TxKind.JOB_PROBE: "deposit"}
+assert set(_ESCROWED) == AMOUNT_KINDS
+
+
+def _history_line(e: dict[str, Any]) -> str:
+    """One transaction of ``pouw wallet history``: a transfer with its direction and
+    both addresses, a market transaction by its kind (and what its amount escrows),
+    and a transaction whose market rule failed (fee and nonce spent) marked so."""
+    amount = e.get("amount")
+    coins = format_coins(int(amount)) if amount is not None else "?"
+    try:
+        kind = TxKind(int(e.get("kind", TxKind.TRANSFER)))
+    except ValueError:
+        kind = None
+    parts = [f"height={e.get('height')}"]
+    if kind is None or kind == TxKind.TRANSFER:
+        parts += [str(e.get("direction", "?")), coins]
+    else:
+        parts.append(kind.name.lower())
+        if kind in _ESCROWED:
+            parts.append(f"{_ESCROWED[kind]} {coins}")
+    parts.append(f"fee={format_coins(int(e.get('fee', 0)))}")
+    if kind is None or kind == TxKind.TRANSFER:
+        parts += [f"from={e.get('sender', '?')}", f"to={e.get('recipient', '?')}"]
+    parts.append(f"txid={e.get('txid')}")
+    if e.get("status") == "failed":
+        parts.append(f"FAILED ({e.get('failure')}): only the fee was spent")
+    return " ".join(parts)
 
 
 def _run(args: argparse.Namespace, fn: Any) -> int:
