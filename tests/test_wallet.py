@@ -118,6 +118,13 @@ def _send_and_confirm(
     assert hist[0]["direction"] == "in" and hist[0]["amount"] == 150_000_000
     text = wallet_cli(datadir, genesis, "history", "--wallet", "alice", "--rpc", observer.url)
     assert text.returncode == 0 and txid in text.stdout and " out 1.5 " in text.stdout
+    # the balance also says what the address did for the network (contribution ledger)
+    work = observer.rpc.call("getcontribution", bob)
+    assert alice_now["contribution"]["address"] == alice_now["address"]
+    text = wallet_cli(datadir, genesis, "balance", "--wallet", "bob", "--rpc", observer.url,
+                      password=None)  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    assert f"mined:    {work['blocks']} block(s); paid jobs: 0.0 in bounties" in text.stdout
 
 
 @needs_rpc

@@ -257,13 +257,25 @@ def _balance(args: argparse.Namespace) -> int:
     address = keystore_address(_path(args))
     from wallet.rpc import get_account
 
-    info = get_account(_rpc(args, network), address)
-    obj = {"address": address, **info.__dict__}
+    rpc = _rpc(args, network)
+    info = get_account(rpc, address)
+    obj: dict[str, Any] = {"address": address, **info.__dict__}
     text = (
         f"{address}\nbalance:  {format_coins(info.balance)}\n"
         f"immature: {format_coins(info.immature)}\nnonce:    {info.nonce} "
         f"(pending {info.pending_nonce})"
     )
+    # what the address did for the network (the contribution ledger), when the node says
+    work = rpc.call("getcontribution", address)
+    if isinstance(work, dict) and {"blocks", "delivered", "bounties"} <= work.keys():
+        obj["contribution"] = work
+        text += (
+            f"\nmined:    {int(work['blocks'])} block(s); paid jobs: "
+            f"{format_coins(int(work['bounties']))} in bounties for "
+            f"{int(work['delivered']):.3g} multiply-adds delivered"
+        )
+        if int(work.get("challenges_lost", 0)):
+            text += f"; {int(work['challenges_lost'])} bond(s) lost to challenges"
     _out(args, obj, text)
     return 0
 
