@@ -160,6 +160,18 @@ def main() -> int:
                 late = [buyer.call("getjob", j) for j in submitted]
                 late = [j for j in late if j["status"] in ("open", "claimed", "pending")]
                 print(f"# {len(late)} job(s) not delivered, e.g. {late[:2]}", flush=True)
+                for name, node in (("buyer", buyer), *((f"miner{i}", m) for i, m in
+                                                       enumerate(miners, 1))):  # fmt: skip
+                    node = getattr(node, "node", node)  # a standalone miner's own node
+                    tip = node.call("getblockchaininfo")
+                    pool = node.call("getmempoolinfo")
+                    mining = node.call("getmininginfo")
+                    print(f"# {name}: height {tip['blocks']}, median time "
+                          f"{time.time() - tip['mediantime']:.0f} s ago, pool {pool['size']} "
+                          f"txs ({pool['pending']} pending), products "
+                          f"{mining.get('localproducts')}, market {mining.get('market')}",
+                          flush=True)  # fmt: skip
+                print("# rerun with --workdir DIR to keep every node's log", flush=True)
                 raise
             end_total, end_jobs, recomputed, lost, products = counters(miners)
             wait("every job settled", lambda: all(
