@@ -180,13 +180,13 @@ class BlobStore:
         listed = {info.root for info, _, _ in queued}  # once, though written since
         paths = []
         for path in self.dir.glob("*.*.npy"):
-            root_hex, kind, _ = path.name.split(".", 2)
+            root_hex, kind, rest = path.name.split(".", 2)
             try:
                 root = bytes.fromhex(root_hex) if len(root_hex) == 64 else None
             except ValueError:  # not a file of the store's
                 root = None
             pending = root is None or root in listed or root in self._pending
-            if kind in KINDS and not pending:
+            if kind in KINDS and rest == "npy" and not pending:  # not a write's leftover
                 try:
                     paths.append((path.stat().st_mtime, root_hex, kind, path))
                 except OSError:

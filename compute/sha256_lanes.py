@@ -97,6 +97,7 @@ def compress(typingctx: Any, buf: Any) -> Any:
         and buf.dtype == types.uint32
         and buf.ndim == 1
         and buf.layout == "C"
+        and buf.mutable
     ):  # fmt: skip
         return None
 

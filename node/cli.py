@@ -205,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "log_level", "info"))
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the exit's flush
+        return code
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE

@@ -167,6 +167,7 @@ def test_output_cut_short_by_its_reader_is_not_an_error(tmp_path: Path) -> None:
     """`pouw ... | head`: the reader goes away; the command neither logs an error nor
     prints a traceback (stdout is closed before it writes a byte, so it always sees EPIPE)."""
     env = {**os.environ, "POUW_DATADIR": str(tmp_path)}
+    env.pop("PYTHONUNBUFFERED", None)  # block-buffered, as in a shell: written at exit
     proc = subprocess.Popen(
         [sys.executable, "-m", "node.cli", "config", "show", "--datadir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,

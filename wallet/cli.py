@@ -266,7 +266,10 @@ def _balance(args: argparse.Namespace) -> int:
         f"(pending {info.pending_nonce})"
     )
     # what the address did for the network (the contribution ledger), when the node says
-    work = rpc.call("getcontribution", address)
+    try:
+        work = rpc.call("getcontribution", address)
+    except RpcError:  # a node without the ledger: the balance alone
+        work = None
     if isinstance(work, dict) and {"blocks", "delivered", "bounties"} <= work.keys():
         obj["contribution"] = work
         text += (

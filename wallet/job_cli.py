@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -125,13 +126,28 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(json.dumps({"product_id": pid, "parts": parts}))
         return 0
     print(pid)  # alone on stdout, for PID=$(pouw job submit ...)
+    node = _same_node(args)
+    a, b = shlex.quote(str(args.a)), shlex.quote(str(args.b))
     print(
         f"submitted {parts} part(s), bounty {format_coins(args.bounty)} coins; "
-        f"`pouw job status {pid}` follows it; `pouw job result {pid} -o C.npy "
-        f"--a {args.a} --b {args.b} --wait 600` collects C",
+        f"`pouw job status {pid} {node}` follows it; `pouw job result {pid} -o C.npy "
+        f"--a {a} --b {b} --wait 600 {node}` collects C",
         file=sys.stderr,
     )
     return 0
+
+
+def _same_node(args: argparse.Namespace) -> str:
+    """The options that point a later ``pouw job`` command at this node and wallet."""
+    out = ["--network", args.network]
+    for flag, value in (
+        ("--datadir", args.datadir), ("--genesis-file", args.genesis_file),
+        ("--rpc", args.rpc), ("--blob-url", args.blob_url), ("--wallet-file", args.wallet_file),
+        ("--wallet", args.wallet if args.wallet != "default" else None),
+    ):  # fmt: skip
+        if value is not None:
+            out += [flag, str(value)]
+    return " ".join(shlex.quote(x) for x in out)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

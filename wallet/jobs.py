@@ -171,7 +171,8 @@ class JobClient(Collecting):
             )  # fmt: skip
             raise JobError(
                 f"the bounty and fees come to {format_coins(spend)} coins but {self.address} "
-                f"holds {format_coins(info.balance)}{waiting}: send coins to that address "
+                f"holds {format_coins(info.balance)}{waiting}, "
+                f"{format_coins(spend - info.balance)} short: send coins to that address "
                 "(`pouw wallet balance` shows them), or lower --bounty"
             )
         nonce = max(info.pending_nonce, self._pending_nonce or 0)
