@@ -54,8 +54,14 @@ DEFAULT_MIN_FEE = 1
 # go-ethereum's default price bump for a replacement.
 DEFAULT_REPLACE_BUMP_PERCENT = 10
 # A tx may be at most this far ahead of the sender's next expected nonce (the state
-# nonce plus its pending txs). Bounds what one account can park in the queued set.
-MAX_NONCE_GAP = 64
+# nonce plus its pending txs). Bounds what one account can park in the queued set. It
+# must cover an honest sender's burst arriving out of order over several relay paths:
+# a buyer sends a product's submits at once (up to 256 parts, products back to back).
+# At 64, a burst of 100 submits reached a miner's node 65 ahead through another peer:
+# rejected, remembered as rejected (never fetched again: the sender's later txs queued
+# there for good) and charged to the relaying peers as waste, until the node
+# discouraged every peer on 127.0.0.1 (seen in bench_usefulness: 2 runs of 9).
+MAX_NONCE_GAP = 1024
 # Queued txs cannot be mined, so they never pay their fees: without a bound, high-fee
 # queued txs could fill the pool for free and price real ones out (go-ethereum caps
 # its queue for the same reason). By default the queued set holds at most what fits in

@@ -108,7 +108,7 @@ def test_defaults_are_named_constants() -> None:
     assert mp.max_bytes == DEFAULT_MAX_BYTES == 64 * 1024 * 1024
     assert mp.expiry_s == DEFAULT_EXPIRY_S == 14 * 24 * 3600
     assert mp.min_fee == 1 and mp.replace_bump_percent == 10
-    assert MAX_NONCE_GAP == 64
+    assert MAX_NONCE_GAP == 1024
 
 
 def test_accept_and_queries() -> None:
