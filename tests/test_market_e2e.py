@@ -180,13 +180,18 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
             assert (mining["engine"], mining["enginepath"]) == ("numpy", path), mining
         info = rpcs[0].call("getmarketinfo")
         assert info["jobs"]["paid"] == 9 and info["network_multiply_adds_per_s"] > 0
+
+        def job_cli(*args: str) -> subprocess.CompletedProcess[str]:
+            """`pouw job ...` against the buyer's node."""
+            return subprocess.run(
+                [sys.executable, "-m", "node.cli", "job", *args, "--network", "devnet",
+                 "--datadir", str(n0.datadir), "--genesis-file", str(genesis),
+                 "--rpc", f"http://127.0.0.1:{n0.rpc_port}"],
+                capture_output=True, text=True, timeout=60, cwd=ROOT,
+            )  # fmt: skip
+
         # the CLI reads a job's state without a key
-        cli = subprocess.run(
-            [sys.executable, "-m", "node.cli", "job", "status", extra[0], "--json",
-             "--network", "devnet", "--datadir", str(n0.datadir), "--genesis-file", str(genesis),
-             "--rpc", f"http://127.0.0.1:{n0.rpc_port}"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
-        )  # fmt: skip
+        cli = job_cli("status", extra[0], "--json")
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["status"] == "paid"
         # the buyer's products, newest first, from the API and from the CLI
@@ -195,12 +200,7 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         assert all(r["status"] == "paid" for r in listed), listed
         whole = next(r for r in listed if r["product_id"] == pid)
         assert (whole["parts"], whole["bounty"], whole["counts"]) == (6, 6_000_000, {"paid": 6})
-        cli = subprocess.run(
-            [sys.executable, "-m", "node.cli", "job", "list", "--limit", "2", "--json",
-             "--network", "devnet", "--datadir", str(n0.datadir), "--genesis-file", str(genesis),
-             "--rpc", f"http://127.0.0.1:{n0.rpc_port}"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
-        )  # fmt: skip
+        cli = job_cli("list", "--limit", "2", "--json")
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout) == listed[:2]
         # a damaged manifest, or a product the node never heard of, is listed as such
@@ -215,12 +215,7 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         assert statuses["damaged"].startswith("unreadable manifest: not a product manifest")
         assert statuses["ab" * 32] == "unknown to the node (job not found)", statuses
         # the quote names its bounty in coins, as `submit --bounty` reads them
-        cli = subprocess.run(
-            [sys.executable, "-m", "node.cli", "job", "quote", "512", "2048", "512",
-             "--network", "devnet", "--datadir", str(n0.datadir), "--genesis-file", str(genesis),
-             "--rpc", f"http://127.0.0.1:{n0.rpc_port}"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
-        )  # fmt: skip
+        cli = job_cli("quote", "512", "2048", "512")
         assert cli.returncode == 0, cli.stderr
         line = re.search(r"suggested_bounty: ([0-9.]+) coins \((\d+)u\): submit --bounty ([0-9.]+)",
                          cli.stdout)  # fmt: skip
