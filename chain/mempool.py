@@ -60,7 +60,7 @@ DEFAULT_REPLACE_BUMP_PERCENT = 10
 # At 64, a burst of 100 submits reached a miner's node 65 ahead through another peer:
 # rejected, remembered as rejected (never fetched again: the sender's later txs queued
 # there for good) and charged to the relaying peers as waste, until the node
-# discouraged every peer on 127.0.0.1 (seen in bench_usefulness: 2 runs of 9).
+# discouraged its peers on 127.0.0.1 (seen in bench_usefulness: 3 runs of 9).
 MAX_NONCE_GAP = 1024
 # Queued txs cannot be mined, so they never pay their fees: without a bound, high-fee
 # queued txs could fill the pool for free and price real ones out (go-ethereum caps
