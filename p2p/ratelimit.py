@@ -36,6 +36,11 @@ class Bucket:
         self._refill()
         return int(self.tokens)
 
+    def give_back(self, n: float = 1.0) -> None:
+        """Return ``n`` taken tokens (what was charged turned out honest), up to ``burst``."""
+        self._refill()
+        self.tokens = min(self.burst, self.tokens + n)
+
 
 class KeyedBuckets:
     """A bucket per key (source IP, netgroup), at most ``max_keys`` remembered: the least

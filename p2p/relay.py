@@ -11,10 +11,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from chain.block import Block
+from chain.mempool import MAX_NONCE_GAP
 from chain.mempool_result import MempoolReject
 from chain.tx import Transaction
 from p2p.api import TipChangeLike
 from p2p.lograte import UNLIMITED
+from p2p.orphans import Orphan, OrphanTxs
 from p2p.peer import BAN_SCORE, UNREQUESTED_SCORE, Peer
 from p2p.peers import SEND_LOW_WATER
 from p2p.protocol import (
@@ -42,6 +44,9 @@ IBD_LAG = 16  # tip this many blocks behind the best header: do not announce eac
 # Txs of disconnected blocks announced again after a reorg to a peer we had answered
 # notfound (``_announce_readded``): ten full invs; a deeper reorg's reach it in blocks.
 MAX_READDED_ANNOUNCED = 10 * MAX_INV
+# What an adopted orphan may meet that says nothing against its peer: another copy came
+# first, or a block confirmed it (or a rival of the same nonce) meanwhile.
+_ORPHAN_OVERTAKEN = {MempoolReject.ALREADY_KNOWN, MempoolReject.NONCE_TOO_LOW}
 _CONSENSUS_TX_REJECTS = {
     MempoolReject.UNKNOWN_KIND, MempoolReject.KIND_NOT_ACTIVE, MempoolReject.WRONG_CHAIN_ID,
     MempoolReject.PAYLOAD_TOO_LARGE, MempoolReject.ZERO_AMOUNT, MempoolReject.AMOUNT_OVERFLOW,
@@ -59,6 +64,10 @@ class Relay:
         # cover it, so a forged copy must not block the real transaction).
         self.recent_rejects: OrderedDict[bytes, None] = OrderedDict()
         self.policy_rejects: OrderedDict[bytes, None] = OrderedDict()
+        # Txs too far ahead of their sender's nonce, until the gap fills (p2p/orphans.py).
+        self.orphans = OrphanTxs()
+        self._adopt_senders: set[bytes] = set()
+        self._adopting = False
 
     # --- announcements -------------------------------------------------------------
 
@@ -71,6 +80,9 @@ class Relay:
         tip = chain.tip
         log.info("new tip height=%d hash=%s", tip.height, tip.hash.hex(), extra=UNLIMITED)
         self.policy_rejects.clear()
+        self._expire_orphans()
+        if self.orphans:  # a block moves its senders' nonces: their orphans may fit now
+            self._adopt_orphans({tx.sender for block in change.connected for tx in block.txs})
         if self.svc.sync.dl.target_height() - tip.height > IBD_LAG:
             return  # catching up: announce when done
         h = tip.hash
@@ -85,6 +97,8 @@ class Relay:
             if txid not in peer.known:
                 peer.learn(txid)
                 self.pm.send(peer, Inv(((InvType.TX, txid),)))
+        if self.orphans.has_sender(tx.sender):
+            self._adopt_orphans({tx.sender})
 
     def _announce_readded(self, blocks: Iterable[Block]) -> None:
         """After a reorg: the txs of the disconnected blocks that came back to our pool
@@ -122,7 +136,8 @@ class Relay:
     # --- inventory -----------------------------------------------------------------
 
     def judged_tx(self, txid: bytes) -> bool:
-        return txid in self.recent_rejects or txid in self.policy_rejects
+        """Rejected, or held as an orphan: not to be fetched again."""
+        return txid in self.recent_rejects or txid in self.policy_rejects or txid in self.orphans
 
     def on_inv(self, peer: Peer, msg: Inv) -> None:
         sync = self.svc.sync
@@ -212,6 +227,8 @@ class Relay:
             self.pm.misbehave(peer, UNREQUESTED_SCORE, "unrequested transaction flood")
             return
         peer.learn(txid)
+        if txid in self.orphans:  # another copy of one we hold: nothing to do yet
+            return
         wtxid = hashlib.sha256(tx.to_bytes()).digest()
         if self.judged_tx(txid) or wtxid in self.recent_rejects:
             if not requested:  # we never ask for these: the peer pushed waste
@@ -224,6 +241,9 @@ class Relay:
         if result.ok or result.reject is MempoolReject.ALREADY_KNOWN:
             return
         peer.tx_waste.take()
+        if result.reject is MempoolReject.NONCE_GAP:  # signed, but too early: hold it
+            self._hold_orphan(peer, tx, txid)
+            return
         if result.reject is MempoolReject.BAD_SIGNATURE:
             remember(self.recent_rejects, wtxid)
         elif result.reject in _CONSENSUS_TX_REJECTS:
@@ -232,6 +252,55 @@ class Relay:
             remember(self.policy_rejects, txid)
         if result.reject in _CONSENSUS_TX_REJECTS:
             self.pm.misbehave(peer, BAN_SCORE, f"invalid transaction: {result.reject}")
+
+    # --- orphans -------------------------------------------------------------------
+
+    def _hold_orphan(self, peer: Peer, tx: Transaction, txid: bytes) -> None:
+        """Keep a tx the pool found too far ahead of its sender's nonce. Its peer stays
+        charged for it (one token of its waste allowance) until it is adopted; what the
+        buffer evicts to make room is remembered as rejected, as before it existed."""
+        self._expire_orphans()
+        self._store_orphan(tx, txid, peer.id, time.monotonic())
+        log.debug("holding tx %s from peer %d: nonce %d is ahead of the pool's window",
+                  txid.hex(), peer.id, tx.nonce)  # fmt: skip
+
+    def _store_orphan(self, tx: Transaction, txid: bytes, peer_id: int, arrived: float) -> None:
+        for gone in self.orphans.add(tx, txid, peer_id, arrived):
+            remember(self.policy_rejects, gone.txid)
+
+    def _expire_orphans(self) -> None:
+        for gone in self.orphans.expire(time.monotonic()):
+            remember(self.policy_rejects, gone.txid)
+
+    def _adopt_orphans(self, senders: set[bytes]) -> None:
+        """Offer the pool the orphans of ``senders`` that now fit its nonce window. An
+        adopted tx enters like any other (signature checked, announced), which may move
+        its sender's window again: the loop runs until no sender has more to give."""
+        self._adopt_senders |= {s for s in senders if self.orphans.has_sender(s)}
+        if self._adopting:
+            return  # an adoption further up the stack picks these senders up
+        self._adopting = True
+        try:
+            mempool = self.svc.node.mempool
+            while self._adopt_senders:
+                sender = self._adopt_senders.pop()
+                window_end = mempool.pending_nonce(sender) + MAX_NONCE_GAP
+                for orphan in self.orphans.take(sender, window_end):
+                    self._adopt(orphan)
+        finally:
+            self._adopting = False
+
+    def _adopt(self, orphan: Orphan) -> None:
+        result = self.svc.node.submit_transaction(orphan.tx)
+        origin = self.pm.peers.get(orphan.peer_id)
+        if result.ok or result.reject in _ORPHAN_OVERTAKEN:
+            if origin is not None:  # it was honest: the peer gets its token back
+                origin.tx_waste.give_back()
+            return
+        if result.reject is MempoolReject.NONCE_GAP:  # the window moved back (a reorg)
+            self._store_orphan(orphan.tx, orphan.txid, orphan.peer_id, orphan.arrived)
+            return
+        remember(self.policy_rejects, orphan.txid)
 
 
 def remember(table: OrderedDict[bytes, None], h: bytes) -> None:

@@ -354,6 +354,10 @@ class P2PService:
     def connection_count(self) -> int:
         return len(self.pm.ready_peers())
 
+    def orphan_count(self) -> int:
+        """Txs held because they came too far ahead of their sender's nonce."""
+        return len(self.relay.orphans)
+
     def peer_info(self) -> list[dict[str, Any]]:
         out = []
         for p in sorted(self.pm.peers.values(), key=lambda p: p.id):

@@ -323,6 +323,20 @@ class WirePeer:
                 verack = True
         return theirs
 
+    async def collect(self, seconds: float) -> list[Message]:
+        """Every message the node sends within ``seconds`` (stops early if it closes)."""
+        out: list[Message] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await self.recv(left)
+            except AssertionError:
+                break
+            if msg is None:
+                break
+            out.append(msg)
+        return out
+
     async def closed_by_node(self, timeout: float = 10.0) -> bool:
         """True if the node closes the connection within ``timeout`` (other msgs skipped)."""
         deadline = time.monotonic() + timeout

@@ -96,21 +96,6 @@ def _fork_headers(datadir: Path, network: Network) -> list[Header]:
         db.close()
 
 
-async def _collect(p: WirePeer, seconds: float) -> list[object]:
-    """Every message the node sends within ``seconds`` (stops early if it closes)."""
-    out: list[object] = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await p.recv(left)
-        except AssertionError:
-            break
-        if msg is None:
-            break
-        out.append(msg)
-    return out
-
-
 def _asked(msgs: list[object], kind: InvType) -> list[bytes]:
     return [h for m in msgs if isinstance(m, GetData) for k, h in m.items if k is kind]
 
@@ -128,14 +113,14 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     # Orphan: fetched once, not checked, answered with getheaders; never fetched again;
     # pushing it again is punished until the peer is discouraged.
     p = await peer("127.0.0.31")
-    await _collect(p, 0.3)
+    await p.collect(0.3)
     await p.send(Inv(((InvType.BLOCK, orphan.hash),)))
-    assert orphan.hash in _asked(await _collect(p, 1.0), InvType.BLOCK)
+    assert orphan.hash in _asked(await p.collect(1.0), InvType.BLOCK)
     await p.send(BlockMsg(orphan))
-    assert any(isinstance(m, GetHeaders) for m in await _collect(p, 1.0))
+    assert any(isinstance(m, GetHeaders) for m in await p.collect(1.0))
     for _ in range(3):
         await p.send(Inv(((InvType.BLOCK, orphan.hash),)))
-    assert not _asked(await _collect(p, 1.0), InvType.BLOCK)
+    assert not _asked(await p.collect(1.0), InvType.BLOCK)
     for _ in range(6):
         await p.send(BlockMsg(orphan))
     assert await p.closed_by_node()
@@ -177,7 +162,7 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     p = await peer("127.0.0.44")
     for max_bytes, want in ((12_000, 2), (1, 1)):
         await p.send(GetHeaders((ghash,), bytes(32), max_bytes))
-        got = [m for m in await _collect(p, 0.5) if isinstance(m, Headers)]
+        got = [m for m in await p.collect(0.5) if isinstance(m, Headers)]
         assert [len(m.headers) for m in got] == [want], (max_bytes, got)
         assert want == 1 or len(encode(got[0])) - 1 <= max_bytes
     await p.close()
@@ -188,7 +173,7 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     t0 = time.monotonic()
     for _ in range(100):
         await p.send(GetHeaders((ghash,), bytes(32)))
-    served = sum(len(m.headers) for m in await _collect(p, 1.5) if isinstance(m, Headers))
+    served = sum(len(m.headers) for m in await p.collect(1.5) if isinstance(m, Headers))
     elapsed = time.monotonic() - t0
     assert 4000 <= served <= 5000 + 1000 * elapsed + 500, (served, elapsed)
     await p.close()
@@ -198,7 +183,7 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     for _ in range(10):
         items = tuple((InvType.BLOCK, os.urandom(32)) for _ in range(1000))
         await p.send(Inv(items))
-    msgs = await _collect(p, 2.0)
+    msgs = await p.collect(2.0)
     assert 0 < len(_asked(msgs, InvType.BLOCK)) <= 16
     assert any(isinstance(m, GetHeaders) for m in msgs)
     await p.close()
@@ -207,15 +192,15 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     p = await peer("127.0.0.33")
     tx = transfer(network, 77, 0, address_of(3), 1000)
     await p.send(Inv(((InvType.TX, tx.txid),)))
-    assert _asked(await _collect(p, 1.0), InvType.TX) == [tx.txid]
+    assert _asked(await p.collect(1.0), InvType.TX) == [tx.txid]
     await p.send(TxMsg(tx))
     for _ in range(3):
         await p.send(Inv(((InvType.TX, tx.txid),)))
-    assert not _asked(await _collect(p, 1.0), InvType.TX)
+    assert not _asked(await p.collect(1.0), InvType.TX)
     # Many distinct rejected transactions: past the allowance each one scores.
     txs = [transfer(network, 78, n, address_of(3), 1000) for n in range(230)]
     await p.send(Inv(tuple((InvType.TX, t.txid) for t in txs)))
-    await _collect(p, 1.0)
+    await p.collect(1.0)
     for t in txs:
         try:
             await p.send(TxMsg(t))
@@ -234,7 +219,7 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
                 for i in range(1000)
             )  # fmt: skip
             await p.send(Addr(addrs))
-        await _collect(p, 0.3)
+        await p.collect(0.3)
         await p.close()
 
     # A second version after the handshake: discouraged at once.
@@ -283,7 +268,7 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     newcomer = await peer("127.0.0.54")
     crowd += [await peer(ip) for ip in ("127.0.0.55",) * 4 + ("127.0.0.56",) * 4]
     await newcomer.send(Ping(7))
-    assert any(isinstance(m, Pong) and m.nonce == 7 for m in await _collect(newcomer, 1.0))
+    assert any(isinstance(m, Pong) and m.nonce == 7 for m in await newcomer.collect(1.0))
     for p in [*crowd, newcomer]:
         await p.close()
 

@@ -124,7 +124,8 @@ def test_chain_queries(tmp_path: Path) -> None:
         # P2P absent: empty answers or -31.
         assert await h.result("getpeerinfo") == [] and await h.result("getconnectioncount") == 0
         assert (await h.error("addnode", "1.2.3.4:1", "add"))["code"] == -31
-        assert (await h.result("getnetworkinfo"))["networkactive"] is False
+        info = await h.result("getnetworkinfo")
+        assert info["networkactive"] is False and info["orphan_txs"] == 0
         assert await h.result("listjobs") == []
         assert (await h.error("getjob", "00" * 32))["code"] == -5
         contrib = await h.result("getcontribution", addr(h, 4))
@@ -324,6 +325,9 @@ class FakeP2P:
     def connection_count(self) -> int:
         return 2
 
+    def orphan_count(self) -> int:
+        return 3
+
     def peer_info(self) -> list[dict]:
         return [{"id": 1, "addr": "10.0.0.1:1"}]
 
@@ -352,7 +356,8 @@ def test_network_methods_call_the_p2p_service(tmp_path: Path) -> None:
         p2p = FakeP2P()
         h.node.services.insert(0, p2p)  # type: ignore[arg-type]
         assert await h.result("getconnectioncount") == 2
-        assert (await h.result("getnetworkinfo"))["connections"] == 2
+        info = await h.result("getnetworkinfo")
+        assert info["connections"] == 2 and info["orphan_txs"] == 3
         assert await h.result("getpeerinfo") == [{"id": 1, "addr": "10.0.0.1:1"}]
         assert await h.result("addnode", "10.0.0.2:9", "add") is None
         assert (await h.error("addnode", "10.0.0.3:9", "remove"))["code"] == -24

@@ -42,6 +42,7 @@ class NetworkMethods(MethodsBase):
         """Version, network, whether P2P runs and the connection count."""
         p2p = self.p2p()
         conns = await self.p2p_call("connection_count") if p2p is not None else 0
+        orphans = await self.p2p_call("orphan_count") if p2p is not None else 0
         return {
             "version": VERSION,
             "subversion": f"/pouw:{VERSION}/",
@@ -50,6 +51,7 @@ class NetworkMethods(MethodsBase):
             "networkactive": p2p is not None,
             "connections": conns,
             "relayfee": self.node.mempool.min_fee,
+            "orphan_txs": orphans,
             "warnings": "",
         }
 
