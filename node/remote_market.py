@@ -13,18 +13,14 @@ upload C to the node's blob endpoint so that the node serves it, commit, and ans
 probes from the kept C.
 
 Delivery before confirmation, as in the node: a claim still in the node's pool is
-computed once it is the lowest txid among the job's standing claims there (consensus
-gives the job to that one: chain/jobs.lowest_claims) and the rival wait old (rival
-claims sent at the same moment have reached the node by then: RIVAL_WAIT_S, longer
-while rival claims lately arrived later, measured as the in-node miner measures it,
-node/claim_order.Crossings), or without that wait when no rival claim can be on its
-way (we know no other miner, or we claimed in our turn as the designated miner,
-before the next one's came); its template
-names no job (the product is mined as the miner's own work), and the commit follows
-the claim in nonce order, so a buyer can fetch and check C before either confirms.
-Once the claim is on chain the template names the job. Jobs that another's standing
-claim in the pool already goes for are left alone (a claim escrowing too small a bond
-fails on its own and takes no job).
+computed once it is the lowest txid among the job's standing claims there and the
+rival wait old (node/remote_rivals.py), or without that wait when no rival claim can be
+on its way (we know no other miner, or we claimed in our turn as the designated miner,
+before the next one's came); its template names no job (the product is mined as the
+miner's own work), and the commit follows the claim in nonce order, so a buyer can
+fetch and check C before either confirms. Once the claim is on chain the template
+names the job. Jobs that another's standing claim in the pool already goes for are
+left alone (a claim escrowing too small a bond fails on its own and takes no job).
 
 Several standalone miners take turns (node/claim_order): each notes the other miners it
 sees claiming (pooled claims in ``listjobs``, claimants of the jobs in flight on each
@@ -59,7 +55,6 @@ from compute.fast_commit import leaf_bytes_to_words
 from consensus.result import RESULT_CHUNK, result_proof
 from node.claim_order import (
     LOAD_WINDOW_S,
-    MAX_RIVAL_WAIT_S,
     PENDING_MIN_LEFT_S,
     RETRY_FAILED_S,
     Crossings,
@@ -68,9 +63,9 @@ from node.claim_order import (
     dealing_order,
     designated,
     horizon,
-    lowest_standing,
     price_band,
 )
+from node.remote_rivals import UNCLAIMED_STATUSES, RivalWatch
 from wallet.job_txs import claim_tx, commit_tx, reveal_tx
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
@@ -92,11 +87,6 @@ BATCH_SETTLE_S = 0.02
 # next miner's turn even if that miner listed the job a whole round earlier: no rival
 # claim is coming.
 FIRST_TURN_S = TURN_STEP_S - MARKET_ROUND_S
-UNCLAIMED_STATUSES = ("open", "pending")  # on chain, or a submit in the node's pool
-# A young pooled claim's job is read for rival claims at most this often (rounds come
-# up to 20 a second): a crossing is timed to within a market round, late rather than
-# early, which can only lengthen the wait it feeds (0.1-1 s).
-RIVAL_READ_EVERY_S = 0.1
 
 
 @dataclass
@@ -108,7 +98,7 @@ class RemoteHeld:
     unrivalled: bool = False
     claim_txid: bytes = b""
     rivals_seen: set[bytes] = field(default_factory=set)  # others' claims noted (txids)
-    rivals_read: float = 0.0  # when ``_watch_rivals`` last read the job
+    rivals_read: float = 0.0  # when ``RivalWatch.watch`` last read the job
     a: npt.NDArray[np.int8] | None = None
     bt: npt.NDArray[np.int8] | None = None  # B^T, as downloaded
     leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
@@ -151,6 +141,7 @@ class RemoteMarket:
         self._tip: str | None = None
         self._sightings = Sightings(raw_address)  # other miners seen claiming
         self._crossings = Crossings()  # how late rival claims of our jobs reach the node
+        self._rivals = RivalWatch(self.address, network.market, self._crossings)
         # job id -> (first listed, price band): the jobs dealt out (listed now, or fresh)
         self._seen: dict[str, tuple[float, int]] = {}
         self._taken_fresh: dict[float, int] = {}  # batch -> our claims while it was fresh
@@ -177,6 +168,9 @@ class RemoteMarket:
         with a worker's delivery takes its lock for one step at a time, so that a
         finished product is committed between steps, not after the whole round."""
         return [self._check_tip, self._watch_rivals, self._claim_more]
+
+    def _watch_rivals(self) -> None:
+        self._rivals.watch(self.rpc, self.held)  # our young pooled claims' jobs
 
     def _check_tip(self) -> None:
         tip = str(self.rpc.call("getbestblockhash"))
@@ -232,7 +226,7 @@ class RemoteMarket:
             j for j in listed
             if j["job_id"] not in self.held and self._failed.get(j["job_id"], 0.0) <= now
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
-            and self._standing_rival(j) is None  # another miner's claim takes it
+            and self._rivals.standing(j) is None  # another miner's claim takes it
             and not j.get("pending_reclaim")  # its buyer is cancelling it
         ]  # fmt: skip
         if any(j["status"] == "pending" for j in jobs):
@@ -249,8 +243,10 @@ class RemoteMarket:
             job_id = bytes.fromhex(job["job_id"])
             tx = claim_tx(self.network, self.key, self._nonce(), job_id, bond, fee=self.fee)
             if self._send(tx, f"claim of {job['job_id'][:16]}"):
-                held = RemoteHeld(job, time.monotonic(), unrivalled, claim_txid=tx.txid,
-                                  rivals_seen={txid for txid, _ in self._rival_claims(job)})
+                seen = {txid for txid, _ in self._rivals.claims(job)}  # before ours: no crossing
+                held = RemoteHeld(
+                    job, time.monotonic(), unrivalled, claim_txid=tx.txid, rivals_seen=seen
+                )
                 self.held[job["job_id"]] = held
                 self._crossings.claimed(held.claimed_at)
                 batch = self._seen[job["job_id"]][0]
@@ -259,55 +255,6 @@ class RemoteMarket:
                 pooled = ", its submit still pooled" if job["status"] == "pending" else ""
                 log.info("claimed job %s (%dx%dx%d, bond %d)%s", job["job_id"][:16],
                          job["m"], job["k"], job["n"], bond, pooled)  # fmt: skip
-
-    def _rival_claims(self, job: dict[str, Any]) -> list[tuple[bytes, int]]:
-        """Others' claims of ``job`` waiting in the node's pool, as (txid, bond)."""
-        return [
-            (bytes.fromhex(c["txid"]), int(c["bond"]))
-            for c in job.get("pending_claim_txs", ()) if c["claimant"] != self.address
-        ]  # fmt: skip
-
-    def _standing_rival(self, job: dict[str, Any]) -> bytes | None:
-        """The lowest txid among others' pooled claims of ``job`` that escrow its bond."""
-        need = self.network.market.bond_for(int(job["bounty"]))
-        return lowest_standing(self._rival_claims(job), need)
-
-    def _note_rivals(self, held: RemoteHeld, job: dict[str, Any], now: float) -> None:
-        """Others' standing claims of a job we claimed, seen for the first time (not in
-        the listing we claimed from): each crossed ours, a sample of how late rival
-        claims arrive (counted from our claim: one that came between our listing and
-        our claim, a few ms, counts as a little late)."""
-        need = self.network.market.bond_for(int(job["bounty"]))
-        for txid, bond in self._rival_claims(job):
-            if txid not in held.rivals_seen:
-                held.rivals_seen.add(txid)
-                if bond >= need:
-                    self._crossings.crossed(now - held.claimed_at, now)
-
-    def _watch_rivals(self) -> None:
-        """Read each job whose claim of ours is still pooled and younger than the
-        longest rival wait, for rival claims that crossed ours: a claim that arrives
-        after we handed the job out is the sample that matters most."""
-        now = time.monotonic()
-        for job_id, held in list(self.held.items()):
-            young = now - held.claimed_at <= MAX_RIVAL_WAIT_S
-            if not young or held.job["status"] not in UNCLAIMED_STATUSES:
-                continue
-            if now - held.rivals_read < RIVAL_READ_EVERY_S:
-                continue  # rounds come up to 20 a second: a read each is the node's time
-            held.rivals_read = now
-            try:
-                job = self.rpc.call("getjob", job_id)
-            except RpcError:
-                continue
-            self._note_rivals(held, job, now)
-
-    def _first_in_pool(self, held: RemoteHeld, job: dict[str, Any]) -> bool:
-        """Our claim waits in the node's pool with the lowest txid of the job's standing
-        claims there: the one a block gives the job to."""
-        pooled = {bytes.fromhex(c["txid"]) for c in job.get("pending_claim_txs", ())}
-        rival = self._standing_rival(job)
-        return held.claim_txid in pooled and (rival is None or held.claim_txid < rival)
 
     def _list_unclaimed(self) -> list[dict[str, Any]]:
         return [j for status in UNCLAIMED_STATUSES for j in self.rpc.call("listjobs", status)]
@@ -434,13 +381,9 @@ class RemoteMarket:
                 continue
             now = time.monotonic()
             held.rivals_read = now
-            self._note_rivals(held, job, now)
+            self._rivals.note(held, job, now)
             named = job.get("claimant") == self.address and job["status"] == "claimed"
-            pooled = (
-                job["status"] in UNCLAIMED_STATUSES
-                and self._first_in_pool(held, job)
-                and (held.unrivalled or now - held.claimed_at >= self._crossings.rival_wait(now))
-            )
+            pooled = self._rivals.may_compute(held, job, now)
             if not (named or pooled):
                 continue
             held.dispatched = True

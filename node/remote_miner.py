@@ -19,8 +19,8 @@ Layout::
 
 Workers get only the header (h_a, h_b and seal blank): they never see transactions,
 and the main process assembles the block from its own copy of the template. The
-worker process is node/miner_worker.py; templates are parsed and checked by
-node/remote_template.py.
+worker process is node/miner_worker.py, spawned and watched through
+node/remote_workers.py; templates are parsed and checked by node/remote_template.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import multiprocessing as mp
 import queue
 import secrets
 import threading
@@ -36,17 +35,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import numpy as np
-
 from chain.address import decode_address
 from chain.block import Block
 from chain.header import Header
 from chain.network import Network
 from compute.transpose import transposed
-from node.miner_worker import WorkerSpec, worker_main
+from node.miner_worker import WorkerSpec
 from node.remote_market import MARKET_ROUND_S, RemoteHeld, RemoteMarket
 from node.remote_template import RemoteTemplate, TemplateError, template_from_json
-from node.shared_arrays import OrderFile, sweep
+from node.remote_workers import WorkerPool
+from node.shared_arrays import sweep
 from wallet.rpc import (
     LONGPOLL_TIMEOUT,
     RpcClient,
@@ -135,16 +133,11 @@ class RemoteMiner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._solved: set[bytes] = set()  # parents we already extended
-        self._ctx = mp.get_context("spawn")
-        self._results: Any = self._ctx.Queue()
-        self._jobs: list[Any] = []
-        self._procs: list[Any] = []
+        self._workers = WorkerPool()
         self.height: int | None = None
         self.failure: str | None = None
         self.market = market  # None: filler only
         self._busy: dict[int, tuple[str, int]] = {}  # worker -> (job id, template number)
-        self._gone: set[int] = set()  # workers that failed or exited
-        self._orders: dict[int, OrderFile] = {}  # worker -> its file for paid jobs
         self._kept: set[int] = set()  # template numbers of products in flight
         self._market_lock = threading.Lock()
         # wakes the market loop before its round: a worker came free, or we stop
@@ -169,9 +162,7 @@ class RemoteMiner:
                 del self._templates[old]
             self.height = rt.header.height
             self.stats.templates += 1
-        msg = (job, rt.header.to_bytes())
-        for q in self._jobs:
-            q.put(msg)
+        self._workers.broadcast((job, rt.header.to_bytes()))
         log.debug("job %d: height %d parent %s", job, rt.header.height, rt.header.parent.hex())
 
     def _template_loop(self) -> None:
@@ -246,8 +237,8 @@ class RemoteMiner:
         """Give each idle worker a claimed job that may be computed now; True if a
         worker is left idle."""
         assert self.market is not None
-        for index in range(len(self._jobs)):
-            if index in self._busy or index in self._gone:
+        for index in range(len(self._workers)):
+            if index in self._busy or index in self._workers.gone:
                 continue
             with self._market_lock:
                 work = self.market.next_job()
@@ -276,8 +267,7 @@ class RemoteMiner:
             as_bt = self.backend != "cupy"
             operand = bt if as_bt else transposed(bt)
             c_slot = ((a.shape[0], bt.shape[0]), "<i4")  # int32, written by the worker
-            order_file = self._orders.setdefault(index, OrderFile())
-            ref = order_file.put({"a": a, "b": operand}, {"c": c_slot})
+            ref = self._workers.put_order(index, {"a": a, "b": operand}, {"c": c_slot})
         except BaseException:
             held.dispatched = False
             raise
@@ -288,22 +278,17 @@ class RemoteMiner:
             self._kept.add(number)
         self._busy[index] = (job_id, number)
         order = (number, rt.header.to_bytes(), job_id, ref, as_bt, held.leaves)
-        self._jobs[index].put(("product", *order))
+        self._workers.send(index, ("product", *order))
         log.info("worker %d: job %s (%dx%dx%d)%s", index, job_id[:16], *a.shape, bt.shape[0],
                  "" if named else ", its claim still pooled")  # fmt: skip
-        if index in self._gone and self._busy.pop(index, None) is not None:
+        if index in self._workers.gone and self._busy.pop(index, None) is not None:
             with self._market_lock:  # it died meanwhile: the job goes to another worker
                 assert self.market is not None
                 self.market.release(job_id)
 
     def _delivered(self, index: int, job_id: str) -> None:
         """Worker ``index`` wrote the job's C into its order file: commit it."""
-        order_file = self._orders.get(index)
-        c = None
-        if order_file is not None and self.market is not None:
-            # copied before the worker counts as free: its next order overwrites the file
-            c = np.array(order_file.array("c"), np.int32)
-            c.flags.writeable = False
+        c = self._workers.product(index) if self.market is not None else None
         _, number = self._busy.pop(index, (job_id, 0))
         self._market_wake.set()  # the next claimed job goes to this worker now
         with self._lock:
@@ -312,12 +297,6 @@ class RemoteMiner:
             return
         with self._market_lock:
             self.market.deliver(job_id, c)
-
-    def _drop_order(self, index: int) -> None:
-        """Remove worker ``index``'s order file (the worker failed, or we stop)."""
-        order_file = self._orders.pop(index, None)
-        if order_file is not None:
-            order_file.close()
 
     # -- results ---------------------------------------------------------------------
 
@@ -382,32 +361,22 @@ class RemoteMiner:
             self._worker_gone(index, f"failed: {text}")
 
     def _reap(self) -> None:
-        """Notice workers that died without a word (killed, out of memory, a driver
-        crash): a worker that fails on its own reports an error and exits with 0."""
-        dead = [i for i, p in enumerate(self._procs) if i not in self._gone and p.exitcode]
-        if dead:  # what they sent before they died comes first (a product, say)
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._handle(self._results.get_nowait())
-        for index in dead:
-            if index not in self._gone:
-                code = self._procs[index].exitcode
-                assert code is not None
-                why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-                self._worker_gone(index, why)
+        """Notice workers that died without a word (WorkerPool.reap)."""
+        for index, why in self._workers.reap(self._handle):
+            self._worker_gone(index, why)
 
     def _worker_gone(self, index: int, why: str) -> None:
         """Worker ``index`` will compute nothing more: its paid job, if it had one, goes
         to another worker (its operands are still in hand), and the miner stops once
         no worker is left."""
-        if index in self._gone:
+        if index in self._workers.gone:
             return
-        self._gone.add(index)
-        left = len(self._procs) - len(self._gone)
+        self._workers.gone.add(index)
+        left = self._workers.left()
         hint = "" if left else ": the miner stops (a signal 9 is often the OOM killer: see dmesg)"
         log.error("worker %d %s; %d worker(s) left%s", index, why, left, hint)
         self.failure = f"worker {index} {why}"
-        self._drop_order(index)
+        self._workers.drop_order(index)
         job_id, number = self._busy.pop(index, ("", 0))
         with self._lock:
             self._kept.discard(number)
@@ -423,16 +392,10 @@ class RemoteMiner:
     def start_workers(self) -> None:
         if self.market is not None and (stale := sweep()):
             log.info("removed %d order file(s) left by miners that no longer run", stale)
-        for i, device in enumerate(self.devices):
-            spec = WorkerSpec(i, self.backend, device, self.network.pouw, self.salt, self.threads)
-            jobs = self._ctx.Queue()
-            proc = self._ctx.Process(
-                target=worker_main, args=(spec, jobs, self._results), name=f"pouw-miner-{i}"
-            )
-            proc.daemon = True
-            proc.start()
-            self._jobs.append(jobs)
-            self._procs.append(proc)
+        self._workers.start(
+            WorkerSpec(i, self.backend, device, self.network.pouw, self.salt, self.threads)
+            for i, device in enumerate(self.devices)
+        )
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -459,9 +422,9 @@ class RemoteMiner:
                 if self.max_blocks is not None and self.stats.accepted >= self.max_blocks:
                     break
                 with contextlib.suppress(queue.Empty):
-                    self._handle(self._results.get(timeout=0.25))
+                    self._handle(self._workers.results.get(timeout=0.25))
                 self._reap()
-                if len(self._gone) == len(self._procs):
+                if self._workers.left() == 0:
                     break
                 if time.monotonic() - last_status >= interval:
                     last_status = time.monotonic()
@@ -489,18 +452,7 @@ class RemoteMiner:
 
     def close(self) -> None:
         self.request_stop()
-        for q in self._jobs:
-            with contextlib.suppress(Exception):
-                q.put(None)
-        deadline = time.monotonic() + 10
-        for p in self._procs:
-            p.join(max(0.1, deadline - time.monotonic()))
-            if p.is_alive():
-                p.terminate()
-                p.join(2)
-        self._procs.clear()
-        for index in list(self._orders):
-            self._drop_order(index)
+        self._workers.stop()
 
 
 def default_devices(backend: str) -> list[int | None]:
