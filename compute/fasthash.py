@@ -23,8 +23,11 @@ import numpy as np
 
 from compute.keccak_lanes import LANES as KLANES
 from compute.keccak_lanes import permute
+from compute.numba_cache import drop_stale
 from compute.sha256_lanes import BUFFER_WORDS, IV, LANES, ROUND_K, compress
 from consensus.hashing import TAG_MERKLE_LEAF, TAG_MERKLE_NODE, TAG_NOISE
+
+drop_stale()  # before any cached kernel loads: they inline other modules
 
 SHAKE256_RATE = 136
 
@@ -44,6 +47,7 @@ def sha256_midstate(block64: bytes) -> np.ndarray:
 
     Plain Python (one compression), so that importing this module compiles nothing.
     """
+
     def rotr(x: int, n: int) -> int:
         return ((x >> n) | (x << (32 - n))) & 0xFFFFFFFF
 

@@ -27,6 +27,9 @@ import numpy as np
 
 from compute.int_tile import FLAG_FINAL, FLAG_FOLD, FLAG_INIT
 from compute.kernels import MODE_FOLD
+from compute.numba_cache import drop_stale
+
+drop_stale()  # before any cached kernel loads: they inline other modules
 
 
 @nb.njit(nogil=True, cache=True, boundscheck=False, inline="always")

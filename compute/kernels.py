@@ -19,7 +19,10 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from compute.numba_cache import drop_stale
 from compute.sha256_lanes import BUFFER_WORDS, LANES, compress
+
+drop_stale()  # before any cached kernel loads: they inline other modules
 
 _U32 = np.uint32
 _ONE = np.uint32(1)
