@@ -107,17 +107,7 @@ class Attacker:
 
     async def drain(self, seconds: float) -> list[object]:
         assert self.peer is not None
-        out: list[object] = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await self.peer.recv(left)
-            except AssertionError:
-                break
-            if msg is None:
-                break
-            out.append(msg)
-        return out
+        return list(await self.peer.collect(seconds))
 
 
 def big_orphans(base: Block, network: Network, count: int, txs_per_block: int) -> list[Block]:
