@@ -42,7 +42,6 @@ from chain.job_record import ZERO_ADDRESS, Job, JobStatus, get_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
 from compute.blobs import BlobStore
-from compute.fast_commit import warm_up
 from node.claim_order import Crossings, Sightings
 from node.market_claims import (
     ClaimRounds,
@@ -336,6 +335,9 @@ def market_miner_for(node: object, key: PrivateKey, **settings: object) -> Marke
         job_actions=node.mempool.job_actions,  # type: ignore[attr-defined]
     )
     node.events.tx_accepted.connect(miner.notice_tx)  # type: ignore[attr-defined]
-    # the first job's C and operands are hashed by kernels compiled (or loaded) now
+    # the first job's C and operands are hashed by kernels compiled (or loaded) now;
+    # imported here, so that a node that does not mine starts without Numba (0.2-0.3 s)
+    from compute.fast_commit import warm_up
+
     threading.Thread(target=warm_up, name="blob-hash-warm-up", daemon=True).start()
     return miner
