@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 from contextlib import suppress
 from pathlib import Path
 
+log = logging.getLogger("pouw.compute")
 _ROOT = Path(__file__).resolve().parent.parent
 # The modules whose code or constants end up inside cached kernels of another file.
 FED_MODULES = (
@@ -35,6 +37,8 @@ FED_MODULES = (
     "consensus/hashing.py",
 )
 STAMP_NAME = "pouw-kernel-sources.sha256"
+# numba.core.caching's locators for a function in a source file, in Numba's order.
+_LOCATORS = ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
 _CACHE_SUFFIXES = (".nbi", ".nbc")
 _checked = False
 
@@ -52,13 +56,10 @@ def cache_dir(source: Path = _ROOT / "compute" / "kernels.py") -> Path | None:
     """The directory where Numba keeps the cache of kernels defined beside ``source``
     (created if need be), chosen as Numba chooses it: NUMBA_CACHE_DIR if set, else the
     source's __pycache__ if writable, else the user-wide cache; None if none works."""
-    from numba.core.caching import (
-        InTreeCacheLocator,
-        UserProvidedCacheLocator,
-        UserWideCacheLocator,
-    )
+    from numba.core import caching
 
-    for locator_class in (UserProvidedCacheLocator, InTreeCacheLocator, UserWideCacheLocator):
+    for name in _LOCATORS:  # Numba 0.62 dropped the leading underscore of these names
+        locator_class = getattr(caching, name, None) or getattr(caching, "_" + name)
         locator = locator_class.from_function(cache_dir, str(source))
         if locator is not None:
             return Path(locator.get_cache_path())
@@ -72,7 +73,15 @@ def drop_stale() -> None:
     if _checked:
         return
     _checked = True
-    directory = cache_dir()
+    try:
+        directory = cache_dir()
+    except (ImportError, AttributeError) as exc:  # a Numba whose locators moved again
+        log.warning(
+            "cannot check Numba's cache against the kernels' sources (%s): if kernels "
+            "misbehave after an update, delete compute/__pycache__",
+            exc,
+        )
+        return
     if directory is not None:
         with suppress(OSError):  # a cache we cannot write is not ours to fix
             _drop_if_stale(directory, sources_fingerprint())

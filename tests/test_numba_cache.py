@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from compute import numba_cache
 from compute.numba_cache import FED_MODULES, STAMP_NAME, _drop_if_stale
 
@@ -16,20 +18,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _project_imports(path: Path) -> set[str]:
-    """The compute/ and consensus/ modules ``path`` imports, as repo-relative files."""
-    found = set()
-    for node in ast.parse(path.read_text()).body:  # a kernel sees module-level names only
+    """The compute/ and consensus/ modules ``path`` imports at module level (a kernel
+    sees module-level names only), as repo-relative files."""
+    modules: list[str] = []
+    for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.ImportFrom) and node.module:
-            top = node.module.split(".")[0]
-            if top in ("compute", "consensus") and node.module != "compute.numba_cache":
-                found.add(node.module.replace(".", "/") + ".py")
-    return found
+            modules.append(node.module)
+        elif isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+    return {
+        m.replace(".", "/") + ".py" for m in modules
+        if m.split(".")[0] in ("compute", "consensus") and m != "compute.numba_cache"
+    }  # fmt: skip
 
 
 def test_every_module_feeding_a_cached_kernel_is_fingerprinted() -> None:
     """A module with cached kernels that imports another project module (whose code or
     constants its kernels may freeze) must have that module in FED_MODULES and must call
-    drop_stale() before its kernels load."""
+    drop_stale() before its first kernel is defined."""
     cached = [
         p for p in sorted((ROOT / "compute").glob("*.py"))
         if "cache=True" in p.read_text() and p.name != "gen_lanes.py"
@@ -39,7 +45,20 @@ def test_every_module_feeding_a_cached_kernel_is_fingerprinted() -> None:
         imports = _project_imports(path)
         assert imports <= set(FED_MODULES), (path.name, imports - set(FED_MODULES))
         if imports:
-            assert "\ndrop_stale()" in path.read_text(), path.name
+            text = path.read_text()
+            assert 0 < text.find("\ndrop_stale()") < text.find("@nb.njit"), path.name
+
+
+def test_the_cache_is_found_under_numba_0_60_names_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numba 0.60 and 0.61 (pyproject allows them) name the locators with a leading
+    underscore."""
+    from numba.core import caching
+
+    expected = numba_cache.cache_dir()
+    for name in numba_cache._LOCATORS:
+        monkeypatch.setattr(caching, "_" + name, getattr(caching, name), raising=False)
+        monkeypatch.delattr(caching, name)
+    assert numba_cache.cache_dir() == expected
 
 
 def test_entries_are_dropped_only_when_the_sources_differ(tmp_path: Path) -> None:
@@ -75,37 +94,50 @@ def test_the_fingerprint_covers_every_fed_module(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(original)
 
 
-# A fixed midstate: tag_midstate() is plain Python over the same round constants, and
-# would change the digest even when the kernel is stale.
-_HASH_TWO_LEAVES = """
+# A kernel of its own beside the copied modules: it inlines sha256_lanes.compress as
+# kernels.py and fasthash.py do, and compiles in about a second.
+_PROBE = """
+import numba as nb
 import numpy as np
-from compute import fasthash
-level = np.arange(16, dtype=np.uint32).reshape(2, 8)
-out = np.zeros((1, 8), dtype=np.uint32)
-fasthash.level_words(level, np.arange(8, dtype=np.uint32), out, 0, 1)
-print(fasthash.digest_bytes(out[0]).hex())
+
+from compute.numba_cache import drop_stale
+from compute.sha256_lanes import BUFFER_WORDS, compress
+
+drop_stale()
+
+
+@nb.njit(cache=True)
+def compress_once(buf):
+    compress(buf)
+
+
+buf = np.arange(BUFFER_WORDS, dtype=np.uint32)
+compress_once(buf)
+print(buf.tobytes().hex()[-64:])
 """
 
 
 def test_a_changed_intrinsic_is_not_served_from_an_old_cache(tmp_path: Path) -> None:
-    """The real failure: a copy of the tree hashes a Merkle level (a cached kernel of
-    fasthash.py that inlines sha256_lanes.py's compression), then sha256_lanes.py alone
-    changes (one round constant). Without the guard Numba loads the old machine code,
-    keyed on fasthash.py only, and prints the old digest (checked by hand: it does)."""
+    """The real failure: a copy of the tree runs a cached kernel that inlines
+    sha256_lanes.py's compression, then sha256_lanes.py alone changes (one round
+    constant). Without the guard Numba loads the old machine code, keyed on the
+    kernel's own file only, and prints the old state (checked by hand: it does)."""
     for package in ("compute", "consensus"):
         shutil.copytree(ROOT / package, tmp_path / package,
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    (tmp_path / "compute" / "probe.py").write_text(_PROBE)
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["PYTHONPATH"] = str(tmp_path)
 
-    def digest() -> str:
-        out = subprocess.run([sys.executable, "-c", _HASH_TWO_LEAVES], env=env, cwd=tmp_path,
+    def state() -> str:
+        out = subprocess.run([sys.executable, "-m", "compute.probe"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
         return out.stdout.strip()
 
-    first = digest()
-    assert digest() == first  # the same sources: the same answer (from the cache)
+    first = state()
+    assert state() == first  # the same sources: the same answer (from the cache)
+    assert any(p.suffix == ".nbi" for p in (tmp_path / "compute" / "__pycache__").iterdir())
     lanes = tmp_path / "compute" / "sha256_lanes.py"
     assert "0x428A2F98" in lanes.read_text()
     lanes.write_text(lanes.read_text().replace("0x428A2F98", "0x428A2F99", 1))
-    assert digest() != first
+    assert state() != first
