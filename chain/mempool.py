@@ -220,13 +220,6 @@ class Mempool(PoolIndex):
             return reject_result(
                 MempoolReject.NONCE_TOO_LOW, f"nonce {nonce}, account nonce is {acc.nonce}", txid
             )
-        if nonce > acc.pending_end + MAX_NONCE_GAP:
-            return reject_result(
-                MempoolReject.NONCE_GAP,
-                f"nonce {nonce} is more than {MAX_NONCE_GAP} past the next expected "
-                f"nonce {acc.pending_end}",
-                txid,
-            )
         if tx.fee < self.min_fee:
             return reject_result(
                 MempoolReject.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {self.min_fee}", txid
@@ -246,6 +239,16 @@ class Mempool(PoolIndex):
             return reject_result(
                 MempoolReject.INSUFFICIENT_BALANCE,
                 f"balance {acc.balance} < {before} (earlier pooled txs) + {cost}",
+                txid,
+            )
+        # Last of the checks that do not depend on the pool's room: a tx refused only for
+        # being too far ahead is fee-paying and affordable, and a peer's relay may hold it
+        # until the gap fills (p2p/orphans.py).
+        if nonce > acc.pending_end + MAX_NONCE_GAP:
+            return reject_result(
+                MempoolReject.NONCE_GAP,
+                f"nonce {nonce} is more than {MAX_NONCE_GAP} past the next expected "
+                f"nonce {acc.pending_end}",
                 txid,
             )
         if old is None and nonce > acc.pending_end and self.queued_count >= self.max_queued:

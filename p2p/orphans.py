@@ -7,8 +7,10 @@ order beyond that window; before this buffer such a tx was rejected, remembered 
 rejected (so never fetched again, and every later tx of its sender queued behind the
 gap at this node until a block carried it) and charged to the relaying peer as waste.
 Bitcoin Core keeps an orphan pool for the same reason (txs whose parents have not
-arrived yet). Everything here is bounded by counts and bytes a peer cannot raise, and
-a peer that floods it evicts its own orphans before anyone else's.
+arrived yet). Everything here is bounded by counts and bytes a peer cannot raise: a
+peer at its own cap evicts its own orphans, a full buffer loses those of the peer
+holding the most, and a peer's orphans leave with it (the relay drops them when it
+disconnects), so reconnecting does not spread one peer's flood over fresh caps.
 
 Pure bookkeeping: no I/O, no clock (callers pass ``now`` in monotonic seconds).
 """
@@ -97,16 +99,30 @@ class OrphanTxs:
         self.bytes += orphan.size
         return evicted
 
-    def take(self, sender: bytes, max_nonce: int) -> list[Orphan]:
-        """Remove and return ``sender``'s orphans with a nonce up to ``max_nonce``, in
-        nonce order (the order the pool wants them)."""
+    def take(self, sender: bytes, max_nonce: int, limit: int | None = None) -> list[Orphan]:
+        """Remove and return ``sender``'s orphans with a nonce up to ``max_nonce``, lowest
+        nonce first (the order the pool wants them), at most ``limit`` of them."""
         txids = self._by_sender.get(sender)
         if not txids:
             return []
-        ready = [self._by_id[t] for t in txids if self._by_id[t].tx.nonce <= max_nonce]
+        ready = sorted(
+            (self._by_id[t] for t in txids if self._by_id[t].tx.nonce <= max_nonce),
+            key=lambda o: o.tx.nonce,
+        )[:limit]
         for orphan in ready:
             self._remove(orphan)
-        return sorted(ready, key=lambda o: o.tx.nonce)
+        return ready
+
+    def drop_peer(self, peer_id: int) -> list[Orphan]:
+        """Remove and return what peer ``peer_id`` sent (it disconnected): a peer that
+        reconnects starts from nothing, so connections cannot add up to more than their
+        caps (Bitcoin Core's EraseForPeer)."""
+        if peer_id not in self._per_peer:
+            return []
+        gone = [o for o in self._by_id.values() if o.peer_id == peer_id]
+        for orphan in gone:
+            self._remove(orphan)
+        return gone
 
     def expire(self, now: float) -> list[Orphan]:
         """Remove and return the orphans held for ``expiry_s`` or longer."""

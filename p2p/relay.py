@@ -3,6 +3,7 @@ already judged (recent rejects)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -67,7 +68,7 @@ class Relay:
         # Txs too far ahead of their sender's nonce, until the gap fills (p2p/orphans.py).
         self.orphans = OrphanTxs()
         self._adopt_senders: set[bytes] = set()
-        self._adopting = False
+        self._adoption_scheduled = False
 
     # --- announcements -------------------------------------------------------------
 
@@ -99,6 +100,10 @@ class Relay:
                 self.pm.send(peer, Inv(((InvType.TX, txid),)))
         if self.orphans.has_sender(tx.sender):
             self._adopt_orphans({tx.sender})
+
+    def peer_closed(self, peer: Peer) -> None:
+        for gone in self.orphans.drop_peer(peer.id):
+            remember(self.policy_rejects, gone.txid)
 
     def _announce_readded(self, blocks: Iterable[Block]) -> None:
         """After a reorg: the txs of the disconnected blocks that came back to our pool
@@ -227,6 +232,7 @@ class Relay:
             self.pm.misbehave(peer, UNREQUESTED_SCORE, "unrequested transaction flood")
             return
         peer.learn(txid)
+        self._expire_orphans()
         if txid in self.orphans:  # another copy of one we hold: nothing to do yet
             return
         wtxid = hashlib.sha256(tx.to_bytes()).digest()
@@ -259,7 +265,6 @@ class Relay:
         """Keep a tx the pool found too far ahead of its sender's nonce. Its peer stays
         charged for it (one token of its waste allowance) until it is adopted; what the
         buffer evicts to make room is remembered as rejected, as before it existed."""
-        self._expire_orphans()
         self._store_orphan(tx, txid, peer.id, time.monotonic())
         log.debug("holding tx %s from peer %d: nonce %d is ahead of the pool's window",
                   txid.hex(), peer.id, tx.nonce)  # fmt: skip
@@ -273,22 +278,38 @@ class Relay:
             remember(self.policy_rejects, gone.txid)
 
     def _adopt_orphans(self, senders: set[bytes]) -> None:
-        """Offer the pool the orphans of ``senders`` that now fit its nonce window. An
-        adopted tx enters like any other (signature checked, announced), which may move
-        its sender's window again: the loop runs until no sender has more to give."""
+        """Offer the pool, soon, the orphans of ``senders`` that fit its nonce window.
+
+        Soon, not now: this runs inside the event that moved the window (a tx accepted,
+        a block connected), whose other listeners (the market miner, RPC subscriptions)
+        must see that tx before the ones it lets in, and the new block is announced
+        first. Without an event loop (unit tests call the relay directly) it runs now."""
         self._adopt_senders |= {s for s in senders if self.orphans.has_sender(s)}
-        if self._adopting:
-            return  # an adoption further up the stack picks these senders up
-        self._adopting = True
+        if not self._adopt_senders or self._adoption_scheduled:
+            return  # nothing to offer, or a run is due that picks these senders up
+        self._adoption_scheduled = True
+        try:
+            asyncio.get_running_loop().call_soon(self._run_adoption)
+        except RuntimeError:
+            self._run_adoption()
+
+    def _run_adoption(self) -> None:
+        """An adopted tx enters like any other (signature checked, announced), which may
+        move its sender's window again: the loop runs until no sender has more to give.
+        Each orphan is taken out only as it is offered: should the pool raise (a storage
+        fault), the others stay held."""
         try:
             mempool = self.svc.node.mempool
             while self._adopt_senders:
                 sender = self._adopt_senders.pop()
-                window_end = mempool.pending_nonce(sender) + MAX_NONCE_GAP
-                for orphan in self.orphans.take(sender, window_end):
-                    self._adopt(orphan)
+                while True:
+                    window_end = mempool.pending_nonce(sender) + MAX_NONCE_GAP
+                    ready = self.orphans.take(sender, window_end, limit=1)
+                    if not ready:
+                        break
+                    self._adopt(ready[0])
         finally:
-            self._adopting = False
+            self._adoption_scheduled = False
 
     def _adopt(self, orphan: Orphan) -> None:
         result = self.svc.node.submit_transaction(orphan.tx)
@@ -296,9 +317,6 @@ class Relay:
         if result.ok or result.reject in _ORPHAN_OVERTAKEN:
             if origin is not None:  # it was honest: the peer gets its token back
                 origin.tx_waste.give_back()
-            return
-        if result.reject is MempoolReject.NONCE_GAP:  # the window moved back (a reorg)
-            self._store_orphan(orphan.tx, orphan.txid, orphan.peer_id, orphan.arrived)
             return
         remember(self.policy_rejects, orphan.txid)
 

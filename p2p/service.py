@@ -187,6 +187,7 @@ class P2PService:
 
     def on_peer_closed(self, peer: Peer) -> None:
         self.sync.peer_closed(peer)
+        self.relay.peer_closed(peer)
         self.blobs.forget_sources(peer)
 
     def version_msg(self) -> Version:

@@ -205,6 +205,18 @@ def test_nonce_gap_is_relative_to_the_next_expected_nonce() -> None:
     ok(mp, mk(0, 3 + MAX_NONCE_GAP))
 
 
+def test_a_tx_too_far_ahead_is_refused_for_fee_or_balance_first() -> None:
+    """NONCE_GAP is the last reason before the pool's room: a tx refused for it alone
+    pays the minimum fee and is affordable, so a relay may hold it for later
+    (p2p/orphans.py); a broke sender's or a low fee's is refused for that."""
+    far = MAX_NONCE_GAP + 1
+    mp = pool(State({ADDRS[0]: 10**9}), min_fee=5)
+    rejected(mp, mk(1, far), MempoolReject.INSUFFICIENT_BALANCE)
+    rejected(mp, mk(0, far, fee=4), MempoolReject.FEE_TOO_LOW)
+    rejected(mp, mk(0, far, amount=10**9), MempoolReject.INSUFFICIENT_BALANCE)
+    rejected(mp, mk(0, far), MempoolReject.NONCE_GAP)
+
+
 def test_fee_below_min_fee() -> None:
     mp = pool(rich(), min_fee=5)
     rejected(mp, mk(0, 0, fee=4), MempoolReject.FEE_TOO_LOW)

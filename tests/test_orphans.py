@@ -48,7 +48,8 @@ def test_orphans_come_back_in_nonce_order_once_within_reach() -> None:
     assert len(held) == 4 and held.held_by(1) == 4 and held.held_by(2) == 0
     assert held.bytes == sum(len(tx.to_bytes()) for tx in txs)
     assert held.take(ADDRS[0], FAR - 1) == []
-    assert [o.tx.nonce for o in held.take(ADDRS[0], FAR + 1)] == [FAR, FAR + 1]
+    assert [o.tx.nonce for o in held.take(ADDRS[0], FAR + 1, limit=1)] == [FAR]
+    assert [o.tx.nonce for o in held.take(ADDRS[0], FAR + 1)] == [FAR + 1]
     assert [o.tx.nonce for o in held.take(ADDRS[0], 10**9)] == [FAR + 2]
     assert not held.has_sender(ADDRS[0]) and held.has_sender(ADDRS[1])
     assert len(held) == 1 and held.bytes == len(txs[3].to_bytes())
@@ -67,6 +68,22 @@ def test_a_flooding_peer_evicts_its_own_orphans_first() -> None:
     newcomer = mk(2, FAR)
     assert [o.txid for o in held.add(newcomer, newcomer.txid, 3, 2.0)] == [flood[15].txid]
     assert len(held) == 8 and all(tx.txid in held for tx in honest)
+
+
+def test_a_departed_peers_orphans_leave_with_it() -> None:
+    """Reconnecting cannot spread one peer's flood over fresh per-peer caps."""
+    held = OrphanTxs(max_count=10, max_per_peer=4)
+    honest = [mk(0, FAR + i) for i in range(4)]
+    for tx in honest:
+        held.add(tx, tx.txid, 1, 0.0)
+    evicted = []
+    for connection in range(2, 12):  # the same attacker, one connection after another
+        for i in range(3):
+            tx = mk(1 + connection % 7, FAR + 3 * connection + i)
+            evicted += held.add(tx, tx.txid, connection, 1.0)
+        held.drop_peer(connection)
+    assert evicted == [] and all(tx.txid in held for tx in honest) and len(held) == 4
+    assert held.drop_peer(99) == [] and len(held.drop_peer(1)) == 4 and held.bytes == 0
 
 
 def test_orphans_are_capped_in_bytes_and_expire() -> None:
@@ -127,9 +144,8 @@ def _relay(tmp: Path, state: State) -> tuple[Any, Any, list[tuple[Any, Any]]]:
     from p2p.peers import PeerManager
     from p2p.relay import Relay
 
-    pm = PeerManager(
-        None, P2PSettings(), AddressBook(tmp / "peers.json"), BanList(tmp / "bans.json")
-    )  # type: ignore[arg-type]
+    settings = P2PSettings(tx_waste_rate=0.0)  # no refill: the tests count tokens
+    pm = PeerManager(None, settings, AddressBook(tmp / "peers.json"), BanList(tmp / "bans.json"))  # type: ignore[arg-type]
     sent: list[tuple[Any, Any]] = []
     pm.send = lambda peer, msg: sent.append((peer, msg))  # type: ignore[method-assign]
     node = _PoolNode(Mempool(CHAIN_ID, state.lookup))
@@ -214,6 +230,36 @@ def test_a_flood_of_orphans_is_bounded_per_peer(tmp_path: Path) -> None:
     assert len(relay.orphans) == MAX_ORPHANS_PER_PEER
     assert sum(tx.txid in relay.policy_rejects for tx in flood) == 150 - MAX_ORPHANS_PER_PEER
     assert peer.score == 0  # within its allowance of rejected txs (200)
+    relay.peer_closed(peer)  # what it sent leaves with it, remembered as rejected
+    assert len(relay.orphans) == 0
+    assert all(tx.txid in relay.policy_rejects for tx in flood)
+
+
+def test_a_broke_or_cheap_sender_is_not_held(tmp_path: Path) -> None:
+    """Only what the pool refused for the gap alone is held: a far-ahead tx of an
+    unfunded key is an ordinary policy reject."""
+    relay, peer, _sent = _relay(tmp_path, State({ADDRS[0]: 10**9}))
+    broke = mk(1, FAR)
+    _deliver(relay, peer, broke)
+    assert broke.txid not in relay.orphans and broke.txid in relay.policy_rejects
+
+
+def test_listeners_see_the_gap_filler_before_what_it_lets_in(tmp_path: Path) -> None:
+    """On the event loop adoption runs after the event that moved the window: a
+    listener connected after the relay (the market miner, RPC subscriptions) sees the
+    tx that filled the gap first, then the adopted one."""
+    relay, peer, _sent = _relay(tmp_path, State({ADDRS[0]: 10**9}))
+    seen: list[int] = []
+    relay.svc.node.events.tx_accepted.connect(lambda tx: seen.append(tx.nonce))
+
+    async def body() -> None:
+        _deliver(relay, peer, mk(0, FAR, amount=1))
+        _deliver(relay, peer, mk(0, 0, amount=1))
+        assert seen == [0] and len(relay.orphans) == 1  # not yet: scheduled
+        await asyncio.sleep(0)
+
+    asyncio.run(body())
+    assert seen == [0, FAR] and len(relay.orphans) == 0
 
 
 def _second_peer(relay: Any) -> Any:
@@ -253,11 +299,14 @@ def test_a_node_holds_an_early_tx_and_adopts_it_when_the_gap_fills(
             await p.connect()
             await p.handshake()
         await sender.send(TxMsg(early))
-        await sender.collect(0.5)
-        assert rpc.call("getnetworkinfo")["orphan_txs"] == 1
+        await _until(lambda: rpc.call("getnetworkinfo")["orphan_txs"] == 1)
         assert early.txid.hex() not in rpc.call("getrawmempool")
         await sender.send(TxMsg(first))
-        told = [h for m in await watcher.collect(1.5) if isinstance(m, Inv) for _k, h in m.items]
+        told: list[bytes] = []
+        deadline = time.monotonic() + 20
+        while not {first.txid, early.txid} <= set(told) and time.monotonic() < deadline:
+            msgs = await watcher.collect(0.2)
+            told += [h for m in msgs if isinstance(m, Inv) for _k, h in m.items]
         for p in (sender, watcher):
             await p.close()
         return told
@@ -266,6 +315,13 @@ def test_a_node_holds_an_early_tx_and_adopts_it_when_the_gap_fills(
     assert {first.txid, early.txid} <= set(told)
     assert {first.txid.hex(), early.txid.hex()} <= set(rpc.call("getrawmempool"))
     assert rpc.call("getnetworkinfo")["orphan_txs"] == 0
+
+
+async def _until(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
 
 
 def _rpc(node: NodeProc, port: int) -> RpcClient:
