@@ -98,6 +98,11 @@ class _LiveCollector:
         yield gauge(
             "pouw_mempool_bytes", "Encoded bytes of the mempool's transactions", pool.bytes_used
         )
+        yield gauge(
+            "pouw_orphan_transactions",
+            "Transactions from peers held until their sender's nonce gap fills",
+            p2p.orphan_count() if p2p is not None else 0,
+        )
         yield from self._mining(node)
         jobs, escrow = self.m.market_values()
         yield gauge("pouw_market_open_jobs", "Open compute jobs", jobs)

@@ -81,6 +81,7 @@ def test_ready_and_metrics_while_a_fresh_node_syncs(tmp_path: Path) -> None:
         assert m["pouw_sync_progress"] == 1.0 and m["pouw_ready"] == 1
         assert m["pouw_peers{direction=outbound}"] >= 1
         assert m["pouw_mempool_transactions"] == 0 and m["pouw_mempool_bytes"] == 0
+        assert m["pouw_orphan_transactions"] == 0
     finally:
         b.stop()
         a.stop()
