@@ -1,5 +1,6 @@
-"""Relay: inventory announcements, getdata/notfound, transactions, and what was
-already judged (recent rejects)."""
+"""Relay: inventory announcements, getdata/notfound, transactions, what was already
+judged (recent rejects), and transactions held until their sender's nonce gap fills
+(orphans, p2p/orphans.py)."""
 
 from __future__ import annotations
 
