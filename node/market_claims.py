@@ -92,12 +92,16 @@ class MarketCounters:
     reveals: int = 0
 
 
-def open_jobs(chain: ChainState) -> list[tuple[bytes, Job]]:
-    """Jobs a claim on the next block could take (open and not yet expired)."""
+# (tip, the jobs in flight, the open ones): read once per tip
+LiveJobs = tuple[bytes, list[tuple[bytes, Job]], list[tuple[bytes, Job]]]
+
+
+def open_jobs(chain: ChainState, live: list[tuple[bytes, Job]]) -> list[tuple[bytes, Job]]:
+    """Of the jobs in flight (``live_jobs``), those a claim on the next block could take
+    (open and not yet expired)."""
     mtp = chain.mtp_after(chain.tip)
     return [
-        (job_id, job) for job_id, job in live_jobs(chain.db.iter_state, chain.state_get)
-        if job.status == JobStatus.OPEN and mtp < job.expires
+        (job_id, job) for job_id, job in live if job.status == JobStatus.OPEN and mtp < job.expires
     ]  # fmt: skip
 
 
@@ -118,7 +122,7 @@ class ClaimRounds:
     wake: Callable[[], None]
     _failed: dict[bytes, float]
     _results: dict[bytes, bytes]
-    _open_cache: tuple[bytes, list[tuple[bytes, Job]]] | None
+    _live_cache: LiveJobs | None
     _pooled_submits: dict[bytes, tuple[Job | None, float]]
     _quick_round_at: float | None
     _behind: set[bytes]
@@ -137,12 +141,17 @@ class ClaimRounds:
 
     # --- choosing and claiming --------------------------------------------------------
 
-    def _open_jobs(self) -> list[tuple[bytes, Job]]:
-        """open_jobs on the tip, read once per tip (every job record is read)."""
+    def _live_jobs(self) -> tuple[list[tuple[bytes, Job]], list[tuple[bytes, Job]]]:
+        """(the jobs in flight, the open ones) on the tip, read once per tip (every
+        job in flight is read)."""
         tip = self.chain.tip.hash
-        if self._open_cache is None or self._open_cache[0] != tip:
-            self._open_cache = (tip, open_jobs(self.chain))
-        return self._open_cache[1]
+        if self._live_cache is None or self._live_cache[0] != tip:
+            live = live_jobs(self.chain.db.iter_state, self.chain.state_get)
+            self._live_cache = (tip, live, open_jobs(self.chain, live))
+        return self._live_cache[1], self._live_cache[2]
+
+    def _open_jobs(self) -> list[tuple[bytes, Job]]:
+        return self._live_jobs()[1]
 
     def notice_tx(self, tx: Transaction) -> None:
         """A transaction entered our pool (NodeEvents.tx_accepted): a new submit makes

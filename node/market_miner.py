@@ -45,6 +45,7 @@ from compute.blobs import BlobStore
 from node.claim_order import Crossings, Sightings
 from node.market_claims import (
     ClaimRounds,
+    LiveJobs,
     MarketCounters,
     MarketSettings,
 )
@@ -92,7 +93,7 @@ class MarketMiner(ClaimRounds):
         # job id -> the root of the C we computed (in the blob store): a job we lost
         # and that opens again is claimed and committed with it, never computed again
         self._results: dict[bytes, bytes] = {}
-        self._open_cache: tuple[bytes, list[tuple[bytes, Job]]] | None = None
+        self._live_cache: LiveJobs | None = None
         # txid -> (its job, when we first saw it): decoded once
         self._pooled_submits: dict[bytes, tuple[Job | None, float]] = {}
         self._quick_round_at: float | None = None  # a submit arrived: claim at this time
@@ -211,8 +212,9 @@ class MarketMiner(ClaimRounds):
         return {"operand_leaves": held.leaves, "b_t": held.b_t}
 
     def _claim_failed(self, held: Held) -> bool:
-        """Our claim's transaction is in a block, included as failed."""
-        return self.chain.db.get_tx_failure(held.claim_txid) is not None
+        """Our claim's transaction is in a block, included as failed (a job taken back
+        at start has no claim txid: its claim was on chain)."""
+        return bool(held.claim_txid) and self.chain.db.get_tx_failure(held.claim_txid) is not None
 
     def _on_its_way(self, held: Held, now: float) -> bool:
         """Our claim is neither on the tip nor failed: it waits in our mempool (however
@@ -261,8 +263,40 @@ class MarketMiner(ClaimRounds):
         )  # fmt: skip
         return tx
 
+    def _take_back(self) -> None:
+        """Hold every job the tip says our key holds: after a restart or a crash with
+        claims and commits in flight, and as a node that started behind catches up to
+        its claims, so that a claimed job is computed and committed before its deadline
+        and a committed one's probes are answered from the stored C (else each would
+        cost its bond). Read with the tip's jobs in flight, which the claim round reads
+        anyway."""
+        counts = {JobStatus.CLAIMED: 0, JobStatus.COMMITTED: 0}
+        for job_id, job in self._live_jobs()[0]:
+            if job.claimant != self.address or job.status not in counts or job_id in self.held:
+                continue
+            # on chain as ours: never "on its way" should a reorg reopen it
+            held = Held(job, time.monotonic() - CLAIM_CONFIRM_S, b"", unrivalled=True)
+            if job.status == JobStatus.COMMITTED:
+                held.computed, held.result_root = True, job.result_root
+                self._results[job_id] = job.result_root
+                if self.store.find(job.result_root) is None:
+                    log.error(
+                        "job %s is committed by us but its C is not in the blob store: "
+                        "a probe of it cannot be answered and would cost the bond",
+                        job_id.hex()[:16],
+                    )  # fmt: skip
+            self.held[job_id] = held
+            counts[job.status] += 1
+        if any(counts.values()):
+            log.info(
+                "took back the jobs our key holds on chain: %d claimed (computed next), "
+                "%d committed (probes answered from the stored C)",
+                counts[JobStatus.CLAIMED], counts[JobStatus.COMMITTED],
+            )  # fmt: skip
+
     def on_tip(self) -> None:
         """After a tip change: answer probes, forget jobs that ended or were lost."""
+        self._take_back()
         now = time.monotonic()
         for job_id, held in list(self.held.items()):
             job = get_job(self.chain.state_get, job_id)

@@ -72,6 +72,9 @@ from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 log = logging.getLogger("pouw.market")
 
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
+# Our jobs in flight listed at each tip: listjobs' own cap. A miner holds claim_ahead
+# claimed jobs and the commits of one challenge window.
+OURS_LIMIT = 10_000
 HELD_STATUSES = ("claimed", "committed")
 # The market's round (claims, hand-outs): a fresh job waits at most this long for a
 # claim from an idle miner; each round costs the node a listjobs of the jobs in flight.
@@ -103,7 +106,10 @@ class RemoteHeld:
     bt: npt.NDArray[np.int8] | None = None  # B^T, as downloaded
     leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
     dispatched: bool = False  # handed to a worker (never twice)
-    c: npt.NDArray[np.int32] | None = None  # kept to answer probes
+    # The product is done. C itself is not kept: the node stores and serves it, and a
+    # probe's chunk is built from the node's copy (a miner keeping every C of its
+    # challenge windows would hold an hour of products on mainnet).
+    computed: bool = False
     revealed: set[tuple[int, int]] = field(default_factory=set)
 
 
@@ -178,6 +184,28 @@ class RemoteMarket:
             self._tip = tip
             self._refresh()
 
+    def _take_back(self, ours: list[dict[str, Any]], now: float) -> None:
+        """Hold every job the tip says our key holds (``ours``): after a restart or a
+        crash with claims and commits in flight, and as the node catches up to them,
+        so that a claimed job is computed and committed before its deadline and a
+        committed one's probes are answered from the node's copy of C (else each
+        would cost its bond)."""
+        counts = dict.fromkeys(HELD_STATUSES, 0)
+        for job in ours:
+            if job["job_id"] in self.held or job["status"] not in counts:
+                continue
+            # on chain as ours: no rival wait, never "on its way" should it reopen
+            held = RemoteHeld(job, now - CLAIM_CONFIRM_S, unrivalled=True)
+            held.computed = held.dispatched = job["status"] == "committed"
+            self.held[job["job_id"]] = held
+            counts[job["status"]] += 1
+        if any(counts.values()):
+            log.info(
+                "took back the jobs our key holds on chain: %d claimed (computed next), "
+                "%d committed (probes answered from the node's copy of C)",
+                counts["claimed"], counts["committed"],
+            )  # fmt: skip
+
     def _saw(self, address: str, now: float) -> None:
         try:
             raw = decode_address(address, self.network.hrp)
@@ -191,9 +219,14 @@ class RemoteMarket:
         for job in self.rpc.call("listjobs", "unsettled"):  # the miners with jobs in flight
             if job.get("claimant"):
                 self._saw(job["claimant"], now)
+        # ours in one call, not a getjob each: a challenge window's commits and more
+        on_chain = {
+            j["job_id"]: j for j in self.rpc.call("listjobs", "unsettled", OURS_LIMIT, self.address)
+        }  # fmt: skip
+        self._take_back(list(on_chain.values()), now)
         for job_id, held in list(self.held.items()):
             try:
-                job = self.rpc.call("getjob", job_id)
+                job = on_chain.get(job_id) or self.rpc.call("getjob", job_id)
             except RpcError:
                 self.held.pop(job_id)
                 self._in_work.pop(job_id, None)
@@ -202,7 +235,7 @@ class RemoteMarket:
             if not ours:
                 if job["status"] in UNCLAIMED_STATUSES and now - held.claimed_at < CLAIM_CONFIRM_S:
                     continue  # our claim is on its way
-                log.info("job %s: %s", job_id[:16], job["status"] if held.c is not None else "lost")
+                log.info("job %s: %s", job_id[:16], job["status"] if held.computed else "lost")
                 self.held.pop(job_id)
                 self._in_work.pop(job_id, None)
                 continue
@@ -211,7 +244,7 @@ class RemoteMarket:
                 self._reveal(job_id, held, job["probe"])
 
     def _claim_more(self) -> None:
-        waiting = sum(h.c is None for h in self.held.values())
+        waiting = sum(not h.computed for h in self.held.values())
         if waiting >= self.claim_ahead:
             return
         listed = self._list_unclaimed()
@@ -409,7 +442,7 @@ class RemoteMarket:
         """The worker computing this job is gone: hand the job out again (its operands
         are still in hand)."""
         held = self.held.get(job_id)
-        if held is not None and held.c is None:
+        if held is not None and not held.computed:
             held.dispatched = False
 
     def deliver(self, job_id: str, c: npt.NDArray[np.integer]) -> None:
@@ -426,9 +459,10 @@ class RemoteMarket:
             return
         held.a = held.bt = None
         held.leaves = None
-        held.c = np.ascontiguousarray(c, dtype=np.int32)
+        held.computed = True
         try:
-            root = upload_blob(self.blob_url, "c", held.c, self.blob_auth)
+            c32 = np.ascontiguousarray(c, dtype=np.int32)
+            root = upload_blob(self.blob_url, "c", c32, self.blob_auth)
         except JobError as exc:
             log.warning("job %s: %s", job_id[:16], exc)
             return
@@ -447,9 +481,22 @@ class RemoteMarket:
 
     def _reveal(self, job_id: str, held: RemoteHeld, probe: dict[str, Any]) -> None:
         where = (int(probe["row"]), int(probe["chunk"]))
-        if where in held.revealed or held.c is None:
+        if where in held.revealed or not held.computed:
             return
-        data, chunk_branch, result_branch = result_proof(held.c, where[0], where[1] * RESULT_CHUNK)
+        job = held.job
+        urls = [self.blob_url, job.get("result_url", "")]
+        try:  # the node's copy, every row checked against the committed root
+            c = asyncio.run(fetch_blob(
+                urls, bytes.fromhex(job["result_root"]), "c", job["m"], job["n"]
+            ))  # fmt: skip
+        except (BlobError, KeyError) as exc:
+            log.error(
+                "job %s is probed but its C cannot be read from the node (%s): the bond is "
+                "lost unless the node's blob store gets C back before the reveal window ends",
+                job_id[:16], exc,
+            )  # fmt: skip
+            return
+        data, chunk_branch, result_branch = result_proof(c, where[0], where[1] * RESULT_CHUNK)
         tx = reveal_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id), data,
                        tuple(chunk_branch), tuple(result_branch), fee=self.fee)  # fmt: skip
         if self._send(tx, f"reveal for {job_id[:16]}"):

@@ -232,6 +232,8 @@ class RemoteMiner:
             except (KeyError, TypeError, ValueError, OverflowError) as exc:  # not shaped as ours
                 log.warning("market: unexpected answer from the node (%r); is it a pouw node "
                             "of this version?", exc)  # fmt: skip
+            except Exception:  # noqa: BLE001 - a bug must not stop the market for good
+                log.exception("market round failed (a bug: please report it); next round")
 
     def _hand_out(self) -> bool:
         """Give each idle worker a claimed job that may be computed now; True if a

@@ -35,7 +35,8 @@ def _start_miner(tmp_path: Path, node: Proc, genesis: Path, key_no: int,
     net = load_network("devnet", genesis)
     address = encode_address(net.hrp, address_from_pubkey(devnet_key(key_no).public_key))
     keystore = tmp_path / "miner.json"
-    Wallet.create(keystore, "pw", net, seed=devnet_key(key_no).seed, scrypt_n=2**10)
+    if not keystore.exists():  # a restarted miner keeps its keystore
+        Wallet.create(keystore, "pw", net, seed=devnet_key(key_no).seed, scrypt_n=2**10)
     (tmp_path / "pw").write_text("pw\n")
     return address, subprocess.Popen(
         [sys.executable, "-m", "node.miner_cli", "miner", "--rpc",

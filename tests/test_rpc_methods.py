@@ -429,6 +429,12 @@ def test_waitforjob_answers_when_the_commit_reaches_the_pool(tmp_path: Path) -> 
         for status in ("recent", "unsettled", "committed"):
             assert [j["job_id"] for j in await h.result("listjobs", status)] == [job], status
         assert await h.result("listjobs", "paid") == []
+        # a miner's own jobs (it takes them back after a restart)
+        mine = await h.result("listjobs", "unsettled", 10, addr(h, 1))
+        assert [j["job_id"] for j in mine] == [job]
+        assert await h.result("listjobs", "unsettled", 10, addr(h, 0)) == []
+        assert await h.result("listjobs", "pending", 10, addr(h, 1)) == []
+        assert (await h.error("listjobs", "unsettled", 10, "dpw1nope"))["code"] == -5
 
     run_node(tmp_path, body)
 

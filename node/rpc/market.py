@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
@@ -68,12 +68,14 @@ class ListJobsParams(Params):
         "reclaimed", "expired", "all",
     ] = "open"
     limit: Annotated[int, Field(ge=1, le=10000)] = 1000
+    claimant: str | None = None  # only the jobs this address holds
 
 
 class MarketMethods:
     node: Node
     net: Network
     service: RpcService
+    address: Callable[[str, str], bytes]  # MethodsBase's, checked
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -306,12 +308,16 @@ class MarketMethods:
         "open": jobs a claim could take now; "pending": jobs whose submit waits in our
         mempool, which a claim can take too; "unsettled": open, claimed and committed;
         "recent": committed in the last RECENT_COMMIT_BLOCKS blocks, whatever their
-        status now; "all": every job on chain). Open and pending jobs carry
+        status now; "all": every job on chain); ``claimant``: only the jobs that address
+        holds (a miner finds its own after a restart). Open and pending jobs carry
         ``pending_claims`` while claims of them wait in our mempool."""
         chain = self.node.chain
         mtp = chain.mtp_after(chain.tip)
+        claimant = None if p.claimant is None else self.address(p.claimant, "claimant")
         out = []
         if p.status == "pending":
+            if claimant is not None:
+                return []  # a pooled submit has no claimant yet
             for job_id, job in self.pool_jobs()[0].items():
                 if mtp < job.expires:
                     out.append(self.pending_job_info(job_id, job))
@@ -327,6 +333,8 @@ class MarketMethods:
         else:
             jobs = self.all_jobs()
         for job_id, job in jobs:
+            if claimant is not None and job.claimant != claimant:
+                continue
             if p.status == "open" and not (job.status == JobStatus.OPEN and mtp < job.expires):
                 continue
             if p.status in STATUS_NAMES and job.status.name.lower() != p.status:

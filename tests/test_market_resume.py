@@ -1,0 +1,145 @@
+"""A miner that restarts keeps its bonds (real processes): at start both the in-node
+miner and the standalone `pouw miner` take back the jobs the chain says their key holds.
+A job claimed before the start is computed and committed before its deadline; a
+committed job's probe is answered after a restart from the C the node stores (the
+standalone miner keeps no C of its own). Without that, each would cost its bond."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from chain.keys import devnet_key
+from chain.network import Network, load_network
+from tests.test_market_e2e import Proc, _address, market_genesis, wait_for
+from tests.test_remote_market import _buyer, _edit_genesis, _start_miner, _stop
+from wallet.job_txs import claim_tx, probe_tx
+from wallet.jobs import JobClient
+from wallet.rpc import RpcClient
+
+# Windows long enough for a restart between the claim and its deadline, and between
+# the commit and the probe (a start with a warm Numba cache takes a few seconds).
+WINDOWS = {"claim_slack_s": 30, "challenge_s": 15, "reveal_s": 10}
+
+
+def _genesis(tmp_path: Path) -> Path:
+    """Blocks of 2^22 multiply-adds, a few a second: the claim, the commit and the
+    probe confirm quickly, and the windows run in seconds whatever the blocks."""
+    genesis = market_genesis(tmp_path, **WINDOWS)
+    _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**22)))
+    return genesis
+
+
+def _submit_and_claim(client: JobClient, rpc: RpcClient, net: Network, key_no: int,
+                      seed: int) -> str:  # fmt: skip
+    """A job claimed by devnet key ``key_no`` from outside its miner (a process of the
+    same key before a restart); returns its id once the claim is on chain."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-64, 64, (64, 256), dtype=np.int8)
+    b = rng.integers(-64, 64, (256, 64), dtype=np.int8)
+    job_id = client.submit(a, b, bounty=2_000_000)
+    wait_for("the submit on chain", lambda: rpc.call("getjob", job_id)["status"] == "open")
+    key = devnet_key(key_no)
+    nonce = rpc.call("getaccount", _address(key_no))["pending_nonce"]
+    bond = net.market.bond_for(2_000_000)
+    tx = claim_tx(net, key, nonce, bytes.fromhex(job_id), bond)
+    rpc.call("sendrawtransaction", tx.to_bytes().hex())
+    wait_for("the claim on chain", lambda: rpc.call("getjob", job_id)["status"] == "claimed")
+    assert rpc.call("getjob", job_id)["claimant"] == _address(key_no)
+    return job_id
+
+
+def _probe(rpc: RpcClient, net: Network, job_id: str) -> None:
+    nonce = rpc.call("getaccount", _address(0))["pending_nonce"]
+    tx = probe_tx(net, devnet_key(0), nonce, bytes.fromhex(job_id), 5, 0,
+                  net.market.probe_deposit)  # fmt: skip
+    rpc.call("sendrawtransaction", tx.to_bytes().hex())
+    # confirmed and applied (the reveal may follow within a block, closing the probe)
+    wait_for("the probe on chain", lambda: rpc.call("gettransaction", tx.txid.hex())
+             .get("status") == "ok")  # fmt: skip
+
+
+def _answered(rpc: RpcClient, job_id: str, key_no: int, procs: list[Proc]) -> None:
+    """The probe answered on chain: the job stays committed to its one claim (the
+    payout follows when the window closes), no challenge lost. Unanswered, the job
+    would be refunded at the probe's deadline and the bond lost."""
+    wait_for("the reveal", lambda: "probe" not in rpc.call("getjob", job_id),
+             timeout=WINDOWS["reveal_s"] + 20, procs=procs)  # fmt: skip
+    job = rpc.call("getjob", job_id)
+    assert job["status"] in ("committed", "paid") and job["claims"] == 1, job
+    assert rpc.call("getcontribution", _address(key_no))["challenges_lost"] == 0
+
+
+def test_the_node_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path) -> None:
+    genesis = _genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    n0 = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")  # the buyer's, blocks
+    miner_args = ("--market-key", "1", "--connect", f"127.0.0.1:{n0.p2p}")
+    # first it claims and stops there: a node that dies between its claim and the product
+    n1 = Proc(tmp_path / "n1", genesis, *miner_args, "--cheat", "vanish")
+    procs = [n0, n1]
+    try:
+        rpc0 = n0.rpc()
+        n1.rpc()
+        wait_for("blocks", lambda: rpc0.call("getblockcount") >= 3, procs=procs)
+        client = _buyer(n0, net)
+        rng = np.random.default_rng(31)
+        job_id = client.submit(rng.integers(-64, 64, (64, 256), dtype=np.int8),
+                               rng.integers(-64, 64, (256, 64), dtype=np.int8), bounty=2_000_000)
+        wait_for("the claim", lambda: rpc0.call("getjob", job_id)["status"] == "claimed",
+                 procs=procs)  # fmt: skip
+        assert rpc0.call("getjob", job_id)["claimant"] == _address(1)
+        n1.stop()
+        # restarted: it computes and commits the job its claim holds
+        n1 = procs[1] = Proc(tmp_path / "n1", genesis, *miner_args)
+        wait_for("the commit", lambda: rpc0.call("getjob", job_id)["status"] == "committed",
+                 timeout=60, procs=procs)  # fmt: skip
+        res = client.result(job_id)
+        assert res.verified, res.actions
+        n1.stop()  # stopped with the commit's challenge window open
+        n1 = procs[1] = Proc(tmp_path / "n1", genesis, *miner_args)
+        n1.rpc()
+        _probe(rpc0, net, job_id)
+        _answered(rpc0, job_id, 1, procs)
+        logs = n1.log_path.read_text()
+        assert "1 claimed (computed next), 0 committed" in logs, logs[-3000:]
+        assert "0 claimed (computed next), 1 committed" in logs, logs[-3000:]
+        assert logs.count("claimed job") == 1 and "revealed chunk" in logs, logs[-3000:]
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def test_the_standalone_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path) -> None:
+    genesis = _genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")  # blocks, no jobs of its own
+    miner_log = open(tmp_path / "miner.log", "ab")  # noqa: SIM115
+    miner = None
+    try:
+        rpc = node.rpc()
+        wait_for("blocks", lambda: rpc.call("getblockcount") >= 3, procs=[node])
+        client = _buyer(node, net)
+        job_id = _submit_and_claim(client, rpc, net, 2, seed=32)
+        _, miner = _start_miner(tmp_path, node, genesis, 2, miner_log)
+        wait_for("the commit", lambda: rpc.call("getjob", job_id)["status"] == "committed",
+                 timeout=60, procs=[node])  # fmt: skip
+        assert client.result(job_id).verified
+        miner.send_signal(signal.SIGKILL)  # a crash: nothing of the miner survives
+        miner.wait(10)
+        time.sleep(0.5)
+        _, miner = _start_miner(tmp_path, node, genesis, 2, miner_log)
+        wait_for("the miner resumed", lambda: "1 committed" in (tmp_path / "miner.log")
+                 .read_text(), timeout=60, procs=[node])  # fmt: skip
+        _probe(rpc, net, job_id)
+        _answered(rpc, job_id, 2, [node])
+        logs = (tmp_path / "miner.log").read_text()
+        assert "1 claimed (computed next), 0 committed" in logs, logs[-3000:]
+        assert logs.count("committed job") == 1 and "revealed chunk" in logs, logs[-3000:]
+    finally:
+        _stop(miner)
+        miner_log.close()
+        node.stop()
