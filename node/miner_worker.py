@@ -10,6 +10,8 @@ workers nor two miner processes for one address ever multiply the same operands.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import sys
 import threading
@@ -59,8 +61,25 @@ def make_engine(spec: WorkerSpec) -> Any:
     return NumpyEngine(threads=spec.threads)
 
 
+def exit_with_parent() -> None:
+    """Exit this process as soon as the process that started it is gone. A worker is a
+    daemon process, stopped when its miner exits, but not when the miner is killed
+    (SIGKILL, the OOM killer, a crash): it would mine filler for nobody, on every
+    core it has, until the machine restarts."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="pouw-parent-watch", daemon=True).start()
+
+
 def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
     """Entry point of a worker process: mine the latest job until told to quit."""
+    exit_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
         engine = make_engine(spec)

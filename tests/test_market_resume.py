@@ -6,8 +6,8 @@ standalone miner keeps no C of its own). Without that, each would cost its bond.
 
 from __future__ import annotations
 
+import re
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,15 @@ def _submit_and_claim(client: JobClient, rpc: RpcClient, net: Network, key_no: i
     wait_for("the claim on chain", lambda: rpc.call("getjob", job_id)["status"] == "claimed")
     assert rpc.call("getjob", job_id)["claimant"] == _address(key_no)
     return job_id
+
+
+def _gone(pid: int) -> bool:
+    """The process exited (a zombie waiting for whoever adopted it counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _probe(rpc: RpcClient, net: Network, job_id: str) -> None:
@@ -128,9 +137,13 @@ def test_the_standalone_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path
         wait_for("the commit", lambda: rpc.call("getjob", job_id)["status"] == "committed",
                  timeout=60, procs=[node])  # fmt: skip
         assert client.result(job_id).verified
-        miner.send_signal(signal.SIGKILL)  # a crash: nothing of the miner survives
+        workers = [int(pid) for pid in re.findall(r"worker \d+ ready: .*\(pid (\d+)\)",
+                                                 (tmp_path / "miner.log").read_text())]  # fmt: skip
+        assert workers
+        miner.send_signal(signal.SIGKILL)  # a crash: the miner's process gone at once
         miner.wait(10)
-        time.sleep(0.5)
+        # and its workers with it, instead of mining filler for nobody
+        wait_for("its workers gone", lambda: all(_gone(pid) for pid in workers), timeout=10)
         _, miner = _start_miner(tmp_path, node, genesis, 2, miner_log)
         wait_for("the miner resumed", lambda: "1 committed" in (tmp_path / "miner.log")
                  .read_text(), timeout=60, procs=[node])  # fmt: skip
