@@ -10,7 +10,8 @@ worker exactly once with Bᵀ as it came and the leaves checked on the way in, s
 the worker neither transposes B nor hashes the operands again (node/remote_miner.py:
 the product carries the block lottery),
 upload C to the node's blob endpoint so that the node serves it, commit, and answer
-probes from the kept C.
+probes from the node's copy of C; jobs the chain says our key holds are taken back
+after a restart (node/remote_results.py: the results' side).
 
 Delivery before confirmation, as in the node: a claim still in the node's pool is
 computed once it is the lowest txid among the job's standing claims there and the
@@ -40,7 +41,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,9 +50,7 @@ from chain.address import AddressError, address_from_pubkey, decode_address, enc
 from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blobs import BlobError, FetchReport, fetch_blob
-from compute.engine import OperandLeaves
 from compute.fast_commit import leaf_bytes_to_words
-from consensus.result import RESULT_CHUNK, result_proof
 from node.claim_order import (
     LOAD_WINDOW_S,
     PENDING_MIN_LEFT_S,
@@ -65,17 +63,16 @@ from node.claim_order import (
     horizon,
     price_band,
 )
+from node.remote_results import CLAIM_CONFIRM_S, HELD_STATUSES, RemoteHeld, ResultDelivery
 from node.remote_rivals import UNCLAIMED_STATUSES, RivalWatch
-from wallet.job_txs import claim_tx, commit_tx, reveal_tx
+from wallet.job_txs import claim_tx
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
 log = logging.getLogger("pouw.market")
 
-CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 # Our jobs in flight listed at each tip: listjobs' own cap. A miner holds claim_ahead
 # claimed jobs and the commits of one challenge window.
 OURS_LIMIT = 10_000
-HELD_STATUSES = ("claimed", "committed")
 # The market's round (claims, hand-outs): a fresh job waits at most this long for a
 # claim from an idle miner; each round costs the node a listjobs of the jobs in flight.
 MARKET_ROUND_S = 0.25
@@ -92,28 +89,7 @@ BATCH_SETTLE_S = 0.02
 FIRST_TURN_S = TURN_STEP_S - MARKET_ROUND_S
 
 
-@dataclass
-class RemoteHeld:
-    job: dict[str, Any]
-    claimed_at: float
-    # no rival claim can be on its way (we know no other miner, or we claimed in the
-    # designated miner's turn, before any other's): computed without the rival wait
-    unrivalled: bool = False
-    claim_txid: bytes = b""
-    rivals_seen: set[bytes] = field(default_factory=set)  # others' claims noted (txids)
-    rivals_read: float = 0.0  # when ``RivalWatch.watch`` last read the job
-    a: npt.NDArray[np.int8] | None = None
-    bt: npt.NDArray[np.int8] | None = None  # B^T, as downloaded
-    leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
-    dispatched: bool = False  # handed to a worker (never twice)
-    # The product is done. C itself is not kept: the node stores and serves it, and a
-    # probe's chunk is built from the node's copy (a miner keeping every C of its
-    # challenge windows would hold an hour of products on mainnet).
-    computed: bool = False
-    revealed: set[tuple[int, int]] = field(default_factory=set)
-
-
-class RemoteMarket:
+class RemoteMarket(ResultDelivery):
     def __init__(
         self,
         rpc: RpcClient,
@@ -173,7 +149,7 @@ class RemoteMarket:
         """``poll`` in steps, each a few RPC calls: a caller that shares the market
         with a worker's delivery takes its lock for one step at a time, so that a
         finished product is committed between steps, not after the whole round."""
-        return [self._check_tip, self._watch_rivals, self._claim_more]
+        return [self._check_tip, self._redeliver, self._watch_rivals, self._claim_more]
 
     def _watch_rivals(self) -> None:
         self._rivals.watch(self.rpc, self.held)  # our young pooled claims' jobs
@@ -183,28 +159,6 @@ class RemoteMarket:
         if tip != self._tip:
             self._tip = tip
             self._refresh()
-
-    def _take_back(self, ours: list[dict[str, Any]], now: float) -> None:
-        """Hold every job the tip says our key holds (``ours``): after a restart or a
-        crash with claims and commits in flight, and as the node catches up to them,
-        so that a claimed job is computed and committed before its deadline and a
-        committed one's probes are answered from the node's copy of C (else each
-        would cost its bond)."""
-        counts = dict.fromkeys(HELD_STATUSES, 0)
-        for job in ours:
-            if job["job_id"] in self.held or job["status"] not in counts:
-                continue
-            # on chain as ours: no rival wait, never "on its way" should it reopen
-            held = RemoteHeld(job, now - CLAIM_CONFIRM_S, unrivalled=True)
-            held.computed = held.dispatched = job["status"] == "committed"
-            self.held[job["job_id"]] = held
-            counts[job["status"]] += 1
-        if any(counts.values()):
-            log.info(
-                "took back the jobs our key holds on chain: %d claimed (computed next), "
-                "%d committed (probes answered from the node's copy of C)",
-                counts["claimed"], counts["committed"],
-            )  # fmt: skip
 
     def _saw(self, address: str, now: float) -> None:
         try:
@@ -352,8 +306,8 @@ class RemoteMarket:
             age = now - self._seen[j["job_id"]][0]
             turn = after[bytes.fromhex(j["job_id"])]
             if age < fresh_for:
-                batch = self._seen[j["job_id"]][0]
-                alone_full = not others and self._taken_fresh.get(batch, 0) >= self.workers
+                listed_at = self._seen[j["job_id"]][0]
+                alone_full = not others and self._taken_fresh.get(listed_at, 0) >= self.workers
                 if idle > 0 and age >= turn and not alone_full:
                     first_turn = turn == 0.0 and age < FIRST_TURN_S
                     ours.append((j, not others or first_turn))
@@ -445,60 +399,9 @@ class RemoteMarket:
         if held is not None and not held.computed:
             held.dispatched = False
 
-    def deliver(self, job_id: str, c: npt.NDArray[np.integer]) -> None:
-        """A worker finished the product: upload C to the node, commit its root."""
-        from wallet.jobs import JobError, upload_blob
-
-        if job_id in self._computed:
-            self.recomputed += 1
-        self._computed.add(job_id)
-        self.products += 1
-        self.job_multiply_adds += self._in_work.pop(job_id, 0)
-        held = self.held.get(job_id)
-        if held is None:
-            return
-        held.a = held.bt = None
-        held.leaves = None
-        held.computed = True
-        try:
-            c32 = np.ascontiguousarray(c, dtype=np.int32)
-            root = upload_blob(self.blob_url, "c", c32, self.blob_auth)
-        except JobError as exc:
-            log.warning("job %s: %s", job_id[:16], exc)
-            return
-        tx = commit_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id), root,
-                       url=self.blob_url, fee=self.fee)  # fmt: skip
-        if self._send(tx, f"commit of {job_id[:16]}"):
-            self.commits += 1
-            log.info("committed job %s result root %s", job_id[:16], root.hex()[:16])
-
     def line(self) -> str:
         """The market's part of the status line (totals since the start)."""
         return (
             f"paid jobs: {self.products} products, {self.job_multiply_adds} multiply-adds, "
             f"{self.commits} committed, {self.recomputed} recomputed"
         )
-
-    def _reveal(self, job_id: str, held: RemoteHeld, probe: dict[str, Any]) -> None:
-        where = (int(probe["row"]), int(probe["chunk"]))
-        if where in held.revealed or not held.computed:
-            return
-        job = held.job
-        urls = [self.blob_url, job.get("result_url", "")]
-        try:  # the node's copy, every row checked against the committed root
-            c = asyncio.run(fetch_blob(
-                urls, bytes.fromhex(job["result_root"]), "c", job["m"], job["n"]
-            ))  # fmt: skip
-        except (BlobError, KeyError) as exc:
-            log.error(
-                "job %s is probed but its C cannot be read from the node (%s): the bond is "
-                "lost unless the node's blob store gets C back before the reveal window ends",
-                job_id[:16], exc,
-            )  # fmt: skip
-            return
-        data, chunk_branch, result_branch = result_proof(c, where[0], where[1] * RESULT_CHUNK)
-        tx = reveal_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id), data,
-                       tuple(chunk_branch), tuple(result_branch), fee=self.fee)  # fmt: skip
-        if self._send(tx, f"reveal for {job_id[:16]}"):
-            held.revealed.add(where)
-            log.info("revealed chunk %s of job %s", where, job_id[:16])

@@ -41,7 +41,8 @@ from chain.header import Header
 from chain.network import Network
 from compute.transpose import transposed
 from node.miner_worker import WorkerSpec
-from node.remote_market import MARKET_ROUND_S, RemoteHeld, RemoteMarket
+from node.remote_market import MARKET_ROUND_S, RemoteMarket
+from node.remote_results import RemoteHeld
 from node.remote_template import RemoteTemplate, TemplateError, template_from_json
 from node.remote_workers import WorkerPool
 from node.shared_arrays import sweep

@@ -14,11 +14,13 @@ import numpy as np
 
 from chain.keys import devnet_key
 from chain.network import Network, load_network
+from tests.marketutil import exact_product
+from tests.p2putil import free_port
 from tests.test_market_e2e import Proc, _address, market_genesis, wait_for
 from tests.test_remote_market import _buyer, _edit_genesis, _start_miner, _stop
 from wallet.job_txs import claim_tx, probe_tx
 from wallet.jobs import JobClient
-from wallet.rpc import RpcClient
+from wallet.rpc import RpcClient, read_cookie
 
 # Windows long enough for a restart between the claim and its deadline, and between
 # the commit and the probe (a start with a warm Numba cache takes a few seconds).
@@ -155,4 +157,45 @@ def test_the_standalone_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path
     finally:
         _stop(miner)
         miner_log.close()
+        node.stop()
+
+
+def test_the_standalone_miner_delivers_c_once_its_node_answers_again(tmp_path: Path) -> None:
+    """A product that ends while the node cannot take C (down, restarting: here its
+    blob endpoint does not answer) is kept and delivered in a later market round,
+    and committed once (blocks of 2^60 multiply-adds: nothing confirms)."""
+    from node.remote_market import RemoteMarket
+
+    genesis = market_genesis(tmp_path)
+    _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**60)))
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis)  # no miner of its own
+    try:
+        rpc = node.rpc()
+        client = _buyer(node, net)
+        blob_url = f"http://127.0.0.1:{node.blob}"
+        market = RemoteMarket(rpc, net, devnet_key(3), f"http://127.0.0.1:{free_port()}",
+                              read_cookie(node.datadir, "devnet"))  # fmt: skip
+        rng = np.random.default_rng(33)
+        a = rng.integers(-64, 64, (64, 256), dtype=np.int8)
+        b = rng.integers(-64, 64, (256, 64), dtype=np.int8)
+        job_id = client.submit(a, b, bounty=1_000_000)
+        market.blob_url = blob_url  # the operands come from the node
+        work = wait_for("the job handed out", lambda: (market.poll(), market.next_job())[1])
+        assert work[0] == job_id
+        market.blob_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        market.deliver(job_id, exact_product(a, b))
+        held = market.held[job_id]
+        assert not held.commit_sent and held.unsent is not None
+        assert "pending_commit" not in rpc.call("getjob", job_id)
+        market.blob_url = blob_url  # the node answers again
+        market.poll()
+        assert held.commit_sent and held.unsent is None and market.commits == 1
+        assert rpc.call("getjob", job_id)["pending_commit"]["claimant"] == _address(3)
+        res = client.result(job_id)
+        assert res.verified and np.array_equal(res.c, exact_product(a, b))
+        held.commit_sent = False  # as if the node's answer to the commit had been lost
+        market.poll()
+        assert held.commit_sent and market.commits == 1  # the pooled commit was seen
+    finally:
         node.stop()

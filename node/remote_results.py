@@ -1,0 +1,183 @@
+"""The standalone miner's results: C delivered to the node and committed (kept and
+tried again each market round while the node does not answer), probes answered from
+the node's copy of C, and the jobs the chain says our key holds taken back (after a
+restart or a crash: a claimed job is computed, a committed one's probes answered).
+
+``ResultDelivery`` is a part of node/remote_market.RemoteMarket, which owns the state
+it reads (declared below)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from chain.keys import PrivateKey
+from chain.network import Network
+from compute.blobs import BlobError, fetch_blob
+from compute.engine import OperandLeaves
+from consensus.result import RESULT_CHUNK, result_proof
+from wallet.job_txs import commit_tx, reveal_tx
+from wallet.rpc import RpcClient, RpcConnectionError, RpcError
+
+log = logging.getLogger("pouw.market")
+
+HELD_STATUSES = ("claimed", "committed")
+CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
+
+
+@dataclass
+class RemoteHeld:
+    job: dict[str, Any]
+    claimed_at: float
+    # no rival claim can be on its way (we know no other miner, or we claimed in the
+    # designated miner's turn, before any other's): computed without the rival wait
+    unrivalled: bool = False
+    claim_txid: bytes = b""
+    rivals_seen: set[bytes] = field(default_factory=set)  # others' claims noted (txids)
+    rivals_read: float = 0.0  # when ``RivalWatch.watch`` last read the job
+    a: npt.NDArray[np.int8] | None = None
+    bt: npt.NDArray[np.int8] | None = None  # B^T, as downloaded
+    leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
+    dispatched: bool = False  # handed to a worker (never twice)
+    # The product is done. C itself is not kept: the node stores and serves it, and a
+    # probe's chunk is built from the node's copy (a miner keeping every C of its
+    # challenge windows would hold an hour of products on mainnet).
+    computed: bool = False
+    # Until C is on the node and the commit accepted (the node may be down or
+    # restarting when a product ends): C kept for the upload, retried each round.
+    unsent: npt.NDArray[np.int32] | None = None
+    result_root: bytes | None = None  # C's root, once the node holds C
+    commit_sent: bool = False
+    revealed: set[tuple[int, int]] = field(default_factory=set)
+
+
+
+class ResultDelivery:
+    rpc: RpcClient
+    network: Network
+    key: PrivateKey
+    address: str
+    blob_url: str
+    blob_auth: tuple[str, str]
+    fee: int
+    held: dict[str, RemoteHeld]
+    products: int
+    recomputed: int
+    commits: int
+    job_multiply_adds: int
+    _computed: set[str]
+    _in_work: dict[str, int]
+
+    def _send(self, tx: Any, what: str) -> bool:
+        raise NotImplementedError
+
+    def _nonce(self) -> int:
+        raise NotImplementedError
+
+    def _take_back(self, ours: list[dict[str, Any]], now: float) -> None:
+        """Hold every job the tip says our key holds (``ours``): after a restart or a
+        crash with claims and commits in flight, and as the node catches up to them,
+        so that a claimed job is computed and committed before its deadline and a
+        committed one's probes are answered from the node's copy of C (else each
+        would cost its bond)."""
+        counts = dict.fromkeys(HELD_STATUSES, 0)
+        for job in ours:
+            if job["job_id"] in self.held or job["status"] not in counts:
+                continue
+            # on chain as ours: no rival wait, never "on its way" should it reopen
+            held = RemoteHeld(job, now - CLAIM_CONFIRM_S, unrivalled=True)
+            held.computed = held.dispatched = held.commit_sent = job["status"] == "committed"
+            self.held[job["job_id"]] = held
+            counts[job["status"]] += 1
+        if any(counts.values()):
+            log.info(
+                "took back the jobs our key holds on chain: %d claimed (computed next), "
+                "%d committed (probes answered from the node's copy of C)",
+                counts["claimed"], counts["committed"],
+            )  # fmt: skip
+
+    def deliver(self, job_id: str, c: npt.NDArray[np.integer]) -> None:
+        """A worker finished the product: upload C to the node, commit its root."""
+        if job_id in self._computed:
+            self.recomputed += 1
+        self._computed.add(job_id)
+        self.products += 1
+        self.job_multiply_adds += self._in_work.pop(job_id, 0)
+        held = self.held.get(job_id)
+        if held is None:
+            return
+        held.a = held.bt = None
+        held.leaves = None
+        held.computed = True
+        held.unsent = np.ascontiguousarray(c, dtype=np.int32)
+        self._send_result(job_id, held)
+
+    def _send_result(self, job_id: str, held: RemoteHeld) -> bool:
+        """Upload C to the node (once) and send the commit; False if either did not
+        get through (``_redeliver`` tries again next round)."""
+        from wallet.jobs import JobError, upload_blob
+
+        try:
+            if held.result_root is None:
+                assert held.unsent is not None
+                held.result_root = upload_blob(self.blob_url, "c", held.unsent, self.blob_auth)
+                held.unsent = None
+            tx = commit_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id),
+                           held.result_root, url=self.blob_url, fee=self.fee)  # fmt: skip
+            self.rpc.call("sendrawtransaction", tx.to_bytes().hex())
+        except (JobError, RpcError, RpcConnectionError) as exc:
+            log.warning(
+                "job %s: C not delivered yet (%s); trying again each market round while "
+                "the claim holds", job_id[:16], exc,
+            )  # fmt: skip
+            return False
+        held.commit_sent = True
+        self.commits += 1
+        log.info("committed job %s result root %s", job_id[:16], held.result_root.hex()[:16])
+        return True
+
+    def _redeliver(self) -> None:
+        """Each round: the products whose upload or commit did not get through. A
+        commit the node took though its answer was lost is not sent again."""
+        for job_id, held in list(self.held.items()):
+            if not held.computed or held.commit_sent:
+                continue
+            try:
+                job = self.rpc.call("getjob", job_id)
+            except RpcError:  # gone from the node: _refresh forgets it
+                continue
+            ours = job.get("claimant") == self.address
+            pending = (job.get("pending_commit") or {}).get("claimant") == self.address
+            if (ours and job["status"] == "committed") or pending:
+                held.commit_sent, held.unsent = True, None
+                continue
+            self._send_result(job_id, held)
+
+    def _reveal(self, job_id: str, held: RemoteHeld, probe: dict[str, Any]) -> None:
+        where = (int(probe["row"]), int(probe["chunk"]))
+        if where in held.revealed or not held.computed:
+            return
+        job = held.job
+        urls = [self.blob_url, job.get("result_url", "")]
+        try:  # the node's copy, every row checked against the committed root
+            c = asyncio.run(fetch_blob(
+                urls, bytes.fromhex(job["result_root"]), "c", job["m"], job["n"]
+            ))  # fmt: skip
+        except (BlobError, KeyError) as exc:
+            log.error(
+                "job %s is probed but its C cannot be read from the node (%s): the bond is "
+                "lost unless the node's blob store gets C back before the reveal window ends",
+                job_id[:16], exc,
+            )  # fmt: skip
+            return
+        data, chunk_branch, result_branch = result_proof(c, where[0], where[1] * RESULT_CHUNK)
+        tx = reveal_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id), data,
+                       tuple(chunk_branch), tuple(result_branch), fee=self.fee)  # fmt: skip
+        if self._send(tx, f"reveal for {job_id[:16]}"):
+            held.revealed.add(where)
+            log.info("revealed chunk %s of job %s", where, job_id[:16])
