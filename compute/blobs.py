@@ -19,14 +19,12 @@ Store layout: ``<dir>/<root hex>.<kind>.npy`` plus ``.leaves``; a quota on total
 
 from __future__ import annotations
 
-import asyncio
-import builtins
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,13 +52,13 @@ class BlobError(Exception):
     """A blob is missing, malformed, does not match its root, or over the quota."""
 
 
-def _dtype(kind: str) -> np.dtype:  # type: ignore[type-arg]
+def blob_dtype(kind: str) -> np.dtype:  # type: ignore[type-arg]
     if kind not in KINDS:
         raise BlobError(f"unknown blob kind {kind!r}")
     return np.dtype("<i4") if kind == "c" else np.dtype(np.int8)
 
 
-def _node_tag(kind: str) -> str:
+def blob_node_tag(kind: str) -> str:
     return TAG_RESULT_ROW if kind == "c" else TAG_MERKLE_NODE
 
 
@@ -94,7 +92,7 @@ def line_leaves(kind: str, matrix: npt.NDArray[np.integer]) -> list[bytes]:
 
 
 def blob_root(kind: str, matrix: npt.NDArray[np.integer]) -> bytes:
-    return merkle_root_of(line_leaf_array(kind, matrix), _node_tag(kind))
+    return merkle_root_of(line_leaf_array(kind, matrix), blob_node_tag(kind))
 
 
 def bt_root_of(b: npt.NDArray[np.int8]) -> bytes:
@@ -113,7 +111,7 @@ class BlobInfo:
 
     @property
     def line_bytes(self) -> int:
-        return self.cols * _dtype(self.kind).itemsize
+        return self.cols * blob_dtype(self.kind).itemsize
 
     @property
     def nbytes(self) -> int:
@@ -143,6 +141,9 @@ class BlobStore:
         # called with the BlobInfo of every blob newly stored (not of one already held),
         # on the thread that stored it; the P2P service announces it (p2p/service.py)
         self.listeners: list[Callable[[BlobInfo], None]] = []
+        # called (on the storing thread, without the lock) with the bytes a put lacks
+        # under the quota, to delete blobs no longer needed (node/blob_retention.py)
+        self.make_room: Callable[[int], None] | None = None
 
     def _path(self, root: bytes, kind: str, suffix: str) -> Path:
         return self.dir / f"{root.hex()}.{kind}.{suffix}"
@@ -210,7 +211,7 @@ class BlobStore:
         every line against its leaf (fetch_blob does), so they are not hashed again.
         The store keeps its own copy (the caller may change ``matrix`` afterwards),
         unless the caller hands it ``owned``: then the matrix becomes read-only."""
-        mat = np.ascontiguousarray(matrix, dtype=_dtype(kind))
+        mat = np.ascontiguousarray(matrix, dtype=blob_dtype(kind))
         if mat.ndim != 2 or not 0 < mat.shape[0] <= MAX_BLOB_LINES:
             raise BlobError(f"blob shape {mat.shape} is not allowed")
         if mat.shape[1] * mat.itemsize > MAX_LINE_BYTES:
@@ -220,7 +221,7 @@ class BlobStore:
         else:
             words = line_leaf_array(kind, mat)
             leaves = to_digests(words)
-            got = merkle_root_of(words, _node_tag(kind))
+            got = merkle_root_of(words, blob_node_tag(kind))
         if root is not None and got != root:
             raise BlobError(f"blob does not match its root {root.hex()}: dropped")
         if not owned and np.shares_memory(mat, matrix):
@@ -228,12 +229,20 @@ class BlobStore:
         mat.flags.writeable = False
         info = BlobInfo(got, kind, int(mat.shape[0]), int(mat.shape[1]))
         joined = b"".join(leaves)
+        size = mat.nbytes + len(joined)
+        with self._lock:
+            short = self._used_locked() + size - self.quota
+        if short > 0 and self.make_room is not None:
+            self.make_room(short)
         with self._lock:
             if got in self._pending or self._path(got, kind, "npy").exists():
                 return got
-            if self._used_locked() + mat.nbytes + len(joined) > self.quota:
-                raise BlobError(f"blob store quota of {self.quota} bytes is full")
-            self._used = self._used_locked() + mat.nbytes + len(joined)
+            if self._used_locked() + size > self.quota:
+                raise BlobError(
+                    f"blob store quota of {self.quota} bytes is full of blobs that jobs in "
+                    "flight still need: raise blob_quota_mb"
+                )
+            self._used = self._used_locked() + size
             self._pending[got] = (info, mat, joined)
             if self._writer is None:
                 # background work: it yields the CPU to serving and checking blobs
@@ -295,14 +304,22 @@ class BlobStore:
         info = self.find(root)
         if info is None:
             return None
-        return np.load(self._path(root, info.kind, "npy"), mmap_mode="r")
+        try:
+            return np.load(self._path(root, info.kind, "npy"), mmap_mode="r")
+        except (OSError, ValueError):  # deleted (stored(), pruned) since find
+            return None
 
     def leaves(self, root: bytes) -> bytes | None:
         pending = self._pending.get(root)
         if pending is not None:
             return pending[2]
         info = self.find(root)
-        return None if info is None else self._path(root, info.kind, "leaves").read_bytes()
+        if info is None:
+            return None
+        try:
+            return self._path(root, info.kind, "leaves").read_bytes()
+        except OSError:  # deleted since find
+            return None
 
     def leaf_words(self, root: bytes) -> Words | None:
         """The blob's line leaves as (lines, 8) words, checked against its root: None
@@ -314,7 +331,7 @@ class BlobStore:
         from compute.fast_commit import leaf_bytes_to_words
 
         words = leaf_bytes_to_words(raw)
-        return words if merkle_root_of(words, _node_tag(info.kind)) == root else None
+        return words if merkle_root_of(words, blob_node_tag(info.kind)) == root else None
 
     def rows(self, root: bytes, start: int, count: int) -> bytes | None:
         arr = self.get(root)
@@ -322,156 +339,28 @@ class BlobStore:
             return None
         return arr[start : start + count].tobytes()
 
+    def stored(self) -> list[tuple[bytes, float, int]]:
+        """Every blob written to disk (not one still being written) as (root, when it
+        was stored (mtime), bytes on disk), oldest first."""
+        out = []
+        for path in self.dir.glob("*.*.npy"):
+            root_hex, kind, rest = path.name.split(".", 2)
+            if kind not in KINDS or rest != "npy" or len(root_hex) != 64:
+                continue  # a write's leftover (.tmp.npy) or not a file of the store's
+            try:
+                root = bytes.fromhex(root_hex)
+                stat = path.stat()
+                size = stat.st_size + self._path(root, kind, "leaves").stat().st_size
+            except (ValueError, OSError):
+                continue
+            if root not in self._pending:
+                out.append((root, stat.st_mtime, size))
+        out.sort(key=lambda item: item[1])
+        return out
+
     def delete(self, root: bytes) -> None:
         with self._lock:
             if self._pending.pop(root, None) is not None or self._used is not None:
                 self._used = None  # rescanned on the next put
             for path in self.dir.glob(f"{root.hex()}.*"):
                 path.unlink(missing_ok=True)
-
-
-# --- fetching ------------------------------------------------------------------------
-
-
-@dataclass
-class FetchReport:
-    """What a fetch did: which peers failed and how (for logs, bans and tests).
-
-    ``bad_peers`` holds every source dropped; ``bad_data`` only those that answered
-    with data that cannot come from an honest holder of the blob (leaves not matching
-    the root, a row not matching its leaf, more or fewer bytes than asked). A source
-    that is unreachable, stalls or answers an HTTP error is in ``bad_peers`` only.
-    """
-
-    bad_peers: dict[str, str] = field(default_factory=dict)
-    bad_data: dict[str, str] = field(default_factory=dict)
-    bytes: int = 0
-    requests: int = 0
-    leaves: list[builtins.bytes] | None = None  # the blob's line leaves, all rows matched
-
-
-class _TooMuch(BlobError):
-    """The peer sent more bytes than asked."""
-
-
-async def _read_into(resp: object, dest: memoryview) -> int:
-    """The body straight into ``dest`` (no copy of its own); returns its length,
-    refusing (_TooMuch) anything longer than ``dest``."""
-    content = resp.content  # type: ignore[attr-defined]
-    got = 0
-    while True:
-        part = await content.readany()
-        if not part:
-            return got
-        if got + len(part) > len(dest):
-            raise _TooMuch(f"peer sent more than the {len(dest)} bytes asked")
-        dest[got : got + len(part)] = part
-        got += len(part)
-
-
-async def fetch_blob(
-    urls: Sequence[str],
-    root: bytes,
-    kind: str,
-    rows: int,
-    cols: int,
-    store: BlobStore | None = None,
-    timeout: float = 20.0,
-    report: FetchReport | None = None,
-) -> npt.NDArray[np.integer]:
-    """Download the blob ``root`` (shape known from the chain) from ``urls``, checking
-    the leaves against the root and every row against its leaf. Raises BlobError."""
-    import aiohttp
-
-    report = report if report is not None else FetchReport()
-    dtype = _dtype(kind)
-    line_bytes = cols * dtype.itemsize
-    if not 0 < rows <= MAX_BLOB_LINES or not 0 < line_bytes <= MAX_LINE_BYTES:
-        raise BlobError("blob shape out of bounds")
-    out = np.empty((rows, cols), dtype)
-    view = memoryview(out.reshape(-1).view(np.uint8))
-    per = max(1, FETCH_RANGE_BYTES // line_bytes)
-    peers = [u.rstrip("/") for u in urls if u]
-    client_timeout = aiohttp.ClientTimeout(total=timeout, sock_read=timeout)
-
-    def drop(peer: str, why: str, lied: bool = False) -> None:
-        report.bad_peers[peer] = why
-        if lied:
-            report.bad_data[peer] = why
-        if peer in peers:
-            peers.remove(peer)
-
-    async with aiohttp.ClientSession(timeout=client_timeout) as session:
-
-        async def get_into(peer: str, path: str, dest: memoryview) -> int:
-            report.requests += 1
-            async with session.get(f"{peer}{path}") as resp:
-                if resp.status != 200:
-                    raise BlobError(f"HTTP {resp.status}")
-                got = await asyncio.wait_for(_read_into(resp, dest), timeout)
-                report.bytes += got
-                return got
-
-        leaves: list[bytes] | None = None
-        for peer in list(peers):
-            got_leaves = bytearray(32 * rows)
-            try:
-                size = await get_into(peer, f"/blob/{root.hex()}/leaves", memoryview(got_leaves))
-                raw = bytes(got_leaves[:size])
-            except (BlobError, aiohttp.ClientError, TimeoutError) as exc:
-                drop(peer, f"leaves: {str(exc) or type(exc).__name__}", isinstance(exc, _TooMuch))
-                continue
-            cand = [raw[i : i + 32] for i in range(0, len(raw), 32)]
-            if len(raw) != 32 * rows or merkle_root_of(cand, _node_tag(kind)) != root:
-                drop(peer, "leaves do not match the root", lied=True)
-                continue
-            leaves = cand
-            break
-        if leaves is None:
-            raise BlobError(f"no peer served the leaves of {root.hex()}: {report.bad_peers}")
-        limit = asyncio.Semaphore(FETCH_PARALLEL)
-
-        async def fetch_range(start: int) -> None:
-            assert leaves is not None
-            count = min(per, rows - start)
-            want = count * line_bytes
-            async with limit:
-                await fetch_rows(start, count, want, leaves)
-
-        async def fetch_rows(start: int, count: int, want: int, leaves: list[bytes]) -> None:
-            while True:
-                if not peers:
-                    raise BlobError(f"no peer left for rows {start}..: {report.bad_peers}")
-                peer = peers[0]
-                # straight into place: a range that fails its check is fetched again
-                # into the same place from another peer
-                dest = view[start * line_bytes : start * line_bytes + want]
-                try:
-                    got_bytes = await get_into(
-                        peer, f"/blob/{root.hex()}/rows?start={start}&count={count}", dest
-                    )
-                except (BlobError, aiohttp.ClientError, TimeoutError) as exc:
-                    why = f"rows {start}: {str(exc) or type(exc).__name__}"
-                    drop(peer, why, isinstance(exc, _TooMuch))
-                    continue
-                if got_bytes != want:
-                    drop(peer, f"rows {start}: {got_bytes} bytes, expected {want}", lied=True)
-                    continue
-                lines = np.frombuffer(dest, dtype).reshape(count, cols)
-                got = to_digests(line_leaf_array(kind, lines))
-                bad = next((i for i in range(count) if got[i] != leaves[start + i]), None)
-                if bad is not None:
-                    drop(peer, f"row {start + bad} does not match its leaf", lied=True)
-                    continue
-                return
-
-        try:  # the first range no peer can serve cancels the others
-            async with asyncio.TaskGroup() as group:
-                for start in range(0, rows, per):
-                    group.create_task(fetch_range(start))
-        except* BlobError as failed:
-            raise failed.exceptions[0] from None
-    report.leaves = leaves
-    if store is not None:  # written to disk behind; ``out`` becomes read-only
-        store.put(kind, out, root, leaves=leaves, owned=True)
-    return out

@@ -98,17 +98,24 @@ def result_proof(
     c: npt.NDArray[np.integer], i: int, j: int
 ) -> tuple[bytes, list[bytes], list[bytes]]:
     """(chunk bytes, chunk branch within row i, row branch within C) for entry (i, j)."""
+    c32 = as_result_bytes(c)
+    return row_proof(c32[i].tobytes(), result_row_roots(c32), i, j)
+
+
+def row_proof(
+    row: bytes, row_roots: Sequence[bytes], i: int, j: int
+) -> tuple[bytes, list[bytes], list[bytes]]:
+    """``result_proof`` from row i of C alone (int32 LE bytes) and C's m row roots: what
+    a claimant that keeps C elsewhere (its node's blob store) reads to answer a probe."""
     from consensus.merkle import branch_from_levels
 
-    c32 = as_result_bytes(c)
-    n = c32.shape[1]
-    row = c32[i].tobytes()
+    n = len(row) // ENTRY_BYTES
     leaves = row_chunk_leaves(row, n)
     chunk = j // RESULT_CHUNK
     step = RESULT_CHUNK * ENTRY_BYTES
     data = row[chunk * step : chunk * step + chunk_len(n, chunk) * ENTRY_BYTES]
     chunk_branch = branch_from_levels(merkle_levels(leaves, TAG_RESULT_NODE), chunk)
-    row_branch = branch_from_levels(merkle_levels(result_row_roots(c32), TAG_RESULT_ROW), i)
+    row_branch = branch_from_levels(merkle_levels(list(row_roots), TAG_RESULT_ROW), i)
     return data, chunk_branch, row_branch
 
 

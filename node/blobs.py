@@ -39,6 +39,7 @@ from compute.blobs import (
     BlobError,
     BlobStore,
 )
+from node.blob_retention import BlobRetention
 
 log = logging.getLogger("pouw.blobs")
 
@@ -229,7 +230,8 @@ class BlobService:
     """The node's blob server (a Service: name, async start/stop).
 
     Settings: ``blob_bind`` (default ``rpc_bind``), ``blob_port`` (default the network's
-    RPC port + 3), ``blob_quota_mb``. The store is ``network_dir / "blobs"``.
+    RPC port + 3), ``blob_quota_mb``, ``blob_keep_hours`` (node/blob_retention.py). The
+    store is ``network_dir / "blobs"``.
     """
 
     name = "blobs"
@@ -242,6 +244,7 @@ class BlobService:
         if port is None:
             port = (cfg.rpc_port or node.network.rpc_port) + DEFAULT_BLOB_PORT_OFFSET
         self.server = BlobServer(self.store, cfg.blob_bind or cfg.rpc_bind, port)
+        self.retention = BlobRetention(node, self.store, cfg.blob_keep_hours * 3600.0)
 
     @property
     def url(self) -> str:
@@ -257,6 +260,7 @@ class BlobService:
             log.warning("no RPC cookie: blob uploads are disabled")
             self.server.auth = ("", os.urandom(16).hex())
         await self.server.start()
+        self.retention.start()
         p2p = self._p2p()
         if p2p is not None:
             p2p.attach_blobs(self.store, self.server.port, self.server.bind)
@@ -272,4 +276,5 @@ class BlobService:
         if p2p is not None:
             p2p.detach_blobs(self.store)
         await self.server.stop()
+        await self.retention.stop()
         await asyncio.to_thread(self.store.close)  # blobs still being written

@@ -58,6 +58,9 @@ class NodeConfig:
     blob_bind: str | None = None  # None: rpc_bind
     blob_port: int | None = None  # None: the network's RPC port + 3
     blob_quota_mb: int = 8192
+    # blobs no job in flight needs are kept this long after they were stored (0: until
+    # the quota needs room); node/blob_retention.py
+    blob_keep_hours: float = 24.0
     market: bool = True  # with --mine, mine paid jobs when one is open
     miner_wallet: str | None = None  # keystore whose key signs result commits
     min_bounty_per_mac: float = 0.0  # base units per multiply-add a job must pay

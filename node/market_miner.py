@@ -41,6 +41,7 @@ from chain.chainstate import ChainState
 from chain.job_record import ZERO_ADDRESS, Job, JobStatus, get_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
+from chain.txkind import TxKind
 from compute.blobs import BlobStore
 from node.claim_order import Crossings, Sightings
 from node.market_claims import (
@@ -216,12 +217,29 @@ class MarketMiner(ClaimRounds):
         at start has no claim txid: its claim was on chain)."""
         return bool(held.claim_txid) and self.chain.db.get_tx_failure(held.claim_txid) is not None
 
-    def _on_its_way(self, held: Held, now: float) -> bool:
+    def _on_its_way(self, job_id: bytes, held: Held, now: float) -> bool:
         """Our claim is neither on the tip nor failed: it waits in our mempool (however
-        long its job's submit takes to confirm), or was sent recently."""
+        long its job's submit takes to confirm), or was sent recently. A job taken back
+        from the chain learns its claim's txid here, should a reorg return the claim
+        to the pool."""
+        if not held.claim_txid:
+            held.claim_txid = self._our_pooled_claim(job_id) or b""
+            return bool(held.claim_txid)
         if self._claim_failed(held):
             return False
         return self.in_pool(held.claim_txid) or now - held.claimed_at < CLAIM_CONFIRM_S
+
+    def _our_pooled_claim(self, job_id: bytes) -> bytes | None:
+        """The txid of a claim of ours for the job in our mempool, if any."""
+        if self.job_actions is not None:
+            pooled: Iterable[Transaction | None] = self.job_actions(job_id)
+        else:
+            pooled = self.pool_txs()
+        for tx in pooled:
+            if (tx is not None and tx.kind == TxKind.JOB_CLAIM and tx.sender == self.address
+                    and tx.payload[:32] == job_id):  # fmt: skip
+                return tx.txid
+        return None
 
     def deliver(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
         """The product of a job we hold is done: store C, commit its root."""
@@ -301,14 +319,14 @@ class MarketMiner(ClaimRounds):
         for job_id, held in list(self.held.items()):
             job = get_job(self.chain.state_get, job_id)
             if job is None:
-                if not self._on_its_way(held, now):  # the submit never confirmed
+                if not self._on_its_way(job_id, held, now):  # the submit never confirmed
                     self.held.pop(job_id)
                 continue
             if job.claimant != self.address or job.status not in (
                 JobStatus.CLAIMED, JobStatus.COMMITTED
             ):  # fmt: skip
                 if job.status == JobStatus.OPEN:
-                    if self._on_its_way(held, now):
+                    if self._on_its_way(job_id, held, now):
                         continue  # our claim is still on its way
                     if held.result_root is not None and self._claim_again(job_id, held, job):
                         continue  # C is done: a fee is worth more than the product

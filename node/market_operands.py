@@ -16,7 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from chain.job_record import Job
-from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob
+from compute.blob_fetch import FetchReport, fetch_blob
+from compute.blobs import BlobError, BlobStore
 from compute.engine import OperandLeaves
 
 log = logging.getLogger("pouw.market")

@@ -49,7 +49,8 @@ import numpy.typing as npt
 from chain.address import AddressError, address_from_pubkey, decode_address, encode_address
 from chain.keys import PrivateKey
 from chain.network import Network
-from compute.blobs import BlobError, FetchReport, fetch_blob
+from compute.blob_fetch import FetchReport, fetch_blob
+from compute.blobs import BlobError
 from compute.fast_commit import leaf_bytes_to_words
 from node.claim_order import (
     LOAD_WINDOW_S,
@@ -173,9 +174,11 @@ class RemoteMarket(ResultDelivery):
         for job in self.rpc.call("listjobs", "unsettled"):  # the miners with jobs in flight
             if job.get("claimant"):
                 self._saw(job["claimant"], now)
-        # ours in one call, not a getjob each: a challenge window's commits and more
+        # ours in one call (the node filters them), not a getjob each: a challenge
+        # window's commits and more
         on_chain = {
             j["job_id"]: j for j in self.rpc.call("listjobs", "unsettled", OURS_LIMIT, self.address)
+            if j["status"] in HELD_STATUSES
         }  # fmt: skip
         self._take_back(list(on_chain.values()), now)
         for job_id, held in list(self.held.items()):
@@ -187,8 +190,12 @@ class RemoteMarket(ResultDelivery):
                 continue
             ours = job.get("claimant") == self.address and job["status"] in HELD_STATUSES
             if not ours:
-                if job["status"] in UNCLAIMED_STATUSES and now - held.claimed_at < CLAIM_CONFIRM_S:
-                    continue  # our claim is on its way
+                # our claim is on its way: sent lately, or pooled (a reorg took it back)
+                on_its_way = now - held.claimed_at < CLAIM_CONFIRM_S or self.address in job.get(
+                    "pending_claimants", ()
+                )  # fmt: skip
+                if job["status"] in UNCLAIMED_STATUSES and on_its_way:
+                    continue
                 log.info("job %s: %s", job_id[:16], job["status"] if held.computed else "lost")
                 self.held.pop(job_id)
                 self._in_work.pop(job_id, None)

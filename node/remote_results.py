@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,10 @@ import numpy.typing as npt
 
 from chain.keys import PrivateKey
 from chain.network import Network
-from compute.blobs import BlobError, fetch_blob
+from compute.blob_fetch import FetchReport, fetch_blob
+from compute.blobs import BlobError
 from compute.engine import OperandLeaves
-from consensus.result import RESULT_CHUNK, result_proof
+from consensus.result import RESULT_CHUNK, row_proof
 from wallet.job_txs import commit_tx, reveal_tx
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
@@ -28,6 +30,9 @@ log = logging.getLogger("pouw.market")
 
 HELD_STATUSES = ("claimed", "committed")
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
+# A commit or reveal we sent is looked for on the node this often while it is not on
+# chain (the node may have restarted and lost its pool): one gettransaction each time.
+RECHECK_S = 2.0
 
 
 @dataclass
@@ -53,7 +58,11 @@ class RemoteHeld:
     unsent: npt.NDArray[np.int32] | None = None
     result_root: bytes | None = None  # C's root, once the node holds C
     commit_sent: bool = False
-    revealed: set[tuple[int, int]] = field(default_factory=set)
+    commit_txid: bytes = b""  # checked while the claim is on chain uncommitted
+    checked_at: float = 0.0  # when the node last said it holds our commit or reveal
+    warned: bool = False  # a delivery that failed was logged (once per job)
+    reveals: dict[tuple[int, int], bytes] = field(default_factory=dict)  # probe -> txid
+    probe_failed: set[tuple[int, int]] = field(default_factory=set)  # logged once each
 
 
 
@@ -84,16 +93,29 @@ class ResultDelivery:
         crash with claims and commits in flight, and as the node catches up to them,
         so that a claimed job is computed and committed before its deadline and a
         committed one's probes are answered from the node's copy of C (else each
-        would cost its bond)."""
+        would cost its bond). A claimed job whose commit of ours waits in the node's
+        pool is not computed again."""
         counts = dict.fromkeys(HELD_STATUSES, 0)
         for job in ours:
-            if job["job_id"] in self.held or job["status"] not in counts:
+            job_id = job["job_id"]
+            if job_id in self.held or job["status"] not in counts:
                 continue
-            # on chain as ours: no rival wait, never "on its way" should it reopen
+            # on chain as ours: no rival wait; "on its way" only while a claim of ours
+            # is pooled, should a reorg reopen it
             held = RemoteHeld(job, now - CLAIM_CONFIRM_S, unrivalled=True)
-            held.computed = held.dispatched = held.commit_sent = job["status"] == "committed"
-            self.held[job["job_id"]] = held
-            counts[job["status"]] += 1
+            done = job["status"] == "committed"
+            if not done:
+                try:
+                    pending = self.rpc.call("getjob", job_id).get("pending_commit") or {}
+                except RpcError:
+                    continue
+                if pending.get("claimant") == self.address:
+                    done = True
+                    held.result_root = bytes.fromhex(pending["result_root"])
+                    held.commit_txid = bytes.fromhex(pending["txid"])
+            held.computed = held.dispatched = held.commit_sent = done
+            self.held[job_id] = held
+            counts["committed" if done else "claimed"] += 1
         if any(counts.values()):
             log.info(
                 "took back the jobs our key holds on chain: %d claimed (computed next), "
@@ -109,7 +131,7 @@ class ResultDelivery:
         self.products += 1
         self.job_multiply_adds += self._in_work.pop(job_id, 0)
         held = self.held.get(job_id)
-        if held is None:
+        if held is None or held.commit_sent:  # a second product of a committed job
             return
         held.a = held.bt = None
         held.leaves = None
@@ -131,22 +153,49 @@ class ResultDelivery:
                            held.result_root, url=self.blob_url, fee=self.fee)  # fmt: skip
             self.rpc.call("sendrawtransaction", tx.to_bytes().hex())
         except (JobError, RpcError, RpcConnectionError) as exc:
-            log.warning(
-                "job %s: C not delivered yet (%s); trying again each market round while "
-                "the claim holds", job_id[:16], exc,
-            )  # fmt: skip
+            if not held.warned:
+                held.warned = True
+                log.warning(
+                    "job %s: C not delivered yet (%s); trying again each market round while "
+                    "the claim holds: check that the node runs and that %s pays the fee",
+                    job_id[:16], exc, self.address,
+                )  # fmt: skip
+            else:
+                log.debug("job %s: C not delivered yet (%s)", job_id[:16], exc)
             return False
-        held.commit_sent = True
+        held.commit_sent, held.commit_txid = True, tx.txid
+        held.checked_at = time.monotonic()
         self.commits += 1
         log.info("committed job %s result root %s", job_id[:16], held.result_root.hex()[:16])
         return True
 
+    def _node_has(self, txid: bytes) -> bool:
+        """The node holds the transaction (pool or chain): False after a restart of the
+        node emptied its pool before the transaction was in a block."""
+        try:
+            self.rpc.call("gettransaction", txid.hex())
+        except RpcError:
+            return False
+        return True
+
     def _redeliver(self) -> None:
-        """Each round: the products whose upload or commit did not get through. A
-        commit the node took though its answer was lost is not sent again."""
+        """Each round: the products whose upload or commit did not get through, and
+        (every RECHECK_S) commits the node no longer has. A commit the node took though
+        its answer was lost is not sent again."""
+        now = time.monotonic()
         for job_id, held in list(self.held.items()):
-            if not held.computed or held.commit_sent:
+            if not held.computed:
                 continue
+            if held.commit_sent:
+                claimed = held.job.get("status") == "claimed"
+                if claimed and held.commit_txid and now - held.checked_at >= RECHECK_S:
+                    held.checked_at = now
+                    if not self._node_has(held.commit_txid):
+                        log.warning("job %s: the node lost our commit (restarted?): sending "
+                                    "it again", job_id[:16])  # fmt: skip
+                        held.commit_sent = False
+                if held.commit_sent:
+                    continue
             try:
                 job = self.rpc.call("getjob", job_id)
             except RpcError:  # gone from the node: _refresh forgets it
@@ -159,25 +208,44 @@ class ResultDelivery:
             self._send_result(job_id, held)
 
     def _reveal(self, job_id: str, held: RemoteHeld, probe: dict[str, Any]) -> None:
+        """Answer a probe with the chunk from the node's copy of C: the probed row and C's
+        row roots, fetched and checked against the committed root (not all of C). A
+        reveal the node lost (restarted before a block took it) is sent again."""
         where = (int(probe["row"]), int(probe["chunk"]))
-        if where in held.revealed or not held.computed:
+        if not held.computed:
             return
+        sent = held.reveals.get(where)
+        if sent is not None:
+            now = time.monotonic()
+            if now - held.checked_at < RECHECK_S:
+                return
+            held.checked_at = now
+            if self._node_has(sent):
+                return
         job = held.job
         urls = [self.blob_url, job.get("result_url", "")]
-        try:  # the node's copy, every row checked against the committed root
-            c = asyncio.run(fetch_blob(
-                urls, bytes.fromhex(job["result_root"]), "c", job["m"], job["n"]
+        report = FetchReport()
+        try:
+            row = asyncio.run(fetch_blob(
+                urls, bytes.fromhex(job["result_root"]), "c", job["m"], job["n"],
+                report=report, lines=range(where[0], where[0] + 1),
             ))  # fmt: skip
         except (BlobError, KeyError) as exc:
-            log.error(
-                "job %s is probed but its C cannot be read from the node (%s): the bond is "
-                "lost unless the node's blob store gets C back before the reveal window ends",
-                job_id[:16], exc,
-            )  # fmt: skip
+            if where not in held.probe_failed:
+                held.probe_failed.add(where)
+                log.error(
+                    "job %s is probed but its C cannot be read from the node (%s): the bond "
+                    "is lost unless the node's blob store gets C back before the reveal "
+                    "window ends", job_id[:16], exc,
+                )  # fmt: skip
             return
-        data, chunk_branch, result_branch = result_proof(c, where[0], where[1] * RESULT_CHUNK)
+        assert report.leaves is not None
+        data, chunk_branch, result_branch = row_proof(
+            row.astype("<i4").tobytes(), report.leaves, where[0], where[1] * RESULT_CHUNK
+        )  # fmt: skip
         tx = reveal_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id), data,
                        tuple(chunk_branch), tuple(result_branch), fee=self.fee)  # fmt: skip
         if self._send(tx, f"reveal for {job_id[:16]}"):
-            held.revealed.add(where)
+            held.reveals[where] = tx.txid
+            held.checked_at = time.monotonic()
             log.info("revealed chunk %s of job %s", where, job_id[:16])

@@ -98,6 +98,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("blob_bind", str, "address of the blob server (default: --rpc-bind)"),
     Option("blob_port", int, "port of the blob server (default: the network's RPC port + 3)"),
     Option("blob_quota_mb", int, "disk quota of the blob store, MiB"),
+    Option(
+        "blob_keep_hours",
+        float,
+        "keep blobs no job in flight needs this long (0: until the quota needs room)",
+    ),
     Option("market", bool, "mine paid jobs when one is open (with --mine)", neg_flag="--nomarket"),
     Option(
         "miner_wallet",

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from compute.blobs import BlobError, BlobStore, FetchReport, fetch_blob, line_leaves
+from compute.blob_fetch import FetchReport, fetch_blob
+from compute.blobs import BlobError, BlobStore, line_leaves
 from consensus.commitments import commit_cols, commit_rows
 from consensus.result import result_root
 from node.blobs import BlobServer
@@ -237,3 +238,21 @@ def test_b_is_hashed_by_its_columns_and_its_transpose_stored(tmp_path: Path) -> 
         thread.join(10)
     assert root == bt_root_of(block)
     assert np.array_equal(store.get(root), expected)  # type: ignore[arg-type]
+
+
+def test_a_probe_is_answered_from_one_row_and_the_stored_row_roots(tmp_path: Path) -> None:
+    """The standalone miner answers a probe from its node's copy of C without all of C:
+    the store's leaves of C are its row roots, so one row and the leaves give the same
+    proof as C itself (consensus/result.row_proof)."""
+    from consensus.result import RESULT_CHUNK, result_proof, result_row_roots, row_proof
+
+    c = np.random.default_rng(3).integers(-(2**31), 2**31 - 1, (37, 200), dtype=np.int32)
+    store = BlobStore(tmp_path / "blobs")
+    root = store.put("c", c)
+    leaves = store.leaves(root)
+    assert leaves is not None
+    roots = [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
+    assert roots == result_row_roots(c)
+    for i, chunk in ((0, 0), (36, 3), (17, 1)):
+        want = result_proof(c, i, chunk * RESULT_CHUNK)
+        assert row_proof(c[i].tobytes(), roots, i, chunk * RESULT_CHUNK) == want

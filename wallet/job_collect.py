@@ -18,7 +18,8 @@ import numpy.typing as npt
 
 from chain.keys import PrivateKey
 from chain.network import Network
-from compute.blobs import BlobError, fetch_blob
+from compute.blob_fetch import fetch_blob
+from compute.blobs import BlobError
 from compute.freivalds import PreparedCheck, freivalds_check, prepare_check
 from compute.priority import lower_thread_priority
 from consensus.result import chunk_count

@@ -1,0 +1,118 @@
+"""The blob store keeps what jobs in flight need and lets the rest go (node/
+blob_retention.py): after ``keep_s`` by a sweep, and at once, oldest first, when a blob
+would not fit under the quota; never a needed blob, nor one young enough to be waiting
+for its submit or commit. On real node processes: a paid job's A, B and C leave both
+the buyer's and the miner's stores, an open job's operands stay."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compute.blobs import BlobError, BlobStore
+from node.blob_retention import prune
+from tests.test_market_e2e import Proc, market_genesis, wait_for
+from tests.test_remote_market import _buyer, _edit_genesis
+
+DAY = 86400.0
+
+
+def _store(tmp_path: Path, count: int, quota: int = 1 << 30) -> tuple[BlobStore, list[bytes]]:
+    store = BlobStore(tmp_path / "blobs", quota)
+    rng = np.random.default_rng(4)
+    roots = [store.put("a", rng.integers(-64, 64, (64, 256), dtype=np.int8)) for _ in range(count)]
+    store.flush()
+    return store, roots
+
+
+def _age(store: BlobStore, root: bytes, seconds: float) -> None:
+    """Make ``root`` look stored ``seconds`` ago."""
+    when = time.time() - seconds
+    for path in store.dir.glob(f"{root.hex()}.*"):
+        os.utime(path, (when, when))
+
+
+def test_prune_deletes_old_unneeded_blobs_and_makes_room_oldest_first(tmp_path: Path) -> None:
+    store, (old, needed, fresh, hour, two_hours) = _store(tmp_path, 5)
+    for root, age in ((old, 2 * DAY), (needed, 3 * DAY), (fresh, 60), (hour, 3600),
+                      (two_hours, 7200)):  # fmt: skip
+        _age(store, root, age)
+    assert [r for r, _, _ in store.stored()] == [needed, old, two_hours, hour, fresh]
+    size = store.stored()[0][2]
+    assert prune(store, {needed}, keep_s=DAY) == (1, size)  # by age: only the old one
+    assert store.find(old) is None and store.find(needed) is not None
+    # room for one more: the oldest unneeded goes first, never a needed or fresh one
+    assert prune(store, {needed}, keep_s=DAY, room=1) == (1, size)
+    assert store.find(two_hours) is None and store.find(hour) is not None
+    assert prune(store, {needed}, keep_s=DAY, room=10 * size) == (1, size)
+    assert [r for r, _, _ in store.stored()] == [needed, fresh]
+    assert prune(store, {needed}, keep_s=0, room=10 * size) == (0, 0)  # 0: none by age
+
+
+def test_a_full_store_makes_room_and_says_what_to_do_when_it_cannot(tmp_path: Path) -> None:
+    store, roots = _store(tmp_path, 2)
+    size = store.stored()[0][2]
+    store.quota = 2 * size + size // 2  # room for two blobs
+    needed: set[bytes] = set()
+    store.make_room = lambda short: prune(store, needed, keep_s=0, room=short, fresh_s=-1)
+    _age(store, roots[0], 20)
+    rng = np.random.default_rng(5)
+    third = store.put("a", rng.integers(-64, 64, (64, 256), dtype=np.int8))
+    store.flush()
+    assert store.find(roots[0]) is None  # the oldest went
+    assert store.find(roots[1]) is not None and store.find(third) is not None
+    needed.update((roots[1], third))  # nothing left that may go
+    with pytest.raises(BlobError, match="raise blob_quota_mb"):
+        store.put("a", rng.integers(-64, 64, (64, 256), dtype=np.int8))
+    assert store.find(roots[1]) is not None and store.find(third) is not None
+
+
+def _blob_files(node: Proc, root: str) -> list[Path]:
+    return list((node.datadir / "devnet" / "blobs").glob(f"{root}.*"))
+
+
+def test_settled_jobs_blobs_leave_the_nodes_and_open_jobs_blobs_stay(tmp_path: Path) -> None:
+    genesis = market_genesis(tmp_path, challenge_s=2)
+    _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**22)))
+    from chain.network import load_network
+
+    net = load_network("devnet", genesis)
+    keep = ("--blob-keep-hours", "0.001")  # 3.6 s, swept every 0.9 s
+    n0 = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket", *keep)  # the buyer's
+    n1 = Proc(tmp_path / "n1", genesis, "--market-key", "1", "--only-bounty", "2000000",
+              "--connect", f"127.0.0.1:{n0.p2p}", *keep)  # fmt: skip
+    procs = [n0, n1]
+    try:
+        rpc0 = n0.rpc()
+        n1.rpc()
+        client = _buyer(n0, net)
+        rng = np.random.default_rng(41)
+
+        def operands() -> tuple[np.ndarray, np.ndarray]:
+            return (rng.integers(-64, 64, (64, 256), dtype=np.int8),
+                    rng.integers(-64, 64, (256, 64), dtype=np.int8))  # fmt: skip
+
+        open_job = client.submit(*operands(), bounty=1_000_000)  # n1 leaves it alone
+        paid_job = client.submit(*operands(), bounty=2_000_000)
+        client.wait(paid_job, timeout=60)
+        assert client.result(paid_job).verified
+        wait_for("the payout", lambda: rpc0.call("getjob", paid_job)["status"] == "paid",
+                 timeout=60, procs=procs)  # fmt: skip
+        paid = rpc0.call("getjob", paid_job)
+        roots = [paid["h_a"], paid["h_b"], paid["result_root"]]
+        assert _blob_files(n1, paid["h_a"]) and _blob_files(n1, paid["result_root"])
+        wait_for("the paid job's blobs gone", lambda: not any(
+            _blob_files(node, root) for node in procs for root in roots), timeout=30,
+            procs=procs)  # fmt: skip
+        still = rpc0.call("getjob", open_job)
+        assert still["status"] == "open"
+        for root in (still["h_a"], still["h_b"]):  # stored long before, still needed
+            assert len(_blob_files(n0, root)) == 2, root
+        assert "no job in flight needs" in n0.log_path.read_text()
+    finally:
+        for p in procs:
+            p.stop()
