@@ -173,7 +173,11 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     t0 = time.monotonic()
     for _ in range(100):
         await p.send(GetHeaders((ghash,), bytes(32)))
-    served = sum(len(m.headers) for m in await p.collect(1.5) if isinstance(m, Headers))
+    served = 0
+    # at least 1.5 s (what arrives in it is bounded by the allowance), longer while a
+    # loaded machine has served less than the first allowance
+    while (served < 4000 or time.monotonic() - t0 < 1.5) and time.monotonic() - t0 < 15:
+        served += sum(len(m.headers) for m in await p.collect(0.5) if isinstance(m, Headers))
     elapsed = time.monotonic() - t0
     assert 4000 <= served <= 5000 + 1000 * elapsed + 500, (served, elapsed)
     await p.close()
