@@ -159,8 +159,8 @@ async def fetch_blob(
                 if got_bytes != want:
                     drop(peer, f"rows {start}: {got_bytes} bytes, expected {want}", lied=True)
                     continue
-                lines = np.frombuffer(dest, dtype).reshape(count, cols)
-                got = to_digests(line_leaf_array(kind, lines))
+                got_lines = np.frombuffer(dest, dtype).reshape(count, cols)
+                got = to_digests(line_leaf_array(kind, got_lines))
                 bad = next((i for i in range(count) if got[i] != leaves[start + i]), None)
                 if bad is not None:
                     drop(peer, f"row {start + bad} does not match its leaf", lied=True)

@@ -19,6 +19,7 @@ Store layout: ``<dir>/<root hex>.<kind>.npy`` plus ``.leaves``; a quota on total
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -141,8 +142,9 @@ class BlobStore:
         # called with the BlobInfo of every blob newly stored (not of one already held),
         # on the thread that stored it; the P2P service announces it (p2p/service.py)
         self.listeners: list[Callable[[BlobInfo], None]] = []
-        # called (on the storing thread, without the lock) with the bytes a put lacks
-        # under the quota, to delete blobs no longer needed (node/blob_retention.py)
+        # called (on the storing thread, without the lock) with the size of a blob that
+        # does not fit under the quota, to delete blobs no longer needed
+        # (node/blob_retention.py)
         self.make_room: Callable[[int], None] | None = None
 
     def _path(self, root: bytes, kind: str, suffix: str) -> Path:
@@ -153,8 +155,15 @@ class BlobStore:
             return self._used_locked()
 
     def _used_locked(self) -> int:
-        if self._used is None:
-            on_disk = sum(p.stat().st_size for p in self.dir.glob("*.*.*"))
+        if self._used is None:  # a blob being written counts once, as pending
+            writing = {root.hex() for root in self._pending}
+            on_disk = 0
+            for path in self.dir.glob("*.*.*"):
+                if path.name.split(".", 1)[0] not in writing:
+                    try:
+                        on_disk += path.stat().st_size
+                    except OSError:  # deleted meanwhile
+                        continue
             self._used = on_disk + sum(
                 info.nbytes + len(leaves) for info, _, leaves in self._pending.values()
             )  # fmt: skip
@@ -231,11 +240,13 @@ class BlobStore:
         joined = b"".join(leaves)
         size = mat.nbytes + len(joined)
         with self._lock:
-            short = self._used_locked() + size - self.quota
-        if short > 0 and self.make_room is not None:
-            self.make_room(short)
+            if self._have_locked(got, kind):
+                return got
+            full = self._used_locked() + size > self.quota
+        if full and self.make_room is not None:
+            self.make_room(size)
         with self._lock:
-            if got in self._pending or self._path(got, kind, "npy").exists():
+            if self._have_locked(got, kind):
                 return got
             if self._used_locked() + size > self.quota:
                 raise BlobError(
@@ -338,6 +349,52 @@ class BlobStore:
         if arr is None or not (0 <= start and 0 < count and start + count <= arr.shape[0]):
             return None
         return arr[start : start + count].tobytes()
+
+    def _have_locked(self, root: bytes, kind: str) -> bool:
+        """The blob is here: stored again, it counts as stored now (``touch``)."""
+        if root in self._pending:
+            return True
+        return self._touch_locked(self._path(root, kind, "npy"))
+
+    @staticmethod
+    def _touch_locked(path: Path) -> bool:
+        try:
+            os.utime(path)
+        except OSError:
+            return False
+        return True
+
+    def touch(self, root: bytes) -> bool:
+        """Count the blob as stored now (the retention keeps it as long as a new one);
+        False if it is not here."""
+        with self._lock:
+            if root in self._pending:
+                return True
+            return any(self._touch_locked(self._path(root, k, "npy")) for k in KINDS)
+
+    def delete_stale(self, root: bytes, stored_before: float) -> int:
+        """Delete the blob if it was stored (or touched) before ``stored_before`` (a
+        time.time()); the bytes freed, 0 if it was kept. Checked under the lock, so
+        that a blob stored again or touched meanwhile stays."""
+        with self._lock:
+            if root in self._pending:
+                return 0
+            for kind in KINDS:
+                npy, leaves = self._path(root, kind, "npy"), self._path(root, kind, "leaves")
+                try:
+                    stat = npy.stat()
+                except OSError:
+                    continue
+                if stat.st_mtime >= stored_before:
+                    return 0
+                size = stat.st_size
+                with contextlib.suppress(OSError):
+                    size += leaves.stat().st_size
+                npy.unlink(missing_ok=True)
+                leaves.unlink(missing_ok=True)
+                self._used = None  # rescanned once, at the next put: files, not estimates
+                return size
+            return 0
 
     def stored(self) -> list[tuple[bytes, float, int]]:
         """Every blob written to disk (not one still being written) as (root, when it

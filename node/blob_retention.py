@@ -6,8 +6,8 @@ A blob is *needed* while a job in flight refers to it: A and B of an unsettled j
 the tip or of a submit in the mempool, and C of a committed job or of a pooled
 commit (miners compute from A and B and challengers cite their rows; probes and
 buyers read C). Any other blob goes once it was stored more than ``keep_s`` ago (a
-sweep every SWEEP_S, or a quarter of ``keep_s`` when that is shorter), so that a
-buyer who comes back after the payout still finds C for a while. When a blob does not
+sweep every SWEEP_S, or a quarter of ``keep_s`` when that is shorter): C stays that
+long after its commit, for a buyer who comes back late. When a blob does not
 fit under the quota, unneeded blobs are deleted oldest first, however young, save
 those stored within FRESH_S: a buyer's upload waits that long for its submit, a
 miner's C for its commit.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Collection, Iterable
 from typing import Protocol
@@ -74,23 +75,24 @@ def prune(
     """Delete the store's blobs that ``needed`` lacks and that were stored more than
     ``keep_s`` ago (``keep_s`` <= 0: none by age); then, while ``room`` bytes are still
     to be freed, the oldest other unneeded ones stored more than ``fresh_s`` ago.
-    Returns (blobs, bytes) deleted."""
+    Each blob's age is checked again as it is deleted (``delete_stale``): one stored
+    again or touched since ``needed`` was read stays. Returns (blobs, bytes) deleted."""
     now = time.time() if now is None else now
     count = freed = 0
     spare = []
-    for root, stored_at, size in store.stored():
+    for root, stored_at, _ in store.stored():
         if root in needed:
             continue
         if keep_s > 0 and stored_at < now - keep_s:
-            store.delete(root)
-            count, freed = count + 1, freed + size
+            size = store.delete_stale(root, now - keep_s)
+            count, freed = count + (size > 0), freed + size
         elif stored_at < now - fresh_s:
-            spare.append((root, size))
-    for root, size in spare:  # oldest first
+            spare.append(root)
+    for root in spare:  # oldest first
         if freed >= room:
             break
-        store.delete(root)
-        count, freed = count + 1, freed + size
+        size = store.delete_stale(root, now - fresh_s)
+        count, freed = count + (size > 0), freed + size
     return count, freed
 
 
@@ -104,6 +106,7 @@ class BlobRetention:
         self.keep_s = keep_s
         self.sweep_s = min(SWEEP_S, keep_s / 4) if keep_s > 0 else SWEEP_S
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._room_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
 
     def needed(self) -> set[bytes]:
@@ -131,17 +134,22 @@ class BlobRetention:
         except Exception:  # noqa: BLE001 - the loop is stopping or busy: delete nothing
             return None
 
-    def make_room(self, short: int) -> None:
-        """The store lacks ``short`` bytes under its quota for a blob: delete unneeded
-        blobs, oldest first."""
-        needed = self._needed_from_any_thread()
-        if needed is None:
-            return
-        count, freed = prune(self.store, needed, self.keep_s, room=short)
-        log.info(
-            "blob store full: deleted %d blobs (%.1f MiB) that no job in flight needs",
-            count, freed / 2**20,
-        )  # fmt: skip
+    def make_room(self, size: int) -> None:
+        """A blob of ``size`` bytes does not fit under the store's quota: delete unneeded
+        blobs, oldest first (one call at a time: each sees what the last one freed)."""
+        with self._room_lock:
+            short = self.store.used() + size - self.store.quota
+            if short <= 0:
+                return
+            needed = self._needed_from_any_thread()
+            if needed is None:
+                return
+            count, freed = prune(self.store, needed, self.keep_s, room=short)
+        if count:
+            log.info(
+                "blob store full: deleted %d blobs (%.1f MiB) that no job in flight needs",
+                count, freed / 2**20,
+            )  # fmt: skip
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -25,6 +25,7 @@ from chain.jobs import pooled_submit_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
+from compute.blobs import BlobStore
 from consensus.seal import check_shape
 from node.claim_order import (
     BACKLOG_STEP_S,
@@ -109,6 +110,7 @@ class ClaimRounds:
     """Claim rounds of the market miner (state initialised by MarketMiner)."""
 
     chain: ChainState
+    store: BlobStore
     settings: MarketSettings
     address: bytes
     held: dict[bytes, Held]
@@ -329,6 +331,9 @@ class ClaimRounds:
         turns, backlog_turns = self._turns(candidates, now)
         for job_id, job in candidates[:CLAIM_BATCH]:
             root = self._results.get(job_id)
+            if root is not None and not self.store.touch(root):
+                del self._results[job_id]  # its C was deleted since: computed anew
+                root = None
             if root is not None:  # computed once already: claim and commit that C
                 done = Held(job, time.monotonic(), b"", computed=True, result_root=root)
                 if self._claim_again(job_id, done, job):
@@ -436,6 +441,10 @@ class ClaimRounds:
 
         assert held.result_root is not None
         if job.expires <= self.chain.mtp_after(self.chain.tip):
+            return False
+        # C stays (the retention sees it as new) unless it was deleted already:
+        # committing a root whose C is gone would cost the bond
+        if not self.store.touch(held.result_root):
             return False
         claim = self._claim_tx(job_id, job)
         if not self._send(claim, f"claim of {job_id.hex()[:16]} (again)"):

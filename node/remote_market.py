@@ -201,6 +201,8 @@ class RemoteMarket(ResultDelivery):
                 self._in_work.pop(job_id, None)
                 continue
             held.job = job
+            if job["status"] == "committed":
+                held.unsent = None  # the commit is on chain: C is the node's to keep
             if job["status"] == "committed" and "probe" in job:
                 self._reveal(job_id, held, job["probe"])
 

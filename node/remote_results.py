@@ -53,9 +53,11 @@ class RemoteHeld:
     # probe's chunk is built from the node's copy (a miner keeping every C of its
     # challenge windows would hold an hour of products on mainnet).
     computed: bool = False
-    # Until C is on the node and the commit accepted (the node may be down or
-    # restarting when a product ends): C kept for the upload, retried each round.
+    # Until the commit is on chain (the node may be down or restarting when a product
+    # ends, or lose C and the commit with a restart): C kept for the upload, tried
+    # again each round.
     unsent: npt.NDArray[np.int32] | None = None
+    c_on_node: bool = False  # ``unsent`` was uploaded (since the last loss)
     result_root: bytes | None = None  # C's root, once the node holds C
     commit_sent: bool = False
     commit_txid: bytes = b""  # checked while the claim is on chain uncommitted
@@ -145,10 +147,10 @@ class ResultDelivery:
         from wallet.jobs import JobError, upload_blob
 
         try:
-            if held.result_root is None:
-                assert held.unsent is not None
+            if held.unsent is not None and not held.c_on_node:
                 held.result_root = upload_blob(self.blob_url, "c", held.unsent, self.blob_auth)
-                held.unsent = None
+                held.c_on_node = True
+            assert held.result_root is not None
             tx = commit_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id),
                            held.result_root, url=self.blob_url, fee=self.fee)  # fmt: skip
             self.rpc.call("sendrawtransaction", tx.to_bytes().hex())
@@ -191,10 +193,8 @@ class ResultDelivery:
                 if claimed and held.commit_txid and now - held.checked_at >= RECHECK_S:
                     held.checked_at = now
                     if not self._node_has(held.commit_txid):
-                        log.warning("job %s: the node lost our commit (restarted?): sending "
-                                    "it again", job_id[:16])  # fmt: skip
-                        held.commit_sent = False
-                if held.commit_sent:
+                        self._lost_commit(job_id, held)
+                if held.commit_sent or not held.computed:
                     continue
             try:
                 job = self.rpc.call("getjob", job_id)
@@ -203,9 +203,37 @@ class ResultDelivery:
             ours = job.get("claimant") == self.address
             pending = (job.get("pending_commit") or {}).get("claimant") == self.address
             if (ours and job["status"] == "committed") or pending:
-                held.commit_sent, held.unsent = True, None
+                held.commit_sent = True
                 continue
             self._send_result(job_id, held)
+
+    def _lost_commit(self, job_id: str, held: RemoteHeld) -> None:
+        """The node no longer has our commit, not yet in a block (it restarted): send C
+        again from memory and commit again; without C in memory (a job taken back),
+        commit again if the node still holds C, else compute C again."""
+        held.commit_sent, held.c_on_node = False, False
+        if held.unsent is None and held.result_root is not None:
+            if self._node_has_blob(held.result_root) is False:
+                held.computed = held.dispatched = False
+                held.result_root = None
+                log.warning("job %s: the node lost our commit and C: computing it again",
+                            job_id[:16])  # fmt: skip
+                return
+        log.warning("job %s: the node lost our commit (restarted?): sending it again",
+                    job_id[:16])  # fmt: skip
+
+    def _node_has_blob(self, root: bytes) -> bool | None:
+        """The node's blob endpoint holds ``root``; None if it does not answer."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.blob_url}/blob/{root.hex()}/info", timeout=5):
+                return True
+        except urllib.error.HTTPError as exc:
+            return False if exc.code == 404 else None
+        except OSError:
+            return None
 
     def _reveal(self, job_id: str, held: RemoteHeld, probe: dict[str, Any]) -> None:
         """Answer a probe with the chunk from the node's copy of C: the probed row and C's

@@ -58,7 +58,9 @@ def test_a_full_store_makes_room_and_says_what_to_do_when_it_cannot(tmp_path: Pa
     size = store.stored()[0][2]
     store.quota = 2 * size + size // 2  # room for two blobs
     needed: set[bytes] = set()
-    store.make_room = lambda short: prune(store, needed, keep_s=0, room=short, fresh_s=-1)
+    store.make_room = lambda size: prune(
+        store, needed, keep_s=0, room=store.used() + size - store.quota, fresh_s=-1
+    )  # fmt: skip
     _age(store, roots[0], 20)
     rng = np.random.default_rng(5)
     third = store.put("a", rng.integers(-64, 64, (64, 256), dtype=np.int8))
@@ -116,3 +118,22 @@ def test_settled_jobs_blobs_leave_the_nodes_and_open_jobs_blobs_stay(tmp_path: P
     finally:
         for p in procs:
             p.stop()
+
+
+def test_a_blob_stored_again_or_touched_counts_as_new(tmp_path: Path) -> None:
+    """A buyer re-uploading an operand, or a miner committing its C again, keeps the
+    blob as long as a new one; a needed-roots snapshot taken before that does not
+    delete it (the age is checked again under the store's lock)."""
+    store = BlobStore(tmp_path / "blobs")
+    rng = np.random.default_rng(6)
+    again, touched, old = (rng.integers(-64, 64, (64, 256), dtype=np.int8) for _ in range(3))
+    roots = [store.put("a", m) for m in (again, touched, old)]
+    store.flush()
+    for root in roots:
+        _age(store, root, 2 * DAY)
+    stale = store.stored()  # what a sweep listed before the blobs were used again
+    assert store.put("a", again) == roots[0]
+    assert store.touch(roots[1]) and not store.touch(bytes(32))
+    assert [store.delete_stale(root, time.time() - DAY) for root, _, _ in stale][:2] == [0, 0]
+    assert store.find(roots[0]) and store.find(roots[1]) and store.find(roots[2]) is None
+    assert store.used() == sum(size for _, _, size in store.stored())

@@ -61,6 +61,10 @@ from wallet.products import (
 __all__ = ["DEFAULT_EXPIRY_S", "DEFAULT_JOB_FEE", "JobClient", "JobError", "JobResult", "Quote"]
 
 UPLOADS_PARALLEL = 2  # blobs in flight to the node while the next one is hashed
+# A blob given to the node is not given again within this long (a product's parts, back
+# to back submits): shorter than the node's retention keeps even an unneeded blob
+# (node/blob_retention.FRESH_S, 10 minutes), so the node still has it.
+UPLOAD_REUSE_S = 60.0
 # `pouw job list` shows this many products unless told: each part costs one getjob call
 DEFAULT_LIST_LIMIT = 10
 
@@ -136,7 +140,10 @@ class JobClient(Collecting):
         self._products: dict[str, Manifest] = {}
         self._operands: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]] = {}
         self._probes: dict[str, int] = {}
-        self._uploaded: set[bytes] = set()  # blob roots this client already gave the node
+        # blob root -> when this client last gave it to the node: not sent again
+        # within UPLOAD_REUSE_S (the node's retention keeps a blob that long at
+        # least; later it may be gone, node/blob_retention.py)
+        self._uploaded: dict[bytes, float] = {}
         # Freivalds' A (B X) of parts not collected yet, computed while miners work by
         # a low-priority thread that leaves the cores to the nodes (job id -> check;
         # each is used once)
@@ -285,7 +292,8 @@ class JobClient(Collecting):
                         blob = functools.partial(_cut_bt, part, bt_whole)
                         root = bt_root_of(matrix)
                     known[kind, where] = root
-                    if root not in self._uploaded:
+                    last = self._uploaded.get(root)
+                    if last is None or time.monotonic() - last >= UPLOAD_REUSE_S:
                         sent.append((root, uploads.submit(self._upload, kind, blob)))
                 roots.append(root)
             txs.append(submit_tx(self.network, signer, first_nonce + i, pa, pb, part_bounty,
@@ -318,7 +326,7 @@ class JobClient(Collecting):
                         f"the node at {self.blob_url} stored a blob under another root "
                         f"than {root.hex()}: is it a pouw node of this network?"
                     )
-                self._uploaded.add(root)
+                self._uploaded[root] = time.monotonic()
         except Exception:
             for _, upload in uploads:
                 upload.cancel()  # what is still queued uploads nothing more
