@@ -84,7 +84,7 @@ def test_settled_jobs_blobs_leave_the_nodes_and_open_jobs_blobs_stay(tmp_path: P
 
     net = load_network("devnet", genesis)
     keep = ("--blob-keep-hours", "0.001")  # 3.6 s, swept every 0.9 s
-    n0 = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket", *keep)  # the buyer's
+    n0 = Proc(tmp_path / "n0", genesis, *keep)  # the buyer's: n1 mines the blocks
     n1 = Proc(tmp_path / "n1", genesis, "--market-key", "1", "--only-bounty", "2000000",
               "--connect", f"127.0.0.1:{n0.p2p}", *keep)  # fmt: skip
     procs = [n0, n1]

@@ -88,7 +88,7 @@ def _answered(rpc: RpcClient, job_id: str, key_no: int, procs: list[Proc]) -> No
 def test_the_node_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path) -> None:
     genesis = _genesis(tmp_path)
     net = load_network("devnet", genesis)
-    n0 = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")  # the buyer's, blocks
+    n0 = Proc(tmp_path / "n0", genesis)  # the buyer's: n1 mines the blocks (one mining process)
     miner_args = ("--market-key", "1", "--connect", f"127.0.0.1:{n0.p2p}")
     # first it claims and stops there: a node that dies between its claim and the product
     n1 = Proc(tmp_path / "n1", genesis, *miner_args, "--cheat", "vanish")

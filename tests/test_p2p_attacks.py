@@ -169,17 +169,19 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
 
     # getheaders from genesis again and again (120 headers each): served only within
     # the peer's header allowance (5,000, then 1,000/s); the rest waits (not punished).
+    # Collected for 1.5 s at least, and until most of the first allowance has come or
+    # 15 s passed: ~650 KB replies read by this Python peer on a loaded 2-core machine
+    # (other tests' miners beside it) have come at 120-1,000 headers/s.
     p = await peer("127.0.0.42")
     t0 = time.monotonic()
     for _ in range(100):
         await p.send(GetHeaders((ghash,), bytes(32)))
     served = 0
-    # at least 1.5 s (what arrives in it is bounded by the allowance), longer while a
-    # loaded machine has served less than the first allowance
     while (served < 4000 or time.monotonic() - t0 < 1.5) and time.monotonic() - t0 < 15:
         served += sum(len(m.headers) for m in await p.collect(0.5) if isinstance(m, Headers))
     elapsed = time.monotonic() - t0
-    assert 4000 <= served <= 5000 + 1000 * elapsed + 500, (served, elapsed)
+    assert served <= 5000 + 1000 * elapsed + 500, (served, elapsed)  # the allowance holds
+    assert served >= 1000, (served, elapsed)  # request after request served, none refused
     await p.close()
 
     # inv of 10 x 1,000 unknown blocks: at most the in-flight cap (16) is asked for.
