@@ -77,6 +77,7 @@ def _blob_files(node: Proc, root: str) -> list[Path]:
     return list((node.datadir / "devnet" / "blobs").glob(f"{root}.*"))
 
 
+@pytest.mark.slow  # two nodes and a payout: ~9 s (``pytest -m slow tests/test_blob_retention.py``)
 def test_settled_jobs_blobs_leave_the_nodes_and_open_jobs_blobs_stay(tmp_path: Path) -> None:
     genesis = market_genesis(tmp_path, challenge_s=2)
     _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**22)))

@@ -2,7 +2,11 @@
 miner and the standalone `pouw miner` take back the jobs the chain says their key holds.
 A job claimed before the start is computed and committed before its deadline; a
 committed job's probe is answered after a restart from the C the node stores (the
-standalone miner keeps no C of its own). Without that, each would cost its bond."""
+standalone miner keeps no C of its own). Without that, each would cost its bond.
+
+The restarts of whole miner processes are marked slow (``pytest -m slow
+tests/test_market_resume.py``, about 30 s); the default run restarts the standalone
+miner's market in this process, over a real node."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from chain.keys import devnet_key
 from chain.network import Network, load_network
@@ -85,6 +90,7 @@ def _answered(rpc: RpcClient, job_id: str, key_no: int, procs: list[Proc]) -> No
     assert rpc.call("getcontribution", _address(key_no))["challenges_lost"] == 0
 
 
+@pytest.mark.slow  # three node starts: ~15 s (the default run covers the standalone side)
 def test_the_node_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path) -> None:
     genesis = _genesis(tmp_path)
     net = load_network("devnet", genesis)
@@ -125,6 +131,7 @@ def test_the_node_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path) -> N
             p.stop()
 
 
+@pytest.mark.slow  # the same as the in-process test below, through `pouw miner` processes
 def test_the_standalone_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path) -> None:
     genesis = _genesis(tmp_path)
     net = load_network("devnet", genesis)
@@ -207,5 +214,47 @@ def test_the_standalone_miner_delivers_c_once_its_node_answers_again(tmp_path: P
         held.commit_sent = False  # as if the node's answer to the commit had been lost
         market.poll()
         assert held.commit_sent and market.commits == 1  # the pooled commit was seen
+    finally:
+        node.stop()
+
+
+def test_the_standalone_market_takes_back_a_claim_and_its_commit(tmp_path: Path) -> None:
+    """The standalone miner's market in this process over a real node that mines: a
+    market started after its key's claim confirmed hands the job out as claimed on
+    chain (named); one started after the commit was sent does not compute it again and
+    answers a probe from one row of the node's copy of C."""
+    from node.remote_market import RemoteMarket
+
+    genesis = _genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")
+    try:
+        rpc = node.rpc()
+        wait_for("blocks", lambda: rpc.call("getblockcount") >= 3, procs=[node])
+        client = _buyer(node, net)
+        job_id = _submit_and_claim(client, rpc, net, 3, seed=34)
+
+        def market() -> RemoteMarket:
+            return RemoteMarket(rpc, net, devnet_key(3), f"http://127.0.0.1:{node.blob}",
+                                read_cookie(node.datadir, "devnet"))  # fmt: skip
+
+        first = market()
+        work = wait_for("the claimed job handed out", lambda: (first.poll(), first.next_job())[1])
+        assert work[0] == job_id and work[2] is True  # claimed on chain: a template names it
+        held = first.held[job_id]
+        assert held.a is not None and held.bt is not None
+        first.deliver(job_id, held.a.astype(np.int64) @ held.bt.T.astype(np.int64))
+        assert first.commits == 1
+        second = market()  # a restart: nothing in memory
+        second.poll()
+        again = second.held[job_id]
+        assert again.computed and again.commit_sent and second.next_job() is None
+        wait_for("the commit on chain", lambda: rpc.call("getjob", job_id)["status"] == "committed")
+        assert client.result(job_id).verified
+        _probe(rpc, net, job_id)
+        wait_for("the reveal", lambda: (second.poll(), "probe" not in rpc.call(
+            "getjob", job_id))[1], timeout=WINDOWS["reveal_s"])  # fmt: skip
+        job = rpc.call("getjob", job_id)
+        assert job["status"] == "committed" and second.commits == 0, job
     finally:
         node.stop()
