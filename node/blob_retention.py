@@ -10,7 +10,8 @@ sweep every SWEEP_S, or a quarter of ``keep_s`` when that is shorter): C stays t
 long after its commit, for a buyer who comes back late. When a blob does not
 fit under the quota, unneeded blobs are deleted oldest first, however young, save
 those stored within FRESH_S: a buyer's upload waits that long for its submit, a
-miner's C for its commit.
+miner's C for its commit. (A ``keep_s`` under FRESH_S, for tests, shortens both
+promises to ``keep_s``.)
 """
 
 from __future__ import annotations
@@ -137,12 +138,15 @@ class BlobRetention:
     def make_room(self, size: int) -> None:
         """A blob of ``size`` bytes does not fit under the store's quota: delete unneeded
         blobs, oldest first (one call at a time: each sees what the last one freed)."""
+        # read before the lock: a call on the event loop must not wait for one on a
+        # thread that waits for the loop (a late snapshot is safe: each deletion checks
+        # the blob's age again)
+        needed = self._needed_from_any_thread()
+        if needed is None:
+            return
         with self._room_lock:
             short = self.store.used() + size - self.store.quota
             if short <= 0:
-                return
-            needed = self._needed_from_any_thread()
-            if needed is None:
                 return
             count, freed = prune(self.store, needed, self.keep_s, room=short)
         if count:

@@ -33,6 +33,10 @@ CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 # A commit or reveal we sent is looked for on the node this often while it is not on
 # chain (the node may have restarted and lost its pool): one gettransaction each time.
 RECHECK_S = 2.0
+# A commit tried again this long after C's upload uploads C again: unneeded until its
+# commit is pooled, C may have been deleted by the node's retention meanwhile
+# (node/blob_retention.FRESH_S, 600 s); on the node a second upload only refreshes it.
+REUPLOAD_S = 60.0
 
 
 @dataclass
@@ -58,6 +62,7 @@ class RemoteHeld:
     # again each round.
     unsent: npt.NDArray[np.int32] | None = None
     c_on_node: bool = False  # ``unsent`` was uploaded (since the last loss)
+    uploaded_at: float = 0.0  # when (an upload refreshes C's age in the node's store)
     result_root: bytes | None = None  # C's root, once the node holds C
     commit_sent: bool = False
     commit_txid: bytes = b""  # checked while the claim is on chain uncommitted
@@ -147,14 +152,17 @@ class ResultDelivery:
         from wallet.jobs import JobError, upload_blob
 
         try:
-            if held.unsent is not None and not held.c_on_node:
+            stale = time.monotonic() - held.uploaded_at > REUPLOAD_S
+            if held.unsent is not None and (not held.c_on_node or stale):
                 held.result_root = upload_blob(self.blob_url, "c", held.unsent, self.blob_auth)
-                held.c_on_node = True
+                held.c_on_node, held.uploaded_at = True, time.monotonic()
             assert held.result_root is not None
             tx = commit_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id),
                            held.result_root, url=self.blob_url, fee=self.fee)  # fmt: skip
             self.rpc.call("sendrawtransaction", tx.to_bytes().hex())
         except (JobError, RpcError, RpcConnectionError) as exc:
+            if isinstance(exc, RpcConnectionError):
+                held.c_on_node = False  # the node may have died with C unwritten
             if not held.warned:
                 held.warned = True
                 log.warning(
@@ -228,7 +236,8 @@ class ResultDelivery:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"{self.blob_url}/blob/{root.hex()}/info", timeout=5):
+            url = f"{self.blob_url.rstrip('/')}/blob/{root.hex()}/info"
+            with urllib.request.urlopen(url, timeout=5):
                 return True
         except urllib.error.HTTPError as exc:
             return False if exc.code == 404 else None

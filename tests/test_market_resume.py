@@ -204,7 +204,9 @@ def test_the_standalone_miner_delivers_c_once_its_node_answers_again(tmp_path: P
         market.rpc = RpcClient(f"http://127.0.0.1:{free_port()}", *read_cookie(node.datadir,
                                "devnet"))  # fmt: skip
         assert not market._send_result(job_id, held)  # noqa: SLF001
-        assert not held.commit_sent and held.c_on_node and held.result_root is not None
+        # C reached the node, but a node that stops answering may have died with it
+        # unwritten: it goes again with the next try
+        assert not held.commit_sent and not held.c_on_node and held.result_root is not None
         market.rpc = rpc  # the node answers again
         market.poll()
         assert held.commit_sent and market.commits == 1

@@ -176,12 +176,16 @@ async def _attacks(target: NodeProc, network: Network, orphan: Block, fork: list
     t0 = time.monotonic()
     for _ in range(100):
         await p.send(GetHeaders((ghash,), bytes(32)))
-    served = 0
+    served = last = 0
     while (served < 4000 or time.monotonic() - t0 < 1.5) and time.monotonic() - t0 < 15:
-        served += sum(len(m.headers) for m in await p.collect(0.5) if isinstance(m, Headers))
+        msgs = await p.collect(0.5)
+        assert not p.ws.closed, "the node dropped a peer that only asked too often"
+        last = sum(len(m.headers) for m in msgs if isinstance(m, Headers))
+        served += last
     elapsed = time.monotonic() - t0
     assert served <= 5000 + 1000 * elapsed + 500, (served, elapsed)  # the allowance holds
-    assert served >= 1000, (served, elapsed)  # request after request served, none refused
+    # most of the first allowance, or (a loaded machine) headers still coming
+    assert served >= 4000 or last > 0, (served, elapsed)
     await p.close()
 
     # inv of 10 x 1,000 unknown blocks: at most the in-flight cap (16) is asked for.

@@ -267,6 +267,8 @@ class JobClient(Collecting):
         txs = []
         expires = self._mtp() + expiry_s
         known: dict[tuple[Any, ...], bytes] = {}  # parts share slices of A (or of B)
+        now = time.monotonic()
+        self._uploaded = {r: t for r, t in self._uploaded.items() if now - t < UPLOAD_REUSE_S}
         first_nonce = self._nonce(spend=bounty + fee * len(plan.parts))
         # uploads run beside the hashing of the next blob (the node checks each one)
         if self._uploads is None:
@@ -292,8 +294,7 @@ class JobClient(Collecting):
                         blob = functools.partial(_cut_bt, part, bt_whole)
                         root = bt_root_of(matrix)
                     known[kind, where] = root
-                    last = self._uploaded.get(root)
-                    if last is None or time.monotonic() - last >= UPLOAD_REUSE_S:
+                    if root not in self._uploaded:  # (none older than UPLOAD_REUSE_S)
                         sent.append((root, uploads.submit(self._upload, kind, blob)))
                 roots.append(root)
             txs.append(submit_tx(self.network, signer, first_nonce + i, pa, pb, part_bounty,
