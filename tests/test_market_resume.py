@@ -258,5 +258,15 @@ def test_the_standalone_market_takes_back_a_claim_and_its_commit(tmp_path: Path)
             "getjob", job_id))[1], timeout=WINDOWS["reveal_s"])  # fmt: skip
         job = rpc.call("getjob", job_id)
         assert job["status"] == "committed" and second.commits == 0, job
+        # a commit the node lost (a restart): sent again while the node holds C, else C
+        # is computed again (the node answers for the root over its blob endpoint)
+        from dataclasses import replace
+
+        kept = replace(again, commit_sent=True)
+        second._lost_commit(job_id, kept)  # noqa: SLF001
+        assert kept.computed and not kept.commit_sent and kept.result_root is not None
+        gone = replace(again, commit_sent=True, result_root=bytes(32))
+        second._lost_commit(job_id, gone)  # noqa: SLF001
+        assert not gone.computed and not gone.dispatched and gone.result_root is None
     finally:
         node.stop()
