@@ -67,7 +67,7 @@ from node.claim_order import (
 from node.remote_results import CLAIM_CONFIRM_S, HELD_STATUSES, RemoteHeld, ResultDelivery
 from node.remote_rivals import UNCLAIMED_STATUSES, RivalWatch
 from wallet.job_txs import claim_tx
-from wallet.rpc import RpcClient, RpcConnectionError, RpcError
+from wallet.rpc import RpcClient, RpcError
 
 log = logging.getLogger("pouw.market")
 
@@ -128,17 +128,6 @@ class RemoteMarket(ResultDelivery):
         # job id -> (first listed, price band): the jobs dealt out (listed now, or fresh)
         self._seen: dict[str, tuple[float, int]] = {}
         self._taken_fresh: dict[float, int] = {}  # batch -> our claims while it was fresh
-
-    def _send(self, tx: Any, what: str) -> bool:
-        try:
-            self.rpc.call("sendrawtransaction", tx.to_bytes().hex())
-        except (RpcError, RpcConnectionError) as exc:
-            log.warning("%s not accepted: %s", what, exc)
-            return False
-        return True
-
-    def _nonce(self) -> int:
-        return int(self.rpc.call("getaccount", self.address)["pending_nonce"])
 
     def poll(self) -> None:
         """Each market round: on a new tip forget ended or lost jobs and answer probes;

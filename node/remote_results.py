@@ -90,10 +90,16 @@ class ResultDelivery:
     _in_work: dict[str, int]
 
     def _send(self, tx: Any, what: str) -> bool:
-        raise NotImplementedError
+        """Send a transaction to the node; False (logged) if it was not taken."""
+        try:
+            self.rpc.call("sendrawtransaction", tx.to_bytes().hex())
+        except (RpcError, RpcConnectionError) as exc:
+            log.warning("%s not accepted: %s", what, exc)
+            return False
+        return True
 
     def _nonce(self) -> int:
-        raise NotImplementedError
+        return int(self.rpc.call("getaccount", self.address)["pending_nonce"])
 
     def _take_back(self, ours: list[dict[str, Any]], now: float) -> None:
         """Hold every job the tip says our key holds (``ours``): after a restart or a
