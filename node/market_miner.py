@@ -152,16 +152,27 @@ class MarketMiner(ClaimRounds):
         """``next_work`` on the tip as it is when called."""
         self._claim_round(time.monotonic())
         waiting: list[tuple[bytes, Held]] = []
+        restores: list[tuple[bytes, Held]] = []
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
             if held.computed:
                 continue
             job = self._ours(job_id)
+            if held.restore:
+                if job is not None and job.status == JobStatus.COMMITTED:
+                    restores.append((job_id, held))
+                continue
             if job is None or job.status != JobStatus.CLAIMED:
                 waiting.append((job_id, held))  # not confirmed yet (or lost: on_tip drops it)
                 continue
             if await self.operands.fetch(job_id, held):
                 assert held.a is not None and held.b is not None
                 return JobRef(job_id, job.h_a, job.h_b), held.a, held.b
+        # after the claims on chain (their deadlines run), before the pooled ones: a
+        # committed job's C to serve again (mined as our own work: its commit stands)
+        for job_id, held in restores:
+            if await self.operands.fetch(job_id, held):
+                assert held.a is not None and held.b is not None
+                return JobRef(job_id, held.job.h_a, held.job.h_b, named=False), held.a, held.b
         if not waiting:
             return None
         ready = []
@@ -253,6 +264,9 @@ class MarketMiner(ClaimRounds):
         self.counters.multiply_adds += held.job.multiply_adds
         held.computed = True
         held.a = held.b = held.b_t = held.leaves = None  # C is what we need from now on
+        if held.restore:
+            self._restored(job_id, held, c)
+            return None
         return self.commit_result(job_id, c)
 
     def commit_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
@@ -298,11 +312,7 @@ class MarketMiner(ClaimRounds):
                 held.computed, held.result_root = True, job.result_root
                 self._results[job_id] = job.result_root
                 if self.store.find(job.result_root) is None:
-                    log.error(
-                        "job %s is committed by us but its C is not in the blob store: "
-                        "a probe of it cannot be answered and would cost the bond",
-                        job_id.hex()[:16],
-                    )  # fmt: skip
+                    self._restore(job_id, held, "committed by us but C is not in the blob store")
             self.held[job_id] = held
             counts[job.status] += 1
         if any(counts.values()):
@@ -311,6 +321,36 @@ class MarketMiner(ClaimRounds):
                 "%d committed (probes answered from the stored C)",
                 counts[JobStatus.CLAIMED], counts[JobStatus.COMMITTED],
             )  # fmt: skip
+
+    def _restore(self, job_id: bytes, held: Held, why: str) -> None:
+        """A committed job's C is gone from the blob store (a crash within the
+        write-behind's few tens of ms, a deleted ``blobs`` directory): compute it again
+        from A and B (the mining loop's next products, the lottery riding on it), so
+        that buyers can fetch it and probes are answered before the bond is lost."""
+        if held.restore or held.unservable:
+            return
+        held.restore, held.computed = True, False
+        held.download = None  # a finished download's operands were dropped with C
+        log.warning("job %s: %s: computing C again to serve it", job_id.hex()[:16], why)
+
+    def _restored(self, job_id: bytes, held: Held, c: npt.NDArray[np.integer]) -> None:
+        """C computed again (``_restore``): stored if it is the committed one, and a
+        probe that waits for it answered now."""
+        held.restore = False
+        job = get_job(self.chain.state_get, job_id) or held.job
+        root = self.store.put("c", c)
+        if root != job.result_root:
+            held.unservable = True  # (the retention deletes the stray C)
+            log.error(
+                "job %s: C computed again has root %s, not the committed %s: its probes "
+                "cannot be answered", job_id.hex()[:16], root.hex()[:16],
+                job.result_root.hex()[:16],
+            )  # fmt: skip
+            return
+        log.info("job %s: C computed again and stored: served again", job_id.hex()[:16])
+        if job.claimant == self.address and job.status == JobStatus.COMMITTED and job.probe_open:
+            held.job = job
+            self._reveal(job_id, held, job)
 
     def on_tip(self) -> None:
         """After a tip change: answer probes, forget jobs that ended or were lost."""
@@ -352,7 +392,7 @@ class MarketMiner(ClaimRounds):
             return
         c = self.store.get(job.result_root)
         if c is None:
-            log.warning("job %s probed but C is not in the blob store", job_id.hex()[:16])
+            self._restore(job_id, held, "probed but C is not in the blob store")
             return
         data, chunk_branch, result_branch = result_proof(c, probe[0], probe[1] * RESULT_CHUNK)
         tx = reveal_tx(

@@ -55,6 +55,10 @@ class Held:
     result_root: bytes | None = None
     revealed: set[tuple[int, int]] = field(default_factory=set)
     unrivalled: bool = False  # claimed in our turn as a fresh job's designated miner
+    # committed on chain, but C is gone from the blob store (a crash, a deleted blob
+    # directory): computed again only to serve it and answer probes, never committed
+    restore: bool = False
+    unservable: bool = False  # C computed again did not match the committed root
     leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
     download: asyncio.Future[bool] | None = None  # the operands' download, once started
 

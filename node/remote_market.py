@@ -190,7 +190,7 @@ class RemoteMarket(ResultDelivery):
                 self._in_work.pop(job_id, None)
                 continue
             held.job = job
-            if job["status"] == "committed":
+            if job["status"] == "committed" and not held.restore:
                 held.unsent = None  # the commit is on chain: C is the node's to keep
             if job["status"] == "committed" and "probe" in job:
                 self._reveal(job_id, held, job["probe"])
@@ -367,9 +367,11 @@ class RemoteMarket(ResultDelivery):
             now = time.monotonic()
             held.rivals_read = now
             self._rivals.note(held, job, now)
-            named = job.get("claimant") == self.address and job["status"] == "claimed"
+            ours = job.get("claimant") == self.address
+            named = ours and job["status"] == "claimed"
             pooled = self._rivals.may_compute(held, job, now)
-            if not (named or pooled):
+            restore = held.restore and ours and job["status"] == "committed"  # C to serve again
+            if not (named or pooled or restore):
                 continue
             held.dispatched = True
             held.job = job

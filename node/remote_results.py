@@ -70,7 +70,10 @@ class RemoteHeld:
     warned: bool = False  # a delivery that failed was logged (once per job)
     reveals: dict[tuple[int, int], bytes] = field(default_factory=dict)  # probe -> txid
     probe_failed: set[tuple[int, int]] = field(default_factory=set)  # logged once each
-
+    # committed on chain, but the node lost C (a crash, a deleted blob directory):
+    # computed again only to upload it and answer probes, never committed
+    restore: bool = False
+    unservable: bool = False  # C computed again did not match the committed root
 
 
 class ResultDelivery:
@@ -128,6 +131,10 @@ class ResultDelivery:
                     held.commit_txid = bytes.fromhex(pending["txid"])
             held.computed = held.dispatched = held.commit_sent = done
             self.held[job_id] = held
+            if job["status"] == "committed" and self._node_has_blob(
+                bytes.fromhex(job["result_root"])
+            ) is False:  # fmt: skip
+                self._restore(job_id, held, "committed by us but the node does not hold C")
             counts["committed" if done else "claimed"] += 1
         if any(counts.values()):
             log.info(
@@ -144,13 +151,49 @@ class ResultDelivery:
         self.products += 1
         self.job_multiply_adds += self._in_work.pop(job_id, 0)
         held = self.held.get(job_id)
-        if held is None or held.commit_sent:  # a second product of a committed job
+        if held is None or (held.commit_sent and not held.restore):  # a second product
             return
         held.a = held.bt = None
         held.leaves = None
         held.computed = True
         held.unsent = np.ascontiguousarray(c, dtype=np.int32)
-        self._send_result(job_id, held)
+        if held.restore:
+            self._upload_restored(job_id, held)
+        else:
+            self._send_result(job_id, held)
+
+    def _restore(self, job_id: str, held: RemoteHeld, why: str) -> None:
+        """A committed job's C is gone from the node: compute it again (a worker's next
+        product, the lottery riding on it) and upload it, so that buyers can fetch it and
+        probes are answered before the bond is lost."""
+        if held.restore or held.unservable:
+            return
+        held.restore, held.computed, held.dispatched = True, False, False
+        log.warning("job %s: %s: computing C again to serve it", job_id[:16], why)
+
+    def _upload_restored(self, job_id: str, held: RemoteHeld) -> None:
+        """Upload C computed again (``_restore``), if it is the committed one; tried
+        again each round while the node does not take it."""
+        from wallet.jobs import JobError, upload_blob
+
+        assert held.unsent is not None
+        try:
+            root = upload_blob(self.blob_url, "c", held.unsent, self.blob_auth)
+        except JobError as exc:
+            log.warning("job %s: C computed again not uploaded yet (%s)", job_id[:16], exc)
+            return
+        held.restore, held.unsent = False, None
+        if root.hex() != held.job["result_root"]:
+            held.unservable = True
+            log.error(
+                "job %s: C computed again has root %s, not the committed %s: its probes "
+                "cannot be answered", job_id[:16], root.hex()[:16], held.job["result_root"][:16],
+            )  # fmt: skip
+            return
+        held.probe_failed.clear()
+        log.info("job %s: C computed again and uploaded: served again", job_id[:16])
+        if "probe" in held.job:  # the probe that found C gone: answered now, not next tip
+            self._reveal(job_id, held, held.job["probe"])
 
     def _send_result(self, job_id: str, held: RemoteHeld) -> bool:
         """Upload C to the node (once) and send the commit; False if either did not
@@ -201,6 +244,9 @@ class ResultDelivery:
         now = time.monotonic()
         for job_id, held in list(self.held.items()):
             if not held.computed:
+                continue
+            if held.restore:  # C computed again, its upload not through yet
+                self._upload_restored(job_id, held)
                 continue
             if held.commit_sent:
                 claimed = held.job.get("status") == "claimed"
@@ -274,6 +320,9 @@ class ResultDelivery:
                 report=report, lines=range(where[0], where[0] + 1),
             ))  # fmt: skip
         except (BlobError, KeyError) as exc:
+            if self._node_has_blob(bytes.fromhex(job["result_root"])) is False:
+                self._restore(job_id, held, "probed but the node does not hold C")
+                return
             if where not in held.probe_failed:
                 held.probe_failed.add(where)
                 log.error(

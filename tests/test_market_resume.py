@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +70,24 @@ def _gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def _probe(rpc: RpcClient, net: Network, job_id: str) -> None:
+def _probe(rpc: RpcClient, net: Network, job_id: str, row: int = 5) -> None:
     nonce = rpc.call("getaccount", _address(0))["pending_nonce"]
-    tx = probe_tx(net, devnet_key(0), nonce, bytes.fromhex(job_id), 5, 0,
+    tx = probe_tx(net, devnet_key(0), nonce, bytes.fromhex(job_id), row, 0,
                   net.market.probe_deposit)  # fmt: skip
     rpc.call("sendrawtransaction", tx.to_bytes().hex())
     # confirmed and applied (the reveal may follow within a block, closing the probe)
     wait_for("the probe on chain", lambda: rpc.call("gettransaction", tx.txid.hex())
              .get("status") == "ok")  # fmt: skip
+
+
+def _delete_c(node: Proc, rpc: RpcClient, job_id: str) -> None:
+    """C's files gone from the node's blob store (a crash before they were written, a
+    deleted blob directory)."""
+    root = rpc.call("getjob", job_id)["result_root"]
+    files = list((node.datadir / "devnet" / "blobs").glob(f"{root}.*"))
+    assert files
+    for path in files:
+        path.unlink()
 
 
 def _answered(rpc: RpcClient, job_id: str, key_no: int, procs: list[Proc]) -> None:
@@ -122,10 +133,20 @@ def test_the_node_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path) -> N
         n1.rpc()
         _probe(rpc0, net, job_id)
         _answered(rpc0, job_id, 1, procs)
+        # stopped again, and C gone from its blob store: computed again at the start
+        # (its commit stands), served, and the next probe answered
+        n1.stop()
+        _delete_c(n1, rpc0, job_id)
+        n1 = procs[1] = Proc(tmp_path / "n1", genesis, *miner_args)
+        n1.rpc()
+        _probe(rpc0, net, job_id, row=9)
+        _answered(rpc0, job_id, 1, procs)
         logs = n1.log_path.read_text()
         assert "1 claimed (computed next), 0 committed" in logs, logs[-3000:]
-        assert "0 claimed (computed next), 1 committed" in logs, logs[-3000:]
-        assert logs.count("claimed job") == 1 and "revealed chunk" in logs, logs[-3000:]
+        assert logs.count("0 claimed (computed next), 1 committed") == 2, logs[-3000:]
+        assert logs.count("claimed job") == 1 and logs.count("revealed chunk") == 2, logs[-3000:]
+        assert "computing C again" in logs and "C computed again and stored" in logs
+        assert logs.count("committed job") == 1, logs[-3000:]
     finally:
         for p in procs:
             p.stop()
@@ -258,10 +279,30 @@ def test_the_standalone_market_takes_back_a_claim_and_its_commit(tmp_path: Path)
             "getjob", job_id))[1], timeout=WINDOWS["reveal_s"])  # fmt: skip
         job = rpc.call("getjob", job_id)
         assert job["status"] == "committed" and second.commits == 0, job
+        # the node loses C: a probe finds it gone, and the job is handed out again, not
+        # named (its commit stands), computed, uploaded, and the probe answered
+        _delete_c(node, rpc, job_id)
+        _probe(rpc, net, job_id, row=9)
+        work = wait_for("the job handed out again", lambda: (second.poll(), second.next_job())[1],
+                        timeout=WINDOWS["reveal_s"])  # fmt: skip
+        assert work[0] == job_id and work[2] is False and again.restore
+        assert again.a is not None and again.bt is not None
+        c = again.a.astype(np.int64) @ again.bt.T.astype(np.int64)
+        second.deliver(job_id, c)
+        assert not again.restore and again.computed and second.commits == 0
+        wait_for("the reveal", lambda: (second.poll(), "probe" not in rpc.call(
+            "getjob", job_id))[1], timeout=WINDOWS["reveal_s"])  # fmt: skip
+        job = rpc.call("getjob", job_id)
+        assert job["status"] == "committed" and job["claims"] == 1, job
+        assert rpc.call("getcontribution", _address(3))["challenges_lost"] == 0
+        # a C computed again that is not the committed one: not served, not tried again
+        wrong = replace(again, restore=True, unsent=(c + 1).astype(np.int32))
+        second._upload_restored(job_id, wrong)  # noqa: SLF001
+        assert wrong.unservable and not wrong.restore
+        second._restore(job_id, wrong, "a test")  # noqa: SLF001
+        assert not wrong.restore
         # a commit the node lost (a restart): sent again while the node holds C, else C
         # is computed again (the node answers for the root over its blob endpoint)
-        from dataclasses import replace
-
         kept = replace(again, commit_sent=True)
         second._lost_commit(job_id, kept)  # noqa: SLF001
         assert kept.computed and not kept.commit_sent and kept.result_root is not None
