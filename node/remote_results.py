@@ -131,10 +131,6 @@ class ResultDelivery:
                     held.commit_txid = bytes.fromhex(pending["txid"])
             held.computed = held.dispatched = held.commit_sent = done
             self.held[job_id] = held
-            if job["status"] == "committed" and self._node_has_blob(
-                bytes.fromhex(job["result_root"])
-            ) is False:  # fmt: skip
-                self._restore(job_id, held, "committed by us but the node does not hold C")
             counts["committed" if done else "claimed"] += 1
         if any(counts.values()):
             log.info(
