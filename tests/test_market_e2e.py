@@ -156,7 +156,8 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         heard: list[str] = []
         client.wait(pid, timeout=180, progress=heard.append)
         assert heard and heard[-1].endswith("delivered: 6 of 6 settled"), heard
-        assert all(line.startswith("[") and "part " in line for line in heard), heard
+        assert "waiting up to 180 s for 6 part(s)" in heard[0], heard
+        assert all(line.startswith("[") and "part " in line for line in heard[1:]), heard
         res = client.result(pid)
         assert res.verified, res.actions
         assert np.array_equal(res.c, exact_product(a, b))

@@ -7,6 +7,7 @@ is the same amount in base units (an integer). Output uses :func:`format_coins`.
 
 from __future__ import annotations
 
+import argparse
 import re
 
 from consensus.ints import U64_MAX
@@ -15,6 +16,12 @@ COIN = 10**8
 DECIMALS = 8
 _COINS = re.compile(r"^(\d+)(?:\.(\d*))?$|^\.(\d+)$")
 _UNITS = re.compile(r"^(\d+)u$")
+
+
+# A fee above this per transaction is almost surely a slip (a bare number is coins:
+# `--fee 1` is 10^8 base units, 10^5 times the default fee): refused unless --max-fee
+# allows it, as bitcoind's -maxtxfee refuses absurd fees.
+DEFAULT_MAX_FEE = COIN // 100
 
 
 class AmountError(ValueError):
@@ -50,3 +57,21 @@ def format_coins(units: int) -> str:
     whole, frac = divmod(abs(units), COIN)
     text = f"{frac:08d}".rstrip("0") or "0"
     return f"{sign}{whole}.{text}"
+
+
+def amount_arg(text: str) -> int:
+    """``parse_amount`` as an argparse ``type``: its message becomes the usage error."""
+    try:
+        return parse_amount(text)
+    except AmountError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_fee(fee: int, max_fee: int = DEFAULT_MAX_FEE) -> None:
+    """Refuse a fee over ``max_fee`` base units (see DEFAULT_MAX_FEE)."""
+    if fee > max_fee:
+        raise AmountError(
+            f"a fee of {format_coins(fee)} coins per transaction is above --max-fee "
+            f"{format_coins(max_fee)}: a bare number is coins (write base units as 1000u), "
+            "or raise --max-fee if you mean it"
+        )

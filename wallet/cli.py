@@ -26,7 +26,14 @@ from typing import Any
 from chain.address import AddressError
 from chain.network import NETWORKS, Network, NetworkError, load_network
 from chain.txkind import AMOUNT_KINDS, TxKind
-from wallet.amount import AmountError, format_coins, parse_amount
+from wallet.amount import (
+    DEFAULT_MAX_FEE,
+    AmountError,
+    amount_arg,
+    check_fee,
+    format_coins,
+    parse_amount,
+)
 from wallet.keystore import (
     DEFAULT_SCRYPT_N,
     WalletError,
@@ -42,6 +49,7 @@ log = logging.getLogger("pouw.wallet")
 PASSWORD_ENV = "POUW_WALLET_PASSWORD"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: the shell convention (128 + SIGINT)
 
 
 def _default_datadir() -> Path:
@@ -114,6 +122,7 @@ def add_wallet_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"confirmation target for the estimated fee (default {DEFAULT_CONF_TARGET})",
     )  # fmt: skip
     send.add_argument("--nonce", type=int, help="default: the account's pending_nonce")
+    add_max_fee(send)
     send.add_argument("--wait", type=float, metavar="SECONDS", help="wait for a confirmation")
     send.set_defaults(handler=cmd_send)
 
@@ -124,6 +133,13 @@ def add_wallet_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def add_max_fee(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-fee", type=amount_arg, default=DEFAULT_MAX_FEE,
+        help=f"refuse a fee above this per transaction (default {format_coins(DEFAULT_MAX_FEE)})",
+    )  # fmt: skip
 
 
 def _network(args: argparse.Namespace) -> Network:
@@ -293,6 +309,7 @@ def _send(args: argparse.Namespace) -> int:
     w = _unlock(args, network)
     rpc = _rpc(args, network)
     fee = parse_amount(args.fee) if args.fee is not None else w.suggest_fee(rpc, args.blocks)
+    check_fee(fee, args.max_fee)
     txid = w.send(rpc, args.to, amount, fee, nonce=args.nonce)
     log.info("sent %s to %s, fee %s: %s", format_coins(amount), args.to, format_coins(fee), txid)
     obj: dict[str, Any] = {"txid": txid}
@@ -379,7 +396,8 @@ def _run(args: argparse.Namespace, fn: Any) -> int:
         print(f"error: the node refused: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        return EXIT_FAILURE
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def setup_logging(level: str) -> None:

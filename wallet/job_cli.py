@@ -30,33 +30,38 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from wallet.amount import format_coins, parse_amount
+from wallet.amount import amount_arg, check_fee, format_coins
 from wallet.jobs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobClient, JobError
 
 DEFAULT_BLOB_PORT_OFFSET = 3  # node/blobs.py: the blob endpoint is on rpc port + 3
+MAX_PORT = 65535
 
 
 def blob_url_for(rpc_url: str | None, rpc_port: int) -> str:
     """The blob endpoint beside an RPC URL (same host, port + 3)."""
+    from wallet.rpc import check_node_url
+
     if not rpc_url:
         return f"http://127.0.0.1:{rpc_port + DEFAULT_BLOB_PORT_OFFSET}"
-    url = rpc_url if "://" in rpc_url else f"http://{rpc_url}"
-    parts = urlsplit(url)
-    try:
-        port = parts.port or rpc_port
-    except ValueError:
-        raise JobError(f"--rpc {rpc_url!r} has no valid port: pass --blob-url") from None
-    return f"{parts.scheme}://{parts.hostname}:{port + DEFAULT_BLOB_PORT_OFFSET}"
+    parts = urlsplit(check_node_url(rpc_url))
+    port = (parts.port or rpc_port) + DEFAULT_BLOB_PORT_OFFSET
+    if port > MAX_PORT:
+        raise JobError(f"--rpc {rpc_url!r}: its port + 3 is no port: pass --blob-url")
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{parts.scheme}://{host}:{port}"
 
 
 def _client(args: argparse.Namespace) -> JobClient:
     from wallet import cli as wcli
-    from wallet.rpc import RpcConnectionError, read_cookie
+    from wallet.rpc import RpcConnectionError, check_node_url, read_cookie
 
     network = wcli._network(args)  # noqa: SLF001 - shared option handling
     rpc = wcli._rpc(args, network)  # noqa: SLF001
+    if args.blob_url:
+        blob = check_node_url(args.blob_url, "--blob-url")
+    else:
+        blob = blob_url_for(args.rpc, network.rpc_port)
     wallet = wcli._unlock(args, network) if args.command_needs_key else None  # noqa: SLF001
-    blob = args.blob_url or blob_url_for(args.rpc, network.rpc_port)
     datadir = wcli._datadir(args)  # noqa: SLF001
     try:
         auth: tuple[str, str] | None = read_cookie(datadir, network.name)
@@ -67,8 +72,17 @@ def _client(args: argparse.Namespace) -> JobClient:
     return JobClient(key, network, rpc, blob, auth, manifest_dir=products)
 
 
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file
+
+
 def _load(path: Path, name: str) -> np.ndarray:
     try:
+        with open(path, "rb") as f:
+            if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise JobError(
+                    f"{path} is not a .npy file ({name} must be one: numpy.save(path, "
+                    "matrix) writes it)"
+                )
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise JobError(f"cannot read {name} from {path}: {exc}") from None
@@ -81,6 +95,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # (NaN too)
+        raise argparse.ArgumentTypeError("must be 0 or more seconds")
     return value
 
 
@@ -117,6 +141,7 @@ def cmd_quote(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    check_fee(args.fee, args.max_fee)
     client = _client(args)
     a, b = _load(args.a, "A"), _load(args.b, "B")
     pid = client.submit(a, b, args.bounty, args.expiry, args.fee, min_parts=args.parts)
@@ -127,11 +152,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     print(pid)  # alone on stdout, for PID=$(pouw job submit ...)
     node = _same_node(args)
-    a, b = shlex.quote(str(args.a)), shlex.quote(str(args.b))
+    a_arg, b_arg = shlex.quote(str(args.a)), shlex.quote(str(args.b))
+    key = f" --password-file {shlex.quote(str(args.password_file))}" if args.password_file else ""
     print(
         f"submitted {parts} part(s), bounty {format_coins(args.bounty)} coins; "
         f"`pouw job status {pid} {node}` follows it; `pouw job result {pid} -o C.npy "
-        f"--a {a} --b {b} --wait 600 {node}` collects C",
+        f"--a {a_arg} --b {b_arg} --wait 600 {node}{key}` collects C",
         file=sys.stderr,
     )
     return 0
@@ -170,12 +196,17 @@ def cmd_result(args: argparse.Namespace) -> int:
     res = client.result(args.product_id, a, b, challenge=not args.no_challenge)
     out: dict[str, Any] = {"verified": res.verified}
     if res.verified:
-        np.save(args.output, res.c)
-        out["output"] = str(args.output)
+        path = args.output if args.output.suffix == ".npy" else Path(f"{args.output}.npy")
+        np.save(path, res.c)  # (numpy.save adds .npy to a name without it)
+        out["output"] = str(path)
     if res.actions:
         out["actions"] = res.actions
     if not args.json and not res.verified:
-        out["next"] = "run `pouw job status` after the window: a refunded part's bounty is back"
+        out["next"] = (
+            f"a challenge or probe went out: after its window `pouw job status "
+            f"{args.product_id}` shows each part refunded (its bounty back) or paid"
+            if res.challenge_txid else "nothing was sent: see the actions above"
+        )
     _print(args, out)
     return 0 if res.verified else 1
 
@@ -204,6 +235,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_reclaim(args: argparse.Namespace) -> int:
+    check_fee(args.fee, args.max_fee)
     txids = _client(args).reclaim(args.product_id, args.fee)
     _print(args, {"reclaim_txids": txids})
     return 0
@@ -212,17 +244,16 @@ def cmd_reclaim(args: argparse.Namespace) -> int:
 def _run(handler: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         from chain.network import NetworkError
+        from wallet.amount import AmountError
         from wallet.keystore import WalletError
         from wallet.rpc import RpcConnectionError, RpcError
 
         try:
             return int(handler(args))
-        except RpcConnectionError as exc:
-            print(f"error: {exc}: is the node running, and is --rpc its address?", file=sys.stderr)
-            return 1
         except BrokenPipeError:  # stdout closed early: pouw's main says nothing
             raise
-        except (JobError, WalletError, RpcError, NetworkError, OSError) as exc:
+        except (JobError, WalletError, AmountError, RpcError, RpcConnectionError, NetworkError,
+                OSError) as exc:  # fmt: skip
             print(f"error: {exc}", file=sys.stderr)
             return 1
 
@@ -231,7 +262,7 @@ def _run(handler: Any) -> Any:
 
 def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``job`` and its subcommands; each sets ``handler`` (returns an int)."""
-    from wallet.cli import _add_common, _add_password
+    from wallet.cli import _add_common, _add_password, add_max_fee
 
     job = subparsers.add_parser("job", help="compute market: submit products, fetch results")
     sub = job.add_subparsers(dest="job_command", required=True)
@@ -253,15 +284,18 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     common(submit, True)
     submit.add_argument("a", type=Path, metavar="A.npy")
     submit.add_argument("b", type=Path, metavar="B.npy")
-    submit.add_argument("--bounty", type=parse_amount, required=True,
+    submit.add_argument("--bounty", type=amount_arg, required=True,
                         help="escrowed reward for the whole product: coins (1.5) or base "
                              "units (150000000u)")  # fmt: skip
-    submit.add_argument("--expiry", type=int, default=DEFAULT_EXPIRY_S,
-                        help="seconds the jobs stay claimable")  # fmt: skip
-    submit.add_argument("--parts", type=int, default=1,
-                        help="cut into at least this many jobs (one per miner)")  # fmt: skip
-    submit.add_argument("--fee", type=parse_amount, default=DEFAULT_JOB_FEE,
+    submit.add_argument("--expiry", type=_positive, default=DEFAULT_EXPIRY_S,
+                        help="seconds the jobs stay claimable (at most the network's "
+                             "max_open_s)")  # fmt: skip
+    submit.add_argument("--parts", type=_positive, default=1,
+                        help="cut into at least this many jobs (one per miner), as far as "
+                             "the shape allows (tile and noise-rank multiples)")  # fmt: skip
+    submit.add_argument("--fee", type=amount_arg, default=DEFAULT_JOB_FEE,
                         help="fee of each transaction: coins, or base units with a u suffix")
+    add_max_fee(submit)
     submit.set_defaults(handler=_run(cmd_submit))
 
     status = sub.add_parser("status", help="a product's (or a job's) state on chain")
@@ -275,7 +309,7 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     result.add_argument("-o", "--output", type=Path, required=True, metavar="C.npy")
     result.add_argument("--a", dest="a_file", type=Path, required=True, metavar="A.npy")
     result.add_argument("--b", dest="b_file", type=Path, required=True, metavar="B.npy")
-    result.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    result.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for every part to deliver")  # fmt: skip
     result.add_argument("--no-challenge", action="store_true", help="only report a bad C")
     result.set_defaults(handler=_run(cmd_result))
@@ -289,6 +323,7 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     reclaim = sub.add_parser("reclaim", help="cancel the parts nobody has claimed")
     common(reclaim, True)
     reclaim.add_argument("product_id")
-    reclaim.add_argument("--fee", type=parse_amount, default=DEFAULT_JOB_FEE)
+    reclaim.add_argument("--fee", type=amount_arg, default=DEFAULT_JOB_FEE)
+    add_max_fee(reclaim)
     reclaim.set_defaults(handler=_run(cmd_reclaim))
     return job

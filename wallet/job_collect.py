@@ -19,7 +19,7 @@ import numpy.typing as npt
 from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blob_fetch import fetch_blob
-from compute.blobs import BlobError
+from compute.blobs import BlobError, blob_root, bt_root_of
 from compute.freivalds import PreparedCheck, freivalds_check, prepare_check
 from compute.priority import lower_thread_priority
 from consensus.result import chunk_count
@@ -41,6 +41,10 @@ COLLECT_TIMEOUT_S = 30.0
 MAX_COLLECTED = 256  # downloaded Cs held for result() at most (the oldest dropped)
 WAIT_CALL_S = 10.0  # the longest waitforjob call (then wait() asks again)
 METHOD_NOT_FOUND = -32601  # JSON-RPC: the node does not serve the method
+NOT_FOUND = -5  # the node's code for an unknown job (node/rpc/errors.py)
+# wait() says where things stand at least this often, changes or not: a buyer waiting
+# minutes for a miner sees the client is alive and what each part waits for
+HEARTBEAT_S = 15.0
 MAX_PROBES = 3  # probes of one part before the client reports it as withheld
 
 
@@ -52,6 +56,18 @@ def _deliverable(job: dict[str, Any]) -> bool:
 def _committed(job: dict[str, Any]) -> dict[str, Any]:
     """Where a deliverable job's result root and URL are: on chain, or its pooled commit."""
     return job if "result_root" in job else dict(job["pending_commit"])
+
+
+def _check_submitted(job: dict[str, Any], a: Any, b: Any) -> None:
+    """A part's operands are the ones its job was submitted with (their roots match the
+    job's hA and hB): else a C that is right for the job would look wrong, and a
+    challenge of it fail on chain, costing its fee."""
+    if blob_root("a", a).hex() != job["h_a"] or bt_root_of(b).hex() != job["h_b"]:
+        raise JobError(
+            f"the A or B given is not what job {job['job_id'][:16]} was submitted with (its "
+            "hash differs from the job's): pass the A.npy and B.npy you submitted; nothing "
+            "was challenged"
+        )
 
 
 @dataclass
@@ -125,15 +141,21 @@ class Collecting:
         answers: dict[str, dict[str, Any]] = {}
         settled = 0
 
-        def say(what: str) -> None:
-            if progress is not None:
-                progress(f"[{time.monotonic() - started:5.1f} s] {what}")
+        said = started
 
+        def say(what: str) -> None:
+            nonlocal said
+            said = time.monotonic()
+            if progress is not None:
+                progress(f"[{said - started:5.1f} s] {what}")
+
+        say(f"waiting up to {timeout:.0f} s for {len(job_ids)} part(s) to deliver")
         for number, job_id in enumerate(job_ids, 1):
             seen = None
             while True:
                 job = answers[job_id] = self._wait_job(job_id, deadline - time.monotonic())
                 name = f"part {number}/{len(job_ids)} ({job_id[:16]})"
+                beat = time.monotonic() - said >= HEARTBEAT_S  # said again, changed or not
                 if _deliverable(job):
                     self._collect(job)
                     settled += 1
@@ -143,9 +165,10 @@ class Collecting:
                     settled += 1
                     say(f"{name} {job['status']}: its bounty goes back")
                     break
-                if job["status"] != seen:
+                if job["status"] != seen or beat:
+                    still = "still " if job["status"] == seen else ""
                     seen = job["status"]
-                    say(f"{name} {seen}")
+                    say(f"{name} {still}{seen}")
                 if time.monotonic() > deadline:
                     self._timed_out(product_id, timeout)
         return self.status(product_id, answers)  # as each part last answered
@@ -180,7 +203,10 @@ class Collecting:
             try:
                 return dict(self.rpc.call("waitforjob", job_id, ms))
             except Exception as exc:  # an RPC client's error carries the JSON-RPC code
-                if getattr(exc, "code", None) != METHOD_NOT_FOUND:
+                code = getattr(exc, "code", None)
+                if code == NOT_FOUND:  # a lost submit: sent again from the manifest
+                    return self._job(job_id)
+                if code != METHOD_NOT_FOUND:
                     raise
                 self._long_poll = False  # an older node: poll it
         job = self._job(job_id)
@@ -211,9 +237,24 @@ class Collecting:
         a8, b8 = self._operands_of(product_id, a, b)
         plan = self.manifest(product_id)
         if plan is None:  # a bare job: the whole product is one part
+            if a8.shape[1] != b8.shape[0]:
+                raise JobError(f"A is {a8.shape}, B is {b8.shape}: inner dimensions differ")
             plan = self._plan(a8.shape[0], a8.shape[1], b8.shape[1], 2**62, 1)
             plan.job_ids = [product_id]
+        elif (a8.shape, b8.shape) != ((plan.m, plan.k), (plan.k, plan.n)):
+            raise JobError(
+                f"A is {a8.shape} and B {b8.shape}, but product {product_id[:16]} is "
+                f"{plan.m}x{plan.k} by {plan.k}x{plan.n}: pass the A and B it was submitted "
+                "with (--a A.npy --b B.npy)"
+            )
         jobs = [self._job(j) for j in plan.job_ids]
+        for part, job in zip(plan.parts, jobs, strict=True):
+            if part.shape != (job["m"], job["k"], job["n"]):
+                raise JobError(
+                    f"job {job['job_id'][:16]} is {job['m']}x{job['k']}x{job['n']}, not the "
+                    f"{'x'.join(map(str, part.shape))} of the A and B given: pass the A and B "
+                    "it was submitted with (--a A.npy --b B.npy)"
+                )
         failed = [j for j in jobs if j["status"] in FAILED]
         if failed:
             raise JobError(
@@ -239,7 +280,10 @@ class Collecting:
         for part, job, got, came in zip(plan.parts, jobs, results, collected, strict=True):
             # a challenge or probe needs the commit on chain, not only in a pool
             act = challenge and job["status"] == "committed"
-            later = "; ask again once its commit is in a block to challenge it"
+            later = (
+                "; its challenge window has closed (the job is paid)" if job["status"] == "paid"
+                else "; ask again once its commit is in a block to challenge it"
+            )  # fmt: skip
             if isinstance(got, str):  # the download failed: an availability probe
                 out.verified = False
                 out.actions.append(f"{job['job_id'][:16]}: C unavailable ({got})")
@@ -258,10 +302,13 @@ class Collecting:
             if ok is None:
                 ok = freivalds_check(*part.operands(a8, b8), got)
             if not ok:
+                pa, pb = part.operands(a8, b8)
+                if not mine:  # the caller's operands: they may not be the submitted ones
+                    _check_submitted(job, pa, pb)
                 out.verified = False
                 out.actions.append(f"{job['job_id'][:16]}: C is wrong")
                 if act:
-                    self._challenge(job, *part.operands(a8, b8), got, out)
+                    self._challenge(job, pa, pb, got, out)
                 elif challenge:
                     out.actions[-1] += later
         t2 = time.perf_counter()

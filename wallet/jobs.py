@@ -67,6 +67,23 @@ UPLOADS_PARALLEL = 2  # blobs in flight to the node while the next one is hashed
 UPLOAD_REUSE_S = 60.0
 # `pouw job list` shows this many products unless told: each part costs one getjob call
 DEFAULT_LIST_LIMIT = 10
+# A job must stay claimable at least this long: its submit has to reach a block and a
+# miner has to claim it (an expiry the chain's clock passes first fails on chain).
+MIN_EXPIRY_S = 60
+NOT_FOUND = -5  # the node's JSON-RPC code for an unknown job (node/rpc/errors.py)
+ID_HEX = 64  # a product or job id: 32 bytes in hex
+
+
+def check_id(product_id: str) -> str:
+    """A product or job id as `pouw job submit` printed it (64 hex digits); JobError
+    otherwise (it also names a manifest file: nothing else may reach the path)."""
+    text = product_id.strip().lower()
+    if len(text) != ID_HEX or any(ch not in "0123456789abcdef" for ch in text):
+        raise JobError(
+            f"{product_id!r} is not a product or job id (64 hex digits, as `pouw job submit` "
+            "printed it; `pouw job list` shows this datadir's products)"
+        )
+    return text
 
 
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
@@ -137,6 +154,7 @@ class JobClient(Collecting):
             else None
         )
         self._pending_nonce: int | None = None
+        self._submits: dict[str, str] = {}  # job id -> its signed JOB_SUBMIT (hex)
         self._products: dict[str, Manifest] = {}
         self._operands: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]] = {}
         self._probes: dict[str, int] = {}
@@ -197,6 +215,7 @@ class JobClient(Collecting):
         return int(info.get("mediantime", time.time()))
 
     def manifest(self, product_id: str) -> Manifest | None:
+        product_id = check_id(product_id)
         if product_id in self._products:
             return self._products[product_id]
         if self.manifest_dir is not None:
@@ -207,8 +226,13 @@ class JobClient(Collecting):
                 except (OSError, PlanError) as exc:
                     raise JobError(f"cannot read {path}: {exc}") from None
                 self._products[product_id] = found
+                self._remember_submits(found)
                 return found
         return None
+
+    def _remember_submits(self, plan: Manifest) -> None:
+        for job_id, raw in zip(plan.job_ids, plan.submits, strict=False):
+            self._submits[job_id] = raw
 
     def _plan(self, m: int, k: int, n: int, max_part: int, min_parts: int) -> Manifest:
         try:
@@ -257,6 +281,12 @@ class JobClient(Collecting):
                 "uploading A and B needs the node's RPC cookie: pass --datadir of the node "
                 "(or blob_auth=read_cookie(datadir, network))"
             )
+        max_open = self.network.market.max_open_s
+        if not MIN_EXPIRY_S <= expiry_s <= max_open:
+            raise JobError(
+                f"an expiry of {expiry_s} s is outside {MIN_EXPIRY_S}-{max_open} s (the "
+                "longest this network lets a job stay open): pass --expiry within it"
+            )
         signer = self._signer()
         (m, k), n = a8.shape, b8.shape[1]
         plan = self._plan(m, k, n, max_part_multiply_adds, min_parts)
@@ -302,6 +332,8 @@ class JobClient(Collecting):
                                  roots=(roots[0], roots[1])))  # fmt: skip
         self._send_after_uploads(txs, sent, first_nonce)
         plan.job_ids = [tx.txid.hex() for tx in txs]
+        plan.submits = [tx.to_bytes().hex() for tx in txs]
+        self._remember_submits(plan)
         pid = plan.product_id
         self._products[pid] = plan
         self._operands[pid] = (a8, b8)
@@ -354,7 +386,36 @@ class JobClient(Collecting):
         return upload_blob(self.blob_url, kind, matrix, self.blob_auth)  # type: ignore[arg-type]
 
     def _job(self, job_id: str) -> dict[str, Any]:
+        """The node's record of a job (or of its pooled submit). A submit the node no
+        longer knows (it restarted before a block took it, and its pool went with it)
+        is sent again from the manifest, with the same id."""
+        from wallet.rpc import RpcError
+
+        try:
+            return dict(self.rpc.call("getjob", job_id))
+        except RpcError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+        raw = self._submits.get(job_id)
+        if raw is None:
+            raise JobError(
+                f"the node knows no job {job_id}: check the id (`pouw job list` shows this "
+                "datadir's products); a submit that was not in a block when the node "
+                "restarted is gone: submit the product again"
+            )
+        try:
+            self._send_raw(raw)
+        except RpcError as exc:
+            raise JobError(
+                f"job {job_id[:16]}'s submit was lost by the node (a restart before a block "
+                f"took it) and it refuses it again ({exc.message}): submit the product again"
+            ) from None
         return dict(self.rpc.call("getjob", job_id))
+
+    def _send_raw(self, raw: str) -> str:
+        from wallet.rpc import send_raw_transaction
+
+        return send_raw_transaction(self.rpc, bytes.fromhex(raw))
 
     def status(
         self, product_id: str, known: dict[str, dict[str, Any]] | None = None
@@ -423,15 +484,26 @@ class JobClient(Collecting):
         plan = self.manifest(product_id)
         job_ids = plan.job_ids if plan is not None else [product_id]
         out = []
+        pending = 0
         for job_id in job_ids:
             job = self._job(job_id)
+            pending += job["status"] == "pending"
             # a claim on its way would most likely win: a miner is computing that part
             if job["status"] == "open" and not job.get("pending_claims"):
                 tx = reclaim_tx(self.network, self._signer(), self._nonce(),
                                 bytes.fromhex(job_id), fee)  # fmt: skip
                 out.append(self._send(tx))
+        if not out and pending:
+            raise JobError(
+                f"{product_id[:16]}: {pending} part(s) still wait in the pool for their "
+                "submit's block; a part can be reclaimed once it is open on chain and "
+                "unclaimed: ask again after the next block"
+            )
         if not out:
-            raise JobError(f"{product_id}: no open part to reclaim (see `pouw job status`)")
+            raise JobError(
+                f"{product_id[:16]}: no part is open and unclaimed, so none can be reclaimed "
+                "(`pouw job status` shows each part's state)"
+            )
         return out
 
     def compute(

@@ -88,12 +88,20 @@ def _round_up(x: int, step: int) -> int:
     return -(-x // step) * step
 
 
-def _blocks(total: int, cap: int, step: int) -> list[tuple[int, int]]:
-    """Cut [0, total) into the fewest near-equal blocks of at most ``cap`` (a multiple
-    of ``step``), each but the last a multiple of ``step``."""
-    count = -(-total // cap)
-    size = min(cap, _round_up(-(-total // count), step))
-    return [(lo, min(total, lo + size)) for lo in range(0, total, size)]
+class _Blocks:
+    """[0, total) cut into the fewest near-equal blocks of at most ``cap`` (a multiple
+    of ``step``), each but the last a multiple of ``step``: counted and measured without
+    listing them (a shape of 10^8 would list millions)."""
+
+    def __init__(self, total: int, cap: int, step: int) -> None:
+        count = -(-total // cap)
+        self.total = total
+        self.size = min(cap, _round_up(-(-total // count), step))
+        self.count = -(-total // self.size)
+        self.widest = min(self.size, total)
+
+    def spans(self) -> list[tuple[int, int]]:
+        return [(lo, min(self.total, lo + self.size)) for lo in range(0, self.total, self.size)]
 
 
 def plan_parts(
@@ -105,27 +113,29 @@ def plan_parts(
         raise PlanError(f"shape {m}x{k}x{n}: every dimension must be at least 1")
     th, tw, r = pouw.tile_rows, pouw.tile_cols, pouw.noise_rank
     k_cap = pouw.k_max - pouw.k_max % r
-    k_blocks = _blocks(k, k_cap, r)
-    kp = max(pouw.k_min, _round_up(max(hi - lo for lo, hi in k_blocks), r))
+    k_blocks = _Blocks(k, k_cap, r)
+    kp = max(pouw.k_min, _round_up(k_blocks.widest, r))
     col_cap = pouw.n_max - pouw.n_max % tw
-    wanted = max(1, -(-min_parts // len(k_blocks)))
+    wanted = max(1, -(-min_parts // k_blocks.count))
     if n > m:  # cut B's columns first: every part then ships all of the smaller A
         col_cap = min(col_cap, max(tw, _round_up(-(-n // wanted), tw)))
-    c_blocks = _blocks(n, col_cap, tw)
-    npad = _round_up(max(hi - lo for lo, hi in c_blocks), tw)
+    c_blocks = _Blocks(n, col_cap, tw)
+    npad = _round_up(c_blocks.widest, tw)
     budget = min(pouw.max_multiply_adds, max(max_part_multiply_adds, th * kp * npad))
     row_cap = min(pouw.m_max - pouw.m_max % th, max(th, budget // (kp * npad) // th * th))
-    wanted = max(1, -(-min_parts // (len(k_blocks) * len(c_blocks))))
+    wanted = max(1, -(-min_parts // (k_blocks.count * c_blocks.count)))
     row_cap = min(row_cap, max(th, _round_up(-(-m // wanted), th)))
-    r_blocks = _blocks(m, row_cap, th)
+    r_blocks = _Blocks(m, row_cap, th)
+    count = k_blocks.count * r_blocks.count * c_blocks.count
+    if count > MAX_PARTS:  # counted before any part is made: a huge shape answers at once
+        raise PlanError(
+            f"{m}x{k}x{n} needs {count} jobs, more than {MAX_PARTS}: submit it in pieces"
+        )
     parts = [
         Part(r0, r1, c0, c1, k0, k1, (_round_up(r1 - r0, th), kp, npad))
-        for (k0, k1) in k_blocks for (r0, r1) in r_blocks for (c0, c1) in c_blocks
+        for (k0, k1) in k_blocks.spans() for (r0, r1) in r_blocks.spans()
+        for (c0, c1) in c_blocks.spans()
     ]  # fmt: skip
-    if len(parts) > MAX_PARTS:
-        raise PlanError(
-            f"{m}x{k}x{n} needs {len(parts)} jobs, more than {MAX_PARTS}: submit it in pieces"
-        )
     if any(p.multiply_adds > pouw.max_multiply_adds for p in parts):
         raise PlanError(f"{m}x{k}x{n}: a part exceeds the network's job size")
     return parts
@@ -137,7 +147,11 @@ def split_bounty(total: int, parts: Sequence[Part]) -> list[int]:
     shares = [total * p.multiply_adds // work for p in parts]
     shares[-1] += total - sum(shares)
     if min(shares) < 1:
-        raise PlanError(f"a bounty of {total} base units is too small for {len(parts)} jobs")
+        raise PlanError(
+            f"a bounty of {total} base units cannot give each of the product's {len(parts)} "
+            "job(s) a base unit in proportion to its work: raise --bounty (`pouw job quote` "
+            "suggests one at the going rate)"
+        )
     return shares
 
 
@@ -161,6 +175,9 @@ class Manifest:
     job_ids: list[str] = field(default_factory=list)
     bounties: list[int] = field(default_factory=list)
     network: str = ""
+    # each part's signed JOB_SUBMIT (hex): sent again should the node lose it (a restart
+    # before a block took it)
+    submits: list[str] = field(default_factory=list)
 
     @property
     def product_id(self) -> str:
@@ -182,7 +199,7 @@ class Manifest:
             return cls(
                 int(data["m"]), int(data["k"]), int(data["n"]), parts,
                 [str(j) for j in data["job_ids"]], [int(x) for x in data["bounties"]],
-                str(data.get("network", "")),
+                str(data.get("network", "")), [str(x) for x in data.get("submits", [])],
             )  # fmt: skip
         except (ValueError, KeyError, TypeError) as exc:
             raise PlanError(f"not a product manifest: {exc}") from None

@@ -73,6 +73,36 @@ class RpcTimeoutError(RpcConnectionError):
     """The node did not answer within the timeout (a long-poll may simply be waiting)."""
 
 
+# what the connection errors add: the two things to check when no node answers
+UNREACHABLE_HINT = "is the node running, and is --rpc its address?"
+CREDENTIALS_HINT = (
+    "pass --datadir of the node (its cookie) or the --rpc-user/--rpc-password it was "
+    "started with"
+)
+
+
+def check_node_url(url: str, flag: str = "--rpc") -> str:
+    """``url`` as a node URL (``http://`` added when it has no scheme), checked before
+    any request: an http(s) scheme, a host and a port in 1-65535. Raises
+    RpcConnectionError naming ``flag`` and the URL."""
+    full = url if "://" in url else "http://" + url
+    try:
+        parts = urllib.parse.urlsplit(full)
+        port = parts.port
+    except ValueError as exc:
+        raise RpcConnectionError(
+            f"{flag} {url!r} is not a node URL ({exc}): give http://HOST:PORT"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RpcConnectionError(
+            f"{flag} {url!r} is not a node URL (an http:// or https:// address with a host): "
+            "give http://HOST:PORT"
+        )
+    if port == 0:
+        raise RpcConnectionError(f"{flag} {url!r}: port 0 is not a port: give http://HOST:PORT")
+    return full
+
+
 def read_cookie(datadir: Path, network: str) -> tuple[str, str]:
     """(user, password) from ``<datadir>/<network>/.cookie`` (node/rpc/auth.py writes it)."""
     path = Path(datadir) / network / COOKIE_NAME
@@ -113,9 +143,7 @@ class RpcClient:
         password: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if "://" not in url:
-            url = "http://" + url
-        self.url = url
+        self.url = check_node_url(url)
         self.timeout = timeout
         self._auth = None
         if user is not None:
@@ -202,13 +230,16 @@ class RpcClient:
                 raise RpcTimeoutError(f"{self.url}: no answer to {what} in time") from None
             except (OSError, http.client.HTTPException) as exc:
                 self._close_kept()
-                raise RpcConnectionError(f"cannot reach the node at {self.url}: {exc}") from None
+                raise RpcConnectionError(
+                    f"cannot reach the node at {self.url} ({exc}): {UNREACHABLE_HINT}"
+                ) from None
             if resp.will_close:
                 self._close_kept()
             if resp.status in (401, 403):
                 raise RpcConnectionError(
-                    f"{self.url} refused the credentials (HTTP {resp.status})", resp.status
-                )
+                    f"{self.url} refused the credentials (HTTP {resp.status}): "
+                    f"{CREDENTIALS_HINT}", resp.status,
+                )  # fmt: skip
             if resp.status != 200 and not raw:
                 raise RpcConnectionError(f"{self.url}: HTTP {resp.status}", resp.status)
             return raw  # bitcoind sends errors with HTTP 500 and a JSON body
@@ -231,7 +262,8 @@ class RpcClient:
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 raise RpcConnectionError(
-                    f"{self.url} refused the credentials (HTTP {exc.code})", exc.code
+                    f"{self.url} refused the credentials (HTTP {exc.code}): {CREDENTIALS_HINT}",
+                    exc.code,
                 ) from None
             raw = exc.read()  # bitcoind sends errors with HTTP 500 and a JSON body
             if not raw:
@@ -242,7 +274,9 @@ class RpcClient:
             if isinstance(getattr(exc, "reason", None), TimeoutError):
                 raise RpcTimeoutError(f"{self.url}: no answer to {what} in time") from None
             reason = getattr(exc, "reason", exc)
-            raise RpcConnectionError(f"cannot reach the node at {self.url}: {reason}") from None
+            raise RpcConnectionError(
+                f"cannot reach the node at {self.url} ({reason}): {UNREACHABLE_HINT}"
+            ) from None
         return raw
 
     def call(self, method: str, *params: Any, timeout: float | None = None, **named: Any) -> Any:

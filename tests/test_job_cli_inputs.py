@@ -1,0 +1,159 @@
+"""`pouw job` as a buyer types it, against a real node process: every bad input gets one
+clear line that says what to do, no traceback, and nothing is sent that would cost a
+fee for nothing (a challenge of a right C, a submit the chain would fail). A submit the
+node lost with its pool (a restart before a block took it) is sent again by the client.
+
+The commands run in this process (node.cli.main, the `pouw` entry point), not as
+subprocesses: a Python start per command would cost a second each."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from chain.keys import devnet_key
+from chain.network import load_network
+from node.cli import main as pouw
+from tests.test_market_e2e import Proc, _address, market_genesis, wait_for
+from tests.test_remote_market import _edit_genesis
+from wallet.jobs import JobClient, JobError
+from wallet.rpc import read_cookie
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = pouw(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    return code, out, err
+
+
+def _usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """argparse refuses the value: exit 2 with its message."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        pouw(list(argv))
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    genesis = market_genesis(tmp_path, challenge_s=60)
+    _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**22)))
+    node = Proc(tmp_path / "n0", genesis, "--market-key", "1")  # mines, takes jobs
+    try:
+        rpc = node.rpc()
+        wait_for("blocks", lambda: rpc.call("getblockcount") >= 3, procs=[node])
+        pw = tmp_path / "pw"
+        pw.write_text("correct horse\n")
+        where = ["--network", "devnet", "--datadir", str(node.datadir), "--genesis-file",
+                 str(genesis), "--rpc", f"http://127.0.0.1:{node.rpc_port}",
+                 "--blob-url", f"http://127.0.0.1:{node.blob}"]  # fmt: skip
+        key = [*where, "--password-file", str(pw)]
+        code, _, err = _run(capsys, "wallet", "import", "--devnet-key", "0", "--scrypt-n",
+                            "1024", *where[:6], "--password-file", str(pw))  # fmt: skip
+        assert code == 0, err
+        rng = np.random.default_rng(3)
+        files = {}
+        for name, shape in (("A", (64, 256)), ("B", (256, 64)), ("A2", (64, 256))):
+            files[name] = tmp_path / f"{name}.npy"
+            np.save(files[name], rng.integers(-64, 64, shape, dtype=np.int8))
+        a, b = np.load(files["A"]), np.load(files["B"])
+        text = tmp_path / "A.txt"
+        text.write_text("1 2 3\n")
+
+        # bad submits: nothing sent
+        nonce = rpc.call("getaccount", _address(0))["pending_nonce"]
+        submit = ["job", "submit", str(files["A"]), str(files["B"]), *key]
+        assert "is not an amount" in _usage_error(capsys, *submit, "--bounty", "-1")
+        assert "must be at least 1" in _usage_error(capsys, *submit, "--bounty", "0.1",
+                                                    "--expiry", "0")  # fmt: skip
+        code, _, err = _run(capsys, *submit, "--bounty", "0.1", "--expiry", "99999999")
+        assert code == 1 and "--expiry within it" in err, err
+        code, _, err = _run(capsys, *submit, "--bounty", "0.1", "--fee", "1")
+        assert code == 1 and "above --max-fee" in err and "1000u" in err, err
+        code, _, err = _run(capsys, "job", "submit", str(text), str(files["B"]), "--bounty",
+                            "0.1", *key)  # fmt: skip
+        assert code == 1 and "is not a .npy file" in err and "pickle" not in err, err
+        code, _, err = _run(capsys, *submit, "--bounty", "0u")
+        assert code == 1 and "`pouw job quote` suggests one" in err, err
+        assert rpc.call("getaccount", _address(0))["pending_nonce"] == nonce
+        # bad node addresses: a line naming the flag, not a traceback
+        code, _, err = _run(capsys, "job", "status", "0" * 64, "--network", "devnet",
+                            "--datadir", str(node.datadir), "--rpc", "http://127.0.0.1:abc")
+        assert code == 1 and "--rpc 'http://127.0.0.1:abc' is not a node URL" in err, err
+        code, _, err = _run(capsys, *submit, "--bounty", "0.1", "--blob-url", "ftp://x:1")
+        assert code == 1 and "--blob-url 'ftp://x:1' is not a node URL" in err, err
+        # a shape far over the caps is answered at once
+        started = time.monotonic()
+        code, _, err = _run(capsys, "job", "quote", "100000000", "100000000", "100000000",
+                            *where)  # fmt: skip
+        assert code == 1 and "submit it in pieces" in err and time.monotonic() - started < 5
+
+        code, out, err = _run(capsys, *submit, "--bounty", "0.1")
+        assert code == 0, err
+        pid = out.strip()
+        assert f"--password-file {pw}" in err  # the printed `result` command works as is
+        # ids: checked before they reach the node or a file name
+        for bad in ("xyz", "../../../evil", pid[:16]):
+            code, _, err = _run(capsys, "job", "status", bad, *where)
+            assert code == 1 and "is not a product or job id" in err, err
+        code, _, err = _run(capsys, "job", "status", "ab" * 32, *where)
+        assert code == 1 and "the node knows no job" in err, err
+
+        result = ["job", "result", pid, "-o", str(tmp_path / "C"), *key]
+        code, _, err = _run(capsys, *result, "--a", str(files["B"]), "--b", str(files["A"]),
+                            "--wait", "120")  # fmt: skip
+        assert code == 1 and "pass the A and B it was submitted with" in err, err
+        # the right shapes, the wrong values: C checks out wrong against them, but the
+        # client finds they are not the job's operands before any challenge
+        nonce = rpc.call("getaccount", _address(0))["pending_nonce"]
+        code, _, err = _run(capsys, *result, "--a", str(files["A2"]), "--b", str(files["B"]))
+        assert code == 1 and "nothing was challenged" in err, err
+        assert rpc.call("getaccount", _address(0))["pending_nonce"] == nonce
+        code, out, err = _run(capsys, *result, "--a", str(files["A"]), "--b", str(files["B"]))
+        assert code == 0 and "verified: True" in out and f"output: {tmp_path / 'C.npy'}" in out
+        got = np.load(tmp_path / "C.npy")
+        assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+    finally:
+        node.stop()
+
+
+def test_a_submit_the_node_lost_is_sent_again(tmp_path: Path) -> None:
+    """A node with no miner: the submit waits in its pool; the node is killed and
+    restarted, its pool gone; the client sends the submit again from its manifest
+    (same job id), and a job id nobody knows gets an error saying what to do."""
+    genesis = market_genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis)
+    try:
+        rpc = node.rpc()
+
+        def client(rpc: Any) -> JobClient:
+            return JobClient(devnet_key(0), net, rpc, f"http://127.0.0.1:{node.blob}",
+                             blob_auth=read_cookie(node.datadir, "devnet"),
+                             manifest_dir=tmp_path / "products")  # fmt: skip
+
+        rng = np.random.default_rng(4)
+        pid = client(rpc).submit(rng.integers(-64, 64, (64, 256), dtype=np.int8),
+                                 rng.integers(-64, 64, (256, 64), dtype=np.int8), 100_000)
+        assert rpc.call("getjob", pid)["status"] == "pending"
+        node.proc.kill()
+        node.proc.wait(10)
+        node = Proc(tmp_path / "n0", genesis)  # the same datadir, an empty pool
+        rpc = node.rpc()
+        with pytest.raises(Exception, match="job not found"):
+            rpc.call("getjob", pid)
+        fresh = client(rpc)  # another process would read the manifest the same way
+        assert fresh.status(pid)["status"] == "pending"
+        assert rpc.call("getjob", pid)["status"] == "pending"
+        with pytest.raises(JobError, match="the node knows no job"):
+            fresh.status("cd" * 32)
+    finally:
+        node.stop()
