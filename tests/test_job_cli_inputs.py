@@ -121,6 +121,10 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
         assert code == 0 and "verified: True" in out and f"output: {tmp_path / 'C.npy'}" in out
         got = np.load(tmp_path / "C.npy")
         assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+        # the node stopped (its cookie gone): the datadir's products are still listed
+        node.stop()
+        code, out, err = _run(capsys, "job", "list", *where[:8])
+        assert code == 0 and pid in out and "node not reachable" in out, (out, err)
     finally:
         node.stop()
 

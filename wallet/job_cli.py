@@ -53,10 +53,16 @@ def blob_url_for(rpc_url: str | None, rpc_port: int) -> str:
 
 def _client(args: argparse.Namespace) -> JobClient:
     from wallet import cli as wcli
-    from wallet.rpc import RpcConnectionError, check_node_url, read_cookie
+    from wallet.rpc import RpcClient, RpcConnectionError, check_node_url, read_cookie
 
     network = wcli._network(args)  # noqa: SLF001 - shared option handling
-    rpc = wcli._rpc(args, network)  # noqa: SLF001
+    try:
+        rpc = wcli._rpc(args, network)  # noqa: SLF001
+    except RpcConnectionError:  # no cookie: the node is down (or elsewhere)
+        if not getattr(args, "node_optional", False):
+            raise
+        # `list` still shows this datadir's products, each "node not reachable"
+        rpc = RpcClient(args.rpc or f"http://127.0.0.1:{network.rpc_port}")
     if args.blob_url:
         blob = check_node_url(args.blob_url, "--blob-url")
     else:
@@ -180,6 +186,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     info = _client(args).status(args.product_id)
     if not args.json and "parts" in info:
         parts = info.pop("parts")
+        info["counts"] = ", ".join(f"{count} {state}" for state, count in info["counts"].items())
         _print(args, info)
         for job in parts:
             print(f"  {job['job_id']}: {job['status']}")
@@ -318,7 +325,7 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     common(listing, False)
     listing.add_argument("--limit", type=_positive, default=DEFAULT_LIST_LIMIT,
                          help="show at most this many (each part is one RPC call)")  # fmt: skip
-    listing.set_defaults(handler=_run(cmd_list))
+    listing.set_defaults(handler=_run(cmd_list), node_optional=True)
 
     reclaim = sub.add_parser("reclaim", help="cancel the parts nobody has claimed")
     common(reclaim, True)

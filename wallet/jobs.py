@@ -444,7 +444,7 @@ class JobClient(Collecting):
         was submitted (the manifest's time, Unix seconds) and its state on chain as
         ``status`` gives it. A manifest that cannot be read, or a product the node does
         not know, is listed with a ``status`` that says so instead of failing the list."""
-        from wallet.rpc import RpcError
+        from wallet.rpc import RpcConnectionError, RpcError
 
         if limit < 1:
             raise JobError("the list limit must be at least 1")
@@ -470,8 +470,12 @@ class JobClient(Collecting):
                        bounty=sum(plan.bounties))  # fmt: skip
             try:
                 info = self.status(pid)
-            except RpcError as exc:  # e.g. a submit that never confirmed and left the pool
-                out.append({**row, "status": f"unknown to the node ({exc.message})"})
+            except (RpcError, JobError) as exc:  # e.g. a submit lost and refused again
+                why = exc.message if isinstance(exc, RpcError) else str(exc)
+                out.append({**row, "status": f"unknown to the node ({why})"})
+                continue
+            except RpcConnectionError as exc:  # the node is down: the local list still shows
+                out.append({**row, "status": f"node not reachable ({exc})"})
                 continue
             row["status"] = info["status"]
             row["counts"] = info.get("counts", {info["status"]: 1})

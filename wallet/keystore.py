@@ -226,7 +226,10 @@ def read_keystore(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             raw = f.read(MAX_KEYSTORE_BYTES + 1)
     except FileNotFoundError:
-        raise KeystoreError(f"no keystore at {path}") from None
+        raise KeystoreError(
+            f"no keystore at {path}: make one with `pouw wallet create` or `pouw wallet "
+            "import`, or pass the --wallet or --wallet-file it is in"
+        ) from None
     except OSError as exc:
         raise KeystoreError(f"cannot read keystore {path}: {exc.strerror or exc}") from None
     if len(raw) > MAX_KEYSTORE_BYTES:

@@ -17,7 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chain.address import address_from_pubkey, decode_address, decode_any_address, encode_address
+from chain.address import (
+    AddressError,
+    address_from_pubkey,
+    decode_address,
+    decode_any_address,
+    encode_address,
+)
 from chain.keys import PrivateKey
 from chain.network import Network, load_network
 from chain.tx import Transaction, TxKind, check_transaction, sign
@@ -122,7 +128,13 @@ class Wallet:
         self, to: str, amount: int, fee: int = DEFAULT_FEE, nonce: int = 0, payload: bytes = b""
     ) -> Transaction:
         """A signed transfer (offline: no RPC). ``to`` must be of this wallet's network."""
-        recipient = decode_address(to, self.network.hrp)
+        try:
+            recipient = decode_address(to, self.network.hrp)
+        except AddressError as exc:
+            raise AddressError(
+                f"the recipient (--to) {to!r} is not an address of this network ({exc}): "
+                f"it looks like {self.network.hrp}1... (`pouw wallet address` prints yours)"
+            ) from None
         tx = Transaction(
             chain_id=self.network.chain_id,
             kind=TxKind.TRANSFER,
