@@ -9,6 +9,22 @@ from compute.engine import MiningEngine
 log = logging.getLogger("pouw.compute")
 
 ENGINES = ("numpy", "cupy")
+# What to do when CuPy cannot run: the wheels are built per CUDA major version
+# (pyproject.toml's extras; docs/OPERATIONS.md, Install).
+CUPY_INSTALL_HINT = (
+    "install CuPy for your CUDA version (`pip install 'pouw[gpu]'` for CUDA 12, "
+    "'pouw[gpu-cuda13]' for CUDA 13; `pouw miner --list-devices` shows what is found)"
+)
+
+
+class EngineUnavailableError(RuntimeError):
+    """The engine asked for cannot run on this machine; ``why`` says what failed and the
+    message adds what to do."""
+
+    def __init__(self, engine: str, why: str) -> None:
+        self.engine = engine
+        self.why = why
+        super().__init__(f"the {engine} engine is not usable here: {why}; {CUPY_INSTALL_HINT}")
 
 
 def gpu_usable() -> tuple[bool, str]:
@@ -33,8 +49,18 @@ def gpu_usable() -> tuple[bool, str]:
     return True, ""
 
 
+def check_engine(preferred: str | None) -> None:
+    """Raise EngineUnavailableError when ``preferred`` is "cupy" and CuPy cannot run here
+    (a quick check before a node starts; numpy and None always have an engine)."""
+    if preferred == "cupy":
+        ok, why = gpu_usable()
+        if not ok:
+            raise EngineUnavailableError("cupy", why)
+
+
 def select_engine(preferred: str | None = None) -> MiningEngine:
-    """"numpy", "cupy" (raises if unusable) or None: CuPy when usable, else NumPy."""
+    """The engine ``preferred`` names: "numpy", "cupy" (EngineUnavailableError if unusable)
+    or None: CuPy when usable, else NumPy."""
     if preferred not in (None, *ENGINES):
         raise ValueError(f"unknown engine {preferred!r}; choose from {', '.join(ENGINES)}")
     if preferred in (None, "cupy"):
@@ -45,7 +71,7 @@ def select_engine(preferred: str | None = None) -> MiningEngine:
             log.info("mining engine: cupy")
             return CupyEngine()
         if preferred == "cupy":
-            raise RuntimeError(f"the cupy engine is not usable here: {why}")
+            raise EngineUnavailableError("cupy", why)
         log.info("mining engine: numpy (no GPU engine: %s)", why)
     else:
         log.info("mining engine: numpy (asked for)")

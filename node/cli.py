@@ -7,17 +7,28 @@ import asyncio
 import errno
 import logging
 import os
+import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from chain.address import AddressError
+from chain.address import HRP_BY_NETWORK, AddressError, decode_address
 from chain.datadir import DatadirError
 from chain.network import NETWORKS, NetworkError, load_network
 from chain.storage_errors import StorageError
-from node.config import NodeConfig, default_datadir, network_dir
+from node.config import MAX_PORT, NodeConfig, default_datadir, network_dir
 from node.miner_cli import add_miner_parser
-from node.settings_file import ConfigError, add_node_options, resolve, show
+from node.settings_file import (
+    BY_KEY,
+    Bounds,
+    ConfigError,
+    Resolved,
+    add_node_options,
+    bounded,
+    resolve,
+    show,
+)
 from wallet.cli import add_wallet_parser, setup_logging
 from wallet.job_cli import add_job_parser
 
@@ -25,10 +36,30 @@ log = logging.getLogger("pouw")
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130  # Ctrl-C: the shell convention (128 + SIGINT)
+
+# The settings only the node's own miner reads (node/service.py): without --mine they
+# do nothing, which the node says at start rather than ignore them silently.
+MINE_ONLY = (
+    "miner_address",
+    "engine",
+    "max_blocks",
+    "market",
+    "miner_wallet",
+    "min_bounty_per_mac",
+)
+# A client dials a real port: 0 ("any free port") only means something to a listener.
+CLIENT_PORT = Bounds(1, MAX_PORT, "leave it out for the network's RPC port")
+# What a bind address may be, for the messages about a bad one.
+BIND_HINT = "127.0.0.1: this machine only; 0.0.0.0: every interface"
 
 
 class UsageError(Exception):
     """A setting is wrong (file or flags); the message says which and where."""
+
+
+class PortInUseError(UsageError):
+    """A listener's port is taken by another program; exit 1 like the other OS faults."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     show_cmd.set_defaults(handler=cmd_config_show)
     rpc = sub.add_parser("rpc", help="call a JSON-RPC method of a running node")
     _common(rpc)
-    rpc.add_argument("--rpc-port", type=int, help="JSON-RPC port (default: the network's)")
+    rpc.add_argument(
+        "--rpc-port", type=bounded(int, CLIENT_PORT), help="JSON-RPC port (default: the network's)"
+    )
     rpc.add_argument("--rpc-host", default="127.0.0.1")
     rpc.add_argument("method")
     rpc.add_argument("params", nargs="*", help="each a JSON value, else taken as a string")
@@ -88,10 +121,33 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def node_config(args: argparse.Namespace) -> NodeConfig:
+    return resolved_config(args).config
+
+
+def resolved_config(args: argparse.Namespace) -> Resolved:
     try:
-        return resolve(args).config
+        return resolve(args)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+
+
+def setting(resolved: Resolved, key: str) -> str:
+    """How the operator gave ``key``: its flag (also for a default), or the key and file."""
+    if resolved.sources.get(key) == "file":
+        return f"{key} (in {resolved.file})"
+    o = BY_KEY[key]
+    if o.kind is bool and o.neg_flag and getattr(resolved.config, key) is False:
+        return o.neg_flag
+    return o.flags
+
+
+def given(resolved: Resolved, key: str, value: Any) -> str:
+    """A setting with its value, as the operator wrote it: ``--rpc-port 70000``, or
+    ``rpc_port = 70000 (in FILE)``; a default says so."""
+    source = resolved.sources.get(key, "default")
+    if source == "file":
+        return f"{key} = {value!r} (in {resolved.file})"
+    return f"{BY_KEY[key].flags} {value}" + (" (the default)" if source == "default" else "")
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -107,7 +163,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     from node.logs import DEBUG_LOG, setup_logging
     from node.service import Node
 
-    config = node_config(args)
+    resolved = resolved_config(args)
+    config = resolved.config
     root = logging.getLogger()
     for handler in list(root.handlers):  # the plain handler of main(); ours replace it
         root.removeHandler(handler)
@@ -119,18 +176,156 @@ def cmd_node(args: argparse.Namespace) -> int:
     logging.raiseExceptions = False
     if config.config_file is not None:
         log.info("settings from %s", config.config_file)
-    if config.mine:
-        from compute.int_tile import cpu_path_problem
-
-        problem = cpu_path_problem(cpu_mines=cpu_engine_mines(config.engine))
-        if problem is not None:
-            raise UsageError(problem)
-    node = Node(config)
+    check_mining(resolved)
+    node = Node(config)  # locks the datadir first: a second node is told that, not ports
     try:
+        check_listeners(resolved, node.network.p2p_port, node.network.rpc_port)
         asyncio.run(node.run())
     finally:
         node.close()
     exit_after_shutdown(0)
+
+
+def check_mining(resolved: Resolved) -> None:
+    """Before anything opens: warn of miner settings without --mine; with it, refuse a
+    bad --miner-address, an --engine cupy that cannot run, or a bad CPU path."""
+    config = resolved.config
+    if not config.mine:
+        ignored = [setting(resolved, k) for k in MINE_ONLY if resolved.sources[k] != "default"]
+        if ignored:
+            log.warning("%s only apply with --mine (or mine = true): ignored", ", ".join(ignored))
+        return
+    if config.miner_address is not None:
+        hrp = HRP_BY_NETWORK[config.network]
+        try:
+            decode_address(config.miner_address, hrp)
+        except AddressError as exc:
+            raise UsageError(
+                f"{given(resolved, 'miner_address', config.miner_address)}: not a "
+                f"{config.network} address ({exc}); a {config.network} address looks like "
+                f"{hrp}1...; `pouw wallet address --network {config.network}` prints your "
+                f"wallet's (`pouw wallet create --network {config.network}` makes one)"
+            ) from None
+    from compute.int_tile import cpu_path_problem
+    from compute.select import EngineUnavailableError, check_engine
+
+    try:
+        check_engine(config.engine)
+    except EngineUnavailableError as exc:
+        raise UsageError(engine_message(exc, given(resolved, "engine", config.engine))) from None
+    problem = cpu_path_problem(cpu_mines=cpu_engine_mines(config.engine))
+    if problem is not None:
+        raise UsageError(problem)
+
+
+def engine_message(exc: Exception, flag: str = "--engine cupy") -> str:
+    """One line for an engine that cannot run: why, and the two ways on."""
+    return (
+        f"{flag}: {exc}; or mine on the CPU with --engine numpy (or leave --engine out: "
+        "the node then uses CuPy where it can, else NumPy)"
+    )
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A server the node will start, where the operator's settings put it."""
+
+    what: str  # "P2P", "JSON-RPC", ...
+    bind_key: str  # the setting that gave the address
+    port_key: str  # the setting of the port (or whose default it is)
+    host: str
+    port: int
+
+
+def listeners(config: NodeConfig, p2p_port: int, rpc_port: int) -> list[Listener]:
+    """The node's listening servers and their addresses, each picked as its service
+    picks it (p2p/service.py, node/rpc/service.py, node/blobs.py, node/metrics.py) from
+    the settings and the network's default ports."""
+    from node.blobs import DEFAULT_BLOB_PORT_OFFSET
+    from node.metrics import METRICS_PORT_OFFSET
+
+    out: list[Listener] = []
+    if config.listen:
+        port = config.p2p_port or p2p_port
+        out.append(Listener("P2P", "p2p_bind", "p2p_port", config.p2p_bind, port))
+    if config.rpc:
+        port = rpc_port if config.rpc_port is None else config.rpc_port
+        out.append(Listener("JSON-RPC", "rpc_bind", "rpc_port", config.rpc_bind, port))
+        if config.blobs:
+            port = (
+                (config.rpc_port or rpc_port) + DEFAULT_BLOB_PORT_OFFSET
+                if config.blob_port is None
+                else config.blob_port
+            )
+            bind_key = "rpc_bind" if config.blob_bind is None else "blob_bind"
+            host = config.blob_bind or config.rpc_bind
+            out.append(Listener("blob", bind_key, "blob_port", host, port))
+    if config.metrics:
+        port = (
+            rpc_port + METRICS_PORT_OFFSET if config.metrics_port is None else config.metrics_port
+        )
+        out.append(Listener("metrics", "metrics_bind", "metrics_port", config.metrics_bind, port))
+    return out
+
+
+def check_listeners(resolved: Resolved, p2p_port: int, rpc_port: int) -> None:
+    """Resolve and bind (then release) every listener's address before the node starts,
+    so that a bad --*-bind or a taken port is reported with its setting, before
+    ``node up``; UsageError (PortInUseError for a taken port) says which and what to do."""
+    for lis in listeners(resolved.config, p2p_port, rpc_port):
+        where = given(resolved, lis.bind_key, lis.host)
+        port = given(resolved, lis.port_key, lis.port)
+        if lis.port > MAX_PORT:  # only a default can be: the RPC port + 3
+            raise UsageError(
+                f"{port}: the RPC port + 3 is no port (at most {MAX_PORT}): pass "
+                f"{BY_KEY[lis.port_key].flags} too, or a lower --rpc-port"
+            )
+        try:
+            try_bind(lis.host, lis.port)
+        except socket.gaierror as exc:
+            raise UsageError(
+                f"{where}: cannot resolve that {lis.what} address ({exc.strerror or exc}): "
+                f"give an address or host name of this machine ({BIND_HINT})"
+            ) from None
+        except OSError as exc:
+            cause = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"{port}: the {lis.what} port is in use on {lis.host} ({cause}): another "
+                    f"program (or another node) has it: stop it, or pick another "
+                    f"{BY_KEY[lis.port_key].flags}"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(
+                    f"{where}: not an address of this machine ({cause}): give one of its "
+                    f"addresses for the {lis.what} server ({BIND_HINT})"
+                ) from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise UsageError(
+                    f"{port}: not allowed to listen on it ({cause}): ports below 1024 need "
+                    "privileges; pick one from 1024 up"
+                ) from None
+            raise UsageError(
+                f"{where}, {port}: the {lis.what} server cannot listen there ({cause}): "
+                "fix those settings"
+            ) from None
+
+
+def try_bind(host: str, port: int) -> None:
+    """Bind each address ``host`` resolves to, as asyncio's create_server does (reused
+    address, IPv6 only on IPv6 sockets), and release it; OSError as bind() raises it."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, address in infos:
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:  # a family this host lacks: create_server skips it too
+            continue
+        with sock:
+            if os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
 
 
 def cpu_engine_mines(engine: str | None) -> bool:
@@ -193,7 +388,17 @@ def os_error_message(exc: OSError) -> str:
             f"permission denied on{where} ({cause}): give the user running pouw access to it, "
             "or pass another --datadir"
         )
-    if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+    if isinstance(exc, socket.gaierror):  # a listener's address (not a file) unresolved
+        return (
+            f"cannot resolve a listen address ({cause}): fix --p2p-bind, --rpc-bind, "
+            f"--blob-bind or --metrics-bind (or that key in pouw.toml): {BIND_HINT}"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot listen: {cause}; that address is not one of this machine's: fix "
+            f"--p2p-bind, --rpc-bind, --blob-bind or --metrics-bind ({BIND_HINT})"
+        )
+    if exc.errno == errno.EADDRINUSE:
         return (
             f"cannot listen: {cause}; another program (or another node) has that port: stop "
             "it, or pick other ports (--p2p-port, --rpc-port, --blob-port, --metrics-port)"
@@ -208,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.handler(args))
         sys.stdout.flush()  # a closed pipe shows here, not in the exit's flush
         return code
+    except PortInUseError as exc:  # the machine's state, not a wrong setting: as OSError
+        log.error("%s", exc)
+        return EXIT_FAILURE
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
@@ -221,11 +429,19 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", os_error_message(exc))
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        return EXIT_FAILURE
+        # Ctrl-C in a command that waits (`pouw job result --wait`, `pouw rpc`). A running
+        # `pouw node` stops on its own signal handler instead, and exits from cmd_node.
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - last resort: say what failed, not a traceback
         # imported here: a wallet or miner command's start skips the chain's modules
         from chain.chainstate import ChainStateError
+        from compute.select import EngineUnavailableError
         from node.service import NodeError
+
+        if isinstance(exc, EngineUnavailableError):  # checked at start; this is a backstop
+            log.error("%s", engine_message(exc))
+            return EXIT_USAGE
 
         if isinstance(exc, ChainStateError):
             log.error("%s", exc)

@@ -6,6 +6,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# TCP ports are 16-bit numbers: 65535 is the highest there is.
+MAX_PORT = 65535
+# Port 0 asks the OS for any free port; the RPC, blob and metrics servers log the port
+# they got. P2P has no use for it (peers are told our listen port, and 0 there means the
+# network's default), so its lowest port is 1.
+ANY_FREE_PORT = 0
+LOWEST_P2P_PORT = 1
+
 
 def default_datadir() -> Path:
     return Path(os.environ.get("POUW_DATADIR", Path.home() / ".pouw"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Callable
@@ -18,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from chain.network import NETWORKS
-from node.config import NodeConfig, default_datadir, network_dir
+from node.config import (
+    ANY_FREE_PORT,
+    LOWEST_P2P_PORT,
+    MAX_PORT,
+    NodeConfig,
+    default_datadir,
+    network_dir,
+)
 from node.logs import CATEGORIES
 
 CONFIG_NAME = "pouw.toml"
@@ -32,6 +40,30 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """The values a number option accepts: ``low`` to ``high`` (None: no upper end), finite;
+    ``hint`` says what an end means or what to use instead, for the error message."""
+
+    low: float
+    high: float | None = None
+    hint: str = ""
+
+    def problem(self, value: float) -> str | None:
+        """None when ``value`` is accepted, else why not and what to give instead."""
+        span = f"{self.low:g} or more" if self.high is None else f"{self.low:g} to {self.high:g}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{value} is not a finite number: use {span}"
+        if self.low <= value and (self.high is None or value <= self.high):
+            return None
+        return f"{value} is out of range: use {span}" + (f" ({self.hint})" if self.hint else "")
+
+
+# Listeners that report the port they got accept 0 ("any free port"); P2P does not.
+PORT = Bounds(ANY_FREE_PORT, MAX_PORT, "0: the OS picks a free port")
+P2P_PORT = Bounds(LOWEST_P2P_PORT, MAX_PORT, "leave it out for the network's default")
+
+
+@dataclass(frozen=True)
 class Option:
     key: str  # TOML key and NodeConfig field
     kind: type  # bool, int, str, Path, or list (of str)
@@ -41,6 +73,7 @@ class Option:
     neg_flag: str | None = None  # a bool that defaults to True is turned off by this flag
     metavar: str | None = None
     file: bool = True  # may be set in the file
+    bounds: Bounds | None = None  # an int or float option's accepted values
 
     @property
     def flags(self) -> str:
@@ -66,15 +99,20 @@ OPTIONS: tuple[Option, ...] = (
         "repair a damaged chain database (LevelDB repair), then rebuild state as --reindex",
         file=False,
     ),
-    Option("max_blocks", int, "stop after mining this many blocks"),
+    Option(
+        "max_blocks",
+        int,
+        "stop after mining this many blocks",
+        bounds=Bounds(1, hint="leave it out to mine without end"),
+    ),
     Option("listen", bool, "accept inbound peers", neg_flag="--nolisten"),
     Option("p2p_bind", str, "P2P listen address"),
-    Option("p2p_port", int, "P2P port (default: the network's)"),
+    Option("p2p_port", int, "P2P port (default: the network's)", bounds=P2P_PORT),
     Option("connect", list, "connect only to this peer (repeatable)", metavar="HOST:PORT"),
     Option("addnode", list, "also connect to this peer (repeatable)", metavar="HOST:PORT"),
     Option("rpc", bool, "serve JSON-RPC", neg_flag="--norpc"),
     Option("rpc_bind", str, "JSON-RPC listen address"),
-    Option("rpc_port", int, "JSON-RPC port (default: the network's)"),
+    Option("rpc_port", int, "JSON-RPC port (default: the network's)", bounds=PORT),
     Option("rpc_user", str, "JSON-RPC user (besides the cookie file)"),
     Option("rpc_password", str, "JSON-RPC password for --rpc-user"),
     Option(
@@ -88,20 +126,41 @@ OPTIONS: tuple[Option, ...] = (
         metavar="CATEGORY",
     ),
     Option("log_file", bool, "write <datadir>/<network>/debug.log", neg_flag="--nodebuglogfile"),
-    Option("log_max_mb", int, "rotate debug.log at this size (5 old files kept)"),
+    Option(
+        "log_max_mb",
+        int,
+        "rotate debug.log at this size, MiB (5 old files kept)",
+        bounds=Bounds(1, hint="--nodebuglogfile or log_file = false: no debug.log"),
+    ),
     Option("progress", str, "terminal progress bars", choices=("auto", "always", "never")),
     Option("metrics", bool, "serve Prometheus /metrics, /health and /ready"),
     Option("metrics_bind", str, "address of the metrics server"),
-    Option("metrics_port", int, "port of the metrics server (default: the network's RPC port + 2)"),
+    Option(
+        "metrics_port",
+        int,
+        "port of the metrics server (default: the network's RPC port + 2)",
+        bounds=PORT,
+    ),
     Option("dashboard", bool, "serve the web dashboard at /dashboard/ on the RPC port"),
     Option("blobs", bool, "serve matrix blobs of the compute market", neg_flag="--noblobs"),
     Option("blob_bind", str, "address of the blob server (default: --rpc-bind)"),
-    Option("blob_port", int, "port of the blob server (default: the network's RPC port + 3)"),
-    Option("blob_quota_mb", int, "disk quota of the blob store, MiB"),
+    Option(
+        "blob_port",
+        int,
+        "port of the blob server (default: the RPC port + 3)",
+        bounds=PORT,
+    ),
+    Option(
+        "blob_quota_mb",
+        int,
+        "disk quota of the blob store, MiB",
+        bounds=Bounds(1, hint="--noblobs or blobs = false: no blob server"),
+    ),
     Option(
         "blob_keep_hours",
         float,
         "keep blobs no job in flight needs this long (0: until the quota needs room)",
+        bounds=Bounds(0, hint="0: keep them until the quota needs room"),
     ),
     Option("market", bool, "mine paid jobs when one is open (with --mine)", neg_flag="--nomarket"),
     Option(
@@ -110,7 +169,12 @@ OPTIONS: tuple[Option, ...] = (
         "wallet name whose key signs job results (password: $POUW_WALLET_PASSWORD)",
         metavar="NAME",
     ),
-    Option("min_bounty_per_mac", float, "least bounty per multiply-add worth mining, base units"),
+    Option(
+        "min_bounty_per_mac",
+        float,
+        "least bounty per multiply-add worth mining, base units",
+        bounds=Bounds(0, hint="0: any paid job"),
+    ),
 )
 BY_KEY = {o.key: o for o in OPTIONS}
 TYPE_NAMES = {
@@ -121,6 +185,21 @@ TYPE_NAMES = {
     list: "a list of strings",
     float: "a number",
 }
+
+
+def bounded(kind: type, bounds: Bounds) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a number flag: argparse's own message for text that is
+    no number, ours (the value, the range, what to use) for one out of ``bounds``."""
+
+    def convert(text: str) -> Any:
+        value = kind(text)  # ValueError: argparse says "invalid int value: 'x'"
+        problem = bounds.problem(value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in its own message
+    return convert
 
 
 def add_node_options(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +237,7 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 o.flags,
                 dest=o.key,
-                type=o.kind,
+                type=o.kind if o.bounds is None else bounded(o.kind, o.bounds),
                 default=S,
                 choices=o.choices,
                 metavar=o.metavar,
@@ -282,6 +361,8 @@ def parse_config(raw: bytes, path: Path, explicit: bool) -> dict[str, Any]:
                 + (f" ({', '.join(o.choices)})" if o.choices else "")
                 + f", not {type(value).__name__} {value!r}"
             ) from None
+        if o.bounds is not None and (problem := o.bounds.problem(out[key])) is not None:
+            raise ConfigError(f"{_where(path, text, key)}: key {key!r}: {problem}")
         if o.choices and out[key] not in o.choices:
             raise ConfigError(
                 f"{_where(path, text, key)}: key {key!r} must be one of "
@@ -333,7 +414,7 @@ def resolve(args: argparse.Namespace, make: Callable[..., NodeConfig] = NodeConf
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
+    if isinstance(value, int | float):  # a float quoted would read back as a string
         return str(value)
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"

@@ -1,0 +1,279 @@
+"""Bad input to `pouw node` (flags and pouw.toml) ends in one clear line that names the
+setting and its value, never a traceback; Ctrl-C in a waiting command says so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from compute.select import EngineUnavailableError, gpu_usable, select_engine
+from node.cli import main
+from tests.p2putil import free_port
+
+# A node that fails a setting check stops within a second or two; a minute covers a
+# slow, loaded CI machine without letting a hung node hold the run.
+NODE_TIMEOUT_S = 60
+
+
+def pouw(*args: str) -> list[str]:
+    return [sys.executable, "-m", "node.cli", *args]
+
+
+def sigint_default() -> None:
+    """In the child: SIGINT as a terminal gives it. A test run started in the background
+    inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="module")
+def datadir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("node")
+    assert main(["init", "--network", "devnet", "--datadir", str(path)]) == 0
+    return path
+
+
+def own_ports() -> list[str]:
+    """P2P, RPC and blob ports of the node's own, so nothing else listening interferes."""
+    return ["--p2p-port", str(free_port()), "--rpc-port", str(free_port()),
+            "--blob-port", str(free_port())]  # fmt: skip
+
+
+def run_node(datadir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        pouw("node", "--network", "devnet", "--datadir", str(datadir), "--progress", "never",
+             *own_ports(), *extra),
+        capture_output=True, text=True, timeout=NODE_TIMEOUT_S,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def one_clean_error(got: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    assert got.returncode == code, got.stderr
+    assert "Traceback" not in got.stderr, got.stderr
+    assert "node up" not in got.stderr, got.stderr  # refused before the node said it runs
+    errors = [line for line in got.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, got.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def config_show(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, *argv: str
+) -> tuple[int, str, str]:
+    """`pouw config show ...` in this process: the node's option parser and file checks.
+    Returns the exit code, stdout, and stderr with the logged lines (pytest holds those)."""
+    try:
+        code = main(["config", "show", *argv])
+    except SystemExit as exc:  # argparse refuses a flag
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err + caplog.text
+
+
+# --- 1 and 5: ranges of number flags and keys ----------------------------------------
+
+RANGE_CASES = [
+    ("rpc_port", "70000", "use 0 to 65535"),
+    ("rpc_port", "-1", "use 0 to 65535"),
+    ("p2p_port", "70000", "use 1 to 65535"),
+    ("p2p_port", "0", "use 1 to 65535"),
+    ("blob_port", "70000", "use 0 to 65535"),
+    ("metrics_port", "70000", "use 0 to 65535"),
+    ("blob_quota_mb", "-1", "use 1 or more"),
+    ("blob_keep_hours", "-5", "use 0 or more"),
+    ("blob_keep_hours", "nan", "not a finite number"),
+    ("log_max_mb", "0", "use 1 or more"),
+    ("min_bounty_per_mac", "-3", "use 0 or more"),
+    ("max_blocks", "0", "use 1 or more"),
+    ("max_blocks", "-1", "use 1 or more"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "rule"), RANGE_CASES)
+def test_a_flag_out_of_range_is_refused_with_its_range(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+    value: str,
+    rule: str,
+) -> None:
+    flag = "--" + key.replace("_", "-")
+    code, out, err = config_show(capsys, caplog, "--datadir", str(tmp_path), f"{flag}={value}")
+    assert code == 2 and out == "", out
+    assert f"argument {flag}: {value}" in err and rule in err, err
+
+
+@pytest.mark.parametrize(("key", "value", "rule"), RANGE_CASES)
+def test_a_key_out_of_range_is_refused_naming_file_line_and_key(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+    value: str,
+    rule: str,
+) -> None:
+    file = tmp_path / "devnet" / "pouw.toml"
+    file.parent.mkdir(parents=True)
+    file.write_text(f"mine = false\n{key} = {value}\n")
+    code, out, err = config_show(capsys, caplog, "--datadir", str(tmp_path))
+    assert code == 2 and out == "", out
+    assert f"{file}:2: key '{key}': " in err and rule in err, err
+
+
+def test_the_meaningful_ends_are_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """0 keeps its documented meaning where it has one (docs/OPERATIONS.md)."""
+    file = tmp_path / "devnet" / "pouw.toml"
+    file.parent.mkdir(parents=True)
+    file.write_text("blob_keep_hours = 0\nmin_bounty_per_mac = 0\nrpc_port = 0\n")
+    code, out, err = config_show(
+        capsys, caplog, "--datadir", str(tmp_path), "--blob-port", "0", "--metrics-port", "65535"
+    )
+    assert code == 0, err
+    assert "blob_keep_hours = 0.0  # file" in out  # a number, not the string "0.0"
+    assert "rpc_port = 0  # file" in out and "blob_port = 0  # flag" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (("--rpc-port", "70000"), "argument --rpc-port: 70000 is out of range"),
+        (("--mine", "--max-blocks", "0"), "argument --max-blocks: 0 is out of range"),
+    ],
+)
+def test_the_node_refuses_a_bad_number_before_it_starts(
+    datadir: Path, extra: tuple[str, ...], said: str
+) -> None:
+    got = run_node(datadir, *extra)
+    assert got.returncode == 2 and said in got.stderr, got.stderr
+    assert "Traceback" not in got.stderr and "node up" not in got.stderr, got.stderr
+
+
+def test_rpc_command_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["rpc", "--rpc-port", "70000", "getblockcount"])
+    assert done.value.code == 2
+    assert "argument --rpc-port: 70000 is out of range: use 1 to 65535" in capsys.readouterr().err
+
+
+# --- 3 and 7: listen addresses and ports, checked before `node up` ----------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (("--rpc-bind", "999.1.1.1"), ("--rpc-bind 999.1.1.1", "cannot resolve", "0.0.0.0")),
+        (("--blob-bind", "nosuchhost.invalid"), ("--blob-bind nosuchhost.invalid", "resolve")),
+    ],
+)
+def test_an_unresolvable_bind_address_names_the_flag(
+    datadir: Path, extra: tuple[str, ...], words: tuple[str, ...]
+) -> None:
+    line = one_clean_error(run_node(datadir, *extra), 2, *words)
+    assert "file" not in line, line
+
+
+def test_an_unresolvable_bind_address_in_the_file_names_the_key(
+    datadir: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('rpc_bind = "999.1.1.1"\n')
+    got = run_node(datadir, "--config", str(config))
+    one_clean_error(got, 2, "rpc_bind = '999.1.1.1'", str(config), "cannot resolve")
+
+
+def test_a_port_in_use_names_the_flag_before_node_up(datadir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        got = run_node(datadir, "--rpc-port", str(port), "--blob-port", str(free_port()))
+    one_clean_error(got, 1, f"--rpc-port {port}", "in use", "pick another --rpc-port")
+
+
+# --- 2 and 4: the miner's settings ------------------------------------------------------
+
+
+@pytest.mark.skipif(gpu_usable()[0], reason="CuPy runs here: --engine cupy is valid")
+def test_engine_cupy_without_cupy_is_one_line_with_the_next_step(datadir: Path) -> None:
+    with pytest.raises(EngineUnavailableError, match="install CuPy"):
+        select_engine("cupy")
+    got = run_node(datadir, "--mine", "--engine", "cupy")
+    one_clean_error(got, 2, "--engine cupy", "not usable here", "install CuPy", "--engine numpy")
+
+
+def test_a_bad_miner_address_names_the_flag_and_the_form(datadir: Path) -> None:
+    got = run_node(datadir, "--mine", "--miner-address", "bogus")
+    one_clean_error(got, 2, "--miner-address bogus", "dpw1...", "pouw wallet address")
+
+
+# --- 6 and 8: miner settings without --mine; Ctrl-C -------------------------------------
+
+
+def test_miner_settings_without_mine_are_named_and_the_node_stops_cleanly_on_ctrl_c(
+    datadir: Path,
+) -> None:
+    proc = subprocess.Popen(
+        pouw("node", "--network", "devnet", "--datadir", str(datadir), "--progress", "never",
+             *own_ports(), "--market", "--engine", "numpy", "--miner-wallet", "w",
+             "--miner-address", "bogus"),
+        stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    seen: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if "node up" in line:
+                break
+        proc.send_signal(signal.SIGINT)  # the node's own clean stop, unchanged
+        rest = proc.communicate(timeout=NODE_TIMEOUT_S)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = "".join(seen) + rest
+    warning = next((line for line in seen if " WARNING " in line and "--mine" in line), "")
+    for flag in ("--market", "--engine", "--miner-wallet", "--miner-address"):
+        assert flag in warning, text
+    assert proc.returncode == 0 and "node stopped at height" in rest, text
+    assert "interrupted" not in text and "Traceback" not in text, text
+
+
+def test_ctrl_c_in_a_waiting_command_says_interrupted_and_exits_130(tmp_path: Path) -> None:
+    """`pouw rpc` waiting for a node that never answers, stopped with Ctrl-C."""
+    (tmp_path / "devnet").mkdir()
+    (tmp_path / "devnet" / ".cookie").write_text("__cookie__:secret")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        proc = subprocess.Popen(
+            pouw("rpc", "--datadir", str(tmp_path), "--rpc-port", str(port), "getblockcount"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=sigint_default,
+        )  # fmt: skip
+        try:
+            silent.settimeout(NODE_TIMEOUT_S)
+            conn, _ = silent.accept()  # it has sent its call and waits for the answer
+            with conn:
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=NODE_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
