@@ -178,7 +178,9 @@ class BlobStore:
             if path.exists():
                 try:
                     arr = np.load(path, mmap_mode="r")
-                except (OSError, ValueError):
+                except (OSError, ValueError, EOFError):  # gone, or cut short (a crash)
+                    return None
+                if arr.ndim != 2:
                     return None
                 return BlobInfo(root, kind, int(arr.shape[0]), int(arr.shape[1]))
         return None
@@ -317,7 +319,7 @@ class BlobStore:
             return None
         try:
             return np.load(self._path(root, info.kind, "npy"), mmap_mode="r")
-        except (OSError, ValueError):  # deleted (stored(), pruned) since find
+        except (OSError, ValueError, EOFError):  # deleted (stored(), pruned) since find
             return None
 
     def leaves(self, root: bytes) -> bytes | None:
@@ -351,9 +353,13 @@ class BlobStore:
         return arr[start : start + count].tobytes()
 
     def _have_locked(self, root: bytes, kind: str) -> bool:
-        """The blob is here: stored again, it counts as stored now (``touch``)."""
+        """The blob is here, readable: stored again, it counts as stored now (``touch``).
+        A file that does not read back (cut short by a crash) is written anew."""
         if root in self._pending:
             return True
+        info = self.find(root)
+        if info is None or info.kind != kind:
+            return False
         return self._touch_locked(self._path(root, kind, "npy"))
 
     @staticmethod

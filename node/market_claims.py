@@ -89,6 +89,7 @@ class MarketCounters:
     products: int = 0  # job products computed
     multiply_adds: int = 0
     recomputed: int = 0  # job products computed a second time (must stay 0)
+    restored: int = 0  # committed C lost from the blob store and computed again
     commits: int = 0
     reveals: int = 0
 

@@ -59,6 +59,8 @@ MAX_RESULTS = 65536  # roots of computed C remembered (32 bytes each, oldest dro
 RIVAL_SCAN_S = 0.02  # rival claims are read from the pool at most this often
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 PICKS_PER_CALL = 4  # next_work's choices made again as blocks arrive, at most
+RESTORE_WAIT_S = 0.05  # a restore's operands waited for per pick (our own store: at once)
+RESTORE_RETRY_S = 30.0  # a restore whose operands no source served is tried again after
 
 
 class MarketMiner(ClaimRounds):
@@ -170,7 +172,7 @@ class MarketMiner(ClaimRounds):
         # after the claims on chain (their deadlines run), before the pooled ones: a
         # committed job's C to serve again (mined as our own work: its commit stands)
         for job_id, held in restores:
-            if await self.operands.fetch(job_id, held):
+            if await self._restore_operands(job_id, held):
                 assert held.a is not None and held.b is not None
                 return JobRef(job_id, held.job.h_a, held.job.h_b, named=False), held.a, held.b
         if not waiting:
@@ -254,11 +256,12 @@ class MarketMiner(ClaimRounds):
 
     def deliver(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
         """The product of a job we hold is done: store C, commit its root."""
-        if job_id in self._computed:
+        held = self.held.get(job_id)
+        restore = held is not None and held.restore
+        if job_id in self._computed and not restore:  # (a restore is counted as one)
             self.counters.recomputed += 1
         self._computed.add(job_id)
         self.counters.products += 1
-        held = self.held.get(job_id)
         if held is None:
             return None
         self.counters.multiply_adds += held.job.multiply_adds
@@ -331,12 +334,41 @@ class MarketMiner(ClaimRounds):
             return
         held.restore, held.computed = True, False
         held.download = None  # a finished download's operands were dropped with C
+        # a file that is there but does not read back (cut short by a crash) would make
+        # the store take the new C for one it has: it goes first
+        if held.result_root is not None:
+            self.store.delete(held.result_root)
         log.warning("job %s: %s: computing C again to serve it", job_id.hex()[:16], why)
+
+    async def _restore_operands(self, job_id: bytes, held: Held) -> bool:
+        """A restore's operands in hand, without holding up the mining loop: their
+        download runs in the background (waited for RESTORE_WAIT_S at most: from our
+        own store it is done by then), and one that failed is tried again only after
+        RESTORE_RETRY_S (the job's buyer may be offline for the rest of its window)."""
+        now = time.monotonic()
+        if held.a is not None and held.b is not None:
+            return True
+        if held.download is None:
+            if now < held.restore_after:
+                return False
+            self.operands.prefetch(job_id, held)
+            if held.download is None:  # no event loop (a test driving the miner directly)
+                return await self.operands.fetch(job_id, held)
+        task = held.download
+        await asyncio.wait({task}, timeout=RESTORE_WAIT_S)
+        if not task.done():
+            return False  # still coming: a later call takes it
+        held.download = None
+        if task.cancelled() or task.exception() is not None or not task.result():
+            held.restore_after = now + RESTORE_RETRY_S
+            return False
+        return held.a is not None and held.b is not None
 
     def _restored(self, job_id: bytes, held: Held, c: npt.NDArray[np.integer]) -> None:
         """C computed again (``_restore``): stored if it is the committed one, and a
         probe that waits for it answered now."""
         held.restore = False
+        self.counters.restored += 1
         job = get_job(self.chain.state_get, job_id) or held.job
         root = self.store.put("c", c)
         if root != job.result_root:

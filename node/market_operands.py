@@ -59,6 +59,7 @@ class Held:
     # directory): computed again only to serve it and answer probes, never committed
     restore: bool = False
     unservable: bool = False  # C computed again did not match the committed root
+    restore_after: float = 0.0  # (monotonic) a restore's operands failed: not before this
     leaves: OperandLeaves | None = None  # of A's rows and B's columns, checked
     download: asyncio.Future[bool] | None = None  # the operands' download, once started
 

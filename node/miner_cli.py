@@ -208,9 +208,10 @@ def cmd_miner(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: miner.request_stop())
     try:
         return miner.run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C: the operator's way to stop it, as SIGTERM
         miner.close()
-        return EXIT_FAILURE
+        print("pouw miner stopped (Ctrl-C)", file=sys.stderr)
+        return 0
 
 
 def _market(

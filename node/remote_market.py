@@ -357,7 +357,9 @@ class RemoteMarket(ResultDelivery):
         template may name it (our claim is on chain); a claim still in the pool counts
         once it is the lowest standing one of the job there and the rival wait old, or
         at once if unrivalled (see the module)."""
-        for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
+        # a C to serve again after the claimed jobs, whose deadlines run
+        for job_id, held in sorted(self.held.items(), key=lambda kv: (kv[1].restore,
+                                                                     kv[1].claimed_at)):
             if held.dispatched or not self._fetch(job_id, held):
                 continue
             try:

@@ -141,12 +141,12 @@ class ResultDelivery:
 
     def deliver(self, job_id: str, c: npt.NDArray[np.integer]) -> None:
         """A worker finished the product: upload C to the node, commit its root."""
-        if job_id in self._computed:
-            self.recomputed += 1
+        held = self.held.get(job_id)
+        if job_id in self._computed and not (held is not None and held.restore):
+            self.recomputed += 1  # (C computed again after the node lost it is not one)
         self._computed.add(job_id)
         self.products += 1
         self.job_multiply_adds += self._in_work.pop(job_id, 0)
-        held = self.held.get(job_id)
         if held is None or (held.commit_sent and not held.restore):  # a second product
             return
         held.a = held.bt = None

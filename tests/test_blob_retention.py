@@ -138,3 +138,19 @@ def test_a_blob_stored_again_or_touched_counts_as_new(tmp_path: Path) -> None:
     assert [store.delete_stale(root, time.time() - DAY) for root, _, _ in stale][:2] == [0, 0]
     assert store.find(roots[0]) and store.find(roots[1]) and store.find(roots[2]) is None
     assert store.used() == sum(size for _, _, size in store.stored())
+
+
+def test_a_blob_cut_short_on_disk_is_written_again(tmp_path: Path) -> None:
+    """A file that does not read back (a crash while it was written, with no fsync) is
+    not there: storing the blob again writes it anew instead of only touching it, and
+    an empty file reads as missing rather than raising."""
+    store = BlobStore(tmp_path / "blobs")
+    c = np.arange(64 * 16, dtype=np.int32).reshape(64, 16)
+    root = store.put("c", c)
+    store.flush()
+    (npy,) = (tmp_path / "blobs").glob(f"{root.hex()}.c.npy")
+    npy.write_bytes(b"")
+    assert store.find(root) is None and store.get(root) is None
+    assert store.put("c", c) == root
+    store.flush()
+    assert np.array_equal(store.get(root), c)

@@ -18,6 +18,7 @@ import pytest
 from chain.keys import devnet_key
 from chain.network import load_network
 from node.cli import main as pouw
+from tests.chainutil import transfer
 from tests.test_market_e2e import Proc, _address, market_genesis, wait_for
 from tests.test_remote_market import _edit_genesis
 from wallet.jobs import JobClient, JobError
@@ -159,5 +160,23 @@ def test_a_submit_the_node_lost_is_sent_again(tmp_path: Path) -> None:
         assert rpc.call("getjob", pid)["status"] == "pending"
         with pytest.raises(JobError, match="the node knows no job"):
             fresh.status("cd" * 32)
+        # lost again, with a second product; then the first one's nonce goes to a
+        # transfer: that submit is not sent again (it would replace the transfer), the
+        # second still is (its nonce is the next free one)
+        second = fresh.submit(rng.integers(-64, 64, (64, 256), dtype=np.int8),
+                              rng.integers(-64, 64, (256, 64), dtype=np.int8), 100_000)
+        node.proc.kill()
+        node.proc.wait(10)
+        node = Proc(tmp_path / "n0", genesis)
+        rpc = node.rpc()
+        paid = transfer(net, 0, 0, bytes(20), 1)
+        rpc.call("sendrawtransaction", paid.to_bytes().hex())
+        after = client(rpc)
+        with pytest.raises(JobError, match="its nonce has been used since"):
+            after.status(pid)
+        assert after.status(second)["status"] == "pending"
+        statuses = {row["product_id"]: row["status"] for row in after.products()}
+        assert statuses[pid] == "unknown to the node (job not found)", statuses
+        assert statuses[second] == "pending", statuses
     finally:
         node.stop()

@@ -124,17 +124,21 @@ def test_a_committed_c_lost_from_the_store_is_computed_again_and_the_probe_answe
     asyncio.run(miner.next_work())
     assert [tx.kind for tx in node.mine()] == [TxKind.JOB_REVEAL]
     assert not get_job(chain.state_get, job_id).probe_open  # type: ignore[union-attr]
-    # C lost again, found by the next probe: computed again (a second time in this
-    # process, so counted as recomputed) and the probe answered at once
-    store.delete(root)
+    # C lost again, found by the next probe: computed again (counted as restored, not
+    # as a product computed twice) and the probe answered at once
+    store.flush()  # (written behind: on disk now)
+    (npy,) = store.dir.glob(f"{root.hex()}.c.npy")
+    npy.write_bytes(b"")  # cut short by a crash: there, but not readable
     _probe(node, job_id, 5)
     work = asyncio.run(miner.next_work())
     assert work is not None and work[0].job_id == job_id and work[0].named is False
     assert node.sent == []
     miner.deliver(job_id, c)
+    assert store.get(root) is not None  # written anew, not taken for the damaged file
     assert [tx.kind for tx in node.mine()] == [TxKind.JOB_REVEAL]
     assert not get_job(chain.state_get, job_id).probe_open  # type: ignore[union-attr]
-    assert miner.counters.recomputed == 1 and miner.counters.commits == 0
+    assert miner.counters.recomputed == 0 and miner.counters.restored == 2
+    assert miner.counters.commits == 0
     # lost again, and what comes back is not the committed C: not stored, not served,
     # and not computed yet again
     store.delete(root)

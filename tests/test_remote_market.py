@@ -140,6 +140,9 @@ def test_pouw_miner_delivers_before_anything_confirms(tmp_path: Path) -> None:
         log = (tmp_path / "miner.log").read_text()
         assert "its submit still pooled" in log and "its claim still pooled" in log, log[-3000:]
         assert log.count("committed job") == 1, log[-3000:]
+        miner.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, as SIGTERM's
+        assert miner.wait(20) == 0
+        assert "pouw miner stopped (Ctrl-C)" in (tmp_path / "miner.log").read_text()
     finally:
         _stop(miner)
         miner_log.close()

@@ -198,6 +198,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_result(args: argparse.Namespace) -> int:
     client = _client(args)
     a, b = _load(args.a_file, "A"), _load(args.b_file, "B")
+    client.check_operands(args.product_id, a, b)  # wrong files: said now, not after a wait
     if args.wait:  # what happens meanwhile, on stderr (stdout stays the result)
         client.wait(args.product_id, args.wait, progress=lambda line: print(line, file=sys.stderr))
     res = client.result(args.product_id, a, b, challenge=not args.no_challenge)

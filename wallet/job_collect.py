@@ -96,7 +96,7 @@ class Collecting:
     manifest: Callable[[str], Manifest | None]
     status: Callable[..., dict[str, Any]]
     _plan: Callable[[int, int, int, int, int], Manifest]
-    _job: Callable[[str], dict[str, Any]]
+    _job: Callable[..., dict[str, Any]]
     _send: Callable[[Any], str]
     _signer: Callable[[], PrivateKey]
     _nonce: Callable[[], int]
@@ -107,6 +107,28 @@ class Collecting:
         if product_id in self._operands:
             return self._operands[product_id]
         raise JobError("pass A and B (the client needs them to check C)")
+
+    def check_operands(self, product_id: str, a: Any, b: Any) -> None:
+        """JobError if A and B cannot be the product's operands (checked as ``result``
+        checks them, before a long wait for it)."""
+        self._plan_for(product_id, *self._operands_of(product_id, a, b))
+
+    def _plan_for(self, product_id: str, a8: Any, b8: Any) -> Manifest:
+        """The product's plan, A and B's shapes checked against it (a bare job id: a
+        plan of one part made from them)."""
+        plan = self.manifest(product_id)
+        if plan is None:  # a bare job: the whole product is one part
+            if a8.shape[1] != b8.shape[0]:
+                raise JobError(f"A is {a8.shape}, B is {b8.shape}: inner dimensions differ")
+            plan = self._plan(a8.shape[0], a8.shape[1], b8.shape[1], 2**62, 1)
+            plan.job_ids = [product_id]
+        elif (a8.shape, b8.shape) != ((plan.m, plan.k), (plan.k, plan.n)):
+            raise JobError(
+                f"A is {a8.shape} and B {b8.shape}, but product {product_id[:16]} is "
+                f"{plan.m}x{plan.k} by {plan.k}x{plan.n}: pass the A and B it was submitted "
+                "with (--a A.npy --b B.npy)"
+            )
+        return plan
 
     def _prepare_checks(self, product_id: str) -> None:
         """The A and B side of every part's Freivalds check, for a product this client
@@ -153,7 +175,9 @@ class Collecting:
         for number, job_id in enumerate(job_ids, 1):
             seen = None
             while True:
-                job = answers[job_id] = self._wait_job(job_id, deadline - time.monotonic())
+                now = time.monotonic()  # (each call ends in time for the next heartbeat)
+                left = min(deadline - now, said + HEARTBEAT_S - now)
+                job = answers[job_id] = self._wait_job(job_id, max(left, 0.0))
                 name = f"part {number}/{len(job_ids)} ({job_id[:16]})"
                 beat = time.monotonic() - said >= HEARTBEAT_S  # said again, changed or not
                 if _deliverable(job):
@@ -205,11 +229,11 @@ class Collecting:
             except Exception as exc:  # an RPC client's error carries the JSON-RPC code
                 code = getattr(exc, "code", None)
                 if code == NOT_FOUND:  # a lost submit: sent again from the manifest
-                    return self._job(job_id)
+                    return self._job(job_id, True)
                 if code != METHOD_NOT_FOUND:
                     raise
                 self._long_poll = False  # an older node: poll it
-        job = self._job(job_id)
+        job = self._job(job_id, True)
         if not (_deliverable(job) or job["status"] in FAILED) and left > 0:
             time.sleep(min(POLL_S, left))
         return job
@@ -235,19 +259,8 @@ class Collecting:
         Raises JobError when a part has not delivered yet or failed (refunded, expired,
         reclaimed), naming the parts and what to do."""
         a8, b8 = self._operands_of(product_id, a, b)
-        plan = self.manifest(product_id)
-        if plan is None:  # a bare job: the whole product is one part
-            if a8.shape[1] != b8.shape[0]:
-                raise JobError(f"A is {a8.shape}, B is {b8.shape}: inner dimensions differ")
-            plan = self._plan(a8.shape[0], a8.shape[1], b8.shape[1], 2**62, 1)
-            plan.job_ids = [product_id]
-        elif (a8.shape, b8.shape) != ((plan.m, plan.k), (plan.k, plan.n)):
-            raise JobError(
-                f"A is {a8.shape} and B {b8.shape}, but product {product_id[:16]} is "
-                f"{plan.m}x{plan.k} by {plan.k}x{plan.n}: pass the A and B it was submitted "
-                "with (--a A.npy --b B.npy)"
-            )
-        jobs = [self._job(j) for j in plan.job_ids]
+        plan = self._plan_for(product_id, a8, b8)
+        jobs = [self._job(j, True) for j in plan.job_ids]
         for part, job in zip(plan.parts, jobs, strict=True):
             if part.shape != (job["m"], job["k"], job["n"]):
                 raise JobError(
@@ -277,7 +290,23 @@ class Collecting:
         results = [got[0] if isinstance(got, tuple) else got for got in collected]
         t1 = time.perf_counter()
         out = JobResult(np.zeros((0, 0), np.int64), True, timings={"transfer_s": t1 - t0})
+        mine = a is None and b is None  # the operands this client submitted
+        checked = []  # (part, job, C or why it could not be had, C checks out)
         for part, job, got, came in zip(plan.parts, jobs, results, collected, strict=True):
+            ok: bool | None = None
+            if not isinstance(got, str):
+                # prepared while waiting, for the operands this client submitted (and
+                # maybe already run by the background download)
+                ok = came[1] if mine and isinstance(came, tuple) else None
+                check = self._checks.pop(job["job_id"], None) if mine and ok is None else None
+                if check is not None:
+                    ok = check.result().check(got)
+                if ok is None:
+                    ok = freivalds_check(*part.operands(a8, b8), got)
+                if not ok and not mine:  # the caller's operands may not be the submitted
+                    _check_submitted(job, *part.operands(a8, b8))  # ones: before any action
+            checked.append((part, job, got, ok))
+        for part, job, got, ok in checked:
             # a challenge or probe needs the commit on chain, not only in a pool
             act = challenge and job["status"] == "committed"
             later = (
@@ -291,24 +320,11 @@ class Collecting:
                     self._probe(job, out)
                 elif challenge:
                     out.actions[-1] += later
-                continue
-            # prepared while waiting, for the operands this client submitted (and maybe
-            # already run by the background download)
-            mine = a is None and b is None
-            ok = came[1] if mine and isinstance(came, tuple) else None
-            check = self._checks.pop(job["job_id"], None) if mine and ok is None else None
-            if check is not None:
-                ok = check.result().check(got)
-            if ok is None:
-                ok = freivalds_check(*part.operands(a8, b8), got)
-            if not ok:
-                pa, pb = part.operands(a8, b8)
-                if not mine:  # the caller's operands: they may not be the submitted ones
-                    _check_submitted(job, pa, pb)
+            elif not ok:
                 out.verified = False
                 out.actions.append(f"{job['job_id'][:16]}: C is wrong")
                 if act:
-                    self._challenge(job, pa, pb, got, out)
+                    self._challenge(job, *part.operands(a8, b8), got, out)
                 elif challenge:
                     out.actions[-1] += later
         t2 = time.perf_counter()

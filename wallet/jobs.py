@@ -74,6 +74,10 @@ NOT_FOUND = -5  # the node's JSON-RPC code for an unknown job (node/rpc/errors.p
 ID_HEX = 64  # a product or job id: 32 bytes in hex
 
 
+class UnknownJobError(JobError):
+    """The node knows no such job (and the client has no submit of it to send again)."""
+
+
 def check_id(product_id: str) -> str:
     """A product or job id as `pouw job submit` printed it (64 hex digits); JobError
     otherwise (it also names a manifest file: nothing else may reach the path)."""
@@ -154,7 +158,7 @@ class JobClient(Collecting):
             else None
         )
         self._pending_nonce: int | None = None
-        self._submits: dict[str, str] = {}  # job id -> its signed JOB_SUBMIT (hex)
+        self._submits: dict[str, Any] = {}  # job id -> its signed JOB_SUBMIT (Transaction)
         self._products: dict[str, Manifest] = {}
         self._operands: dict[str, tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]] = {}
         self._probes: dict[str, int] = {}
@@ -231,8 +235,15 @@ class JobClient(Collecting):
         return None
 
     def _remember_submits(self, plan: Manifest) -> None:
+        from chain.tx import Transaction
+
         for job_id, raw in zip(plan.job_ids, plan.submits, strict=False):
-            self._submits[job_id] = raw
+            try:
+                tx = Transaction.from_bytes(bytes.fromhex(raw))
+            except ValueError:  # a damaged manifest: nothing to send again
+                continue
+            if tx.txid.hex() == job_id:  # (a job's id is its submit's txid)
+                self._submits[job_id] = tx
 
     def _plan(self, m: int, k: int, n: int, max_part: int, min_parts: int) -> Manifest:
         try:
@@ -385,50 +396,68 @@ class JobClient(Collecting):
         matrix = blob() if callable(blob) else blob
         return upload_blob(self.blob_url, kind, matrix, self.blob_auth)  # type: ignore[arg-type]
 
-    def _job(self, job_id: str) -> dict[str, Any]:
-        """The node's record of a job (or of its pooled submit). A submit the node no
-        longer knows (it restarted before a block took it, and its pool went with it)
-        is sent again from the manifest, with the same id."""
-        from wallet.rpc import RpcError
+    def _job(self, job_id: str, resend: bool = False) -> dict[str, Any]:
+        """The node's record of a job (or of its pooled submit). With ``resend``, a
+        submit the node no longer knows (it restarted before a block took it, and its
+        pool went with it) is sent again from the manifest, with the same id: only
+        while its nonce is still the account's next free one or later (so it replaces
+        no other transaction of ours) and it has not expired (else the chain would fail
+        it and keep its fee)."""
+        from wallet.rpc import RpcError, get_account
 
         try:
             return dict(self.rpc.call("getjob", job_id))
         except RpcError as exc:
             if exc.code != NOT_FOUND:
                 raise
-        raw = self._submits.get(job_id)
-        if raw is None:
-            raise JobError(
-                f"the node knows no job {job_id}: check the id (`pouw job list` shows this "
-                "datadir's products); a submit that was not in a block when the node "
-                "restarted is gone: submit the product again"
+        tx = self._submits.get(job_id) if resend else None
+        lost = (
+            f"the node knows no job {job_id}: check the id (`pouw job list` shows this "
+            "datadir's products); a submit that was not in a block when the node restarted "
+            "is gone with its pool"
+        )
+        if tx is None:
+            raise UnknownJobError(f"{lost}: submit the product again")
+        from chain.job_payloads import JobSubmit, decode_job_payload
+
+        submit = decode_job_payload(tx.kind, tx.payload)
+        assert isinstance(submit, JobSubmit)
+        from chain.address import encode_address
+
+        sender = get_account(self.rpc, encode_address(self.network.hrp, tx.sender))
+        if tx.nonce < sender.pending_nonce or submit.expires <= self._mtp():
+            raise UnknownJobError(
+                f"{lost}, and its nonce has been used since or it has expired: submit the "
+                "product again"
             )
         try:
-            self._send_raw(raw)
+            self._send(tx)
         except RpcError as exc:
+            try:  # taken meanwhile (another client sent it again)?
+                return dict(self.rpc.call("getjob", job_id))
+            except RpcError:
+                pass
             raise JobError(
                 f"job {job_id[:16]}'s submit was lost by the node (a restart before a block "
-                f"took it) and it refuses it again ({exc.message}): submit the product again"
+                f"took it) and it refuses it again ({exc.message}): `pouw job status` once "
+                "more, then submit the product again if it is still unknown"
             ) from None
         return dict(self.rpc.call("getjob", job_id))
 
-    def _send_raw(self, raw: str) -> str:
-        from wallet.rpc import send_raw_transaction
-
-        return send_raw_transaction(self.rpc, bytes.fromhex(raw))
-
     def status(
-        self, product_id: str, known: dict[str, dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
+        self, product_id: str, known: dict[str, dict[str, Any]] | None = None,
+        resend: bool = True,
+    ) -> dict[str, Any]:  # fmt: skip
         """A product's state: one status when every part agrees, else "mixed", and each
         part's job. A one-job product, or a bare job id, answers that job. ``known``:
-        parts' answers just received (not asked again)."""
+        parts' answers just received (not asked again). ``resend``: a submit the node
+        lost is sent again (``_job``)."""
         known = known or {}
         plan = self.manifest(product_id)
         if plan is None or len(plan.job_ids) == 1:  # one job: its state is the product's
             job_id = plan.job_ids[0] if plan is not None else product_id
-            return known[job_id] if job_id in known else self._job(job_id)
-        jobs = [known[j] if j in known else self._job(j) for j in plan.job_ids]
+            return known[job_id] if job_id in known else self._job(job_id, resend)
+        jobs = [known[j] if j in known else self._job(j, resend) for j in plan.job_ids]
         counts: dict[str, int] = {}
         for job in jobs:
             counts[job["status"]] = counts.get(job["status"], 0) + 1
@@ -466,13 +495,16 @@ class JobClient(Collecting):
                 continue
             pid = plan.product_id
             self._products[pid] = plan
+            self._remember_submits(plan)
             row.update(product_id=pid, m=plan.m, k=plan.k, n=plan.n, parts=len(plan.job_ids),
                        bounty=sum(plan.bounties))  # fmt: skip
             try:
-                info = self.status(pid)
-            except (RpcError, JobError) as exc:  # e.g. a submit lost and refused again
-                why = exc.message if isinstance(exc, RpcError) else str(exc)
-                out.append({**row, "status": f"unknown to the node ({why})"})
+                info = self.status(pid, resend=False)  # listing sends nothing
+            except UnknownJobError:  # e.g. a submit lost with the node's pool
+                out.append({**row, "status": "unknown to the node (job not found)"})
+                continue
+            except RpcError as exc:
+                out.append({**row, "status": f"unknown to the node ({exc.message})"})
                 continue
             except RpcConnectionError as exc:  # the node is down: the local list still shows
                 out.append({**row, "status": f"node not reachable ({exc})"})

@@ -182,7 +182,7 @@ class RpcClient:
             from chain.network import load_network
 
             port = load_network(network).rpc_port
-        url = f"http://{host}:{port}/"
+        url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
         return cls.from_options(url, network, Path(datadir).expanduser(), timeout=timeout)
 
     def _post(self, payload: Any, what: str, timeout: float | None = None) -> Any:

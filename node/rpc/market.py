@@ -112,7 +112,8 @@ class MarketMethods:
         return {
             "claims_sent": c.claims_sent, "claims_lost": c.claims_lost,
             "products": c.products, "multiply_adds": c.multiply_adds,
-            "recomputed_products": c.recomputed, "commits": c.commits, "reveals": c.reveals,
+            "recomputed_products": c.recomputed, "restored_products": c.restored,
+            "commits": c.commits, "reveals": c.reveals,
             "jobs_in_hand": len(market.held),
         }  # fmt: skip
 
