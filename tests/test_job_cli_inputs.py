@@ -97,9 +97,10 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
                             *where)  # fmt: skip
         assert code == 1 and "submit it in pieces" in err and time.monotonic() - started < 5
 
-        code, out, err = _run(capsys, *submit, "--bounty", "0.1")
+        code, out, err = _run(capsys, *submit, "--bounty", "0.1", "--parts", "1000")
         assert code == 0, err
         pid = out.strip()
+        assert "--parts 1000: this shape splits into" in err, err  # said, not silent
         assert f"--password-file {pw}" in err  # the printed `result` command works as is
         # ids: checked before they reach the node or a file name
         for bad in ("xyz", "../../../evil", pid[:16]):
@@ -109,13 +110,16 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
         assert code == 1 and "the node knows no job" in err, err
 
         result = ["job", "result", pid, "-o", str(tmp_path / "C"), *key]
+        started = time.monotonic()  # wrong files: said at once, not after the wait
         code, _, err = _run(capsys, *result, "--a", str(files["B"]), "--b", str(files["A"]),
                             "--wait", "120")  # fmt: skip
         assert code == 1 and "pass the A and B it was submitted with" in err, err
+        assert time.monotonic() - started < 10
         # the right shapes, the wrong values: C checks out wrong against them, but the
         # client finds they are not the job's operands before any challenge
         nonce = rpc.call("getaccount", _address(0))["pending_nonce"]
-        code, _, err = _run(capsys, *result, "--a", str(files["A2"]), "--b", str(files["B"]))
+        code, _, err = _run(capsys, *result, "--a", str(files["A2"]), "--b", str(files["B"]),
+                            "--wait", "120")  # fmt: skip
         assert code == 1 and "nothing was challenged" in err, err
         assert rpc.call("getaccount", _address(0))["pending_nonce"] == nonce
         code, out, err = _run(capsys, *result, "--a", str(files["A"]), "--b", str(files["B"]))

@@ -165,14 +165,18 @@ def test_store_announces_new_blobs_and_lists_recent(tmp_path: Path) -> None:
     store.listeners.append(seen.append)
     a, b = operands(16, 64, 8)
     ra = store.put("a", a)
+    store.flush()  # (written behind: each on disk before the next, so the order is sure)
     time.sleep(0.01)
     rb = store.put("bt", b.T)
-    store.put("a", a)  # already held: not announced again
+    store.flush()
+    assert [i.root for i in store.recent(10)] == [rb, ra]
+    assert [i.root for i in store.recent(1)] == [rb]
+    time.sleep(0.01)
+    store.put("a", a)  # already held: not announced again, but counted as stored now
     assert [(i.root, i.kind, i.rows, i.line_bytes) for i in seen] == [
         (ra, "a", 16, 64), (rb, "bt", 8, 64),
     ]  # fmt: skip
-    assert [i.root for i in store.recent(10)] == [rb, ra]
-    assert [i.root for i in store.recent(1)] == [rb]
+    assert [i.root for i in store.recent(10)] == [ra, rb]
 
 
 class FakePeers:

@@ -148,7 +148,8 @@ def test_the_meaningful_ends_are_kept(
     ("extra", "said"),
     [
         (("--rpc-port", "70000"), "argument --rpc-port: 70000 is out of range"),
-        (("--mine", "--max-blocks", "0"), "argument --max-blocks: 0 is out of range"),
+        pytest.param(("--mine", "--max-blocks", "0"), "argument --max-blocks: 0 is out of range",
+                     marks=pytest.mark.slow),  # (the in-process cases above cover its range)
     ],
 )
 def test_the_node_refuses_a_bad_number_before_it_starts(
@@ -173,7 +174,9 @@ def test_rpc_command_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[s
     ("extra", "words"),
     [
         (("--rpc-bind", "999.1.1.1"), ("--rpc-bind 999.1.1.1", "cannot resolve", "0.0.0.0")),
-        (("--blob-bind", "nosuchhost.invalid"), ("--blob-bind nosuchhost.invalid", "resolve")),
+        pytest.param(("--blob-bind", "nosuchhost.invalid"),
+                     ("--blob-bind nosuchhost.invalid", "resolve"),
+                     marks=pytest.mark.slow),  # a node start each: the rpc case stays default
     ],
 )
 def test_an_unresolvable_bind_address_names_the_flag(

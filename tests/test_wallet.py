@@ -128,6 +128,7 @@ def _send_and_confirm(
 
 
 @needs_rpc
+@pytest.mark.slow  # the two-node round trip below covers it, across nodes (~17 s)
 def test_wallet_round_trip_one_node(tmp_path: Path) -> None:
     genesis = easy_genesis(tmp_path / "genesis.json")
     datadir = tmp_path / "node"

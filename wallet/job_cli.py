@@ -157,6 +157,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(json.dumps({"product_id": pid, "parts": parts}))
         return 0
     print(pid)  # alone on stdout, for PID=$(pouw job submit ...)
+    if args.parts > parts:
+        print(f"--parts {args.parts}: this shape splits into {parts} part(s) at most (tiles "
+              "and the noise rank set the smallest part)", file=sys.stderr)  # fmt: skip
     node = _same_node(args)
     a_arg, b_arg = shlex.quote(str(args.a)), shlex.quote(str(args.b))
     key = f" --password-file {shlex.quote(str(args.password_file))}" if args.password_file else ""
