@@ -8,6 +8,7 @@ subprocesses: a Python start per command would cost a second each."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,11 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
             assert code == 1 and "is not a product or job id" in err, err
         code, _, err = _run(capsys, "job", "status", "ab" * 32, *where)
         assert code == 1 and "the node knows no job" in err, err
+        code, out, err = _run(capsys, "job", "status", pid, *where)  # 8 parts: each listed
+        assert code == 0 and out.count("\n  ") == 8, out
+        part = json.loads((node.datadir / "devnet" / "products" / f"{pid}.json").read_text())
+        code, out, err = _run(capsys, "job", "status", part["job_ids"][0], *where)
+        assert code == 0 and "bounty: 0." in out and " coins (" in out and " UTC" in out, out
 
         result = ["job", "result", pid, "-o", str(tmp_path / "C"), *key]
         started = time.monotonic()  # wrong files: said at once, not after the wait
@@ -122,7 +128,9 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
                             "--wait", "120")  # fmt: skip
         assert code == 1 and "nothing was challenged" in err, err
         assert rpc.call("getaccount", _address(0))["pending_nonce"] == nonce
-        code, out, err = _run(capsys, *result, "--a", str(files["A"]), "--b", str(files["B"]))
+        # no password: a C that checks out needs no signature
+        code, out, err = _run(capsys, "job", "result", pid, "-o", str(tmp_path / "C"), *where,
+                              "--a", str(files["A"]), "--b", str(files["B"]))  # fmt: skip
         assert code == 0 and "verified: True" in out and f"output: {tmp_path / 'C.npy'}" in out
         got = np.load(tmp_path / "C.npy")
         assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))

@@ -67,13 +67,19 @@ def _client(args: argparse.Namespace) -> JobClient:
         blob = check_node_url(args.blob_url, "--blob-url")
     else:
         blob = blob_url_for(args.rpc, network.rpc_port)
-    wallet = wcli._unlock(args, network) if args.command_needs_key else None  # noqa: SLF001
+    key: Any = None
+    if args.command_needs_key == "later":  # unlocked only if a challenge or probe is sent
+
+        def key() -> Any:
+            return wcli._unlock(args, network).signing_key  # noqa: SLF001
+
+    elif args.command_needs_key:
+        key = wcli._unlock(args, network).signing_key  # noqa: SLF001
     datadir = wcli._datadir(args)  # noqa: SLF001
     try:
         auth: tuple[str, str] | None = read_cookie(datadir, network.name)
     except RpcConnectionError:  # read_cookie's error for a missing or malformed cookie
         auth = None
-    key = wallet.signing_key if wallet is not None else None
     products = datadir / network.name / "products"
     return JobClient(key, network, rpc, blob, auth, manifest_dir=products)
 
@@ -185,6 +191,23 @@ def _same_node(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(x) for x in out)
 
 
+AMOUNT_FIELDS = ("bounty", "bond")  # base units in getjob's answer
+TIME_FIELDS = ("expires", "claim_deadline", "window_end")  # median time past, Unix seconds
+
+
+def _readable(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as getjob gives it, with amounts in coins and times as UTC dates (the text
+    output; --json keeps the node's numbers)."""
+    out = dict(job)
+    for key in AMOUNT_FIELDS:
+        if isinstance(out.get(key), int):
+            out[key] = f"{format_coins(out[key])} coins ({out[key]}u)"
+    for key in TIME_FIELDS:
+        if isinstance(out.get(key), int) and out[key] > 0:
+            out[key] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(out[key]))
+    return out
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     info = _client(args).status(args.product_id)
     if not args.json and "parts" in info:
@@ -194,7 +217,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for job in parts:
             print(f"  {job['job_id']}: {job['status']}")
         return 0
-    _print(args, info)
+    _print(args, info if args.json else _readable(info))
     return 0
 
 
@@ -278,7 +301,9 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     job = subparsers.add_parser("job", help="compute market: submit products, fetch results")
     sub = job.add_subparsers(dest="job_command", required=True)
 
-    def common(p: argparse.ArgumentParser, key: bool) -> None:
+    def common(p: argparse.ArgumentParser, key: bool | str) -> None:
+        """``key``: the command signs (True), may sign ("later": unlocked only then), or
+        only reads (False)."""
         _add_common(p, rpc=True)
         if key:
             _add_password(p)
@@ -315,7 +340,7 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     status.set_defaults(handler=_run(cmd_status))
 
     result = sub.add_parser("result", help="download and check C; challenge or probe if bad")
-    common(result, True)
+    common(result, "later")  # the wallet is unlocked only to challenge or probe
     result.add_argument("product_id")
     result.add_argument("-o", "--output", type=Path, required=True, metavar="C.npy")
     result.add_argument("--a", dest="a_file", type=Path, required=True, metavar="A.npy")

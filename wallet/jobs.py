@@ -136,27 +136,28 @@ class JobClient(Collecting):
 
     def __init__(
         self,
-        key: PrivateKey | None,
+        key: PrivateKey | Callable[[], PrivateKey] | None,
         network: Network,
         rpc: Any,
         blob_url: str,
         blob_auth: tuple[str, str] | None = None,
         manifest_dir: Path | None = None,
     ) -> None:
-        from chain.address import address_from_pubkey, encode_address
-
-        self.key = key
         self.network = network
         self.rpc = rpc
         self.blob_url = blob_url
         self.blob_auth = blob_auth
         self.manifest_dir = manifest_dir
         # A client without a key can read (status); submitting and challenging sign.
-        self.address = (
-            encode_address(network.hrp, address_from_pubkey(key.public_key))
-            if key is not None
-            else None
-        )
+        # ``key`` may be a callable that unlocks it when first needed (the CLI's
+        # `result`: a C that checks out needs no password).
+        self.key: PrivateKey | None = None
+        self.address: str | None = None
+        self._unlock: Callable[[], PrivateKey] | None = None
+        if callable(key):
+            self._unlock = key
+        elif key is not None:
+            self._set_key(key)
         self._pending_nonce: int | None = None
         self._submits: dict[str, Any] = {}  # job id -> its signed JOB_SUBMIT (Transaction)
         self._products: dict[str, Manifest] = {}
@@ -180,7 +181,15 @@ class JobClient(Collecting):
 
     # --- plumbing --------------------------------------------------------------------
 
+    def _set_key(self, key: PrivateKey) -> None:
+        from chain.address import address_from_pubkey, encode_address
+
+        self.key = key
+        self.address = encode_address(self.network.hrp, address_from_pubkey(key.public_key))
+
     def _signer(self) -> PrivateKey:
+        if self.key is None and self._unlock is not None:
+            self._set_key(self._unlock())
         if self.key is None:
             raise JobError("this needs the wallet's key: unlock a wallet to sign")
         return self.key
