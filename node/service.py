@@ -213,16 +213,16 @@ class Node:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        tip = self.chain.tip
-        log.info(
-            "node up: network=%s height=%d tip=%s datadir=%s",
-            self.network.name, tip.height, tip.hash.hex(), self.config.network_dir,
-        )  # fmt: skip
         started: list[Service] = []
         try:
             for service in self.services:
                 await service.start()
                 started.append(service)
+            tip = self.chain.tip  # said once every service listens: a bind failure comes first
+            log.info(
+                "node up: network=%s height=%d tip=%s datadir=%s",
+                self.network.name, tip.height, tip.hash.hex(), self.config.network_dir,
+            )  # fmt: skip
             await self._run_until_stopped()
         finally:
             for service in reversed(started):
