@@ -27,6 +27,7 @@ from chain.address import (
 from chain.keys import PrivateKey
 from chain.network import Network, load_network
 from chain.tx import Transaction, TxKind, check_transaction, sign
+from wallet.amount import format_coins
 from wallet.keystore import (
     DEFAULT_SCRYPT_N,
     WalletError,
@@ -184,9 +185,15 @@ class Wallet:
             fee = self.suggest_fee(rpc, blocks)
         info = self.balance(rpc)
         if amount + fee > info.balance:
+            waiting = (
+                f"; {format_coins(info.immature)} more is mined but not mature yet"
+                if info.immature else ""
+            )  # fmt: skip
             raise WalletError(
-                f"insufficient funds: amount + fee = {amount + fee} base units, "
-                f"spendable balance {info.balance} (immature {info.immature})"
+                f"insufficient funds: amount + fee = {format_coins(amount + fee)} coins, "
+                f"spendable {format_coins(info.balance)}{waiting}: "
+                f"{format_coins(amount + fee - info.balance)} short (lower --amount, or "
+                "wait for the immature coins)"
             )
         tx = self.build_transfer(to, amount, fee, info.pending_nonce if nonce is None else nonce)
         txid = send_raw_transaction(rpc, tx.to_bytes())
