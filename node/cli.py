@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import math
 import os
 import socket
 import sys
@@ -37,6 +38,10 @@ log = logging.getLogger("pouw")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130  # Ctrl-C: the shell convention (128 + SIGINT)
+# `pouw rpc` waits as long as a long poll may (waitfornewblock 0 waits for ever); Ctrl-C
+# stops it
+RPC_COMMAND_TIMEOUT_S = 24 * 3600.0
+METHOD_NOT_FOUND = -32601  # JSON-RPC
 
 # The settings only the node's own miner reads (node/service.py): without --mine they
 # do nothing, which the node says at start rather than ignore them silently.
@@ -358,18 +363,26 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     params = []
     for text in args.params:
         try:
-            params.append(json.loads(text))
-        except ValueError:
-            params.append(text)
+            value = json.loads(text)
+        except ValueError as exc:
+            if text.lstrip()[:1] in ("[", "{", '"'):  # meant as JSON: not sent as a string
+                raise UsageError(f"parameter {text!r} is not valid JSON ({exc})") from None
+            value = text
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"parameter {text!r} is not a finite number (JSON has none)")
+        params.append(value)
     datadir = args.datadir or default_datadir()
     try:
-        client = RpcClient.from_datadir(datadir, args.network, args.rpc_port, args.rpc_host)
+        client = RpcClient.from_datadir(
+            datadir, args.network, args.rpc_port, args.rpc_host, timeout=RPC_COMMAND_TIMEOUT_S
+        )
     except RpcConnectionError as exc:
         raise UsageError(str(exc)) from None  # no readable cookie
     try:
         result = client.call(args.method, *params)
     except RpcError as exc:
-        print(f"error code: {exc.code}\nerror message:\n{exc.message}", file=sys.stderr)
+        hint = "\n(`pouw rpc help` lists the methods)" if exc.code == METHOD_NOT_FOUND else ""
+        print(f"error code: {exc.code}\nerror message:\n{exc.message}{hint}", file=sys.stderr)
         return EXIT_FAILURE
     except RpcConnectionError as exc:
         raise UsageError(f"cannot reach the node's RPC: {exc}") from None

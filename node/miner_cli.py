@@ -64,6 +64,16 @@ def _shape(text: str) -> tuple[int, int, int]:
     return m, k, n
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use 1 or more")
+    return value
+
+
 def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("miner", help="mine through a node's JSON-RPC (GPU or CPU)")
     p.add_argument("--rpc", metavar="URL", help="node RPC URL (default 127.0.0.1:<rpc port>)")
@@ -90,7 +100,7 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="numpy worker processes (default 1); GPUs: one worker each, chosen with --devices",
     )
     p.add_argument("--shape", type=_shape, metavar="M,K,N", help="ask for this product shape")
-    p.add_argument("--max-blocks", type=int, help="exit after this many accepted blocks")
+    p.add_argument("--max-blocks", type=_positive_int, help="exit after this many accepted blocks")
     p.add_argument("--status-every", type=_positive_seconds, metavar="SECONDS",
                    help="seconds between status lines (default: 1 on a terminal, 10 in a log)")
     p.add_argument("--longpoll-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
@@ -140,7 +150,13 @@ def cmd_miner(args: argparse.Namespace) -> int:
         if args.rpc_user is None:
             datadir = args.datadir or Path(os.environ.get("POUW_DATADIR", Path.home() / ".pouw"))
         rpc = RpcClient.from_options(url, network.name, datadir, args.rpc_user, args.rpc_password)
-    except (AddressError, NetworkError, RpcConnectionError) as exc:
+    except AddressError as exc:
+        log.error(
+            "--address %r is not an address (%s): it looks like dpw1... on the devnet "
+            "(`pouw wallet address` prints your wallet's)", args.address, exc,
+        )  # fmt: skip
+        return EXIT_USAGE
+    except (NetworkError, RpcConnectionError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     if args.workers is not None and (args.workers < 1 or args.workers > MAX_CPU_WORKERS):
@@ -189,7 +205,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
         try:
             market = _market(args, network, rpc, url, datadir, len(devices))
         except (WalletError, RpcConnectionError, OSError) as exc:
-            log.error("--market-wallet: %s", exc)
+            log.error("%s", exc if "--" in str(exc) else f"--market-wallet: {exc}")
             return EXIT_USAGE
     miner = RemoteMiner(
         rpc,
@@ -226,9 +242,20 @@ def _market(
     from wallet.wallet import Wallet
 
     if args.password_file is not None:
-        password = args.password_file.read_text().rstrip("\n")
+        try:
+            password = args.password_file.read_text().rstrip("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise WalletError(
+                f"--password-file {args.password_file}: cannot read it ({why}): give a "
+                "readable text file holding the keystore's password"
+            ) from None
+    elif "POUW_WALLET_PASSWORD" in os.environ:
+        password = os.environ["POUW_WALLET_PASSWORD"]
     else:
-        password = os.environ.get("POUW_WALLET_PASSWORD", "")
+        raise WalletError(
+            "no password for the keystore: pass --password-file F or set $POUW_WALLET_PASSWORD"
+        )
     wallet = Wallet.load(args.market_wallet, password, network)
     if wallet.address != args.address:
         raise WalletError(f"{args.market_wallet} holds {wallet.address}, not --address")
@@ -239,7 +266,7 @@ def _market(
         auth = read_cookie(datadir, network.name)
     blob = args.blob_url or blob_url_for(url, network.rpc_port)
     return RemoteMarket(
-        RpcClient(rpc.url, *auth), network, wallet.signing_key, blob, auth,
+        rpc.clone(), network, wallet.signing_key, blob, auth,
         workers=workers, min_bounty_per_mac=args.min_bounty_per_mac,
     )  # fmt: skip
 

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,11 @@ def exit_with_parent() -> None:
 
 def worker_main(spec: WorkerSpec, jobs: Any, results: Any) -> None:
     """Entry point of a worker process: mine the latest job until told to quit."""
+    # Ctrl-C and a service manager's stop reach the whole process group: the miner
+    # stops and tells its workers to quit (else each would print a traceback, or be
+    # reported as killed, for what is a clean stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     exit_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:

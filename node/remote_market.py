@@ -108,7 +108,7 @@ class RemoteMarket(ResultDelivery):
         raw_address = address_from_pubkey(key.public_key)
         self.address = encode_address(network.hrp, raw_address)
         self.blob_url = blob_url
-        self.blob_auth = blob_auth
+        self._blob_auth = blob_auth
         self.workers = workers
         self.claim_ahead = 2 * workers  # one computing per worker, the next one fetched
         self.min_bounty_per_mac = min_bounty_per_mac
@@ -128,6 +128,13 @@ class RemoteMarket(ResultDelivery):
         # job id -> (first listed, price band): the jobs dealt out (listed now, or fresh)
         self._seen: dict[str, tuple[float, int]] = {}
         self._taken_fresh: dict[float, int] = {}  # batch -> our claims while it was fresh
+
+    @property
+    def blob_auth(self) -> tuple[str, str]:  # type: ignore[override]
+        """The node's credentials for its blob endpoint: the RPC client's as they are now
+        (a cookie read again after the node restarted), else those given."""
+        current = getattr(self.rpc, "credentials", lambda: None)()
+        return current if current is not None else self._blob_auth
 
     def poll(self) -> None:
         """Each market round: on a new tip forget ended or lost jobs and answer probes;

@@ -69,6 +69,9 @@ MARKET_SETTLE_S = 0.01
 # Rounds start at most this often, however many transactions wake them (each round is a
 # few RPC calls, one of them a walk of the node's jobs in flight).
 MARKET_MIN_GAP_S = 0.05
+# While the node does not answer, market rounds come less often, doubling up to this:
+# a restart takes seconds, and a round per quarter second would flood the log.
+MARKET_DOWN_MAX_S = 8.0
 
 
 @dataclass
@@ -81,6 +84,7 @@ class MinerStats:
     accepted: int = 0
     stale: int = 0
     rejected: int = 0
+    undelivered: int = 0  # found while the node did not answer (down, restarting)
     templates: int = 0
 
     def rates(self) -> tuple[float, float]:
@@ -94,7 +98,9 @@ class MinerStats:
             f"height {height if height is not None else '?'} | {2 * mac / 1e12:.4g} TOPS "
             f"({mac:.3g} multiply-adds/s) | {tps:.3g} tickets/s | "
             f"blocks found {self.found} accepted {self.accepted} stale {self.stale} "
-            f"rejected {self.rejected} | {self.products} products, "
+            f"rejected {self.rejected}"
+            + (f" undelivered {self.undelivered}" if self.undelivered else "")
+            + f" | {self.products} products, "
             f"{self.multiply_adds} multiply-adds"
         )
 
@@ -207,6 +213,7 @@ class RemoteMiner:
         computable (the rival wait old)."""
         assert self.market is not None
         delay, last_round = MARKET_ROUND_S, 0.0
+        down = 0.0  # while the node does not answer: the wait between rounds, doubling
         while True:
             if self._market_wake.wait(delay):
                 settle = max(MARKET_SETTLE_S, last_round + MARKET_MIN_GAP_S - time.monotonic())
@@ -215,7 +222,7 @@ class RemoteMiner:
             self._market_wake.clear()
             if self._stop.is_set():
                 return
-            delay, last_round = MARKET_ROUND_S, time.monotonic()
+            delay, last_round = (down or MARKET_ROUND_S), time.monotonic()
             try:
                 # A job claimed and fetched earlier goes to a worker that came free at
                 # once: the round's RPCs (a listing of every unclaimed job) come after.
@@ -228,7 +235,15 @@ class RemoteMiner:
                     self.market.prefetch()
                     if idle:
                         delay = min(delay, self.market.next_computable_in())
-            except (RpcError, RpcConnectionError, TemplateError, OSError) as exc:
+                if down:
+                    log.info("market: the node answers again")
+                down = 0.0
+            except RpcConnectionError as exc:  # the node is down or restarting: said once
+                if not down:
+                    log.warning("market: %s; trying again, less often while it lasts", exc)
+                down = min(MARKET_DOWN_MAX_S, 2 * down or MARKET_ROUND_S)
+                delay = down
+            except (RpcError, TemplateError, OSError) as exc:
                 log.warning("market: %s", exc)  # OSError: no room for an order file
             except (KeyError, TypeError, ValueError, OverflowError) as exc:  # not shaped as ours
                 log.warning("market: unexpected answer from the node (%r); is it a pouw node "
@@ -320,10 +335,19 @@ class RemoteMiner:
         block = Block(header, rt.template.txs)
         try:
             answer = submit_block(self.rpc, block.to_bytes())
-        except (RpcConnectionError, RpcError) as exc:
+        except RpcConnectionError as exc:  # not judged: the node did not answer
+            if not self._node_down:  # said once an outage: a fast devnet finds many
+                log.warning("submitblock %s not delivered (%s); blocks found until the node "
+                            "answers again are counted as undelivered",
+                            header.hash.hex()[:16], exc)  # fmt: skip
+            self._node_down = True
+            self.stats.undelivered += 1
+            return
+        except RpcError as exc:
             log.warning("submitblock %s failed: %s", header.hash.hex()[:16], exc)
             self.stats.rejected += 1
             return
+        self._node_down = False
         if answer is None:
             self._solved.add(header.parent)
             self.stats.accepted += 1
@@ -399,6 +423,8 @@ class RemoteMiner:
             WorkerSpec(i, self.backend, device, self.network.pouw, self.salt, self.threads)
             for i, device in enumerate(self.devices)
         )
+
+    _node_down = False  # the last submitblock found no node (an outage, said once)
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -103,8 +103,9 @@ class WorkerPool:
         return ended
 
     def stop(self) -> None:
-        """Tell every worker to quit, give them 10 s in all (then terminate the ones
-        still running), and remove the order files."""
+        """Tell every worker to quit, give them 10 s in all (then kill the ones still
+        running: they ignore SIGTERM, node/miner_worker.worker_main), and remove the
+        order files."""
         for q in self._jobs:
             with contextlib.suppress(Exception):
                 q.put(None)
@@ -112,7 +113,7 @@ class WorkerPool:
         for p in self._procs:
             p.join(max(0.1, deadline - time.monotonic()))
             if p.is_alive():
-                p.terminate()
+                p.kill()
                 p.join(2)
         self._procs.clear()
         for index in list(self._orders):

@@ -23,7 +23,7 @@ from tests.chainutil import transfer
 from tests.test_market_e2e import Proc, _address, market_genesis, wait_for
 from tests.test_remote_market import _edit_genesis
 from wallet.jobs import JobClient, JobError
-from wallet.rpc import read_cookie
+from wallet.rpc import RpcClient, read_cookie
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -161,10 +161,15 @@ def test_a_submit_the_node_lost_is_sent_again(tmp_path: Path) -> None:
         pid = client(rpc).submit(rng.integers(-64, 64, (64, 256), dtype=np.int8),
                                  rng.integers(-64, 64, (256, 64), dtype=np.int8), 100_000)
         assert rpc.call("getjob", pid)["status"] == "pending"
+        cookie_client = RpcClient.from_options(rpc.url, "devnet", node.datadir)
         node.proc.kill()
         node.proc.wait(10)
         node = Proc(tmp_path / "n0", genesis)  # the same datadir, an empty pool
         rpc = node.rpc()
+        # a client of the node's cookie reads the new one when refused (a `pouw miner`
+        # under a node that restarts); here its URL moves with the restarted node's port
+        cookie_client.url = rpc.url
+        assert cookie_client.call("getblockcount") == 0
         with pytest.raises(Exception, match="job not found"):
             rpc.call("getjob", pid)
         fresh = client(rpc)  # another process would read the manifest the same way

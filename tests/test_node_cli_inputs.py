@@ -280,3 +280,56 @@ def test_ctrl_c_in_a_waiting_command_says_interrupted_and_exits_130(tmp_path: Pa
                 proc.communicate()
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
+
+
+# --- `pouw miner` and `pouw rpc` inputs (second acceptance run) --------------------------
+
+
+def _miner_says(caplog: pytest.LogCaptureFixture, *argv: str) -> tuple[int, str]:
+    """`pouw miner ...` in this process, refused before it reaches any node."""
+    caplog.clear()
+    try:
+        code = main(["miner", "--rpc-user", "u", "--rpc-password", "p", *argv])
+    except SystemExit as exc:  # argparse refuses a flag
+        code = int(exc.code or 0)
+    return code, caplog.text
+
+
+def test_the_standalone_miner_names_each_bad_input(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from chain.keys import devnet_key
+    from chain.network import load_network
+    from wallet.wallet import Wallet
+
+    monkeypatch.delenv("POUW_WALLET_PASSWORD", raising=False)
+    code, said = _miner_says(caplog, "--address", "dpw1bogus")
+    assert code == 2 and "--address 'dpw1bogus' is not an address" in said, said
+    code, _ = _miner_says(caplog, "--address", "dpw1bogus", "--max-blocks", "0")
+    assert code == 2 and "--max-blocks: 0 is out of range" in capsys.readouterr().err
+    keystore = tmp_path / "m.json"
+    Wallet.create(keystore, "pw", load_network("devnet"), seed=devnet_key(2).seed,
+                  scrypt_n=2**10)  # fmt: skip
+    common = ("--market-wallet", str(keystore), "--backend", "numpy")
+    code, said = _miner_says(caplog, *common)
+    assert code == 2 and "no password for the keystore: pass --password-file" in said, said
+    binary = tmp_path / "binpw"
+    binary.write_bytes(b"\xff\xfe\x00")
+    code, said = _miner_says(caplog, *common, "--password-file", str(binary))
+    assert code == 2 and f"--password-file {binary}: cannot read it" in said, said
+    code, said = _miner_says(caplog, *common, "--password-file", str(tmp_path / "none"))
+    assert code == 2 and "--password-file" in said and "No such file" in said, said
+    assert "Traceback" not in said
+
+
+@pytest.mark.parametrize(
+    ("param", "said"),
+    [('["mempool"', "is not valid JSON"), ("1e999", "is not a finite number")],
+)
+def test_rpc_refuses_a_parameter_it_cannot_send_as_json(
+    caplog: pytest.LogCaptureFixture, param: str, said: str
+) -> None:
+    caplog.clear()
+    assert main(["rpc", "--rpc-port", "9", "logging", param]) == 2
+    assert said in caplog.text, caplog.text

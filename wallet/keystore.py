@@ -228,7 +228,7 @@ def read_keystore(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise KeystoreError(
             f"no keystore at {path}: make one with `pouw wallet create` or `pouw wallet "
-            "import`, or pass the --wallet or --wallet-file it is in"
+            "import`, or name the file it is in"
         ) from None
     except OSError as exc:
         raise KeystoreError(f"cannot read keystore {path}: {exc.strerror or exc}") from None

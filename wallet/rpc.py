@@ -74,11 +74,8 @@ class RpcTimeoutError(RpcConnectionError):
 
 
 # what the connection errors add: the two things to check when no node answers
-UNREACHABLE_HINT = "is the node running, and is --rpc its address?"
-CREDENTIALS_HINT = (
-    "pass --datadir of the node (its cookie) or the --rpc-user/--rpc-password it was "
-    "started with"
-)
+UNREACHABLE_HINT = "is the node running, and is this its RPC address (--rpc, or --rpc-port)?"
+CREDENTIALS_HINT = "pass --datadir of the node (its cookie) or the RPC user and password it has"
 
 
 def check_node_url(url: str, flag: str = "--rpc") -> str:
@@ -116,7 +113,7 @@ def read_cookie(datadir: Path, network: str) -> tuple[str, str]:
     except OSError as exc:
         raise RpcConnectionError(
             f"cannot read the RPC cookie {path} ({exc.strerror or exc}); is the node "
-            "running with this --datadir? Or pass --rpc-user/--rpc-password"
+            "running with this --datadir? (Or pass the RPC user and password it has)"
         ) from None
     user, sep, password = text.partition(":")
     if not sep:
@@ -145,10 +142,13 @@ class RpcClient:
     ) -> None:
         self.url = check_node_url(url)
         self.timeout = timeout
-        self._auth = None
+        self._auth: str | None = None
+        self._credentials: tuple[str, str] | None = None
+        # (datadir, network) of the cookie the credentials came from: read again when
+        # the node refuses them (it writes a new cookie each time it starts)
+        self._cookie: tuple[Path, str] | None = None
         if user is not None:
-            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-            self._auth = f"Basic {token}"
+            self._set_credentials(user, password or "")
         self._ids = itertools.count(1)
         self._local = threading.local()  # each thread's kept-open connection
 
@@ -165,7 +165,41 @@ class RpcClient:
         """Explicit credentials if given, else the cookie of ``datadir`` (if given)."""
         if user is None and datadir is not None:
             user, password = read_cookie(datadir, network)
+            client = cls(url, user, password, timeout)
+            client._cookie = (datadir, network)
+            return client
         return cls(url, user, password, timeout)
+
+    def _set_credentials(self, user: str, password: str) -> None:
+        self._credentials = (user, password)
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._auth = f"Basic {token}"
+
+    def credentials(self) -> tuple[str, str] | None:
+        """(user, password) as last used: a cookie's, read again after a node restart."""
+        return self._credentials
+
+    def clone(self) -> RpcClient:
+        """Another client of the same node and credentials (its own connections)."""
+        other = RpcClient(self.url, timeout=self.timeout)
+        other._auth, other._credentials, other._cookie = (
+            self._auth, self._credentials, self._cookie,
+        )  # fmt: skip
+        return other
+
+    def _reload_cookie(self) -> bool:
+        """The node refused our cookie's credentials: it restarted and wrote a new one.
+        True if the cookie now holds other credentials (then they are ours)."""
+        if self._cookie is None:
+            return False
+        try:
+            user, password = read_cookie(*self._cookie)
+        except RpcConnectionError:  # not written yet: the node is still starting
+            return False
+        if (user, password) == self._credentials:
+            return False
+        self._set_credentials(user, password)
+        return True
 
     @classmethod
     def from_datadir(
@@ -188,14 +222,22 @@ class RpcClient:
     def _post(self, payload: Any, what: str, timeout: float | None = None) -> Any:
         """POST one JSON-RPC request (or batch) and return the decoded answer."""
         body = json.dumps(payload).encode()
-        if urllib.parse.urlsplit(self.url).scheme == "http":
-            raw = self._post_kept(body, what, timeout or self.timeout)
-        else:
-            raw = self._post_urllib(body, what, timeout or self.timeout)
+        post = self._post_kept if urllib.parse.urlsplit(self.url).scheme == "http" else (
+            self._post_urllib
+        )  # fmt: skip
+        try:
+            raw = post(body, what, timeout or self.timeout)
+        except RpcConnectionError as exc:
+            if exc.status != 401 or not self._reload_cookie():
+                raise
+            raw = post(body, what, timeout or self.timeout)  # with the new cookie's
         try:
             return json.loads(raw)
         except json.JSONDecodeError:
-            raise RpcConnectionError(f"{self.url} did not answer JSON-RPC") from None
+            raise RpcConnectionError(
+                f"{self.url} did not answer JSON-RPC: is it the node's RPC port (not its P2P "
+                "or blob port)?"
+            ) from None
 
     def _post_kept(self, body: bytes, what: str, timeout: float) -> bytes:
         """Over a connection kept open between calls (one per thread): a new TCP
