@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import errno
 import logging
-import math
 import os
 import socket
 import sys
@@ -368,8 +367,12 @@ def cmd_rpc(args: argparse.Namespace) -> int:
             if text.lstrip()[:1] in ("[", "{", '"'):  # meant as JSON: not sent as a string
                 raise UsageError(f"parameter {text!r} is not valid JSON ({exc})") from None
             value = text
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"parameter {text!r} is not a finite number (JSON has none)")
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise UsageError(
+                f"parameter {text!r} holds a number that is not finite (JSON has none)"
+            ) from None
         params.append(value)
     datadir = args.datadir or default_datadir()
     try:

@@ -243,7 +243,7 @@ def _market(
 
     if args.password_file is not None:
         try:
-            password = args.password_file.read_text().rstrip("\n")
+            password = args.password_file.read_text().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise WalletError(

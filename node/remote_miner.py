@@ -192,6 +192,7 @@ class RemoteMiner:
                 longpollid = None
                 continue
             backoff = 1.0
+            self._node_down = False  # it answers: the next outage is said again
             if rt is None:  # long-poll timed out on our side: ask again
                 continue
             if longpollid is not None and self.market is not None:
@@ -222,7 +223,8 @@ class RemoteMiner:
             self._market_wake.clear()
             if self._stop.is_set():
                 return
-            delay, last_round = (down or MARKET_ROUND_S), time.monotonic()
+            delay, last_round = MARKET_ROUND_S, time.monotonic()
+            answered = True  # the node answered this round (an error from it counts)
             try:
                 # A job claimed and fetched earlier goes to a worker that came free at
                 # once: the round's RPCs (a listing of every unclaimed job) come after.
@@ -235,14 +237,11 @@ class RemoteMiner:
                     self.market.prefetch()
                     if idle:
                         delay = min(delay, self.market.next_computable_in())
-                if down:
-                    log.info("market: the node answers again")
-                down = 0.0
             except RpcConnectionError as exc:  # the node is down or restarting: said once
                 if not down:
                     log.warning("market: %s; trying again, less often while it lasts", exc)
                 down = min(MARKET_DOWN_MAX_S, 2 * down or MARKET_ROUND_S)
-                delay = down
+                delay, answered = down, False
             except (RpcError, TemplateError, OSError) as exc:
                 log.warning("market: %s", exc)  # OSError: no room for an order file
             except (KeyError, TypeError, ValueError, OverflowError) as exc:  # not shaped as ours
@@ -250,6 +249,9 @@ class RemoteMiner:
                             "of this version?", exc)  # fmt: skip
             except Exception:  # noqa: BLE001 - a bug must not stop the market for good
                 log.exception("market round failed (a bug: please report it); next round")
+            if answered and down:
+                log.info("market: the node answers again")
+                down = 0.0
 
     def _hand_out(self) -> bool:
         """Give each idle worker a claimed job that may be computed now; True if a

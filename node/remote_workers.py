@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import queue
+import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -29,17 +30,26 @@ class WorkerPool:
         self._orders: dict[int, OrderFile] = {}  # worker -> its file for paid jobs
 
     def start(self, specs: Iterable[WorkerSpec]) -> None:
-        """Spawn a worker process for each spec."""
-        for spec in specs:
-            jobs = self._ctx.Queue()
-            proc = self._ctx.Process(
-                target=worker_main, args=(spec, jobs, self.results),
-                name=f"pouw-miner-{spec.index}",
-            )  # fmt: skip
-            proc.daemon = True
-            proc.start()
-            self._jobs.append(jobs)
-            self._procs.append(proc)
+        """Spawn a worker process for each spec. They start with SIGINT ignored (a
+        spawned process keeps it so while it imports its engine): Ctrl-C is the miner's."""
+        try:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread: nothing to hand down
+            previous = None
+        try:
+            for spec in specs:
+                jobs = self._ctx.Queue()
+                proc = self._ctx.Process(
+                    target=worker_main, args=(spec, jobs, self.results),
+                    name=f"pouw-miner-{spec.index}",
+                )  # fmt: skip
+                proc.daemon = True
+                proc.start()
+                self._jobs.append(jobs)
+                self._procs.append(proc)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     def __len__(self) -> int:
         """The workers started, gone ones included."""
@@ -104,8 +114,7 @@ class WorkerPool:
 
     def stop(self) -> None:
         """Tell every worker to quit, give them 10 s in all (then kill the ones still
-        running: they ignore SIGTERM, node/miner_worker.worker_main), and remove the
-        order files."""
+        running), and remove the order files."""
         for q in self._jobs:
             with contextlib.suppress(Exception):
                 q.put(None)

@@ -7,6 +7,7 @@ and serves corrupt rows."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Coroutine
@@ -165,13 +166,14 @@ def test_store_announces_new_blobs_and_lists_recent(tmp_path: Path) -> None:
     store.listeners.append(seen.append)
     a, b = operands(16, 64, 8)
     ra = store.put("a", a)
-    store.flush()  # (written behind: each on disk before the next, so the order is sure)
-    time.sleep(0.01)
     rb = store.put("bt", b.T)
-    store.flush()
+    store.flush()  # (written behind) then aged a minute and half a minute: an order sure
+    now = time.time()  # on any file system's timestamps
+    for root, age in ((ra, 60), (rb, 30)):
+        for path in (tmp_path / "s").glob(f"{root.hex()}.*"):
+            os.utime(path, (now - age, now - age))
     assert [i.root for i in store.recent(10)] == [rb, ra]
     assert [i.root for i in store.recent(1)] == [rb]
-    time.sleep(0.01)
     store.put("a", a)  # already held: not announced again, but counted as stored now
     assert [(i.root, i.kind, i.rows, i.line_bytes) for i in seen] == [
         (ra, "a", 16, 64), (rb, "bt", 8, 64),

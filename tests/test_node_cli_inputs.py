@@ -325,7 +325,8 @@ def test_the_standalone_miner_names_each_bad_input(
 
 @pytest.mark.parametrize(
     ("param", "said"),
-    [('["mempool"', "is not valid JSON"), ("1e999", "is not a finite number")],
+    [('["mempool"', "is not valid JSON"), ("1e999", "a number that is not finite"),
+     ("[1, NaN]", "a number that is not finite")],
 )
 def test_rpc_refuses_a_parameter_it_cannot_send_as_json(
     caplog: pytest.LogCaptureFixture, param: str, said: str

@@ -317,14 +317,14 @@ class Collecting:
                 out.verified = False
                 out.actions.append(f"{job['job_id'][:16]}: C unavailable ({got})")
                 if act:
-                    self._probe(job, out)
+                    self._act(self._probe, job, out)
                 elif challenge:
                     out.actions[-1] += later
             elif not ok:
                 out.verified = False
                 out.actions.append(f"{job['job_id'][:16]}: C is wrong")
                 if act:
-                    self._challenge(job, *part.operands(a8, b8), got, out)
+                    self._act(self._challenge, job, *part.operands(a8, b8), got, out)
                 elif challenge:
                     out.actions[-1] += later
         t2 = time.perf_counter()
@@ -333,6 +333,17 @@ class Collecting:
             out.c = assemble(plan.m, plan.n, plan.parts, results)  # type: ignore[arg-type]
             out.timings["assemble_s"] = time.perf_counter() - t2
         return out
+
+    def _act(self, action: Callable[..., None], *args: Any) -> None:
+        """A challenge or probe; one that cannot be signed (the wallet does not unlock)
+        is reported with the part, not instead of the other parts' results."""
+        from wallet.keystore import WalletError
+
+        out: JobResult = args[-1]
+        try:
+            action(*args)
+        except WalletError as exc:
+            out.actions[-1] += f"; nothing sent: {exc}"
 
     async def _fetch_all(self, jobs: list[dict[str, Any]], timeout: float) -> list[Any]:
         async def one(job: dict[str, Any]) -> Any:

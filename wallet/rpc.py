@@ -151,6 +151,7 @@ class RpcClient:
             self._set_credentials(user, password or "")
         self._ids = itertools.count(1)
         self._local = threading.local()  # each thread's kept-open connection
+        self._reload_lock = threading.Lock()  # one thread reads a new cookie at a time
 
     @classmethod
     def from_options(
@@ -171,9 +172,8 @@ class RpcClient:
         return cls(url, user, password, timeout)
 
     def _set_credentials(self, user: str, password: str) -> None:
-        self._credentials = (user, password)
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        self._auth = f"Basic {token}"
+        self._credentials, self._auth = (user, password), f"Basic {token}"  # (one store)
 
     def credentials(self) -> tuple[str, str] | None:
         """(user, password) as last used: a cookie's, read again after a node restart."""
@@ -182,9 +182,10 @@ class RpcClient:
     def clone(self) -> RpcClient:
         """Another client of the same node and credentials (its own connections)."""
         other = RpcClient(self.url, timeout=self.timeout)
-        other._auth, other._credentials, other._cookie = (
-            self._auth, self._credentials, self._cookie,
-        )  # fmt: skip
+        with self._reload_lock:
+            other._auth, other._credentials, other._cookie = (
+                self._auth, self._credentials, self._cookie,
+            )  # fmt: skip
         return other
 
     def _reload_cookie(self) -> bool:
@@ -225,12 +226,18 @@ class RpcClient:
         post = self._post_kept if urllib.parse.urlsplit(self.url).scheme == "http" else (
             self._post_urllib
         )  # fmt: skip
+        sent_with = self._auth
         try:
             raw = post(body, what, timeout or self.timeout)
         except RpcConnectionError as exc:
-            if exc.status != 401 or not self._reload_cookie():
+            if exc.status != 401:
                 raise
-            raw = post(body, what, timeout or self.timeout)  # with the new cookie's
+            # refused before the node read the call (nothing ran): send it again with a
+            # new cookie, read by this thread or by another refused meanwhile
+            with self._reload_lock:
+                if self._auth == sent_with and not self._reload_cookie():
+                    raise
+            raw = post(body, what, timeout or self.timeout)
         try:
             return json.loads(raw)
         except json.JSONDecodeError:

@@ -192,8 +192,9 @@ class Wallet:
             raise WalletError(
                 f"insufficient funds: amount + fee = {format_coins(amount + fee)} coins, "
                 f"spendable {format_coins(info.balance)}{waiting}: "
-                f"{format_coins(amount + fee - info.balance)} short (lower --amount, or "
-                "wait for the immature coins)"
+                f"{format_coins(amount + fee - info.balance)} short: lower --amount"
+                + (", or wait for the immature coins"
+                   if amount + fee - info.balance <= info.immature else "")
             )
         tx = self.build_transfer(to, amount, fee, info.pending_nonce if nonce is None else nonce)
         txid = send_raw_transaction(rpc, tx.to_bytes())
