@@ -40,7 +40,6 @@ EXIT_INTERRUPTED = 130  # Ctrl-C: the shell convention (128 + SIGINT)
 # `pouw rpc` waits as long as a long poll may (waitfornewblock 0 waits for ever); Ctrl-C
 # stops it
 RPC_COMMAND_TIMEOUT_S = 24 * 3600.0
-METHOD_NOT_FOUND = -32601  # JSON-RPC
 
 # The settings only the node's own miner reads (node/service.py): without --mine they
 # do nothing, which the node says at start rather than ignore them silently.
@@ -357,7 +356,7 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     """Cookie auth from --datadir, like bitcoin-cli; prints the result as JSON."""
     import json
 
-    from wallet.rpc import RpcClient, RpcConnectionError, RpcError
+    from wallet.rpc import METHOD_NOT_FOUND, RpcClient, RpcConnectionError, RpcError
 
     params = []
     for text in args.params:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from chain.address import AddressError, decode_any_address
 from chain.network import NETWORKS, Network, NetworkError, load_network
+from node.settings_file import Bounds, bounded
 from wallet.cli import run_command
 from wallet.keystore import WalletError
 from wallet.rpc import RpcClient, RpcConnectionError
@@ -64,16 +65,6 @@ def _shape(text: str) -> tuple[int, int, int]:
     return m, k, n
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: use 1 or more")
-    return value
-
-
 def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("miner", help="mine through a node's JSON-RPC (GPU or CPU)")
     p.add_argument("--rpc", metavar="URL", help="node RPC URL (default 127.0.0.1:<rpc port>)")
@@ -100,7 +91,8 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="numpy worker processes (default 1); GPUs: one worker each, chosen with --devices",
     )
     p.add_argument("--shape", type=_shape, metavar="M,K,N", help="ask for this product shape")
-    p.add_argument("--max-blocks", type=_positive_int, help="exit after this many accepted blocks")
+    p.add_argument("--max-blocks", type=bounded(int, Bounds(1)),
+                   help="exit after this many accepted blocks")  # fmt: skip
     p.add_argument("--status-every", type=_positive_seconds, metavar="SECONDS",
                    help="seconds between status lines (default: 1 on a terminal, 10 in a log)")
     p.add_argument("--longpoll-timeout", type=float, default=120.0, help=argparse.SUPPRESS)

@@ -32,6 +32,7 @@ from wallet.job_txs import (
     probe_tx,
 )
 from wallet.products import Manifest, assemble
+from wallet.rpc import METHOD_NOT_FOUND, NOT_FOUND
 
 DONE = ("paid", "committed")  # a part whose C can be collected
 FAILED = ("refunded", "expired", "reclaimed")  # a part that will never deliver
@@ -40,8 +41,6 @@ COLLECT_PARALLEL = 4  # ready parts' C downloaded at once while wait() goes on
 COLLECT_TIMEOUT_S = 30.0
 MAX_COLLECTED = 256  # downloaded Cs held for result() at most (the oldest dropped)
 WAIT_CALL_S = 10.0  # the longest waitforjob call (then wait() asks again)
-METHOD_NOT_FOUND = -32601  # JSON-RPC: the node does not serve the method
-NOT_FOUND = -5  # the node's code for an unknown job (node/rpc/errors.py)
 # wait() says where things stand at least this often, changes or not: a buyer waiting
 # minutes for a miner sees the client is alive and what each part waits for
 HEARTBEAT_S = 15.0

@@ -70,7 +70,6 @@ DEFAULT_LIST_LIMIT = 10
 # A job must stay claimable at least this long: its submit has to reach a block and a
 # miner has to claim it (an expiry the chain's clock passes first fails on chain).
 MIN_EXPIRY_S = 60
-NOT_FOUND = -5  # the node's JSON-RPC code for an unknown job (node/rpc/errors.py)
 ID_HEX = 64  # a product or job id: 32 bytes in hex
 
 
@@ -412,7 +411,7 @@ class JobClient(Collecting):
         while its nonce is still the account's next free one or later (so it replaces
         no other transaction of ours) and it has not expired (else the chain would fail
         it and keep its fee)."""
-        from wallet.rpc import RpcError, get_account
+        from wallet.rpc import NOT_FOUND, RpcError, get_account
 
         try:
             return dict(self.rpc.call("getjob", job_id))

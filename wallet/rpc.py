@@ -69,6 +69,11 @@ class RpcConnectionError(Exception):
         self.status = status
 
 
+# JSON-RPC error codes a client acts on (the node's: node/rpc/errors.py)
+METHOD_NOT_FOUND = -32601  # the node does not serve the method (an older node)
+NOT_FOUND = -5  # no such block, transaction or job
+
+
 class RpcTimeoutError(RpcConnectionError):
     """The node did not answer within the timeout (a long-poll may simply be waiting)."""
 
