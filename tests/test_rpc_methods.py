@@ -519,3 +519,25 @@ def test_a_job_its_buyer_is_reclaiming_is_not_claimable(tmp_path: Path) -> None:
         assert (await h.result("getmarketinfo"))["claimable"] == 0
 
     run_node(tmp_path, body)
+
+
+def test_market_wait_is_unknown_once_no_block_comes(tmp_path: Path, monkeypatch) -> None:
+    """The expected wait comes from the last blocks' rate only while blocks still come:
+    with a tip older than 20 target spacings (at least 60 s) no miner runs now, and a
+    wait from the rate before the gap would be a promise nobody keeps."""
+    import node.rpc.market as market_rpc
+
+    async def body(h: Harness) -> None:
+        await mine_and_submit(h, 4)
+        info = await h.result("getmarketinfo")
+        assert info["network_multiply_adds_per_s"] > 0
+        assert info["expected_wait_s"] is not None and info["tip_age_s"] < 60
+        real = market_rpc.time.time
+        later = type("Later", (), {"time": staticmethod(lambda: real() + 3600)})
+        monkeypatch.setattr(market_rpc, "time", later)
+        info = await h.result("getmarketinfo")
+        # (a devnet's block timestamps may run a little ahead of the clock)
+        assert info["expected_wait_s"] is None and info["tip_age_s"] > 3000
+        assert info["network_multiply_adds_per_s"] > 0  # the rate itself is history
+
+    run_node(tmp_path, body)

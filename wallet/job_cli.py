@@ -137,10 +137,15 @@ def cmd_quote(args: argparse.Namespace) -> int:
             "going_bounty_per_multiply_add": q.going_bounty_per_multiply_add,
             "suggested_bounty": q.suggested_bounty, "suggested_bounty_coins": coins,
             "network_multiply_adds_per_s": q.network_multiply_adds_per_s,
-            "expected_wait_s": q.expected_wait_s,
+            "expected_wait_s": q.expected_wait_s, "tip_age_s": q.tip_age_s,
         })  # fmt: skip
         return 0
-    wait = "unknown (no miner seen)" if q.expected_wait_s is None else f"{q.expected_wait_s:.1f}"
+    if q.expected_wait_s is not None:
+        wait = f"{q.expected_wait_s:.1f}"
+    elif q.network_multiply_adds_per_s > 0 and q.tip_age_s is not None:
+        wait = f"unknown: no block for {q.tip_age_s} s (is any miner running?)"
+    else:
+        wait = "unknown (no miner seen)"
     _print(args, {
         "multiply_adds": q.multiply_adds, "parts": q.parts,
         "going_bounty_per_multiply_add": f"{q.going_bounty_per_multiply_add:.6g} base units",

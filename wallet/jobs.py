@@ -128,6 +128,9 @@ class Quote:
     suggested_bounty: int  # base units: the going rate times this product's work
     network_multiply_adds_per_s: float
     expected_wait_s: float | None  # queued work plus this product over the network's rate
+    # seconds since the tip's timestamp: with no block for long, no miner runs now and
+    # expected_wait_s is None (the node's getmarketinfo judges it: STALE_TIP_SPACINGS)
+    tip_age_s: int | None = None
 
 
 class JobClient(Collecting):
@@ -272,11 +275,13 @@ class JobClient(Collecting):
         rate = float(info["going_bounty_per_multiply_add"])
         net_rate = float(info["network_multiply_adds_per_s"])
         queued = int(info["open_demand_multiply_adds"]) + int(info["in_progress_multiply_adds"])
+        waits = net_rate > 0 and info.get("expected_wait_s") is not None
         return Quote(
             multiply_adds=work, parts=len(plan.parts), going_bounty_per_multiply_add=rate,
             suggested_bounty=max(len(plan.parts), int(rate * work + 0.999999)),
             network_multiply_adds_per_s=net_rate,
-            expected_wait_s=(queued + work) / net_rate if net_rate > 0 else None,
+            expected_wait_s=(queued + work) / net_rate if waits else None,
+            tip_age_s=info.get("tip_age_s"),
         )  # fmt: skip
 
     def submit(

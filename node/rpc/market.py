@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import statistics
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -51,6 +52,11 @@ MAX_WAIT_MS = 300_000
 # a bond), and a miner needs only the lowest ones and its own; ``pending_claims``
 # still counts them all.
 MAX_LISTED_CLAIMS = 32
+# A tip older than this many target spacings (and at least STALE_TIP_MIN_S) says no
+# miner is running now (no block in 20 spacings happens once in e^20 by chance), so
+# the rate of the blocks before it no longer predicts a wait: expected_wait_s is null.
+STALE_TIP_SPACINGS = 20
+STALE_TIP_MIN_S = 60
 
 
 class JobParams(Params):
@@ -382,6 +388,10 @@ class MarketMethods:
                 paid_rates.append(job.bounty / job.multiply_adds)
         rate = self.network_rate()
         rates = open_rates or paid_rates
+        tip_age = max(0, int(time.time()) - chain.tip.timestamp)
+        spacing = self.net.difficulty.target_spacing_s
+        stale_after = max(STALE_TIP_MIN_S, STALE_TIP_SPACINGS * spacing)
+        waits = rate > 0 and tip_age <= stale_after
         return {
             "jobs": counts,
             "open_demand_multiply_adds": demand,
@@ -394,6 +404,7 @@ class MarketMethods:
             "delivered_multiply_adds": delivered,
             "useful_share": min(1.0, delivered / (rate * span)) if rate > 0 else 0.0,
             "window_blocks": len(recs) - 1,
-            "expected_wait_s": (demand + busy) / rate if rate > 0 else None,
+            "tip_age_s": tip_age,
+            "expected_wait_s": (demand + busy) / rate if waits else None,
             "params": dataclasses.asdict(self.net.market),
         }
