@@ -9,6 +9,7 @@ subprocesses: a Python start per command would cost a second each."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,7 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
         node.stop()
         code, out, err = _run(capsys, "job", "list", *where[:8])
         assert code == 0 and pid in out and "node not reachable" in out, (out, err)
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", out), out  # as status says
     finally:
         node.stop()
 

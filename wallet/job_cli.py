@@ -200,6 +200,11 @@ AMOUNT_FIELDS = ("bounty", "bond")  # base units in getjob's answer
 TIME_FIELDS = ("expires", "claim_deadline", "window_end")  # median time past, Unix seconds
 
 
+def _utc(unix_s: float) -> str:
+    """A time as every text output of `pouw job` prints it (UTC, as the chain keeps it)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix_s))
+
+
 def _readable(job: dict[str, Any]) -> dict[str, Any]:
     """A job as getjob gives it, with amounts in coins and times as UTC dates (the text
     output; --json keeps the node's numbers)."""
@@ -209,7 +214,7 @@ def _readable(job: dict[str, Any]) -> dict[str, Any]:
             out[key] = f"{format_coins(out[key])} coins ({out[key]}u)"
     for key in TIME_FIELDS:
         if isinstance(out.get(key), int) and out[key] > 0:
-            out[key] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(out[key]))
+            out[key] = _utc(out[key])
     return out
 
 
@@ -259,7 +264,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no products submitted from this datadir yet (`pouw job submit` keeps them)")
         return 0
     for row in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["submitted"]))
+        when = _utc(row["submitted"])
         if "m" not in row:  # an unreadable manifest
             print(f"{row['product_id']}  {when}  {row['status']}")
             continue
