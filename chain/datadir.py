@@ -24,9 +24,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["LOCK_FILENAME", "DataDir", "DatadirError", "DatadirLockedError"]
+__all__ = ["LOCK_FILENAME", "DataDir", "DatadirError", "DatadirLockedError", "default_datadir"]
 
 LOCK_FILENAME = "LOCK"
+
+
+def default_datadir() -> Path:
+    """Where every ``pouw`` command looks without ``--datadir``: ``$POUW_DATADIR``,
+    else ``~/.pouw`` (the node, the wallet and the miner must agree on it)."""
+    return Path(os.environ.get("POUW_DATADIR", Path.home() / ".pouw"))
 
 
 class Closeable(ABC):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from chain.datadir import default_datadir as default_datadir  # (node's modules import it here)
 
 # TCP ports are 16-bit numbers: 65535 is the highest there is.
 MAX_PORT = 65535
@@ -13,10 +14,6 @@ MAX_PORT = 65535
 # network's default), so its lowest port is 1.
 ANY_FREE_PORT = 0
 LOWEST_P2P_PORT = 1
-
-
-def default_datadir() -> Path:
-    return Path(os.environ.get("POUW_DATADIR", Path.home() / ".pouw"))
 
 
 def network_dir(datadir: Path, network: str) -> Path:

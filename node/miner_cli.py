@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chain.address import AddressError, decode_any_address
+from chain.datadir import default_datadir
 from chain.network import NETWORKS, Network, NetworkError, load_network
 from node.settings_file import Bounds, bounded
 from wallet.cli import run_command
@@ -97,9 +98,10 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="seconds between status lines (default: 1 on a terminal, 10 in a log)")
     p.add_argument("--longpoll-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--market-wallet", type=Path, metavar="KEYSTORE",
+    p.add_argument("--market-wallet", metavar="NAME|KEYSTORE",
                    help="take paid compute jobs, signing claims and commits with this "
-                        "keystore (its address must be --address, if given)")  # fmt: skip
+                        "wallet: a name as `pouw wallet --wallet NAME` keeps it in --datadir, "
+                        "or a keystore file (its address must be --address, if given)")  # fmt: skip
     p.add_argument("--password-file", type=Path,
                    help="the keystore's password (else $POUW_WALLET_PASSWORD)")  # fmt: skip
     p.add_argument("--blob-url", help="the node's blob endpoint (default: --rpc's port + 3)")
@@ -119,6 +121,12 @@ def cmd_miner(args: argparse.Namespace) -> int:
         lines, _ok = describe_devices()
         print("\n".join(lines))
         return 0
+    if args.market_wallet is not None:
+        try:
+            args.market_wallet = market_keystore(args)
+        except WalletError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
     if args.address is None and args.market_wallet is not None:
         from wallet.keystore import keystore_address
 
@@ -140,7 +148,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
         url = args.rpc or f"http://127.0.0.1:{network.rpc_port}"
         datadir = None
         if args.rpc_user is None:
-            datadir = args.datadir or Path(os.environ.get("POUW_DATADIR", Path.home() / ".pouw"))
+            datadir = args.datadir or default_datadir()
         rpc = RpcClient.from_options(url, network.name, datadir, args.rpc_user, args.rpc_password)
     except AddressError as exc:
         log.error(
@@ -220,6 +228,42 @@ def cmd_miner(args: argparse.Namespace) -> int:
         miner.close()
         print("pouw miner stopped (Ctrl-C)", file=sys.stderr)
         return 0
+
+
+def market_keystore(args: argparse.Namespace) -> Path:
+    """--market-wallet's keystore: a file given by its path (a name with a separator or
+    ``.json``, or any file that exists), else a wallet name, found as ``pouw wallet``
+    keeps it: ``<datadir>/<network>/wallets/NAME.json``, on --network, else on
+    --address's network, else on the one network whose folder holds that name."""
+    from wallet.wallet import default_keystore_path
+
+    value = str(args.market_wallet)
+    path = Path(value)
+    if path.suffix == ".json" or os.sep in value or "/" in value or path.is_file():
+        return path
+    datadir = args.datadir or default_datadir()
+    networks: tuple[str, ...] = NETWORKS
+    if args.network is not None:
+        networks = (args.network,)
+    elif args.address is not None:
+        try:
+            networks = (decode_any_address(args.address)[0],)
+        except AddressError:
+            pass  # (said with the address's own check)
+    found = [p for net in networks if (p := default_keystore_path(datadir, net, value)).is_file()]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise WalletError(
+            f"--market-wallet {value}: a wallet of that name is kept for "
+            f"{', '.join(p.parent.parent.name for p in found)}: pass --network"
+        )
+    where = default_keystore_path(datadir, networks[0] if len(networks) == 1 else "NETWORK", value)
+    raise WalletError(
+        f"--market-wallet {value}: no keystore file {value} and no wallet of that name "
+        f"({where}): give the keystore's path, or the name `pouw wallet create --wallet "
+        f"{value}` used, with the same --datadir"
+    )
 
 
 def _market(

@@ -321,6 +321,18 @@ def test_the_standalone_miner_names_each_bad_input(
     code, said = _miner_says(caplog, *common, "--password-file", str(tmp_path / "none"))
     assert code == 2 and "--password-file" in said and "No such file" in said, said
     assert "Traceback" not in said
+    # a wallet name, as `pouw wallet --wallet NAME` keeps it in the datadir
+    datadir = tmp_path / "data"
+    Wallet.create(datadir / "devnet" / "wallets" / "earn.json", "pw", load_network("devnet"),
+                  seed=devnet_key(3).seed, scrypt_n=2**10)  # fmt: skip
+    named = ("--datadir", str(datadir), "--backend", "numpy", "--market-wallet")
+    code, said = _miner_says(caplog, *named, "earn")
+    assert code == 2 and "no password for the keystore" in said, said  # found, then asked
+    code, said = _miner_says(caplog, *named, "spend")
+    assert code == 2 and "--market-wallet spend: no keystore file spend and no wallet" in said
+    assert str(datadir / "NETWORK" / "wallets" / "spend.json") in said, said  # none named
+    code, said = _miner_says(caplog, *named, "earn", "--network", "testnet")
+    assert code == 2 and "testnet/wallets/earn.json" in said, said
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.address import AddressError
+from chain.datadir import default_datadir
 from chain.network import NETWORKS, Network, NetworkError, load_network
 from chain.txkind import AMOUNT_KINDS, TxKind
 from wallet.amount import (
@@ -50,10 +51,6 @@ PASSWORD_ENV = "POUW_WALLET_PASSWORD"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C: the shell convention (128 + SIGINT)
-
-
-def _default_datadir() -> Path:
-    return Path(os.environ.get("POUW_DATADIR", Path.home() / ".pouw"))
 
 
 def _add_common(p: argparse.ArgumentParser, rpc: bool = False) -> None:
@@ -150,7 +147,7 @@ def _network(args: argparse.Namespace) -> Network:
 
 
 def _datadir(args: argparse.Namespace) -> Path:
-    return args.datadir or _default_datadir()
+    return args.datadir or default_datadir()
 
 
 def _path(args: argparse.Namespace) -> Path:
