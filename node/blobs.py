@@ -40,6 +40,7 @@ from compute.blobs import (
     BlobStore,
 )
 from node.blob_retention import BlobRetention
+from node.config import port_after_rpc
 
 log = logging.getLogger("pouw.blobs")
 
@@ -229,8 +230,8 @@ def blob_dir(network_dir: Path) -> Path:
 class BlobService:
     """The node's blob server (a Service: name, async start/stop).
 
-    Settings: ``blob_bind`` (default ``rpc_bind``), ``blob_port`` (default the network's
-    RPC port + 3), ``blob_quota_mb``, ``blob_keep_hours`` (node/blob_retention.py). The
+    Settings: ``blob_bind`` (default ``rpc_bind``), ``blob_port`` (default the RPC
+    port + 3), ``blob_quota_mb``, ``blob_keep_hours`` (node/blob_retention.py). The
     store is ``network_dir / "blobs"``.
     """
 
@@ -242,7 +243,7 @@ class BlobService:
         self.store = BlobStore(blob_dir(cfg.network_dir), cfg.blob_quota_mb * 2**20)
         port = cfg.blob_port
         if port is None:
-            port = (cfg.rpc_port or node.network.rpc_port) + DEFAULT_BLOB_PORT_OFFSET
+            port = port_after_rpc(cfg.rpc_port, node.network.rpc_port, DEFAULT_BLOB_PORT_OFFSET)
         self.server = BlobServer(self.store, cfg.blob_bind or cfg.rpc_bind, port)
         self.retention = BlobRetention(node, self.store, cfg.blob_keep_hours * 3600.0)
 

@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,7 +17,7 @@ from chain.address import HRP_BY_NETWORK, AddressError, decode_address
 from chain.datadir import DatadirError
 from chain.network import NETWORKS, NetworkError, load_network
 from chain.storage_errors import StorageError
-from node.config import MAX_PORT, NodeConfig, default_datadir, network_dir
+from node.config import MAX_PORT, NodeConfig, default_datadir, network_dir, port_after_rpc
 from node.miner_cli import add_miner_parser
 from node.settings_file import (
     BY_KEY,
@@ -158,7 +158,15 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         resolved = resolve(args)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    print(show(resolved))
+    config = resolved.config
+    try:  # the ports an unset key stands for, as the node would pick them
+        network = load_network(config.network, config.genesis_file)
+        every = replace(config, listen=True, rpc=True, blobs=True, metrics=True)
+        ports = {lis.port_key: lis.port for lis in listeners(
+            every, network.p2p_port, network.rpc_port)}  # fmt: skip
+    except NetworkError:  # (the node says why at its start)
+        ports = {}
+    print(show(resolved, ports))
     return 0
 
 
@@ -255,18 +263,16 @@ def listeners(config: NodeConfig, p2p_port: int, rpc_port: int) -> list[Listener
         port = rpc_port if config.rpc_port is None else config.rpc_port
         out.append(Listener("JSON-RPC", "rpc_bind", "rpc_port", config.rpc_bind, port))
         if config.blobs:
-            port = (
-                (config.rpc_port or rpc_port) + DEFAULT_BLOB_PORT_OFFSET
-                if config.blob_port is None
-                else config.blob_port
-            )
+            port = config.blob_port
+            if port is None:
+                port = port_after_rpc(config.rpc_port, rpc_port, DEFAULT_BLOB_PORT_OFFSET)
             bind_key = "rpc_bind" if config.blob_bind is None else "blob_bind"
             host = config.blob_bind or config.rpc_bind
             out.append(Listener("blob", bind_key, "blob_port", host, port))
     if config.metrics:
-        port = (
-            rpc_port + METRICS_PORT_OFFSET if config.metrics_port is None else config.metrics_port
-        )
+        port = config.metrics_port
+        if port is None:
+            port = port_after_rpc(config.rpc_port, rpc_port, METRICS_PORT_OFFSET)
         out.append(Listener("metrics", "metrics_bind", "metrics_port", config.metrics_bind, port))
     return out
 
@@ -278,9 +284,10 @@ def check_listeners(resolved: Resolved, p2p_port: int, rpc_port: int) -> None:
     for lis in listeners(resolved.config, p2p_port, rpc_port):
         where = given(resolved, lis.bind_key, lis.host)
         port = given(resolved, lis.port_key, lis.port)
-        if lis.port > MAX_PORT:  # only a default can be: the RPC port + 3
+        if lis.port > MAX_PORT:  # only a default can be: the RPC port + 2 or + 3
             raise UsageError(
-                f"{port}: the RPC port + 3 is no port (at most {MAX_PORT}): pass "
+                f"{port}: the RPC port + {lis.port - (resolved.config.rpc_port or rpc_port)} "
+                f"is no port (at most {MAX_PORT}): pass "
                 f"{BY_KEY[lis.port_key].flags} too, or a lower --rpc-port"
             )
         try:

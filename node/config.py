@@ -16,6 +16,13 @@ ANY_FREE_PORT = 0
 LOWEST_P2P_PORT = 1
 
 
+def port_after_rpc(rpc_port: int | None, network_rpc_port: int, offset: int) -> int:
+    """The default port of a server beside the RPC one (blobs +3, metrics +2): it
+    follows --rpc-port, so that two nodes on one host given different RPC ports get
+    different defaults (the network's RPC port when --rpc-port is unset or 0)."""
+    return (rpc_port or network_rpc_port) + offset
+
+
 def network_dir(datadir: Path, network: str) -> Path:
     """Each network keeps its own folder, so one datadir can hold all three."""
     return Path(datadir) / network
@@ -54,14 +61,14 @@ class NodeConfig:
     # Prometheus /metrics, /health, /ready (node/metrics.py) on their own port.
     metrics: bool = False
     metrics_bind: str = "127.0.0.1"
-    metrics_port: int | None = None  # None: the network's rpc_port + 2
+    metrics_port: int | None = None  # None: the RPC port + 2 (port_after_rpc)
     # The web dashboard (node/dashboard/) on the RPC port at /dashboard/.
     dashboard: bool = False
     config_file: Path | None = None  # the TOML file that was read, if any
     # Compute market (docs/MARKET.md): the matrix blob endpoint and the miner's side.
     blobs: bool = True  # serve matrix blobs (needs rpc: uploads use the RPC cookie)
     blob_bind: str | None = None  # None: rpc_bind
-    blob_port: int | None = None  # None: the network's RPC port + 3
+    blob_port: int | None = None  # None: the RPC port + 3 (port_after_rpc)
     blob_quota_mb: int = 8192
     # blobs no job in flight needs are kept this long after they were stored (0: until
     # the quota needs room); node/blob_retention.py

@@ -25,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from chain.chainstate import ProcessResult
 from chain.validation import Verdict
+from node.config import port_after_rpc
 from node.events import TipChange
 from node.health import best_known_height, p2p_of, readiness, ready_peers
 from node.rpc.callstats import RpcCallStats
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pouw.node")
 
 VERSION = "0.1.0"
-METRICS_PORT_OFFSET = 2  # default metrics port: the network's RPC port + 2
+METRICS_PORT_OFFSET = 2  # default metrics port: the RPC port + 2 (blobs take +3)
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 REORG_BUCKETS = (1, 2, 3, 5, 10, 20, 50, 100, 1000)
 
@@ -230,7 +231,7 @@ class MetricsService:
         self.node = node
         cfg = node.config
         self.bind = cfg.metrics_bind
-        default = node.network.rpc_port + METRICS_PORT_OFFSET
+        default = port_after_rpc(cfg.rpc_port, node.network.rpc_port, METRICS_PORT_OFFSET)
         self.port = default if cfg.metrics_port is None else cfg.metrics_port
         self._runner: web.AppRunner | None = None
 

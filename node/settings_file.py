@@ -138,7 +138,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "metrics_port",
         int,
-        "port of the metrics server (default: the network's RPC port + 2)",
+        "port of the metrics server (default: the RPC port + 2)",
         bounds=PORT,
     ),
     Option("dashboard", bool, "serve the web dashboard at /dashboard/ on the RPC port"),
@@ -422,8 +422,9 @@ def _toml_value(value: Any) -> str:
     return f'"{text}"'
 
 
-def show(resolved: Resolved) -> str:
-    """The effective configuration as TOML, each key with where it came from."""
+def show(resolved: Resolved, implied: dict[str, Any] | None = None) -> str:
+    """The effective configuration as TOML, each key with where it came from; an unset
+    key in ``implied`` (the ports the node derives from others) shows what it means."""
     cfg = resolved.config
     lines = [
         f"# effective configuration of network {cfg.network}",
@@ -434,7 +435,9 @@ def show(resolved: Resolved) -> str:
         value = getattr(cfg, o.key)
         src = resolved.sources.get(o.key, "default")
         if value is None:
-            lines.append(f"# {o.key} = (unset)  # {src}: {o.help}")
+            meant = (implied or {}).get(o.key)
+            unset = "(unset)" if meant is None else f"(unset: {_toml_value(meant)})"
+            lines.append(f"# {o.key} = {unset}  # {src}: {o.help}")
             continue
         if o.key == "rpc_password":
             lines.append(f'{o.key} = "********"  # {src}')

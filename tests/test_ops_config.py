@@ -97,6 +97,20 @@ def test_node_process_refuses_a_bad_file_and_config_show_prints(tmp_path: Path) 
                          capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "rpc_port = 7  # file" in out.stdout and "p2p_port = 9  # flag" in out.stdout
+    # the ports beside the RPC one follow it (two nodes on one host, different RPC ports)
+    assert "# metrics_port = (unset: 9)  #" in out.stdout, out.stdout
+    assert "# blob_port = (unset: 10)  #" in out.stdout, out.stdout
+
+
+def test_ports_beside_rpc_follow_the_rpc_port(tmp_path: Path) -> None:
+    from node.cli import listeners
+
+    cfg = resolve(parse("--datadir", str(tmp_path), "--rpc-port", "40000", "--metrics")).config
+    ports = {lis.what: lis.port for lis in listeners(cfg, 29333, 29332)}
+    assert ports == {"P2P": 29333, "JSON-RPC": 40000, "blob": 40003, "metrics": 40002}
+    cfg = resolve(parse("--datadir", str(tmp_path), "--metrics", "--metrics-port", "0")).config
+    ports = {lis.what: lis.port for lis in listeners(cfg, 29333, 29332)}
+    assert ports["metrics"] == 0 and ports["blob"] == 29335
 
 
 def record(name: str, msg: str, level: int = logging.DEBUG, module: str = "x") -> logging.LogRecord:
