@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 
 from chain.address import address_from_pubkey, encode_address
-from chain.keys import devnet_key
+from chain.keys import PrivateKey, devnet_key
 from compute.numpy_engine import NumpyEngine
 from tests.marketutil import exact_product
 from tests.p2putil import P2P_ENV, free_port, write_genesis
 from wallet.amount import format_coins, parse_amount
 from wallet.jobs import JobClient, JobError
+from wallet.keystore import WalletError
 from wallet.rpc import RpcClient, read_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,17 +261,27 @@ def test_cheating_workers_lose_their_bonds(tmp_path: Path) -> None:
         client = JobClient(devnet_key(0), net, rpc0, f"http://127.0.0.1:{n0.blob}",
                            blob_auth=read_cookie(n0.datadir, "devnet"))  # fmt: skip
         rng = np.random.default_rng(7)
-        jobs = {}
+        jobs, operands = {}, {}
         for mode, i in CHEATS.items():
             a = rng.integers(-64, 64, (64, 128), dtype=np.int8)
             b = rng.integers(-64, 64, (128, 64), dtype=np.int8)
-            jobs[mode] = client.submit(a, b, bounty=1_000_000 + i)
+            jobs[mode], operands[mode] = client.submit(a, b, bounty=1_000_000 + i), (a, b)
         for mode, job_id in jobs.items():
             wait_for(f"{mode} claims", lambda j=job_id: rpc0.call("getjob", j).get("claimant"),
                      timeout=120, procs=procs)  # fmt: skip
             assert rpc0.call("getjob", job_id)["claimant"] == _address(CHEATS[mode])
         # wrong C: the client's Freivalds check fails and its challenge wins
         wait_for("commit", lambda: "result_root" in rpc0.call("getjob", jobs["wrong"]), procs=procs)
+        # a reader without the key, or whose wallet does not unlock, hears that the C is
+        # wrong and that no challenge went out (the part's report, not an exception)
+        def locked() -> PrivateKey:
+            raise WalletError("wrong password for the keystore")
+
+        for key, why in ((None, "needs the wallet's key"), (locked, "wrong password")):
+            reader = JobClient(key, net, rpc0, f"http://127.0.0.1:{n0.blob}")
+            res = reader.result(jobs["wrong"], *operands["wrong"])
+            assert not res.verified and res.challenge_txid is None, res.actions
+            assert why in res.actions[-1] and "C is wrong; nothing sent: " in res.actions[-1]
         res = client.result(jobs["wrong"])
         assert not res.verified and res.challenge_txid is not None, res.actions
         # withheld C, C under another root: the download fails, the client probes

@@ -334,14 +334,15 @@ class Collecting:
         return out
 
     def _act(self, action: Callable[..., None], *args: Any) -> None:
-        """A challenge or probe; one that cannot be signed (the wallet does not unlock)
-        is reported with the part, not instead of the other parts' results."""
+        """A challenge or probe; one that cannot be made (no key, a wallet that does not
+        unlock, a transaction the node refuses) is reported with the part, not instead
+        of the other parts' results."""
         from wallet.keystore import WalletError
 
         out: JobResult = args[-1]
         try:
             action(*args)
-        except WalletError as exc:
+        except (WalletError, JobError) as exc:
             out.actions[-1] += f"; nothing sent: {exc}"
 
     async def _fetch_all(self, jobs: list[dict[str, Any]], timeout: float) -> list[Any]:
