@@ -75,9 +75,15 @@ class Proc:
             cores = sorted(os.sched_getaffinity(0))
             chosen = {cores[core % len(cores)]}
             pin = lambda: os.sched_setaffinity(0, chosen)  # noqa: E731
-        self.proc = subprocess.Popen(
+        self._start = lambda: subprocess.Popen(
             cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin
         )
+        self.proc = self._start()
+
+    def restart(self) -> None:
+        """The same node again (same datadir and ports) after ``stop``."""
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = self._start()
 
     def rpc(self) -> RpcClient:
         deadline = time.monotonic() + 30

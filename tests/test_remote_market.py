@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import pytest
 
 from chain.address import address_from_pubkey, encode_address
 from chain.keys import devnet_key
@@ -355,4 +356,41 @@ def test_the_standalone_miner_computes_a_pooled_claim_only_as_the_lowest_standin
         rpc.call("sendrawtransaction", rival.to_bytes().hex())
         assert handed_out(5.0) == ahead
     finally:
+        node.stop()
+
+
+@pytest.mark.slow  # two node starts and an outage of a few seconds: ~20 s
+def test_pouw_miner_rides_out_a_node_restart(tmp_path: Path) -> None:
+    """The node under a market `pouw miner` stops and comes back (a new cookie): the
+    market rounds back off and say so once, blocks found meanwhile count as
+    undelivered (not rejected), and once the node answers the miner reads the new
+    cookie, says the node answers again, and its blocks are accepted again."""
+    genesis = market_genesis(tmp_path, challenge_s=2)
+    node = Proc(tmp_path / "n0", genesis, "--nomarket")  # no miner of its own
+    miner_log = open(tmp_path / "miner.log", "ab")  # noqa: SIM115
+    log_path = tmp_path / "miner.log"
+    miner = None
+    try:
+        rpc = node.rpc()
+        _, miner = _start_miner(tmp_path, node, genesis, 2, miner_log, "--status-every", "1")
+        wait_for("blocks", lambda: rpc.call("getblockcount") >= 3, procs=[node])
+        outage = len(log_path.read_bytes())
+        node.stop()  # (its cookie goes with it)
+        wait_for("an undelivered block", lambda: re.search(
+            r"rejected 0 undelivered [1-9]", log_path.read_text()[outage:]), timeout=30)
+        time.sleep(3)  # rounds meanwhile: MARKET_DOWN_MAX_S apart at most, said once
+        node.restart()
+        rpc = node.rpc()
+        height = rpc.call("getblockcount")
+        wait_for("blocks again", lambda: rpc.call("getblockcount") >= height + 3, procs=[node])
+        wait_for("the market back", lambda: "market: the node answers again" in
+                 log_path.read_text()[outage:], timeout=20)  # fmt: skip
+        text = log_path.read_text()[outage:]
+        assert text.count("trying again, less often while it lasts") == 1, text[-3000:]
+        assert text.count("not delivered") == 1, text[-3000:]  # said once an outage
+        assert text.count("market:") <= 3, text[-3000:]  # no warning per round
+        assert "Traceback" not in text and miner.poll() is None, text[-3000:]
+    finally:
+        _stop(miner)
+        miner_log.close()
         node.stop()
