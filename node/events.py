@@ -52,3 +52,6 @@ class NodeEvents:
     tip_changed: Signal[TipChange] = field(default_factory=lambda: Signal("tip_changed"))
     block_stored: Signal[Block] = field(default_factory=lambda: Signal("block_stored"))
     tx_accepted: Signal[Transaction] = field(default_factory=lambda: Signal("tx_accepted"))
+    # A wallet sent again a tx the pool already holds (sendrawtransaction): announce it
+    # to the peers that do not know it (one that joined since, or a reorg brought back).
+    tx_resent: Signal[Transaction] = field(default_factory=lambda: Signal("tx_resent"))

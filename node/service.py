@@ -22,7 +22,7 @@ from chain.chainstate import ChainState, ChainStateError, ProcessResult
 from chain.job_record import JobStatus, escrow_total, live_jobs
 from chain.keys import PrivateKey, devnet_key
 from chain.mempool import Mempool
-from chain.mempool_result import MempoolResult
+from chain.mempool_result import MempoolReject, MempoolResult
 from chain.network import Network, load_network
 from chain.state import Account, account_key
 from chain.storage import ChainDB, StorageError, open_chain
@@ -157,11 +157,14 @@ class Node:
     def account(self, address: bytes) -> Account:
         return Account.from_bytes(self.chain.state_get(account_key(address)))
 
-    def submit_transaction(self, tx: Transaction) -> MempoolResult:
-        """Every transaction enters here (RPC, peers)."""
+    def submit_transaction(self, tx: Transaction, local: bool = False) -> MempoolResult:
+        """Every transaction enters here (RPC, peers); one a local client (RPC) sends
+        again while the pool holds it is announced again (``tx_resent``)."""
         result = self.mempool.add(tx, int(time.time()))
         if result.ok:
             self.events.tx_accepted.emit(tx)
+        elif local and result.reject is MempoolReject.ALREADY_KNOWN:
+            self.events.tx_resent.emit(tx)
         return result
 
     def storage_fault(self, exc: StorageError | ChainStateError) -> None:

@@ -94,13 +94,17 @@ class Relay:
                 self.pm.send(peer, Inv(((InvType.BLOCK, h),)))
 
     def on_tx_accepted(self, tx: Transaction) -> None:
+        self.announce_tx(tx)
+        if self.orphans.has_sender(tx.sender):
+            self._adopt_orphans({tx.sender})
+
+    def announce_tx(self, tx: Transaction) -> None:
+        """An inv of the tx to every ready peer that does not know it yet."""
         txid = tx.txid
         for peer in self.pm.ready_peers():
             if txid not in peer.known:
                 peer.learn(txid)
                 self.pm.send(peer, Inv(((InvType.TX, txid),)))
-        if self.orphans.has_sender(tx.sender):
-            self._adopt_orphans({tx.sender})
 
     def peer_closed(self, peer: Peer) -> None:
         for gone in self.orphans.drop_peer(peer.id):
@@ -109,21 +113,27 @@ class Relay:
     def _announce_readded(self, blocks: Iterable[Block]) -> None:
         """After a reorg: the txs of the disconnected blocks that came back to our pool
         are announced again to the peers that asked us for them and got notfound (we
-        had just mined them: they had left the pool), lowest nonces first,
-        MAX_READDED_ANNOUNCED at most. Without this, every later tx of their sender
+        had just mined them: they had left the pool), and to those that never heard of
+        them from us or from themselves (a peer that mined apart from us, whose chain
+        we reorged to: it never saw them), lowest nonces first, MAX_READDED_ANNOUNCED
+        at most. Without this, every later tx of their sender
         waited behind the nonce gap at such a peer until a block carried the tx (seen:
         a miner's claims unseen by the other miners for 25 s after its own block was
         reorged away, and computed by them too). Other peers have them, or had them
         from the block and will from whoever they asked: announcing to everyone made
         peers fetch txs they had confirmed meanwhile, and spent their allowance of
-        rejected txs (seen: two miners discouraged their hub)."""
+        rejected txs (seen: two miners discouraged their hub): a peer that announced a
+        tx to us, or was told of it, is not told again unless it asked."""
         mempool = self.svc.node.mempool
         back = sorted(
             (tx for block in blocks for tx in block.txs if tx.txid in mempool),
             key=lambda tx: tx.nonce,
         )[:MAX_READDED_ANNOUNCED]
         for peer in self.pm.ready_peers():
-            txids = [tx.txid for tx in back if peer.tx_notfound.pop(tx.txid, 0) is None]
+            txids = [
+                tx.txid for tx in back
+                if peer.tx_notfound.pop(tx.txid, 0) is None or tx.txid not in peer.known
+            ]  # fmt: skip
             for start in range(0, len(txids), MAX_INV):
                 chunk = txids[start : start + MAX_INV]
                 for txid in chunk:

@@ -136,6 +136,7 @@ class P2PService:
         )
         self.node.events.tip_changed.connect(self.relay.on_tip_changed)
         self.node.events.tx_accepted.connect(self.relay.on_tx_accepted)
+        self.node.events.tx_resent.connect(self.relay.announce_tx)
         self.spawn(self.pm.connector())
         self.spawn(self._maintenance())
 
@@ -144,6 +145,7 @@ class P2PService:
         self._stop_requested.set()
         self.node.events.tip_changed.disconnect(self.relay.on_tip_changed)
         self.node.events.tx_accepted.disconnect(self.relay.on_tx_accepted)
+        self.node.events.tx_resent.disconnect(self.relay.announce_tx)
         if self._site is not None:
             await self._site.stop()  # stop accepting first
         for peer in list(self.pm.peers.values()):

@@ -48,17 +48,21 @@ def test_txs_back_in_the_pool_after_a_reorg_are_announced_to_who_missed_them(
     """A miner announces its txs, mines them at once, and answers a peer's getdata
     with notfound (they left the pool); its block is then reorged away and the txs
     come back to its pool. They are announced again to that peer, even though it was
-    told of them before, lowest nonce first; a peer that never asked gets nothing (it
-    has them, or fetches them elsewhere), nor do txs of the old block not in the pool."""
+    told of them before, lowest nonce first, and to a peer that never heard of them (it
+    mined apart: ours may be the only node that has them); a peer told of them that
+    never asked gets nothing (it has them, or fetches them elsewhere), nor do txs of
+    the old block not in the pool."""
     net = load_network("devnet")
     recipient = address_from_pubkey(devnet_key(0).public_key)
     txs = [transfer(net, 1, nonce, recipient, 5) for nonce in (2, 0, 1)]
     confirmed = transfer(net, 2, 0, recipient, 5)
     old_block = SimpleNamespace(txs=[confirmed, *txs])
     relay, sent = _relay(tmp_path, {tx.txid: tx for tx in txs})
-    asked, other = _ready_peer(relay, "10.0.0.1"), _ready_peer(relay, "10.0.0.2")
+    asked, told = _ready_peer(relay, "10.0.0.1"), _ready_peer(relay, "10.0.0.2")
+    apart = _ready_peer(relay, "10.0.0.3")
     for tx in txs:
         asked.learn(tx.txid)
+        told.learn(tx.txid)
     relay.svc.node.mempool = {}  # mined: the getdata finds nothing
     relay.on_getdata(asked, GetData(tuple((InvType.TX, tx.txid) for tx in (*txs, confirmed))))
     assert [type(msg) for _peer, msg in sent] == [NotFound]
@@ -66,10 +70,10 @@ def test_txs_back_in_the_pool_after_a_reorg_are_announced_to_who_missed_them(
     relay.svc.node.mempool = {tx.txid: tx for tx in txs}  # the reorg brought them back
     relay.on_tip_changed(TipChange(disconnected=(old_block,), connected=()))  # type: ignore[arg-type]
     by_nonce = [tx.txid for tx in sorted(txs, key=lambda tx: tx.nonce)]
-    assert [(peer.id, list(msg.items)) for peer, msg in sent] == [
-        (asked.id, [(InvType.TX, txid) for txid in by_nonce])
-    ]
-    assert other.id not in {peer.id for peer, _ in sent}
+    assert sorted((peer.id, list(msg.items)) for peer, msg in sent) == sorted(
+        (p.id, [(InvType.TX, txid) for txid in by_nonce]) for p in (asked, apart)
+    )
+    assert told.id not in {peer.id for peer, _ in sent}
     sent.clear()  # announced once: a second reorg does not repeat it
     relay.on_tip_changed(TipChange(disconnected=(old_block,), connected=()))  # type: ignore[arg-type]
     assert sent == []
@@ -87,7 +91,8 @@ def test_the_announcement_after_a_reorg_is_capped(tmp_path: Path) -> None:
     ]
     relay, sent = _relay(tmp_path, {tx.txid: tx for tx in many})
     peer = _ready_peer(relay, "10.0.0.1")
-    for tx in many:
+    for tx in many:  # told of each, asked for each, answered notfound
+        peer.learn(tx.txid)
         peer.answered_notfound(tx.txid)
     assert len(peer.tx_notfound) == MAX_TX_NOTFOUND  # the newest kept
     relay.on_tip_changed(TipChange(disconnected=(SimpleNamespace(txs=many),), connected=()))  # type: ignore[arg-type]
@@ -95,3 +100,20 @@ def test_the_announcement_after_a_reorg_is_capped(tmp_path: Path) -> None:
     announced = [h for _peer, msg in sent for _kind, h in msg.items]
     remembered = {tx.txid for tx in many[-MAX_TX_NOTFOUND:]}
     assert announced == [tx.txid for tx in many[:MAX_READDED_ANNOUNCED] if tx.txid in remembered]
+
+
+def test_a_tx_sent_again_is_announced_to_the_peers_that_lack_it(tmp_path: Path) -> None:
+    """A wallet sends again a tx our pool holds (sendrawtransaction: tx_resent): the
+    peers that never heard of it get an inv, those told of it (or that told us) none."""
+    net = load_network("devnet")
+    tx = transfer(net, 1, 0, address_from_pubkey(devnet_key(0).public_key), 5)
+    relay, sent = _relay(tmp_path, {tx.txid: tx})
+    told, new = _ready_peer(relay, "10.0.0.1"), _ready_peer(relay, "10.0.0.2")
+    told.learn(tx.txid)
+    relay.announce_tx(tx)
+    assert [(peer.id, list(msg.items)) for peer, msg in sent] == [
+        (new.id, [(InvType.TX, tx.txid)])
+    ]
+    sent.clear()
+    relay.announce_tx(tx)  # now both know it
+    assert sent == []

@@ -151,8 +151,12 @@ def test_accounts_transactions_and_proofs(tmp_path: Path) -> None:
         res = await h.result("testmempoolaccept", [too_much.to_bytes().hex()])
         assert res[0]["allowed"] is False
         assert res[0]["reject_reason"] == "mempool-insufficient-balance"
+        resent: list[bytes] = []
+        h.node.events.tx_resent.connect(lambda t: resent.append(t.txid))
         assert await h.result("sendrawtransaction", txhex) == tx.txid.hex()
+        assert resent == []
         assert await h.result("sendrawtransaction", txhex) == tx.txid.hex()  # already known
+        assert resent == [tx.txid]  # sent again: announced again (to who lacks it)
         assert await h.result("getrawmempool") == [tx.txid.hex()]
         verbose = await h.result("getrawmempool", True)
         assert verbose[tx.txid.hex()]["pending"] is True and verbose[tx.txid.hex()]["fee"] == 20

@@ -121,7 +121,7 @@ class AccountMethods(MethodsBase):
         tx = self.decode_tx(p.hexstring)
         if self.tx_location(tx.txid) is not None:
             raise RpcError(VERIFY_ALREADY_IN_CHAIN, "transaction already in block chain")
-        result = self.node.submit_transaction(tx)
+        result = self.node.submit_transaction(tx, local=True)
         if result.reject is None or result.reject is MempoolReject.ALREADY_KNOWN:
             return tx.txid.hex()
         code = VERIFY_ERROR if result.reject in STATE_REJECTS else VERIFY_REJECTED
