@@ -24,9 +24,33 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["LOCK_FILENAME", "DataDir", "DatadirError", "DatadirLockedError", "default_datadir"]
+__all__ = [
+    "LOCK_FILENAME", "DataDir", "DatadirError", "DatadirLockedError", "atomic_write_bytes",
+    "default_datadir",
+]  # fmt: skip
 
 LOCK_FILENAME = "LOCK"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then
+    renamed over it (a crash leaves the old file, never half of the new one)."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def default_datadir() -> Path:

@@ -129,6 +129,12 @@ class Mempool(PoolIndex):
     def txids(self) -> list[bytes]:
         return list(self._by_id)
 
+    def entries(self) -> list[tuple[int, Transaction]]:
+        """(time it entered, tx) of every pooled tx in arrival order: offered again in
+        this order (node/mempool_file.py), each sender's txs come in the order the pool
+        took them."""
+        return [(e.time, e.tx) for e in sorted(self._by_id.values(), key=lambda e: e.seq)]
+
     def job_actions(self, job_id: bytes) -> list[Transaction]:
         """The pooled transactions that act on ``job_id`` (JOB_CLAIM, JOB_COMMIT,
         JOB_CHALLENGE, JOB_RECLAIM, JOB_PROBE, JOB_REVEAL; their payload starts with

@@ -204,7 +204,8 @@ def check_mining(resolved: Resolved) -> None:
     if not config.mine:
         ignored = [setting(resolved, k) for k in MINE_ONLY if resolved.sources[k] != "default"]
         if ignored:
-            log.warning("%s only apply with --mine (or mine = true): ignored", ", ".join(ignored))
+            verb = "only applies" if len(ignored) == 1 else "only apply"
+            log.warning("%s %s with --mine (or mine = true): ignored", ", ".join(ignored), verb)
         return
     if config.miner_address is not None:
         hrp = HRP_BY_NETWORK[config.network]

@@ -30,6 +30,7 @@ from chain.tx import Transaction
 from chain.validation import BlockReject, defer
 from compute.engine import MiningEngine
 from compute.select import gpu_usable, select_engine
+from node import mempool_file
 from node.blobs import BlobService
 from node.config import NodeConfig
 from node.events import NodeEvents, TipChange
@@ -123,11 +124,16 @@ class Node:
         self.fault: StorageError | ChainStateError | None = None
         self.db.on_fault = self.storage_fault
         self.mempool = Mempool(self.network.chain_id, self._account)
+        taken, dropped = mempool_file.load(self.mempool, config.network_dir)
+        if taken or dropped:
+            log.info("mempool: %d txs taken back from %s (%d no longer valid)",
+                     taken, mempool_file.FILENAME, dropped)  # fmt: skip
         self.events = NodeEvents()
         self.metrics = NodeMetrics(self)
         self.metrics.market_source = self._market_totals
         self.services: list[Service] = []
         self.miner: Miner | None = None
+        self._mining_key: PrivateKey | None = None  # (run: --miner-wallet, unlocked first)
         self.started = time.time()
         self._stopping = asyncio.Event()
         self._add_services()
@@ -213,10 +219,15 @@ class Node:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too: a closed terminal or SSH session stops the node cleanly (cookie
+        # removed, address book and pool saved), as Ctrl-C does
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         started: list[Service] = []
+        # the mining key before any service starts: a wallet that does not unlock is
+        # said before peers connect and sync begins, not after
+        self._mining_key = self._miner_key() if self.config.mine else None
         try:
             for service in self.services:
                 await service.start()
@@ -248,9 +259,20 @@ class Node:
             if password is None:
                 raise NodeError("--miner-wallet needs its password in $POUW_WALLET_PASSWORD")
             try:
-                return Wallet.load(path, password, self.network).signing_key
+                key = Wallet.load(path, password, self.network).signing_key
             except WalletError as exc:
                 raise NodeError(f"--miner-wallet {self.config.miner_wallet}: {exc}") from exc
+            given = self.config.miner_address
+            if given is not None and miner_address(self.network, given) != address_from_pubkey(
+                key.public_key
+            ):
+                raise NodeError(
+                    f"--miner-wallet {self.config.miner_wallet} holds "
+                    f"{encode_address(self.network.hrp, address_from_pubkey(key.public_key))}, "
+                    f"not --miner-address {given}: leave --miner-address out (the wallet's "
+                    "address mines) or name the wallet that holds it"
+                )
+            return key
         if self.network.name == "devnet" and self.config.miner_address is None:
             return devnet_key(0)
         return None
@@ -283,7 +305,7 @@ class Node:
             asyncio.create_task(self._retry_held_blocks()),
         ]
         if self.config.mine:
-            key = self._miner_key()
+            key = self._mining_key
             address = (
                 address_from_pubkey(key.public_key)
                 if key is not None and self.config.miner_address is None
@@ -310,5 +332,8 @@ class Node:
     def close(self) -> None:
         if self.miner is not None:
             self.miner.close()
+        saved = mempool_file.save(self.mempool, self.config.network_dir)
+        if saved:
+            log.info("mempool: %d txs saved to %s", saved, mempool_file.FILENAME)
         self.db.close()
         log.info("node stopped at height %d", self.chain.tip.height)

@@ -220,6 +220,33 @@ def test_a_bad_miner_address_names_the_flag_and_the_form(datadir: Path) -> None:
     one_clean_error(got, 2, "--miner-address bogus", "dpw1...", "pouw wallet address")
 
 
+def test_a_miner_wallet_that_cannot_sign_stops_the_node_before_it_starts(datadir: Path) -> None:
+    """A --miner-wallet that is missing, or holds another key than --miner-address, is
+    said before any service starts (before peers connect and sync begins)."""
+    from chain.address import address_from_pubkey, encode_address
+    from chain.keys import devnet_key
+    from chain.network import load_network
+    from wallet.wallet import Wallet
+
+    net = load_network("devnet")
+    Wallet.create(datadir / "devnet" / "wallets" / "one.json", "pw", net,
+                  seed=devnet_key(1).seed, scrypt_n=2**10)  # fmt: skip
+    other = encode_address(net.hrp, address_from_pubkey(devnet_key(2).public_key))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "POUW_WALLET_PASSWORD": "pw"}
+    for extra, words in (
+        (("--miner-wallet", "none"), ("--miner-wallet none",)),
+        (("--miner-wallet", "one", "--miner-address", other),
+         ("--miner-wallet one holds", f"not --miner-address {other}")),
+    ):
+        got = subprocess.run(
+            pouw("node", "--network", "devnet", "--datadir", str(datadir), "--progress",
+                 "never", *own_ports(), "--mine", "--engine", "numpy", *extra),
+            capture_output=True, text=True, timeout=NODE_TIMEOUT_S, env=env,
+        )  # fmt: skip
+        one_clean_error(got, 2, *words)
+        assert "listening" not in got.stderr, got.stderr
+
+
 # --- 6 and 8: miner settings without --mine; Ctrl-C -------------------------------------
 
 
