@@ -28,6 +28,7 @@ from node.config import (
     network_dir,
 )
 from node.logs import CATEGORIES
+from p2p.addrbook import split_host_port
 
 CONFIG_NAME = "pouw.toml"
 # A settings file is a few dozen lines; anything near this size is not one, and
@@ -378,6 +379,10 @@ def parse_config(raw: bytes, path: Path, explicit: bool) -> dict[str, Any]:
     return out
 
 
+# A port for split_host_port's check of a bare HOST (the network's port is used there)
+DEFAULT_PORT_STANDIN = 1
+
+
 @dataclass
 class Resolved:
     config: NodeConfig
@@ -407,6 +412,16 @@ def resolve(args: argparse.Namespace, make: Callable[..., NodeConfig] = NodeConf
             sources[key] = name
     for key in ("connect", "addnode", "debug"):
         values[key] = tuple(values[key] or ())
+    for key in ("connect", "addnode"):  # checked here: the P2P service would stop on it
+        for peer in values[key]:
+            try:
+                split_host_port(str(peer), DEFAULT_PORT_STANDIN)
+            except ValueError:
+                where = f"--{key}" if sources[key] == "flag" else f"{path}: key {key!r}"
+                raise ConfigError(
+                    f"{where}: {peer!r} is not a peer address: give HOST:PORT, [IPv6]:PORT "
+                    "or HOST (the network's port), with a port from 1 to 65535"
+                ) from None
     config = make(**values, config_file=read)
     return Resolved(config, sources, read)
 

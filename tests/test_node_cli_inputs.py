@@ -373,3 +373,41 @@ def test_rpc_refuses_a_parameter_it_cannot_send_as_json(
     caplog.clear()
     assert main(["rpc", "--rpc-port", "9", "logging", param]) == 2
     assert said in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [("--nonce", "-1", "a nonce is 0 to 18446744073709551615"),
+     ("--nonce", str(2**64), "a nonce is 0 to 18446744073709551615"),
+     ("--wait", "-1", "give a finite number of seconds"),
+     ("--wait", "nan", "give a finite number of seconds"),
+     ("--wait", "inf", "give a finite number of seconds"),
+     ("--wait", "0", "above 0 (leave it out not to wait)"),
+     ("--blocks", "0", "must be at least 1")],
+)
+def test_wallet_send_refuses_a_bad_nonce_or_wait_before_signing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, said: str
+) -> None:
+    """Refused by the parser, before any keystore is opened or anything is sent: a
+    negative --wait used to send and then report 'not confirmed' (a retry paid twice)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["wallet", "send", "--network", "devnet", "--datadir", str(tmp_path), "--to",
+              "dpw1x", "--amount", "1", flag, value])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {flag}: " in err and said in err, err
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1:99999", "127.0.0.1:0", "host:abc", "[::1]:x", ""])
+def test_a_bad_peer_address_is_refused_before_the_node_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    peer: str,
+) -> None:  # fmt: skip
+    """--addnode/--connect and their keys are checked with the settings (the P2P
+    service used to stop the started node on them, with a traceback)."""
+    code, _, err = config_show(capsys, caplog, "--datadir", str(tmp_path), "--addnode", peer)
+    assert code == 2 and f"--addnode: {peer!r} is not a peer address" in err, err
+    (tmp_path / "devnet").mkdir(exist_ok=True)
+    (tmp_path / "devnet" / "pouw.toml").write_text(f'connect = ["{peer}"]\n')
+    caplog.clear()
+    code, _, err = config_show(capsys, caplog, "--datadir", str(tmp_path))
+    assert code == 2 and "key 'connect'" in err and "is not a peer address" in err, err

@@ -35,6 +35,7 @@ from wallet.amount import (
     format_coins,
     parse_amount,
 )
+from wallet.args import nonce_arg, positive_arg, wait_arg
 from wallet.keystore import (
     DEFAULT_SCRYPT_N,
     WalletError,
@@ -115,12 +116,12 @@ def add_wallet_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--fee", help="1000u or 0.00001 (coins); default: the node's estimatefee for --blocks"
     )
     send.add_argument(
-        "--blocks", type=int, default=DEFAULT_CONF_TARGET,
+        "--blocks", type=positive_arg, default=DEFAULT_CONF_TARGET,
         help=f"confirmation target for the estimated fee (default {DEFAULT_CONF_TARGET})",
     )  # fmt: skip
-    send.add_argument("--nonce", type=int, help="default: the account's pending_nonce")
+    send.add_argument("--nonce", type=nonce_arg, help="default: the account's pending_nonce")
     add_max_fee(send)
-    send.add_argument("--wait", type=float, metavar="SECONDS", help="wait for a confirmation")
+    send.add_argument("--wait", type=wait_arg, metavar="SECONDS", help="wait for a confirmation")
     send.set_defaults(handler=cmd_send)
 
     history = sub.add_parser("history", help="transactions of the wallet's address")

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from wallet.amount import amount_arg, check_fee, format_coins
+from wallet.args import positive_arg, seconds_arg
 from wallet.jobs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobClient, JobError
 
 DEFAULT_BLOB_PORT_OFFSET = 3  # node/blobs.py: the blob endpoint is on rpc port + 3
@@ -98,26 +99,6 @@ def _load(path: Path, name: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise JobError(f"cannot read {name} from {path}: {exc}") from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0:  # (NaN too)
-        raise argparse.ArgumentTypeError("must be 0 or more seconds")
-    return value
 
 
 def _print(args: argparse.Namespace, obj: dict[str, Any]) -> None:
@@ -333,10 +314,10 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     submit.add_argument("--bounty", type=amount_arg, required=True,
                         help="escrowed reward for the whole product: coins (1.5) or base "
                              "units (150000000u)")  # fmt: skip
-    submit.add_argument("--expiry", type=_positive, default=DEFAULT_EXPIRY_S,
+    submit.add_argument("--expiry", type=positive_arg, default=DEFAULT_EXPIRY_S,
                         help="seconds the jobs stay claimable (at most the network's "
                              "max_open_s)")  # fmt: skip
-    submit.add_argument("--parts", type=_positive, default=1,
+    submit.add_argument("--parts", type=positive_arg, default=1,
                         help="cut into at least this many jobs (one per miner), as far as "
                              "the shape allows (tile and noise-rank multiples)")  # fmt: skip
     submit.add_argument("--fee", type=amount_arg, default=DEFAULT_JOB_FEE,
@@ -355,14 +336,14 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     result.add_argument("-o", "--output", type=Path, required=True, metavar="C.npy")
     result.add_argument("--a", dest="a_file", type=Path, required=True, metavar="A.npy")
     result.add_argument("--b", dest="b_file", type=Path, required=True, metavar="B.npy")
-    result.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
+    result.add_argument("--wait", type=seconds_arg, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for every part to deliver")  # fmt: skip
     result.add_argument("--no-challenge", action="store_true", help="only report a bad C")
     result.set_defaults(handler=_run(cmd_result))
 
     listing = sub.add_parser("list", help="products submitted from this datadir, newest first")
     common(listing, False)
-    listing.add_argument("--limit", type=_positive, default=DEFAULT_LIST_LIMIT,
+    listing.add_argument("--limit", type=positive_arg, default=DEFAULT_LIST_LIMIT,
                          help="show at most this many (each part is one RPC call)")  # fmt: skip
     listing.set_defaults(handler=_run(cmd_list), node_optional=True)
 
