@@ -41,10 +41,12 @@ from compute.blobs import (
 )
 from node.blob_retention import BlobRetention
 from node.config import port_after_rpc
+from wallet.rpc import BLOB_PORT_OFFSET
 
 log = logging.getLogger("pouw.blobs")
 
-DEFAULT_BLOB_PORT_OFFSET = 3  # devnet: rpc 29332 -> blobs 29335 (metrics take +2)
+# devnet: rpc 29332 -> blobs 29335 (metrics take +2); defined beside the clients' default
+DEFAULT_BLOB_PORT_OFFSET = BLOB_PORT_OFFSET
 MAX_UPLOAD = MAX_BLOB_LINES * 4096 + 4096  # one A or B at k = 4096 fits; C up to 512 MiB below
 MAX_ROWS_BYTES = 4 * FETCH_RANGE_BYTES  # largest rows reply
 # An upload's body must arrive within this long: the largest (MAX_UPLOAD, ~1 GiB over

@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument(
         "--rpc-port", type=bounded(int, CLIENT_PORT), help="JSON-RPC port (default: the network's)"
     )
-    rpc.add_argument("--rpc-host", default="127.0.0.1")
+    rpc.add_argument("--rpc-host", default="127.0.0.1", help="the node's host (default 127.0.0.1)")
+    rpc.add_argument("--rpc-user", help="with --rpc-password: instead of the node's cookie")
+    rpc.add_argument("--rpc-password")
     rpc.add_argument("method")
     rpc.add_argument("params", nargs="*", help="each a JSON value, else taken as a string")
     rpc.set_defaults(handler=cmd_rpc)
@@ -364,7 +366,7 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     """Cookie auth from --datadir, like bitcoin-cli; prints the result as JSON."""
     import json
 
-    from wallet.rpc import METHOD_NOT_FOUND, RpcClient, RpcConnectionError, RpcError
+    from wallet.rpc import METHOD_NOT_FOUND, RpcClient, RpcConnectionError, RpcError, local_ports
 
     params = []
     for text in args.params:
@@ -382,12 +384,26 @@ def cmd_rpc(args: argparse.Namespace) -> int:
             ) from None
         params.append(value)
     datadir = args.datadir or default_datadir()
-    try:
-        client = RpcClient.from_datadir(
-            datadir, args.network, args.rpc_port, args.rpc_host, timeout=RPC_COMMAND_TIMEOUT_S
+    host = args.rpc_host.strip("[]")
+    if not host or any(c in host for c in "/@ ") or host.count(":") == 1:
+        raise UsageError(
+            f"--rpc-host {args.rpc_host!r} is not a host: give a name or an address "
+            "(127.0.0.1, ::1, node.example), and the port with --rpc-port"
         )
-    except RpcConnectionError as exc:
-        raise UsageError(str(exc)) from None  # no readable cookie
+    try:
+        if args.rpc_user is not None:
+            port = args.rpc_port or local_ports(datadir, args.network, load_network(
+                args.network).rpc_port)[0]  # fmt: skip
+            url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+            client = RpcClient(url, args.rpc_user, args.rpc_password or "",
+                               timeout=RPC_COMMAND_TIMEOUT_S)  # fmt: skip
+        else:
+            client = RpcClient.from_datadir(
+                datadir, args.network, args.rpc_port, host, timeout=RPC_COMMAND_TIMEOUT_S
+            )
+    except RpcConnectionError as exc:  # no readable cookie: the node is down (or elsewhere)
+        log.error("%s", exc)
+        return EXIT_FAILURE  # (as a node that does not answer, and as `pouw wallet`)
     try:
         result = client.call(args.method, *params)
     except RpcError as exc:
@@ -395,7 +411,8 @@ def cmd_rpc(args: argparse.Namespace) -> int:
         print(f"error code: {exc.code}\nerror message:\n{exc.message}{hint}", file=sys.stderr)
         return EXIT_FAILURE
     except RpcConnectionError as exc:
-        raise UsageError(f"cannot reach the node's RPC: {exc}") from None
+        log.error("cannot reach the node's RPC: %s", exc)
+        return EXIT_FAILURE
     print(result if isinstance(result, str) else json.dumps(result, indent=2))
     return 0
 

@@ -411,3 +411,39 @@ def test_a_bad_peer_address_is_refused_before_the_node_starts(
     caplog.clear()
     code, _, err = config_show(capsys, caplog, "--datadir", str(tmp_path))
     assert code == 2 and "key 'connect'" in err and "is not a peer address" in err, err
+
+
+def test_clients_find_the_rpc_port_of_the_datadirs_settings_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pouw rpc` and `pouw wallet` read rpc_port (and blob_port) from the pouw.toml of
+    --datadir, as the node does; a node that does not answer is exit code 1 for both;
+    --rpc-host takes a host, not a URL; --rpc-user replaces the cookie."""
+    from wallet.rpc import local_ports
+
+    rpc_port, blob_port = free_port(), free_port()
+    (tmp_path / "devnet").mkdir()
+    (tmp_path / "devnet" / "pouw.toml").write_text(f"rpc_port = {rpc_port}\n")
+    assert local_ports(tmp_path, "devnet", 29332) == (rpc_port, rpc_port + 3)
+    (tmp_path / "devnet" / "pouw.toml").write_text(
+        f"rpc_port = {rpc_port}\nblob_port = {blob_port}\n")  # fmt: skip
+    assert local_ports(tmp_path, "devnet", 29332) == (rpc_port, blob_port)
+    assert local_ports(tmp_path / "none", "devnet", 29332) == (29332, 29335)
+    (tmp_path / "devnet" / ".cookie").write_text("__cookie__:x\n")  # a node gone meanwhile
+    from chain.keys import devnet_key
+    from chain.network import load_network
+    from wallet.wallet import Wallet
+
+    Wallet.create(tmp_path / "devnet" / "wallets" / "default.json", "pw", load_network("devnet"),
+                  seed=devnet_key(1).seed, scrypt_n=2**10)  # fmt: skip
+    for argv in (["rpc", "--datadir", str(tmp_path), "getblockcount"],
+                 ["rpc", "--datadir", str(tmp_path), "--rpc-user", "u", "--rpc-password", "p",
+                  "getblockcount"],
+                 ["wallet", "balance", "--datadir", str(tmp_path)]):  # fmt: skip
+        caplog.clear()
+        code = main(argv)
+        said = caplog.text + capsys.readouterr().err
+        assert code == 1 and f"127.0.0.1:{rpc_port}" in said, (argv, said)
+    caplog.clear()
+    assert main(["rpc", "--rpc-host", "http://127.0.0.1:9", "getblockcount"]) == 2
+    assert "--rpc-host 'http://127.0.0.1:9' is not a host" in caplog.text, caplog.text

@@ -43,7 +43,7 @@ from wallet.keystore import (
     keystore_address,
     read_keystore,
 )
-from wallet.rpc import RpcClient, RpcConnectionError, RpcError, get_transaction
+from wallet.rpc import RpcClient, RpcConnectionError, RpcError, get_transaction, local_ports
 from wallet.wallet import DEFAULT_CONF_TARGET, Wallet, address_history, default_keystore_path
 
 log = logging.getLogger("pouw.wallet")
@@ -180,8 +180,16 @@ def read_password(args: argparse.Namespace, confirm: bool = False) -> str:
     return password
 
 
+def default_rpc_url(args: argparse.Namespace, network: Network) -> str:
+    """--rpc, else the local node of --datadir (its pouw.toml's rpc_port, else the
+    network's)."""
+    if args.rpc:
+        return str(args.rpc)
+    return f"http://127.0.0.1:{local_ports(_datadir(args), network.name, network.rpc_port)[0]}"
+
+
 def _rpc(args: argparse.Namespace, network: Network) -> RpcClient:
-    url = args.rpc or f"http://127.0.0.1:{network.rpc_port}"
+    url = default_rpc_url(args, network)
     datadir = None if args.rpc_user else _datadir(args)
     return RpcClient.from_options(url, network.name, datadir, args.rpc_user, args.rpc_password)
 

@@ -33,8 +33,8 @@ import numpy as np
 from wallet.amount import amount_arg, check_fee, format_coins
 from wallet.args import positive_arg, seconds_arg
 from wallet.jobs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobClient, JobError
+from wallet.rpc import BLOB_PORT_OFFSET
 
-DEFAULT_BLOB_PORT_OFFSET = 3  # node/blobs.py: the blob endpoint is on rpc port + 3
 MAX_PORT = 65535
 
 
@@ -43,9 +43,9 @@ def blob_url_for(rpc_url: str | None, rpc_port: int) -> str:
     from wallet.rpc import check_node_url
 
     if not rpc_url:
-        return f"http://127.0.0.1:{rpc_port + DEFAULT_BLOB_PORT_OFFSET}"
+        return f"http://127.0.0.1:{rpc_port + BLOB_PORT_OFFSET}"
     parts = urlsplit(check_node_url(rpc_url))
-    port = (parts.port or rpc_port) + DEFAULT_BLOB_PORT_OFFSET
+    port = (parts.port or rpc_port) + BLOB_PORT_OFFSET
     if port > MAX_PORT:
         raise JobError(f"--rpc {rpc_url!r}: its port + 3 is no port: pass --blob-url")
     host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
@@ -54,7 +54,7 @@ def blob_url_for(rpc_url: str | None, rpc_port: int) -> str:
 
 def _client(args: argparse.Namespace) -> JobClient:
     from wallet import cli as wcli
-    from wallet.rpc import RpcClient, RpcConnectionError, check_node_url, read_cookie
+    from wallet.rpc import RpcClient, RpcConnectionError, check_node_url, local_ports, read_cookie
 
     network = wcli._network(args)  # noqa: SLF001 - shared option handling
     try:
@@ -63,11 +63,14 @@ def _client(args: argparse.Namespace) -> JobClient:
         if not getattr(args, "node_optional", False):
             raise
         # `list` still shows this datadir's products, each "node not reachable"
-        rpc = RpcClient(args.rpc or f"http://127.0.0.1:{network.rpc_port}")
+        rpc = RpcClient(wcli.default_rpc_url(args, network))
     if args.blob_url:
         blob = check_node_url(args.blob_url, "--blob-url")
-    else:
+    elif args.rpc:
         blob = blob_url_for(args.rpc, network.rpc_port)
+    else:  # the local node of --datadir: its blob port
+        ports = local_ports(wcli._datadir(args), network.name, network.rpc_port)  # noqa: SLF001
+        blob = f"http://127.0.0.1:{ports[1]}"
     key: Any = None
     if args.command_needs_key == "later":  # unlocked only if a challenge or probe is sent
 

@@ -79,8 +79,42 @@ class RpcTimeoutError(RpcConnectionError):
 
 
 # what the connection errors add: the two things to check when no node answers
-UNREACHABLE_HINT = "is the node running, and is this its RPC address (--rpc, or --rpc-port)?"
-CREDENTIALS_HINT = "pass --datadir of the node (its cookie) or the RPC user and password it has"
+UNREACHABLE_HINT = (
+    "is the node running, and is this its RPC address? (A node given --rpc-port on its "
+    "command line needs that port here too: --rpc http://127.0.0.1:PORT, or --rpc-port "
+    "PORT for `pouw rpc`; an rpc_port in its pouw.toml is read from --datadir)"
+)
+CREDENTIALS_HINT = (
+    "pass --datadir of the node (its cookie) or the RPC user and password it has "
+    "(--rpc-user/--rpc-password)"
+)
+# The node's settings file in <datadir>/<network>/ (node/settings_file.py reads it too)
+SETTINGS_NAME = "pouw.toml"
+# node/blobs.py: the blob endpoint is on the RPC port + 3 unless blob_port says
+BLOB_PORT_OFFSET = 3
+
+
+def local_ports(datadir: Path | None, network: str, default_rpc_port: int) -> tuple[int, int]:
+    """(RPC port, blob port) of the node that keeps ``datadir``: its settings file's
+    ``rpc_port`` and ``blob_port`` when set there (as bitcoin-cli reads bitcoin.conf),
+    else the network's RPC port and that + 3. A port given to the node as a flag is
+    not known here: the client needs it given too. A file that does not read, or a
+    value that is no port, is passed over (the node itself says what is wrong)."""
+    import tomllib
+
+    rpc, blob = default_rpc_port, None
+    if datadir is not None:
+        try:
+            with open(Path(datadir).expanduser() / network / SETTINGS_NAME, "rb") as f:
+                settings = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError):
+            settings = {}
+        ports = {k: v for k, v in settings.items() if k in ("rpc_port", "blob_port")}
+        if type(ports.get("rpc_port")) is int and 0 < ports["rpc_port"] <= 65535:
+            rpc = ports["rpc_port"]
+        if type(ports.get("blob_port")) is int and 0 < ports["blob_port"] <= 65535:
+            blob = ports["blob_port"]
+    return rpc, blob if blob is not None else rpc + BLOB_PORT_OFFSET
 
 
 def check_node_url(url: str, flag: str = "--rpc") -> str:
@@ -118,7 +152,8 @@ def read_cookie(datadir: Path, network: str) -> tuple[str, str]:
     except OSError as exc:
         raise RpcConnectionError(
             f"cannot read the RPC cookie {path} ({exc.strerror or exc}); is the node "
-            "running with this --datadir? (Or pass the RPC user and password it has)"
+            "running with this --datadir? (Or pass the RPC user and password it has: "
+            "--rpc-user/--rpc-password)"
         ) from None
     user, sep, password = text.partition(":")
     if not sep:
@@ -221,7 +256,7 @@ class RpcClient:
         if port is None:
             from chain.network import load_network
 
-            port = load_network(network).rpc_port
+            port = local_ports(datadir, network, load_network(network).rpc_port)[0]
         url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
         return cls.from_options(url, network, Path(datadir).expanduser(), timeout=timeout)
 
