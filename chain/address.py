@@ -90,6 +90,8 @@ def bech32m_encode(hrp: str, data: Sequence[int]) -> str:
 
 def bech32m_decode(text: str) -> tuple[str, list[int]]:
     """Split and check a bech32m string; returns (lowercase hrp, 5-bit data)."""
+    if any(c.isspace() for c in text):
+        raise AddressError("contains a space (or another blank): copy the address alone")
     if any(not 33 <= ord(c) <= 126 for c in text):
         raise AddressError("contains a character outside printable ASCII")
     if text.lower() != text and text.upper() != text:

@@ -174,6 +174,13 @@ class ChainState(ChainReading):
                 f"({reported.hash.hex()[:16]}), the chain database {self.db.path} holds "
                 f"height {self.tip.height}"
             )
+            if not accept_rollback and self.tip.height == 0:  # nothing there at all
+                raise ChainStateError(
+                    f"{gap}: the chain database is empty (was {self.db.path} deleted, or "
+                    "moved?). Put it back, or run "
+                    f"`{reindex_command(self.db.path, self.network.name)}` to start from "
+                    "genesis and download the chain again from peers"
+                )
             if not accept_rollback:
                 raise ChainStateError(
                     f"{gap}: LevelDB lost writes it had acknowledged (damaged or truncated "

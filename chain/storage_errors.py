@@ -68,9 +68,10 @@ class NetworkMismatchError(StorageError):
         self.found = found
         self.expected = expected
         super().__init__(
-            f"chain database {path} was created for network {found!r}, not {expected!r}. "
-            f"Start with --network {found} to use it, or pass a different --datadir "
-            f"for {expected}."
+            f"chain database {path} holds a {found} chain, not a {expected} one (copied or "
+            f"moved here from a {found} folder?). --network {found} looks for it in "
+            f"{Path(path).parent.parent / found / 'chain'}: move it there, or pass a "
+            f"different --datadir for {expected}."
         )
 
 
@@ -131,6 +132,11 @@ def classify(exc: BaseException, path: Path, network: str, doing: str) -> Storag
             f"disk full: cannot write the chain database {path} ({exc}). The "
             "node stopped before the write; free space on that filesystem and start "
             "the node again"
+        )
+    if isinstance(exc, plyvel.IOError) and "permission denied" in str(exc).lower():
+        return StorageError(
+            f"chain database {path}: permission denied ({exc}): the datadir must be "
+            "writable by the user running the node (check the owner of its files: ls -l)"
         )
     if isinstance(exc, plyvel.IOError) and "lock" in str(exc).lower():
         return StorageError(

@@ -347,6 +347,11 @@ def parse_config(raw: bytes, path: Path, explicit: bool) -> dict[str, Any]:
             if isinstance(value, dict):
                 hint = " (tables are not used: write every key at the top level)"
             raise ConfigError(f"{_where(path, text, key)}: unknown key {key!r}{hint}")
+        if key == "repair":  # a one-off action, never a standing setting
+            raise ConfigError(
+                f"{_where(path, text, key)}: key 'repair' cannot be set in a config file "
+                "(a repair is run once: pass --repair for one start)"
+            )
         if not o.file and not explicit:
             raise ConfigError(
                 f"{_where(path, text, key)}: key {key!r} cannot be set in {path.name} inside "
@@ -390,6 +395,21 @@ class Resolved:
     file: Path | None  # the file that was read (None: none found)
 
 
+def check_datadir(datadir: Path, network: str) -> None:
+    """ConfigError for a --datadir that is a file, or that is a network's folder itself
+    (it holds chain/; the node would start an empty chain in <it>/<network>/)."""
+    if datadir.exists() and not datadir.is_dir():
+        raise ConfigError(
+            f"--datadir {datadir} is a file, not a folder: give a folder (created if missing)"
+        )
+    if (datadir / "chain").is_dir() and not (network_dir(datadir, network) / "chain").exists():
+        raise ConfigError(
+            f"--datadir {datadir} holds chain/ itself: it is a network's folder, not a "
+            f"datadir (which holds devnet/, testnet/, mainnet/): pass --datadir "
+            f"{datadir.parent}"
+        )
+
+
 def resolve(args: argparse.Namespace, make: Callable[..., NodeConfig] = NodeConfig) -> Resolved:
     """Defaults, then the file, then flags, into a NodeConfig."""
     flags = {o.key: getattr(args, o.key) for o in OPTIONS if hasattr(args, o.key)}
@@ -403,6 +423,7 @@ def resolve(args: argparse.Namespace, make: Callable[..., NodeConfig] = NodeConf
             raise ConfigError(f"--config: {exc}") from None
     else:
         net = flags.get("network", values["network"])
+        check_datadir(Path(flags.get("datadir", values["datadir"])), net)
         path = network_dir(flags.get("datadir", values["datadir"]), net) / CONFIG_NAME
     from_file = load_file(path, explicit is not None)
     read = path if (from_file or path.exists()) else None

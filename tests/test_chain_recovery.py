@@ -163,3 +163,17 @@ def test_a_database_behind_its_tip_record_is_reported(tmp_path: Path) -> None:
     assert again.tip.height == 4
     again.db.close()
     new_chain(tmp_path / "a").db.close()  # and later starts are clean
+
+
+def test_a_deleted_chain_folder_is_named_as_such(tmp_path: Path) -> None:
+    """chain/ gone while chain.tip says the node was at height 3: the message says the
+    database is empty and how to start again, not that LevelDB lost writes."""
+    import shutil
+
+    chain = new_chain(tmp_path / "a")
+    extend(chain, 3)
+    chain.db.close()
+    shutil.rmtree(tmp_path / "a" / "chain")
+    with pytest.raises(ChainStateError, match=r"the chain database is empty \(was .*chain "
+                       r"deleted, or moved\?\).*--reindex`"):  # fmt: skip
+        new_chain(tmp_path / "a")

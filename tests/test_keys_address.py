@@ -158,7 +158,7 @@ VALID_BECH32M = [
 ]
 
 INVALID_BECH32M = [
-    (" 1xj0phk", "outside printable ASCII"),  # HRP character out of range
+    (" 1xj0phk", "contains a space"),  # HRP character out of range (0x20)
     ("\x7f" + "1g6xzxy", "outside printable ASCII"),
     ("\x80" + "1vctc34", "outside printable ASCII"),
     (  # overall max length exceeded

@@ -63,6 +63,8 @@ def test_explicit_config_file_may_choose_network(tmp_path: Path) -> None:
         ("mine = true\n[server]\nport = 1\n", ":2: unknown key 'server' (tables are not used"),
         ("[rpc]\nport = 1\n", ":1: key 'rpc' must be a boolean"),
         ('network = "testnet"\n', ":1: key 'network' cannot be set in pouw.toml"),
+        ("repair = true\n", ":1: key 'repair' cannot be set in a config file (a repair is run "
+         "once: pass --repair for one start)"),
         ("rpc_port = 1\nrpc_bind = \n", "malformed TOML: Invalid value (at line 2, column 12)"),
     ],
 )
@@ -191,3 +193,13 @@ def test_output_cut_short_by_its_reader_is_not_an_error(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 1
     assert "Broken pipe" not in err and "Traceback" not in err and "error" not in err.lower(), err
+
+
+def test_a_datadir_that_is_a_file_or_a_network_folder_is_refused(tmp_path: Path) -> None:
+    afile = write(tmp_path / "f", "hi\n")
+    with pytest.raises(ConfigError, match=r"--datadir .*/f is a file, not a folder"):
+        resolve(parse("--datadir", str(afile)))
+    (tmp_path / "d" / "devnet" / "chain").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"holds chain/ itself.*pass --datadir .*/d$"):
+        resolve(parse("--datadir", str(tmp_path / "d" / "devnet")))
+    assert resolve(parse("--datadir", str(tmp_path / "d"))).config.datadir == tmp_path / "d"

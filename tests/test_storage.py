@@ -266,6 +266,8 @@ def test_network_mismatch(tmp_path: Path) -> None:
         open_chain(tmp_path, network="mainnet")
     msg = str(info.value)
     assert "--network devnet" in msg and "--datadir" in msg
+    # where --network devnet would look for it (a copied folder is elsewhere)
+    assert f"looks for it in {tmp_path.parent / 'devnet' / 'chain'}" in msg, msg
     assert info.value.found == "devnet" and info.value.expected == "mainnet"
     # the failed open released both the LevelDB and the datadir lock
     with open_chain(tmp_path, network="devnet") as db:
@@ -606,3 +608,15 @@ def test_crash_consistency_sigkill_long(tmp_path: Path) -> None:
     seed = int(os.environ.get("POUW_CRASH_SEED", random.randrange(2**32)))
     counters = _crash_loop(tmp_path, trials=100, max_delay=0.3, seed=seed)
     assert counters[-1] > 0, f"writer made no progress (seed {seed}): {counters}"
+
+
+def test_a_lock_that_cannot_be_opened_for_want_of_permission_says_so(tmp_path: Path) -> None:
+    """(Not 'in use by another process': the datadir belongs to another user.)"""
+    import plyvel
+
+    from chain.storage_errors import classify
+
+    exc = plyvel.IOError(f"IO error: {tmp_path}/chain/LOCK: Permission denied")
+    msg = str(classify(exc, tmp_path / "chain", "devnet", "opening"))
+    assert "permission denied" in msg and "writable by the user running the node" in msg, msg
+    assert "another process" not in msg
