@@ -294,6 +294,14 @@ class Mempool(PoolIndex):
             removed=tuple(removed),
         )
 
+    def pending_spend(self, address: bytes) -> int:
+        """What the account's pending txs (the run from its confirmed nonce, executable
+        now) debit it: amounts, bounties, bonds and fees. Queued txs are not counted."""
+        acc = self._accounts.get(address)
+        if acc is None:
+            return 0
+        return self._cost_before(acc, acc.pending_end)
+
     def _cost_before(self, acc: Account, nonce: int) -> int:
         """Total cost of the account's pooled txs with a lower nonce."""
         nonces = acc.nonces

@@ -38,8 +38,11 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130  # Ctrl-C: the shell convention (128 + SIGINT)
 # `pouw rpc` waits as long as a long poll may (waitfornewblock 0 waits for ever); Ctrl-C
-# stops it
+# stops it. Other methods answer within seconds on a sound node: a node (or anything
+# else on that port) that takes a call and never answers is given up after 5 minutes.
 RPC_COMMAND_TIMEOUT_S = 24 * 3600.0
+RPC_CALL_TIMEOUT_S = 300.0
+LONG_WAIT_METHODS = frozenset({"waitfornewblock", "waitforjob", "getblocktemplate"})
 
 # The settings only the node's own miner reads (node/service.py): without --mine they
 # do nothing, which the node says at start rather than ignore them silently.
@@ -75,8 +78,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml), without importing the node."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pouw")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pouw", description="pouw node: proof of useful work")
+    parser.add_argument("--version", action="version", version=f"pouw {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create a datadir and write the genesis block")
     _common(init)
@@ -280,13 +294,25 @@ def listeners(config: NodeConfig, p2p_port: int, rpc_port: int) -> list[Listener
     return out
 
 
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # bind addresses that take a port on every address
+
+
 def check_listeners(resolved: Resolved, p2p_port: int, rpc_port: int) -> None:
     """Resolve and bind (then release) every listener's address before the node starts,
     so that a bad --*-bind or a taken port is reported with its setting, before
     ``node up``; UsageError (PortInUseError for a taken port) says which and what to do."""
+    taken: dict[int, Listener] = {}
     for lis in listeners(resolved.config, p2p_port, rpc_port):
         where = given(resolved, lis.bind_key, lis.host)
         port = given(resolved, lis.port_key, lis.port)
+        other = taken.get(lis.port)
+        if other is not None and (other.host == lis.host or WILDCARDS & {other.host, lis.host}):
+            raise UsageError(
+                f"{port}: the {lis.what} server would share it with the {other.what} "
+                f"server ({given(resolved, other.port_key, other.port)}): give each its own"
+            )
+        if lis.port:
+            taken[lis.port] = lis
         if lis.port > MAX_PORT:  # only a default can be: the RPC port + 2 or + 3
             raise UsageError(
                 f"{port}: the RPC port + {lis.port - (resolved.config.rpc_port or rpc_port)} "
@@ -384,6 +410,7 @@ def cmd_rpc(args: argparse.Namespace) -> int:
             ) from None
         params.append(value)
     datadir = args.datadir or default_datadir()
+    timeout = RPC_COMMAND_TIMEOUT_S if args.method in LONG_WAIT_METHODS else RPC_CALL_TIMEOUT_S
     host = args.rpc_host.strip("[]")
     if not host or any(c in host for c in "/@ ") or host.count(":") == 1:
         raise UsageError(
@@ -395,11 +422,10 @@ def cmd_rpc(args: argparse.Namespace) -> int:
             port = args.rpc_port or local_ports(datadir, args.network, load_network(
                 args.network).rpc_port)[0]  # fmt: skip
             url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-            client = RpcClient(url, args.rpc_user, args.rpc_password or "",
-                               timeout=RPC_COMMAND_TIMEOUT_S)  # fmt: skip
+            client = RpcClient(url, args.rpc_user, args.rpc_password or "", timeout=timeout)
         else:
             client = RpcClient.from_datadir(
-                datadir, args.network, args.rpc_port, host, timeout=RPC_COMMAND_TIMEOUT_S
+                datadir, args.network, args.rpc_port, host, timeout=timeout
             )
     except RpcConnectionError as exc:  # no readable cookie: the node is down (or elsewhere)
         log.error("%s", exc)

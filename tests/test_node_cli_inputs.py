@@ -383,7 +383,9 @@ def test_rpc_refuses_a_parameter_it_cannot_send_as_json(
      ("--wait", "nan", "give a finite number of seconds"),
      ("--wait", "inf", "give a finite number of seconds"),
      ("--wait", "0", "above 0 (leave it out not to wait)"),
-     ("--blocks", "0", "must be at least 1")],
+     ("--blocks", "0", "must be at least 1"),
+     ("--amount", "1.123456789", "has more than 8 decimals"),
+     ("--fee", "abc", "is not an amount")],
 )
 def test_wallet_send_refuses_a_bad_nonce_or_wait_before_signing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, said: str
@@ -447,3 +449,16 @@ def test_clients_find_the_rpc_port_of_the_datadirs_settings_file(
     caplog.clear()
     assert main(["rpc", "--rpc-host", "http://127.0.0.1:9", "getblockcount"]) == 2
     assert "--rpc-host 'http://127.0.0.1:9' is not a host" in caplog.text, caplog.text
+
+
+def test_two_servers_given_one_port_are_refused_naming_both(datadir: Path) -> None:
+    port = str(free_port())
+    got = run_node(datadir, "--rpc-port", port, "--blob-port", port)
+    one_clean_error(got, 2, f"--blob-port {port}: the blob server would share it with the "
+                    f"JSON-RPC server (--rpc-port {port})")  # fmt: skip
+
+
+def test_pouw_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("pouw 0.")

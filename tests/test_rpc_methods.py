@@ -162,6 +162,8 @@ def test_accounts_transactions_and_proofs(tmp_path: Path) -> None:
         assert verbose[tx.txid.hex()]["pending"] is True and verbose[tx.txid.hex()]["fee"] == 20
         assert (await h.result("getmempoolinfo"))["size"] == 1
         assert (await h.result("getaccount", sender))["pending_nonce"] == 1
+        assert (await h.result("getaccount", sender))["pending_spend"] == 12_345 + 20
+        assert (await h.result("getaccount", recipient))["pending_spend"] == 0
         assert await h.result("getrawtransaction", tx.txid.hex()) == txhex
         info = await h.result("gettransaction", tx.txid.hex())
         assert info["confirmations"] == 0 and info["in_mempool"] and info["amount"] == 12_345

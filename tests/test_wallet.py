@@ -24,6 +24,7 @@ from tests.test_remote_miner import (
     running_node,
 )
 from wallet import Wallet
+from wallet.amount import format_coins
 from wallet.keystore import MIN_SCRYPT_N
 
 HAVE_P2P = find_spec("p2p.service") is not None
@@ -187,6 +188,17 @@ def test_wrong_password_and_tampered_keystore_fail_cleanly(tmp_path: Path) -> No
         res = wallet_cli(datadir, genesis, "create", "--wallet", "alice", *FAST)
         assert res.returncode == 1 and "already exists" in res.stderr
         assert path.read_bytes() == before
+        # what a pending tx spends is not spendable again (said before signing)
+        alice = Wallet.load(path, PASSWORD).address
+        units = node.rpc.call("getaccount", alice)["balance"] * 6 // 10
+        pay = ("send", "--wallet", "alice", "--to", bob, "--amount", f"{units}u", "--fee",
+               "1000u", "--rpc", node.url)  # fmt: skip
+        assert wallet_cli(datadir, genesis, *pay).returncode == 0
+        res = wallet_cli(datadir, genesis, *pay)
+        assert res.returncode == 1 and "spent by txs not yet in a block" in res.stderr, res.stderr
+        assert len(node.rpc.call("getrawmempool")) == 1
+        res = wallet_cli(datadir, genesis, "balance", "--wallet", "alice", "--rpc", node.url)
+        assert f"pending:  -{format_coins(units + 1000)} (1 tx(s)" in res.stdout, res.stdout
 
 
 def test_devnet_keys_import_only_on_the_devnet(tmp_path: Path) -> None:

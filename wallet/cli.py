@@ -33,7 +33,6 @@ from wallet.amount import (
     amount_arg,
     check_fee,
     format_coins,
-    parse_amount,
 )
 from wallet.args import nonce_arg, positive_arg, wait_arg
 from wallet.keystore import (
@@ -111,9 +110,11 @@ def add_wallet_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_common(send, rpc=True)
     _add_password(send)
     send.add_argument("--to", required=True, metavar="ADDRESS")
-    send.add_argument("--amount", required=True, help="1.5 (coins) or 150000000u (base units)")
+    send.add_argument("--amount", required=True, type=amount_arg,
+                      help="1.5 (coins) or 150000000u (base units)")  # fmt: skip
     send.add_argument(
-        "--fee", help="1000u or 0.00001 (coins); default: the node's estimatefee for --blocks"
+        "--fee", type=amount_arg,
+        help="1000u or 0.00001 (coins); default: the node's estimatefee for --blocks",
     )
     send.add_argument(
         "--blocks", type=positive_arg, default=DEFAULT_CONF_TARGET,
@@ -287,6 +288,12 @@ def _balance(args: argparse.Namespace) -> int:
         f"immature: {format_coins(info.immature)}\nnonce:    {info.nonce} "
         f"(pending {info.pending_nonce})"
     )
+    if info.pending_spend:  # txs of ours not yet in a block: what is left to spend
+        text += (
+            f"\npending:  -{format_coins(info.pending_spend)} "
+            f"({info.pending_nonce - info.nonce} tx(s) not yet in a block)\n"
+            f"spendable: {format_coins(info.spendable)}"
+        )
     # what the address did for the network (the contribution ledger), when the node says
     try:
         work = rpc.call("getcontribution", address)
@@ -311,10 +318,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def _send(args: argparse.Namespace) -> int:
     network = _network(args)
-    amount = parse_amount(args.amount)
+    amount = args.amount  # (base units: amount_arg parsed it)
     w = _unlock(args, network)
     rpc = _rpc(args, network)
-    fee = parse_amount(args.fee) if args.fee is not None else w.suggest_fee(rpc, args.blocks)
+    fee = args.fee if args.fee is not None else w.suggest_fee(rpc, args.blocks)
     check_fee(fee, args.max_fee)
     txid = w.send(rpc, args.to, amount, fee, nonce=args.nonce)
     log.info("sent %s to %s, fee %s: %s", format_coins(amount), args.to, format_coins(fee), txid)
@@ -346,7 +353,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     network = _network(args)
     address = keystore_address(_path(args))
-    entries = address_history(_rpc(args, network), address)
+    rpc = _rpc(args, network)
+    entries = address_history(rpc, address)
     if args.json:
         print(json.dumps(entries))
         return 0
@@ -354,6 +362,13 @@ def _history(args: argparse.Namespace) -> int:
         print(_history_line(e))
     if not entries:
         print(f"no transactions for {address}")
+    try:  # block rewards are no transactions: said, so a grown balance is explained
+        mined = int(rpc.call("getcontribution", address).get("blocks", 0))
+    except (RpcError, AttributeError, TypeError, ValueError):
+        mined = 0
+    if mined:
+        print(f"(and {mined} mined block(s): rewards are not transactions; "
+              "`pouw wallet balance` counts them)")  # fmt: skip
     return 0
 
 

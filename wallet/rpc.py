@@ -430,6 +430,12 @@ class AccountInfo:
     immature: int  # mined rewards not yet mature
     nonce: int  # next nonce on chain
     pending_nonce: int  # next nonce after this account's pending mempool txs
+    pending_spend: int = 0  # what those pending txs debit (amounts, bounties, bonds, fees)
+
+    @property
+    def spendable(self) -> int:
+        """The confirmed balance less what the pending txs spend: what a new tx may."""
+        return max(0, self.balance - self.pending_spend)
 
 
 def get_account(rpc: RpcClient, address: str) -> AccountInfo:
@@ -442,6 +448,7 @@ def get_account(rpc: RpcClient, address: str) -> AccountInfo:
         immature=as_int(res.get("immature", 0), "immature"),
         nonce=nonce,
         pending_nonce=as_int(res.get("pending_nonce", nonce), "pending_nonce"),
+        pending_spend=as_int(res.get("pending_spend", 0), "pending_spend"),
     )
 
 

@@ -184,17 +184,24 @@ class Wallet:
         if fee is None:
             fee = self.suggest_fee(rpc, blocks)
         info = self.balance(rpc)
-        if amount + fee > info.balance:
+        spendable = info.spendable if nonce is None else info.balance
+        if amount + fee > spendable:
             waiting = (
                 f"; {format_coins(info.immature)} more is mined but not mature yet"
                 if info.immature else ""
             )  # fmt: skip
+            pooled = (
+                f" ({format_coins(info.balance)} confirmed, "
+                f"{format_coins(info.pending_spend)} spent by txs not yet in a block)"
+                if spendable != info.balance else ""
+            )  # fmt: skip
             raise WalletError(
                 f"insufficient funds: amount + fee = {format_coins(amount + fee)} coins, "
-                f"spendable {format_coins(info.balance)}{waiting}: "
-                f"{format_coins(amount + fee - info.balance)} short: lower --amount"
+                f"spendable {format_coins(spendable)}{pooled}{waiting}: "
+                f"{format_coins(amount + fee - spendable)} short: lower --amount"
                 + (", or wait for the immature coins"
-                   if amount + fee - info.balance <= info.immature else "")
+                   if amount + fee - spendable <= info.immature else "")
+                + (", or wait for the pending txs to confirm" if pooled else "")
             )
         tx = self.build_transfer(to, amount, fee, info.pending_nonce if nonce is None else nonce)
         txid = send_raw_transaction(rpc, tx.to_bytes())

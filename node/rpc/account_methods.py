@@ -59,9 +59,10 @@ class AccountMethods(MethodsBase):
         return self.node.db.get_tx_location(txid)
 
     def getaccount(self, ctx: CallContext, p: AddressParams) -> RawJSON:
-        """Balance, immature mined rewards, confirmed nonce and the next pending nonce."""
-        # Result: {address, balance, immature, nonce, pending_nonce, height}. All but
-        # pending_nonce (the mempool's) are read and encoded once per tip and address.
+        """Balance, immature mined rewards, confirmed nonce, the next pending nonce and
+        what the pending txs spend."""
+        # Result: {address, balance, immature, nonce, pending_nonce, pending_spend,
+        # height}. All but the mempool's two are read and encoded once per tip and address.
         addr = self.address(p.address)
         tip = self.node.chain.tip
         known = self._accounts_at_tip.get(tip.hash, addr)
@@ -77,8 +78,10 @@ class AccountMethods(MethodsBase):
             known = (head, acct.nonce, f',"height":{tip.height}}}')
             self._accounts_at_tip.put(tip.hash, addr, known)
         head, nonce, tail = known
-        pending = self.node.mempool.pending_nonce(addr, confirmed=nonce)
-        return RawJSON(head + str(pending) + tail)
+        pool = self.node.mempool
+        pending = pool.pending_nonce(addr, confirmed=nonce)
+        spend = pool.pending_spend(addr) if pending > nonce else 0
+        return RawJSON(head + f'{pending},"pending_spend":{spend}' + tail)
 
     def immature_rewards(self) -> dict[bytes, int]:
         """Miner -> rewards not yet mature at the tip: read once per tip (the last
