@@ -472,8 +472,25 @@ def os_error_message(exc: OSError) -> str:
     return f"cannot use{where}: {cause}; check that file and its folder, then start again"
 
 
+def _tag_commands(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command's parser as the default ``command_parser`` of its arguments,
+    the deepest winning: an option that command does not take is reported with that
+    command's usage (`pouw wallet balance: error: ...`), not the top level's."""
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers only here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                sub.set_defaults(command_parser=sub)
+                _tag_commands(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _tag_commands(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "command_parser", parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     setup_logging(getattr(args, "log_level", "info"))
     try:
         code = int(args.handler(args))

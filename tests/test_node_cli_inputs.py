@@ -462,3 +462,13 @@ def test_pouw_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("pouw 0.")
+
+
+def test_an_option_a_command_does_not_take_is_said_with_that_commands_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["wallet", "balance", "--password-file", "x"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "usage: pouw wallet balance" in err, err
+    assert "pouw wallet balance: error: unrecognized arguments: --password-file x" in err
