@@ -472,3 +472,22 @@ def test_an_option_a_command_does_not_take_is_said_with_that_commands_usage(
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "usage: pouw wallet balance" in err, err
     assert "pouw wallet balance: error: unrecognized arguments: --password-file x" in err
+
+
+def test_a_keystore_of_another_network_is_refused_by_address_and_balance(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chain.keys import devnet_key
+    from chain.network import load_network
+    from wallet.wallet import Wallet
+
+    keystore = tmp_path / "dev.json"
+    Wallet.create(keystore, "pw", load_network("devnet"), seed=devnet_key(1).seed,
+                  scrypt_n=2**10)  # fmt: skip
+    assert main(["wallet", "address", "--wallet-file", str(keystore)]) == 0
+    assert capsys.readouterr().out.startswith("dpw1")
+    for command in ("address", "balance"):
+        caplog.clear()
+        code = main(["wallet", command, "--wallet-file", str(keystore), "--network", "mainnet"])
+        said = caplog.text + capsys.readouterr().err
+        assert code == 1 and "holds a devnet address" in said and "--network devnet" in said

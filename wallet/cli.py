@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chain.address import AddressError
+from chain.address import AddressError, decode_any_address
 from chain.datadir import default_datadir
 from chain.network import NETWORKS, Network, NetworkError, load_network
 from chain.txkind import AMOUNT_KINDS, TxKind
@@ -148,6 +148,22 @@ def _network(args: argparse.Namespace) -> Network:
     return network
 
 
+def _keystore_address(args: argparse.Namespace, network: Network) -> str:
+    """The keystore's address (read without unlocking it), refused when it is not one
+    of ``network`` (a keystore file of another network, given by --wallet-file)."""
+    address = keystore_address(_path(args))
+    try:
+        found, _ = decode_any_address(address)
+    except AddressError:
+        return address  # (an address the keystore check let through: said where used)
+    if found != network.name:
+        raise WalletError(
+            f"{_path(args)} holds a {found} address ({address}), not a {network.name} one: "
+            f"pass --network {found}"
+        )
+    return address
+
+
 def _datadir(args: argparse.Namespace) -> Path:
     return args.datadir or default_datadir()
 
@@ -266,7 +282,7 @@ def cmd_address(args: argparse.Namespace) -> int:
 
 def _address(args: argparse.Namespace) -> int:
     network = _network(args)
-    address = _unlock(args, network).address if args.check else keystore_address(_path(args))
+    address = _unlock(args, network).address if args.check else _keystore_address(args, network)
     _out(args, {"address": address}, address)
     return 0
 
@@ -277,7 +293,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 def _balance(args: argparse.Namespace) -> int:
     network = _network(args)
-    address = keystore_address(_path(args))
+    address = _keystore_address(args, network)
     from wallet.rpc import get_account
 
     rpc = _rpc(args, network)
@@ -352,7 +368,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     network = _network(args)
-    address = keystore_address(_path(args))
+    address = _keystore_address(args, network)
     rpc = _rpc(args, network)
     entries = address_history(rpc, address)
     if args.json:
