@@ -17,7 +17,7 @@ from chain.address import HRP_BY_NETWORK, AddressError, decode_address
 from chain.datadir import DatadirError
 from chain.network import NETWORKS, NetworkError, load_network
 from chain.storage_errors import StorageError
-from node.config import MAX_PORT, NodeConfig, default_datadir, network_dir, port_after_rpc
+from node.config import MAX_PORT, VERSION, NodeConfig, default_datadir, network_dir, port_after_rpc
 from node.miner_cli import add_miner_parser
 from node.settings_file import (
     BY_KEY,
@@ -78,19 +78,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _version() -> str:
-    """The installed package's version (pyproject.toml), without importing the node."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pouw")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "(not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pouw", description="pouw node: proof of useful work")
-    parser.add_argument("--version", action="version", version=f"pouw {_version()}")
+    parser.add_argument("--version", action="version", version=f"pouw {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create a datadir and write the genesis block")
     _common(init)
@@ -294,7 +284,13 @@ def listeners(config: NodeConfig, p2p_port: int, rpc_port: int) -> list[Listener
     return out
 
 
-WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # bind addresses that take a port on every address
+def _share_port(a: str, b: str) -> bool:
+    """Whether servers bound to hosts ``a`` and ``b`` would clash on one port: the same
+    host, "::" or "" (every address, both families here), or "0.0.0.0" beside an IPv4
+    host. (Names such as localhost are left to the bind check.)"""
+    if a == b or {a, b} & {"::", ""}:
+        return True
+    return "0.0.0.0" in (a, b) and ":" not in (a + b).replace("0.0.0.0", "")
 
 
 def check_listeners(resolved: Resolved, p2p_port: int, rpc_port: int) -> None:
@@ -306,7 +302,7 @@ def check_listeners(resolved: Resolved, p2p_port: int, rpc_port: int) -> None:
         where = given(resolved, lis.bind_key, lis.host)
         port = given(resolved, lis.port_key, lis.port)
         other = taken.get(lis.port)
-        if other is not None and (other.host == lis.host or WILDCARDS & {other.host, lis.host}):
+        if other is not None and _share_port(other.host, lis.host):
             raise UsageError(
                 f"{port}: the {lis.what} server would share it with the {other.what} "
                 f"server ({given(resolved, other.port_key, other.port)}): give each its own"
@@ -392,7 +388,7 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     """Cookie auth from --datadir, like bitcoin-cli; prints the result as JSON."""
     import json
 
-    from wallet.rpc import METHOD_NOT_FOUND, RpcClient, RpcConnectionError, RpcError, local_ports
+    from wallet.rpc import METHOD_NOT_FOUND, RpcClient, RpcConnectionError, RpcError, local_port
 
     params = []
     for text in args.params:
@@ -412,17 +408,20 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     datadir = args.datadir or default_datadir()
     timeout = RPC_COMMAND_TIMEOUT_S if args.method in LONG_WAIT_METHODS else RPC_CALL_TIMEOUT_S
     host = args.rpc_host.strip("[]")
-    if not host or any(c in host for c in "/@ ") or host.count(":") == 1:
+    if not host or any(c in host for c in "/@ []") or host.count(":") == 1:
         raise UsageError(
             f"--rpc-host {args.rpc_host!r} is not a host: give a name or an address "
             "(127.0.0.1, ::1, node.example), and the port with --rpc-port"
         )
+    if (args.rpc_user is None) != (args.rpc_password is None):
+        raise UsageError("--rpc-user and --rpc-password go together (or neither: the cookie)")
     try:
         if args.rpc_user is not None:
-            port = args.rpc_port or local_ports(datadir, args.network, load_network(
-                args.network).rpc_port)[0]  # fmt: skip
+            port = args.rpc_port or local_port(
+                datadir, args.network, load_network(args.network).rpc_port
+            )
             url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-            client = RpcClient(url, args.rpc_user, args.rpc_password or "", timeout=timeout)
+            client = RpcClient(url, args.rpc_user, args.rpc_password, timeout=timeout)
         else:
             client = RpcClient.from_datadir(
                 datadir, args.network, args.rpc_port, host, timeout=timeout
@@ -488,9 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     _tag_commands(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        getattr(args, "command_parser", parser).error(
-            f"unrecognized arguments: {' '.join(unknown)}"
-        )
+        words = list(sys.argv[1:] if argv is None else argv)
+        before_command = args.command in words and words.index(unknown[0]) < words.index(
+            args.command
+        )  # (a top-level option: the top level's usage)
+        where = parser if before_command else getattr(args, "command_parser", parser)
+        where.error(f"unrecognized arguments: {' '.join(unknown)}")
     setup_logging(getattr(args, "log_level", "info"))
     try:
         code = int(args.handler(args))

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from chain.datadir import default_datadir as default_datadir  # (node's modules import it here)
 
+# The node's version (getnetworkinfo, the metrics, `pouw --version`): pyproject.toml's,
+# which tests/test_ops_config.py checks it against.
+VERSION = "0.1.0"
 # TCP ports are 16-bit numbers: 65535 is the highest there is.
 MAX_PORT = 65535
 # Port 0 asks the OS for any free port; the RPC, blob and metrics servers log the port

@@ -2,15 +2,18 @@
 
 Written at a clean stop, read at the next start (as Bitcoin Core's mempool.dat), so a
 wallet's transaction sent to a node that stops before a block takes it is not silently
-gone. A crash loses the pool since the last clean stop, as before.
+gone. The file is deleted once read: a crash (no clean stop) loses the pool, and never
+brings back an older one (a tx replaced meanwhile would come back with it).
 
 Format (little-endian): ``MAGIC`` (8 bytes), u32 count, then per transaction u64 the
 Unix second it entered the pool, u32 its length and its encoding. Each is offered to
-the pool again, in the order the pool took them, through the pool's own checks (one
-the tip no longer allows is dropped) with its old entry time, then the usual expiry
-runs. Caps, checked before anything is read: the file's size (the pool's byte cap
-plus each entry's 12 bytes for the most entries that many bytes hold), each length
-(``MAX_TX_SIZE``) and the count (what the size allows). A file that does not read
+the pool again, lowest nonce first (each sender's run in order, whatever order fee
+bumps arrived in: a late replacement of a low nonce must not leave the rest queued
+behind a gap), through the pool's own checks (one the tip no longer allows is
+dropped) with its old entry time, then the usual expiry runs. Caps, checked before
+anything is read: the file's size (the pool's byte cap plus each entry's 12 bytes for
+the most entries that many bytes hold), each length (``MAX_TX_SIZE``) and the count
+(what the size allows). A file that does not read
 back is moved aside to ``mempool.dat.bad`` with a warning: the pool starts empty.
 """
 
@@ -116,8 +119,12 @@ def load(pool: Mempool, network_dir: Path, now: int | None = None) -> tuple[int,
         except OSError:
             pass
         return 0, 0
+    try:
+        path.unlink()  # read: a later crash must not bring this pool back
+    except OSError as exc:
+        log.warning("cannot delete %s after reading it (%s)", path, exc.strerror or exc)
     taken = 0
-    for when, tx in entries:
+    for when, tx in sorted(entries, key=lambda e: e[1].nonce):  # (stable: arrival order)
         if pool.add(tx, when).ok:
             taken += 1
     pool.expire(int(time.time()) if now is None else now)

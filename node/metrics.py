@@ -1,7 +1,7 @@
 """Prometheus metrics of the node, and the small HTTP server for /metrics, /health, /ready.
 
 The metrics server is its own aiohttp app on ``--metrics-bind`` (127.0.0.1) and
-``--metrics-port`` (default: the network's RPC port + 2), enabled by ``--metrics``. It
+``--metrics-port`` (default: the RPC port + 2), enabled by ``--metrics``. It
 is unauthenticated, so it is separate from the RPC port: binding the RPC port to a
 LAN does not expose metrics, and scraping needs no RPC credentials.
 
@@ -25,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from chain.chainstate import ProcessResult
 from chain.validation import Verdict
+from node.config import VERSION as NODE_VERSION
 from node.config import port_after_rpc
 from node.events import TipChange
 from node.health import best_known_height, p2p_of, readiness, ready_peers
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pouw.node")
 
-VERSION = "0.1.0"
+VERSION = NODE_VERSION
 METRICS_PORT_OFFSET = 2  # default metrics port: the RPC port + 2 (blobs take +3)
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 REORG_BUCKETS = (1, 2, 3, 5, 10, 20, 50, 100, 1000)

@@ -24,7 +24,7 @@ from chain.network import NETWORKS, Network, NetworkError, load_network
 from node.settings_file import Bounds, bounded
 from wallet.cli import run_command
 from wallet.keystore import WalletError
-from wallet.rpc import RpcClient, RpcConnectionError, local_ports
+from wallet.rpc import RpcClient, RpcConnectionError, local_port
 
 if TYPE_CHECKING:
     from node.remote_market import RemoteMarket
@@ -145,8 +145,11 @@ def cmd_miner(args: argparse.Namespace) -> int:
         network = load_network(net_name, args.genesis_file)
         if network.name != net_name:
             raise NetworkError(f"--genesis-file is for {network.name}, the address for {net_name}")
-        local = local_ports(args.datadir or default_datadir(), network.name, network.rpc_port)
-        url = args.rpc or f"http://127.0.0.1:{local[0]}"
+        if args.rpc:
+            url = args.rpc
+        else:  # the local node of --datadir (its pouw.toml's rpc_port, else the network's)
+            where = args.datadir or default_datadir()
+            url = f"http://127.0.0.1:{local_port(where, network.name, network.rpc_port)}"
         datadir = None
         if args.rpc_user is None:
             datadir = args.datadir or default_datadir()
@@ -305,7 +308,7 @@ def _market(
         blob = args.blob_url or blob_url_for(url, network.rpc_port)
     else:  # the local node of --datadir: its blob port
         where = args.datadir or default_datadir()
-        blob = f"http://127.0.0.1:{local_ports(where, network.name, network.rpc_port)[1]}"
+        blob = f"http://127.0.0.1:{local_port(where, network.name, network.rpc_port, 'blob')}"
     return RemoteMarket(
         rpc.clone(), network, wallet.signing_key, blob, auth,
         workers=workers, min_bounty_per_mac=args.min_bounty_per_mac,

@@ -220,8 +220,12 @@ class Node:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         # SIGHUP too: a closed terminal or SSH session stops the node cleanly (cookie
-        # removed, address book and pool saved), as Ctrl-C does
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        # removed, address book and pool saved), as Ctrl-C does; unless it is ignored
+        # (`nohup pouw node`: meant to outlive the terminal)
+        stops = [signal.SIGINT, signal.SIGTERM]
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            stops.append(signal.SIGHUP)
+        for sig in stops:
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         started: list[Service] = []

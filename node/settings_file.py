@@ -29,11 +29,11 @@ from node.config import (
 )
 from node.logs import CATEGORIES
 from p2p.addrbook import split_host_port
+from wallet.rpc import MAX_SETTINGS_BYTES, SETTINGS_NAME
 
-CONFIG_NAME = "pouw.toml"
-# A settings file is a few dozen lines; anything near this size is not one, and
-# reading it whole into tomllib would only cost memory.
-MAX_CONFIG_BYTES = 1024 * 1024
+# (the clients read the same file for the node's ports: wallet/rpc.local_ports)
+CONFIG_NAME = SETTINGS_NAME
+MAX_CONFIG_BYTES = MAX_SETTINGS_BYTES
 
 
 class ConfigError(Exception):
@@ -402,11 +402,14 @@ def check_datadir(datadir: Path, network: str) -> None:
         raise ConfigError(
             f"--datadir {datadir} is a file, not a folder: give a folder (created if missing)"
         )
-    if (datadir / "chain").is_dir() and not (network_dir(datadir, network) / "chain").exists():
+    # a chain database (LevelDB's CURRENT) right in it, none where the node looks
+    if (datadir / "chain" / "CURRENT").is_file() and not (
+        network_dir(datadir, network) / "chain"
+    ).exists():
         raise ConfigError(
-            f"--datadir {datadir} holds chain/ itself: it is a network's folder, not a "
-            f"datadir (which holds devnet/, testnet/, mainnet/): pass --datadir "
-            f"{datadir.parent}"
+            f"--datadir {datadir} holds a chain database (chain/) itself: it is a network's "
+            f"folder, not a datadir (which holds devnet/, testnet/, mainnet/): pass "
+            f"--datadir {datadir.resolve().parent}"
         )
 
 

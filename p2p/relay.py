@@ -75,7 +75,7 @@ class Relay:
 
     def on_tip_changed(self, change: TipChangeLike) -> None:
         if change.disconnected:
-            self._announce_readded(change.disconnected)
+            self._announce_readded(change.disconnected, self.svc.chain.tip.hash)
         if not change.connected:
             return
         chain = self.svc.chain
@@ -110,13 +110,15 @@ class Relay:
         for gone in self.orphans.drop_peer(peer.id):
             remember(self.policy_rejects, gone.txid)
 
-    def _announce_readded(self, blocks: Iterable[Block]) -> None:
+    def _announce_readded(self, blocks: Iterable[Block], tip: bytes) -> None:
         """After a reorg: the txs of the disconnected blocks that came back to our pool
         are announced again to the peers that asked us for them and got notfound (we
-        had just mined them: they had left the pool), and to those that never heard of
-        them from us or from themselves (a peer that mined apart from us, whose chain
-        we reorged to: it never saw them), lowest nonces first, MAX_READDED_ANNOUNCED
-        at most. Without this, every later tx of their sender
+        had just mined them: they had left the pool), and to those on the new branch
+        (they know its tip: it came from them) that never heard of them from us or
+        from themselves (a peer that mined apart from us, whose chain we reorged to:
+        it never saw them), lowest nonces first, MAX_READDED_ANNOUNCED at most. A peer
+        still on the old branch (it has them confirmed) is not told: it would fetch
+        and reject them. Without this, every later tx of their sender
         waited behind the nonce gap at such a peer until a block carried the tx (seen:
         a miner's claims unseen by the other miners for 25 s after its own block was
         reorged away, and computed by them too). Other peers have them, or had them
@@ -130,9 +132,11 @@ class Relay:
             key=lambda tx: tx.nonce,
         )[:MAX_READDED_ANNOUNCED]
         for peer in self.pm.ready_peers():
+            on_new_branch = tip in peer.known
             txids = [
                 tx.txid for tx in back
-                if peer.tx_notfound.pop(tx.txid, 0) is None or tx.txid not in peer.known
+                if peer.tx_notfound.pop(tx.txid, 0) is None
+                or (on_new_branch and tx.txid not in peer.known)
             ]  # fmt: skip
             for start in range(0, len(txids), MAX_INV):
                 chunk = txids[start : start + MAX_INV]

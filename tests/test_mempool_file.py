@@ -36,7 +36,7 @@ def _txs() -> list:
     return [transfer(NET, 1, n, to, 5 + n) for n in range(3)] + [transfer(NET, 2, 0, to, 7)]
 
 
-def test_the_pool_round_trips_in_arrival_order_with_its_entry_times(tmp_path: Path) -> None:
+def test_the_pool_round_trips_with_its_entry_times(tmp_path: Path) -> None:
     pool = _pool()
     now = int(time.time())
     for i, tx in enumerate(_txs()):
@@ -47,7 +47,28 @@ def test_the_pool_round_trips_in_arrival_order_with_its_entry_times(tmp_path: Pa
     assert mempool_file.save(pool, tmp_path) == 4
     again = _pool()
     assert mempool_file.load(again, tmp_path) == (4, 0)
-    assert again.entries() == pool.entries()
+    by_txid = lambda e: e[1].txid  # noqa: E731 - (taken back lowest nonce first)
+    assert sorted(again.entries(), key=by_txid) == sorted(pool.entries(), key=by_txid)
+
+
+def test_a_late_fee_bump_of_a_low_nonce_leaves_no_gap_on_reload(tmp_path: Path) -> None:
+    """Nonce 0 replaced (a higher fee) after its sender's later txs arrived: reloaded
+    in arrival order, those would queue behind a gap (and past MAX_NONCE_GAP be
+    refused); lowest nonce first, every one comes back, pending."""
+    from chain.mempool import MAX_NONCE_GAP
+
+    pool = Mempool(NET.chain_id, lambda a: (RICH, 0), max_bytes=2**26)
+    to = address_from_pubkey(devnet_key(0).public_key)
+    now = int(time.time())
+    count = MAX_NONCE_GAP + 40
+    for n in range(count):
+        assert pool.add(transfer(NET, 1, n, to, 5), now).ok
+    assert pool.add(transfer(NET, 1, 0, to, 5, fee=1_000), now).ok  # the bump, last
+    mempool_file.save(pool, tmp_path)
+    again = Mempool(NET.chain_id, lambda a: (RICH, 0), max_bytes=2**26)
+    assert mempool_file.load(again, tmp_path) == (count, 0)
+    assert again.pending_count == count
+    assert not (tmp_path / "mempool.dat").exists()  # read once: a crash never brings it back
 
 
 def test_txs_the_tip_no_longer_allows_and_expired_ones_are_dropped(tmp_path: Path) -> None:
@@ -99,7 +120,8 @@ def test_a_file_larger_than_a_full_pool_is_not_read(tmp_path: Path) -> None:
 
 def test_a_node_stopped_by_sighup_keeps_its_pool(tmp_path: Path) -> None:
     """A wallet's tx sent to a node that stops (here SIGHUP: a closed terminal) before
-    any block takes it is in the pool again after the restart; the stop is clean."""
+    any block takes it is in the pool again after the restart; the stop is clean. A
+    node started with SIGHUP ignored (nohup) keeps running through one."""
     ports = ["--p2p-port", str(free_port()), "--rpc-port", str(free_port()),
              "--blob-port", str(free_port()), "--progress", "never"]  # fmt: skip
     cmd = [sys.executable, "-m", "node.cli", "node", "--network", "devnet", "--datadir",
@@ -107,9 +129,10 @@ def test_a_node_stopped_by_sighup_keeps_its_pool(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tx = transfer(NET, 1, 0, address_from_pubkey(devnet_key(3).public_key), 12_345)
 
-    def up() -> tuple[subprocess.Popen[str], RpcClient]:
+    def up(nohup: bool = False) -> tuple[subprocess.Popen[str], RpcClient]:
+        ignore = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env)  # fmt: skip
+                                text=True, env=env, preexec_fn=ignore)  # fmt: skip
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -128,8 +151,11 @@ def test_a_node_stopped_by_sighup_keeps_its_pool(tmp_path: Path) -> None:
         assert proc.returncode == 0, out
         assert "mempool: 1 txs saved" in out and "node stopped" in out, out
         assert not (tmp_path / "devnet" / ".cookie").exists()
-        proc, rpc = up()
+        proc, rpc = up(nohup=True)  # (as `nohup pouw node`: SIGHUP ignored, and kept so)
         assert rpc.call("getrawmempool") == [tx.txid.hex()]
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert proc.poll() is None and rpc.call("getblockcount") == 0
     finally:
         if proc.poll() is None:
             proc.terminate()

@@ -382,7 +382,6 @@ def test_rpc_refuses_a_parameter_it_cannot_send_as_json(
      ("--wait", "-1", "give a finite number of seconds"),
      ("--wait", "nan", "give a finite number of seconds"),
      ("--wait", "inf", "give a finite number of seconds"),
-     ("--wait", "0", "above 0 (leave it out not to wait)"),
      ("--blocks", "0", "must be at least 1"),
      ("--amount", "1.123456789", "has more than 8 decimals"),
      ("--fee", "abc", "is not an amount")],
@@ -421,16 +420,27 @@ def test_clients_find_the_rpc_port_of_the_datadirs_settings_file(
     """`pouw rpc` and `pouw wallet` read rpc_port (and blob_port) from the pouw.toml of
     --datadir, as the node does; a node that does not answer is exit code 1 for both;
     --rpc-host takes a host, not a URL; --rpc-user replaces the cookie."""
-    from wallet.rpc import local_ports
+    from wallet.rpc import RpcConnectionError, local_port
+
+    def ports(where: Path) -> tuple[int, int]:
+        return local_port(where, "devnet", 29332), local_port(where, "devnet", 29332, "blob")
 
     rpc_port, blob_port = free_port(), free_port()
-    (tmp_path / "devnet").mkdir()
-    (tmp_path / "devnet" / "pouw.toml").write_text(f"rpc_port = {rpc_port}\n")
-    assert local_ports(tmp_path, "devnet", 29332) == (rpc_port, rpc_port + 3)
-    (tmp_path / "devnet" / "pouw.toml").write_text(
-        f"rpc_port = {rpc_port}\nblob_port = {blob_port}\n")  # fmt: skip
-    assert local_ports(tmp_path, "devnet", 29332) == (rpc_port, blob_port)
-    assert local_ports(tmp_path / "none", "devnet", 29332) == (29332, 29335)
+    settings = tmp_path / "devnet" / "pouw.toml"
+    settings.parent.mkdir()
+    settings.write_text(f"rpc_port = {rpc_port}\n")
+    assert ports(tmp_path) == (rpc_port, rpc_port + 3)
+    settings.write_text(f"rpc_port = {rpc_port}\nblob_port = {blob_port}\n")
+    assert ports(tmp_path) == (rpc_port, blob_port)
+    assert ports(tmp_path / "none") == (29332, 29335)
+    for junk in (b"\xff\xfe rpc_port = 1", b"a = " + b"[" * 5000, b"#" * (2**20 + 1)):
+        settings.write_bytes(junk)  # the node says what is wrong with it; clients go on
+        assert ports(tmp_path) == (29332, 29335)
+    settings.write_text("rpc_port = 0\n")  # a port the OS picks: no client can guess it
+    with pytest.raises(RpcConnectionError, match=r"sets rpc_port = 0 .*pass the node's URL"):
+        local_port(tmp_path, "devnet", 29332)
+    assert local_port(tmp_path, "devnet", 29332, "blob") == 29335  # (as the node's default)
+    settings.write_text(f"rpc_port = {rpc_port}\nblob_port = {blob_port}\n")
     (tmp_path / "devnet" / ".cookie").write_text("__cookie__:x\n")  # a node gone meanwhile
     from chain.keys import devnet_key
     from chain.network import load_network
@@ -491,3 +501,11 @@ def test_a_keystore_of_another_network_is_refused_by_address_and_balance(
         code = main(["wallet", command, "--wallet-file", str(keystore), "--network", "mainnet"])
         said = caplog.text + capsys.readouterr().err
         assert code == 1 and "holds a devnet address" in said and "--network devnet" in said
+
+
+def test_which_binds_share_a_port() -> None:
+    from node.cli import _share_port
+
+    assert _share_port("127.0.0.1", "127.0.0.1") and _share_port("0.0.0.0", "127.0.0.1")
+    assert _share_port("::", "127.0.0.1") and _share_port("", "::1")
+    assert not _share_port("0.0.0.0", "::1") and not _share_port("127.0.0.1", "10.0.0.1")

@@ -200,6 +200,18 @@ def test_a_datadir_that_is_a_file_or_a_network_folder_is_refused(tmp_path: Path)
     with pytest.raises(ConfigError, match=r"--datadir .*/f is a file, not a folder"):
         resolve(parse("--datadir", str(afile)))
     (tmp_path / "d" / "devnet" / "chain").mkdir(parents=True)
-    with pytest.raises(ConfigError, match=r"holds chain/ itself.*pass --datadir .*/d$"):
+    # a folder named chain that is no chain database (this repository's chain/ package)
+    assert resolve(parse("--datadir", str(tmp_path / "d" / "devnet"))).config
+    write(tmp_path / "d" / "devnet" / "chain" / "CURRENT", "MANIFEST-000001\n")
+    with pytest.raises(ConfigError, match=r"holds a chain database .*pass --datadir .*/d$"):
         resolve(parse("--datadir", str(tmp_path / "d" / "devnet")))
     assert resolve(parse("--datadir", str(tmp_path / "d"))).config.datadir == tmp_path / "d"
+
+
+def test_the_node_version_is_the_packages() -> None:
+    import tomllib
+
+    from node.config import VERSION
+
+    with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+        assert tomllib.load(f)["project"]["version"] == VERSION

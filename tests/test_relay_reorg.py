@@ -13,6 +13,8 @@ from node.events import TipChange
 from p2p.protocol import MAX_INV, GetData, InvType, NotFound
 from tests.chainutil import transfer
 
+NEW_TIP = b"\x07" * 32  # the tip the reorg moved to
+
 
 def _relay(tmp: Path, pooled: dict[bytes, Any]) -> tuple[Any, list[tuple[Any, Any]]]:
     """A Relay over a real peer manager, whose node's pool holds ``pooled`` (txid ->
@@ -28,8 +30,9 @@ def _relay(tmp: Path, pooled: dict[bytes, Any]) -> tuple[Any, list[tuple[Any, An
     sent: list[tuple[Any, Any]] = []
     pm.send = lambda peer, msg: sent.append((peer, msg))  # type: ignore[method-assign]
     svc = SimpleNamespace(
-        pm=pm, node=SimpleNamespace(mempool=pooled), chain=SimpleNamespace(db=None)
-    )
+        pm=pm, node=SimpleNamespace(mempool=pooled),
+        chain=SimpleNamespace(db=None, tip=SimpleNamespace(hash=NEW_TIP)),
+    )  # fmt: skip
     return Relay(svc), sent  # type: ignore[arg-type]
 
 
@@ -48,10 +51,11 @@ def test_txs_back_in_the_pool_after_a_reorg_are_announced_to_who_missed_them(
     """A miner announces its txs, mines them at once, and answers a peer's getdata
     with notfound (they left the pool); its block is then reorged away and the txs
     come back to its pool. They are announced again to that peer, even though it was
-    told of them before, lowest nonce first, and to a peer that never heard of them (it
-    mined apart: ours may be the only node that has them); a peer told of them that
-    never asked gets nothing (it has them, or fetches them elsewhere), nor do txs of
-    the old block not in the pool."""
+    told of them before, lowest nonce first, and to a peer on the new branch that
+    never heard of them (it mined apart: ours may be the only node that has them); a
+    peer told of them that never asked gets nothing (it has them, or fetches them
+    elsewhere), nor one still on the old branch (it has them confirmed), nor do txs
+    of the old block not in the pool."""
     net = load_network("devnet")
     recipient = address_from_pubkey(devnet_key(0).public_key)
     txs = [transfer(net, 1, nonce, recipient, 5) for nonce in (2, 0, 1)]
@@ -59,7 +63,8 @@ def test_txs_back_in_the_pool_after_a_reorg_are_announced_to_who_missed_them(
     old_block = SimpleNamespace(txs=[confirmed, *txs])
     relay, sent = _relay(tmp_path, {tx.txid: tx for tx in txs})
     asked, told = _ready_peer(relay, "10.0.0.1"), _ready_peer(relay, "10.0.0.2")
-    apart = _ready_peer(relay, "10.0.0.3")
+    apart, behind = _ready_peer(relay, "10.0.0.3"), _ready_peer(relay, "10.0.0.4")
+    apart.learn(NEW_TIP)  # it sent us the new branch
     for tx in txs:
         asked.learn(tx.txid)
         told.learn(tx.txid)
@@ -73,7 +78,7 @@ def test_txs_back_in_the_pool_after_a_reorg_are_announced_to_who_missed_them(
     assert sorted((peer.id, list(msg.items)) for peer, msg in sent) == sorted(
         (p.id, [(InvType.TX, txid) for txid in by_nonce]) for p in (asked, apart)
     )
-    assert told.id not in {peer.id for peer, _ in sent}
+    assert not {told.id, behind.id} & {peer.id for peer, _ in sent}
     sent.clear()  # announced once: a second reorg does not repeat it
     relay.on_tip_changed(TipChange(disconnected=(old_block,), connected=()))  # type: ignore[arg-type]
     assert sent == []

@@ -44,12 +44,3 @@ def seconds_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds, 0 or more")
     return value
 
-
-def wait_arg(text: str) -> float:
-    """How long to wait for something: a finite number of seconds above 0."""
-    value = seconds_arg(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give how many seconds to wait, above 0 (leave it out not to wait)"
-        )
-    return value

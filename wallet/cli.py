@@ -34,7 +34,7 @@ from wallet.amount import (
     check_fee,
     format_coins,
 )
-from wallet.args import nonce_arg, positive_arg, wait_arg
+from wallet.args import nonce_arg, positive_arg, seconds_arg
 from wallet.keystore import (
     DEFAULT_SCRYPT_N,
     WalletError,
@@ -42,7 +42,7 @@ from wallet.keystore import (
     keystore_address,
     read_keystore,
 )
-from wallet.rpc import RpcClient, RpcConnectionError, RpcError, get_transaction, local_ports
+from wallet.rpc import RpcClient, RpcConnectionError, RpcError, get_transaction, local_port
 from wallet.wallet import DEFAULT_CONF_TARGET, Wallet, address_history, default_keystore_path
 
 log = logging.getLogger("pouw.wallet")
@@ -122,7 +122,8 @@ def add_wallet_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     send.add_argument("--nonce", type=nonce_arg, help="default: the account's pending_nonce")
     add_max_fee(send)
-    send.add_argument("--wait", type=wait_arg, metavar="SECONDS", help="wait for a confirmation")
+    send.add_argument("--wait", type=seconds_arg, metavar="SECONDS",
+                      help="wait up to this long for a confirmation (0: do not wait)")  # fmt: skip
     send.set_defaults(handler=cmd_send)
 
     history = sub.add_parser("history", help="transactions of the wallet's address")
@@ -202,7 +203,7 @@ def default_rpc_url(args: argparse.Namespace, network: Network) -> str:
     network's)."""
     if args.rpc:
         return str(args.rpc)
-    return f"http://127.0.0.1:{local_ports(_datadir(args), network.name, network.rpc_port)[0]}"
+    return f"http://127.0.0.1:{local_port(_datadir(args), network.name, network.rpc_port)}"
 
 
 def _rpc(args: argparse.Namespace, network: Network) -> RpcClient:
@@ -380,7 +381,7 @@ def _history(args: argparse.Namespace) -> int:
         print(f"no transactions for {address}")
     try:  # block rewards are no transactions: said, so a grown balance is explained
         mined = int(rpc.call("getcontribution", address).get("blocks", 0))
-    except (RpcError, AttributeError, TypeError, ValueError):
+    except (RpcError, RpcConnectionError, AttributeError, TypeError, ValueError):
         mined = 0
     if mined:
         print(f"(and {mined} mined block(s): rewards are not transactions; "

@@ -54,7 +54,7 @@ def blob_url_for(rpc_url: str | None, rpc_port: int) -> str:
 
 def _client(args: argparse.Namespace) -> JobClient:
     from wallet import cli as wcli
-    from wallet.rpc import RpcClient, RpcConnectionError, check_node_url, local_ports, read_cookie
+    from wallet.rpc import RpcClient, RpcConnectionError, check_node_url, local_port, read_cookie
 
     network = wcli._network(args)  # noqa: SLF001 - shared option handling
     try:
@@ -69,8 +69,8 @@ def _client(args: argparse.Namespace) -> JobClient:
     elif args.rpc:
         blob = blob_url_for(args.rpc, network.rpc_port)
     else:  # the local node of --datadir: its blob port
-        ports = local_ports(wcli._datadir(args), network.name, network.rpc_port)  # noqa: SLF001
-        blob = f"http://127.0.0.1:{ports[1]}"
+        port = local_port(wcli._datadir(args), network.name, network.rpc_port, "blob")  # noqa: SLF001
+        blob = f"http://127.0.0.1:{port}"
     key: Any = None
     if args.command_needs_key == "later":  # unlocked only if a challenge or probe is sent
 

@@ -338,11 +338,12 @@ class Collecting:
         unlock, a transaction the node refuses) is reported with the part, not instead
         of the other parts' results."""
         from wallet.keystore import WalletError
+        from wallet.rpc import RpcError
 
         out: JobResult = args[-1]
         try:
             action(*args)
-        except (WalletError, JobError) as exc:
+        except (WalletError, JobError, RpcError) as exc:
             out.actions[-1] += f"; nothing sent: {exc}"
 
     async def _fetch_all(self, jobs: list[dict[str, Any]], timeout: float) -> list[Any]:

@@ -88,33 +88,58 @@ CREDENTIALS_HINT = (
     "pass --datadir of the node (its cookie) or the RPC user and password it has "
     "(--rpc-user/--rpc-password)"
 )
-# The node's settings file in <datadir>/<network>/ (node/settings_file.py reads it too)
+# The node's settings file in <datadir>/<network>/ (node/settings_file.py reads it too).
+# A settings file is a few dozen lines; anything near this size is not one, and reading
+# it whole into tomllib would only cost memory.
 SETTINGS_NAME = "pouw.toml"
+MAX_SETTINGS_BYTES = 1024 * 1024
 # node/blobs.py: the blob endpoint is on the RPC port + 3 unless blob_port says
 BLOB_PORT_OFFSET = 3
 
 
-def local_ports(datadir: Path | None, network: str, default_rpc_port: int) -> tuple[int, int]:
-    """(RPC port, blob port) of the node that keeps ``datadir``: its settings file's
-    ``rpc_port`` and ``blob_port`` when set there (as bitcoin-cli reads bitcoin.conf),
-    else the network's RPC port and that + 3. A port given to the node as a flag is
-    not known here: the client needs it given too. A file that does not read, or a
-    value that is no port, is passed over (the node itself says what is wrong)."""
+def local_port(
+    datadir: Path | None, network: str, default_rpc_port: int, which: str = "rpc"
+) -> int:
+    """The RPC (``which="rpc"``) or blob (``"blob"``) port of the node that keeps
+    ``datadir``: its settings file's ``rpc_port`` / ``blob_port`` when set there (as
+    bitcoin-cli reads bitcoin.conf), else the network's RPC port (the blob port: the
+    RPC port + 3). A port given to the node as a flag is not known here: the client
+    needs it given too. A file that does not read, or a value that is no port, is
+    passed over (the node itself says what is wrong); port 0 there (the OS picks one
+    at each start) is RpcConnectionError: the client must be given the URL."""
     import tomllib
 
-    rpc, blob = default_rpc_port, None
+    settings: dict[str, Any] = {}
+    path = Path(datadir or ".").expanduser() / network / SETTINGS_NAME
     if datadir is not None:
         try:
-            with open(Path(datadir).expanduser() / network / SETTINGS_NAME, "rb") as f:
-                settings = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError):
+            with open(path, "rb") as f:
+                raw = f.read(MAX_SETTINGS_BYTES + 1)
+            if len(raw) <= MAX_SETTINGS_BYTES:
+                settings = tomllib.loads(raw.decode())
+        except (OSError, ValueError, RecursionError):  # (TOML and UTF-8 errors are both)
             settings = {}
-        ports = {k: v for k, v in settings.items() if k in ("rpc_port", "blob_port")}
-        if type(ports.get("rpc_port")) is int and 0 < ports["rpc_port"] <= 65535:
-            rpc = ports["rpc_port"]
-        if type(ports.get("blob_port")) is int and 0 < ports["blob_port"] <= 65535:
-            blob = ports["blob_port"]
-    return rpc, blob if blob is not None else rpc + BLOB_PORT_OFFSET
+
+    def given(key: str) -> int | None:
+        value = settings.get(key)
+        if type(value) is not int or not 0 <= value <= 65535:
+            return None
+        if value == 0:
+            raise RpcConnectionError(
+                f"{path} sets {key} = 0 (the OS picks a port at each start): pass the "
+                "node's URL (--rpc http://127.0.0.1:PORT, or --blob-url), with the port "
+                "its log names"
+            )
+        return value
+
+    if which == "rpc":
+        return given("rpc_port") or default_rpc_port
+    blob = given("blob_port")
+    if blob is not None:
+        return blob
+    rpc = settings.get("rpc_port")  # the node's blob default follows it (0: the network's)
+    rpc = rpc if type(rpc) is int and 0 < rpc <= 65535 else default_rpc_port
+    return int(rpc) + BLOB_PORT_OFFSET
 
 
 def check_node_url(url: str, flag: str = "--rpc") -> str:
@@ -256,7 +281,7 @@ class RpcClient:
         if port is None:
             from chain.network import load_network
 
-            port = local_ports(datadir, network, load_network(network).rpc_port)[0]
+            port = local_port(datadir, network, load_network(network).rpc_port)
         url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
         return cls.from_options(url, network, Path(datadir).expanduser(), timeout=timeout)
 

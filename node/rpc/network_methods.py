@@ -7,6 +7,7 @@ import ipaddress
 import time
 from typing import Any
 
+from node.config import VERSION as NODE_VERSION
 from node.rpc.base import MethodsBase
 from node.rpc.errors import (
     CLIENT_INVALID_IP_OR_SUBNET,
@@ -19,7 +20,7 @@ from node.rpc.errors import (
 from node.rpc.params import AddNodeParams, DisconnectParams, SetBanParams
 from node.rpc.protocol import CallContext, NoParams
 
-VERSION = "0.1.0"
+VERSION = NODE_VERSION
 
 
 class NetworkMethods(MethodsBase):
