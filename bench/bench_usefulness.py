@@ -100,7 +100,11 @@ def main() -> int:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         else:
             root = args.workdir
-            root.mkdir(parents=True, exist_ok=False)
+            if root.exists():  # a run's nodes would meet the last run's chains
+                print(f"--workdir {root} exists: give a new folder (or remove it)",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            root.mkdir(parents=True)
         genesis = write_genesis(
             root / "genesis.json", args.spacing, job_work * args.block_ratio, market
         )
