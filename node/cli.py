@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument("--rpc-user", help="with --rpc-password: instead of the node's cookie")
     rpc.add_argument("--rpc-password")
     rpc.add_argument("method")
-    rpc.add_argument("params", nargs="*", help="each a JSON value, else taken as a string")
+    rpc.add_argument("params", nargs="*", default=[], help="each a JSON value, else a string")
     rpc.set_defaults(handler=cmd_rpc)
     init.set_defaults(handler=cmd_init)
     node.set_defaults(handler=cmd_node)
