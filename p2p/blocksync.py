@@ -165,6 +165,9 @@ class BlockSync:
         if check.verdict is Verdict.DEFER and check.reason is BlockReject.UNKNOWN_PARENT:
             if peer is not None and not peer.closed and peer.headers_requested is None:
                 self.request_headers(peer)  # fill the gap; not punished
+        rec = self.chain.index.get(block.hash)
+        if peer is not None and rec is not None:  # it has this block: its chain reaches it
+            self.shown(peer, rec.cumulative_work, rec.height)
         return True
 
     def drain(self) -> None:

@@ -187,3 +187,5 @@ def test_transaction_sent_before_any_peer_reaches_the_miner(
     rpc.call("sendrawtransaction", tx.to_bytes().hex())
     miner.start("--mine", "--miner-address", miner_address(network, 1), "--connect", wallet.addr)
     _wait(lambda: _confirmations(rpc, tx.txid.hex()) >= 1)
+    # the miner's chain, as getpeerinfo tells it, reaches every block it relayed to us
+    _wait(lambda: rpc.call("getpeerinfo")[0]["synced_height"] >= rpc.call("getblockcount") >= 3)
