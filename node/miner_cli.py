@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import signal
 import sys
@@ -22,6 +21,7 @@ from chain.address import AddressError, decode_any_address
 from chain.datadir import default_datadir
 from chain.network import NETWORKS, Network, NetworkError, load_network
 from node.settings_file import Bounds, bounded
+from wallet.args import positive_seconds_arg
 from wallet.cli import run_command
 from wallet.keystore import WalletError
 from wallet.rpc import RpcClient, RpcConnectionError, local_port
@@ -46,16 +46,6 @@ def _devices(text: str) -> list[int]:
     if not devices or any(d < 0 for d in devices) or len(set(devices)) != len(devices):
         raise argparse.ArgumentTypeError("--devices is a comma list of distinct GPU ids: 0,1")
     return devices
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
-    return seconds
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -94,7 +84,7 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--shape", type=_shape, metavar="M,K,N", help="ask for this product shape")
     p.add_argument("--max-blocks", type=bounded(int, Bounds(1)),
                    help="exit after this many accepted blocks")  # fmt: skip
-    p.add_argument("--status-every", type=_positive_seconds, metavar="SECONDS",
+    p.add_argument("--status-every", type=positive_seconds_arg, metavar="SECONDS",
                    help="seconds between status lines (default: 1 on a terminal, 10 in a log)")
     p.add_argument("--longpoll-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
