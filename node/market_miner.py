@@ -244,14 +244,19 @@ class MarketMiner(ClaimRounds):
 
     def _our_pooled_claim(self, job_id: bytes) -> bytes | None:
         """The txid of a claim of ours for the job in our mempool, if any."""
+        tx = self._our_pooled(job_id, TxKind.JOB_CLAIM)
+        return None if tx is None else tx.txid
+
+    def _our_pooled(self, job_id: bytes, kind: TxKind) -> Transaction | None:
+        """A tx of ours of ``kind`` acting on the job that waits in our mempool."""
         if self.job_actions is not None:
             pooled: Iterable[Transaction | None] = self.job_actions(job_id)
         else:
             pooled = self.pool_txs()
         for tx in pooled:
-            if (tx is not None and tx.kind == TxKind.JOB_CLAIM and tx.sender == self.address
+            if (tx is not None and tx.kind == kind and tx.sender == self.address
                     and tx.payload[:32] == job_id):  # fmt: skip
-                return tx.txid
+                return tx
         return None
 
     def deliver(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
@@ -311,10 +316,14 @@ class MarketMiner(ClaimRounds):
                 continue
             # on chain as ours: never "on its way" should a reorg reopen it
             held = Held(job, time.monotonic() - CLAIM_CONFIRM_S, b"", unrivalled=True)
-            if job.status == JobStatus.COMMITTED:
-                held.computed, held.result_root = True, job.result_root
-                self._results[job_id] = job.result_root
-                if self.store.find(job.result_root) is None:
+            root = job.result_root if job.status == JobStatus.COMMITTED else None
+            if root is None and (pooled := self._our_pooled(job_id, TxKind.JOB_COMMIT)):
+                root = pooled.payload[32:64]  # our commit waits in the pool (kept across a
+                # restart in mempool.dat): computing C again would only send a second one
+            if root is not None:
+                held.computed, held.result_root = True, root
+                self._results[job_id] = root
+                if self.store.find(root) is None:
                     self._restore(job_id, held, "committed by us but C is not in the blob store")
             self.held[job_id] = held
             counts[job.status] += 1

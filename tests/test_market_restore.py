@@ -184,3 +184,33 @@ def test_a_job_that_opens_again_is_claimed_again_with_the_c_in_hand(tmp_path: Pa
     assert job is not None
     held = Held(job, time.monotonic(), b"", computed=True, result_root=root)  # not stored here
     assert not again._claim_again(other_id, held, job) and other.sent == []  # noqa: SLF001
+
+
+def test_a_claimed_job_whose_commit_waits_in_the_pool_is_not_computed_again(
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """After a restart whose pool came back (mempool.dat) with our commit in it, the
+    take-back holds the job as committed (its C served from the store; computed again
+    only if the store lost it), not as claimed: a second commit would fail on chain."""
+    chain, store, a, b, job_id = _submitted(tmp_path)
+    node = _Node(chain)
+    c = _exact(a, b)
+    root = store.put("c", c)
+    node.mine(claim_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id,
+                       NET.market.bond_for(BOUNTY)))  # fmt: skip
+    commit = commit_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, root, "http://m")
+    pool = {job_id: [commit]}
+    miner = MarketMiner(chain, store, MarketSettings(key=MINER_KEY), node.submit,
+                        node.pending_nonce, job_actions=lambda j: pool.get(j, []))  # fmt: skip
+    assert asyncio.run(miner.next_work()) is None and node.sent == []
+    assert miner.held[job_id].computed and miner.held[job_id].result_root == root
+    node.mine(commit)
+    assert (get_job(chain.state_get, job_id) or None).status is JobStatus.COMMITTED  # type: ignore[union-attr]
+    # the same with C gone from the store: computed again as a restore, not committed
+    store.delete(root)
+    again = MarketMiner(chain, store, MarketSettings(key=MINER_KEY), node.submit,
+                        node.pending_nonce, job_actions=lambda j: pool.get(j, []))  # fmt: skip
+    work = asyncio.run(again.next_work())
+    assert work is not None and work[0].job_id == job_id and work[0].named is False
+    again.deliver(job_id, c)
+    assert store.find(root) is not None and node.sent == [] and again.counters.commits == 0
