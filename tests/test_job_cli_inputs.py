@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,13 @@ def test_a_submit_the_node_lost_is_sent_again(tmp_path: Path) -> None:
                              blob_auth=read_cookie(node.datadir, "devnet"),
                              manifest_dir=tmp_path / "products")  # fmt: skip
 
+        # no job in the window (no going rate): a quote still covers what miners pay to
+        # take each part, a claim and a commit fee at the node's estimate
+        fee = rpc.call("estimatefee", 6)["fee"]
+        for m, k, n in ((64, 64, 64), (512, 4096, 4096)):
+            q = client(rpc).quote(m, k, n)
+            assert q.going_bounty_per_multiply_add == 0.0
+            assert q.suggested_bounty == q.parts * 2 * fee > 0, q
         rng = np.random.default_rng(4)
         pid = client(rpc).submit(rng.integers(-64, 64, (64, 256), dtype=np.int8),
                                  rng.integers(-64, 64, (256, 64), dtype=np.int8), 100_000)
@@ -197,5 +205,57 @@ def test_a_submit_the_node_lost_is_sent_again(tmp_path: Path) -> None:
         statuses = {row["product_id"]: row["status"] for row in after.products()}
         assert statuses[pid] == "unknown to the node (job not found)", statuses
         assert statuses[second] == "pending", statuses
+        # a wait rides out a node restart (a new cookie, read again), then times out
+        # as a wait does, not as a node that is gone
+        waiter = JobClient(devnet_key(0), net, RpcClient.from_options(rpc.url, "devnet",
+                           node.datadir), f"http://127.0.0.1:{node.blob}",
+                           manifest_dir=tmp_path / "products")  # fmt: skip
+        heard: list[str] = []
+        ended: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                waiter.wait(second, timeout=8, progress=heard.append)
+            except BaseException as exc:  # noqa: BLE001 - looked at below
+                ended.append(exc)
+
+        node.stop()
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(2)
+        node.restart()
+        thread.join(30)
+        assert not thread.is_alive() and len(ended) == 1, heard
+        assert isinstance(ended[0], JobError) and "not delivered" in str(ended[0]), ended
+        assert any("the node does not answer" in line for line in heard), heard
+        assert any(line.endswith("the node answers again") for line in heard), heard
     finally:
         node.stop()
+
+
+
+def test_a_job_expires_seconds_from_now_within_what_the_chain_allows() -> None:
+    """``expires`` counts from the clock (or a median time past ahead of it), capped at
+    the MTP + max_open_s; a chain whose MTP is so far behind that every expiry it
+    allows has passed (no block for long: no miner) is refused with the next step."""
+    net = load_network("devnet")
+    max_open = net.market.max_open_s
+
+    class Chain:  # what getblockchaininfo says of the tip (unit: no node needed)
+        mediantime = 0
+
+        def call(self, method: str, *params: Any) -> dict[str, Any]:
+            assert method == "getblockchaininfo"
+            return {"mediantime": self.mediantime}
+
+    chain = Chain()
+    client = JobClient(None, net, chain, "http://127.0.0.1:9")  # type: ignore[arg-type]
+    now = int(time.time())
+    chain.mediantime = now - 300  # blocks come; MTP lags the clock
+    assert abs(client._expiry(600, max_open) - (now + 600)) <= 2
+    assert client._expiry(max_open, max_open) == now - 300 + max_open  # the chain's cap
+    chain.mediantime = now + 50  # a fast devnet's MTP runs ahead
+    assert client._expiry(600, max_open) == now + 50 + 600
+    chain.mediantime = now - max_open - 10  # no block for longer than a job may stay open
+    with pytest.raises(JobError, match=r"behind the clock .*is any miner running.*start a"):
+        client._expiry(600, max_open)

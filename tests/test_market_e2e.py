@@ -162,7 +162,7 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         extra = [client.submit(a[:128], b[:, :128], bounty=500_000 + i) for i in range(3)]
         heard: list[str] = []
         client.wait(pid, timeout=180, progress=heard.append)
-        assert heard and heard[-1].endswith("delivered: 6 of 6 settled"), heard
+        assert heard and heard[-1].endswith("delivered (C committed): 6 of 6 done"), heard
         assert "waiting up to 180 s for 6 part(s)" in heard[0], heard
         assert all(line.startswith("[") and "part " in line for line in heard[1:]), heard
         res = client.result(pid)
@@ -378,11 +378,12 @@ def test_claims_racing_across_a_reorg_leave_no_account_stuck(tmp_path: Path) -> 
 
 
 def test_a_product_cut_short_names_the_parts_that_went_out(tmp_path: Path) -> None:
-    """When a later part is refused (here: with an earlier pooled submit it overdraws
-    the buyer's balance, which the client's own check of the confirmed balance cannot
-    see), the error names the live jobs, and the next submit takes the first unused
-    nonce (no gap that would hold it in the pool)."""
+    """When a later part is refused (here: another wallet of the same key sends a
+    transfer, at a higher fee, with the nonce the second part needs, right after the
+    first part went out), the error names the live jobs, and the next submit takes
+    the first unused nonce (no gap that would hold it in the pool)."""
     from chain.network import load_network
+    from tests.chainutil import transfer
     from wallet.job_txs import JobError
 
     genesis = market_genesis(tmp_path)
@@ -390,19 +391,34 @@ def test_a_product_cut_short_names_the_parts_that_went_out(tmp_path: Path) -> No
     node = Proc(tmp_path / "n1", genesis)
     try:
         rpc = node.rpc()
-        client = JobClient(devnet_key(0), net, rpc, f"http://127.0.0.1:{node.blob}",
+
+        class Racing:
+            """The node's RPC, with the other wallet's transfer sent after one call."""
+
+            armed = False
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(rpc, name)
+
+            def call(self, method: str, *params: Any) -> Any:
+                out = rpc.call(method, *params)
+                if method == "sendrawtransaction" and self.armed:
+                    self.armed = False
+                    nonce = rpc.call("getaccount", _address(0))["pending_nonce"]
+                    other = transfer(net, 0, nonce, bytes(20), 1, fee=100_000)
+                    rpc.call("sendrawtransaction", other.to_bytes().hex())
+                return out
+
+        racing = Racing()
+        client = JobClient(devnet_key(0), net, racing, f"http://127.0.0.1:{node.blob}",  # type: ignore[arg-type]
                            blob_auth=read_cookie(node.datadir, "devnet"))  # fmt: skip
-        balance = int(rpc.call("getaccount", _address(0))["balance"])
         first = int(rpc.call("getaccount", _address(0))["pending_nonce"])
         rng = np.random.default_rng(5)
         a = rng.integers(-64, 64, (128, 256), dtype=np.int8)
         b = rng.integers(-64, 64, (256, 256), dtype=np.int8)
-        # a pooled submit of half the balance less 10^7, then a product of two equal
-        # parts of half the balance less 2 * 10^6 each: the confirmed balance covers
-        # the product, the pool takes its first part and refuses the second
-        client.submit(a[:, :128], b[:128], bounty=balance // 2 - 10**7)
+        racing.armed = True
         with pytest.raises(JobError, match="only 1 of the product's 2 parts went out") as err:
-            client.submit(a, b, bounty=balance - 4 * 10**6, min_parts=2)
+            client.submit(a, b, bounty=4_000_000, min_parts=2)
         live = str(err.value).split("jobs are live: ")[1].split(".")[0]
         assert rpc.call("getjob", live)["status"] == "pending"
         assert rpc.call("getaccount", _address(0))["pending_nonce"] == first + 2

@@ -32,7 +32,7 @@ from wallet.job_txs import (
     probe_tx,
 )
 from wallet.products import Manifest, assemble
-from wallet.rpc import METHOD_NOT_FOUND, NOT_FOUND
+from wallet.rpc import METHOD_NOT_FOUND, NOT_FOUND, RpcConnectionError
 
 DONE = ("paid", "committed")  # a part whose C can be collected
 FAILED = ("refunded", "expired", "reclaimed")  # a part that will never deliver
@@ -44,6 +44,7 @@ WAIT_CALL_S = 10.0  # the longest waitforjob call (then wait() asks again)
 # wait() says where things stand at least this often, changes or not: a buyer waiting
 # minutes for a miner sees the client is alive and what each part waits for
 HEARTBEAT_S = 15.0
+NODE_DOWN_RETRY_S = 1.0  # wait() asks a node that stopped answering again this often
 MAX_PROBES = 3  # probes of one part before the client reports it as withheld
 
 
@@ -171,18 +172,32 @@ class Collecting:
                 progress(f"[{said - started:5.1f} s] {what}")
 
         say(f"waiting up to {timeout:.0f} s for {len(job_ids)} part(s) to deliver")
+        down = False  # the node stopped answering (a restart): tried again until the end
         for number, job_id in enumerate(job_ids, 1):
             seen = None
             while True:
                 now = time.monotonic()  # (each call ends in time for the next heartbeat)
                 left = min(deadline - now, said + HEARTBEAT_S - now)
-                job = answers[job_id] = self._wait_job(job_id, max(left, 0.0))
+                try:
+                    job = answers[job_id] = self._wait_job(job_id, max(left, 0.0))
+                except RpcConnectionError as exc:
+                    if time.monotonic() >= deadline:
+                        raise
+                    if not down:
+                        say(f"the node does not answer ({exc}); trying again until the "
+                            "wait ends")  # fmt: skip
+                        down = True
+                    time.sleep(max(0.0, min(NODE_DOWN_RETRY_S, deadline - time.monotonic())))
+                    continue
+                if down:
+                    say("the node answers again")
+                    down = False
                 name = f"part {number}/{len(job_ids)} ({job_id[:16]})"
                 beat = time.monotonic() - said >= HEARTBEAT_S  # said again, changed or not
                 if _deliverable(job):
                     self._collect(job)
                     settled += 1
-                    say(f"{name} delivered: {settled} of {len(job_ids)} settled")
+                    say(f"{name} delivered (C committed): {settled} of {len(job_ids)} done")
                     break
                 if job["status"] in FAILED:
                     settled += 1

@@ -120,6 +120,9 @@ def _cut_bt(part: Part, bt_whole: Future[npt.NDArray[np.int8]]) -> npt.NDArray[n
     return part.operand_bt(bt_whole.result())
 
 
+MINER_TXS_PER_PART = 2  # a miner's claim and commit: the fees a part's bounty must beat
+
+
 @dataclass
 class Quote:
     multiply_adds: int
@@ -204,16 +207,21 @@ class JobClient(Collecting):
         from wallet.rpc import get_account
 
         info = get_account(self.rpc, self.address)  # type: ignore[arg-type]
-        if spend > info.balance:
+        if spend > info.spendable:  # (less what our txs still in the pool spend)
             waiting = (
                 f" ({format_coins(info.immature)} more is mined but not mature yet)"
                 if info.immature else ""
             )  # fmt: skip
+            pooled = (
+                f", {format_coins(info.pending_spend)} of it spent by txs not yet in a block"
+                if info.pending_spend else ""
+            )  # fmt: skip
             raise JobError(
                 f"the bounty and fees come to {format_coins(spend)} coins but {self.address} "
-                f"holds {format_coins(info.balance)}{waiting}, "
-                f"{format_coins(spend - info.balance)} short: send coins to that address "
+                f"holds {format_coins(info.balance)}{pooled}{waiting}, "
+                f"{format_coins(spend - info.spendable)} short: send coins to that address "
                 "(`pouw wallet balance` shows them), or lower --bounty"
+                + (", or wait for those txs to confirm" if pooled else "")
             )
         nonce = max(info.pending_nonce, self._pending_nonce or 0)
         self._pending_nonce = nonce + 1
@@ -223,6 +231,26 @@ class JobClient(Collecting):
         from wallet.rpc import send_raw_transaction
 
         return send_raw_transaction(self.rpc, tx.to_bytes())
+
+    def _expiry(self, expiry_s: int, max_open_s: int) -> int:
+        """A job's ``expires`` (median time past seconds) ``expiry_s`` from now: from
+        the wall clock or the chain's median time past, whichever is later, within
+        what the chain allows (the MTP + max_open_s). JobError when no block came for
+        so long that any expiry the chain allows has passed in wall time (no miner
+        runs: the job would expire as soon as blocks resume, its bounty locked until
+        then)."""
+        info = self.rpc.call("getblockchaininfo")
+        mtp = int(info.get("mediantime", time.time()))
+        now = int(time.time())
+        expires = min(max(mtp, now) + expiry_s, mtp + max_open_s)
+        if expires - now < MIN_EXPIRY_S:
+            raise JobError(
+                f"the chain's median time is {now - mtp} s behind the clock (no block for "
+                "that long: is any miner running?). A job expires in chain time, at most "
+                f"{max_open_s} s after it, so this one would expire as soon as blocks come "
+                "again: start a miner (`pouw node --mine`, or `pouw miner`), then submit"
+            )
+        return expires
 
     def _mtp(self) -> int:
         """The chain's median time past (the market's clock), from a job-less call."""
@@ -276,9 +304,14 @@ class JobClient(Collecting):
         net_rate = float(info["network_multiply_adds_per_s"])
         queued = int(info["open_demand_multiply_adds"]) + int(info["in_progress_multiply_adds"])
         waits = net_rate > 0 and info.get("expected_wait_s") is not None
+        from wallet.rpc import estimate_fee
+
+        # at least what a miner pays to take each part (its claim's and its commit's
+        # fee): a going rate of nothing (no job in the window) must not suggest less
+        floor = len(plan.parts) * MINER_TXS_PER_PART * estimate_fee(self.rpc).fee
         return Quote(
             multiply_adds=work, parts=len(plan.parts), going_bounty_per_multiply_add=rate,
-            suggested_bounty=max(len(plan.parts), int(rate * work + 0.999999)),
+            suggested_bounty=max(floor, len(plan.parts), int(rate * work + 0.999999)),
             network_multiply_adds_per_s=net_rate,
             expected_wait_s=(queued + work) / net_rate if waits else None,
             tip_age_s=info.get("tip_age_s"),
@@ -314,12 +347,12 @@ class JobClient(Collecting):
         signer = self._signer()
         (m, k), n = a8.shape, b8.shape[1]
         plan = self._plan(m, k, n, max_part_multiply_adds, min_parts)
+        expires = self._expiry(expiry_s, max_open)
         try:
             plan.bounties = split_bounty(bounty, plan.parts)
         except PlanError as exc:
             raise JobError(str(exc)) from None
         txs = []
-        expires = self._mtp() + expiry_s
         known: dict[tuple[Any, ...], bytes] = {}  # parts share slices of A (or of B)
         now = time.monotonic()
         self._uploaded = {r: t for r, t in self._uploaded.items() if now - t < UPLOAD_REUSE_S}
