@@ -136,6 +136,9 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
         assert code == 0 and "verified: True" in out and f"output: {tmp_path / 'C.npy'}" in out
         got = np.load(tmp_path / "C.npy")
         assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+        code, out, err = _run(capsys, "job", "result", pid, "-o", str(tmp_path / "no" / "C"),
+                              *where, "--a", str(files["A"]), "--b", str(files["B"]))  # fmt: skip
+        assert code == 1 and "C is verified but cannot be written to" in err, (out, err)
         # the node stopped (its cookie gone): the datadir's products are still listed
         node.stop()
         code, out, err = _run(capsys, "job", "list", *where[:8])

@@ -225,7 +225,13 @@ def cmd_result(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"verified": res.verified}
     if res.verified:
         path = args.output if args.output.suffix == ".npy" else Path(f"{args.output}.npy")
-        np.save(path, res.c)  # (numpy.save adds .npy to a name without it)
+        try:
+            np.save(path, res.c)  # (numpy.save adds .npy to a name without it)
+        except OSError as exc:
+            raise JobError(
+                f"C is verified but cannot be written to {path} ({exc.strerror or exc}): "
+                "give -o a path in a folder that exists and that you may write to"
+            ) from None
         out["output"] = str(path)
     if res.actions:
         out["actions"] = res.actions
@@ -265,7 +271,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_reclaim(args: argparse.Namespace) -> int:
     check_fee(args.fee, args.max_fee)
     txids = _client(args).reclaim(args.product_id, args.fee)
-    _print(args, {"reclaim_txids": txids})
+    _print(args, {"reclaim_txids": txids if args.json else ", ".join(txids)})
     return 0
 
 

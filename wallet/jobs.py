@@ -427,11 +427,19 @@ class JobClient(Collecting):
                 self._send(tx)
             except Exception as exc:  # the node refused it (RpcError) or is gone
                 self._pending_nonce = first_nonce + i  # the next submit fills the gap
+                taken = "replacement" in str(exc)  # our nonce, taken by another tx of ours
+                hint = (
+                    f" (another transaction of this wallet took nonce {tx.nonce} meanwhile: "
+                    "a second `pouw job submit` or `pouw wallet send` at the same time? "
+                    "Submit again once it is sent)" if taken else ""
+                )  # fmt: skip
                 if i == 0:
+                    if taken:
+                        raise JobError(f"{exc}{hint}") from None
                     raise
                 live = ", ".join(t.txid.hex() for t in txs[:i])
                 raise JobError(
-                    f"{exc}\nonly {i} of the product's {len(txs)} parts went out; their "
+                    f"{exc}{hint}\nonly {i} of the product's {len(txs)} parts went out; their "
                     f"jobs are live: {live}. `pouw job reclaim JOB_ID` takes back the "
                     "bounty of one nobody has claimed yet; submit the product again once "
                     "the node takes it"
