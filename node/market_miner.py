@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from chain.address import address_from_pubkey
 from chain.chainstate import ChainState
+from chain.job_payloads import JobCommit, decode_job_payload
 from chain.job_record import ZERO_ADDRESS, Job, JobStatus, get_job
 from chain.keys import PrivateKey
 from chain.tx import Transaction
@@ -159,8 +160,8 @@ class MarketMiner(ClaimRounds):
             if held.computed:
                 continue
             job = self._ours(job_id)
-            if held.restore:
-                if job is not None and job.status == JobStatus.COMMITTED:
+            if held.restore:  # committed on chain, or by our commit waiting in the pool
+                if job is not None and job.status in (JobStatus.COMMITTED, JobStatus.CLAIMED):
                     restores.append((job_id, held))
                 continue
             if job is None or job.status != JobStatus.CLAIMED:
@@ -318,8 +319,10 @@ class MarketMiner(ClaimRounds):
             held = Held(job, time.monotonic() - CLAIM_CONFIRM_S, b"", unrivalled=True)
             root = job.result_root if job.status == JobStatus.COMMITTED else None
             if root is None and (pooled := self._our_pooled(job_id, TxKind.JOB_COMMIT)):
-                root = pooled.payload[32:64]  # our commit waits in the pool (kept across a
-                # restart in mempool.dat): computing C again would only send a second one
+                # our commit waits in the pool (kept across a restart in mempool.dat):
+                # computing C again would only send a second one
+                payload = decode_job_payload(pooled.kind, pooled.payload)
+                root = payload.result_root if isinstance(payload, JobCommit) else None
             if root is not None:
                 held.computed, held.result_root = True, root
                 self._results[job_id] = root
@@ -380,12 +383,14 @@ class MarketMiner(ClaimRounds):
         self.counters.restored += 1
         job = get_job(self.chain.state_get, job_id) or held.job
         root = self.store.put("c", c)
-        if root != job.result_root:
+        # committed on chain, or by our commit still in the pool (the job claimed)
+        committed = job.result_root if job.status == JobStatus.COMMITTED else held.result_root
+        if root != committed:
             held.unservable = True  # (the retention deletes the stray C)
             log.error(
                 "job %s: C computed again has root %s, not the committed %s: its probes "
                 "cannot be answered", job_id.hex()[:16], root.hex()[:16],
-                job.result_root.hex()[:16],
+                (committed or b"").hex()[:16],
             )  # fmt: skip
             return
         log.info("job %s: C computed again and stored: served again", job_id.hex()[:16])

@@ -218,13 +218,14 @@ def test_a_submit_the_node_lost_is_sent_again(tmp_path: Path) -> None:
 
         def wait() -> None:
             try:
-                waiter.wait(second, timeout=8, progress=heard.append)
+                waiter.wait(second, timeout=10, progress=heard.append)
             except BaseException as exc:  # noqa: BLE001 - looked at below
                 ended.append(exc)
 
-        node.stop()
         thread = threading.Thread(target=wait)
         thread.start()
+        time.sleep(1)  # it waits on a node that answers
+        node.stop()
         time.sleep(2)
         node.restart()
         thread.join(30)
@@ -246,10 +247,12 @@ def test_a_job_expires_seconds_from_now_within_what_the_chain_allows() -> None:
 
     class Chain:  # what getblockchaininfo says of the tip (unit: no node needed)
         mediantime = 0
+        syncing = False
 
         def call(self, method: str, *params: Any) -> dict[str, Any]:
             assert method == "getblockchaininfo"
-            return {"mediantime": self.mediantime}
+            return {"mediantime": self.mediantime, "blocks": 5,
+                    "headers": 900 if self.syncing else 5}  # fmt: skip
 
     chain = Chain()
     client = JobClient(None, net, chain, "http://127.0.0.1:9")  # type: ignore[arg-type]
@@ -260,5 +263,23 @@ def test_a_job_expires_seconds_from_now_within_what_the_chain_allows() -> None:
     chain.mediantime = now + 50  # a fast devnet's MTP runs ahead
     assert client._expiry(600, max_open) == now + 50 + 600
     chain.mediantime = now - max_open - 10  # no block for longer than a job may stay open
-    with pytest.raises(JobError, match=r"behind the clock .*is any miner running.*start a"):
+    with pytest.raises(JobError, match=r"behind this machine's clock .*is any miner running"):
         client._expiry(600, max_open)
+    chain.syncing = True  # the node catches up: its chain time is behind for that
+    with pytest.raises(JobError, match=r"the node is still syncing \(height 5 of 900\)"):
+        client._expiry(600, max_open)
+
+
+def test_a_wait_on_a_node_that_never_answered_fails_at_once(tmp_path: Path) -> None:
+    """wait() asks again through a node's restart, not when the node never answered
+    (a wrong URL or port): that is said at once, not after the whole wait."""
+    from tests.p2putil import free_port
+    from wallet.rpc import RpcConnectionError
+
+    net = load_network("devnet")
+    rpc = RpcClient(f"http://127.0.0.1:{free_port()}", "u", "p")
+    client = JobClient(None, net, rpc, "http://127.0.0.1:9", manifest_dir=tmp_path)
+    started = time.monotonic()
+    with pytest.raises(RpcConnectionError, match="cannot reach the node"):
+        client.wait("ab" * 32, timeout=60)
+    assert time.monotonic() - started < 10

@@ -204,13 +204,16 @@ def test_a_claimed_job_whose_commit_waits_in_the_pool_is_not_computed_again(
                         node.pending_nonce, job_actions=lambda j: pool.get(j, []))  # fmt: skip
     assert asyncio.run(miner.next_work()) is None and node.sent == []
     assert miner.held[job_id].computed and miner.held[job_id].result_root == root
-    node.mine(commit)
-    assert (get_job(chain.state_get, job_id) or None).status is JobStatus.COMMITTED  # type: ignore[union-attr]
-    # the same with C gone from the store: computed again as a restore, not committed
+    # the same with C gone from the store (the commit still pooled): computed again as
+    # a restore, stored under the pooled commit's root, served, and not committed again
     store.delete(root)
     again = MarketMiner(chain, store, MarketSettings(key=MINER_KEY), node.submit,
                         node.pending_nonce, job_actions=lambda j: pool.get(j, []))  # fmt: skip
     work = asyncio.run(again.next_work())
     assert work is not None and work[0].job_id == job_id and work[0].named is False
     again.deliver(job_id, c)
-    assert store.find(root) is not None and node.sent == [] and again.counters.commits == 0
+    held = again.held[job_id]
+    assert store.find(root) is not None and not held.unservable and not held.restore
+    assert node.sent == [] and again.counters.commits == 0 and again.counters.restored == 1
+    node.mine(commit)
+    assert (get_job(chain.state_get, job_id) or None).status is JobStatus.COMMITTED  # type: ignore[union-attr]

@@ -53,6 +53,14 @@ def _deliverable(job: dict[str, Any]) -> bool:
     return job["status"] in DONE or "pending_commit" in job
 
 
+def _may_heal(rpc: Any, exc: Exception) -> bool:
+    """An RPC failure a node restart explains, worth asking again: no HTTP answer at
+    all, or a refused cookie while the restarted node writes its new one (a client of
+    explicit credentials refused is told so at once)."""
+    status = getattr(exc, "status", None)
+    return status is None or (status == 401 and getattr(rpc, "_cookie", None) is not None)
+
+
 def _committed(job: dict[str, Any]) -> dict[str, Any]:
     """Where a deliverable job's result root and URL are: on chain, or its pooled commit."""
     return job if "result_root" in job else dict(job["pending_commit"])
@@ -173,6 +181,7 @@ class Collecting:
 
         say(f"waiting up to {timeout:.0f} s for {len(job_ids)} part(s) to deliver")
         down = False  # the node stopped answering (a restart): tried again until the end
+        answered = False  # (a node that never answered: a wrong URL or port, said at once)
         for number, job_id in enumerate(job_ids, 1):
             seen = None
             while True:
@@ -181,7 +190,7 @@ class Collecting:
                 try:
                     job = answers[job_id] = self._wait_job(job_id, max(left, 0.0))
                 except RpcConnectionError as exc:
-                    if time.monotonic() >= deadline:
+                    if time.monotonic() >= deadline or not answered or not _may_heal(self.rpc, exc):
                         raise
                     if not down:
                         say(f"the node does not answer ({exc}); trying again until the "
@@ -189,6 +198,7 @@ class Collecting:
                         down = True
                     time.sleep(max(0.0, min(NODE_DOWN_RETRY_S, deadline - time.monotonic())))
                     continue
+                answered = True
                 if down:
                     say("the node answers again")
                     down = False

@@ -201,7 +201,8 @@ class JobClient(Collecting):
 
     def _nonce(self, spend: int = 0) -> int:
         """The next nonce to sign with; with ``spend`` (base units: bounties and fees),
-        first a clear error when the account's confirmed balance cannot cover it, before
+        first a clear error when the account's spendable balance (confirmed, less what
+        its pooled txs spend) cannot cover it, before
         anything is hashed or uploaded (the node would refuse the first submit)."""
         from wallet.amount import format_coins
         from wallet.rpc import get_account
@@ -244,11 +245,19 @@ class JobClient(Collecting):
         now = int(time.time())
         expires = min(max(mtp, now) + expiry_s, mtp + max_open_s)
         if expires - now < MIN_EXPIRY_S:
+            blocks, headers = int(info.get("blocks", 0)), int(info.get("headers", 0))
+            if headers > blocks:
+                raise JobError(
+                    f"the node is still syncing (height {blocks} of {headers}): its chain "
+                    "time is behind, and a job would expire as soon as it caught up; "
+                    "submit once it has"
+                )
             raise JobError(
-                f"the chain's median time is {now - mtp} s behind the clock (no block for "
-                "that long: is any miner running?). A job expires in chain time, at most "
-                f"{max_open_s} s after it, so this one would expire as soon as blocks come "
-                "again: start a miner (`pouw node --mine`, or `pouw miner`), then submit"
+                f"the chain's median time is {now - mtp} s behind this machine's clock (no "
+                "block for that long: is any miner running? Or is this clock wrong?). A "
+                f"job expires in chain time, at most {max_open_s} s after it, so this one "
+                "would expire as soon as blocks come again: start a miner (`pouw node "
+                "--mine`, or `pouw miner`), then submit"
             )
         return expires
 
@@ -304,11 +313,15 @@ class JobClient(Collecting):
         net_rate = float(info["network_multiply_adds_per_s"])
         queued = int(info["open_demand_multiply_adds"]) + int(info["in_progress_multiply_adds"])
         waits = net_rate > 0 and info.get("expected_wait_s") is not None
-        from wallet.rpc import estimate_fee
+        from wallet.rpc import RpcError, estimate_fee
 
         # at least what a miner pays to take each part (its claim's and its commit's
         # fee): a going rate of nothing (no job in the window) must not suggest less
-        floor = len(plan.parts) * MINER_TXS_PER_PART * estimate_fee(self.rpc).fee
+        try:
+            fee = estimate_fee(self.rpc).fee
+        except (RpcError, ValueError, TypeError):  # a node without the estimate: no floor
+            fee = 0
+        floor = len(plan.parts) * MINER_TXS_PER_PART * fee
         return Quote(
             multiply_adds=work, parts=len(plan.parts), going_bounty_per_multiply_add=rate,
             suggested_bounty=max(floor, len(plan.parts), int(rate * work + 0.999999)),
@@ -427,7 +440,8 @@ class JobClient(Collecting):
                 self._send(tx)
             except Exception as exc:  # the node refused it (RpcError) or is gone
                 self._pending_nonce = first_nonce + i  # the next submit fills the gap
-                taken = "replacement" in str(exc)  # our nonce, taken by another tx of ours
+                # our nonce, taken by another tx of ours (pooled, or in a block since)
+                taken = "replacement" in str(exc) or "nonce-too-low" in str(exc)
                 hint = (
                     f" (another transaction of this wallet took nonce {tx.nonce} meanwhile: "
                     "a second `pouw job submit` or `pouw wallet send` at the same time? "
