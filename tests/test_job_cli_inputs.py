@@ -218,15 +218,15 @@ def test_a_submit_the_node_lost_is_sent_again(tmp_path: Path) -> None:
 
         def wait() -> None:
             try:
-                waiter.wait(second, timeout=10, progress=heard.append)
+                waiter.wait(second, timeout=7, progress=heard.append)
             except BaseException as exc:  # noqa: BLE001 - looked at below
                 ended.append(exc)
 
         thread = threading.Thread(target=wait)
         thread.start()
-        time.sleep(1)  # it waits on a node that answers
+        time.sleep(0.5)  # it waits on a node that answers
         node.stop()
-        time.sleep(2)
+        time.sleep(1)
         node.restart()
         thread.join(30)
         assert not thread.is_alive() and len(ended) == 1, heard

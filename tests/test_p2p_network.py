@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.chainutil import address_of, transfer
 from tests.p2putil import (
     NodeProc,
@@ -69,6 +71,8 @@ def _converged(
     raise AssertionError(f"no convergence: {[n.tip() for n in nodes]}")
 
 
+@pytest.mark.slow  # six node processes, ~35 s: relay and sync from peers are in the default
+# run too (the partition below, tests/test_p2p_attacks.py, tests/test_p2p_presync*.py)
 def test_line_of_five_then_sixth_node_syncs(tmp_path: Path, procs: list[NodeProc]) -> None:
     genesis = tmp_path / "genesis.json"
     network = write_genesis(genesis, SYNC_BLOCKS)
