@@ -58,3 +58,13 @@ def test_a_parts_bt_cut_from_the_whole_bt_is_its_b_transposed(shape: tuple[int, 
 def test_impossible_plans_are_named() -> None:
     with pytest.raises(PlanError, match="at least 1"):
         plan_parts(0, 8, 8, POUW)
+
+
+def test_asking_for_fewer_parts_than_the_job_size_cuts_changes_nothing() -> None:
+    """--parts N means at least N: where the job size already cuts N or more, the plan
+    is the one without it (512x4096x4096 with --parts 3 used to give 6 parts: three
+    column blocks, each then halved by the size cap, against 4 without it)."""
+    plain = plan_parts(512, 4096, 4096, POUW)
+    for wanted in range(2, len(plain) + 1):
+        assert plan_parts(512, 4096, 4096, POUW, min_parts=wanted) == plain
+    assert len(plan_parts(512, 4096, 4096, POUW, min_parts=len(plain) + 1)) == len(plain) + 1

@@ -111,6 +111,10 @@ def plan_parts(
     """The parts of an m x k x n product (see the module's docstring). Raises PlanError."""
     if min(m, k, n) < 1:
         raise PlanError(f"shape {m}x{k}x{n}: every dimension must be at least 1")
+    if min_parts > 1:  # at least that many: the job size may already cut as many or more
+        plain = plan_parts(m, k, n, pouw, max_part_multiply_adds)
+        if len(plain) >= min_parts:
+            return plain
     th, tw, r = pouw.tile_rows, pouw.tile_cols, pouw.noise_rank
     k_cap = pouw.k_max - pouw.k_max % r
     k_blocks = _Blocks(k, k_cap, r)
