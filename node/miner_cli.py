@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -240,10 +241,8 @@ def market_keystore(args: argparse.Namespace) -> Path:
     if args.network is not None:
         networks = (args.network,)
     elif args.address is not None:
-        try:
+        with suppress(AddressError):  # a bad --address is said by its own check, next
             networks = (decode_any_address(args.address)[0],)
-        except AddressError:
-            pass  # (said with the address's own check)
     found = [p for net in networks if (p := default_keystore_path(datadir, net, value)).is_file()]
     if len(found) == 1:
         return found[0]

@@ -440,6 +440,8 @@ def test_clients_find_the_rpc_port_of_the_datadirs_settings_file(
     with pytest.raises(RpcConnectionError, match=r"sets rpc_port = 0 .*pass the node's URL"):
         local_port(tmp_path, "devnet", 29332)
     assert local_port(tmp_path, "devnet", 29332, "blob") == 29335  # (as the node's default)
+    assert main(["job", "list", "--datadir", str(tmp_path)]) == 0  # the datadir's own list
+    capsys.readouterr()
     settings.write_text(f"rpc_port = {rpc_port}\nblob_port = {blob_port}\n")
     (tmp_path / "devnet" / ".cookie").write_text("__cookie__:x\n")  # a node gone meanwhile
     from chain.keys import devnet_key

@@ -62,8 +62,12 @@ def _client(args: argparse.Namespace) -> JobClient:
     except RpcConnectionError:  # no cookie: the node is down (or elsewhere)
         if not getattr(args, "node_optional", False):
             raise
-        # `list` still shows this datadir's products, each "node not reachable"
-        rpc = RpcClient(wcli.default_rpc_url(args, network))
+        # `list` still shows this datadir's products, each "node not reachable" (also
+        # where no URL can be had: an rpc_port of 0 in the node's settings)
+        try:
+            rpc = RpcClient(wcli.default_rpc_url(args, network))
+        except RpcConnectionError:
+            rpc = RpcClient(f"http://127.0.0.1:{network.rpc_port}")
     if args.blob_url:
         blob = check_node_url(args.blob_url, "--blob-url")
     elif args.rpc:
