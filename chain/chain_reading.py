@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from chain.block import Block
 from chain.index_record import IndexRecord
 from chain.integrity import decode_checked
+from chain.jobs import BlockClock
 from chain.network import Network
 from chain.state import Changes
 from chain.state_tree import StateTree
@@ -89,6 +90,12 @@ class ChainReading:
     def mtp_after(self, parent: IndexRecord) -> int:
         """Median time past of a child of ``parent``: the market's clock for that block."""
         return median_time_past(self.parent_context(parent).recent_timestamps)
+
+    def clock_after(self, parent: IndexRecord) -> BlockClock:
+        """The market's clock of a child of ``parent`` (no claims in it): what a
+        transaction sent now meets in the next block on ``parent``."""
+        spacing = self.network.difficulty.target_spacing_s
+        return BlockClock(parent.height + 1, self.mtp_after(parent), spacing)
 
     # --- templates -----------------------------------------------------------------
 

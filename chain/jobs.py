@@ -94,6 +94,15 @@ class BlockClock:
 # --- helpers ---------------------------------------------------------------------------
 
 
+def claim_lapsed(job: Job, clock: BlockClock) -> bool:
+    """The job's claimant can no longer commit in a block with this clock: its claim
+    lapsed, the block reopens the job and the bond goes to the buyer. Miners ask it of
+    the next block's clock before they commit (a commit then fails and costs its fee)."""
+    return job.status == JobStatus.CLAIMED and clock.passed(
+        job.claim_deadline, job.claim_min_height
+    )
+
+
 def _reject(reason: StateReject, detail: str = "") -> StateError:
     return StateError(reason, detail)
 
@@ -259,7 +268,7 @@ def apply_job_action(
         _expect(job, JobStatus.CLAIMED)
         if sender != job.claimant:
             raise _reject(StateReject.JOB_NOT_CLAIMANT, "only the job's claimant may commit")
-        if clock.passed(job.claim_deadline, job.claim_min_height):
+        if claim_lapsed(job, clock):
             raise _reject(StateReject.JOB_CLAIM_EXPIRED, f"deadline was mtp {job.claim_deadline}")
         end = clock.mtp + market.challenge_s
         min_height = clock.height + market.min_window_blocks

@@ -99,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument(
         "--rpc-port", type=bounded(int, CLIENT_PORT), help="JSON-RPC port (default: the network's)"
     )
-    rpc.add_argument("--rpc-host", default="127.0.0.1", help="the node's host (default 127.0.0.1)")
+    rpc.add_argument("--rpc-host", default=None, help="the node's host (default 127.0.0.1)")
+    rpc.add_argument(
+        "--rpc", metavar="URL",
+        help="the node's RPC URL (http://HOST:PORT), as the wallet, job and miner commands "
+        "take it; instead of --rpc-host/--rpc-port",
+    )  # fmt: skip
     rpc.add_argument("--rpc-user", help="with --rpc-password: instead of the node's cookie")
     rpc.add_argument("--rpc-password")
     rpc.add_argument("method")
@@ -388,7 +393,14 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     """Cookie auth from --datadir, like bitcoin-cli; prints the result as JSON."""
     import json
 
-    from wallet.rpc import METHOD_NOT_FOUND, RpcClient, RpcConnectionError, RpcError, local_port
+    from wallet.rpc import (
+        METHOD_NOT_FOUND,
+        RpcClient,
+        RpcConnectionError,
+        RpcError,
+        check_node_url,
+        local_port,
+    )
 
     params = []
     for text in args.params:
@@ -407,16 +419,25 @@ def cmd_rpc(args: argparse.Namespace) -> int:
         params.append(value)
     datadir = args.datadir or default_datadir()
     timeout = RPC_COMMAND_TIMEOUT_S if args.method in LONG_WAIT_METHODS else RPC_CALL_TIMEOUT_S
-    host = args.rpc_host.strip("[]")
+    if args.rpc is not None and (args.rpc_host is not None or args.rpc_port is not None):
+        raise UsageError("--rpc is the whole URL: give it, or --rpc-host/--rpc-port, not both")
+    rpc_host = "127.0.0.1" if args.rpc_host is None else args.rpc_host
+    host = rpc_host.strip("[]")
     if not host or any(c in host for c in "/@ []") or host.count(":") == 1:
         raise UsageError(
-            f"--rpc-host {args.rpc_host!r} is not a host: give a name or an address "
+            f"--rpc-host {rpc_host!r} is not a host: give a name or an address "
             "(127.0.0.1, ::1, node.example), and the port with --rpc-port"
         )
     if (args.rpc_user is None) != (args.rpc_password is None):
         raise UsageError("--rpc-user and --rpc-password go together (or neither: the cookie)")
     try:
-        if args.rpc_user is not None:
+        if args.rpc is not None:  # the cookie of --datadir unless --rpc-user is given
+            cookie_dir = datadir if args.rpc_user is None else None
+            client = RpcClient.from_options(
+                check_node_url(args.rpc), args.network, cookie_dir, args.rpc_user,
+                args.rpc_password, timeout=timeout,
+            )  # fmt: skip
+        elif args.rpc_user is not None:
             port = args.rpc_port or local_port(
                 datadir, args.network, load_network(args.network).rpc_port
             )

@@ -92,6 +92,7 @@ class MarketCounters:
     restored: int = 0  # committed C lost from the blob store and computed again
     commits: int = 0
     reveals: int = 0
+    bonds_lost: int = 0  # claims that lapsed, products refunded (each logged)
 
 
 # (tip, the jobs in flight, the open ones): read once per tip
@@ -123,6 +124,7 @@ class ClaimRounds:
     pool_txs: Callable[[], Iterable[Transaction | None]]
     job_actions: Callable[[bytes], Iterable[Transaction]] | None
     wake: Callable[[], None]
+    _send_commit: Callable[[bytes, bytes], Transaction | None]  # (node/market_commits.py)
     _failed: dict[bytes, float]
     _results: dict[bytes, bytes]
     _live_cache: LiveJobs | None
@@ -438,8 +440,6 @@ class ClaimRounds:
         claim that then lapsed) but the job is open again and we hold its C: claim it
         again and commit the same root. Also for a job we computed, lost, and see open
         again (``_claim_more``)."""
-        from wallet.job_txs import commit_tx
-
         assert held.result_root is not None
         if job.expires <= self.chain.mtp_after(self.chain.tip):
             return False
@@ -453,11 +453,6 @@ class ClaimRounds:
         held.claim_txid, held.claimed_at = claim.txid, time.monotonic()
         self._crossings.claimed(held.claimed_at)
         self.counters.claims_sent += 1
-        commit = commit_tx(
-            self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
-            held.result_root, url=self.settings.serve_url, fee=self.settings.fee,
-        )  # fmt: skip
-        if self._send(commit, f"commit of {job_id.hex()[:16]}"):
-            self.counters.commits += 1
+        self._send_commit(job_id, held.result_root)
         log.info("claimed job %s again: its C is done", job_id.hex()[:16])
         return True

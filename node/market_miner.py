@@ -51,12 +51,12 @@ from node.market_claims import (
     MarketCounters,
     MarketSettings,
 )
+from node.market_commits import CommitKeeping
 from node.market_operands import BlobPeers, Held, OperandFetcher
 from node.template import JobRef
 
 log = logging.getLogger("pouw.market")
 
-MAX_RESULTS = 65536  # roots of computed C remembered (32 bytes each, oldest dropped)
 RIVAL_SCAN_S = 0.02  # rival claims are read from the pool at most this often
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
 PICKS_PER_CALL = 4  # next_work's choices made again as blocks arrive, at most
@@ -64,7 +64,7 @@ RESTORE_WAIT_S = 0.05  # a restore's operands waited for per pick (our own store
 RESTORE_RETRY_S = 30.0  # a restore whose operands no source served is tried again after
 
 
-class MarketMiner(ClaimRounds):
+class MarketMiner(CommitKeeping, ClaimRounds):
     def __init__(
         self,
         chain: ChainState,
@@ -278,32 +278,6 @@ class MarketMiner(ClaimRounds):
             return None
         return self.commit_result(job_id, c)
 
-    def commit_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
-        """Store C and send the JOB_COMMIT for it (tests call it with a wrong C)."""
-        from wallet.job_txs import commit_tx
-
-        started = time.monotonic()
-        root = self.store.put("c", c)
-        stored_s = time.monotonic() - started
-        self._results[job_id] = root
-        while len(self._results) > MAX_RESULTS:
-            self._results.pop(next(iter(self._results)))
-        held = self.held.get(job_id)
-        if held is not None:
-            held.result_root = root
-        tx = commit_tx(
-            self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
-            root, url=self.settings.serve_url, fee=self.settings.fee,
-        )  # fmt: skip
-        if not self._send(tx, f"commit of {job_id.hex()[:16]}"):
-            return None
-        self.counters.commits += 1
-        log.info(
-            "committed job %s result root %s (C hashed and stored in %.3f s)",
-            job_id.hex(), root.hex(), stored_s,
-        )  # fmt: skip
-        return tx
-
     def _take_back(self) -> None:
         """Hold every job the tip says our key holds: after a restart or a crash with
         claims and commits in flight, and as a node that started behind catches up to
@@ -323,6 +297,7 @@ class MarketMiner(ClaimRounds):
                 # computing C again would only send a second one
                 payload = decode_job_payload(pooled.kind, pooled.payload)
                 root = payload.result_root if isinstance(payload, JobCommit) else None
+                held.commit_txid = pooled.txid
             if root is not None:
                 held.computed, held.result_root = True, root
                 self._results[job_id] = root
@@ -411,6 +386,10 @@ class MarketMiner(ClaimRounds):
             if job.claimant != self.address or job.status not in (
                 JobStatus.CLAIMED, JobStatus.COMMITTED
             ):  # fmt: skip
+                ended = self._ended(job_id, held, job)  # paid, or our bond lost (logged)
+                if ended and job.status != JobStatus.OPEN:
+                    self.held.pop(job_id)
+                    continue
                 if job.status == JobStatus.OPEN:
                     if self._on_its_way(job_id, held, now):
                         continue  # our claim is still on its way
@@ -418,7 +397,7 @@ class MarketMiner(ClaimRounds):
                         continue  # C is done: a fee is worth more than the product
                 if job.status in (JobStatus.PAID, JobStatus.REFUNDED):
                     log.info("job %s %s", job_id.hex()[:16], job.status.name.lower())
-                elif not held.computed:
+                elif not held.computed and not ended:
                     if job.claimant != ZERO_ADDRESS:
                         self._sightings.saw(job.claimant, now)  # its claim won
                     self.counters.claims_lost += 1
@@ -426,7 +405,9 @@ class MarketMiner(ClaimRounds):
                 self.held.pop(job_id)
                 continue
             held.job = job
-            if job.status == JobStatus.COMMITTED and job.probe_open:
+            if job.status == JobStatus.CLAIMED:
+                self._keep_commit(job_id, held)
+            elif job.probe_open:
                 self._reveal(job_id, held, job)
 
     def _reveal(self, job_id: bytes, held: Held, job: Job) -> None:

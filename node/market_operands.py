@@ -53,6 +53,9 @@ class Held:
     b_t: npt.NDArray[np.int8] | None = None  # as downloaded (the engine packs B' from it)
     computed: bool = False
     result_root: bytes | None = None
+    commit_txid: bytes = b""  # our last commit of the job (node/market_commits.py)
+    commit_sent_at: float = 0.0  # (monotonic) when it was last sent, or tried
+    commit_failed: str = ""  # it was included as failed: the receipt's reason (said once)
     revealed: set[tuple[int, int]] = field(default_factory=set)
     unrivalled: bool = False  # claimed in our turn as a fresh job's designated miner
     # committed on chain, but C is gone from the blob store (a crash, a deleted blob

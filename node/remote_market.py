@@ -64,7 +64,12 @@ from node.claim_order import (
     horizon,
     price_band,
 )
-from node.remote_results import CLAIM_CONFIRM_S, HELD_STATUSES, RemoteHeld, ResultDelivery
+from node.remote_results import (
+    CLAIM_CONFIRM_S,
+    HELD_STATUSES,
+    RemoteHeld,
+    ResultDelivery,
+)
 from node.remote_rivals import UNCLAIMED_STATUSES, RivalWatch
 from wallet.job_txs import claim_tx
 from wallet.rpc import RpcClient, RpcError
@@ -117,6 +122,7 @@ class RemoteMarket(ResultDelivery):
         self.products = 0
         self.recomputed = 0
         self.commits = 0
+        self.bonds_lost = 0  # claims that lapsed, products refunded (each logged)
         self.job_multiply_adds = 0  # of the job products computed
         self._in_work: dict[str, int] = {}  # job id -> multiply-adds, while a worker has it
         self._computed: set[str] = set()
@@ -192,7 +198,8 @@ class RemoteMarket(ResultDelivery):
                 )  # fmt: skip
                 if job["status"] in UNCLAIMED_STATUSES and on_its_way:
                     continue
-                log.info("job %s: %s", job_id[:16], job["status"] if held.computed else "lost")
+                if not self._ended(job_id, held, job):  # (paid or our bond lost: said there)
+                    log.info("job %s: %s", job_id[:16], job["status"] if held.computed else "lost")
                 self.held.pop(job_id)
                 self._in_work.pop(job_id, None)
                 continue
@@ -378,6 +385,10 @@ class RemoteMarket(ResultDelivery):
             self._rivals.note(held, job, now)
             ours = job.get("claimant") == self.address
             named = ours and job["status"] == "claimed"
+            if named and job.get("claim_lapsed"):  # too late to compute: the bond is lost
+                held.job = job
+                self._lapsed(job_id, held)
+                continue
             pooled = self._rivals.may_compute(held, job, now)
             restore = held.restore and ours and job["status"] == "committed"  # C to serve again
             if not (named or pooled or restore):
@@ -413,4 +424,5 @@ class RemoteMarket(ResultDelivery):
         return (
             f"paid jobs: {self.products} products, {self.job_multiply_adds} multiply-adds, "
             f"{self.commits} committed, {self.recomputed} recomputed"
+            + (f", {self.bonds_lost} bonds lost" if self.bonds_lost else "")
         )

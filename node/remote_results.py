@@ -38,6 +38,17 @@ RECHECK_S = 2.0
 # (node/blob_retention.FRESH_S, 600 s); on the node a second upload only refreshes it.
 REUPLOAD_S = 60.0
 
+# How a bond of ours was lost, as the warnings say it (node/market_miner.py says the same).
+LAPSED_BEFORE_COMMIT = (
+    "our claim lapsed before our commit was sent, which would now fail: the bond goes to "
+    "the buyer (is the node reachable, and the product as fast as the claim's deadline needs?)"
+)
+LAPSED_UNCOMMITTED = "our claim lapsed with no commit of ours on chain: the bond went to the buyer"
+REFUNDED = (
+    "refunded to its buyer after a challenge of our C or a probe not answered in time: "
+    "the bond went to whoever challenged or probed"
+)
+
 
 @dataclass
 class RemoteHeld:
@@ -68,6 +79,7 @@ class RemoteHeld:
     commit_txid: bytes = b""  # checked while the claim is on chain uncommitted
     checked_at: float = 0.0  # when the node last said it holds our commit or reveal
     warned: bool = False  # a delivery that failed was logged (once per job)
+    commit_failed: str = ""  # our commit was included as failed: its receipt's reason
     reveals: dict[tuple[int, int], bytes] = field(default_factory=dict)  # probe -> txid
     probe_failed: set[tuple[int, int]] = field(default_factory=set)  # logged once each
     # committed on chain, but the node lost C (a crash, a deleted blob directory):
@@ -89,6 +101,7 @@ class ResultDelivery:
     recomputed: int
     commits: int
     job_multiply_adds: int
+    bonds_lost: int
     _computed: set[str]
     _in_work: dict[str, int]
 
@@ -155,8 +168,64 @@ class ResultDelivery:
         held.unsent = np.ascontiguousarray(c, dtype=np.int32)
         if held.restore:
             self._upload_restored(job_id, held)
-        else:
+        elif self._still_ours(job_id, held):
             self._send_result(job_id, held)
+
+    def _still_ours(self, job_id: str, held: RemoteHeld) -> bool:
+        """Before a commit: the node's job as it is now says our claim can still
+        commit (on chain and not lapsed, or still on its way in the pool). A claim that
+        lapsed, or a job reopened since, is dropped with the bond lost (``_ended``)."""
+        try:
+            job = self.rpc.call("getjob", job_id)
+        except (RpcError, RpcConnectionError):
+            return True  # the commit's own call says what is wrong, and is tried again
+        if job.get("claimant") == self.address and job["status"] == "claimed":
+            held.job = job
+            return not self._lapsed(job_id, held)
+        if self._ended(job_id, held, job):
+            self.held.pop(job_id, None)
+            self._in_work.pop(job_id, None)
+            return False
+        return True
+
+    def _ended(self, job_id: str, held: RemoteHeld, job: dict[str, Any]) -> bool:
+        """The job (``job``: getjob's) is no longer ours: if we held it on chain, say how
+        it ended, paid or with our bond lost (a claim that lapsed, a refund), counted in
+        ``bonds_lost``. False if we never held it on chain (a claim that lost a race or is
+        still on its way) or a reorg took our claim back (the MTP is before its deadline)."""
+        was_ours = held.job.get("claimant") == self.address and held.job.get("status") in (
+            HELD_STATUSES
+        )  # fmt: skip
+        status = job["status"]
+        if not was_ours:
+            return False
+        if status == "paid":
+            log.info("job %s paid: its bounty and our bond are ours", job_id[:16])
+        elif status == "refunded":
+            self._bond_lost(job_id, held.job, REFUNDED)
+        elif status in ("open", "expired", "reclaimed") and int(job.get("mtp", 0)) >= int(
+            held.job.get("claim_deadline", 0)
+        ):  # fmt: skip
+            self._bond_lost(job_id, held.job, LAPSED_UNCOMMITTED)
+        else:
+            return False
+        return True
+
+    def _lapsed(self, job_id: str, held: RemoteHeld) -> bool:
+        """Our claim lapsed before our commit was sent (the node's ``claim_lapsed`` as of
+        the last tip): the next block reopens the job and our bond goes to the buyer.
+        The job is dropped: a commit now would fail and cost its fee too."""
+        if not held.job.get("claim_lapsed") or held.commit_sent:
+            return False
+        self.held.pop(job_id, None)
+        self._in_work.pop(job_id, None)
+        self._bond_lost(job_id, held.job, LAPSED_BEFORE_COMMIT)
+        return True
+
+    def _bond_lost(self, job_id: str, job: dict[str, Any], why: str) -> None:
+        """Log (a warning) and count a bond of ours the chain took: ``why`` says how."""
+        self.bonds_lost += 1
+        log.warning("job %s: %s (bond %s)", job_id[:16], why, job.get("bond", "?"))
 
     def _restore(self, job_id: str, held: RemoteHeld, why: str) -> None:
         """A committed job's C is gone from the node: compute it again (a worker's next
@@ -221,17 +290,22 @@ class ResultDelivery:
         held.commit_sent, held.commit_txid = True, tx.txid
         held.checked_at = time.monotonic()
         self.commits += 1
-        log.info("committed job %s result root %s", job_id[:16], held.result_root.hex()[:16])
+        log.info("sent the commit of job %s, result root %s", job_id[:16],
+                 held.result_root.hex()[:16])  # fmt: skip
         return True
 
-    def _node_has(self, txid: bytes) -> bool:
-        """The node holds the transaction (pool or chain): False after a restart of the
-        node emptied its pool before the transaction was in a block."""
+    def _receipt(self, txid: bytes) -> dict[str, Any] | None:
+        """The node's gettransaction of a transaction of ours (in a block: ``status`` ok
+        or failed, with the failure's reason); None if the node holds it nowhere (a
+        restart emptied its pool before a block took it)."""
         try:
-            self.rpc.call("gettransaction", txid.hex())
+            return dict(self.rpc.call("gettransaction", txid.hex()))
         except RpcError:
-            return False
-        return True
+            return None
+
+    def _node_has(self, txid: bytes) -> bool:
+        """The node holds the transaction (pool or chain)."""
+        return self._receipt(txid) is not None
 
     def _redeliver(self) -> None:
         """Each round: the products whose upload or commit did not get through, and
@@ -248,8 +322,17 @@ class ResultDelivery:
                 claimed = held.job.get("status") == "claimed"
                 if claimed and held.commit_txid and now - held.checked_at >= RECHECK_S:
                     held.checked_at = now
-                    if not self._node_has(held.commit_txid):
+                    receipt = self._receipt(held.commit_txid)
+                    if receipt is None:
                         self._lost_commit(job_id, held)
+                    elif receipt.get("status") == "failed":
+                        held.commit_failed = str(receipt.get("failure") or "failed")
+                        held.commit_txid = b""  # nothing more to look for
+                        log.warning(
+                            "job %s: our commit %s was included as failed (%s): it does "
+                            "not count", job_id[:16], receipt.get("txid", "")[:16],
+                            held.commit_failed,
+                        )  # fmt: skip
                 if held.commit_sent or not held.computed:
                     continue
             try:
@@ -261,6 +344,10 @@ class ResultDelivery:
             if (ours and job["status"] == "committed") or pending:
                 held.commit_sent = True
                 continue
+            if ours and job["status"] == "claimed":
+                held.job = job
+                if self._lapsed(job_id, held):
+                    continue
             self._send_result(job_id, held)
 
     def _lost_commit(self, job_id: str, held: RemoteHeld) -> None:

@@ -283,3 +283,34 @@ def test_a_wait_on_a_node_that_never_answered_fails_at_once(tmp_path: Path) -> N
     with pytest.raises(RpcConnectionError, match="cannot reach the node"):
         client.wait("ab" * 32, timeout=60)
     assert time.monotonic() - started < 10
+
+
+def test_a_reclaim_the_account_cannot_pay_says_the_bounty_comes_back_by_itself() -> None:
+    """A buyer who spent the whole balance on bounties cannot pay a reclaim's fee: said
+    before anything is signed, with when the bounties come back without one (unit:
+    what the node answers of the part and the account)."""
+    net = load_network("devnet")
+
+    class Node:
+        spendable = 500
+        sent: list[str] = []
+
+        def call(self, method: str, *params: Any) -> Any:
+            if method == "getjob":
+                return {"job_id": params[0], "status": "open", "expires": 1_900,
+                        "mtp": 1_000}  # fmt: skip
+            if method == "getaccount":
+                return {"address": params[0], "balance": self.spendable, "immature": 0,
+                        "nonce": 4, "pending_nonce": 4}  # fmt: skip
+            self.sent.append(method)
+            return "ab" * 32
+
+    node = Node()
+    client = JobClient(devnet_key(0), net, node, "http://127.0.0.1:9")  # type: ignore[arg-type]
+    with pytest.raises(JobError, match=r"costs 0\.00001 coins in fees but .* can spend "
+                       r"0\.000005.*come back by themselves.*in about 900 s"):  # fmt: skip
+        client.reclaim("cd" * 32, fee=1_000)
+    assert node.sent == []
+    node.spendable = 1_000
+    assert client.reclaim("cd" * 32, fee=1_000) == ["ab" * 32]
+    assert node.sent == ["sendrawtransaction"]

@@ -146,7 +146,7 @@ def test_the_node_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path) -> N
         assert logs.count("0 claimed (computed next), 1 committed") == 2, logs[-3000:]
         assert logs.count("claimed job") == 1 and logs.count("revealed chunk") == 2, logs[-3000:]
         assert "computing C again" in logs and "C computed again and stored" in logs
-        assert logs.count("committed job") == 1, logs[-3000:]
+        assert logs.count("sent the commit of job") == 1, logs[-3000:]
     finally:
         for p in procs:
             p.stop()
@@ -184,7 +184,7 @@ def test_the_standalone_miner_takes_back_its_jobs_after_a_restart(tmp_path: Path
         _answered(rpc, job_id, 2, [node])
         logs = (tmp_path / "miner.log").read_text()
         assert "1 claimed (computed next), 0 committed" in logs, logs[-3000:]
-        assert logs.count("committed job") == 1 and "revealed chunk" in logs, logs[-3000:]
+        assert logs.count("sent the commit of job") == 1 and "revealed chunk" in logs, logs[-3000:]
     finally:
         _stop(miner)
         miner_log.close()
@@ -309,5 +309,45 @@ def test_the_standalone_market_takes_back_a_claim_and_its_commit(tmp_path: Path)
         gone = replace(again, commit_sent=True, result_root=bytes(32))
         second._lost_commit(job_id, gone)  # noqa: SLF001
         assert not gone.computed and not gone.dispatched and gone.result_root is None
+    finally:
+        node.stop()
+
+
+def test_the_standalone_market_sends_no_commit_once_its_claim_lapsed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    """A product that ends after our claim lapsed (the job reopened on chain) is not
+    committed: that commit would fail and cost its fee on top of the bond. The lost
+    bond is said once and counted (the status line shows it), not called a claim lost."""
+    import logging
+
+    from node.remote_market import RemoteMarket
+
+    genesis = market_genesis(tmp_path, claim_slack_s=5, challenge_s=60, reveal_s=30)
+    _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**22)))
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")
+    try:
+        rpc = node.rpc()
+        wait_for("blocks", lambda: rpc.call("getblockcount") >= 3, procs=[node])
+        client = _buyer(node, net)
+        job_id = _submit_and_claim(client, rpc, net, 3, seed=35)
+        market = RemoteMarket(rpc, net, devnet_key(3), f"http://127.0.0.1:{node.blob}",
+                              read_cookie(node.datadir, "devnet"))  # fmt: skip
+        work = wait_for("the claimed job handed out", lambda: (market.poll(), market.next_job())[1])
+        assert work[0] == job_id and work[2] is True
+        held = market.held[job_id]
+        assert held.a is not None and held.bt is not None
+        c = held.a.astype(np.int64) @ held.bt.T.astype(np.int64)
+        wait_for("the claim lapsed", lambda: rpc.call("getjob", job_id)["status"] == "open",
+                 timeout=30, procs=[node])  # fmt: skip
+        with caplog.at_level(logging.INFO, logger="pouw.market"):
+            market.deliver(job_id, c)
+            assert market.commits == 0 and market.bonds_lost == 1 and job_id not in market.held
+            assert "pending_commit" not in rpc.call("getjob", job_id)
+            market.poll()  # (it may claim the open job again: a new claim, a new bond)
+        assert market.bonds_lost == 1 and "1 bonds lost" in market.line()
+        assert caplog.text.count("lapsed with no commit of ours") == 1, caplog.text
+        assert f"{job_id[:16]}: lost" not in caplog.text  # not a claim lost to a rival
     finally:
         node.stop()

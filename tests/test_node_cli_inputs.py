@@ -419,7 +419,7 @@ def test_clients_find_the_rpc_port_of_the_datadirs_settings_file(
 ) -> None:
     """`pouw rpc` and `pouw wallet` read rpc_port (and blob_port) from the pouw.toml of
     --datadir, as the node does; a node that does not answer is exit code 1 for both;
-    --rpc-host takes a host, not a URL; --rpc-user replaces the cookie."""
+    --rpc-host takes a host, not a URL (--rpc takes one); --rpc-user replaces the cookie."""
     from wallet.rpc import RpcConnectionError, local_port
 
     def ports(where: Path) -> tuple[int, int]:
@@ -461,6 +461,19 @@ def test_clients_find_the_rpc_port_of_the_datadirs_settings_file(
     caplog.clear()
     assert main(["rpc", "--rpc-host", "http://127.0.0.1:9", "getblockcount"]) == 2
     assert "--rpc-host 'http://127.0.0.1:9' is not a host" in caplog.text, caplog.text
+    # --rpc URL, as the other clients take it: the datadir's cookie, sent to that URL
+    other = free_port()
+    for argv, code, said in (
+        (["--rpc", f"http://127.0.0.1:{other}"], 1, f"127.0.0.1:{other}"),
+        (["--rpc", f"127.0.0.1:{other}", "--rpc-user", "u", "--rpc-password", "p"], 1,
+         f"127.0.0.1:{other}"),
+        (["--rpc", "http://127.0.0.1:abc"], 1, "is not a node URL"),
+        (["--rpc", f"http://127.0.0.1:{other}", "--rpc-port", "5"], 2, "--rpc is the whole URL"),
+    ):  # fmt: skip
+        caplog.clear()
+        got = main(["rpc", "--datadir", str(tmp_path), *argv, "getblockcount"])
+        text = caplog.text + capsys.readouterr().err
+        assert got == code and said in text, (argv, text)
 
 
 def test_two_servers_given_one_port_are_refused_naming_both(datadir: Path) -> None:

@@ -108,7 +108,7 @@ def test_pouw_miner_takes_paid_jobs(tmp_path: Path) -> None:
         assert {rpc.call("getjob", p["job_id"])["claimant"] for p in parts} == {address}
         assert rpc.call("getcontribution", address)["delivered"] == 256 * 512 * 256
         log = (tmp_path / "miner.log").read_text()
-        assert log.count("committed job") == 2, log[-3000:]
+        assert log.count("sent the commit of job") == 2, log[-3000:]
     finally:
         _stop(miner)
         miner_log.close()
@@ -144,7 +144,7 @@ def test_pouw_miner_delivers_before_anything_confirms(tmp_path: Path) -> None:
         assert job["pending_commit"]["claimant"] == address
         log = (tmp_path / "miner.log").read_text()
         assert "its submit still pooled" in log and "its claim still pooled" in log, log[-3000:]
-        assert log.count("committed job") == 1, log[-3000:]
+        assert log.count("sent the commit of job") == 1, log[-3000:]
         os.killpg(miner.pid, signal.SIGINT)  # Ctrl-C, to the miner and its workers
         assert miner.wait(20) == 0
         log = (tmp_path / "miner.log").read_text()
@@ -250,7 +250,7 @@ def test_a_worker_that_dies_hands_its_paid_job_to_another(tmp_path: Path) -> Non
         assert f"worker {first} killed by signal 9; 1 worker(s) left" in log, log[-3000:]
         assert f"job {pid[:16]} goes to another worker" in log, log[-3000:]
         assert dispatched.findall(log) == [first, str(1 - int(first))], log[-3000:]
-        assert log.count("committed job") == 1, log[-3000:]
+        assert log.count("sent the commit of job") == 1, log[-3000:]
         time.sleep(0.5)
         assert miner.poll() is None  # still mining, on the worker it has left
     finally:

@@ -589,14 +589,19 @@ class JobClient(Collecting):
         job_ids = plan.job_ids if plan is not None else [product_id]
         out = []
         pending = 0
+        reclaimable = []
         for job_id in job_ids:
             job = self._job(job_id)
             pending += job["status"] == "pending"
             # a claim on its way would most likely win: a miner is computing that part
             if job["status"] == "open" and not job.get("pending_claims"):
-                tx = reclaim_tx(self.network, self._signer(), self._nonce(),
-                                bytes.fromhex(job_id), fee)  # fmt: skip
-                out.append(self._send(tx))
+                reclaimable.append(job)
+        if reclaimable:
+            self._can_pay_reclaims(reclaimable, fee)
+        for job in reclaimable:
+            tx = reclaim_tx(self.network, self._signer(), self._nonce(),
+                            bytes.fromhex(job["job_id"]), fee)  # fmt: skip
+            out.append(self._send(tx))
         if not out and pending:
             raise JobError(
                 f"{product_id[:16]}: {pending} part(s) still wait in the pool for their "
@@ -609,6 +614,26 @@ class JobClient(Collecting):
                 "(`pouw job status` shows each part's state)"
             )
         return out
+
+    def _can_pay_reclaims(self, jobs: list[dict[str, Any]], fee: int) -> None:
+        """A clear error, before anything is signed, when the account cannot pay the
+        reclaims' fees (a buyer who spent the whole balance on bounties): the bounties
+        come back without any fee when the parts expire."""
+        from wallet.amount import format_coins
+        from wallet.rpc import get_account
+
+        cost = fee * len(jobs)
+        info = get_account(self.rpc, self.address)  # type: ignore[arg-type]
+        if cost <= info.spendable:
+            return
+        expires = max(int(j["expires"]) for j in jobs)
+        left = max(0, expires - int(jobs[0].get("mtp", expires)))
+        raise JobError(
+            f"reclaiming {len(jobs)} part(s) costs {format_coins(cost)} coins in fees but "
+            f"{self.address} can spend {format_coins(info.spendable)}: the bounties come "
+            f"back by themselves, with no fee, once the parts expire (in about {left} s of "
+            "chain time, if nobody claims them first); or send coins to that address"
+        )
 
     def compute(
         self, a: npt.NDArray[Any], b: npt.NDArray[Any], bounty: int, timeout: float = 600.0,

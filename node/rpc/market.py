@@ -27,7 +27,7 @@ from chain.job_record import (
     live_jobs,
 )
 from chain.job_tally import RECENT_COMMIT_BLOCKS
-from chain.jobs import pooled_submit_job
+from chain.jobs import BlockClock, claim_lapsed, pooled_submit_job
 from chain.txkind import TxKind
 from consensus.difficulty import block_work
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError
@@ -119,7 +119,7 @@ class MarketMethods:
             "claims_sent": c.claims_sent, "claims_lost": c.claims_lost,
             "products": c.products, "multiply_adds": c.multiply_adds,
             "recomputed_products": c.recomputed, "restored_products": c.restored,
-            "commits": c.commits, "reveals": c.reveals,
+            "commits": c.commits, "reveals": c.reveals, "bonds_lost": c.bonds_lost,
             "jobs_in_hand": len(market.held),
         }  # fmt: skip
 
@@ -140,7 +140,9 @@ class MarketMethods:
             for key, raw in self.node.chain.db.iter_state(PREFIX_JOB)
         ]
 
-    def job_info(self, job_id: bytes, job: Job) -> dict[str, Any]:
+    def job_info(self, job_id: bytes, job: Job, clock: BlockClock | None = None) -> dict[str, Any]:
+        """A job as getjob and listjobs show it; with the next block's ``clock``, a
+        claimed job says whether its claim lapsed (``claim_lapsed``: a commit now fails)."""
         hrp = self.net.hrp
         out: dict[str, Any] = {
             "job_id": job_id.hex(),
@@ -161,6 +163,8 @@ class MarketMethods:
                 claimant=encode_address(hrp, job.claimant), bond=job.bond,
                 claim_deadline=job.claim_deadline,
             )  # fmt: skip
+            if clock is not None and job.status == JobStatus.CLAIMED:
+                out["claim_lapsed"] = claim_lapsed(job, clock)
         if job.committed_height:
             out.update(
                 result_root=job.result_root.hex(),
@@ -189,7 +193,8 @@ class MarketMethods:
                 raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
             out = self.pending_job_info(job_id, job)
         else:
-            out = self.job_info(job_id, job)
+            clock = self.node.chain.clock_after(self.node.chain.tip)
+            out = self.job_info(job_id, job, clock)
         out["mtp"] = self.node.chain.mtp_after(self.node.chain.tip)
         if job.status in (JobStatus.OPEN, JobStatus.CLAIMED):
             self._add_pool_actions(out, job_id, job)
@@ -319,7 +324,8 @@ class MarketMethods:
         holds (a miner finds its own after a restart). Open and pending jobs carry
         ``pending_claims`` while claims of them wait in our mempool."""
         chain = self.node.chain
-        mtp = chain.mtp_after(chain.tip)
+        clock = chain.clock_after(chain.tip)
+        mtp = clock.mtp
         claimant = None if p.claimant is None else self.address(p.claimant, "claimant")
         out = []
         if p.status == "pending":
@@ -346,7 +352,7 @@ class MarketMethods:
                 continue
             if p.status in STATUS_NAMES and job.status.name.lower() != p.status:
                 continue
-            out.append(self.job_info(job_id, job))
+            out.append(self.job_info(job_id, job, clock))
             if p.status == "open":
                 self._add_pool_actions(out[-1], job_id, job)
         out.sort(key=lambda j: -j["bounty_per_multiply_add"])

@@ -1,0 +1,131 @@
+"""The in-node market miner's commits and how its jobs end (in process: a real chain and
+a real blob store; the miner's transactions go to a list that stands for the pool and
+is mined into the next block). Once our claim lapsed, no commit is sent (it would fail
+and cost its fee too) and the lost bond is said and counted, once; a claim that lapses
+with no product is said the same way, not as a claim lost to a rival; a commit of ours
+that left the pool while the claim holds is sent again, and confirms."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chain.chainstate import ChainState
+from chain.job_record import JobStatus, get_job
+from chain.jobs import claim_lapsed
+from chain.txkind import TxKind
+from compute.blobs import BlobStore
+from consensus.result import result_root
+from node.market_claims import MarketSettings
+from node.market_commits import RESEND_COMMIT_S
+from node.market_miner import MarketMiner
+from tests.test_market_restore import (
+    BOUNTY,
+    MINER_KEY,
+    NET,
+    _exact,
+    _mine,
+    _Node,
+    _nonce,
+    _submitted,
+)
+from wallet.job_txs import claim_tx
+
+
+def _claimed(tmp_path: Path) -> tuple[ChainState, _Node, MarketMiner, bytes, np.ndarray]:
+    """A job claimed on chain by the miner's key, taken back and handed to the mining
+    loop by a miner whose pool is ``node.sent``; returns C as well."""
+    chain, store, a, b, job_id = _submitted(tmp_path)
+    node = _Node(chain)
+    bond = NET.market.bond_for(BOUNTY)
+    node.mine(claim_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, bond))
+    miner = MarketMiner(chain, store, MarketSettings(key=MINER_KEY), node.submit,
+                        node.pending_nonce, pool_txs=lambda: list(node.sent))  # fmt: skip
+    work = asyncio.run(miner.next_work())
+    assert work is not None and work[0].job_id == job_id and work[0].named is True
+    return chain, node, miner, job_id, _exact(a, b)
+
+
+def _until_lapsed(chain: ChainState, node: _Node, job_id: bytes) -> None:
+    """Empty blocks until the next one would reopen the job (the claim lapsed)."""
+    for _ in range(100):
+        job = get_job(chain.state_get, job_id)
+        assert job is not None and job.status is JobStatus.CLAIMED
+        if claim_lapsed(job, chain.clock_after(chain.tip)):
+            return
+        node.mine()
+    raise AssertionError("the claim never lapsed")
+
+
+def test_no_commit_once_the_claim_lapsed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    chain, node, miner, job_id, c = _claimed(tmp_path)
+    _until_lapsed(chain, node, job_id)
+    with caplog.at_level(logging.WARNING, logger="pouw.market"):
+        assert miner.deliver(job_id, c) is None
+    assert node.sent == [] and miner.counters.commits == 0
+    assert miner.counters.bonds_lost == 1 and job_id not in miner.held
+    assert "claim lapsed before our commit was sent" in caplog.text
+    node.mine()  # the block that reopens the job: nothing more is said or counted
+    assert get_job(chain.state_get, job_id).status is JobStatus.OPEN  # type: ignore[union-attr]
+    miner.on_tip()
+    assert miner.counters.bonds_lost == 1 and miner.counters.claims_lost == 0
+
+
+def test_a_claim_that_lapses_unproduced_is_a_lost_bond_not_a_lost_race(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    chain, node, miner, job_id, _ = _claimed(tmp_path)
+    _until_lapsed(chain, node, job_id)
+    node.mine()
+    with caplog.at_level(logging.WARNING, logger="pouw.market"):
+        miner.on_tip()
+        miner.on_tip()  # said once
+    assert miner.counters.bonds_lost == 1 and miner.counters.claims_lost == 0
+    assert caplog.text.count("lapsed with no commit of ours") == 1
+    # the product that ends now is not committed either
+    assert miner.deliver(job_id, np.zeros((64, 64), np.int32)) is None and node.sent == []
+
+
+def test_a_commit_gone_from_the_pool_is_sent_again(tmp_path: Path) -> None:
+    chain, node, miner, job_id, c = _claimed(tmp_path)
+    first = miner.deliver(job_id, c)
+    assert first is not None and node.sent == [first]
+    node.sent.clear()  # evicted from the pool (or lost with it) before a block took it
+    node.mine()
+    held = miner.held[job_id]
+    miner.on_tip()
+    assert node.sent == []  # sent RESEND_COMMIT_S ago at most: not yet
+    held.commit_sent_at -= RESEND_COMMIT_S
+    miner.on_tip()
+    (again,) = node.sent
+    assert again.kind == TxKind.JOB_COMMIT and again.txid == first.txid  # the same nonce
+    assert held.commit_txid == again.txid and miner.counters.commits == 2
+    miner.on_tip()  # in the pool now: not sent a third time
+    assert node.sent == [again]
+    node.mine()
+    job = get_job(chain.state_get, job_id)
+    assert job is not None and job.status is JobStatus.COMMITTED
+    assert job.result_root == result_root(c) and miner.counters.bonds_lost == 0
+
+
+def test_a_commit_gone_with_its_c_computes_c_again(tmp_path: Path) -> None:
+    chain, node, miner, job_id, c = _claimed(tmp_path)
+    assert miner.deliver(job_id, c) is not None
+    node.sent.clear()
+    miner.store.delete(result_root(c))
+    node.mine()
+    held = miner.held[job_id]
+    held.commit_sent_at -= RESEND_COMMIT_S
+    miner.on_tip()
+    assert node.sent == [] and not held.computed
+    work = asyncio.run(miner.next_work())
+    assert work is not None and work[0].job_id == job_id
+    assert miner.deliver(job_id, c) is not None
+    _mine(chain, node.sent)
+    assert get_job(chain.state_get, job_id).status is JobStatus.COMMITTED  # type: ignore[union-attr]
