@@ -18,7 +18,6 @@ from chain.chainstate import ChainState
 from chain.job_record import JobStatus, get_job
 from chain.jobs import claim_lapsed
 from chain.txkind import TxKind
-from compute.blobs import BlobStore
 from consensus.result import result_root
 from node.market_claims import MarketSettings
 from node.market_commits import RESEND_COMMIT_S
