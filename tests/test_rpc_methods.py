@@ -547,3 +547,48 @@ def test_market_wait_is_unknown_once_no_block_comes(tmp_path: Path, monkeypatch)
         assert info["network_multiply_adds_per_s"] > 0  # the rate itself is history
 
     run_node(tmp_path, body)
+
+
+def test_market_work_in_progress_is_the_claimed_jobs_only(tmp_path: Path) -> None:
+    """getmarketinfo's ``in_progress_multiply_adds`` (and the expected wait built on it)
+    counts a claimed job's work until its commit: a committed job's C is done, however
+    long its challenge window. getjob and listjobs say whether a claim lapsed."""
+    import numpy as np
+
+    from chain.keys import devnet_key
+    from wallet.job_txs import claim_tx, commit_tx, submit_tx
+
+    async def body(h: Harness) -> None:
+        net = h.node.network
+        buyer, miner = devnet_key(0), devnet_key(2)
+        a, b = np.ones((64, 128), np.int8), np.ones((128, 64), np.int8)
+        work = 64 * 128 * 64
+        await mine_and_submit(h, 1)
+        mtp = (await h.result("getblockchaininfo"))["mediantime"]
+        submit = submit_tx(net, buyer, 0, a, b, 10**6, mtp + 3600, url="http://b")
+        job = submit.txid.hex()
+
+        async def confirmed(tx: object, status: str) -> dict:
+            await h.result("sendrawtransaction", tx.to_bytes().hex())  # type: ignore[attr-defined]
+            for _ in range(3):
+                if (got := await h.result("getjob", job))["status"] == status:
+                    return got
+                await mine_and_submit(h, 1)
+            raise AssertionError(f"never {status}")
+
+        await confirmed(submit, "open")
+        info = await h.result("getmarketinfo")
+        assert info["open_demand_multiply_adds"] == work and info["in_progress_multiply_adds"] == 0
+        bond = net.market.bond_for(10**6)
+        got = await confirmed(claim_tx(net, miner, 0, submit.txid, bond), "claimed")
+        assert got["claim_lapsed"] is False
+        [listed] = await h.result("listjobs", "claimed")
+        assert listed["claim_lapsed"] is False
+        info = await h.result("getmarketinfo")
+        assert info["open_demand_multiply_adds"] == 0 and info["in_progress_multiply_adds"] == work
+        await confirmed(commit_tx(net, miner, 1, submit.txid, b"\x07" * 32, "http://m"),
+                        "committed")  # fmt: skip
+        info = await h.result("getmarketinfo")
+        assert info["in_progress_multiply_adds"] == 0 and info["jobs"]["committed"] == 1
+
+    run_node(tmp_path, body)

@@ -385,7 +385,7 @@ class MarketMethods:
                 demand += job.multiply_adds
                 bounty += job.bounty
                 open_rates.append(job.bounty / job.multiply_adds)
-            else:
+            elif job.status == JobStatus.CLAIMED:  # (a committed job's C is done)
                 busy += job.multiply_adds
         for jid in tally.committed_after(since):
             job = get_job(chain.state_get, jid)
