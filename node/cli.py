@@ -421,6 +421,10 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     timeout = RPC_COMMAND_TIMEOUT_S if args.method in LONG_WAIT_METHODS else RPC_CALL_TIMEOUT_S
     if args.rpc is not None and (args.rpc_host is not None or args.rpc_port is not None):
         raise UsageError("--rpc is the whole URL: give it, or --rpc-host/--rpc-port, not both")
+    try:
+        rpc_url = None if args.rpc is None else check_node_url(args.rpc)
+    except RpcConnectionError as exc:  # not a URL at all: a usage error
+        raise UsageError(str(exc)) from None
     rpc_host = "127.0.0.1" if args.rpc_host is None else args.rpc_host
     host = rpc_host.strip("[]")
     if not host or any(c in host for c in "/@ []") or host.count(":") == 1:
@@ -431,10 +435,10 @@ def cmd_rpc(args: argparse.Namespace) -> int:
     if (args.rpc_user is None) != (args.rpc_password is None):
         raise UsageError("--rpc-user and --rpc-password go together (or neither: the cookie)")
     try:
-        if args.rpc is not None:  # the cookie of --datadir unless --rpc-user is given
+        if rpc_url is not None:  # the cookie of --datadir unless --rpc-user is given
             cookie_dir = datadir if args.rpc_user is None else None
             client = RpcClient.from_options(
-                check_node_url(args.rpc), args.network, cookie_dir, args.rpc_user,
+                rpc_url, args.network, cookie_dir, args.rpc_user,
                 args.rpc_password, timeout=timeout,
             )  # fmt: skip
         elif args.rpc_user is not None:

@@ -124,7 +124,7 @@ class ClaimRounds:
     pool_txs: Callable[[], Iterable[Transaction | None]]
     job_actions: Callable[[bytes], Iterable[Transaction]] | None
     wake: Callable[[], None]
-    _send_commit: Callable[[bytes, bytes], Transaction | None]  # (node/market_commits.py)
+    _send_commit: Callable[[bytes, bytes, Held | None], Transaction | None]  # market_commits
     _failed: dict[bytes, float]
     _results: dict[bytes, bytes]
     _live_cache: LiveJobs | None
@@ -339,8 +339,9 @@ class ClaimRounds:
                 root = None
             if root is not None:  # computed once already: claim and commit that C
                 done = Held(job, time.monotonic(), b"", computed=True, result_root=root)
-                if self._claim_again(job_id, done, job):
-                    self.held[job_id] = done
+                self.held[job_id] = done  # (before the commit: it notes the commit there)
+                if not self._claim_again(job_id, done, job):
+                    del self.held[job_id]
                 continue
             if count >= MAX_HELD or (
                 count >= ahead and (quick or work >= self._wanted_work())
@@ -453,6 +454,7 @@ class ClaimRounds:
         held.claim_txid, held.claimed_at = claim.txid, time.monotonic()
         self._crossings.claimed(held.claimed_at)
         self.counters.claims_sent += 1
-        self._send_commit(job_id, held.result_root)
+        held.ended = False  # a new claim, a new bond
+        self._send_commit(job_id, held.result_root, held)
         log.info("claimed job %s again: its C is done", job_id.hex()[:16])
         return True

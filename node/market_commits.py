@@ -1,7 +1,10 @@
 """The in-node miner's commits and how each job it held ended.
 
-C is stored and its root committed, but never once the claim has lapsed (the commit
-would fail and cost its fee on top of the bond). A commit of ours that is neither in
+C is stored and its root committed, but never once the claim has lapsed or another
+claimant holds the job (the commit would fail and cost its fee on top of the bond; C
+stays, and a job that reopens is claimed again with it). A claim that lapsed stays
+held, marked ``ended``, until the tip stops showing it as ours: in the blocks before
+the timer reopens the job it is neither taken back nor computed. A commit of ours that is neither in
 the pool nor on chain while our claim holds (evicted from the pool, refused when it
 was sent, or lost with a pool that a restart did not keep) is sent again, so that the
 bond is not lost at the deadline for a product we have. Every job that leaves our
@@ -49,24 +52,23 @@ class CommitKeeping:
     counters: MarketCounters
     pending_nonce: Callable[[bytes], int]
     _results: dict[bytes, bytes]
+    _computed: set[bytes]
     _send: Callable[[Transaction, str], bool]
     _our_pooled: Callable[[bytes, TxKind], Transaction | None]
 
     def commit_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
-        """Store C and send the JOB_COMMIT for it (tests call it with a wrong C); not
-        once our claim lapsed."""
-        if not self._can_commit(job_id):
-            return None
+        """Store C and send the JOB_COMMIT for it (tests call it with a wrong C). C is
+        stored and remembered even when no commit can count any more (our claim lapsed,
+        or the job is another's): a job that opens again is claimed again with it."""
         started = time.monotonic()
-        root = self.store.put("c", c)
+        root = self.store_result(job_id, c)
         stored_s = time.monotonic() - started
-        self._results[job_id] = root
-        while len(self._results) > MAX_RESULTS:
-            self._results.pop(next(iter(self._results)))
         held = self.held.get(job_id)
         if held is not None:
             held.result_root = root
-        tx = self._send_commit(job_id, root)
+        if not self._can_commit(job_id, held, LAPSED_BEFORE_COMMIT):
+            return None
+        tx = self._send_commit(job_id, root, held)
         if tx is not None:
             log.info(
                 "sent the commit of job %s, result root %s (C hashed and stored in %.3f s)",
@@ -74,43 +76,66 @@ class CommitKeeping:
             )  # fmt: skip
         return tx
 
-    def _send_commit(self, job_id: bytes, root: bytes) -> Transaction | None:
-        """Sign and send a JOB_COMMIT of ``root``; None (logged) if the pool refused it."""
+    def store_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> bytes:
+        """Store C (the blob store serves it) and remember its root for the job."""
+        root = self.store.put("c", c)
+        self._results[job_id] = root
+        while len(self._results) > MAX_RESULTS:
+            self._results.pop(next(iter(self._results)))
+        return root
+
+    def _send_commit(self, job_id: bytes, root: bytes, held: Held | None) -> Transaction | None:
+        """Sign and send a JOB_COMMIT of ``root``; None (logged) if the pool refused it.
+        ``held``: the job's, to note the commit in (checked on later tips)."""
         from wallet.job_txs import commit_tx
 
         tx = commit_tx(
             self.chain.network, self.settings.key, self.pending_nonce(self.address), job_id,
             root, url=self.settings.serve_url, fee=self.settings.fee,
         )  # fmt: skip
-        held = self.held.get(job_id)
         if held is not None:
             held.commit_sent_at = time.monotonic()
         if not self._send(tx, f"commit of {job_id.hex()[:16]}"):
             return None
         self.counters.commits += 1
         if held is not None:
-            held.commit_txid = tx.txid
+            held.commit_txid, held.commit_failed = tx.txid, ""
         return tx
 
-    def _can_commit(self, job_id: bytes) -> bool:
+    def _can_commit(self, job_id: bytes, held: Held | None, why: str) -> bool:
         """A commit of ours can still count: our claim holds the job on the tip and has
-        not lapsed, or it is still on its way (pooled). A claim that lapsed (the next
-        block reopens the job) or a job that the tip shows reopened since we held it
-        is dropped, with the bond lost said (``_ended``)."""
+        not lapsed, or a claim of ours is on its way (pooled) to a job still open. A
+        claim that lapsed (said as ``why``), a job another claimant holds, or one that
+        settled: no commit (it would fail and cost its fee)."""
         job = get_job(self.chain.state_get, job_id)
-        held = self.held.get(job_id)
-        if job is not None and job.claimant == self.address and job.status == JobStatus.CLAIMED:
-            if not claim_lapsed(job, self.chain.clock_after(self.chain.tip)):
-                return True
-            self.held.pop(job_id, None)
-            self._bond_lost(job_id, job, LAPSED_BEFORE_COMMIT)
+        if job is None:  # its submit is still pooled: our claim follows it
+            return True
+        if job.claimant == self.address and job.status == JobStatus.CLAIMED:
+            return not self._lapsed_now(job_id, held, job, why)
+        if job.status == JobStatus.OPEN and (
+            self._our_pooled(job_id, TxKind.JOB_CLAIM) is not None or not _was_ours(self, held)
+        ):  # fmt: skip
+            return True  # our claim on its way (or one that already failed: on_tip says)
+        if _was_ours(self, held):
+            self._lapse(job_id, held, held.job, LAPSED_UNCOMMITTED)  # type: ignore[union-attr]
+        return False
+
+    def _lapsed_now(self, job_id: bytes, held: Held | None, job: Job, why: str) -> bool:
+        """Our claim of ``job`` (claimed on the tip) lapsed for the next block, which
+        reopens the job and gives the bond to the buyer: said and counted once."""
+        if not claim_lapsed(job, self.chain.clock_after(self.chain.tip)):
             return False
-        if job is not None and held is not None and self._ended(job_id, held, job):
-            self.held.pop(job_id, None)
-            return False
+        self._lapse(job_id, held, job, why)
         return True
 
-    def _bond_lost(self, job_id: bytes, job: Job, why: str) -> None:
+    def _lapse(self, job_id: bytes, held: Held | None, job: Job, why: str) -> None:
+        """Our bond of ``job`` is lost (``why``): a warning and ``bonds_lost``, once per
+        claim; ``held`` stays (``ended``) until the tip no longer shows the job as ours,
+        so that it is neither taken back nor computed again meanwhile."""
+        if held is not None:
+            if held.ended:
+                return
+            held.ended = True
         self.counters.bonds_lost += 1
         log.warning("job %s: %s (bond %d)", job_id.hex()[:16], why, job.bond)
 
@@ -119,7 +144,7 @@ class CommitKeeping:
         sure our commit is on its way. One included as failed is said once; one that
         is not in the pool is sent again (at most every RESEND_COMMIT_S), unless the
         claim lapsed or C is gone from the blob store (then C is computed again)."""
-        if held.restore or not held.computed or held.result_root is None:
+        if held.ended or held.restore or not held.computed or held.result_root is None:
             return
         if held.commit_txid and not held.commit_failed:
             failure = self.chain.db.get_tx_failure(held.commit_txid)
@@ -132,40 +157,54 @@ class CommitKeeping:
         if self._our_pooled(job_id, TxKind.JOB_COMMIT) is not None:
             return
         now = time.monotonic()
-        if now - held.commit_sent_at < RESEND_COMMIT_S or not self._can_commit(job_id):
+        if now - held.commit_sent_at < RESEND_COMMIT_S:
+            return
+        if not self._can_commit(job_id, held, LAPSED_UNCOMMITTED):
             return
         if self.store.find(held.result_root) is None:
+            # lost with the store (not a product computed twice by the market's doing):
+            # counted as restored, as a committed C computed again is
             held.computed, held.result_root = False, None
             held.download = None  # a finished download's operands were dropped with C
+            self._results.pop(job_id, None)
+            self._computed.discard(job_id)
+            self.counters.restored += 1
             log.warning(
                 "job %s: our commit is not in the pool and C is gone from the blob store: "
                 "computing C again", job_id.hex()[:16],
             )  # fmt: skip
             return
-        if self._send_commit(job_id, held.result_root) is not None:
+        if self._send_commit(job_id, held.result_root, held) is not None:
             log.warning(
                 "job %s: our commit was neither in the pool nor on chain: sent again",
                 job_id.hex()[:16],
             )  # fmt: skip
 
     def _ended(self, job_id: bytes, held: Held, job: Job) -> bool:
-        """The job is no longer ours on the tip: if we held it on chain and the chain
-        took our bond (a claim that lapsed, a refund), say so and count it. True if
-        the job ended paid or with our bond lost; ``held.job`` then is the tip's."""
-        was_ours = held.job.claimant == self.address and held.job.status in _HELD
-        if not was_ours:
+        """The tip no longer shows the job as ours: True if our claim of it is over,
+        paid or with the bond lost (said and counted here, once), so that it can be
+        forgotten; False if we never held it on chain or a reorg took our claim back
+        to the pool."""
+        if held.ended:
+            return True
+        if not _was_ours(self, held):
             return False
-        if job.status == JobStatus.PAID:
+        ours = job.claimant == self.address
+        if ours and job.status == JobStatus.PAID:
+            held.ended = True
             log.info("job %s paid: its bounty and our bond are ours", job_id.hex()[:16])
-        elif job.status == JobStatus.REFUNDED:
-            self._bond_lost(job_id, held.job, REFUNDED)
+        elif ours and job.status == JobStatus.REFUNDED:
+            self._lapse(job_id, held, held.job, REFUNDED)
         elif (
-            job.status in (JobStatus.OPEN, JobStatus.EXPIRED, JobStatus.RECLAIMED)
+            self._our_pooled(job_id, TxKind.JOB_CLAIM) is None
             and self.chain.mtp_after(self.chain.tip) >= held.job.claim_deadline
-            and self._our_pooled(job_id, TxKind.JOB_CLAIM) is None
-        ):  # (else a reorg took our claim back to the pool)
-            self._bond_lost(job_id, held.job, LAPSED_UNCOMMITTED)
-        else:
-            return False
-        held.job = job
-        return True
+        ):  # reopened (then maybe claimed by another, expired or reclaimed): it lapsed
+            self._lapse(job_id, held, held.job, LAPSED_UNCOMMITTED)
+        return held.ended
+
+
+def _was_ours(keeper: CommitKeeping, held: Held | None) -> bool:
+    """The job as we last saw it on the tip was ours: claimed or committed by us."""
+    return (
+        held is not None and held.job.claimant == keeper.address and held.job.status in _HELD
+    )

@@ -53,6 +53,7 @@ from node.market_claims import (
 )
 from node.market_commits import CommitKeeping
 from node.market_operands import BlobPeers, Held, OperandFetcher
+from node.remote_results import LAPSED_UNCOMMITTED
 from node.template import JobRef
 
 log = logging.getLogger("pouw.market")
@@ -157,7 +158,7 @@ class MarketMiner(CommitKeeping, ClaimRounds):
         waiting: list[tuple[bytes, Held]] = []
         restores: list[tuple[bytes, Held]] = []
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
-            if held.computed:
+            if held.computed or held.ended:
                 continue
             job = self._ours(job_id)
             if held.restore:  # committed on chain, or by our commit waiting in the pool
@@ -167,6 +168,8 @@ class MarketMiner(CommitKeeping, ClaimRounds):
             if job is None or job.status != JobStatus.CLAIMED:
                 waiting.append((job_id, held))  # not confirmed yet (or lost: on_tip drops it)
                 continue
+            if self._lapsed_now(job_id, held, job, LAPSED_UNCOMMITTED):
+                continue  # too late: computing it would not save the bond
             if await self.operands.fetch(job_id, held):
                 assert held.a is not None and held.b is not None
                 return JobRef(job_id, job.h_a, job.h_b), held.a, held.b
@@ -268,7 +271,11 @@ class MarketMiner(CommitKeeping, ClaimRounds):
             self.counters.recomputed += 1
         self._computed.add(job_id)
         self.counters.products += 1
-        if held is None:
+        if held is None:  # forgotten meanwhile (its claim lapsed, the job reopened): C is
+            # kept for the claim rounds, which claim an open job again with it
+            job = get_job(self.chain.state_get, job_id)
+            if job is not None and job.status == JobStatus.OPEN:
+                self.store_result(job_id, c)
             return None
         self.counters.multiply_adds += held.job.multiply_adds
         held.computed = True
@@ -305,6 +312,8 @@ class MarketMiner(CommitKeeping, ClaimRounds):
                     self._restore(job_id, held, "committed by us but C is not in the blob store")
             self.held[job_id] = held
             counts[job.status] += 1
+            if job.status == JobStatus.CLAIMED:
+                self._lapsed_now(job_id, held, job, LAPSED_UNCOMMITTED)  # (while we were away)
         if any(counts.values()):
             log.info(
                 "took back the jobs our key holds on chain: %d claimed (computed next), "
@@ -386,8 +395,8 @@ class MarketMiner(CommitKeeping, ClaimRounds):
             if job.claimant != self.address or job.status not in (
                 JobStatus.CLAIMED, JobStatus.COMMITTED
             ):  # fmt: skip
-                ended = self._ended(job_id, held, job)  # paid, or our bond lost (logged)
-                if ended and job.status != JobStatus.OPEN:
+                if self._ended(job_id, held, job):  # paid, or our bond lost (said there)
+                    # (a job open again is claimed again with its C by the claim rounds)
                     self.held.pop(job_id)
                     continue
                 if job.status == JobStatus.OPEN:
@@ -397,7 +406,7 @@ class MarketMiner(CommitKeeping, ClaimRounds):
                         continue  # C is done: a fee is worth more than the product
                 if job.status in (JobStatus.PAID, JobStatus.REFUNDED):
                     log.info("job %s %s", job_id.hex()[:16], job.status.name.lower())
-                elif not held.computed and not ended:
+                elif not held.computed:
                     if job.claimant != ZERO_ADDRESS:
                         self._sightings.saw(job.claimant, now)  # its claim won
                     self.counters.claims_lost += 1
@@ -406,7 +415,8 @@ class MarketMiner(CommitKeeping, ClaimRounds):
                 continue
             held.job = job
             if job.status == JobStatus.CLAIMED:
-                self._keep_commit(job_id, held)
+                if not self._lapsed_now(job_id, held, job, LAPSED_UNCOMMITTED):
+                    self._keep_commit(job_id, held)
             elif job.probe_open:
                 self._reveal(job_id, held, job)
 

@@ -56,6 +56,9 @@ class Held:
     commit_txid: bytes = b""  # our last commit of the job (node/market_commits.py)
     commit_sent_at: float = 0.0  # (monotonic) when it was last sent, or tried
     commit_failed: str = ""  # it was included as failed: the receipt's reason (said once)
+    # our claim is over: paid, or the bond lost (said and counted once); kept only
+    # until the tip no longer shows the job as ours (node/market_commits.py)
+    ended: bool = False
     revealed: set[tuple[int, int]] = field(default_factory=set)
     unrivalled: bool = False  # claimed in our turn as a fresh job's designated miner
     # committed on chain, but C is gone from the blob store (a crash, a deleted blob

@@ -67,6 +67,7 @@ from node.claim_order import (
 from node.remote_results import (
     CLAIM_CONFIRM_S,
     HELD_STATUSES,
+    LAPSED_UNCOMMITTED,
     RemoteHeld,
     ResultDelivery,
 )
@@ -191,6 +192,10 @@ class RemoteMarket(ResultDelivery):
                 self._in_work.pop(job_id, None)
                 continue
             ours = job.get("claimant") == self.address and job["status"] in HELD_STATUSES
+            if not ours and self._ended(job_id, held, job):  # paid, or our bond lost (said)
+                self.held.pop(job_id)
+                self._in_work.pop(job_id, None)
+                continue
             if not ours:
                 # our claim is on its way: sent lately, or pooled (a reorg took it back)
                 on_its_way = now - held.claimed_at < CLAIM_CONFIRM_S or self.address in job.get(
@@ -198,12 +203,13 @@ class RemoteMarket(ResultDelivery):
                 )  # fmt: skip
                 if job["status"] in UNCLAIMED_STATUSES and on_its_way:
                     continue
-                if not self._ended(job_id, held, job):  # (paid or our bond lost: said there)
-                    log.info("job %s: %s", job_id[:16], job["status"] if held.computed else "lost")
+                log.info("job %s: %s", job_id[:16], job["status"] if held.computed else "lost")
                 self.held.pop(job_id)
                 self._in_work.pop(job_id, None)
                 continue
             held.job = job
+            if job["status"] == "claimed" and not held.commit_sent:
+                self._lapsed_now(job_id, held, LAPSED_UNCOMMITTED)  # (said once)
             if job["status"] == "committed" and not held.restore:
                 held.unsent = None  # the commit is on chain: C is the node's to keep
             if job["status"] == "committed" and "probe" in job:
@@ -361,7 +367,9 @@ class RemoteMarket(ResultDelivery):
         workers are busy: a worker that comes free finds them in hand."""
         now = time.monotonic()
         for job_id, held in sorted(self.held.items(), key=lambda kv: kv[1].claimed_at):
-            if held.dispatched or held.a is not None or self._failed.get(job_id, 0.0) > now:
+            if held.dispatched or held.ended or held.a is not None or (
+                self._failed.get(job_id, 0.0) > now
+            ):  # fmt: skip
                 continue
             self._fetch(job_id, held)
             return
@@ -374,7 +382,7 @@ class RemoteMarket(ResultDelivery):
         # a C to serve again after the claimed jobs, whose deadlines run
         for job_id, held in sorted(self.held.items(), key=lambda kv: (kv[1].restore,
                                                                      kv[1].claimed_at)):
-            if held.dispatched or not self._fetch(job_id, held):
+            if held.dispatched or held.ended or not self._fetch(job_id, held):
                 continue
             try:
                 job = self.rpc.call("getjob", job_id)
@@ -385,10 +393,10 @@ class RemoteMarket(ResultDelivery):
             self._rivals.note(held, job, now)
             ours = job.get("claimant") == self.address
             named = ours and job["status"] == "claimed"
-            if named and job.get("claim_lapsed"):  # too late to compute: the bond is lost
+            if named:
                 held.job = job
-                self._lapsed(job_id, held)
-                continue
+                if self._lapsed_now(job_id, held, LAPSED_UNCOMMITTED):
+                    continue  # too late: computing it would not save the bond
             pooled = self._rivals.may_compute(held, job, now)
             restore = held.restore and ours and job["status"] == "committed"  # C to serve again
             if not (named or pooled or restore):

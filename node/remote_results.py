@@ -23,6 +23,7 @@ from compute.blob_fetch import FetchReport, fetch_blob
 from compute.blobs import BlobError
 from compute.engine import OperandLeaves
 from consensus.result import RESULT_CHUNK, row_proof
+from node.remote_rivals import UNCLAIMED_STATUSES
 from wallet.job_txs import commit_tx, reveal_tx
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
@@ -80,6 +81,9 @@ class RemoteHeld:
     checked_at: float = 0.0  # when the node last said it holds our commit or reveal
     warned: bool = False  # a delivery that failed was logged (once per job)
     commit_failed: str = ""  # our commit was included as failed: its receipt's reason
+    # our claim is over: paid, or the bond lost (said and counted once); kept only until
+    # the node no longer shows the job as ours
+    ended: bool = False
     reveals: dict[tuple[int, int], bytes] = field(default_factory=dict)  # probe -> txid
     probe_failed: set[tuple[int, int]] = field(default_factory=set)  # logged once each
     # committed on chain, but the node lost C (a crash, a deleted blob directory):
@@ -160,8 +164,8 @@ class ResultDelivery:
         self._computed.add(job_id)
         self.products += 1
         self.job_multiply_adds += self._in_work.pop(job_id, 0)
-        if held is None or (held.commit_sent and not held.restore):  # a second product
-            return
+        if held is None or held.ended or (held.commit_sent and not held.restore):
+            return  # (a second product, or our claim is over)
         held.a = held.bt = None
         held.leaves = None
         held.computed = True
@@ -172,60 +176,76 @@ class ResultDelivery:
             self._send_result(job_id, held)
 
     def _still_ours(self, job_id: str, held: RemoteHeld) -> bool:
-        """Before a commit: the node's job as it is now says our claim can still
-        commit (on chain and not lapsed, or still on its way in the pool). A claim that
-        lapsed, or a job reopened since, is dropped with the bond lost (``_ended``)."""
+        """Before a commit: the node's job as it is now (``_can_commit``); True when
+        the node cannot be asked (the commit's own call says what is wrong, and is
+        tried again)."""
         try:
             job = self.rpc.call("getjob", job_id)
         except (RpcError, RpcConnectionError):
-            return True  # the commit's own call says what is wrong, and is tried again
-        if job.get("claimant") == self.address and job["status"] == "claimed":
-            held.job = job
-            return not self._lapsed(job_id, held)
-        if self._ended(job_id, held, job):
-            self.held.pop(job_id, None)
-            self._in_work.pop(job_id, None)
-            return False
-        return True
+            return True
+        return self._can_commit(job_id, held, job, LAPSED_BEFORE_COMMIT)
 
-    def _ended(self, job_id: str, held: RemoteHeld, job: dict[str, Any]) -> bool:
-        """The job (``job``: getjob's) is no longer ours: if we held it on chain, say how
-        it ended, paid or with our bond lost (a claim that lapsed, a refund), counted in
-        ``bonds_lost``. False if we never held it on chain (a claim that lost a race or is
-        still on its way) or a reorg took our claim back (the MTP is before its deadline)."""
-        was_ours = held.job.get("claimant") == self.address and held.job.get("status") in (
+    def _can_commit(self, job_id: str, held: RemoteHeld, job: dict[str, Any], why: str) -> bool:
+        """A commit of ours can still count (``job``: getjob's now): our claim holds the
+        job and has not lapsed, or a claim of ours is on its way to a job still open. A
+        claim that lapsed (said as ``why``), a job another claimant holds, or one that
+        settled: no commit (it would fail and cost its fee)."""
+        status = job["status"]
+        if job.get("claimant") == self.address and status == "claimed":
+            held.job = job
+            return not self._lapsed_now(job_id, held, why)
+        if status in UNCLAIMED_STATUSES and (
+            self.address in job.get("pending_claimants", ()) or not self._was_ours(held)
+        ):  # fmt: skip
+            return True  # our claim on its way (or one that failed: the next tip says)
+        self._ended(job_id, held, job)
+        return False
+
+    def _was_ours(self, held: RemoteHeld) -> bool:
+        """The job as we last saw it was claimed or committed by us on chain."""
+        return held.job.get("claimant") == self.address and held.job.get("status") in (
             HELD_STATUSES
         )  # fmt: skip
-        status = job["status"]
-        if not was_ours:
+
+    def _ended(self, job_id: str, held: RemoteHeld, job: dict[str, Any]) -> bool:
+        """The node no longer shows the job (getjob's ``job``) as ours: True if our
+        claim of it is over, paid or with the bond lost (said and counted here, once),
+        so that it can be forgotten; False if we never held it on chain or a reorg took
+        our claim back (pooled again, or the MTP before its deadline)."""
+        if held.ended:
+            return True
+        if not self._was_ours(held):
             return False
-        if status == "paid":
+        ours = job.get("claimant") == self.address
+        if ours and job["status"] == "paid":
+            held.ended = True
             log.info("job %s paid: its bounty and our bond are ours", job_id[:16])
-        elif status == "refunded":
-            self._bond_lost(job_id, held.job, REFUNDED)
-        elif status in ("open", "expired", "reclaimed") and int(job.get("mtp", 0)) >= int(
-            held.job.get("claim_deadline", 0)
-        ):  # fmt: skip
-            self._bond_lost(job_id, held.job, LAPSED_UNCOMMITTED)
-        else:
+        elif ours and job["status"] == "refunded":
+            self._lapse(job_id, held, REFUNDED)
+        elif self.address not in job.get("pending_claimants", ()) and int(
+            job.get("mtp", 0)
+        ) >= int(held.job.get("claim_deadline", 0)):  # reopened (maybe claimed since): lapsed
+            self._lapse(job_id, held, LAPSED_UNCOMMITTED)
+        return held.ended
+
+    def _lapsed_now(self, job_id: str, held: RemoteHeld, why: str) -> bool:
+        """Our claim lapsed (``held.job``'s ``claim_lapsed``, the node's as of its tip):
+        the next block reopens the job and the bond goes to the buyer."""
+        if not held.job.get("claim_lapsed"):
             return False
+        self._lapse(job_id, held, why)
         return True
 
-    def _lapsed(self, job_id: str, held: RemoteHeld) -> bool:
-        """Our claim lapsed before our commit was sent (the node's ``claim_lapsed`` as of
-        the last tip): the next block reopens the job and our bond goes to the buyer.
-        The job is dropped: a commit now would fail and cost its fee too."""
-        if not held.job.get("claim_lapsed") or held.commit_sent:
-            return False
-        self.held.pop(job_id, None)
-        self._in_work.pop(job_id, None)
-        self._bond_lost(job_id, held.job, LAPSED_BEFORE_COMMIT)
-        return True
-
-    def _bond_lost(self, job_id: str, job: dict[str, Any], why: str) -> None:
-        """Log (a warning) and count a bond of ours the chain took: ``why`` says how."""
+    def _lapse(self, job_id: str, held: RemoteHeld, why: str) -> None:
+        """Our bond is lost (``why``): a warning and ``bonds_lost``, once per claim. The
+        job stays held (``ended``: neither computed nor committed) until the node no
+        longer shows it as ours, so that it is not taken back meanwhile."""
+        if held.ended:
+            return
+        held.ended = True
+        held.unsent = None  # no commit can count: C is not kept
         self.bonds_lost += 1
-        log.warning("job %s: %s (bond %s)", job_id[:16], why, job.get("bond", "?"))
+        log.warning("job %s: %s (bond %s)", job_id[:16], why, held.job.get("bond", "?"))
 
     def _restore(self, job_id: str, held: RemoteHeld, why: str) -> None:
         """A committed job's C is gone from the node: compute it again (a worker's next
@@ -313,7 +333,7 @@ class ResultDelivery:
         its answer was lost is not sent again."""
         now = time.monotonic()
         for job_id, held in list(self.held.items()):
-            if not held.computed:
+            if not held.computed or held.ended:
                 continue
             if held.restore:  # C computed again, its upload not through yet
                 self._upload_restored(job_id, held)
@@ -344,11 +364,8 @@ class ResultDelivery:
             if (ours and job["status"] == "committed") or pending:
                 held.commit_sent = True
                 continue
-            if ours and job["status"] == "claimed":
-                held.job = job
-                if self._lapsed(job_id, held):
-                    continue
-            self._send_result(job_id, held)
+            if self._can_commit(job_id, held, job, LAPSED_UNCOMMITTED):
+                self._send_result(job_id, held)
 
     def _lost_commit(self, job_id: str, held: RemoteHeld) -> None:
         """The node no longer has our commit, not yet in a block (it restarted): send C

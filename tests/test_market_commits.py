@@ -17,6 +17,7 @@ import pytest
 from chain.chainstate import ChainState
 from chain.job_record import JobStatus, get_job
 from chain.jobs import claim_lapsed
+from chain.keys import devnet_key
 from chain.txkind import TxKind
 from consensus.result import result_root
 from node.market_claims import MarketSettings
@@ -60,35 +61,71 @@ def _until_lapsed(chain: ChainState, node: _Node, job_id: bytes) -> None:
     raise AssertionError("the claim never lapsed")
 
 
-def test_no_commit_once_the_claim_lapsed(
+def test_no_commit_once_the_claim_lapsed_and_c_claimed_again_once_the_job_reopens(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:  # fmt: skip
     chain, node, miner, job_id, c = _claimed(tmp_path)
-    _until_lapsed(chain, node, job_id)
+    _until_lapsed(chain, node, job_id)  # (the job is still ours on the tip)
     with caplog.at_level(logging.WARNING, logger="pouw.market"):
         assert miner.deliver(job_id, c) is None
+        miner.on_tip()  # the same tip: nothing more said
     assert node.sent == [] and miner.counters.commits == 0
-    assert miner.counters.bonds_lost == 1 and job_id not in miner.held
-    assert "claim lapsed before our commit was sent" in caplog.text
-    node.mine()  # the block that reopens the job: nothing more is said or counted
+    assert miner.counters.bonds_lost == 1 and miner.held[job_id].ended
+    assert caplog.text.count("claim lapsed before our commit was sent") == 1, caplog.text
+    assert miner.store.find(result_root(c)) is not None  # C kept for a claim again
+    assert asyncio.run(miner.next_work()) is None  # not taken back, not computed again
+    node.mine()  # the block that reopens the job: forgotten, nothing more counted
     assert get_job(chain.state_get, job_id).status is JobStatus.OPEN  # type: ignore[union-attr]
     miner.on_tip()
+    assert job_id not in miner.held
     assert miner.counters.bonds_lost == 1 and miner.counters.claims_lost == 0
+    # the claim rounds claim it again with the C in hand, and commit that C
+    miner._claim_more()  # noqa: SLF001
+    assert [tx.kind for tx in node.sent] == [TxKind.JOB_CLAIM, TxKind.JOB_COMMIT]
+    node.mine()
+    job = get_job(chain.state_get, job_id)
+    assert job is not None and job.status is JobStatus.COMMITTED
+    assert job.result_root == result_root(c) and miner.counters.recomputed == 0
 
 
 def test_a_claim_that_lapses_unproduced_is_a_lost_bond_not_a_lost_race(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:  # fmt: skip
-    chain, node, miner, job_id, _ = _claimed(tmp_path)
+    """Nor computed meanwhile; and a restart in the lapse window takes it back as lost."""
+    chain, node, miner, job_id, c = _claimed(tmp_path)
     _until_lapsed(chain, node, job_id)
-    node.mine()
     with caplog.at_level(logging.WARNING, logger="pouw.market"):
         miner.on_tip()
-        miner.on_tip()  # said once
+        assert asyncio.run(miner.next_work()) is None  # too late to compute it
+        restarted = MarketMiner(chain, miner.store, MarketSettings(key=MINER_KEY), node.submit,
+                                node.pending_nonce)  # fmt: skip
+        assert asyncio.run(restarted.next_work()) is None
+        restarted.on_tip()
+        node.mine()  # reopened
+        miner.on_tip()
+        miner.on_tip()
     assert miner.counters.bonds_lost == 1 and miner.counters.claims_lost == 0
-    assert caplog.text.count("lapsed with no commit of ours") == 1
-    # the product that ends now is not committed either
-    assert miner.deliver(job_id, np.zeros((64, 64), np.int32)) is None and node.sent == []
+    assert restarted.counters.bonds_lost == 1 and miner.counters.products == 0
+    assert caplog.text.count("lapsed with no commit of ours") == 2, caplog.text  # one each
+
+
+def test_a_lapsed_claim_whose_job_another_miner_claimed_is_a_lost_bond(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    """The job reopened and a rival claimed it before our product ended: no commit (it
+    would fail), the bond said lost, not a claim lost to a race."""
+    chain, node, miner, job_id, c = _claimed(tmp_path)
+    _until_lapsed(chain, node, job_id)
+    node.mine()  # reopened
+    rival = devnet_key(2)
+    node.mine(claim_tx(NET, rival, _nonce(chain, rival), job_id, NET.market.bond_for(BOUNTY)))
+    assert get_job(chain.state_get, job_id).status is JobStatus.CLAIMED  # type: ignore[union-attr]
+    with caplog.at_level(logging.WARNING, logger="pouw.market"):
+        assert miner.deliver(job_id, c) is None
+        miner.on_tip()
+    assert node.sent == [] and job_id not in miner.held
+    assert miner.counters.bonds_lost == 1 and miner.counters.claims_lost == 0
+    assert caplog.text.count("lapsed with no commit of ours") == 1, caplog.text
 
 
 def test_a_commit_gone_from_the_pool_is_sent_again(tmp_path: Path) -> None:

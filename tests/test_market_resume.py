@@ -323,7 +323,7 @@ def test_the_standalone_market_sends_no_commit_once_its_claim_lapsed(
 
     from node.remote_market import RemoteMarket
 
-    genesis = market_genesis(tmp_path, claim_slack_s=5, challenge_s=60, reveal_s=30)
+    genesis = market_genesis(tmp_path, claim_slack_s=8, challenge_s=60, reveal_s=30)
     _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**22)))
     net = load_network("devnet", genesis)
     node = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")
@@ -343,9 +343,10 @@ def test_the_standalone_market_sends_no_commit_once_its_claim_lapsed(
                  timeout=30, procs=[node])  # fmt: skip
         with caplog.at_level(logging.INFO, logger="pouw.market"):
             market.deliver(job_id, c)
-            assert market.commits == 0 and market.bonds_lost == 1 and job_id not in market.held
+            assert market.commits == 0 and market.bonds_lost == 1 and market.held[job_id].ended
             assert "pending_commit" not in rpc.call("getjob", job_id)
-            market.poll()  # (it may claim the open job again: a new claim, a new bond)
+            market.poll()  # forgotten (it may claim the open job again: a new claim, bond)
+            assert job_id not in market.held or not market.held[job_id].ended
         assert market.bonds_lost == 1 and "1 bonds lost" in market.line()
         assert caplog.text.count("lapsed with no commit of ours") == 1, caplog.text
         assert f"{job_id[:16]}: lost" not in caplog.text  # not a claim lost to a rival

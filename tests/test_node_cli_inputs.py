@@ -467,7 +467,7 @@ def test_clients_find_the_rpc_port_of_the_datadirs_settings_file(
         (["--rpc", f"http://127.0.0.1:{other}"], 1, f"127.0.0.1:{other}"),
         (["--rpc", f"127.0.0.1:{other}", "--rpc-user", "u", "--rpc-password", "p"], 1,
          f"127.0.0.1:{other}"),
-        (["--rpc", "http://127.0.0.1:abc"], 1, "is not a node URL"),
+        (["--rpc", "http://127.0.0.1:abc"], 2, "is not a node URL"),
         (["--rpc", f"http://127.0.0.1:{other}", "--rpc-port", "5"], 2, "--rpc is the whole URL"),
     ):  # fmt: skip
         caplog.clear()
