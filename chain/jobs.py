@@ -96,8 +96,10 @@ class BlockClock:
 
 def claim_lapsed(job: Job, clock: BlockClock) -> bool:
     """The job's claimant can no longer commit in a block with this clock: its claim
-    lapsed, the block reopens the job and the bond goes to the buyer. Miners ask it of
-    the next block's clock before they commit (a commit then fails and costs its fee)."""
+    lapsed. The market's timer reopens the job and gives the bond to the buyer at the
+    first block at or after its wake height whose clock has passed too, which can be a
+    few blocks later. Miners ask it of the next block's clock before they commit (a
+    commit then fails and costs its fee)."""
     return job.status == JobStatus.CLAIMED and clock.passed(
         job.claim_deadline, job.claim_min_height
     )

@@ -202,7 +202,9 @@ class ClaimRounds:
             self.wake()  # a job of ours waits: the filler product in flight gives way
 
     def _has_unfinished(self) -> bool:
-        return any(not h.computed and jid not in self._behind for jid, h in self.held.items())
+        return any(
+            not (h.computed or h.ended) and jid not in self._behind for jid, h in self.held.items()
+        )  # (an ended claim is over: it holds no slot)
 
     def _claim_round(self, now: float) -> bool:
         """A claim round if one is due (quick: a submit arrived, or we are idle and jobs
@@ -324,8 +326,9 @@ class ClaimRounds:
         open) claims one job, and only when we have none in hand: busy miners leave new
         jobs to idle ones, and take what is left at their next round."""
         unfinished = [
-            h for jid, h in self.held.items() if not h.computed and jid not in self._behind
-        ]
+            h for jid, h in self.held.items()
+            if not (h.computed or h.ended) and jid not in self._behind
+        ]  # fmt: skip
         count, work = len(unfinished), sum(h.job.multiply_adds for h in unfinished)
         ahead = 1 if quick else self.settings.claim_ahead
         candidates = self.candidates()

@@ -3,8 +3,9 @@
 C is stored and its root committed, but never once the claim has lapsed or another
 claimant holds the job (the commit would fail and cost its fee on top of the bond; C
 stays, and a job that reopens is claimed again with it). A claim that lapsed stays
-held, marked ``ended``, until the tip stops showing it as ours: in the blocks before
-the timer reopens the job it is neither taken back nor computed. A commit of ours that is neither in
+held, marked ``ended`` (after a restart it is taken back so), until the tip stops
+showing it as ours: in the blocks before the timer reopens the job it is neither
+computed nor counted again, and it holds no claim slot. A commit of ours that is neither in
 the pool nor on chain while our claim holds (evicted from the pool, refused when it
 was sent, or lost with a pool that a restart did not keep) is sent again, so that the
 bond is not lost at the deadline for a product we have. Every job that leaves our
@@ -54,6 +55,7 @@ class CommitKeeping:
     _results: dict[bytes, bytes]
     _computed: set[bytes]
     _send: Callable[[Transaction, str], bool]
+    _claim_failed: Callable[[Held], bool]
     _our_pooled: Callable[[bytes, TxKind], Transaction | None]
 
     def commit_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
@@ -110,19 +112,21 @@ class CommitKeeping:
         job = get_job(self.chain.state_get, job_id)
         if job is None:  # its submit is still pooled: our claim follows it
             return True
-        if job.claimant == self.address and job.status == JobStatus.CLAIMED:
-            return not self._lapsed_now(job_id, held, job, why)
+        if job.claimant == self.address:  # claimed, or committed already (no lapse)
+            return job.status == JobStatus.CLAIMED and not self._lapsed_now(job_id, held, job, why)
         if job.status == JobStatus.OPEN and (
             self._our_pooled(job_id, TxKind.JOB_CLAIM) is not None or not _was_ours(self, held)
         ):  # fmt: skip
-            return True  # our claim on its way (or one that already failed: on_tip says)
+            # our claim on its way; not one included as failed (on_tip claims again)
+            return held is None or not self._claim_failed(held)
         if _was_ours(self, held):
             self._lapse(job_id, held, held.job, LAPSED_UNCOMMITTED)  # type: ignore[union-attr]
         return False
 
     def _lapsed_now(self, job_id: bytes, held: Held | None, job: Job, why: str) -> bool:
-        """Our claim of ``job`` (claimed on the tip) lapsed for the next block, which
-        reopens the job and gives the bond to the buyer: said and counted once."""
+        """Our claim of ``job`` (claimed on the tip) lapsed for the next block: no
+        commit counts any more, and the timer reopens the job and gives the bond to the
+        buyer (at that block or a few later). Said and counted once."""
         if not claim_lapsed(job, self.chain.clock_after(self.chain.tip)):
             return False
         self._lapse(job_id, held, job, why)
@@ -136,6 +140,7 @@ class CommitKeeping:
             if held.ended:
                 return
             held.ended = True
+            held.a = held.b = held.b_t = held.leaves = None  # no product of it is wanted now
         self.counters.bonds_lost += 1
         log.warning("job %s: %s (bond %d)", job_id.hex()[:16], why, job.bond)
 
@@ -166,9 +171,8 @@ class CommitKeeping:
             # counted as restored, as a committed C computed again is
             held.computed, held.result_root = False, None
             held.download = None  # a finished download's operands were dropped with C
+            held.lost_c = True  # counted as restored when done, not as computed twice
             self._results.pop(job_id, None)
-            self._computed.discard(job_id)
-            self.counters.restored += 1
             log.warning(
                 "job %s: our commit is not in the pool and C is gone from the blob store: "
                 "computing C again", job_id.hex()[:16],

@@ -165,6 +165,8 @@ class MarketMiner(CommitKeeping, ClaimRounds):
                 if job is not None and job.status in (JobStatus.COMMITTED, JobStatus.CLAIMED):
                     restores.append((job_id, held))
                 continue
+            if job is not None and job.status == JobStatus.COMMITTED:
+                continue  # by a commit of ours we no longer knew of: on_tip takes it
             if job is None or job.status != JobStatus.CLAIMED:
                 waiting.append((job_id, held))  # not confirmed yet (or lost: on_tip drops it)
                 continue
@@ -266,9 +268,12 @@ class MarketMiner(CommitKeeping, ClaimRounds):
     def deliver(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
         """The product of a job we hold is done: store C, commit its root."""
         held = self.held.get(job_id)
-        restore = held is not None and held.restore
+        restore = held is not None and (held.restore or held.lost_c)
         if job_id in self._computed and not restore:  # (a restore is counted as one)
             self.counters.recomputed += 1
+        if held is not None and held.lost_c:
+            held.lost_c = False
+            self.counters.restored += 1
         self._computed.add(job_id)
         self.counters.products += 1
         if held is None:  # forgotten meanwhile (its claim lapsed, the job reopened): C is
@@ -416,8 +421,16 @@ class MarketMiner(CommitKeeping, ClaimRounds):
             held.job = job
             if job.status == JobStatus.CLAIMED:
                 if not self._lapsed_now(job_id, held, job, LAPSED_UNCOMMITTED):
+                    held.ended = False  # (a reorg onto a branch where the claim holds)
                     self._keep_commit(job_id, held)
-            elif job.probe_open:
+                continue
+            if not held.computed and not held.restore:  # committed by a commit of ours
+                # that we no longer knew of (a pool lost with a crash, kept by peers)
+                held.computed, held.result_root = True, job.result_root
+                self._results[job_id] = job.result_root
+                if self.store.find(job.result_root) is None:
+                    self._restore(job_id, held, "committed by us but C is not in the blob store")
+            if job.probe_open:
                 self._reveal(job_id, held, job)
 
     def _reveal(self, job_id: bytes, held: Held, job: Job) -> None:

@@ -216,7 +216,7 @@ class RemoteMarket(ResultDelivery):
                 self._reveal(job_id, held, job["probe"])
 
     def _claim_more(self) -> None:
-        waiting = sum(not h.computed for h in self.held.values())
+        waiting = sum(not (h.computed or h.ended) for h in self.held.values())
         if waiting >= self.claim_ahead:
             return
         listed = self._list_unclaimed()

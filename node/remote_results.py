@@ -191,8 +191,11 @@ class ResultDelivery:
         claim that lapsed (said as ``why``), a job another claimant holds, or one that
         settled: no commit (it would fail and cost its fee)."""
         status = job["status"]
-        if job.get("claimant") == self.address and status == "claimed":
+        if job.get("claimant") == self.address:  # claimed, or committed already (no lapse)
             held.job = job
+            if status != "claimed":
+                held.commit_sent = True  # (a commit of ours the node already took)
+                return False
             return not self._lapsed_now(job_id, held, why)
         if status in UNCLAIMED_STATUSES and (
             self.address in job.get("pending_claimants", ()) or not self._was_ours(held)
@@ -222,9 +225,11 @@ class ResultDelivery:
             log.info("job %s paid: its bounty and our bond are ours", job_id[:16])
         elif ours and job["status"] == "refunded":
             self._lapse(job_id, held, REFUNDED)
-        elif self.address not in job.get("pending_claimants", ()) and int(
-            job.get("mtp", 0)
-        ) >= int(held.job.get("claim_deadline", 0)):  # reopened (maybe claimed since): lapsed
+        elif (
+            not ours
+            and self.address not in job.get("pending_claimants", ())
+            and int(job.get("mtp", 0)) >= int(held.job.get("claim_deadline", 0))
+        ):  # reopened (maybe claimed by another since): our claim lapsed
             self._lapse(job_id, held, LAPSED_UNCOMMITTED)
         return held.ended
 
@@ -243,7 +248,7 @@ class ResultDelivery:
         if held.ended:
             return
         held.ended = True
-        held.unsent = None  # no commit can count: C is not kept
+        held.unsent = held.a = held.bt = held.leaves = None  # no product of it counts now
         self.bonds_lost += 1
         log.warning("job %s: %s (bond %s)", job_id[:16], why, held.job.get("bond", "?"))
 

@@ -33,7 +33,7 @@ from tests.test_market_restore import (
     _nonce,
     _submitted,
 )
-from wallet.job_txs import claim_tx
+from wallet.job_txs import claim_tx, commit_tx
 
 
 def _claimed(tmp_path: Path) -> tuple[ChainState, _Node, MarketMiner, bytes, np.ndarray]:
@@ -73,7 +73,6 @@ def test_no_commit_once_the_claim_lapsed_and_c_claimed_again_once_the_job_reopen
     assert miner.counters.bonds_lost == 1 and miner.held[job_id].ended
     assert caplog.text.count("claim lapsed before our commit was sent") == 1, caplog.text
     assert miner.store.find(result_root(c)) is not None  # C kept for a claim again
-    assert asyncio.run(miner.next_work()) is None  # not taken back, not computed again
     node.mine()  # the block that reopens the job: forgotten, nothing more counted
     assert get_job(chain.state_get, job_id).status is JobStatus.OPEN  # type: ignore[union-attr]
     miner.on_tip()
@@ -165,3 +164,16 @@ def test_a_commit_gone_with_its_c_computes_c_again(tmp_path: Path) -> None:
     assert miner.deliver(job_id, c) is not None
     _mine(chain, node.sent)
     assert get_job(chain.state_get, job_id).status is JobStatus.COMMITTED  # type: ignore[union-attr]
+
+
+def test_a_commit_of_ours_we_no_longer_knew_of_is_no_lapse(tmp_path: Path) -> None:
+    """Our commit reached the chain from elsewhere (a pool lost with a crash, kept by a
+    peer) while C was computed again: no second commit, no bond said lost."""
+    chain, node, miner, job_id, c = _claimed(tmp_path)
+    root = result_root(c)
+    node.mine(commit_tx(NET, MINER_KEY, _nonce(chain, MINER_KEY), job_id, root, "http://m"))
+    assert miner.deliver(job_id, c) is None and node.sent == []
+    miner.on_tip()
+    held = miner.held[job_id]
+    assert held.computed and held.result_root == root and not held.ended
+    assert miner.counters.bonds_lost == 0 and miner.counters.commits == 0
