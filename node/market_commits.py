@@ -114,14 +114,29 @@ class CommitKeeping:
             return True
         if job.claimant == self.address:  # claimed, or committed already (no lapse)
             return job.status == JobStatus.CLAIMED and not self._lapsed_now(job_id, held, job, why)
+        took = held is not None and self._took_it(held)
         if job.status == JobStatus.OPEN and (
-            self._our_pooled(job_id, TxKind.JOB_CLAIM) is not None or not _was_ours(self, held)
+            self._our_pooled(job_id, TxKind.JOB_CLAIM) is not None or not took
         ):  # fmt: skip
             # our claim on its way; not one included as failed (on_tip claims again)
             return held is None or not self._claim_failed(held)
-        if _was_ours(self, held):
-            self._lapse(job_id, held, held.job, LAPSED_UNCOMMITTED)  # type: ignore[union-attr]
+        if took:
+            self._lapse(job_id, held, self._bond(held, job), LAPSED_UNCOMMITTED)
         return False
+
+    def _took_it(self, held: Held) -> bool:
+        """Our claim took the job on the active chain: we saw the job as ours on the
+        tip, or our claim transaction is in a block and did not fail (seen or not: a
+        node suspended or behind meanwhile may never see the job as ours)."""
+        return _was_ours(self, held) or (
+            bool(held.claim_txid) and self.chain.db.get_tx_failure(held.claim_txid) == ""
+        )
+
+    def _bond(self, held: Held | None, job: Job) -> int:
+        """The bond our claim escrowed: as we saw it on the tip, else what the job asks."""
+        if held is not None and held.job.bond:
+            return held.job.bond
+        return self.chain.network.market.bond_for(job.bounty)
 
     def _lapsed_now(self, job_id: bytes, held: Held | None, job: Job, why: str) -> bool:
         """Our claim of ``job`` (claimed on the tip) lapsed for the next block: no
@@ -129,11 +144,11 @@ class CommitKeeping:
         buyer (at that block or a few later). Said and counted once."""
         if not claim_lapsed(job, self.chain.clock_after(self.chain.tip)):
             return False
-        self._lapse(job_id, held, job, why)
+        self._lapse(job_id, held, job.bond, why)
         return True
 
-    def _lapse(self, job_id: bytes, held: Held | None, job: Job, why: str) -> None:
-        """Our bond of ``job`` is lost (``why``): a warning and ``bonds_lost``, once per
+    def _lapse(self, job_id: bytes, held: Held | None, bond: int, why: str) -> None:
+        """Our ``bond`` for the job is lost (``why``): a warning and ``bonds_lost``, once per
         claim; ``held`` stays (``ended``) until the tip no longer shows the job as ours,
         so that it is neither taken back nor computed again meanwhile."""
         if held is not None:
@@ -142,7 +157,7 @@ class CommitKeeping:
             held.ended = True
             held.a = held.b = held.b_t = held.leaves = None  # no product of it is wanted now
         self.counters.bonds_lost += 1
-        log.warning("job %s: %s (bond %d)", job_id.hex()[:16], why, job.bond)
+        log.warning("job %s: %s (bond %d)", job_id.hex()[:16], why, bond)
 
     def _keep_commit(self, job_id: bytes, held: Held) -> None:
         """Our claim holds the job on the tip and C is done (``held.computed``): make
@@ -191,19 +206,19 @@ class CommitKeeping:
         to the pool."""
         if held.ended:
             return True
-        if not _was_ours(self, held):
+        seen = _was_ours(self, held)
+        if not (seen or self._took_it(held)):
             return False
         ours = job.claimant == self.address
         if ours and job.status == JobStatus.PAID:
             held.ended = True
             log.info("job %s paid: its bounty and our bond are ours", job_id.hex()[:16])
         elif ours and job.status == JobStatus.REFUNDED:
-            self._lapse(job_id, held, held.job, REFUNDED)
-        elif (
-            self._our_pooled(job_id, TxKind.JOB_CLAIM) is None
-            and self.chain.mtp_after(self.chain.tip) >= held.job.claim_deadline
+            self._lapse(job_id, held, self._bond(held, job), REFUNDED)
+        elif self._our_pooled(job_id, TxKind.JOB_CLAIM) is None and (
+            not seen or self.chain.mtp_after(self.chain.tip) >= held.job.claim_deadline
         ):  # reopened (then maybe claimed by another, expired or reclaimed): it lapsed
-            self._lapse(job_id, held, held.job, LAPSED_UNCOMMITTED)
+            self._lapse(job_id, held, self._bond(held, job), LAPSED_UNCOMMITTED)
         return held.ended
 
 

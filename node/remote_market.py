@@ -125,7 +125,9 @@ class RemoteMarket(ResultDelivery):
         self.commits = 0
         self.bonds_lost = 0  # claims that lapsed, products refunded (each logged)
         self.job_multiply_adds = 0  # of the job products computed
-        self._in_work: dict[str, int] = {}  # job id -> multiply-adds, while a worker has it
+        # job id -> multiply-adds, while a worker has it (until it delivers or is gone,
+        # even if the job was dropped meanwhile: no claim of it is sent then)
+        self._in_work: dict[str, int] = {}
         self._computed: set[str] = set()
         self._failed: dict[str, float] = {}
         self._tip: str | None = None
@@ -189,12 +191,10 @@ class RemoteMarket(ResultDelivery):
                 job = on_chain.get(job_id) or self.rpc.call("getjob", job_id)
             except RpcError:
                 self.held.pop(job_id)
-                self._in_work.pop(job_id, None)
                 continue
             ours = job.get("claimant") == self.address and job["status"] in HELD_STATUSES
             if not ours and self._ended(job_id, held, job):  # paid, or our bond lost (said)
-                self.held.pop(job_id)
-                self._in_work.pop(job_id, None)
+                self.held.pop(job_id)  # (a worker that still has it keeps it in _in_work)
                 continue
             if not ours:
                 # our claim is on its way: sent lately, or pooled (a reorg took it back)
@@ -205,7 +205,6 @@ class RemoteMarket(ResultDelivery):
                     continue
                 log.info("job %s: %s", job_id[:16], job["status"] if held.computed else "lost")
                 self.held.pop(job_id)
-                self._in_work.pop(job_id, None)
                 continue
             held.job = job
             if job["status"] == "claimed" and not held.commit_sent:
@@ -217,6 +216,7 @@ class RemoteMarket(ResultDelivery):
 
     def _claim_more(self) -> None:
         waiting = sum(not (h.computed or h.ended) for h in self.held.values())
+        waiting += sum(jid not in self.held for jid in self._in_work)  # (a worker's, still)
         if waiting >= self.claim_ahead:
             return
         listed = self._list_unclaimed()
@@ -230,6 +230,7 @@ class RemoteMarket(ResultDelivery):
         jobs = [
             j for j in listed
             if j["job_id"] not in self.held and self._failed.get(j["job_id"], 0.0) <= now
+            and j["job_id"] not in self._in_work  # a worker still has it (slow, or hung)
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
             and self._rivals.standing(j) is None  # another miner's claim takes it
             and not j.get("pending_reclaim")  # its buyer is cancelling it
@@ -423,6 +424,7 @@ class RemoteMarket(ResultDelivery):
     def release(self, job_id: str) -> None:
         """The worker computing this job is gone: hand the job out again (its operands
         are still in hand)."""
+        self._in_work.pop(job_id, None)
         held = self.held.get(job_id)
         if held is not None and not held.computed:
             held.dispatched = False

@@ -198,11 +198,24 @@ class ResultDelivery:
                 return False
             return not self._lapsed_now(job_id, held, why)
         if status in UNCLAIMED_STATUSES and (
-            self.address in job.get("pending_claimants", ()) or not self._was_ours(held)
+            self.address in job.get("pending_claimants", ()) or not self._took_it(held)
         ):  # fmt: skip
             return True  # our claim on its way (or one that failed: the next tip says)
         self._ended(job_id, held, job)
         return False
+
+    def _took_it(self, held: RemoteHeld) -> bool:
+        """Our claim took the job on the node's chain: we saw the job as ours, or our
+        claim transaction is in a block and did not fail (seen or not: a miner that was
+        suspended or cut off meanwhile may never see the job as ours)."""
+        if self._was_ours(held):
+            return True
+        if not held.claim_txid:
+            return False
+        receipt = self._receipt(held.claim_txid)
+        if receipt is None:
+            return False
+        return receipt.get("status") == "ok" and bool(receipt.get("confirmations"))
 
     def _was_ours(self, held: RemoteHeld) -> bool:
         """The job as we last saw it was claimed or committed by us on chain."""
@@ -217,7 +230,8 @@ class ResultDelivery:
         our claim back (pooled again, or the MTP before its deadline)."""
         if held.ended:
             return True
-        if not self._was_ours(held):
+        seen = self._was_ours(held)
+        if not (seen or self._took_it(held)):
             return False
         ours = job.get("claimant") == self.address
         if ours and job["status"] == "paid":
@@ -228,8 +242,10 @@ class ResultDelivery:
         elif (
             not ours
             and self.address not in job.get("pending_claimants", ())
-            and int(job.get("mtp", 0)) >= int(held.job.get("claim_deadline", 0))
+            and (not seen or int(job.get("mtp", 0)) >= int(held.job.get("claim_deadline", 0)))
         ):  # reopened (maybe claimed by another since): our claim lapsed
+            if not held.job.get("bond"):  # never seen as ours: the bond the job asks
+                held.job["bond"] = self.network.market.bond_for(int(job["bounty"]))
             self._lapse(job_id, held, LAPSED_UNCOMMITTED)
         return held.ended
 

@@ -177,3 +177,28 @@ def test_a_commit_of_ours_we_no_longer_knew_of_is_no_lapse(tmp_path: Path) -> No
     held = miner.held[job_id]
     assert held.computed and held.result_root == root and not held.ended
     assert miner.counters.bonds_lost == 0 and miner.counters.commits == 0
+
+
+def test_a_lapse_the_miner_never_saw_is_a_lost_bond(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    """The miner's own claim confirmed and lapsed while it saw no tip (a node suspended
+    or cut off): the bond is said lost once, not called a claim lost to a rival, and
+    the product that ends then is not committed."""
+    chain, store, a, b, job_id = _submitted(tmp_path)
+    node = _Node(chain)
+    miner = MarketMiner(chain, store, MarketSettings(key=MINER_KEY), node.submit,
+                        node.pending_nonce, pool_txs=lambda: list(node.sent))  # fmt: skip
+    miner._claim_more()  # noqa: SLF001
+    assert [tx.kind for tx in node.sent] == [TxKind.JOB_CLAIM]
+    for _ in range(100):  # claimed, lapsed and reopened: no tip reaches the miner
+        node.mine()
+        if get_job(chain.state_get, job_id).status is JobStatus.OPEN:  # type: ignore[union-attr]
+            break
+    assert get_job(chain.state_get, job_id).claims == 1  # type: ignore[union-attr]
+    with caplog.at_level(logging.WARNING, logger="pouw.market"):
+        assert miner.deliver(job_id, _exact(a, b)) is None
+        miner.on_tip()
+    assert node.sent == [] and job_id not in miner.held
+    assert miner.counters.bonds_lost == 1 and miner.counters.claims_lost == 0
+    assert caplog.text.count("lapsed with no commit of ours") == 1, caplog.text

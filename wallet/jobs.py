@@ -632,7 +632,8 @@ class JobClient(Collecting):
             f"reclaiming {len(jobs)} part(s) costs {format_coins(cost)} coins in fees but "
             f"{self.address} can spend {format_coins(info.spendable)}: the bounties come "
             f"back by themselves, with no fee, once the parts expire (in about {left} s of "
-            "chain time, if nobody claims them first); or send coins to that address"
+            "chain time, if nobody claims them first); or send coins to that address (a "
+            "transfer counts once it is in a block)"
         )
 
     def compute(
