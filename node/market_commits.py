@@ -31,9 +31,9 @@ from chain.jobs import claim_lapsed
 from chain.tx import Transaction
 from chain.txkind import TxKind
 from compute.blobs import BlobStore
+from node.bond_messages import LAPSED_BEFORE_COMMIT, LAPSED_UNCOMMITTED, REFUNDED
 from node.market_claims import MarketCounters, MarketSettings
 from node.market_operands import Held
-from node.remote_results import LAPSED_BEFORE_COMMIT, LAPSED_UNCOMMITTED, REFUNDED
 
 log = logging.getLogger("pouw.market")
 
@@ -55,7 +55,6 @@ class CommitKeeping:
     _results: dict[bytes, bytes]
     _computed: set[bytes]
     _send: Callable[[Transaction, str], bool]
-    _claim_failed: Callable[[Held], bool]
     _our_pooled: Callable[[bytes, TxKind], Transaction | None]
 
     def commit_result(self, job_id: bytes, c: npt.NDArray[np.integer]) -> Transaction | None:
@@ -114,13 +113,11 @@ class CommitKeeping:
             return True
         if job.claimant == self.address:  # claimed, or committed already (no lapse)
             return job.status == JobStatus.CLAIMED and not self._lapsed_now(job_id, held, job, why)
-        took = held is not None and self._took_it(held)
-        if job.status == JobStatus.OPEN and (
-            self._our_pooled(job_id, TxKind.JOB_CLAIM) is not None or not took
-        ):  # fmt: skip
-            # our claim on its way; not one included as failed (on_tip claims again)
-            return held is None or not self._claim_failed(held)
-        if took:
+        if job.status == JobStatus.OPEN and self._our_pooled(job_id, TxKind.JOB_CLAIM):
+            return True  # our claim on its way: the commit follows it
+        # our claim failed (on_tip claims again with C), was dropped from the pool, or
+        # took the job and lapsed (the job reopened or another holds it): a commit fails
+        if held is not None and self._took_it(held):
             self._lapse(job_id, held, self._bond(held, job), LAPSED_UNCOMMITTED)
         return False
 
@@ -128,7 +125,7 @@ class CommitKeeping:
         """Our claim took the job on the active chain: we saw the job as ours on the
         tip, or our claim transaction is in a block and did not fail (seen or not: a
         node suspended or behind meanwhile may never see the job as ours)."""
-        return _was_ours(self, held) or (
+        return self._was_ours(held) or (
             bool(held.claim_txid) and self.chain.db.get_tx_failure(held.claim_txid) == ""
         )
 
@@ -168,7 +165,7 @@ class CommitKeeping:
             return
         if held.commit_txid and not held.commit_failed:
             failure = self.chain.db.get_tx_failure(held.commit_txid)
-            if failure is not None:
+            if failure:  # ("" if it succeeded; None while not in a block)
                 held.commit_failed = str(failure)
                 log.warning(
                     "job %s: our commit %s was included as failed (%s)",
@@ -206,7 +203,7 @@ class CommitKeeping:
         to the pool."""
         if held.ended:
             return True
-        seen = _was_ours(self, held)
+        seen = self._was_ours(held)
         if not (seen or self._took_it(held)):
             return False
         ours = job.claimant == self.address
@@ -221,9 +218,6 @@ class CommitKeeping:
             self._lapse(job_id, held, self._bond(held, job), LAPSED_UNCOMMITTED)
         return held.ended
 
-
-def _was_ours(keeper: CommitKeeping, held: Held | None) -> bool:
-    """The job as we last saw it on the tip was ours: claimed or committed by us."""
-    return (
-        held is not None and held.job.claimant == keeper.address and held.job.status in _HELD
-    )
+    def _was_ours(self, held: Held) -> bool:
+        """The job as we last saw it on the tip was ours: claimed or committed by us."""
+        return held.job.claimant == self.address and held.job.status in _HELD

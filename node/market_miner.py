@@ -44,6 +44,7 @@ from chain.keys import PrivateKey
 from chain.tx import Transaction
 from chain.txkind import TxKind
 from compute.blobs import BlobStore
+from node.bond_messages import LAPSED_UNCOMMITTED
 from node.claim_order import Crossings, Sightings
 from node.market_claims import (
     ClaimRounds,
@@ -53,7 +54,6 @@ from node.market_claims import (
 )
 from node.market_commits import CommitKeeping
 from node.market_operands import BlobPeers, Held, OperandFetcher
-from node.remote_results import LAPSED_UNCOMMITTED
 from node.template import JobRef
 
 log = logging.getLogger("pouw.market")
@@ -334,6 +334,7 @@ class MarketMiner(CommitKeeping, ClaimRounds):
         if held.restore or held.unservable:
             return
         held.restore, held.computed = True, False
+        held.lost_c = False  # (counted as restored once, by _restored)
         held.download = None  # a finished download's operands were dropped with C
         # a file that is there but does not read back (cut short by a crash) would make
         # the store take the new C for one it has: it goes first

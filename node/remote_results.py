@@ -23,6 +23,7 @@ from compute.blob_fetch import FetchReport, fetch_blob
 from compute.blobs import BlobError
 from compute.engine import OperandLeaves
 from consensus.result import RESULT_CHUNK, row_proof
+from node.bond_messages import LAPSED_BEFORE_COMMIT, LAPSED_UNCOMMITTED, REFUNDED
 from node.remote_rivals import UNCLAIMED_STATUSES
 from wallet.job_txs import commit_tx, reveal_tx
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
@@ -38,18 +39,6 @@ RECHECK_S = 2.0
 # commit is pooled, C may have been deleted by the node's retention meanwhile
 # (node/blob_retention.FRESH_S, 600 s); on the node a second upload only refreshes it.
 REUPLOAD_S = 60.0
-
-# How a bond of ours was lost, as the warnings say it (node/market_miner.py says the same).
-LAPSED_BEFORE_COMMIT = (
-    "our claim lapsed before our commit was sent, which would now fail: the bond goes to "
-    "the buyer (is the node reachable, and the product as fast as the claim's deadline needs?)"
-)
-LAPSED_UNCOMMITTED = "our claim lapsed with no commit of ours on chain: the bond went to the buyer"
-REFUNDED = (
-    "refunded to its buyer after a challenge of our C or a probe not answered in time: "
-    "the bond went to whoever challenged or probed"
-)
-
 
 @dataclass
 class RemoteHeld:
@@ -197,10 +186,10 @@ class ResultDelivery:
                 held.commit_sent = True  # (a commit of ours the node already took)
                 return False
             return not self._lapsed_now(job_id, held, why)
-        if status in UNCLAIMED_STATUSES and (
-            self.address in job.get("pending_claimants", ()) or not self._took_it(held)
-        ):  # fmt: skip
-            return True  # our claim on its way (or one that failed: the next tip says)
+        if status in UNCLAIMED_STATUSES and self.address in job.get("pending_claimants", ()):
+            return True  # our claim on its way: the commit follows it
+        # our claim failed, was dropped from the pool, or took the job and lapsed (the
+        # job reopened or another holds it): a commit would fail
         self._ended(job_id, held, job)
         return False
 
@@ -230,6 +219,8 @@ class ResultDelivery:
         our claim back (pooled again, or the MTP before its deadline)."""
         if held.ended:
             return True
+        if self.address in job.get("pending_claimants", ()):
+            return False  # a claim of ours still pooled (sent, or put back by a reorg)
         seen = self._was_ours(held)
         if not (seen or self._took_it(held)):
             return False
@@ -239,10 +230,8 @@ class ResultDelivery:
             log.info("job %s paid: its bounty and our bond are ours", job_id[:16])
         elif ours and job["status"] == "refunded":
             self._lapse(job_id, held, REFUNDED)
-        elif (
-            not ours
-            and self.address not in job.get("pending_claimants", ())
-            and (not seen or int(job.get("mtp", 0)) >= int(held.job.get("claim_deadline", 0)))
+        elif not ours and (
+            not seen or int(job.get("mtp", 0)) >= int(held.job.get("claim_deadline", 0))
         ):  # reopened (maybe claimed by another since): our claim lapsed
             if not held.job.get("bond"):  # never seen as ours: the bond the job asks
                 held.job["bond"] = self.network.market.bond_for(int(job["bounty"]))

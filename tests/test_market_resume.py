@@ -323,7 +323,7 @@ def test_the_standalone_market_sends_no_commit_once_its_claim_lapsed(
 
     from node.remote_market import RemoteMarket
 
-    genesis = market_genesis(tmp_path, claim_slack_s=8, challenge_s=60, reveal_s=30)
+    genesis = market_genesis(tmp_path, claim_slack_s=10, challenge_s=60, reveal_s=30)
     _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**22)))
     net = load_network("devnet", genesis)
     node = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")

@@ -193,8 +193,7 @@ class MarketMethods:
                 raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
             out = self.pending_job_info(job_id, job)
         else:
-            clock = self.node.chain.clock_after(self.node.chain.tip)
-            out = self.job_info(job_id, job, clock)
+            out = self.job_info(job_id, job, self.node.chain.clock_after(self.node.chain.tip))
         out["mtp"] = self.node.chain.mtp_after(self.node.chain.tip)
         if job.status in (JobStatus.OPEN, JobStatus.CLAIMED):
             self._add_pool_actions(out, job_id, job)
