@@ -14,6 +14,7 @@ import re
 import signal
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -28,16 +29,20 @@ from wallet.job_txs import claim_tx, probe_tx
 from wallet.jobs import JobClient
 from wallet.rpc import RpcClient, read_cookie
 
+if TYPE_CHECKING:
+    from node.remote_market import RemoteMarket
+
 # Windows long enough for a restart between the claim and its deadline, and between
 # the commit and the probe, on a loaded machine (a start with a warm Numba cache takes
 # a few seconds); the test waits for none of them to close.
 WINDOWS = {"claim_slack_s": 60, "challenge_s": 60, "reveal_s": 30}
 
 
-def _genesis(tmp_path: Path) -> Path:
+def _genesis(tmp_path: Path, **windows: int) -> Path:
     """Blocks of 2^22 multiply-adds, a few a second: the claim, the commit and the
-    probe confirm quickly, and the windows run in seconds whatever the blocks."""
-    genesis = market_genesis(tmp_path, **WINDOWS)
+    probe confirm quickly, and the windows (WINDOWS, or ``windows`` where given) run in
+    seconds whatever the blocks."""
+    genesis = market_genesis(tmp_path, **{**WINDOWS, **windows})
     _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**22)))
     return genesis
 
@@ -59,6 +64,14 @@ def _submit_and_claim(client: JobClient, rpc: RpcClient, net: Network, key_no: i
     wait_for("the claim on chain", lambda: rpc.call("getjob", job_id)["status"] == "claimed")
     assert rpc.call("getjob", job_id)["claimant"] == _address(key_no)
     return job_id
+
+
+def _remote_market(node: Proc, rpc: RpcClient, net: Network) -> RemoteMarket:
+    """The standalone miner's market of devnet key 3, in this process, over ``node``."""
+    from node.remote_market import RemoteMarket
+
+    return RemoteMarket(rpc, net, devnet_key(3), f"http://127.0.0.1:{node.blob}",
+                        read_cookie(node.datadir, "devnet"))  # fmt: skip
 
 
 def _gone(pid: int) -> bool:
@@ -246,7 +259,6 @@ def test_the_standalone_market_takes_back_a_claim_and_its_commit(tmp_path: Path)
     market started after its key's claim confirmed hands the job out as claimed on
     chain (named); one started after the commit was sent does not compute it again and
     answers a probe from one row of the node's copy of C."""
-    from node.remote_market import RemoteMarket
 
     genesis = _genesis(tmp_path)
     net = load_network("devnet", genesis)
@@ -258,8 +270,7 @@ def test_the_standalone_market_takes_back_a_claim_and_its_commit(tmp_path: Path)
         job_id = _submit_and_claim(client, rpc, net, 3, seed=34)
 
         def market() -> RemoteMarket:
-            return RemoteMarket(rpc, net, devnet_key(3), f"http://127.0.0.1:{node.blob}",
-                                read_cookie(node.datadir, "devnet"))  # fmt: skip
+            return _remote_market(node, rpc, net)
 
         first = market()
         work = wait_for("the claimed job handed out", lambda: (first.poll(), first.next_job())[1])
@@ -325,10 +336,7 @@ def test_the_standalone_market_sends_no_commit_once_its_claim_lapsed(
     that bond is said lost too when it looks again."""
     import logging
 
-    from node.remote_market import RemoteMarket
-
-    genesis = market_genesis(tmp_path, claim_slack_s=10, challenge_s=60, reveal_s=30)
-    _edit_genesis(genesis, lambda d: d["difficulty"].update(genesis_target=hex(2**256 // 2**22)))
+    genesis = _genesis(tmp_path, claim_slack_s=10)
     net = load_network("devnet", genesis)
     node = Proc(tmp_path / "n0", genesis, "--mine", "--nomarket")
     try:
@@ -336,8 +344,7 @@ def test_the_standalone_market_sends_no_commit_once_its_claim_lapsed(
         wait_for("blocks", lambda: rpc.call("getblockcount") >= 3, procs=[node])
         client = _buyer(node, net)
         job_id = _submit_and_claim(client, rpc, net, 3, seed=35)
-        market = RemoteMarket(rpc, net, devnet_key(3), f"http://127.0.0.1:{node.blob}",
-                              read_cookie(node.datadir, "devnet"))  # fmt: skip
+        market = _remote_market(node, rpc, net)
         work = wait_for("the claimed job handed out", lambda: (market.poll(), market.next_job())[1])
         assert work[0] == job_id and work[2] is True
         held = market.held[job_id]
