@@ -453,7 +453,7 @@ class RemoteMiner:
                 if self.max_blocks is not None and self.stats.accepted >= self.max_blocks:
                     break
                 with contextlib.suppress(queue.Empty):
-                    self._handle(self._workers.results.get(timeout=0.25))
+                    self._handle(self._workers.get(timeout=0.25))
                 self._reap()
                 if self._workers.left() == 0:
                     break

@@ -1,12 +1,15 @@
 """The standalone miner's worker processes (node/miner_worker.py) as its main process
 (node/remote_miner.py) runs them: one spawned per device, each with a queue of orders
-and a file for its paid jobs' operands and C (node/shared_arrays.py), one queue of
-messages back from all of them, and the workers that are gone."""
+and a file for its paid jobs' operands and C (node/shared_arrays.py), a queue of
+messages back from each (not one shared by all: a worker killed while it writes to a
+queue dies holding that queue's write lock, and every other worker writing to it would
+wait for ever), and the workers that are gone."""
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import multiprocessing.connection
 import queue
 import signal
 import time
@@ -23,7 +26,8 @@ from node.shared_arrays import OrderFile, SharedRef
 class WorkerPool:
     def __init__(self) -> None:
         self._ctx = mp.get_context("spawn")
-        self.results: Any = self._ctx.Queue()  # every worker's messages
+        self._results: list[Any] = []  # each worker's queue of messages back
+        self._next = 0  # the worker whose queue is read first (taken in turn)
         self._jobs: list[Any] = []  # each worker's queue of orders
         self._procs: list[Any] = []
         self.gone: set[int] = set()  # workers that failed or exited
@@ -38,14 +42,15 @@ class WorkerPool:
             previous = None
         try:
             for spec in specs:
-                jobs = self._ctx.Queue()
+                jobs, results = self._ctx.Queue(), self._ctx.Queue()
                 proc = self._ctx.Process(
-                    target=worker_main, args=(spec, jobs, self.results),
+                    target=worker_main, args=(spec, jobs, results),
                     name=f"pouw-miner-{spec.index}",
                 )  # fmt: skip
                 proc.daemon = True
                 proc.start()
                 self._jobs.append(jobs)
+                self._results.append(results)
                 self._procs.append(proc)
         finally:
             if previous is not None:
@@ -58,6 +63,23 @@ class WorkerPool:
     def left(self) -> int:
         """The workers not gone."""
         return len(self._procs) - len(self.gone)
+
+    def get(self, timeout: float) -> tuple[Any, ...]:
+        """The next message of a worker not gone, the workers taken in turn; waits up
+        to ``timeout`` seconds for one (queue.Empty if none came)."""
+        live = [i for i in range(len(self._results)) if i not in self.gone]
+        for waited in (False, True):
+            if waited:
+                readers = [self._results[i]._reader for i in live]
+                if not live or not mp.connection.wait(readers, timeout):
+                    break
+            for k in range(len(live)):
+                index = live[(self._next + k) % len(live)]
+                with contextlib.suppress(queue.Empty):
+                    message = self._results[index].get_nowait()
+                    self._next = (self._next + k + 1) % len(live)
+                    return message  # type: ignore[no-any-return]
+        raise queue.Empty
 
     def send(self, index: int, order: tuple[Any, ...]) -> None:
         self._jobs[index].put(order)
@@ -99,10 +121,10 @@ class WorkerPool:
         each with how it ended. What they sent before they died goes to ``handle``
         first (a product, say), which may find some of them gone."""
         dead = [i for i, p in enumerate(self._procs) if i not in self.gone and p.exitcode]
-        if dead:
+        for index in dead:
             with contextlib.suppress(queue.Empty):
                 while True:
-                    handle(self.results.get_nowait())
+                    handle(self._results[index].get_nowait())
         ended = []
         for index in dead:
             if index not in self.gone:
