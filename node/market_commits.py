@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from chain.chainstate import ChainState
 from chain.job_record import Job, JobStatus, get_job
-from chain.jobs import claim_lapsed
+from chain.jobs import BlockClock, claim_lapsed
 from chain.tx import Transaction
 from chain.txkind import TxKind
 from compute.blobs import BlobStore
@@ -54,6 +54,7 @@ class CommitKeeping:
     pending_nonce: Callable[[bytes], int]
     _results: dict[bytes, bytes]
     _computed: set[bytes]
+    _clock_cache: tuple[bytes, BlockClock] | None = None  # (tip, the next block's clock)
     _send: Callable[[Transaction, str], bool]
     _our_pooled: Callable[[bytes, TxKind], Transaction | None]
 
@@ -139,10 +140,18 @@ class CommitKeeping:
         """Our claim of ``job`` (claimed on the tip) lapsed for the next block: no
         commit counts any more, and the timer reopens the job and gives the bond to the
         buyer (at that block or a few later). Said and counted once."""
-        if not claim_lapsed(job, self.chain.clock_after(self.chain.tip)):
+        if not claim_lapsed(job, self._next_clock()):
             return False
         self._lapse(job_id, held, job.bond, why)
         return True
+
+    def _next_clock(self) -> BlockClock:
+        """The next block's clock, computed once per tip (on_tip asks it of every claim
+        we hold)."""
+        tip = self.chain.tip.hash
+        if self._clock_cache is None or self._clock_cache[0] != tip:
+            self._clock_cache = (tip, self.chain.clock_after(self.chain.tip))
+        return self._clock_cache[1]
 
     def _lapse(self, job_id: bytes, held: Held | None, bond: int, why: str) -> None:
         """Our ``bond`` for the job is lost (``why``): a warning and ``bonds_lost``, once per

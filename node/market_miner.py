@@ -170,8 +170,7 @@ class MarketMiner(CommitKeeping, ClaimRounds):
             if job is None or job.status != JobStatus.CLAIMED:
                 waiting.append((job_id, held))  # not confirmed yet (or lost: on_tip drops it)
                 continue
-            if self._lapsed_now(job_id, held, job, LAPSED_UNCOMMITTED):
-                continue  # too late: computing it would not save the bond
+            # (a claim that lapsed is ``ended``: next_work's on_tip saw it on this tip)
             if await self.operands.fetch(job_id, held):
                 assert held.a is not None and held.b is not None
                 return JobRef(job_id, job.h_a, job.h_b), held.a, held.b
@@ -311,10 +310,7 @@ class MarketMiner(CommitKeeping, ClaimRounds):
                 root = payload.result_root if isinstance(payload, JobCommit) else None
                 held.commit_txid = pooled.txid
             if root is not None:
-                held.computed, held.result_root = True, root
-                self._results[job_id] = root
-                if self.store.find(root) is None:
-                    self._restore(job_id, held, "committed by us but C is not in the blob store")
+                self._committed_as(job_id, held, root)
             self.held[job_id] = held
             counts[job.status] += 1
             if job.status == JobStatus.CLAIMED:
@@ -325,6 +321,14 @@ class MarketMiner(CommitKeeping, ClaimRounds):
                 "%d committed (probes answered from the stored C)",
                 counts[JobStatus.CLAIMED], counts[JobStatus.COMMITTED],
             )  # fmt: skip
+
+    def _committed_as(self, job_id: bytes, held: Held, root: bytes) -> None:
+        """A commit of ours under ``root`` stands (on chain, or pooled): the job counts
+        as computed, and C is computed again if the blob store lost it."""
+        held.computed, held.result_root = True, root
+        self._results[job_id] = root
+        if self.store.find(root) is None:
+            self._restore(job_id, held, "committed by us but C is not in the blob store")
 
     def _restore(self, job_id: bytes, held: Held, why: str) -> None:
         """A committed job's C is gone from the blob store (a crash within the
@@ -427,10 +431,7 @@ class MarketMiner(CommitKeeping, ClaimRounds):
                 continue
             if not held.computed and not held.restore:  # committed by a commit of ours
                 # that we no longer knew of (a pool lost with a crash, kept by peers)
-                held.computed, held.result_root = True, job.result_root
-                self._results[job_id] = job.result_root
-                if self.store.find(job.result_root) is None:
-                    self._restore(job_id, held, "committed by us but C is not in the blob store")
+                self._committed_as(job_id, held, job.result_root)
             if job.probe_open:
                 self._reveal(job_id, held, job)
 

@@ -186,6 +186,7 @@ class MarketMethods:
         refunded, reclaimed, expired), buyer, shape, commitments, bounty, claim and
         result, and ``pending_commit`` while the claimant's commit waits in our pool."""
         job_id = bytes.fromhex(p.job_id)
+        clock = self.node.chain.clock_after(self.node.chain.tip)
         job = get_job(self.node.chain.state_get, job_id)
         if job is None:
             job = self.pooled_job(job_id)
@@ -193,8 +194,8 @@ class MarketMethods:
                 raise RpcError(INVALID_ADDRESS_OR_KEY, "job not found")
             out = self.pending_job_info(job_id, job)
         else:
-            out = self.job_info(job_id, job, self.node.chain.clock_after(self.node.chain.tip))
-        out["mtp"] = self.node.chain.mtp_after(self.node.chain.tip)
+            out = self.job_info(job_id, job, clock)
+        out["mtp"] = clock.mtp
         if job.status in (JobStatus.OPEN, JobStatus.CLAIMED):
             self._add_pool_actions(out, job_id, job)
         return out
