@@ -29,7 +29,7 @@ from node.settings_file import (
     resolve,
     show,
 )
-from wallet.cli import add_wallet_parser, setup_logging
+from wallet.cli import add_wallet_parser, say_failure, setup_logging
 from wallet.job_cli import add_job_parser
 
 log = logging.getLogger("pouw")
@@ -519,29 +519,36 @@ def main(argv: list[str] | None = None) -> int:
         where = parser if before_command else getattr(args, "command_parser", parser)
         where.error(f"unrecognized arguments: {' '.join(unknown)}")
     setup_logging(getattr(args, "log_level", "info"))
+
+    def fail(message: str, exc: BaseException) -> None:  # --json: one JSON line instead
+        if getattr(args, "json", False):
+            say_failure(args, message, exc)
+        else:
+            log.error("%s", message)
+
     try:
         code = int(args.handler(args))
         sys.stdout.flush()  # a closed pipe shows here, not in the exit's flush
         return code
     except PortInUseError as exc:  # the machine's state, not a wrong setting: as OSError
-        log.error("%s", exc)
+        fail(str(exc), exc)
         return EXIT_FAILURE
     except UsageError as exc:
-        log.error("%s", exc)
+        fail(str(exc), exc)
         return EXIT_USAGE
     except (NetworkError, AddressError, StorageError, DatadirError) as exc:
-        log.error("%s", exc)
+        fail(str(exc), exc)
         return EXIT_FAILURE
     except BrokenPipeError:  # stdout closed early (`| head`): nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # exit's flush too
         return EXIT_FAILURE
     except OSError as exc:  # a file of the datadir: full disk, permissions, ...
-        log.error("%s", os_error_message(exc))
+        fail(os_error_message(exc), exc)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Ctrl-C in a command that waits (`pouw job result --wait`, `pouw rpc`). A running
         # `pouw node` stops on its own signal handler instead, and exits from cmd_node.
-        print("interrupted", file=sys.stderr)
+        say_failure(args, "interrupted", exc)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - last resort: say what failed, not a traceback
         # imported here: a wallet or miner command's start skips the chain's modules
@@ -550,14 +557,14 @@ def main(argv: list[str] | None = None) -> int:
         from node.service import NodeError
 
         if isinstance(exc, EngineUnavailableError):  # checked at start; this is a backstop
-            log.error("%s", engine_message(exc))
+            fail(engine_message(exc), exc)
             return EXIT_USAGE
 
         if isinstance(exc, ChainStateError):
-            log.error("%s", exc)
+            fail(str(exc), exc)
             return EXIT_FAILURE
         if isinstance(exc, NodeError):
-            log.error("%s", exc)
+            fail(str(exc), exc)
             return EXIT_USAGE
         raise
 

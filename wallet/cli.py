@@ -17,6 +17,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -420,21 +421,44 @@ def _history_line(e: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def error_type(exc: BaseException) -> str:
+    """The ``type`` of a --json error: the exception's class in snake case
+    (``rpc_connection_error``, ``job_error``), ``os_error`` for any file or socket
+    error, ``interrupted`` for Ctrl-C."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, OSError):
+        return "os_error"
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+def say_failure(args: argparse.Namespace, message: str, exc: BaseException) -> None:
+    """Why a command failed, on stderr (stdout stays for results): ``error: message``,
+    or with --json one line a script can parse,
+    ``{"error": {"type": ..., "message": ..., "code": N}}`` (``code``: the node's
+    JSON-RPC error code, when the node refused)."""
+    if not getattr(args, "json", False):
+        print("interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {message}",
+              file=sys.stderr)  # fmt: skip
+        return
+    error: dict[str, Any] = {"type": error_type(exc), "message": message}
+    if isinstance(exc, RpcError):
+        error["code"] = exc.code
+    print(json.dumps({"error": error}), file=sys.stderr)
+
+
 def _run(args: argparse.Namespace, fn: Any) -> int:
     """Turn the wallet's typed errors into one clear line and an exit code."""
     try:
         return int(fn(args))
-    except (WalletError, AmountError, AddressError, NetworkError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except RpcConnectionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (WalletError, AmountError, AddressError, NetworkError, RpcConnectionError) as exc:
+        say_failure(args, str(exc), exc)
         return EXIT_FAILURE
     except RpcError as exc:
-        print(f"error: the node refused: {exc}", file=sys.stderr)
+        say_failure(args, f"the node refused: {exc}", exc)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        say_failure(args, "interrupted", exc)
         return EXIT_INTERRUPTED
 
 

@@ -283,6 +283,7 @@ def _run(handler: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         from chain.network import NetworkError
         from wallet.amount import AmountError
+        from wallet.cli import say_failure
         from wallet.keystore import WalletError
         from wallet.rpc import RpcConnectionError, RpcError
 
@@ -292,7 +293,7 @@ def _run(handler: Any) -> Any:
             raise
         except (JobError, WalletError, AmountError, RpcError, RpcConnectionError, NetworkError,
                 OSError) as exc:  # fmt: skip
-            print(f"error: {exc}", file=sys.stderr)
+            say_failure(args, str(exc), exc)
             return 1
 
     return run
