@@ -37,7 +37,8 @@ from node.remote_template import TemplateError, template_from_json
 from node.template import BlockTemplate
 from wallet.job_txs import JobError, check_operand
 from wallet.products import PlanError, assemble, plan_parts
-from wallet.rpc import RpcClient, RpcConnectionError, RpcError, get_block_template, submit_block
+from wallet.rpc import RpcClient, RpcConnectionError, RpcError
+from wallet.rpc_calls import get_block_template, submit_block
 
 log = logging.getLogger("pouw.ownwork")
 

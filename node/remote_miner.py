@@ -46,15 +46,8 @@ from node.remote_results import RemoteHeld
 from node.remote_template import RemoteTemplate, TemplateError, template_from_json
 from node.remote_workers import WorkerPool
 from node.shared_arrays import sweep
-from wallet.rpc import (
-    LONGPOLL_TIMEOUT,
-    RpcClient,
-    RpcConnectionError,
-    RpcError,
-    RpcTimeoutError,
-    get_block_template,
-    submit_block,
-)
+from wallet.rpc import LONGPOLL_TIMEOUT, RpcClient, RpcConnectionError, RpcError, RpcTimeoutError
+from wallet.rpc_calls import get_block_template, submit_block
 
 log = logging.getLogger("pouw.miner")
 

@@ -16,7 +16,7 @@ from chain.header import NO_JOB, Header
 from chain.network import Network
 from chain.tx import Transaction, transactions_root
 from node.template import BlockTemplate
-from wallet.rpc import as_int
+from wallet.rpc_calls import as_int
 
 
 class TemplateError(ValueError):

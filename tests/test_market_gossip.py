@@ -42,7 +42,8 @@ from tests.p2putil import WirePeer, free_port
 from tests.test_market_blobs import BadPeer
 from tests.test_market_e2e import Proc, market_genesis, wait_for
 from wallet.jobs import JobClient, submit_tx, upload_blob
-from wallet.rpc import get_account, read_cookie, send_raw_transaction
+from wallet.rpc import read_cookie
+from wallet.rpc_calls import get_account, send_raw_transaction
 
 ROOT = b"\x07" * 32
 

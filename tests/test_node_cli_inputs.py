@@ -519,8 +519,8 @@ def test_a_keystore_of_another_network_is_refused_by_address_and_balance(
 
 
 def test_which_binds_share_a_port() -> None:
-    from node.cli import _share_port
+    from node.listeners import share_port
 
-    assert _share_port("127.0.0.1", "127.0.0.1") and _share_port("0.0.0.0", "127.0.0.1")
-    assert _share_port("::", "127.0.0.1") and _share_port("", "::1")
-    assert not _share_port("0.0.0.0", "::1") and not _share_port("127.0.0.1", "10.0.0.1")
+    assert share_port("127.0.0.1", "127.0.0.1") and share_port("0.0.0.0", "127.0.0.1")
+    assert share_port("::", "127.0.0.1") and share_port("", "::1")
+    assert not share_port("0.0.0.0", "::1") and not share_port("127.0.0.1", "10.0.0.1")

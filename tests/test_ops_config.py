@@ -105,7 +105,7 @@ def test_node_process_refuses_a_bad_file_and_config_show_prints(tmp_path: Path) 
 
 
 def test_ports_beside_rpc_follow_the_rpc_port(tmp_path: Path) -> None:
-    from node.cli import listeners
+    from node.listeners import listeners
 
     cfg = resolve(parse("--datadir", str(tmp_path), "--rpc-port", "40000", "--metrics")).config
     ports = {lis.what: lis.port for lis in listeners(cfg, 29333, 29332)}

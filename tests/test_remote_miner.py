@@ -33,7 +33,8 @@ from node.miner_worker import filler_seed
 from node.remote_template import TemplateError, template_from_json
 from tests.chainutil import EASY_WORK, transfer
 from tests.p2putil import free_port
-from wallet.rpc import RpcClient, get_block_template, submit_block
+from wallet.rpc import RpcClient
+from wallet.rpc_calls import get_block_template, submit_block
 
 HAVE_RPC = find_spec("node.rpc.service") is not None
 needs_rpc = pytest.mark.skipif(not HAVE_RPC, reason="node/rpc (the JSON-RPC server) is absent")

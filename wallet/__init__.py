@@ -21,7 +21,8 @@ if TYPE_CHECKING:
         WalletError,
         WrongPasswordError,
     )
-    from wallet.rpc import AccountInfo, RpcClient, RpcConnectionError, RpcError
+    from wallet.rpc import RpcClient, RpcConnectionError, RpcError
+    from wallet.rpc_calls import AccountInfo
     from wallet.wallet import DEFAULT_FEE, Wallet, default_keystore_path
 
 _HOME = {
@@ -33,7 +34,7 @@ _HOME = {
     "KeystoreExistsError": "wallet.keystore",
     "WalletError": "wallet.keystore",
     "WrongPasswordError": "wallet.keystore",
-    "AccountInfo": "wallet.rpc",
+    "AccountInfo": "wallet.rpc_calls",
     "RpcClient": "wallet.rpc",
     "RpcConnectionError": "wallet.rpc",
     "RpcError": "wallet.rpc",

@@ -43,7 +43,8 @@ from wallet.keystore import (
     keystore_address,
     read_keystore,
 )
-from wallet.rpc import RpcClient, RpcConnectionError, RpcError, get_transaction, local_port
+from wallet.rpc import RpcClient, RpcConnectionError, RpcError, local_port
+from wallet.rpc_calls import get_transaction
 from wallet.wallet import DEFAULT_CONF_TARGET, Wallet, address_history, default_keystore_path
 
 log = logging.getLogger("pouw.wallet")
@@ -296,7 +297,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
 def _balance(args: argparse.Namespace) -> int:
     network = _network(args)
     address = _keystore_address(args, network)
-    from wallet.rpc import get_account
+    from wallet.rpc_calls import get_account
 
     rpc = _rpc(args, network)
     info = get_account(rpc, address)

@@ -36,9 +36,9 @@ from wallet.keystore import (
     read_keystore,
     write_keystore,
 )
-from wallet.rpc import (
+from wallet.rpc import RpcClient
+from wallet.rpc_calls import (
     AccountInfo,
-    RpcClient,
     estimate_fee,
     get_account,
     get_address_history,
