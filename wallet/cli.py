@@ -5,7 +5,8 @@ default ``default``) unless ``--wallet-file PATH`` is given. The password comes 
 ``--password-file``, else ``$POUW_WALLET_PASSWORD``, else a prompt on the terminal.
 Amounts: ``1.5`` is coins, ``150000000u`` is base units (1 coin = 10^8 units).
 RPC: ``--rpc URL`` (default the network's port on 127.0.0.1), credentials from
-``--rpc-user/--rpc-password`` or the node's cookie in ``--datadir``.
+``--rpc-user/--rpc-password``, else the URL's (``http://user:password@host:port``), else
+the node's cookie in ``--datadir``.
 
 Register with ``add_wallet_parser(subparsers)``; run alone with ``python -m wallet.cli``.
 """

@@ -84,10 +84,13 @@ def _client(args: argparse.Namespace) -> JobClient:
     elif args.command_needs_key:
         key = wcli._unlock(args, network).signing_key  # noqa: SLF001
     datadir = wcli._datadir(args)  # noqa: SLF001
+    # uploads take the node's cookie (node/blobs.py): read from --datadir, else the RPC
+    # credentials given (a remote node's cookie passed as --rpc-user/--rpc-password or
+    # in the --rpc URL)
     try:
         auth: tuple[str, str] | None = read_cookie(datadir, network.name)
     except RpcConnectionError:  # read_cookie's error for a missing or malformed cookie
-        auth = None
+        auth = rpc.credentials()
     products = datadir / network.name / "products"
     return JobClient(key, network, rpc, blob, auth, manifest_dir=products)
 

@@ -129,11 +129,35 @@ def local_port(
     return int(rpc) + BLOB_PORT_OFFSET
 
 
+def url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without a ``user:password@`` before its host, and that (user, password),
+    percent-decoded (None when there is none): a node URL may carry its RPC
+    credentials, as curl takes them; they are sent as Basic auth, never in the URL."""
+    full = url if "://" in url else "http://" + url
+    scheme, netloc, path, query, fragment = urllib.parse.urlsplit(full)
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    bare = urllib.parse.urlunsplit((scheme, hostport, path, query, fragment))
+    return bare, (urllib.parse.unquote(user), urllib.parse.unquote(password))
+
+
+def shown_url(url: str) -> str:
+    """``url`` for a message or a log: a password in it replaced by ``***``."""
+    bare, credentials = url_credentials(url)
+    if credentials is None:
+        return url
+    scheme, _, rest = bare.partition("://")
+    return f"{scheme}://{urllib.parse.quote(credentials[0], safe='')}:***@{rest}"
+
+
 def check_node_url(url: str, flag: str = "--rpc") -> str:
     """``url`` as a node URL (``http://`` added when it has no scheme), checked before
     any request: an http(s) scheme, a host and a port in 1-65535. Raises
-    RpcConnectionError naming ``flag`` and the URL."""
+    RpcConnectionError naming ``flag`` and the URL (its password hidden)."""
     full = url if "://" in url else "http://" + url
+    url = shown_url(url)
     try:
         parts = urllib.parse.urlsplit(full)
         port = parts.port
@@ -192,6 +216,7 @@ class RpcClient:
         password: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        url, in_url = url_credentials(url)  # http://user:password@host:port
         self.url = check_node_url(url)
         self.timeout = timeout
         self._auth: str | None = None
@@ -199,6 +224,8 @@ class RpcClient:
         # (datadir, network) of the cookie the credentials came from: read again when
         # the node refuses them (it writes a new cookie each time it starts)
         self._cookie: tuple[Path, str] | None = None
+        if user is None and in_url is not None:  # explicit credentials come first
+            user, password = in_url
         if user is not None:
             self._set_credentials(user, password or "")
         self._ids = itertools.count(1)
@@ -215,8 +242,9 @@ class RpcClient:
         password: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> RpcClient:
-        """Explicit credentials if given, else the cookie of ``datadir`` (if given)."""
-        if user is None and datadir is not None:
+        """Explicit credentials if given, else those in ``url`` (``user:password@``),
+        else the cookie of ``datadir`` (if given)."""
+        if user is None and datadir is not None and url_credentials(url)[1] is None:
             user, password = read_cookie(datadir, network)
             client = cls(url, user, password, timeout)
             client._cookie = (datadir, network)
