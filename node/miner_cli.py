@@ -264,7 +264,7 @@ def _market(
     workers: int,
 ) -> RemoteMarket:  # fmt: skip
     """The paid-job side: the keystore's key (it must hold --address) and the node's
-    blob endpoint, authenticated like its RPC (cookie or --rpc-user)."""
+    blob endpoint, authenticated like its RPC (cookie, --rpc-user or the URL's)."""
     from node.remote_market import RemoteMarket
     from wallet.job_cli import blob_url_for
     from wallet.rpc import read_cookie
@@ -288,9 +288,8 @@ def _market(
     wallet = Wallet.load(args.market_wallet, password, network)
     if wallet.address != args.address:
         raise WalletError(f"{args.market_wallet} holds {wallet.address}, not --address")
-    if args.rpc_user is not None:
-        auth = (args.rpc_user, args.rpc_password or "")
-    else:
+    auth = rpc.credentials()  # --rpc-user's, else the --rpc URL's, else the cookie's
+    if auth is None:
         assert datadir is not None
         auth = read_cookie(datadir, network.name)
     if args.blob_url or args.rpc:

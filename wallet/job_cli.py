@@ -40,14 +40,14 @@ MAX_PORT = 65535
 
 def blob_url_for(rpc_url: str | None, rpc_port: int) -> str:
     """The blob endpoint beside an RPC URL (same host, port + 3)."""
-    from wallet.rpc import check_node_url
+    from wallet.rpc import check_node_url, shown_url
 
     if not rpc_url:
         return f"http://127.0.0.1:{rpc_port + BLOB_PORT_OFFSET}"
     parts = urlsplit(check_node_url(rpc_url))
     port = (parts.port or rpc_port) + BLOB_PORT_OFFSET
     if port > MAX_PORT:
-        raise JobError(f"--rpc {rpc_url!r}: its port + 3 is no port: pass --blob-url")
+        raise JobError(f"--rpc {shown_url(rpc_url)!r}: its port + 3 is no port: pass --blob-url")
     host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
     return f"{parts.scheme}://{host}:{port}"
 
