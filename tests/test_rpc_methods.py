@@ -17,7 +17,7 @@ from consensus.pouw import filler_matrices
 from node.rpc.encode import template_from_json
 from node.template import BlockTemplate
 from tests.chainutil import address_of, transfer
-from tests.test_rpc_util import Harness, run_node
+from tests.test_rpc_util import Harness, easy_genesis_file, run_node
 
 ENGINE = NumpyEngine()
 
@@ -592,3 +592,54 @@ def test_market_work_in_progress_is_the_claimed_jobs_only(tmp_path: Path) -> Non
         assert info["in_progress_multiply_adds"] == 0 and info["jobs"]["committed"] == 1
 
     run_node(tmp_path, body)
+
+
+def test_getjob_says_a_claim_lapsed_before_the_timer_reopens_the_job(tmp_path: Path) -> None:
+    """A claim whose deadline the next block's clock has passed shows ``claim_lapsed:
+    true`` in getjob and listjobs while the job is still claimed (a commit would fail
+    now); a later block's timer reopens it, the bond going to the buyer."""
+    import numpy as np
+
+    from chain.keys import devnet_key
+    from wallet.job_txs import claim_tx, submit_tx
+
+    genesis = easy_genesis_file(tmp_path)
+    data = json.loads(genesis.read_text())
+    data["market"].update(claim_slack_s=1, min_window_blocks=1)
+    genesis.write_text(json.dumps(data))
+
+    async def body(h: Harness) -> None:
+        net = h.node.network
+        buyer, miner = devnet_key(0), devnet_key(2)
+        a, b = np.ones((64, 128), np.int8), np.ones((128, 64), np.int8)
+        await mine_and_submit(h, 1)
+        mtp = (await h.result("getblockchaininfo"))["mediantime"]
+        submit = submit_tx(net, buyer, 0, a, b, 10**6, mtp + 3600, url="http://b")
+        job = submit.txid.hex()
+        await h.result("sendrawtransaction", submit.to_bytes().hex())
+        await mine_and_submit(h, 1)
+        bond = net.market.bond_for(10**6)
+        claim = claim_tx(net, miner, 0, submit.txid, bond)
+        await h.result("sendrawtransaction", claim.to_bytes().hex())
+        await mine_and_submit(h, 1)
+        got = await h.result("getjob", job)
+        assert got["status"] == "claimed" and got["claim_lapsed"] is False, got
+        seen_lapsed = False
+        buyer_address = encode_address(net.hrp, address_of(0))
+        for _ in range(40):  # blocks a quarter second apart: the median time moves on
+            await asyncio.sleep(0.25)
+            before = (await h.result("getaccount", buyer_address))["balance"]
+            await mine_and_submit(h, 1)
+            got = await h.result("getjob", job)
+            if got["status"] != "claimed":
+                break
+            if got["claim_lapsed"]:
+                seen_lapsed = True
+                [listed] = await h.result("listjobs", "claimed")
+                assert listed["job_id"] == job and listed["claim_lapsed"] is True
+        assert seen_lapsed, "the claim never showed as lapsed while claimed"
+        assert got["status"] == "open" and "claim_lapsed" not in got, got
+        after = (await h.result("getaccount", buyer_address))["balance"]
+        assert after - before == bond  # the lapsed claim's bond, the buyer's
+
+    run_node(tmp_path, body, genesis_file=genesis)
