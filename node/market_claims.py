@@ -457,7 +457,8 @@ class ClaimRounds:
         held.claim_txid, held.claimed_at = claim.txid, time.monotonic()
         self._crossings.claimed(held.claimed_at)
         self.counters.claims_sent += 1
-        held.ended = False  # a new claim, a new bond
+        held.ended = held.bond_counted_lost = False  # a new claim, a new bond (the old
+        # one's loss stays counted)
         self._send_commit(job_id, held.result_root, held)
         log.info("claimed job %s again: its C is done", job_id.hex()[:16])
         return True

@@ -160,7 +160,7 @@ class CommitKeeping:
         if held is not None:
             if held.ended:
                 return
-            held.ended = True
+            held.ended = held.bond_counted_lost = True
             held.a = held.b = held.b_t = held.leaves = None  # no product of it is wanted now
         self.counters.bonds_lost += 1
         log.warning("job %s: %s (bond %d)", job_id.hex()[:16], why, bond)
@@ -204,6 +204,16 @@ class CommitKeeping:
                 "job %s: our commit was neither in the pool nor on chain: sent again",
                 job_id.hex()[:16],
             )  # fmt: skip
+
+    def _claim_back(self, job_id: bytes, held: Held) -> None:
+        """A reorg put the tip on a branch where our claim still holds the job: a bond
+        counted as lost is ours again (it is counted again if the claim lapses there)."""
+        if held.bond_counted_lost:
+            self.counters.bonds_lost -= 1
+            log.warning(
+                "job %s: a reorg brought our claim back: its bond is not lost", job_id.hex()[:16]
+            )  # fmt: skip
+        held.ended = held.bond_counted_lost = False
 
     def _ended(self, job_id: bytes, held: Held, job: Job) -> bool:
         """The tip no longer shows the job as ours: True if our claim of it is over,

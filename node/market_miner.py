@@ -426,7 +426,8 @@ class MarketMiner(CommitKeeping, ClaimRounds):
             held.job = job
             if job.status == JobStatus.CLAIMED:
                 if not self._lapsed_now(job_id, held, job, LAPSED_UNCOMMITTED):
-                    held.ended = False  # (a reorg onto a branch where the claim holds)
+                    if held.ended:  # a reorg onto a branch where the claim holds
+                        self._claim_back(job_id, held)
                     self._keep_commit(job_id, held)
                 continue
             if not held.computed and not held.restore:  # committed by a commit of ours

@@ -59,6 +59,7 @@ class Held:
     # our claim is over: paid, or the bond lost (said and counted once); kept only
     # until the tip no longer shows the job as ours (node/market_commits.py)
     ended: bool = False
+    bond_counted_lost: bool = False  # this claim's bond is in bonds_lost (a reorg undoes it)
     lost_c: bool = False  # C was lost from the blob store before its commit confirmed
     revealed: set[tuple[int, int]] = field(default_factory=set)
     unrivalled: bool = False  # claimed in our turn as a fresh job's designated miner

@@ -206,3 +206,27 @@ def test_a_lapse_the_miner_never_saw_is_a_lost_bond(
     assert node.sent == [] and job_id not in miner.held
     assert miner.counters.bonds_lost == 1 and miner.counters.claims_lost == 0
     assert caplog.text.count("lapsed with no commit of ours") == 1, caplog.text
+
+
+def test_a_reorg_that_brings_a_lapsed_claim_back_counts_its_bond_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    """A lapse counted, then the tip goes back to a block where our claim still holds
+    (the bond is ours again: uncounted, said), then the claim lapses again there: one
+    bond lost in all, as on the chain."""
+    chain, node, miner, job_id, c = _claimed(tmp_path)
+    _until_lapsed(chain, node, job_id)
+    with caplog.at_level(logging.WARNING, logger="pouw.market"):
+        miner.on_tip()
+        assert miner.counters.bonds_lost == 1 and miner.held[job_id].ended
+        chain._disconnect_tip()  # noqa: SLF001 - the tip before: the claim not lapsed
+        job = get_job(chain.state_get, job_id)
+        assert job is not None and not claim_lapsed(job, chain.clock_after(chain.tip))
+        miner.on_tip()
+        assert miner.counters.bonds_lost == 0 and not miner.held[job_id].ended
+        assert "a reorg brought our claim back" in caplog.text, caplog.text
+        node.mine()  # lapsed again on this branch
+        miner.on_tip()
+        miner.on_tip()
+    assert miner.counters.bonds_lost == 1 and miner.held[job_id].ended
+    assert node.sent == [] and miner.counters.commits == 0
