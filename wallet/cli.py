@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ from wallet.keystore import (
     read_keystore,
 )
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError, local_port
-from wallet.rpc_calls import get_transaction
 from wallet.wallet import DEFAULT_CONF_TARGET, Wallet, address_history, default_keystore_path
 
 log = logging.getLogger("pouw.wallet")
@@ -345,25 +343,14 @@ def _send(args: argparse.Namespace) -> int:
     check_fee(fee, args.max_fee)
     txid = w.send(rpc, args.to, amount, fee, nonce=args.nonce)
     log.info("sent %s to %s, fee %s: %s", format_coins(amount), args.to, format_coins(fee), txid)
+    if not args.json:
+        print(txid, flush=True)  # at once: a --wait may be long, and may fail
     obj: dict[str, Any] = {"txid": txid}
-    if args.wait:
-        obj["transaction"] = _wait_confirmed(rpc, txid, args.wait)
-    _out(args, obj, txid)
+    if args.wait:  # (a transfer the node lost meanwhile is sent again)
+        obj["transaction"] = w.wait_confirmed(rpc, txid, args.wait)
+    if args.json:
+        print(json.dumps(obj))
     return 0
-
-
-def _wait_confirmed(rpc: RpcClient, txid: str, seconds: float) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            tx = get_transaction(rpc, txid)
-            if tx.get("confirmations") or tx.get("blockhash") or tx.get("height") is not None:
-                return tx
-        except RpcError:
-            pass
-        if time.monotonic() > deadline:
-            raise WalletError(f"{txid} not confirmed after {seconds:g} s (still pending?)")
-        time.sleep(0.5)
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@
     w.balance(rpc)                         # AccountInfo(balance, immature, nonce, pending_nonce)
     txid = w.send(rpc, "dpw1...", 150_000_000)       # fee from the node's estimatefee
     txid = w.send(rpc, "dpw1...", 150_000_000, fee=2500)  # or a fixed one
+    w.wait_confirmed(rpc, txid, 600)       # sent again if the node lost it meanwhile
 
 The private key never leaves this object: transactions are built and signed here and
 only their wire bytes go to the node (``sendrawtransaction``). The chain id signed
@@ -14,6 +15,8 @@ into every transaction comes from the local network definition, not from the nod
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from wallet.keystore import (
     read_keystore,
     write_keystore,
 )
-from wallet.rpc import RpcClient
+from wallet.rpc import NOT_FOUND, RpcClient, RpcConnectionError, RpcError
 from wallet.rpc_calls import (
     AccountInfo,
     estimate_fee,
@@ -46,11 +49,19 @@ from wallet.rpc_calls import (
     send_raw_transaction,
 )
 
+log = logging.getLogger("pouw.wallet")
+
 DEFAULT_FEE = 1000  # base units: build_transfer's default offline (no node to ask)
 DEFAULT_CONF_TARGET = 6  # blocks: estimatefee's own default, bitcoind's too
 # The most an estimated fee may be (base units; 0.01 coin): a wallet does not pay
 # whatever a node answers, as bitcoind's -maxtxfee. Give the fee explicitly to pay more.
 MAX_ESTIMATED_FEE = 1_000_000
+# wait_confirmed: a transfer the node lost is sent again at most this often (a pool
+# that evicted it for its fee would only evict it again at once), and asked after this
+# often (a devnet block comes in a fraction of a second)
+RESEND_S = 10.0
+WAIT_POLL_S = 0.5
+MAX_KEPT_SENT = 1024  # transfers kept for sending again, per Wallet object
 
 
 def default_keystore_path(datadir: Path, network: str, name: str) -> Path:
@@ -61,12 +72,15 @@ def default_keystore_path(datadir: Path, network: str, name: str) -> Path:
 
 
 class Wallet:
-    __slots__ = ("_key", "network", "path")
+    __slots__ = ("_key", "network", "path", "sent")
 
     def __init__(self, key: PrivateKey, network: Network, path: Path | None = None) -> None:
         self._key = key
         self.network = network
         self.path = path
+        # what ``send`` sent (txid hex -> the signed transaction), for ``wait_confirmed``
+        # to send again a transfer the node lost (the oldest dropped past MAX_KEPT_SENT)
+        self.sent: dict[str, Transaction] = {}
 
     @property
     def signing_key(self) -> PrivateKey:
@@ -207,7 +221,71 @@ class Wallet:
         txid = send_raw_transaction(rpc, tx.to_bytes())
         if txid != tx.txid.hex():
             raise WalletError(f"the node answered txid {txid}, expected {tx.txid.hex()}")
+        self.sent[txid] = tx
+        while len(self.sent) > MAX_KEPT_SENT:
+            self.sent.pop(next(iter(self.sent)))
         return txid
+
+    def wait_confirmed(
+        self, rpc: RpcClient, txid: str, seconds: float, poll_s: float = WAIT_POLL_S
+    ) -> dict[str, Any]:
+        """Wait up to ``seconds`` for ``txid`` (sent by ``send``) to be in a block;
+        returns its ``gettransaction``. A transfer the node no longer knows (evicted
+        from its pool, or lost with a node that crashed) is sent again, at most every
+        RESEND_S, unless another transaction of this account holds its nonce now,
+        pooled or confirmed (WalletError: it is not replaced). A node that does not answer
+        (restarting) is asked again until the time is up."""
+        deadline = time.monotonic() + seconds
+        resent_at = -RESEND_S
+        silent = False
+        while True:
+            try:
+                tx = get_transaction(rpc, txid)
+                if tx.get("confirmations") or tx.get("blockhash") or tx.get("height") is not None:
+                    return tx
+                silent = False
+            except RpcError as exc:
+                if exc.code != NOT_FOUND:
+                    raise
+                if time.monotonic() - resent_at >= RESEND_S:
+                    self._send_again(rpc, txid)
+                    resent_at = time.monotonic()
+            except RpcConnectionError as exc:
+                if not silent:
+                    log.warning("the node does not answer (%s): waiting for it", exc)
+                silent = True
+            if time.monotonic() > deadline:
+                raise WalletError(
+                    f"{txid} not confirmed after {seconds:g} s: it waits in the node's pool "
+                    "(`pouw wallet history` lists it once it is in a block); is a miner "
+                    "running?"
+                )
+            time.sleep(poll_s)
+
+    def _send_again(self, rpc: RpcClient, txid: str) -> None:
+        """The node knows no ``txid``: send it again, if we have it and its nonce is
+        still free; else WalletError saying what happened."""
+        tx = self.sent.get(txid)
+        if tx is None:
+            return  # not sent by this wallet object: nothing to send again, only wait
+        info = self.balance(rpc)
+        if tx.nonce < info.pending_nonce:  # (sent again, it would replace that one)
+            where = "a block" if tx.nonce < info.nonce else "the node's pool"
+            raise WalletError(
+                f"{txid} is gone from the node, and another transaction of this account "
+                f"with its nonce {tx.nonce} is in {where}: it was not sent again; "
+                "`pouw wallet balance` and `pouw wallet history` show what is pending and "
+                "confirmed"
+            )
+        try:
+            send_raw_transaction(rpc, tx.to_bytes())
+        except RpcError as exc:
+            raise WalletError(
+                f"{txid} is gone from the node's pool and the node refuses it again "
+                f"({exc.message}): send the transfer again (a higher --fee if the pool is "
+                "full)"
+            ) from None
+        log.warning("%s was no longer in the node's pool: sent it again", txid)
 
     def history(self, rpc: RpcClient, details: bool = True) -> list[dict[str, Any]]:
         """Confirmed transactions from or to this address, oldest first (see address_history)."""
