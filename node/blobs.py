@@ -3,8 +3,9 @@
     GET  /blob/{root}/info                    {"kind", "rows", "cols"}
     GET  /blob/{root}/leaves                  32 bytes per line (check against the root)
     GET  /blob/{root}/rows?start=S&count=N    N lines' raw bytes (check each against its leaf)
-    POST /blob?kind=a|bt|c[&root=HEX]         body: one .npy matrix; needs the RPC
-                                              cookie (HTTP Basic); returns {"root": HEX}
+    POST /blob?kind=a|bt|c[&root=HEX]         body: one .npy matrix; needs the RPC's
+                                              credentials (HTTP Basic: its cookie or
+                                              --rpc-user); returns {"root": HEX}
 
 Reads are public (the data is content-addressed and checked by the reader); uploads
 are local and authenticated. Bodies are capped before they are read; a request that
@@ -21,6 +22,7 @@ import io
 import logging
 import os
 import tokenize
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,7 @@ import numpy as np
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from node.rpc.auth import Authenticator
     from node.service import Node
     from p2p.service import P2PService
 
@@ -114,6 +117,9 @@ class BlobServer:
         self.bind = bind
         self.port = port
         self.auth = auth
+        # the node's RPC check of an Authorization header (node/rpc/auth.Authenticator:
+        # the cookie and --rpc-user): when set, uploads take what the RPC takes
+        self.check_auth: Callable[[str | None], bool | None] | None = None
         self.max_upload = max_upload
         self._runner: web.AppRunner | None = None
 
@@ -159,7 +165,13 @@ class BlobServer:
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def upload(self, request: web.Request) -> web.Response:
-        if self.auth is not None:
+        if self.check_auth is not None:
+            if self.check_auth(request.headers.get("Authorization")) is not True:
+                raise web.HTTPUnauthorized(
+                    text="uploads need the node's RPC credentials (its cookie, or its "
+                    "--rpc-user/--rpc-password)"
+                )
+        elif self.auth is not None:
             from aiohttp import BasicAuth
 
             try:
@@ -256,17 +268,31 @@ class BlobService:
     async def start(self) -> None:
         from wallet.rpc import RpcConnectionError, read_cookie
 
-        cfg = self.node.config
-        try:  # the RPC service writes the cookie first (start it before this one)
-            self.server.auth = read_cookie(cfg.datadir, cfg.network)
-        except RpcConnectionError:
-            log.warning("no RPC cookie: blob uploads are disabled")
-            self.server.auth = ("", os.urandom(16).hex())
+        rpc_auth = self._rpc_authenticator()
+        if rpc_auth is not None:  # uploads take what the RPC takes, the cookie included
+            self.server.check_auth = rpc_auth.check_header
+        else:  # no RPC service here: the cookie a node with RPC wrote, if any
+            cfg = self.node.config
+            try:
+                self.server.auth = read_cookie(cfg.datadir, cfg.network)
+            except RpcConnectionError:
+                log.warning("no RPC cookie: blob uploads are disabled")
+                self.server.auth = ("", os.urandom(16).hex())
         await self.server.start()
         self.retention.start()
         p2p = self._p2p()
         if p2p is not None:
             p2p.attach_blobs(self.store, self.server.port, self.server.bind)
+
+    def _rpc_authenticator(self) -> Authenticator | None:
+        """The node's RPC credential check, if it runs an RPC service."""
+        from node.rpc.auth import Authenticator
+
+        for service in self.node.services:
+            auth = getattr(service, "auth", None)
+            if isinstance(auth, Authenticator):
+                return auth
+        return None
 
     def _p2p(self) -> P2PService | None:
         """The node's P2P service, if it runs one (it announces our blobs)."""

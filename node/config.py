@@ -69,7 +69,7 @@ class NodeConfig:
     dashboard: bool = False
     config_file: Path | None = None  # the TOML file that was read, if any
     # Compute market (docs/MARKET.md): the matrix blob endpoint and the miner's side.
-    blobs: bool = True  # serve matrix blobs (needs rpc: uploads use the RPC cookie)
+    blobs: bool = True  # serve matrix blobs (needs rpc: uploads take the RPC's credentials)
     blob_bind: str | None = None  # None: rpc_bind
     blob_port: int | None = None  # None: the RPC port + 3 (port_after_rpc)
     blob_quota_mb: int = 8192

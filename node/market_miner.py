@@ -424,12 +424,16 @@ class MarketMiner(CommitKeeping, ClaimRounds):
                 self.held.pop(job_id)
                 continue
             held.job = job
+            if held.ended and not held.bond_counted_lost:
+                held.ended = False  # seen paid on a branch a reorg left: ours again here
             if job.status == JobStatus.CLAIMED:
                 if not self._lapsed_now(job_id, held, job, LAPSED_UNCOMMITTED):
                     if held.ended:  # a reorg onto a branch where the claim holds
                         self._claim_back(job_id, held)
                     self._keep_commit(job_id, held)
                 continue
+            if held.ended:  # committed by us on the branch a reorg brought: no lapse
+                self._claim_back(job_id, held)
             if not held.computed and not held.restore:  # committed by a commit of ours
                 # that we no longer knew of (a pool lost with a crash, kept by peers)
                 self._committed_as(job_id, held, job.result_root)

@@ -267,7 +267,7 @@ def _market(
     blob endpoint, authenticated like its RPC (cookie, --rpc-user or the URL's)."""
     from node.remote_market import RemoteMarket
     from wallet.job_cli import blob_url_for
-    from wallet.rpc import read_cookie
+    from wallet.rpc import check_node_url, read_cookie
     from wallet.wallet import Wallet
 
     if args.password_file is not None:
@@ -292,8 +292,10 @@ def _market(
     if auth is None:
         assert datadir is not None
         auth = read_cookie(datadir, network.name)
-    if args.blob_url or args.rpc:
-        blob = args.blob_url or blob_url_for(url, network.rpc_port)
+    if args.blob_url:
+        blob = check_node_url(args.blob_url, "--blob-url", credentials=False)
+    elif args.rpc:
+        blob = blob_url_for(url, network.rpc_port)
     else:  # the local node of --datadir: its blob port
         where = args.datadir or default_datadir()
         blob = f"http://127.0.0.1:{local_port(where, network.name, network.rpc_port, 'blob')}"

@@ -68,6 +68,7 @@ from node.remote_results import (
     CLAIM_CONFIRM_S,
     HELD_STATUSES,
     LAPSED_UNCOMMITTED,
+    LATE_C_KEEP_S,
     RemoteHeld,
     ResultDelivery,
 )
@@ -129,6 +130,7 @@ class RemoteMarket(ResultDelivery):
         # even if the job was dropped meanwhile: no claim of it is sent then)
         self._in_work: dict[str, int] = {}
         self._computed: set[str] = set()
+        self._late_c: dict[str, tuple[bytes, float]] = {}  # C that ended too late
         self._failed: dict[str, float] = {}
         self._tip: str | None = None
         self._sightings = Sightings(raw_address)  # other miners seen claiming
@@ -217,9 +219,18 @@ class RemoteMarket(ResultDelivery):
     def _claim_more(self) -> None:
         waiting = sum(not (h.computed or h.ended) for h in self.held.values())
         waiting += sum(jid not in self.held for jid in self._in_work)  # (a worker's, still)
-        if waiting >= self.claim_ahead:
+        now = time.monotonic()
+        for job_id, (_, kept_at) in list(self._late_c.items()):
+            if now - kept_at > LATE_C_KEEP_S:  # never reopened for us (taken, expired)
+                self._late_c.pop(job_id)
+        if waiting >= self.claim_ahead and not self._late_c:
             return
         listed = self._list_unclaimed()
+        for job in listed:  # C in hand: a fee is worth more than the product
+            if job["job_id"] in self._late_c and job["job_id"] not in self.held:
+                self._claim_late(job)
+        if waiting >= self.claim_ahead:
+            return
         if self._sightings.others(time.monotonic()) and any(
             j["job_id"] not in self._seen for j in listed
         ):
@@ -261,6 +272,29 @@ class RemoteMarket(ResultDelivery):
                 pooled = ", its submit still pooled" if job["status"] == "pending" else ""
                 log.info("claimed job %s (%dx%dx%d, bond %d)%s", job["job_id"][:16],
                          job["m"], job["k"], job["n"], bond, pooled)  # fmt: skip
+
+    def _claim_late(self, job: dict[str, Any]) -> None:
+        """Claim an open job again whose C we computed after our first claim lapsed
+        (``_keep_late``), and commit that C right behind the claim; nothing if the node
+        no longer holds C (it is then computed again if claimed again)."""
+        job_id = job["job_id"]
+        root, _ = self._late_c.pop(job_id)
+        if job["status"] != "open" or self._rivals.standing(job) is not None:
+            return  # (a pending submit has no late C; another's claim takes it)
+        if self._node_has_blob(root) is not True:
+            return
+        bond = self.network.market.bond_for(int(job["bounty"]))
+        tx = claim_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id), bond,
+                      fee=self.fee)  # fmt: skip
+        if not self._send(tx, f"claim of {job_id[:16]} (again)"):
+            return
+        now = time.monotonic()
+        held = RemoteHeld(job, now, claim_txid=tx.txid, computed=True, result_root=root,
+                          c_on_node=True, uploaded_at=now)  # fmt: skip
+        self.held[job_id] = held
+        self._crossings.claimed(now)
+        log.info("claimed job %s again: its C is done", job_id[:16])
+        self._send_result(job_id, held)
 
     def _list_unclaimed(self) -> list[dict[str, Any]]:
         return [j for status in UNCLAIMED_STATUSES for j in self.rpc.call("listjobs", status)]

@@ -39,6 +39,12 @@ RECHECK_S = 2.0
 # commit is pooled, C may have been deleted by the node's retention meanwhile
 # (node/blob_retention.FRESH_S, 600 s); on the node a second upload only refreshes it.
 REUPLOAD_S = 60.0
+# C that ended after our claim lapsed is kept on the node (its root here) to claim the
+# reopened job again and commit it, not compute it again: at most this many roots, for
+# at most this long (the node's retention keeps an unreferenced C 10 minutes,
+# node/blob_retention.FRESH_S; the job reopens within a few blocks of the lapse)
+MAX_LATE_C = 64
+LATE_C_KEEP_S = 300.0
 
 @dataclass
 class RemoteHeld:
@@ -97,6 +103,7 @@ class ResultDelivery:
     bonds_lost: int
     _computed: set[str]
     _in_work: dict[str, int]
+    _late_c: dict[str, tuple[bytes, float]]  # job id -> (C's root, when kept)
 
     def _send(self, tx: Any, what: str) -> bool:
         """Send a transaction to the node; False (logged) if it was not taken."""
@@ -153,8 +160,11 @@ class ResultDelivery:
         self._computed.add(job_id)
         self.products += 1
         self.job_multiply_adds += self._in_work.pop(job_id, 0)
-        if held is None or held.ended or (held.commit_sent and not held.restore):
-            return  # (a second product, or our claim is over)
+        if held is None or (held.commit_sent and not held.restore):
+            return  # (a second product)
+        if held.ended:  # our claim lapsed before C: kept to claim the job again with it
+            self._keep_late(job_id, c)
+            return
         held.a = held.bt = None
         held.leaves = None
         held.computed = True
@@ -163,6 +173,26 @@ class ResultDelivery:
             self._upload_restored(job_id, held)
         elif self._still_ours(job_id, held):
             self._send_result(job_id, held)
+        elif held.ended:  # (said lapsed by that look at the job)
+            self._keep_late(job_id, c)
+
+    def _keep_late(self, job_id: str, c: npt.NDArray[np.integer]) -> None:
+        """C of a job whose claim lapsed before it ended: uploaded to the node and its
+        root kept, so that the market round claims the job again once it reopens and
+        commits this C (``RemoteMarket._claim_late``) instead of computing it again."""
+        from wallet.jobs import JobError, upload_blob
+
+        try:
+            root = upload_blob(self.blob_url, "c", np.ascontiguousarray(c, dtype=np.int32),
+                               self.blob_auth)  # fmt: skip
+        except JobError as exc:
+            log.info("job %s: C that ended too late not kept (%s)", job_id[:16], exc)
+            return
+        self._late_c[job_id] = (root, time.monotonic())
+        while len(self._late_c) > MAX_LATE_C:
+            self._late_c.pop(next(iter(self._late_c)))
+        log.info("job %s: C ended after our claim lapsed: kept to claim the job again once "
+                 "it reopens", job_id[:16])  # fmt: skip
 
     def _still_ours(self, job_id: str, held: RemoteHeld) -> bool:
         """Before a commit: the node's job as it is now (``_can_commit``); True when

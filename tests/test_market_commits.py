@@ -230,3 +230,27 @@ def test_a_reorg_that_brings_a_lapsed_claim_back_counts_its_bond_once(
         miner.on_tip()
     assert miner.counters.bonds_lost == 1 and miner.held[job_id].ended
     assert node.sent == [] and miner.counters.commits == 0
+
+
+def test_a_reorg_onto_a_branch_where_our_commit_made_it_uncounts_the_lapse(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    """Our commit missed the blocks of one branch and the claim lapsed there (counted);
+    a reorg brings a branch where the commit made it in time: the bond is not lost."""
+    chain, node, miner, job_id, c = _claimed(tmp_path)
+    claimed_at = chain.tip
+    commit = miner.deliver(job_id, c)
+    assert commit is not None and node.sent == [commit]
+    node.sent.clear()  # not in this branch's blocks
+    _until_lapsed(chain, node, job_id)
+    with caplog.at_level(logging.WARNING, logger="pouw.market"):
+        miner.on_tip()
+        assert miner.counters.bonds_lost == 1 and miner.held[job_id].ended
+        while chain.tip.height > claimed_at.height:  # the other branch, from the claim
+            chain._disconnect_tip()  # noqa: SLF001
+        node.mine(commit)
+        job = get_job(chain.state_get, job_id)
+        assert job is not None and job.status is JobStatus.COMMITTED, job
+        miner.on_tip()
+    assert miner.counters.bonds_lost == 0 and not miner.held[job_id].ended
+    assert "a reorg brought our claim back" in caplog.text, caplog.text

@@ -331,9 +331,11 @@ def test_the_standalone_market_sends_no_commit_once_its_claim_lapsed(
     """A product that ends after our claim lapsed (the job reopened on chain) is not
     committed: that commit would fail and cost its fee on top of the bond. The lost
     bond is said once and counted (the status line shows it), not called a claim lost.
-    ``unseen`` (slow: a second claim window): the market claims the job again, and that
-    claim confirms and lapses while the market looks at nothing (suspended, cut off):
-    that bond is said lost too when it looks again."""
+    That C is kept on the node, and the market claims the reopened job again with it
+    and commits it (not computed again). ``unseen`` (slow: a second claim window): with
+    no C kept, the market claims the job again to compute it, and that claim confirms
+    and lapses while the market looks at nothing (suspended, cut off): that bond is
+    said lost too when it looks again."""
     import logging
 
     genesis = _genesis(tmp_path, claim_slack_s=10)
@@ -356,9 +358,20 @@ def test_the_standalone_market_sends_no_commit_once_its_claim_lapsed(
             market.deliver(job_id, c)
             assert market.commits == 0 and market.bonds_lost == 1 and market.held[job_id].ended
             assert "pending_commit" not in rpc.call("getjob", job_id)
+            if unseen:
+                market._late_c.clear()  # noqa: SLF001 - as if C was not kept
             market.poll()  # forgotten, and the open job claimed again: a new claim, bond
             assert not market.held[job_id].ended
             assert market.bonds_lost == 1 and "1 bonds lost" in market.line()
+            if not unseen:  # claimed again with the C in hand, and committed
+                again = market.held[job_id]
+                assert again.computed and again.commit_sent and market.commits == 1
+                assert f"claimed job {job_id[:16]} again: its C is done" in caplog.text
+                wait_for("the commit", lambda: rpc.call("getjob", job_id)["status"]
+                         == "committed", timeout=30, procs=[node])  # fmt: skip
+                job = rpc.call("getjob", job_id)
+                assert job["claimant"] == _address(3) and job["claims"] == 2, job
+                assert market.recomputed == 0 and market.products == 1
             if unseen:
                 wait_for("the second claim lapsed", lambda: (job := rpc.call(
                     "getjob", job_id))["status"] == "open" and job["claims"] == 2,

@@ -26,6 +26,17 @@ def test_url_credentials_are_split_off_and_hidden_in_messages() -> None:
     with pytest.raises(RpcConnectionError) as exc:
         check_node_url("http://u:secret@127.0.0.1:abc")
     assert "secret" not in str(exc.value) and "u:***@127.0.0.1:abc" in str(exc.value)
+    assert url_credentials("http://@h:9") == ("http://h:9", None)  # nothing given
+    for broken in ("http://[::1:8332", "http://u:secret@[::1:8332"):  # said, not raised
+        assert url_credentials(broken)[1] is None
+        with pytest.raises(RpcConnectionError, match="is not a node URL") as exc:
+            check_node_url(broken)
+        assert "secret" not in str(exc.value)
+    assert shown_url("u:secret@host:9") == "u:***@host:9" and shown_url("http://h:9/a") == (
+        "http://h:9/a"
+    )
+    with pytest.raises(RpcConnectionError, match="holds credentials"):
+        check_node_url("http://u:p@h:9", "--blob-url", credentials=False)
 
 
 def test_a_url_with_credentials_reaches_the_node(
@@ -61,3 +72,33 @@ def test_a_url_with_credentials_reaches_the_node(
         await asyncio.to_thread(calls)
 
     run_node(tmp_path, body)
+
+
+def test_blob_uploads_take_what_the_rpc_takes(tmp_path: Path) -> None:
+    """A node given --rpc-user/--rpc-password takes uploads with those credentials as
+    with its cookie (a remote buyer or miner holds the former only); others are
+    refused with 401."""
+    import numpy as np
+
+    from wallet.jobs import JobError, upload_blob
+
+    async def body(h: Harness) -> None:
+        blobs = next(s for s in h.node.services if s.name == "blobs")
+        await blobs.start()
+        try:
+            url = blobs.url
+            cookie = h.node.config.network_dir.joinpath(".cookie").read_text().strip()
+            user, _, secret = cookie.partition(":")
+            m = np.arange(64, dtype=np.int8).reshape(8, 8)
+
+            def uploads() -> None:
+                root = upload_blob(url, "a", m, ("alice", "wonderland"))
+                assert upload_blob(url, "a", m, (user, secret)) == root
+                with pytest.raises(JobError, match="401"):
+                    upload_blob(url, "a", m, ("alice", "not-it"))
+
+            await asyncio.to_thread(uploads)
+        finally:
+            await blobs.stop()
+
+    run_node(tmp_path, body, rpc_user="alice", rpc_password="wonderland", blob_port=0)

@@ -33,14 +33,14 @@ import numpy as np
 from wallet.amount import amount_arg, check_fee, format_coins
 from wallet.args import positive_arg, seconds_arg
 from wallet.jobs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobClient, JobError
-from wallet.rpc import BLOB_PORT_OFFSET
+from wallet.rpc import BLOB_PORT_OFFSET, shown_url
 
 MAX_PORT = 65535
 
 
 def blob_url_for(rpc_url: str | None, rpc_port: int) -> str:
     """The blob endpoint beside an RPC URL (same host, port + 3)."""
-    from wallet.rpc import check_node_url, shown_url
+    from wallet.rpc import check_node_url
 
     if not rpc_url:
         return f"http://127.0.0.1:{rpc_port + BLOB_PORT_OFFSET}"
@@ -69,7 +69,7 @@ def _client(args: argparse.Namespace) -> JobClient:
         except RpcConnectionError:
             rpc = RpcClient(f"http://127.0.0.1:{network.rpc_port}")
     if args.blob_url:
-        blob = check_node_url(args.blob_url, "--blob-url")
+        blob = check_node_url(args.blob_url, "--blob-url", credentials=False)
     elif args.rpc:
         blob = blob_url_for(args.rpc, network.rpc_port)
     else:  # the local node of --datadir: its blob port
@@ -84,13 +84,14 @@ def _client(args: argparse.Namespace) -> JobClient:
     elif args.command_needs_key:
         key = wcli._unlock(args, network).signing_key  # noqa: SLF001
     datadir = wcli._datadir(args)  # noqa: SLF001
-    # uploads take the node's cookie (node/blobs.py): read from --datadir, else the RPC
-    # credentials given (a remote node's cookie passed as --rpc-user/--rpc-password or
-    # in the --rpc URL)
-    try:
-        auth: tuple[str, str] | None = read_cookie(datadir, network.name)
-    except RpcConnectionError:  # read_cookie's error for a missing or malformed cookie
-        auth = rpc.credentials()
+    # uploads take the node's RPC credentials (node/blobs.py): those the RPC client
+    # uses (--rpc-user, the --rpc URL's, the cookie), else the datadir's cookie
+    auth = rpc.credentials()
+    if auth is None:
+        try:
+            auth = read_cookie(datadir, network.name)
+        except RpcConnectionError:  # read_cookie's error for a missing or malformed cookie
+            auth = None
     products = datadir / network.name / "products"
     return JobClient(key, network, rpc, blob, auth, manifest_dir=products)
 
@@ -175,11 +176,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _same_node(args: argparse.Namespace) -> str:
-    """The options that point a later ``pouw job`` command at this node and wallet."""
+    """The options that point a later ``pouw job`` command at this node and wallet (a
+    password in --rpc shown as ***: put it back, or use --rpc-user/--rpc-password)."""
     out = ["--network", args.network]
     for flag, value in (
         ("--datadir", args.datadir), ("--genesis-file", args.genesis_file),
-        ("--rpc", args.rpc), ("--blob-url", args.blob_url), ("--wallet-file", args.wallet_file),
+        ("--rpc", args.rpc and shown_url(args.rpc)), ("--blob-url", args.blob_url),
+        ("--wallet-file", args.wallet_file),
         ("--wallet", args.wallet if args.wallet != "default" else None),
     ):  # fmt: skip
         if value is not None:

@@ -15,6 +15,7 @@ import base64
 import http.client
 import itertools
 import json
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -73,7 +74,7 @@ UNREACHABLE_HINT = (
 )
 CREDENTIALS_HINT = (
     "pass --datadir of the node (its cookie) or the RPC user and password it has "
-    "(--rpc-user/--rpc-password)"
+    "(--rpc-user/--rpc-password, or in the URL: http://USER:PASSWORD@HOST:PORT)"
 )
 # The node's settings file in <datadir>/<network>/ (node/settings_file.py reads it too).
 # A settings file is a few dozen lines; anything near this size is not one, and reading
@@ -134,29 +135,41 @@ def url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     percent-decoded (None when there is none): a node URL may carry its RPC
     credentials, as curl takes them; they are sent as Basic auth, never in the URL."""
     full = url if "://" in url else "http://" + url
-    scheme, netloc, path, query, fragment = urllib.parse.urlsplit(full)
+    try:
+        scheme, netloc, path, query, fragment = urllib.parse.urlsplit(full)
+    except ValueError:  # not a URL at all: check_node_url says so
+        return url, None
     userinfo, at, hostport = netloc.rpartition("@")
     if not at:
         return url, None
     user, _, password = userinfo.partition(":")
+    if not user and not password:  # "http://@host": no credentials
+        return urllib.parse.urlunsplit((scheme, hostport, path, query, fragment)), None
     bare = urllib.parse.urlunsplit((scheme, hostport, path, query, fragment))
     return bare, (urllib.parse.unquote(user), urllib.parse.unquote(password))
 
 
+# ``user:password@`` before a URL's host (a scheme or none): the password part
+_URL_PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/@:]*):[^/@]*@")
+
+
 def shown_url(url: str) -> str:
-    """``url`` for a message or a log: a password in it replaced by ``***``."""
-    bare, credentials = url_credentials(url)
-    if credentials is None:
-        return url
-    scheme, _, rest = bare.partition("://")
-    return f"{scheme}://{urllib.parse.quote(credentials[0], safe='')}:***@{rest}"
+    """``url`` for a message or a log: a password in it replaced by ``***`` (also in
+    a URL that does not parse)."""
+    return _URL_PASSWORD.sub(r"\1:***@", url)
 
 
-def check_node_url(url: str, flag: str = "--rpc") -> str:
+def check_node_url(url: str, flag: str = "--rpc", credentials: bool = True) -> str:
     """``url`` as a node URL (``http://`` added when it has no scheme), checked before
-    any request: an http(s) scheme, a host and a port in 1-65535. Raises
-    RpcConnectionError naming ``flag`` and the URL (its password hidden)."""
+    any request: an http(s) scheme, a host and a port in 1-65535, and no
+    ``user:password@`` unless ``credentials``. Raises RpcConnectionError naming
+    ``flag`` and the URL (its password hidden)."""
     full = url if "://" in url else "http://" + url
+    if not credentials and url_credentials(url)[1] is not None:
+        raise RpcConnectionError(
+            f"{flag} {shown_url(url)!r} holds credentials: give it without them (the "
+            "RPC's credentials are used)"
+        )
     url = shown_url(url)
     try:
         parts = urllib.parse.urlsplit(full)
