@@ -225,6 +225,8 @@ def test_a_reorg_that_brings_a_lapsed_claim_back_counts_its_bond_once(
         miner.on_tip()
         assert miner.counters.bonds_lost == 0 and not miner.held[job_id].ended
         assert "a reorg brought our claim back" in caplog.text, caplog.text
+        work = asyncio.run(miner.next_work())  # its operands again (the lapse dropped them)
+        assert work is not None and work[0].job_id == job_id
         node.mine()  # lapsed again on this branch
         miner.on_tip()
         miner.on_tip()
