@@ -34,7 +34,6 @@ from chain.tx import (
     TX_FIXED_SIZE,
     TX_OK,
     Transaction,
-    TransactionJSON,
     TxCheck,
     TxKind,
     TxReject,
@@ -42,6 +41,7 @@ from chain.tx import (
     sign,
     transactions_root,
 )
+from chain.tx_json import TransactionJSON
 from consensus.hashing import (
     TAG_MERKLE_LEAF,
     TAG_TX,

@@ -4,8 +4,8 @@
 is its command line.
 
 The names below load with the first use of each (PEP 562): ``import wallet.rpc`` or a
-``pouw`` command that needs no signing then skips the transaction codec (NumPy,
-pydantic), which is half a second of every command's start.
+``pouw`` command that needs no signing then skips the transaction codec (and NumPy,
+which the market's payloads need), a tenth of a second of every command's start.
 """
 
 from __future__ import annotations
