@@ -166,7 +166,13 @@ class BlobServer:
 
     async def upload(self, request: web.Request) -> web.Response:
         if self.check_auth is not None:
-            if self.check_auth(request.headers.get("Authorization")) is not True:
+            ok = self.check_auth(request.headers.get("Authorization"))
+            if ok is not True:
+                if ok is False:  # wrong credentials: a pause, as the RPC makes
+                    from node.rpc.auth import AUTH_FAIL_DELAY_S
+
+                    log.warning("blob upload: wrong credentials from %s", request.remote)
+                    await asyncio.sleep(AUTH_FAIL_DELAY_S)
                 raise web.HTTPUnauthorized(
                     text="uploads need the node's RPC credentials (its cookie, or its "
                     "--rpc-user/--rpc-password)"

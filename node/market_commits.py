@@ -214,7 +214,8 @@ class CommitKeeping:
                 "job %s: a reorg brought our claim back: its bond is not lost", job_id.hex()[:16]
             )  # fmt: skip
         held.ended = held.bond_counted_lost = False
-        held.download = None  # the lapse dropped the operands: fetched again if needed
+        if held.download is not None and held.download.done():
+            held.download = None  # the lapse dropped the operands: fetched again if needed
 
     def _ended(self, job_id: bytes, held: Held, job: Job) -> bool:
         """The tip no longer shows the job as ours: True if our claim of it is over,

@@ -424,8 +424,6 @@ class MarketMiner(CommitKeeping, ClaimRounds):
                 self.held.pop(job_id)
                 continue
             held.job = job
-            if held.ended and not held.bond_counted_lost:
-                held.ended = False  # seen paid on a branch a reorg left: ours again here
             if job.status == JobStatus.CLAIMED:
                 if not self._lapsed_now(job_id, held, job, LAPSED_UNCOMMITTED):
                     if held.ended:  # a reorg onto a branch where the claim holds

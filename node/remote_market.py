@@ -167,6 +167,7 @@ class RemoteMarket(ResultDelivery):
         if tip != self._tip:
             self._tip = tip
             self._refresh()
+            self._claim_late_jobs()
 
     def _saw(self, address: str, now: float) -> None:
         try:
@@ -219,18 +220,9 @@ class RemoteMarket(ResultDelivery):
     def _claim_more(self) -> None:
         waiting = sum(not (h.computed or h.ended) for h in self.held.values())
         waiting += sum(jid not in self.held for jid in self._in_work)  # (a worker's, still)
-        now = time.monotonic()
-        for job_id, (_, kept_at) in list(self._late_c.items()):
-            if now - kept_at > LATE_C_KEEP_S:  # never reopened for us (taken, expired)
-                self._late_c.pop(job_id)
-        if waiting >= self.claim_ahead and not self._late_c:
-            return
-        listed = self._list_unclaimed()
-        for job in listed:  # C in hand: a fee is worth more than the product
-            if job["job_id"] in self._late_c and job["job_id"] not in self.held:
-                self._claim_late(job)
         if waiting >= self.claim_ahead:
             return
+        listed = self._list_unclaimed()
         if self._sightings.others(time.monotonic()) and any(
             j["job_id"] not in self._seen for j in listed
         ):
@@ -273,28 +265,53 @@ class RemoteMarket(ResultDelivery):
                 log.info("claimed job %s (%dx%dx%d, bond %d)%s", job["job_id"][:16],
                          job["m"], job["k"], job["n"], bond, pooled)  # fmt: skip
 
-    def _claim_late(self, job: dict[str, Any]) -> None:
-        """Claim an open job again whose C we computed after our first claim lapsed
-        (``_keep_late``), and commit that C right behind the claim; nothing if the node
-        no longer holds C (it is then computed again if claimed again)."""
-        job_id = job["job_id"]
-        root, _ = self._late_c.pop(job_id)
-        if job["status"] != "open" or self._rivals.standing(job) is not None:
-            return  # (a pending submit has no late C; another's claim takes it)
-        if self._node_has_blob(root) is not True:
-            return
+    def _claim_late_jobs(self) -> None:
+        """On a new tip: the jobs whose C we computed after our first claim lapsed
+        (``_keep_late``) that are open again are claimed again, and that C committed
+        right behind the claim (a fee is worth more than the product); one another
+        miner took, or that ended, is let go."""
+        now = time.monotonic()
+        for job_id, (root, kept_at) in list(self._late_c.items()):
+            if job_id in self.held or now - kept_at > LATE_C_KEEP_S:
+                self._late_c.pop(job_id)  # (held again, or never reopened for us)
+                continue
+            try:
+                job = self.rpc.call("getjob", job_id)
+            except RpcError:
+                continue
+            if job["status"] == "claimed" and job.get("claimant") == self.address:
+                continue  # our lapsed claim: the timer reopens the job at a later block
+            if job["status"] != "open" or job.get("pending_reclaim") or (
+                self._rivals.standing(job) is not None
+            ):  # another miner's, ended, or its buyer cancelling it
+                self._late_c.pop(job_id)
+                continue
+            held_c = self._node_has_blob(root)
+            if held_c is not True:
+                if held_c is False:  # deleted: computed again if claimed again
+                    self._late_c.pop(job_id)
+                continue  # (None: the blob endpoint does not answer; the next tip asks)
+            if self._claim_late(job_id, job, root, kept_at):
+                self._late_c.pop(job_id)
+
+    def _claim_late(self, job_id: str, job: dict[str, Any], root: bytes, kept_at: float) -> bool:
+        """Claim ``job`` again and commit the C of ``root`` behind the claim; False if
+        the claim was not taken (tried again at the next tip)."""
         bond = self.network.market.bond_for(int(job["bounty"]))
         tx = claim_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id), bond,
                       fee=self.fee)  # fmt: skip
         if not self._send(tx, f"claim of {job_id[:16]} (again)"):
-            return
+            return False
         now = time.monotonic()
-        held = RemoteHeld(job, now, claim_txid=tx.txid, computed=True, result_root=root,
-                          c_on_node=True, uploaded_at=now)  # fmt: skip
+        held = RemoteHeld(
+            job, now, claim_txid=tx.txid, dispatched=True, computed=True, result_root=root,
+            c_on_node=True, uploaded_at=kept_at,
+        )  # fmt: skip
         self.held[job_id] = held
         self._crossings.claimed(now)
         log.info("claimed job %s again: its C is done", job_id[:16])
         self._send_result(job_id, held)
+        return True
 
     def _list_unclaimed(self) -> list[dict[str, Any]]:
         return [j for status in UNCLAIMED_STATUSES for j in self.rpc.call("listjobs", status)]

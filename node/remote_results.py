@@ -183,6 +183,14 @@ class ResultDelivery:
         from wallet.jobs import JobError, upload_blob
 
         try:
+            job = self.rpc.call("getjob", job_id)
+        except (RpcError, RpcConnectionError):
+            return
+        if job.get("claimant") not in (None, self.address) or job["status"] not in (
+            "open", "claimed"
+        ):  # fmt: skip
+            return  # another miner's now, or ended: it does not come back to us
+        try:
             root = upload_blob(self.blob_url, "c", np.ascontiguousarray(c, dtype=np.int32),
                                self.blob_auth)  # fmt: skip
         except JobError as exc:

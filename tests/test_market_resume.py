@@ -360,13 +360,16 @@ def test_the_standalone_market_sends_no_commit_once_its_claim_lapsed(
             assert "pending_commit" not in rpc.call("getjob", job_id)
             if unseen:
                 market._late_c.clear()  # noqa: SLF001 - as if C was not kept
-            market.poll()  # forgotten, and the open job claimed again: a new claim, bond
-            assert not market.held[job_id].ended
+            # forgotten, and the open job claimed again (at the next tip): a new claim
+            wait_for("the job claimed again", lambda: (market.poll(), job_id in market.held
+                     and not market.held[job_id].ended)[1], timeout=30, procs=[node])  # fmt: skip
             assert market.bonds_lost == 1 and "1 bonds lost" in market.line()
             if not unseen:  # claimed again with the C in hand, and committed
                 again = market.held[job_id]
                 assert again.computed and again.commit_sent and market.commits == 1
                 assert f"claimed job {job_id[:16]} again: its C is done" in caplog.text
+                market.prefetch()  # no worker gets it, nothing is downloaded for it
+                assert market.next_job() is None and again.a is None
                 wait_for("the commit", lambda: rpc.call("getjob", job_id)["status"]
                          == "committed", timeout=30, procs=[node])  # fmt: skip
                 job = rpc.call("getjob", job_id)

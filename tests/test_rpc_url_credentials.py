@@ -23,6 +23,7 @@ def test_url_credentials_are_split_off_and_hidden_in_messages() -> None:
     )  # fmt: skip
     assert url_credentials("u:p@host:9") == ("http://host:9", ("u", "p"))  # no scheme
     assert shown_url("http://u:secret@h:9") == "http://u:***@h:9"
+    assert shown_url("http://u:p@ss@h:9") == "http://u:***@h:9"  # a raw @ in it
     with pytest.raises(RpcConnectionError) as exc:
         check_node_url("http://u:secret@127.0.0.1:abc")
     assert "secret" not in str(exc.value) and "u:***@127.0.0.1:abc" in str(exc.value)
@@ -78,8 +79,11 @@ def test_blob_uploads_take_what_the_rpc_takes(tmp_path: Path) -> None:
     """A node given --rpc-user/--rpc-password takes uploads with those credentials as
     with its cookie (a remote buyer or miner holds the former only); others are
     refused with 401."""
+    import time
+
     import numpy as np
 
+    from node.rpc.auth import AUTH_FAIL_DELAY_S
     from wallet.jobs import JobError, upload_blob
 
     async def body(h: Harness) -> None:
@@ -94,8 +98,10 @@ def test_blob_uploads_take_what_the_rpc_takes(tmp_path: Path) -> None:
             def uploads() -> None:
                 root = upload_blob(url, "a", m, ("alice", "wonderland"))
                 assert upload_blob(url, "a", m, (user, secret)) == root
+                started = time.monotonic()
                 with pytest.raises(JobError, match="401"):
                     upload_blob(url, "a", m, ("alice", "not-it"))
+                assert time.monotonic() - started >= AUTH_FAIL_DELAY_S  # a guess waits
 
             await asyncio.to_thread(uploads)
         finally:

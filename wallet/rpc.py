@@ -150,7 +150,7 @@ def url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
 
 
 # ``user:password@`` before a URL's host (a scheme or none): the password part
-_URL_PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/@:]*):[^/@]*@")
+_URL_PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/@:]*):[^/]*@")
 
 
 def shown_url(url: str) -> str:

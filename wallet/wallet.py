@@ -264,28 +264,45 @@ class Wallet:
 
     def _send_again(self, rpc: RpcClient, txid: str) -> None:
         """The node knows no ``txid``: send it again, if we have it and its nonce is
-        still free; else WalletError saying what happened."""
+        still free; else WalletError saying what happened. A node that stops answering
+        meanwhile is left to the wait."""
         tx = self.sent.get(txid)
         if tx is None:
             return  # not sent by this wallet object: nothing to send again, only wait
-        info = self.balance(rpc)
-        if tx.nonce < info.pending_nonce:  # (sent again, it would replace that one)
-            where = "a block" if tx.nonce < info.nonce else "the node's pool"
-            raise WalletError(
-                f"{txid} is gone from the node, and another transaction of this account "
-                f"with its nonce {tx.nonce} is in {where}: it was not sent again; "
-                "`pouw wallet balance` and `pouw wallet history` show what is pending and "
-                "confirmed"
-            )
         try:
+            info = self.balance(rpc)
+            if tx.nonce < info.pending_nonce and not self._known(rpc, txid):
+                # (sent again, it would replace that one; ours may have just come in)
+                where = "a block" if tx.nonce < info.nonce else "the node's pool"
+                raise WalletError(
+                    f"{txid} is gone from the node, and another transaction of this account "
+                    f"with its nonce {tx.nonce} is in {where}: it was not sent again; "
+                    "`pouw wallet balance` and `pouw wallet history` show what is pending "
+                    "and confirmed"
+                )
+            if tx.nonce < info.pending_nonce:
+                return  # ours after all (a block took it meanwhile): the wait sees it
             send_raw_transaction(rpc, tx.to_bytes())
+        except RpcConnectionError:
+            return
         except RpcError as exc:
+            if self._known(rpc, txid):
+                return  # taken meanwhile (a block, or the node's pool)
             raise WalletError(
                 f"{txid} is gone from the node's pool and the node refuses it again "
                 f"({exc.message}): send the transfer again (a higher --fee if the pool is "
                 "full)"
             ) from None
         log.warning("%s was no longer in the node's pool: sent it again", txid)
+
+    @staticmethod
+    def _known(rpc: RpcClient, txid: str) -> bool:
+        """The node holds ``txid`` now (pool or chain); False if it cannot be asked."""
+        try:
+            get_transaction(rpc, txid)
+        except (RpcError, RpcConnectionError):
+            return False
+        return True
 
     def history(self, rpc: RpcClient, details: bool = True) -> list[dict[str, Any]]:
         """Confirmed transactions from or to this address, oldest first (see address_history)."""

@@ -24,6 +24,9 @@ from pathlib import Path
 from wallet.rpc import COOKIE_NAME  # wallet.rpc.read_cookie reads what this module writes
 
 COOKIE_USER = "__cookie__"
+# Each wrong password is answered after this pause (RPC and blob uploads), as
+# bitcoind does: it slows guessing down; a client with the right one never waits.
+AUTH_FAIL_DELAY_S = 0.25
 # Distinct accepted header values remembered (the same credential may be spelled with
 # other scheme case or padding); past it the set is cleared and refilled as calls come.
 MAX_REMEMBERED = 64

@@ -25,7 +25,13 @@ from chain.address import encode_address
 from chain.block import MAX_BLOCK_SIZE
 from chain.tx import Transaction
 from node.events import TipChange
-from node.rpc.auth import COOKIE_USER, Authenticator, remove_cookie, write_cookie
+from node.rpc.auth import (
+    AUTH_FAIL_DELAY_S,
+    COOKIE_USER,
+    Authenticator,
+    remove_cookie,
+    write_cookie,
+)
 from node.rpc.encode import header_json
 from node.rpc.errors import INVALID_REQUEST, MISC_ERROR, RpcError
 from node.rpc.jsoncodec import encode_reply
@@ -39,7 +45,6 @@ log = logging.getLogger("pouw.rpc")
 
 # A submitblock of the largest block in hex, plus room for the envelope.
 DEFAULT_MAX_BODY = 2 * MAX_BLOCK_SIZE + 64 * 1024
-AUTH_FAIL_DELAY_S = 0.25
 WS_QUEUE = 1024  # notifications a WebSocket client may lag behind before it is dropped
 LOCAL_BINDS = {"127.0.0.1", "::1", "localhost"}
 # bitcoind's -rpcservertimeout: a connection idle this long (no complete request
