@@ -34,9 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from Crypto.Cipher import AES
-from Crypto.Protocol.KDF import scrypt
-
 from chain.address import AddressError, address_from_pubkey, decode_any_address, encode_address
 from chain.keys import SEED_SIZE, PrivateKey
 
@@ -106,6 +103,8 @@ def check_kdf_params(n: int, r: int, p: int) -> None:
 
 def derive_key(password: str, params: KdfParams) -> bytes:
     check_kdf_params(params.n, params.r, params.p)
+    from Crypto.Protocol.KDF import scrypt  # (loaded by the commands that unlock only)
+
     key = scrypt(password.encode("utf-8"), params.salt, 32, N=params.n, r=params.r, p=params.p)
     assert isinstance(key, bytes)
     return key
@@ -139,6 +138,8 @@ def encrypt_seed(
     address = encode_address(hrp, address_from_pubkey(key.public_key))
     kdf = KdfParams(scrypt_n, scrypt_r, scrypt_p, secrets.token_bytes(SALT_SIZE))
     nonce = secrets.token_bytes(NONCE_SIZE)
+    from Crypto.Cipher import AES
+
     cipher = AES.new(derive_key(password, kdf), AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
     cipher.update(_aad(address, kdf))
     ciphertext, tag = cipher.encrypt_and_digest(seed)
@@ -203,6 +204,8 @@ def parse_keystore(data: object) -> tuple[str, KdfParams, bytes, bytes, bytes]:
 def decrypt_keystore(data: object, password: str) -> PrivateKey:
     """The key in a keystore object; WrongPasswordError if the tag check fails."""
     address, kdf, nonce, ciphertext, tag = parse_keystore(data)
+    from Crypto.Cipher import AES
+
     cipher = AES.new(derive_key(password, kdf), AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
     cipher.update(_aad(address, kdf))
     try:
