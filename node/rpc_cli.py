@@ -92,8 +92,8 @@ def cmd_rpc(args: argparse.Namespace) -> int:
         hint = "\n(`pouw rpc help` lists the methods)" if exc.code == METHOD_NOT_FOUND else ""
         print(f"error code: {exc.code}\nerror message:\n{exc.message}{hint}", file=sys.stderr)
         return EXIT_FAILURE
-    except RpcConnectionError as exc:
-        log.error("cannot reach the node's RPC: %s", exc)
+    except RpcConnectionError as exc:  # (its message says where and what to check)
+        log.error("%s", exc)
         return EXIT_FAILURE
     print(result if isinstance(result, str) else json.dumps(result, indent=2))
     return 0

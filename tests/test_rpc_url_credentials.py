@@ -36,6 +36,11 @@ def test_url_credentials_are_split_off_and_hidden_in_messages() -> None:
     assert shown_url("u:secret@host:9") == "u:***@host:9" and shown_url("http://h:9/a") == (
         "http://h:9/a"
     )
+    for spelled in ("Sec/9ret", "Sec#9ret", "Sec?9ret"):  # unencoded: no URL, still hidden
+        with pytest.raises(RpcConnectionError) as exc:
+            check_node_url(f"http://alice:{spelled}@127.0.0.1:31002")
+        assert "9ret" not in str(exc.value) and "Sec" not in str(exc.value), exc.value
+    assert url_credentials("http://alice@h:9") == ("http://h:9", None)  # no password
     with pytest.raises(RpcConnectionError, match="holds credentials"):
         check_node_url("http://u:p@h:9", "--blob-url", credentials=False)
 

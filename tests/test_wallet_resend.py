@@ -5,6 +5,7 @@ pending), restarted on the same ports."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,5 +68,16 @@ def test_a_transfer_the_node_lost_is_sent_again_and_a_taken_nonce_is_not(
         out, err = capsys.readouterr()
         assert code == 1 and "not confirmed after 1 s" in err, err
         assert rpc.call("gettransaction", out.strip())["in_mempool"] is True
+        # --json: the sent txid comes with the failure (a script must not send twice)
+        code = pouw(["wallet", "send", "--to", to, "--amount", "100u", "--fee", "2000u",
+                     "--wait", "1", "--json", "--rpc", rpc.url, *where])  # fmt: skip
+        out, err = capsys.readouterr()
+        error = json.loads(err.strip().splitlines()[-1])["error"]
+        assert code == 1 and out == "" and error["type"] == "wallet_error", err
+        assert rpc.call("gettransaction", error["txid"])["in_mempool"] is True
+        # a node that now refuses the credentials: said as such, not as a pending tx
+        wrong = f"http://someone:else@127.0.0.1:{node.rpc_port}"
+        with pytest.raises(WalletError, match="now refuses our credentials"):
+            wallet.wait_confirmed(RpcClient(wrong), out.strip() or error["txid"], 5)
     finally:
         node.stop()

@@ -347,7 +347,11 @@ def _send(args: argparse.Namespace) -> int:
         print(txid, flush=True)  # at once: a --wait may be long, and may fail
     obj: dict[str, Any] = {"txid": txid}
     if args.wait:  # (a transfer the node lost meanwhile is sent again)
-        obj["transaction"] = w.wait_confirmed(rpc, txid, args.wait)
+        try:
+            obj["transaction"] = w.wait_confirmed(rpc, txid, args.wait)
+        except (WalletError, RpcError, RpcConnectionError, KeyboardInterrupt) as exc:
+            exc.txid = txid  # type: ignore[union-attr]  # sent: --json says it with the failure
+            raise
     if args.json:
         print(json.dumps(obj))
     return 0
@@ -424,8 +428,9 @@ def error_type(exc: BaseException) -> str:
 def say_failure(args: argparse.Namespace, message: str, exc: BaseException) -> None:
     """Why a command failed, on stderr (stdout stays for results): ``error: message``,
     or with --json one line a script can parse,
-    ``{"error": {"type": ..., "message": ..., "code": N}}`` (``code``: the node's
-    JSON-RPC error code, when the node refused)."""
+    ``{"error": {"type": ..., "message": ..., "code": N, "txid": ...}}`` (``code``: the
+    node's JSON-RPC error code, when the node refused; ``txid``: a transaction that was
+    sent before the command failed, as `send --wait` does)."""
     if not getattr(args, "json", False):
         print("interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {message}",
               file=sys.stderr)  # fmt: skip
@@ -433,6 +438,8 @@ def say_failure(args: argparse.Namespace, message: str, exc: BaseException) -> N
     error: dict[str, Any] = {"type": error_type(exc), "message": message}
     if isinstance(exc, RpcError):
         error["code"] = exc.code
+    if isinstance(getattr(exc, "txid", None), str):  # a transaction sent before the failure
+        error["txid"] = exc.txid  # type: ignore[attr-defined]
     print(json.dumps({"error": error}), file=sys.stderr)
 
 

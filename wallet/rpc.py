@@ -142,21 +142,26 @@ def url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     userinfo, at, hostport = netloc.rpartition("@")
     if not at:
         return url, None
-    user, _, password = userinfo.partition(":")
-    if not user and not password:  # "http://@host": no credentials
-        return urllib.parse.urlunsplit((scheme, hostport, path, query, fragment)), None
     bare = urllib.parse.urlunsplit((scheme, hostport, path, query, fragment))
+    user, colon, password = userinfo.partition(":")
+    if not colon:  # "http://@host", "http://alice@host": no password, no credentials
+        return bare, None
     return bare, (urllib.parse.unquote(user), urllib.parse.unquote(password))
 
 
-# ``user:password@`` before a URL's host (a scheme or none): the password part
-_URL_PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^/@:]*):[^/]*@")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def shown_url(url: str) -> str:
-    """``url`` for a message or a log: a password in it replaced by ``***`` (also in
-    a URL that does not parse)."""
-    return _URL_PASSWORD.sub(r"\1:***@", url)
+    """``url`` for a message or a log: what stands between ``user:`` and the last
+    ``@`` (a password, however it is spelled, the URL parsing or not) is ``***``."""
+    scheme = _SCHEME.match(url)
+    head = scheme.group(0) if scheme else ""
+    rest = url[len(head) :]
+    userinfo, at, after = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{head}{userinfo.partition(':')[0]}:***@{after}"
 
 
 def check_node_url(url: str, flag: str = "--rpc", credentials: bool = True) -> str:
@@ -175,8 +180,11 @@ def check_node_url(url: str, flag: str = "--rpc", credentials: bool = True) -> s
         parts = urllib.parse.urlsplit(full)
         port = parts.port
     except ValueError as exc:
+        # (urllib's reason may quote a piece of a password: not said then)
+        why = "" if "@" in full else f" ({exc})"
         raise RpcConnectionError(
-            f"{flag} {url!r} is not a node URL ({exc}): give http://HOST:PORT"
+            f"{flag} {url!r} is not a node URL{why}: give http://HOST:PORT (a password "
+            "in it percent-encoded: / # ? @ as %2F %23 %3F %40)"
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RpcConnectionError(

@@ -247,18 +247,28 @@ class Wallet:
             except RpcError as exc:
                 if exc.code != NOT_FOUND:
                     raise
+                silent = False
                 if time.monotonic() - resent_at >= RESEND_S:
                     self._send_again(rpc, txid)
                     resent_at = time.monotonic()
             except RpcConnectionError as exc:
+                if exc.status in (401, 403):  # (a cookie read again still refused)
+                    raise WalletError(
+                        f"{txid} was sent, but the node now refuses our credentials ({exc}): "
+                        "its state is unknown here; `pouw wallet history` with the node's "
+                        "current credentials shows it once it is in a block"
+                    ) from None
                 if not silent:
                     log.warning("the node does not answer (%s): waiting for it", exc)
                 silent = True
             if time.monotonic() > deadline:
+                where = (
+                    "the node does not answer, so its state is unknown here"
+                    if silent else "it waits in the node's pool"
+                )  # fmt: skip
                 raise WalletError(
-                    f"{txid} not confirmed after {seconds:g} s: it waits in the node's pool "
-                    "(`pouw wallet history` lists it once it is in a block); is a miner "
-                    "running?"
+                    f"{txid} not confirmed after {seconds:g} s: {where} (`pouw wallet "
+                    "history` lists it once it is in a block); is a miner running?"
                 )
             time.sleep(poll_s)
 
