@@ -1,6 +1,7 @@
-"""The JSON form of a transaction (wallets, RPC), validated with pydantic: kept apart
-from chain/tx.py so that decoding and signing transactions does not import pydantic
-(a tenth of a second of every command's start)."""
+"""A validated JSON form of a transaction (pydantic), for clients that take one as
+text: kept apart from chain/tx.py so that decoding and signing transactions does not
+import pydantic (a tenth of a second of every command's start). The node's RPC writes
+its own form (node/rpc/encode.tx_json)."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ AddressText = Annotated[str, PlainValidator(_address_text)]
 
 
 class TransactionJSON(BaseModel):
-    """The JSON form of a transaction, as wallets send it and RPC returns it.
+    """A transaction as JSON text, validated field by field.
 
     Binary fields are lowercase hex (no 0x), the recipient is bech32m text, u64
     fields are emitted as decimal strings and accepted as strings or JSON integers.

@@ -74,7 +74,7 @@ from node.remote_results import (
 )
 from node.remote_rivals import UNCLAIMED_STATUSES, RivalWatch
 from wallet.job_txs import claim_tx
-from wallet.rpc import RpcClient, RpcError
+from wallet.rpc import NOT_FOUND, RpcClient, RpcError
 
 log = logging.getLogger("pouw.market")
 
@@ -165,9 +165,9 @@ class RemoteMarket(ResultDelivery):
     def _check_tip(self) -> None:
         tip = str(self.rpc.call("getbestblockhash"))
         if tip != self._tip:
-            self._tip = tip
             self._refresh()
             self._claim_late_jobs()
+            self._tip = tip  # (a round cut short by the node is done again next round)
 
     def _saw(self, address: str, now: float) -> None:
         try:
@@ -234,6 +234,7 @@ class RemoteMarket(ResultDelivery):
             j for j in listed
             if j["job_id"] not in self.held and self._failed.get(j["job_id"], 0.0) <= now
             and j["job_id"] not in self._in_work  # a worker still has it (slow, or hung)
+            and j["job_id"] not in self._late_c  # its C is done: claimed again with it
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
             and self._rivals.standing(j) is None  # another miner's claim takes it
             and not j.get("pending_reclaim")  # its buyer is cancelling it
@@ -277,7 +278,9 @@ class RemoteMarket(ResultDelivery):
                 continue
             try:
                 job = self.rpc.call("getjob", job_id)
-            except RpcError:
+            except RpcError as exc:
+                if exc.code == NOT_FOUND:  # (gone with a reorg of its submit)
+                    self._late_c.pop(job_id)
                 continue
             if job["status"] == "claimed" and job.get("claimant") == self.address:
                 continue  # our lapsed claim: the timer reopens the job at a later block

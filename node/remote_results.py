@@ -160,11 +160,11 @@ class ResultDelivery:
         self._computed.add(job_id)
         self.products += 1
         self.job_multiply_adds += self._in_work.pop(job_id, 0)
-        if held is None or (held.commit_sent and not held.restore):
-            return  # (a second product)
-        if held.ended:  # our claim lapsed before C: kept to claim the job again with it
-            self._keep_late(job_id, c)
+        if held is None or held.ended:  # our claim lapsed (or failed) before C: kept to
+            self._keep_late(job_id, c)  # claim the job again with it, if it can come back
             return
+        if held.commit_sent and not held.restore:
+            return  # (a second product)
         held.a = held.bt = None
         held.leaves = None
         held.computed = True

@@ -41,6 +41,14 @@ def test_url_credentials_are_split_off_and_hidden_in_messages() -> None:
             check_node_url(f"http://alice:{spelled}@127.0.0.1:31002")
         assert "9ret" not in str(exc.value) and "Sec" not in str(exc.value), exc.value
     assert url_credentials("http://alice@h:9") == ("http://h:9", None)  # no password
+    assert url_credentials("http://:@h:9") == ("http://h:9", None)
+    # digits before a raw / parse as a port: refused all the same, nothing shown
+    with pytest.raises(RpcConnectionError, match="is not a node URL") as exc:
+        RpcClient("http://alice:2024/ab@127.0.0.1:9")
+    assert "2024" not in str(exc.value) and "/ab" not in str(exc.value), exc.value
+    for userinfo in ("alice@", "alice:pw@", ":@"):  # a blob URL takes none at all
+        with pytest.raises(RpcConnectionError, match="holds credentials"):
+            check_node_url(f"http://{userinfo}h:9", "--blob-url", credentials=False)
     with pytest.raises(RpcConnectionError, match="holds credentials"):
         check_node_url("http://u:p@h:9", "--blob-url", credentials=False)
 

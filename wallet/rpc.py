@@ -144,7 +144,7 @@ def url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
         return url, None
     bare = urllib.parse.urlunsplit((scheme, hostport, path, query, fragment))
     user, colon, password = userinfo.partition(":")
-    if not colon:  # "http://@host", "http://alice@host": no password, no credentials
+    if not colon or not (user or password):  # "http://alice@host", "http://:@host": none
         return bare, None
     return bare, (urllib.parse.unquote(user), urllib.parse.unquote(password))
 
@@ -170,22 +170,22 @@ def check_node_url(url: str, flag: str = "--rpc", credentials: bool = True) -> s
     ``user:password@`` unless ``credentials``. Raises RpcConnectionError naming
     ``flag`` and the URL (its password hidden)."""
     full = url if "://" in url else "http://" + url
-    if not credentials and url_credentials(url)[1] is not None:
-        raise RpcConnectionError(
-            f"{flag} {shown_url(url)!r} holds credentials: give it without them (the "
-            "RPC's credentials are used)"
-        )
     url = shown_url(url)
+    encode = "give http://HOST:PORT (a password in it percent-encoded: / # ? @ as %2F %23 %3F %40)"
     try:
         parts = urllib.parse.urlsplit(full)
         port = parts.port
     except ValueError as exc:
         # (urllib's reason may quote a piece of a password: not said then)
         why = "" if "@" in full else f" ({exc})"
+        raise RpcConnectionError(f"{flag} {url!r} is not a node URL{why}: {encode}") from None
+    if "@" in full and "@" not in parts.netloc:  # a password cut short by a / ? or #
+        raise RpcConnectionError(f"{flag} {url!r} is not a node URL: {encode}")
+    if not credentials and "@" in parts.netloc:
         raise RpcConnectionError(
-            f"{flag} {url!r} is not a node URL{why}: give http://HOST:PORT (a password "
-            "in it percent-encoded: / # ? @ as %2F %23 %3F %40)"
-        ) from None
+            f"{flag} {url!r} holds credentials: give it without them (the RPC's "
+            "credentials are used)"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RpcConnectionError(
             f"{flag} {url!r} is not a node URL (an http:// or https:// address with a host): "

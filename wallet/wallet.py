@@ -234,20 +234,21 @@ class Wallet:
         from its pool, or lost with a node that crashed) is sent again, at most every
         RESEND_S, unless another transaction of this account holds its nonce now,
         pooled or confirmed (WalletError: it is not replaced). A node that does not answer
-        (restarting) is asked again until the time is up."""
+        (restarting) is asked again until the time is up; one that refuses our
+        credentials (401/403) is a WalletError at once."""
         deadline = time.monotonic() + seconds
         resent_at = -RESEND_S
-        silent = False
+        silent = unknown = False  # the node did not answer / did not know the tx, last time
         while True:
             try:
                 tx = get_transaction(rpc, txid)
                 if tx.get("confirmations") or tx.get("blockhash") or tx.get("height") is not None:
                     return tx
-                silent = False
+                silent = unknown = False
             except RpcError as exc:
                 if exc.code != NOT_FOUND:
                     raise
-                silent = False
+                silent, unknown = False, True
                 if time.monotonic() - resent_at >= RESEND_S:
                     self._send_again(rpc, txid)
                     resent_at = time.monotonic()
@@ -263,8 +264,9 @@ class Wallet:
                 silent = True
             if time.monotonic() > deadline:
                 where = (
-                    "the node does not answer, so its state is unknown here"
-                    if silent else "it waits in the node's pool"
+                    "the node does not answer, so its state is unknown here" if silent
+                    else "the node no longer knows it: send the transfer again" if unknown
+                    else "it waits in the node's pool"
                 )  # fmt: skip
                 raise WalletError(
                     f"{txid} not confirmed after {seconds:g} s: {where} (`pouw wallet "
@@ -281,23 +283,26 @@ class Wallet:
             return  # not sent by this wallet object: nothing to send again, only wait
         try:
             info = self.balance(rpc)
-            if tx.nonce < info.pending_nonce and not self._known(rpc, txid):
-                # (sent again, it would replace that one; ours may have just come in)
-                where = "a block" if tx.nonce < info.nonce else "the node's pool"
-                raise WalletError(
-                    f"{txid} is gone from the node, and another transaction of this account "
-                    f"with its nonce {tx.nonce} is in {where}: it was not sent again; "
-                    "`pouw wallet balance` and `pouw wallet history` show what is pending "
-                    "and confirmed"
-                )
-            if tx.nonce < info.pending_nonce:
-                return  # ours after all (a block took it meanwhile): the wait sees it
+        except (RpcError, RpcConnectionError):
+            return  # asked again at the next try
+        if tx.nonce < info.pending_nonce:  # (sent again, it would replace that one)
+            known = self._known(rpc, txid)
+            if known is not False:
+                return  # ours after all (a block took it meanwhile), or not askable now
+            where = "a block" if tx.nonce < info.nonce else "the node's pool"
+            raise WalletError(
+                f"{txid} is gone from the node, and another transaction of this account "
+                f"with its nonce {tx.nonce} is in {where}: it was not sent again; "
+                "`pouw wallet balance` and `pouw wallet history` show what is pending "
+                "and confirmed"
+            )
+        try:
             send_raw_transaction(rpc, tx.to_bytes())
         except RpcConnectionError:
             return
         except RpcError as exc:
-            if self._known(rpc, txid):
-                return  # taken meanwhile (a block, or the node's pool)
+            if self._known(rpc, txid) is not False:
+                return  # taken meanwhile (a block, or the node's pool), or not askable
             raise WalletError(
                 f"{txid} is gone from the node's pool and the node refuses it again "
                 f"({exc.message}): send the transfer again (a higher --fee if the pool is "
@@ -306,12 +311,14 @@ class Wallet:
         log.warning("%s was no longer in the node's pool: sent it again", txid)
 
     @staticmethod
-    def _known(rpc: RpcClient, txid: str) -> bool:
-        """The node holds ``txid`` now (pool or chain); False if it cannot be asked."""
+    def _known(rpc: RpcClient, txid: str) -> bool | None:
+        """Whether the node holds ``txid`` now (pool or chain); None if it cannot say."""
         try:
             get_transaction(rpc, txid)
-        except (RpcError, RpcConnectionError):
-            return False
+        except RpcError as exc:
+            return False if exc.code == NOT_FOUND else None
+        except RpcConnectionError:
+            return None
         return True
 
     def history(self, rpc: RpcClient, details: bool = True) -> list[dict[str, Any]]:
