@@ -41,6 +41,11 @@ def test_json_failures_are_one_json_line_on_stderr(
     code, error = _json_error(capsys, "job", "status", "xyz", "--json", *node)
     assert code == 1 and error["type"] == "job_error", error
     assert "is not a product or job id" in str(error["message"]), error
+    # a node URL that is not one: a usage error (exit 2), as for `pouw rpc`
+    code, error = _json_error(capsys, "job", "status", "ab" * 32, "--json", *where, "--rpc",
+                              "http://u:secret@127.0.0.1:abc")  # fmt: skip
+    assert code == 2 and error["type"] == "node_url_error", error
+    assert "secret" not in str(error["message"]), error
     # no wallet there: the wallet's own error, typed
     code, error = _json_error(capsys, "wallet", "address", "--json", *where)
     assert code == 1 and error["type"] == "keystore_error", error

@@ -91,9 +91,9 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
         # bad node addresses: a line naming the flag, not a traceback
         code, _, err = _run(capsys, "job", "status", "0" * 64, "--network", "devnet",
                             "--datadir", str(node.datadir), "--rpc", "http://127.0.0.1:abc")
-        assert code == 1 and "--rpc 'http://127.0.0.1:abc' is not a node URL" in err, err
+        assert code == 2 and "--rpc 'http://127.0.0.1:abc' is not a node URL" in err, err
         code, _, err = _run(capsys, *submit, "--bounty", "0.1", "--blob-url", "ftp://x:1")
-        assert code == 1 and "--blob-url 'ftp://x:1' is not a node URL" in err, err
+        assert code == 2 and "--blob-url 'ftp://x:1' is not a node URL" in err, err
         # a shape far over the caps is answered at once
         started = time.monotonic()
         code, _, err = _run(capsys, "job", "quote", "100000000", "100000000", "100000000",

@@ -43,7 +43,7 @@ from wallet.keystore import (
     keystore_address,
     read_keystore,
 )
-from wallet.rpc import RpcClient, RpcConnectionError, RpcError, local_port
+from wallet.rpc import NodeUrlError, RpcClient, RpcConnectionError, RpcError, local_port
 from wallet.wallet import DEFAULT_CONF_TARGET, Wallet, address_history, default_keystore_path
 
 log = logging.getLogger("pouw.wallet")
@@ -447,6 +447,9 @@ def _run(args: argparse.Namespace, fn: Any) -> int:
     """Turn the wallet's typed errors into one clear line and an exit code."""
     try:
         return int(fn(args))
+    except NodeUrlError as exc:  # a flag's value: a usage error
+        say_failure(args, str(exc), exc)
+        return EXIT_USAGE
     except (WalletError, AmountError, AddressError, NetworkError, RpcConnectionError) as exc:
         say_failure(args, str(exc), exc)
         return EXIT_FAILURE

@@ -291,13 +291,19 @@ def _run(handler: Any) -> Any:
         from wallet.amount import AmountError
         from wallet.cli import say_failure
         from wallet.keystore import WalletError
-        from wallet.rpc import RpcConnectionError, RpcError
+        from wallet.rpc import NodeUrlError, RpcConnectionError, RpcError
 
         try:
             return int(handler(args))
         except BrokenPipeError:  # stdout closed early: pouw's main says nothing
             raise
-        except (JobError, WalletError, AmountError, RpcError, RpcConnectionError, NetworkError,
+        except NodeUrlError as exc:  # a flag's value: a usage error, as for `pouw rpc`
+            say_failure(args, str(exc), exc)
+            return 2
+        except RpcError as exc:
+            say_failure(args, f"the node refused: {exc}", exc)
+            return 1
+        except (JobError, WalletError, AmountError, RpcConnectionError, NetworkError,
                 OSError) as exc:  # fmt: skip
             say_failure(args, str(exc), exc)
             return 1

@@ -57,6 +57,10 @@ class RpcConnectionError(Exception):
         self.status = status
 
 
+class NodeUrlError(RpcConnectionError):
+    """A node URL given on the command line is not one (a usage error: exit code 2)."""
+
+
 # JSON-RPC error codes a client acts on (the node's: node/rpc/errors.py)
 METHOD_NOT_FOUND = -32601  # the node does not serve the method (an older node)
 NOT_FOUND = -5  # no such block, transaction or job
@@ -167,7 +171,7 @@ def shown_url(url: str) -> str:
 def check_node_url(url: str, flag: str = "--rpc", credentials: bool = True) -> str:
     """``url`` as a node URL (``http://`` added when it has no scheme), checked before
     any request: an http(s) scheme, a host and a port in 1-65535, and no
-    ``user:password@`` unless ``credentials``. Raises RpcConnectionError naming
+    ``user:password@`` unless ``credentials``. Raises NodeUrlError naming
     ``flag`` and the URL (its password hidden)."""
     full = url if "://" in url else "http://" + url
     url = shown_url(url)
@@ -178,21 +182,21 @@ def check_node_url(url: str, flag: str = "--rpc", credentials: bool = True) -> s
     except ValueError as exc:
         # (urllib's reason may quote a piece of a password: not said then)
         why = "" if "@" in full else f" ({exc})"
-        raise RpcConnectionError(f"{flag} {url!r} is not a node URL{why}: {encode}") from None
+        raise NodeUrlError(f"{flag} {url!r} is not a node URL{why}: {encode}") from None
     if "@" in full and "@" not in parts.netloc:  # a password cut short by a / ? or #
-        raise RpcConnectionError(f"{flag} {url!r} is not a node URL: {encode}")
+        raise NodeUrlError(f"{flag} {url!r} is not a node URL: {encode}")
     if not credentials and "@" in parts.netloc:
-        raise RpcConnectionError(
+        raise NodeUrlError(
             f"{flag} {url!r} holds credentials: give it without them (the RPC's "
             "credentials are used)"
         )
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RpcConnectionError(
+        raise NodeUrlError(
             f"{flag} {url!r} is not a node URL (an http:// or https:// address with a host): "
             "give http://HOST:PORT"
         )
     if port == 0:
-        raise RpcConnectionError(f"{flag} {url!r}: port 0 is not a port: give http://HOST:PORT")
+        raise NodeUrlError(f"{flag} {url!r}: port 0 is not a port: give http://HOST:PORT")
     return full
 
 
