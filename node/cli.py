@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import logging
 import os
@@ -153,6 +152,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    import asyncio  # (the node's commands only: a wallet command never loads it)
+
     from node.logs import DEBUG_LOG, setup_logging
     from node.service import Node
 

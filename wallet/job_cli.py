@@ -25,14 +25,18 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from wallet.amount import amount_arg, check_fee, format_coins
 from wallet.args import positive_arg, seconds_arg
-from wallet.jobs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobClient, JobError
+from wallet.job_follow import DEFAULT_LIST_LIMIT
+from wallet.job_txs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, JobError
+
+if TYPE_CHECKING:
+    from wallet.jobs import JobClient
 from wallet.rpc import BLOB_PORT_OFFSET, shown_url
 
 MAX_PORT = 65535
@@ -54,6 +58,7 @@ def blob_url_for(rpc_url: str | None, rpc_port: int) -> str:
 
 def _client(args: argparse.Namespace) -> JobClient:
     from wallet import cli as wcli
+    from wallet.jobs import JobClient  # (the buyer's machinery: loaded by `pouw job` only)
     from wallet.rpc import RpcClient, RpcConnectionError, check_node_url, local_port, read_cookie
 
     network = wcli._network(args)  # noqa: SLF001 - shared option handling
