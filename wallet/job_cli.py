@@ -34,10 +34,10 @@ from wallet.amount import amount_arg, check_fee, format_coins
 from wallet.args import positive_arg, seconds_arg
 from wallet.job_follow import DEFAULT_LIST_LIMIT
 from wallet.job_txs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, JobError
-
-if TYPE_CHECKING:
-    from wallet.jobs import JobClient
 from wallet.rpc import BLOB_PORT_OFFSET, shown_url
+
+if TYPE_CHECKING:  # (loaded by the commands that build a client: see _client)
+    from wallet.jobs import JobClient
 
 MAX_PORT = 65535
 
