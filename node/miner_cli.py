@@ -197,9 +197,11 @@ def cmd_miner(args: argparse.Namespace) -> int:
         threads = max(1, cores() // len(devices))  # the cores shared, not oversubscribed
     market = None
     if args.market_wallet is not None:
+        from wallet.job_txs import JobError
+
         try:
             market = _market(args, network, rpc, url, datadir, len(devices))
-        except (WalletError, RpcConnectionError, OSError) as exc:
+        except (WalletError, JobError, RpcConnectionError, OSError) as exc:
             log.error("%s", exc if "--" in str(exc) else f"--market-wallet: {exc}")
             return EXIT_USAGE
     miner = RemoteMiner(

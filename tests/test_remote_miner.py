@@ -393,6 +393,10 @@ def test_a_market_wallet_names_the_address_or_must_match_it(tmp_path: Path) -> N
         (run_cli(*base, "--market-wallet", str(tmp_path / "junk.json"), timeout=60),
          "junk.json is not a keystore"),
         (run_cli(*base[:-2], timeout=60), "needs --address ADDRESS, or --market-wallet"),
+        # a blob port the RPC URL cannot give (its port + 3 is past 65535): said, no traceback
+        (run_cli("miner", "--rpc", "http://127.0.0.1:65534", "--rpc-user", "u", "--rpc-password",
+                 "p", "--password-file", str(tmp_path / "pw"), "--market-wallet", str(keystore),
+                 "--backend", "numpy", timeout=60), "its port + 3 is no port: pass --blob-url"),
     ]  # fmt: skip
     for got, said in runs:
         assert got.returncode == 2 and said in got.stderr, got.stderr
