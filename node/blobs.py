@@ -272,18 +272,12 @@ class BlobService:
         return self.server.url
 
     async def start(self) -> None:
-        from wallet.rpc import RpcConnectionError, read_cookie
-
         rpc_auth = self._rpc_authenticator()
         if rpc_auth is not None:  # uploads take what the RPC takes, the cookie included
             self.server.check_auth = rpc_auth.check_header
-        else:  # no RPC service here: the cookie a node with RPC wrote, if any
-            cfg = self.node.config
-            try:
-                self.server.auth = read_cookie(cfg.datadir, cfg.network)
-            except RpcConnectionError:
-                log.warning("no RPC cookie: blob uploads are disabled")
-                self.server.auth = ("", os.urandom(16).hex())
+        else:  # (the node adds this service after its RPC service only)
+            log.warning("no RPC service: blob uploads are disabled")
+            self.server.auth = ("", os.urandom(16).hex())
         await self.server.start()
         self.retention.start()
         p2p = self._p2p()

@@ -143,7 +143,7 @@ class Node:
             self.services.append(P2PService(self))
         if self.config.rpc:
             self.services.append(NodeRpcService(self))
-            if self.config.blobs:  # after RPC: blob uploads use the RPC cookie
+            if self.config.blobs:  # after RPC: blob uploads take the RPC's credentials
                 self.services.append(BlobService(self))
         if self.config.metrics:
             self.services.append(MetricsService(self))
