@@ -53,7 +53,7 @@ from bench.marketnet import (  # noqa: E402
     write_genesis,
 )
 from chain.txkind import TxKind  # noqa: E402
-from wallet.job_txs import JobError  # noqa: E402
+from wallet.job_terms import JobError  # noqa: E402
 
 SETTLED = ("paid", "refunded", "expired", "reclaimed")
 

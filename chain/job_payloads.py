@@ -22,7 +22,7 @@ from chain.encoding import DecodeError, Reader, Writer
 from chain.txkind import TxKind
 from consensus.merkle import MAX_BRANCH_DEPTH
 from consensus.params import MAX_K
-from consensus.result import ENTRY_BYTES, RESULT_CHUNK, Challenge
+from consensus.result_layout import ENTRY_BYTES, RESULT_CHUNK, Challenge
 
 MAX_URL = 256  # a hint where the data is served (http://host:port), not consensus data
 MAX_CHUNK_BYTES = RESULT_CHUNK * ENTRY_BYTES

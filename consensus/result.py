@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -36,18 +35,13 @@ from consensus.hashing import (
     tagged_hasher,
 )
 from consensus.merkle import merkle_levels, merkle_root, root_from_branch
-
-RESULT_CHUNK = 64  # entries of C per leaf: 256 bytes, so a challenge stays O(k)
-ENTRY_BYTES = 4  # int32 little-endian
-
-
-def chunk_count(n: int) -> int:
-    return (n + RESULT_CHUNK - 1) // RESULT_CHUNK
-
-
-def chunk_len(n: int, chunk: int) -> int:
-    """Entries in chunk ``chunk`` of a row of n entries."""
-    return min(RESULT_CHUNK, n - chunk * RESULT_CHUNK)
+from consensus.result_layout import (  # re-exported: the layout's one home is there
+    ENTRY_BYTES,
+    RESULT_CHUNK,
+    Challenge,
+    chunk_count,
+    chunk_len,
+)
 
 
 def chunk_leaf(data: bytes | memoryview) -> bytes:
@@ -126,21 +120,6 @@ class ChallengeReject(enum.StrEnum):
     BAD_COLUMN_BRANCH = "challenge-bad-column-branch"  # column of B does not lead to hB
     BAD_RESULT_BRANCH = "challenge-bad-result-branch"  # chunk does not lead to hC
     ENTRY_CORRECT = "challenge-entry-correct"  # the committed entry is the right one
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """The data of one challenge (the JOB_CHALLENGE payload minus the job id)."""
-
-    i: int
-    j: int
-    row: bytes  # row i of A, k int8 bytes
-    col: bytes  # column j of B, k int8 bytes
-    chunk: bytes  # the chunk of row i of C holding entry j, int32 LE
-    row_branch: tuple[bytes, ...]  # row i of A against hA
-    col_branch: tuple[bytes, ...]  # column j of B against hB
-    chunk_branch: tuple[bytes, ...]  # chunk against the row root of row i of C
-    result_branch: tuple[bytes, ...]  # that row root against hC
 
 
 def verify_chunk(

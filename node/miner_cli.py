@@ -197,7 +197,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
         threads = max(1, cores() // len(devices))  # the cores shared, not oversubscribed
     market = None
     if args.market_wallet is not None:
-        from wallet.job_txs import JobError
+        from wallet.job_terms import JobError
 
         try:
             market = _market(args, network, rpc, url, datadir, len(devices))

@@ -35,7 +35,8 @@ from chain.network import Network
 from compute.engine import FixedTemplate, MiningEngine
 from node.remote_template import TemplateError, template_from_json
 from node.template import BlockTemplate
-from wallet.job_txs import JobError, check_operand
+from wallet.job_terms import JobError
+from wallet.job_txs import check_operand
 from wallet.products import PlanError, assemble, plan_parts
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 from wallet.rpc_calls import get_block_template, submit_block

@@ -122,11 +122,16 @@ def test_the_checks_see_a_circle_and_a_wrong_way_import() -> None:
 def test_the_command_line_starts_without_the_chain_and_the_kernels() -> None:
     """``pouw wallet ...``, ``pouw miner --help`` and the parser of every command load
     neither the chain's state (LevelDB, the block rules) nor Numba's kernels: those are
-    most of a second of every wallet command's start. A handler imports what it needs."""
+    most of a second of every wallet command's start. Nor NumPy (85 ms), asyncio, the
+    buyer's machinery, pydantic or pycryptodome: only the commands that use them do. A
+    handler imports what it needs."""
     import subprocess
     import sys
 
-    heavy = ["chain.chainstate", "chain.storage", "numba", "node.service", "node.remote_market"]
+    heavy = [
+        "chain.chainstate", "chain.storage", "numba", "node.service", "node.remote_market",
+        "numpy", "asyncio", "wallet.jobs", "pydantic", "Crypto",
+    ]  # fmt: skip
     probe = (
         "import sys, node.cli; node.cli.build_parser(); "
         f"print([m for m in {heavy!r} if m in sys.modules])"

@@ -384,7 +384,7 @@ def test_a_product_cut_short_names_the_parts_that_went_out(tmp_path: Path) -> No
     the first unused nonce (no gap that would hold it in the pool)."""
     from chain.network import load_network
     from tests.chainutil import transfer
-    from wallet.job_txs import JobError
+    from wallet.job_terms import JobError
 
     genesis = market_genesis(tmp_path)
     net = load_network("devnet", genesis)

@@ -28,15 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from wallet.amount import amount_arg, check_fee, format_coins
 from wallet.args import positive_arg, seconds_arg
-from wallet.job_follow import DEFAULT_LIST_LIMIT
-from wallet.job_txs import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, JobError
+from wallet.job_terms import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobError
 from wallet.rpc import BLOB_PORT_OFFSET, shown_url
 
 if TYPE_CHECKING:  # (loaded by the commands that build a client: see _client)
+    import numpy as np
+
     from wallet.jobs import JobClient
 
 MAX_PORT = 65535
@@ -105,6 +104,8 @@ NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file
 
 
 def _load(path: Path, name: str) -> np.ndarray:
+    import numpy as np  # (here: no other command needs it)
+
     try:
         with open(path, "rb") as f:
             if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
@@ -241,6 +242,8 @@ def cmd_result(args: argparse.Namespace) -> int:
     if res.verified:
         path = args.output if args.output.suffix == ".npy" else Path(f"{args.output}.npy")
         try:
+            import numpy as np
+
             np.save(path, res.c)  # (numpy.save adds .npy to a name without it)
         except OSError as exc:
             raise JobError(

@@ -11,11 +11,9 @@ from typing import Any
 
 from chain.keys import PrivateKey
 from chain.network import Network
-from wallet.job_txs import DEFAULT_JOB_FEE, JobError, reclaim_tx
+from wallet.job_terms import DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobError
+from wallet.job_txs import reclaim_tx
 from wallet.products import Manifest, PlanError
-
-# `pouw job list` shows this many products unless told: each part costs one getjob call
-DEFAULT_LIST_LIMIT = 10
 
 
 class UnknownJobError(JobError):

@@ -28,13 +28,7 @@ from compute.transpose import transposed
 from consensus.commitments import ENTRY_MAX, ENTRY_MIN, commit_cols, commit_rows, row_tree
 from consensus.merkle import branch_from_levels
 from consensus.result import Challenge, result_proof
-
-DEFAULT_JOB_FEE = 1000
-DEFAULT_EXPIRY_S = 3600  # a job stays claimable an hour unless the buyer says otherwise
-
-
-class JobError(Exception):
-    """A job operation failed; the message says why and what to do."""
+from wallet.job_terms import DEFAULT_JOB_FEE, JobError
 
 
 def check_operand(x: npt.NDArray[Any], name: str) -> npt.NDArray[np.int8]:

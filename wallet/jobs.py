@@ -41,14 +41,9 @@ from compute.blobs import blob_root, bt_root_of
 from compute.freivalds import PreparedCheck
 from compute.transpose import transposed
 from wallet.job_collect import Collecting, JobResult
-from wallet.job_follow import DEFAULT_LIST_LIMIT, Following, UnknownJobError
-from wallet.job_txs import (
-    DEFAULT_EXPIRY_S,
-    DEFAULT_JOB_FEE,
-    JobError,
-    check_operand,
-    submit_tx,
-)
+from wallet.job_follow import Following, UnknownJobError
+from wallet.job_terms import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobError
+from wallet.job_txs import check_operand, submit_tx
 from wallet.products import (
     DEFAULT_PART_MULTIPLY_ADDS,
     Manifest,
