@@ -167,3 +167,87 @@ def test_oversized_headers_get_400(tmp_path: Path) -> None:
             writer.close()
 
     run_node(tmp_path, body)
+
+
+def test_waiting_calls_of_clients_that_left_free_their_connections(tmp_path: Path) -> None:
+    """Long-polls (waitfornewblock with no timeout, over HTTP and WebSocket) whose
+    clients hang up stop within GONE_CHECK_S: before, each kept its connection slot
+    until the tip changed, so a client that opened and dropped as many as the cap
+    locked every later caller out with 503 on an idle chain."""
+    from node.rpc.service import GONE_CHECK_S
+
+    cap = 4
+    wait = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "waitfornewblock", "params": [0]})
+
+    async def body(h: Harness) -> None:
+        for _ in range(3):  # past the cap in all, each left waiting
+            dropped = []
+            for _ in range(cap - 1):
+                reader, writer = await open_raw(h)
+                writer.write(request_head(h, len(wait)) + wait.encode())
+                dropped.append(writer)
+            ws = await h.session.ws_connect(h.url + "ws", headers={"Authorization": h.auth})
+            await ws.send_str(wait)
+            await asyncio.sleep(0.3)  # each call is waiting now
+            for writer in dropped:
+                writer.close()
+            await ws.close()
+            deadline = time.monotonic() + 3 * GONE_CHECK_S + 2
+            while True:  # every slot comes free: as many fresh calls at once are answered
+                answers = await asyncio.gather(*(h.post(CALL) for _ in range(cap)))
+                if all(status == 200 for status, _ in answers):
+                    break
+                assert time.monotonic() < deadline, f"the slots stayed taken: {answers}"
+                await asyncio.sleep(0.2)
+            assert all(reply["result"] == 0 for _, reply in answers)
+
+    run_node(tmp_path, body, extra={"rpc_max_connections": cap})
+
+
+def _ws_text_frame(text: str) -> bytes:
+    """One masked client text frame (RFC 6455) of ``text``."""
+    data = text.encode()
+    mask = b"\x01\x02\x03\x04"
+    n = len(data)
+    head = bytes([0x81]) + (
+        bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    )
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def test_websocket_client_that_never_reads_is_dropped(tmp_path: Path) -> None:
+    """A WebSocket client that asks and never reads its replies is dropped once they
+    pass WS_QUEUE (docs/RPC.md, "Limits"): before, its replies piled up in our memory
+    while the writer waited on it, and it was never closed. Other callers go on."""
+
+    async def body(h: Harness) -> None:
+        reader, writer = await open_raw(h)
+        writer.write(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {h.auth}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+        )
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(
+            b"HTTP/1.1 101"
+        )
+        call = _ws_text_frame(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "help"}))
+        dropped = False
+        deadline = time.monotonic() + 30
+        while not dropped and time.monotonic() < deadline:
+            # help's reply is kilobytes: the socket buffers fill, then the node's queue;
+            # we never read, so only the node closing the socket stops the writes
+            try:
+                writer.write(call * 64)
+                await asyncio.wait_for(writer.drain(), 5)
+                await asyncio.sleep(0.01)
+            except ConnectionError:
+                dropped = True
+            except TimeoutError:
+                break  # the node stopped reading us and kept the socket: the old fault
+            dropped = dropped or writer.transport.is_closing() or reader.exception() is not None
+        writer.transport.abort()
+        assert dropped
+        status, reply = await h.post(CALL)
+        assert status == 200 and reply["result"] == 0
+
+    run_node(tmp_path, body)

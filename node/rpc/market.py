@@ -31,7 +31,7 @@ from chain.jobs import BlockClock, claim_lapsed, pooled_submit_job
 from chain.txkind import TxKind
 from consensus.difficulty import block_work
 from node.rpc.errors import INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER, RpcError
-from node.rpc.protocol import CallContext, NoParams, Params
+from node.rpc.protocol import MAX_WAIT_MS, CallContext, NoParams, Params
 from node.template import JobRef
 
 if TYPE_CHECKING:
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 RATE_BLOCKS = 60
 assert RATE_BLOCKS <= RECENT_COMMIT_BLOCKS  # the chain's tally remembers that many blocks' commits
 STATUS_NAMES = tuple(s.name.lower() for s in JobStatus)
-# waitforjob's longest wait: a client that wants longer asks again (one request is
-# never held past what HTTP clients and proxies commonly allow)
-MAX_WAIT_MS = 300_000
 # Pooled claims listed per job (``pending_claim_txs``: those escrowing the job's bond,
 # lowest txids first): the pool may hold any number of claims of one job (each escrows
 # a bond), and a miner needs only the lowest ones and its own; ``pending_claims``
@@ -241,7 +238,7 @@ class MarketMethods:
         on each part this way instead of polling getjob."""
         job_id = bytes.fromhex(p.job_id)
         timeout = (p.timeout or MAX_WAIT_MS) / 1000
-        await self.service.wait_change(lambda: self._job_settled(job_id), timeout)
+        await self.service.wait_change(lambda: self._job_settled(job_id), timeout, ctx)
         return self.getjob(ctx, JobParams(job_id=p.job_id))
 
     def _job_settled(self, job_id: bytes) -> bool:

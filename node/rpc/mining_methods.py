@@ -38,7 +38,7 @@ class MiningMethods(MarketMethods, MethodsBase):
             shape = (m, k, n)
         if p.longpollid is not None:
             wanted = p.longpollid
-            await self.service.wait_change(lambda: self.service.longpollid() != wanted, None)
+            await self.service.wait_change(lambda: self.service.longpollid() != wanted, None, ctx)
         chain = self.node.chain
         ref = None
         if p.job is not None:

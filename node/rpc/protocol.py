@@ -54,13 +54,22 @@ class NoParams(Params):
 NO_PARAMS = NoParams()
 
 
+# The longest a call that waits for a change (waitforjob, waitfornewblock, a
+# getblocktemplate long-poll) waits before it answers with what holds then: a client
+# that wants longer asks again (one request is never held past what HTTP clients and
+# proxies commonly allow, nor a connection slot held forever).
+MAX_WAIT_MS = 300_000
+
+
 @dataclass(frozen=True)
 class CallContext:
     """Who is calling: ``authed`` is False for an anonymous caller (when allowed).
-    Read only: the HTTP server hands every call one of two shared instances."""
+    ``gone`` says whether the caller's connection closed: a call that waits (long-polls)
+    stops then, instead of holding a connection slot for a client that left."""
 
     authed: bool = True
     session: Any = None  # the WebSocket session for calls made over /ws
+    gone: Callable[[], bool] | None = None
 
 
 Handler = Callable[[CallContext, Any], Any]

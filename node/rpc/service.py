@@ -36,7 +36,7 @@ from node.rpc.encode import header_json
 from node.rpc.errors import INVALID_REQUEST, MISC_ERROR, RpcError
 from node.rpc.jsoncodec import encode_reply
 from node.rpc.methods import Methods, register_all
-from node.rpc.protocol import CallContext, Dispatcher, Registry, error_response
+from node.rpc.protocol import MAX_WAIT_MS, CallContext, Dispatcher, Registry, error_response
 
 if TYPE_CHECKING:
     from node.service import Node
@@ -45,7 +45,10 @@ log = logging.getLogger("pouw.rpc")
 
 # A submitblock of the largest block in hex, plus room for the envelope.
 DEFAULT_MAX_BODY = 2 * MAX_BLOCK_SIZE + 64 * 1024
-WS_QUEUE = 1024  # notifications a WebSocket client may lag behind before it is dropped
+WS_QUEUE = 1024  # messages (replies, notifications) a WebSocket client may lag behind
+# ... and bytes: past either the socket is dropped (a client that does not read would
+# otherwise hold every reply it asked for in our memory)
+WS_QUEUE_BYTES = 64 * 1024 * 1024
 LOCAL_BINDS = {"127.0.0.1", "::1", "localhost"}
 # bitcoind's -rpcservertimeout: a connection idle this long (no complete request
 # headers since it opened or since its last answer) is closed.
@@ -60,19 +63,40 @@ MAX_CONNECTIONS = 256
 # Subscriptions one WebSocket may hold: 3 topics, with room for several consumers
 # sharing a socket; each one multiplies the notifications a single event sends.
 MAX_SUBSCRIPTIONS = 32
+# Calls one WebSocket may have running at once: a call that waits (waitfornewblock)
+# leaves the socket free for others, and its reply comes when it is done (JSON-RPC
+# replies carry their ids); past this the socket's next message is read only when one
+# of its calls ends. Each waiting call holds a few hundred bytes.
+MAX_WS_CALLS = 16
+WS_CLOSE_TIMEOUT_S = 2.0  # at a stop: a WebSocket's close handshake, then it is cut
 CHUNK = 64 * 1024
-# The context of every HTTP call (no session; methods only read it), made once.
-HTTP_AUTHED = CallContext(authed=True)
-HTTP_ANONYMOUS = CallContext(authed=False)
+MAX_WAIT_S = MAX_WAIT_MS / 1000
+# A waiting call looks this often whether its client's connection closed (and stops):
+# a client that leaves frees its connection slot within this long.
+GONE_CHECK_S = 1.0
+
+
+def _connection_gone(request: web.BaseRequest) -> Callable[[], bool]:
+    """Whether ``request``'s connection closed (the client left)."""
+
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    return gone
 
 
 class WsSession:
     """One WebSocket connection: its subscriptions and its outgoing queue."""
 
-    def __init__(self, service: RpcService, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, service: RpcService, ws: web.WebSocketResponse, request: web.BaseRequest
+    ) -> None:
         self.service = service
         self.ws = ws
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(WS_QUEUE)
+        self.request = request
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(WS_QUEUE)
+        self.queued_bytes = 0
         self.subs: dict[str, str] = {}  # id -> topic
         self.overflowed = False
 
@@ -96,18 +120,39 @@ class WsSession:
             self.send(msg)
 
     def send(self, msg: Any) -> None:
+        if self.overflowed:
+            return
+        text = encode_reply(msg)
+        if self.queued_bytes + len(text) > WS_QUEUE_BYTES:
+            self._overflow()
+            return
         try:
-            self.queue.put_nowait(msg)
+            self.queue.put_nowait(text)
         except asyncio.QueueFull:
-            self.overflowed = True  # the writer closes the socket at its next message
+            self._overflow()
+            return
+        self.queued_bytes += len(text)
+
+    def _overflow(self) -> None:
+        """The client reads too slowly: drop the socket now (the writer may be stuck on
+        a client that reads nothing), and everything queued for it."""
+        self.overflowed = True
+        log.info(
+            "RPC: a WebSocket client reads too slowly (%d messages, %d bytes queued): "
+            "closing it", self.queue.qsize(), self.queued_bytes,
+        )  # fmt: skip
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
 
     async def writer(self) -> None:
         while True:
-            msg = await self.queue.get()
-            if msg is None or self.overflowed:
+            text = await self.queue.get()
+            if text is None or self.overflowed:
                 await self.ws.close(message=b"subscriber too slow")
                 return
-            await self.ws.send_str(encode_reply(msg))
+            self.queued_bytes -= len(text)
+            await self.ws.send_str(text)
 
 
 class RpcService:
@@ -157,19 +202,28 @@ class RpcService:
         event, self._change = self._change, asyncio.Event()
         event.set()
 
-    async def wait_change(self, done: Callable[[], bool], timeout: float | None) -> None:
+    async def wait_change(
+        self, done: Callable[[], bool], timeout: float | None, ctx: CallContext
+    ) -> None:
         """Wait until ``done()`` holds (checked at each tip or mempool change), the
-        timeout passes, or the service stops."""
+        timeout (at most MAX_WAIT_S) passes, the caller's connection closes, or the
+        service stops."""
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = loop.time() + min(MAX_WAIT_S if timeout is None else timeout, MAX_WAIT_S)
+        gone = ctx.gone
         while not done() and not self._stopping:
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
+            if gone is not None and gone():
+                return  # nobody to answer: the connection's slot is free again
+            left = deadline - loop.time()
+            if left <= 0:
                 return
+            change = self._change
             try:
-                await asyncio.wait_for(self._change.wait(), left)
+                await asyncio.wait_for(
+                    change.wait(), left if gone is None else min(left, GONE_CHECK_S)
+                )
             except TimeoutError:
-                return
+                continue
 
     def _on_tip(self, change: TipChange) -> None:
         self._changed()
@@ -248,7 +302,8 @@ class RpcService:
                 return await self._body_timeout(request)
         if body is None:
             return self._too_large()
-        reply = await self.dispatcher.handle_body(body, HTTP_AUTHED if authed else HTTP_ANONYMOUS)
+        ctx = CallContext(authed=authed, gone=_connection_gone(request))
+        reply = await self.dispatcher.handle_body(body, ctx)
         if reply is None:
             return web.Response(status=204)
         return web.Response(body=encode_reply(reply).encode(), content_type="application/json")
@@ -283,21 +338,32 @@ class RpcService:
             return refusal
         ws = web.WebSocketResponse(max_msg_size=self.max_body, heartbeat=30)
         await ws.prepare(request)
-        session = WsSession(self, ws)
+        session = WsSession(self, ws, request)
         self.sessions.add(session)
         writer = asyncio.create_task(session.writer())
-        ctx = CallContext(authed=authed, session=session)
+        ctx = CallContext(authed=authed, session=session, gone=_connection_gone(request))
+        running: set[asyncio.Task[None]] = set()
+
+        async def call(data: str) -> None:
+            reply = await self.dispatcher.handle_body(data, ctx)
+            if reply is not None:
+                session.send(reply)
+
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     if msg.type == WSMsgType.BINARY:
                         session.send(error_response(INVALID_REQUEST, "send JSON text frames"))
                     continue
-                reply = await self.dispatcher.handle_body(msg.data, ctx)
-                if reply is not None:
-                    session.send(reply)
+                if len(running) >= MAX_WS_CALLS:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(call(msg.data))
+                running.add(task)
+                task.add_done_callback(running.discard)
         finally:
             self.sessions.discard(session)
+            for task in running:  # the client left: nobody waits for these replies
+                task.cancel()
             writer.cancel()
         return ws
 
@@ -342,7 +408,11 @@ class RpcService:
             except ValueError:
                 pass
         for s in list(self.sessions):
-            await s.ws.close()
+            try:  # (a client that reads nothing would hold the close frame forever)
+                await asyncio.wait_for(s.ws.close(), WS_CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                if s.request.transport is not None:
+                    s.request.transport.abort()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
