@@ -107,7 +107,9 @@ async def fetch_blob(
 
         async def get_into(peer: str, path: str, dest: memoryview) -> int:
             report.requests += 1
-            async with session.get(f"{peer}{path}") as resp:
+            # never where a peer points us: a redirect could aim our requests at any
+            # host (a service on our loopback, a metadata address)
+            async with session.get(f"{peer}{path}", allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise BlobError(f"HTTP {resp.status}")
                 got = await asyncio.wait_for(_read_into(resp, dest), timeout)

@@ -59,6 +59,17 @@ def blob_dtype(kind: str) -> np.dtype:  # type: ignore[type-arg]
     return np.dtype("<i4") if kind == "c" else np.dtype(np.int8)
 
 
+def check_blob_shape(kind: str, shape: tuple[int, ...]) -> None:
+    """The shapes a blob may have: what a peer's announcement of it may say
+    (p2p/protocol.py ``_read_blob``), so that no blob we hold makes peers drop us."""
+    if len(shape) != 2 or not 0 < shape[0] <= MAX_BLOB_LINES or shape[1] <= 0:
+        raise BlobError(
+            f"blob shape {shape} is not allowed (1..{MAX_BLOB_LINES} rows, 1 column or more)"
+        )
+    if shape[1] * blob_dtype(kind).itemsize > MAX_LINE_BYTES:
+        raise BlobError(f"blob lines are too long (at most {MAX_LINE_BYTES} bytes)")
+
+
 def blob_node_tag(kind: str) -> str:
     return TAG_RESULT_ROW if kind == "c" else TAG_MERKLE_NODE
 
@@ -146,6 +157,29 @@ class BlobStore:
         # does not fit under the quota, to delete blobs no longer needed
         # (node/blob_retention.py)
         self.make_room: Callable[[int], None] | None = None
+        self._clear_leftovers()
+
+    def _clear_leftovers(self) -> None:
+        """Delete what a write cut short by a crash left (a ``.tmp.npy``, a ``.leaves``
+        whose ``.npy`` never came, a ``.npy`` without its leaves): no blob, yet its
+        bytes counted against the quota for good, since no pruning lists it. Only the
+        node opens its store (under its datadir lock), so no write is under way."""
+        removed = 0
+        for path in self.dir.glob("*.*.*"):
+            root_hex, kind, rest = path.name.split(".", 2)
+            if rest == "tmp.npy":
+                gone = True
+            elif rest == "leaves":
+                gone = not (self.dir / f"{root_hex}.{kind}.npy").exists()
+            elif rest == "npy":
+                gone = not (self.dir / f"{root_hex}.{kind}.leaves").exists()
+            else:
+                continue
+            if gone:
+                path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.warning("blob store: %d files left by an interrupted write deleted", removed)
 
     def _path(self, root: bytes, kind: str, suffix: str) -> Path:
         return self.dir / f"{root.hex()}.{kind}.{suffix}"
@@ -207,9 +241,10 @@ class BlobStore:
         for _, root_hex, kind, path in paths[: max(0, limit - len(out))]:
             try:
                 arr = np.load(path, mmap_mode="r")
-                out.append(BlobInfo(bytes.fromhex(root_hex), kind, *map(int, arr.shape)))
-            except (OSError, ValueError):
+                check_blob_shape(kind, arr.shape)
+            except (OSError, ValueError, EOFError, BlobError):  # cut short, or not ours
                 continue
+            out.append(BlobInfo(bytes.fromhex(root_hex), kind, *map(int, arr.shape)))
         return out
 
     def put(
@@ -222,11 +257,15 @@ class BlobStore:
         every line against its leaf (fetch_blob does), so they are not hashed again.
         The store keeps its own copy (the caller may change ``matrix`` afterwards),
         unless the caller hands it ``owned``: then the matrix becomes read-only."""
-        mat = np.ascontiguousarray(matrix, dtype=blob_dtype(kind))
-        if mat.ndim != 2 or not 0 < mat.shape[0] <= MAX_BLOB_LINES:
-            raise BlobError(f"blob shape {mat.shape} is not allowed")
-        if mat.shape[1] * mat.itemsize > MAX_LINE_BYTES:
-            raise BlobError("blob lines are too long")
+        want = blob_dtype(kind)
+        check_blob_shape(kind, matrix.shape)  # before a conversion allocates anything
+        if matrix.dtype != want:
+            if matrix.dtype.kind not in "iu":
+                raise BlobError(f"a blob of kind {kind} holds integers, not {matrix.dtype}")
+            bounds = np.iinfo(want)
+            if int(matrix.min()) < bounds.min or int(matrix.max()) > bounds.max:
+                raise BlobError(f"a blob of kind {kind} holds {want} entries: some do not fit")
+        mat = np.ascontiguousarray(matrix, dtype=want)
         if leaves is not None and root is not None and len(leaves) == mat.shape[0]:
             got = root
         else:

@@ -37,12 +37,13 @@ if TYPE_CHECKING:
 from compute.blobs import (
     FETCH_RANGE_BYTES,
     KINDS,
-    MAX_BLOB_LINES,
-    MAX_LINE_BYTES,
     BlobError,
     BlobStore,
+    blob_dtype,
+    check_blob_shape,
 )
 from node.blob_retention import BlobRetention
+from node.capped_site import CappedSite, overloaded_response
 from node.config import port_after_rpc
 from wallet.rpc import BLOB_PORT_OFFSET
 
@@ -50,12 +51,22 @@ log = logging.getLogger("pouw.blobs")
 
 # devnet: rpc 29332 -> blobs 29335 (metrics take +2); defined beside the clients' default
 DEFAULT_BLOB_PORT_OFFSET = BLOB_PORT_OFFSET
-MAX_UPLOAD = MAX_BLOB_LINES * 4096 + 4096  # one A or B at k = 4096 fits; C up to 512 MiB below
+# An upload's body at most: the largest A or Bᵀ a mainnet job may have (65536 rows of
+# k_max = 16384 int8) and the .npy header. Past it: 413 before any byte is read.
+MAX_UPLOAD = (1 << 30) + 4096
 MAX_ROWS_BYTES = 4 * FETCH_RANGE_BYTES  # largest rows reply
-# An upload's body must arrive within this long: the largest (MAX_UPLOAD, ~1 GiB over
-# loopback or a LAN) takes seconds; a client dripping bytes is cut off.
+# An upload's body must arrive within this long (counted once its turn came): the
+# largest (MAX_UPLOAD, ~1 GiB over loopback or a LAN) takes seconds; a client dripping
+# bytes is cut off.
 UPLOAD_TIMEOUT_S = 300.0
 IDLE_TIMEOUT_S = 30.0  # as the RPC server: no complete request headers for 30 s closes
+# Open connections at once (peers fetching rows, uploads): past it a new one gets 503.
+# A fetching peer keeps FETCH_PARALLEL requests in flight; a few dozen peers fit.
+MAX_CONNECTIONS = 256
+OVERLOADED = overloaded_response(b"too many connections\n", "text/plain")
+# Uploads read at once: each holds its whole body (up to MAX_UPLOAD) in memory while it
+# arrives and is hashed; more wait their turn. A buyer sends two at a time, a miner one.
+MAX_UPLOADS_AT_ONCE = 3
 
 
 class NpyError(ValueError):
@@ -111,7 +122,7 @@ class BlobServer:
         bind: str = "127.0.0.1",
         port: int = 0,
         auth: tuple[str, str] | None = None,
-        max_upload: int = 1 << 30,
+        max_upload: int = MAX_UPLOAD,
     ) -> None:
         self.store = store
         self.bind = bind
@@ -121,6 +132,7 @@ class BlobServer:
         # the cookie and --rpc-user): when set, uploads take what the RPC takes
         self.check_auth: Callable[[str | None], bool | None] | None = None
         self.max_upload = max_upload
+        self._uploads = asyncio.Semaphore(MAX_UPLOADS_AT_ONCE)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -193,22 +205,27 @@ class BlobServer:
             raise web.HTTPRequestEntityTooLarge(
                 max_size=self.max_upload, actual_size=request.content_length
             )
-        try:
-            async with asyncio.timeout(UPLOAD_TIMEOUT_S):
-                body = await self._read_body(request)
-        except TimeoutError:
-            raise web.HTTPRequestTimeout(text="upload not received in time") from None
-        try:
-            root = bytes.fromhex(request.query["root"]) if "root" in request.query else None
-            if root is not None and len(root) != 32:
-                raise BlobError("root must be 64 hex digits")
-            matrix = parse_npy(body)
-            if matrix.shape[1] * matrix.itemsize > MAX_LINE_BYTES * 2:
-                raise BlobError("not a 2-D matrix of allowed size")
-            # hashing megabytes off the event loop: other requests go on meanwhile
-            got_root = await asyncio.to_thread(self.store.put, kind, matrix, root, owned=True)
-        except (BlobError, ValueError, OSError) as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from None
+        async with self._uploads:
+            try:
+                async with asyncio.timeout(UPLOAD_TIMEOUT_S):
+                    body = await self._read_body(request)
+            except TimeoutError:
+                raise web.HTTPRequestTimeout(text="upload not received in time") from None
+            try:
+                root = bytes.fromhex(request.query["root"]) if "root" in request.query else None
+                if root is not None and len(root) != 32:
+                    raise BlobError("root must be 64 hex digits")
+                matrix = parse_npy(body)
+                want = blob_dtype(kind)
+                if matrix.dtype != want:  # (never converted: values would wrap silently)
+                    raise BlobError(
+                        f"a blob of kind {kind} must be a {want} matrix, not {matrix.dtype}"
+                    )
+                check_blob_shape(kind, matrix.shape)
+                # hashing megabytes off the event loop: other requests go on meanwhile
+                got_root = await asyncio.to_thread(self.store.put, kind, matrix, root, owned=True)
+            except (BlobError, ValueError, OSError) as exc:
+                raise web.HTTPBadRequest(text=str(exc)) from None
         return web.json_response({"root": got_root.hex()})
 
     async def _read_body(self, request: web.Request) -> bytes | bytearray:
@@ -231,10 +248,12 @@ class BlobServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, keepalive_timeout=IDLE_TIMEOUT_S)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind, self.port)
+        site = CappedSite(
+            self._runner, self.bind, self.port, max_connections=MAX_CONNECTIONS,
+            name="blob server", response=OVERLOADED,
+        )  # fmt: skip
         await site.start()
-        if self.port == 0:
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+        self.port = site.port
         log.info("blob server on %s", self.url)
 
     async def stop(self) -> None:

@@ -154,3 +154,50 @@ def test_a_blob_cut_short_on_disk_is_written_again(tmp_path: Path) -> None:
     assert store.put("c", c) == root
     store.flush()
     assert np.array_equal(store.get(root), c)
+
+
+def test_an_empty_file_is_left_out_of_the_recent_blobs(tmp_path: Path) -> None:
+    """``recent`` (what the node announces to peers at their handshake) skips a file cut
+    short by a crash: before, an empty .npy stopped the node's start with EOFError."""
+    store = BlobStore(tmp_path / "blobs")
+    c = np.arange(64 * 16, dtype=np.int32).reshape(64, 16)
+    root = store.put("c", c)
+    store.flush()
+    (tmp_path / "blobs" / f"{'ab' * 32}.a.npy").write_bytes(b"")
+    (tmp_path / "blobs" / f"{'ab' * 32}.a.leaves").write_bytes(b"")
+    assert [info.root for info in BlobStore(tmp_path / "blobs").recent(10)] == [root]
+
+
+def test_a_write_cut_short_leaves_nothing_that_counts_against_the_quota(tmp_path: Path) -> None:
+    """What a crash mid-write leaves (a .tmp.npy, leaves without their matrix, a matrix
+    without its leaves) is deleted when the store opens: no pruning lists it, so before
+    it took quota for good."""
+    folder = tmp_path / "blobs"
+    store = BlobStore(folder)
+    c = np.arange(64 * 16, dtype=np.int32).reshape(64, 16)
+    root = store.put("c", c)
+    store.flush()
+    kept = BlobStore(folder).used()  # (read from the files: .npy headers included)
+    for name in (f"{'cd' * 32}.c.tmp.npy", f"{'cd' * 32}.c.leaves", f"{'ef' * 32}.a.npy"):
+        (folder / name).write_bytes(b"x" * 1000)
+    reopened = BlobStore(folder)
+    assert reopened.used() == kept
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"{root.hex()}.c.leaves", f"{root.hex()}.c.npy"
+    ]  # fmt: skip
+    assert np.array_equal(reopened.get(root), c)
+
+
+def test_a_blob_is_stored_only_with_entries_and_shapes_it_can_hold(tmp_path: Path) -> None:
+    """Values that do not fit the kind's dtype are refused, never wrapped (an int16 300
+    stored as int8 44 before); a matrix with no columns is refused (peers could not
+    decode our announcement of it, and dropped us)."""
+    store = BlobStore(tmp_path / "blobs")
+    with pytest.raises(BlobError, match="do not fit"):
+        store.put("a", np.array([[300, 1], [2, -200]], dtype=np.int16))
+    with pytest.raises(BlobError, match="integers"):
+        store.put("a", np.ones((2, 2), dtype=np.float32))
+    with pytest.raises(BlobError, match="not allowed"):
+        store.put("a", np.zeros((3, 0), dtype=np.int8))
+    fits = np.array([[100, 1], [2, -100]], dtype=np.int16)  # converted: every value fits
+    assert np.array_equal(store.get(store.put("a", fits)), fits)

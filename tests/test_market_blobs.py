@@ -256,3 +256,75 @@ def test_a_probe_is_answered_from_one_row_and_the_stored_row_roots(tmp_path: Pat
     for i, chunk in ((0, 0), (36, 3), (17, 1)):
         want = result_proof(c, i, chunk * RESULT_CHUNK)
         assert row_proof(c[i].tobytes(), roots, i, chunk * RESULT_CHUNK) == want
+
+
+def test_an_upload_must_be_of_its_kinds_dtype_and_shape(tmp_path: Path) -> None:
+    """An upload whose dtype is not its kind's (int8 for A and Bᵀ, int32 for C) is 400,
+    not converted (an int16 300 came back as 44 before); so is a matrix without columns
+    (a peer could not decode our announcement of it, and dropped us)."""
+    import base64
+
+    headers = {"Authorization": "Basic " + base64.b64encode(b"__cookie__:secret").decode()}
+
+    def npy(x: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, x)
+        return buf.getvalue()
+
+    async def run() -> None:
+        server = BlobServer(BlobStore(tmp_path / "s"), auth=("__cookie__", "secret"))
+        runner, url = await _serve(server.app())
+        try:
+            async with aiohttp.ClientSession() as s:
+                for kind, x, why in (
+                    ("a", np.array([[300, 1], [2, -200]], dtype=np.int16), "int8 matrix"),
+                    ("c", np.array([[2**63 - 1]], dtype=np.int64), "int32 matrix"),
+                    ("a", np.zeros((3, 0), dtype=np.int8), "not allowed"),
+                ):
+                    r = await s.post(f"{url}/blob?kind={kind}", data=npy(x), headers=headers)
+                    assert r.status == 400 and why in await r.text(), (kind, x.dtype)
+                ok = np.array([[1, 2], [3, 4]], dtype=np.int32)
+                r = await s.post(f"{url}/blob?kind=c", data=npy(ok), headers=headers)
+                assert r.status == 200
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
+
+
+def test_fetch_never_follows_a_redirect(tmp_path: Path) -> None:
+    """A peer answering with a redirect is dropped; the target is never asked (a peer
+    could aim our requests at any host: a service on our loopback, a metadata IP)."""
+    a, _ = operands(16, 64, 8)
+    src = BlobStore(tmp_path / "src")
+    root = src.put("a", a)
+    asked: list[str] = []
+
+    async def run() -> FetchReport:
+        honest = web.Application()
+        server = BlobServer(src)
+
+        async def leaves(request: web.Request) -> web.StreamResponse:
+            asked.append(request.path)
+            return await server.leaves(request)
+
+        honest.router.add_get("/blob/{root}/leaves", leaves)
+        target, target_url = await _serve(honest)
+
+        async def redirect(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound(f"{target_url}{request.path_qs}")
+
+        liar = web.Application()
+        liar.router.add_get("/blob/{root}/{what}", redirect)
+        runner, url = await _serve(liar)
+        report = FetchReport()
+        try:
+            with pytest.raises(BlobError, match="no peer served"):
+                await fetch_blob([url], root, "a", 16, 64, timeout=1.0, report=report)
+        finally:
+            await runner.cleanup()
+            await target.cleanup()
+        return report
+
+    report = asyncio.run(run())
+    assert asked == [] and "302" in " ".join(report.bad_peers.values())

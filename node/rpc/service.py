@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 from chain.address import encode_address
 from chain.block import MAX_BLOCK_SIZE
 from chain.tx import Transaction
+from node.capped_site import CappedSite, overloaded_response
 from node.events import TipChange
 from node.rpc.auth import (
     AUTH_FAIL_DELAY_S,
@@ -60,6 +61,9 @@ BODY_TIMEOUT_S = 120.0
 # Open HTTP and WebSocket connections at once; past it a new one gets 503 and is
 # closed. Each connection costs a socket and buffers; miners and wallets use a few.
 MAX_CONNECTIONS = 256
+OVERLOADED = overloaded_response(
+    encode_reply(error_response(MISC_ERROR, "too many connections")).encode(), "application/json"
+)
 # Subscriptions one WebSocket may hold: 3 topics, with room for several consumers
 # sharing a socket; each one multiplies the notifications a single event sends.
 MAX_SUBSCRIPTIONS = 32
@@ -384,7 +388,10 @@ class RpcService:
             self.make_app(), self.handle_http, access_log=None, keepalive_timeout=self.idle_timeout
         )
         await self._runner.setup()
-        site = CappedSite(self._runner, self.bind, self.port, max_connections=self.max_connections)
+        site = CappedSite(
+            self._runner, self.bind, self.port, max_connections=self.max_connections,
+            name="RPC", response=OVERLOADED,
+        )  # fmt: skip
         await site.start()
         self.port = site.port
         if self.bind not in LOCAL_BINDS:
@@ -421,23 +428,6 @@ class RpcService:
             self.cookie = None
 
 
-OVERLOADED_BODY = encode_reply(error_response(MISC_ERROR, "too many connections")).encode()
-
-
-class _Overloaded(asyncio.Protocol):
-    """Answers a connection past the cap with 503 and closes it (bitcoind's answer
-    when its work queue is full)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        head = (
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(OVERLOADED_BODY)}\r\nConnection: close\r\n\r\n"
-        )
-        transport.write(head.encode() + OVERLOADED_BODY)
-        transport.close()
-
-
 class RpcRunner(web.AppRunner):
     """An AppRunner whose server hands ``POST /`` straight to the JSON-RPC handler, past
     the router and middleware machinery (a measurable share of a cheap call's time);
@@ -464,27 +454,3 @@ class RpcRunner(web.AppRunner):
 
         server.request_handler = handle
         return server
-
-
-class CappedSite(web.TCPSite):
-    """A TCP site that serves at most ``max_connections`` connections at once."""
-
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_connections: int):
-        super().__init__(runner, host, port)
-        self.max_connections = max_connections
-
-    async def start(self) -> None:
-        # TCPSite.start with the protocol factory wrapped (aiohttp has no connection cap).
-        await web.BaseSite.start(self)
-        server = self._runner.server
-        assert server is not None
-
-        def factory() -> asyncio.BaseProtocol:
-            if len(server.connections) >= self.max_connections:
-                log.warning("RPC: %d connections open, refusing another", self.max_connections)
-                return _Overloaded()
-            return server()
-
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(factory, self._host, self._port)
-        self._bound_port = self._server.sockets[0].getsockname()[1]
