@@ -116,6 +116,12 @@ async def _scenarios(
     await p.close()
     assert await _refused(port, network, ghash, "127.0.0.12")
 
+    # A large frame before the handshake is judged by its type and size, not decoded.
+    p = await peer("127.0.0.23", handshake=False)
+    await p.send_raw(bytes([MsgType.BLOCK]) + bytes(1 << 20))
+    assert await p.closed_by_node()
+    await p.close()
+
     # Garbage bytes after the handshake.
     p = await peer("127.0.0.13")
     await p.send_raw(b"\xfe garbage \x00\x01")
@@ -217,6 +223,7 @@ def test_hostile_peer_is_disconnected_while_honest_peer_syncs(
     assert "discouraging 127.0.0.11 " not in log and "wrong network" in log
     assert "discouraging 127.0.0.22 " not in log
     assert "handshake timeout" in log
+    assert "discouraging 127.0.0.23 " in log and f"BLOCK of {1 + (1 << 20)} bytes before" in log
 
 
 def test_restart_keeps_address_book_and_bans(tmp_path: Path, procs: list[NodeProc]) -> None:
