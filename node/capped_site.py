@@ -44,7 +44,7 @@ class CappedSite(web.TCPSite):
     ) -> None:  # fmt: skip
         super().__init__(runner, host, port)
         self.max_connections = max_connections
-        self.name = name
+        self.server_name = name
         self.response = response
 
     async def start(self) -> None:
@@ -56,7 +56,9 @@ class CappedSite(web.TCPSite):
         def factory() -> asyncio.BaseProtocol:
             if len(server.connections) >= self.max_connections:
                 log.warning(
-                    "%s: %d connections open, refusing another", self.name, self.max_connections
+                    "%s: %d connections open, refusing another",
+                    self.server_name,
+                    self.max_connections,
                 )
                 return _Overloaded(self.response)
             return server()
