@@ -314,3 +314,49 @@ def test_a_reclaim_the_account_cannot_pay_says_the_bounty_comes_back_by_itself()
     node.spendable = 1_000
     assert client.reclaim("cd" * 32, fee=1_000) == ["ab" * 32]
     assert node.sent == ["sendrawtransaction"]
+
+
+def test_a_submit_that_fails_before_it_is_sent_leaves_no_nonce_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit stopped before anything went out (Ctrl-C while A is hashed) frees the
+    nonces it had reserved: before, the next submit of the same client was signed past
+    a gap and waited in the pool for ever, while miners computed it for nothing (their
+    claims and commits failed, job-unknown). Arguments of the wrong type are a
+    JobError, said before anything is reserved."""
+    import wallet.jobs
+
+    genesis = market_genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis)
+    try:
+        rpc = node.rpc()
+        client = JobClient(devnet_key(0), net, rpc, f"http://127.0.0.1:{node.blob}",
+                           blob_auth=read_cookie(node.datadir, "devnet"))  # fmt: skip
+        rng = np.random.default_rng(5)
+        a = rng.integers(-64, 64, (64, 256), dtype=np.int8)
+        b = rng.integers(-64, 64, (256, 64), dtype=np.int8)
+        for call, why in (
+            (lambda: client.quote("64", 256, 64), "m must be a whole number"),  # type: ignore[arg-type]
+            (lambda: client.quote(64.0, 256, 64), "m must be a whole number"),  # type: ignore[arg-type]
+            (lambda: client.submit(a.tolist(), b, 100_000), "A must be a NumPy matrix"),  # type: ignore[arg-type]
+            (lambda: client.submit(a, b, 1.5), "base units"),  # type: ignore[arg-type]
+            (lambda: client.submit(a, b, 100_000, fee=-1), "fee must be"),
+        ):
+            with pytest.raises(JobError, match=why):
+                call()
+        real_root = wallet.jobs.blob_root
+
+        def interrupted(*args: object) -> bytes:
+            monkeypatch.setattr(wallet.jobs, "blob_root", real_root)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(wallet.jobs, "blob_root", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            client.submit(a, b, 100_000)
+        pid = client.submit(a, b, 100_000)
+        assert rpc.call("getjob", pid)["status"] == "pending"
+        pool = rpc.call("getmempoolinfo")
+        assert pool["queued"] == 0 and pool["pending"] == 1, pool
+    finally:
+        node.stop()

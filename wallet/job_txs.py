@@ -33,6 +33,11 @@ from wallet.job_terms import DEFAULT_JOB_FEE, JobError
 
 def check_operand(x: npt.NDArray[Any], name: str) -> npt.NDArray[np.int8]:
     """The operand as int8 if every entry is an integer in [-64, 63]; else JobError."""
+    if not isinstance(x, np.ndarray):
+        raise JobError(
+            f"{name} must be a NumPy matrix (numpy.asarray(x, dtype=numpy.int8)), "
+            f"not {type(x).__name__}"
+        )
     if x.ndim != 2:
         raise JobError(f"{name} must be a 2-D matrix, got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.integer):
@@ -48,6 +53,17 @@ def check_operand(x: npt.NDArray[Any], name: str) -> npt.NDArray[np.int8]:
             f" q = np.clip(np.rint(x * scale), {ENTRY_MIN}, {ENTRY_MAX}).astype(np.int8)"
         )
     return np.ascontiguousarray(x, dtype=np.int8)
+
+
+def whole_number(value: Any, name: str, least: int = 0) -> int:
+    """``value`` if it is an int of at least ``least`` (an amount in base units, a
+    count, a size); else JobError (a float such as 1.5 coins is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+        raise JobError(
+            f"{name} must be a whole number of at least {least}, not {value!r}"
+            + (" (amounts are in base units: 1 coin = 10^8)" if isinstance(value, float) else "")
+        )
+    return int(value)
 
 
 def _job_tx(

@@ -43,7 +43,7 @@ from compute.transpose import transposed
 from wallet.job_collect import Collecting, JobResult
 from wallet.job_follow import Following, UnknownJobError
 from wallet.job_terms import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobError
-from wallet.job_txs import check_operand, submit_tx
+from wallet.job_txs import check_operand, submit_tx, whole_number
 from wallet.products import (
     DEFAULT_PART_MULTIPLY_ADDS,
     Manifest,
@@ -286,6 +286,9 @@ class JobClient(Collecting, Following):
                 self._submits[job_id] = tx
 
     def _plan(self, m: int, k: int, n: int, max_part: int, min_parts: int) -> Manifest:
+        m, k, n = (whole_number(v, name, 1) for v, name in ((m, "m"), (k, "k"), (n, "n")))
+        max_part = whole_number(max_part, "max_part_multiply_adds", 1)
+        min_parts = whole_number(min_parts, "min_parts", 1)
         try:
             parts = plan_parts(m, k, n, self.network.pouw, max_part, min_parts)
         except PlanError as exc:
@@ -337,6 +340,8 @@ class JobClient(Collecting, Following):
         send one JOB_SUBMIT per part (consecutive nonces, one key). Returns the
         product id (the job id when the product is one job)."""
         a8, b8 = check_operand(a, "A"), check_operand(b, "B")
+        bounty, fee = whole_number(bounty, "bounty"), whole_number(fee, "fee")
+        expiry_s = whole_number(expiry_s, "expiry_s")
         if a8.shape[1] != b8.shape[0]:
             raise JobError(f"A is {a8.shape}, B is {b8.shape}: inner dimensions differ")
         if self.blob_auth is None:
@@ -358,16 +363,41 @@ class JobClient(Collecting, Following):
             plan.bounties = split_bounty(bounty, plan.parts)
         except PlanError as exc:
             raise JobError(str(exc)) from None
-        txs = []
-        known: dict[tuple[Any, ...], bytes] = {}  # parts share slices of A (or of B)
         now = time.monotonic()
         self._uploaded = {r: t for r, t in self._uploaded.items() if now - t < UPLOAD_REUSE_S}
         first_nonce = self._nonce(spend=bounty + fee * len(plan.parts))
+        sent: list[tuple[bytes, Future[bytes]]] = []
+        try:
+            txs = self._sign_parts(a8, b8, plan, signer, first_nonce, expires, fee, sent)
+        except BaseException:  # (Ctrl-C included) nothing went out: the nonces are free
+            for _, upload in sent:
+                upload.cancel()
+            self._pending_nonce = first_nonce
+            raise
+        self._send_after_uploads(txs, sent, first_nonce)
+        plan.job_ids = [tx.txid.hex() for tx in txs]
+        plan.submits = [tx.to_bytes().hex() for tx in txs]
+        self._remember_submits(plan)
+        pid = plan.product_id
+        self._products[pid] = plan
+        self._operands[pid] = (a8, b8)
+        if self.manifest_dir is not None:
+            plan.save(self.manifest_dir)
+        return pid
+
+    def _sign_parts(
+        self, a8: npt.NDArray[np.int8], b8: npt.NDArray[np.int8], plan: Manifest,
+        signer: PrivateKey, first_nonce: int, expires: int, fee: int,
+        sent: list[tuple[bytes, Future[bytes]]],
+    ) -> list[Any]:  # fmt: skip
+        """One signed JOB_SUBMIT per part, consecutive nonces from ``first_nonce``; each
+        operand blob not uploaded lately starts uploading meanwhile (added to ``sent``)."""
         # uploads run beside the hashing of the next blob (the node checks each one)
         if self._uploads is None:
             self._uploads = ThreadPoolExecutor(UPLOADS_PARALLEL, thread_name_prefix="upload")
         uploads = self._uploads
-        sent: list[tuple[bytes, Future[bytes]]] = []
+        known: dict[tuple[Any, ...], bytes] = {}  # parts share slices of A (or of B)
+        txs = []
         bt_whole: Future[npt.NDArray[np.int8]] | None = None  # B transposed once, for all parts
         for i, (part, part_bounty) in enumerate(zip(plan.parts, plan.bounties, strict=True)):
             pa, pb = part.operands(a8, b8)
@@ -393,16 +423,7 @@ class JobClient(Collecting, Following):
             txs.append(submit_tx(self.network, signer, first_nonce + i, pa, pb, part_bounty,
                                  expires, url=self.blob_url, fee=fee,
                                  roots=(roots[0], roots[1])))  # fmt: skip
-        self._send_after_uploads(txs, sent, first_nonce)
-        plan.job_ids = [tx.txid.hex() for tx in txs]
-        plan.submits = [tx.to_bytes().hex() for tx in txs]
-        self._remember_submits(plan)
-        pid = plan.product_id
-        self._products[pid] = plan
-        self._operands[pid] = (a8, b8)
-        if self.manifest_dir is not None:
-            plan.save(self.manifest_dir)
-        return pid
+        return txs
 
     def _send_after_uploads(
         self, txs: list[Any], uploads: list[tuple[bytes, Future[bytes]]], first_nonce: int
@@ -423,7 +444,7 @@ class JobClient(Collecting, Following):
                         f"than {root.hex()}: is it a pouw node of this network?"
                     )
                 self._uploaded[root] = time.monotonic()
-        except Exception:
+        except BaseException:  # (Ctrl-C included)
             for _, upload in uploads:
                 upload.cancel()  # what is still queued uploads nothing more
             self._pending_nonce = first_nonce  # nothing went out: the nonces are free
