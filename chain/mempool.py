@@ -44,6 +44,7 @@ from chain.tx import (
     Transaction,
     check_transaction,
 )
+from chain.txkind import TxKind
 
 # Bitcoin Core's -maxmempool default is 300 MB of *memory*; ours caps encoded bytes.
 # 64 MiB is 16 full blocks of backlog (~450k minimal transfers).
@@ -142,11 +143,19 @@ class Mempool(PoolIndex):
         entries = [self._by_id[t] for t in self._jobs.txids(job_id)]
         return [e.tx for e in sorted(entries, key=lambda e: e.seq)]
 
-    def market_txs(self) -> list[Transaction]:
+    def market_txs(self, queued_submits: bool = True) -> list[Transaction]:
         """The pooled job submits and market actions, in arrival order: the market's
-        share of the pool, without a walk of every transaction."""
-        entries = [self._by_id[t] for t in self._jobs.market_txids()]
-        return [e.tx for e in sorted(entries, key=lambda e: e.seq)]
+        share of the pool, without a walk of every transaction. Without
+        ``queued_submits``, a submit behind a nonce gap of its sender is left out: it
+        cannot reach a block before the gap is filled, so a claim of its job would
+        fail (what miners read to find jobs)."""
+        entries = sorted((self._by_id[t] for t in self._jobs.market_txids()), key=lambda e: e.seq)
+        if queued_submits:
+            return [e.tx for e in entries]
+        return [
+            e.tx for e in entries
+            if e.tx.kind != TxKind.JOB_SUBMIT or e.nonce < self._accounts[e.sender].pending_end
+        ]  # fmt: skip
 
     def is_pending(self, txid: bytes) -> bool:
         """True if the tx is in the pool and executable now (not behind a nonce gap)."""

@@ -360,3 +360,36 @@ def test_a_submit_that_fails_before_it_is_sent_leaves_no_nonce_gap(
         assert pool["queued"] == 0 and pool["pending"] == 1, pool
     finally:
         node.stop()
+
+
+def test_a_submit_behind_a_nonce_gap_is_not_offered_to_miners(tmp_path: Path) -> None:
+    """A submit signed past its buyer's next nonce waits queued: it cannot reach a
+    block until the gap is filled, so a claim of its job would fail. listjobs pending
+    and getmarketinfo leave it out (before, miners claimed, computed and committed it,
+    each action failing with job-unknown, a fee lost each time, the buyer's C free);
+    getjob says it is queued. Once a transfer fills the gap, it is offered."""
+    from wallet.job_txs import submit_tx
+
+    genesis = market_genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis)
+    try:
+        rpc = node.rpc()
+        rng = np.random.default_rng(6)
+        a = rng.integers(-64, 64, (64, 256), dtype=np.int8)
+        b = rng.integers(-64, 64, (256, 64), dtype=np.int8)
+        buyer = devnet_key(1)
+        nonce = rpc.call("getaccount", _address(1))["pending_nonce"]
+        expires = rpc.call("getblockchaininfo")["mediantime"] + 600
+        tx = submit_tx(net, buyer, nonce + 1, a, b, 100_000, expires)
+        rpc.call("sendrawtransaction", tx.to_bytes().hex())
+        job_id = tx.txid.hex()
+        assert rpc.call("listjobs", "pending") == []
+        job = rpc.call("getjob", job_id)
+        assert job["status"] == "pending" and job["queued"] is True, job
+        assert rpc.call("getmempoolinfo")["queued"] == 1
+        rpc.call("sendrawtransaction", transfer(net, 1, nonce, bytes(20), 1).to_bytes().hex())
+        assert [j["job_id"] for j in rpc.call("listjobs", "pending")] == [job_id]
+        assert "queued" not in rpc.call("getjob", job_id)
+    finally:
+        node.stop()

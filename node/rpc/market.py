@@ -198,9 +198,13 @@ class MarketMethods:
         return out
 
     def pending_job_info(self, job_id: bytes, job: Job) -> dict[str, Any]:
-        """What getjob and listjobs say of a job whose submit waits in our mempool."""
+        """What getjob and listjobs say of a job whose submit waits in our mempool;
+        ``queued`` when it waits behind a nonce gap of its sender (no miner takes it
+        until a transaction fills the gap)."""
         out = {**self.job_info(job_id, job), "status": "pending"}
         del out["submitted"]
+        if not self.node.mempool.is_pending(job_id):
+            out["queued"] = True
         return out
 
     def _add_pool_actions(self, out: dict[str, Any], job_id: bytes, job: Job) -> None:
@@ -266,7 +270,7 @@ class MarketMethods:
         submits: dict[bytes, Job] = {}
         claimed: set[bytes] = set()
         reclaims: dict[bytes, set[bytes]] = {}
-        for tx in pool.market_txs():  # indexed: not the whole pool
+        for tx in pool.market_txs(queued_submits=False):  # indexed: not the whole pool
             if tx.kind == TxKind.JOB_CLAIM and len(tx.payload) == 32:
                 claimed.add(tx.payload)
             elif tx.kind == TxKind.JOB_RECLAIM and len(tx.payload) == 32:
