@@ -139,6 +139,7 @@ class ClaimRounds:
     _submit_arrived: OrderedDict[bytes, float]
     _fresh_claims: OrderedDict[bytes, tuple[bytes, float]]
     _was_pooled: set[bytes]
+    _own_pooled_claims: set[bytes]
 
     def _competing(self, now: float) -> bool:
         """Another miner claimed a job within ALONE_AFTER_S."""
@@ -234,6 +235,7 @@ class ClaimRounds:
         rivals: dict[bytes, list[tuple[bytes, int]]] = {}
         reclaims: dict[bytes, set[bytes]] = {}
         seen: dict[bytes, tuple[Job | None, float]] = {}
+        ours: set[bytes] = set()
         now = time.monotonic()
         for tx in self.pool_txs():
             if tx is None:
@@ -242,6 +244,8 @@ class ClaimRounds:
                 if tx.sender != self.address:
                     rivals.setdefault(tx.payload, []).append((tx.txid, tx.amount))
                     self._sightings.saw(tx.sender, now)
+                else:
+                    ours.add(tx.payload)
             elif tx.kind == TxKind.JOB_RECLAIM and len(tx.payload) == 32:
                 reclaims.setdefault(tx.payload, set()).add(tx.sender)
             elif tx.kind == TxKind.JOB_SUBMIT:
@@ -252,6 +256,7 @@ class ClaimRounds:
                 if job is not None:
                     pending.append((txid, job))
         self._pooled_submits = seen
+        self._own_pooled_claims = ours
         return pending, rivals, reclaims
 
     def standing_rival(self, claims: Iterable[tuple[bytes, int]], job: Job) -> bytes | None:
@@ -291,6 +296,7 @@ class ClaimRounds:
         jobs = [
             (jid, job) for jid, job in [*open_now, *pending]
             if jid not in self.held and self._failed.get(jid, 0.0) <= now
+            and jid not in self._own_pooled_claims  # an earlier run's claim: taken back
             and self.standing_rival(taken.get(jid, ()), job) is None
             and job.buyer not in reclaims.get(jid, ())  # its buyer is cancelling it
             and job.bounty >= rate * job.multiply_adds

@@ -111,6 +111,10 @@ class MarketMiner(CommitKeeping, ClaimRounds):
         self._crossings = Crossings()  # how late rival claims of our jobs arrive
         self._first_seen: dict[bytes, float] = {}  # candidate job id -> first seen open
         self._was_pooled: set[bytes] = set()  # candidates we first saw as pooled submits
+        # jobs a pooled claim of our key goes for that we do not hold (sent before a
+        # restart): never claimed again (one of the two would fail, its fee lost); taken
+        # back once the claim is on chain
+        self._own_pooled_claims: set[bytes] = set()
         self._submit_arrived: OrderedDict[bytes, float] = OrderedDict()  # job id -> when
         # job id -> (its first claimant, when its submit arrived): claims of fresh jobs
         self._fresh_claims: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()

@@ -237,6 +237,9 @@ class RemoteMarket(ResultDelivery):
             and j["job_id"] not in self._late_c  # its C is done: claimed again with it
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
             and self._rivals.standing(j) is None  # another miner's claim takes it
+            # a claim of our key, pooled, that we do not hold (an earlier process's, killed):
+            # claiming again would fail one of the two (its fee lost); taken back on chain
+            and self.address not in j.get("pending_claimants", ())
             and not j.get("pending_reclaim")  # its buyer is cancelling it
         ]  # fmt: skip
         if any(j["status"] == "pending" for j in jobs):

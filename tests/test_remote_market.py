@@ -149,6 +149,17 @@ def test_pouw_miner_delivers_before_anything_confirms(tmp_path: Path) -> None:
         assert miner.wait(20) == 0
         log = (tmp_path / "miner.log").read_text()
         assert "pouw miner stopped (Ctrl-C)" in log and "Traceback" not in log, log[-3000:]
+        # Restarted, the miner does not claim again the job its pooled claim goes for
+        # (one of the two claims would fail in a block, its fee lost).
+        miner_log.close()
+        miner_log = open(tmp_path / "miner2.log", "ab")  # noqa: SIM115
+        _, miner = _start_miner(tmp_path, node, genesis, 3, miner_log)
+        wait_for("the restarted miner's worker", lambda: "worker 0 ready" in (
+            tmp_path / "miner2.log").read_text() or miner.poll() is not None, timeout=60)
+        time.sleep(2)  # several claim rounds
+        log = (tmp_path / "miner2.log").read_text()
+        assert "claimed job" not in log, log[-3000:]
+        assert rpc.call("getjob", pid)["pending_claims"] == 1
     finally:
         _stop(miner)
         miner_log.close()
