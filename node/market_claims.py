@@ -40,6 +40,7 @@ from node.claim_order import (
     price_band,
 )
 from node.market_operands import Held, OperandFetcher
+from wallet.job_terms import DEFAULT_JOB_FEE, MINER_TXS_PER_PART
 
 log = logging.getLogger("pouw.market")
 
@@ -77,7 +78,7 @@ class MarketSettings:
     serve_url: str = ""  # where this node serves C (its blob endpoint), put in the commit
     min_bounty_per_mac: float = 0.0  # base units per multiply-add
     fetch_timeout: float = 20.0
-    fee: int = 1000  # fee of each market transaction
+    fee: int = DEFAULT_JOB_FEE  # fee of each market transaction
     claim_ahead: int = CLAIM_AHEAD
     extra_sources: tuple[str, ...] = ()  # other blob endpoints to try for A and B
 
@@ -300,6 +301,7 @@ class ClaimRounds:
             and self.standing_rival(taken.get(jid, ()), job) is None
             and job.buyer not in reclaims.get(jid, ())  # its buyer is cancelling it
             and job.bounty >= rate * job.multiply_adds
+            and job.bounty >= MINER_TXS_PER_PART * self.settings.fee  # not paid at a loss
             and check_shape(self.chain.network.pouw, job.m, job.k, job.n).ok
         ]  # fmt: skip
         # Best paying first (in PRICE_BAND steps); within a band an order of our own (a

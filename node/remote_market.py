@@ -73,6 +73,7 @@ from node.remote_results import (
     ResultDelivery,
 )
 from node.remote_rivals import UNCLAIMED_STATUSES, RivalWatch
+from wallet.job_terms import DEFAULT_JOB_FEE, MINER_TXS_PER_PART
 from wallet.job_txs import claim_tx
 from wallet.rpc import NOT_FOUND, RpcClient, RpcError
 
@@ -107,7 +108,7 @@ class RemoteMarket(ResultDelivery):
         blob_auth: tuple[str, str],
         workers: int = 1,
         min_bounty_per_mac: float = 0.0,
-        fee: int = 1000,
+        fee: int = DEFAULT_JOB_FEE,
     ) -> None:
         self.rpc = rpc
         self.network = network
@@ -236,6 +237,7 @@ class RemoteMarket(ResultDelivery):
             and j["job_id"] not in self._in_work  # a worker still has it (slow, or hung)
             and j["job_id"] not in self._late_c  # its C is done: claimed again with it
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
+            and int(j["bounty"]) >= MINER_TXS_PER_PART * self.fee  # not paid at a loss
             and self._rivals.standing(j) is None  # another miner's claim takes it
             # a claim of our key, pooled, that we do not hold (an earlier process's, killed):
             # claiming again would fail one of the two (its fee lost); taken back on chain

@@ -559,3 +559,21 @@ def test_a_pooled_claim_too_small_to_stand_takes_no_job(tmp_path: Path) -> None:
     assert [jid for jid, _ in miner.candidates()] == [submit.txid]
     pool.append(claim_tx(net, devnet_key(3), 0, submit.txid, bond))
     assert miner.candidates() == []
+
+
+def test_a_job_paying_less_than_the_miners_fees_and_one_we_claimed_before_are_no_candidates(
+    tmp_path: Path,
+) -> None:
+    """A job whose bounty is below the miner's claim and commit fees would cost it more
+    than it pays: left alone. A job that a pooled claim of our own key goes for, which
+    this miner does not hold (sent before a restart), is not claimed a second time."""
+    from chain.keys import devnet_key
+    from wallet.job_txs import claim_tx
+
+    net, submit, pool, miner = _miner_over_one_open_job(tmp_path)
+    assert [jid for jid, _ in miner.candidates()] == [submit.txid]
+    miner.settings.fee = 10**6 // 2 + 1  # two such fees are more than the bounty of 10**6
+    assert miner.candidates() == []
+    miner.settings.fee = 1000
+    pool.append(claim_tx(net, devnet_key(1), 0, submit.txid, net.market.bond_for(10**6)))
+    assert miner.candidates() == []

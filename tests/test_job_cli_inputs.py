@@ -24,6 +24,7 @@ from node.cli import main as pouw
 from tests.chainutil import transfer
 from tests.test_market_e2e import Proc, _address, market_genesis, wait_for
 from tests.test_remote_market import _edit_genesis
+from wallet.job_terms import DEFAULT_JOB_FEE
 from wallet.jobs import JobClient, JobError
 from wallet.rpc import RpcClient, read_cookie
 
@@ -164,12 +165,18 @@ def test_a_submit_the_node_lost_is_sent_again(tmp_path: Path) -> None:
                              manifest_dir=tmp_path / "products")  # fmt: skip
 
         # no job in the window (no going rate): a quote still covers what miners pay to
-        # take each part, a claim and a commit fee at the node's estimate
-        fee = rpc.call("estimatefee", 6)["fee"]
+        # take each part, a claim and a commit fee (theirs, or the node's estimate if
+        # higher); a bounty below that is refused (no miner would take it)
+        fee = max(rpc.call("estimatefee", 6)["fee"], DEFAULT_JOB_FEE)
         for m, k, n in ((64, 64, 64), (512, 4096, 4096)):
             q = client(rpc).quote(m, k, n)
             assert q.going_bounty_per_multiply_add == 0.0
             assert q.suggested_bounty == q.parts * 2 * fee > 0, q
+        rng = np.random.default_rng(4)
+        with pytest.raises(JobError, match="no miner takes it. Pass --bounty 0.00004"):
+            client(rpc).submit(rng.integers(-64, 64, (64, 256), dtype=np.int8),
+                               rng.integers(-64, 64, (256, 64), dtype=np.int8), 3999,
+                               min_parts=2)  # fmt: skip
         rng = np.random.default_rng(4)
         pid = client(rpc).submit(rng.integers(-64, 64, (64, 256), dtype=np.int8),
                                  rng.integers(-64, 64, (256, 64), dtype=np.int8), 100_000)

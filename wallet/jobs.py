@@ -42,7 +42,14 @@ from compute.freivalds import PreparedCheck
 from compute.transpose import transposed
 from wallet.job_collect import Collecting, JobResult
 from wallet.job_follow import Following, UnknownJobError
-from wallet.job_terms import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobError
+from wallet.job_terms import (
+    DEFAULT_EXPIRY_S,
+    DEFAULT_JOB_FEE,
+    DEFAULT_LIST_LIMIT,
+    LEAST_PART_BOUNTY,
+    MINER_TXS_PER_PART,
+    JobError,
+)
 from wallet.job_txs import check_operand, submit_tx, whole_number
 from wallet.products import (
     DEFAULT_PART_MULTIPLY_ADDS,
@@ -110,9 +117,6 @@ def _cut_bt(part: Part, bt_whole: Future[npt.NDArray[np.int8]]) -> npt.NDArray[n
     on every core for all the parts: transposing each part's columns one by one took
     13 ms against 7 ms for three parts of 4096 x 4096, and held an upload thread)."""
     return part.operand_bt(bt_whole.result())
-
-
-MINER_TXS_PER_PART = 2  # a miner's claim and commit: the fees a part's bounty must beat
 
 
 @dataclass
@@ -312,11 +316,12 @@ class JobClient(Collecting, Following):
         from wallet.rpc_calls import estimate_fee
 
         # at least what a miner pays to take each part (its claim's and its commit's
-        # fee): a going rate of nothing (no job in the window) must not suggest less
+        # fee, DEFAULT_JOB_FEE each, more when the node's estimate is higher): a going
+        # rate of nothing (no job in the window) must not suggest less
         try:
-            fee = estimate_fee(self.rpc).fee
-        except (RpcError, ValueError, TypeError):  # a node without the estimate: no floor
-            fee = 0
+            fee = max(estimate_fee(self.rpc).fee, DEFAULT_JOB_FEE)
+        except (RpcError, ValueError, TypeError):  # a node without the estimate
+            fee = DEFAULT_JOB_FEE
         floor = len(plan.parts) * MINER_TXS_PER_PART * fee
         return Quote(
             multiply_adds=work, parts=len(plan.parts), going_bounty_per_multiply_add=rate,
@@ -363,6 +368,16 @@ class JobClient(Collecting, Following):
             plan.bounties = split_bounty(bounty, plan.parts)
         except PlanError as exc:
             raise JobError(str(exc)) from None
+        if min(plan.bounties) < LEAST_PART_BOUNTY:
+            from wallet.amount import format_coins
+
+            least = LEAST_PART_BOUNTY * len(plan.parts)
+            raise JobError(
+                f"a bounty of {format_coins(bounty)} coins over {len(plan.parts)} part(s) pays "
+                f"a part less than its miner's two fees ({format_coins(LEAST_PART_BOUNTY)} "
+                f"coins): no miner takes it. Pass --bounty {format_coins(least)} or more "
+                "(`pouw job quote` suggests one at the going rate)"
+            )
         now = time.monotonic()
         self._uploaded = {r: t for r, t in self._uploaded.items() if now - t < UPLOAD_REUSE_S}
         first_nonce = self._nonce(spend=bounty + fee * len(plan.parts))
