@@ -90,14 +90,14 @@ def bech32m_encode(hrp: str, data: Sequence[int]) -> str:
 
 def bech32m_decode(text: str) -> tuple[str, list[int]]:
     """Split and check a bech32m string; returns (lowercase hrp, 5-bit data)."""
+    if len(text) > MAX_BECH32_LEN:  # first: the scans below cost seconds on megabytes
+        raise AddressError(f"too long: {len(text)} characters, the limit is {MAX_BECH32_LEN}")
     if any(c.isspace() for c in text):
         raise AddressError("contains a space (or another blank): copy the address alone")
     if any(not 33 <= ord(c) <= 126 for c in text):
         raise AddressError("contains a character outside printable ASCII")
     if text.lower() != text and text.upper() != text:
         raise AddressError("mixed upper and lower case")
-    if len(text) > MAX_BECH32_LEN:
-        raise AddressError(f"too long: {len(text)} characters, the limit is {MAX_BECH32_LEN}")
     text = text.lower()
     pos = text.rfind("1")
     if pos < 0:
