@@ -130,6 +130,14 @@ def test_batch_cap(tmp_path: Path) -> None:
         )
         _, reply = await h.post(calls[:10])
         assert len(reply) == 10
+        # a batch body past MAX_BATCH_BODY is refused before it is parsed (past 1000
+        # calls too here, but it is the size that is said)
+        from node.rpc.protocol import MAX_BATCH_BODY
+
+        flood = b"  [" + b"{}," * (MAX_BATCH_BODY // 3) + b"{}]"
+        _, reply = await h.post(flood)
+        assert reply["error"]["code"] == INVALID_REQUEST
+        assert f"at most {MAX_BATCH_BODY}" in reply["error"]["message"], reply
 
     run_node(tmp_path, body, extra={"rpc_max_batch": 10})
 
