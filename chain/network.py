@@ -185,7 +185,7 @@ def parse_genesis(raw: bytes, where: str = "genesis file") -> Network:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise NetworkError(f"{where} is not UTF-8 text: {exc}") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # (JSONDecodeError, or an integer of over 4300 digits)
         raise NetworkError(f"{where} is not valid JSON: {exc}") from None
     except RecursionError:
         raise NetworkError(f"{where} is not a genesis file: JSON nested too deeply") from None

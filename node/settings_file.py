@@ -333,7 +333,7 @@ def parse_config(raw: bytes, path: Path, explicit: bool) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not UTF-8 text ({exc})") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # (TOMLDecodeError, or an integer of over 4300 digits)
         raise ConfigError(f"config file {path}: malformed TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(

@@ -282,6 +282,11 @@ def test_real_encodings_still_decode() -> None:
         # found by the long fuzz: a port of 2E333 (a float infinity) raised OverflowError
         ("peers", b'{"addresses": [{"host": "10.0.0.1", "port": 2E333, "last_seen": 5}]}',
          None),
+        # an integer of more than 4300 digits: Python refuses to parse it with a bare
+        # ValueError, which the narrower decode errors did not catch (a traceback)
+        ("settings", b"rpc_port = " + b"9" * 5000 + b"\n", "malformed TOML"),
+        ("genesis", b'{"network": ' + b"9" * 5000 + b"}", "not valid JSON"),
+        ("keystore", b'{"n": ' + b"9" * 5000 + b"}", "not a JSON keystore"),
     ],
 )  # fmt: skip
 def test_reported_inputs_get_a_typed_error(name: str, raw: bytes, words: str | None) -> None:

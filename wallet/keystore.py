@@ -239,7 +239,7 @@ def read_keystore(path: Path) -> dict[str, Any]:
         raise KeystoreError(f"{path} is too large to be a keystore")
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # (JSON and UTF-8 errors, an integer of over 4300 digits)
         raise KeystoreError(f"{path} is not a JSON keystore: {exc}") from None
     except RecursionError:
         raise KeystoreError(f"{path} is not a keystore: JSON nested too deeply") from None
@@ -252,7 +252,7 @@ def parse_keystore_bytes(raw: bytes) -> tuple[str, KdfParams, bytes, bytes, byte
     """:func:`parse_keystore` of a file's bytes (what :func:`read_keystore` reads)."""
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # (JSON and UTF-8 errors, an integer of over 4300 digits)
         raise KeystoreError(f"not a JSON keystore: {exc}") from None
     except RecursionError:
         raise KeystoreError("not a keystore: JSON nested too deeply") from None

@@ -345,7 +345,7 @@ class RpcClient:
             raw = post(body, what, timeout or self.timeout)
         try:
             return json.loads(raw)
-        except json.JSONDecodeError:
+        except ValueError:  # (not JSON, or an integer of over 4300 digits)
             raise RpcConnectionError(
                 f"{self.url} did not answer JSON-RPC: is it the node's RPC port (not its P2P "
                 "or blob port)?"
