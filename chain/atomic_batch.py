@@ -16,6 +16,7 @@ from chain.storage_keys import (
     META_REINDEX,
     META_REORG,
     META_TIP,
+    PREFIX_INDEX,
     PREFIX_TX,
     address_tx_key,
     block_key,
@@ -153,6 +154,13 @@ class AtomicBatch:
         """Delete a raw key (from :meth:`ChainDB.iter_keys`): derived data only."""
         if key[:1] not in DERIVED_PREFIXES:
             raise ValueError(f"delete_raw is for derived data, not {key[:1]!r} keys")
+        self._delete(key)
+
+    def delete_index_key(self, key: bytes) -> None:
+        """Delete an index record by its raw key (from :meth:`ChainDB.iter_keys`),
+        undecoded: a reindex drops records that do not decode, and rebuilds them."""
+        if key[:1] != PREFIX_INDEX:
+            raise ValueError(f"delete_index_key is for index records, not {key[:1]!r} keys")
         self._delete(key)
 
     def set_genesis(self, block_hash: bytes) -> None:

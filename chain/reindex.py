@@ -26,8 +26,8 @@ from chain.header import Header
 from chain.index_record import BlockStatus, IndexRecord
 from chain.integrity import decode_checked
 from chain.network import Network
-from chain.storage import ChainDB
-from chain.storage_keys import DERIVED_PREFIXES
+from chain.storage import ChainDB, CorruptionError
+from chain.storage_keys import DERIVED_PREFIXES, PREFIX_INDEX
 from consensus.difficulty import block_work
 
 log = logging.getLogger("pouw.chain")
@@ -39,7 +39,12 @@ PROGRESS_EVERY_S = 5.0
 
 def reindex(db: ChainDB, network: Network, clock: Callable[[], float] = time.time) -> ChainState:
     genesis = genesis_block(network)
-    if db.get_genesis() not in (None, genesis.hash):
+    try:
+        stored_genesis = db.get_genesis()
+    except CorruptionError as exc:  # written anew below, as everything but the bodies
+        log.warning("reindex: %s: written anew", exc)
+        stored_genesis = None
+    if stored_genesis not in (None, genesis.hash):
         raise ChainStateError(
             f"the chain database {db.path} holds another network's chain; --reindex cannot "
             "fix that: pass the matching --network/--genesis-file or another --datadir"
@@ -51,11 +56,17 @@ def reindex(db: ChainDB, network: Network, clock: Callable[[], float] = time.tim
         for prefix in DERIVED_PREFIXES:
             for key in db.iter_keys(prefix):
                 batch.delete_raw(key)
-        for old in db.iter_index():
-            if old.hash not in records:
-                batch.delete_index(old.hash)
-        for block_hash in damaged + [h for h in headers if h not in records]:
-            batch.delete_block(block_hash)  # damaged, or no stored chain to genesis
+        for key in db.iter_keys(PREFIX_INDEX):  # undecoded: a damaged record goes too
+            if key[1:] not in records:
+                batch.delete_index_key(key)
+        cut_off = [h for h in headers if h not in records]
+        if cut_off:  # (their parent is damaged or missing: peers supply them again)
+            log.warning(
+                "reindex: %d stored blocks have no stored chain back to genesis (above a "
+                "damaged or missing block): dropped, to be downloaded again", len(cut_off),
+            )  # fmt: skip
+        for block_hash in damaged + cut_off:
+            batch.delete_block(block_hash)
         for rec in records.values():
             batch.put_index(rec)
         batch.put_block(genesis.hash, genesis.to_bytes())

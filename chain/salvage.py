@@ -14,6 +14,7 @@ else from the blocks (``--reindex``), and peers supply what was lost.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ from chain.storage_keys import META_GENESIS, META_NETWORK, META_SCHEMA, PREFIX_B
 log = logging.getLogger("pouw.chain")
 
 DAMAGED_SUFFIX = ".damaged"
+SALVAGE_SUFFIX = ".salvage"
+# A file beside the database: the salvaged copy is whole, and the swap of the folders
+# may be under way. A start that finds it finishes the swap (a crash between the two
+# renames left no `chain` folder, and a fresh empty database was made in its place).
+COMPLETE_SUFFIX = ".salvage-complete"
 # What is copied: everything else is derived from the blocks and rebuilt by --reindex.
 KEPT_PREFIXES = (PREFIX_BLOCK, PREFIX_INDEX)
 KEPT_META = (META_SCHEMA, META_NETWORK, META_GENESIS)
@@ -77,8 +83,39 @@ def _readable(db: Any, prefix: bytes) -> dict[bytes, bytes]:
     return found
 
 
+def finish_interrupted_salvage(db_path: Path) -> bool:
+    """Complete the swap of a salvaged copy (``chain.salvage``) for the damaged
+    database, if a whole copy waits for it (COMPLETE_SUFFIX): the damaged one becomes
+    ``chain.damaged``, the copy ``chain``. Every step may be cut short and run again.
+    True if there was one to finish."""
+    mark = db_path.with_name(db_path.name + COMPLETE_SUFFIX)
+    if not mark.exists():
+        return False
+    fresh = db_path.with_name(db_path.name + SALVAGE_SUFFIX)
+    damaged = db_path.with_name(db_path.name + DAMAGED_SUFFIX)
+    if fresh.exists():
+        if db_path.exists():
+            shutil.rmtree(damaged, ignore_errors=True)
+            db_path.rename(damaged)
+        fresh.rename(db_path)
+        _sync_dir(db_path.parent)
+        log.warning("repair: the salvaged copy of %s is in place", db_path)
+    mark.unlink()
+    _sync_dir(db_path.parent)
+    return True
+
+
+def _sync_dir(folder: Path) -> None:
+    """fsync a folder: its renames and new names survive a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _salvage(db_path: Path) -> None:
-    fresh = db_path.with_name(db_path.name + ".salvage")
+    fresh = db_path.with_name(db_path.name + SALVAGE_SUFFIX)
     damaged = db_path.with_name(db_path.name + DAMAGED_SUFFIX)
     shutil.rmtree(fresh, ignore_errors=True)
     old = _open(db_path)
@@ -100,9 +137,11 @@ def _salvage(db_path: Path) -> None:
     finally:
         old.close()
         new.close()
-    shutil.rmtree(damaged, ignore_errors=True)
-    db_path.rename(damaged)
-    fresh.rename(db_path)
+    mark = db_path.with_name(db_path.name + COMPLETE_SUFFIX)
+    with open(mark, "wb") as f:
+        os.fsync(f.fileno())
+    _sync_dir(db_path.parent)
+    finish_interrupted_salvage(db_path)
     log.warning(
         "repair: %d records salvaged into a new %s; the damaged copy is kept in %s "
         "(delete it once the node runs)", copied, db_path, damaged,

@@ -367,8 +367,11 @@ def open_chain(
     """
     datadir = DataDir(path)
     try:
+        from chain.salvage import finish_interrupted_salvage  # it builds on this module
+
+        finish_interrupted_salvage(datadir.sub(CHAIN_DB_DIRNAME))  # (a --repair cut short)
         if repair:
-            from chain.salvage import repair as repair_and_salvage  # it builds on this module
+            from chain.salvage import repair as repair_and_salvage
 
             repair_and_salvage(datadir.sub(CHAIN_DB_DIRNAME))
         db = ChainDB(

@@ -25,7 +25,7 @@ from chain.mempool import Mempool
 from chain.mempool_result import MempoolReject, MempoolResult
 from chain.network import Network, load_network
 from chain.state import Account, account_key
-from chain.storage import ChainDB, StorageError, open_chain
+from chain.storage import ChainDB, CorruptionError, StorageError, open_chain, reindex_command
 from chain.tx import Transaction
 from chain.validation import BlockReject, defer
 from compute.engine import MiningEngine
@@ -69,7 +69,16 @@ def open_chainstate(network: Network, config: NodeConfig) -> tuple[ChainDB, Chai
             log.warning("finishing a --reindex that was interrupted")
             chain = rebuild.resume(db, network)
         else:
-            chain = ChainState(db, network)
+            try:
+                chain = ChainState(db, network)
+            except CorruptionError as exc:
+                if "--reindex" in str(exc):
+                    raise
+                fix = reindex_command(db.path, network.name)
+                raise CorruptionError(
+                    f"{exc}: run `{fix}` (it rebuilds the index and the state from the "
+                    "stored blocks)"
+                ) from exc
         return db, chain
     except BaseException:
         db.close()

@@ -177,3 +177,51 @@ def test_a_deleted_chain_folder_is_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(ChainStateError, match=r"the chain database is empty \(was .*chain "
                        r"deleted, or moved\?\).*--reindex`"):  # fmt: skip
         new_chain(tmp_path / "a")
+
+
+def test_reindex_rebuilds_a_malformed_index_or_genesis_record(tmp_path: Path) -> None:
+    """Records whose bytes do not decode (LevelDB's checksum intact: a bug or a bad
+    tool wrote them): a start names the fix, and --reindex rebuilds them from the
+    bodies. Before, it decoded the old index and read the genesis record first, and
+    failed on them the same way, as did --repair (it copies them as they are)."""
+    from chain.storage import CorruptionError
+    from chain.storage_keys import META_GENESIS, PREFIX_INDEX
+
+    chain = new_chain(tmp_path / "a")
+    blocks = extend(chain, 6)
+    chain.db._put_one(PREFIX_INDEX + blocks[2].hash, b"\x01" * 10, True)  # noqa: SLF001
+    chain.db._put_one(META_GENESIS, b"\x02" * 3, True)  # noqa: SLF001
+    chain.db.close()
+    with pytest.raises(CorruptionError):
+        new_chain(tmp_path / "a")
+    rebuilt = reindex(open_db(tmp_path / "a", NET), NET, Clock(T0))
+    assert rebuilt.tip.hash == blocks[-1].hash
+    assert rebuilt.db.get_genesis() == rebuilt.genesis.hash
+    rebuilt.db.close()
+    assert new_chain(tmp_path / "a").tip.hash == blocks[-1].hash
+
+
+def test_a_repair_cut_short_between_its_renames_is_finished_at_the_next_open(
+    tmp_path: Path,
+) -> None:
+    """A salvage's swap cut short after the damaged folder moved aside and before the
+    whole copy moved in: the next open puts the copy in place. Before, a fresh empty
+    database was made where the chain had been, the copy ignored."""
+    import shutil
+
+    from chain.salvage import COMPLETE_SUFFIX, DAMAGED_SUFFIX, SALVAGE_SUFFIX
+    from chain.storage import CHAIN_DB_DIRNAME, open_chain
+
+    chain = new_chain(tmp_path / "a")
+    blocks = extend(chain, 5)
+    chain.db.close()
+    db_path = tmp_path / "a" / CHAIN_DB_DIRNAME
+    shutil.copytree(db_path, db_path.with_name(db_path.name + SALVAGE_SUFFIX))
+    (db_path.with_name(db_path.name + COMPLETE_SUFFIX)).write_bytes(b"")
+    db_path.rename(db_path.with_name(db_path.name + DAMAGED_SUFFIX))  # then the crash
+    db = open_chain(tmp_path / "a", network=NET.name)
+    again = ChainState(db, NET, Clock(T0))
+    assert again.tip.hash == blocks[-1].hash
+    assert not db_path.with_name(db_path.name + COMPLETE_SUFFIX).exists()
+    assert not db_path.with_name(db_path.name + SALVAGE_SUFFIX).exists()
+    db.close()
