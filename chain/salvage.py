@@ -35,6 +35,7 @@ COMPLETE_SUFFIX = ".salvage-complete"
 # What is copied: everything else is derived from the blocks and rebuilt by --reindex.
 KEPT_PREFIXES = (PREFIX_BLOCK, PREFIX_INDEX)
 KEPT_META = (META_SCHEMA, META_NETWORK, META_GENESIS)
+COPY_BATCH = 64 * 1024 * 1024  # bytes per synced write while salvaging (a few blocks)
 
 
 def repair(db_path: Path) -> None:
@@ -70,17 +71,29 @@ def _reads_back(db_path: Path) -> bool:
         db.close()
 
 
-def _readable(db: Any, prefix: bytes) -> dict[bytes, bytes]:
-    """The records under ``prefix`` that read back, scanning from both ends."""
-    found: dict[bytes, bytes] = {}
+def _copy_readable(old: Any, new: Any, prefix: bytes) -> int:
+    """Copy the records under ``prefix`` that read back into ``new``, scanning from
+    both ends (one damaged region hides only itself), in synced batches of COPY_BATCH
+    bytes: never the whole store in memory. Returns how many were copied."""
+    copied: set[bytes] = set()
     for reverse in (False, True):
+        batch, size = new.write_batch(sync=True), 0
         try:
-            with db.iterator(prefix=prefix, reverse=reverse, verify_checksums=True) as it:
+            with old.iterator(prefix=prefix, reverse=reverse, verify_checksums=True) as it:
                 for key, value in it:
-                    found[key] = value
+                    if key in copied:
+                        break  # (backwards) the forward scan read on from here
+                    batch.put(key, value)
+                    copied.add(key)
+                    size += len(key) + len(value)
+                    if size >= COPY_BATCH:
+                        batch.write()
+                        batch, size = new.write_batch(sync=True), 0
         except plyvel.Error as exc:
             log.warning("repair: skipping damaged %r records (%s)", prefix, exc)
-    return found
+        finally:
+            batch.write()
+    return len(copied)
 
 
 def finish_interrupted_salvage(db_path: Path) -> bool:
@@ -130,10 +143,7 @@ def _salvage(db_path: Path) -> None:
             if value is not None:
                 new.put(key, value)
         for prefix in KEPT_PREFIXES:
-            with new.write_batch(sync=True) as wb:
-                for key, value in _readable(old, prefix).items():
-                    wb.put(key, value)
-                    copied += 1
+            copied += _copy_readable(old, new, prefix)
     finally:
         old.close()
         new.close()
