@@ -72,6 +72,13 @@ from consensus.result import chunk_count, verify_challenge, verify_chunk
 from consensus.seal import check_shape
 
 
+# A timer looks again after 1/WAKE_SPLIT of the time left (in target spacings): with
+# the whole of it, blocks slower than the target overshot a deadline by the shortfall
+# (an hour's expiry at half the target rate fired half an hour late). Costs about
+# ln(time left / spacing) / ln(4/3) looks per window: 28 for an hour at 1 s blocks.
+WAKE_SPLIT = 4
+
+
 @dataclass(frozen=True)
 class BlockClock:
     """When a block happens, for the market's windows, and which claim of each job in
@@ -86,9 +93,13 @@ class BlockClock:
         return self.mtp >= when and self.height >= min_height
 
     def wake_height(self, when: int, min_height: int) -> int:
-        """A height from which a timer should look again at a deadline."""
+        """A height from which a timer should look again at a deadline: a quarter of
+        the blocks that the time left would take at the target spacing (at least one),
+        so that blocks up to four times slower than the target still meet the deadline
+        within a block or so; each look reschedules what is left the same way."""
         left = max(0, when - self.mtp)
-        return max(min_height, self.height + max(1, -(-left // self.spacing_s)))
+        blocks = -(-left // (WAKE_SPLIT * self.spacing_s))
+        return max(min_height, self.height + max(1, blocks))
 
 
 # --- helpers ---------------------------------------------------------------------------

@@ -593,3 +593,23 @@ def test_a_claim_that_fails_on_its_own_never_blocks_its_rivals(tmp_path: Path) -
     assert [tx.txid for tx in block.txs] == [rival2.txid]
     assert chain.process_block(block).accepted
     assert _job(chain, s2.txid).claimant == MINER
+
+
+def test_a_timer_meets_its_deadline_when_blocks_come_slower_than_the_target() -> None:
+    """A timer looks again after a quarter of the time left (in target spacings): with
+    blocks three times slower than the target, a 600 s expiry fires within a block of
+    its time. With the whole of the time left, it fired about 1200 s late."""
+    from chain.jobs import BlockClock
+
+    spacing, slow = 10, 30  # the target, and the blocks as they come
+    height, mtp, expires = 100, 1_000_000, 1_000_000 + 600
+    clock = BlockClock(height, mtp, spacing)
+    wake = clock.wake_height(expires, 0)
+    while True:
+        mtp += (wake - height) * slow
+        height = wake
+        clock = BlockClock(height, mtp, spacing)
+        if clock.passed(expires, 0):
+            break
+        wake = clock.wake_height(expires, 0)
+    assert mtp - expires <= slow, mtp - expires
