@@ -71,7 +71,6 @@ from consensus.params import MarketParams, PouwParams
 from consensus.result import chunk_count, verify_challenge, verify_chunk
 from consensus.seal import check_shape
 
-
 # A timer looks again after 1/WAKE_SPLIT of the time left (in target spacings): with
 # the whole of it, blocks slower than the target overshot a deadline by the shortfall
 # (an hour's expiry at half the target rate fired half an hour late). Costs about
