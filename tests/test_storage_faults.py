@@ -290,9 +290,13 @@ db = open_chain('{mnt}/dd', network='devnet')
 ok = all(db.get_block(i.to_bytes(32, 'big')) is not None for i in range(written))
 print('reopened', ok)
 """
+    # The filler freed is larger than what the database holds when the disk fills:
+    # reopening turns LevelDB's log into a table, which needs about the log's size
+    # again (with a 4 MiB filler, a run whose memtable had not been flushed yet could
+    # not reopen, rightly saying the disk is full).
     script = f"""
-mount -t tmpfs -o size=16m tmpfs '{mnt}'
-dd if=/dev/zero of='{mnt}/filler' bs=1M count=4 2>/dev/null
+mount -t tmpfs -o size=32m tmpfs '{mnt}'
+dd if=/dev/zero of='{mnt}/filler' bs=1M count=20 2>/dev/null
 '{sys.executable}' -c "$CODE"
 """
     proc = subprocess.run(
