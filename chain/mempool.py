@@ -237,7 +237,9 @@ class Mempool(PoolIndex):
             )
         if tx.fee < self.min_fee:
             return reject_result(
-                MempoolReject.FEE_TOO_LOW, f"fee {tx.fee} is below the minimum {self.min_fee}", txid
+                MempoolReject.FEE_TOO_LOW,
+                f"fee {tx.fee} is below the minimum {self.min_fee}: pay at least that (--fee)",
+                txid,
             )
         old = acc.txs.get(nonce)
         if old is not None:

@@ -22,7 +22,7 @@ from chain.address import AddressError, decode_any_address
 from chain.datadir import default_datadir
 from chain.network import NETWORKS, Network, NetworkError, load_network
 from node.settings_file import Bounds, bounded
-from wallet.args import positive_seconds_arg
+from wallet.args import positive_seconds_arg, rate_arg
 from wallet.cli import run_command
 from wallet.keystore import WalletError
 from wallet.rpc import RpcClient, RpcConnectionError, local_port
@@ -96,7 +96,7 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--password-file", type=Path,
                    help="the keystore's password (else $POUW_WALLET_PASSWORD)")  # fmt: skip
     p.add_argument("--blob-url", help="the node's blob endpoint (default: --rpc's port + 3)")
-    p.add_argument("--min-bounty-per-mac", type=float, default=0.0,
+    p.add_argument("--min-bounty-per-mac", type=rate_arg, default=0.0,
                    help="least bounty per multiply-add a job must pay (base units)")  # fmt: skip
     p.set_defaults(handler=cmd_miner)
     return p

@@ -319,6 +319,9 @@ def test_a_paid_product_from_bt_and_checked_leaves_mines_as_from_b(easy: Network
         (["--workers", "65"], "--workers must be 1 to 64"),
         (["--threads", "0"], "--threads must be at least 1"),
         (["--backend", "cupy", "--workers", "2"], "--workers is for the numpy backend"),
+        # a price that is no price: nan or inf claimed nothing, silently
+        (["--min-bounty-per-mac", "nan"], "give a finite number, 0 or more"),
+        (["--min-bounty-per-mac", "-1"], "give a finite number, 0 or more"),
     ],
 )
 def test_miner_worker_flags_out_of_range_are_usage_errors(flags: list[str], said: str) -> None:

@@ -51,6 +51,17 @@ def seconds_arg(text: str) -> float:
     return value
 
 
+def rate_arg(text: str) -> float:
+    """A finite number, 0 or more (a price per multiply-add, in base units)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number, 0 or more")
+    return value
+
+
 def positive_seconds_arg(text: str) -> float:
     """A finite number of seconds above 0 (an interval)."""
     if (value := _seconds(text)) <= 0:
