@@ -286,3 +286,23 @@ def test_sync_client_from_datadir(tmp_path: Path) -> None:
         await asyncio.to_thread(work)
 
     run_node(tmp_path, body)
+
+
+def test_hex_and_names_past_their_length_are_refused_unread(tmp_path: Path) -> None:
+    """Hex longer than the largest transaction (or block) is -32602 by its length
+    before it is scanned or decoded; a name (a peer, a command) past 300 characters
+    too, and the error does not echo it."""
+    from chain.tx import MAX_TX_SIZE
+
+    async def body(h: Harness) -> None:
+        long_hex = "00" * (MAX_TX_SIZE + 1)
+        for method, params in (("sendrawtransaction", [long_hex]),
+                               ("testmempoolaccept", [[long_hex]]),
+                               ("help", ["x" * 100_000])):  # fmt: skip
+            status, reply = await h.post(
+                {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+            )
+            assert reply["error"]["code"] == INVALID_PARAMS, (method, reply)
+            assert len(reply["error"]["message"]) < 1000, (method, len(reply["error"]["message"]))
+
+    run_node(tmp_path, body)
