@@ -229,6 +229,10 @@ class Ban:
     reason: str
 
 
+class BanListFullError(Exception):
+    """A ban past MAX_BANS: refused rather than dropped silently at the next start."""
+
+
 class BanList:
     """Manual bans by IP, persisted; expired entries are dropped as they are met."""
 
@@ -264,6 +268,14 @@ class BanList:
         return True
 
     def add(self, ip: str, seconds: int, reason: str = "manually added") -> None:
+        """Ban ``ip``; BanListFullError past MAX_BANS (a restart would drop the rest)."""
+        if ip not in self.bans and len(self.bans) >= MAX_BANS:
+            self.sweep()
+            if len(self.bans) >= MAX_BANS:
+                raise BanListFullError(
+                    f"the ban list holds {MAX_BANS} addresses, its most: remove some "
+                    "(setban IP remove, clearbanned) first"
+                )
         now = int(time.time())
         self.bans[ip] = Ban(ip, now, now + seconds, reason)
         self.save()

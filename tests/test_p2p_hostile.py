@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from chain.block import Block
 from chain.chainstate import ChainState
@@ -252,3 +253,21 @@ def test_restart_keeps_address_book_and_bans(tmp_path: Path, procs: list[NodePro
     bans = json.loads((tmp_path / "a" / "devnet" / "bans.json").read_text())
     assert [b["address"] for b in bans["bans"]] == ["127.0.0.30"]
     assert f"127.0.0.1:{a.port}" in AddressBook(tmp_path / "b" / "devnet" / "peers.json").entries
+
+
+def test_a_ban_past_the_list_cap_is_refused_not_dropped_at_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ban list holds MAX_BANS: one more is refused with what to do (before, it was
+    accepted and then silently dropped at the next start, which loads MAX_BANS)."""
+    import p2p.addrbook as addrbook
+    from p2p.addrbook import BanListFullError
+
+    monkeypatch.setattr(addrbook, "MAX_BANS", 3)
+    bans = BanList(tmp_path / "bans.json")
+    for i in range(3):
+        bans.add(f"10.0.0.{i}", 3600)
+    bans.add("10.0.0.1", 7200)  # a ban held already is renewed
+    with pytest.raises(BanListFullError, match="remove some"):
+        bans.add("10.0.0.9", 3600)
+    assert len(BanList(tmp_path / "bans.json").listing()) == 3

@@ -15,10 +15,12 @@ from node.rpc.errors import (
     CLIENT_NODE_NOT_CONNECTED,
     CLIENT_P2P_DISABLED,
     INVALID_PARAMETER,
+    MISC_ERROR,
     RpcError,
 )
 from node.rpc.params import AddNodeParams, DisconnectParams, SetBanParams
 from node.rpc.protocol import CallContext, NoParams
+from p2p.addrbook import BanListFullError
 
 VERSION = NODE_VERSION
 
@@ -94,6 +96,8 @@ class NetworkMethods(MethodsBase):
             ok = await self.p2p_call("set_ban", ip, p.command, seconds or None)
         except ValueError as exc:
             raise RpcError(CLIENT_INVALID_IP_OR_SUBNET, f"invalid IP/subnet: {exc}") from None
+        except BanListFullError as exc:
+            raise RpcError(MISC_ERROR, str(exc)) from None
         if ok is False and p.command == "remove":
             raise RpcError(CLIENT_INVALID_IP_OR_SUBNET, "Unban failed: not banned")
 
