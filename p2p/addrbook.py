@@ -41,11 +41,19 @@ def _load(path: Path) -> Any:
         return None
 
 
+def join_host_port(host: str, port: int) -> str:
+    """``HOST:PORT``, an IPv6 host in brackets (what ``split_host_port`` reads back and
+    a URL needs)."""
+    return f"[{host}]:{port}" if ":" in host else join_host_port(host, port)
+
+
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``HOST`` -> (host, port); ValueError if bad."""
     text = text.strip()
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError(f"not a HOST:PORT address: {text!r}")
         port = int(rest[1:]) if rest.startswith(":") else default_port
     elif text.count(":") == 1:
         host, _, p = text.partition(":")
@@ -69,7 +77,7 @@ class AddrEntry:
 
     @property
     def key(self) -> str:
-        return f"{self.host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
 
 class AddressBook:
@@ -154,7 +162,7 @@ class AddressBook:
         """Hear of ``host:port`` from ``source`` (a peer's IP, "seed", "inbound")."""
         if not 0 < port < 65536 or not valid_host(host):
             return False
-        key = f"{host}:{port}"
+        key = join_host_port(host, port)
         e = self.entries.get(key)
         now = int(time.time())
         if e is not None:
@@ -167,16 +175,16 @@ class AddressBook:
         return True
 
     def remove(self, host: str, port: int) -> None:
-        self._drop(f"{host}:{port}")
+        self._drop(join_host_port(host, port))
 
     def attempt(self, host: str, port: int) -> None:
-        e = self.entries.get(f"{host}:{port}")
+        e = self.entries.get(join_host_port(host, port))
         if e is not None:
             e.last_try = time.time()
 
     def good(self, host: str, port: int) -> None:
         """We completed a handshake with it: it moves to (the end of) *tried*."""
-        key = f"{host}:{port}"
+        key = join_host_port(host, port)
         e = self.entries.get(key)
         if e is None:
             e = AddrEntry(host, port, source="connected")
@@ -191,7 +199,7 @@ class AddressBook:
         self.dirty = True
 
     def failed(self, host: str, port: int) -> None:
-        e = self.entries.get(f"{host}:{port}")
+        e = self.entries.get(join_host_port(host, port))
         if e is not None:
             e.failures += 1
             self.dirty = True

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from p2p.addrbook import join_host_port
 from p2p.peer import BAN_SCORE, Peer
 from p2p.protocol import BLOBS_VERSION, MAX_BLOBS, BlobAnn, Blobs
 
@@ -45,7 +46,7 @@ def _loopback(host: str) -> bool:
 
 
 def blob_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{join_host_port(host, port)}"
 
 
 class BlobRelay:

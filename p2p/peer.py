@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from p2p.addrbook import join_host_port
 from p2p.headerpace import HeaderPace
 from p2p.protocol import GetHeaders, Version
 from p2p.ratelimit import Bucket
@@ -158,7 +159,7 @@ class Peer:
 
     @property
     def addr(self) -> str:
-        return f"{self.host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
     def stalled(self, h: bytes) -> None:
         """Our request for block ``h`` stalled: a copy that still comes is not unrequested."""

@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from chain.storage import StorageError
-from p2p.addrbook import AddressBook, BanList, split_host_port
+from p2p.addrbook import AddressBook, BanList, join_host_port, split_host_port
 from p2p.guard import UpgradeGuard
 from p2p.netgroup import netgroup
 from p2p.peer import BAN_SCORE, P2PSettings, Peer
@@ -140,7 +140,7 @@ class PeerManager:
     # --- outbound ------------------------------------------------------------------
 
     async def dial(self, host: str, port: int, manual: bool) -> None:
-        key = f"{host}:{port}"
+        key = join_host_port(host, port)
         self.connecting.add(key)
         self.last_dial[key] = time.monotonic()
         self.addrbook.attempt(host, port)
@@ -148,7 +148,7 @@ class PeerManager:
             assert self.session is not None
             ws = await asyncio.wait_for(
                 self.session.ws_connect(
-                    f"http://{host}:{port}/p2p", max_msg_size=WS_MAX_MSG_SIZE, autoping=True,
+                    f"http://{key}/p2p", max_msg_size=WS_MAX_MSG_SIZE, autoping=True,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5),
                 ),
                 self.settings.connect_timeout + self.settings.upgrade_timeout,
@@ -169,7 +169,7 @@ class PeerManager:
             if p.dial_key:
                 keys.add(p.dial_key)
             if p.inbound and p.version and p.version.listen_port:
-                keys.add(f"{p.host}:{p.version.listen_port}")
+                keys.add(join_host_port(p.host, p.version.listen_port))
         return keys | self.connecting
 
     async def connector(self) -> None:

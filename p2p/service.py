@@ -25,7 +25,7 @@ from aiohttp import web
 
 from chain.encoding import DecodeError, Reader
 from chain.header import Header
-from p2p.addrbook import AddressBook, BanList, split_host_port
+from p2p.addrbook import AddressBook, BanList, join_host_port, split_host_port
 from p2p.addrman import AddrManager
 from p2p.api import NodeAPI
 from p2p.blobrelay import BlobRelay
@@ -123,7 +123,7 @@ class P2PService:
         s = self.settings
         for text in (*self.config.connect, *self.config.addnode):
             host, port = split_host_port(text, self.network.p2p_port)
-            self.pm.added.add(f"{host}:{port}")
+            self.pm.added.add(join_host_port(host, port))
         if self.config.listen:
             app = web.Application()
             app.router.add_get("/p2p", self.pm.handle_inbound)
@@ -410,7 +410,7 @@ class P2PService:
     def add_node(self, host_port: str, command: str = "add") -> None:
         """``add`` keeps a connection to it, ``remove`` stops that, ``onetry`` dials once."""
         host, port = split_host_port(host_port, self.network.p2p_port)
-        key = f"{host}:{port}"
+        key = join_host_port(host, port)
         if command == "add":
             self.pm.added.add(key)
         elif command == "remove":

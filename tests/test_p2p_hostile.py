@@ -271,3 +271,21 @@ def test_a_ban_past_the_list_cap_is_refused_not_dropped_at_restart(
     with pytest.raises(BanListFullError, match="remove some"):
         bans.add("10.0.0.9", 3600)
     assert len(BanList(tmp_path / "bans.json").listing()) == 3
+
+
+def test_a_peer_at_an_ipv6_address_is_dialled_and_synced_from(
+    tmp_path: Path, procs: list[NodeProc]
+) -> None:
+    """--connect [::1]:PORT reaches a node listening on ::1: the dial URL brackets the
+    address (http://::1:PORT/p2p was no URL, and the key ::1:PORT did not parse back)."""
+    genesis = tmp_path / "genesis.json"
+    network = write_genesis(genesis, 4)
+    premine(tmp_path / "a", network, 4)
+    a = NodeProc(tmp_path / "a", genesis).start("--p2p-bind", "::1")
+    procs.append(a)
+    a.wait_log("p2p listening")
+    b = NodeProc(tmp_path / "b", genesis)
+    procs.append(b)
+    b.start("--connect", f"[::1]:{a.port}")
+    b.wait_height(4)
+    assert "Traceback" not in b.log()
