@@ -44,7 +44,7 @@ def _load(path: Path) -> Any:
 def join_host_port(host: str, port: int) -> str:
     """``HOST:PORT``, an IPv6 host in brackets (what ``split_host_port`` reads back and
     a URL needs)."""
-    return f"[{host}]:{port}" if ":" in host else join_host_port(host, port)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
