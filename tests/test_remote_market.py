@@ -142,6 +142,9 @@ def test_pouw_miner_delivers_before_anything_confirms(tmp_path: Path) -> None:
         job = rpc.call("getjob", pid)
         assert job["status"] == "pending" and job["pending_claimants"] == [address]
         assert job["pending_commit"]["claimant"] == address
+        # (the miner logs the commit once the node took it: the buyer may see it first)
+        wait_for("the commit's log line", lambda: "sent the commit of job" in (
+            tmp_path / "miner.log").read_text(), timeout=20)
         log = (tmp_path / "miner.log").read_text()
         assert "its submit still pooled" in log and "its claim still pooled" in log, log[-3000:]
         assert log.count("sent the commit of job") == 1, log[-3000:]
