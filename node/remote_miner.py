@@ -32,6 +32,7 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -65,6 +66,14 @@ MARKET_MIN_GAP_S = 0.05
 # While the node does not answer, market rounds come less often, doubling up to this:
 # a restart takes seconds, and a round per quarter second would flood the log.
 MARKET_DOWN_MAX_S = 8.0
+
+
+def _devices_said(devices: Sequence[int | None]) -> str:
+    """``2 CPU workers``, ``gpu 0, gpu 1``: what the miner runs on, for its first line."""
+    cpus = sum(d is None for d in devices)
+    gpus = [f"gpu {d}" for d in devices if d is not None]
+    said = [f"{cpus} CPU worker{'s' if cpus > 1 else ''}"] if cpus else []
+    return ", ".join(said + gpus)
 
 
 @dataclass
@@ -431,7 +440,7 @@ class RemoteMiner:
         log.info(
             "mining to %s via %s with %s on %s",
             self.address, self.rpc.url, self.backend,
-            ", ".join("cpu" if d is None else f"gpu {d}" for d in self.devices),
+            _devices_said(self.devices),
         )  # fmt: skip
         self.start_workers()
         poller = threading.Thread(target=self._template_loop, name="pouw-gbt", daemon=True)

@@ -400,3 +400,22 @@ def test_a_submit_behind_a_nonce_gap_is_not_offered_to_miners(tmp_path: Path) ->
         assert "queued" not in rpc.call("getjob", job_id)
     finally:
         node.stop()
+
+
+def test_the_product_list_says_once_that_the_node_is_down(tmp_path: Path) -> None:
+    """With the node down, `job list` still lists the local products, the connection
+    error said in full for the first and "as above" for the rest (it was repeated on
+    every row, each asking the dead node again)."""
+    from wallet.products import Manifest, plan_parts
+
+    net = load_network("devnet")
+    for i in range(3):
+        parts = plan_parts(64, 256, 64, net.pouw, 10**9, 1)
+        Manifest(64, 256, 64, parts, [f"{i:02x}" * 32], [10**6], net.name).save(tmp_path)
+    dead = RpcClient("http://127.0.0.1:9", "u", "p")
+    client = JobClient(None, net, dead, "http://127.0.0.1:9", manifest_dir=tmp_path)
+    rows = client.products()
+    assert len(rows) == 3
+    said = [row["status"] for row in rows]
+    assert said[0].startswith("node not reachable (") and "as above" not in said[0], said
+    assert said[1:] == ["node not reachable (as above)"] * 2, said

@@ -332,6 +332,8 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
         _add_common(p, rpc=True)
         if key:
             _add_password(p)
+        else:  # (one set of flags serves every job command; this one unlocks nothing)
+            p.add_argument("--password-file", type=Path, help=argparse.SUPPRESS)
         p.add_argument("--blob-url", help="the node's blob endpoint (default rpc port + 3)")
         p.set_defaults(command_needs_key=key)
 

@@ -127,6 +127,7 @@ class Following:
             except OSError:  # removed meanwhile
                 continue
         out: list[dict[str, Any]] = []
+        unreachable = False  # said in full once, then "as above" (not asked again)
         for mtime, path in sorted(found, reverse=True)[:limit]:
             row: dict[str, Any] = {"product_id": path.stem, "submitted": int(mtime)}
             try:
@@ -139,6 +140,9 @@ class Following:
             self._remember_submits(plan)
             row.update(product_id=pid, m=plan.m, k=plan.k, n=plan.n, parts=len(plan.job_ids),
                        bounty=sum(plan.bounties))  # fmt: skip
+            if unreachable:
+                out.append({**row, "status": "node not reachable (as above)"})
+                continue
             try:
                 info = self.status(pid, resend=False)  # listing sends nothing
             except UnknownJobError:  # e.g. a submit lost with the node's pool
@@ -149,6 +153,7 @@ class Following:
                 continue
             except RpcConnectionError as exc:  # the node is down: the local list still shows
                 out.append({**row, "status": f"node not reachable ({exc})"})
+                unreachable = True
                 continue
             row["status"] = info["status"]
             row["counts"] = info.get("counts", {info["status"]: 1})
