@@ -119,6 +119,12 @@ class ChainState(ChainReading):
         self._invalid_reason: dict[bytes, BlockCheck] = {}
         self.genesis = genesis_block(network)
         stored_genesis = db.get_genesis()
+        if stored_genesis is None and db.get_tip() is not None:
+            # blocks but no genesis record: writing genesis now would reset the tip
+            raise ChainStateError(
+                f"the chain database {db.path} lost its genesis record: run "
+                f"`{reindex_command(db.path, network.name)}` (it rebuilds from the stored blocks)"
+            )
         if stored_genesis is None:
             self._write_genesis()
         elif stored_genesis != self.genesis.hash:
@@ -453,11 +459,12 @@ class ChainState(ChainReading):
             batch.put_index(done)
             batch.set_active_hash(header.height, block.hash)
             batch.set_tip(block.hash)
-        self.tree.apply(changes)
-        self.job_tally.apply(undo, changes, header.height)
+        # the tip as stored first: what follows only mirrors the batch in memory
         self.index[block.hash] = done
         self.tip = done
         self.tip_header = header
+        self.tree.apply(changes)
+        self.job_tally.apply(undo, changes, header.height)
         return VALID
 
     def _disconnect_tip(self) -> Block:
@@ -470,6 +477,8 @@ class ChainState(ChainReading):
         except DecodeError as exc:
             raise ChainStateError(f"corrupt undo data ({exc}): run with --reindex") from exc
         parent = self.index[block.header.parent]
+        # read before anything is written: a damaged parent stops the disconnect here
+        parent_header = self.get_block(parent.hash).header
         jobs_now = {key: self.db.get_state(key) for key in undo if key.startswith(PREFIX_JOB)}
         with self.db.atomic(sync=True) as batch:
             _write_changes(batch, undo)
@@ -477,10 +486,10 @@ class ChainState(ChainReading):
                 batch.delete_tx_location(tx.txid, block.height, pos, (tx.sender, tx.recipient))
             batch.delete_active_hash(block.height)
             batch.set_tip(parent.hash)
+        self.tip = parent
+        self.tip_header = parent_header
         self.tree.apply(undo)
         self.job_tally.apply(jobs_now, undo, parent.height)
-        self.tip = parent
-        self.tip_header = self.get_block(parent.hash).header
         return block
 
 

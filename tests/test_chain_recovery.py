@@ -251,3 +251,21 @@ def test_a_salvage_copies_every_block_and_index_record_in_batches(
     rebuilt = reindex(db, NET, Clock(T0))
     assert rebuilt.tip.hash == blocks[-1].hash
     rebuilt.db.close()
+
+
+def test_a_database_without_its_genesis_record_is_not_reset(tmp_path: Path) -> None:
+    """Blocks and a tip but no genesis record: the start names --reindex instead of
+    writing genesis (which reset the tip record to genesis), and the reindex keeps
+    every block."""
+    from chain.storage_keys import META_GENESIS
+
+    chain = new_chain(tmp_path / "a")
+    blocks = extend(chain, 4)
+    with chain.db.atomic() as batch:
+        batch._delete(META_GENESIS)  # noqa: SLF001 - as a lost record would be
+    chain.db.close()
+    with pytest.raises(ChainStateError, match="lost its genesis record.*--reindex"):
+        new_chain(tmp_path / "a")
+    rebuilt = reindex(open_db(tmp_path / "a", NET), NET, Clock(T0))
+    assert rebuilt.tip.hash == blocks[-1].hash
+    rebuilt.db.close()
