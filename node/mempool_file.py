@@ -104,10 +104,12 @@ def load(pool: Mempool, network_dir: Path, now: int | None = None) -> tuple[int,
     """Offer the saved txs to ``pool``: (taken, dropped). No file: (0, 0)."""
     path = Path(network_dir) / FILENAME
     try:
-        size = path.stat().st_size
-        if size > max_file_bytes(pool):
-            raise MempoolFileError(f"{size} bytes, more than a full pool leaves")
-        entries = decode(path.read_bytes(), max_file_bytes(pool))
+        most = max_file_bytes(pool)
+        with open(path, "rb") as f:  # at most one byte past the cap, whatever it grew to
+            data = f.read(most + 1)
+        if len(data) > most:
+            raise MempoolFileError(f"over {most} bytes, more than a full pool leaves")
+        entries = decode(data, most)
     except FileNotFoundError:
         return 0, 0
     except (OSError, MempoolFileError) as exc:
