@@ -32,6 +32,15 @@ __all__ = [
 LOCK_FILENAME = "LOCK"
 
 
+def sync_folder(folder: Path) -> None:
+    """fsync a folder: the names made or renamed in it survive a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: a temporary file beside it, fsynced, then
     renamed over it (a crash leaves the old file, never half of the new one)."""
@@ -45,6 +54,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        sync_folder(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -21,6 +21,7 @@ from typing import Any
 
 import plyvel
 
+from chain.datadir import sync_folder
 from chain.storage import StorageError, repair_chain_db
 from chain.storage_keys import META_GENESIS, META_NETWORK, META_SCHEMA, PREFIX_BLOCK, PREFIX_INDEX
 
@@ -111,20 +112,11 @@ def finish_interrupted_salvage(db_path: Path) -> bool:
             shutil.rmtree(damaged, ignore_errors=True)
             db_path.rename(damaged)
         fresh.rename(db_path)
-        _sync_dir(db_path.parent)
+        sync_folder(db_path.parent)
         log.warning("repair: the salvaged copy of %s is in place", db_path)
     mark.unlink()
-    _sync_dir(db_path.parent)
+    sync_folder(db_path.parent)
     return True
-
-
-def _sync_dir(folder: Path) -> None:
-    """fsync a folder: its renames and new names survive a power cut."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _salvage(db_path: Path) -> None:
@@ -150,7 +142,7 @@ def _salvage(db_path: Path) -> None:
     mark = db_path.with_name(db_path.name + COMPLETE_SUFFIX)
     with open(mark, "wb") as f:
         os.fsync(f.fileno())
-    _sync_dir(db_path.parent)
+    sync_folder(db_path.parent)
     finish_interrupted_salvage(db_path)
     log.warning(
         "repair: %d records salvaged into a new %s; the damaged copy is kept in %s "

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.address import AddressError, address_from_pubkey, decode_any_address, encode_address
+from chain.datadir import sync_folder
 from chain.keys import SEED_SIZE, PrivateKey
 
 KEYSTORE_VERSION = 1
@@ -285,6 +286,7 @@ def write_keystore(path: Path, data: dict[str, Any]) -> None:
             os.fsync(f.fileno())
         # link() fails if the target appeared meanwhile: no overwrite even in a race.
         os.link(tmp, path)
+        sync_folder(path.parent)  # the new name survives a power cut too
     except FileExistsError:
         raise KeystoreExistsError(f"{path} already exists; not overwriting a keystore") from None
     finally:
