@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from node.settings_file import Bounds, bounded
 from wallet.args import positive_seconds_arg, rate_arg
 from wallet.cli import run_command
 from wallet.keystore import WalletError
-from wallet.rpc import RpcClient, RpcConnectionError, local_port
+from wallet.rpc import COOKIE_NAME, RpcClient, RpcConnectionError, local_port
 
 if TYPE_CHECKING:
     from node.remote_market import RemoteMarket
@@ -102,6 +103,36 @@ def add_miner_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+# While a node of --datadir has written no RPC cookie yet (it is starting, or a service
+# manager started the miner first), look for it this often.
+COOKIE_POLL_S = 1.0
+
+
+def _client_once_the_node_is_up(
+    url: str, network: str, datadir: Path | None, args: argparse.Namespace
+) -> RpcClient:
+    """The RPC client; with a cookie to read from a datadir whose node has not written
+    it yet (the datadir exists: the node is starting, or was started after us), wait
+    for it, said once, instead of exiting. Any other problem raises as it is."""
+    said = False
+    while True:
+        try:
+            return RpcClient.from_options(url, network, datadir, args.rpc_user, args.rpc_password)
+        except RpcConnectionError:
+            if datadir is None or not (Path(datadir) / network).is_dir():
+                raise  # no datadir of a node there: a wrong --datadir, said as it is
+            if (Path(datadir) / network / COOKIE_NAME).exists():
+                raise  # a cookie that does not read: said as it is
+            if not said:
+                log.warning(
+                    "waiting for the node: no RPC cookie in %s yet (start `pouw node` with "
+                    "this --datadir, or pass --rpc-user/--rpc-password)",
+                    Path(datadir) / network,
+                )  # fmt: skip
+                said = True
+            time.sleep(COOKIE_POLL_S)
+
+
 def cmd_miner(args: argparse.Namespace) -> int:
     from compute.spread import cores
     from node.remote_miner import RemoteMiner, default_devices
@@ -144,7 +175,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
         datadir = None
         if args.rpc_user is None:
             datadir = args.datadir or default_datadir()
-        rpc = RpcClient.from_options(url, network.name, datadir, args.rpc_user, args.rpc_password)
+        rpc = _client_once_the_node_is_up(url, network.name, datadir, args)
     except AddressError as exc:
         log.error(
             "--address %r is not an address (%s): it looks like dpw1... on the devnet "

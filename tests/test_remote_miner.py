@@ -78,10 +78,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
 class NodeProc:
     """A ``pouw node`` process with RPC on a free port and no miner inside."""
 
-    def __init__(self, datadir: Path, genesis: Path, *extra: str) -> None:
+    def __init__(
+        self, datadir: Path, genesis: Path, *extra: str, rpc_port: int | None = None
+    ) -> None:
         self.datadir = datadir
         self.genesis = genesis
-        self.rpc_port = free_port()
+        self.rpc_port = rpc_port or free_port()
         self.p2p_port = free_port()
         self.url = f"http://127.0.0.1:{self.rpc_port}/"
         self.log = datadir.with_suffix(".log")
@@ -404,3 +406,37 @@ def test_a_market_wallet_names_the_address_or_must_match_it(tmp_path: Path) -> N
     for got, said in runs:
         assert got.returncode == 2 and said in got.stderr, got.stderr
         assert "Traceback" not in got.stderr
+
+
+def test_a_miner_started_before_its_node_waits_for_the_cookie(
+    tmp_path: Path, genesis: Path
+) -> None:
+    """`pouw miner --datadir D` started while D's node has not written its RPC cookie
+    yet (a service manager started the miner first) says so once and waits, then mines
+    once the node is up. Before, it exited at once (exit 2, "cannot read the RPC
+    cookie"). A --datadir that holds no node at all is still said at once."""
+    datadir = tmp_path / "node"
+    (datadir / "devnet").mkdir(parents=True)  # as `pouw init` leaves it
+    rpc_port = free_port()
+    miner = subprocess.Popen(
+        cli("miner", "--rpc", f"http://127.0.0.1:{rpc_port}/", "--address", MINER_ADDRESS,
+            "--datadir", str(datadir), "--genesis-file", str(genesis), "--backend", "numpy",
+            "--threads", "1", "--max-blocks", "2"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        first = miner.stdout.readline() if miner.stdout else ""
+        assert "waiting for the node: no RPC cookie" in first, first
+        node = NodeProc(datadir, genesis, "--nolisten", rpc_port=rpc_port)  # the port it asks
+        try:
+            out, _ = miner.communicate(timeout=120)
+            assert miner.returncode == 0, out
+            assert out.count("block accepted") == 2 and "Traceback" not in out, out
+        finally:
+            node.stop()
+    finally:
+        if miner.poll() is None:
+            miner.kill()
+    got = run_cli("miner", "--address", MINER_ADDRESS, "--datadir", str(tmp_path / "none"),
+                  "--backend", "numpy", timeout=60)  # fmt: skip
+    assert got.returncode == 2 and "cannot read the RPC cookie" in got.stderr, got.stderr
