@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,6 +231,19 @@ def _malformed(req: dict[str, Any], shallow: bool) -> str | None:
     return None
 
 
+_BLANKS = re.compile(r"[ \t\r\n]*")  # what JSON allows before a value
+_BLANK_BYTES = re.compile(rb"[ \t\r\n]*")
+
+
+def _opens_a_batch(body: bytes | str) -> bool:
+    """The first character after JSON's blanks (however many) is ``[``."""
+    if isinstance(body, str):
+        start = _BLANKS.match(body).end()  # type: ignore[union-attr]  # (matches "" at least)
+        return body[start : start + 1] == "["
+    start = _BLANK_BYTES.match(body).end()  # type: ignore[union-attr]
+    return body[start : start + 1] == b"["
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -246,7 +260,7 @@ class Dispatcher:
         self.calls = 0
 
     async def handle_body(self, body: bytes | str, ctx: CallContext) -> Any:
-        if len(body) > MAX_BATCH_BODY and body[:64].lstrip()[:1] in (b"[", "["):
+        if len(body) > MAX_BATCH_BODY and _opens_a_batch(body):
             return _error(
                 None, INVALID_REQUEST,
                 f"invalid request: a batch of {len(body)} bytes, at most {MAX_BATCH_BODY}: "

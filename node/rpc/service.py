@@ -127,7 +127,8 @@ class WsSession:
         if self.overflowed:
             return
         text = encode_reply(msg)
-        if self.queued_bytes + len(text) > WS_QUEUE_BYTES:
+        # (one reply of any size goes when nothing waits: HTTP serves it too)
+        if self.queued_bytes and self.queued_bytes + len(text) > WS_QUEUE_BYTES:
             self._overflow()
             return
         try:
