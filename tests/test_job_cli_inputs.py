@@ -419,3 +419,25 @@ def test_the_product_list_says_once_that_the_node_is_down(tmp_path: Path) -> Non
     said = [row["status"] for row in rows]
     assert said[0].startswith("node not reachable (") and "as above" not in said[0], said
     assert said[1:] == ["node not reachable (as above)"] * 2, said
+
+
+def test_the_least_bounty_suggested_pays_every_unequal_part_enough() -> None:
+    """Parts share a bounty by their work: with unequal parts the smallest gets less
+    than the average, so the least total suggested (by submit's refusal and by quote's
+    floor) must give it the miners' two fees. Before, parts x 2000 was suggested, and
+    submit refused its own suggestion."""
+    from wallet.job_terms import LEAST_PART_BOUNTY
+    from wallet.products import (
+        DEFAULT_PART_MULTIPLY_ADDS,
+        least_total_bounty,
+        plan_parts,
+        split_bounty,
+    )
+
+    net = load_network("devnet")
+    for shape, min_parts in (((64, 256, 64), 3), ((4000, 4096, 4000), 1)):
+        parts = plan_parts(*shape, net.pouw, DEFAULT_PART_MULTIPLY_ADDS, min_parts)
+        assert len({p.multiply_adds for p in parts}) > 1, shape  # unequal parts
+        least = least_total_bounty(parts, LEAST_PART_BOUNTY)
+        assert min(split_bounty(least, parts)) >= LEAST_PART_BOUNTY, shape
+        assert min(split_bounty(LEAST_PART_BOUNTY * len(parts), parts)) < LEAST_PART_BOUNTY

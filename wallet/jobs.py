@@ -56,6 +56,7 @@ from wallet.products import (
     Manifest,
     Part,
     PlanError,
+    least_total_bounty,
     plan_parts,
     split_bounty,
 )
@@ -322,7 +323,7 @@ class JobClient(Collecting, Following):
             fee = max(estimate_fee(self.rpc).fee, DEFAULT_JOB_FEE)
         except (RpcError, ValueError, TypeError):  # a node without the estimate
             fee = DEFAULT_JOB_FEE
-        floor = len(plan.parts) * MINER_TXS_PER_PART * fee
+        floor = least_total_bounty(plan.parts, MINER_TXS_PER_PART * fee)
         return Quote(
             multiply_adds=work, parts=len(plan.parts), going_bounty_per_multiply_add=rate,
             suggested_bounty=max(floor, len(plan.parts), int(rate * work + 0.999999)),
@@ -371,7 +372,7 @@ class JobClient(Collecting, Following):
         if min(plan.bounties) < LEAST_PART_BOUNTY:
             from wallet.amount import format_coins
 
-            least = LEAST_PART_BOUNTY * len(plan.parts)
+            least = least_total_bounty(plan.parts, LEAST_PART_BOUNTY)
             raise JobError(
                 f"a bounty of {format_coins(bounty)} coins over {len(plan.parts)} part(s) pays "
                 f"a part less than its miner's two fees ({format_coins(LEAST_PART_BOUNTY)} "

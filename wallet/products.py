@@ -159,6 +159,15 @@ def split_bounty(total: int, parts: Sequence[Part]) -> list[int]:
     return shares
 
 
+def least_total_bounty(parts: Sequence[Part], per_part: int) -> int:
+    """The least total whose ``split_bounty`` gives every part ``per_part`` or more:
+    the smallest part's share decides (shares follow the work, so parts of unequal
+    work need more than ``per_part`` times their count)."""
+    work = sum(p.multiply_adds for p in parts)
+    smallest = min(p.multiply_adds for p in parts)
+    return -(-per_part * work // smallest)  # its share, total * smallest // work, is enough
+
+
 def assemble(m: int, n: int, parts: Sequence[Part], results: Sequence[npt.NDArray[Any]]
              ) -> npt.NDArray[np.int64]:  # fmt: skip
     """C (m x n, int64) from each part's product (padded shape)."""
