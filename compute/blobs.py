@@ -53,6 +53,14 @@ class BlobError(Exception):
     """A blob is missing, malformed, does not match its root, or over the quota."""
 
 
+# An upload's body at most (node/blobs.py): the largest A or Bᵀ a mainnet job may have
+# (65536 rows of k_max = 16384 int8) and the .npy header; past it, 413 before any byte
+# is read. A C can be larger (m x n int32 up to 4 GiB): a standalone miner, which
+# uploads C, leaves such jobs (node/remote_market.py); the in-node miner stores C itself.
+NPY_HEADER_ROOM = 4096
+MAX_UPLOAD = (1 << 30) + NPY_HEADER_ROOM  # what an upload's .npy header may take of MAX_UPLOAD
+
+
 def blob_dtype(kind: str) -> np.dtype:  # type: ignore[type-arg]
     if kind not in KINDS:
         raise BlobError(f"unknown blob kind {kind!r}")

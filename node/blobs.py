@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 from compute.blobs import (
     FETCH_RANGE_BYTES,
     KINDS,
+    MAX_UPLOAD,
     BlobError,
     BlobStore,
     blob_dtype,
@@ -51,9 +52,6 @@ log = logging.getLogger("pouw.blobs")
 
 # devnet: rpc 29332 -> blobs 29335 (metrics take +2); defined beside the clients' default
 DEFAULT_BLOB_PORT_OFFSET = BLOB_PORT_OFFSET
-# An upload's body at most: the largest A or Bᵀ a mainnet job may have (65536 rows of
-# k_max = 16384 int8) and the .npy header. Past it: 413 before any byte is read.
-MAX_UPLOAD = (1 << 30) + 4096
 MAX_ROWS_BYTES = 4 * FETCH_RANGE_BYTES  # largest rows reply
 # An upload's body must arrive within this long (counted once its turn came): the
 # largest (MAX_UPLOAD, ~1 GiB over loopback or a LAN) takes seconds; a client dripping

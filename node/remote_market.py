@@ -50,7 +50,7 @@ from chain.address import AddressError, address_from_pubkey, decode_address, enc
 from chain.keys import PrivateKey
 from chain.network import Network
 from compute.blob_fetch import FetchReport, fetch_blob
-from compute.blobs import BlobError
+from compute.blobs import MAX_UPLOAD, NPY_HEADER_ROOM, BlobError
 from compute.fast_commit import leaf_bytes_to_words
 from node.claim_order import (
     LOAD_WINDOW_S,
@@ -238,6 +238,8 @@ class RemoteMarket(ResultDelivery):
             and j["job_id"] not in self._late_c  # its C is done: claimed again with it
             and j["bounty_per_multiply_add"] >= self.min_bounty_per_mac
             and int(j["bounty"]) >= MINER_TXS_PER_PART * self.fee  # not paid at a loss
+            # C must reach the node in one upload (a 413 would cost the bond)
+            and int(j["m"]) * int(j["n"]) * 4 + NPY_HEADER_ROOM <= MAX_UPLOAD
             and self._rivals.standing(j) is None  # another miner's claim takes it
             # a claim of our key, pooled, that we do not hold (an earlier process's, killed):
             # claiming again would fail one of the two (its fee lost); taken back on chain

@@ -67,6 +67,10 @@ __all__ = [
 ]  # fmt: skip
 
 UPLOADS_PARALLEL = 2  # blobs in flight to the node while the next one is hashed
+# How long an upload may wait on the node's socket: the node reads a few uploads at
+# once (node/blobs.py MAX_UPLOADS_AT_ONCE) and lets the rest wait their turn, up to its
+# own 300 s limit for a body.
+UPLOAD_WAIT_S = 300.0
 # A blob given to the node is not given again within this long (a product's parts, back
 # to back submits): shorter than the node's retention keeps even an unneeded blob
 # (node/blob_retention.FRESH_S, 10 minutes), so the node still has it.
@@ -90,7 +94,7 @@ def check_id(product_id: str) -> str:
 
 
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
-                timeout: float = 60.0) -> bytes:  # fmt: skip
+                timeout: float = UPLOAD_WAIT_S) -> bytes:  # fmt: skip
     """POST a matrix to a node's blob endpoint (authenticated with its RPC cookie)."""
     mat = np.ascontiguousarray(matrix)
     head = io.BytesIO()  # the .npy header, then the matrix's bytes as they are (no copy)
