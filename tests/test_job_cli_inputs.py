@@ -441,3 +441,31 @@ def test_the_least_bounty_suggested_pays_every_unequal_part_enough() -> None:
         least = least_total_bounty(parts, LEAST_PART_BOUNTY)
         assert min(split_bounty(least, parts)) >= LEAST_PART_BOUNTY, shape
         assert min(split_bounty(LEAST_PART_BOUNTY * len(parts), parts)) < LEAST_PART_BOUNTY
+
+
+def test_an_id_may_be_given_by_its_start_as_the_logs_show_it(tmp_path: Path) -> None:
+    """The 16 hex digits that progress lines and logs show name a product (or a part of
+    one) of the datadir's manifests; a start shared by two, or by none, says to give the
+    whole id. Before, only the 64 digits were taken."""
+    from wallet.products import Manifest, plan_parts
+
+    net = load_network("devnet")
+    parts = plan_parts(64, 256, 64, net.pouw, 10**9, 1)
+    one = Manifest(64, 256, 64, parts, ["ab" * 32], [10**6], net.name)
+    two = Manifest(64, 256, 64, parts, ["ab" * 4 + "ac" * 28], [10**6], net.name)
+    split = plan_parts(64, 256, 64, net.pouw, 10**9, 2)
+    product = Manifest(64, 256, 64, split, ["cd" * 32, "ef" * 32], [10**6] * 2, net.name)
+    for plan in (one, two, product):
+        plan.save(tmp_path)
+    client = JobClient(None, net, RpcClient("http://127.0.0.1:9", "u", "p"),
+                       "http://127.0.0.1:9", manifest_dir=tmp_path)  # fmt: skip
+    assert client.full_id("ab" * 8) == "ab" * 32
+    assert client.full_id("ab" * 4 + "ac" * 4) == "ab" * 4 + "ac" * 28
+    assert client.full_id(product.product_id[:16].upper()) == product.product_id
+    assert client.full_id("ef" * 8) == "ef" * 32  # a part of a product
+    with pytest.raises(JobError, match="more than one id here"):
+        client.full_id("ab" * 4)
+    with pytest.raises(JobError, match="no product or part this datadir holds"):
+        client.full_id("12345678")
+    with pytest.raises(JobError, match="not a product or job id"):
+        client.full_id("abc")

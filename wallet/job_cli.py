@@ -219,7 +219,8 @@ def _readable(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    info = _client(args).status(args.product_id)
+    client = _client(args)
+    info = client.status(client.full_id(args.product_id))
     if not args.json and "parts" in info:
         parts = info.pop("parts")
         info["counts"] = ", ".join(f"{count} {state}" for state, count in info["counts"].items())
@@ -233,6 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_result(args: argparse.Namespace) -> int:
     client = _client(args)
+    args.product_id = client.full_id(args.product_id)
     a, b = _load(args.a_file, "A"), _load(args.b_file, "B")
     client.check_operands(args.product_id, a, b)  # wrong files: said now, not after a wait
     if args.wait:  # what happens meanwhile, on stderr (stdout stays the result)
@@ -288,7 +290,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_reclaim(args: argparse.Namespace) -> int:
     check_fee(args.fee, args.max_fee)
-    txids = _client(args).reclaim(args.product_id, args.fee)
+    client = _client(args)
+    txids = client.reclaim(client.full_id(args.product_id), args.fee)
     _print(args, {"reclaim_txids": txids if args.json else ", ".join(txids)})
     return 0
 

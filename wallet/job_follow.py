@@ -15,6 +15,21 @@ from wallet.job_terms import DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobError
 from wallet.job_txs import reclaim_tx
 from wallet.products import Manifest, PlanError
 
+ID_HEX = 64  # a product or job id: 32 bytes in hex
+MIN_ID_PREFIX = 8  # the shortest start of an id looked up in the manifests (logs show 16)
+
+
+def check_id(product_id: str) -> str:
+    """A product or job id as `pouw job submit` printed it (64 hex digits); JobError
+    otherwise (it also names a manifest file: nothing else may reach the path)."""
+    text = product_id.strip().lower()
+    if len(text) != ID_HEX or any(ch not in "0123456789abcdef" for ch in text):
+        raise JobError(
+            f"{product_id!r} is not a product or job id (64 hex digits, as `pouw job submit` "
+            "printed it; `pouw job list` shows this datadir's products)"
+        )
+    return text
+
 
 class UnknownJobError(JobError):
     """The node knows no such job (and the client has no submit of it to send again)."""
@@ -84,6 +99,35 @@ class Following:
                 "more, then submit the product again if it is still unknown"
             ) from None
         return dict(self.rpc.call("getjob", job_id))
+
+    def full_id(self, text: str) -> str:
+        """A product or job id from its 64 hex digits, or from a prefix of at least
+        MIN_ID_PREFIX (as progress lines and logs show them) that names one product of
+        this client's manifests, or one part of one; JobError otherwise."""
+        short = text.strip().lower()
+        if len(short) == ID_HEX or not MIN_ID_PREFIX <= len(short) < ID_HEX:
+            return check_id(text)
+        if any(ch not in "0123456789abcdef" for ch in short):
+            return check_id(text)  # (its error)
+        found: set[str] = set()
+        if self.manifest_dir is not None and self.manifest_dir.is_dir():
+            for path in self.manifest_dir.glob(f"{short}*.json"):
+                found.add(path.stem)
+            for path in self.manifest_dir.glob("*.json"):
+                if len(found) > 1:
+                    break
+                try:
+                    plan = Manifest.from_json(path.read_text())
+                except (OSError, UnicodeDecodeError, PlanError):
+                    continue
+                found.update(j for j in plan.job_ids if j.startswith(short))
+        if len(found) == 1:
+            return check_id(found.pop())
+        raise JobError(
+            f"{text!r} is the start of "
+            + ("more than one id here" if found else "no product or part this datadir holds")
+            + ": give the whole id (64 hex digits; `pouw job list` shows them)"
+        )
 
     def status(
         self, product_id: str, known: dict[str, dict[str, Any]] | None = None,

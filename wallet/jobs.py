@@ -41,7 +41,7 @@ from compute.blobs import blob_root, bt_root_of
 from compute.freivalds import PreparedCheck
 from compute.transpose import transposed
 from wallet.job_collect import Collecting, JobResult
-from wallet.job_follow import Following, UnknownJobError
+from wallet.job_follow import Following, UnknownJobError, check_id
 from wallet.job_terms import (
     DEFAULT_EXPIRY_S,
     DEFAULT_JOB_FEE,
@@ -78,19 +78,6 @@ UPLOAD_REUSE_S = 60.0
 # A job must stay claimable at least this long: its submit has to reach a block and a
 # miner has to claim it (an expiry the chain's clock passes first fails on chain).
 MIN_EXPIRY_S = 60
-ID_HEX = 64  # a product or job id: 32 bytes in hex
-
-
-def check_id(product_id: str) -> str:
-    """A product or job id as `pouw job submit` printed it (64 hex digits); JobError
-    otherwise (it also names a manifest file: nothing else may reach the path)."""
-    text = product_id.strip().lower()
-    if len(text) != ID_HEX or any(ch not in "0123456789abcdef" for ch in text):
-        raise JobError(
-            f"{product_id!r} is not a product or job id (64 hex digits, as `pouw job submit` "
-            "printed it; `pouw job list` shows this datadir's products)"
-        )
-    return text
 
 
 def upload_blob(blob_url: str, kind: str, matrix: npt.NDArray[Any], auth: tuple[str, str],
