@@ -56,6 +56,12 @@ log = logging.getLogger("pouw.miner")
 # race, or was mined on a parent that is no longer the tip.
 # JSON-RPC errors that no retry can fix: invalid params, invalid address or parameter.
 FATAL_RPC_CODES = frozenset({-32602, -32601, -5, -8})
+# HTTP answers that say the URL is no node's RPC for us (credentials refused even after
+# the cookie was read again, or a server that is not the node's RPC, such as its blob
+# port): after this many in a row the miner stops and says so, instead of retrying for
+# ever. (More than one: a cookie read during a node's restart gets another chance.)
+REFUSED_STATUSES = frozenset({401, 403, 404, 405})
+REFUSED_IN_A_ROW = 3
 STALE_ANSWERS = frozenset({"inconclusive", "duplicate", "stale-prevblk", "stale-work"})
 # A market round woken early waits this long first: the rest of a buyer's batch of
 # submits arrives, and a burst of pooled transactions makes one round, not one each.
@@ -178,11 +184,16 @@ class RemoteMiner:
         longpollid: str | None = None
         current: Header | None = None
         backoff = 1.0
+        refused = 0
         while not self._stop.is_set():
             try:
                 rt = self._fetch(longpollid)
             except (RpcError, RpcConnectionError, TemplateError) as exc:
-                if isinstance(exc, RpcError) and exc.code in FATAL_RPC_CODES:
+                status = exc.status if isinstance(exc, RpcConnectionError) else None
+                refused = refused + 1 if status in REFUSED_STATUSES else 0
+                if (isinstance(exc, RpcError) and exc.code in FATAL_RPC_CODES) or (
+                    refused >= REFUSED_IN_A_ROW
+                ):  # fmt: skip
                     log.error("getblocktemplate: %s", exc)  # a bad request will not get better
                     self.failure = str(exc)
                     self.request_stop()

@@ -440,3 +440,18 @@ def test_a_miner_started_before_its_node_waits_for_the_cookie(
     got = run_cli("miner", "--address", MINER_ADDRESS, "--datadir", str(tmp_path / "none"),
                   "--backend", "numpy", timeout=60)  # fmt: skip
     assert got.returncode == 2 and "cannot read the RPC cookie" in got.stderr, got.stderr
+
+
+def test_a_miner_whose_credentials_the_node_refuses_stops_and_says_so(
+    tmp_path: Path, genesis: Path
+) -> None:
+    """Credentials the node refuses (HTTP 401, three times in a row: a cookie read
+    again during a restart gets its chances) stop the miner with the node's words,
+    instead of a retry every 30 s for ever."""
+    with running_node(tmp_path / "node", genesis, "--nolisten") as node:
+        got = run_cli("miner", "--rpc", node.url, "--address", MINER_ADDRESS,
+                      "--rpc-user", "nobody", "--rpc-password", "wrong",
+                      "--backend", "numpy", "--threads", "1", timeout=90)  # fmt: skip
+    assert got.returncode != 0, got.stderr
+    assert "refused the credentials (HTTP 401)" in got.stderr, got.stderr
+    assert "Traceback" not in got.stderr
