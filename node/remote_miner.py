@@ -61,6 +61,9 @@ FATAL_RPC_CODES = frozenset({-32602, -32601, -5, -8})
 # port): after this many in a row the miner stops and says so, instead of retrying for
 # ever. (More than one: a cookie read during a node's restart gets another chance.)
 REFUSED_STATUSES = frozenset({401, 403, 404, 405})
+# While the node does not answer getblocktemplate, ask again after 1, 2, 4, then every
+# 8 s, as the market rounds do: mining resumes within 8 s of a node's restart.
+TEMPLATE_RETRY_MAX_S = 8.0
 REFUSED_IN_A_ROW = 3
 STALE_ANSWERS = frozenset({"inconclusive", "duplicate", "stale-prevblk", "stale-work"})
 # A market round woken early waits this long first: the rest of a buyer's batch of
@@ -198,10 +201,11 @@ class RemoteMiner:
                     self.failure = str(exc)
                     self.request_stop()
                     return
-                log.warning("getblocktemplate: %s; retrying in %.0f s", exc, backoff)
+                if backoff < TEMPLATE_RETRY_MAX_S:  # (then once an outage: no log flood)
+                    log.warning("getblocktemplate: %s; retrying in %.0f s", exc, backoff)
                 if self._stop.wait(backoff):
                     return
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, TEMPLATE_RETRY_MAX_S)
                 longpollid = None
                 continue
             backoff = 1.0
