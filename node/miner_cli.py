@@ -254,6 +254,7 @@ def cmd_miner(args: argparse.Namespace) -> int:
         return miner.run()
     except KeyboardInterrupt:  # Ctrl-C: the operator's way to stop it, as SIGTERM
         miner.close()
+        log.info("miner stopped: %s", miner.line())  # the totals, as at any other stop
         print("pouw miner stopped (Ctrl-C)", file=sys.stderr)
         return 0
 

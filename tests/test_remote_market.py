@@ -152,6 +152,7 @@ def test_pouw_miner_delivers_before_anything_confirms(tmp_path: Path) -> None:
         assert miner.wait(20) == 0
         log = (tmp_path / "miner.log").read_text()
         assert "pouw miner stopped (Ctrl-C)" in log and "Traceback" not in log, log[-3000:]
+        assert "miner stopped: " in log, log[-3000:]  # its totals, as at any stop
         # Restarted, the miner does not claim again the job its pooled claim goes for
         # (one of the two claims would fail in a block, its fee lost).
         miner_log.close()
