@@ -126,9 +126,12 @@ def load(pool: Mempool, network_dir: Path, now: int | None = None) -> tuple[int,
     except OSError as exc:
         log.warning("cannot delete %s after reading it (%s)", path, exc.strerror or exc)
     taken = 0
+    clock = int(time.time()) if now is None else now
     for when, tx in sorted(entries, key=lambda e: e[1].nonce):  # (stable: arrival order)
-        if pool.add(tx, when).ok:
+        # an entry time from the future (a clock set back, or a doctored file) counts
+        # as now: else that transaction would outlive the pool's expiry for ever
+        if pool.add(tx, min(when, clock)).ok:
             taken += 1
-    pool.expire(int(time.time()) if now is None else now)
+    pool.expire(clock)
     taken = min(taken, len(pool))
     return taken, len(entries) - taken

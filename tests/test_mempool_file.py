@@ -161,3 +161,17 @@ def test_a_node_stopped_by_sighup_keeps_its_pool(tmp_path: Path) -> None:
             proc.terminate()
             out, _ = proc.communicate(timeout=30)
     assert "mempool: 1 txs taken back from mempool.dat (0 no longer valid)" in out, out
+
+
+def test_an_entry_time_from_the_future_counts_as_now(tmp_path: Path) -> None:
+    """A saved entry time past now (a clock set back, a doctored file, up to 2^64 - 1)
+    is taken as now: the transaction then expires with the pool's expiry like any other
+    (before, it never expired)."""
+    pool = _pool()
+    now = int(time.time())
+    tx = _txs()[3]
+    assert pool.add(tx, 2**64 - 1).ok
+    assert mempool_file.save(pool, tmp_path) == 1
+    again = _pool()
+    assert mempool_file.load(again, tmp_path, now=now) == (1, 0)
+    assert [when for when, _ in again.entries()] == [now]
