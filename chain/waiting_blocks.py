@@ -50,8 +50,13 @@ class WaitingBlocks:
 
     def _keep(self, pool: dict[bytes, Block], block: Block, max_count: int) -> None:
         """Into ``pool``, evicting its oldest until it holds fewer than ``max_count``
-        and both pools fit MAX_WAITING_BYTES with this block."""
+        and both pools fit MAX_WAITING_BYTES with this block (the other pool's oldest
+        go too once this one is empty)."""
         size = _size(block)
-        while pool and (len(pool) >= max_count or self.waiting_bytes() + size > MAX_WAITING_BYTES):
+        other = self.held if pool is self.orphans else self.orphans
+        while pool and len(pool) >= max_count:
             pool.pop(next(iter(pool)))
+        while self.waiting_bytes() + size > MAX_WAITING_BYTES and (pool or other):
+            emptied = pool if pool else other
+            emptied.pop(next(iter(emptied)))
         pool[block.hash] = block
