@@ -24,7 +24,7 @@ from chain.datadir import default_datadir
 from chain.network import NETWORKS, Network, NetworkError, load_network
 from node.settings_file import Bounds, bounded
 from wallet.args import positive_seconds_arg, rate_arg
-from wallet.cli import run_command
+from wallet.cli import read_password, run_command
 from wallet.keystore import WalletError
 from wallet.rpc import COOKIE_NAME, RpcClient, RpcConnectionError, local_port
 
@@ -304,22 +304,11 @@ def _market(
     from wallet.rpc import check_node_url, read_cookie
     from wallet.wallet import Wallet
 
-    if args.password_file is not None:
-        try:
-            password = args.password_file.read_text().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise WalletError(
-                f"--password-file {args.password_file}: cannot read it ({why}): give a "
-                "readable text file holding the keystore's password"
-            ) from None
-    elif "POUW_WALLET_PASSWORD" in os.environ:
-        password = os.environ["POUW_WALLET_PASSWORD"]
-    else:
-        raise WalletError(
+    if args.password_file is None and "POUW_WALLET_PASSWORD" not in os.environ:
+        raise WalletError(  # (never a prompt: a miner runs unattended)
             "no password for the keystore: pass --password-file F or set $POUW_WALLET_PASSWORD"
         )
-    wallet = Wallet.load(args.market_wallet, password, network)
+    wallet = Wallet.load(args.market_wallet, read_password(args), network)
     if wallet.address != args.address:
         raise WalletError(f"{args.market_wallet} holds {wallet.address}, not --address")
     auth = rpc.credentials()  # --rpc-user's, else the --rpc URL's, else the cookie's

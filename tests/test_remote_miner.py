@@ -389,7 +389,11 @@ def test_a_market_wallet_names_the_address_or_must_match_it(tmp_path: Path) -> N
     base = ("miner", "--rpc", "http://127.0.0.1:9", "--rpc-user", "u", "--rpc-password", "p",
             "--password-file", str(tmp_path / "pw"), "--workers", "0")  # fmt: skip
     (tmp_path / "junk.json").write_text("[]")
+    (tmp_path / "empty").write_text("\n")
     runs = [
+        # an empty password file is said as such (it read as a wrong password before)
+        (run_cli(*base[:7], "--password-file", str(tmp_path / "empty"),
+                 "--market-wallet", str(keystore), timeout=60), "is empty"),
         # --workers 0 stops it right after the address is settled: the wallet's was taken
         (run_cli(*base, "--market-wallet", str(keystore), timeout=60),
          "--workers must be 1 to 64"),

@@ -181,9 +181,18 @@ def read_password(args: argparse.Namespace, confirm: bool = False) -> str:
     if getattr(args, "password_file", None) is not None:
         try:
             text = Path(args.password_file).read_text()
-        except OSError as exc:
-            raise WalletError(f"cannot read --password-file: {exc.strerror or exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise WalletError(
+                f"--password-file {args.password_file}: cannot read it ({why}): give a "
+                "readable text file holding the keystore's password"
+            ) from None
         password = text.rstrip("\r\n")
+        if not password:
+            raise WalletError(
+                f"--password-file {args.password_file} is empty: put the keystore's "
+                "password in it (one line)"
+            )
     elif os.environ.get(PASSWORD_ENV):
         password = os.environ[PASSWORD_ENV]
     elif sys.stdin.isatty():
