@@ -57,8 +57,8 @@ class BlobError(Exception):
 # (65536 rows of k_max = 16384 int8) and the .npy header; past it, 413 before any byte
 # is read. A C can be larger (m x n int32 up to 4 GiB): a standalone miner, which
 # uploads C, leaves such jobs (node/remote_market.py); the in-node miner stores C itself.
-NPY_HEADER_ROOM = 4096
-MAX_UPLOAD = (1 << 30) + NPY_HEADER_ROOM  # what an upload's .npy header may take of MAX_UPLOAD
+NPY_HEADER_ROOM = 4096  # what an upload's .npy header may take of MAX_UPLOAD
+MAX_UPLOAD = (1 << 30) + NPY_HEADER_ROOM
 
 
 def blob_dtype(kind: str) -> np.dtype:  # type: ignore[type-arg]

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from chain.address import AddressError, decode_any_address
 from chain.datadir import default_datadir
 from chain.network import NETWORKS, Network, NetworkError, load_network
+from chain.storage_keys import CHAIN_DB_DIRNAME
 from node.settings_file import Bounds, bounded
 from wallet.args import positive_seconds_arg, rate_arg
 from wallet.cli import read_password, run_command
 from wallet.keystore import WalletError
-from wallet.rpc import COOKIE_NAME, RpcClient, RpcConnectionError, local_port
+from wallet.rpc import COOKIE_NAME, RpcClient, RpcConnectionError, check_node_url, local_port
 
 if TYPE_CHECKING:
     from node.remote_market import RemoteMarket
@@ -114,13 +115,14 @@ def _client_once_the_node_is_up(
     """The RPC client; with a cookie to read from a datadir whose node has not written
     it yet (the datadir exists: the node is starting, or was started after us), wait
     for it, said once, instead of exiting. Any other problem raises as it is."""
+    url = check_node_url(url)  # a URL that is none is said now, not after a wait
     said = False
     while True:
         try:
             return RpcClient.from_options(url, network, datadir, args.rpc_user, args.rpc_password)
         except RpcConnectionError:
-            if datadir is None or not (Path(datadir) / network).is_dir():
-                raise  # no datadir of a node there: a wrong --datadir, said as it is
+            if datadir is None or not (Path(datadir) / network / CHAIN_DB_DIRNAME).is_dir():
+                raise  # no node's datadir there (a wallet's alone, a typo): said as it is
             if (Path(datadir) / network / COOKIE_NAME).exists():
                 raise  # a cookie that does not read: said as it is
             if not said:
@@ -176,6 +178,9 @@ def cmd_miner(args: argparse.Namespace) -> int:
         if args.rpc_user is None:
             datadir = args.datadir or default_datadir()
         rpc = _client_once_the_node_is_up(url, network.name, datadir, args)
+    except KeyboardInterrupt:  # Ctrl-C while waiting for the node: a clean stop
+        print("pouw miner stopped (Ctrl-C)", file=sys.stderr)
+        return 0
     except AddressError as exc:
         log.error(
             "--address %r is not an address (%s): it looks like dpw1... on the devnet "

@@ -188,6 +188,7 @@ class RemoteMiner:
         current: Header | None = None
         backoff = 1.0
         refused = 0
+        last_said = ""  # the last failure logged: a new one is said even while backing off
         while not self._stop.is_set():
             try:
                 rt = self._fetch(longpollid)
@@ -201,14 +202,15 @@ class RemoteMiner:
                     self.failure = str(exc)
                     self.request_stop()
                     return
-                if backoff < TEMPLATE_RETRY_MAX_S:  # (then once an outage: no log flood)
+                if backoff < TEMPLATE_RETRY_MAX_S or str(exc) != last_said:  # (no log flood)
                     log.warning("getblocktemplate: %s; retrying in %.0f s", exc, backoff)
+                    last_said = str(exc)
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, TEMPLATE_RETRY_MAX_S)
                 longpollid = None
                 continue
-            backoff = 1.0
+            backoff, refused, last_said = 1.0, 0, ""
             self._node_down = False  # it answers: the next outage is said again
             if rt is None:  # long-poll timed out on our side: ask again
                 continue

@@ -29,6 +29,10 @@ from wallet.job_txs import commit_tx, reveal_tx
 from wallet.rpc import RpcClient, RpcConnectionError, RpcError
 
 log = logging.getLogger("pouw.market")
+# A C upload waits at most this long on the node's socket: it runs on the miner's main
+# loop (block submission and market rounds wait meanwhile), and one not through is
+# retried at the next round; a buyer's uploads wait longer (wallet/jobs.UPLOAD_WAIT_S).
+C_UPLOAD_WAIT_S = 60.0
 
 HELD_STATUSES = ("claimed", "committed")
 CLAIM_CONFIRM_S = 60.0  # a claim not on chain after this long is given up
@@ -192,7 +196,7 @@ class ResultDelivery:
             return  # another miner's now, or ended: it does not come back to us
         try:
             root = upload_blob(self.blob_url, "c", np.ascontiguousarray(c, dtype=np.int32),
-                               self.blob_auth)  # fmt: skip
+                               self.blob_auth, timeout=C_UPLOAD_WAIT_S)  # fmt: skip
         except JobError as exc:
             log.info("job %s: C that ended too late not kept (%s)", job_id[:16], exc)
             return
@@ -311,7 +315,8 @@ class ResultDelivery:
 
         assert held.unsent is not None
         try:
-            root = upload_blob(self.blob_url, "c", held.unsent, self.blob_auth)
+            root = upload_blob(self.blob_url, "c", held.unsent, self.blob_auth,
+                               timeout=C_UPLOAD_WAIT_S)  # fmt: skip
         except JobError as exc:
             log.warning("job %s: C computed again not uploaded yet (%s)", job_id[:16], exc)
             return
@@ -336,7 +341,8 @@ class ResultDelivery:
         try:
             stale = time.monotonic() - held.uploaded_at > REUPLOAD_S
             if held.unsent is not None and (not held.c_on_node or stale):
-                held.result_root = upload_blob(self.blob_url, "c", held.unsent, self.blob_auth)
+                held.result_root = upload_blob(self.blob_url, "c", held.unsent, self.blob_auth,
+                                               timeout=C_UPLOAD_WAIT_S)  # fmt: skip
                 held.c_on_node, held.uploaded_at = True, time.monotonic()
             assert held.result_root is not None
             tx = commit_tx(self.network, self.key, self._nonce(), bytes.fromhex(job_id),

@@ -457,6 +457,9 @@ def test_an_id_may_be_given_by_its_start_as_the_logs_show_it(tmp_path: Path) -> 
     product = Manifest(64, 256, 64, split, ["cd" * 32, "ef" * 32], [10**6] * 2, net.name)
     for plan in (one, two, product):
         plan.save(tmp_path)
+    # files that are no product's: a stray copy, a deeply nested document
+    (tmp_path / f"{'ab' * 8}-backup.json").write_text(one.to_json())
+    (tmp_path / f"{'99' * 32}.json").write_text("[" * 100_000 + "]" * 100_000)
     client = JobClient(None, net, RpcClient("http://127.0.0.1:9", "u", "p"),
                        "http://127.0.0.1:9", manifest_dir=tmp_path)  # fmt: skip
     assert client.full_id("ab" * 8) == "ab" * 32
@@ -469,3 +472,26 @@ def test_an_id_may_be_given_by_its_start_as_the_logs_show_it(tmp_path: Path) -> 
         client.full_id("12345678")
     with pytest.raises(JobError, match="not a product or job id"):
         client.full_id("abc")
+
+
+def test_a_quote_for_the_parts_a_submit_will_cut_is_a_bounty_it_takes(tmp_path: Path) -> None:
+    """`quote --parts N` plans the product as `submit --parts N` cuts it: its floor then
+    pays every part the miners' fees, and the submit with that bounty is not refused
+    (a quote for one part suggested less than three unequal parts need)."""
+    genesis = market_genesis(tmp_path)
+    net = load_network("devnet", genesis)
+    node = Proc(tmp_path / "n0", genesis)
+    try:
+        client = JobClient(devnet_key(0), net, node.rpc(), f"http://127.0.0.1:{node.blob}",
+                           blob_auth=read_cookie(node.datadir, "devnet"))  # fmt: skip
+        one, three = client.quote(64, 256, 64), client.quote(64, 256, 64, min_parts=3)
+        assert (one.parts, three.parts) == (1, 3)
+        rng = np.random.default_rng(7)
+        a = rng.integers(-64, 64, (64, 256), dtype=np.int8)
+        b = rng.integers(-64, 64, (256, 64), dtype=np.int8)
+        with pytest.raises(JobError, match="no miner takes it"):
+            client.submit(a, b, one.suggested_bounty, min_parts=3)
+        pid = client.submit(a, b, three.suggested_bounty, min_parts=3)
+        assert len(client.manifest(pid).job_ids) == 3  # type: ignore[union-attr]
+    finally:
+        node.stop()

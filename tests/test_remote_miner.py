@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -84,6 +85,7 @@ class NodeProc:
         self.datadir = datadir
         self.genesis = genesis
         self.rpc_port = rpc_port or free_port()
+        self.blob_port = free_port()
         self.p2p_port = free_port()
         self.url = f"http://127.0.0.1:{self.rpc_port}/"
         self.log = datadir.with_suffix(".log")
@@ -92,7 +94,7 @@ class NodeProc:
         self.proc = subprocess.Popen(
             cli("node", "--network", "devnet", "--datadir", str(datadir),
                 "--genesis-file", str(genesis), "--rpc-port", str(self.rpc_port),
-                "--blob-port", str(free_port()),
+                "--blob-port", str(self.blob_port),
                 "--p2p-port", str(self.p2p_port), "--p2p-bind", "127.0.0.1", *extra),
             stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -420,7 +422,9 @@ def test_a_miner_started_before_its_node_waits_for_the_cookie(
     once the node is up. Before, it exited at once (exit 2, "cannot read the RPC
     cookie"). A --datadir that holds no node at all is still said at once."""
     datadir = tmp_path / "node"
-    (datadir / "devnet").mkdir(parents=True)  # as `pouw init` leaves it
+    init = run_cli("init", "--network", "devnet", "--datadir", str(datadir),
+                   "--genesis-file", str(genesis), timeout=60)  # fmt: skip
+    assert init.returncode == 0, init.stderr
     rpc_port = free_port()
     miner = subprocess.Popen(
         cli("miner", "--rpc", f"http://127.0.0.1:{rpc_port}/", "--address", MINER_ADDRESS,
@@ -429,7 +433,9 @@ def test_a_miner_started_before_its_node_waits_for_the_cookie(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
-        first = miner.stdout.readline() if miner.stdout else ""
+        assert miner.stdout is not None
+        ready, _, _ = select.select([miner.stdout], [], [], 60)
+        first = miner.stdout.readline() if ready else "(nothing in 60 s)"
         assert "waiting for the node: no RPC cookie" in first, first
         node = NodeProc(datadir, genesis, "--nolisten", rpc_port=rpc_port)  # the port it asks
         try:
@@ -441,9 +447,12 @@ def test_a_miner_started_before_its_node_waits_for_the_cookie(
     finally:
         if miner.poll() is None:
             miner.kill()
-    got = run_cli("miner", "--address", MINER_ADDRESS, "--datadir", str(tmp_path / "none"),
-                  "--backend", "numpy", timeout=60)  # fmt: skip
-    assert got.returncode == 2 and "cannot read the RPC cookie" in got.stderr, got.stderr
+    # a datadir that holds no node (nothing, or a wallet's folder alone) is said at once
+    (tmp_path / "wallet-only" / "devnet" / "wallets").mkdir(parents=True)
+    for where in ("none", "wallet-only"):
+        got = run_cli("miner", "--address", MINER_ADDRESS, "--datadir", str(tmp_path / where),
+                      "--backend", "numpy", timeout=60)  # fmt: skip
+        assert got.returncode == 2 and "cannot read the RPC cookie" in got.stderr, got.stderr
 
 
 def test_a_miner_whose_credentials_the_node_refuses_stops_and_says_so(
@@ -456,6 +465,11 @@ def test_a_miner_whose_credentials_the_node_refuses_stops_and_says_so(
         got = run_cli("miner", "--rpc", node.url, "--address", MINER_ADDRESS,
                       "--rpc-user", "nobody", "--rpc-password", "wrong",
                       "--backend", "numpy", "--threads", "1", timeout=90)  # fmt: skip
+        # ... and so does a URL that is no node's RPC (its blob port: HTTP 404 or 405)
+        other = run_cli("miner", "--rpc", f"http://127.0.0.1:{node.blob_port}",
+                        "--address", MINER_ADDRESS, "--rpc-user", "u", "--rpc-password", "p",
+                        "--backend", "numpy", "--threads", "1", timeout=90)  # fmt: skip
     assert got.returncode != 0, got.stderr
     assert "refused the credentials (HTTP 401)" in got.stderr, got.stderr
     assert "Traceback" not in got.stderr
+    assert other.returncode != 0 and "is it the node's RPC port" in other.stderr, other.stderr

@@ -127,7 +127,7 @@ def _print(args: argparse.Namespace, obj: dict[str, Any]) -> None:
 
 
 def cmd_quote(args: argparse.Namespace) -> int:
-    q = _client(args).quote(args.m, args.k, args.n)
+    q = _client(args).quote(args.m, args.k, args.n, min_parts=args.parts)
     coins = format_coins(q.suggested_bounty)
     if args.json:  # amounts in base units, as RPC gives them; the bounty also in coins
         _print(args, {
@@ -344,6 +344,8 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     common(quote, False)
     for dim in ("m", "k", "n"):
         quote.add_argument(dim, type=int)
+    quote.add_argument("--parts", type=positive_arg, default=1,
+                       help="as submit's --parts: the quote is for the same cut")  # fmt: skip
     quote.set_defaults(handler=_run(cmd_quote))
 
     submit = sub.add_parser("submit", help="post A . B with a bounty (split into jobs)")

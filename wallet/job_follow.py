@@ -112,7 +112,8 @@ class Following:
         found: set[str] = set()
         if self.manifest_dir is not None and self.manifest_dir.is_dir():
             for path in self.manifest_dir.glob(f"{short}*.json"):
-                found.add(path.stem)
+                if len(path.stem) == ID_HEX and all(c in "0123456789abcdef" for c in path.stem):
+                    found.add(path.stem)  # (a stray file is no product's)
             for path in self.manifest_dir.glob("*.json"):
                 if len(found) > 1:
                     break

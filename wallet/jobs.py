@@ -294,10 +294,12 @@ class JobClient(Collecting, Following):
     # --- buying ----------------------------------------------------------------------
 
     def quote(
-        self, m: int, k: int, n: int, max_part_multiply_adds: int = DEFAULT_PART_MULTIPLY_ADDS
+        self, m: int, k: int, n: int, max_part_multiply_adds: int = DEFAULT_PART_MULTIPLY_ADDS,
+        min_parts: int = 1,
     ) -> Quote:
-        """What a product of this shape costs at the going rate, and how long it waits."""
-        plan = self._plan(m, k, n, max_part_multiply_adds, 1)
+        """What a product of this shape costs at the going rate, and how long it waits,
+        cut as ``submit`` with the same ``min_parts`` cuts it."""
+        plan = self._plan(m, k, n, max_part_multiply_adds, min_parts)
         info = self.rpc.call("getmarketinfo")
         work = sum(p.multiply_adds for p in plan.parts)
         rate = float(info["going_bounty_per_multiply_add"])

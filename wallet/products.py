@@ -160,9 +160,9 @@ def split_bounty(total: int, parts: Sequence[Part]) -> list[int]:
 
 
 def least_total_bounty(parts: Sequence[Part], per_part: int) -> int:
-    """The least total whose ``split_bounty`` gives every part ``per_part`` or more:
-    the smallest part's share decides (shares follow the work, so parts of unequal
-    work need more than ``per_part`` times their count)."""
+    """A total whose ``split_bounty`` gives every part ``per_part`` or more (at most a
+    few units above the least): the smallest part's share decides (shares follow the
+    work, so parts of unequal work need more than ``per_part`` times their count)."""
     work = sum(p.multiply_adds for p in parts)
     smallest = min(p.multiply_adds for p in parts)
     return -(-per_part * work // smallest)  # its share, total * smallest // work, is enough
@@ -216,6 +216,8 @@ class Manifest:
             )  # fmt: skip
         except (ValueError, KeyError, TypeError) as exc:
             raise PlanError(f"not a product manifest: {exc}") from None
+        except RecursionError:
+            raise PlanError("not a product manifest: JSON nested too deeply") from None
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 COOKIE_NAME = ".cookie"
+# HTTP answers a node's JSON-RPC never gives to a POST of its root: the URL is another
+# server (the node's blob or P2P port, a web server), said as such
+NOT_RPC_STATUSES = frozenset({404, 405})
+NOT_RPC_HINT = "is it the node's RPC port (not its P2P or blob port)?"
 DEFAULT_TIMEOUT = 30.0
 LONGPOLL_TIMEOUT = 120.0
 
@@ -347,8 +351,7 @@ class RpcClient:
             return json.loads(raw)
         except ValueError:  # (not JSON, or an integer of over 4300 digits)
             raise RpcConnectionError(
-                f"{self.url} did not answer JSON-RPC: is it the node's RPC port (not its P2P "
-                "or blob port)?"
+                f"{self.url} did not answer JSON-RPC: {NOT_RPC_HINT}"
             ) from None
 
     def _post_kept(self, body: bytes, what: str, timeout: float) -> bytes:
@@ -394,8 +397,12 @@ class RpcClient:
                     f"{self.url} refused the credentials (HTTP {resp.status}): "
                     f"{CREDENTIALS_HINT}", resp.status,
                 )  # fmt: skip
-            if resp.status != 200 and not raw:
-                raise RpcConnectionError(f"{self.url}: HTTP {resp.status}", resp.status)
+            if resp.status in NOT_RPC_STATUSES or (resp.status != 200 and not raw):
+                raise RpcConnectionError(
+                    f"{self.url}: HTTP {resp.status}" + (
+                        f": {NOT_RPC_HINT}" if resp.status in NOT_RPC_STATUSES else ""
+                    ), resp.status,
+                )  # fmt: skip
             return raw  # bitcoind sends errors with HTTP 500 and a JSON body
         raise AssertionError("unreachable")
 
@@ -420,8 +427,12 @@ class RpcClient:
                     exc.code,
                 ) from None
             raw = exc.read()  # bitcoind sends errors with HTTP 500 and a JSON body
-            if not raw:
-                raise RpcConnectionError(f"{self.url}: HTTP {exc.code}", exc.code) from None
+            if exc.code in NOT_RPC_STATUSES or not raw:
+                raise RpcConnectionError(
+                    f"{self.url}: HTTP {exc.code}" + (
+                        f": {NOT_RPC_HINT}" if exc.code in NOT_RPC_STATUSES else ""
+                    ), exc.code,
+                ) from None  # fmt: skip
         except TimeoutError:
             raise RpcTimeoutError(f"{self.url}: no answer to {what} in time") from None
         except (urllib.error.URLError, OSError) as exc:
