@@ -8,6 +8,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.test_rpc_util import Harness, run_node
 
 TIMEOUT = 1.0  # the node's idle and body timeouts in these tests, seconds
@@ -249,5 +251,25 @@ def test_websocket_client_that_never_reads_is_dropped(tmp_path: Path) -> None:
         assert dropped
         status, reply = await h.post(CALL)
         assert status == 200 and reply["result"] == 0
+
+    run_node(tmp_path, body)
+
+
+def test_one_websocket_reply_larger_than_the_byte_cap_goes_when_nothing_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue's byte cap is for replies piling up: a single reply larger than it (a
+    verbose getrawmempool of a full pool is ~80 MB against 64 MiB) is sent when nothing
+    waits, as HTTP sends it; before, the socket was cut on every such call."""
+    import node.rpc.service as service
+
+    monkeypatch.setattr(service, "WS_QUEUE_BYTES", 500)  # help's reply: ~760 bytes
+
+    async def body(h: Harness) -> None:
+        async with h.session.ws_connect(h.url + "ws", headers={"Authorization": h.auth}) as ws:
+            for i in range(3):
+                await ws.send_str(json.dumps({"jsonrpc": "2.0", "id": i, "method": "help"}))
+                reply = json.loads((await ws.receive(timeout=10)).data)
+                assert reply["id"] == i and len(json.dumps(reply)) > 500, reply
 
     run_node(tmp_path, body)
