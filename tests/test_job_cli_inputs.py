@@ -107,9 +107,12 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
         assert "--parts 1000: this shape splits into" in err, err  # said, not silent
         assert f"--password-file {pw}" in err  # the printed `result` command works as is
         # ids: checked before they reach the node or a file name
-        for bad in ("xyz", "../../../evil", pid[:16]):
+        for bad in ("xyz", "../../../evil"):
             code, _, err = _run(capsys, "job", "status", bad, *where)
             assert code == 1 and "is not a product or job id" in err, err
+        # the start of one, as logs show it, names the product of this datadir
+        code, short_out, err = _run(capsys, "job", "status", pid[:16], *where)
+        assert code == 0 and pid in short_out, (short_out, err)
         code, _, err = _run(capsys, "job", "status", "ab" * 32, *where)
         assert code == 1 and "the node knows no job" in err, err
         code, out, err = _run(capsys, "job", "status", pid, *where)  # 8 parts: each listed
