@@ -61,10 +61,10 @@ FATAL_RPC_CODES = frozenset({-32602, -32601, -5, -8})
 # port): after this many in a row the miner stops and says so, instead of retrying for
 # ever. (More than one: a cookie read during a node's restart gets another chance.)
 REFUSED_STATUSES = frozenset({401, 403, 404, 405})
+REFUSED_IN_A_ROW = 3
 # While the node does not answer getblocktemplate, ask again after 1, 2, 4, then every
 # 8 s, as the market rounds do: mining resumes within 8 s of a node's restart.
 TEMPLATE_RETRY_MAX_S = 8.0
-REFUSED_IN_A_ROW = 3
 STALE_ANSWERS = frozenset({"inconclusive", "duplicate", "stale-prevblk", "stale-work"})
 # A market round woken early waits this long first: the rest of a buyer's batch of
 # submits arrives, and a burst of pooled transactions makes one round, not one each.
