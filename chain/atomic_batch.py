@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from chain.encoding import DecodeError, Reader
+from chain.header import Header
 from chain.index_record import IndexRecord, check_hash
 from chain.storage_errors import BatchClosedError
 from chain.storage_keys import (
@@ -21,6 +23,7 @@ from chain.storage_keys import (
     address_tx_key,
     block_key,
     check_bytes,
+    header_key,
     height_key,
     index_key,
     state_key,
@@ -32,6 +35,17 @@ if TYPE_CHECKING:
 
 _DELETED: Any = object()
 
+
+
+def stored_header(block: bytes) -> bytes | None:
+    """The header bytes at the start of a block's body (None if they do not decode:
+    such a body is refused when read back, and has no header of its own)."""
+    r = Reader(block)
+    try:
+        Header.read_from(r)
+    except (DecodeError, ValueError):
+        return None
+    return block[: r.offset]
 
 class AtomicBatch:
     """Writes collected for one atomic ``WriteBatch``; get one from :meth:`ChainDB.atomic`.
@@ -72,10 +86,18 @@ class AtomicBatch:
 
     # blocks, index, undo
     def put_block(self, block_hash: bytes, data: bytes) -> None:
+        """The block's body, and its header on its own (``header_key``)."""
         self._put(block_key(block_hash), check_bytes(data, "block data"))
+        header = stored_header(data)
+        if header is not None:
+            self.put_header(block_hash, header)
+
+    def put_header(self, block_hash: bytes, header: bytes) -> None:
+        self._put(header_key(block_hash), check_bytes(header, "header"))
 
     def delete_block(self, block_hash: bytes) -> None:
         self._delete(block_key(block_hash))
+        self._delete(header_key(block_hash))
 
     def put_index(self, record: IndexRecord) -> None:
         if not isinstance(record, IndexRecord):

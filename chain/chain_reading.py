@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from chain.block import Block
+from chain.header import Header
 from chain.index_record import IndexRecord
 from chain.integrity import decode_checked
 from chain.jobs import BlockClock
@@ -41,6 +42,12 @@ class ChainReading:
         if block is None:
             raise self.db.damaged_block(block_hash, problem, report=report)
         return block
+
+    def get_header(self, block_hash: bytes) -> Header:
+        """The block's header: from its own key where one is stored (no body read),
+        else from the checked body. KeyError if the block is absent."""
+        header = self.db.get_header(block_hash)
+        return header if header is not None else self.get_block(block_hash).header
 
     def active_hash(self, height: int) -> bytes | None:
         return self.db.active_hash_at(height)

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from chain.encoding import DecodeError
+from chain.header import Header
 from chain.index_record import HASH_LEN, IndexRecord, check_hash
 from chain.storage_errors import CorruptBlockError, CorruptionError, StorageError, reindex_command
 from chain.storage_keys import (
@@ -23,6 +25,7 @@ from chain.storage_keys import (
     PREFIX_TX,
     block_key,
     check_bytes,
+    header_key,
     height_key,
     index_key,
     state_key,
@@ -101,6 +104,19 @@ class ChainRecords:
 
     def put_block(self, block_hash: bytes, data: bytes, *, sync: bool = False) -> None:
         self._put_one(block_key(block_hash), check_bytes(data, "block data"), sync)
+
+    def get_header(self, block_hash: bytes) -> Header | None:
+        """The block's header from its own key (``header_key``), checked against the
+        hash; None when there is none (a block stored before those keys) or it is not
+        that block's (the caller reads the body then, which is checked as always)."""
+        raw = self._get(header_key(block_hash))
+        if raw is None:
+            return None
+        try:
+            header = Header.from_bytes(raw)
+        except (DecodeError, ValueError):
+            return None
+        return header if header.hash == block_hash else None
 
     # --- index
 

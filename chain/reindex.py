@@ -69,6 +69,7 @@ def reindex(db: ChainDB, network: Network, clock: Callable[[], float] = time.tim
             batch.delete_block(block_hash)
         for rec in records.values():
             batch.put_index(rec)
+            batch.put_header(rec.hash, headers[rec.hash].to_bytes())  # (older stores lack them)
         batch.put_block(genesis.hash, genesis.to_bytes())
         for key, value in genesis_changes(network).items():
             if value is not None:

@@ -13,6 +13,9 @@ Key layout (one LevelDB, the first byte of every key is a prefix):
 key                   value                                        written by
 ====================  ===========================================  =====================
 ``b"b" + hash``       block body (opaque bytes)                    put_block
+``b"d" + hash``       that block's header bytes (served to peers   put_block, put_header
+                      without the body; absent for blocks stored
+                      before it existed: the body is read then)
 ``b"i" + hash``       :class:`IndexRecord` bytes (every known      put_index
                       header, side chains too)
 ``b"h" + u64 BE``     hash of the active chain at that height      set_active_hash

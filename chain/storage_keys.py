@@ -25,6 +25,11 @@ MAX_RECEIPT = 200  # bytes of a failure reason kept in the tx index
 # b"x" + address(20) + u64 height + u32 position -> txid(32): every active-chain tx that
 # sends from or pays to the address, in chain order (wallet history).
 PREFIX_ADDRESS_TX = b"x"
+# b"d" + hash(32) -> that block's header bytes (a prefix of its body), written with the
+# body: peers are served headers without each stored block read and checked whole. A
+# block stored before these keys existed has none (its body is read instead), and
+# --reindex writes them for every block it keeps.
+PREFIX_HEADER = b"d"
 
 META_TIP = PREFIX_META + b"tip"  # hash(32) of the active tip
 META_GENESIS = PREFIX_META + b"genesis"  # hash(32) of the genesis block
@@ -45,6 +50,10 @@ def check_bytes(value: bytes, what: str) -> bytes:
     if type(value) is not bytes:
         raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
     return value
+
+
+def header_key(block_hash: bytes) -> bytes:
+    return PREFIX_HEADER + check_hash(block_hash)
 
 
 def height_key(height: int) -> bytes:

@@ -269,3 +269,27 @@ def test_a_database_without_its_genesis_record_is_not_reset(tmp_path: Path) -> N
     rebuilt = reindex(open_db(tmp_path / "a", NET), NET, Clock(T0))
     assert rebuilt.tip.hash == blocks[-1].hash
     rebuilt.db.close()
+
+
+def test_headers_are_stored_on_their_own_and_rebuilt_by_a_reindex(tmp_path: Path) -> None:
+    """A stored block's header has its own key: peers are served headers without each
+    block body read and checked whole. A store without those keys (blocks stored before
+    them) still answers from the bodies, and --reindex writes them."""
+    from chain.storage_keys import header_key
+
+    chain = new_chain(tmp_path / "a")
+    blocks = extend(chain, 5)
+    for block in blocks:
+        assert chain.db.get_header(block.hash) == block.header
+        assert chain.get_header(block.hash) == block.header
+    with chain.db.atomic() as batch:  # as a store from before the header keys
+        for block in blocks:
+            batch._delete(header_key(block.hash))  # noqa: SLF001
+    assert chain.db.get_header(blocks[2].hash) is None
+    assert chain.get_header(blocks[2].hash) == blocks[2].header  # from the body
+    chain.db._put_one(header_key(blocks[3].hash), blocks[1].header.to_bytes(), True)  # noqa: SLF001
+    assert chain.db.get_header(blocks[3].hash) is None  # not that block's: not trusted
+    chain.db.close()
+    rebuilt = reindex(open_db(tmp_path / "a", NET), NET, Clock(T0))
+    assert all(rebuilt.db.get_header(b.hash) == b.header for b in blocks)
+    rebuilt.db.close()

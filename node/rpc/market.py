@@ -99,7 +99,7 @@ class MarketMethods:
         if len(recs) >= 3 and span > 0:
             done = 0
             for rec in recs[:-1]:
-                h = chain.get_block(rec.hash).header
+                h = chain.get_header(rec.hash)
                 done += max(block_work(h.target), h.m * h.n * h.k)
             rate = done / span
         self._rate_cache = (chain.tip.hash, rate)
