@@ -120,6 +120,8 @@ def test_the_buyer_cli_refuses_bad_input_and_never_challenges_a_right_c(
         part = json.loads((node.datadir / "devnet" / "products" / f"{pid}.json").read_text())
         code, out, err = _run(capsys, "job", "status", part["job_ids"][0], *where)
         assert code == 0 and "bounty: 0." in out and " coins (" in out and " UTC" in out, out
+        # every number says what it is: the clock a date, the rate its unit
+        assert "mtp: 20" in out and " base units" in out.split("bounty_per_multiply_add")[1], out
 
         result = ["job", "result", pid, "-o", str(tmp_path / "C"), *key]
         started = time.monotonic()  # wrong files: said at once, not after the wait

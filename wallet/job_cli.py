@@ -197,7 +197,8 @@ def _same_node(args: argparse.Namespace) -> str:
 
 
 AMOUNT_FIELDS = ("bounty", "bond")  # base units in getjob's answer
-TIME_FIELDS = ("expires", "claim_deadline", "window_end")  # median time past, Unix seconds
+TIME_FIELDS = ("expires", "claim_deadline", "window_end", "mtp")  # median time past, Unix s
+HEIGHT_FIELDS = ("submitted", "committed_height")  # block heights
 
 
 def _utc(unix_s: float) -> str:
@@ -215,6 +216,11 @@ def _readable(job: dict[str, Any]) -> dict[str, Any]:
     for key in TIME_FIELDS:
         if isinstance(out.get(key), int) and out[key] > 0:
             out[key] = _utc(out[key])
+    for key in HEIGHT_FIELDS:
+        if isinstance(out.get(key), int):
+            out[key] = f"height {out[key]}"
+    if isinstance(out.get("bounty_per_multiply_add"), int | float):
+        out["bounty_per_multiply_add"] = f"{out['bounty_per_multiply_add']:g} base units"
     return out
 
 
