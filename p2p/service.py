@@ -305,6 +305,9 @@ class P2PService:
     def handshake_done(self, peer: Peer) -> None:
         assert peer.version is not None
         peer.ready = True
+        if peer.byte_cap is not None:
+            peer.byte_cap.release()
+            peer.byte_cap = None
         v = peer.version
         log.info(
             "peer %d connected: %s %s ua=%r height=%d",

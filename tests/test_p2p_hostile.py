@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from chain.network import Network
 from chain.storage import open_chain
 from node.template import build_template
 from p2p.addrbook import AddressBook, BanList
+from p2p.handshake_cap import PRE_HANDSHAKE_BYTES
 from p2p.protocol import (
     MAX_FRAME,
     BlockMsg,
@@ -117,9 +119,19 @@ async def _scenarios(
     await p.close()
     assert await _refused(port, network, ghash, "127.0.0.12")
 
-    # A large frame before the handshake is judged by its type and size, not decoded.
+    # A frame before the handshake is judged by its type and size, not decoded.
     p = await peer("127.0.0.23", handshake=False)
-    await p.send_raw(bytes([MsgType.BLOCK]) + bytes(1 << 20))
+    await p.send_raw(bytes([MsgType.BLOCK]) + bytes(1 << 15))
+    assert await p.closed_by_node()
+    await p.close()
+
+    # A larger one is cut while it arrives: the node counts the bytes of a peer in its
+    # handshake and never buffers the 8 MiB frame.
+    p = await peer("127.0.0.24", handshake=False)
+    try:
+        await p.send_raw(bytes([MsgType.BLOCK]) + bytes(8 << 20))
+    except ConnectionError:
+        pass  # the node cut it mid-frame: that is the expected outcome
     assert await p.closed_by_node()
     await p.close()
 
@@ -224,7 +236,9 @@ def test_hostile_peer_is_disconnected_while_honest_peer_syncs(
     assert "discouraging 127.0.0.11 " not in log and "wrong network" in log
     assert "discouraging 127.0.0.22 " not in log
     assert "handshake timeout" in log
-    assert "discouraging 127.0.0.23 " in log and f"BLOCK of {1 + (1 << 20)} bytes before" in log
+    assert "discouraging 127.0.0.23 " in log and f"BLOCK of {1 + (1 << 15)} bytes before" in log
+    cut = re.search(r"discouraging 127\.0\.0\.24 .*: (\d+) bytes before the handshake", log)
+    assert cut is not None and int(cut.group(1)) <= PRE_HANDSHAKE_BYTES + (1 << 18), log
 
 
 def test_restart_keeps_address_book_and_bans(tmp_path: Path, procs: list[NodeProc]) -> None:
