@@ -165,6 +165,7 @@ def test_three_miners_settle_every_job_and_share_a_product(tmp_path: Path) -> No
         assert heard and heard[-1].endswith("delivered (C committed): 6 of 6 done"), heard
         assert "waiting up to 180 s for 6 part(s)" in heard[0], heard
         assert all(line.startswith("[") and "part " in line for line in heard[1:]), heard
+        # a line on the part waited on also counts the states of all six
         res = client.result(pid)
         assert res.verified, res.actions
         assert np.array_equal(res.c, exact_product(a, b))
@@ -278,6 +279,7 @@ def test_cheating_workers_lose_their_bonds(tmp_path: Path) -> None:
             assert rpc0.call("getjob", job_id)["claimant"] == _address(CHEATS[mode])
         # wrong C: the client's Freivalds check fails and its challenge wins
         wait_for("commit", lambda: "result_root" in rpc0.call("getjob", jobs["wrong"]), procs=procs)
+
         # a reader without the key, or whose wallet does not unlock, hears that the C is
         # wrong and that no challenge went out (the part's report, not an exception)
         def locked() -> PrivateKey:
@@ -303,6 +305,14 @@ def test_cheating_workers_lose_their_bonds(tmp_path: Path) -> None:
         wait_for("vanished claim expires", lambda: rpc0.call("getjob", jobs["vanish"])["status"]
                  == "open", timeout=90, procs=procs)  # fmt: skip
         assert rpc0.call("getjob", jobs["vanish"])["claims"] == 1
+        # the buyer's CLI says the claim lapsed, not just "open"
+        shown = subprocess.run(
+            [sys.executable, "-m", "node.cli", "job", "status", jobs["vanish"], "--network",
+             "devnet", "--datadir", str(n0.datadir), "--genesis-file", str(genesis),
+             "--rpc", f"http://127.0.0.1:{n0.rpc_port}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert shown.returncode == 0 and "open (1 claim(s) lapsed" in shown.stdout, shown
         client.reclaim(jobs["vanish"])
         wait_for("reclaimed", lambda: client.status(jobs["vanish"])["status"] == "reclaimed",
                  procs=procs)  # fmt: skip
@@ -310,6 +320,16 @@ def test_cheating_workers_lose_their_bonds(tmp_path: Path) -> None:
             assert rpc0.call("getcontribution", _address(i))["challenges_lost"] == 1, mode
         # refunds: every cheater's bond ended with the buyer (the challenger, the prober)
         assert rpc0.call("getmarketinfo")["jobs"]["refunded"] == 3
+        # a product nobody takes: the wait's lines count the states of all its parts
+        a = rng.integers(-64, 64, (256, 256), dtype=np.int8)
+        b = rng.integers(-64, 64, (256, 128), dtype=np.int8)
+        pid = client.submit(a, b, bounty=3_000_000, min_parts=2)
+        assert len(client.status(pid)["parts"]) == 2
+        heard: list[str] = []
+        with pytest.raises(JobError, match="2 part\\(s\\) not delivered after 3 s"):
+            client.wait(pid, timeout=3, progress=heard.append)
+        assert any(re.search(r"part 1/2 \(\w+\) \w+; of the 2 parts: [12] (open|pending)", line)
+                   for line in heard), heard  # fmt: skip
     finally:
         for p in procs:
             p.stop()

@@ -206,10 +206,26 @@ def _utc(unix_s: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix_s))
 
 
+def _state_words(job: dict[str, Any]) -> str:
+    """A job's status for text output, saying when a claim lapsed: an open job with
+    claims behind it had each of them lapse (their bonds went to the buyer), and a
+    claimed job past its deadline reopens at a coming block."""
+    state = str(job.get("status", "?"))
+    claims = job.get("claims")
+    if state == "open" and isinstance(claims, int) and claims > 0:
+        return (f"open ({claims} claim(s) lapsed, their bonds paid to the buyer; "
+                "waiting for another miner)")  # fmt: skip
+    if state == "claimed" and job.get("claim_lapsed"):
+        return "claimed (the claim lapsed: the part reopens for another miner in a coming block)"
+    return state
+
+
 def _readable(job: dict[str, Any]) -> dict[str, Any]:
     """A job as getjob gives it, with amounts in coins and times as UTC dates (the text
     output; --json keeps the node's numbers)."""
     out = dict(job)
+    if "job_id" in out:
+        out["status"] = _state_words(job)
     for key in AMOUNT_FIELDS:
         if isinstance(out.get(key), int):
             out[key] = f"{format_coins(out[key])} coins ({out[key]}u)"
@@ -232,7 +248,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         info["counts"] = ", ".join(f"{count} {state}" for state, count in info["counts"].items())
         _print(args, info)
         for job in parts:
-            print(f"  {job['job_id']}: {job['status']}")
+            print(f"  {job['job_id']}: {_state_words(job)}")
         return 0
     _print(args, info if args.json else _readable(info))
     return 0
@@ -265,7 +281,8 @@ def cmd_result(args: argparse.Namespace) -> int:
         out["next"] = (
             f"a challenge or probe went out: after its window `pouw job status "
             f"{args.product_id}` shows each part refunded (its bounty back) or paid"
-            if res.challenge_txid else "nothing was sent: see the actions above"
+            if res.challenge_txid
+            else "nothing was sent: see the actions above"
         )
     _print(args, out)
     return 0 if res.verified else 1
@@ -367,8 +384,12 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     submit.add_argument("--parts", type=positive_arg, default=1,
                         help="cut into at least this many jobs (one per miner), as far as "
                              "the shape allows (tile and noise-rank multiples)")  # fmt: skip
-    submit.add_argument("--fee", type=amount_arg, default=DEFAULT_JOB_FEE,
-                        help="fee of each transaction: coins, or base units with a u suffix")
+    submit.add_argument(
+        "--fee",
+        type=amount_arg,
+        default=DEFAULT_JOB_FEE,
+        help="fee of each transaction: coins, or base units with a u suffix",
+    )
     add_max_fee(submit)
     submit.set_defaults(handler=_run(cmd_submit))
 

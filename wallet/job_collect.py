@@ -32,7 +32,7 @@ from wallet.job_txs import (
     probe_tx,
 )
 from wallet.products import Manifest, assemble
-from wallet.rpc import METHOD_NOT_FOUND, NOT_FOUND, RpcConnectionError
+from wallet.rpc import METHOD_NOT_FOUND, NOT_FOUND, RpcConnectionError, RpcError
 
 DONE = ("paid", "committed")  # a part whose C can be collected
 FAILED = ("refunded", "expired", "reclaimed")  # a part that will never deliver
@@ -162,7 +162,9 @@ class Collecting:
         Each part is waited on with the node's ``waitforjob`` long poll (it answers as
         soon as the commit reaches the node's pool); a node without it is polled.
         ``progress`` (the CLI: a line on stderr) hears of each part as it settles and
-        of each change of the part waited on (open, claimed, ...)."""
+        of each change of the part waited on (open, claimed, ...), with the states of
+        all the parts of a product of several (a part found ready meanwhile has its C
+        collected at once)."""
         started = time.monotonic()
         deadline = started + timeout
         self._prepare_checks(product_id)
@@ -216,10 +218,36 @@ class Collecting:
                 if job["status"] != seen or beat:
                     still = "still " if job["status"] == seen else ""
                     seen = job["status"]
-                    say(f"{name} {still}{seen}")
+                    say(f"{name} {still}{seen}{self._all_parts(job_ids, answers)}")
                 if time.monotonic() > deadline:
                     self._timed_out(product_id, timeout)
         return self.status(product_id, answers)  # as each part last answered
+
+    def _all_parts(self, job_ids: list[str], answers: dict[str, dict[str, Any]]) -> str:
+        """For a product of several parts, how many are in each state, asking the node
+        again about every part not yet settled (empty for one part). A part that became
+        deliverable meanwhile starts its collection now rather than when its turn in
+        ``wait`` comes."""
+        if len(job_ids) < 2:
+            return ""
+        counts: dict[str, int] = {}
+        for job_id in job_ids:
+            job = answers.get(job_id)
+            if job is None or not (_deliverable(job) or job["status"] in FAILED):
+                try:
+                    job = answers[job_id] = self._job(job_id)
+                except (JobError, RpcError, RpcConnectionError):  # said by the wait itself
+                    job = None
+            if job is None:
+                state = "unknown"
+            elif _deliverable(job):
+                state = "delivered"
+                self._collect(job)
+            else:
+                state = job["status"]
+            counts[state] = counts.get(state, 0) + 1
+        shown = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        return f"; of the {len(job_ids)} parts: {shown}"
 
     def _collect(self, job: dict[str, Any]) -> None:
         """Start downloading (and checking, with the prepared check) a ready part's C
