@@ -195,8 +195,16 @@ class ChainRecords:
     def get_tx_failure(self, txid: bytes) -> str | None:
         """Why an active-chain job transaction was included as failed ("" if it
         succeeded), or None if the transaction is not in the active chain."""
+        receipt = self.get_tx_receipt(txid)
+        return None if receipt is None else receipt[1]
+
+    def get_tx_receipt(self, txid: bytes) -> tuple[bytes, str] | None:
+        """(the active-chain block holding the transaction, why it was included as
+        failed or "" if it succeeded), or None if it is not in the active chain."""
         raw = self._tx_entry(txid)
-        return None if raw is None else raw[HASH_LEN + 12 :].decode(errors="replace")
+        return (
+            None if raw is None else (raw[:HASH_LEN], raw[HASH_LEN + 12 :].decode(errors="replace"))
+        )
 
     def _tx_entry(self, txid: bytes) -> bytes | None:
         raw = self._get(PREFIX_TX + check_hash(txid))

@@ -340,6 +340,7 @@ def test_claims_racing_across_a_reorg_leave_no_account_stuck(tmp_path: Path) -> 
     meet, the losing claim and commit are included as failed, the loser's next
     transaction confirms, nothing of it stays in a pool, and the winner is paid."""
     from chain.network import load_network
+    from chain.txkind import TxKind
     from tests.chainutil import transfer
     from wallet.job_txs import submit_tx
 
@@ -389,6 +390,15 @@ def test_claims_racing_across_a_reorg_leave_no_account_stuck(tmp_path: Path) -> 
         history = rpcs[0].call("getaddresshistory", _address(loser_index))["txs"]
         receipts = [rpcs[0].call("gettransaction", t["txid"]) for t in history]
         assert any(r["status"] == "failed" and r["failure"].startswith("job-") for r in receipts)
+        # a wallet scanning blocks or its history sees the same receipts
+        assert [(t["status"], t["failure"]) for t in history] == [
+            (r["status"], r["failure"]) for r in receipts
+        ]
+        for t in history:
+            [in_block] = [x for x in rpcs[0].call("getblock", t["blockhash"], 2)["tx"]
+                          if x["txid"] == t["txid"]]  # fmt: skip
+            assert (in_block["status"], in_block["failure"]) == (t["status"], t["failure"])
+            assert in_block["type"] == TxKind(in_block["kind"]).name.lower()
         for rpc in rpcs:  # nothing of the loser waits in a pool
             pool = rpc.call("getrawmempool", True)
             assert all(e["sender"] != _address(loser_index) for e in pool.values()), pool

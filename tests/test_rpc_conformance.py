@@ -189,12 +189,14 @@ def test_gettransaction_of_a_pooled_tx_has_every_documented_field(tmp_path: Path
         assert await h.result("sendrawtransaction", tx.to_bytes().hex()) == tx.txid.hex()
         info = await h.result("gettransaction", tx.txid.hex())
         documented = {
-            "txid", "chain_id", "kind", "sender", "sender_pubkey", "nonce", "fee", "recipient",
+            "txid", "chain_id", "kind", "type", "sender", "sender_pubkey", "nonce", "fee",
+            "recipient",
             "amount", "payload", "signature", "size", "hex", "confirmations", "blockhash",
             "height", "blocktime", "in_mempool",
         }  # fmt: skip
         assert set(info) == documented
         assert info["blocktime"] is None and info["confirmations"] == 0 and info["in_mempool"]
+        assert info["kind"] == 1 and info["type"] == "transfer"
 
     run_node(tmp_path, body)
 

@@ -306,6 +306,14 @@ def test_websocket_subscriptions_and_reorg(tmp_path: Path) -> None:
                 b2.hash.hex(),
             ]
             assert first["result"]["reorg"] is True
+            # receipts: the transfer's block on the active chain has it; the one left
+            # off it has none (the outcome of a block off the chain is not kept)
+            on = await h.result("getblock", b1.hash.hex(), 2)
+            off = await h.result("getblock", a1.hash.hex(), 2)
+            [got] = [x for x in on["tx"] if x["txid"] == tx.txid.hex()]
+            assert (got["status"], got["failure"], got["type"]) == ("ok", None, "transfer")
+            [gone] = [x for x in off["tx"] if x["txid"] == tx.txid.hex()]
+            assert (gone["status"], gone["failure"]) == (None, None)
             assert (await call("unsubscribe", heads))["result"] is True
         # Subscribing over HTTP is refused.
         assert (await h.error("subscribe", "newHeads"))["code"] == -1
@@ -613,6 +621,10 @@ def test_getjob_says_a_claim_lapsed_before_the_timer_reopens_the_job(tmp_path: P
         buyer, miner = devnet_key(0), devnet_key(2)
         a, b = np.ones((64, 128), np.int8), np.ones((128, 64), np.int8)
         await mine_and_submit(h, 1)
+        # the WebSocket topic "jobs" hears each change, the timer's reopening included
+        ws = await h.session.ws_connect(h.url + "ws", headers={"Authorization": h.auth})
+        await ws.send_str('{"jsonrpc":"2.0","id":1,"method":"subscribe","params":["jobs"]}')
+        sub = json.loads((await ws.receive(timeout=10)).data)["result"]
         mtp = (await h.result("getblockchaininfo"))["mediantime"]
         submit = submit_tx(net, buyer, 0, a, b, 10**6, mtp + 3600, url="http://b")
         job = submit.txid.hex()
@@ -641,5 +653,24 @@ def test_getjob_says_a_claim_lapsed_before_the_timer_reopens_the_job(tmp_path: P
         assert got["status"] == "open" and "claim_lapsed" not in got, got
         after = (await h.result("getaccount", buyer_address))["balance"]
         assert after - before == bond  # the lapsed claim's bond, the buyer's
+        heard: list[tuple[str, int, int]] = []
+        while not ws.closed:
+            try:
+                msg = json.loads((await ws.receive(timeout=1)).data)
+            except TimeoutError:
+                break
+            note = msg["params"]
+            assert (
+                note["subscription"] == sub
+                and note["topic"] == "jobs"
+                and not note["result"]["more"]
+            )
+            for j in note["result"]["jobs"]:
+                assert j["job_id"] == job, j
+                heard.append((j["status"], j["claims"], note["result"]["height"]))
+        await ws.close()
+        assert [(s, c) for s, c, _ in heard] == [("open", 0), ("claimed", 1), ("open", 1)], heard
+        heights = [height for _, _, height in heard]  # each at the block that made it
+        assert heights[0] == (await h.result("getjob", job))["submitted"] < heights[1] < heights[2]
 
     run_node(tmp_path, body, genesis_file=genesis)

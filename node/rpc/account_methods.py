@@ -253,11 +253,14 @@ class AccountMethods(MethodsBase):
         more = len(rows) > p.count
         txs = []
         for height, pos, txid in rows[: p.count]:
+            failure = self.node.db.get_tx_failure(txid)
             txs.append({
                 "txid": txid.hex(),
                 "height": height,
                 "position": pos,
                 "blockhash": (self.node.chain.active_hash(height) or b"").hex(),
+                "status": None if failure is None else "failed" if failure else "ok",
+                "failure": failure or None,
             })  # fmt: skip
         return {
             "address": encode_address(self.net.hrp, addr),

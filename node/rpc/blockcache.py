@@ -2,7 +2,8 @@
 
 A block's content never changes, so its header fields, size and transactions are
 encoded to JSON text once; only ``confirmations`` and ``nextblockhash`` depend on the
-active chain and are added per call. The encoded text reaches the client as it is
+active chain and are added per call (its transactions' receipts depend on whether the
+block is active, which is part of the key). The encoded text reaches the client as it is
 (``RawJSON``), without being decoded and encoded again.
 """
 
@@ -17,19 +18,21 @@ from node.rpc.jsoncodec import RawJSON, dumps_strict
 # possible ~15 MB; 64 MiB holds thousands of typical blocks and a few of the largest.
 MAX_CACHE_BYTES = 64 * 2**20
 
+CacheKey = tuple[bytes, int, bool]
+
 
 class BlockJsonCache:
-    """(block hash, verbosity) -> (fixed fields text, tx array text), least recently
-    used evicted first, bounded by MAX_CACHE_BYTES of text."""
+    """(block hash, verbosity, receipts known) -> (fixed fields text, tx array text),
+    least recently used evicted first, bounded by MAX_CACHE_BYTES of text."""
 
     def __init__(self, max_bytes: int = MAX_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[bytes, int], tuple[str, str]] = OrderedDict()
+        self._items: OrderedDict[CacheKey, tuple[str, str]] = OrderedDict()
         self._bytes = 0
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: tuple[bytes, int], build: Callable[[], tuple[str, str]]) -> tuple[str, str]:
+    def get(self, key: CacheKey, build: Callable[[], tuple[str, str]]) -> tuple[str, str]:
         item = self._items.get(key)
         if item is not None:
             self._items.move_to_end(key)

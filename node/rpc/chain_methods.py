@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from chain.block import Block
 from chain.index_record import BlockStatus, IndexRecord
+from chain.tx import Transaction
 from node.rpc.base import MethodsBase
 from node.rpc.blockcache import BlockJsonCache, block_reply
 from node.rpc.encode import difficulty, header_json, hex256, tx_json
@@ -98,15 +99,17 @@ class ChainMethods(MethodsBase):
             return self.node.chain.get_block(rec.hash).to_bytes().hex()
         # The whole answer is kept for the current tip (confirmations and nextblockhash
         # change only with it), the block's own fields by block hash for good.
-        key = (rec.hash, p.verbosity)
         chain = self.node.chain
+        active = chain.active_hash(rec.height) == rec.hash
+        # (verbosity 2's receipts are known for an active block only: kept apart)
+        key = (rec.hash, p.verbosity, active and p.verbosity == 2)
         tip = chain.tip.hash
         reply = self._blocks_at_tip.get(tip, key)
         if reply is not None:
             return reply
-        fixed, txs = self.block_cache.get(key, lambda: self._block_parts(rec, p.verbosity))
+        fixed, txs = self.block_cache.get(key, lambda: self._block_parts(rec, p.verbosity, active))
         live: dict[str, Any] = {"confirmations": -1}
-        if chain.active_hash(rec.height) == rec.hash:
+        if active:
             live["confirmations"] = chain.tip.height - rec.height + 1
             nxt = chain.active_hash(rec.height + 1)
             if nxt is not None:
@@ -115,8 +118,9 @@ class ChainMethods(MethodsBase):
         self._blocks_at_tip.put(tip, key, reply, len(reply))
         return reply
 
-    def _block_parts(self, rec: IndexRecord, verbosity: int) -> tuple[str, str]:
-        """getblock's fields that never change for this block, as JSON text."""
+    def _block_parts(self, rec: IndexRecord, verbosity: int, active: bool) -> tuple[str, str]:
+        """getblock's fields that never change for this block while it stays ``active``
+        or not, as JSON text."""
         block = self.node.chain.get_block(rec.hash)
         out = self.header_info(rec, block)
         out.pop("confirmations")
@@ -125,8 +129,20 @@ class ChainMethods(MethodsBase):
         if verbosity == 1:
             txs: list[Any] = [tx.txid.hex() for tx in block.txs]
         else:
-            txs = [tx_json(tx, self.net) for tx in block.txs]
+            txs = [self._tx_with_receipt(tx, rec.hash if active else None) for tx in block.txs]
         return dumps_strict(out)[1:-1], dumps_strict(txs)
+
+    def _tx_with_receipt(self, tx: Transaction, block_hash: bytes | None) -> dict[str, Any]:
+        """A block's transaction with its receipt as ``gettransaction`` gives it (``status``
+        "ok" or "failed", ``failure``), both null for a block off the active chain (its
+        outcome there is not kept)."""
+        out = tx_json(tx, self.net)
+        receipt = self.node.db.get_tx_receipt(tx.txid) if block_hash is not None else None
+        if receipt is None or receipt[0] != block_hash:
+            out.update(status=None, failure=None)
+        else:
+            out.update(status="failed" if receipt[1] else "ok", failure=receipt[1] or None)
+        return out
 
     def getblockheader(self, ctx: CallContext, p: HeaderParams) -> Any:
         """A header: verbose=false gives the encoded header as hex."""

@@ -12,6 +12,7 @@ from chain.address import decode_address, encode_address
 from chain.header import NO_JOB, Header
 from chain.network import Network
 from chain.tx import Transaction
+from chain.txkind import TxKind
 from node.template import BlockTemplate
 
 COIN = 10**8
@@ -26,11 +27,20 @@ def difficulty(network: Network, target: int) -> float:
     return network.difficulty.max_target / target if target else 0.0
 
 
+def kind_name(kind: int) -> str:
+    """A transaction kind as RPC shows it beside the number: "transfer", "job_submit"..."""
+    try:
+        return TxKind(kind).name.lower()
+    except ValueError:  # (decoding refuses unknown kinds: not reached for a stored tx)
+        return f"kind_{kind}"
+
+
 def tx_json(tx: Transaction, network: Network) -> dict[str, Any]:
     return {
         "txid": tx.txid.hex(),
         "chain_id": tx.chain_id,
         "kind": tx.kind,
+        "type": kind_name(tx.kind),
         "sender": encode_address(network.hrp, tx.sender),
         "sender_pubkey": tx.sender_pubkey.hex(),
         "nonce": tx.nonce,

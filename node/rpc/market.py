@@ -67,8 +67,17 @@ class WaitJobParams(Params):
 
 class ListJobsParams(Params):
     status: Literal[
-        "open", "pending", "unsettled", "recent", "claimed", "committed", "paid", "refunded",
-        "reclaimed", "expired", "all",
+        "open",
+        "pending",
+        "unsettled",
+        "recent",
+        "claimed",
+        "committed",
+        "paid",
+        "refunded",
+        "reclaimed",
+        "expired",
+        "all",
     ] = "open"
     limit: Annotated[int, Field(ge=1, le=10000)] = 1000
     claimant: str | None = None  # only the jobs this address holds
@@ -133,8 +142,7 @@ class MarketMethods:
 
     def all_jobs(self) -> list[tuple[bytes, Job]]:
         return [
-            (key[1:], Job.from_bytes(raw))
-            for key, raw in self.node.chain.db.iter_state(PREFIX_JOB)
+            (key[1:], Job.from_bytes(raw)) for key, raw in self.node.chain.db.iter_state(PREFIX_JOB)
         ]
 
     def job_info(self, job_id: bytes, job: Job, clock: BlockClock | None = None) -> dict[str, Any]:
@@ -195,6 +203,25 @@ class MarketMethods:
         out["mtp"] = clock.mtp
         if job.status in (JobStatus.OPEN, JobStatus.CLAIMED):
             self._add_pool_actions(out, job_id, job)
+        return out
+
+    def jobs_on_chain(self, job_ids: Iterable[bytes]) -> list[dict[str, Any]]:
+        """Jobs as the ``jobs`` topic shows them: as getjob does on chain, without the
+        pool's actions; one whose submit's block was disconnected as ``pending`` (its
+        submit back in our pool) or ``unknown``."""
+        clock = self.node.chain.clock_after(self.node.chain.tip)
+        out = []
+        for job_id in job_ids:
+            job = get_job(self.node.chain.state_get, job_id)
+            pooled = self.pooled_job(job_id) if job is None else None
+            if job is not None:
+                info = self.job_info(job_id, job, clock)
+            elif pooled is not None:
+                info = self.pending_job_info(job_id, pooled)
+            else:
+                info = {"job_id": job_id.hex(), "status": "unknown"}
+            info["mtp"] = clock.mtp
+            out.append(info)
         return out
 
     def pending_job_info(self, job_id: bytes, job: Job) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 
 from chain.address import encode_address
 from chain.block import MAX_BLOCK_SIZE
+from chain.job_record import job_key
 from chain.tx import Transaction
 from node.capped_site import CappedSite, overloaded_response
 from node.events import TipChange
@@ -33,8 +34,9 @@ from node.rpc.auth import (
     remove_cookie,
     write_cookie,
 )
-from node.rpc.encode import header_json
+from node.rpc.encode import header_json, kind_name
 from node.rpc.errors import INVALID_REQUEST, MISC_ERROR, RpcError
+from node.rpc.job_events import notices, touched_jobs
 from node.rpc.jsoncodec import encode_reply
 from node.rpc.methods import Methods, register_all
 from node.rpc.protocol import MAX_WAIT_MS, CallContext, Dispatcher, Registry, error_response
@@ -240,13 +242,31 @@ class RpcService:
             head["reorg"] = reorg
             for s in self.sessions:
                 s.publish("newHeads", head)
+        watching = [s for s in self.sessions if "jobs" in s.subs.values()]
+        if watching:
+            self._publish_jobs(change, watching)
+
+    def _publish_jobs(self, change: TipChange, watching: list[WsSession]) -> None:
+        """The ``jobs`` topic: the jobs this tip change touched (node/rpc/job_events.py)."""
+        chain = self.node.chain
+        ids = touched_jobs(
+            change.connected, change.disconnected, self.node.db.get_undo,
+            lambda job_id: chain.state_get(job_key(job_id)),
+        )  # fmt: skip
+        if not ids:
+            return
+        jobs = self.methods.jobs_on_chain(ids)
+        for result in notices(chain.tip.height, chain.tip.hash, bool(change.disconnected), jobs):
+            for s in watching:
+                s.publish("jobs", result)
 
     def _on_tx(self, tx: Transaction) -> None:
         self._changed()
         if not self.sessions:
             return
         hrp = self.node.network.hrp
-        item = {"txid": tx.txid.hex(), "sender": encode_address(hrp, tx.sender),
+        item = {"txid": tx.txid.hex(), "kind": tx.kind, "type": kind_name(tx.kind),
+                "sender": encode_address(hrp, tx.sender),
                 "recipient": encode_address(hrp, tx.recipient), "amount": tx.amount,
                 "fee": tx.fee, "nonce": tx.nonce}  # fmt: skip
         for s in self.sessions:
