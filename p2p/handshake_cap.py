@@ -1,13 +1,18 @@
-"""The bytes an inbound peer may send before its handshake completes.
+"""What an inbound peer may send before its handshake: a ``version``, then a ``verack``.
 
 aiohttp's WebSocket reader takes one message size for the life of a socket, and a
 frame is buffered whole before our code sees it. Frames may be as large as
-``MAX_FRAME`` (21 MB: a block), so without a count at the transport a socket still in
-its handshake could hold that much memory until the handshake timeout, on every
-inbound slot at once. A peer owes us only a ``version`` and a ``verack`` before the
-handshake completes; the bytes it sends until then are counted here, between the
-socket and aiohttp, and a peer that sends more than ``PRE_HANDSHAKE_BYTES`` is cut at
-once.
+``MAX_FRAME`` (21 MB: a block), so a socket still in its handshake could otherwise
+hold that much memory until the handshake timeout, on every inbound slot at once.
+
+``HandshakeGate`` sits between an inbound socket and aiohttp until the peer's verack
+has passed. It reads the WebSocket frame headers as the bytes arrive: the peer's first
+data frame must be a ``version`` and its second a ``verack``, each at most a
+version's size, judged on the frame's first payload byte, before the rest of it
+arrives; WebSocket pings and pongs may come between. Anything else cuts the socket at
+once. The gate judges the byte stream itself, not the messages our loop has handled,
+so what an honest peer sends right after its verack (its getheaders, inventories) is
+never counted, however busy the loop is.
 """
 
 from __future__ import annotations
@@ -15,66 +20,164 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-# A version and a verack take under 200 bytes with their WebSocket framing; this leaves
-# room for WebSocket pings many times over, and keeps the 32 inbound slots (P2PSettings
-# max_inbound) at 2 MiB in all while their peers are in the handshake.
+from p2p.protocol import MAX_PAYLOAD, MsgType
+
+HANDSHAKE_TYPES = frozenset({MsgType.VERSION, MsgType.VERACK})
+MAX_HANDSHAKE_FRAME = 1 + MAX_PAYLOAD[MsgType.VERSION]
+# Bytes before the verack has passed, pings and pongs included: a version and a verack
+# take under 200 bytes with their framing; a peer that pings without end is cut here.
 PRE_HANDSHAKE_BYTES = 64 * 1024
 
+_OP_CONTINUATION, _OP_TEXT, _OP_BINARY = 0x0, 0x1, 0x2
+_EXPECTED = (MsgType.VERSION, MsgType.VERACK)  # the peer's data frames, in order
 
-class HandshakeByteCap(asyncio.Protocol):
-    """Sits between a transport and its protocol (aiohttp's) until ``release``: passes
-    every event on, counting the bytes received; past ``limit`` it aborts the socket
-    without passing the bytes on, and calls ``on_overflow`` with the count."""
+
+def handshake_refusal(first_byte: int | None, size: int) -> str | None:
+    """Why a frame of a peer still in its handshake is refused (None: a version or a
+    verack of a version's size at most, which may be decoded). ``first_byte`` is the
+    message type (None for an empty frame), ``size`` the frame's length."""
+    if first_byte in HANDSHAKE_TYPES and size <= MAX_HANDSHAKE_FRAME:
+        return None
+    if first_byte is None:
+        what = "an empty frame"
+    else:
+        try:
+            what = MsgType(first_byte).name
+        except ValueError:
+            what = f"message type {first_byte}"
+    over = "" if size <= MAX_HANDSHAKE_FRAME else f" of {size} bytes"
+    return f"{what}{over} before the handshake"
+
+
+class HandshakeGate(asyncio.Protocol):
+    """Passes a transport's events on to its protocol (aiohttp's), reading the frame
+    headers of what the peer sends until its verack has passed; then it steps out of
+    the way. On a frame the handshake does not allow, or past PRE_HANDSHAKE_BYTES, it
+    aborts the socket without passing those bytes on and calls ``on_refused`` with why."""
 
     def __init__(
-        self,
-        transport: asyncio.Transport,
-        inner: asyncio.BaseProtocol,
-        limit: int,
-        on_overflow: Callable[[int], None],
-    ) -> None:
+        self, transport: asyncio.Transport, inner: asyncio.BaseProtocol,
+        on_refused: Callable[[str], None],
+    ) -> None:  # fmt: skip
         self.transport = transport
         self.inner = inner
-        self.limit = limit
-        self.on_overflow = on_overflow
+        self.on_refused = on_refused
         self.received = 0
-        self.released = False
+        self.done = False  # the verack passed (or the socket was cut)
+        self._header = bytearray()  # the frame header being read
+        self._left = 0  # payload bytes of the current frame still to come
+        self._mask = b""
+        self._judge = False  # the current frame's first payload byte is still to judge
+        self._size = 0
+        self._data_frames = 0
+        self._refusal = ""
 
     @classmethod
     def install(
-        cls,
-        transport: asyncio.BaseTransport | None,
-        limit: int,
-        on_overflow: Callable[[int], None],
-    ) -> HandshakeByteCap | None:
-        """Count ``transport``'s bytes from now on; None when there is nothing to count
-        (no transport, or one already closing)."""
+        cls, transport: asyncio.BaseTransport | None, on_refused: Callable[[str], None]
+    ) -> HandshakeGate | None:
+        """Gate ``transport`` from now on (its HTTP upgrade is done); None when there
+        is nothing to gate (no transport, or one already closing)."""
         if not isinstance(transport, asyncio.Transport) or transport.is_closing():
             return None
-        cap = cls(transport, transport.get_protocol(), limit, on_overflow)
-        transport.set_protocol(cap)
-        return cap
+        gate = cls(transport, transport.get_protocol(), on_refused)
+        transport.set_protocol(gate)
+        return gate
 
     def release(self) -> None:
-        """The handshake is complete: the transport talks to its protocol directly again."""
-        if self.released:
-            return
-        self.released = True
+        """The transport talks to its protocol directly again."""
+        self.done = True
         if self.transport.get_protocol() is self:
             self.transport.set_protocol(self.inner)
 
     def data_received(self, data: bytes) -> None:
-        if self.released:
-            if not self.transport.is_closing():  # not cut: pass on what still comes here
+        if self.done:
+            if not self.transport.is_closing():  # released: what was on its way here
                 self.inner.data_received(data)  # type: ignore[attr-defined]
             return
         self.received += len(data)
-        if self.received > self.limit:
-            self.released = True  # counted no more: the socket is cut
+        refused = self._read(data)
+        if refused is None and self.received > PRE_HANDSHAKE_BYTES and not self.done:
+            refused = f"{self.received} bytes before the handshake (at most {PRE_HANDSHAKE_BYTES})"
+        if refused is not None:
+            self.done = True
             self.transport.abort()
-            self.on_overflow(self.received)
+            self.on_refused(refused)
             return
+        released = self.done
         self.inner.data_received(data)  # type: ignore[attr-defined]
+        if released:
+            self.release()
+
+    def _read(self, data: bytes) -> str | None:
+        """Follow the frames in ``data``; why they are refused, or None. Sets ``done``
+        once the peer's verack has passed."""
+        pos = 0
+        while pos < len(data) and not self.done:
+            if self._left == 0 and not self._judge:
+                pos = self._read_header(data, pos)
+                if pos < 0:
+                    return self._refusal
+                continue
+            take = min(self._left, len(data) - pos)
+            if self._judge and take:
+                self._judge = False
+                why = self._judge_first(data[pos] ^ self._mask[0] if self._mask else data[pos])
+                if why is not None:
+                    return why
+            pos += take
+            self._left -= take
+            if self._left == 0 and not self._judge and self._data_frames == len(_EXPECTED):
+                self.done = True  # the verack has passed: what follows is not ours to judge
+        return None
+
+    def _read_header(self, data: bytes, pos: int) -> int:
+        """Add header bytes from ``data[pos:]``; the new position, or -1 (``_refusal``
+        says why) for a frame the handshake does not allow."""
+        while pos < len(data):
+            self._header.append(data[pos])
+            pos += 1
+            need = self._header_size()
+            if len(self._header) < need:
+                continue
+            h = self._header
+            opcode, length = h[0] & 0x0F, h[1] & 0x7F
+            at = 2
+            if length == 126:
+                length, at = int.from_bytes(h[2:4], "big"), 4
+            elif length == 127:
+                length, at = int.from_bytes(h[2:10], "big"), 10
+            self._mask = bytes(h[at : at + 4]) if h[1] & 0x80 else b""
+            self._header = bytearray()
+            self._left = length
+            if opcode in (_OP_CONTINUATION, _OP_TEXT, _OP_BINARY):
+                self._data_frames += 1
+                if opcode != _OP_BINARY or not h[0] & 0x80:  # a message: one binary frame
+                    self._refusal = "a fragmented or text frame before the handshake"
+                    return -1
+                self._size = length
+                if length == 0:
+                    why = handshake_refusal(None, 0)
+                    assert why is not None
+                    self._refusal = why
+                    return -1
+                self._judge = True
+            return pos
+        return pos
+
+    def _header_size(self) -> int:
+        if len(self._header) < 2:
+            return 2
+        length = self._header[1] & 0x7F
+        extra = 2 if length == 126 else 8 if length == 127 else 0
+        return 2 + extra + (4 if self._header[1] & 0x80 else 0)
+
+    def _judge_first(self, first_byte: int) -> str | None:
+        """The current data frame's type and size against what the handshake expects."""
+        why = handshake_refusal(first_byte, self._size)
+        if why is None and first_byte != _EXPECTED[self._data_frames - 1]:
+            why = f"{MsgType(first_byte).name} out of order in the handshake"
+        return why
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()  # type: ignore[attr-defined]

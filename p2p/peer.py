@@ -19,7 +19,6 @@ from p2p.protocol import GetHeaders, Version
 from p2p.ratelimit import Bucket
 
 if TYPE_CHECKING:
-    from p2p.handshake_cap import HandshakeByteCap
     from p2p.presync import HeadersPresync
 
 BAN_SCORE = 100
@@ -148,7 +147,6 @@ class Peer:
     presync_after: float = 0.0  # monotonic time before which no new presync starts
     waiting_getheaders: GetHeaders | None = None  # over its allowance: served later
     queued_bytes: int = 0
-    byte_cap: HandshakeByteCap | None = None  # inbound: counts its bytes until the handshake
 
     def __post_init__(self) -> None:
         s = self.settings

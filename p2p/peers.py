@@ -16,7 +16,7 @@ from aiohttp import web
 from chain.storage import StorageError
 from p2p.addrbook import AddressBook, BanList, join_host_port, split_host_port
 from p2p.guard import UpgradeGuard
-from p2p.handshake_cap import PRE_HANDSHAKE_BYTES, HandshakeByteCap
+from p2p.handshake_cap import HandshakeGate
 from p2p.netgroup import netgroup
 from p2p.peer import BAN_SCORE, P2PSettings, Peer
 from p2p.protocol import MAX_FRAME, Message, MsgType, encode
@@ -94,12 +94,7 @@ class PeerManager:
         peername = request.transport.get_extra_info("peername") if request.transport else None
         port = int(peername[1]) if peername else 0
         peer = Peer(ws, True, ip, port, settings=self.settings)
-        peer.byte_cap = HandshakeByteCap.install(
-            request.transport, PRE_HANDSHAKE_BYTES,
-            lambda n: self.misbehave(
-                peer, BAN_SCORE, f"{n} bytes before the handshake (at most {PRE_HANDSHAKE_BYTES})"
-            ),
-        )  # fmt: skip
+        HandshakeGate.install(request.transport, lambda why: self.misbehave(peer, BAN_SCORE, why))
         await self.run_peer(peer)
         return ws
 

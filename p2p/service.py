@@ -31,13 +31,13 @@ from p2p.api import NodeAPI
 from p2p.blobrelay import BlobRelay
 from p2p.blocksync import BlockSync
 from p2p.guard import GuardedSite, UpgradeGuard, fd_budget
+from p2p.handshake_cap import handshake_refusal
 from p2p.lograte import RateLimitFilter
 from p2p.lograte import install as install_log_limits
 from p2p.lograte import uninstall as uninstall_log_limits
 from p2p.peer import BAN_SCORE, P2PSettings, Peer
 from p2p.peers import PeerManager
 from p2p.protocol import (
-    MAX_PAYLOAD,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     USER_AGENT,
@@ -65,8 +65,6 @@ PING_BUSY_FACTOR = 10  # a peer answering our requests may be this many ping tim
 # A peer in its handshake may send only these, and no frame longer than a version: the
 # rest is judged by its first byte, before any decoding (a 4 MB block sent before the
 # version took 0.28 s of the event loop to decode, only to be refused).
-HANDSHAKE_TYPES = frozenset({MsgType.VERSION, MsgType.VERACK})
-MAX_HANDSHAKE_FRAME = 1 + MAX_PAYLOAD[MsgType.VERSION]
 
 
 class P2PService:
@@ -240,16 +238,13 @@ class P2PService:
 
     def _handshake_frame(self, peer: Peer, frame: bytes) -> bool:
         """Whether a frame of a peer still in its handshake may be decoded: a version
-        or verack of a version's size at most (anything else is misbehaviour)."""
-        if frame and frame[0] in HANDSHAKE_TYPES and len(frame) <= MAX_HANDSHAKE_FRAME:
-            return True
-        try:
-            what = MsgType(frame[0]).name if frame else "an empty frame"
-        except ValueError:
-            what = f"message type {frame[0]}"
-        size = "" if len(frame) <= MAX_HANDSHAKE_FRAME else f" of {len(frame)} bytes"
-        self.pm.misbehave(peer, BAN_SCORE, f"{what}{size} before the handshake")
-        return False
+        or verack of a version's size at most (anything else is misbehaviour). An
+        inbound peer's frames were judged so as they arrived (p2p/handshake_cap.py);
+        this judges an outbound peer's."""
+        why = handshake_refusal(frame[0] if frame else None, len(frame))
+        if why is not None:
+            self.pm.misbehave(peer, BAN_SCORE, why)
+        return why is None
 
     def on_frame(self, peer: Peer, frame: bytes) -> None:
         try:
@@ -305,9 +300,6 @@ class P2PService:
     def handshake_done(self, peer: Peer) -> None:
         assert peer.version is not None
         peer.ready = True
-        if peer.byte_cap is not None:
-            peer.byte_cap.release()
-            peer.byte_cap = None
         v = peer.version
         log.info(
             "peer %d connected: %s %s ua=%r height=%d",

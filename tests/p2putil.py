@@ -5,6 +5,7 @@ protocol (honestly or not)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
@@ -353,6 +354,73 @@ class WirePeer:
             await self.ws.close()
         if self.session is not None:
             await self.session.close()
+
+
+class RawWsPeer:
+    """A peer that writes WebSocket frames by hand: several in one write, or a frame cut
+    short, which aiohttp's client cannot send."""
+
+    def __init__(self, port: int, local_ip: str) -> None:
+        self.port = port
+        self.local_ip = local_ip
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, local_addr=(self.local_ip, 0)
+        )
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.writer.write(
+            (f"GET /p2p HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\n"
+             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+             "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        )  # fmt: skip
+        answer = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+
+    @staticmethod
+    def frame(payload: bytes, declared: int | None = None) -> bytes:
+        """A masked binary frame of ``payload`` (its header says ``declared`` bytes: more
+        than are given makes a frame cut short)."""
+        size = len(payload) if declared is None else declared
+        if size < 126:
+            head = bytes([0x82, 0x80 | size])
+        elif size < 1 << 16:
+            head = bytes([0x82, 0x80 | 126]) + size.to_bytes(2, "big")
+        else:
+            head = bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big")
+        mask = os.urandom(4)
+        return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    async def write(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read_message(self, timeout: float = 5.0) -> bytes | None:
+        """The payload of the node's next binary frame (control frames skipped); None
+        once the node closed the connection or cut it."""
+        assert self.reader is not None
+        try:
+            while True:
+                head = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+                size = head[1] & 0x7F
+                if size == 126:
+                    size = int.from_bytes(await self.reader.readexactly(2), "big")
+                elif size == 127:
+                    size = int.from_bytes(await self.reader.readexactly(8), "big")
+                payload = await self.reader.readexactly(size)
+                if head[0] & 0x0F == 0x8:  # close
+                    return None
+                if head[0] & 0x0F == 0x2:
+                    return payload
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def block_hashes(blocks: list[Block]) -> list[bytes]:
