@@ -143,6 +143,8 @@ class Node:
         self.services: list[Service] = []
         self.miner: Miner | None = None
         self._mining_key: PrivateKey | None = None  # (run: --miner-wallet, unlocked first)
+        self._mining_address = b""  # (run, with --mine: checked before any service starts)
+        self.came_up = False  # every service started ("node up" said)
         self.started = time.time()
         self._stopping = asyncio.Event()
         self._add_services()
@@ -240,12 +242,15 @@ class Node:
         started: list[Service] = []
         # the mining key before any service starts: a wallet that does not unlock is
         # said before peers connect and sync begins, not after
-        self._mining_key = self._miner_key() if self.config.mine else None
+        if self.config.mine:
+            self._mining_key = self._miner_key()
+            self._mining_address = self._mine_to(self._mining_key)
         try:
             for service in self.services:
                 await service.start()
                 started.append(service)
             tip = self.chain.tip  # said once every service listens: a bind failure comes first
+            self.came_up = True
             log.info(
                 "node up: network=%s height=%d tip=%s datadir=%s",
                 self.network.name, tip.height, tip.hash.hex(), self.config.network_dir,
@@ -290,6 +295,20 @@ class Node:
             return devnet_key(0)
         return None
 
+    def _mine_to(self, key: PrivateKey | None) -> bytes:
+        """The address blocks pay: --miner-address, else the key's (--miner-wallet, or
+        devnet key 0 on the devnet, said so). A NodeError outside the devnet without
+        either, before any service starts."""
+        if key is None or self.config.miner_address is not None:
+            return miner_address(self.network, self.config.miner_address)
+        address = address_from_pubkey(key.public_key)
+        if self.config.miner_wallet is None:
+            log.warning(
+                "no --miner-address: mining to devnet test key 0 (%s)",
+                encode_address(self.network.hrp, address),
+            )
+        return address
+
     def _market_miner(self, key: PrivateKey | None, address: bytes) -> MarketMiner | None:
         """Paid jobs for the miner, when the market is on and a key can sign results."""
         blobs = next((s for s in self.services if isinstance(s, BlobService)), None)
@@ -318,12 +337,7 @@ class Node:
             asyncio.create_task(self._retry_held_blocks()),
         ]
         if self.config.mine:
-            key = self._mining_key
-            address = (
-                address_from_pubkey(key.public_key)
-                if key is not None and self.config.miner_address is None
-                else miner_address(self.network, self.config.miner_address)
-            )
+            key, address = self._mining_key, self._mining_address
             self.miner = Miner(
                 self.chain,
                 mining_engine(self.config.engine),
@@ -349,4 +363,5 @@ class Node:
         if saved:
             log.info("mempool: %d txs saved to %s", saved, mempool_file.FILENAME)
         self.db.close()
-        log.info("node stopped at height %d", self.chain.tip.height)
+        if self.came_up:  # (a start refused or failed says its own error instead)
+            log.info("node stopped at height %d", self.chain.tip.height)

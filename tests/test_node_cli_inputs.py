@@ -220,6 +220,18 @@ def test_a_bad_miner_address_names_the_flag_and_the_form(datadir: Path) -> None:
     one_clean_error(got, 2, "--miner-address bogus", "dpw1...", "pouw wallet address")
 
 
+def test_mining_outside_the_devnet_without_an_address_is_refused_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    got = subprocess.run(
+        pouw("node", "--network", "testnet", "--datadir", str(tmp_path), "--progress", "never",
+             "--mine", *own_ports()),
+        capture_output=True, text=True, timeout=NODE_TIMEOUT_S,
+    )  # fmt: skip
+    one_clean_error(got, 2, "--mine needs --miner-address ADDRESS outside the devnet")
+    assert "node stopped" not in got.stderr and "listening" not in got.stderr, got.stderr
+
+
 def test_a_miner_wallet_that_cannot_sign_stops_the_node_before_it_starts(datadir: Path) -> None:
     """A --miner-wallet that is missing, or holds another key than --miner-address, is
     said before any service starts (before peers connect and sync begins)."""
