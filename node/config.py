@@ -42,7 +42,10 @@ class NodeConfig:
     repair: bool = False  # LevelDB's repairer on the chain database, then a reindex
     max_blocks: int | None = None  # stop after mining this many blocks (tests, demos)
     genesis_file: Path | None = None  # a private network's genesis file instead of a shipped one
-    # P2P (p2p/): listen on p2p_bind:p2p_port (None: the network's default port).
+    # P2P (p2p/): off with p2p=False; listen on p2p_bind:p2p_port (None: the network's
+    # default port) unless listen=False (then outbound only: the address book's peers,
+    # connect, addnode).
+    p2p: bool = True
     listen: bool = True
     p2p_bind: str = "0.0.0.0"
     p2p_port: int | None = None

@@ -150,7 +150,7 @@ class Node:
         self._add_services()
 
     def _add_services(self) -> None:
-        if self.config.listen or self.config.connect or self.config.addnode:
+        if self.config.p2p:
             self.services.append(P2PService(self))
         if self.config.rpc:
             self.services.append(NodeRpcService(self))

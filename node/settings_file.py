@@ -106,7 +106,13 @@ OPTIONS: tuple[Option, ...] = (
         "stop after mining this many blocks",
         bounds=Bounds(1, hint="leave it out to mine without end"),
     ),
-    Option("listen", bool, "accept inbound peers", neg_flag="--nolisten"),
+    Option(
+        "p2p", bool, "peer-to-peer networking (--nop2p: none, neither inbound nor outbound)",
+        neg_flag="--nop2p",
+    ),
+    Option(
+        "listen", bool, "accept inbound peers (--nolisten: outbound only)", neg_flag="--nolisten"
+    ),
     Option("p2p_bind", str, "P2P listen address"),
     Option("p2p_port", int, "P2P port (default: the network's)", bounds=P2P_PORT),
     Option("connect", list, "connect only to this peer (repeatable)", metavar="HOST:PORT"),

@@ -41,7 +41,7 @@ def node_cmd(datadir: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "node.cli", "node", "--network", "devnet",
         "--datadir", str(datadir), "--genesis-file", str(datadir / "easy-devnet.json"),
-        "--nolisten", "--norpc", "--nodebuglogfile", "--progress", "never", *extra,
+        "--nop2p", "--norpc", "--nodebuglogfile", "--progress", "never", *extra,
     ]  # fmt: skip
 
 

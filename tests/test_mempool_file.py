@@ -125,7 +125,7 @@ def test_a_node_stopped_by_sighup_keeps_its_pool(tmp_path: Path) -> None:
     ports = ["--p2p-port", str(free_port()), "--rpc-port", str(free_port()),
              "--blob-port", str(free_port()), "--progress", "never"]  # fmt: skip
     cmd = [sys.executable, "-m", "node.cli", "node", "--network", "devnet", "--datadir",
-           str(tmp_path), "--nolisten", *ports]  # fmt: skip
+           str(tmp_path), "--nop2p", *ports]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tx = transfer(NET, 1, 0, address_from_pubkey(devnet_key(3).public_key), 12_345)
 

@@ -111,7 +111,7 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
     rpc_port = free_port()
     node = subprocess.Popen(
         [sys.executable, "-m", "node.cli", "node", "--network", "devnet", "--datadir",
-         str(tmp_path / "a"), "--genesis-file", str(genesis), "--nolisten",
+         str(tmp_path / "a"), "--genesis-file", str(genesis), "--nop2p",
          "--rpc-port", str(rpc_port), "--noblobs", "--dashboard"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -193,3 +193,25 @@ def test_transaction_sent_before_any_peer_reaches_the_miner(
     _wait(lambda: _confirmations(rpc, tx.txid.hex()) >= 1)
     # the miner's chain, as getpeerinfo tells it, reaches every block it relayed to us
     _wait(lambda: rpc.call("getpeerinfo")[0]["synced_height"] >= rpc.call("getblockcount") >= 3)
+
+
+def test_a_node_that_does_not_listen_still_dials_out(tmp_path: Path, procs: list[NodeProc]) -> None:
+    """--nolisten refuses inbound peers only (bitcoind's -listen=0): a peer added over RPC
+    is dialled; --nop2p is what turns peer-to-peer networking off."""
+    genesis = tmp_path / "genesis.json"
+    network = write_genesis(genesis, 5)
+    premine(tmp_path / "base", network, 5)
+    for name in ("a", "b"):
+        clone_datadir(tmp_path / "base", tmp_path / name)
+    a, b = NodeProc(tmp_path / "a", genesis), NodeProc(tmp_path / "b", genesis)
+    procs.extend([a, b])
+    a.start()
+    a.wait_log("p2p listening")
+    port = free_port()
+    b.start("--nolisten", "--rpc", "--rpc-port", str(port), "--noblobs")
+    _wait(lambda: (b.datadir / "devnet" / ".cookie").exists())
+    rpc = RpcClient.from_datadir(b.datadir, "devnet", port)
+    _wait(lambda: _answers(rpc, "getblockcount"))
+    rpc.call("addnode", a.addr, "add")
+    _wait(lambda: rpc.call("getconnectioncount") == 1)
+    assert "p2p listening" not in b.log()

@@ -204,7 +204,7 @@ def test_filler_seeds_differ_per_worker_and_session() -> None:
 
 @needs_rpc
 def test_remote_miner_mines_10_blocks_through_rpc(tmp_path: Path, genesis: Path) -> None:
-    with running_node(tmp_path / "node", genesis, "--nolisten") as node:
+    with running_node(tmp_path / "node", genesis, "--nop2p") as node:
         assert node.height() == 0
         started = time.monotonic()
         res = mine_blocks(node, 10)
@@ -223,7 +223,7 @@ def test_stale_submission_after_a_tip_change(tmp_path: Path, genesis: Path, easy
     """Two wins on one template: the first becomes the tip, the second is a valid side
     block ("inconclusive"), and sending the first again is a "duplicate"."""
     engine = NumpyEngine(threads=2)
-    with running_node(tmp_path / "node", genesis, "--nolisten") as node:
+    with running_node(tmp_path / "node", genesis, "--nop2p") as node:
         data = get_block_template(node.rpc, MINER_ADDRESS)
         rt = template_from_json(data, easy, address_from_pubkey(devnet_key(4).public_key))
         blocks = []
@@ -352,7 +352,7 @@ def test_a_miner_whose_only_worker_dies_stops_and_says_so(tmp_path: Path, genesi
     import re
     import signal
 
-    with running_node(tmp_path / "node", genesis, "--nolisten") as node:
+    with running_node(tmp_path / "node", genesis, "--nop2p") as node:
         log_path = tmp_path / "miner.log"
         with log_path.open("w") as log:
             miner = subprocess.Popen(
@@ -437,7 +437,7 @@ def test_a_miner_started_before_its_node_waits_for_the_cookie(
         ready, _, _ = select.select([miner.stdout], [], [], 60)
         first = miner.stdout.readline() if ready else "(nothing in 60 s)"
         assert "waiting for the node: no RPC cookie" in first, first
-        node = NodeProc(datadir, genesis, "--nolisten", rpc_port=rpc_port)  # the port it asks
+        node = NodeProc(datadir, genesis, "--nop2p", rpc_port=rpc_port)  # the port it asks
         try:
             out, _ = miner.communicate(timeout=120)
             assert miner.returncode == 0, out
@@ -461,7 +461,7 @@ def test_a_miner_whose_credentials_the_node_refuses_stops_and_says_so(
     """Credentials the node refuses (HTTP 401, three times in a row: a cookie read
     again during a restart gets its chances) stop the miner with the node's words,
     instead of a retry every 30 s for ever."""
-    with running_node(tmp_path / "node", genesis, "--nolisten") as node:
+    with running_node(tmp_path / "node", genesis, "--nop2p") as node:
         got = run_cli("miner", "--rpc", node.url, "--address", MINER_ADDRESS,
                       "--rpc-user", "nobody", "--rpc-password", "wrong",
                       "--backend", "numpy", "--threads", "1", timeout=90)  # fmt: skip

@@ -28,7 +28,7 @@ def _need_gpu() -> None:
 
 def test_cupy_worker_mines_10_blocks_through_rpc(tmp_path: Path) -> None:
     genesis = easy_genesis(tmp_path / "genesis.json")
-    with running_node(tmp_path / "node", genesis, "--nolisten") as node:
+    with running_node(tmp_path / "node", genesis, "--nop2p") as node:
         t0 = time.monotonic()
         res = run_cli(
             "miner", "--rpc", node.url, "--address", MINER_ADDRESS, "--datadir",

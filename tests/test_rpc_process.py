@@ -19,7 +19,7 @@ def test_node_process_serves_rpc_and_stops(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "node.cli", "node", "--network", "devnet", "--datadir",
-         str(tmp_path), "--genesis-file", str(genesis), "--nolisten", "--rpc-port", str(port),
+         str(tmp_path), "--genesis-file", str(genesis), "--nop2p", "--rpc-port", str(port),
          "--noblobs"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

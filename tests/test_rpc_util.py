@@ -82,7 +82,7 @@ async def rpc_node(tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
     if "genesis_file" not in overrides:  # (a test's own genesis: the same file name)
         overrides["genesis_file"] = easy_genesis_file(tmp_path)
     config = NodeConfig(
-        network="devnet", datadir=tmp_path, listen=False, mine=False, rpc_port=0, **overrides
+        network="devnet", datadir=tmp_path, p2p=False, mine=False, rpc_port=0, **overrides
     )
     node = Node(config)
     rpc = next(s for s in node.services if s.name == "rpc")

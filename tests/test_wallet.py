@@ -133,7 +133,7 @@ def _send_and_confirm(
 def test_wallet_round_trip_one_node(tmp_path: Path) -> None:
     genesis = easy_genesis(tmp_path / "genesis.json")
     datadir = tmp_path / "node"
-    with running_node(datadir, genesis, "--nolisten", *RPC_AUTH) as node:
+    with running_node(datadir, genesis, "--nop2p", *RPC_AUTH) as node:
         _, bob = _setup_wallets(datadir, genesis)
         _send_and_confirm(node, node, datadir, genesis, bob)
 
@@ -158,7 +158,7 @@ def test_wallet_round_trip_two_nodes(tmp_path: Path) -> None:
 def test_wrong_password_and_tampered_keystore_fail_cleanly(tmp_path: Path) -> None:
     genesis = easy_genesis(tmp_path / "genesis.json")
     datadir = tmp_path / "node"
-    with running_node(datadir, genesis, "--nolisten", *RPC_AUTH) as node:
+    with running_node(datadir, genesis, "--nop2p", *RPC_AUTH) as node:
         _, bob = _setup_wallets(datadir, genesis)
         path = datadir / "devnet" / "wallets" / "alice.json"
         before = path.read_bytes()

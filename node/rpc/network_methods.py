@@ -35,7 +35,9 @@ class NetworkMethods(MethodsBase):
     async def p2p_call(self, name: str, *args: Any) -> Any:
         p2p = self.p2p()
         if p2p is None:
-            raise RpcError(CLIENT_P2P_DISABLED, "P2P networking is disabled on this node")
+            raise RpcError(
+                CLIENT_P2P_DISABLED, "P2P is off on this node (--nop2p): restart it without --nop2p"
+            )
         result = getattr(p2p, name)(*args)
         if inspect.isawaitable(result):
             result = await result
