@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from typing import TYPE_CHECKING
@@ -36,6 +37,9 @@ SEND_LOW_WATER = 2 * 1024 * 1024
 MAX_DISCOURAGED = 50_000  # discouraged addresses remembered (oldest forgotten first)
 # aiohttp refuses a message of exactly max_msg_size bytes: allow MAX_FRAME itself.
 WS_MAX_MSG_SIZE = MAX_FRAME + 1
+# A peer the operator named that cannot be reached is said once per this long: the
+# reason at once, then a reminder while it stays down, not a line every few seconds.
+UNREACHABLE_SAY_S = 600
 
 
 class PeerManager:
@@ -56,6 +60,7 @@ class PeerManager:
         self.total_queued = 0
         self._evict_salt = random.getrandbits(64)
         self.guard: UpgradeGuard | None = None  # set when listening
+        self._unreachable_said: dict[str, float] = {}  # manual peer -> when last said
 
     def ready_peers(self) -> list[Peer]:
         return [p for p in self.peers.values() if p.ready and not p.closed]
@@ -159,11 +164,40 @@ class PeerManager:
             # ValueError covers UnicodeError from a host name IDNA cannot encode
             log.debug("connecting to %s failed: %r", key, exc)
             self.addrbook.failed(host, port)
+            if manual:
+                self._say_unreachable(key, exc)
             return
         finally:
             self.connecting.discard(key)
+        if manual and self._unreachable_said.pop(key, None) is not None:
+            log.info("reached %s at last", key)
         peer = Peer(ws, False, host, port, dial_key=key, manual=manual, settings=self.settings)
         await self.run_peer(peer)
+
+    def _say_unreachable(self, key: str, exc: BaseException) -> None:
+        """A peer the operator named (--connect, --addnode, addnode) cannot be reached:
+        a warning with the reason, once every UNREACHABLE_SAY_S per peer (it is dialled
+        again every few seconds)."""
+        now = time.monotonic()
+        if now - self._unreachable_said.get(key, -1e9) < UNREACHABLE_SAY_S:
+            return
+        self._unreachable_said[key] = now
+        if isinstance(exc, TimeoutError):
+            why = "no answer in time"
+        elif isinstance(exc, aiohttp.WSServerHandshakeError):
+            why = f"it answered HTTP {exc.status}, not a pouw P2P port"
+        else:
+            err = getattr(exc, "os_error", None) or exc
+            code = getattr(err, "errno", None)
+            if isinstance(err, OSError) and isinstance(code, int) and code > 0:
+                why = os.strerror(code)  # "Connection refused", not asyncio's wording
+            else:  # a name that does not resolve: the resolver's own words
+                why = str(getattr(err, "strerror", None) or err) or type(err).__name__
+        log.warning(
+            "cannot reach peer %s (%s): check the address and that its node runs and "
+            "listens there; trying again every few seconds (said again in %d minutes)",
+            key, why, UNREACHABLE_SAY_S // 60,
+        )  # fmt: skip
 
     def connected_keys(self) -> set[str]:
         keys = set()

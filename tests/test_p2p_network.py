@@ -215,3 +215,18 @@ def test_a_node_that_does_not_listen_still_dials_out(tmp_path: Path, procs: list
     rpc.call("addnode", a.addr, "add")
     _wait(lambda: rpc.call("getconnectioncount") == 1)
     assert "p2p listening" not in b.log()
+
+
+def test_a_named_peer_that_cannot_be_reached_is_said_with_its_reason(
+    tmp_path: Path, procs: list[NodeProc]
+) -> None:
+    genesis = tmp_path / "genesis.json"
+    write_genesis(genesis, 0)
+    node = NodeProc(tmp_path / "n", genesis)
+    procs.append(node)
+    nobody = free_port()
+    node.start("--nolisten", "--connect", f"127.0.0.1:{nobody}")
+    line = node.wait_log(rf"WARNING .*cannot reach peer 127\.0\.0\.1:{nobody} \(([^)]+)\)")
+    assert "refused" in line.group(1).lower(), line.group(0)
+    time.sleep(3)  # dialled again meanwhile, said once
+    assert node.log().count("cannot reach peer") == 1
