@@ -86,6 +86,7 @@ from chain.storage_keys import (
     META_NETWORK,
     META_SCHEMA,
     SCHEMA_VERSION,
+    record_kind,
 )
 
 __all__ = [
@@ -309,7 +310,7 @@ class ChainDB(ChainRecords, Closeable):
         try:
             value: bytes | None = self._handle().get(key, verify_checksums=True)
         except plyvel.Error as exc:
-            raise self._translate(exc, f"reading a {key[:1]!r} record") from None
+            raise self._translate(exc, f"reading a {record_kind(key)} record") from None
         return value
 
     def _iter(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -320,7 +321,7 @@ class ChainDB(ChainRecords, Closeable):
             with db.iterator(prefix=prefix, verify_checksums=True) as it:
                 yield from it
         except plyvel.Error as exc:
-            raise self._translate(exc, f"reading the {prefix[:1]!r} records") from None
+            raise self._translate(exc, f"reading the {record_kind(prefix)} records") from None
 
     @contextmanager
     def atomic(self, *, sync: bool = True) -> Iterator[AtomicBatch]:

@@ -87,7 +87,7 @@ def reindex_command(db_path: Path, network: str) -> str:
 
 
 def _is_disk_full(exc: BaseException) -> bool:
-    text = str(exc)
+    text = leveldb_text(exc)
     return "No space left" in text or "ENOSPC" in text or "Disk quota exceeded" in text
 
 
@@ -102,49 +102,58 @@ def repair_chain_db(db_path: Path) -> None:
     except plyvel.Error as exc:
         if _is_disk_full(exc):
             raise DiskFullError(
-                f"disk full while repairing {db_path} ({exc}): free space on that "
-                "filesystem and run the same command again"
+                f"disk full while repairing {db_path} ({leveldb_text(exc)}): free space on "
+                "that filesystem and run the same command again"
             ) from None
         raise StorageError(
-            f"LevelDB could not repair {db_path} ({exc}): move that folder aside and "
+            f"LevelDB could not repair {db_path} ({leveldb_text(exc)}): move that folder aside and "
             "start the node again to resync from peers"
         ) from None
 
 
+def leveldb_text(exc: BaseException) -> str:
+    """A plyvel error's message as text: plyvel carries LevelDB's status as bytes, which
+    str() would show as b'...'."""
+    if exc.args and isinstance(exc.args[0], bytes):
+        return exc.args[0].decode(errors="replace")
+    return str(exc)
+
+
 def classify(exc: BaseException, path: Path, network: str, doing: str) -> StorageError:
     """A plyvel error as our own, with the cause and the command that fixes it."""
+    text = leveldb_text(exc)
     # LevelDB reports a truncated table or a missing file as an IO error.
     damaged_file = isinstance(exc, plyvel.IOError) and any(
-        kind in str(exc) for kind in (".ldb", ".sst", ".log", "MANIFEST", "CURRENT")
+        kind in text for kind in (".ldb", ".sst", ".log", "MANIFEST", "CURRENT")
     )
-    missing = "does not exist (create_if_missing is false)" in str(exc)  # no CURRENT
+    missing = "does not exist (create_if_missing is false)" in text  # no CURRENT
     if (
         isinstance(exc, plyvel.CorruptionError)
         or missing
         or (damaged_file and not _is_disk_full(exc))
     ):
         return CorruptionError(
-            f"chain database {path} is damaged ({exc}) while {doing}: stop the "
+            f"chain database {path} is damaged ({text}) while {doing}: stop the "
             f"node and run `{repair_command(path, network)}`"
         )
     if _is_disk_full(exc):
         return DiskFullError(
-            f"disk full: cannot write the chain database {path} ({exc}). The "
+            f"disk full: cannot write the chain database {path} ({text}). The "
             "node stopped before the write; free space on that filesystem and start "
             "the node again"
         )
-    if isinstance(exc, plyvel.IOError) and "permission denied" in str(exc).lower():
+    if isinstance(exc, plyvel.IOError) and "permission denied" in text.lower():
         return StorageError(
-            f"chain database {path}: permission denied ({exc}): the datadir must be "
+            f"chain database {path}: permission denied ({text}): the datadir must be "
             "writable by the user running the node (check the owner of its files: ls -l)"
         )
-    if isinstance(exc, plyvel.IOError) and "lock" in str(exc).lower():
+    if isinstance(exc, plyvel.IOError) and "lock" in text.lower():
         return StorageError(
-            f"chain database {path} is in use by another process ({exc}): stop "
+            f"chain database {path} is in use by another process ({text}): stop "
             "that process first, or pass a different --datadir"
         )
     return StorageError(
-        f"chain database {path}: I/O error while {doing} ({exc}); check the disk "
+        f"chain database {path}: I/O error while {doing} ({text}); check the disk "
         f"and its permissions, then start the node again (if it persists, run "
         f"`{repair_command(path, network)}`)"
     )

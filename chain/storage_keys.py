@@ -31,6 +31,19 @@ PREFIX_ADDRESS_TX = b"x"
 # --reindex writes them for every block it keeps.
 PREFIX_HEADER = b"d"
 
+RECORD_KINDS = {
+    PREFIX_BLOCK: "block", PREFIX_INDEX: "block index", PREFIX_HEIGHT: "active chain",
+    PREFIX_STATE: "state", PREFIX_UNDO: "undo", PREFIX_META: "metadata",
+    PREFIX_TX: "transaction index", PREFIX_ADDRESS_TX: "address history",
+    PREFIX_HEADER: "header",
+}  # fmt: skip
+
+
+def record_kind(key: bytes) -> str:
+    """What a key's record is, for error messages ("block", "state", ...)."""
+    return RECORD_KINDS.get(key[:1], f"{key[:1]!r}")
+
+
 META_TIP = PREFIX_META + b"tip"  # hash(32) of the active tip
 META_GENESIS = PREFIX_META + b"genesis"  # hash(32) of the genesis block
 META_SCHEMA = PREFIX_META + b"schema"  # u32 BE schema version

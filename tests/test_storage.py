@@ -620,3 +620,18 @@ def test_a_lock_that_cannot_be_opened_for_want_of_permission_says_so(tmp_path: P
     msg = str(classify(exc, tmp_path / "chain", "devnet", "opening"))
     assert "permission denied" in msg and "writable by the user running the node" in msg, msg
     assert "another process" not in msg
+
+
+def test_leveldb_errors_read_as_text_and_name_the_record_kind(tmp_path: Path) -> None:
+    """plyvel carries LevelDB's status as bytes: the message shows its words, not b'...',
+    and a failed read names what was read."""
+    import plyvel
+
+    from chain.storage_errors import classify
+    from chain.storage_keys import PREFIX_BLOCK, record_kind
+
+    exc = plyvel.CorruptionError(b"Corruption: checksum mismatch")
+    doing = f"reading a {record_kind(PREFIX_BLOCK)} record"
+    msg = str(classify(exc, tmp_path / "chain", "devnet", doing))
+    assert "is damaged (Corruption: checksum mismatch) while reading a block record" in msg, msg
+    assert "b'" not in msg and "--repair" in msg

@@ -104,6 +104,7 @@ def _damaged_start(base: Path, tmp_path: Path, kind: str, how: str) -> None:
     runs = [proc]
     if proc.returncode != 0:  # a clean refusal that names its fix; run the fix
         error = assert_one_clean_error(proc, "chain database")
+        assert "b'" not in error, error  # LevelDB's words as text, not a bytes repr
         runs.append(run_node(datadir, *fix_command(error)))
     final = runs[-1]
     out = final.stdout + final.stderr
@@ -112,7 +113,7 @@ def _damaged_start(base: Path, tmp_path: Path, kind: str, how: str) -> None:
     # too, or its read fails with the same kind of message and fix.
     problem = read_every_block(datadir)
     if problem is not None:
-        assert "`pouw node" in problem, problem
+        assert "`pouw node" in problem and "b'" not in problem, problem
         final = run_node(datadir, *fix_command(problem))
         runs.append(final)
         out = final.stdout + final.stderr
