@@ -129,9 +129,10 @@ class ChainState(ChainReading):
             self._write_genesis()
         elif stored_genesis != self.genesis.hash:
             raise ChainStateError(
-                f"the datadir holds a chain with genesis {stored_genesis.hex()}, but the "
-                f"{network.name} genesis is {self.genesis.hash.hex()}: use the matching "
-                "--network or another --datadir"
+                f"the chain database {db.path} holds a chain with genesis "
+                f"{stored_genesis.hex()}, but the {network.name} genesis given (its shipped "
+                f"file, or --genesis-file) is {self.genesis.hash.hex()}: use the matching "
+                "--network and --genesis-file, or another --datadir"
             )
         self.tree = StateTree.build(db.iter_state())
         fix = reindex_command(db.path, network.name)

@@ -133,7 +133,10 @@ class DataDir(Closeable):
         try:
             self._path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise DatadirError(f"cannot create datadir {self._path}: {exc}") from exc
+            raise DatadirError(
+                f"cannot create datadir {self._path} ({exc.strerror or exc}): give a folder "
+                "that you may create and write to (no part of its path may be a file)"
+            ) from exc
         if not self._path.is_dir():
             raise DatadirError(f"datadir {self._path} exists and is not a directory")
         self._lock_path = self._path / LOCK_FILENAME
@@ -145,7 +148,10 @@ class DataDir(Closeable):
         try:
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise DatadirError(f"cannot open lock file {self._lock_path}: {exc}") from exc
+            raise DatadirError(
+                f"cannot open lock file {self._lock_path} ({exc.strerror or exc}): it must be "
+                "a file the node may write; move aside whatever is there in its place"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -26,6 +26,7 @@ from node.settings_file import (
     Resolved,
     add_node_options,
     bounded,
+    check_datadir,
     resolve,
     show,
 )
@@ -112,7 +113,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     from chain.storage import open_chain
 
     network = load_network(args.network, args.genesis_file)
-    path = network_dir(args.datadir or default_datadir(), network.name)
+    datadir = args.datadir or default_datadir()
+    try:
+        check_datadir(datadir, network.name)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    path = network_dir(datadir, network.name)
     db = open_chain(path, network=network.name)
     try:
         chain = ChainState(db, network)

@@ -3,6 +3,7 @@ setting and its value, never a traceback; Ctrl-C in a waiting command says so.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -536,3 +537,25 @@ def test_which_binds_share_a_port() -> None:
     assert share_port("127.0.0.1", "127.0.0.1") and share_port("0.0.0.0", "127.0.0.1")
     assert share_port("::", "127.0.0.1") and share_port("", "::1")
     assert not share_port("0.0.0.0", "::1") and not share_port("127.0.0.1", "10.0.0.1")
+
+
+def test_a_datadir_of_another_genesis_names_the_database_and_the_flags(
+    datadir: Path, tmp_path: Path
+) -> None:
+    other = json.loads((Path(__file__).parent.parent / "genesis" / "devnet.json").read_text())
+    other["genesis"]["timestamp"] += 1
+    genesis = tmp_path / "other-genesis.json"
+    genesis.write_text(json.dumps(other))
+    got = run_node(datadir, "--genesis-file", str(genesis))
+    error = one_clean_error(got, 1, "holds a chain with genesis", "--genesis-file", "--datadir")
+    assert str(datadir) in error, error
+
+
+def test_init_on_a_file_says_it_is_not_a_folder(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    got = subprocess.run(pouw("init", "--network", "devnet", "--datadir", str(afile)),
+                         capture_output=True, text=True, timeout=NODE_TIMEOUT_S)  # fmt: skip
+    assert got.returncode == 2 and "Traceback" not in got.stderr, got.stderr
+    assert f"--datadir {afile} is a file, not a folder" in got.stderr, got.stderr
+    assert "Errno" not in got.stderr
