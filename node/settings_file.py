@@ -28,7 +28,7 @@ from node.config import (
     network_dir,
 )
 from node.logs import CATEGORIES
-from p2p.addrbook import split_host_port
+from p2p.addrbook import PEER_ADDRESS_FORMS, split_host_port
 from wallet.rpc import MAX_SETTINGS_BYTES, SETTINGS_NAME
 
 # (the clients read the same file for the node's ports: wallet/rpc.local_ports)
@@ -449,8 +449,7 @@ def resolve(args: argparse.Namespace, make: Callable[..., NodeConfig] = NodeConf
             except ValueError:
                 where = f"--{key}" if sources[key] == "flag" else f"{path}: key {key!r}"
                 raise ConfigError(
-                    f"{where}: {peer!r} is not a peer address: give HOST:PORT, [IPv6]:PORT "
-                    "or HOST (the network's port), with a port from 1 to 65535"
+                    f"{where}: {peer!r} is not a peer address: {PEER_ADDRESS_FORMS}"
                 ) from None
     config = make(**values, config_file=read)
     return Resolved(config, sources, read)

@@ -47,21 +47,37 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+PEER_ADDRESS_FORMS = "give HOST:PORT, [IPv6]:PORT or HOST (the network's port), port 1-65535"
+
+
+def _port(text: str) -> int | None:
+    """A port written as 1..5 ASCII digits with a value 1..65535, else None (``int``
+    alone would read " 80", "1_0" or "+80")."""
+    if not 1 <= len(text) <= 5 or not text.isascii() or not text.isdigit():
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None
+
+
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``HOST`` -> (host, port); ValueError if bad."""
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``HOST`` -> (host, port). HOST is an IP literal
+    or a DNS name (``valid_host``: no scheme, no spaces), PORT digits only, 1-65535;
+    ValueError naming the accepted forms if not."""
     text = text.strip()
+    port: int | None = default_port
     if text.startswith("["):
         host, closed, rest = text[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
-            raise ValueError(f"not a HOST:PORT address: {text!r}")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
+        if not closed or ":" not in host or (rest and not rest.startswith(":")):
+            host = ""
+        elif rest:
+            port = _port(rest[1:])
     elif text.count(":") == 1:
         host, _, p = text.partition(":")
-        port = int(p)
-    else:
-        host, port = text, default_port
-    if not host or not 0 < port < 65536 or len(host) > 255:
-        raise ValueError(f"not a HOST:PORT address: {text!r}")
+        port = _port(p)
+    else:  # a bare HOST, or an IPv6 literal without brackets (no port then)
+        host = text
+    if port is None or not valid_host(host):
+        raise ValueError(f"{text[:300]!r} is not a peer address: {PEER_ADDRESS_FORMS}")
     return host, port
 
 

@@ -411,7 +411,10 @@ def test_wallet_send_refuses_a_bad_nonce_or_wait_before_signing(
     assert exit_.value.code == 2 and f"argument {flag}: " in err and said in err, err
 
 
-@pytest.mark.parametrize("peer", ["127.0.0.1:99999", "127.0.0.1:0", "host:abc", "[::1]:x", ""])
+@pytest.mark.parametrize("peer", [
+    "127.0.0.1:99999", "127.0.0.1:0", "host:abc", "[::1]:x", "", "127.0.0.1:1_0",
+    "127.0.0.1: 80", "http://x:1", "a b c", "[example.org]:1",
+])  # fmt: skip
 def test_a_bad_peer_address_is_refused_before_the_node_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
     peer: str,

@@ -387,6 +387,26 @@ def test_network_methods_call_the_p2p_service(tmp_path: Path) -> None:
     run_node(tmp_path, body)
 
 
+def test_addnode_refuses_what_is_not_host_port(tmp_path: Path) -> None:
+    """addnode on the node's P2P service: HOST an IP literal or a DNS name, PORT digits
+    1-65535; anything else is -8 saying what to give (never int()'s own words)."""
+
+    async def body(h: Harness) -> None:
+        for bad in ("127.0.0.1:abc", "http://x:1", "a b c", "127.0.0.1:1_0", "127.0.0.1: 80",
+                    "127.0.0.1:0", "127.0.0.1:65536", "[host]:1"):  # fmt: skip
+            err = await h.error("addnode", bad, "add")
+            assert err["code"] == -8, (bad, err)
+            assert err["message"] == (
+                f"invalid parameter 'node': {bad!r} is not a peer address: give HOST:PORT, "
+                "[IPv6]:PORT or HOST (the network's port), port 1-65535"
+            ), err
+        for good in ("127.0.0.2:65535", "[::1]:9", "peer.example.org:1", "10.0.0.5"):
+            assert await h.result("addnode", good, "add") is None, good
+        assert await h.result("addnode", "127.0.0.2:65535", "remove") is None
+
+    run_node(tmp_path, body, addnode=("127.0.0.1:1",))  # a P2P service, never started
+
+
 def test_waitforjob_answers_when_the_commit_reaches_the_pool(tmp_path: Path) -> None:
     """waitforjob: -5 at once for an unknown job; a job without a commit waits out its
     timeout; a waiter is woken by the claimant's commit entering the mempool (claim
