@@ -156,6 +156,25 @@ def test_subscriptions_per_socket_are_capped(tmp_path: Path) -> None:
     run_node(tmp_path, body, extra={"rpc_max_subscriptions": cap})
 
 
+def test_a_subscribe_sent_as_a_notification_subscribes_nothing(tmp_path: Path) -> None:
+    """Without an id the subscription's id could never reach the client: nothing is
+    subscribed (nor answered), and the socket's allowance stays whole."""
+    cap = 2
+
+    async def body(h: Harness) -> None:
+        async with h.session.ws_connect(h.url + "ws", headers={"Authorization": h.auth}) as ws:
+            for _ in range(cap + 1):
+                await ws.send_str('{"jsonrpc":"2.0","method":"subscribe","params":["newHeads"]}')
+            for i in range(cap):
+                await ws.send_str(json.dumps({"jsonrpc": "2.0", "id": i, "method": "subscribe",
+                                              "params": ["newHeads"]}))  # fmt: skip
+                reply = json.loads((await ws.receive(timeout=10)).data)
+                assert reply["id"] == i and isinstance(reply.get("result"), str), reply
+            assert h.rpc.sessions and all(len(s.subs) == cap for s in h.rpc.sessions)
+
+    run_node(tmp_path, body, extra={"rpc_max_subscriptions": cap})
+
+
 def test_oversized_headers_get_400(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         for extra in (f"X-Big: {'a' * 9000}\r\n",  # one header past 8190 bytes

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from node.rpc.base import MethodsBase
-from node.rpc.errors import METHOD_NOT_FOUND, MISC_ERROR, RpcError
+from node.rpc.errors import INVALID_REQUEST, METHOD_NOT_FOUND, MISC_ERROR, RpcError
 from node.rpc.params import HelpParams, SubscribeParams, UnsubscribeParams
 from node.rpc.protocol import CallContext, NoParams
 
@@ -66,9 +66,12 @@ class ControlMethods(MethodsBase):
     # subscriptions (WebSocket only) ---------------------------------------------------
 
     def subscribe(self, ctx: CallContext, p: SubscribeParams) -> str:
-        """Subscribe to newHeads, newTransactions or jobs (WebSocket /ws only)."""
+        """Subscribe to newHeads, newTransactions or jobs (WebSocket /ws only). Sent as a
+        notification (no id), nothing is subscribed: its id would never reach the client."""
         if ctx.session is None:
             raise RpcError(MISC_ERROR, "subscriptions need the WebSocket endpoint /ws")
+        if ctx.notification:  # (the error is not sent either: a notification gets no answer)
+            raise RpcError(INVALID_REQUEST, "subscribe needs an id: it answers the subscription id")
         return ctx.session.subscribe(p.topic)
 
     def unsubscribe(self, ctx: CallContext, p: UnsubscribeParams) -> bool:

@@ -12,7 +12,7 @@ import inspect
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -71,11 +71,14 @@ MAX_WAIT_MS = 300_000
 class CallContext:
     """Who is calling: ``authed`` is False for an anonymous caller (when allowed).
     ``gone`` says whether the caller's connection closed: a call that waits (long-polls)
-    stops then, instead of holding a connection slot for a client that left."""
+    stops then, instead of holding a connection slot for a client that left.
+    ``notification``: the call has no id, so its result is never sent (a method whose
+    result the caller needs, such as ``subscribe``'s id, does nothing then)."""
 
     authed: bool = True
     session: Any = None  # the WebSocket session for calls made over /ws
     gone: Callable[[], bool] | None = None
+    notification: bool = False
 
 
 Handler = Callable[[CallContext, Any], Any]
@@ -310,6 +313,8 @@ class Dispatcher:
         problem = _malformed(req, shallow)
         if problem is not None:
             return _error(req_id, INVALID_REQUEST, f"invalid request: {problem}")
+        if notification:  # (rare: a copy only for them)
+            ctx = replace(ctx, notification=True)
         try:
             method, parsed = self._prepare(req, ctx)
             self.calls += 1
