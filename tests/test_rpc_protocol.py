@@ -61,6 +61,9 @@ def test_method_not_found_and_invalid_params_name_the_param(tmp_path: Path) -> N
     async def body(h: Harness) -> None:
         err = await h.error("nosuchmethod")
         assert err["code"] == METHOD_NOT_FOUND and "nosuchmethod" in err["message"]
+        err = await h.error("x" * 100_000)  # echoed up to 300 characters (RPC.md, Limits)
+        said = f"method not found: {'x' * 300}... (100000 characters)"
+        assert err == {"code": METHOD_NOT_FOUND, "message": said}, len(err["message"])
         err = await h.error("getblockhash", "zero")
         assert err["code"] == INVALID_PARAMS and "'height'" in err["message"]
         assert err["data"][0]["param"] == "height"

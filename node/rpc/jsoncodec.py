@@ -23,6 +23,19 @@ log = logging.getLogger("pouw.rpc")
 MAX_JSON_DEPTH = 32
 
 
+# The most of a client's own text (a method name, a peer, a command) an error message
+# repeats: a longer one is cut, so that an answer never echoes megabytes.
+MAX_ECHO = 300
+
+
+def echo(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` as an error message repeats it: whole up to ``limit`` characters, else
+    its first ``limit`` followed by how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 

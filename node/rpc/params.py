@@ -11,6 +11,7 @@ from pydantic import Field, StringConstraints
 
 from chain.block import MAX_BLOCK_SIZE
 from chain.tx import MAX_TX_SIZE
+from node.rpc.jsoncodec import MAX_ECHO
 from node.rpc.protocol import Params
 
 HashHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
@@ -22,7 +23,7 @@ TxHex = Annotated[str, StringConstraints(max_length=2 * MAX_TX_SIZE, pattern=HEX
 BlockHex = Annotated[str, StringConstraints(max_length=2 * MAX_BLOCK_SIZE, pattern=HEX)]
 # Other strings a client names (a peer, a subnet, a command, a subscription id): far
 # above any real one, so that an error message never echoes megabytes.
-Name = Annotated[str, StringConstraints(max_length=300)]
+Name = Annotated[str, StringConstraints(max_length=MAX_ECHO)]
 # Every integer a client sends is capped before use: 2^53 - 1 is the largest integer
 # every JSON client reads exactly, and keeps arithmetic on it (skip + count, ms / 1000,
 # now + bantime) within C and float ranges.

@@ -28,6 +28,7 @@ from node.rpc.errors import (
 )
 from node.rpc.jsoncodec import (
     MAX_JSON_DEPTH,
+    echo,
     error_object,
     loads_strict,
     surely_shallow,
@@ -336,7 +337,7 @@ class Dispatcher:
         name = req["method"]
         method = self.registry.methods.get(name)
         if method is None:
-            raise RpcError(METHOD_NOT_FOUND, f"method not found: {name}")
+            raise RpcError(METHOD_NOT_FOUND, f"method not found: {echo(name)}")
         if not ctx.authed and (method.admin or not self.allow_anonymous):
             raise RpcError(INVALID_REQUEST, f"{name} needs authentication")
         warming = self.warmup()
