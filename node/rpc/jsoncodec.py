@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from typing import Any
 
 from node.rpc.errors import INTERNAL_ERROR, RpcError
@@ -53,10 +54,20 @@ _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 def loads_strict(body: bytes | str) -> Any:
-    """Strict JSON (RFC 8259, UTF-8): NaN, Infinity and numbers that overflow a double
-    are refused with ValueError; too deep a nesting with RecursionError."""
+    """Strict JSON (RFC 8259, UTF-8): NaN, Infinity, numbers that overflow a double and
+    integers past Python's digit limit (4300) are refused with ValueError; too deep a
+    nesting with RecursionError."""
     text = body.decode("utf-8") if isinstance(body, bytes) else body
-    return _DECODER.decode(text)
+    try:
+        return _DECODER.decode(text)
+    except ValueError as exc:
+        # int() past Python's digit limit: its own words advise sys.set_int_max_str_digits()
+        if type(exc) is ValueError and "int_max_str_digits" in str(exc):
+            limit = sys.get_int_max_str_digits()
+            raise ValueError(
+                f"an integer of more than {limit} digits (no param takes one that long)"
+            ) from None
+        raise
 
 
 def dumps_strict(value: Any) -> str:

@@ -275,7 +275,11 @@ class Dispatcher:
         except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
             return _error(None, PARSE_ERROR, f"parse error: {exc}")
         except RecursionError:
-            return _error(None, PARSE_ERROR, f"parse error: nested deeper than {MAX_JSON_DEPTH}")
+            return _error(
+                None, PARSE_ERROR,
+                "parse error: nested too deep for the parser (about 1000 levels); a request "
+                f"may nest at most {MAX_JSON_DEPTH} arrays and objects",
+            )  # fmt: skip
         if type(data) is dict:  # one call, the common case: straight to it
             return await self.handle_one(data, ctx, surely_shallow(body))
         return await self.handle_value(data, ctx, surely_shallow(body))
