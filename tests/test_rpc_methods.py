@@ -245,6 +245,12 @@ def test_longpoll_and_waitfornewblock(tmp_path: Path) -> None:
         assert got["height"] == 1
         timed = await h.result("waitfornewblock", 100)
         assert timed["height"] == 1
+        # Past the longest wait: refused as waitforjob's is (not cut to 300 s unsaid).
+        err = await asyncio.wait_for(h.error("waitfornewblock", 300_001), 10)
+        assert err["code"] == -32602 and "'timeout'" in err["message"], err
+        assert "300000" in err["message"], err
+        helped = await h.result("help", "waitfornewblock")
+        assert helped["params"][0]["type"] == "integer 0..300000", helped
 
     run_node(tmp_path, body)
 

@@ -188,8 +188,8 @@ class ChainMethods(MethodsBase):
         return difficulty(self.net, self.node.chain.tip_header.target)
 
     async def waitfornewblock(self, ctx: CallContext, p: WaitParams) -> dict[str, Any]:
-        """Wait for a new tip (timeout in ms, 0 = the longest wait, MAX_WAIT_S); returns
-        {hash, height}: the same tip when none came meanwhile."""
+        """Wait for a new tip (timeout in ms, 0 = the longest wait, MAX_WAIT_MS = 300000;
+        more is refused); returns {hash, height}: the same tip when none came meanwhile."""
         start = self.node.chain.tip.hash
         timeout = p.timeout / 1000 if p.timeout else None
         await self.service.wait_change(lambda: self.node.chain.tip.hash != start, timeout, ctx)

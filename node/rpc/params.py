@@ -12,7 +12,7 @@ from pydantic import Field, StringConstraints
 from chain.block import MAX_BLOCK_SIZE
 from chain.tx import MAX_TX_SIZE
 from node.rpc.jsoncodec import MAX_ECHO
-from node.rpc.protocol import Params
+from node.rpc.protocol import MAX_WAIT_MS, Params
 
 HashHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
 HEX = r"^([0-9a-fA-F]{2})*$"
@@ -52,7 +52,8 @@ class HeaderParams(Params):
 
 
 class WaitParams(Params):
-    timeout: Count = 0  # milliseconds, 0 = no timeout
+    # milliseconds, 0 = the longest wait (MAX_WAIT_MS); more is refused, as waitforjob's
+    timeout: Annotated[int, Field(ge=0, le=MAX_WAIT_MS)] = 0
 
 
 class AddressParams(Params):
