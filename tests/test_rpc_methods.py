@@ -81,6 +81,26 @@ def test_template_mine_submit_and_stale(tmp_path: Path) -> None:
         # A shape the network refuses is -8 naming the param; a good one is used.
         err = await h.error("getblocktemplate", addr(h, 4), [3, 5, 7])
         assert err["code"] == -8 and "shape" in err["message"]
+        # The message names the rules broken, with the network's numbers.
+        p = net.pouw
+        err = await h.error("getblocktemplate", addr(h, 4), [1, 1, 1])
+        assert err["message"] == (
+            "invalid parameter 'shape': [1, 1, 1] is refused by the network (bad-k): give "
+            f"k a multiple of {p.noise_rank} from {p.k_min} to {p.k_max}; "
+            f"m a multiple of {p.tile_rows} up to {p.m_max}; "
+            f"n a multiple of {p.tile_cols} up to {p.n_max}"
+        ), err
+        m, n = p.m_max, p.n_max
+        err = await h.error("getblocktemplate", addr(h, 4), [m, p.k_max, n])
+        assert err["message"] == (
+            f"invalid parameter 'shape': [{m}, {p.k_max}, {n}] is refused by the network "
+            f"(too-much-work): give m*k*n at most {p.max_multiply_adds} multiply-adds "
+            f"(it is {m * p.k_max * n})"
+        ), err
+        err = await h.error("getblocktemplate", addr(h, 4), [p.tile_rows, p.k_min, 3])
+        assert err["message"].endswith(
+            f"(bad-shape): give n a multiple of {p.tile_cols} up to {p.n_max}"
+        ), err
         t3 = await h.result("getblocktemplate", addr(h, 4), [64, 128, 128])
         assert t3["shape"] == [64, 128, 128]
         err = await h.error("getblocktemplate", "dpw1notanaddress")

@@ -11,6 +11,7 @@ from chain.state import StateError
 from chain.validation import Verdict
 from compute.engine import engine_path
 from consensus.difficulty import block_work
+from consensus.params import PouwParams
 from consensus.seal import check_shape
 from node.rpc.base import MethodsBase
 from node.rpc.encode import difficulty, hex256, template_json
@@ -19,6 +20,20 @@ from node.rpc.market import MarketMethods
 from node.rpc.params import SubmitParams, TemplateParams
 from node.rpc.protocol import CallContext, NoParams
 from node.template import build_template
+
+
+def shape_rules(pouw: PouwParams, m: int, k: int, n: int) -> str:
+    """The network's shape rules that ``[m, k, n]`` breaks, with their numbers."""
+    broken = []
+    if not (pouw.k_min <= k <= pouw.k_max) or k % pouw.noise_rank:
+        broken.append(f"k a multiple of {pouw.noise_rank} from {pouw.k_min} to {pouw.k_max}")
+    if not (0 < m <= pouw.m_max) or m % pouw.tile_rows:
+        broken.append(f"m a multiple of {pouw.tile_rows} up to {pouw.m_max}")
+    if not (0 < n <= pouw.n_max) or n % pouw.tile_cols:
+        broken.append(f"n a multiple of {pouw.tile_cols} up to {pouw.n_max}")
+    if not broken:
+        broken.append(f"m*k*n at most {pouw.max_multiply_adds} multiply-adds (it is {m * k * n})")
+    return "; ".join(broken)
 
 
 class MiningMethods(MarketMethods, MethodsBase):
@@ -33,7 +48,9 @@ class MiningMethods(MarketMethods, MethodsBase):
             if not check.ok:
                 assert check.reason is not None
                 raise RpcError(
-                    INVALID_PARAMETER, f"invalid parameter 'shape': {check.reason.value}"
+                    INVALID_PARAMETER,
+                    f"invalid parameter 'shape': [{m}, {k}, {n}] is refused by the network "
+                    f"({check.reason.value}): give {shape_rules(self.net.pouw, m, k, n)}",
                 )
             shape = (m, k, n)
         if p.longpollid is not None:
