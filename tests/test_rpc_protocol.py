@@ -48,6 +48,11 @@ def test_parse_error_and_invalid_requests(tmp_path: Path) -> None:
         for req in bad:
             _, reply = await h.post(req)
             assert reply["error"]["code"] == INVALID_REQUEST, (req, reply)
+        _, reply = await h.post({"jsonrpc": "1.0", "id": 1, "method": "getblockcount"})
+        assert reply["error"]["message"] == (
+            'invalid request: this node speaks JSON-RPC 2.0: send "jsonrpc": "2.0" '
+            '(or leave "jsonrpc" out, as a JSON-RPC 1.0 client does)'
+        ), reply
         _, reply = await h.post([])
         assert reply["error"]["code"] == INVALID_REQUEST
         # A JSON-RPC 1.0 style call without "jsonrpc" is accepted, as bitcoind does.

@@ -222,7 +222,10 @@ def _malformed(req: dict[str, Any], shallow: bool) -> str | None:
     """Why a request object is not a valid request, or None. ``shallow``: the body is
     known not to nest too deep (``surely_shallow``), so the params need no depth walk."""
     if req.get("jsonrpc", "2.0") != "2.0":  # absent: a JSON-RPC 1.0 client, as bitcoind allows
-        return 'jsonrpc must be "2.0"'
+        return (
+            'this node speaks JSON-RPC 2.0: send "jsonrpc": "2.0" (or leave "jsonrpc" out, '
+            "as a JSON-RPC 1.0 client does)"
+        )
     if type(req.get("method")) is not str:
         return "method must be a string"
     params = req.get("params")
