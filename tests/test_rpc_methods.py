@@ -128,6 +128,7 @@ def test_chain_queries(tmp_path: Path) -> None:
         assert Block.from_bytes(bytes.fromhex(raw)).hash.hex() == best
         hdr = await h.result("getblockheader", best)
         assert hdr["hash"] == best and hdr["state_root"] == blk["state_root"]
+        assert "nextblockhash" not in blk and "nextblockhash" not in hdr  # the tip (RPC.md)
         assert len(await h.result("getblockheader", best, False)) > 0
         genesis = await h.result("getblock", await h.result("getblockhash", 0))
         assert genesis["previousblockhash"] is None
