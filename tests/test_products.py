@@ -60,6 +60,23 @@ def test_impossible_plans_are_named() -> None:
         plan_parts(0, 8, 8, POUW)
 
 
+def test_parts_over_the_cap_name_parts_not_the_shape() -> None:
+    """A shape the job size cuts into a few parts, asked for more than MAX_PARTS: the
+    message blames --parts (it used to say to submit the shape in pieces)."""
+    from wallet.products import MAX_PARTS
+
+    plain = len(plan_parts(512, 4096, 4096, POUW))
+    with pytest.raises(PlanError) as exc:
+        plan_parts(512, 4096, 4096, POUW, min_parts=MAX_PARTS + 1)
+    assert str(exc.value) == (
+        f"--parts {MAX_PARTS + 1} is more than the {MAX_PARTS} jobs a product may have: "
+        f"lower --parts (without it 512x4096x4096 takes {plain})"
+    )
+    assert len(plan_parts(512, 4096, 4096, POUW, min_parts=MAX_PARTS)) == MAX_PARTS
+    with pytest.raises(PlanError, match="submit it in pieces"):  # the shape itself: as before
+        plan_parts(10**8, 10**8, 10**8, POUW, min_parts=2)
+
+
 def test_asking_for_fewer_parts_than_the_job_size_cuts_changes_nothing() -> None:
     """--parts N means at least N: where the job size already cuts N or more, the plan
     is the one without it (512x4096x4096 with --parts 3 used to give 6 parts: three

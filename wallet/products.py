@@ -111,10 +111,12 @@ def plan_parts(
     """The parts of an m x k x n product (see the module's docstring). Raises PlanError."""
     if min(m, k, n) < 1:
         raise PlanError(f"shape {m}x{k}x{n}: every dimension must be at least 1")
+    plain_count = 0  # the parts without min_parts (0: not asked for)
     if min_parts > 1:  # at least that many: the job size may already cut as many or more
         plain = plan_parts(m, k, n, pouw, max_part_multiply_adds)
         if len(plain) >= min_parts:
             return plain
+        plain_count = len(plain)
     th, tw, r = pouw.tile_rows, pouw.tile_cols, pouw.noise_rank
     k_cap = pouw.k_max - pouw.k_max % r
     k_blocks = _Blocks(k, k_cap, r)
@@ -131,6 +133,16 @@ def plan_parts(
     row_cap = min(row_cap, max(th, _round_up(-(-m // wanted), th)))
     r_blocks = _Blocks(m, row_cap, th)
     count = k_blocks.count * r_blocks.count * c_blocks.count
+    if count > MAX_PARTS and plain_count:  # the shape alone fits: the asked count does not
+        over = (
+            f"is more than the {MAX_PARTS} jobs a product may have" if min_parts > MAX_PARTS
+            else f"would cut {m}x{k}x{n} into {count} jobs, more than the {MAX_PARTS} a "
+            "product may have"
+        )  # fmt: skip
+        raise PlanError(
+            f"--parts {min_parts} {over}: lower --parts (without it {m}x{k}x{n} takes "
+            f"{plain_count})"
+        )
     if count > MAX_PARTS:  # counted before any part is made: a huge shape answers at once
         raise PlanError(
             f"{m}x{k}x{n} needs {count} jobs, more than {MAX_PARTS}: submit it in pieces"
