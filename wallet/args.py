@@ -27,6 +27,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def whole_arg(text: str) -> int:
+    """A whole number, any: its range is checked where it is known (``--expiry``: by the
+    network's ``max_open_s``, in ``JobClient.submit``), with one message for the whole
+    range."""
+    return _whole(text)
+
+
 def positive_arg(text: str) -> int:
     """A whole number, 1 or more."""
     if (value := _whole(text)) < 1:

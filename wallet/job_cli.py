@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from wallet.amount import amount_arg, check_fee, format_coins
-from wallet.args import positive_arg, seconds_arg
+from wallet.args import positive_arg, seconds_arg, whole_arg
 from wallet.job_terms import DEFAULT_EXPIRY_S, DEFAULT_JOB_FEE, DEFAULT_LIST_LIMIT, JobError
 from wallet.rpc import BLOB_PORT_OFFSET, shown_url
 
@@ -378,9 +378,9 @@ def add_job_parser(subparsers: Any) -> argparse.ArgumentParser:
     submit.add_argument("--bounty", type=amount_arg, required=True,
                         help="escrowed reward for the whole product: coins (1.5) or base "
                              "units (150000000u)")  # fmt: skip
-    submit.add_argument("--expiry", type=positive_arg, default=DEFAULT_EXPIRY_S,
-                        help="seconds the jobs stay claimable (at most the network's "
-                             "max_open_s)")  # fmt: skip
+    submit.add_argument("--expiry", type=whole_arg, default=DEFAULT_EXPIRY_S,
+                        help="seconds the jobs stay claimable: 60 to the network's "
+                             "max_open_s")  # fmt: skip
     submit.add_argument("--parts", type=positive_arg, default=1,
                         help="cut into at least this many jobs (one per miner), as far as "
                              "the shape allows (tile and noise-rank multiples)")  # fmt: skip

@@ -340,7 +340,8 @@ class JobClient(Collecting, Following):
         product id (the job id when the product is one job)."""
         a8, b8 = check_operand(a, "A"), check_operand(b, "B")
         bounty, fee = whole_number(bounty, "bounty"), whole_number(fee, "fee")
-        expiry_s = whole_number(expiry_s, "expiry_s")
+        # any int here: its range, 0 and negatives included, is checked below with one message
+        expiry_s = whole_number(expiry_s, "expiry_s", least=-(2**63))
         if a8.shape[1] != b8.shape[0]:
             raise JobError(f"A is {a8.shape}, B is {b8.shape}: inner dimensions differ")
         if self.blob_auth is None:
