@@ -168,6 +168,14 @@ def test_accounts_transactions_and_proofs(tmp_path: Path) -> None:
         assert accept == [{"txid": tx.txid.hex(), "allowed": True, "fee": 20,
                            "size": len(tx.to_bytes())}]  # fmt: skip
         assert await h.result("getrawmempool") == []  # nothing was added
+        # The same tx twice in one call: the second is a duplicate within the request (it
+        # used to read "already in the pool", though nothing was added).
+        twice = await h.result("testmempoolaccept", [txhex, txhex])
+        assert twice[0]["allowed"] is True and twice[1] == {
+            "txid": tx.txid.hex(), "allowed": False, "reject_reason": "txn-duplicate-in-request",
+            "detail": "the same transaction appears earlier in this request: send it once",
+        }, twice  # fmt: skip
+        assert await h.result("getrawmempool") == []
         too_much = transfer(net, 0, 0, address_of(7), before["balance"], fee=20)
         res = await h.result("testmempoolaccept", [too_much.to_bytes().hex()])
         assert res[0]["allowed"] is False

@@ -48,6 +48,10 @@ ACCOUNTS_AT_TIP = 4096  # getaccount answers kept per tip (~200 bytes each)
 STATE_REJECTS = {MempoolReject.NONCE_TOO_LOW, MempoolReject.INSUFFICIENT_BALANCE}
 
 
+# testmempoolaccept's reason for a transaction given twice in one call
+DUPLICATE_IN_REQUEST = "txn-duplicate-in-request"
+
+
 class AccountMethods(MethodsBase):
     def __init__(self, node: Node, service: RpcService) -> None:
         super().__init__(node, service)
@@ -148,8 +152,17 @@ class AccountMethods(MethodsBase):
             if old is not None and old.sender in senders:
                 scratch.add(old, now)
         out = []
+        seen: set[bytes] = set()
         for tx in txs:
             entry: dict[str, Any] = {"txid": tx.txid.hex()}
+            if tx.txid in seen:  # checked once, where it first appears (nothing was added)
+                entry.update(
+                    allowed=False, reject_reason=DUPLICATE_IN_REQUEST,
+                    detail="the same transaction appears earlier in this request: send it once",
+                )  # fmt: skip
+                out.append(entry)
+                continue
+            seen.add(tx.txid)
             if self.tx_location(tx.txid) is not None:
                 entry.update(allowed=False, reject_reason="txn-already-in-chain")
             elif tx.txid in pool:
