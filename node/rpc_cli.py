@@ -15,9 +15,10 @@ from node.usage import EXIT_FAILURE, UsageError
 
 log = logging.getLogger("pouw")
 
-# `pouw rpc` waits as long as a long poll may (waitfornewblock 0 waits for ever); Ctrl-C
-# stops it. Other methods answer within seconds on a sound node: a node (or anything
-# else on that port) that takes a call and never answers is given up after 5 minutes.
+# `pouw rpc` waits as long as a long poll may (waitfornewblock and waitforjob wait up
+# to 300 s); Ctrl-C stops it. Other methods answer within seconds on a sound node: a
+# node (or anything else on that port) that takes a call and never answers is given up
+# after 5 minutes.
 RPC_COMMAND_TIMEOUT_S = 24 * 3600.0
 RPC_CALL_TIMEOUT_S = 300.0
 LONG_WAIT_METHODS = frozenset({"waitfornewblock", "waitforjob", "getblocktemplate"})
