@@ -439,7 +439,7 @@ def test_addnode_refuses_what_is_not_host_port(tmp_path: Path) -> None:
             assert await h.result("addnode", good, "add") is None, good
         assert await h.result("addnode", "127.0.0.2:65535", "remove") is None
 
-    run_node(tmp_path, body, addnode=("127.0.0.1:1",))  # a P2P service, never started
+    run_node(tmp_path, body, p2p=True, listen=False)  # a P2P service, never started
 
 
 def test_waitforjob_answers_when_the_commit_reaches_the_pool(tmp_path: Path) -> None:

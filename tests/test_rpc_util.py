@@ -81,9 +81,8 @@ def basic(user: str, password: str) -> str:
 async def rpc_node(tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
     if "genesis_file" not in overrides:  # (a test's own genesis: the same file name)
         overrides["genesis_file"] = easy_genesis_file(tmp_path)
-    config = NodeConfig(
-        network="devnet", datadir=tmp_path, p2p=False, mine=False, rpc_port=0, **overrides
-    )
+    settings: dict[str, Any] = {"p2p": False, "mine": False, "rpc_port": 0, **overrides}
+    config = NodeConfig(network="devnet", datadir=tmp_path, **settings)
     node = Node(config)
     rpc = next(s for s in node.services if s.name == "rpc")
     assert isinstance(rpc, RpcService)
