@@ -83,7 +83,7 @@ def _serve_node(q: mp.Queue, datadir: str) -> None:  # type: ignore[type-arg]
     _pin(SERVER_CORE)
     path = Path(datadir)
     config = NodeConfig(network="devnet", datadir=path, genesis_file=easy_genesis_file(path),
-                        listen=False, mine=False, rpc_port=0)  # fmt: skip
+                        p2p=False, mine=False, rpc_port=0)  # fmt: skip
     node = Node(config)
     rpc = next(s for s in node.services if s.name == "rpc")
 
