@@ -13,9 +13,12 @@ import asyncio
 import logging
 import resource
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+
+from p2p.handshake_cap import HandshakeGate
 
 log = logging.getLogger("pouw.p2p")
 
@@ -41,7 +44,8 @@ def fd_budget(wanted: int) -> int:
 
 class _Guarded(asyncio.Protocol):
     """Delegates to aiohttp's request handler; closes the socket if the upgrade does
-    not come in time."""
+    not come in time, or if the peer sends what its handshake does not allow (each
+    chunk judged before aiohttp sees it: p2p/handshake_cap.py)."""
 
     def __init__(self, guard: UpgradeGuard, inner: Any) -> None:
         self.guard = guard
@@ -49,6 +53,8 @@ class _Guarded(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.ip = ""
+        self.gate: HandshakeGate | None = HandshakeGate()  # None once the verack passed
+        self.cut = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -82,8 +88,19 @@ class _Guarded(asyncio.Protocol):
             self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.inner is not None:
-            self.inner.data_received(data)
+        if self.inner is None or self.cut:
+            return
+        if self.gate is not None:
+            why = self.gate.check(data)
+            if why is not None:
+                self.cut = True
+                if self.transport is not None:
+                    self.transport.abort()
+                self.guard.handshake_refused(self.ip, why)
+                return
+            if self.gate.done:
+                self.gate = None
+        self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received() if self.inner is not None else None
@@ -109,6 +126,10 @@ class UpgradeGuard:
         self.open: set[_Guarded] = set()
         self.refused = 0
         self.timed_out = 0
+        self.handshakes_refused = 0
+        # (ip, why) of a peer cut for what it sent before its verack: the P2P service
+        # discourages the address
+        self.on_handshake_refused: Callable[[str, str], None] | None = None
 
     def admit(self, conn: _Guarded, transport: asyncio.BaseTransport) -> bool:
         counts = Counter(c.ip for c in self.pending.values())
@@ -130,6 +151,11 @@ class UpgradeGuard:
         self.pending[transport] = conn
         self.open.add(conn)
         return True
+
+    def handshake_refused(self, ip: str, why: str) -> None:
+        self.handshakes_refused += 1
+        if self.on_handshake_refused is not None:
+            self.on_handshake_refused(ip, why)
 
     def release(self, conn: _Guarded) -> None:
         if conn.transport is not None and self.pending.get(conn.transport) is conn:

@@ -5,8 +5,9 @@ frame is buffered whole before our code sees it. Frames may be as large as
 ``MAX_FRAME`` (21 MB: a block), so a socket still in its handshake could otherwise
 hold that much memory until the handshake timeout, on every inbound slot at once.
 
-``HandshakeGate`` sits between an inbound socket and aiohttp until the peer's verack
-has passed. It reads the WebSocket frame headers as the bytes arrive: the peer's first
+``HandshakeGate`` reads an inbound socket's bytes as they arrive, before aiohttp does
+(p2p/guard.py passes them through it), from the HTTP upgrade request until the peer's
+verack has passed. It reads the WebSocket frame headers: the peer's first
 data frame must be a ``version`` and its second a ``verack``, each at most a
 version's size, judged on the frame's first payload byte, before the rest of it
 arrives; WebSocket pings and pongs may come between. Anything else cuts the socket at
@@ -16,9 +17,6 @@ never counted, however busy the loop is.
 """
 
 from __future__ import annotations
-
-import asyncio
-from collections.abc import Callable
 
 from p2p.protocol import MAX_PAYLOAD, MsgType
 
@@ -49,21 +47,18 @@ def handshake_refusal(first_byte: int | None, size: int) -> str | None:
     return f"{what}{over} before the handshake"
 
 
-class HandshakeGate(asyncio.Protocol):
-    """Passes a transport's events on to its protocol (aiohttp's), reading the frame
-    headers of what the peer sends until its verack has passed; then it steps out of
-    the way. On a frame the handshake does not allow, or past PRE_HANDSHAKE_BYTES, it
-    aborts the socket without passing those bytes on and calls ``on_refused`` with why."""
+class HandshakeGate:
+    """Reads what an inbound peer sends, from the socket's first byte, until its verack
+    has passed: the HTTP upgrade request, then WebSocket frames. ``check`` takes each
+    chunk as it arrives (before aiohttp does) and says why it is refused, or None; once
+    ``done``, nothing more is judged. Bytes a peer sends in one go with its upgrade
+    request (before the node's 101 answer) are judged like any other."""
 
-    def __init__(
-        self, transport: asyncio.Transport, inner: asyncio.BaseProtocol,
-        on_refused: Callable[[str], None],
-    ) -> None:  # fmt: skip
-        self.transport = transport
-        self.inner = inner
-        self.on_refused = on_refused
+    def __init__(self) -> None:
         self.received = 0
-        self.done = False  # the verack passed (or the socket was cut)
+        self.done = False  # the verack has passed: nothing more is judged
+        self._in_request = True  # still in the HTTP request's headers
+        self._tail = b""  # the request's last bytes so far (its end may straddle chunks)
         self._header = bytearray()  # the frame header being read
         self._left = 0  # payload bytes of the current frame still to come
         self._mask = b""
@@ -72,47 +67,30 @@ class HandshakeGate(asyncio.Protocol):
         self._data_frames = 0
         self._refusal = ""
 
-    @classmethod
-    def install(
-        cls, transport: asyncio.BaseTransport | None, on_refused: Callable[[str], None]
-    ) -> HandshakeGate | None:
-        """Gate ``transport`` from now on (its HTTP upgrade is done); None when there
-        is nothing to gate (no transport, or one already closing)."""
-        if not isinstance(transport, asyncio.Transport) or transport.is_closing():
-            return None
-        gate = cls(transport, transport.get_protocol(), on_refused)
-        transport.set_protocol(gate)
-        return gate
-
-    def release(self) -> None:
-        """The transport talks to its protocol directly again."""
-        self.done = True
-        if self.transport.get_protocol() is self:
-            self.transport.set_protocol(self.inner)
-
-    def data_received(self, data: bytes) -> None:
+    def check(self, data: bytes) -> str | None:
+        """Take the next chunk the peer sent: why it is refused, or None."""
         if self.done:
-            if not self.transport.is_closing():  # released: what was on its way here
-                self.inner.data_received(data)  # type: ignore[attr-defined]
-            return
+            return None
         self.received += len(data)
-        refused = self._read(data)
+        pos = 0
+        if self._in_request:
+            seen = self._tail + data
+            end = seen.find(b"\r\n\r\n")
+            if end < 0:
+                self._tail = seen[-3:]
+            else:
+                self._in_request = False
+                pos = end + 4 - len(self._tail)
+        refused = self._read(data, pos) if not self._in_request else None
         if refused is None and self.received > PRE_HANDSHAKE_BYTES and not self.done:
             refused = f"{self.received} bytes before the handshake (at most {PRE_HANDSHAKE_BYTES})"
         if refused is not None:
             self.done = True
-            self.transport.abort()
-            self.on_refused(refused)
-            return
-        released = self.done
-        self.inner.data_received(data)  # type: ignore[attr-defined]
-        if released:
-            self.release()
+        return refused
 
-    def _read(self, data: bytes) -> str | None:
-        """Follow the frames in ``data``; why they are refused, or None. Sets ``done``
-        once the peer's verack has passed."""
-        pos = 0
+    def _read(self, data: bytes, pos: int) -> str | None:
+        """Follow the frames in ``data[pos:]``; why they are refused, or None. Sets
+        ``done`` once the peer's verack has passed."""
         while pos < len(data) and not self.done:
             if self._left == 0 and not self._judge:
                 pos = self._read_header(data, pos)
@@ -178,15 +156,3 @@ class HandshakeGate(asyncio.Protocol):
         if why is None and first_byte != _EXPECTED[self._data_frames - 1]:
             why = f"{MsgType(first_byte).name} out of order in the handshake"
         return why
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()  # type: ignore[attr-defined]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()

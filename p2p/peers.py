@@ -17,7 +17,6 @@ from aiohttp import web
 from chain.storage import StorageError
 from p2p.addrbook import AddressBook, BanList, join_host_port, split_host_port
 from p2p.guard import UpgradeGuard
-from p2p.handshake_cap import HandshakeGate
 from p2p.netgroup import netgroup
 from p2p.peer import BAN_SCORE, P2PSettings, Peer
 from p2p.protocol import MAX_FRAME, Message, MsgType, encode
@@ -99,7 +98,6 @@ class PeerManager:
         peername = request.transport.get_extra_info("peername") if request.transport else None
         port = int(peername[1]) if peername else 0
         peer = Peer(ws, True, ip, port, settings=self.settings)
-        HandshakeGate.install(request.transport, lambda why: self.misbehave(peer, BAN_SCORE, why))
         await self.run_peer(peer)
         return ws
 
@@ -364,15 +362,19 @@ class PeerManager:
         peer.score += points
         if peer.score < BAN_SCORE or peer.closed:
             return
-        self.discouraged.pop(peer.host, None)
-        self.discouraged[peer.host] = time.time() + self.settings.discourage_s
+        self.discourage(peer.host, reason, f"peer {peer.id}")
+        self.drop(peer, f"misbehaving: {reason}")
+
+    def discourage(self, host: str, reason: str, who: str = "before its handshake") -> None:
+        """Refuse ``host``'s inbound connections for ``discourage_s`` (a misbehaving
+        peer, or a socket cut for what it sent before its verack: p2p/guard.py)."""
+        self.discouraged.pop(host, None)
+        self.discouraged[host] = time.time() + self.settings.discourage_s
         while len(self.discouraged) > MAX_DISCOURAGED:  # the oldest goes first
             del self.discouraged[next(iter(self.discouraged))]
         log.warning(
-            "discouraging %s (peer %d) for %ds: %s",
-            peer.host, peer.id, self.settings.discourage_s, reason,
-        )  # fmt: skip
-        self.drop(peer, f"misbehaving: {reason}")
+            "discouraging %s (%s) for %ds: %s", host, who, self.settings.discourage_s, reason
+        )
 
 
 def _refuse(status: int, text: str) -> web.Response:

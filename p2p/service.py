@@ -131,6 +131,7 @@ class P2PService:
                 s.upgrade_timeout, s.max_pending_upgrades, s.max_pending_per_ip,
                 s.max_inbound + s.max_pending_upgrades,
             )  # fmt: skip
+            guard.on_handshake_refused = self.pm.discourage
             self.pm.guard = guard
             self._site = GuardedSite(self._runner, self.config.p2p_bind, self.port, guard)
             await self._site.start()

@@ -1,10 +1,10 @@
 """The inbound handshake gate (p2p/handshake_cap.py) on byte streams cut every way:
 frames split over reads, several frames in one read, pings between, and each refusal.
-The node-level cases (a real node, real sockets) are in tests/test_p2p_hostile.py."""
+The stream starts at the socket's first byte (the HTTP upgrade request). The node-level
+cases (a real node, real sockets) are in tests/test_p2p_hostile.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
@@ -13,36 +13,10 @@ from p2p.handshake_cap import PRE_HANDSHAKE_BYTES, HandshakeGate
 from p2p.protocol import Empty, Inv, InvType, MsgType, Ping, Version, encode
 from tests.p2putil import RawWsPeer
 
-
-class Transport(asyncio.Transport):
-    """The socket side: which protocol it talks to, and whether it was cut."""
-
-    def __init__(self, protocol: asyncio.BaseProtocol) -> None:
-        super().__init__()
-        self.protocol = protocol
-        self.aborted = False
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self.protocol
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.protocol = protocol
-
-    def is_closing(self) -> bool:
-        return self.aborted
-
-    def abort(self) -> None:
-        self.aborted = True
-
-
-class Inner(asyncio.Protocol):
-    """aiohttp's side: the bytes it was given."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.data += data
+REQUEST = (
+    b"GET /p2p HTTP/1.1\r\nHost: 127.0.0.1:1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 def version_frame() -> bytes:
@@ -56,18 +30,19 @@ def ping_control_frame() -> bytes:
     return bytes([0x89, 0x84]) + os.urandom(4) + b"abcd"
 
 
-def feed(stream: bytes, step: int) -> tuple[Transport, Inner, list[str]]:
-    inner, refused = Inner(), []
-    transport = Transport(inner)
-    gate = HandshakeGate.install(transport, refused.append)
-    assert gate is not None and transport.protocol is gate
-    for at in range(0, len(stream), step):
-        protocol = transport.protocol
-        assert isinstance(protocol, asyncio.Protocol)
-        protocol.data_received(stream[at : at + step])
-        if transport.aborted:
+def feed(stream: bytes, step: int) -> tuple[HandshakeGate, list[str], int]:
+    """The gate fed ``REQUEST + stream`` in chunks of ``step`` bytes: itself, the
+    refusals, and how many bytes it let through (to aiohttp) before one."""
+    gate, refused, passed = HandshakeGate(), [], 0
+    data = REQUEST + stream
+    for at in range(0, len(data), step):
+        chunk = data[at : at + step]
+        why = gate.check(chunk)
+        if why is not None:
+            refused.append(why)
             break
-    return transport, inner, refused
+        passed += len(chunk)
+    return gate, refused, passed
 
 
 AFTER = b"".join(
@@ -81,10 +56,21 @@ def test_an_honest_handshake_passes_and_the_gate_steps_out(step: int) -> None:
     stream = version_frame() + ping_control_frame() + RawWsPeer.frame(
         encode(Empty(MsgType.VERACK))
     ) + AFTER  # fmt: skip
-    transport, inner, refused = feed(stream, step)
-    assert refused == [] and not transport.aborted
-    assert bytes(inner.data) == stream  # every byte passed on, in order
-    assert transport.protocol is inner  # released: later bytes go straight to aiohttp
+    gate, refused, passed = feed(stream, step)
+    assert refused == [] and passed == len(REQUEST + stream) and gate.done
+    # done at the verack: what follows is never judged (a 70 KB frame above, any frame)
+    assert gate.check(RawWsPeer.frame(bytes([MsgType.BLOCK]), declared=1 << 24)) is None
+
+
+def test_bytes_sent_with_the_upgrade_request_are_judged_too() -> None:
+    """A peer that sends a frame in the same write as its HTTP request (before the
+    node's 101) reaches the gate in the request's chunk: judged all the same."""
+    big = RawWsPeer.frame(bytes([MsgType.BLOCK]) + bytes(99), declared=1 + (8 << 20))
+    why = HandshakeGate().check(REQUEST + version_frame() + big)
+    assert why == f"BLOCK of {1 + (8 << 20)} bytes before the handshake"
+    honest = REQUEST + version_frame() + RawWsPeer.frame(encode(Empty(MsgType.VERACK))) + big
+    gate = HandshakeGate()
+    assert gate.check(honest) is None and gate.done
 
 
 REFUSED = [
@@ -108,6 +94,6 @@ REFUSED = [
 def test_anything_else_before_the_verack_cuts_the_socket(
     stream: bytes, why: str, step: int
 ) -> None:
-    transport, inner, refused = feed(stream, step)
-    assert transport.aborted and len(refused) == 1 and why in refused[0], refused
-    assert len(inner.data) < len(stream)  # the refused bytes never reached aiohttp
+    gate, refused, passed = feed(stream, step)
+    assert len(refused) == 1 and why in refused[0] and gate.done, refused
+    assert passed < len(REQUEST + stream)  # the refused chunk never reached aiohttp

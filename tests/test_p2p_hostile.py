@@ -138,6 +138,18 @@ async def _scenarios(
     assert time.monotonic() - t0 < 2  # not the handshake timeout (3 s in tests)
     raw.close()
 
+    # The same sent in one write with the upgrade request, before the node's answer
+    raw = RawWsPeer(port, "127.0.0.26")
+    t0 = time.monotonic()
+    ours = WirePeer(port, network, ghash, "").version()
+    await raw.connect(also=RawWsPeer.frame(encode(ours)) + RawWsPeer.frame(
+        bytes([MsgType.BLOCK]) + bytes(1023), declared=1 + (8 << 20)
+    ))  # fmt: skip
+    while await raw.read_message(timeout=8) is not None:
+        pass
+    assert time.monotonic() - t0 < 2
+    raw.close()
+
     # An honest peer's verack and what it sends right after it, all in one write (a
     # busy node reads them at once): everything after the verack goes through.
     raw = RawWsPeer(port, "127.0.0.25")
@@ -258,6 +270,7 @@ def test_hostile_peer_is_disconnected_while_honest_peer_syncs(
     assert "discouraging 127.0.0.23 " in log and f"BLOCK of {1 + (1 << 15)} bytes before" in log
     assert "discouraging 127.0.0.24 " in log and f"BLOCK of {1 + (8 << 20)} bytes before" in log
     assert "discouraging 127.0.0.25 " not in log
+    assert "discouraging 127.0.0.26 (before its handshake)" in log
 
 
 def test_restart_keeps_address_book_and_bans(tmp_path: Path, procs: list[NodeProc]) -> None:
