@@ -36,7 +36,7 @@ def listeners(config: NodeConfig, p2p_port: int, rpc_port: int) -> list[Listener
     from node.metrics import METRICS_PORT_OFFSET
 
     out: list[Listener] = []
-    if config.listen:
+    if config.p2p and config.listen:
         port = config.p2p_port or p2p_port
         out.append(Listener("P2P", "p2p_bind", "p2p_port", config.p2p_bind, port))
     if config.rpc:

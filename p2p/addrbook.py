@@ -76,7 +76,7 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
         port = _port(p)
     else:  # a bare HOST, or an IPv6 literal without brackets (no port then)
         host = text
-    if port is None or not valid_host(host):
+    if port is None or not valid_host(host, named=True):
         raise ValueError(f"{text[:300]!r} is not a peer address: {PEER_ADDRESS_FORMS}")
     return host, port
 

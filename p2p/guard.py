@@ -96,7 +96,9 @@ class _Guarded(asyncio.Protocol):
                 self.cut = True
                 if self.transport is not None:
                     self.transport.abort()
-                self.guard.handshake_refused(self.ip, why)
+                if self.gate.discourage:
+                    self.guard.handshake_refused(self.ip, why)
+                self.gate = None
                 return
             if self.gate.done:
                 self.gate = None

@@ -25,9 +25,33 @@ MAX_HANDSHAKE_FRAME = 1 + MAX_PAYLOAD[MsgType.VERSION]
 # Bytes before the verack has passed, pings and pongs included: a version and a verack
 # take under 200 bytes with their framing; a peer that pings without end is cut here.
 PRE_HANDSHAKE_BYTES = 64 * 1024
+# An HTTP request head on the P2P port: aiohttp's own limits are about 8 KiB per line;
+# a peer's upgrade request takes about 250 bytes.
+MAX_REQUEST_HEAD = 16 * 1024
 
 _OP_CONTINUATION, _OP_TEXT, _OP_BINARY = 0x0, 0x1, 0x2
 _EXPECTED = (MsgType.VERSION, MsgType.VERACK)  # the peer's data frames, in order
+
+
+def upgrade_refusal(head: bytes) -> str | None:
+    """Why an HTTP request head (request line and headers, without the blank line) is
+    not the P2P upgrade, or None: ``GET /p2p`` with ``Upgrade: websocket`` and no body.
+    A body (Content-Length, Transfer-Encoding) would be read by aiohttp before the
+    upgrade, where the gate would take it for frames; a second request on the socket
+    cannot come, as the node answers anything but the upgrade with a closing answer."""
+    lines = head.split(b"\r\n")
+    method, _, rest = lines[0].partition(b" ")
+    target = rest.partition(b" ")[0]
+    upgrade = False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            return "an HTTP request with a body on the P2P port"
+        upgrade = upgrade or (name == b"upgrade" and value == b"websocket")
+    if method != b"GET" or not (target == b"/p2p" or target.startswith(b"/p2p?")) or not upgrade:
+        return "not a P2P upgrade request (GET /p2p with Upgrade: websocket)"
+    return None
 
 
 def handshake_refusal(first_byte: int | None, size: int) -> str | None:
@@ -57,8 +81,9 @@ class HandshakeGate:
     def __init__(self) -> None:
         self.received = 0
         self.done = False  # the verack has passed: nothing more is judged
-        self._in_request = True  # still in the HTTP request's headers
-        self._tail = b""  # the request's last bytes so far (its end may straddle chunks)
+        self._in_request = True  # still in the HTTP request's head
+        self._head = bytearray()  # the request's head so far (its end may straddle chunks)
+        self.discourage = True  # False: cut as no P2P upgrade at all (a stray HTTP client)
         self._header = bytearray()  # the frame header being read
         self._left = 0  # payload bytes of the current frame still to come
         self._mask = b""
@@ -73,15 +98,23 @@ class HandshakeGate:
             return None
         self.received += len(data)
         pos = 0
+        refused: str | None = None
         if self._in_request:
-            seen = self._tail + data
-            end = seen.find(b"\r\n\r\n")
-            if end < 0:
-                self._tail = seen[-3:]
-            else:
+            self._head += data
+            head = bytes(self._head).lstrip(b"\r\n")  # (HTTP parsers skip blank lines first)
+            end = head.find(b"\r\n\r\n")
+            if end >= 0:
+                refused = upgrade_refusal(head[:end])
+                self.discourage = refused is None
+                # where the frames start in this chunk: after the head and its blank line
+                pos = len(self._head) - len(head) + end + 4 - (len(self._head) - len(data))
                 self._in_request = False
-                pos = end + 4 - len(self._tail)
-        refused = self._read(data, pos) if not self._in_request else None
+                self._head = bytearray()
+            elif len(self._head) > MAX_REQUEST_HEAD:
+                refused = f"an HTTP request head of over {MAX_REQUEST_HEAD} bytes"
+                self.discourage = False
+        if refused is None and not self._in_request:
+            refused = self._read(data, pos)
         if refused is None and self.received > PRE_HANDSHAKE_BYTES and not self.done:
             refused = f"{self.received} bytes before the handshake (at most {PRE_HANDSHAKE_BYTES})"
         if refused is not None:

@@ -11,6 +11,9 @@ import socket
 
 MAX_LABEL = 63  # bytes of one DNS label (RFC 1035); longer ones make IDNA encoding fail
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# A name the operator gives (--connect, --addnode, addnode) may hold underscores, as
+# container and compose host names do (project_service_1); resolvers accept them.
+_NAMED_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 
 @functools.lru_cache(maxsize=4096)  # sources repeat; parsing costs ~10 µs
@@ -31,9 +34,10 @@ def netgroup(host: str) -> str:
     return "v6:" + ip.exploded[:9]
 
 
-def valid_host(host: str) -> bool:
+def valid_host(host: str, named: bool = False) -> bool:
     """An IP literal, or a DNS name of ASCII letters, digits and hyphens in labels of
-    1..63 bytes (255 in all): anything else cannot be dialled and is not stored."""
+    1..63 bytes (255 in all): anything else cannot be dialled and is not stored.
+    ``named``: a name the operator gave, which may hold underscores too."""
     if not host or len(host) > 255 or not host.isascii():
         return False
     for family in (socket.AF_INET, socket.AF_INET6):
@@ -43,4 +47,5 @@ def valid_host(host: str) -> bool:
         except OSError:
             pass
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
-    return all(_LABEL.match(label) for label in labels)
+    label_rx = _NAMED_LABEL if named else _LABEL
+    return all(label_rx.match(label) for label in labels)

@@ -182,6 +182,8 @@ class PeerManager:
         self._unreachable_said[key] = now
         if isinstance(exc, TimeoutError):
             why = "no answer in time"
+        elif isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status in (403, 503):
+            why = f"its node refused us (HTTP {exc.status}: banned, full or stopping)"
         elif isinstance(exc, aiohttp.WSServerHandshakeError):
             why = f"it answered HTTP {exc.status}, not a pouw P2P port"
         else:

@@ -97,3 +97,23 @@ def test_anything_else_before_the_verack_cuts_the_socket(
     gate, refused, passed = feed(stream, step)
     assert len(refused) == 1 and why in refused[0] and gate.done, refused
     assert passed < len(REQUEST + stream)  # the refused chunk never reached aiohttp
+
+
+def test_only_the_p2p_upgrade_request_opens_the_gate() -> None:
+    """A request body (aiohttp reads it before any upgrade) or another request (a 404 kept
+    alive) would carry fake frames past the gate: anything but the bodiless upgrade to
+    /p2p is cut, without discouraging a stray HTTP client."""
+    fake = version_frame() + RawWsPeer.frame(encode(Empty(MsgType.VERACK)))
+    with_body = REQUEST.replace(b"\r\n\r\n", f"\r\nContent-Length: {len(fake)}\r\n\r\n".encode())
+    chunked = REQUEST.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    elsewhere = REQUEST.replace(b"GET /p2p ", b"GET /x ")
+    plain = REQUEST.replace(b"Upgrade: websocket\r\n", b"")
+    cases = ((with_body, "with a body"), (chunked, "with a body"),
+             (elsewhere, "not a P2P upgrade"), (plain, "not a P2P upgrade"))  # fmt: skip
+    for request, why in cases:
+        gate = HandshakeGate()
+        refused = gate.check(request + fake)
+        assert refused is not None and why in refused and not gate.discourage, refused
+    gate = HandshakeGate()  # blank lines before the request line are skipped, as parsers do
+    assert gate.check(b"\r\n\r\n" + REQUEST + fake) is None and gate.done
+    assert HandshakeGate().check(b"x" * (17 * 1024)) is not None  # a head without end

@@ -159,7 +159,8 @@ def test_guard_closes_silent_and_slow_sockets_and_caps_pending() -> None:
                 pass
             s.close()
         r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"GET /p2p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        # (the P2P port takes the upgrade request only: p2p/handshake_cap.py)
+        w.write(b"GET /p2p HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n")
         assert b"200 OK" in await asyncio.wait_for(r.read(), 2)
         w.close()
         await runner.cleanup()

@@ -3,10 +3,10 @@ it touched, as ``getjob`` shows them on chain.
 
 A job changes by its own transactions (submit, claim, commit, ...) and by the market's
 timers (a claim that lapses, a window that closes, an expiry), which no transaction
-names; the undo data of a connected block lists every state key the block wrote, so
-the jobs are found there. A disconnected block's undo data is gone with it: its jobs
-are found from its market transactions (a timer it fired is in the new branch's undo
-data too, when that branch fires it).
+names; the undo data of a block lists every state key the block wrote, so the jobs
+are found there, for the blocks connected and for those disconnected (their undo data
+stays stored with them); a disconnected block whose undo data is missing names its
+jobs by its market transactions.
 """
 
 from __future__ import annotations
@@ -56,9 +56,13 @@ def touched_jobs(
     undo_of: Callable[[bytes], bytes | None], record_now: Callable[[bytes], bytes | None],
 ) -> list[bytes]:  # fmt: skip
     """Every job whose record a tip change altered, each once, in the order first met:
-    those a disconnected block named, and those whose record ``record_now`` (by job id)
+    those a disconnected block wrote, and those whose record ``record_now`` (by job id)
     differs from what it was before the first connected block that wrote it."""
-    named = dict.fromkeys(j for block in disconnected for j in jobs_named(block))
+    named: dict[bytes, None] = {}
+    for block in disconnected:
+        undo = undo_of(block.hash)
+        found = [j for j, _ in jobs_in_undo(undo)] if undo is not None else jobs_named(block)
+        named.update(dict.fromkeys(found))
     before: dict[bytes, bytes | None] = {}
     for block in connected:
         for job_id, old in jobs_in_undo(undo_of(block.hash)):
