@@ -54,6 +54,8 @@ MINE_ONLY = (
     "miner_wallet",
     "min_bounty_per_mac",
 )
+# The settings only P2P reads: with --nop2p they do nothing, which the node says at start.
+P2P_ONLY = ("listen", "p2p_bind", "p2p_port", "connect", "addnode")
 # A client dials a real port: 0 ("any free port") only means something to a listener.
 CLIENT_PORT = Bounds(1, MAX_PORT, "leave it out for the network's RPC port")
 
@@ -177,6 +179,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     if config.config_file is not None:
         log.info("settings from %s", config.config_file)
     check_mining(resolved)
+    check_p2p(resolved)
     node = Node(config)  # locks the datadir first: a second node is told that, not ports
     try:
         check_listeners(resolved, node.network.p2p_port, node.network.rpc_port)
@@ -184,6 +187,16 @@ def cmd_node(args: argparse.Namespace) -> int:
     finally:
         node.close()
     exit_after_shutdown(0)
+
+
+def check_p2p(resolved: Resolved) -> None:
+    """Before anything opens: warn of P2P settings given with --nop2p (ignored)."""
+    if resolved.config.p2p:
+        return
+    ignored = [setting(resolved, k) for k in P2P_ONLY if resolved.sources[k] != "default"]
+    if ignored:
+        verb = "only applies" if len(ignored) == 1 else "only apply"
+        log.warning("%s %s with P2P on (no --nop2p): ignored", ", ".join(ignored), verb)
 
 
 def check_mining(resolved: Resolved) -> None:

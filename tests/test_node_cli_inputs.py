@@ -269,7 +269,7 @@ def test_miner_settings_without_mine_are_named_and_the_node_stops_cleanly_on_ctr
     proc = subprocess.Popen(
         pouw("node", "--network", "devnet", "--datadir", str(datadir), "--progress", "never",
              *own_ports(), "--market", "--engine", "numpy", "--miner-wallet", "w",
-             "--miner-address", "bogus"),
+             "--miner-address", "bogus", "--nop2p", "--connect", "127.0.0.1:1"),
         stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -290,6 +290,8 @@ def test_miner_settings_without_mine_are_named_and_the_node_stops_cleanly_on_ctr
     warning = next((line for line in seen if " WARNING " in line and "--mine" in line), "")
     for flag in ("--market", "--engine", "--miner-wallet", "--miner-address"):
         assert flag in warning, text
+    ignored = next((line for line in seen if "with P2P on (no --nop2p): ignored" in line), "")
+    assert "--connect" in ignored and "--p2p-port" in ignored, text
     assert proc.returncode == 0 and "node stopped at height" in rest, text
     assert "interrupted" not in text and "Traceback" not in text, text
 
