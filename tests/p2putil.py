@@ -424,6 +424,12 @@ class RawWsPeer:
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
 
+    async def closed_by_node(self, timeout: float = 8.0) -> None:
+        """Read (and drop) what the node sends until it closes or cuts the connection."""
+        deadline = time.monotonic() + timeout
+        while await self.read_message(timeout=max(0.0, deadline - time.monotonic())) is not None:
+            continue
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from chain.network import Network
 from tests.chainutil import address_of, transfer
 from tests.p2putil import (
     NodeProc,
@@ -170,22 +171,36 @@ def test_partition_heals_on_the_heavier_chain(tmp_path: Path, procs: list[NodePr
     assert "reorg:" in loser.log()
 
 
+def _premined_pair(
+    tmp_path: Path, procs: list[NodeProc], names: tuple[str, str]
+) -> tuple[Network, NodeProc, NodeProc]:
+    """Two nodes (not started) on copies of one 5-block chain."""
+    genesis = tmp_path / "genesis.json"
+    network = write_genesis(genesis, 5)
+    premine(tmp_path / "base", network, 5)
+    for name in names:
+        clone_datadir(tmp_path / "base", tmp_path / name)
+    first, second = (NodeProc(tmp_path / name, genesis) for name in names)
+    procs.extend([first, second])
+    return network, first, second
+
+
+def _start_with_rpc(node: NodeProc, *extra: str) -> RpcClient:
+    """Start ``node`` with JSON-RPC on a port of its own; its client once it answers."""
+    port = free_port()
+    node.start(*extra, "--rpc", "--rpc-port", str(port), "--noblobs")
+    _wait(lambda: (node.datadir / "devnet" / ".cookie").exists())
+    rpc = RpcClient.from_datadir(node.datadir, "devnet", port)
+    _wait(lambda: _answers(rpc, "getblockcount"))
+    return rpc
+
+
 def test_transaction_sent_before_any_peer_reaches_the_miner(
     tmp_path: Path, procs: list[NodeProc]
 ) -> None:
     """A new peer is told of our pending transactions, so none waits for a relay."""
-    genesis = tmp_path / "genesis.json"
-    network = write_genesis(genesis, 5)
-    premine(tmp_path / "base", network, 5)
-    for name in ("wallet", "miner"):
-        clone_datadir(tmp_path / "base", tmp_path / name)
-    wallet, miner = NodeProc(tmp_path / "wallet", genesis), NodeProc(tmp_path / "miner", genesis)
-    procs.extend([wallet, miner])
-    port = free_port()
-    wallet.start("--rpc", "--rpc-port", str(port), "--noblobs")
-    _wait(lambda: (wallet.datadir / "devnet" / ".cookie").exists())
-    rpc = RpcClient.from_datadir(wallet.datadir, "devnet", port)
-    _wait(lambda: _answers(rpc, "getblockcount"))
+    network, wallet, miner = _premined_pair(tmp_path, procs, ("wallet", "miner"))
+    rpc = _start_with_rpc(wallet)
     assert rpc.call("getconnectioncount") == 0
     tx = transfer(network, 0, 0, address_of(7), 4321)
     rpc.call("sendrawtransaction", tx.to_bytes().hex())
@@ -198,20 +213,10 @@ def test_transaction_sent_before_any_peer_reaches_the_miner(
 def test_a_node_that_does_not_listen_still_dials_out(tmp_path: Path, procs: list[NodeProc]) -> None:
     """--nolisten refuses inbound peers only (bitcoind's -listen=0): a peer added over RPC
     is dialled; --nop2p is what turns peer-to-peer networking off."""
-    genesis = tmp_path / "genesis.json"
-    network = write_genesis(genesis, 5)
-    premine(tmp_path / "base", network, 5)
-    for name in ("a", "b"):
-        clone_datadir(tmp_path / "base", tmp_path / name)
-    a, b = NodeProc(tmp_path / "a", genesis), NodeProc(tmp_path / "b", genesis)
-    procs.extend([a, b])
+    _, a, b = _premined_pair(tmp_path, procs, ("a", "b"))
     a.start()
     a.wait_log("p2p listening")
-    port = free_port()
-    b.start("--nolisten", "--rpc", "--rpc-port", str(port), "--noblobs")
-    _wait(lambda: (b.datadir / "devnet" / ".cookie").exists())
-    rpc = RpcClient.from_datadir(b.datadir, "devnet", port)
-    _wait(lambda: _answers(rpc, "getblockcount"))
+    rpc = _start_with_rpc(b, "--nolisten")
     rpc.call("addnode", a.addr, "add")
     _wait(lambda: rpc.call("getconnectioncount") == 1)
     assert "p2p listening" not in b.log()
